@@ -1,0 +1,111 @@
+/// The causal state of one row as stored by a replica: its siblings and their history.
+public typealias StoredObject = DottedVersionVectorSet<Sibling>
+
+extension DottedVersionVectorSet where Element == Sibling {
+    /// The values a read returns: every live sibling that is not a tombstone.
+    public var liveValues: [Sibling] { values.filter { !$0.isTombstone } }
+
+    /// Whether every live sibling is a tombstone (or nothing was ever written), so a read
+    /// answers "absent".
+    public var isDeleted: Bool { values.allSatisfy(\.isTombstone) }
+}
+
+/// The binary storage format of a ``StoredObject``: what every engine holds as the
+/// value of a data row and what replicas exchange.
+///
+/// `0x01` (format version), LEB128 entry count, then per entry: node id (8 bytes,
+/// big-endian), incarnation (LEB128), counter (LEB128), value count (LEB128), then per
+/// value a flags byte (bit 0: tombstone), the timestamp (zigzag LEB128) and, unless a
+/// tombstone, the content type and the bytes, each length-prefixed.
+///
+/// Decoding validates everything (order, counts, UTF-8) and reports
+/// `storage.corrupt_object` rather than trusting the bytes.
+public enum StoredObjectCodec {
+    /// The format version written and accepted.
+    public static let formatVersion: UInt8 = 1
+
+    /// Encodes `object`.
+    public static func encode(_ object: StoredObject) -> [UInt8] {
+        var writer = BinaryWriter(
+            capacity: 32 + object.values.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) + 24 })
+        writer.write(formatVersion)
+        writer.writeVarint(UInt64(object.entries.count))
+        for entry in object.entries {
+            writer.writeFixed(entry.actor.node.rawValue)
+            writer.writeVarint(UInt64(entry.actor.incarnation))
+            writer.writeVarint(entry.counter)
+            writer.writeVarint(UInt64(entry.values.count))
+            for sibling in entry.values {
+                writer.write(sibling.isTombstone ? 1 : 0)
+                writer.writeSignedVarint(sibling.timestampMilliseconds)
+                if let value = sibling.value {
+                    writer.writeLengthPrefixed(Array(value.contentType.utf8))
+                    writer.writeLengthPrefixed(value.bytes)
+                }
+            }
+        }
+        return writer.bytes
+    }
+
+    /// Decodes bytes written by ``encode(_:)``.
+    public static func decode(_ bytes: [UInt8]) throws(KVError) -> StoredObject {
+        do {
+            var reader = BinaryReader(bytes)
+            let version = try reader.readByte()
+            guard version == formatVersion else {
+                throw KVError(.corruptObject, "unknown stored object format version \(version)")
+            }
+            let entryCount = try reader.readVarint()
+            // Each entry takes at least 11 bytes, so a larger count cannot be genuine.
+            guard entryCount <= UInt64(reader.remainingCount / 11) else {
+                throw KVError(.corruptObject, "stored object claims \(entryCount) entries")
+            }
+            var entries: [StoredObject.Entry] = []
+            for _ in 0..<entryCount {
+                let node = NodeID(rawValue: try reader.readFixed())
+                let incarnation = try reader.readVarint()
+                let counter = try reader.readVarint()
+                let valueCount = try reader.readVarint()
+                guard incarnation <= UInt64(UInt32.max), valueCount <= counter,
+                    valueCount <= UInt64(reader.remainingCount / 2)
+                else {
+                    throw KVError(.corruptObject, "stored object has an invalid entry")
+                }
+                var values: [Sibling] = []
+                for _ in 0..<valueCount {
+                    let flags = try reader.readByte()
+                    guard flags <= 1 else {
+                        throw KVError(.corruptObject, "stored sibling has unknown flags \(flags)")
+                    }
+                    let timestamp = try reader.readSignedVarint()
+                    if flags == 1 {
+                        values.append(.tombstone(at: timestamp))
+                        continue
+                    }
+                    let contentTypeBytes = try reader.readLengthPrefixed(maximumLength: 1024)
+                    guard let contentType = String(validating: contentTypeBytes, as: UTF8.self) else {
+                        throw KVError(.corruptObject, "stored content type is not UTF-8")
+                    }
+                    let data = try reader.readLengthPrefixed()
+                    values.append(
+                        Sibling(
+                            value: RowValue(bytes: data, contentType: contentType),
+                            timestampMilliseconds: timestamp))
+                }
+                entries.append(
+                    StoredObject.Entry(
+                        actor: ActorID(node: node, incarnation: UInt32(incarnation)), counter: counter,
+                        values: values))
+            }
+            guard reader.isAtEnd else { throw KVError(.corruptObject, "stored object has trailing bytes") }
+            guard let object = StoredObject(validatedEntries: entries) else {
+                throw KVError(.corruptObject, "stored object's entries are not in actor order")
+            }
+            return object
+        } catch let error as KVError {
+            throw error
+        } catch {
+            throw KVError(.corruptObject, "stored object is truncated or malformed", underlying: error)
+        }
+    }
+}

@@ -1,0 +1,92 @@
+/// One event in a causal history: the `counter`-th write coordinated by `actor`.
+public struct Dot: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// Who coordinated the write.
+    public var actor: ActorID
+    /// The actor's write counter for this key, starting at 1.
+    public var counter: UInt64
+
+    /// Creates a dot.
+    public init(actor: ActorID, counter: UInt64) {
+        self.actor = actor
+        self.counter = counter
+    }
+
+    public var description: String { "(\(actor), \(counter))" }
+
+    public static func < (lhs: Dot, rhs: Dot) -> Bool { (lhs.actor, lhs.counter) < (rhs.actor, rhs.counter) }
+}
+
+/// A version vector: for each actor, how many of its writes a causal history includes.
+///
+/// It is the shape of a causal context: what a client saw when it read. Entries are kept
+/// sorted by actor with no zero counters, so equal histories have equal values.
+public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
+    /// One actor's counter.
+    public struct Entry: Hashable, Sendable {
+        /// The actor.
+        public var actor: ActorID
+        /// How many of its writes the history includes (at least 1).
+        public var counter: UInt64
+
+        /// Creates an entry.
+        public init(actor: ActorID, counter: UInt64) {
+            self.actor = actor
+            self.counter = counter
+        }
+    }
+
+    /// The entries, sorted by actor, each with a counter of at least 1.
+    public private(set) var entries: [Entry]
+
+    /// The empty history.
+    public init() { entries = [] }
+
+    /// Creates a vector from entries in any order; duplicates keep the largest counter
+    /// and zero counters are dropped.
+    public init(_ unsortedEntries: [Entry]) {
+        var result: [Entry] = []
+        for entry in unsortedEntries.sorted(by: { $0.actor < $1.actor }) where entry.counter > 0 {
+            if let last = result.last, last.actor == entry.actor {
+                result[result.count - 1].counter = max(last.counter, entry.counter)
+            } else {
+                result.append(entry)
+            }
+        }
+        entries = result
+    }
+
+    /// Whether the history is empty.
+    public var isEmpty: Bool { entries.isEmpty }
+
+    /// The counter of `actor`, or 0.
+    public func counter(for actor: ActorID) -> UInt64 {
+        var low = 0
+        var high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            if entries[middle].actor < actor {
+                low = middle + 1
+            } else {
+                high = middle
+            }
+        }
+        return low < entries.count && entries[low].actor == actor ? entries[low].counter : 0
+    }
+
+    /// Whether the history includes `dot`.
+    public func contains(_ dot: Dot) -> Bool { counter(for: dot.actor) >= dot.counter }
+
+    /// Whether this history includes all of `other`.
+    public func dominates(_ other: VersionVector) -> Bool {
+        other.entries.allSatisfy { counter(for: $0.actor) >= $0.counter }
+    }
+
+    /// The smallest history that includes both.
+    public func merging(_ other: VersionVector) -> VersionVector {
+        VersionVector(entries + other.entries)
+    }
+
+    public var description: String {
+        "{" + entries.map { "\($0.actor): \($0.counter)" }.joined(separator: ", ") + "}"
+    }
+}

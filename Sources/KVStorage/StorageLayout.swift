@@ -1,0 +1,41 @@
+import KVCore
+
+/// How rows map to keys of the ``Keyspace/data`` keyspace.
+///
+/// `partition (4 bytes, big-endian) · namespace · table · encoded key`, where namespace
+/// and table use the escaped string encoding of ``KeyEncoding``. Leading with the
+/// partition makes "every row of one partition" a single contiguous range, which handoff,
+/// anti-entropy and dropping a partition need; a table scan across partitions merges one
+/// cursor per partition, which a cluster scan does anyway.
+public enum StorageLayout {
+    /// The data key of a row.
+    public static func dataKey(partition: PartitionID, namespace: String, table: String, key: [UInt8])
+        -> [UInt8]
+    {
+        var result = tablePrefix(partition: partition, namespace: namespace, table: table)
+        result.append(contentsOf: key)
+        return result
+    }
+
+    /// The prefix shared by every row of one table in one partition.
+    public static func tablePrefix(partition: PartitionID, namespace: String, table: String) -> [UInt8] {
+        var result = partitionPrefix(partition)
+        KeyEncoding.append(.string(namespace), to: &result)
+        KeyEncoding.append(.string(table), to: &result)
+        return result
+    }
+
+    /// The 4-byte prefix of every row of `partition`.
+    public static func partitionPrefix(_ partition: PartitionID) -> [UInt8] {
+        let raw = partition.rawValue
+        return [
+            UInt8(raw >> 24), UInt8(truncatingIfNeeded: raw >> 16), UInt8(truncatingIfNeeded: raw >> 8),
+            UInt8(truncatingIfNeeded: raw),
+        ]
+    }
+
+    /// Every row of `partition`.
+    public static func partitionRange(_ partition: PartitionID) -> EncodedKeyRange {
+        .prefixed(by: partitionPrefix(partition))
+    }
+}

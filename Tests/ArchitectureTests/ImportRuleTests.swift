@@ -1,0 +1,99 @@
+import Foundation
+import Testing
+
+/// Enforces the import rules of ARCHITECTURE.md by reading every `import` line under
+/// `Sources/<target>/`. A target that is not listed here fails the test, so a new target
+/// must state its rule before it can land.
+@Suite("Architecture import rules")
+struct ImportRuleTests {
+    /// What each target may import. Standard library modules that every target may use
+    /// are not listed; anything else (Foundation, NIO, …) must be.
+    static let allowedImports: [String: Set<String>] = [
+        // Pure vocabulary: standard library only. No Foundation, no NIO, no clocks.
+        "KVCore": [],
+        "KVStorage": ["KVCore"],
+        "KVStorageMemory": ["KVCore", "KVStorage", "Synchronization"],
+        "KVStorageRocksDB": ["KVCore", "KVStorage", "CRocksDB", "Glibc", "Synchronization"],
+        "StorageCrashWriter": ["KVCore", "KVStorage", "KVStorageRocksDB", "Foundation", "Glibc"],
+        "StorageBenchmark": [
+            "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "Foundation", "Glibc",
+        ],
+        // A system-library target: a module map and a header, no Swift.
+        "CRocksDB": [],
+    ]
+
+    static var packageRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+    }
+
+    /// The module names imported by one Swift source text.
+    static func importedModules(in source: String) -> [String] {
+        source.split(whereSeparator: \.isNewline).compactMap { line -> String? in
+            var words = line.split(separator: " ").map(String.init)
+            // Attributes such as @testable or @preconcurrency come first.
+            while let first = words.first, first.hasPrefix("@") { words.removeFirst() }
+            // Access modifiers (public import, internal import …).
+            if let first = words.first,
+                ["public", "package", "internal", "fileprivate", "private"].contains(first)
+            {
+                words.removeFirst()
+            }
+            guard words.first == "import", words.count >= 2 else { return nil }
+            // `import struct Module.Type` names a kind first.
+            let kinds: Set = ["struct", "class", "enum", "protocol", "func", "var", "let", "typealias"]
+            let path = kinds.contains(words[1]) && words.count >= 3 ? words[2] : words[1]
+            return String(path.split(separator: ".").first!)
+        }
+    }
+
+    static func sourceFiles(of target: String) -> [URL] {
+        let directory = packageRoot.appendingPathComponent("Sources").appendingPathComponent(target)
+        guard let walker = FileManager.default.enumerator(at: directory, includingPropertiesForKeys: nil)
+        else {
+            return []
+        }
+        return walker.compactMap { $0 as? URL }.filter { $0.pathExtension == "swift" }
+    }
+
+    @Test func everyTargetHasARule() throws {
+        let sources = Self.packageRoot.appendingPathComponent("Sources")
+        let targets = try FileManager.default.contentsOfDirectory(atPath: sources.path).filter {
+            !$0.hasPrefix(".")
+        }
+        #expect(!targets.isEmpty)
+        for target in targets {
+            #expect(
+                Self.allowedImports[target] != nil, "target \(target) has no import rule in ImportRuleTests")
+        }
+    }
+
+    @Test func targetsImportOnlyWhatTheirRuleAllows() throws {
+        var checkedFiles = 0
+        for (target, allowed) in Self.allowedImports {
+            let permitted = allowed.union(["Swift", "_Concurrency", "_StringProcessing"])
+            for file in Self.sourceFiles(of: target) {
+                checkedFiles += 1
+                let source = try String(contentsOf: file, encoding: .utf8)
+                for module in Self.importedModules(in: source) {
+                    #expect(
+                        permitted.contains(module),
+                        "\(target)/\(file.lastPathComponent) imports \(module), which its rule forbids")
+                }
+            }
+        }
+        #expect(checkedFiles > 10, "the import check found only \(checkedFiles) source files")
+    }
+
+    @Test func importParserUnderstandsEveryForm() {
+        let source = """
+            import Foundation
+            @testable import KVCore
+            @preconcurrency import NIOCore
+            public import struct Synchronization.Mutex
+            // import Commented
+            let importantValue = 1
+            """
+        #expect(Self.importedModules(in: source) == ["Foundation", "KVCore", "NIOCore", "Synchronization"])
+    }
+}

@@ -1,0 +1,118 @@
+import KVCore
+import PropertyBased
+import Testing
+
+let secret = (0..<16).map { UInt8($0 * 7 + 3) }
+let sealer = ContextSealer(secret: secret)
+let rowIdentity = Array("ns\u{0}table\u{0}key".utf8)
+
+let vectorGenerator = zip(Gen.int(in: 0...5).array(of: 0...6), Gen.uint64(in: 1...UInt64.max).array(of: 6))
+    .map {
+        nodes, counters -> VersionVector in
+        VersionVector(
+            nodes.enumerated().map { index, node in
+                VersionVector.Entry(
+                    actor: ActorID(
+                        node: NodeID(rawValue: UInt64(node) << 60 | 5), incarnation: UInt32(index)),
+                    counter: counters[index])
+            })
+    }
+
+@Suite("Causal context sealing and stored object format")
+struct CodecTests {
+    @Test func contextsRoundTrip() async {
+        await propertyCheck(input: vectorGenerator) { vector in
+            let text = sealer.seal(vector, row: rowIdentity)
+            let opened = try sealer.open(text, row: rowIdentity)
+            #expect(opened == vector)
+        }
+    }
+
+    @Test func contextsAreCompact() {
+        let vector = VersionVector(replicaActors.map { VersionVector.Entry(actor: $0, counter: 1000) })
+        // Three actors: 1 + 1 + 3 × (8 + 1 + 2) + 8 = 43 bytes, 58 characters of base64url.
+        #expect(sealer.seal(vector, row: rowIdentity).utf8.count <= 60)
+    }
+
+    @Test func everyAlteredByteIsRejected() {
+        let vector = VersionVector(replicaActors.map { VersionVector.Entry(actor: $0, counter: 3) })
+        let bytes = Base64URL.decode(sealer.seal(vector, row: rowIdentity))!
+        for index in bytes.indices {
+            for flip: UInt8 in [0x01, 0x80] {
+                var altered = bytes
+                altered[index] ^= flip
+                let error = #expect(throws: KVError.self) {
+                    try sealer.open(Base64URL.encode(altered), row: rowIdentity)
+                }
+                #expect(error?.code == .invalidContext)
+            }
+        }
+    }
+
+    @Test func contextIsBoundToItsRowAndCluster() {
+        let vector = VersionVector([.init(actor: actorA, counter: 9)])
+        let text = sealer.seal(vector, row: rowIdentity)
+        #expect(throws: KVError.self) { try sealer.open(text, row: Array("ns\u{0}table\u{0}other".utf8)) }
+        let otherCluster = ContextSealer(secret: [UInt8](repeating: 1, count: 16))
+        #expect(throws: KVError.self) { try otherCluster.open(text, row: rowIdentity) }
+    }
+
+    @Test func garbageContextsAreRejectedWithoutCrashing() async {
+        await propertyCheck(count: 300, input: Gen.uint8().array(of: 0...80)) { bytes in
+            #expect(throws: KVError.self) { try sealer.open(Base64URL.encode(bytes), row: rowIdentity) }
+        }
+        for text in ["", "!!!!", "a", String(repeating: "A", count: ContextSealer.maximumEncodedLength + 1)] {
+            let error = #expect(throws: KVError.self) { try sealer.open(text, row: rowIdentity) }
+            #expect(error?.code == .invalidContext)
+        }
+    }
+
+    @Test func storedObjectsRoundTrip() async {
+        await propertyCheck(count: 200, input: historyGenerator, Gen.uint8().array(of: 0...20)) {
+            operations, payload in
+            for clock in replayHistory(operations) {
+                var object = StoredObject()
+                // Rebuild the same causal shape with real siblings, tombstones included.
+                for entry in clock.entries {
+                    object = object.merging(
+                        StoredObject(validatedEntries: [
+                            StoredObject.Entry(
+                                actor: entry.actor, counter: entry.counter,
+                                values: entry.values.map { step in
+                                    step % 4 == 0
+                                        ? Sibling.tombstone(at: Int64(step))
+                                        : Sibling(
+                                            value: RowValue(
+                                                bytes: payload + [UInt8(truncatingIfNeeded: step)],
+                                                contentType: "t/\(step)"),
+                                            timestampMilliseconds: -Int64(step))
+                                })
+                        ])!)
+                }
+                let decoded = try StoredObjectCodec.decode(StoredObjectCodec.encode(object))
+                #expect(decoded == object)
+            }
+        }
+    }
+
+    @Test func storedObjectDecoderNeverCrashesOnArbitraryBytes() async {
+        await propertyCheck(count: 500, input: Gen.uint8().array(of: 0...60)) { bytes in
+            _ = try? StoredObjectCodec.decode([StoredObjectCodec.formatVersion] + bytes)
+            _ = try? StoredObjectCodec.decode(bytes)
+        }
+    }
+
+    @Test func storedObjectDecoderRejectsTruncation() throws {
+        var object = StoredObject()
+        object.recordWrite(
+            Sibling(value: RowValue(bytes: [1, 2, 3], contentType: "text/plain"), timestampMilliseconds: 5),
+            context: VersionVector(), actor: actorA)
+        let bytes = StoredObjectCodec.encode(object)
+        for length in 0..<bytes.count {
+            let error = #expect(throws: KVError.self) {
+                try StoredObjectCodec.decode(Array(bytes.prefix(length)))
+            }
+            #expect(error?.code == .corruptObject)
+        }
+    }
+}

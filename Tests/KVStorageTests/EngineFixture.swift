@@ -1,0 +1,48 @@
+import Foundation
+import KVCore
+import KVStorage
+import KVStorageMemory
+import KVStorageRocksDB
+
+/// Every engine the conformance suite runs against. A new engine adds a case here and
+/// thereby gets every conformance and model test.
+enum EngineKind: String, CaseIterable, Sendable, CustomStringConvertible {
+    case memory
+    case rocksdb
+
+    var description: String { rawValue }
+}
+
+/// Where one engine's data lives across close-and-reopen: a memory volume, or a
+/// temporary directory for on-disk engines. The directory is removed on deinit.
+final class EngineFixture {
+    let kind: EngineKind
+    let volume = MemoryVolume()
+    let directory: String
+
+    init(_ kind: EngineKind) {
+        self.kind = kind
+        directory =
+            FileManager.default.temporaryDirectory
+            .appendingPathComponent("kv-storage-test-\(UUID().uuidString)").path
+    }
+
+    /// Opens (or reopens) the engine on the fixture's storage.
+    func open() throws -> any StorageEngine {
+        switch kind {
+        case .memory: MemoryStorageEngine(volume: volume)
+        case .rocksdb: try RocksDBStorageEngine(path: directory)
+        }
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Bytes of a string, for readable test keys.
+    init(text: String) { self = Array(text.utf8) }
+}
+
+func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: format check, a warning-free build, and every test.
+# Installs the system packages the store needs when they are missing, so it works on
+# a fresh Debian machine with the Swift toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+source scripts/lib/system-packages.sh
+ensure_system_packages librocksdb-dev
+
+echo "==> swift format lint"
+swift format lint --strict --recursive Package.swift Sources Tests
+
+echo "==> swift build (warnings are errors)"
+swift build --build-tests
+
+echo "==> swift test"
+swift test --skip-build
