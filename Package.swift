@@ -15,7 +15,12 @@ let package = Package(
         .library(name: "KVStorageRocksDB", targets: ["KVStorageRocksDB"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1")
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // Pure vocabulary of the store: keys, values, versions, errors. Standard library only.
@@ -34,6 +39,70 @@ let package = Package(
         .target(
             name: "KVStorageRocksDB",
             dependencies: ["KVStorage", "CRocksDB"],
+            swiftSettings: strict
+        ),
+        // The node: implements KeyValueService over a storage engine, running blocking
+        // storage calls on a thread pool.
+        .target(
+            name: "KVNode",
+            dependencies: [
+                "KVCore", "KVStorage",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // HTTP front end over any KeyValueService, on NIOHTTP1 directly.
+        .target(
+            name: "KVServer",
+            dependencies: [
+                "KVCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Swift client library: speaks the HTTP API, no server code.
+        .target(
+            name: "KVClient",
+            dependencies: [
+                "KVCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // The one binary: server, client commands. Only here are flags, the YAML file
+        // and the environment read, and logging bootstrapped.
+        .executableTarget(
+            name: "kv",
+            dependencies: [
+                "KVCore", "KVStorage", "KVStorageRocksDB", "KVStorageMemory", "KVNode", "KVServer",
+                "KVClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // Benchmark baseline: a bare NIOHTTP1 server answering fixed bytes, to hold the
+        // HTTP layer against (scripts/bench-http.sh).
+        .executableTarget(
+            name: "HTTPBaselineServer",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         // Test helper: writes through the RocksDB engine from several threads and
@@ -57,9 +126,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Shared by the test targets: child processes, locating the package's binaries.
+        .target(name: "KVTestSupport", path: "Tests/KVTestSupport", swiftSettings: strict),
         .testTarget(
             name: "KVStorageTests",
             dependencies: [
+                "KVTestSupport",
                 "KVStorageMemory",
                 "KVStorageRocksDB",
                 "StorageCrashWriter",
@@ -68,5 +140,18 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ArchitectureTests", swiftSettings: strict),
+        .testTarget(
+            name: "KVServerTests",
+            dependencies: [
+                "KVTestSupport", "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode",
+                "KVServer",
+                "KVClient", "kv",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
     ]
 )

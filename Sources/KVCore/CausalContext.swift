@@ -47,6 +47,12 @@ public struct ContextSealer: Sendable {
 
     /// Seals `context` for the row whose storage identity is `row`.
     public func seal(_ context: VersionVector, row: [UInt8]) -> String {
+        sealWithTag(context, row: row).context
+    }
+
+    /// Seals `context` and also returns its 64-bit tag, which identifies this version of
+    /// this row (an entity tag) without hashing again.
+    public func sealWithTag(_ context: VersionVector, row: [UInt8]) -> (context: String, tag: UInt64) {
         var writer = BinaryWriter(capacity: 2 + context.entries.count * 14 + 8)
         writer.write(Self.formatVersion)
         writer.writeVarint(UInt64(context.entries.count))
@@ -55,8 +61,9 @@ public struct ContextSealer: Sendable {
             writer.writeVarint(UInt64(entry.actor.incarnation))
             writer.writeVarint(entry.counter)
         }
-        writer.writeFixed(tag(payload: writer.bytes, row: row))
-        return Base64URL.encode(writer.bytes)
+        let tag = tag(payload: writer.bytes, row: row)
+        writer.writeFixed(tag)
+        return (Base64URL.encode(writer.bytes), tag)
     }
 
     /// Opens a context sealed for `row`, or throws `request.invalid_context` when it is

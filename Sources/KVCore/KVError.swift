@@ -25,8 +25,44 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         public static let corruptObject = Code(rawValue: "storage.corrupt_object")
         /// The storage engine failed.
         public static let storageIO = Code(rawValue: "storage.io")
-        /// A value, key or other input exceeds its configured limit.
-        public static let limitExceeded = Code(rawValue: "request.limit_exceeded")
+        /// A namespace or table name is not valid.
+        public static let invalidName = Code(rawValue: "request.invalid_name")
+        /// Quorum settings are inconsistent (for example r > n).
+        public static let invalidQuorum = Code(rawValue: "request.invalid_quorum")
+        /// A key part's text does not parse as its schema type.
+        public static let invalidKeyPart = Code(rawValue: "request.invalid_key_part")
+        /// The request is malformed (bad JSON, bad parameter, unknown operation).
+        public static let invalidRequest = Code(rawValue: "request.invalid")
+        /// The encoded key is larger than the configured limit.
+        public static let keyTooLarge = Code(rawValue: "request.key_too_large")
+        /// The value is larger than the configured limit.
+        public static let valueTooLarge = Code(rawValue: "request.value_too_large")
+        /// The request body is larger than the configured limit.
+        public static let bodyTooLarge = Code(rawValue: "request.body_too_large")
+        /// The request headers are larger than the configured limit.
+        public static let headersTooLarge = Code(rawValue: "request.headers_too_large")
+        /// The client took longer than the request timeout to send its request.
+        public static let requestTimeout = Code(rawValue: "request.timeout")
+        /// The server has as many open connections as it allows.
+        public static let tooManyConnections = Code(rawValue: "server.too_many_connections")
+        /// No route matches the path, or the method is not allowed on it.
+        public static let notFound = Code(rawValue: "request.not_found")
+        /// The method is not allowed on this path.
+        public static let methodNotAllowed = Code(rawValue: "request.method_not_allowed")
+        /// The table does not exist.
+        public static let tableNotFound = Code(rawValue: "table.not_found")
+        /// The row has no live value.
+        public static let rowNotFound = Code(rawValue: "row.not_found")
+        /// A table with that name exists with a different schema.
+        public static let tableExists = Code(rawValue: "table.exists")
+        /// A write's precondition (If-Match, If-None-Match) failed.
+        public static let preconditionFailed = Code(rawValue: "request.precondition_failed")
+        /// A continuation token is malformed or belongs to another scan.
+        public static let invalidContinuation = Code(rawValue: "request.invalid_continuation")
+        /// The server is shutting down.
+        public static let unavailable = Code(rawValue: "server.unavailable")
+        /// An unexpected internal failure.
+        public static let internalError = Code(rawValue: "server.internal")
     }
 
     /// The stable code.

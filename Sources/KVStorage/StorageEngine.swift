@@ -116,6 +116,15 @@ public protocol StorageCursor: AnyObject {
 /// A snapshot may be shared between threads (handoff streams read one from a pool).
 public protocol StorageSnapshot: StorageReader, AnyObject, Sendable {}
 
+/// The answer of a read that must not block.
+public enum CachedRead: Sendable, Hashable {
+    /// The key's value (`nil`: absent), found without waiting for I/O.
+    case found([UInt8]?)
+    /// Answering would need I/O; ask again with ``StorageReader/get(_:in:)`` off the
+    /// event loop.
+    case notCached
+}
+
 /// What an engine estimates a key range holds.
 public struct StorageSizeEstimate: Sendable, Hashable {
     /// Approximate bytes on disk (or in memory) of the range's keys and values.
@@ -150,6 +159,11 @@ public protocol StorageEngine: StorageReader, Sendable {
     func estimateSize(of range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError)
         -> StorageSizeEstimate
 
+    /// Reads `key` only if the answer is in memory (for example RocksDB's memtables and
+    /// block cache), so a front end may call it on its event loop; otherwise returns
+    /// ``CachedRead/notCached`` at once.
+    func getIfCached(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> CachedRead
+
     /// Flushes everything to stable storage and releases the engine. Further calls throw
     /// ``StorageError/closed``; calling it again does nothing.
     func close() throws(StorageError)
@@ -180,6 +194,11 @@ extension StorageReader {
 }
 
 extension StorageEngine {
+    /// Engines that cannot tell what is in memory never answer from it.
+    public func getIfCached(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> CachedRead {
+        .notCached
+    }
+
     /// Applies `batch` with ``Durability/synced``.
     public func write(_ batch: WriteBatch) throws(StorageError) {
         try write(batch, durability: .synced)

@@ -101,6 +101,11 @@ public final class MemoryStorageEngine: StorageEngine {
         return volume.read(keyspace).get(key)
     }
 
+    /// Everything is in memory: always answers.
+    public func getIfCached(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> CachedRead {
+        .found(try get(key, in: keyspace))
+    }
+
     public func write(_ batch: WriteBatch, durability: Durability) throws(StorageError) {
         try checkOpen()
         volume.contents.withLock { contents in

@@ -27,6 +27,9 @@ final class RocksDBDatabase: @unchecked Sendable {
     let bufferedWriteOptions: OpaquePointer
     /// Read options for reads of the latest state (no snapshot), shared by all threads.
     let latestReadOptions: OpaquePointer
+    /// Reads that may only use memtables and the block cache (read tier 1,
+    /// `kBlockCacheTier`): RocksDB answers "Incomplete" instead of reading a file.
+    let cacheOnlyReadOptions: OpaquePointer
 
     /// The DB options; they also own the statistics object, so they live as long as the DB.
     private let options: OpaquePointer
@@ -120,6 +123,8 @@ final class RocksDBDatabase: @unchecked Sendable {
         bufferedWriteOptions = rocksdb_writeoptions_create()!
         rocksdb_writeoptions_set_sync(bufferedWriteOptions, 0)
         latestReadOptions = rocksdb_readoptions_create()!
+        cacheOnlyReadOptions = rocksdb_readoptions_create()!
+        rocksdb_readoptions_set_read_tier(cacheOnlyReadOptions, 1)
     }
 
     deinit {
@@ -135,6 +140,7 @@ final class RocksDBDatabase: @unchecked Sendable {
         rocksdb_writeoptions_destroy(syncedWriteOptions)
         rocksdb_writeoptions_destroy(bufferedWriteOptions)
         rocksdb_readoptions_destroy(latestReadOptions)
+        rocksdb_readoptions_destroy(cacheOnlyReadOptions)
         rocksdb_options_destroy(options)
         if let blockCache { rocksdb_cache_destroy(blockCache) }
     }
@@ -159,6 +165,24 @@ final class RocksDBDatabase: @unchecked Sendable {
     /// into the block cache or memtable, so the value is copied once (into the Swift
     /// array) instead of twice (into a `malloc`ed buffer, then into the array), and an
     /// empty value is never confused with "absent" the way a `malloc(0)` result could be.
+    /// Reads from memtables and the block cache only; `nil` when that is not enough.
+    func getIfCached(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> CachedRead {
+        var error: UnsafeMutablePointer<CChar>? = nil
+        let slice = Bytes.with(key) { pointer, count in
+            rocksdb_get_pinned_cf(handle, cacheOnlyReadOptions, family(keyspace), pointer, count, &error)
+        }
+        if let error, String(cString: error).hasPrefix("Incomplete") {
+            rocksdb_free(error)
+            return .notCached
+        }
+        try RocksDBError.check(error, .io, "reading from \(keyspace.rawValue)")
+        guard let slice else { return .found(nil) }
+        defer { rocksdb_pinnableslice_destroy(slice) }
+        var length = 0
+        let value = rocksdb_pinnableslice_value(slice, &length)
+        return .found(Bytes.copy(value, count: length))
+    }
+
     func get(_ key: [UInt8], in keyspace: Keyspace, readOptions: OpaquePointer) throws(StorageError)
         -> [UInt8]?
     {

@@ -75,6 +75,12 @@ public final class RocksDBStorageEngine: StorageEngine, @unchecked Sendable {
         }
     }
 
+    /// A point read that never touches a table file on disk: memtables and the block
+    /// cache only (`kBlockCacheTier`).
+    public func getIfCached(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> CachedRead {
+        try withOpenDatabase { database throws(StorageError) in try database.getIfCached(key, in: keyspace) }
+    }
+
     /// A cursor backed by its own RocksDB iterator, which pins the state at this call.
     /// The cursor keeps the database open (even past ``close()``) until it is released or
     /// reaches the end of its range.

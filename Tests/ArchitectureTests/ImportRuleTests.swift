@@ -20,6 +20,24 @@ struct ImportRuleTests {
         ],
         // A system-library target: a module map and a header, no Swift.
         "CRocksDB": [],
+        // The node shell: storage on a thread pool, logs. No HTTP, no engines by name.
+        "KVNode": [
+            "KVCore", "KVStorage", "NIOCore", "NIOPosix", "NIOConcurrencyHelpers", "Logging", "Glibc",
+        ],
+        // Front end: translates HTTP to KeyValueService; knows no node, cluster or engine.
+        "KVServer": [
+            "KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOConcurrencyHelpers", "Logging",
+            "FoundationEssentials",
+            "Synchronization",
+        ],
+        // Client library: no server code.
+        "KVClient": ["KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials"],
+        // The executable: the only place that reads flags, files and the environment.
+        "kv": [
+            "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode", "KVServer", "KVClient",
+            "ArgumentParser", "Yams", "Logging", "ServiceLifecycle", "NIOCore", "NIOPosix", "Foundation",
+        ],
+        "HTTPBaselineServer": ["NIOCore", "NIOPosix", "NIOHTTP1"],
     ]
 
     static var packageRoot: URL {

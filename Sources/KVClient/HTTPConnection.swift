@@ -1,0 +1,134 @@
+import KVCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A complete HTTP response as the client sees it.
+public struct ClientResponse: Sendable {
+    /// The status code.
+    public var status: Int
+    /// The headers.
+    public var headers: HTTPHeaders
+    /// The body.
+    public var body: [UInt8]
+}
+
+/// Collects response parts into complete responses, answering requests in order.
+final class ResponseCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private var waiting: [EventLoopPromise<ClientResponse>] = []
+    private var head: HTTPResponseHead?
+    private var body: [UInt8] = []
+
+    func enqueue(_ promise: EventLoopPromise<ClientResponse>) {
+        waiting.append(promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let responseHead):
+            // 1xx responses (100 Continue) precede the real one.
+            guard responseHead.status.code >= 200 else { return }
+            head = responseHead
+            body = []
+        case .body(var chunk):
+            body.append(contentsOf: chunk.readBytes(length: chunk.readableBytes) ?? [])
+        case .end:
+            guard let responseHead = head, !waiting.isEmpty else { return }
+            head = nil
+            waiting.removeFirst().succeed(
+                ClientResponse(
+                    status: Int(responseHead.status.code), headers: responseHead.headers, body: body))
+            body = []
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(KVError(.unavailable, "the server closed the connection"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failAll(KVError(.unavailable, "the connection failed: \(error)"))
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: KVError) {
+        let pending = waiting
+        waiting = []
+        for promise in pending { promise.fail(error) }
+    }
+}
+
+/// One persistent HTTP/1.1 connection to a kv server. Requests on one connection run
+/// one at a time; open several connections for concurrency.
+public actor HTTPConnection {
+    private let channel: any Channel
+    private let collector: NIOLoopBound<ResponseCollector>
+    /// The host and port this connection talks to, for messages.
+    public nonisolated let authority: String
+
+    /// Connects to `host:port`.
+    public init(host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton)
+        async throws(KVError)
+    {
+        authority = "\(host):\(port)"
+        do {
+            let channel = try await ClientBootstrap(group: group)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connectTimeout(.seconds(5))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(ResponseCollector())
+                    }
+                }
+                .connect(host: host, port: port)
+                .get()
+            let collector = try await channel.eventLoop.submit {
+                NIOLoopBound(
+                    try channel.pipeline.syncOperations.handler(type: ResponseCollector.self),
+                    eventLoop: channel.eventLoop)
+            }.get()
+            self.channel = channel
+            self.collector = collector
+        } catch {
+            throw KVError(.unavailable, "cannot connect to \(host):\(port): \(error)")
+        }
+    }
+
+    /// Sends one request and waits for its complete response.
+    public func send(
+        _ method: HTTPMethod, _ target: String, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8]? = nil
+    ) async throws(KVError) -> ClientResponse {
+        var headers = headers
+        headers.replaceOrAdd(name: "host", value: authority)
+        if let body { headers.replaceOrAdd(name: "content-length", value: String(body.count)) }
+        let head = HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: headers)
+        let channel = channel
+        let collector = collector
+        do {
+            return try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<ClientResponse> in
+                let promise = channel.eventLoop.makePromise(of: ClientResponse.self)
+                collector.value.enqueue(promise)
+                channel.write(HTTPClientRequestPart.head(head), promise: nil)
+                if let body, !body.isEmpty {
+                    channel.write(
+                        HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil)
+                }
+                channel.writeAndFlush(HTTPClientRequestPart.end(nil)).whenFailure { promise.fail($0) }
+                return promise.futureResult
+            }.get()
+        } catch let error as KVError {
+            throw error
+        } catch {
+            throw KVError(.unavailable, "the request to \(authority) failed: \(error)")
+        }
+    }
+
+    /// Closes the connection.
+    public func close() async {
+        try? await channel.close()
+    }
+}

@@ -1,0 +1,364 @@
+import FoundationEssentials
+import KVCore
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A ``KeyValueService`` that talks to a kv server over its HTTP API.
+///
+/// It is the Swift client library, and the way the test suite runs the same service
+/// conformance suite against a real server as against an in-process node. Errors come
+/// back as the server's ``KVError`` codes. One instance uses one connection (requests
+/// run one at a time); open several for concurrency.
+public final class HTTPKeyValueService: KeyValueService {
+    private let connection: HTTPConnection
+    private let schemas = SchemaCache()
+
+    /// Connects to a server at `host:port`.
+    public init(host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton)
+        async throws(KVError)
+    {
+        connection = try await HTTPConnection(host: host, port: port, group: group)
+    }
+
+    /// Connects to a server given as a URL such as `http://127.0.0.1:7700`.
+    public convenience init(url: String) async throws(KVError) {
+        let (host, port) = try Self.parse(url: url)
+        try await self.init(host: host, port: port)
+    }
+
+    /// Splits `http://host:port[/]` into host and port.
+    public static func parse(url: String) throws(KVError) -> (String, Int) {
+        var rest = Substring(url)
+        if rest.hasPrefix("http://") { rest = rest.dropFirst(7) }
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        let pieces = rest.split(separator: ":", omittingEmptySubsequences: false)
+        guard pieces.count == 2, !pieces[0].isEmpty, let port = Int(pieces[1]), (1...65535).contains(port)
+        else {
+            throw KVError(.invalidRequest, "'\(url)' is not a server URL like http://127.0.0.1:7700")
+        }
+        return (String(pieces[0]), port)
+    }
+
+    /// Closes the connection.
+    public func close() async {
+        await connection.close()
+    }
+
+    // MARK: Plumbing
+
+    /// Percent-encodes everything but unreserved characters, so any byte survives a path
+    /// segment or query value.
+    static func escape(_ bytes: [UInt8]) -> String {
+        let hex = Array("0123456789ABCDEF".utf8)
+        var output: [UInt8] = []
+        for byte in bytes {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."),
+                UInt8(ascii: "_"),
+                UInt8(ascii: "~"):
+                output.append(byte)
+            default:
+                output += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 15)]]
+            }
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    static func escape(_ text: String) -> String { escape(Array(text.utf8)) }
+
+    static func rowPath(_ key: RowKey) -> String {
+        "/v1/\(escape(key.table.namespace))/\(escape(key.table.table))/"
+            + key.parts.map { escape($0.textBytes) }.joined(separator: "/")
+    }
+
+    static func tablePath(_ name: TableName) -> String {
+        "/v1/_tables/\(escape(name.namespace))/\(escape(name.table))"
+    }
+
+    func send(
+        _ method: HTTPMethod, _ target: String, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8]? = nil
+    )
+        async throws(KVError) -> ClientResponse
+    {
+        try await connection.send(method, target, headers: headers, body: body)
+    }
+
+    static func decode<Value: Decodable>(_ type: Value.Type, _ response: ClientResponse) throws(KVError)
+        -> Value
+    {
+        do {
+            return try JSONDecoder().decode(type, from: Data(response.body))
+        } catch {
+            throw KVError(
+                .internalError, "the server's response (\(response.status)) is not the expected JSON")
+        }
+    }
+
+    static func encode<Value: Encodable>(_ value: Value) -> [UInt8] {
+        Array((try? JSONEncoder().encode(value)) ?? Data())
+    }
+
+    /// The server's error, from a non-success response.
+    public static func failure(_ response: ClientResponse) -> KVError {
+        if let body = try? JSONDecoder().decode(WireError.self, from: Data(response.body)) {
+            return KVError(KVError.Code(rawValue: body.code), body.message)
+        }
+        return KVError(.internalError, "the server answered \(response.status) without an error body")
+    }
+
+    func expect(_ response: ClientResponse, _ statuses: Set<Int>) throws(KVError) {
+        guard statuses.contains(response.status) else { throw Self.failure(response) }
+    }
+
+    func schema(_ name: TableName) async throws(KVError) -> KeySchema {
+        if let schema = await schemas.get(name) { return schema }
+        let schema = try await table(name).schema
+        await schemas.set(name, schema)
+        return schema
+    }
+
+    static func sibling(_ wire: WireSibling) throws(KVError) -> Sibling {
+        guard let bytes = Base64URL.decode(wire.valueBase64) else {
+            throw KVError(.internalError, "the server sent a value that is not base64url")
+        }
+        return Sibling(
+            value: RowValue(bytes: bytes, contentType: wire.contentType),
+            timestampMilliseconds: wire.modifiedMilliseconds)
+    }
+
+    static func descriptor(_ wire: WireTable) throws(KVError) -> TableDescriptor {
+        var types: [KeyPartType] = []
+        for type in wire.key {
+            guard let parsed = KeyPartType(rawValue: type) else {
+                throw KVError(.internalError, "the server sent an unknown key part type '\(type)'")
+            }
+            types.append(parsed)
+        }
+        return TableDescriptor(
+            name: try TableName(namespace: wire.namespace, table: wire.table),
+            schema: try KeySchema(types, partitionKeyLength: wire.partitionKeyLength),
+            defaults: wire.defaults.defaults)
+    }
+
+    static func writeHeaders(_ options: WriteOptions) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        if let context = options.context { headers.add(name: "x-kv-context", value: context) }
+        switch options.condition {
+        case .none: break
+        case .ifAbsent: headers.add(name: "if-none-match", value: "*")
+        case .ifMatch(let tag): headers.add(name: "if-match", value: "\"\(tag)\"")
+        }
+        return headers
+    }
+
+    static func writeResult(_ response: ClientResponse) -> WriteResult {
+        WriteResult(
+            context: response.headers.first(name: "x-kv-context") ?? "",
+            etag: unquote(response.headers.first(name: "etag") ?? ""))
+    }
+
+    static func unquote(_ tag: String) -> String {
+        tag.count >= 2 && tag.hasPrefix("\"") && tag.hasSuffix("\"")
+            ? String(tag.dropFirst().dropLast()) : tag
+    }
+
+    // MARK: KeyValueService
+
+    public func createTable(_ descriptor: TableDescriptor) async throws(KVError) -> TableDescriptor {
+        let body = WireCreateTable(
+            key: descriptor.schema.parts.map(\.rawValue),
+            partitionKeyLength: descriptor.schema.partitionKeyLength,
+            defaults: WireDefaults(descriptor.defaults))
+        let response = try await send(.PUT, Self.tablePath(descriptor.name), body: Self.encode(body))
+        try expect(response, [200, 201])
+        return try Self.descriptor(Self.decode(WireTable.self, response))
+    }
+
+    public func table(_ name: TableName) async throws(KVError) -> TableDescriptor {
+        let response = try await send(.GET, Self.tablePath(name))
+        try expect(response, [200])
+        return try Self.descriptor(Self.decode(WireTable.self, response))
+    }
+
+    public func tables(in namespace: String) async throws(KVError) -> [TableDescriptor] {
+        let response = try await send(.GET, "/v1/_tables/\(Self.escape(namespace))")
+        try expect(response, [200])
+        var result: [TableDescriptor] = []
+        for wire in try Self.decode([String: [WireTable]].self, response)["tables"] ?? [] {
+            result.append(try Self.descriptor(wire))
+        }
+        return result
+    }
+
+    public func namespaces() async throws(KVError) -> [String] {
+        let response = try await send(.GET, "/v1/_namespaces")
+        try expect(response, [200])
+        return try Self.decode([String: [String]].self, response)["namespaces"] ?? []
+    }
+
+    public func clearTable(_ name: TableName) async throws(KVError) {
+        try expect(try await send(.POST, Self.tablePath(name) + "/clear"), [204])
+    }
+
+    public func dropTable(_ name: TableName) async throws(KVError) {
+        try expect(try await send(.DELETE, Self.tablePath(name)), [204])
+        await schemas.set(name, nil)
+    }
+
+    public func dropNamespace(_ namespace: String) async throws(KVError) {
+        try expect(try await send(.DELETE, "/v1/_tables/\(Self.escape(namespace))"), [204])
+        await schemas.removeNamespace(namespace)
+    }
+
+    /// Checks a key against its table's schema before it is turned into text, so a
+    /// wrong part type is reported as such (as the in-process node does) rather than as
+    /// text the server cannot parse.
+    func validate(_ key: RowKey) async throws(KVError) {
+        try await schema(key.table).validate(key.parts)
+    }
+
+    public func get(_ key: RowKey) async throws(KVError) -> ReadResult {
+        try await validate(key)
+        let response = try await send(.GET, Self.rowPath(key))
+        let context = response.headers.first(name: "x-kv-context") ?? ""
+        let etag = Self.unquote(response.headers.first(name: "etag") ?? "")
+        switch response.status {
+        case 200:
+            let modified = response.headers.first(name: "x-kv-modified-ms").flatMap { Int64($0) } ?? 0
+            let value = RowValue(
+                bytes: response.body,
+                contentType: response.headers.first(name: "content-type") ?? RowValue.defaultContentType)
+            return ReadResult(
+                siblings: [Sibling(value: value, timestampMilliseconds: modified)], context: context,
+                etag: etag)
+        case 300:
+            let body = try Self.decode(WireSiblings.self, response)
+            var siblings: [Sibling] = []
+            for wire in body.siblings { siblings.append(try Self.sibling(wire)) }
+            return ReadResult(siblings: siblings, context: body.context, etag: body.etag)
+        case 404 where Self.failure(response).code == .rowNotFound:
+            return ReadResult(siblings: [], context: context, etag: etag)
+        default:
+            throw Self.failure(response)
+        }
+    }
+
+    public func put(_ key: RowKey, value: RowValue, options: WriteOptions) async throws(KVError)
+        -> WriteResult
+    {
+        try await validate(key)
+        var headers = Self.writeHeaders(options)
+        headers.add(name: "content-type", value: value.contentType)
+        let response = try await send(.PUT, Self.rowPath(key), headers: headers, body: value.bytes)
+        try expect(response, [204])
+        return Self.writeResult(response)
+    }
+
+    public func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult {
+        try await validate(key)
+        let response = try await send(.DELETE, Self.rowPath(key), headers: Self.writeHeaders(options))
+        try expect(response, [204])
+        return Self.writeResult(response)
+    }
+
+    public func scan(_ request: ScanRequest) async throws(KVError) -> ScanPage {
+        let schema = try await schema(request.table)
+        var query: [String] = ["limit=\(request.limit)"]
+        for part in request.range.start ?? [] { query.append("start=" + Self.escape(part.textBytes)) }
+        for part in request.range.end ?? [] { query.append("end=" + Self.escape(part.textBytes)) }
+        if request.reverse { query.append("reverse=true") }
+        if request.keysOnly { query.append("keys_only=true") }
+        if let continuation = request.continuation {
+            query.append("continuation=" + Self.escape(continuation))
+        }
+        let target =
+            "/v1/_scan/\(Self.escape(request.table.namespace))/\(Self.escape(request.table.table))?"
+            + query.joined(separator: "&")
+        let response = try await send(.GET, target)
+        try expect(response, [200])
+        let page = try Self.decode(WireScanPage.self, response)
+        var rows: [ScanRow] = []
+        for row in page.rows {
+            var siblings: [Sibling] = []
+            for wire in row.siblings ?? [] { siblings.append(try Self.sibling(wire)) }
+            rows.append(
+                ScanRow(
+                    key: try schema.keyParts(row.key, prefix: false), siblings: siblings, context: row.context
+                ))
+        }
+        return ScanPage(rows: rows, continuation: page.continuation)
+    }
+
+    public func batch(_ operations: [BatchOperation]) async throws(KVError) -> [BatchItemResult] {
+        func wire(_ op: String, _ key: RowKey, _ value: RowValue?, _ options: WriteOptions?)
+            -> WireBatchOperation
+        {
+            var item = WireBatchOperation(
+                op: op, namespace: key.table.namespace, table: key.table.table,
+                key: key.parts.map(WireKeyPart.init))
+            if let value {
+                item.valueBase64 = Base64URL.encode(value.bytes)
+                item.contentType = value.contentType
+            }
+            item.context = options?.context
+            switch options?.condition ?? WriteCondition.none {
+            case .ifAbsent: item.ifNoneMatch = "*"
+            case .ifMatch(let tag): item.ifMatch = tag
+            case .none: break
+            }
+            return item
+        }
+        let items = operations.map { operation in
+            switch operation {
+            case .get(let key): wire("get", key, nil, nil)
+            case .put(let key, let value, let options): wire("put", key, value, options)
+            case .delete(let key, let options): wire("delete", key, nil, options)
+            }
+        }
+        let response = try await send(.POST, "/v1/_batch", body: Self.encode(WireBatch(operations: items)))
+        try expect(response, [200])
+        let body = try Self.decode(WireBatchResponse.self, response)
+        var results: [BatchItemResult] = []
+        for (operation, result) in zip(operations, body.results) {
+            if let code = result.code, code != KVError.Code.rowNotFound.rawValue {
+                results.append(.failed(KVError(KVError.Code(rawValue: code), result.message ?? "")))
+                continue
+            }
+            switch operation {
+            case .get:
+                var siblings: [Sibling] = []
+                for wire in result.siblings ?? [] { siblings.append(try Self.sibling(wire)) }
+                results.append(
+                    .read(
+                        ReadResult(siblings: siblings, context: result.context ?? "", etag: result.etag ?? "")
+                    ))
+            case .put, .delete:
+                results.append(.written(WriteResult(context: result.context ?? "", etag: result.etag ?? "")))
+            }
+        }
+        return results
+    }
+
+    public func nodeInfo() async throws(KVError) -> NodeInfo {
+        let response = try await send(.GET, "/v1/_node")
+        try expect(response, [200])
+        let body = try Self.decode(WireNodeInfo.self, response)
+        guard let node = NodeID(body.nodeID) else {
+            throw KVError(.internalError, "the server sent an invalid node id")
+        }
+        return NodeInfo(
+            nodeID: node, incarnation: body.incarnation, engine: body.engine, partitionCount: body.partitions,
+            version: body.version)
+    }
+}
+
+/// Table schemas the client has looked up, to parse scan rows.
+actor SchemaCache {
+    private var schemas: [TableName: KeySchema] = [:]
+
+    func get(_ name: TableName) -> KeySchema? { schemas[name] }
+    func set(_ name: TableName, _ schema: KeySchema?) { schemas[name] = schema }
+    func removeNamespace(_ namespace: String) { schemas = schemas.filter { $0.key.namespace != namespace } }
+}

@@ -1,0 +1,309 @@
+// The JSON bodies of the HTTP API (docs/http-api.md), shared by the server and the
+// client so both sides read and write one definition. Only Codable conformances live
+// here; the JSON encoder and decoder belong to the front ends.
+
+/// A key part as it appears in JSON: a string, or an integer. Which one a part must be
+/// is decided by the table's schema (`bytes` parts are base64url strings).
+/// A key part in JSON: a string or an integer; the table schema decides which part type it is (`bytes` parts are base64url strings).
+public enum WireKeyPart: Codable, Sendable, Hashable {
+    case string(String)
+    case integer(Int64)
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let number = try? container.decode(Int64.self) {
+            self = .integer(number)
+        } else {
+            self = .string(try container.decode(String.self))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .string(let text): try container.encode(text)
+        case .integer(let number): try container.encode(number)
+        }
+    }
+
+    public init(_ part: KeyPart) {
+        switch part {
+        case .string(let text): self = .string(text)
+        case .bytes(let data): self = .string(Base64URL.encode(data))
+        case .int64(let number): self = .integer(number)
+        case .uuid(let id): self = .string(id.description)
+        }
+    }
+
+    /// The typed part for a schema position.
+    public func keyPart(as type: KeyPartType) throws(KVError) -> KeyPart {
+        switch (self, type) {
+        case (.integer(let number), .int64): return .int64(number)
+        case (.integer(let number), _): return try KeyPart.parse(String(number), as: type)
+        case (.string(let text), .bytes):
+            guard let data = Base64URL.decode(text) else {
+                throw KVError(.invalidKeyPart, "a bytes key part in JSON must be base64url text")
+            }
+            return .bytes(data)
+        case (.string(let text), _): return try KeyPart.parse(text, as: type)
+        }
+    }
+}
+
+extension KeySchema {
+    /// Parses JSON key parts against this schema, as a full key or as a prefix.
+    public func keyParts(_ json: [WireKeyPart], prefix: Bool) throws(KVError) -> [KeyPart] {
+        guard json.count <= parts.count else {
+            throw KVError(.keyArity, "the key has \(json.count) parts; the table's schema has \(parts.count)")
+        }
+        var result: [KeyPart] = []
+        for (index, part) in json.enumerated() { result.append(try part.keyPart(as: parts[index])) }
+        if prefix { try validatePrefix(result) } else { try validate(result) }
+        return result
+    }
+}
+
+/// The body of every error response: a stable code and a message.
+public struct WireError: Codable, Sendable {
+    public var code: String
+    public var message: String
+
+    /// Creates a value.
+    public init(code: String, message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// Replication defaults in JSON; absent fields take the defaults of ``ReplicationDefaults``.
+public struct WireDefaults: Codable, Sendable {
+    public var n: Int?
+    public var r: Int?
+    public var w: Int?
+    public var dw: Int?
+    public var pr: Int?
+    public var pw: Int?
+
+    public init(_ defaults: ReplicationDefaults) {
+        (n, r, w, dw, pr, pw) = (defaults.n, defaults.r, defaults.w, defaults.dw, defaults.pr, defaults.pw)
+    }
+
+    public var defaults: ReplicationDefaults {
+        let base = ReplicationDefaults()
+        return ReplicationDefaults(
+            n: n ?? base.n, r: r ?? base.r, w: w ?? base.w, dw: dw ?? base.dw, pr: pr ?? base.pr,
+            pw: pw ?? base.pw)
+    }
+}
+
+/// The body of a create-table request.
+public struct WireCreateTable: Codable, Sendable {
+    public var key: [String]
+    public var partitionKeyLength: Int?
+    public var defaults: WireDefaults?
+
+    /// Creates a value.
+    public init(key: [String], partitionKeyLength: Int? = nil, defaults: WireDefaults? = nil) {
+        self.key = key
+        self.partitionKeyLength = partitionKeyLength
+        self.defaults = defaults
+    }
+
+    public enum CodingKeys: String, CodingKey {
+        case key
+        case partitionKeyLength = "partition_key_length"
+        case defaults
+    }
+}
+
+/// A table definition in JSON.
+public struct WireTable: Codable, Sendable {
+    public var namespace: String
+    public var table: String
+    public var key: [String]
+    public var partitionKeyLength: Int
+    public var defaults: WireDefaults
+
+    public enum CodingKeys: String, CodingKey {
+        case namespace, table, key, defaults
+        case partitionKeyLength = "partition_key_length"
+    }
+
+    public init(_ descriptor: TableDescriptor) {
+        namespace = descriptor.name.namespace
+        table = descriptor.name.table
+        key = descriptor.schema.parts.map(\.rawValue)
+        partitionKeyLength = descriptor.schema.partitionKeyLength
+        defaults = WireDefaults(descriptor.defaults)
+    }
+}
+
+/// One sibling in JSON: its content type, its value as text (when UTF-8) and as base64url, and when it was written.
+public struct WireSibling: Codable, Sendable {
+    public var contentType: String
+    /// The value as text, present when it is valid UTF-8.
+    public var value: String?
+    public var valueBase64: String
+    public var modifiedMilliseconds: Int64
+
+    public enum CodingKeys: String, CodingKey {
+        case contentType = "content_type"
+        case value
+        case valueBase64 = "value_base64"
+        case modifiedMilliseconds = "modified_ms"
+    }
+
+    public init(_ sibling: Sibling) {
+        let value = sibling.value ?? RowValue(bytes: [])
+        contentType = value.contentType
+        self.value = String(validating: value.bytes, as: UTF8.self)
+        valueBase64 = Base64URL.encode(value.bytes)
+        modifiedMilliseconds = sibling.timestampMilliseconds
+    }
+}
+
+/// The body of a `300 Multiple Choices` read.
+public struct WireSiblings: Codable, Sendable {
+    public var siblings: [WireSibling]
+    public var context: String
+    public var etag: String
+
+    /// Creates a value.
+    public init(siblings: [WireSibling], context: String, etag: String) {
+        self.siblings = siblings
+        self.context = context
+        self.etag = etag
+    }
+}
+
+/// One row of a scan in JSON.
+public struct WireScanRow: Codable, Sendable {
+    public var key: [WireKeyPart]
+    public var siblings: [WireSibling]?
+    public var context: String
+
+    /// Creates a value.
+    public init(key: [WireKeyPart], siblings: [WireSibling]? = nil, context: String) {
+        self.key = key
+        self.siblings = siblings
+        self.context = context
+    }
+}
+
+/// One page of a scan in JSON.
+public struct WireScanPage: Codable, Sendable {
+    public var rows: [WireScanRow]
+    public var continuation: String?
+
+    /// Creates a value.
+    public init(rows: [WireScanRow], continuation: String? = nil) {
+        self.rows = rows
+        self.continuation = continuation
+    }
+}
+
+/// One operation of a batch request.
+public struct WireBatchOperation: Codable, Sendable {
+    public var op: String
+    public var namespace: String
+    public var table: String
+    public var key: [WireKeyPart]
+    public var value: String?
+    public var valueBase64: String?
+    public var contentType: String?
+    public var context: String?
+    public var ifNoneMatch: String?
+    public var ifMatch: String?
+
+    /// Creates a value.
+    public init(
+        op: String, namespace: String, table: String, key: [WireKeyPart], value: String? = nil,
+        valueBase64: String? = nil, contentType: String? = nil, context: String? = nil,
+        ifNoneMatch: String? = nil, ifMatch: String? = nil
+    ) {
+        self.op = op
+        self.namespace = namespace
+        self.table = table
+        self.key = key
+        self.value = value
+        self.valueBase64 = valueBase64
+        self.contentType = contentType
+        self.context = context
+        self.ifNoneMatch = ifNoneMatch
+        self.ifMatch = ifMatch
+    }
+
+    public enum CodingKeys: String, CodingKey {
+        case op, namespace, table, key, value, context
+        case valueBase64 = "value_base64"
+        case contentType = "content_type"
+        case ifNoneMatch = "if_none_match"
+        case ifMatch = "if_match"
+    }
+}
+
+/// The body of a batch request.
+public struct WireBatch: Codable, Sendable {
+    public var operations: [WireBatchOperation]
+
+    /// Creates a value.
+    public init(operations: [WireBatchOperation]) {
+        self.operations = operations
+    }
+}
+
+/// The result of one batch operation: its status and either values, a new context, or an error.
+public struct WireBatchResult: Codable, Sendable {
+    public var status: Int
+    public var siblings: [WireSibling]?
+    public var context: String?
+    public var etag: String?
+    public var code: String?
+    public var message: String?
+
+    /// Creates a value.
+    public init(
+        status: Int, siblings: [WireSibling]? = nil, context: String? = nil, etag: String? = nil,
+        code: String? = nil, message: String? = nil
+    ) {
+        self.status = status
+        self.siblings = siblings
+        self.context = context
+        self.etag = etag
+        self.code = code
+        self.message = message
+    }
+}
+
+/// The body of a batch response.
+public struct WireBatchResponse: Codable, Sendable {
+    public var results: [WireBatchResult]
+
+    /// Creates a value.
+    public init(results: [WireBatchResult]) {
+        self.results = results
+    }
+}
+
+/// What `GET /v1/_node` returns.
+public struct WireNodeInfo: Codable, Sendable {
+    public var nodeID: String
+    public var incarnation: UInt32
+    public var engine: String
+    public var partitions: Int
+    public var version: String
+
+    /// Creates a value.
+    public init(nodeID: String, incarnation: UInt32, engine: String, partitions: Int, version: String) {
+        self.nodeID = nodeID
+        self.incarnation = incarnation
+        self.engine = engine
+        self.partitions = partitions
+        self.version = version
+    }
+
+    public enum CodingKeys: String, CodingKey {
+        case nodeID = "node_id"
+        case incarnation, engine, partitions, version
+    }
+}

@@ -1,0 +1,52 @@
+import KVCore
+
+/// Settings of one node's data path. Only the `kv` executable builds them from flags,
+/// the configuration file and the environment.
+public struct NodeSettings: Sendable, Hashable {
+    /// Partitions of the key space, fixed when a node's data directory is created
+    /// (a power of two). Default 256.
+    public var partitionCount: Int
+    /// Largest encoded key (namespace and table excluded), in bytes. Default 4 KiB.
+    public var maximumKeyBytes: Int
+    /// Largest value, in bytes. Default 16 MiB.
+    public var maximumValueBytes: Int
+    /// Most operations in one batch. Default 1,000.
+    public var maximumBatchOperations: Int
+    /// Threads that run blocking storage calls. Synced writes wait for fsync, so more
+    /// threads than cores let concurrent writers share one (group commit). Default 16.
+    public var storageThreads: Int
+
+    /// Creates settings with the documented defaults.
+    public init(
+        partitionCount: Int = 256, maximumKeyBytes: Int = 4096, maximumValueBytes: Int = 16 << 20,
+        maximumBatchOperations: Int = 1000, storageThreads: Int = 16
+    ) {
+        self.partitionCount = partitionCount
+        self.maximumKeyBytes = maximumKeyBytes
+        self.maximumValueBytes = maximumValueBytes
+        self.maximumBatchOperations = maximumBatchOperations
+        self.storageThreads = storageThreads
+    }
+
+    /// Every problem with these settings, one sentence each.
+    public func problems() -> [String] {
+        var problems: [String] = []
+        if partitionCount < 1 || partitionCount > 1 << 16 || partitionCount & (partitionCount - 1) != 0 {
+            problems.append(
+                "the partition count must be a power of two from 1 to 65536, not \(partitionCount)")
+        }
+        if !(16...(1 << 20)).contains(maximumKeyBytes) {
+            problems.append("the key limit must be 16 bytes to 1 MiB, not \(maximumKeyBytes)")
+        }
+        if !(1...(1 << 30)).contains(maximumValueBytes) {
+            problems.append("the value limit must be 1 byte to 1 GiB, not \(maximumValueBytes)")
+        }
+        if !(1...100_000).contains(maximumBatchOperations) {
+            problems.append("the batch limit must be 1 to 100000 operations, not \(maximumBatchOperations)")
+        }
+        if !(1...1024).contains(storageThreads) {
+            problems.append("storage threads must be 1 to 1024, not \(storageThreads)")
+        }
+        return problems
+    }
+}

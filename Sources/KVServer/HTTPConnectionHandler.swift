@@ -1,0 +1,373 @@
+import KVCore
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Asks a connection to close once its current request is answered (graceful shutdown).
+struct CloseWhenIdle: Sendable {}
+
+/// Notices raw bytes before the HTTP decoder sees them, so a request that arrives one
+/// byte at a time (slowloris) starts the request timer with its first byte, long before
+/// its head is complete.
+///
+/// It also writes responses that must bypass the HTTP handlers: a request that times
+/// out before its head is complete has never reached NIO's pipelining handler, which
+/// does not accept a response to a request it has not seen.
+final class ByteActivityHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let connection: HTTPConnectionHandler
+    private var context: ChannelHandlerContext?
+
+    init(connection: HTTPConnectionHandler) {
+        self.connection = connection
+        connection.byteLevel = self
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    /// Writes raw bytes straight to the socket, then closes the connection.
+    func writeRawAndClose(_ bytes: ByteBuffer) {
+        guard let context else { return }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(bytes)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection.bytesArrived(context: context)
+        context.fireChannelRead(data)
+    }
+}
+
+/// One HTTP connection: collects a request (within the header, body and time limits),
+/// hands it to the router, writes the response, and enforces timeouts.
+///
+/// States: `idle` (waiting for a request, idle timer), `receiving` (a request has
+/// started, request timer), `processing` (the router is working; no timer), `closing`.
+/// All state lives on the connection's event loop; the router runs in a task and writes
+/// through the channel, then reports back to the loop.
+final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case idle
+        case receiving
+        case processing
+        case closing
+    }
+
+    private let router: Router
+    private let settings: HTTPServerSettings
+    private let logger: Logger
+    private var state: State = .idle
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+    private var discardingRequest = false
+    /// The byte-level handler in front of the HTTP decoder (see ``ByteActivityHandler``).
+    weak var byteLevel: ByteActivityHandler?
+    private var closeAfterResponse = false
+    /// When the current phase (idle or receiving) expires; `nil` while processing.
+    private var deadline: NIODeadline?
+    /// Checks `deadline` periodically. One repeating task per connection, rather than a
+    /// timer scheduled and cancelled on every request, keeps timeouts off the hot path.
+    private var deadlineChecker: RepeatedTask?
+
+    init(router: Router, settings: HTTPServerSettings, logger: Logger) {
+        self.router = router
+        self.settings = settings
+        self.logger = logger
+    }
+
+    // MARK: Timers
+
+    private func arm(_ seconds: Int) {
+        deadline = .now() + .seconds(Int64(seconds))
+    }
+
+    private func disarm() {
+        deadline = nil
+    }
+
+    private func checkDeadline(context: ChannelHandlerContext) {
+        guard let deadline, NIODeadline.now() >= deadline else { return }
+        self.deadline = nil
+        switch state {
+        case .idle:
+            state = .closing
+            context.close(promise: nil)
+        case .receiving:
+            logger.debug(
+                "request timed out", metadata: ["remote": "\(context.remoteAddress?.description ?? "?")"])
+            respondAndClose(
+                KVError(
+                    .requestTimeout,
+                    "the request was not received within \(settings.requestTimeoutSeconds) seconds"),
+                context: context)
+        case .processing, .closing:
+            break
+        }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        arm(settings.idleTimeoutSeconds)
+        // Checked at half the shorter timeout, so an expiry is noticed within 1.5× of it.
+        let period = TimeAmount.milliseconds(
+            Int64(max(500, min(settings.requestTimeoutSeconds, settings.idleTimeoutSeconds) * 500)))
+        let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        deadlineChecker = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+            loopBoundSelf.value.checkDeadline(context: loopBoundContext.value)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        disarm()
+        deadlineChecker?.cancel()
+        deadlineChecker = nil
+        state = .closing
+        context.fireChannelInactive()
+    }
+
+    func bytesArrived(context: ChannelHandlerContext) {
+        if state == .idle {
+            state = .receiving
+            arm(settings.requestTimeoutSeconds)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is CloseWhenIdle {
+            closeAfterResponse = true
+            if state == .idle {
+                state = .closing
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: Requests
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let requestHead):
+            if state == .idle {
+                state = .receiving
+                arm(settings.requestTimeoutSeconds)
+            }
+            head = requestHead
+            body = []
+            discardingRequest = false
+            let headBytes =
+                requestHead.uri.utf8.count
+                + requestHead.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+            if headBytes > settings.maximumHeaderBytes {
+                discardingRequest = true
+                respondAndClose(
+                    KVError(
+                        .headersTooLarge,
+                        "the request head has \(headBytes) bytes; the limit is \(settings.maximumHeaderBytes)"
+                    ),
+                    context: context)
+                return
+            }
+            if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init),
+                length > settings.maximumBodyBytes
+            {
+                discardingRequest = true
+                respondAndClose(
+                    KVError(
+                        .bodyTooLarge,
+                        "the body has \(length) bytes; the limit is \(settings.maximumBodyBytes)"),
+                    context: context)
+                return
+            }
+            if requestHead.headers.first(name: "expect")?.lowercased() == "100-continue" {
+                context.writeAndFlush(
+                    wrapOutboundOut(.head(HTTPResponseHead(version: requestHead.version, status: .continue))),
+                    promise: nil)
+            }
+        case .body(var chunk):
+            guard !discardingRequest else { return }
+            if body.count + chunk.readableBytes > settings.maximumBodyBytes {
+                discardingRequest = true
+                respondAndClose(
+                    KVError(
+                        .bodyTooLarge,
+                        "the body is larger than the limit of \(settings.maximumBodyBytes) bytes"),
+                    context: context)
+                return
+            }
+            body.append(contentsOf: chunk.readBytes(length: chunk.readableBytes) ?? [])
+        case .end:
+            guard !discardingRequest, let requestHead = head else { return }
+            head = nil
+            state = .processing
+            disarm()
+            dispatch(requestHead, body: body, context: context)
+            body = []
+        }
+    }
+
+    private func dispatch(_ requestHead: HTTPRequestHead, body: [UInt8], context: ChannelHandlerContext) {
+        let keepAlive = requestHead.isKeepAlive && !closeAfterResponse
+        let channel = context.channel
+        let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let router = router
+        let logger = logger
+        let version = requestHead.version
+        let isHead = requestHead.method == .HEAD
+        let request = HTTPRequest(
+            method: requestHead.method, uri: requestHead.uri, headers: requestHead.headers, body: body)
+        if let request, let response = router.respondImmediately(to: request),
+            case .bytes(let bytes) = response.body
+        {
+            // Answered from memory: write on the event loop, no task, no thread hop.
+            var headers = response.headers
+            headers.replaceOrAdd(name: "connection", value: keepAlive ? "keep-alive" : "close")
+            headers.replaceOrAdd(name: "content-length", value: String(bytes.count))
+            context.write(
+                wrapOutboundOut(
+                    .head(HTTPResponseHead(version: version, status: response.status, headers: headers))),
+                promise: nil)
+            if !bytes.isEmpty && !isHead {
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
+            }
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            responseFinished(keepAlive: keepAlive, context: context)
+            return
+        }
+        Task {
+            await HTTPConnectionHandler.serve(
+                request, router: router, version: version, keepAlive: keepAlive, isHead: isHead,
+                channel: channel, logger: logger)
+            channel.eventLoop.execute {
+                loopBoundSelf.value.responseFinished(keepAlive: keepAlive, context: loopBoundContext.value)
+            }
+        }
+    }
+
+    /// Routes one request and writes its response (off the event loop).
+    private static func serve(
+        _ request: HTTPRequest?, router: Router, version: HTTPVersion, keepAlive: Bool, isHead: Bool,
+        channel: any Channel, logger: Logger
+    ) async {
+        let response: HTTPResponse
+        if let request {
+            response = await router.respond(to: request)
+        } else {
+            response = Router.errorResponse(
+                KVError(.invalidRequest, "the request target has malformed percent-encoding"))
+        }
+        do {
+            try await write(response, version: version, keepAlive: keepAlive, isHead: isHead, to: channel)
+        } catch {
+            logger.debug("writing a response failed", metadata: ["error": "\(error)"])
+            channel.close(promise: nil)
+        }
+    }
+
+    private func responseFinished(keepAlive: Bool, context: ChannelHandlerContext) {
+        guard state == .processing else { return }
+        if keepAlive && !closeAfterResponse {
+            state = .idle
+            arm(settings.idleTimeoutSeconds)
+        } else {
+            state = .closing
+            context.close(promise: nil)
+        }
+    }
+
+    /// Writes a response through the channel. Complete bodies go out with a
+    /// Content-Length; streams use chunked encoding and wait on each chunk.
+    static func write(
+        _ response: HTTPResponse, version: HTTPVersion, keepAlive: Bool, isHead: Bool, to channel: any Channel
+    ) async throws {
+        var headers = response.headers
+        headers.replaceOrAdd(name: "connection", value: keepAlive ? "keep-alive" : "close")
+        switch response.body {
+        case .bytes(let bytes):
+            headers.replaceOrAdd(name: "content-length", value: String(bytes.count))
+            let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
+            channel.write(HTTPServerResponsePart.head(head), promise: nil)
+            if !bytes.isEmpty && !isHead {
+                channel.write(
+                    HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: bytes))), promise: nil)
+            }
+            try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+        case .stream(let produce):
+            headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+            headers.remove(name: "content-length")
+            let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
+            try await channel.writeAndFlush(HTTPServerResponsePart.head(head)).get()
+            if !isHead {
+                try await produce(ResponseBodyWriter(channel: channel))
+            }
+            try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+        }
+    }
+
+    /// Answers with an error and closes: used when the rest of the request will not be
+    /// read (too large, too slow, unparseable).
+    private func respondAndClose(_ error: KVError, context: ChannelHandlerContext) {
+        disarm()
+        guard state != .closing else { return }
+        state = .closing
+        if head == nil, let byteLevel {
+            // No request head has been decoded: answer below the HTTP handlers.
+            byteLevel.writeRawAndClose(Self.rawResponse(for: error))
+            return
+        }
+        let response = Router.errorResponse(error)
+        var headers = response.headers
+        headers.replaceOrAdd(name: "connection", value: "close")
+        if case .bytes(let bytes) = response.body {
+            headers.replaceOrAdd(name: "content-length", value: String(bytes.count))
+            context.write(
+                wrapOutboundOut(
+                    .head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))),
+                promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
+        }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    /// A complete HTTP/1.1 error response as bytes, for writing below the HTTP handlers.
+    static func rawResponse(for error: KVError) -> ByteBuffer {
+        let response = Router.errorResponse(error)
+        guard case .bytes(let body) = response.body else { return ByteBuffer() }
+        var text = "HTTP/1.1 \(response.status.code) \(response.status.reasonPhrase)\r\n"
+        for header in response.headers { text += "\(header.name): \(header.value)\r\n" }
+        text += "content-length: \(body.count)\r\nconnection: close\r\n\r\n"
+        var buffer = ByteBuffer(string: text)
+        buffer.writeBytes(body)
+        return buffer
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let parserError = error as? HTTPParserError {
+            let kvError =
+                switch parserError {
+                case .headerOverflow: KVError(.headersTooLarge, "the request head is too large")
+                default: KVError(.invalidRequest, "the request is not valid HTTP/1.1 (\(parserError))")
+                }
+            respondAndClose(kvError, context: context)
+            return
+        }
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,147 @@
+import KVCore
+import NIOCore
+import NIOHTTP1
+
+/// A complete request as the router sees it.
+public struct HTTPRequest: Sendable {
+    /// The method.
+    public var method: HTTPMethod
+    /// The path segments, percent-decoded to bytes (`/v1/a%2Fb` → `["v1", "a/b"]`).
+    public var pathSegments: [[UInt8]]
+    /// Query parameters in order, names and values percent-decoded (`+` is a space).
+    public var query: [(name: String, value: [UInt8])]
+    /// The headers.
+    public var headers: HTTPHeaders
+    /// The body.
+    public var body: [UInt8]
+
+    /// The text of the first query parameter called `name`.
+    public func queryValue(_ name: String) -> String? {
+        query.first { $0.name == name }.map { String(decoding: $0.value, as: UTF8.self) }
+    }
+
+    /// Every value of the query parameter `name`, in order.
+    public func queryValues(_ name: String) -> [[UInt8]] {
+        query.filter { $0.name == name }.map(\.value)
+    }
+
+    /// Parses the request target into path segments and query parameters, or returns
+    /// `nil` when its percent-encoding is malformed.
+    public init?(method: HTTPMethod, uri: String, headers: HTTPHeaders, body: [UInt8]) {
+        self.method = method
+        self.headers = headers
+        self.body = body
+        let target = Array(uri.utf8)
+        let queryStart = target.firstIndex(of: UInt8(ascii: "?"))
+        let path = target[..<(queryStart ?? target.endIndex)]
+        var segments: [[UInt8]] = []
+        for raw in path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst() {
+            guard let decoded = Self.percentDecode(raw, plusIsSpace: false) else { return nil }
+            segments.append(decoded)
+        }
+        // A trailing slash adds an empty segment: "/v1/ns/" is the same as "/v1/ns".
+        if segments.count > 1, segments.last?.isEmpty == true { segments.removeLast() }
+        pathSegments = segments
+        var query: [(name: String, value: [UInt8])] = []
+        if let queryStart {
+            for pair in target[(queryStart + 1)...].split(separator: UInt8(ascii: "&")) {
+                let parts = pair.split(
+                    separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
+                guard let name = Self.percentDecode(parts[0], plusIsSpace: true),
+                    let value = parts.count > 1 ? Self.percentDecode(parts[1], plusIsSpace: true) : []
+                else { return nil }
+                query.append((String(decoding: name, as: UTF8.self), value))
+            }
+        }
+        self.query = query
+    }
+
+    static func percentDecode(_ text: ArraySlice<UInt8>, plusIsSpace: Bool) -> [UInt8]? {
+        var result: [UInt8] = []
+        result.reserveCapacity(text.count)
+        var index = text.startIndex
+        while index < text.endIndex {
+            let byte = text[index]
+            if byte == UInt8(ascii: "%") {
+                guard index + 2 < text.endIndex,
+                    let high = hexValue(text[index + 1]), let low = hexValue(text[index + 2])
+                else { return nil }
+                result.append(high << 4 | low)
+                index += 3
+            } else {
+                result.append(plusIsSpace && byte == UInt8(ascii: "+") ? UInt8(ascii: " ") : byte)
+                index += 1
+            }
+        }
+        return result
+    }
+
+    static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+/// Writes the chunks of a streamed response body, waiting for each to be handed to the
+/// socket: a slow client slows the producer down instead of growing a buffer.
+public struct ResponseBodyWriter: Sendable {
+    let channel: any Channel
+
+    /// Writes one chunk and waits until the connection has taken it.
+    public func write(_ bytes: [UInt8]) async throws {
+        guard !bytes.isEmpty else { return }
+        try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: bytes))))
+            .get()
+    }
+}
+
+/// A response: status, headers and either a complete body or a streamed one.
+public struct HTTPResponse: Sendable {
+    /// The body.
+    public enum Body: Sendable {
+        /// A complete body, sent with a Content-Length.
+        case bytes([UInt8])
+        /// A body produced chunk by chunk (chunked transfer encoding).
+        case stream(@Sendable (ResponseBodyWriter) async throws -> Void)
+    }
+
+    /// The status.
+    public var status: HTTPResponseStatus
+    /// The headers.
+    public var headers: HTTPHeaders
+    /// The body.
+    public var body: Body
+
+    /// Creates a response.
+    public init(status: HTTPResponseStatus, headers: HTTPHeaders = HTTPHeaders(), body: Body = .bytes([])) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// The one table from error codes to HTTP statuses.
+public enum HTTPErrorStatus {
+    /// The status for `code`; unknown codes are 500.
+    public static func status(for code: KVError.Code) -> HTTPResponseStatus {
+        switch code {
+        case .invalidSchema, .keyArity, .keyPartType, .invalidKeyPart, .invalidName, .invalidQuorum,
+            .invalidRequest,
+            .invalidContext, .invalidContinuation, .keyTooLarge:
+            .badRequest
+        case .notFound, .tableNotFound, .rowNotFound: .notFound
+        case .methodNotAllowed: .methodNotAllowed
+        case .requestTimeout: .requestTimeout
+        case .tableExists: .conflict
+        case .preconditionFailed: .preconditionFailed
+        case .valueTooLarge, .bodyTooLarge: .payloadTooLarge
+        case .headersTooLarge: .requestHeaderFieldsTooLarge
+        case .tooManyConnections, .unavailable: .serviceUnavailable
+        default: .internalServerError
+        }
+    }
+}

@@ -1,0 +1,532 @@
+import FoundationEssentials
+import KVCore
+import Logging
+import NIOHTTP1
+
+/// Translates HTTP requests into ``KeyValueService`` calls and their results back into
+/// HTTP responses. It holds no data logic: every decision about data is the service's.
+///
+/// Routes (see docs/http-api.md):
+/// - `GET /health`, `GET /v1/_node`, `GET /v1/_namespaces`
+/// - `GET|DELETE /v1/_tables/{ns}`; `PUT|GET|DELETE /v1/_tables/{ns}/{table}`;
+///   `POST /v1/_tables/{ns}/{table}/clear`
+/// - `GET /v1/_scan/{ns}/{table}[/{prefix parts…}]`
+/// - `POST /v1/_batch`
+/// - `GET|HEAD|PUT|DELETE /v1/{ns}/{table}/{key parts…}`
+///
+/// Names never start with `_`, so the `_`-prefixed segments cannot collide with them.
+public struct Router: Sendable {
+    /// The header that carries causal contexts in both directions.
+    public static let contextHeader = "x-kv-context"
+    /// The header that reports how many siblings a read found.
+    public static let siblingsHeader = "x-kv-siblings"
+
+    let service: any KeyValueService
+    let logger: Logger
+
+    /// Creates a router over `service`.
+    public init(service: any KeyValueService, logger: Logger) {
+        self.service = service
+        self.logger = logger
+    }
+
+    /// Answers one request; failures become JSON error responses.
+    public func respond(to request: HTTPRequest) async -> HTTPResponse {
+        do {
+            return try await route(request)
+        } catch {
+            if error.code == .internalError || error.code == .storageIO {
+                logger.error("request failed", metadata: ["error": "\(error)"])
+            }
+            return Self.errorResponse(error)
+        }
+    }
+
+    /// Answers without suspending when the answer is at hand: health checks, and reads
+    /// the service can serve from memory. `nil` means "go through ``respond(to:)``".
+    ///
+    /// This runs on the connection's event loop, so it must never wait: it only uses
+    /// ``KeyValueService/immediateTable(_:)`` and ``KeyValueService/immediateGet(_:)``.
+    public func respondImmediately(to request: HTTPRequest) -> HTTPResponse? {
+        let segments = request.pathSegments
+        guard request.method == .GET || request.method == .HEAD else { return nil }
+        if segments.count == 1, segments[0] == Self.healthSegment {
+            return Self.healthResponse
+        }
+        guard segments.count >= 4, segments[0] == Self.versionSegment, segments[1].first != UInt8(ascii: "_")
+        else {
+            return nil
+        }
+        do {
+            let name = try tableName(segments, at: 1)
+            guard let descriptor = service.immediateTable(name) else { return nil }
+            let key = try rowKey(name, descriptor: descriptor, raw: segments.dropFirst(3))
+            guard let result = try service.immediateGet(key) else { return nil }
+            return read(result, request: request)
+        } catch {
+            return Self.errorResponse(error)
+        }
+    }
+
+    static let healthSegment = Array("health".utf8)
+    static let versionSegment = Array("v1".utf8)
+    static let healthResponse = json(["status": "ok"])
+
+    /// Parses a row's key parts (percent-decoded path segments) against its table's schema.
+    func rowKey(_ table: TableName, descriptor: TableDescriptor, raw: ArraySlice<[UInt8]>) throws(KVError)
+        -> RowKey
+    {
+        guard raw.count == descriptor.schema.parts.count else {
+            throw KVError(
+                .keyArity,
+                "the key has \(raw.count) parts; the table's schema has \(descriptor.schema.parts.count)")
+        }
+        var parts: [KeyPart] = []
+        parts.reserveCapacity(raw.count)
+        for (index, text) in raw.enumerated() {
+            parts.append(try KeyPart.parse(text, as: descriptor.schema.parts[index]))
+        }
+        return RowKey(table: table, parts: parts)
+    }
+
+    /// The JSON error response for `error`.
+    public static func errorResponse(_ error: KVError) -> HTTPResponse {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "application/json")
+        return HTTPResponse(
+            status: HTTPErrorStatus.status(for: error.code), headers: headers,
+            body: .bytes(JSON.encode(WireError(code: error.code.rawValue, message: error.message))))
+    }
+
+    static func json<Value: Encodable>(_ value: Value, status: HTTPResponseStatus = .ok) -> HTTPResponse {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "application/json")
+        return HTTPResponse(status: status, headers: headers, body: .bytes(JSON.encode(value)))
+    }
+
+    private func text(_ segment: [UInt8], _ what: String) throws(KVError) -> String {
+        guard let text = String(validating: segment, as: UTF8.self) else {
+            throw KVError(.invalidName, "the \(what) name is not valid UTF-8")
+        }
+        return text
+    }
+
+    private func tableName(_ segments: [[UInt8]], at index: Int) throws(KVError) -> TableName {
+        try TableName(
+            namespace: text(segments[index], "namespace"), table: text(segments[index + 1], "table"))
+    }
+
+    private func methodNotAllowed(_ request: HTTPRequest) -> KVError {
+        KVError(.methodNotAllowed, "\(request.method.rawValue) is not allowed here")
+    }
+
+    func route(_ request: HTTPRequest) async throws(KVError) -> HTTPResponse {
+        let segments = request.pathSegments
+        let names = segments.map { String(decoding: $0, as: UTF8.self) }
+        if names == ["health"] {
+            guard request.method == .GET || request.method == .HEAD else { throw methodNotAllowed(request) }
+            return Self.healthResponse
+        }
+        guard names.first == "v1", segments.count >= 2 else {
+            throw KVError(.notFound, "no route for this path; the API lives under /v1")
+        }
+        switch names[1] {
+        case "_node":
+            guard segments.count == 2, request.method == .GET else { throw methodNotAllowed(request) }
+            let info = try await service.nodeInfo()
+            return Self.json(
+                WireNodeInfo(
+                    nodeID: info.nodeID.description, incarnation: info.incarnation, engine: info.engine,
+                    partitions: info.partitionCount, version: info.version))
+        case "_namespaces":
+            guard segments.count == 2, request.method == .GET else { throw methodNotAllowed(request) }
+            return Self.json(["namespaces": try await service.namespaces()])
+        case "_tables":
+            return try await routeTables(request, segments)
+        case "_scan":
+            guard segments.count >= 4 else {
+                throw KVError(.notFound, "a scan is /v1/_scan/{namespace}/{table}")
+            }
+            guard request.method == .GET else { throw methodNotAllowed(request) }
+            return try await scan(
+                request, table: tableName(segments, at: 2), prefix: Array(segments.dropFirst(4)))
+        case "_batch":
+            guard segments.count == 2, request.method == .POST else { throw methodNotAllowed(request) }
+            return try await batch(request)
+        default:
+            guard segments.count >= 4 else {
+                throw KVError(.notFound, "a row is /v1/{namespace}/{table}/{key parts…}")
+            }
+            return try await routeRow(
+                request, table: tableName(segments, at: 1), parts: Array(segments.dropFirst(3)))
+        }
+    }
+
+    // MARK: Tables
+
+    private func routeTables(_ request: HTTPRequest, _ segments: [[UInt8]]) async throws(KVError)
+        -> HTTPResponse
+    {
+        switch segments.count {
+        case 3:
+            let namespace = try text(segments[2], "namespace")
+            try TableName.validate(namespace, what: "namespace")
+            switch request.method {
+            case .GET:
+                let tables = try await service.tables(in: namespace)
+                return Self.json(["tables": tables.map(WireTable.init)])
+            case .DELETE:
+                try await service.dropNamespace(namespace)
+                return HTTPResponse(status: .noContent)
+            default: throw methodNotAllowed(request)
+            }
+        case 4:
+            let name = try tableName(segments, at: 2)
+            switch request.method {
+            case .PUT:
+                let body = try JSON.decode(WireCreateTable.self, from: request.body)
+                var types: [KeyPartType] = []
+                for type in body.key {
+                    guard let parsed = KeyPartType(rawValue: type) else {
+                        throw KVError(
+                            .invalidSchema,
+                            "unknown key part type '\(type)'; use string, bytes, int64 or uuid")
+                    }
+                    types.append(parsed)
+                }
+                let schema = try KeySchema(types, partitionKeyLength: body.partitionKeyLength)
+                let descriptor = TableDescriptor(
+                    name: name, schema: schema, defaults: body.defaults?.defaults ?? ReplicationDefaults())
+                return Self.json(WireTable(try await service.createTable(descriptor)))
+            case .GET:
+                return Self.json(WireTable(try await service.table(name)))
+            case .DELETE:
+                try await service.dropTable(name)
+                return HTTPResponse(status: .noContent)
+            default: throw methodNotAllowed(request)
+            }
+        case 5 where String(decoding: segments[4], as: UTF8.self) == "clear":
+            guard request.method == .POST else { throw methodNotAllowed(request) }
+            try await service.clearTable(try tableName(segments, at: 2))
+            return HTTPResponse(status: .noContent)
+        default:
+            throw KVError(.notFound, "no such table route")
+        }
+    }
+
+    // MARK: Rows
+
+    private func routeRow(_ request: HTTPRequest, table: TableName, parts raw: [[UInt8]])
+        async throws(KVError)
+        -> HTTPResponse
+    {
+        let key = try rowKey(table, descriptor: try await service.table(table), raw: raw[...])
+        switch request.method {
+        case .GET, .HEAD:
+            return read(try await service.get(key), request: request)
+        case .PUT:
+            let contentType = request.headers.first(name: "content-type") ?? RowValue.defaultContentType
+            let result = try await service.put(
+                key, value: RowValue(bytes: request.body, contentType: contentType),
+                options: try writeOptions(request))
+            return written(result)
+        case .DELETE:
+            return written(try await service.delete(key, options: try writeOptions(request)))
+        default:
+            throw methodNotAllowed(request)
+        }
+    }
+
+    private func writeOptions(_ request: HTTPRequest) throws(KVError) -> WriteOptions {
+        var options = WriteOptions(context: request.headers.first(name: Self.contextHeader))
+        if let ifNoneMatch = request.headers.first(name: "if-none-match") {
+            guard ifNoneMatch.trimmedWhitespace == "*" else {
+                throw KVError(.invalidRequest, "only If-None-Match: * is supported on writes")
+            }
+            options.condition = .ifAbsent
+        } else if let ifMatch = request.headers.first(name: "if-match") {
+            options.condition = .ifMatch(Self.unquote(ifMatch))
+        }
+        return options
+    }
+
+    /// Strips a weak marker and quotes from an entity tag.
+    static func unquote(_ tag: String) -> String {
+        var text = Substring(tag.trimmedWhitespace)
+        if text.hasPrefix("W/") { text = text.dropFirst(2) }
+        if text.count >= 2, text.hasPrefix("\""), text.hasSuffix("\"") { text = text.dropFirst().dropLast() }
+        return String(text)
+    }
+
+    private func versionHeaders(context: String, etag: String) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        headers.add(name: Self.contextHeader, value: context)
+        headers.add(name: "etag", value: "\"\(etag)\"")
+        return headers
+    }
+
+    private func written(_ result: WriteResult) -> HTTPResponse {
+        HTTPResponse(status: .noContent, headers: versionHeaders(context: result.context, etag: result.etag))
+    }
+
+    private func read(_ result: ReadResult, request: HTTPRequest) -> HTTPResponse {
+        var headers = versionHeaders(context: result.context, etag: result.etag)
+        headers.add(name: Self.siblingsHeader, value: String(result.siblings.count))
+        switch result.siblings.count {
+        case 0:
+            let error = KVError(.rowNotFound, "the row has no value")
+            var response = Self.errorResponse(error)
+            response.headers.add(contentsOf: headers)
+            return response
+        case 1:
+            let value = result.siblings[0].value!
+            headers.add(name: "content-type", value: value.contentType)
+            headers.add(name: "x-kv-modified-ms", value: String(result.siblings[0].timestampMilliseconds))
+            return HTTPResponse(status: .ok, headers: headers, body: .bytes(value.bytes))
+        default:
+            let accept = request.headers.first(name: "accept") ?? ""
+            if accept.contains("multipart/mixed") {
+                let (boundary, body) = Self.multipart(result.siblings, etag: result.etag)
+                headers.add(name: "content-type", value: "multipart/mixed; boundary=\(boundary)")
+                return HTTPResponse(status: .multipleChoices, headers: headers, body: .bytes(body))
+            }
+            headers.add(name: "content-type", value: "application/json")
+            let body = WireSiblings(
+                siblings: result.siblings.map(WireSibling.init), context: result.context, etag: result.etag)
+            return HTTPResponse(status: .multipleChoices, headers: headers, body: .bytes(JSON.encode(body)))
+        }
+    }
+
+    /// A multipart/mixed body with one part per sibling, and a boundary that occurs in
+    /// none of the values.
+    static func multipart(_ siblings: [Sibling], etag: String) -> (String, [UInt8]) {
+        var boundary = "kv-siblings-\(etag)"
+        while siblings.contains(where: { ($0.value?.bytes ?? []).firstRange(of: Array(boundary.utf8)) != nil }
+        ) {
+            boundary += "-x"
+        }
+        var body: [UInt8] = []
+        for sibling in siblings {
+            let value = sibling.value ?? RowValue(bytes: [])
+            body += Array(
+                "--\(boundary)\r\ncontent-type: \(value.contentType)\r\nx-kv-modified-ms: \(sibling.timestampMilliseconds)\r\n\r\n"
+                    .utf8)
+            body += value.bytes
+            body += Array("\r\n".utf8)
+        }
+        body += Array("--\(boundary)--\r\n".utf8)
+        return (boundary, body)
+    }
+
+    // MARK: Scans
+
+    private func scan(_ request: HTTPRequest, table: TableName, prefix raw: [[UInt8]]) async throws(KVError)
+        -> HTTPResponse
+    {
+        let descriptor = try await service.table(table)
+        let schema = descriptor.schema
+        func parse(_ texts: [[UInt8]], offset: Int) throws(KVError) -> [KeyPart] {
+            guard offset + texts.count <= schema.parts.count else {
+                throw KVError(
+                    .keyArity, "the bound has more parts than the table's key (\(schema.parts.count))")
+            }
+            var parts: [KeyPart] = []
+            for (index, text) in texts.enumerated() {
+                parts.append(try KeyPart.parse(text, as: schema.parts[offset + index]))
+            }
+            return parts
+        }
+        let prefix = try parse(raw, offset: 0)
+        let startValues = request.queryValues("start")
+        let endValues = request.queryValues("end")
+        let start =
+            startValues.isEmpty && prefix.isEmpty
+            ? nil : prefix + (try parse(startValues, offset: prefix.count))
+        let end =
+            endValues.isEmpty && prefix.isEmpty ? nil : prefix + (try parse(endValues, offset: prefix.count))
+        let reverse = try Self.flag(request, "reverse")
+        let keysOnly = try Self.flag(request, "keys_only")
+        let format = request.queryValue("format") ?? "json"
+        var limit: Int? = nil
+        if let text = request.queryValue("limit") {
+            guard let value = Int(text), value >= 1 else {
+                throw KVError(.invalidRequest, "limit must be a positive integer, not '\(text.prefix(20))'")
+            }
+            limit = value
+        }
+        var scan = ScanRequest(
+            table: table, range: KeyRange(start: start, end: end),
+            limit: min(limit ?? 1000, ScanRequest.maximumLimit),
+            reverse: reverse, keysOnly: keysOnly, continuation: request.queryValue("continuation"))
+        switch format {
+        case "json":
+            if let limit, limit > ScanRequest.maximumLimit {
+                throw KVError(
+                    .invalidRequest,
+                    "a JSON page holds at most \(ScanRequest.maximumLimit) rows; use format=jsonl")
+            }
+            let page = try await service.scan(scan)
+            return Self.json(
+                WireScanPage(
+                    rows: page.rows.map { Self.rowBody($0, keysOnly: keysOnly) },
+                    continuation: page.continuation))
+        case "jsonl":
+            // Validate the request (table, bounds, token) before committing to a 200.
+            scan.limit = min(limit ?? 1000, 1000)
+            let firstPage = try await service.scan(scan)
+            let service = service
+            let firstRequest = scan
+            let rowLimit = limit
+            var headers = HTTPHeaders()
+            headers.add(name: "content-type", value: "application/x-ndjson")
+            return HTTPResponse(
+                status: .ok, headers: headers,
+                body: .stream { writer in
+                    var page = firstPage
+                    var scan = firstRequest
+                    var remaining = rowLimit ?? Int.max
+                    while true {
+                        var chunk: [UInt8] = []
+                        for row in page.rows.prefix(remaining) {
+                            chunk += JSON.encode(Self.rowBody(row, keysOnly: keysOnly))
+                            chunk.append(UInt8(ascii: "\n"))
+                        }
+                        try await writer.write(chunk)
+                        remaining -= min(remaining, page.rows.count)
+                        guard let continuation = page.continuation else { return }
+                        if remaining == 0 {
+                            try await writer.write(
+                                JSON.encode(["continuation": continuation]) + [UInt8(ascii: "\n")])
+                            return
+                        }
+                        scan.continuation = continuation
+                        scan.limit = min(remaining, 1000)
+                        do {
+                            page = try await service.scan(scan)
+                        } catch let error as KVError {
+                            try await writer.write(
+                                JSON.encode(WireError(code: error.code.rawValue, message: error.message)) + [
+                                    UInt8(ascii: "\n")
+                                ])
+                            return
+                        }
+                    }
+                })
+        default:
+            throw KVError(.invalidRequest, "format must be json or jsonl, not '\(format.prefix(20))'")
+        }
+    }
+
+    static func rowBody(_ row: ScanRow, keysOnly: Bool) -> WireScanRow {
+        WireScanRow(
+            key: row.key.map(WireKeyPart.init), siblings: keysOnly ? nil : row.siblings.map(WireSibling.init),
+            context: row.context)
+    }
+
+    static func flag(_ request: HTTPRequest, _ name: String) throws(KVError) -> Bool {
+        guard let text = request.queryValue(name) else { return false }
+        switch text {
+        case "", "1", "true", "yes": return true
+        case "0", "false", "no": return false
+        default: throw KVError(.invalidRequest, "\(name) must be true or false, not '\(text.prefix(20))'")
+        }
+    }
+
+    // MARK: Batches
+
+    private func batch(_ request: HTTPRequest) async throws(KVError) -> HTTPResponse {
+        let body = try JSON.decode(WireBatch.self, from: request.body)
+        // Items that fail to parse get their error in place; the rest run as one batch.
+        var operations: [BatchOperation] = []
+        var parseFailures: [Int: KVError] = [:]
+        for (index, item) in body.operations.enumerated() {
+            do {
+                operations.append(try await operation(item))
+            } catch {
+                parseFailures[index] = error
+            }
+        }
+        let results = try await service.batch(operations)
+        var responses: [WireBatchResult] = []
+        var next = results.makeIterator()
+        for index in body.operations.indices {
+            if let failure = parseFailures[index] {
+                responses.append(Self.failureBody(failure))
+                continue
+            }
+            switch next.next() {
+            case .read(let result):
+                responses.append(
+                    result.siblings.isEmpty
+                        ? WireBatchResult(
+                            status: 404, context: result.context, etag: result.etag,
+                            code: KVError.Code.rowNotFound.rawValue, message: "the row has no value")
+                        : WireBatchResult(
+                            status: result.siblings.count == 1 ? 200 : 300,
+                            siblings: result.siblings.map(WireSibling.init),
+                            context: result.context, etag: result.etag))
+            case .written(let result):
+                responses.append(WireBatchResult(status: 204, context: result.context, etag: result.etag))
+            case .failed(let error):
+                responses.append(Self.failureBody(error))
+            case nil:
+                responses.append(
+                    Self.failureBody(KVError(.internalError, "the batch returned too few results")))
+            }
+        }
+        return Self.json(WireBatchResponse(results: responses))
+    }
+
+    static func failureBody(_ error: KVError) -> WireBatchResult {
+        WireBatchResult(
+            status: Int(HTTPErrorStatus.status(for: error.code).code), code: error.code.rawValue,
+            message: error.message)
+    }
+
+    private func operation(_ item: WireBatchOperation) async throws(KVError) -> BatchOperation {
+        let name = try TableName(namespace: item.namespace, table: item.table)
+        let descriptor = try await service.table(name)
+        let key = RowKey(table: name, parts: try descriptor.schema.keyParts(item.key, prefix: false))
+        var options = WriteOptions(context: item.context)
+        if let ifNoneMatch = item.ifNoneMatch {
+            guard ifNoneMatch == "*" else { throw KVError(.invalidRequest, "if_none_match must be \"*\"") }
+            options.condition = .ifAbsent
+        } else if let ifMatch = item.ifMatch {
+            options.condition = .ifMatch(Self.unquote(ifMatch))
+        }
+        switch item.op {
+        case "get":
+            return .get(key)
+        case "put":
+            let bytes: [UInt8]
+            if let text = item.value {
+                bytes = Array(text.utf8)
+            } else if let encoded = item.valueBase64 {
+                guard let decoded = Base64URL.decode(encoded) else {
+                    throw KVError(.invalidRequest, "value_base64 is not base64url")
+                }
+                bytes = decoded
+            } else {
+                throw KVError(.invalidRequest, "a put needs value or value_base64")
+            }
+            return .put(
+                key, RowValue(bytes: bytes, contentType: item.contentType ?? RowValue.defaultContentType),
+                options)
+        case "delete":
+            return .delete(key, options)
+        default:
+            throw KVError(.invalidRequest, "unknown batch op '\(item.op.prefix(20))'; use get, put or delete")
+        }
+    }
+}
+
+extension String {
+    /// The string without leading and trailing spaces and tabs.
+    var trimmedWhitespace: String {
+        let bytes = Array(utf8)
+        guard let first = bytes.firstIndex(where: { $0 != 0x20 && $0 != 0x09 }),
+            let last = bytes.lastIndex(where: { $0 != 0x20 && $0 != 0x09 })
+        else { return "" }
+        return String(decoding: bytes[first...last], as: UTF8.self)
+    }
+}

@@ -1,0 +1,302 @@
+import Foundation
+import KVClient
+import KVCore
+import KVTestSupport
+import NIOHTTP1
+import Testing
+
+/// The HTTP API of a real `kv server` process on 127.0.0.1: every endpoint, every error
+/// code, and the bad inputs a server must survive without changing stored data.
+@Suite("HTTP API against a real server", .serialized)
+final class HTTPAPITests {
+    let server: ServerProcess
+    let client: HTTPConnection
+
+    init() async throws {
+        server = try ServerProcess(arguments: [
+            "--max-value-bytes", "2048", "--max-body-bytes", "8192", "--max-key-bytes", "512",
+            "--request-timeout-seconds", "2", "--max-connections", "32",
+        ])
+        client = try await HTTPConnection(host: "127.0.0.1", port: server.port)
+        let created = try await client.send(
+            .PUT, "/v1/_tables/app/users",
+            body: Array(#"{"key":["string","int64"],"partition_key_length":1}"#.utf8))
+        #expect(created.status == 200)
+        let stored = try await client.send(
+            .PUT, "/v1/app/users/alice/1", headers: ["content-type": "text/plain"],
+            body: Array("original".utf8))
+        #expect(stored.status == 204)
+    }
+
+    deinit {
+        let client = client
+        Task { await client.close() }
+    }
+
+    func send(_ method: HTTPMethod, _ target: String, _ body: String? = nil, headers: HTTPHeaders = [:])
+        async throws -> ClientResponse
+    {
+        try await client.send(method, target, headers: headers, body: body.map { Array($0.utf8) })
+    }
+
+    func code(_ response: ClientResponse) -> String? {
+        (try? JSONDecoder().decode(WireError.self, from: Data(response.body)))?.code
+    }
+
+    /// The stored row is untouched and the server still answers.
+    func expectUnchanged(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let fresh = try await HTTPConnection(host: "127.0.0.1", port: server.port)
+        let response = try await fresh.send(.GET, "/v1/app/users/alice/1")
+        await fresh.close()
+        #expect(response.status == 200, sourceLocation: sourceLocation)
+        #expect(String(decoding: response.body, as: UTF8.self) == "original", sourceLocation: sourceLocation)
+        #expect(server.isRunning, sourceLocation: sourceLocation)
+    }
+
+    @Test func endpointsAnswer() async throws {
+        #expect(try await send(.GET, "/health").status == 200)
+        let node = try await send(.GET, "/v1/_node")
+        #expect(node.status == 200)
+        #expect(try JSONDecoder().decode(WireNodeInfo.self, from: Data(node.body)).engine == "rocksdb")
+        #expect(
+            String(decoding: try await send(.GET, "/v1/_namespaces").body, as: UTF8.self)
+                == #"{"namespaces":["app"]}"#)
+        #expect(try await send(.GET, "/v1/_tables/app").status == 200)
+        let described = try await send(.GET, "/v1/_tables/app/users")
+        #expect(
+            try JSONDecoder().decode(WireTable.self, from: Data(described.body)).key == ["string", "int64"])
+
+        let get = try await send(.GET, "/v1/app/users/alice/1")
+        #expect(get.status == 200)
+        #expect(get.headers.first(name: "content-type") == "text/plain")
+        #expect(get.headers.first(name: "etag")?.hasPrefix("\"") == true)
+        #expect(get.headers.first(name: "x-kv-context")?.isEmpty == false)
+        let head = try await send(.HEAD, "/v1/app/users/alice/1")
+        #expect(head.status == 200 && head.body.isEmpty && head.headers.first(name: "content-length") == "8")
+
+        // Siblings: 300 with JSON, or multipart on request; the context resolves them.
+        #expect(try await send(.PUT, "/v1/app/users/bob/2", "one").status == 204)
+        #expect(try await send(.PUT, "/v1/app/users/bob/2", "two").status == 204)
+        let siblings = try await send(.GET, "/v1/app/users/bob/2")
+        #expect(siblings.status == 300)
+        #expect(siblings.headers.first(name: "x-kv-siblings") == "2")
+        let body = try JSONDecoder().decode(WireSiblings.self, from: Data(siblings.body))
+        #expect(Set(body.siblings.compactMap(\.value)) == ["one", "two"])
+        let multipart = try await send(.GET, "/v1/app/users/bob/2", headers: ["accept": "multipart/mixed"])
+        #expect(multipart.status == 300)
+        #expect(
+            multipart.headers.first(name: "content-type")?.hasPrefix("multipart/mixed; boundary=") == true)
+        let multipartText = String(decoding: multipart.body, as: UTF8.self)
+        #expect(multipartText.contains("\r\n\r\none\r\n") && multipartText.contains("\r\n\r\ntwo\r\n"))
+        #expect(
+            try await send(.PUT, "/v1/app/users/bob/2", "resolved", headers: ["x-kv-context": body.context])
+                .status == 204)
+        #expect(
+            String(decoding: try await send(.GET, "/v1/app/users/bob/2").body, as: UTF8.self) == "resolved")
+
+        // Conditional writes.
+        #expect(
+            code(try await send(.PUT, "/v1/app/users/alice/1", "x", headers: ["if-none-match": "*"]))
+                == "request.precondition_failed")
+        #expect(
+            try await send(.PUT, "/v1/app/users/carol/3", "c", headers: ["if-none-match": "*"]).status == 204)
+        let stale = try await send(
+            .PUT, "/v1/app/users/carol/3", "c2", headers: ["if-match": "\"0000000000000000\""])
+        #expect(stale.status == 412)
+        let current = try await send(.GET, "/v1/app/users/carol/3").headers.first(name: "etag")!
+        #expect(
+            try await send(.PUT, "/v1/app/users/carol/3", "c2", headers: ["if-match": current]).status == 204)
+
+        // Scans: a JSON page and JSON lines.
+        let page = try await send(.GET, "/v1/_scan/app/users?limit=2")
+        let scanned = try JSONDecoder().decode(WireScanPage.self, from: Data(page.body))
+        #expect(
+            scanned.rows.map(\.key) == [[.string("alice"), .integer(1)], [.string("bob"), .integer(2)]])
+        #expect(scanned.continuation != nil)
+        let lines = try await send(.GET, "/v1/_scan/app/users?format=jsonl&keys_only=true")
+        #expect(lines.headers.first(name: "transfer-encoding") == "chunked")
+        #expect(String(decoding: lines.body, as: UTF8.self).split(separator: "\n").count == 3)
+        let prefixed = try await send(.GET, "/v1/_scan/app/users/bob?keys_only=1")
+        #expect(try JSONDecoder().decode(WireScanPage.self, from: Data(prefixed.body)).rows.count == 1)
+        let bounded = try await send(.GET, "/v1/_scan/app/users?start=b&end=carol&end=3&reverse=true")
+        #expect(
+            try JSONDecoder().decode(WireScanPage.self, from: Data(bounded.body)).rows.map(\.key.first) == [
+                .string("carol"), .string("bob"),
+            ])
+
+        // Batch.
+        let batch = try await send(
+            .POST, "/v1/_batch",
+            #"{"operations":[{"op":"get","namespace":"app","table":"users","key":["alice",1]},{"op":"put","namespace":"app","table":"users","key":["dave",4],"value":"d"},{"op":"get","namespace":"app","table":"users","key":["nobody",0]},{"op":"get","namespace":"app","table":"users","key":[1,"x"]}]}"#
+        )
+        let results = try JSONDecoder().decode(WireBatchResponse.self, from: Data(batch.body)).results
+        #expect(results.map(\.status) == [200, 204, 404, 400])
+        #expect(results[0].siblings?.first?.value == "original")
+        #expect(results[3].code == "request.invalid_key_part")
+
+        // Delete, then the row is gone (404 with a context to write over the tombstone).
+        #expect(try await send(.DELETE, "/v1/app/users/dave/4").status == 204)
+        let gone = try await send(.GET, "/v1/app/users/dave/4")
+        #expect(
+            gone.status == 404 && code(gone) == "row.not_found"
+                && gone.headers.first(name: "x-kv-context") != nil)
+
+        // Table admin: clear, drop, drop namespace.
+        #expect(try await send(.PUT, "/v1/_tables/tmp/t", #"{"key":["uuid"]}"#).status == 200)
+        #expect(try await send(.PUT, "/v1/tmp/t/123e4567-e89b-12d3-a456-426614174000", "u").status == 204)
+        #expect(try await send(.POST, "/v1/_tables/tmp/t/clear").status == 204)
+        #expect(try await send(.GET, "/v1/tmp/t/123e4567-e89b-12d3-a456-426614174000").status == 404)
+        #expect(try await send(.DELETE, "/v1/_tables/tmp/t").status == 204)
+        #expect(code(try await send(.GET, "/v1/_tables/tmp/t")) == "table.not_found")
+        #expect(try await send(.PUT, "/v1/_tables/tmp/u", #"{"key":["bytes"]}"#).status == 200)
+        #expect(try await send(.DELETE, "/v1/_tables/tmp").status == 204)
+        #expect(code(try await send(.GET, "/v1/_tables/tmp/u")) == "table.not_found")
+        try await expectUnchanged()
+    }
+
+    /// Bad inputs: (method, target, body, extra header, expected status, expected code).
+    static let badInputs: [(String, String, String?, String, Int, String)] = [
+        ("PUT", "/v1/_tables/app/x", "{not json", "", 400, "request.invalid"),
+        ("PUT", "/v1/_tables/app/x", #"{"key":"string"}"#, "", 400, "request.invalid"),
+        ("PUT", "/v1/_tables/app/x", #"{"key":["float"]}"#, "", 400, "schema.invalid"),
+        (
+            "PUT", "/v1/_tables/app/x", #"{"key":["string"],"defaults":{"n":1,"r":3}}"#, "", 400,
+            "request.invalid_quorum"
+        ),
+        ("PUT", "/v1/_tables/_bad/x", #"{"key":["string"]}"#, "", 400, "request.invalid_name"),
+        ("POST", "/v1/_batch", #"{"operations":[{"op":"put"}]}"#, "", 400, "request.invalid"),
+        ("POST", "/v1/_batch", "[1,2", "", 400, "request.invalid"),
+        ("GET", "/v1/app/users/%FF%FE/1", nil, "", 400, "request.invalid_key_part"),
+        ("PUT", "/v1/app/users/alice/notanumber", "x", "", 400, "request.invalid_key_part"),
+        ("PUT", "/v1/app/users/alice/99999999999999999999", "x", "", 400, "request.invalid_key_part"),
+        ("GET", "/v1/app/users/alice", nil, "", 400, "request.key_arity"),
+        ("PUT", "/v1/app/users/alice/1/extra", "x", "", 400, "request.key_arity"),
+        ("GET", "/v1/app/users/%zz/1", nil, "", 400, "request.invalid"),
+        (
+            "PUT", "/v1/app/users/" + String(repeating: "k", count: 600) + "/1", "x", "", 400,
+            "request.key_too_large"
+        ),
+        (
+            "PUT", "/v1/app/users/alice/1", String(repeating: "v", count: 3000), "", 413,
+            "request.value_too_large"
+        ),
+        (
+            "PUT", "/v1/app/users/alice/1", String(repeating: "v", count: 9000), "", 413,
+            "request.body_too_large"
+        ),
+        ("GET", "/v1/nope/users/alice/1", nil, "", 404, "table.not_found"),
+        ("GET", "/v1/app/nope/alice/1", nil, "", 404, "table.not_found"),
+        ("PUT", "/v1/app/users/alice/1", "x", "x-kv-context: AQHgarbage", 400, "request.invalid_context"),
+        (
+            "DELETE", "/v1/app/users/alice/1", nil, "x-kv-context: AQH693ejp3CMqAEBIYDII7RP4tY", 400,
+            "request.invalid_context"
+        ),
+        ("PUT", "/v1/app/users/alice/1", "x", "if-none-match: \"abc\"", 400, "request.invalid"),
+        ("GET", "/v1/_scan/app/users?limit=0", nil, "", 400, "request.invalid"),
+        ("GET", "/v1/_scan/app/users?continuation=%21%21", nil, "", 400, "request.invalid_continuation"),
+        ("GET", "/v1/_scan/app/users?start=a&start=b", nil, "", 400, "request.invalid_key_part"),
+        ("GET", "/v1/_scan/app/users?format=xml", nil, "", 400, "request.invalid"),
+        ("GET", "/v1/_scan/app/users?reverse=maybe", nil, "", 400, "request.invalid"),
+        ("GET", "/nowhere", nil, "", 404, "request.not_found"),
+        ("PATCH", "/v1/app/users/alice/1", "x", "", 405, "request.method_not_allowed"),
+        ("POST", "/health", nil, "", 405, "request.method_not_allowed"),
+    ]
+
+    /// Each bad input gets its status and stable code; the server stays up and the
+    /// stored row does not change.
+    @Test func badInputGetsItsStatusAndCode() async throws {
+        for (method, target, body, header, status, expectedCode) in Self.badInputs {
+            try await check(
+                method: method, target: target, body: body, header: header, status: status,
+                expectedCode: expectedCode)
+        }
+    }
+
+    func check(
+        method: String, target: String, body: String?, header: String, status: Int, expectedCode: String
+    )
+        async throws
+    {
+        var headers = HTTPHeaders()
+        if let colon = header.firstIndex(of: ":") {
+            headers.add(
+                name: String(header[..<colon]),
+                value: String(header[header.index(after: colon)...]).trimmingCharacters(in: .whitespaces))
+        }
+        // Each case on its own connection: some of them make the server close it.
+        let connection = try await HTTPConnection(host: "127.0.0.1", port: server.port)
+        let response = try await connection.send(
+            HTTPMethod(rawValue: method), target, headers: headers, body: body.map { Array($0.utf8) })
+        await connection.close()
+        #expect(response.status == status, "\(method) \(target.prefix(60))")
+        #expect(
+            code(response) == expectedCode,
+            "\(method) \(target.prefix(60)): \(String(decoding: response.body, as: UTF8.self))")
+        try await expectUnchanged()
+    }
+
+    @Test func oversizeHeadersGet431() async throws {
+        for size in [20_000, 100_000] {
+            let socket = try RawSocket(port: server.port)
+            socket.send(
+                "GET /health HTTP/1.1\r\nhost: x\r\nx-big: \(String(repeating: "h", count: size))\r\n\r\n")
+            let answer = socket.readAll(timeout: 5)
+            #expect(answer.hasPrefix("HTTP/1.1 431"), "\(size): \(answer.prefix(200))")
+            #expect(answer.contains("request.headers_too_large"))
+        }
+        try await expectUnchanged()
+    }
+
+    @Test func malformedHTTPGets400() async throws {
+        let socket = try RawSocket(port: server.port)
+        socket.send("THIS IS NOT HTTP\r\n\r\n")
+        let answer = socket.readAll(timeout: 5)
+        #expect(answer.hasPrefix("HTTP/1.1 400"), "\(answer.prefix(200))")
+        #expect(answer.contains("request.invalid"))
+        try await expectUnchanged()
+    }
+
+    /// A client that sends its request one byte at a time gets 408 after the request
+    /// timeout (2 s here) and is disconnected, while other clients are served meanwhile.
+    @Test func slowClientsAreDisconnected() async throws {
+        let socket = try RawSocket(port: server.port)
+        let started = Date()
+        var answer = ""
+        for byte in "GET /v1/app/users/alice/1 HTTP/1.1\r\nhost: slow\r\nx-dribble: ".map(String.init) {
+            guard socket.send(byte) else { break }
+            answer += socket.readAll(timeout: 0.2)
+            if !answer.isEmpty { break }
+            if Date().timeIntervalSince(started) > 1 { try await expectUnchanged() }
+            if Date().timeIntervalSince(started) > 8 { break }
+        }
+        answer += socket.readAll(timeout: 1)
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(answer.hasPrefix("HTTP/1.1 408"), "\(answer.prefix(200))")
+        #expect(answer.contains("request.timeout"))
+        #expect(elapsed >= 1.8 && elapsed < 6, "disconnected after \(elapsed) s")
+        try await expectUnchanged()
+    }
+
+    @Test func connectionsOverTheLimitGet503() async throws {
+        var open: [RawSocket] = []
+        for _ in 0..<40 { open.append(try RawSocket(port: server.port)) }
+        let refused = try RawSocket(port: server.port)
+        let answer = refused.readAll(timeout: 2)
+        #expect(answer.hasPrefix("HTTP/1.1 503"), "\(answer.prefix(200))")
+        #expect(answer.contains("server.too_many_connections"))
+        open.removeAll()
+        try await Task.sleep(for: .milliseconds(300))
+        try await expectUnchanged()
+    }
+
+    @Test func expectContinueIsHonoured() async throws {
+        let socket = try RawSocket(port: server.port)
+        socket.send(
+            "PUT /v1/app/users/erin/5 HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n"
+        )
+        let interim = socket.readAll(timeout: 0.5)
+        #expect(interim.hasPrefix("HTTP/1.1 100 Continue"), "\(interim)")
+        socket.send("hello")
+        #expect(socket.readAll(timeout: 0.5).contains("204 No Content"))
+    }
+}

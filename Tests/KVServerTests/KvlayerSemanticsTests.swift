@@ -1,0 +1,196 @@
+import KVCore
+import Testing
+
+/// kvlayer's test cases, the semantic spec of tables and scans, against every service.
+@Suite("kvlayer semantics")
+struct KvlayerSemanticsTests {
+    /// Writes rows in batches of up to 1,000 (the batch limit).
+    static func load(_ service: any KeyValueService, _ rows: [(RowKey, RowValue)]) async throws {
+        for start in stride(from: 0, to: rows.count, by: 1000) {
+            let results = try await service.batch(
+                rows[start..<min(start + 1000, rows.count)].map { .put($0.0, $0.1, WriteOptions()) })
+            for result in results {
+                if case .failed(let error) = result { throw error }
+            }
+        }
+    }
+
+    /// Follows continuation tokens to the end, returning every row's key.
+    static func scanAll(_ service: any KeyValueService, _ request: ScanRequest) async throws -> [[KeyPart]] {
+        var request = request
+        var keys: [[KeyPart]] = []
+        while true {
+            let page = try await service.scan(request)
+            keys += page.rows.map(\.key)
+            guard let continuation = page.continuation else { return keys }
+            request.continuation = continuation
+        }
+    }
+
+    @Test(arguments: ServiceKind.allCases)
+    func multiGetReturnsEveryKeyInOrder(kind: ServiceKind) async throws {
+        try await withService(kind) { service in
+            let t = table("kvl", "t")
+            _ = try await service.createTable(TableDescriptor(name: t, schema: try KeySchema([.string])))
+            try await Self.load(
+                service,
+                [
+                    (RowKey(table: t, parts: [.string("a")]), text("1")),
+                    (RowKey(table: t, parts: [.string("c")]), text("3")),
+                ])
+            let results = try await service.batch(
+                ["c", "b", "a", "b"].map { .get(RowKey(table: t, parts: [.string($0)])) })
+            let values = results.map { result -> String? in
+                guard case .read(let read) = result, let value = read.siblings.first?.value else {
+                    return nil
+                }
+                return String(decoding: value.bytes, as: UTF8.self)
+            }
+            #expect(values == ["3", nil, "1", nil])
+            // Deleting missing keys is a no-op; an empty batch does nothing.
+            _ = try await service.batch([.delete(RowKey(table: t, parts: [.string("zz")]), WriteOptions())])
+            #expect(try await service.batch([]).isEmpty)
+        }
+    }
+
+    @Test(arguments: ServiceKind.allCases)
+    func scansAreOrderedInclusiveAndPrefixAware(kind: ServiceKind) async throws {
+        try await withService(kind) { service in
+            let t = table("kvl", "scan")
+            _ = try await service.createTable(
+                TableDescriptor(name: t, schema: try KeySchema([.string, .int64], partitionKeyLength: 1)))
+            let keys: [[KeyPart]] = ["a", "ab", "b", "c"].flatMap { first in
+                (1...3).map { [.string(first), .int64(Int64($0))] }
+            }
+            try await Self.load(service, keys.shuffled().map { (RowKey(table: t, parts: $0), text("v")) })
+            func scan(_ range: KeyRange, reverse: Bool = false) async throws -> [[KeyPart]] {
+                try await Self.scanAll(
+                    service, ScanRequest(table: t, range: range, limit: 5, reverse: reverse))
+            }
+            #expect(try await scan(KeyRange()) == keys)
+            #expect(try await scan(KeyRange(), reverse: true) == keys.reversed())
+            // The prefix ("a",) covers ("a", …) but never ("ab", …).
+            #expect(try await scan(.prefix([.string("a")])) == Array(keys[0..<3]))
+            // Both ends inclusive, with prefix bounds: a..b covers all of a, ab and b.
+            #expect(
+                try await scan(KeyRange(start: [.string("a")], end: [.string("b")])) == Array(keys[0..<9]))
+            #expect(
+                try await scan(KeyRange(start: [.string("a"), .int64(2)], end: [.string("b"), .int64(1)]))
+                    == Array(keys[1..<7]))
+            // Open ends.
+            #expect(try await scan(KeyRange(start: [.string("b")])) == Array(keys[6...]))
+            #expect(try await scan(KeyRange(end: [.string("a")])) == Array(keys[0..<3]))
+            #expect(
+                try await scan(KeyRange(end: [.string("a")]), reverse: true) == Array(keys[0..<3].reversed()))
+            // Within one partition key.
+            #expect(
+                try await scan(KeyRange(start: [.string("c"), .int64(2)], end: [.string("c"), .int64(3)]))
+                    == Array(keys[10...]))
+            // Keys only: no values.
+            let page = try await service.scan(ScanRequest(table: t, limit: 3, keysOnly: true))
+            #expect(page.rows.allSatisfy { $0.siblings.isEmpty })
+            #expect(page.rows.map(\.key) == Array(keys[0..<3]))
+        }
+    }
+
+    @Test(arguments: ServiceKind.allCases)
+    func binaryKeysAndValuesAreSafe(kind: ServiceKind) async throws {
+        try await withService(kind) { service in
+            let t = table("kvl", "binary")
+            _ = try await service.createTable(TableDescriptor(name: t, schema: try KeySchema([.bytes])))
+            let ordered: [[UInt8]] = [[0], [0, 0], [0, 1], [1], [1, 0], [2]]
+            let everyByte = (0...255).map { UInt8($0) }
+            try await Self.load(
+                service,
+                (ordered + [everyByte]).shuffled().map {
+                    (RowKey(table: t, parts: [.bytes($0)]), RowValue(bytes: everyByte.reversed() + $0))
+                })
+            let scanned = try await Self.scanAll(service, ScanRequest(table: t))
+            #expect(
+                scanned
+                    == ([[0], [0, 0], [0, 1], everyByte, [1], [1, 0], [2]] as [[UInt8]]).map {
+                        [KeyPart.bytes($0)]
+                    })
+            let read = try await service.get(RowKey(table: t, parts: [.bytes(everyByte)]))
+            #expect(read.siblings.first?.value?.bytes == everyByte.reversed() + everyByte)
+
+            let strings = table("kvl", "strings")
+            _ = try await service.createTable(
+                TableDescriptor(name: strings, schema: try KeySchema([.string])))
+            let lookalikes = ["a\u{0}b", "a%b", "a%00b", "a/b", "a b", "ä"]
+            try await Self.load(
+                service, lookalikes.map { (RowKey(table: strings, parts: [.string($0)]), text($0)) })
+            for name in lookalikes {
+                let value = try await service.get(RowKey(table: strings, parts: [.string(name)])).siblings
+                    .first?.value
+                #expect(value == text(name), "\(name)")
+            }
+        }
+    }
+
+    /// kvlayer's paging case: 9,042 rows; a full scan, a scan from row 3,000, and rows
+    /// 3,000 to 8,437, each following continuation tokens transparently.
+    @Test(arguments: ServiceKind.allCases)
+    func largeScansPageTransparently(kind: ServiceKind) async throws {
+        try await withService(kind) { service in
+            let t = table("kvl", "large")
+            _ = try await service.createTable(TableDescriptor(name: t, schema: try KeySchema([.int64])))
+            try await Self.load(
+                service, (0..<9042).map { (RowKey(table: t, parts: [.int64(Int64($0))]), text("\($0)")) })
+            #expect(try await Self.scanAll(service, ScanRequest(table: t, limit: 1000)).count == 9042)
+            #expect(
+                try await Self.scanAll(
+                    service, ScanRequest(table: t, range: KeyRange(start: [.int64(3000)]), limit: 700)
+                ).count == 6042)
+            let middle = try await Self.scanAll(
+                service,
+                ScanRequest(table: t, range: KeyRange(start: [.int64(3000)], end: [.int64(8437)]), limit: 999)
+            )
+            #expect(middle.count == 5438)
+            #expect(middle.first == [.int64(3000)] && middle.last == [.int64(8437)])
+            // Two scans interleaved page by page stay independent; abandoning one is harmless.
+            var first = ScanRequest(table: t, limit: 500)
+            var second = ScanRequest(table: t, limit: 300, reverse: true)
+            var firstKeys: [[KeyPart]] = []
+            var secondKeys: [[KeyPart]] = []
+            for _ in 0..<4 {
+                let a = try await service.scan(first)
+                let b = try await service.scan(second)
+                firstKeys += a.rows.map(\.key)
+                secondKeys += b.rows.map(\.key)
+                first.continuation = a.continuation
+                second.continuation = b.continuation
+            }
+            #expect(firstKeys == (0..<2000).map { [.int64(Int64($0))] })
+            #expect(secondKeys == (0..<1200).map { [.int64(Int64(9041 - $0))] })
+            // A token is bound to its direction.
+            let wrongDirection = await errorCode {
+                _ = try await service.scan(
+                    ScanRequest(table: t, limit: 10, reverse: false, continuation: second.continuation))
+            }
+            #expect(wrongDirection == .invalidContinuation)
+            #expect(
+                await errorCode { _ = try await service.scan(ScanRequest(table: t, continuation: "!!")) }
+                    == .invalidContinuation)
+            #expect(
+                await errorCode { _ = try await service.scan(ScanRequest(table: t, limit: 0)) }
+                    == .invalidRequest)
+        }
+    }
+
+    @Test(arguments: ServiceKind.allCases)
+    func deletedRowsLeaveScans(kind: ServiceKind) async throws {
+        try await withService(kind) { service in
+            let t = table("kvl", "deletes")
+            _ = try await service.createTable(TableDescriptor(name: t, schema: try KeySchema([.int64])))
+            try await Self.load(
+                service, (0..<10).map { (RowKey(table: t, parts: [.int64(Int64($0))]), text("\($0)")) })
+            for index in [0, 3, 9] {
+                _ = try await service.delete(
+                    RowKey(table: t, parts: [.int64(Int64(index))]), options: WriteOptions())
+            }
+            let keys = try await Self.scanAll(service, ScanRequest(table: t, limit: 2))
+            #expect(keys == [1, 2, 4, 5, 6, 7, 8].map { [.int64(Int64($0))] })
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import KVTestSupport
+import Testing
+
+/// Runs the README's walkthroughs exactly as written against a real server, so they
+/// cannot rot. Only the port (the README uses 7700, the test an ephemeral one) and the
+/// binary directory (release in the README, the build under test here) are substituted.
+/// Each `# → text` line after a command must appear in that command's output.
+@Suite("README walkthroughs")
+struct ReadmeWalkthroughTests {
+    static var packageRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+    }
+
+    /// The shell block that follows `<!-- walkthrough:NAME -->` in the README.
+    static func walkthrough(_ name: String) throws -> [String] {
+        let readme = try String(contentsOf: packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        guard let marker = readme.range(of: "<!-- walkthrough:\(name) -->") else {
+            throw CrashTestError("README.md has no walkthrough:\(name) block")
+        }
+        let after = readme[marker.upperBound...]
+        guard let open = after.range(of: "```sh\n"), let close = after[open.upperBound...].range(of: "```")
+        else {
+            throw CrashTestError("the walkthrough:\(name) block is not a ```sh fence")
+        }
+        return after[open.upperBound..<close.lowerBound].split(
+            separator: "\n", omittingEmptySubsequences: false
+        ).map(String.init)
+    }
+
+    /// Turns walkthrough lines into a script that checks every `# →` expectation.
+    static func script(_ lines: [String]) -> String {
+        var commands: [(command: String, expectations: [String])] = []
+        var pending = ""
+        for line in lines {
+            if line.hasPrefix("# → ") {
+                if !commands.isEmpty {
+                    commands[commands.count - 1].expectations.append(String(line.dropFirst(4)))
+                }
+                continue
+            }
+            if line.hasPrefix("#") || line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+            if line.hasSuffix("\\") {
+                pending += line.dropLast() + " "
+                continue
+            }
+            commands.append((pending + line, []))
+            pending = ""
+        }
+        var script = "set -euo pipefail\n"
+        for (index, entry) in commands.enumerated() {
+            if entry.expectations.isEmpty {
+                script += entry.command + "\n"
+                continue
+            }
+            script += "__out=$( { \(entry.command) ; } 2>&1 )\nprintf '%s\\n' \"$__out\"\n"
+            for expected in entry.expectations {
+                let quoted = expected.replacingOccurrences(of: "'", with: "'\\''")
+                script +=
+                    "grep -qF -- '\(quoted)' <<<\"$__out\" || { echo \"walkthrough command \(index + 1) did not print: \(quoted)\"; exit 1; }\n"
+            }
+        }
+        return script
+    }
+
+    @Test(arguments: ["curl", "cli"])
+    func walkthroughRunsAsWritten(name: String) throws {
+        let server = try ServerProcess()
+        let binaryDirectory = URL(fileURLWithPath: try TestBinaries.path(of: "kv", override: "KV_BINARY"))
+            .deletingLastPathComponent().path
+        var script = Self.script(try Self.walkthrough(name))
+        script = script.replacingOccurrences(of: "127.0.0.1:7700", with: "127.0.0.1:\(server.port)")
+        script = script.replacingOccurrences(of: "$PWD/.build/release", with: binaryDirectory)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = ["-c", script]
+        process.currentDirectoryURL = Self.packageRoot
+        var environment = ProcessInfo.processInfo.environment
+        environment["KV_URL"] = server.url
+        process.environment = environment
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "walkthrough \(name) failed:\n\(printed)")
+    }
+}

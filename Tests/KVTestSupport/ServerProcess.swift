@@ -1,0 +1,101 @@
+import Foundation
+import Glibc
+
+/// A `kv server` child process on 127.0.0.1 with an ephemeral port and its own data
+/// directory, for tests that need a real server: kill -9 it, restart it on the same data.
+public final class ServerProcess: @unchecked Sendable {
+    /// The data directory (kept across restarts, removed by ``removeData()``).
+    public let dataDirectory: String
+    /// Extra `kv server` flags.
+    public let extraArguments: [String]
+    /// Where the server's log goes.
+    public let logPath: String
+    /// The running child.
+    public private(set) var child: ChildProcess?
+    /// The port of the running server.
+    public private(set) var port: Int = 0
+
+    /// Starts a server (fresh data directory unless one is given).
+    public init(arguments: [String] = [], dataDirectory: String? = nil) throws {
+        let directory =
+            dataDirectory
+            ?? FileManager.default.temporaryDirectory.appendingPathComponent(
+                "kv-server-test-\(UUID().uuidString)"
+            ).path
+        self.dataDirectory = directory
+        self.extraArguments = arguments
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        logPath = directory + ".log"
+        try start()
+    }
+
+    /// The server's base URL.
+    public var url: String { "http://127.0.0.1:\(port)" }
+
+    /// Starts (or restarts) the server and waits until it prints its URL.
+    public func start() throws {
+        let binary = try TestBinaries.path(of: "kv", override: "KV_BINARY")
+        let process = try ChildProcess(
+            executable: binary,
+            arguments: ["server", "--port", "0", "--data", dataDirectory, "--log-level", "warning"]
+                + extraArguments,
+            standardErrorPath: logPath)
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let output = String(decoding: process.outputSoFar(), as: UTF8.self)
+            if let range = output.range(of: "serving http://127.0.0.1:") {
+                let digits = output[range.upperBound...].prefix { $0.isNumber }
+                if let port = Int(digits),
+                    output[range.upperBound...].dropFirst(digits.count).first?.isNewline == true
+                {
+                    self.port = port
+                    child = process
+                    return
+                }
+            }
+            if process.reachedEndOfOutput() {
+                let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+                throw CrashTestError("kv server exited during startup: \(output) \(log.suffix(2000))")
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        process.kill()
+        _ = process.wait()
+        throw CrashTestError("kv server did not start within 30 s")
+    }
+
+    /// Kills the server with SIGKILL and reaps it.
+    public func kill() {
+        guard let child else { return }
+        child.kill()
+        _ = child.wait()
+        self.child = nil
+    }
+
+    /// Stops the server with SIGTERM and returns how it exited.
+    @discardableResult
+    public func terminate() -> ChildProcess.Status? {
+        guard let child else { return nil }
+        _ = Glibc.kill(child.pid, SIGTERM)
+        let status = child.wait()
+        self.child = nil
+        return status
+    }
+
+    /// Whether the process is still running.
+    public var isRunning: Bool {
+        guard let child else { return false }
+        return Glibc.kill(child.pid, 0) == 0 && !child.reachedEndOfOutput()
+    }
+
+    /// Removes the data directory and log.
+    public func removeData() {
+        try? FileManager.default.removeItem(atPath: dataDirectory)
+        try? FileManager.default.removeItem(atPath: logPath)
+    }
+
+    deinit {
+        kill()
+        removeData()
+    }
+}
