@@ -94,11 +94,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Benchmark baseline: a bare NIOHTTP1 server answering fixed bytes, to hold the
-        // HTTP layer against (scripts/bench-http.sh).
+        // Benchmark servers (scripts/bench-http.sh): a bare NIOHTTP1 handler answering
+        // fixed bytes, and kv's HTTP layer over a service answering the same bytes.
         .executableTarget(
             name: "HTTPBaselineServer",
             dependencies: [
+                "KVCore", "KVServer",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -11,6 +11,16 @@ ensure_system_packages librocksdb-dev curl
 echo "==> swift format lint"
 swift format lint --strict --recursive Package.swift Sources Tests
 
+echo "==> OpenAPI document"
+if ! python3 -c "import openapi_spec_validator, yaml" 2>/dev/null; then
+    python3 -m pip install --quiet openapi-spec-validator pyyaml
+fi
+python3 -c "
+import yaml
+from openapi_spec_validator import validate
+validate(yaml.safe_load(open('docs/openapi.yaml')))
+print('docs/openapi.yaml is valid OpenAPI')"
+
 echo "==> swift build (warnings are errors)"
 swift build --build-tests
 

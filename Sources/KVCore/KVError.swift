@@ -51,6 +51,8 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         public static let methodNotAllowed = Code(rawValue: "request.method_not_allowed")
         /// The table does not exist.
         public static let tableNotFound = Code(rawValue: "table.not_found")
+        /// A write would leave a row with more siblings than the limit.
+        public static let tooManySiblings = Code(rawValue: "row.too_many_siblings")
         /// The row has no live value.
         public static let rowNotFound = Code(rawValue: "row.not_found")
         /// A table with that name exists with a different schema.

@@ -266,6 +266,12 @@ public final class LocalNode: KeyValueService {
                 }
                 let supersedes = context ?? (sibling.isTombstone ? object.context : VersionVector())
                 object.recordWrite(sibling, context: supersedes, actor: identity.actor)
+                guard object.siblingCount <= settings.maximumSiblings else {
+                    throw KVError(
+                        .tooManySiblings,
+                        "the row would have \(object.siblingCount) siblings (limit \(settings.maximumSiblings)); read it and write back with its context to resolve them"
+                    )
+                }
                 var batch = WriteBatch()
                 batch.put(row.dataKey, StoredObjectCodec.encode(object))
                 try write(batch)

@@ -12,6 +12,10 @@ public struct NodeSettings: Sendable, Hashable {
     public var maximumValueBytes: Int
     /// Most operations in one batch. Default 1,000.
     public var maximumBatchOperations: Int
+    /// Most siblings a row may hold. A write that would leave more is refused with
+    /// `row.too_many_siblings` until a client resolves them by writing with a context:
+    /// blind writes to one row would otherwise grow it without bound. Default 100.
+    public var maximumSiblings: Int
     /// Threads that run blocking storage calls. Synced writes wait for fsync, so more
     /// threads than cores let concurrent writers share one (group commit). Default 16.
     public var storageThreads: Int
@@ -19,8 +23,9 @@ public struct NodeSettings: Sendable, Hashable {
     /// Creates settings with the documented defaults.
     public init(
         partitionCount: Int = 256, maximumKeyBytes: Int = 4096, maximumValueBytes: Int = 16 << 20,
-        maximumBatchOperations: Int = 1000, storageThreads: Int = 16
+        maximumBatchOperations: Int = 1000, maximumSiblings: Int = 100, storageThreads: Int = 16
     ) {
+        self.maximumSiblings = maximumSiblings
         self.partitionCount = partitionCount
         self.maximumKeyBytes = maximumKeyBytes
         self.maximumValueBytes = maximumValueBytes
@@ -43,6 +48,9 @@ public struct NodeSettings: Sendable, Hashable {
         }
         if !(1...100_000).contains(maximumBatchOperations) {
             problems.append("the batch limit must be 1 to 100000 operations, not \(maximumBatchOperations)")
+        }
+        if !(1...100_000).contains(maximumSiblings) {
+            problems.append("the sibling limit must be 1 to 100000, not \(maximumSiblings)")
         }
         if !(1...1024).contains(storageThreads) {
             problems.append("storage threads must be 1 to 1024, not \(storageThreads)")

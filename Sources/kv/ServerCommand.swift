@@ -22,6 +22,7 @@ struct ServerConfigFile: Decodable {
     var logLevel: String?
     var maxKeyBytes: Int?
     var maxValueBytes: Int?
+    var maxSiblings: Int?
     var maxHeaderBytes: Int?
     var maxBodyBytes: Int?
     var maxConnections: Int?
@@ -34,6 +35,7 @@ struct ServerConfigFile: Decodable {
         case logLevel = "log_level"
         case maxKeyBytes = "max_key_bytes"
         case maxValueBytes = "max_value_bytes"
+        case maxSiblings = "max_siblings"
         case maxHeaderBytes = "max_header_bytes"
         case maxBodyBytes = "max_body_bytes"
         case maxConnections = "max_connections"
@@ -49,10 +51,10 @@ struct ServerCommand: AsyncParsableCommand {
         discussion: """
             Each setting comes from, in order of precedence: its flag, its environment \
             variable (KV_HOST, KV_PORT, KV_DATA_DIR, KV_ENGINE, KV_PARTITIONS, KV_LOG_LEVEL, \
-            KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_HEADER_BYTES, KV_MAX_BODY_BYTES, \
+            KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_SIBLINGS, KV_MAX_HEADER_BYTES, KV_MAX_BODY_BYTES, \
             KV_MAX_CONNECTIONS, KV_REQUEST_TIMEOUT_SECONDS, KV_IDLE_TIMEOUT_SECONDS), the \
             YAML file given with --config (keys host, port, data_dir, engine, partitions, \
-            log_level, max_key_bytes, max_value_bytes, max_header_bytes, max_body_bytes, \
+            log_level, max_key_bytes, max_value_bytes, max_siblings, max_header_bytes, max_body_bytes, \
             max_connections, request_timeout_seconds, idle_timeout_seconds), and the default.
 
             SIGTERM or SIGINT stops the node gracefully: it stops accepting connections, \
@@ -70,6 +72,7 @@ struct ServerCommand: AsyncParsableCommand {
     var logLevel: String?
     @Option(help: "Largest encoded key in bytes (default 4096).") var maxKeyBytes: Int?
     @Option(help: "Largest value in bytes (default 16 MiB).") var maxValueBytes: Int?
+    @Option(help: "Most siblings a row may hold (default 100).") var maxSiblings: Int?
     @Option(help: "Largest request head in bytes (default 16 KiB).") var maxHeaderBytes: Int?
     @Option(help: "Largest request body in bytes (default 16 MiB + 64 KiB).") var maxBodyBytes: Int?
     @Option(help: "Most open connections (default 1024).") var maxConnections: Int?

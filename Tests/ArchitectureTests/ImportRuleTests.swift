@@ -37,7 +37,7 @@ struct ImportRuleTests {
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode", "KVServer", "KVClient",
             "ArgumentParser", "Yams", "Logging", "ServiceLifecycle", "NIOCore", "NIOPosix", "Foundation",
         ],
-        "HTTPBaselineServer": ["NIOCore", "NIOPosix", "NIOHTTP1"],
+        "HTTPBaselineServer": ["KVCore", "KVServer", "Logging", "NIOCore", "NIOPosix", "NIOHTTP1"],
     ]
 
     static var packageRoot: URL {

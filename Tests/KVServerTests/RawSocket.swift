@@ -31,6 +31,15 @@ final class RawSocket {
             == bytes.count
     }
 
+    /// Waits up to `timeout` for bytes and returns the first that arrive ("" if none).
+    func readSome(timeout: Double) -> String {
+        var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        guard poll(&poller, 1, Int32(timeout * 1000)) > 0 else { return "" }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+        return count > 0 ? String(decoding: buffer[0..<count], as: UTF8.self) : ""
+    }
+
     /// Reads until the peer closes or `timeout` passes; returns what arrived.
     func readAll(timeout: Double) -> String {
         var received: [UInt8] = []

@@ -1,4 +1,5 @@
 import KVCore
+import KVNode
 import Testing
 
 /// What every ``KeyValueService`` must do, run against the in-process node and against
@@ -109,6 +110,30 @@ struct ServiceConformanceTests {
             let before = try await service.get(key)
             _ = try await service.delete(key, options: WriteOptions(context: before.context))
             #expect(try await service.get(key).isAbsent)
+        }
+    }
+
+    @Test(arguments: ServiceKind.allCases)
+    func siblingsAreLimited(kind: ServiceKind) async throws {
+        try await withService(kind, settings: NodeSettings(partitionCount: 16, maximumSiblings: 3)) {
+            service in
+            let kv = table("ns", "kv")
+            _ = try await service.createTable(TableDescriptor(name: kv, schema: try KeySchema([.string])))
+            let key = RowKey(table: kv, parts: [.string("k")])
+            for index in 1...3 {
+                _ = try await service.put(key, value: text("blind \(index)"), options: WriteOptions())
+            }
+            // A fourth blind write is refused and changes nothing.
+            let refused = await errorCode {
+                _ = try await service.put(key, value: text("blind 4"), options: WriteOptions())
+            }
+            #expect(refused == .tooManySiblings)
+            let read = try await service.get(key)
+            #expect(read.siblings.count == 3)
+            // Resolving with the context is always possible.
+            _ = try await service.put(
+                key, value: text("resolved"), options: WriteOptions(context: read.context))
+            #expect(try await service.get(key).siblings.map(\.value) == [text("resolved")])
         }
     }
 

@@ -54,8 +54,11 @@ final class ServiceFixture: Sendable {
 }
 
 /// Runs `body` with a fresh service of `kind`, shutting it down afterwards.
-func withService(_ kind: ServiceKind, _ body: (any KeyValueService) async throws -> Void) async throws {
-    let fixture = try await ServiceFixture(kind)
+func withService(
+    _ kind: ServiceKind, settings: NodeSettings = NodeSettings(partitionCount: 16),
+    _ body: (any KeyValueService) async throws -> Void
+) async throws {
+    let fixture = try await ServiceFixture(kind, settings: settings)
     do {
         try await body(fixture.service)
     } catch {

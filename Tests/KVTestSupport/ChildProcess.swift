@@ -81,7 +81,10 @@ public final class ChildProcess: Sendable {
 
     /// Starts `executable`; its standard error goes to `standardErrorPath` (appended) when
     /// given, otherwise to the test's own.
-    public init(executable: String, arguments: [String], standardErrorPath: String? = nil) throws {
+    public init(
+        executable: String, arguments: [String], standardErrorPath: String? = nil,
+        environment extra: [String: String] = [:]
+    ) throws {
         var pipeEnds: [Int32] = [0, 0]
         // pipe2(O_CLOEXEC) is not visible to Swift, so set the flag right after pipe();
         // this suite is serialized and spawns nothing else meanwhile.
@@ -98,7 +101,8 @@ public final class ChildProcess: Sendable {
         }
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for argument in argv { free(argument) } }
-        let envp = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for variable in envp { free(variable) } }
         var pid: pid_t = 0
         let status = posix_spawn(&pid, executable, &actions, nil, argv, envp)

@@ -8,6 +8,8 @@ public final class ServerProcess: @unchecked Sendable {
     public let dataDirectory: String
     /// Extra `kv server` flags.
     public let extraArguments: [String]
+    /// Extra environment variables.
+    public let environment: [String: String]
     /// Where the server's log goes.
     public let logPath: String
     /// The running child.
@@ -16,7 +18,9 @@ public final class ServerProcess: @unchecked Sendable {
     public private(set) var port: Int = 0
 
     /// Starts a server (fresh data directory unless one is given).
-    public init(arguments: [String] = [], dataDirectory: String? = nil) throws {
+    public init(arguments: [String] = [], environment: [String: String] = [:], dataDirectory: String? = nil)
+        throws
+    {
         let directory =
             dataDirectory
             ?? FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -24,6 +28,7 @@ public final class ServerProcess: @unchecked Sendable {
             ).path
         self.dataDirectory = directory
         self.extraArguments = arguments
+        self.environment = environment
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         logPath = directory + ".log"
         try start()
@@ -39,7 +44,7 @@ public final class ServerProcess: @unchecked Sendable {
             executable: binary,
             arguments: ["server", "--port", "0", "--data", dataDirectory, "--log-level", "warning"]
                 + extraArguments,
-            standardErrorPath: logPath)
+            standardErrorPath: logPath, environment: environment)
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             let output = String(decoding: process.outputSoFar(), as: UTF8.self)

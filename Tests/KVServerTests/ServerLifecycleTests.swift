@@ -1,0 +1,101 @@
+import Foundation
+import KVClient
+import KVCore
+import KVTestSupport
+import Testing
+
+/// The `kv server` process: graceful shutdown, and where its settings come from.
+@Suite("kv server lifecycle and configuration")
+struct ServerLifecycleTests {
+    @Test func sigtermStopsGracefullyAndKeepsData() async throws {
+        // At info level the server logs each shutdown step.
+        let server = try ServerProcess(arguments: ["--log-level", "info"])
+        let rows = table("life", "rows")
+        let client = try await HTTPKeyValueService(host: "127.0.0.1", port: server.port)
+        _ = try await client.createTable(TableDescriptor(name: rows, schema: try KeySchema([.int64])))
+        for index in 0..<100 {
+            _ = try await client.put(
+                RowKey(table: rows, parts: [.int64(Int64(index))]), value: text("\(index)"),
+                options: WriteOptions())
+        }
+        await client.close()
+        let port = server.port
+        let status = server.terminate()
+        #expect(status?.exitedNormally == true && status?.code == 0, "exit: \(String(describing: status))")
+        // The port no longer accepts connections.
+        #expect(throws: (any Error).self) { _ = try RawSocket(port: port) }
+        // Restarted on the same directory, everything is there.
+        try server.start()
+        let reopened = try await HTTPKeyValueService(host: "127.0.0.1", port: server.port)
+        let page = try await reopened.scan(ScanRequest(table: rows, limit: 1000))
+        #expect(page.rows.count == 100)
+        await reopened.close()
+        // The first run stopped its HTTP server, then flushed and closed storage, in order.
+        let log = try String(contentsOfFile: server.logPath, encoding: .utf8)
+        let stopped = log.range(of: "HTTP server stopped")
+        let closed = log.range(of: "storage closed")
+        #expect(stopped != nil && closed != nil && stopped!.lowerBound < closed!.lowerBound, "\(log)")
+    }
+
+    /// Precedence: flag, then environment variable, then YAML file, then default.
+    @Test func settingsPrecedence() async throws {
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "kv-config-\(UUID().uuidString).yaml"
+        ).path
+        try "max_value_bytes: 100\nmax_key_bytes: 64\n".write(
+            toFile: config, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: config) }
+
+        func limits(arguments: [String], environment: [String: String]) async throws -> (
+            valueLimitOK: (Int) async throws -> Bool, stop: () -> Void
+        ) {
+            let server = try ServerProcess(
+                arguments: ["--config", config] + arguments, environment: environment)
+            let connection = try await HTTPConnection(host: "127.0.0.1", port: server.port)
+            _ = try await connection.send(.PUT, "/v1/_tables/cfg/t", body: Array(#"{"key":["string"]}"#.utf8))
+            return (
+                { size in
+                    let response = try await connection.send(
+                        .PUT, "/v1/cfg/t/k", body: [UInt8](repeating: 1, count: size))
+                    return response.status == 204
+                },
+                { server.kill() }
+            )
+        }
+        // The file alone: 100 bytes.
+        var (fits, stop) = try await limits(arguments: [], environment: [:])
+        #expect(try await fits(100))
+        #expect(try await !fits(101))
+        stop()
+        // The environment beats the file.
+        (fits, stop) = try await limits(arguments: [], environment: ["KV_MAX_VALUE_BYTES": "200"])
+        #expect(try await fits(200))
+        #expect(try await !fits(201))
+        stop()
+        // A flag beats both.
+        (fits, stop) = try await limits(
+            arguments: ["--max-value-bytes", "150"], environment: ["KV_MAX_VALUE_BYTES": "200"])
+        #expect(try await fits(150))
+        #expect(try await !fits(151))
+        stop()
+    }
+
+    @Test func invalidSettingsAreReportedAtStartup() throws {
+        let binary = try TestBinaries.path(of: "kv", override: "KV_BINARY")
+        let errors = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "kv-stderr-\(UUID().uuidString)"
+        ).path
+        defer { try? FileManager.default.removeItem(atPath: errors) }
+        let child = try ChildProcess(
+            executable: binary,
+            arguments: ["server", "--port", "70000", "--partitions", "3", "--engine", "memory"],
+            standardErrorPath: errors)
+        _ = child.finishReading()
+        let status = child.wait()
+        #expect(status.exitedNormally && status.code != 0)
+        // Every problem is reported, not just the first.
+        let message = try String(contentsOfFile: errors, encoding: .utf8)
+        #expect(message.contains("port must be 0 to 65535"), "\(message)")
+        #expect(message.contains("partition count must be a power of two"), "\(message)")
+    }
+}
