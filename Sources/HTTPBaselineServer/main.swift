@@ -77,6 +77,8 @@ struct FixedValueService: KeyValueService {
         ScanPage(rows: [], continuation: nil)
     }
     func batch(_ operations: [BatchOperation]) async throws(KVError) -> [BatchItemResult] { [] }
+    func increment(_ key: RowKey, by delta: Int64) async throws(KVError) -> Int64 { delta }
+    func counter(_ key: RowKey) async throws(KVError) -> Int64? { nil }
     func nodeInfo() async throws(KVError) -> NodeInfo {
         NodeInfo(
             nodeID: NodeID(rawValue: 0), incarnation: 1, engine: "fixed", partitionCount: 1, version: "bench")

@@ -291,6 +291,29 @@ public final class HTTPKeyValueService: KeyValueService {
         return ScanPage(rows: rows, continuation: page.continuation)
     }
 
+    static func counterPath(_ key: RowKey) -> String {
+        "/v1/_counter/\(escape(key.table.namespace))/\(escape(key.table.table))/"
+            + key.parts.map { escape($0.textBytes) }.joined(separator: "/")
+    }
+
+    public func increment(_ key: RowKey, by delta: Int64) async throws(KVError) -> Int64 {
+        try await validate(key)
+        let response = try await send(.POST, Self.counterPath(key) + "?delta=\(delta)")
+        try expect(response, [200])
+        guard let value = try Self.decode([String: Int64].self, response)["value"] else {
+            throw KVError(.internalError, "the server's counter answer has no value")
+        }
+        return value
+    }
+
+    public func counter(_ key: RowKey) async throws(KVError) -> Int64? {
+        try await validate(key)
+        let response = try await send(.GET, Self.counterPath(key))
+        if response.status == 404, Self.failure(response).code == .rowNotFound { return nil }
+        try expect(response, [200])
+        return try Self.decode([String: Int64].self, response)["value"]
+    }
+
     public func batch(_ operations: [BatchOperation]) async throws(KVError) -> [BatchItemResult] {
         func wire(_ op: String, _ key: RowKey, _ value: RowValue?, _ options: WriteOptions?)
             -> WireBatchOperation

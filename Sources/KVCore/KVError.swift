@@ -53,6 +53,8 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         public static let tableNotFound = Code(rawValue: "table.not_found")
         /// A write would leave a row with more siblings than the limit.
         public static let tooManySiblings = Code(rawValue: "row.too_many_siblings")
+        /// The row holds a value that is not a counter.
+        public static let notACounter = Code(rawValue: "row.not_a_counter")
         /// The row has no live value.
         public static let rowNotFound = Code(rawValue: "row.not_found")
         /// A table with that name exists with a different schema.

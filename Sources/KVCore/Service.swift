@@ -332,6 +332,12 @@ public protocol KeyValueService: Sendable {
     func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult
     /// Reads one page of a range scan.
     func scan(_ request: ScanRequest) async throws(KVError) -> ScanPage
+    /// Adds `delta` to the counter in a row and returns the new value. A missing row
+    /// counts as 0; a counter that returns to 0 still exists. Concurrent increments
+    /// through different nodes merge (see ``CounterState``).
+    func increment(_ key: RowKey, by delta: Int64) async throws(KVError) -> Int64
+    /// The value of the counter in a row, or `nil` when the row is absent.
+    func counter(_ key: RowKey) async throws(KVError) -> Int64?
     /// Runs several operations, with one result per operation, in order.
     func batch(_ operations: [BatchOperation]) async throws(KVError) -> [BatchItemResult]
 

@@ -280,6 +280,33 @@ public final class LocalNode: KeyValueService {
         }
     }
 
+    public func increment(_ key: RowKey, by delta: Int64) async throws(KVError) -> Int64 {
+        let row = try resolve(key)
+        let now = Self.wallClockMilliseconds()
+        return try await blocking { [self] () throws(KVError) -> Int64 in
+            try withRowLock(row.dataKey) { () throws(KVError) -> Int64 in
+                _ = try descriptor(key.table)
+                var object = try load(row.dataKey)
+                var state = try CounterState.merged(object.liveValues) ?? CounterState()
+                state.add(delta, by: identity.actor)
+                // Written over everything this node holds: the merged state includes every
+                // sibling, so nothing is lost by superseding them.
+                let value = RowValue(bytes: state.encoded(), contentType: CounterState.contentType)
+                object.recordWrite(
+                    Sibling(value: value, timestampMilliseconds: now), context: object.context,
+                    actor: identity.actor)
+                var batch = WriteBatch()
+                batch.put(row.dataKey, StoredObjectCodec.encode(object))
+                try write(batch)
+                return state.value
+            }
+        }
+    }
+
+    public func counter(_ key: RowKey) async throws(KVError) -> Int64? {
+        try CounterState.merged(try await get(key).siblings)?.value
+    }
+
     /// Checks a write's precondition against the row's current state. On one node the
     /// check and the write happen under the same row lock, so they are atomic.
     func check(_ condition: WriteCondition, against object: StoredObject, row: ResolvedRow) throws(KVError) {

@@ -136,7 +136,7 @@ public enum HTTPErrorStatus {
         case .notFound, .tableNotFound, .rowNotFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .requestTimeout: .requestTimeout
-        case .tableExists, .tooManySiblings: .conflict
+        case .tableExists, .tooManySiblings, .notACounter: .conflict
         case .preconditionFailed: .preconditionFailed
         case .valueTooLarge, .bodyTooLarge: .payloadTooLarge
         case .headersTooLarge: .requestHeaderFieldsTooLarge

@@ -12,6 +12,7 @@ import NIOHTTP1
 ///   `POST /v1/_tables/{ns}/{table}/clear`
 /// - `GET /v1/_scan/{ns}/{table}[/{prefix parts…}]`
 /// - `POST /v1/_batch`
+/// - `GET|POST /v1/_counter/{ns}/{table}/{key parts…}[?delta=N]`
 /// - `GET|HEAD|PUT|DELETE /v1/{ns}/{table}/{key parts…}`
 ///
 /// Names never start with `_`, so the `_`-prefixed segments cannot collide with them.
@@ -153,6 +154,27 @@ public struct Router: Sendable {
         case "_batch":
             guard segments.count == 2, request.method == .POST else { throw methodNotAllowed(request) }
             return try await batch(request)
+        case "_counter":
+            guard segments.count >= 5 else {
+                throw KVError(.notFound, "a counter is /v1/_counter/{namespace}/{table}/{key parts…}")
+            }
+            let name = try tableName(segments, at: 2)
+            let key = try rowKey(name, descriptor: try await service.table(name), raw: segments.dropFirst(4))
+            switch request.method {
+            case .GET:
+                guard let value = try await service.counter(key) else {
+                    throw KVError(.rowNotFound, "the counter does not exist")
+                }
+                return Self.json(["value": value])
+            case .POST:
+                let text = request.queryValue("delta") ?? "1"
+                guard let delta = Int64(text) else {
+                    throw KVError(.invalidRequest, "delta must be a 64-bit integer, not '\(text.prefix(30))'")
+                }
+                return Self.json(["value": try await service.increment(key, by: delta)])
+            default:
+                throw methodNotAllowed(request)
+            }
         default:
             guard segments.count >= 4 else {
                 throw KVError(.notFound, "a row is /v1/{namespace}/{table}/{key parts…}")

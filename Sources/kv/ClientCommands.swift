@@ -181,6 +181,29 @@ struct GetCommand: AsyncParsableCommand {
     }
 }
 
+struct IncrementCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "increment", abstract: "Add to a counter and print its new value.",
+        discussion: """
+            A missing counter counts as 0; --by 0 prints the current value. Concurrent \
+            increments through different nodes are never lost (the counter is a CRDT).
+            """)
+
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "NAMESPACE/TABLE") var table: String
+    @Argument(help: "Key parts, in schema order.") var key: [String]
+    @Option(help: "The amount to add (negative to subtract; default 1).") var by: Int64 = 1
+
+    func run() async throws {
+        let name = try parseTable(table)
+        try await options.withService { service in
+            let parts = try await parseKey(key, table: name, service: service)
+            let value = try await service.increment(RowKey(table: name, parts: parts), by: by)
+            if options.json { options.printJSON(["value": value]) } else { print(value) }
+        }
+    }
+}
+
 struct DeleteCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "delete", abstract: "Delete a row (a versioned tombstone).",

@@ -17,7 +17,8 @@ struct KV: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            ServerCommand.self, PutCommand.self, GetCommand.self, DeleteCommand.self, ScanCommand.self,
+            ServerCommand.self, PutCommand.self, GetCommand.self, DeleteCommand.self, IncrementCommand.self,
+            ScanCommand.self,
             BatchCommand.self, TableCommand.self, NodeCommand.self,
         ]
     )

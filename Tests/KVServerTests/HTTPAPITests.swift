@@ -141,6 +141,21 @@ final class HTTPAPITests {
             gone.status == 404 && code(gone) == "row.not_found"
                 && gone.headers.first(name: "x-kv-context") != nil)
 
+        // Counters.
+        #expect(
+            String(
+                decoding: try await send(.POST, "/v1/_counter/app/users/visits/1?delta=3").body, as: UTF8.self
+            ) == #"{"value":3}"#)
+        #expect(
+            String(decoding: try await send(.POST, "/v1/_counter/app/users/visits/1").body, as: UTF8.self)
+                == #"{"value":4}"#)
+        #expect(
+            String(decoding: try await send(.GET, "/v1/_counter/app/users/visits/1").body, as: UTF8.self)
+                == #"{"value":4}"#)
+        #expect(code(try await send(.GET, "/v1/_counter/app/users/none/1")) == "row.not_found")
+        #expect(code(try await send(.POST, "/v1/_counter/app/users/alice/1")) == "row.not_a_counter")
+        #expect(code(try await send(.POST, "/v1/_counter/app/users/visits/1?delta=x")) == "request.invalid")
+
         // Table admin: clear, drop, drop namespace.
         #expect(try await send(.PUT, "/v1/_tables/tmp/t", #"{"key":["uuid"]}"#).status == 200)
         #expect(try await send(.PUT, "/v1/tmp/t/123e4567-e89b-12d3-a456-426614174000", "u").status == 204)

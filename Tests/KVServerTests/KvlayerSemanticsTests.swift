@@ -178,6 +178,32 @@ struct KvlayerSemanticsTests {
         }
     }
 
+    /// kvlayer's counters: a missing counter counts as 0, and a counter at 0 still exists.
+    @Test(arguments: ServiceKind.allCases)
+    func counters(kind: ServiceKind) async throws {
+        try await withService(kind) { service in
+            let t = table("kvl", "counters")
+            _ = try await service.createTable(TableDescriptor(name: t, schema: try KeySchema([.string])))
+            let hits = RowKey(table: t, parts: [.string("hits")])
+            #expect(try await service.counter(hits) == nil)
+            #expect(try await service.increment(hits, by: 5) == 5)
+            #expect(try await service.increment(hits, by: 1) == 6)
+            #expect(try await service.increment(hits, by: -6) == 0)
+            #expect(try await service.counter(hits) == 0)
+            let page = try await service.scan(ScanRequest(table: t, keysOnly: true))
+            #expect(page.rows.map(\.key) == [[.string("hits")]])
+            // A row holding something else is not a counter, and stays as it was.
+            let plain = RowKey(table: t, parts: [.string("plain")])
+            _ = try await service.put(plain, value: text("not a number"), options: WriteOptions())
+            #expect(await errorCode { _ = try await service.increment(plain, by: 1) } == .notACounter)
+            #expect(try await service.get(plain).siblings.map(\.value) == [text("not a number")])
+            // Deleting a counter makes it missing again.
+            _ = try await service.delete(hits, options: WriteOptions())
+            #expect(try await service.counter(hits) == nil)
+            #expect(try await service.increment(hits, by: 2) == 2)
+        }
+    }
+
     @Test(arguments: ServiceKind.allCases)
     func deletedRowsLeaveScans(kind: ServiceKind) async throws {
         try await withService(kind) { service in
