@@ -61,11 +61,18 @@ final class ResponseCollector: ChannelInboundHandler {
     }
 }
 
-/// One persistent HTTP/1.1 connection to a kv server. Requests on one connection run
-/// one at a time; open several connections for concurrency.
+/// One persistent HTTP/1.1 connection to a kv server.
+///
+/// Calls may overlap (an actor lets a second call start while the first waits): their
+/// requests are then pipelined and the answers matched in order. When the server has
+/// closed the connection (idle timeout, an error answer, a restart), the next call
+/// connects again; a request that was already sent is not repeated.
 public actor HTTPConnection {
-    private let channel: any Channel
-    private let collector: NIOLoopBound<ResponseCollector>
+    private var channel: any Channel
+    private var collector: NIOLoopBound<ResponseCollector>
+    private let host: String
+    private let port: Int
+    private let group: any EventLoopGroup
     /// The host and port this connection talks to, for messages.
     public nonisolated let authority: String
 
@@ -73,7 +80,16 @@ public actor HTTPConnection {
     public init(host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton)
         async throws(KVError)
     {
+        self.host = host
+        self.port = port
+        self.group = group
         authority = "\(host):\(port)"
+        (channel, collector) = try await Self.connect(host: host, port: port, group: group)
+    }
+
+    private static func connect(host: String, port: Int, group: any EventLoopGroup) async throws(KVError)
+        -> (any Channel, NIOLoopBound<ResponseCollector>)
+    {
         do {
             let channel = try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -91,8 +107,7 @@ public actor HTTPConnection {
                     try channel.pipeline.syncOperations.handler(type: ResponseCollector.self),
                     eventLoop: channel.eventLoop)
             }.get()
-            self.channel = channel
-            self.collector = collector
+            return (channel, collector)
         } catch {
             throw KVError(.unavailable, "cannot connect to \(host):\(port): \(error)")
         }
@@ -106,6 +121,9 @@ public actor HTTPConnection {
         headers.replaceOrAdd(name: "host", value: authority)
         if let body { headers.replaceOrAdd(name: "content-length", value: String(body.count)) }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: headers)
+        if !channel.isActive {
+            (channel, collector) = try await Self.connect(host: host, port: port, group: group)
+        }
         let channel = channel
         let collector = collector
         do {

@@ -120,7 +120,7 @@ public final class HTTPKeyValueService: KeyValueService {
     }
 
     static func sibling(_ wire: WireSibling) throws(KVError) -> Sibling {
-        guard let bytes = Base64URL.decode(wire.valueBase64) else {
+        guard let bytes = wire.bytes else {
             throw KVError(.internalError, "the server sent a value that is not base64url")
         }
         return Sibling(

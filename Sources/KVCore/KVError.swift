@@ -53,10 +53,16 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         public static let tableNotFound = Code(rawValue: "table.not_found")
         /// A write would leave a row with more siblings than the limit.
         public static let tooManySiblings = Code(rawValue: "row.too_many_siblings")
+        /// A write would make a row's live values larger than the limit.
+        public static let rowTooLarge = Code(rawValue: "row.too_large")
+        /// An answer would be larger than the limit (split the request).
+        public static let responseTooLarge = Code(rawValue: "request.response_too_large")
         /// The row holds a value that is not a counter.
         public static let notACounter = Code(rawValue: "row.not_a_counter")
         /// The row has no live value.
         public static let rowNotFound = Code(rawValue: "row.not_found")
+        /// The table was cleared or recreated while a write waited for it.
+        public static let tableChanged = Code(rawValue: "table.changed")
         /// A table with that name exists with a different schema.
         public static let tableExists = Code(rawValue: "table.exists")
         /// A write's precondition (If-Match, If-None-Match) failed.

@@ -111,12 +111,20 @@ public struct TableDescriptor: Hashable, Sendable {
     public var schema: KeySchema
     /// Default replication and quorum settings.
     public var defaults: ReplicationDefaults
+    /// Changes whenever the table is created or cleared. Causal contexts and ETags are
+    /// bound to it: a row's causal history starts over when its table is cleared or
+    /// recreated, so a context from before must not be able to supersede new writes.
+    public var generation: UInt64
 
     /// Creates a descriptor.
-    public init(name: TableName, schema: KeySchema, defaults: ReplicationDefaults = ReplicationDefaults()) {
+    public init(
+        name: TableName, schema: KeySchema, defaults: ReplicationDefaults = ReplicationDefaults(),
+        generation: UInt64 = 0
+    ) {
         self.name = name
         self.schema = schema
         self.defaults = defaults
+        self.generation = generation
     }
 }
 

@@ -138,12 +138,15 @@ public struct WireTable: Codable, Sendable {
     }
 }
 
-/// One sibling in JSON: its content type, its value as text (when UTF-8) and as base64url, and when it was written.
+/// One sibling in JSON: its content type, its value (as text when it is valid UTF-8,
+/// otherwise as base64url; never both, to keep large answers small), and when it was
+/// written.
 public struct WireSibling: Codable, Sendable {
     public var contentType: String
     /// The value as text, present when it is valid UTF-8.
     public var value: String?
-    public var valueBase64: String
+    /// The value as base64url, present when it is not valid UTF-8.
+    public var valueBase64: String?
     public var modifiedMilliseconds: Int64
 
     public enum CodingKeys: String, CodingKey {
@@ -157,8 +160,14 @@ public struct WireSibling: Codable, Sendable {
         let value = sibling.value ?? RowValue(bytes: [])
         contentType = value.contentType
         self.value = String(validating: value.bytes, as: UTF8.self)
-        valueBase64 = Base64URL.encode(value.bytes)
+        valueBase64 = self.value == nil ? Base64URL.encode(value.bytes) : nil
         modifiedMilliseconds = sibling.timestampMilliseconds
+    }
+
+    /// The value's bytes, from whichever field carries them.
+    public var bytes: [UInt8]? {
+        if let value { return Array(value.utf8) }
+        return valueBase64.flatMap(Base64URL.decode)
     }
 }
 

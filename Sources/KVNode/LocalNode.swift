@@ -150,9 +150,30 @@ public final class LocalNode: KeyValueService {
         var descriptor: TableDescriptor
         var encodedKey: [UInt8]
         var dataKey: [UInt8]
-        /// What contexts of this row are bound to: namespace, table and key, without the
-        /// partition (so a context stays valid whatever the partition count).
-        var identity: [UInt8] { Array(dataKey.dropFirst(4)) }
+        /// What contexts of this row are bound to.
+        var identity: [UInt8] {
+            LocalNode.rowIdentity(generation: descriptor.generation, tableAndKey: dataKey.dropFirst(4))
+        }
+    }
+
+    /// What contexts and ETags of a row are bound to: its table's generation, then
+    /// namespace, table and key (without the partition, so a context stays valid whatever
+    /// the partition count).
+    static func rowIdentity(generation: UInt64, tableAndKey: ArraySlice<UInt8>) -> [UInt8] {
+        var identity = BinaryWriter(capacity: 8 + tableAndKey.count)
+        identity.writeFixed(generation)
+        identity.writeRaw(tableAndKey)
+        return identity.bytes
+    }
+
+    /// Checks, under the row lock, that the table is still the one the request was
+    /// resolved against: it may have been cleared or recreated while the write waited.
+    func checkUnchanged(_ row: ResolvedRow) throws(KVError) {
+        guard try descriptor(row.descriptor.name) == row.descriptor else {
+            throw KVError(
+                .tableChanged,
+                "table \(row.descriptor.name) was cleared or recreated meanwhile; read again and retry")
+        }
     }
 
     func descriptor(_ name: TableName) throws(KVError) -> TableDescriptor {
@@ -233,6 +254,10 @@ public final class LocalNode: KeyValueService {
         guard value.contentType.utf8.count <= 256 else {
             throw KVError(.invalidRequest, "the content type is longer than 256 bytes")
         }
+        // It is sent back as a header: only visible ASCII, spaces and tabs.
+        guard value.contentType.utf8.allSatisfy({ (0x20...0x7E).contains($0) || $0 == 0x09 }) else {
+            throw KVError(.invalidRequest, "the content type may contain only printable ASCII")
+        }
         return try await write(
             key, Sibling(value: value, timestampMilliseconds: Self.wallClockMilliseconds()), options)
     }
@@ -256,8 +281,7 @@ public final class LocalNode: KeyValueService {
         }
         return try await blocking { [self] () throws(KVError) -> WriteResult in
             try withRowLock(row.dataKey) { () throws(KVError) -> WriteResult in
-                // The table may have been dropped while this write waited for its lock.
-                _ = try descriptor(key.table)
+                try checkUnchanged(row)
                 var object = try load(row.dataKey)
                 try check(options.condition, against: object, row: row)
                 if sibling.isTombstone && context == nil && object.isDeleted {
@@ -266,6 +290,13 @@ public final class LocalNode: KeyValueService {
                 }
                 let supersedes = context ?? (sibling.isTombstone ? object.context : VersionVector())
                 object.recordWrite(sibling, context: supersedes, actor: identity.actor)
+                let rowBytes = object.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
+                guard rowBytes <= settings.maximumRowBytes else {
+                    throw KVError(
+                        .rowTooLarge,
+                        "the row's values would take \(rowBytes) bytes (limit \(settings.maximumRowBytes)); resolve its siblings with a context"
+                    )
+                }
                 guard object.siblingCount <= settings.maximumSiblings else {
                     throw KVError(
                         .tooManySiblings,
@@ -285,7 +316,7 @@ public final class LocalNode: KeyValueService {
         let now = Self.wallClockMilliseconds()
         return try await blocking { [self] () throws(KVError) -> Int64 in
             try withRowLock(row.dataKey) { () throws(KVError) -> Int64 in
-                _ = try descriptor(key.table)
+                try checkUnchanged(row)
                 var object = try load(row.dataKey)
                 var state = try CounterState.merged(object.liveValues) ?? CounterState()
                 state.add(delta, by: identity.actor)
@@ -397,12 +428,18 @@ public final class LocalNode: KeyValueService {
         }
         var rows: [ScanRow] = []
         var lastKey: [UInt8]? = nil
-        while rows.count < request.limit, let (rowKey, value) = try merger.next() {
+        var pageBytes = 0
+        while rows.count < request.limit, pageBytes < settings.maximumResponseBytes,
+            let (rowKey, value) = try merger.next()
+        {
             let object = try StoredObjectCodec.decode(value)
             lastKey = rowKey
             if object.isDeleted { continue }
             let identityBytes =
                 KeyEncoding.encode([.string(request.table.namespace), .string(request.table.table)]) + rowKey
+            if !request.keysOnly {
+                pageBytes += object.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
+            }
             rows.append(
                 ScanRow(
                     key: try KeyEncoding.decode(rowKey, schema: schema),
@@ -426,10 +463,20 @@ public final class LocalNode: KeyValueService {
         }
         var results: [BatchItemResult] = []
         results.reserveCapacity(operations.count)
+        var answerBytes = 0
         for operation in operations {
-            do {
+            do throws(KVError) {
                 switch operation {
-                case .get(let key): results.append(.read(try await get(key)))
+                case .get(let key):
+                    guard answerBytes < settings.maximumResponseBytes else {
+                        throw KVError(
+                            .responseTooLarge,
+                            "the batch's answer reached \(settings.maximumResponseBytes) bytes; send the rest in another batch"
+                        )
+                    }
+                    let read = try await get(key)
+                    answerBytes += read.siblings.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
+                    results.append(.read(read))
                 case .put(let key, let value, let options):
                     results.append(.written(try await put(key, value: value, options: options)))
                 case .delete(let key, let options):
@@ -456,16 +503,26 @@ public final class LocalNode: KeyValueService {
                     }
                     return existing
                 }
+                var created = descriptor
+                created.generation = newGeneration(after: 0)
                 var batch = WriteBatch()
-                batch.put(CatalogRecord.key(descriptor.name), CatalogRecord.encode(descriptor), in: .metadata)
+                batch.put(CatalogRecord.key(created.name), CatalogRecord.encode(created), in: .metadata)
                 try write(batch)
-                catalog.withLockedValue { $0[descriptor.name] = descriptor }
+                catalog.withLockedValue { $0[created.name] = created }
                 logger.info(
                     "table created",
                     metadata: ["table": "\(descriptor.name)", "schema": "\(descriptor.schema)"])
-                return descriptor
+                return created
             }
         }
+    }
+
+    /// A fresh table generation, different from `previous`.
+    func newGeneration(after previous: UInt64) -> UInt64 {
+        var random = SystemRandomNumberGenerator()
+        var generation = random.next() as UInt64
+        while generation == previous || generation == 0 { generation = random.next() }
+        return generation
     }
 
     public func table(_ name: TableName) async throws(KVError) -> TableDescriptor {
@@ -495,10 +552,13 @@ public final class LocalNode: KeyValueService {
     public func clearTable(_ name: TableName) async throws(KVError) {
         try await blocking { [self] () throws(KVError) in
             try withAllRowLocks { () throws(KVError) in
-                _ = try descriptor(name)
+                var cleared = try descriptor(name)
+                cleared.generation = newGeneration(after: cleared.generation)
                 var batch = WriteBatch()
                 deleteRows(of: name, into: &batch)
+                batch.put(CatalogRecord.key(name), CatalogRecord.encode(cleared), in: .metadata)
                 try write(batch)
+                catalog.withLockedValue { $0[name] = cleared }
                 logger.info("table cleared", metadata: ["table": "\(name)"])
             }
         }

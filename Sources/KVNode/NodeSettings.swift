@@ -16,6 +16,14 @@ public struct NodeSettings: Sendable, Hashable {
     /// `row.too_many_siblings` until a client resolves them by writing with a context:
     /// blind writes to one row would otherwise grow it without bound. Default 100.
     public var maximumSiblings: Int
+    /// Most bytes of live values one row may hold across its siblings; a write that
+    /// would exceed it is refused with `row.too_large`. It bounds what a read of one row
+    /// can return. Default 64 MiB.
+    public var maximumRowBytes: Int
+    /// Most value bytes one answer gathers: a scan page ends early (with a continuation)
+    /// and the gets of a batch beyond it fail with `request.response_too_large`, so no
+    /// small request can make the node build a huge answer. Default 32 MiB.
+    public var maximumResponseBytes: Int
     /// Threads that run blocking storage calls. Synced writes wait for fsync, so more
     /// threads than cores let concurrent writers share one (group commit). Default 16.
     public var storageThreads: Int
@@ -23,8 +31,11 @@ public struct NodeSettings: Sendable, Hashable {
     /// Creates settings with the documented defaults.
     public init(
         partitionCount: Int = 256, maximumKeyBytes: Int = 4096, maximumValueBytes: Int = 16 << 20,
-        maximumBatchOperations: Int = 1000, maximumSiblings: Int = 100, storageThreads: Int = 16
+        maximumBatchOperations: Int = 1000, maximumSiblings: Int = 100, maximumRowBytes: Int = 64 << 20,
+        maximumResponseBytes: Int = 32 << 20, storageThreads: Int = 16
     ) {
+        self.maximumRowBytes = maximumRowBytes
+        self.maximumResponseBytes = maximumResponseBytes
         self.maximumSiblings = maximumSiblings
         self.partitionCount = partitionCount
         self.maximumKeyBytes = maximumKeyBytes
@@ -51,6 +62,14 @@ public struct NodeSettings: Sendable, Hashable {
         }
         if !(1...100_000).contains(maximumSiblings) {
             problems.append("the sibling limit must be 1 to 100000, not \(maximumSiblings)")
+        }
+        if maximumRowBytes < maximumValueBytes {
+            problems.append(
+                "the row limit (\(maximumRowBytes) bytes) must be at least the value limit (\(maximumValueBytes))"
+            )
+        }
+        if !(1024...(1 << 31)).contains(maximumResponseBytes) {
+            problems.append("the response limit must be 1 KiB to 2 GiB, not \(maximumResponseBytes) bytes")
         }
         if !(1...1024).contains(storageThreads) {
             problems.append("storage threads must be 1 to 1024, not \(storageThreads)")

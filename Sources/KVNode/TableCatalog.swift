@@ -35,6 +35,7 @@ enum CatalogRecord {
         for value in [defaults.n, defaults.r, defaults.w, defaults.dw, defaults.pr, defaults.pw] {
             writer.writeVarint(UInt64(value))
         }
+        writer.writeFixed(descriptor.generation)
         return writer.bytes
     }
 
@@ -63,12 +64,15 @@ enum CatalogRecord {
             let partitionKeyLength = Int(try reader.readVarint())
             var numbers: [Int] = []
             for _ in 0..<6 { numbers.append(Int(clamping: try reader.readVarint())) }
+            let generation = try reader.readFixed()
+            guard reader.isAtEnd else { throw KVError(.corruptObject, "a catalog record has trailing bytes") }
             return TableDescriptor(
                 name: try TableName(namespace: namespace, table: table),
                 schema: try KeySchema(parts, partitionKeyLength: partitionKeyLength),
                 defaults: ReplicationDefaults(
                     n: numbers[0], r: numbers[1], w: numbers[2], dw: numbers[3], pr: numbers[4],
-                    pw: numbers[5]))
+                    pw: numbers[5]),
+                generation: generation)
         } catch let error as KVError {
             throw error
         } catch {

@@ -72,6 +72,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
     private var discardingRequest = false
+    /// The number of the last request dispatched. With pipelining, NIO hands over the
+    /// next request while the previous response's end is being written, so a finishing
+    /// response only changes the state if no newer request has started.
+    private var requestNumber: UInt64 = 0
+    /// A dispatched request asked to close the connection: requests after it are ignored.
+    private var closeRequested = false
     /// The byte-level handler in front of the HTTP decoder (see ``ByteActivityHandler``).
     weak var byteLevel: ByteActivityHandler?
     private var closeAfterResponse = false
@@ -160,6 +166,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     // MARK: Requests
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Once the connection is closing (an error answer, or a request that asked for
+        // it), nothing more is read: a pipelined request behind it must not run unanswered.
+        guard state != .closing && !closeRequested else { return }
         switch unwrapInboundIn(data) {
         case .head(let requestHead):
             if state == .idle {
@@ -222,6 +231,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private func dispatch(_ requestHead: HTTPRequestHead, body: [UInt8], context: ChannelHandlerContext) {
         let keepAlive = requestHead.isKeepAlive && !closeAfterResponse
+        requestNumber &+= 1
+        let number = requestNumber
+        if !keepAlive { closeRequested = true }
         let channel = context.channel
         let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -246,24 +258,26 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
             }
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            responseFinished(keepAlive: keepAlive, context: context)
+            responseFinished(number, keepAlive: keepAlive, context: context)
             return
         }
         Task {
-            await HTTPConnectionHandler.serve(
+            let reusable = await HTTPConnectionHandler.serve(
                 request, router: router, version: version, keepAlive: keepAlive, isHead: isHead,
                 channel: channel, logger: logger)
             channel.eventLoop.execute {
-                loopBoundSelf.value.responseFinished(keepAlive: keepAlive, context: loopBoundContext.value)
+                loopBoundSelf.value.responseFinished(
+                    number, keepAlive: reusable, context: loopBoundContext.value)
             }
         }
     }
 
-    /// Routes one request and writes its response (off the event loop).
+    /// Routes one request and writes its response (off the event loop); returns whether
+    /// the connection can take another request.
     private static func serve(
         _ request: HTTPRequest?, router: Router, version: HTTPVersion, keepAlive: Bool, isHead: Bool,
         channel: any Channel, logger: Logger
-    ) async {
+    ) async -> Bool {
         let response: HTTPResponse
         if let request {
             response = await router.respond(to: request)
@@ -272,16 +286,23 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 KVError(.invalidRequest, "the request target has malformed percent-encoding"))
         }
         do {
-            try await write(response, version: version, keepAlive: keepAlive, isHead: isHead, to: channel)
+            return try await write(
+                response, version: version, keepAlive: keepAlive, isHead: isHead, to: channel)
         } catch {
             logger.debug("writing a response failed", metadata: ["error": "\(error)"])
             channel.close(promise: nil)
+            return false
         }
     }
 
-    private func responseFinished(keepAlive: Bool, context: ChannelHandlerContext) {
-        guard state == .processing else { return }
-        if keepAlive && !closeAfterResponse {
+    private func responseFinished(_ number: UInt64, keepAlive: Bool, context: ChannelHandlerContext) {
+        if !keepAlive {
+            state = .closing
+            context.close(promise: nil)
+            return
+        }
+        guard number == requestNumber, state == .processing else { return }
+        if !closeAfterResponse {
             state = .idle
             arm(settings.idleTimeoutSeconds)
         } else {
@@ -291,10 +312,15 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// Writes a response through the channel. Complete bodies go out with a
-    /// Content-Length; streams use chunked encoding and wait on each chunk.
+    /// Content-Length; streams use chunked encoding and wait on each chunk (HTTP/1.0 has
+    /// no chunked encoding: its streams end by closing the connection). Returns whether
+    /// the connection can be reused.
     static func write(
-        _ response: HTTPResponse, version: HTTPVersion, keepAlive: Bool, isHead: Bool, to channel: any Channel
-    ) async throws {
+        _ response: HTTPResponse, version: HTTPVersion, keepAlive requested: Bool, isHead: Bool,
+        to channel: any Channel
+    ) async throws -> Bool {
+        var keepAlive = requested
+        if case .stream = response.body, version.major == 1 && version.minor == 0 { keepAlive = false }
         var headers = response.headers
         headers.replaceOrAdd(name: "connection", value: keepAlive ? "keep-alive" : "close")
         switch response.body {
@@ -308,7 +334,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
         case .stream(let produce):
-            headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+            if keepAlive { headers.replaceOrAdd(name: "transfer-encoding", value: "chunked") }
             headers.remove(name: "content-length")
             let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
             try await channel.writeAndFlush(HTTPServerResponsePart.head(head)).get()
@@ -317,6 +343,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
         }
+        return keepAlive
     }
 
     /// Answers with an error and closes: used when the rest of the request will not be

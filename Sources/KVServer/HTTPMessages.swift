@@ -136,9 +136,9 @@ public enum HTTPErrorStatus {
         case .notFound, .tableNotFound, .rowNotFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .requestTimeout: .requestTimeout
-        case .tableExists, .tooManySiblings, .notACounter: .conflict
+        case .tableExists, .tableChanged, .tooManySiblings, .rowTooLarge, .notACounter: .conflict
         case .preconditionFailed: .preconditionFailed
-        case .valueTooLarge, .bodyTooLarge: .payloadTooLarge
+        case .valueTooLarge, .bodyTooLarge, .responseTooLarge: .payloadTooLarge
         case .headersTooLarge: .requestHeaderFieldsTooLarge
         case .tooManyConnections, .unavailable: .serviceUnavailable
         default: .internalServerError

@@ -23,6 +23,8 @@ struct ServerConfigFile: Decodable {
     var maxKeyBytes: Int?
     var maxValueBytes: Int?
     var maxSiblings: Int?
+    var maxRowBytes: Int?
+    var maxResponseBytes: Int?
     var maxHeaderBytes: Int?
     var maxBodyBytes: Int?
     var maxConnections: Int?
@@ -36,6 +38,8 @@ struct ServerConfigFile: Decodable {
         case maxKeyBytes = "max_key_bytes"
         case maxValueBytes = "max_value_bytes"
         case maxSiblings = "max_siblings"
+        case maxRowBytes = "max_row_bytes"
+        case maxResponseBytes = "max_response_bytes"
         case maxHeaderBytes = "max_header_bytes"
         case maxBodyBytes = "max_body_bytes"
         case maxConnections = "max_connections"
@@ -51,10 +55,10 @@ struct ServerCommand: AsyncParsableCommand {
         discussion: """
             Each setting comes from, in order of precedence: its flag, its environment \
             variable (KV_HOST, KV_PORT, KV_DATA_DIR, KV_ENGINE, KV_PARTITIONS, KV_LOG_LEVEL, \
-            KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_SIBLINGS, KV_MAX_HEADER_BYTES, KV_MAX_BODY_BYTES, \
+            KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_SIBLINGS, KV_MAX_ROW_BYTES, KV_MAX_RESPONSE_BYTES, KV_MAX_HEADER_BYTES, KV_MAX_BODY_BYTES, \
             KV_MAX_CONNECTIONS, KV_REQUEST_TIMEOUT_SECONDS, KV_IDLE_TIMEOUT_SECONDS), the \
             YAML file given with --config (keys host, port, data_dir, engine, partitions, \
-            log_level, max_key_bytes, max_value_bytes, max_siblings, max_header_bytes, max_body_bytes, \
+            log_level, max_key_bytes, max_value_bytes, max_siblings, max_row_bytes, max_response_bytes, max_header_bytes, max_body_bytes, \
             max_connections, request_timeout_seconds, idle_timeout_seconds), and the default.
 
             SIGTERM or SIGINT stops the node gracefully: it stops accepting connections, \
@@ -73,6 +77,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Largest encoded key in bytes (default 4096).") var maxKeyBytes: Int?
     @Option(help: "Largest value in bytes (default 16 MiB).") var maxValueBytes: Int?
     @Option(help: "Most siblings a row may hold (default 100).") var maxSiblings: Int?
+    @Option(help: "Most bytes of live values in one row (default 64 MiB).") var maxRowBytes: Int?
+    @Option(help: "Most value bytes in one answer: scan page or batch (default 32 MiB).")
+    var maxResponseBytes: Int?
     @Option(help: "Largest request head in bytes (default 16 KiB).") var maxHeaderBytes: Int?
     @Option(help: "Largest request body in bytes (default 16 MiB + 64 KiB).") var maxBodyBytes: Int?
     @Option(help: "Most open connections (default 1024).") var maxConnections: Int?
@@ -127,6 +134,13 @@ struct ServerCommand: AsyncParsableCommand {
             maxKeyBytes, "KV_MAX_KEY_BYTES", file.maxKeyBytes, defaults.node.maximumKeyBytes)
         node.maximumValueBytes = try resolve(
             maxValueBytes, "KV_MAX_VALUE_BYTES", file.maxValueBytes, defaults.node.maximumValueBytes)
+        node.maximumSiblings = try resolve(
+            maxSiblings, "KV_MAX_SIBLINGS", file.maxSiblings, defaults.node.maximumSiblings)
+        node.maximumRowBytes = try resolve(
+            maxRowBytes, "KV_MAX_ROW_BYTES", file.maxRowBytes, defaults.node.maximumRowBytes)
+        node.maximumResponseBytes = try resolve(
+            maxResponseBytes, "KV_MAX_RESPONSE_BYTES", file.maxResponseBytes,
+            defaults.node.maximumResponseBytes)
         let dataDirectory = try resolve(dataDir, "KV_DATA_DIR", file.dataDir, "./kv-data")
         let engineName = try resolve(engine, "KV_ENGINE", file.engine, "rocksdb")
         let levelName = try resolve(logLevel, "KV_LOG_LEVEL", file.logLevel, "info")

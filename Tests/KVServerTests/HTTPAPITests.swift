@@ -304,6 +304,36 @@ final class HTTPAPITests {
         try await expectUnchanged()
     }
 
+    /// Pipelined requests are answered in order, and a `Connection: close` request
+    /// closes the connection right after its answer. These requests are answered through
+    /// tasks (not the immediate path), where the next pipelined request starts before the
+    /// previous answer has been accounted for.
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        let socket = try RawSocket(port: server.port)
+        let started = Date()
+        socket.send(
+            "GET /v1/_namespaces HTTP/1.1\r\nhost: x\r\n\r\nGET /v1/_tables/app/users HTTP/1.1\r\nhost: x\r\n\r\n"
+                + "GET /v1/_namespaces HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        let answer = socket.readAll(timeout: 10)
+        #expect(Date().timeIntervalSince(started) < 2, "the connection stayed open after Connection: close")
+        let first = answer.range(of: #"{"namespaces":["app"]}"#)
+        let second = answer.range(of: #""table":"users""#)
+        let third = answer.range(of: #"{"namespaces":["app"]}"#, options: .backwards)
+        #expect(first != nil && second != nil && third != nil && first != third, "\(answer)")
+        if let first, let second, let third {
+            #expect(first.lowerBound < second.lowerBound && second.lowerBound < third.lowerBound)
+        }
+    }
+
+    @Test func http10StreamsEndByClosing() async throws {
+        let socket = try RawSocket(port: server.port)
+        socket.send("GET /v1/_scan/app/users?format=jsonl HTTP/1.0\r\n\r\n")
+        let answer = socket.readAll(timeout: 15)
+        #expect(answer.hasPrefix("HTTP/1.0 200"), "\(answer.prefix(200))")
+        #expect(!answer.lowercased().contains("transfer-encoding"))
+        #expect(answer.hasSuffix("}\n"), "\(answer.suffix(100))")
+    }
+
     @Test func expectContinueIsHonoured() async throws {
         let socket = try RawSocket(port: server.port)
         socket.send(

@@ -24,12 +24,12 @@ struct ServerLifecycleTests {
         #expect(status?.exitedNormally == true && status?.code == 0, "exit: \(String(describing: status))")
         // The port no longer accepts connections.
         #expect(throws: (any Error).self) { _ = try RawSocket(port: port) }
-        // Restarted on the same directory, everything is there.
-        try server.start()
-        let reopened = try await HTTPKeyValueService(host: "127.0.0.1", port: server.port)
-        let page = try await reopened.scan(ScanRequest(table: rows, limit: 1000))
+        // Restarted on the same directory (same port, so the old client can reconnect),
+        // everything is there.
+        try server.start(port: port)
+        let page = try await client.scan(ScanRequest(table: rows, limit: 1000))
         #expect(page.rows.count == 100)
-        await reopened.close()
+        await client.close()
         // The first run stopped its HTTP server, then flushed and closed storage, in order.
         let log = try String(contentsOfFile: server.logPath, encoding: .utf8)
         let stopped = log.range(of: "HTTP server stopped")
@@ -78,6 +78,18 @@ struct ServerLifecycleTests {
         #expect(try await fits(150))
         #expect(try await !fits(151))
         stop()
+    }
+
+    @Test func siblingLimitFlagIsApplied() async throws {
+        let server = try ServerProcess(arguments: ["--max-siblings", "2"])
+        let connection = try await HTTPConnection(host: "127.0.0.1", port: server.port)
+        _ = try await connection.send(.PUT, "/v1/_tables/cfg/t", body: Array(#"{"key":["string"]}"#.utf8))
+        var statuses: [Int] = []
+        for value in ["a", "b", "c"] {
+            statuses.append(try await connection.send(.PUT, "/v1/cfg/t/k", body: Array(value.utf8)).status)
+        }
+        #expect(statuses == [204, 204, 409])
+        await connection.close()
     }
 
     @Test func invalidSettingsAreReportedAtStartup() throws {

@@ -210,6 +210,102 @@ struct ServiceConformanceTests {
         }
     }
 
+    /// Clearing (or recreating) a table starts every row's causal history over, so a
+    /// context from before must not supersede a write made after: it is refused.
+    @Test(arguments: ServiceKind.allCases)
+    func contextsFromBeforeAClearAreRefused(kind: ServiceKind) async throws {
+        try await withService(kind) { service in
+            let kv = table("ns", "kv")
+            _ = try await service.createTable(TableDescriptor(name: kv, schema: try KeySchema([.string])))
+            let key = RowKey(table: kv, parts: [.string("k")])
+            var context: String? = nil
+            for value in ["1", "2", "3"] {
+                context = try await service.put(
+                    key, value: text(value), options: WriteOptions(context: context)
+                ).context
+            }
+            let oldETag = try await service.get(key).etag
+            try await service.clearTable(kv)
+            _ = try await service.put(key, value: text("after clear"), options: WriteOptions())
+            #expect(
+                await errorCode {
+                    _ = try await service.put(
+                        key, value: text("stale"), options: WriteOptions(context: context))
+                } == .invalidContext)
+            #expect(
+                await errorCode {
+                    _ = try await service.put(
+                        key, value: text("stale"), options: WriteOptions(condition: .ifMatch(oldETag)))
+                }
+                    == .preconditionFailed)
+            #expect(try await service.get(key).siblings.map(\.value) == [text("after clear")])
+            // Dropping and recreating the table does the same.
+            let recent = try await service.get(key).context
+            try await service.dropTable(kv)
+            _ = try await service.createTable(TableDescriptor(name: kv, schema: try KeySchema([.string])))
+            _ = try await service.put(key, value: text("new table"), options: WriteOptions())
+            #expect(
+                await errorCode { _ = try await service.delete(key, options: WriteOptions(context: recent)) }
+                    == .invalidContext)
+            #expect(try await service.get(key).siblings.map(\.value) == [text("new table")])
+        }
+    }
+
+    /// No small request can make the node build a huge answer, and no row can grow past
+    /// its byte limit.
+    @Test(arguments: ServiceKind.allCases)
+    func answersAndRowsAreBounded(kind: ServiceKind) async throws {
+        let settings = NodeSettings(
+            partitionCount: 16, maximumValueBytes: 4096, maximumRowBytes: 8192, maximumResponseBytes: 10_000)
+        try await withService(kind, settings: settings) { service in
+            let kv = table("ns", "kv")
+            _ = try await service.createTable(TableDescriptor(name: kv, schema: try KeySchema([.int64])))
+            let big = RowValue(bytes: [UInt8](repeating: 7, count: 4000))
+            for index in 0..<6 {
+                _ = try await service.put(
+                    RowKey(table: kv, parts: [.int64(Int64(index))]), value: big, options: WriteOptions())
+            }
+            // A batch of gets stops gathering values at the budget.
+            let results = try await service.batch(
+                (0..<6).map { .get(RowKey(table: kv, parts: [.int64(Int64($0))])) })
+            let refused = results.filter {
+                if case .failed(let error) = $0 { error.code == .responseTooLarge } else { false }
+            }
+            #expect(results.count == 6 && refused.count == 3)
+            // A scan page ends early but the continuation reaches every row.
+            let page = try await service.scan(ScanRequest(table: kv, limit: 100))
+            #expect(page.rows.count == 3 && page.continuation != nil)
+            let rest = try await service.scan(
+                ScanRequest(table: kv, limit: 100, continuation: page.continuation))
+            #expect(rest.rows.count == 3 && rest.continuation == nil)
+            // A third concurrent 4000-byte sibling would make the row 12000 bytes.
+            let key = RowKey(table: kv, parts: [.int64(0)])
+            _ = try await service.put(key, value: big, options: WriteOptions())
+            #expect(
+                await errorCode { _ = try await service.put(key, value: big, options: WriteOptions()) }
+                    == .rowTooLarge)
+            #expect(try await service.get(key).siblings.count == 2)
+        }
+    }
+
+    @Test(arguments: ServiceKind.allCases)
+    func contentTypesMustBeSafeHeaderValues(kind: ServiceKind) async throws {
+        try await withService(kind) { service in
+            let kv = table("ns", "kv")
+            _ = try await service.createTable(TableDescriptor(name: kv, schema: try KeySchema([.string])))
+            let key = RowKey(table: kv, parts: [.string("k")])
+            let results = try await service.batch([
+                .put(key, RowValue(bytes: [1], contentType: "text/plain\r\nx-injected: 1"), WriteOptions())
+            ])
+            guard case .failed(let error) = results.first else {
+                Issue.record("a content type with CR LF was accepted")
+                return
+            }
+            #expect(error.code == .invalidRequest)
+            #expect(try await service.get(key).isAbsent)
+        }
+    }
+
     @Test(arguments: ServiceKind.allCases)
     func keysAreCheckedAgainstTheSchema(kind: ServiceKind) async throws {
         try await withService(kind) { service in

@@ -37,12 +37,15 @@ public final class ServerProcess: @unchecked Sendable {
     /// The server's base URL.
     public var url: String { "http://127.0.0.1:\(port)" }
 
-    /// Starts (or restarts) the server and waits until it prints its URL.
-    public func start() throws {
+    /// Starts (or restarts) the server and waits until it prints its URL; port 0 picks a
+    /// free one.
+    public func start(port requestedPort: Int = 0) throws {
         let binary = try TestBinaries.path(of: "kv", override: "KV_BINARY")
         let process = try ChildProcess(
             executable: binary,
-            arguments: ["server", "--port", "0", "--data", dataDirectory, "--log-level", "warning"]
+            arguments: [
+                "server", "--port", String(requestedPort), "--data", dataDirectory, "--log-level", "warning",
+            ]
                 + extraArguments,
             standardErrorPath: logPath, environment: environment)
         let deadline = Date().addingTimeInterval(30)
