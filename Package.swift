@@ -25,6 +25,9 @@ let package = Package(
     targets: [
         // Pure vocabulary of the store: keys, values, versions, errors. Standard library only.
         .target(name: "KVCore", swiftSettings: strict),
+        // Pure cluster state machines and values (layout now; coordination, membership and
+        // anti-entropy later): no NIO, no clocks, no system randomness.
+        .target(name: "KVCluster", dependencies: ["KVCore"], swiftSettings: strict),
         // The storage engine protocol family, shared by every engine.
         .target(name: "KVStorage", dependencies: ["KVCore"], swiftSettings: strict),
         // Ordered in-memory engine: the reference model for every other engine.
@@ -142,6 +145,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "ArchitectureTests", swiftSettings: strict),
+        .testTarget(
+            name: "KVClusterTests",
+            dependencies: [
+                "KVCluster",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "KVServerTests",
             dependencies: [

@@ -12,6 +12,8 @@ struct ImportRuleTests {
         // Pure vocabulary: standard library only. No Foundation, no NIO, no clocks.
         "KVCore": [],
         "KVStorage": ["KVCore"],
+        // Pure cluster logic: no NIO, no Foundation clocks, no system randomness, no logging.
+        "KVCluster": ["KVCore"],
         "KVStorageMemory": ["KVCore", "KVStorage", "Synchronization"],
         "KVStorageRocksDB": ["KVCore", "KVStorage", "CRocksDB", "Glibc", "Synchronization"],
         "StorageCrashWriter": ["KVCore", "KVStorage", "KVStorageRocksDB", "Foundation", "Glibc"],
