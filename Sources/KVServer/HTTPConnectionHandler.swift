@@ -78,6 +78,9 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var requestNumber: UInt64 = 0
     /// A dispatched request asked to close the connection: requests after it are ignored.
     private var closeRequested = false
+    /// Since when the socket has been unwritable (the client is not reading what was
+    /// sent). Past the request timeout the connection is closed, releasing its buffers.
+    private var unwritableSince: NIODeadline?
     /// The byte-level handler in front of the HTTP decoder (see ``ByteActivityHandler``).
     weak var byteLevel: ByteActivityHandler?
     private var closeAfterResponse = false
@@ -104,6 +107,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     private func checkDeadline(context: ChannelHandlerContext) {
+        if let since = unwritableSince,
+            NIODeadline.now() - since >= .seconds(Int64(settings.requestTimeoutSeconds))
+        {
+            logger.debug(
+                "client stopped reading its answer",
+                metadata: ["remote": "\(context.remoteAddress?.description ?? "?")"])
+            state = .closing
+            context.close(promise: nil)
+            return
+        }
         guard let deadline, NIODeadline.now() >= deadline else { return }
         self.deadline = nil
         switch state {
@@ -149,6 +162,11 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             state = .receiving
             arm(settings.requestTimeoutSeconds)
         }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        unwritableSince = context.channel.isWritable ? nil : (unwritableSince ?? .now())
+        context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

@@ -14,7 +14,8 @@ public struct HTTPServerSettings: Sendable, Hashable {
     /// Most open connections; more get 503 `server.too_many_connections`. Default 1024.
     public var maximumConnections: Int
     /// Seconds a client has to send a whole request once it has started one. Slower
-    /// clients (slowloris) get 408 `request.timeout` and are disconnected. Default 10.
+    /// clients (slowloris) get 408 `request.timeout` and are disconnected. A client that
+    /// stops reading an answer for this long is disconnected too. Default 10.
     public var requestTimeoutSeconds: Int
     /// Seconds an idle keep-alive connection stays open. Default 60.
     public var idleTimeoutSeconds: Int

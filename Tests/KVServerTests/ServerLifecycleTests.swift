@@ -92,6 +92,25 @@ struct ServerLifecycleTests {
         await connection.close()
     }
 
+    /// A client that asks for a large answer and never reads it is disconnected after
+    /// the request timeout, so it cannot pin the answer's memory.
+    @Test func clientsThatStopReadingAreDisconnected() async throws {
+        let server = try ServerProcess(arguments: ["--request-timeout-seconds", "1"])
+        let connection = try await HTTPConnection(host: "127.0.0.1", port: server.port)
+        _ = try await connection.send(.PUT, "/v1/_tables/big/t", body: Array(#"{"key":["string"]}"#.utf8))
+        let size = 8 << 20
+        #expect(
+            try await connection.send(.PUT, "/v1/big/t/v", body: [UInt8](repeating: 0x61, count: size)).status
+                == 204)
+        await connection.close()
+        let socket = try RawSocket(port: server.port, receiveBuffer: 4096)
+        socket.send("GET /v1/big/t/v HTTP/1.1\r\nhost: x\r\n\r\n")
+        try await Task.sleep(for: .seconds(4))
+        let received = socket.readAll(timeout: 10)
+        #expect(received.utf8.count < size, "the whole answer was kept for a client that did not read")
+        #expect(server.isRunning)
+    }
+
     @Test func invalidSettingsAreReportedAtStartup() throws {
         let binary = try TestBinaries.path(of: "kv", override: "KV_BINARY")
         let errors = FileManager.default.temporaryDirectory.appendingPathComponent(
