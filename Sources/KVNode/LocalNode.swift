@@ -381,7 +381,8 @@ public final class LocalNode: KeyValueService {
         return try await blocking { [self] () throws(KVError) -> ScanPage in
             do {
                 return try scanPage(
-                    request, range: keyRange, partitions: partitions, schema: descriptor.schema)
+                    request, range: keyRange, partitions: partitions, schema: descriptor.schema,
+                    generation: descriptor.generation)
             } catch let error as StorageError {
                 throw error.asKVError
             } catch let error as KVError {
@@ -410,10 +411,9 @@ public final class LocalNode: KeyValueService {
     }
 
     private func scanPage(
-        _ request: ScanRequest, range: EncodedKeyRange, partitions: [PartitionID], schema: KeySchema
-    )
-        throws -> ScanPage
-    {
+        _ request: ScanRequest, range: EncodedKeyRange, partitions: [PartitionID], schema: KeySchema,
+        generation: UInt64
+    ) throws -> ScanPage {
         let snapshot = try engine.snapshot()
         let direction: ScanDirection = request.reverse ? .reverse : .forward
         var merger = try SortedMerge(reverse: request.reverse) {
@@ -435,8 +435,11 @@ public final class LocalNode: KeyValueService {
             let object = try StoredObjectCodec.decode(value)
             lastKey = rowKey
             if object.isDeleted { continue }
-            let identityBytes =
-                KeyEncoding.encode([.string(request.table.namespace), .string(request.table.table)]) + rowKey
+            let identityBytes = Self.rowIdentity(
+                generation: generation,
+                tableAndKey: (KeyEncoding.encode([
+                    .string(request.table.namespace), .string(request.table.table),
+                ]) + rowKey)[...])
             if !request.keysOnly {
                 pageBytes += object.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
             }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KVNode
 
 /// The `kv` command: one binary for the server and its clients.
 @main
@@ -15,7 +16,7 @@ struct KV: AsyncParsableCommand {
             Rows live in tables of a namespace, written NAMESPACE/TABLE, and are \
             addressed by their key parts in order, one argument per part.
             """,
-        version: "0.1.0",
+        version: LocalNode.version,
         subcommands: [
             ServerCommand.self, PutCommand.self, GetCommand.self, DeleteCommand.self, IncrementCommand.self,
             ScanCommand.self,

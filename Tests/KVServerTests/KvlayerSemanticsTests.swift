@@ -86,6 +86,12 @@ struct KvlayerSemanticsTests {
             #expect(
                 try await scan(KeyRange(start: [.string("c"), .int64(2)], end: [.string("c"), .int64(3)]))
                     == Array(keys[10...]))
+            // A scanned row's context is the row's context: writing with it supersedes the row.
+            let first = try await service.scan(ScanRequest(table: t, limit: 1))
+            let firstKey = RowKey(table: t, parts: first.rows[0].key)
+            let pointContext = try await service.get(firstKey).context
+            #expect(
+                first.rows[0].context == pointContext, "scan \(first.rows[0].context) vs get \(pointContext)")
             // Keys only: no values.
             let page = try await service.scan(ScanRequest(table: t, limit: 3, keysOnly: true))
             #expect(page.rows.allSatisfy { $0.siblings.isEmpty })
