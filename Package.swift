@@ -117,6 +117,19 @@ let package = Package(
             dependencies: ["KVStorageRocksDB"],
             swiftSettings: strict
         ),
+        // Deterministic simulation: nodes' coordinators over in-memory engines, a seeded
+        // network with faults, virtual time, and the safety checkers.
+        .target(
+            name: "KVSimulation",
+            dependencies: ["KVCore", "KVCluster", "KVStorage", "KVStorageMemory"],
+            swiftSettings: strict
+        ),
+        // Runs or replays simulations from the command line (`--seed N --trace`).
+        .executableTarget(
+            name: "Simulator",
+            dependencies: ["KVSimulation"],
+            swiftSettings: strict
+        ),
         // Release-build storage benchmark (scripts/bench-storage.sh); never a test.
         .executableTarget(
             name: "StorageBenchmark",
@@ -151,6 +164,11 @@ let package = Package(
                 "KVCluster",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KVSimulationTests",
+            dependencies: ["KVSimulation", "KVCluster"],
             swiftSettings: strict
         ),
         .testTarget(

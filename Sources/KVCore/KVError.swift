@@ -71,6 +71,12 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         public static let invalidContinuation = Code(rawValue: "request.invalid_continuation")
         /// The server is shutting down.
         public static let unavailable = Code(rawValue: "server.unavailable")
+        /// Fewer replicas answered than the request's quorum needs. The message says how
+        /// many answered and how many were needed.
+        public static let quorumUnavailable = Code(rawValue: "quorum.unavailable")
+        /// A write timed out after a replica may have stored it: it may or may not become
+        /// visible. Retrying it with the same context is safe.
+        public static let writeIndeterminate = Code(rawValue: "write.indeterminate")
         /// An unexpected internal failure.
         public static let internalError = Code(rawValue: "server.internal")
     }
@@ -92,5 +98,18 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         if let underlying { return "\(code): \(message) (\(underlying))" }
         return "\(code): \(message)"
+    }
+}
+
+/// Two errors are equal when their codes and messages are: the wrapped error is detail
+/// for logs, and state machines that compare their actions in tests need equality.
+extension KVError: Hashable {
+    public static func == (lhs: KVError, rhs: KVError) -> Bool {
+        lhs.code == rhs.code && lhs.message == rhs.message
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(message)
     }
 }

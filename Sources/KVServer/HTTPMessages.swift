@@ -140,7 +140,8 @@ public enum HTTPErrorStatus {
         case .preconditionFailed: .preconditionFailed
         case .valueTooLarge, .bodyTooLarge, .responseTooLarge: .payloadTooLarge
         case .headersTooLarge: .requestHeaderFieldsTooLarge
-        case .tooManyConnections, .unavailable: .serviceUnavailable
+        case .tooManyConnections, .unavailable, .quorumUnavailable: .serviceUnavailable
+        case .writeIndeterminate: .gatewayTimeout
         default: .internalServerError
         }
     }

@@ -14,6 +14,8 @@ struct ImportRuleTests {
         "KVStorage": ["KVCore"],
         // Pure cluster logic: no NIO, no Foundation clocks, no system randomness, no logging.
         "KVCluster": ["KVCore"],
+        "KVSimulation": ["KVCore", "KVCluster", "KVStorage", "KVStorageMemory"],
+        "Simulator": ["KVSimulation", "Foundation"],
         "KVStorageMemory": ["KVCore", "KVStorage", "Synchronization"],
         "KVStorageRocksDB": ["KVCore", "KVStorage", "CRocksDB", "Glibc", "Synchronization"],
         "StorageCrashWriter": ["KVCore", "KVStorage", "KVStorageRocksDB", "Foundation", "Glibc"],

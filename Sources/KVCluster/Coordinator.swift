@@ -1,0 +1,553 @@
+import KVCore
+
+/// Timeouts of a ``Coordinator``.
+public struct CoordinatorSettings: Hashable, Sendable {
+    /// How long a read or write waits for its quorum.
+    public var requestTimeoutMilliseconds: Int64
+    /// How long a node waits for a coordinator it forwarded a request to: the
+    /// coordinator's own timeout plus a margin for the extra hop.
+    public var forwardTimeoutMilliseconds: Int64 { requestTimeoutMilliseconds + 1_000 }
+
+    /// Creates settings.
+    public init(requestTimeoutMilliseconds: Int64 = 5_000) {
+        self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+    }
+}
+
+/// The read and write coordination of one node, as a pure state machine: events in,
+/// actions out, no I/O, no clock.
+///
+/// ## What it does
+///
+/// - **Routing.** A write must be coordinated by a replica of its key, so that a
+///   replica's actor id makes the new dot. A node that is not one forwards the write to
+///   the first preference-list replica it believes up (`coordinateWrite`). Reads need no
+///   dot: any node coordinates them.
+/// - **Writes.** The coordinator first applies the write to its own storage
+///   (``StorageCommand/coordinate(_:_:)``), which makes the dot, then sends the
+///   resulting object to the other replicas of the preference list (`store`). It
+///   answers once `w` replicas (itself included) acknowledged, `dw` of them durably and
+///   `pw` of them primaries. Before writing anything it checks that enough replicas are
+///   believed up; if not, it fails with `quorum.unavailable` and nothing is stored.
+/// - **Reads.** The coordinator fetches the key from every replica of the preference
+///   list and answers once `r` replied (`pr` of them primaries) with the merge of the
+///   replies. Absence is a reply.
+/// - **Read repair.** A read stays open until every replica answered or the timeout
+///   fired; then each replica whose reply differs from the merge of all replies gets
+///   that merge (`repair`). The work is bounded: at most one message per replica that
+///   answered, never to one that did not (hinted handoff and anti-entropy cover those).
+/// - **Failures.** When the quorum can no longer be met, the operation fails with
+///   `quorum.unavailable`, saying how many replicas answered and how many were needed.
+///   A write whose timeout fires is `write.indeterminate`: it may have been stored.
+///
+/// ## Terms
+///
+/// The *preference list* of a key is the first `n` nodes of its partition's replica
+/// list in the ``Layout``. They are all *primaries* until sloppy quorums add fallbacks.
+///
+/// Late replies after an operation ended are ignored: ids are never reused.
+public struct Coordinator: Sendable {
+    /// What the shell must do.
+    ///
+    /// Interpreters switch over it without a `default:`, so a new action cannot be
+    /// forgotten by one of them.
+    public enum Action: Hashable, Sendable {
+        /// Send a message to another node. If it cannot be sent, report
+        /// ``Coordinator/sendFailed(_:to:)``.
+        case send(ReplicaMessage, to: NodeID)
+        /// Run a storage command under the row's lock, then report
+        /// ``Coordinator/storageCompleted(_:_:)`` with the ticket.
+        case storage(StorageTicket, StorageCommand)
+        /// Report ``Coordinator/timerFired(_:)`` after the given time, unless cancelled.
+        case startTimer(OperationID, afterMilliseconds: Int64)
+        /// Cancel a timer started for the operation.
+        case cancelTimer(OperationID)
+        /// Answer the client operation.
+        case reply(OperationID, OperationOutcome)
+    }
+
+    /// The actor this node makes dots with.
+    public let actor: ActorID
+    /// The node.
+    public var node: NodeID { actor.node }
+    /// The layout that decides preference lists.
+    public private(set) var layout: Layout
+    /// Timeouts.
+    public let settings: CoordinatorSettings
+
+    /// Nodes the shell reported unreachable.
+    private var down: Set<NodeID> = []
+    private var nextMessageID: UInt64 = 1
+    private var writes: [OperationID: WriteRound] = [:]
+    private var reads: [OperationID: ReadRound] = [:]
+    /// `store` and `fetch` requests in flight, by message id.
+    private var requests: [UInt64: OperationID] = [:]
+    /// Operations forwarded to another coordinator, by message id.
+    private var forwards: [UInt64: OperationID] = [:]
+    private var forwardIDs: [OperationID: UInt64] = [:]
+    /// Forwarded operations already started, so a duplicated request is not coordinated
+    /// twice (which would make a second dot for the same write). Bounded: the oldest are
+    /// forgotten first.
+    private var startedForwards: Set<OperationID> = []
+    private var startedForwardsOrder: [OperationID] = []
+    private var startedForwardsNext = 0
+    /// How many started forwarded operations are remembered.
+    static let rememberedForwards = 16_384
+
+    /// Creates a coordinator.
+    public init(actor: ActorID, layout: Layout, settings: CoordinatorSettings = CoordinatorSettings()) {
+        self.actor = actor
+        self.layout = layout
+        self.settings = settings
+    }
+
+    /// How many operations are in flight (coordinated or forwarded), for metrics and tests.
+    public var operationsInFlight: Int { writes.count + reads.count + forwards.count }
+
+    // MARK: - Events
+
+    /// A new layout takes effect for operations that start from now on.
+    public mutating func layoutChanged(_ layout: Layout) {
+        if layout.version >= self.layout.version { self.layout = layout }
+    }
+
+    /// The shell lost or regained its connection to a node.
+    public mutating func reachabilityChanged(_ node: NodeID, isUp: Bool) {
+        if isUp { down.remove(node) } else { down.insert(node) }
+    }
+
+    /// A client write arrived.
+    public mutating func write(
+        _ operation: OperationID, key: ReplicaKey, _ write: ProposedWrite, quorum: Quorum
+    )
+        -> [Action]
+    {
+        let preference: [NodeID]
+        switch preferenceList(key, quorum) {
+        case .failure(let error): return finish(operation, .failed(error))
+        case .success(let list): preference = list
+        }
+        guard preference.contains(node) else {
+            if case .forwarded = operation {
+                // Two nodes disagree about the layout; forwarding again could loop.
+                return finish(
+                    operation,
+                    .failed(
+                        KVError(
+                            .quorumUnavailable,
+                            "this node is not a replica of the key in layout version \(layout.version); retry once the layout has settled"
+                        )))
+            }
+            let target = preference.first { !down.contains($0) } ?? preference[0]
+            return forward(
+                operation, .coordinateWrite(id: 0, key: key, write: write, quorum: quorum), to: target)
+        }
+        let up = preference.filter { !down.contains($0) }
+        guard up.count >= quorum.w, up.count >= quorum.dw, up.count >= quorum.pw else {
+            return finish(
+                operation,
+                .failed(
+                    KVError(
+                        .quorumUnavailable,
+                        "\(up.count) of \(preference.count) replicas are reachable and the write needs \(max(quorum.w, quorum.dw, quorum.pw)); nothing was written"
+                    )))
+        }
+        writes[operation] = WriteRound(key: key, preference: preference, quorum: quorum)
+        return [
+            .storage(.operation(operation), .coordinate(key, write)),
+            .startTimer(operation, afterMilliseconds: settings.requestTimeoutMilliseconds),
+        ]
+    }
+
+    /// A client read arrived.
+    public mutating func read(_ operation: OperationID, key: ReplicaKey, quorum: Quorum) -> [Action] {
+        let preference: [NodeID]
+        switch preferenceList(key, quorum) {
+        case .failure(let error): return finish(operation, .failed(error))
+        case .success(let list): preference = list
+        }
+        var round = ReadRound(key: key, preference: preference, quorum: quorum)
+        var actions: [Action] = [
+            .startTimer(operation, afterMilliseconds: settings.requestTimeoutMilliseconds)
+        ]
+        for replica in preference {
+            if replica == node {
+                actions.append(.storage(.operation(operation), .load(key)))
+            } else if down.contains(replica) {
+                round.failed.insert(replica)
+            } else {
+                let id = takeMessageID()
+                requests[id] = operation
+                actions.append(.send(.fetch(id: id, key: key), to: replica))
+            }
+        }
+        reads[operation] = round
+        return actions + evaluateRead(operation)
+    }
+
+    /// A storage command finished.
+    public mutating func storageCompleted(_ ticket: StorageTicket, _ outcome: StorageOutcome) -> [Action] {
+        switch ticket {
+        case .operation(let operation):
+            if writes[operation] != nil { return localWriteCompleted(operation, outcome) }
+            if reads[operation] != nil { return replicaAnswered(operation, from: node, outcome) }
+            return []
+        case .store(let from, let id):
+            switch outcome {
+            case .object: return [.send(.stored(id: id, durable: true), to: from)]
+            case .failed(let error): return [.send(.replicaFailed(id: id, error: error), to: from)]
+            }
+        case .fetch(let from, let id):
+            switch outcome {
+            case .object(let object): return [.send(.fetched(id: id, object: object), to: from)]
+            case .failed(let error): return [.send(.replicaFailed(id: id, error: error), to: from)]
+            }
+        case .repair:
+            return []
+        }
+    }
+
+    /// A message from another node arrived.
+    public mutating func received(_ message: ReplicaMessage, from sender: NodeID) -> [Action] {
+        switch message {
+        case .store(let id, let key, let object):
+            return [.storage(.store(from: sender, id: id), .merge(key, object))]
+        case .fetch(let id, let key):
+            return [.storage(.fetch(from: sender, id: id), .load(key))]
+        case .repair(let key, let object):
+            return [.storage(.repair, .merge(key, object))]
+        case .stored(let id, let durable):
+            guard let operation = requests.removeValue(forKey: id) else { return [] }
+            return replicaAcknowledged(operation, from: sender, durable: durable)
+        case .fetched(let id, let object):
+            guard let operation = requests.removeValue(forKey: id) else { return [] }
+            return replicaAnswered(operation, from: sender, .object(object))
+        case .replicaFailed(let id, let error):
+            guard let operation = requests.removeValue(forKey: id) else { return [] }
+            if writes[operation] != nil { return replicaFailed(operation, sender) }
+            return replicaAnswered(operation, from: sender, .failed(error))
+        case .coordinateWrite(let id, let key, let proposed, let quorum):
+            guard rememberForward(.forwarded(from: sender, id: id)) else { return [] }
+            return write(.forwarded(from: sender, id: id), key: key, proposed, quorum: quorum)
+        case .coordinateRead(let id, let key, let quorum):
+            guard rememberForward(.forwarded(from: sender, id: id)) else { return [] }
+            return read(.forwarded(from: sender, id: id), key: key, quorum: quorum)
+        case .coordinated(let id, let outcome):
+            guard let operation = forwards.removeValue(forKey: id) else { return [] }
+            forwardIDs[operation] = nil
+            return [.cancelTimer(operation)] + finish(operation, outcome)
+        }
+    }
+
+    /// A message could not be sent (no connection, or the connection broke before it
+    /// was written).
+    public mutating func sendFailed(_ message: ReplicaMessage, to target: NodeID) -> [Action] {
+        switch message {
+        case .store(let id, _, _):
+            guard let operation = requests.removeValue(forKey: id) else { return [] }
+            return replicaFailed(operation, target)
+        case .fetch(let id, _):
+            guard let operation = requests.removeValue(forKey: id) else { return [] }
+            return replicaAnswered(
+                operation, from: target,
+                .failed(KVError(.quorumUnavailable, "replica \(target) is unreachable")))
+        case .coordinateWrite(let id, _, _, _), .coordinateRead(let id, _, _):
+            // It never left this node, so it certainly did not happen.
+            guard let operation = forwards.removeValue(forKey: id) else { return [] }
+            forwardIDs[operation] = nil
+            return [.cancelTimer(operation)]
+                + finish(
+                    operation,
+                    .failed(KVError(.quorumUnavailable, "the coordinating replica \(target) is unreachable")))
+        case .stored, .fetched, .replicaFailed, .repair, .coordinated:
+            // Replies and repairs are not retried; the other side times out or a later
+            // read repairs.
+            return []
+        }
+    }
+
+    /// A timer started for `operation` fired.
+    public mutating func timerFired(_ operation: OperationID) -> [Action] {
+        if var round = writes.removeValue(forKey: operation) {
+            forgetRequests(of: operation)
+            guard !round.replied else { return [] }
+            round.replied = true
+            return finish(
+                operation,
+                .failed(
+                    KVError(
+                        .writeIndeterminate,
+                        "\(round.acknowledged.count) of \(round.quorum.w) needed replicas acknowledged within \(settings.requestTimeoutMilliseconds) ms; the write may or may not become visible"
+                    )))
+        }
+        if var round = reads.removeValue(forKey: operation) {
+            forgetRequests(of: operation)
+            var actions: [Action] = []
+            if !round.replied {
+                round.replied = true
+                actions += finish(
+                    operation,
+                    .failed(
+                        KVError(
+                            .quorumUnavailable,
+                            "\(round.replies.count) of \(round.quorum.r) needed replicas answered within \(settings.requestTimeoutMilliseconds) ms"
+                        )))
+            }
+            return actions + repairs(round)
+        }
+        if let id = forwardIDs.removeValue(forKey: operation) {
+            forwards[id] = nil
+            return finish(
+                operation,
+                .failed(
+                    KVError(
+                        .writeIndeterminate,
+                        "the coordinating replica did not answer within \(settings.forwardTimeoutMilliseconds) ms; the operation may or may not have happened"
+                    )))
+        }
+        return []
+    }
+
+    // MARK: - Writes
+
+    private mutating func localWriteCompleted(_ operation: OperationID, _ outcome: StorageOutcome) -> [Action]
+    {
+        guard var round = writes[operation] else { return [] }
+        switch outcome {
+        case .failed(let error):
+            writes[operation] = nil
+            return [.cancelTimer(operation)] + finish(operation, .failed(error))
+        case .object(let object):
+            round.object = object
+            round.acknowledged[node] = true
+            var actions: [Action] = []
+            for replica in round.preference where replica != node {
+                if down.contains(replica) {
+                    round.failed.insert(replica)
+                } else {
+                    let id = takeMessageID()
+                    requests[id] = operation
+                    actions.append(.send(.store(id: id, key: round.key, object: object), to: replica))
+                }
+            }
+            writes[operation] = round
+            return actions + evaluateWrite(operation)
+        }
+    }
+
+    private mutating func replicaAcknowledged(_ operation: OperationID, from replica: NodeID, durable: Bool)
+        -> [Action]
+    {
+        guard writes[operation] != nil else { return [] }
+        writes[operation]!.acknowledged[replica] = durable
+        return evaluateWrite(operation)
+    }
+
+    private mutating func replicaFailed(_ operation: OperationID, _ replica: NodeID) -> [Action] {
+        guard writes[operation] != nil else { return [] }
+        writes[operation]!.failed.insert(replica)
+        return evaluateWrite(operation)
+    }
+
+    private mutating func evaluateWrite(_ operation: OperationID) -> [Action] {
+        guard var round = writes[operation], !round.replied, let object = round.object else { return [] }
+        let acks = round.acknowledged.count
+        let durable = round.acknowledged.values.filter { $0 }.count
+        // Every preference-list replica is a primary until fallbacks exist.
+        let primaries = acks
+        let pending = round.preference.count - acks - round.failed.count
+        let quorum = round.quorum
+        if acks >= quorum.w && durable >= quorum.dw && primaries >= quorum.pw {
+            round.replied = true
+            writes[operation] = nil
+            forgetRequests(of: operation)
+            return [.cancelTimer(operation)] + finish(operation, .written(object))
+        }
+        if acks + pending < quorum.w || durable + pending < quorum.dw || primaries + pending < quorum.pw {
+            round.replied = true
+            writes[operation] = nil
+            forgetRequests(of: operation)
+            return [.cancelTimer(operation)]
+                + finish(
+                    operation,
+                    .failed(
+                        KVError(
+                            .quorumUnavailable,
+                            "\(acks) of \(round.preference.count) replicas acknowledged (\(durable) durably, \(primaries) primaries) and the write needs w=\(quorum.w), dw=\(quorum.dw), pw=\(quorum.pw); it is stored on \(acks) and may become visible"
+                        )))
+        }
+        writes[operation] = round
+        return []
+    }
+
+    // MARK: - Reads
+
+    private mutating func replicaAnswered(
+        _ operation: OperationID, from replica: NodeID, _ outcome: StorageOutcome
+    )
+        -> [Action]
+    {
+        guard reads[operation] != nil else { return [] }
+        switch outcome {
+        case .object(let object): reads[operation]!.replies[replica] = object
+        case .failed: reads[operation]!.failed.insert(replica)
+        }
+        return evaluateRead(operation)
+    }
+
+    private mutating func evaluateRead(_ operation: OperationID) -> [Action] {
+        guard var round = reads[operation] else { return [] }
+        var actions: [Action] = []
+        let replies = round.replies.count
+        let pending = round.preference.count - replies - round.failed.count
+        let quorum = round.quorum
+        if !round.replied {
+            if replies >= quorum.r && replies >= quorum.pr {
+                round.replied = true
+                actions += finish(operation, .read(round.merged()))
+            } else if replies + pending < quorum.r || replies + pending < quorum.pr {
+                round.replied = true
+                actions += finish(
+                    operation,
+                    .failed(
+                        KVError(
+                            .quorumUnavailable,
+                            "\(replies) of \(round.preference.count) replicas answered and the read needs \(max(quorum.r, quorum.pr))"
+                        )))
+            }
+        }
+        if pending == 0 {
+            reads[operation] = nil
+            return actions + [.cancelTimer(operation)] + repairs(round)
+        }
+        reads[operation] = round
+        return actions
+    }
+
+    /// Sends the merge of every reply to each replica whose reply differs from it.
+    private func repairs(_ round: ReadRound) -> [Action] {
+        guard round.replies.count > 1 else { return [] }
+        let merged = round.merged()
+        var actions: [Action] = []
+        for replica in round.preference {
+            guard let object = round.replies[replica], object != merged else { continue }
+            if replica == node {
+                actions.append(.storage(.repair, .merge(round.key, merged)))
+            } else {
+                actions.append(.send(.repair(key: round.key, object: merged), to: replica))
+            }
+        }
+        return actions
+    }
+
+    // MARK: - Helpers
+
+    private func preferenceList(_ key: ReplicaKey, _ quorum: Quorum) -> Result<[NodeID], KVError> {
+        do throws(KVError) {
+            try quorum.validate()
+        } catch {
+            return .failure(error)
+        }
+        guard quorum.n <= layout.replicationFactor else {
+            return .failure(
+                KVError(
+                    .invalidQuorum,
+                    "n is \(quorum.n) but the cluster keeps at most \(layout.replicationFactor) replicas per partition"
+                ))
+        }
+        guard Int(key.partition.rawValue) < layout.partitionCount else {
+            return .failure(
+                KVError(
+                    .invalidRequest,
+                    "partition \(key.partition) is outside the layout's \(layout.partitionCount)"))
+        }
+        let replicas = layout.replicas(of: key.partition).prefix(quorum.n)
+        guard replicas.count == quorum.n else {
+            return .failure(
+                KVError(
+                    .quorumUnavailable,
+                    "the layout places \(replicas.count) replicas of this key and the request needs \(quorum.n)"
+                ))
+        }
+        return .success(Array(replicas))
+    }
+
+    private mutating func forward(_ operation: OperationID, _ message: ReplicaMessage, to target: NodeID)
+        -> [Action]
+    {
+        let id = takeMessageID()
+        forwards[id] = operation
+        forwardIDs[operation] = id
+        let addressed: ReplicaMessage =
+            switch message {
+            case .coordinateWrite(_, let key, let write, let quorum):
+                .coordinateWrite(id: id, key: key, write: write, quorum: quorum)
+            case .coordinateRead(_, let key, let quorum): .coordinateRead(id: id, key: key, quorum: quorum)
+            default: preconditionFailure("only coordination requests are forwarded, not \(message)")
+            }
+        return [
+            .send(addressed, to: target),
+            .startTimer(operation, afterMilliseconds: settings.forwardTimeoutMilliseconds),
+        ]
+    }
+
+    /// The action that ends `operation`: a reply to the local client, or the outcome
+    /// sent back to the node that forwarded it.
+    private func finish(_ operation: OperationID, _ outcome: OperationOutcome) -> [Action] {
+        switch operation {
+        case .local: [.reply(operation, outcome)]
+        case .forwarded(let from, let id): [.send(.coordinated(id: id, outcome: outcome), to: from)]
+        }
+    }
+
+    /// Records a forwarded operation; `false` if it was seen before (a duplicate).
+    private mutating func rememberForward(_ operation: OperationID) -> Bool {
+        guard startedForwards.insert(operation).inserted else { return false }
+        if startedForwardsOrder.count < Self.rememberedForwards {
+            startedForwardsOrder.append(operation)
+        } else {
+            startedForwards.remove(startedForwardsOrder[startedForwardsNext])
+            startedForwardsOrder[startedForwardsNext] = operation
+            startedForwardsNext = (startedForwardsNext + 1) % Self.rememberedForwards
+        }
+        return true
+    }
+
+    private mutating func takeMessageID() -> UInt64 {
+        defer { nextMessageID += 1 }
+        return nextMessageID
+    }
+
+    private mutating func forgetRequests(of operation: OperationID) {
+        requests = requests.filter { $0.value != operation }
+    }
+}
+
+/// The state of one write this node coordinates.
+private struct WriteRound: Sendable {
+    var key: ReplicaKey
+    var preference: [NodeID]
+    var quorum: Quorum
+    /// The object after the coordinator's own write; `nil` until it is stored.
+    var object: StoredObject?
+    /// Replicas that acknowledged, and whether durably.
+    var acknowledged: [NodeID: Bool] = [:]
+    var failed: Set<NodeID> = []
+    var replied = false
+}
+
+/// The state of one read this node coordinates.
+private struct ReadRound: Sendable {
+    var key: ReplicaKey
+    var preference: [NodeID]
+    var quorum: Quorum
+    var replies: [NodeID: StoredObject] = [:]
+    var failed: Set<NodeID> = []
+    var replied = false
+
+    /// The merge of every reply, in preference order (merging is commutative, so the
+    /// order only keeps the work deterministic).
+    func merged() -> StoredObject {
+        preference.compactMap { replies[$0] }.reduce(StoredObject()) { $0.merging($1) }
+    }
+}

@@ -1,0 +1,139 @@
+import KVCore
+
+/// A row as replicas name it: its partition (which decides the replicas) and its engine
+/// key (which the node shell resolved from namespace, table and key parts).
+///
+/// The coordinator never interprets the bytes; it only routes by the partition.
+public struct ReplicaKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    /// The row's partition.
+    public var partition: PartitionID
+    /// The row's key in the engine's data keyspace.
+    public var bytes: [UInt8]
+
+    /// Creates a key.
+    public init(partition: PartitionID, bytes: [UInt8]) {
+        self.partition = partition
+        self.bytes = bytes
+    }
+
+    public var description: String { "p\(partition):\(bytes.count)B" }
+
+    public static func < (lhs: ReplicaKey, rhs: ReplicaKey) -> Bool {
+        if lhs.partition != rhs.partition { return lhs.partition < rhs.partition }
+        return lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
+    }
+}
+
+/// A client write as it reaches a coordinator: the new version and the causal context
+/// it supersedes.
+public struct ProposedWrite: Hashable, Sendable {
+    /// The new version: a value or a tombstone.
+    public var sibling: Sibling
+    /// The opened context of the client's last read, or `nil` for a blind write.
+    public var context: VersionVector?
+
+    /// Creates a proposed write.
+    public init(sibling: Sibling, context: VersionVector?) {
+        self.sibling = sibling
+        self.context = context
+    }
+}
+
+/// The quorum one request asks for, resolved from the table's defaults and the
+/// request's overrides (see ``ReplicationDefaults``).
+public typealias Quorum = ReplicationDefaults
+
+/// Identifies one client operation at the node that accepted it.
+///
+/// Forwarded operations keep the id of the node that forwarded them, so ids from
+/// different nodes never collide in a coordinator's tables.
+public enum OperationID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    /// An operation a client sent to this node.
+    case local(UInt64)
+    /// An operation another node forwarded here because this node is a replica.
+    case forwarded(from: NodeID, id: UInt64)
+
+    public var description: String {
+        switch self {
+        case .local(let id): "L\(id)"
+        case .forwarded(let node, let id): "F\(node)#\(id)"
+        }
+    }
+
+    public static func < (lhs: OperationID, rhs: OperationID) -> Bool {
+        switch (lhs, rhs) {
+        case (.local(let a), .local(let b)): a < b
+        case (.local, .forwarded): true
+        case (.forwarded, .local): false
+        case (.forwarded(let n1, let a), .forwarded(let n2, let b)): (n1, a) < (n2, b)
+        }
+    }
+}
+
+/// What a client operation ends with.
+public enum OperationOutcome: Hashable, Sendable {
+    /// The write met its quorum; the object is the coordinator's state after the write,
+    /// whose context covers the new version.
+    case written(StoredObject)
+    /// The read met its quorum; the object merges every reply it waited for.
+    case read(StoredObject)
+    /// The operation failed (`quorum.unavailable`, `write.indeterminate`, a failed
+    /// precondition, a storage error…).
+    case failed(KVError)
+}
+
+/// A message between nodes. Every request carries an id chosen by its sender; the reply
+/// carries the same id back.
+public enum ReplicaMessage: Hashable, Sendable {
+    /// Store `object` merged into the replica's state (the coordinator already made the
+    /// new dot).
+    case store(id: UInt64, key: ReplicaKey, object: StoredObject)
+    /// The replica stored the object; `durable` says it is synced.
+    case stored(id: UInt64, durable: Bool)
+    /// Return the replica's state of `key`.
+    case fetch(id: UInt64, key: ReplicaKey)
+    /// The replica's state (empty when it holds nothing).
+    case fetched(id: UInt64, object: StoredObject)
+    /// The replica could not serve a `store` or `fetch`.
+    case replicaFailed(id: UInt64, error: KVError)
+    /// Read repair: merge `object` in. Nothing is answered.
+    case repair(key: ReplicaKey, object: StoredObject)
+    /// Coordinate this write on the sender's behalf: the receiver is a replica.
+    case coordinateWrite(id: UInt64, key: ReplicaKey, write: ProposedWrite, quorum: Quorum)
+    /// Coordinate this read on the sender's behalf.
+    case coordinateRead(id: UInt64, key: ReplicaKey, quorum: Quorum)
+    /// The outcome of a forwarded operation.
+    case coordinated(id: UInt64, outcome: OperationOutcome)
+}
+
+/// A storage operation the shell carries out under the row's lock, then reports back
+/// with the same ticket.
+public enum StorageCommand: Hashable, Sendable {
+    /// Apply a client write as coordinator: load, check the precondition, apply
+    /// ``ReplicaRules/coordinate(_:_:actor:)``, store, return the new object.
+    case coordinate(ReplicaKey, ProposedWrite)
+    /// Merge a replicated object in (``ReplicaRules/merge(_:_:)``) and store it.
+    case merge(ReplicaKey, StoredObject)
+    /// Load the stored object (empty if absent).
+    case load(ReplicaKey)
+}
+
+/// Why the shell runs a storage command, so its result reaches the right place.
+public enum StorageTicket: Hashable, Sendable {
+    /// The coordinator's own step of an operation.
+    case operation(OperationID)
+    /// A `store` request from a coordinator.
+    case store(from: NodeID, id: UInt64)
+    /// A `fetch` request from a coordinator.
+    case fetch(from: NodeID, id: UInt64)
+    /// A read repair; nothing waits for it.
+    case repair
+}
+
+/// The result of a storage command.
+public enum StorageOutcome: Hashable, Sendable {
+    /// The command succeeded; the object is the row's state afterwards (or as loaded).
+    case object(StoredObject)
+    /// The command failed.
+    case failed(KVError)
+}

@@ -1,0 +1,594 @@
+import KVCluster
+import KVCore
+import KVStorage
+import KVStorageMemory
+
+/// One simulated node: the production coordinator over an in-memory engine whose
+/// volume survives crashes.
+struct SimulatedNode {
+    let id: NodeID
+    var coordinator: Coordinator
+    let volume = MemoryVolume()
+    var engine: MemoryStorageEngine
+    var isUp = true
+    /// Bumped by every crash, so messages, timers and storage completions addressed to
+    /// the previous life are lost with it.
+    var life = 0
+    var cancelledTimers: Set<OperationID> = []
+
+    init(id: NodeID, layout: Layout, settings: CoordinatorSettings) {
+        self.id = id
+        coordinator = Coordinator(
+            actor: ActorID(node: id, incarnation: 1), layout: layout, settings: settings)
+        engine = MemoryStorageEngine(volume: volume)
+    }
+}
+
+/// What a client is doing.
+enum ClientRequest {
+    case read(key: Int)
+    case write(key: Int, writeID: Int, isDelete: Bool)
+}
+
+/// One simulated client: sequential operations, remembering the last version it saw
+/// of each key.
+struct SimulatedClient {
+    var remaining: Int
+    /// The object whose context this client would write with next, per key.
+    var lastSeen: [Int: StoredObject] = [:]
+    var pending: (request: ClientRequest, node: Int, operation: UInt64)?
+}
+
+/// A write the clients attempted, for the checkers.
+struct WriteRecord {
+    var key: Int
+    /// The writes the client's context covered (the values of the object it came from).
+    var observed: Set<Int>
+    var acknowledged = false
+}
+
+/// Something that happens at a virtual time.
+enum SimulationEvent {
+    case deliver(ReplicaMessage, from: Int, to: Int, life: Int)
+    case sendFailed(ReplicaMessage, from: Int, to: Int, life: Int)
+    case storageDone(node: Int, life: Int, StorageTicket, StorageOutcome)
+    case timer(node: Int, life: Int, OperationID)
+    case clientStep(Int)
+    case crash(Int)
+    case restart(Int)
+    case partition([Int])
+    case healPartition
+}
+
+/// The whole simulated system and its event loop. Only ``Simulation`` uses it.
+struct SimulatedWorld {
+    let configuration: SimulationConfiguration
+    let trace: ((String) -> Void)?
+    var random: SeededRandom
+    var now: Int64 = 0
+    var queue = EventQueue()
+    var nodes: [SimulatedNode] = []
+    var clients: [SimulatedClient] = []
+    var keys: [ReplicaKey] = []
+    /// The partition side of each node while the network is split.
+    var sides: [Int]?
+    var faultsActive: Bool
+    var writes: [Int: WriteRecord] = [:]
+    var nextWriteID = 1
+    var nextOperation: UInt64 = 1
+    var operationClients: [UInt64: Int] = [:]
+    var finalReads: [Int: StoredObject] = [:]
+    var report: SimulationReport
+    // Network character of this run, drawn from the seed.
+    var dropProbability = 0.0
+    var duplicateProbability = 0.0
+    var slowProbability = 0.0
+
+    static let requestTimeout: Int64 = 1_000
+    var quorum: Quorum {
+        Quorum(n: configuration.replicationFactor, r: 2, w: 2, dw: 2, pr: 0, pw: 0)
+    }
+
+    init(_ configuration: SimulationConfiguration, trace: ((String) -> Void)?) {
+        self.configuration = configuration
+        self.trace = trace
+        random = SeededRandom(seed: configuration.seed)
+        faultsActive = configuration.faults
+        report = SimulationReport(seed: configuration.seed)
+        let ids = (1...configuration.nodeCount).map { NodeID(rawValue: UInt64($0)) }
+        let layout = Layout.computed(
+            members: ids.map { LayoutMember(node: $0) }, replicationFactor: configuration.replicationFactor,
+            partitionCount: configuration.partitionCount)
+        let settings = CoordinatorSettings(requestTimeoutMilliseconds: Self.requestTimeout)
+        nodes = ids.map { SimulatedNode(id: $0, layout: layout, settings: settings) }
+        keys = (0..<configuration.keyCount).map { index in
+            let encoded: [UInt8] = [0x6B, UInt8(index)]
+            let partition = PartitionID.of(
+                namespace: "sim", table: "rows", encodedPartitionKey: encoded,
+                partitionCount: configuration.partitionCount)
+            return ReplicaKey(
+                partition: partition,
+                bytes: StorageLayout.dataKey(
+                    partition: partition, namespace: "sim", table: "rows", key: encoded))
+        }
+        clients = Array(
+            repeating: SimulatedClient(remaining: configuration.operationsPerClient),
+            count: configuration.clientCount)
+        if configuration.faults {
+            dropProbability = Double.random(in: 0...0.05, using: &random)
+            duplicateProbability = Double.random(in: 0...0.03, using: &random)
+            slowProbability = Double.random(in: 0...0.05, using: &random)
+        }
+    }
+
+    // MARK: - Running
+
+    mutating func run() -> SimulationReport {
+        for client in clients.indices {
+            schedule(.clientStep(client), after: Int64.random(in: 0...5, using: &random))
+        }
+        if configuration.faults { scheduleFaults() }
+        drain()
+        // Healing: faults stop, everyone comes back, in-flight work ends.
+        faultsActive = false
+        if sides != nil { handle(.healPartition) }
+        for node in nodes.indices where !nodes[node].isUp { handle(.restart(node)) }
+        drain()
+        for client in clients.indices where clients[client].pending != nil {
+            report.violations.append("client \(client)'s operation never ended")
+        }
+        finalReadsAndChecks()
+        report.virtualMilliseconds = now
+        return report
+    }
+
+    /// Processes events until none are left.
+    mutating func drain() {
+        var processed = 0
+        while let (time, event) = queue.pop() {
+            now = time
+            handle(event)
+            processed += 1
+            if processed > 5_000_000 {
+                report.violations.append("the run did not quiesce after 5,000,000 events (livelock)")
+                return
+            }
+        }
+    }
+
+    mutating func schedule(_ event: SimulationEvent, after delay: Int64) {
+        queue.push(event, at: now + delay)
+    }
+
+    func log(_ line: @autoclosure () -> String) {
+        if let trace { trace("[\(now) ms] \(line())") }
+    }
+
+    /// Crashes, restarts and partitions at random times while the workload runs.
+    mutating func scheduleFaults() {
+        let horizon = Int64(configuration.operationsPerClient) * 15
+        for _ in 0..<Int.random(in: 0...3, using: &random) {
+            let node = Int.random(in: 0..<nodes.count, using: &random)
+            let at = Int64.random(in: 0...horizon, using: &random)
+            queue.push(.crash(node), at: at)
+            queue.push(.restart(node), at: at + Int64.random(in: 50...600, using: &random))
+        }
+        for _ in 0..<Int.random(in: 0...2, using: &random) {
+            let at = Int64.random(in: 0...horizon, using: &random)
+            let split = (0..<nodes.count).map { _ in Int.random(in: 0...1, using: &random) }
+            queue.push(.partition(split), at: at)
+            queue.push(.healPartition, at: at + Int64.random(in: 50...600, using: &random))
+        }
+    }
+
+    // MARK: - Events
+
+    mutating func handle(_ event: SimulationEvent) {
+        switch event {
+        case .deliver(let message, let from, let to, let life):
+            guard nodes[to].isUp, nodes[to].life == life else { return }
+            log("n\(to) <- n\(from): \(summary(message))")
+            let actions = nodes[to].coordinator.received(message, from: nodes[from].id)
+            perform(actions, at: to)
+        case .sendFailed(let message, let from, let to, let life):
+            guard nodes[from].isUp, nodes[from].life == life else { return }
+            log("n\(from): send to n\(to) failed: \(summary(message))")
+            perform(nodes[from].coordinator.sendFailed(message, to: nodes[to].id), at: from)
+        case .storageDone(let node, let life, let ticket, let outcome):
+            guard nodes[node].isUp, nodes[node].life == life else { return }
+            perform(nodes[node].coordinator.storageCompleted(ticket, outcome), at: node)
+        case .timer(let node, let life, let operation):
+            guard nodes[node].isUp, nodes[node].life == life else { return }
+            guard nodes[node].cancelledTimers.remove(operation) == nil else { return }
+            perform(nodes[node].coordinator.timerFired(operation), at: node)
+        case .clientStep(let client):
+            startNextOperation(of: client)
+        case .crash(let node):
+            guard faultsActive, nodes[node].isUp else { return }
+            crash(node)
+        case .restart(let node):
+            guard !nodes[node].isUp else { return }
+            log("n\(node) restarts")
+            nodes[node].isUp = true
+            nodes[node].engine = MemoryStorageEngine(volume: nodes[node].volume)
+            let layout = nodes[node].coordinator.layout
+            nodes[node].coordinator = Coordinator(
+                actor: nodes[node].coordinator.actor, layout: layout,
+                settings: nodes[node].coordinator.settings)
+        case .partition(let split):
+            guard faultsActive else { return }
+            log("network partitioned: \(split)")
+            sides = split
+        case .healPartition:
+            log("network healed")
+            sides = nil
+        }
+    }
+
+    mutating func crash(_ node: Int) {
+        log("n\(node) crashes")
+        report.crashes += 1
+        nodes[node].isUp = false
+        nodes[node].life += 1
+        nodes[node].cancelledTimers = []
+        try? nodes[node].engine.close()
+        // Clients connected to it see their connection reset: the outcome is unknown.
+        for client in clients.indices {
+            guard let pending = clients[client].pending, pending.node == node else { continue }
+            finishClientOperation(client, outcome: nil)
+        }
+    }
+
+    /// Carries out a node's actions. The `switch` has no `default:` on purpose.
+    mutating func perform(_ actions: [Coordinator.Action], at node: Int) {
+        for action in actions {
+            switch action {
+            case .send(let message, let target):
+                send(message, from: node, to: index(of: target))
+            case .storage(let ticket, let command):
+                let outcome = execute(command, at: node)
+                schedule(
+                    .storageDone(node: node, life: nodes[node].life, ticket, outcome),
+                    after: Int64.random(in: 0...3, using: &random))
+            case .startTimer(let operation, let delay):
+                schedule(.timer(node: node, life: nodes[node].life, operation), after: delay)
+            case .cancelTimer(let operation):
+                nodes[node].cancelledTimers.insert(operation)
+            case .reply(let operation, let outcome):
+                guard case .local(let number) = operation, let client = operationClients[number] else {
+                    preconditionFailure("reply for an unknown operation \(operation)")
+                }
+                nodes[node].cancelledTimers.remove(operation)
+                finishClientOperation(client, outcome: outcome)
+            }
+        }
+    }
+
+    mutating func send(_ message: ReplicaMessage, from: Int, to: Int) {
+        let life = nodes[to].life
+        guard nodes[to].isUp else {
+            // A crashed process refuses connections: the sender learns quickly.
+            schedule(.sendFailed(message, from: from, to: to, life: nodes[from].life), after: 1)
+            return
+        }
+        if let sides, sides[from] != sides[to] {
+            report.messagesDropped += 1
+            return
+        }
+        if faultsActive && random.chance(dropProbability) {
+            report.messagesDropped += 1
+            return
+        }
+        var delay = Int64.random(in: 1...10, using: &random)
+        if faultsActive && random.chance(slowProbability) {
+            delay += Int64.random(in: 20...400, using: &random)
+        }
+        schedule(.deliver(message, from: from, to: to, life: life), after: delay)
+        if faultsActive && random.chance(duplicateProbability) {
+            report.messagesDuplicated += 1
+            schedule(
+                .deliver(message, from: from, to: to, life: life),
+                after: delay + Int64.random(in: 0...50, using: &random))
+        }
+    }
+
+    func index(of node: NodeID) -> Int { Int(node.rawValue) - 1 }
+
+    /// Runs a storage command against the node's engine, applying the replica rules.
+    func execute(_ command: StorageCommand, at node: Int) -> StorageOutcome {
+        let engine = nodes[node].engine
+        func load(_ key: ReplicaKey) throws -> StoredObject {
+            try engine.get(key.bytes, in: .data).map { try StoredObjectCodec.decode($0) } ?? StoredObject()
+        }
+        func store(_ key: ReplicaKey, _ object: StoredObject) throws {
+            if configuration.injectedBug == .nothingIsStored { return }
+            var batch = WriteBatch()
+            batch.put(key.bytes, StoredObjectCodec.encode(object))
+            try engine.write(batch, durability: .synced)
+        }
+        do {
+            switch command {
+            case .coordinate(let key, let write):
+                let object = try load(key)
+                guard
+                    let updated = ReplicaRules.coordinate(object, write, actor: nodes[node].coordinator.actor)
+                else {
+                    return .object(object)
+                }
+                try store(key, updated)
+                return .object(updated)
+            case .merge(let key, let incoming):
+                let object = try load(key)
+                switch configuration.injectedBug {
+                case .replicasIgnoreStores?:
+                    return .object(object)
+                case .mergeKeepsSupersededValues?:
+                    let union = Self.unionKeepingEverything(object, incoming)
+                    try store(key, union)
+                    return .object(union)
+                case .nothingIsStored?, nil:
+                    break
+                }
+                guard let merged = ReplicaRules.merge(object, incoming) else { return .object(object) }
+                try store(key, merged)
+                return .object(merged)
+            case .load(let key):
+                return .object(try load(key))
+            }
+        } catch {
+            return .failed(KVError(.storageIO, "simulated storage failed: \(error)"))
+        }
+    }
+
+    /// The defective merge of ``SimulationConfiguration/InjectedBug/mergeKeepsSupersededValues``:
+    /// the correct merge plus every value either side had.
+    static func unionKeepingEverything(_ left: StoredObject, _ right: StoredObject) -> StoredObject {
+        let merged = left.merging(right)
+        var entries = merged.entries
+        for side in [left, right] {
+            for entry in side.entries {
+                guard let index = entries.firstIndex(where: { $0.actor == entry.actor }) else { continue }
+                for value in entry.values
+                where !entries[index].values.contains(value)
+                    && entries[index].values.count < Int(entries[index].counter)
+                {
+                    entries[index].values.append(value)
+                }
+            }
+        }
+        return StoredObject(validatedEntries: entries) ?? merged
+    }
+
+    // MARK: - Clients
+
+    mutating func startNextOperation(of client: Int) {
+        guard clients[client].remaining > 0 else { return }
+        clients[client].remaining -= 1
+        let key = Int.random(in: 0..<keys.count, using: &random)
+        let roll = Int.random(in: 0..<100, using: &random)
+        let seen = clients[client].lastSeen[key]
+        let request: ClientRequest
+        var proposed: ProposedWrite?
+        if roll < 35 || (roll >= 85 && seen == nil) {
+            request = .read(key: key)
+        } else {
+            let writeID = nextWriteID
+            nextWriteID += 1
+            let isDelete = roll >= 85
+            // Blind writes 15 % of the time; otherwise, and for every delete, with the
+            // last context seen (a blind delete removes whatever its coordinator holds,
+            // which no client observed, so the checker could not attribute it).
+            let context = roll < 70 || isDelete ? seen : nil
+            let sibling =
+                isDelete
+                ? Sibling.tombstone(at: Int64(writeID))
+                : Sibling(
+                    value: RowValue(bytes: Array("w\(writeID)".utf8)), timestampMilliseconds: Int64(writeID))
+            writes[writeID] = WriteRecord(key: key, observed: Set((context?.values ?? []).map(Self.writeID)))
+            proposed = ProposedWrite(sibling: sibling, context: context?.context)
+            request = .write(key: key, writeID: writeID, isDelete: isDelete)
+        }
+        let live = nodes.indices.filter { nodes[$0].isUp }
+        guard let node = live.randomElement(using: &random) else {
+            // Nobody to talk to: the client waits and tries again.
+            clients[client].remaining += 1
+            if case .write(_, let writeID, _) = request { writes[writeID] = nil }
+            schedule(.clientStep(client), after: 50)
+            return
+        }
+        let number = nextOperation
+        nextOperation += 1
+        operationClients[number] = client
+        clients[client].pending = (request, node, number)
+        log("client \(client) -> n\(node): \(request)")
+        let actions: [Coordinator.Action]
+        if let proposed {
+            actions = nodes[node].coordinator.write(.local(number), key: keys[key], proposed, quorum: quorum)
+        } else {
+            actions = nodes[node].coordinator.read(.local(number), key: keys[key], quorum: quorum)
+        }
+        perform(actions, at: node)
+    }
+
+    /// Records the end of a client's operation; `nil` when the connection was lost.
+    mutating func finishClientOperation(_ client: Int, outcome: OperationOutcome?) {
+        guard let pending = clients[client].pending else { return }
+        clients[client].pending = nil
+        operationClients[pending.operation] = nil
+        log("client \(client) <- \(outcome.map(summary) ?? "connection lost")")
+        switch (pending.request, outcome) {
+        case (.read(let key), .read(let object)?):
+            report.readsSucceeded += 1
+            clients[client].lastSeen[key] = object
+            checkSiblings(object, what: "a read of key \(key)")
+        case (.read, _):
+            report.readsFailed += 1
+        case (.write(let key, let writeID, _), .written(let object)?):
+            report.writesAcknowledged += 1
+            writes[writeID]?.acknowledged = true
+            clients[client].lastSeen[key] = object
+            checkSiblings(object, what: "the result of write w\(writeID)")
+        case (.write, _):
+            report.writesNotAcknowledged += 1
+        }
+        schedule(.clientStep(client), after: Int64.random(in: 0...20, using: &random))
+    }
+
+    // MARK: - Checkers
+
+    static func writeID(_ sibling: Sibling) -> Int { Int(sibling.timestampMilliseconds) }
+
+    /// The writes that `writeID` supersedes, transitively.
+    func ancestors(of writeID: Int, memo: inout [Int: Set<Int>]) -> Set<Int> {
+        if let known = memo[writeID] { return known }
+        var result: Set<Int> = []
+        for parent in writes[writeID]?.observed.sorted() ?? [] {
+            result.insert(parent)
+            result.formUnion(ancestors(of: parent, memo: &memo))
+        }
+        memo[writeID] = result
+        return result
+    }
+
+    mutating func checkSiblings(_ object: StoredObject, what: String) {
+        let ids = object.values.map(Self.writeID)
+        report.largestSiblingCount = max(report.largestSiblingCount, object.liveValues.count)
+        if Set(ids).count != ids.count {
+            report.violations.append("\(what) returned one write twice: \(ids.sorted())")
+        }
+        var memo: [Int: Set<Int>] = [:]
+        for id in ids {
+            let older = ancestors(of: id, memo: &memo)
+            for other in ids where other != id && older.contains(other) {
+                report.violations.append(
+                    "\(what) returned w\(other) beside w\(id), which was written with a context that saw it")
+            }
+        }
+    }
+
+    mutating func finalReadsAndChecks() {
+        let everything = Quorum(
+            n: configuration.replicationFactor, r: configuration.replicationFactor,
+            w: configuration.replicationFactor, dw: 0, pr: 0, pw: 0)
+        for key in keys.indices {
+            let number = nextOperation
+            nextOperation += 1
+            let client = clients.count
+            clients.append(SimulatedClient(remaining: 0))
+            operationClients[number] = client
+            clients[client].pending = (.read(key: key), 0, number)
+            perform(nodes[0].coordinator.read(.local(number), key: keys[key], quorum: everything), at: 0)
+            drain()
+            guard let object = clients[client].lastSeen[key] else {
+                report.violations.append("the final read of key \(key) with R=N failed after healing")
+                continue
+            }
+            finalReads[key] = object
+        }
+        drain()
+        // Convergence: every replica holds the same state.
+        for key in keys.indices {
+            let replicas = nodes[0].coordinator.layout.replicas(of: keys[key].partition)
+            let states = replicas.map { node -> StoredObject in
+                let outcome = execute(.load(keys[key]), at: index(of: node))
+                if case .object(let object) = outcome { return object }
+                return StoredObject()
+            }
+            if Set(states).count != 1 {
+                report.violations.append(
+                    "replicas of key \(key) did not converge: "
+                        + states.map { "\($0.values.map(Self.writeID).sorted())" }.joined(separator: " vs "))
+            }
+        }
+        // No acknowledged write lost.
+        for key in keys.indices {
+            guard let final = finalReads[key] else { continue }
+            var valid = Set(final.values.map(Self.writeID))
+            var frontier = Array(valid)
+            while let id = frontier.popLast() {
+                for parent in writes[id]?.observed ?? [] where valid.insert(parent).inserted {
+                    frontier.append(parent)
+                }
+            }
+            for (id, record) in writes.sorted(by: { $0.key < $1.key })
+            where record.key == key && record.acknowledged && !valid.contains(id) {
+                report.violations.append(
+                    "acknowledged write w\(id) of key \(key) is lost: the final read holds \(final.values.map(Self.writeID).sorted()) and nothing there supersedes it"
+                )
+            }
+        }
+    }
+
+    func summary(_ message: ReplicaMessage) -> String {
+        switch message {
+        case .store(let id, _, let object): "store #\(id) \(ids(object))"
+        case .stored(let id, _): "stored #\(id)"
+        case .fetch(let id, _): "fetch #\(id)"
+        case .fetched(let id, let object): "fetched #\(id) \(ids(object))"
+        case .replicaFailed(let id, let error): "failed #\(id) \(error.code)"
+        case .repair(_, let object): "repair \(ids(object))"
+        case .coordinateWrite(let id, _, let write, _):
+            "coordinate write #\(id) w\(Self.writeID(write.sibling))"
+        case .coordinateRead(let id, _, _): "coordinate read #\(id)"
+        case .coordinated(let id, let outcome): "coordinated #\(id) \(summary(outcome))"
+        }
+    }
+
+    func summary(_ outcome: OperationOutcome) -> String {
+        switch outcome {
+        case .written(let object): "written \(ids(object))"
+        case .read(let object): "read \(ids(object))"
+        case .failed(let error): "failed \(error.code)"
+        }
+    }
+
+    func ids(_ object: StoredObject) -> String {
+        "["
+            + object.values.map { ($0.isTombstone ? "†w" : "w") + String(Self.writeID($0)) }.joined(
+                separator: " ") + "]"
+    }
+}
+
+/// Events ordered by time, then by the order they were scheduled, so equal times
+/// never depend on anything but the seed.
+struct EventQueue {
+    private var heap: [(time: Int64, sequence: UInt64, event: SimulationEvent)] = []
+    private var nextSequence: UInt64 = 0
+
+    mutating func push(_ event: SimulationEvent, at time: Int64) {
+        heap.append((time, nextSequence, event))
+        nextSequence += 1
+        var child = heap.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard Self.precedes(heap[child], heap[parent]) else { break }
+            heap.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() -> (Int64, SimulationEvent)? {
+        guard !heap.isEmpty else { return nil }
+        heap.swapAt(0, heap.count - 1)
+        let first = heap.removeLast()
+        var parent = 0
+        while true {
+            let left = 2 * parent + 1
+            let right = left + 1
+            var smallest = parent
+            if left < heap.count && Self.precedes(heap[left], heap[smallest]) { smallest = left }
+            if right < heap.count && Self.precedes(heap[right], heap[smallest]) { smallest = right }
+            guard smallest != parent else { break }
+            heap.swapAt(parent, smallest)
+            parent = smallest
+        }
+        return (first.time, first.event)
+    }
+
+    private static func precedes(
+        _ a: (time: Int64, sequence: UInt64, event: SimulationEvent),
+        _ b: (time: Int64, sequence: UInt64, event: SimulationEvent)
+    ) -> Bool {
+        (a.time, a.sequence) < (b.time, b.sequence)
+    }
+}

@@ -1,0 +1,151 @@
+import KVCluster
+import KVCore
+import KVStorage
+import KVStorageMemory
+
+/// What one simulated run does: the cluster, the workload and the faults. Every choice
+/// not fixed here is drawn from the seed.
+public struct SimulationConfiguration: Hashable, Sendable {
+    /// Decides everything else.
+    public var seed: UInt64
+    /// Nodes in the cluster.
+    public var nodeCount: Int
+    /// Replicas per key (the layout's replication factor and every request's n).
+    public var replicationFactor: Int
+    /// Partitions of the layout.
+    public var partitionCount: Int
+    /// Distinct keys the clients contend on.
+    public var keyCount: Int
+    /// Concurrent clients; each runs its operations one after another.
+    public var clientCount: Int
+    /// Operations per client.
+    public var operationsPerClient: Int
+    /// Whether the network drops, delays, duplicates and reorders messages, partitions
+    /// nodes, and nodes crash and restart, while the workload runs.
+    public var faults: Bool
+
+    /// A deliberate defect in how replicas apply writes, so tests can show that each
+    /// checker catches what it is meant to. `nil` in every real run.
+    public var injectedBug: InjectedBug?
+
+    /// Deliberate defects (see ``injectedBug``).
+    public enum InjectedBug: Hashable, Sendable, CaseIterable {
+        /// Replicas acknowledge stores and repairs without applying them: replicas never
+        /// converge.
+        case replicasIgnoreStores
+        /// Nothing is stored at all, yet writes are acknowledged: writes are lost.
+        case nothingIsStored
+        /// Merging keeps every value of both sides, superseded or not: false siblings.
+        case mergeKeepsSupersededValues
+    }
+
+    /// Creates a configuration; the defaults are the CI sweep's.
+    public init(
+        seed: UInt64, nodeCount: Int = 5, replicationFactor: Int = 3, partitionCount: Int = 16,
+        keyCount: Int = 3, clientCount: Int = 4, operationsPerClient: Int = 25, faults: Bool = true,
+        injectedBug: InjectedBug? = nil
+    ) {
+        self.injectedBug = injectedBug
+        self.seed = seed
+        self.nodeCount = nodeCount
+        self.replicationFactor = replicationFactor
+        self.partitionCount = partitionCount
+        self.keyCount = keyCount
+        self.clientCount = clientCount
+        self.operationsPerClient = operationsPerClient
+        self.faults = faults
+    }
+}
+
+/// The result of one run.
+public struct SimulationReport: Sendable, CustomStringConvertible {
+    /// The seed that replays this run.
+    public var seed: UInt64
+    /// Client operations that ended, by kind of outcome.
+    public var writesAcknowledged = 0
+    /// Writes that failed or were indeterminate.
+    public var writesNotAcknowledged = 0
+    /// Reads that met their quorum.
+    public var readsSucceeded = 0
+    /// Reads that failed.
+    public var readsFailed = 0
+    /// Messages the network dropped.
+    public var messagesDropped = 0
+    /// Messages the network delivered twice.
+    public var messagesDuplicated = 0
+    /// Node crashes.
+    public var crashes = 0
+    /// The largest number of siblings any read returned.
+    public var largestSiblingCount = 0
+    /// Virtual milliseconds the run took.
+    public var virtualMilliseconds: Int64 = 0
+    /// Every broken property, one sentence each. Empty when the run passed.
+    public var violations: [String] = []
+
+    /// Whether every checker passed.
+    public var passed: Bool { violations.isEmpty }
+
+    /// The one-line command that replays this run with a trace.
+    public var replayCommand: String { "swift run Simulator --seed \(seed) --trace" }
+
+    public var description: String {
+        var text =
+            "seed \(seed): \(writesAcknowledged) writes acknowledged, \(writesNotAcknowledged) not; "
+            + "\(readsSucceeded) reads succeeded, \(readsFailed) failed; \(messagesDropped) messages dropped, "
+            + "\(messagesDuplicated) duplicated; \(crashes) crashes; at most \(largestSiblingCount) siblings; "
+            + "\(virtualMilliseconds) virtual ms"
+        if !passed {
+            text += "\nFAILED:\n" + violations.map { "  - \($0)" }.joined(separator: "\n")
+            text += "\nreplay: \(replayCommand)"
+        }
+        return text
+    }
+}
+
+/// A deterministic simulation of a cluster: every node runs the production
+/// ``Coordinator`` over an in-memory engine; a seeded generator drives the network,
+/// the faults and the clients in virtual time.
+///
+/// ## Phases
+///
+/// 1. **Workload.** Clients read, write with the context of their last read, write
+///    blind, and delete with a context, against random nodes, while (with faults on)
+///    the network drops, delays (which reorders) and duplicates messages, partitions
+///    the cluster, and nodes crash and restart with their synced data.
+/// 2. **Healing.** Faults stop, crashed nodes restart, in-flight work drains.
+/// 3. **Final reads.** Each key is read with R = N, whose read repair brings every
+///    replica up to date.
+///
+/// ## Checkers
+///
+/// - **No acknowledged write is lost.** Every acknowledged write is in the final read,
+///   or causally superseded: some write that is in the final read (or is itself
+///   superseded) was made with a context from a read that returned it.
+/// - **No false siblings.** The siblings of every read are pairwise concurrent: none
+///   was written with a context that (transitively) saw another. So siblings never
+///   outnumber concurrent writers.
+/// - **Convergence.** After the final reads every replica of every key holds the
+///   same state.
+/// - **Liveness.** Every client operation ends (the coordinator's timers guarantee an
+///   answer).
+///
+/// Each write's value names it (`w<number>`), and a tombstone carries its number in
+/// its informational timestamp, so a read tells the checker exactly which writes it saw.
+public struct Simulation {
+    /// The configuration.
+    public let configuration: SimulationConfiguration
+    /// Called with each line of the trace, when tracing.
+    public var trace: ((String) -> Void)?
+
+    /// Creates a simulation.
+    public init(_ configuration: SimulationConfiguration, trace: ((String) -> Void)? = nil) {
+        self.configuration = configuration
+        self.trace = trace
+    }
+
+    /// Runs it to the end and checks every property.
+    public func run() -> SimulationReport {
+        var world = SimulatedWorld(configuration, trace: trace)
+        return world.run()
+    }
+}

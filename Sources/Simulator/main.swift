@@ -1,0 +1,66 @@
+import Foundation
+import KVSimulation
+
+// Runs deterministic cluster simulations: one seed with a trace to replay a failure,
+// or a sweep over many seeds.
+//
+//   Simulator --seed N [--trace] [--no-faults]
+//   Simulator --sweep COUNT [--first N]
+
+func usage(_ problem: String) -> Never {
+    FileHandle.standardError.write(
+        Data(
+            """
+            \(problem)
+            usage: Simulator --seed N [--trace] [--no-faults]
+                   Simulator --sweep COUNT [--first N] [--no-faults]
+
+            """.utf8))
+    exit(problem == "help" ? 0 : 2)
+}
+
+var seed: UInt64?
+var sweep: Int?
+var first: UInt64 = 1
+var tracing = false
+var faults = true
+var arguments = CommandLine.arguments.dropFirst()
+while let flag = arguments.popFirst() {
+    switch flag {
+    case "--seed":
+        guard let value = arguments.popFirst().flatMap({ UInt64($0) }) else { usage("--seed needs a number") }
+        seed = value
+    case "--sweep":
+        guard let value = arguments.popFirst().flatMap({ Int($0) }), value > 0 else {
+            usage("--sweep needs a positive count")
+        }
+        sweep = value
+    case "--first":
+        guard let value = arguments.popFirst().flatMap({ UInt64($0) }) else {
+            usage("--first needs a number")
+        }
+        first = value
+    case "--trace": tracing = true
+    case "--no-faults": faults = false
+    case "--help", "-h": usage("help")
+    default: usage("unknown argument \(flag)")
+    }
+}
+
+if let seed {
+    let trace: ((String) -> Void)? = tracing ? { print($0) } : nil
+    let report = Simulation(SimulationConfiguration(seed: seed, faults: faults), trace: trace).run()
+    print(report)
+    exit(report.passed ? 0 : 1)
+}
+guard let sweep else { usage("give --seed or --sweep") }
+var failures = 0
+for seed in first..<(first + UInt64(sweep)) {
+    let report = Simulation(SimulationConfiguration(seed: seed, faults: faults)).run()
+    if !report.passed {
+        failures += 1
+        print(report)
+    }
+}
+print("\(sweep) seeds from \(first): \(failures) failed")
+exit(failures == 0 ? 0 : 1)

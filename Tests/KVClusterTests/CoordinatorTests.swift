@@ -1,0 +1,227 @@
+import KVCore
+import Testing
+
+@testable import KVCluster
+
+/// The coordinator state machine, event in, actions out.
+@Suite("Coordinator")
+struct CoordinatorTests {
+    static let nodes = (1...4).map { NodeID(rawValue: UInt64($0)) }
+    static let layout = Layout.computed(
+        members: nodes.map { LayoutMember(node: $0) }, replicationFactor: 3, partitionCount: 8)
+    static let quorum = Quorum(n: 3, r: 2, w: 2, dw: 2)
+
+    /// A partition, its replicas, and a node that is not one of them.
+    static var placement: (key: ReplicaKey, replicas: [NodeID], outsider: NodeID) {
+        let partition = PartitionID(rawValue: 0)
+        let replicas = layout.replicas(of: partition)
+        let outsider = nodes.first { !replicas.contains($0) }!
+        return (ReplicaKey(partition: partition, bytes: [1, 2, 3]), replicas, outsider)
+    }
+
+    static func coordinator(_ node: NodeID) -> Coordinator {
+        Coordinator(
+            actor: ActorID(node: node, incarnation: 1), layout: layout,
+            settings: CoordinatorSettings(requestTimeoutMilliseconds: 100))
+    }
+
+    static func value(_ text: String, context: VersionVector? = nil) -> ProposedWrite {
+        ProposedWrite(
+            sibling: Sibling(value: RowValue(bytes: Array(text.utf8)), timestampMilliseconds: 0),
+            context: context)
+    }
+
+    static func object(_ text: String, by node: NodeID) -> StoredObject {
+        var object = StoredObject()
+        object.recordWrite(
+            Sibling(value: RowValue(bytes: Array(text.utf8)), timestampMilliseconds: 0),
+            context: VersionVector(),
+            actor: ActorID(node: node, incarnation: 1))
+        return object
+    }
+
+    /// The `store` messages among `actions`, by target.
+    static func stores(_ actions: [Coordinator.Action]) -> [(id: UInt64, to: NodeID)] {
+        actions.compactMap {
+            if case .send(.store(let id, _, _), let to) = $0 { return (id, to) }
+            return nil
+        }
+    }
+
+    @Test("a replica writes locally, replicates, and answers after W acknowledgements")
+    func writeQuorum() {
+        let (key, replicas, _) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        let operation = OperationID.local(1)
+        let start = coordinator.write(operation, key: key, Self.value("a"), quorum: Self.quorum)
+        #expect(
+            start == [
+                .storage(.operation(operation), .coordinate(key, Self.value("a"))),
+                .startTimer(operation, afterMilliseconds: 100),
+            ])
+        let written = Self.object("a", by: replicas[0])
+        let replicate = coordinator.storageCompleted(.operation(operation), .object(written))
+        let stores = Self.stores(replicate)
+        #expect(stores.map(\.to) == Array(replicas.dropFirst()))
+        #expect(replicate.count == 2, "nothing but the two stores: one acknowledgement is not W=2")
+        let answer = coordinator.received(.stored(id: stores[1].id, durable: true), from: stores[1].to)
+        #expect(answer == [.cancelTimer(operation), .reply(operation, .written(written))])
+        // A late acknowledgement changes nothing.
+        #expect(coordinator.received(.stored(id: stores[0].id, durable: true), from: stores[0].to).isEmpty)
+        #expect(coordinator.operationsInFlight == 0)
+    }
+
+    @Test("DW counts only durable acknowledgements")
+    func durableQuorum() {
+        let (key, replicas, _) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        let operation = OperationID.local(1)
+        let quorum = Quorum(n: 3, r: 2, w: 2, dw: 2)
+        _ = coordinator.write(operation, key: key, Self.value("a"), quorum: quorum)
+        let stores = Self.stores(
+            coordinator.storageCompleted(.operation(operation), .object(Self.object("a", by: replicas[0]))))
+        #expect(coordinator.received(.stored(id: stores[0].id, durable: false), from: stores[0].to).isEmpty)
+        let failure = coordinator.received(
+            .replicaFailed(id: stores[1].id, error: KVError(.storageIO, "disk")), from: stores[1].to)
+        guard case .reply(_, .failed(let error)) = failure.last else {
+            Issue.record("expected a failure, got \(failure)")
+            return
+        }
+        #expect(error.code == .quorumUnavailable)
+        #expect(
+            error.message
+                == "2 of 3 replicas acknowledged (1 durably, 2 primaries) and the write needs w=2, dw=2, pw=0; it is stored on 2 and may become visible"
+        )
+    }
+
+    @Test("with too few replicas reachable, a write fails at once and writes nothing")
+    func unavailableBeforeWriting() {
+        let (key, replicas, _) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        coordinator.reachabilityChanged(replicas[1], isUp: false)
+        coordinator.reachabilityChanged(replicas[2], isUp: false)
+        let actions = coordinator.write(.local(7), key: key, Self.value("a"), quorum: Self.quorum)
+        #expect(actions.count == 1)
+        guard case .reply(.local(7), .failed(let error)) = actions.first else {
+            Issue.record("expected an immediate failure, got \(actions)")
+            return
+        }
+        #expect(error.code == .quorumUnavailable)
+        #expect(error.message == "1 of 3 replicas are reachable and the write needs 2; nothing was written")
+        // W=1 still works with one replica.
+        let single = coordinator.write(
+            .local(8), key: key, Self.value("a"), quorum: Quorum(n: 3, r: 1, w: 1, dw: 1))
+        #expect(single.first == .storage(.operation(.local(8)), .coordinate(key, Self.value("a"))))
+    }
+
+    @Test("a write that times out is indeterminate")
+    func indeterminateWrite() {
+        let (key, replicas, _) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        _ = coordinator.write(.local(1), key: key, Self.value("a"), quorum: Self.quorum)
+        _ = coordinator.storageCompleted(.operation(.local(1)), .object(Self.object("a", by: replicas[0])))
+        let actions = coordinator.timerFired(.local(1))
+        guard case .reply(.local(1), .failed(let error)) = actions.first, actions.count == 1 else {
+            Issue.record("expected one failure, got \(actions)")
+            return
+        }
+        #expect(error.code == .writeIndeterminate)
+        #expect(coordinator.operationsInFlight == 0)
+    }
+
+    @Test("a node that is not a replica forwards writes to one, and relays the answer")
+    func forwarding() {
+        let (key, replicas, outsider) = Self.placement
+        var entry = Self.coordinator(outsider)
+        entry.reachabilityChanged(replicas[0], isUp: false)
+        let forwarded = entry.write(.local(3), key: key, Self.value("a"), quorum: Self.quorum)
+        guard case .send(.coordinateWrite(let id, _, _, _), let target) = forwarded.first else {
+            Issue.record("expected a forward, got \(forwarded)")
+            return
+        }
+        #expect(target == replicas[1], "the first replica believed up")
+        #expect(forwarded.last == .startTimer(.local(3), afterMilliseconds: 1_100))
+
+        var replica = Self.coordinator(replicas[1])
+        let message = ReplicaMessage.coordinateWrite(
+            id: id, key: key, write: Self.value("a"), quorum: Self.quorum)
+        let start = replica.received(message, from: outsider)
+        #expect(
+            start.first
+                == .storage(.operation(.forwarded(from: outsider, id: id)), .coordinate(key, Self.value("a")))
+        )
+        #expect(replica.received(message, from: outsider).isEmpty, "a duplicate is not coordinated twice")
+        let written = Self.object("a", by: replicas[1])
+        let stores = Self.stores(
+            replica.storageCompleted(.operation(.forwarded(from: outsider, id: id)), .object(written)))
+        let done = replica.received(.stored(id: stores[0].id, durable: true), from: stores[0].to)
+        #expect(done.last == .send(.coordinated(id: id, outcome: .written(written)), to: outsider))
+
+        let relayed = entry.received(.coordinated(id: id, outcome: .written(written)), from: replicas[1])
+        #expect(relayed == [.cancelTimer(.local(3)), .reply(.local(3), .written(written))])
+    }
+
+    @Test("a read answers after R replies with their merge, then repairs stale replicas")
+    func readAndRepair() {
+        let (key, replicas, outsider) = Self.placement
+        var coordinator = Self.coordinator(outsider)
+        let start = coordinator.read(.local(1), key: key, quorum: Self.quorum)
+        let fetches: [(UInt64, NodeID)] = start.compactMap {
+            if case .send(.fetch(let id, _), let to) = $0 { return (id, to) }
+            return nil
+        }
+        #expect(fetches.map(\.1) == replicas, "a non-replica coordinates reads itself")
+        let old = Self.object("old", by: replicas[0])
+        var new = old
+        new.recordWrite(
+            Sibling(value: RowValue(bytes: Array("new".utf8)), timestampMilliseconds: 0),
+            context: old.context,
+            actor: ActorID(node: replicas[1], incarnation: 1))
+        #expect(coordinator.received(.fetched(id: fetches[0].0, object: old), from: replicas[0]).isEmpty)
+        let answer = coordinator.received(.fetched(id: fetches[1].0, object: new), from: replicas[1])
+        #expect(answer == [.reply(.local(1), .read(new))])
+        // The third replica holds nothing: once it answers, both stale replicas are repaired.
+        let repairs = coordinator.received(
+            .fetched(id: fetches[2].0, object: StoredObject()), from: replicas[2])
+        #expect(
+            repairs == [
+                .cancelTimer(.local(1)),
+                .send(.repair(key: key, object: new), to: replicas[0]),
+                .send(.repair(key: key, object: new), to: replicas[2]),
+            ])
+        #expect(coordinator.operationsInFlight == 0)
+    }
+
+    @Test("a read fails with quorum.unavailable saying how many answered")
+    func readUnavailable() {
+        let (key, replicas, _) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        let start = coordinator.read(.local(1), key: key, quorum: Self.quorum)
+        let targets: [(ReplicaMessage, NodeID)] = start.compactMap {
+            if case .send(let message, let to) = $0 { return (message, to) }
+            return nil
+        }
+        #expect(coordinator.sendFailed(targets[0].0, to: targets[0].1).isEmpty)
+        let failure = coordinator.sendFailed(targets[1].0, to: targets[1].1)
+        guard case .reply(.local(1), .failed(let error)) = failure.first else {
+            Issue.record("expected a failure, got \(failure)")
+            return
+        }
+        #expect(error.code == .quorumUnavailable)
+        #expect(error.message == "0 of 3 replicas answered and the read needs 2")
+    }
+
+    @Test("bad quorums are rejected before anything is sent")
+    func invalidQuorum() {
+        let (key, replicas, _) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        for quorum in [Quorum(n: 4, r: 2, w: 2, dw: 2), Quorum(n: 3, r: 4, w: 2, dw: 2)] {
+            let actions = coordinator.read(.local(1), key: key, quorum: quorum)
+            guard case .reply(_, .failed(let error)) = actions.first, actions.count == 1 else {
+                Issue.record("expected a rejection, got \(actions)")
+                continue
+            }
+            #expect(error.code == .invalidQuorum)
+        }
+    }
+}
