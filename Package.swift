@@ -117,6 +117,15 @@ let package = Package(
             dependencies: ["KVStorageRocksDB"],
             swiftSettings: strict
         ),
+        // The node-to-node protocol: binary, versioned, length-prefixed frames.
+        .target(
+            name: "KVWire",
+            dependencies: [
+                "KVCore", "KVCluster",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // Deterministic simulation: nodes' coordinators over in-memory engines, a seeded
         // network with faults, virtual time, and the safety checkers.
         .target(
@@ -162,6 +171,16 @@ let package = Package(
             name: "KVClusterTests",
             dependencies: [
                 "KVCluster",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KVWireTests",
+            dependencies: [
+                "KVWire", "KVCluster", "KVCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: strict

@@ -14,6 +14,7 @@ struct ImportRuleTests {
         "KVStorage": ["KVCore"],
         // Pure cluster logic: no NIO, no Foundation clocks, no system randomness, no logging.
         "KVCluster": ["KVCore"],
+        "KVWire": ["KVCore", "KVCluster", "NIOCore"],
         "KVSimulation": ["KVCore", "KVCluster", "KVStorage", "KVStorageMemory"],
         "Simulator": ["KVSimulation", "Foundation"],
         "KVStorageMemory": ["KVCore", "KVStorage", "Synchronization"],

@@ -1,0 +1,330 @@
+import KVCluster
+import KVCore
+
+/// What travels on a node-to-node connection.
+public enum WireFrame: Hashable, Sendable {
+    /// The first frame on a connection, in both directions: who is speaking, in which
+    /// cluster. A peer of another cluster is disconnected.
+    case hello(node: NodeID, cluster: String)
+    /// A replica message (requests and replies are matched by their ids).
+    case message(ReplicaMessage)
+}
+
+/// The binary node-to-node protocol, version 1.
+///
+/// A frame is a 4-byte big-endian length, then that many bytes: the protocol version
+/// (`1`), a frame kind, and the kind's fields. Integers are LEB128 (zigzag for signed),
+/// byte strings and text are length-prefixed, a stored object is embedded in its
+/// storage format (``StoredObjectCodec``). `docs/wire-protocol.md` lists every field.
+///
+/// Decoding checks every length, count, tag and UTF-8 string and throws
+/// ``WireError``; it never trusts a peer's bytes. A frame longer than the receiver's
+/// limit is refused before it is buffered.
+public enum WireCodec {
+    /// The protocol version written and accepted.
+    public static let version: UInt8 = 1
+    /// Bytes of the length prefix.
+    public static let lengthPrefixBytes = 4
+    /// The largest frame accepted by default: a 16 MiB value with room for siblings.
+    public static let defaultMaximumFrameBytes = 64 << 20
+
+    /// Frame kinds. Their raw values are part of the protocol.
+    enum Kind: UInt8 {
+        case hello = 1
+        case store = 2
+        case stored = 3
+        case fetch = 4
+        case fetched = 5
+        case replicaFailed = 6
+        case repair = 7
+        case coordinateWrite = 8
+        case coordinateRead = 9
+        case coordinated = 10
+    }
+
+    /// Encodes `frame` with its length prefix.
+    public static func encode(_ frame: WireFrame) -> [UInt8] {
+        var body = BinaryWriter(capacity: 128)
+        body.write(version)
+        switch frame {
+        case .hello(let node, let cluster):
+            body.write(Kind.hello.rawValue)
+            body.writeFixed(node.rawValue)
+            body.writeLengthPrefixed(Array(cluster.utf8))
+        case .message(let message):
+            encode(message, into: &body)
+        }
+        let length = UInt32(body.bytes.count)
+        var framed: [UInt8] = []
+        framed.reserveCapacity(body.bytes.count + lengthPrefixBytes)
+        framed.append(contentsOf: [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: length >> UInt32($0)) })
+        framed.append(contentsOf: body.bytes)
+        return framed
+    }
+
+    /// Decodes one frame's body (what follows the length prefix).
+    public static func decode(body: [UInt8]) throws(WireError) -> WireFrame {
+        do {
+            var reader = BinaryReader(body)
+            let version = try reader.readByte()
+            guard version == Self.version else { throw WireError.unsupportedVersion(version) }
+            let tag = try reader.readByte()
+            guard let kind = Kind(rawValue: tag) else {
+                throw WireError.malformed("unknown frame kind \(tag)")
+            }
+            let frame = try decode(kind, from: &reader)
+            guard reader.isAtEnd else {
+                throw WireError.malformed("\(reader.remainingCount) bytes after the frame")
+            }
+            return frame
+        } catch let error as WireError {
+            throw error
+        } catch let error as KVError {
+            throw WireError.malformed("\(error.code): \(error.message)")
+        } catch {
+            throw WireError.malformed("truncated or malformed: \(error)")
+        }
+    }
+
+    // MARK: - Messages
+
+    static func encode(_ message: ReplicaMessage, into writer: inout BinaryWriter) {
+        switch message {
+        case .store(let id, let key, let object):
+            writer.write(Kind.store.rawValue)
+            writer.writeVarint(id)
+            encode(key, into: &writer)
+            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+        case .stored(let id, let durable):
+            writer.write(Kind.stored.rawValue)
+            writer.writeVarint(id)
+            writer.write(durable ? 1 : 0)
+        case .fetch(let id, let key):
+            writer.write(Kind.fetch.rawValue)
+            writer.writeVarint(id)
+            encode(key, into: &writer)
+        case .fetched(let id, let object):
+            writer.write(Kind.fetched.rawValue)
+            writer.writeVarint(id)
+            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+        case .replicaFailed(let id, let error):
+            writer.write(Kind.replicaFailed.rawValue)
+            writer.writeVarint(id)
+            encode(error, into: &writer)
+        case .repair(let key, let object):
+            writer.write(Kind.repair.rawValue)
+            encode(key, into: &writer)
+            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+        case .coordinateWrite(let id, let key, let write, let quorum):
+            writer.write(Kind.coordinateWrite.rawValue)
+            writer.writeVarint(id)
+            encode(key, into: &writer)
+            encode(write, into: &writer)
+            encode(quorum, into: &writer)
+        case .coordinateRead(let id, let key, let quorum):
+            writer.write(Kind.coordinateRead.rawValue)
+            writer.writeVarint(id)
+            encode(key, into: &writer)
+            encode(quorum, into: &writer)
+        case .coordinated(let id, let outcome):
+            writer.write(Kind.coordinated.rawValue)
+            writer.writeVarint(id)
+            switch outcome {
+            case .written(let object):
+                writer.write(0)
+                writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+            case .read(let object):
+                writer.write(1)
+                writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+            case .failed(let error):
+                writer.write(2)
+                encode(error, into: &writer)
+            }
+        }
+    }
+
+    static func decode(_ kind: Kind, from reader: inout BinaryReader) throws -> WireFrame {
+        switch kind {
+        case .hello:
+            let node = NodeID(rawValue: try reader.readFixed())
+            return .hello(node: node, cluster: try readText(&reader, maximumBytes: 256))
+        case .store:
+            let id = try reader.readVarint()
+            let key = try decodeKey(&reader)
+            return .message(.store(id: id, key: key, object: try decodeObject(&reader)))
+        case .stored:
+            let id = try reader.readVarint()
+            return .message(.stored(id: id, durable: try readBool(&reader)))
+        case .fetch:
+            let id = try reader.readVarint()
+            return .message(.fetch(id: id, key: try decodeKey(&reader)))
+        case .fetched:
+            let id = try reader.readVarint()
+            return .message(.fetched(id: id, object: try decodeObject(&reader)))
+        case .replicaFailed:
+            let id = try reader.readVarint()
+            return .message(.replicaFailed(id: id, error: try decodeError(&reader)))
+        case .repair:
+            let key = try decodeKey(&reader)
+            return .message(.repair(key: key, object: try decodeObject(&reader)))
+        case .coordinateWrite:
+            let id = try reader.readVarint()
+            let key = try decodeKey(&reader)
+            let write = try decodeWrite(&reader)
+            return .message(
+                .coordinateWrite(id: id, key: key, write: write, quorum: try decodeQuorum(&reader)))
+        case .coordinateRead:
+            let id = try reader.readVarint()
+            let key = try decodeKey(&reader)
+            return .message(.coordinateRead(id: id, key: key, quorum: try decodeQuorum(&reader)))
+        case .coordinated:
+            let id = try reader.readVarint()
+            let outcome: OperationOutcome
+            switch try reader.readByte() {
+            case 0: outcome = .written(try decodeObject(&reader))
+            case 1: outcome = .read(try decodeObject(&reader))
+            case 2: outcome = .failed(try decodeError(&reader))
+            case let tag: throw WireError.malformed("unknown outcome \(tag)")
+            }
+            return .message(.coordinated(id: id, outcome: outcome))
+        }
+    }
+
+    // MARK: - Fields
+
+    static func encode(_ key: ReplicaKey, into writer: inout BinaryWriter) {
+        writer.writeVarint(UInt64(key.partition.rawValue))
+        writer.writeLengthPrefixed(key.bytes)
+    }
+
+    static func decodeKey(_ reader: inout BinaryReader) throws -> ReplicaKey {
+        let partition = try reader.readVarint()
+        guard partition <= UInt64(UInt32.max) else { throw WireError.malformed("partition \(partition)") }
+        // Engine keys are bounded by the key limit plus the table and partition prefix.
+        let bytes = try reader.readLengthPrefixed(maximumLength: 64 << 10)
+        return ReplicaKey(partition: PartitionID(rawValue: UInt32(partition)), bytes: bytes)
+    }
+
+    static func decodeObject(_ reader: inout BinaryReader) throws -> StoredObject {
+        try StoredObjectCodec.decode(try reader.readLengthPrefixed())
+    }
+
+    static func encode(_ write: ProposedWrite, into writer: inout BinaryWriter) {
+        writer.writeSignedVarint(write.sibling.timestampMilliseconds)
+        if let value = write.sibling.value {
+            writer.write(1)
+            writer.writeLengthPrefixed(Array(value.contentType.utf8))
+            writer.writeLengthPrefixed(value.bytes)
+        } else {
+            writer.write(0)
+        }
+        if let context = write.context {
+            writer.write(1)
+            writer.writeVarint(UInt64(context.entries.count))
+            for entry in context.entries {
+                writer.writeFixed(entry.actor.node.rawValue)
+                writer.writeVarint(UInt64(entry.actor.incarnation))
+                writer.writeVarint(entry.counter)
+            }
+        } else {
+            writer.write(0)
+        }
+    }
+
+    static func decodeWrite(_ reader: inout BinaryReader) throws -> ProposedWrite {
+        let timestamp = try reader.readSignedVarint()
+        var value: RowValue?
+        if try readBool(&reader) {
+            let contentType = try readText(&reader, maximumBytes: 1024)
+            value = RowValue(bytes: try reader.readLengthPrefixed(), contentType: contentType)
+        }
+        var context: VersionVector?
+        if try readBool(&reader) {
+            let count = try reader.readVarint()
+            // Each entry takes at least 10 bytes.
+            guard count <= UInt64(reader.remainingCount / 10) else {
+                throw WireError.malformed("context claims \(count) entries")
+            }
+            var entries: [VersionVector.Entry] = []
+            for _ in 0..<count {
+                let node = NodeID(rawValue: try reader.readFixed())
+                let incarnation = try reader.readVarint()
+                let counter = try reader.readVarint()
+                guard incarnation <= UInt64(UInt32.max), counter > 0 else {
+                    throw WireError.malformed("context has an invalid entry")
+                }
+                let actor = ActorID(node: node, incarnation: UInt32(incarnation))
+                if let last = entries.last, !(last.actor < actor) {
+                    throw WireError.malformed("context entries are not in actor order")
+                }
+                entries.append(VersionVector.Entry(actor: actor, counter: counter))
+            }
+            context = VersionVector(entries)
+        }
+        return ProposedWrite(
+            sibling: Sibling(value: value, timestampMilliseconds: timestamp), context: context)
+    }
+
+    static func encode(_ quorum: Quorum, into writer: inout BinaryWriter) {
+        for number in [quorum.n, quorum.r, quorum.w, quorum.dw, quorum.pr, quorum.pw] {
+            writer.writeVarint(UInt64(number))
+        }
+    }
+
+    static func decodeQuorum(_ reader: inout BinaryReader) throws -> Quorum {
+        var numbers: [Int] = []
+        for _ in 0..<6 {
+            let number = try reader.readVarint()
+            guard number <= UInt64(ReplicationDefaults.maximumReplicas) else {
+                throw WireError.malformed("quorum value \(number)")
+            }
+            numbers.append(Int(number))
+        }
+        return Quorum(
+            n: numbers[0], r: numbers[1], w: numbers[2], dw: numbers[3], pr: numbers[4], pw: numbers[5])
+    }
+
+    static func encode(_ error: KVError, into writer: inout BinaryWriter) {
+        writer.writeLengthPrefixed(Array(error.code.rawValue.utf8))
+        writer.writeLengthPrefixed(Array(error.message.utf8))
+    }
+
+    static func decodeError(_ reader: inout BinaryReader) throws -> KVError {
+        let code = try readText(&reader, maximumBytes: 128)
+        return KVError(KVError.Code(rawValue: code), try readText(&reader, maximumBytes: 16 << 10))
+    }
+
+    static func readText(_ reader: inout BinaryReader, maximumBytes: Int) throws -> String {
+        let bytes = try reader.readLengthPrefixed(maximumLength: maximumBytes)
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw WireError.malformed("text is not UTF-8")
+        }
+        return text
+    }
+
+    static func readBool(_ reader: inout BinaryReader) throws -> Bool {
+        switch try reader.readByte() {
+        case 0: return false
+        case 1: return true
+        case let byte: throw WireError.malformed("flag byte \(byte)")
+        }
+    }
+}
+
+/// Why a peer's bytes were refused. The connection that sent them is closed.
+public enum WireError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The frame's protocol version is not one this node speaks.
+    case unsupportedVersion(UInt8)
+    /// The frame is longer than the receiver accepts.
+    case frameTooLarge(Int, limit: Int)
+    /// The frame's contents are invalid.
+    case malformed(String)
+
+    public var description: String {
+        switch self {
+        case .unsupportedVersion(let version): "unsupported wire protocol version \(version)"
+        case .frameTooLarge(let length, let limit): "a \(length)-byte frame exceeds the \(limit)-byte limit"
+        case .malformed(let detail): "malformed frame: \(detail)"
+        }
+    }
+}

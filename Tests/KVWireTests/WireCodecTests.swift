@@ -1,0 +1,196 @@
+import KVCluster
+import KVCore
+import NIOCore
+import NIOEmbedded
+import PropertyBased
+import Testing
+
+@testable import KVWire
+
+/// Builds random frames from a seed, covering every kind and every optional field.
+struct FrameFactory {
+    var random: SeededRandom
+
+    init(seed: Int) { random = SeededRandom(seed: UInt64(seed)) }
+
+    mutating func bytes(upTo limit: Int) -> [UInt8] {
+        (0..<Int.random(in: 0...limit, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+    }
+
+    mutating func actor() -> ActorID {
+        ActorID(
+            node: NodeID(rawValue: UInt64.random(in: 1...4, using: &random) << 40),
+            incarnation: UInt32.random(in: 1...3, using: &random))
+    }
+
+    mutating func sibling() -> Sibling {
+        let timestamp = Int64.random(in: -1_000...Int64.max / 2, using: &random)
+        if Bool.random(using: &random) { return .tombstone(at: timestamp) }
+        let contentType = [
+            "application/octet-stream", "text/plain; charset=utf-8", "application/json", "ü/ñ",
+        ]
+        .randomElement(using: &random)!
+        return Sibling(
+            value: RowValue(bytes: bytes(upTo: 40), contentType: contentType),
+            timestampMilliseconds: timestamp)
+    }
+
+    mutating func object() -> StoredObject {
+        var object = StoredObject()
+        for _ in 0..<Int.random(in: 0...6, using: &random) {
+            let context = Bool.random(using: &random) ? object.context : VersionVector()
+            object.recordWrite(sibling(), context: context, actor: actor())
+        }
+        return object
+    }
+
+    mutating func key() -> ReplicaKey {
+        ReplicaKey(
+            partition: PartitionID(rawValue: UInt32.random(in: 0...UInt32.max, using: &random)),
+            bytes: bytes(upTo: 30))
+    }
+
+    mutating func quorum() -> Quorum {
+        Quorum(
+            n: Int.random(in: 1...5, using: &random), r: Int.random(in: 0...5, using: &random),
+            w: Int.random(in: 0...5, using: &random), dw: Int.random(in: 0...5, using: &random),
+            pr: Int.random(in: 0...5, using: &random), pw: Int.random(in: 0...5, using: &random))
+    }
+
+    mutating func error() -> KVError {
+        KVError(
+            [KVError.Code.quorumUnavailable, .storageIO, .preconditionFailed].randomElement(using: &random)!,
+            "failure \(UInt32.random(in: 0...UInt32.max, using: &random)) ✓")
+    }
+
+    mutating func id() -> UInt64 {
+        UInt64.random(in: 0...UInt64.max, using: &random) >> UInt64.random(in: 0...63, using: &random)
+    }
+
+    mutating func frame() -> WireFrame {
+        switch Int.random(in: 0...10, using: &random) {
+        case 0: return .hello(node: NodeID(rawValue: id()), cluster: "cluster-\(id())")
+        case 1: return .message(.store(id: id(), key: key(), object: object()))
+        case 2: return .message(.stored(id: id(), durable: Bool.random(using: &random)))
+        case 3: return .message(.fetch(id: id(), key: key()))
+        case 4: return .message(.fetched(id: id(), object: object()))
+        case 5: return .message(.replicaFailed(id: id(), error: error()))
+        case 6: return .message(.repair(key: key(), object: object()))
+        case 7:
+            let context = Bool.random(using: &random) ? object().context : nil
+            let write = ProposedWrite(sibling: sibling(), context: context)
+            return .message(.coordinateWrite(id: id(), key: key(), write: write, quorum: quorum()))
+        case 8: return .message(.coordinateRead(id: id(), key: key(), quorum: quorum()))
+        case 9:
+            return .message(
+                .coordinated(
+                    id: id(), outcome: Bool.random(using: &random) ? .read(object()) : .written(object())))
+        default: return .message(.coordinated(id: id(), outcome: .failed(error())))
+        }
+    }
+}
+
+@Suite("Wire codec")
+struct WireCodecTests {
+    @Test("every frame round-trips through its encoding")
+    func roundTrip() async {
+        await propertyCheck(count: 2_000, input: Gen.int(in: 0...Int(Int32.max))) { seed in
+            var factory = FrameFactory(seed: seed)
+            let frame = factory.frame()
+            let encoded = WireCodec.encode(frame)
+            let length = encoded.prefix(4).reduce(0) { $0 << 8 | Int($1) }
+            #expect(length == encoded.count - 4)
+            #expect((try? WireCodec.decode(body: Array(encoded.dropFirst(4)))) == frame)
+        }
+    }
+
+    @Test("the encoding of version 1 is pinned")
+    func golden() throws {
+        #expect(
+            WireCodec.encode(.message(.stored(id: 300, durable: true))) == [0, 0, 0, 5, 1, 3, 0xAC, 0x02, 1])
+        #expect(
+            WireCodec.encode(.hello(node: NodeID(rawValue: 0x0102), cluster: "kv"))
+                == [0, 0, 0, 13, 1, 1, 0, 0, 0, 0, 0, 0, 1, 2, 2, 0x6B, 0x76])
+        #expect(
+            WireCodec.encode(
+                .message(.fetch(id: 1, key: ReplicaKey(partition: PartitionID(rawValue: 200), bytes: [9]))))
+                == [0, 0, 0, 7, 1, 4, 1, 0xC8, 0x01, 1, 9])
+    }
+
+    @Test("arbitrary bytes never crash the decoder")
+    func arbitraryBytes() async {
+        await propertyCheck(count: 3_000, input: Gen.int(in: 0...255).array(of: 0...200)) { numbers in
+            let bytes = numbers.map { UInt8($0) }
+            _ = try? WireCodec.decode(body: bytes)
+            // With a valid version and kind in front, the decoder gets further in.
+            for kind in UInt8(1)...10 {
+                _ = try? WireCodec.decode(body: [1, kind] + bytes)
+            }
+        }
+    }
+
+    @Test("corrupted and truncated frames are refused or decoded, never crash")
+    func mutatedFrames() async {
+        await propertyCheck(
+            count: 1_000, input: Gen.int(in: 0...Int(Int32.max)), Gen.int(in: 0...Int(Int32.max))
+        ) {
+            seed, mutation in
+            var factory = FrameFactory(seed: seed)
+            let body = Array(WireCodec.encode(factory.frame()).dropFirst(4))
+            var random = SeededRandom(seed: UInt64(mutation))
+            var corrupted = body
+            for _ in 0...Int.random(in: 0...3, using: &random) {
+                let index = Int.random(in: 0..<corrupted.count, using: &random)
+                corrupted[index] = UInt8.random(in: 0...255, using: &random)
+            }
+            _ = try? WireCodec.decode(body: corrupted)
+            let cut = Int.random(in: 0..<body.count, using: &random)
+            #expect(throws: WireError.self) { try WireCodec.decode(body: Array(body.prefix(cut))) }
+        }
+    }
+
+    @Test("unknown versions, kinds, flags and trailing bytes are named errors")
+    func refusals() {
+        #expect(throws: WireError.unsupportedVersion(2)) { try WireCodec.decode(body: [2, 3, 1, 1]) }
+        #expect(throws: WireError.malformed("unknown frame kind 99")) { try WireCodec.decode(body: [1, 99]) }
+        #expect(throws: WireError.malformed("flag byte 7")) { try WireCodec.decode(body: [1, 3, 1, 7]) }
+        #expect(throws: WireError.malformed("1 bytes after the frame")) {
+            try WireCodec.decode(body: [1, 3, 1, 1, 0])
+        }
+    }
+
+    @Test("the channel decoder reassembles frames split anywhere")
+    func streamDecoding() async {
+        await propertyCheck(count: 100, input: Gen.int(in: 0...Int(Int32.max))) { seed in
+            var factory = FrameFactory(seed: seed)
+            let frames = (0..<5).map { _ in factory.frame() }
+            let stream = frames.flatMap(WireCodec.encode)
+            let channel = EmbeddedChannel(handler: ByteToMessageHandler(WireFrameDecoder()))
+            var offset = 0
+            var random = SeededRandom(seed: UInt64(seed))
+            var decoded: [WireFrame] = []
+            do {
+                while offset < stream.count {
+                    let size = min(stream.count - offset, Int.random(in: 1...40, using: &random))
+                    try channel.writeInbound(ByteBuffer(bytes: stream[offset..<(offset + size)]))
+                    offset += size
+                }
+                while let frame = try channel.readInbound(as: WireFrame.self) { decoded.append(frame) }
+                _ = try channel.finish()
+            } catch {
+                Issue.record("the decoder failed: \(error)")
+            }
+            #expect(decoded == frames)
+        }
+    }
+
+    @Test("a frame over the limit is refused from its length prefix alone")
+    func oversizeFrame() throws {
+        let channel = EmbeddedChannel(
+            handler: ByteToMessageHandler(WireFrameDecoder(maximumFrameBytes: 1_000)))
+        #expect(throws: WireError.frameTooLarge(1_001, limit: 1_000)) {
+            try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0x03, 0xE9, 1]))
+        }
+        _ = try? channel.finish()
+    }
+}
