@@ -27,7 +27,8 @@ struct ImportRuleTests {
         "CRocksDB": [],
         // The node shell: storage on a thread pool, logs. No HTTP, no engines by name.
         "KVNode": [
-            "KVCore", "KVStorage", "NIOCore", "NIOPosix", "NIOConcurrencyHelpers", "Logging", "Glibc",
+            "KVCore", "KVStorage", "KVCluster", "KVWire", "NIOCore", "NIOPosix", "NIOConcurrencyHelpers",
+            "Logging", "Glibc",
         ],
         // Front end: translates HTTP to KeyValueService; knows no node, cluster or engine.
         "KVServer": [

@@ -1,0 +1,308 @@
+import KVCluster
+import KVCore
+import KVWire
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// What a ``PeerTransport`` reports to the node that owns it.
+public protocol PeerTransportDelegate: AnyObject, Sendable {
+    /// A message arrived from `node`.
+    func transport(received message: ReplicaMessage, from node: NodeID)
+    /// A message could not be delivered to `node` (no connection, the connection broke
+    /// before it was written, or too much is already queued for that peer).
+    func transport(failedToSend message: ReplicaMessage, to node: NodeID)
+    /// The connection to `node` was established or lost.
+    func transport(peer node: NodeID, isReachable: Bool)
+}
+
+/// Settings of a ``PeerTransport``.
+public struct PeerTransportSettings: Hashable, Sendable {
+    /// The cluster's name: peers of another cluster are disconnected after `hello`.
+    public var cluster: String
+    /// The largest frame accepted from a peer.
+    public var maximumFrameBytes: Int
+    /// Bytes that may wait unsent for one peer before further messages to it fail
+    /// at once (backpressure: a slow peer cannot make this node buffer without bound).
+    public var maximumQueuedBytesPerPeer: Int
+    /// How long a connection attempt may take.
+    public var connectTimeoutMilliseconds: Int64
+
+    /// Creates settings.
+    public init(
+        cluster: String = "kv", maximumFrameBytes: Int = WireCodec.defaultMaximumFrameBytes,
+        maximumQueuedBytesPerPeer: Int = 64 << 20, connectTimeoutMilliseconds: Int64 = 1_000
+    ) {
+        self.cluster = cluster
+        self.maximumFrameBytes = maximumFrameBytes
+        self.maximumQueuedBytesPerPeer = maximumQueuedBytesPerPeer
+        self.connectTimeoutMilliseconds = connectTimeoutMilliseconds
+    }
+}
+
+/// Node-to-node messaging over persistent TCP connections carrying ``WireFrame``s.
+///
+/// Each node sends on one outbound connection per peer, opened on first use and
+/// reopened on the next send after it breaks; it receives on the connections its
+/// peers opened. Both directions start with `hello` (node id and cluster name), so a
+/// receiver knows who speaks and refuses other clusters. Requests and replies are
+/// matched by the ids inside the messages, so one connection carries any number of
+/// concurrent requests. Timeouts belong to the ``Coordinator``'s timers; the transport
+/// only reports what it could not send.
+public final class PeerTransport: Sendable {
+    private let node: NodeID
+    private let settings: PeerTransportSettings
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let delegateBox = NIOLockedValueBox<(any PeerTransportDelegate)?>(nil)
+    private let addresses = NIOLockedValueBox<[NodeID: SocketAddress]>([:])
+    private let outbound = NIOLockedValueBox<[NodeID: OutboundPeer]>([:])
+    private let inbound = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
+
+    /// Creates a transport; it neither listens nor connects until told to.
+    public init(node: NodeID, settings: PeerTransportSettings, group: any EventLoopGroup, logger: Logger) {
+        self.node = node
+        self.settings = settings
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Sets who hears about messages and failures. Held strongly until ``shutdown()``.
+    public func setDelegate(_ delegate: any PeerTransportDelegate) {
+        delegateBox.withLockedValue { $0 = delegate }
+    }
+
+    private var delegate: (any PeerTransportDelegate)? { delegateBox.withLockedValue { $0 } }
+
+    /// Listens for peers on `host:port` (port 0 picks one) and returns the bound address.
+    public func listen(host: String, port: Int) async throws -> SocketAddress {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(WireFrameDecoder(maximumFrameBytes: settings.maximumFrameBytes)),
+                        MessageToByteHandler(WireFrameEncoder()),
+                        InboundPeerHandler(transport: self),
+                    ])
+                    let id = ObjectIdentifier(channel)
+                    inbound.withLockedValue { $0[id] = channel }
+                    channel.closeFuture.whenComplete { [self] _ in
+                        _ = inbound.withLockedValue { $0.removeValue(forKey: id) }
+                    }
+                }
+            }
+            .bind(host: host, port: port).get()
+        serverChannel.withLockedValue { $0 = channel }
+        return channel.localAddress!
+    }
+
+    /// Where `peer` listens. A changed address takes effect on the next connection.
+    public func setAddress(_ address: SocketAddress, of peer: NodeID) {
+        addresses.withLockedValue { $0[peer] = address }
+    }
+
+    /// Sends `message` to `peer`, connecting first if needed. Failures are reported to
+    /// the delegate, never thrown: the coordinator counts them like a lost reply.
+    public func send(_ message: ReplicaMessage, to peer: NodeID) {
+        let frame = WireFrame.message(message)
+        let size = WireCodec.encode(frame).count
+        let address = addresses.withLockedValue { $0[peer] }
+        let (peerState, isNew): (OutboundPeer?, Bool) = outbound.withLockedValue { peers in
+            if let existing = peers[peer] { return (existing, false) }
+            guard let address else { return (nil, false) }
+            let created = OutboundPeer(peer: peer, address: address)
+            peers[peer] = created
+            return (created, true)
+        }
+        if let peerState, isNew { connect(peerState) }
+        guard let peerState else {
+            delegate?.transport(failedToSend: message, to: peer)
+            return
+        }
+        guard peerState.enqueue(message, bytes: size, limit: settings.maximumQueuedBytesPerPeer) else {
+            delegate?.transport(failedToSend: message, to: peer)
+            return
+        }
+        flush(peerState)
+    }
+
+    /// Stops listening and closes every connection.
+    public func shutdown() async {
+        let server = serverChannel.withLockedValue { $0 }
+        try? await server?.close()
+        let peers = outbound.withLockedValue { peers in
+            defer { peers = [:] }
+            return Array(peers.values)
+        }
+        for peer in peers { try? await peer.channel()?.close() }
+        for channel in inbound.withLockedValue({ Array($0.values) }) { try? await channel.close() }
+        delegateBox.withLockedValue { $0 = nil }
+    }
+
+    // MARK: - Outbound connections
+
+    private func connect(_ peer: OutboundPeer) {
+        ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.milliseconds(settings.connectTimeoutMilliseconds))
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(WireFrameDecoder(maximumFrameBytes: settings.maximumFrameBytes)),
+                        MessageToByteHandler(WireFrameEncoder()),
+                    ])
+                }
+            }
+            .connect(to: peer.address)
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let channel):
+                    channel.writeAndFlush(
+                        WireFrame.hello(node: node, cluster: settings.cluster), promise: nil)
+                    peer.connected(channel)
+                    channel.closeFuture.whenComplete { [self] _ in disconnected(peer) }
+                    delegate?.transport(peer: peer.peer, isReachable: true)
+                    flush(peer)
+                case .failure(let error):
+                    logger.debug(
+                        "cannot connect to peer", metadata: ["peer": "\(peer.peer)", "error": "\(error)"])
+                    disconnected(peer)
+                }
+            }
+    }
+
+    /// Forgets a broken connection and fails whatever was queued on it; the next send
+    /// connects again.
+    private func disconnected(_ peer: OutboundPeer) {
+        outbound.withLockedValue { peers in
+            if peers[peer.peer] === peer { peers[peer.peer] = nil }
+        }
+        let unsent = peer.close()
+        delegate?.transport(peer: peer.peer, isReachable: false)
+        for message in unsent { delegate?.transport(failedToSend: message, to: peer.peer) }
+    }
+
+    /// Writes whatever is queued for `peer` once it is connected.
+    private func flush(_ peer: OutboundPeer) {
+        guard let channel = peer.channel() else { return }
+        let messages = peer.drain()
+        guard !messages.isEmpty else { return }
+        channel.eventLoop.execute { [self] in
+            for (message, bytes) in messages {
+                let promise = channel.eventLoop.makePromise(of: Void.self)
+                promise.futureResult.whenComplete { [self] result in
+                    peer.written(bytes)
+                    if case .failure = result { delegate?.transport(failedToSend: message, to: peer.peer) }
+                }
+                channel.write(WireFrame.message(message), promise: promise)
+            }
+            channel.flush()
+        }
+    }
+
+    // MARK: - Inbound
+
+    fileprivate func receivedFrame(_ frame: WireFrame, on channel: any Channel, peer: inout NodeID?) {
+        switch frame {
+        case .hello(let node, let cluster):
+            guard cluster == settings.cluster else {
+                logger.warning(
+                    "refusing a peer of another cluster",
+                    metadata: ["peer": "\(node)", "cluster": "\(cluster)"])
+                channel.close(promise: nil)
+                return
+            }
+            peer = node
+        case .message(let message):
+            guard let peer else {
+                logger.warning("a peer sent a message before hello; closing its connection")
+                channel.close(promise: nil)
+                return
+            }
+            delegate?.transport(received: message, from: peer)
+        }
+    }
+}
+
+/// One outbound connection and the messages waiting for it.
+final class OutboundPeer: Sendable {
+    let peer: NodeID
+    let address: SocketAddress
+    private struct State {
+        var channel: (any Channel)?
+        var queue: [(ReplicaMessage, Int)] = []
+        var queuedBytes = 0
+        var closed = false
+    }
+    private let state = NIOLockedValueBox(State())
+
+    init(peer: NodeID, address: SocketAddress) {
+        self.peer = peer
+        self.address = address
+    }
+
+    /// Queues a message unless that would exceed `limit` bytes waiting.
+    func enqueue(_ message: ReplicaMessage, bytes: Int, limit: Int) -> Bool {
+        state.withLockedValue { state in
+            guard !state.closed, state.queuedBytes + bytes <= limit else { return false }
+            state.queue.append((message, bytes))
+            state.queuedBytes += bytes
+            return true
+        }
+    }
+
+    func connected(_ channel: any Channel) {
+        state.withLockedValue { $0.channel = channel }
+    }
+
+    func channel() -> (any Channel)? {
+        state.withLockedValue { $0.channel }
+    }
+
+    /// Takes the queued messages for writing; their bytes count until ``written(_:)``.
+    func drain() -> [(ReplicaMessage, Int)] {
+        state.withLockedValue { state in
+            defer { state.queue = [] }
+            return state.queue
+        }
+    }
+
+    func written(_ bytes: Int) {
+        state.withLockedValue { $0.queuedBytes -= bytes }
+    }
+
+    /// Marks the connection gone and returns what was never handed to it.
+    func close() -> [ReplicaMessage] {
+        state.withLockedValue { state in
+            state.closed = true
+            state.channel = nil
+            defer { state.queue = [] }
+            return state.queue.map(\.0)
+        }
+    }
+}
+
+/// Reads frames from a connection a peer opened.
+private final class InboundPeerHandler: ChannelInboundHandler {
+    typealias InboundIn = WireFrame
+
+    private let transport: PeerTransport
+    private var peer: NodeID?
+
+    init(transport: PeerTransport) {
+        self.transport = transport
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        transport.receivedFrame(unwrapInboundIn(data), on: context.channel, peer: &peer)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A peer that sends bytes we refuse loses its connection; it reconnects.
+        context.close(promise: nil)
+    }
+}
