@@ -77,11 +77,12 @@ public struct Coordinator: Sendable {
 
     /// Nodes the shell reported unreachable.
     private var down: Set<NodeID> = []
-    private var nextMessageID: UInt64 = 1
+    private var nextMessageID: UInt64
     private var writes: [OperationID: WriteRound] = [:]
     private var reads: [OperationID: ReadRound] = [:]
-    /// `store` and `fetch` requests in flight, by message id.
-    private var requests: [UInt64: OperationID] = [:]
+    /// `store` and `fetch` requests in flight, by message id, with the replica asked:
+    /// a reply counts only if it comes from that replica.
+    private var requests: [UInt64: (operation: OperationID, replica: NodeID)] = [:]
     /// Operations forwarded to another coordinator, by message id.
     private var forwards: [UInt64: OperationID] = [:]
     private var forwardIDs: [OperationID: UInt64] = [:]
@@ -95,10 +96,19 @@ public struct Coordinator: Sendable {
     static let rememberedForwards = 16_384
 
     /// Creates a coordinator.
-    public init(actor: ActorID, layout: Layout, settings: CoordinatorSettings = CoordinatorSettings()) {
+    ///
+    /// `firstMessageID` must differ for every life of the node (the shell draws it at
+    /// random; the simulator from its seed): peers match replies and suppress duplicate
+    /// forwards by message id, so a restarted node that counted from the same start
+    /// would have a late reply to its previous life taken for an answer to a new request.
+    public init(
+        actor: ActorID, layout: Layout, settings: CoordinatorSettings = CoordinatorSettings(),
+        firstMessageID: UInt64
+    ) {
         self.actor = actor
         self.layout = layout
         self.settings = settings
+        self.nextMessageID = firstMessageID
     }
 
     /// How many operations are in flight (coordinated or forwarded), for metrics and tests.
@@ -166,18 +176,18 @@ public struct Coordinator: Sendable {
         case .failure(let error): return finish(operation, .failed(error))
         case .success(let list): preference = list
         }
-        var round = ReadRound(key: key, preference: preference, quorum: quorum)
+        let round = ReadRound(key: key, preference: preference, quorum: quorum)
         var actions: [Action] = [
             .startTimer(operation, afterMilliseconds: settings.requestTimeoutMilliseconds)
         ]
         for replica in preference {
             if replica == node {
                 actions.append(.storage(.operation(operation), .load(key)))
-            } else if down.contains(replica) {
-                round.failed.insert(replica)
             } else {
+                // Sent even to replicas believed down: the transport fails fast if they
+                // are, and a send that gets through is how they are seen up again.
                 let id = takeMessageID()
-                requests[id] = operation
+                requests[id] = (operation, replica)
                 actions.append(.send(.fetch(id: id, key: key), to: replica))
             }
         }
@@ -217,13 +227,13 @@ public struct Coordinator: Sendable {
         case .repair(let key, let object):
             return [.storage(.repair, .merge(key, object))]
         case .stored(let id, let durable):
-            guard let operation = requests.removeValue(forKey: id) else { return [] }
+            guard let operation = takeRequest(id, answeredBy: sender) else { return [] }
             return replicaAcknowledged(operation, from: sender, durable: durable)
         case .fetched(let id, let object):
-            guard let operation = requests.removeValue(forKey: id) else { return [] }
+            guard let operation = takeRequest(id, answeredBy: sender) else { return [] }
             return replicaAnswered(operation, from: sender, .object(object))
         case .replicaFailed(let id, let error):
-            guard let operation = requests.removeValue(forKey: id) else { return [] }
+            guard let operation = takeRequest(id, answeredBy: sender) else { return [] }
             if writes[operation] != nil { return replicaFailed(operation, sender) }
             return replicaAnswered(operation, from: sender, .failed(error))
         case .coordinateWrite(let id, let key, let proposed, let quorum):
@@ -244,10 +254,10 @@ public struct Coordinator: Sendable {
     public mutating func sendFailed(_ message: ReplicaMessage, to target: NodeID) -> [Action] {
         switch message {
         case .store(let id, _, _):
-            guard let operation = requests.removeValue(forKey: id) else { return [] }
+            guard let operation = takeRequest(id, answeredBy: target) else { return [] }
             return replicaFailed(operation, target)
         case .fetch(let id, _):
-            guard let operation = requests.removeValue(forKey: id) else { return [] }
+            guard let operation = takeRequest(id, answeredBy: target) else { return [] }
             return replicaAnswered(
                 operation, from: target,
                 .failed(KVError(.quorumUnavailable, "replica \(target) is unreachable")))
@@ -321,14 +331,11 @@ public struct Coordinator: Sendable {
             round.object = object
             round.acknowledged[node] = true
             var actions: [Action] = []
+            // Sent even to replicas believed down, as reads are (see `read`).
             for replica in round.preference where replica != node {
-                if down.contains(replica) {
-                    round.failed.insert(replica)
-                } else {
-                    let id = takeMessageID()
-                    requests[id] = operation
-                    actions.append(.send(.store(id: id, key: round.key, object: object), to: replica))
-                }
+                let id = takeMessageID()
+                requests[id] = (operation, replica)
+                actions.append(.send(.store(id: id, key: round.key, object: object), to: replica))
             }
             writes[operation] = round
             return actions + evaluateWrite(operation)
@@ -519,7 +526,14 @@ public struct Coordinator: Sendable {
     }
 
     private mutating func forgetRequests(of operation: OperationID) {
-        requests = requests.filter { $0.value != operation }
+        requests = requests.filter { $0.value.operation != operation }
+    }
+
+    /// The operation a reply belongs to, if `id` is a request in flight to `replica`.
+    private mutating func takeRequest(_ id: UInt64, answeredBy replica: NodeID) -> OperationID? {
+        guard let request = requests[id], request.replica == replica else { return nil }
+        requests[id] = nil
+        return request.operation
     }
 }
 

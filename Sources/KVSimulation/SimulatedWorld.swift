@@ -16,10 +16,11 @@ struct SimulatedNode {
     var life = 0
     var cancelledTimers: Set<OperationID> = []
 
-    init(id: NodeID, layout: Layout, settings: CoordinatorSettings) {
+    init(id: NodeID, layout: Layout, settings: CoordinatorSettings, firstMessageID: UInt64) {
         self.id = id
         coordinator = Coordinator(
-            actor: ActorID(node: id, incarnation: 1), layout: layout, settings: settings)
+            actor: ActorID(node: id, incarnation: 1), layout: layout, settings: settings,
+            firstMessageID: firstMessageID)
         engine = MemoryStorageEngine(volume: volume)
     }
 }
@@ -100,7 +101,13 @@ struct SimulatedWorld {
             members: ids.map { LayoutMember(node: $0) }, replicationFactor: configuration.replicationFactor,
             partitionCount: configuration.partitionCount)
         let settings = CoordinatorSettings(requestTimeoutMilliseconds: Self.requestTimeout)
-        nodes = ids.map { SimulatedNode(id: $0, layout: layout, settings: settings) }
+        var nodes: [SimulatedNode] = []
+        for id in ids {
+            nodes.append(
+                SimulatedNode(
+                    id: id, layout: layout, settings: settings, firstMessageID: Self.firstMessageID(&random)))
+        }
+        self.nodes = nodes
         keys = (0..<configuration.keyCount).map { index in
             let encoded: [UInt8] = [0x6B, UInt8(index)]
             let partition = PartitionID.of(
@@ -119,6 +126,11 @@ struct SimulatedWorld {
             duplicateProbability = Double.random(in: 0...0.03, using: &random)
             slowProbability = Double.random(in: 0...0.05, using: &random)
         }
+    }
+
+    /// A fresh message id space for one life of a node, as the shell draws at random.
+    static func firstMessageID(_ random: inout SeededRandom) -> UInt64 {
+        UInt64.random(in: 1...(UInt64.max >> 1), using: &random)
     }
 
     // MARK: - Running
@@ -214,7 +226,7 @@ struct SimulatedWorld {
             let layout = nodes[node].coordinator.layout
             nodes[node].coordinator = Coordinator(
                 actor: nodes[node].coordinator.actor, layout: layout,
-                settings: nodes[node].coordinator.settings)
+                settings: nodes[node].coordinator.settings, firstMessageID: Self.firstMessageID(&random))
         case .partition(let split):
             guard faultsActive else { return }
             log("network partitioned: \(split)")

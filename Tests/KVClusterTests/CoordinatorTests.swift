@@ -22,7 +22,7 @@ struct CoordinatorTests {
     static func coordinator(_ node: NodeID) -> Coordinator {
         Coordinator(
             actor: ActorID(node: node, incarnation: 1), layout: layout,
-            settings: CoordinatorSettings(requestTimeoutMilliseconds: 100))
+            settings: CoordinatorSettings(requestTimeoutMilliseconds: 100), firstMessageID: 1)
     }
 
     static func value(_ text: String, context: VersionVector? = nil) -> ProposedWrite {
@@ -69,6 +69,33 @@ struct CoordinatorTests {
         // A late acknowledgement changes nothing.
         #expect(coordinator.received(.stored(id: stores[0].id, durable: true), from: stores[0].to).isEmpty)
         #expect(coordinator.operationsInFlight == 0)
+    }
+
+    @Test("a reply counts only from the replica that was asked")
+    func repliesMatchTheirReplica() {
+        let (key, replicas, outsider) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        _ = coordinator.write(.local(1), key: key, Self.value("a"), quorum: Self.quorum)
+        let stores = Self.stores(
+            coordinator.storageCompleted(.operation(.local(1)), .object(Self.object("a", by: replicas[0]))))
+        // The right id from the wrong node (say, a late reply to another life of this
+        // node that reused the id) is ignored, and the request stays open.
+        #expect(coordinator.received(.stored(id: stores[0].id, durable: true), from: outsider).isEmpty)
+        #expect(coordinator.received(.stored(id: stores[0].id, durable: true), from: stores[1].to).isEmpty)
+        #expect(coordinator.received(.stored(id: stores[0].id, durable: true), from: stores[0].to).count == 2)
+    }
+
+    @Test("replicas believed down are still asked, so they can be seen up again")
+    func downReplicasAreStillAsked() {
+        let (key, replicas, _) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        coordinator.reachabilityChanged(replicas[2], isUp: false)
+        let start = coordinator.read(.local(1), key: key, quorum: Self.quorum)
+        let targets: [NodeID] = start.compactMap {
+            if case .send(.fetch, let to) = $0 { return to }
+            return nil
+        }
+        #expect(targets == [replicas[1], replicas[2]])
     }
 
     @Test("DW counts only durable acknowledgements")
