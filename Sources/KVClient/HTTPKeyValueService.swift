@@ -314,6 +314,14 @@ public final class HTTPKeyValueService: KeyValueService {
         return try Self.decode([String: Int64].self, response)["value"]
     }
 
+    /// Sends a batch in the HTTP API's own JSON form and returns the server's answer as
+    /// is (for tools that read batches from files).
+    public func batch(_ batch: WireBatch) async throws(KVError) -> WireBatchResponse {
+        let response = try await send(.POST, "/v1/_batch", body: Self.encode(batch))
+        try expect(response, [200])
+        return try Self.decode(WireBatchResponse.self, response)
+    }
+
     public func batch(_ operations: [BatchOperation]) async throws(KVError) -> [BatchItemResult] {
         func wire(_ op: String, _ key: RowKey, _ value: RowValue?, _ options: WriteOptions?)
             -> WireBatchOperation
@@ -340,9 +348,7 @@ public final class HTTPKeyValueService: KeyValueService {
             case .delete(let key, let options): wire("delete", key, nil, options)
             }
         }
-        let response = try await send(.POST, "/v1/_batch", body: Self.encode(WireBatch(operations: items)))
-        try expect(response, [200])
-        let body = try Self.decode(WireBatchResponse.self, response)
+        let body = try await batch(WireBatch(operations: items))
         var results: [BatchItemResult] = []
         for (operation, result) in zip(operations, body.results) {
             if let code = result.code, code != KVError.Code.rowNotFound.rawValue {

@@ -149,8 +149,9 @@ public struct Coordinator: Sendable {
                         )))
             }
             let target = preference.first { !down.contains($0) } ?? preference[0]
-            return forward(
-                operation, .coordinateWrite(id: 0, key: key, write: write, quorum: quorum), to: target)
+            return forward(operation, to: target) {
+                .coordinateWrite(id: $0, key: key, write: write, quorum: quorum)
+            }
         }
         let up = preference.filter { !down.contains($0) }
         guard up.count >= quorum.w, up.count >= quorum.dw, up.count >= quorum.pw else {
@@ -479,21 +480,14 @@ public struct Coordinator: Sendable {
         return .success(Array(replicas))
     }
 
-    private mutating func forward(_ operation: OperationID, _ message: ReplicaMessage, to target: NodeID)
-        -> [Action]
-    {
+    private mutating func forward(
+        _ operation: OperationID, to target: NodeID, _ request: (_ id: UInt64) -> ReplicaMessage
+    ) -> [Action] {
         let id = takeMessageID()
         forwards[id] = operation
         forwardIDs[operation] = id
-        let addressed: ReplicaMessage =
-            switch message {
-            case .coordinateWrite(_, let key, let write, let quorum):
-                .coordinateWrite(id: id, key: key, write: write, quorum: quorum)
-            case .coordinateRead(_, let key, let quorum): .coordinateRead(id: id, key: key, quorum: quorum)
-            default: preconditionFailure("only coordination requests are forwarded, not \(message)")
-            }
         return [
-            .send(addressed, to: target),
+            .send(request(id), to: target),
             .startTimer(operation, afterMilliseconds: settings.forwardTimeoutMilliseconds),
         ]
     }

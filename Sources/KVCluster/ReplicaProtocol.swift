@@ -4,7 +4,7 @@ import KVCore
 /// key (which the node shell resolved from namespace, table and key parts).
 ///
 /// The coordinator never interprets the bytes; it only routes by the partition.
-public struct ReplicaKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+public struct ReplicaKey: Hashable, Sendable, CustomStringConvertible {
     /// The row's partition.
     public var partition: PartitionID
     /// The row's key in the engine's data keyspace.
@@ -18,10 +18,6 @@ public struct ReplicaKey: Hashable, Sendable, Comparable, CustomStringConvertibl
 
     public var description: String { "p\(partition):\(bytes.count)B" }
 
-    public static func < (lhs: ReplicaKey, rhs: ReplicaKey) -> Bool {
-        if lhs.partition != rhs.partition { return lhs.partition < rhs.partition }
-        return lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
-    }
 }
 
 /// A client write as it reaches a coordinator: the new version and the causal context
@@ -47,7 +43,7 @@ public typealias Quorum = ReplicationDefaults
 ///
 /// Forwarded operations keep the id of the node that forwarded them, so ids from
 /// different nodes never collide in a coordinator's tables.
-public enum OperationID: Hashable, Sendable, Comparable, CustomStringConvertible {
+public enum OperationID: Hashable, Sendable, CustomStringConvertible {
     /// An operation a client sent to this node.
     case local(UInt64)
     /// An operation another node forwarded here because this node is a replica.
@@ -57,15 +53,6 @@ public enum OperationID: Hashable, Sendable, Comparable, CustomStringConvertible
         switch self {
         case .local(let id): "L\(id)"
         case .forwarded(let node, let id): "F\(node)#\(id)"
-        }
-    }
-
-    public static func < (lhs: OperationID, rhs: OperationID) -> Bool {
-        switch (lhs, rhs) {
-        case (.local(let a), .local(let b)): a < b
-        case (.local, .forwarded): true
-        case (.forwarded, .local): false
-        case (.forwarded(let n1, let a), .forwarded(let n2, let b)): (n1, a) < (n2, b)
         }
     }
 }

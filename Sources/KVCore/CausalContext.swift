@@ -4,8 +4,9 @@
 /// context is not harmless: a vector that claims more of an actor's writes than the
 /// client saw would silently discard writes the client never read (and, copied onto
 /// another key, would do the same there). So every context carries a 64-bit SipHash-2-4
-/// tag keyed by a secret the cluster shares, computed over the row it was issued for
-/// and its contents. Opening checks the tag against the row of the request.
+/// tag keyed by a secret (the node's own today; the cluster's once nodes share it),
+/// computed over the row it was issued for and its contents. Opening checks the tag
+/// against the row of the request.
 ///
 /// Wire format (before base64url without padding):
 /// `0x01` (format version), LEB128 entry count, then per entry the node id (8 bytes,
@@ -22,7 +23,7 @@ public struct ContextSealer: Sendable {
     private let key0: UInt64
     private let key1: UInt64
 
-    /// Creates a sealer from the cluster's 16-byte secret.
+    /// Creates a sealer from a 16-byte secret.
     public init(secret: [UInt8]) {
         precondition(secret.count == 16, "the context secret is 16 bytes, got \(secret.count)")
         var hasherKey = (UInt64(0), UInt64(0))
@@ -55,12 +56,7 @@ public struct ContextSealer: Sendable {
     public func sealWithTag(_ context: VersionVector, row: [UInt8]) -> (context: String, tag: UInt64) {
         var writer = BinaryWriter(capacity: 2 + context.entries.count * 14 + 8)
         writer.write(Self.formatVersion)
-        writer.writeVarint(UInt64(context.entries.count))
-        for entry in context.entries {
-            writer.writeFixed(entry.actor.node.rawValue)
-            writer.writeVarint(UInt64(entry.actor.incarnation))
-            writer.writeVarint(entry.counter)
-        }
+        context.write(to: &writer)
         let tag = tag(payload: writer.bytes, row: row)
         writer.writeFixed(tag)
         return (Base64URL.encode(writer.bytes), tag)
@@ -88,30 +84,12 @@ public struct ContextSealer: Sendable {
             guard try reader.readByte() == Self.formatVersion else {
                 throw KVError(.invalidContext, "the causal context has an unknown format version")
             }
-            let count = try reader.readVarint()
-            guard count <= UInt64(Self.maximumEntryCount) else {
-                throw KVError(.invalidContext, "the causal context has too many entries")
-            }
-            var entries: [VersionVector.Entry] = []
-            var previous: ActorID? = nil
-            for _ in 0..<count {
-                let node = NodeID(rawValue: try reader.readFixed())
-                let incarnation = try reader.readVarint()
-                let counter = try reader.readVarint()
-                guard incarnation <= UInt64(UInt32.max), counter > 0 else {
-                    throw KVError(.invalidContext, "the causal context has an invalid entry")
-                }
-                let actor = ActorID(node: node, incarnation: UInt32(incarnation))
-                if let previous, !(previous < actor) {
-                    throw KVError(.invalidContext, "the causal context's entries are not in order")
-                }
-                previous = actor
-                entries.append(VersionVector.Entry(actor: actor, counter: counter))
-            }
+            let context = try VersionVector.read(
+                from: &reader, maximumEntries: Self.maximumEntryCount, invalid: .invalidContext)
             guard reader.isAtEnd else {
                 throw KVError(.invalidContext, "the causal context has trailing bytes")
             }
-            return VersionVector(entries)
+            return context
         } catch let error as KVError {
             throw error
         } catch {

@@ -35,16 +35,39 @@ public enum StoredObjectCodec {
             writer.writeVarint(UInt64(entry.actor.incarnation))
             writer.writeVarint(entry.counter)
             writer.writeVarint(UInt64(entry.values.count))
-            for sibling in entry.values {
-                writer.write(sibling.isTombstone ? 1 : 0)
-                writer.writeSignedVarint(sibling.timestampMilliseconds)
-                if let value = sibling.value {
-                    writer.writeLengthPrefixed(Array(value.contentType.utf8))
-                    writer.writeLengthPrefixed(value.bytes)
-                }
-            }
+            for sibling in entry.values { write(sibling, to: &writer) }
         }
         return writer.bytes
+    }
+
+    /// Appends one sibling: a flags byte (bit 0: tombstone), the timestamp (zigzag
+    /// LEB128) and, unless a tombstone, the content type and the bytes, each
+    /// length-prefixed. The node-to-node protocol carries proposed writes the same way.
+    public static func write(_ sibling: Sibling, to writer: inout BinaryWriter) {
+        writer.write(sibling.isTombstone ? 1 : 0)
+        writer.writeSignedVarint(sibling.timestampMilliseconds)
+        if let value = sibling.value {
+            writer.writeLengthPrefixed(Array(value.contentType.utf8))
+            writer.writeLengthPrefixed(value.bytes)
+        }
+    }
+
+    /// Reads what ``write(_:to:)`` wrote. Invalid contents are `storage.corrupt_object`;
+    /// a truncated input is a ``BinaryReader/Failure``.
+    public static func readSibling(from reader: inout BinaryReader) throws -> Sibling {
+        let flags = try reader.readByte()
+        guard flags <= 1 else {
+            throw KVError(.corruptObject, "stored sibling has unknown flags \(flags)")
+        }
+        let timestamp = try reader.readSignedVarint()
+        if flags == 1 { return .tombstone(at: timestamp) }
+        let contentTypeBytes = try reader.readLengthPrefixed(maximumLength: 1024)
+        guard let contentType = String(validating: contentTypeBytes, as: UTF8.self) else {
+            throw KVError(.corruptObject, "stored content type is not UTF-8")
+        }
+        let data = try reader.readLengthPrefixed()
+        return Sibling(
+            value: RowValue(bytes: data, contentType: contentType), timestampMilliseconds: timestamp)
     }
 
     /// Decodes bytes written by ``encode(_:)``.
@@ -72,26 +95,7 @@ public enum StoredObjectCodec {
                     throw KVError(.corruptObject, "stored object has an invalid entry")
                 }
                 var values: [Sibling] = []
-                for _ in 0..<valueCount {
-                    let flags = try reader.readByte()
-                    guard flags <= 1 else {
-                        throw KVError(.corruptObject, "stored sibling has unknown flags \(flags)")
-                    }
-                    let timestamp = try reader.readSignedVarint()
-                    if flags == 1 {
-                        values.append(.tombstone(at: timestamp))
-                        continue
-                    }
-                    let contentTypeBytes = try reader.readLengthPrefixed(maximumLength: 1024)
-                    guard let contentType = String(validating: contentTypeBytes, as: UTF8.self) else {
-                        throw KVError(.corruptObject, "stored content type is not UTF-8")
-                    }
-                    let data = try reader.readLengthPrefixed()
-                    values.append(
-                        Sibling(
-                            value: RowValue(bytes: data, contentType: contentType),
-                            timestampMilliseconds: timestamp))
-                }
+                for _ in 0..<valueCount { values.append(try readSibling(from: &reader)) }
                 entries.append(
                     StoredObject.Entry(
                         actor: ActorID(node: node, incarnation: UInt32(incarnation)), counter: counter,

@@ -90,3 +90,45 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
         "{" + entries.map { "\($0.actor): \($0.counter)" }.joined(separator: ", ") + "}"
     }
 }
+
+extension VersionVector {
+    /// Appends the binary form shared by causal contexts and the node-to-node protocol:
+    /// LEB128 entry count, then per entry the node id (8 bytes, big-endian), the
+    /// incarnation (LEB128) and the counter (LEB128).
+    public func write(to writer: inout BinaryWriter) {
+        writer.writeVarint(UInt64(entries.count))
+        for entry in entries {
+            writer.writeFixed(entry.actor.node.rawValue)
+            writer.writeVarint(UInt64(entry.actor.incarnation))
+            writer.writeVarint(entry.counter)
+        }
+    }
+
+    /// Reads what ``write(to:)`` wrote, accepting only the canonical form (actors
+    /// strictly increasing, counters above zero, at most `maximumEntries`). Problems are
+    /// `KVError`s with `code`; a truncated input is a ``BinaryReader/Failure``.
+    public static func read(from reader: inout BinaryReader, maximumEntries: Int, invalid code: KVError.Code)
+        throws -> VersionVector
+    {
+        let count = try reader.readVarint()
+        // Each entry takes at least 10 bytes.
+        guard count <= UInt64(maximumEntries), count <= UInt64(reader.remainingCount / 10) else {
+            throw KVError(code, "the version vector claims \(count) entries")
+        }
+        var entries: [Entry] = []
+        for _ in 0..<count {
+            let node = NodeID(rawValue: try reader.readFixed())
+            let incarnation = try reader.readVarint()
+            let counter = try reader.readVarint()
+            guard incarnation <= UInt64(UInt32.max), counter > 0 else {
+                throw KVError(code, "the version vector has an invalid entry")
+            }
+            let actor = ActorID(node: node, incarnation: UInt32(incarnation))
+            if let last = entries.last, !(last.actor < actor) {
+                throw KVError(code, "the version vector's entries are not in actor order")
+            }
+            entries.append(Entry(actor: actor, counter: counter))
+        }
+        return VersionVector(entries)
+    }
+}

@@ -1,4 +1,5 @@
 import Glibc
+import KVCluster
 import KVCore
 import KVStorage
 import Logging
@@ -148,7 +149,6 @@ public final class LocalNode: KeyValueService {
     /// A row key checked against its table and mapped to storage.
     struct ResolvedRow: Sendable {
         var descriptor: TableDescriptor
-        var encodedKey: [UInt8]
         var dataKey: [UInt8]
         /// What contexts of this row are bound to.
         var identity: [UInt8] {
@@ -199,7 +199,7 @@ public final class LocalNode: KeyValueService {
             partitionCount: identity.partitionCount)
         let dataKey = StorageLayout.dataKey(
             partition: partition, namespace: key.table.namespace, table: key.table.table, key: encodedKey)
-        return ResolvedRow(descriptor: descriptor, encodedKey: encodedKey, dataKey: dataKey)
+        return ResolvedRow(descriptor: descriptor, dataKey: dataKey)
     }
 
     /// The sealed context and entity tag of a row's state. The ETag is the context's
@@ -266,12 +266,8 @@ public final class LocalNode: KeyValueService {
         try await write(key, .tombstone(at: Self.wallClockMilliseconds()), options)
     }
 
-    /// Applies one write (a value or a tombstone) as a read-modify-write under the row lock.
-    ///
-    /// A delete without a context deletes what this node currently holds (as Riak does by
-    /// reading before deleting): users expect "delete" to remove the value, not to add a
-    /// tombstone next to it. A put without a context is concurrent with everything, so
-    /// existing values stay as siblings; that is the point of causal versions.
+    /// Applies one write (a value or a tombstone) as a read-modify-write under the row
+    /// lock, by the same rule every coordinator uses (``ReplicaRules/coordinate(_:_:actor:)``).
     func write(_ key: RowKey, _ sibling: Sibling, _ options: WriteOptions) async throws(KVError)
         -> WriteResult
     {
@@ -282,14 +278,15 @@ public final class LocalNode: KeyValueService {
         return try await blocking { [self] () throws(KVError) -> WriteResult in
             try withRowLock(row.dataKey) { () throws(KVError) -> WriteResult in
                 try checkUnchanged(row)
-                var object = try load(row.dataKey)
-                try check(options.condition, against: object, row: row)
-                if sibling.isTombstone && context == nil && object.isDeleted {
+                let stored = try load(row.dataKey)
+                try check(options.condition, against: stored, row: row)
+                guard
+                    let object = ReplicaRules.coordinate(
+                        stored, ProposedWrite(sibling: sibling, context: context), actor: identity.actor)
+                else {
                     // Nothing live to delete: deleting an absent row is a no-op.
-                    return writeResult(object, identity: row.identity)
+                    return writeResult(stored, identity: row.identity)
                 }
-                let supersedes = context ?? (sibling.isTombstone ? object.context : VersionVector())
-                object.recordWrite(sibling, context: supersedes, actor: identity.actor)
                 let rowBytes = object.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
                 guard rowBytes <= settings.maximumRowBytes else {
                     throw KVError(

@@ -85,7 +85,6 @@ public final class PeerTransport: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(WireFrameDecoder(maximumFrameBytes: settings.maximumFrameBytes)),
-                        MessageToByteHandler(WireFrameEncoder()),
                         InboundPeerHandler(transport: self),
                     ])
                     let id = ObjectIdentifier(channel)
@@ -108,8 +107,9 @@ public final class PeerTransport: Sendable {
     /// Sends `message` to `peer`, connecting first if needed. Failures are reported to
     /// the delegate, never thrown: the coordinator counts them like a lost reply.
     public func send(_ message: ReplicaMessage, to peer: NodeID) {
-        let frame = WireFrame.message(message)
-        let size = WireCodec.encode(frame).count
+        // Encoded once, here: the size counts against the peer's queue limit, and the
+        // bytes are what the connection writes.
+        let encoded = WireCodec.encode(.message(message))
         let address = addresses.withLockedValue { $0[peer] }
         let (peerState, isNew): (OutboundPeer?, Bool) = outbound.withLockedValue { peers in
             if let existing = peers[peer] { return (existing, false) }
@@ -123,7 +123,7 @@ public final class PeerTransport: Sendable {
             delegate?.transport(failedToSend: message, to: peer)
             return
         }
-        guard peerState.enqueue(message, bytes: size, limit: settings.maximumQueuedBytesPerPeer) else {
+        guard peerState.enqueue(message, encoded: encoded, limit: settings.maximumQueuedBytesPerPeer) else {
             delegate?.transport(failedToSend: message, to: peer)
             return
         }
@@ -146,23 +146,17 @@ public final class PeerTransport: Sendable {
     // MARK: - Outbound connections
 
     private func connect(_ peer: OutboundPeer) {
+        // Outbound connections only carry already-encoded frames this way; the peer
+        // answers on its own outbound connection, so nothing is read here.
         ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.milliseconds(settings.connectTimeoutMilliseconds))
-            .channelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(WireFrameDecoder(maximumFrameBytes: settings.maximumFrameBytes)),
-                        MessageToByteHandler(WireFrameEncoder()),
-                    ])
-                }
-            }
             .connect(to: peer.address)
             .whenComplete { [self] result in
                 switch result {
                 case .success(let channel):
-                    channel.writeAndFlush(
-                        WireFrame.hello(node: node, cluster: settings.cluster), promise: nil)
+                    let hello = WireCodec.encode(.hello(node: node, cluster: settings.cluster))
+                    channel.writeAndFlush(ByteBuffer(bytes: hello), promise: nil)
                     peer.connected(channel)
                     channel.closeFuture.whenComplete { [self] _ in disconnected(peer) }
                     delegate?.transport(peer: peer.peer, isReachable: true)
@@ -192,13 +186,13 @@ public final class PeerTransport: Sendable {
         let messages = peer.drain()
         guard !messages.isEmpty else { return }
         channel.eventLoop.execute { [self] in
-            for (message, bytes) in messages {
+            for (message, encoded) in messages {
                 let promise = channel.eventLoop.makePromise(of: Void.self)
                 promise.futureResult.whenComplete { [self] result in
-                    peer.written(bytes)
+                    peer.written(encoded.count)
                     if case .failure = result { delegate?.transport(failedToSend: message, to: peer.peer) }
                 }
-                channel.write(WireFrame.message(message), promise: promise)
+                channel.write(ByteBuffer(bytes: encoded), promise: promise)
             }
             channel.flush()
         }
@@ -234,7 +228,7 @@ final class OutboundPeer: Sendable {
     let address: SocketAddress
     private struct State {
         var channel: (any Channel)?
-        var queue: [(ReplicaMessage, Int)] = []
+        var queue: [(message: ReplicaMessage, encoded: [UInt8])] = []
         var queuedBytes = 0
         var closed = false
     }
@@ -245,12 +239,12 @@ final class OutboundPeer: Sendable {
         self.address = address
     }
 
-    /// Queues a message unless that would exceed `limit` bytes waiting.
-    func enqueue(_ message: ReplicaMessage, bytes: Int, limit: Int) -> Bool {
+    /// Queues a message and its frame unless that would exceed `limit` bytes waiting.
+    func enqueue(_ message: ReplicaMessage, encoded: [UInt8], limit: Int) -> Bool {
         state.withLockedValue { state in
-            guard !state.closed, state.queuedBytes + bytes <= limit else { return false }
-            state.queue.append((message, bytes))
-            state.queuedBytes += bytes
+            guard !state.closed, state.queuedBytes + encoded.count <= limit else { return false }
+            state.queue.append((message, encoded))
+            state.queuedBytes += encoded.count
             return true
         }
     }
@@ -264,7 +258,7 @@ final class OutboundPeer: Sendable {
     }
 
     /// Takes the queued messages for writing; their bytes count until ``written(_:)``.
-    func drain() -> [(ReplicaMessage, Int)] {
+    func drain() -> [(message: ReplicaMessage, encoded: [UInt8])] {
         state.withLockedValue { state in
             defer { state.queue = [] }
             return state.queue
@@ -281,7 +275,7 @@ final class OutboundPeer: Sendable {
             state.closed = true
             state.channel = nil
             defer { state.queue = [] }
-            return state.queue.map(\.0)
+            return state.queue.map(\.message)
         }
     }
 }

@@ -71,7 +71,6 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var state: State = .idle
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
-    private var discardingRequest = false
     /// The number of the last request dispatched. With pipelining, NIO hands over the
     /// next request while the previous response's end is being written, so a finishing
     /// response only changes the state if no newer request has started.
@@ -195,12 +194,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             head = requestHead
             body = []
-            discardingRequest = false
             let headBytes =
                 requestHead.uri.utf8.count
                 + requestHead.headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
             if headBytes > settings.maximumHeaderBytes {
-                discardingRequest = true
                 respondAndClose(
                     KVError(
                         .headersTooLarge,
@@ -212,7 +209,6 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init),
                 length > settings.maximumBodyBytes
             {
-                discardingRequest = true
                 respondAndClose(
                     KVError(
                         .bodyTooLarge,
@@ -226,9 +222,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     promise: nil)
             }
         case .body(var chunk):
-            guard !discardingRequest else { return }
             if body.count + chunk.readableBytes > settings.maximumBodyBytes {
-                discardingRequest = true
                 respondAndClose(
                     KVError(
                         .bodyTooLarge,
@@ -238,7 +232,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             body.append(contentsOf: chunk.readBytes(length: chunk.readableBytes) ?? [])
         case .end:
-            guard !discardingRequest, let requestHead = head else { return }
+            guard let requestHead = head else { return }
             head = nil
             state = .processing
             disarm()

@@ -91,9 +91,6 @@ public final class HTTPServer: Sendable {
         }
     }
 
-    /// The number of open connections.
-    public var connectionCount: Int { openConnections.load(ordering: .relaxed) }
-
     /// Stops accepting connections, lets in-flight requests finish (closing each
     /// connection once it is idle), and after the grace period closes whatever is left.
     public func shutdown() async {

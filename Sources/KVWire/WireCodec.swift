@@ -18,7 +18,7 @@ public enum WireFrame: Hashable, Sendable {
 /// storage format (``StoredObjectCodec``). `docs/wire-protocol.md` lists every field.
 ///
 /// Decoding checks every length, count, tag and UTF-8 string and throws
-/// ``WireError``; it never trusts a peer's bytes. A frame longer than the receiver's
+/// ``WireProtocolError``; it never trusts a peer's bytes. A frame longer than the receiver's
 /// limit is refused before it is buffered.
 public enum WireCodec {
     /// The protocol version written and accepted.
@@ -63,26 +63,26 @@ public enum WireCodec {
     }
 
     /// Decodes one frame's body (what follows the length prefix).
-    public static func decode(body: [UInt8]) throws(WireError) -> WireFrame {
+    public static func decode(body: [UInt8]) throws(WireProtocolError) -> WireFrame {
         do {
             var reader = BinaryReader(body)
             let version = try reader.readByte()
-            guard version == Self.version else { throw WireError.unsupportedVersion(version) }
+            guard version == Self.version else { throw WireProtocolError.unsupportedVersion(version) }
             let tag = try reader.readByte()
             guard let kind = Kind(rawValue: tag) else {
-                throw WireError.malformed("unknown frame kind \(tag)")
+                throw WireProtocolError.malformed("unknown frame kind \(tag)")
             }
             let frame = try decode(kind, from: &reader)
             guard reader.isAtEnd else {
-                throw WireError.malformed("\(reader.remainingCount) bytes after the frame")
+                throw WireProtocolError.malformed("\(reader.remainingCount) bytes after the frame")
             }
             return frame
-        } catch let error as WireError {
+        } catch let error as WireProtocolError {
             throw error
         } catch let error as KVError {
-            throw WireError.malformed("\(error.code): \(error.message)")
+            throw WireProtocolError.malformed("\(error.code): \(error.message)")
         } catch {
-            throw WireError.malformed("truncated or malformed: \(error)")
+            throw WireProtocolError.malformed("truncated or malformed: \(error)")
         }
     }
 
@@ -184,7 +184,7 @@ public enum WireCodec {
             case 0: outcome = .written(try decodeObject(&reader))
             case 1: outcome = .read(try decodeObject(&reader))
             case 2: outcome = .failed(try decodeError(&reader))
-            case let tag: throw WireError.malformed("unknown outcome \(tag)")
+            case let tag: throw WireProtocolError.malformed("unknown outcome \(tag)")
             }
             return .message(.coordinated(id: id, outcome: outcome))
         }
@@ -199,7 +199,9 @@ public enum WireCodec {
 
     static func decodeKey(_ reader: inout BinaryReader) throws -> ReplicaKey {
         let partition = try reader.readVarint()
-        guard partition <= UInt64(UInt32.max) else { throw WireError.malformed("partition \(partition)") }
+        guard partition <= UInt64(UInt32.max) else {
+            throw WireProtocolError.malformed("partition \(partition)")
+        }
         // Engine keys are bounded by the key limit plus the table and partition prefix.
         let bytes = try reader.readLengthPrefixed(maximumLength: 64 << 10)
         return ReplicaKey(partition: PartitionID(rawValue: UInt32(partition)), bytes: bytes)
@@ -210,59 +212,23 @@ public enum WireCodec {
     }
 
     static func encode(_ write: ProposedWrite, into writer: inout BinaryWriter) {
-        writer.writeSignedVarint(write.sibling.timestampMilliseconds)
-        if let value = write.sibling.value {
-            writer.write(1)
-            writer.writeLengthPrefixed(Array(value.contentType.utf8))
-            writer.writeLengthPrefixed(value.bytes)
-        } else {
-            writer.write(0)
-        }
+        StoredObjectCodec.write(write.sibling, to: &writer)
         if let context = write.context {
             writer.write(1)
-            writer.writeVarint(UInt64(context.entries.count))
-            for entry in context.entries {
-                writer.writeFixed(entry.actor.node.rawValue)
-                writer.writeVarint(UInt64(entry.actor.incarnation))
-                writer.writeVarint(entry.counter)
-            }
+            context.write(to: &writer)
         } else {
             writer.write(0)
         }
     }
 
     static func decodeWrite(_ reader: inout BinaryReader) throws -> ProposedWrite {
-        let timestamp = try reader.readSignedVarint()
-        var value: RowValue?
-        if try readBool(&reader) {
-            let contentType = try readText(&reader, maximumBytes: 1024)
-            value = RowValue(bytes: try reader.readLengthPrefixed(), contentType: contentType)
-        }
+        let sibling = try StoredObjectCodec.readSibling(from: &reader)
         var context: VersionVector?
         if try readBool(&reader) {
-            let count = try reader.readVarint()
-            // Each entry takes at least 10 bytes.
-            guard count <= UInt64(reader.remainingCount / 10) else {
-                throw WireError.malformed("context claims \(count) entries")
-            }
-            var entries: [VersionVector.Entry] = []
-            for _ in 0..<count {
-                let node = NodeID(rawValue: try reader.readFixed())
-                let incarnation = try reader.readVarint()
-                let counter = try reader.readVarint()
-                guard incarnation <= UInt64(UInt32.max), counter > 0 else {
-                    throw WireError.malformed("context has an invalid entry")
-                }
-                let actor = ActorID(node: node, incarnation: UInt32(incarnation))
-                if let last = entries.last, !(last.actor < actor) {
-                    throw WireError.malformed("context entries are not in actor order")
-                }
-                entries.append(VersionVector.Entry(actor: actor, counter: counter))
-            }
-            context = VersionVector(entries)
+            context = try VersionVector.read(
+                from: &reader, maximumEntries: ContextSealer.maximumEntryCount, invalid: .invalidContext)
         }
-        return ProposedWrite(
-            sibling: Sibling(value: value, timestampMilliseconds: timestamp), context: context)
+        return ProposedWrite(sibling: sibling, context: context)
     }
 
     static func encode(_ quorum: Quorum, into writer: inout BinaryWriter) {
@@ -276,7 +242,7 @@ public enum WireCodec {
         for _ in 0..<6 {
             let number = try reader.readVarint()
             guard number <= UInt64(ReplicationDefaults.maximumReplicas) else {
-                throw WireError.malformed("quorum value \(number)")
+                throw WireProtocolError.malformed("quorum value \(number)")
             }
             numbers.append(Int(number))
         }
@@ -297,7 +263,7 @@ public enum WireCodec {
     static func readText(_ reader: inout BinaryReader, maximumBytes: Int) throws -> String {
         let bytes = try reader.readLengthPrefixed(maximumLength: maximumBytes)
         guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw WireError.malformed("text is not UTF-8")
+            throw WireProtocolError.malformed("text is not UTF-8")
         }
         return text
     }
@@ -306,13 +272,13 @@ public enum WireCodec {
         switch try reader.readByte() {
         case 0: return false
         case 1: return true
-        case let byte: throw WireError.malformed("flag byte \(byte)")
+        case let byte: throw WireProtocolError.malformed("flag byte \(byte)")
         }
     }
 }
 
 /// Why a peer's bytes were refused. The connection that sent them is closed.
-public enum WireError: Error, Hashable, Sendable, CustomStringConvertible {
+public enum WireProtocolError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The frame's protocol version is not one this node speaks.
     case unsupportedVersion(UInt8)
     /// The frame is longer than the receiver accepts.

@@ -22,8 +22,13 @@ extension ClientOptions {
     func withService(_ body: (HTTPKeyValueService) async throws -> Void) async throws {
         do {
             let service = try await HTTPKeyValueService(url: resolvedURL)
-            defer { Task { await service.close() } }
-            try await body(service)
+            do {
+                try await body(service)
+            } catch {
+                await service.close()
+                throw error
+            }
+            await service.close()
         } catch let error as KVError {
             FileHandle.standardError.write(Data("error: \(error.code.rawValue): \(error.message)\n".utf8))
             throw ExitCode(1)
@@ -258,7 +263,7 @@ struct ScanCommand: AsyncParsableCommand {
                 range: KeyRange(
                     start: startParts.isEmpty && prefixParts.isEmpty ? nil : startParts,
                     end: endParts.isEmpty && prefixParts.isEmpty ? nil : endParts),
-                limit: min(limit, 1000), reverse: reverse, keysOnly: keysOnly)
+                reverse: reverse, keysOnly: keysOnly)
             var remaining = limit
             var rows: [ScanRow] = []
             while remaining > 0 {
@@ -319,14 +324,7 @@ struct BatchCommand: AsyncParsableCommand {
             throw ExitCode(1)
         }
         try await options.withService { service in
-            let (host, port) = try HTTPKeyValueService.parse(url: options.resolvedURL)
-            let connection = try await HTTPConnection(host: host, port: port)
-            let encoder = JSONEncoder()
-            let response = try await connection.send(
-                .POST, "/v1/_batch", body: Array(try encoder.encode(batch)))
-            await connection.close()
-            guard response.status == 200 else { throw HTTPKeyValueService.failure(response) }
-            let results = try JSONDecoder().decode(WireBatchResponse.self, from: Data(response.body))
+            let results = try await service.batch(batch)
             if options.json {
                 options.printJSON(results)
             } else {

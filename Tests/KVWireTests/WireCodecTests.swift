@@ -145,16 +145,20 @@ struct WireCodecTests {
             }
             _ = try? WireCodec.decode(body: corrupted)
             let cut = Int.random(in: 0..<body.count, using: &random)
-            #expect(throws: WireError.self) { try WireCodec.decode(body: Array(body.prefix(cut))) }
+            #expect(throws: WireProtocolError.self) { try WireCodec.decode(body: Array(body.prefix(cut))) }
         }
     }
 
     @Test("unknown versions, kinds, flags and trailing bytes are named errors")
     func refusals() {
-        #expect(throws: WireError.unsupportedVersion(2)) { try WireCodec.decode(body: [2, 3, 1, 1]) }
-        #expect(throws: WireError.malformed("unknown frame kind 99")) { try WireCodec.decode(body: [1, 99]) }
-        #expect(throws: WireError.malformed("flag byte 7")) { try WireCodec.decode(body: [1, 3, 1, 7]) }
-        #expect(throws: WireError.malformed("1 bytes after the frame")) {
+        #expect(throws: WireProtocolError.unsupportedVersion(2)) { try WireCodec.decode(body: [2, 3, 1, 1]) }
+        #expect(throws: WireProtocolError.malformed("unknown frame kind 99")) {
+            try WireCodec.decode(body: [1, 99])
+        }
+        #expect(throws: WireProtocolError.malformed("flag byte 7")) {
+            try WireCodec.decode(body: [1, 3, 1, 7])
+        }
+        #expect(throws: WireProtocolError.malformed("1 bytes after the frame")) {
             try WireCodec.decode(body: [1, 3, 1, 1, 0])
         }
     }
@@ -188,7 +192,7 @@ struct WireCodecTests {
     func oversizeFrame() throws {
         let channel = EmbeddedChannel(
             handler: ByteToMessageHandler(WireFrameDecoder(maximumFrameBytes: 1_000)))
-        #expect(throws: WireError.frameTooLarge(1_001, limit: 1_000)) {
+        #expect(throws: WireProtocolError.frameTooLarge(1_001, limit: 1_000)) {
             try channel.writeInbound(ByteBuffer(bytes: [0, 0, 0x03, 0xE9, 1]))
         }
         _ = try? channel.finish()

@@ -18,7 +18,7 @@ public struct WireFrameDecoder: NIOSingleStepByteToMessageDecoder {
     public mutating func decode(buffer: inout ByteBuffer) throws -> WireFrame? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
         guard length <= maximumFrameBytes else {
-            throw WireError.frameTooLarge(Int(length), limit: maximumFrameBytes)
+            throw WireProtocolError.frameTooLarge(Int(length), limit: maximumFrameBytes)
         }
         guard buffer.readableBytes >= WireCodec.lengthPrefixBytes + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: WireCodec.lengthPrefixBytes)
@@ -28,17 +28,5 @@ public struct WireFrameDecoder: NIOSingleStepByteToMessageDecoder {
 
     public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> WireFrame? {
         try decode(buffer: &buffer)
-    }
-}
-
-/// Encodes frames onto a node-to-node connection.
-public struct WireFrameEncoder: MessageToByteEncoder {
-    public typealias OutboundIn = WireFrame
-
-    /// Creates an encoder.
-    public init() {}
-
-    public func encode(data: WireFrame, out: inout ByteBuffer) throws {
-        out.writeBytes(WireCodec.encode(data))
     }
 }
