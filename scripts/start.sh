@@ -10,4 +10,4 @@ ensure_system_packages librocksdb-dev
 
 echo "==> building kv (release; the first build takes a few minutes)"
 swift build -c release --product kv
-exec .build/release/kv server --data ./kv-data "$@"
+exec .build/release/kv server "$@"

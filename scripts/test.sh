@@ -6,16 +6,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev curl
+ensure_system_packages librocksdb-dev curl python3 python3-venv
 
 echo "==> swift format lint"
 swift format lint --strict --recursive Package.swift Sources Tests
 
 echo "==> OpenAPI document"
-if ! python3 -c "import openapi_spec_validator, yaml" 2>/dev/null; then
-    python3 -m pip install --quiet openapi-spec-validator pyyaml
+# The validator is not packaged by Debian, and Debian's Python refuses system-wide pip
+# installs (PEP 668), so it lives in a virtual environment under the ignored .build/.
+venv=.build/openapi-venv
+if ! "$venv/bin/python" -c "import openapi_spec_validator, yaml" 2>/dev/null; then
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet openapi-spec-validator pyyaml
 fi
-python3 -c "
+"$venv/bin/python" -c "
 import yaml
 from openapi_spec_validator import validate
 validate(yaml.safe_load(open('docs/openapi.yaml')))
