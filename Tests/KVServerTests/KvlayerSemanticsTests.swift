@@ -48,7 +48,13 @@ struct KvlayerSemanticsTests {
             }
             #expect(values == ["3", nil, "1", nil])
             // Deleting missing keys is a no-op; an empty batch does nothing.
-            _ = try await service.batch([.delete(RowKey(table: t, parts: [.string("zz")]), WriteOptions())])
+            let deleted = try await service.batch([
+                .delete(RowKey(table: t, parts: [.string("zz")]), WriteOptions())
+            ])
+            if case .failed(let error) = deleted.first {
+                Issue.record("deleting a missing key failed: \(error)")
+            }
+            #expect(deleted.count == 1)
             #expect(try await service.batch([]).isEmpty)
         }
     }

@@ -12,7 +12,8 @@ struct ServerCrashTests {
     static let writers = 8
     static let writesPerRound = 20_000
 
-    @Test func acknowledgedWritesSurviveKill() async throws {
+    @Test(.timeLimit(.minutes(10)))
+    func acknowledgedWritesSurviveKill() async throws {
         let seed =
             ProcessInfo.processInfo.environment["KV_CRASH_SEED"].flatMap(UInt64.init)
             ?? UInt64.random(in: 1...UInt64.max)

@@ -7,7 +7,9 @@ import Testing
 struct StorageConformanceTests {
     @Test(arguments: EngineKind.allCases)
     func getReturnsNilForMissingKeys(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         #expect(try engine.get(bytes("missing"), in: .data) == nil)
     }
@@ -34,7 +36,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func batchAppliesOperationsInOrder(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         var batch = WriteBatch()
         batch.put(bytes("a"), bytes("1"))
@@ -49,7 +53,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func keyspacesAreIsolated(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         var batch = WriteBatch()
         for keyspace in Keyspace.allCases {
@@ -69,7 +75,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func binaryKeysAndValuesRoundTrip(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         let all = (0...255).map { UInt8($0) }
         var batch = WriteBatch()
@@ -86,7 +94,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func cursorsWalkRangesInBothDirections(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         let keys: [[UInt8]] = [[0], [0, 0], [0, 1], [1], [1, 0], [2], [0xFF], [0xFF, 0xFF]]
         var batch = WriteBatch()
@@ -136,7 +146,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func interleavedCursorsAreIndependent(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         var batch = WriteBatch()
         for index in 0..<100 { batch.put([UInt8(index)], [UInt8(index)]) }
@@ -153,7 +165,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func deleteRangeRemovesExactlyTheRange(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         var batch = WriteBatch()
         for index in 0..<10 { batch.put([UInt8(index)], [1]) }
@@ -175,7 +189,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func snapshotsAreConsistent(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         var batch = WriteBatch()
         batch.put(bytes("a"), bytes("old"))
@@ -204,7 +220,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func partitionIterationSeesOnlyThatPartition(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         var batch = WriteBatch()
         for partition in [0, 1, 2, 255, 256, UInt32.max] {
@@ -232,7 +250,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func sizeEstimatesGrowWithData(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         let empty = try engine.estimateSize(of: .all, in: .data)
         #expect(empty.keyCount == 0)
@@ -251,7 +271,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func closedEngineRefusesEveryOperation(kind: EngineKind) throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         try engine.close()
         try engine.close()  // idempotent
         #expect(throws: StorageError.closed) { try engine.get([1], in: .data) }
@@ -283,7 +305,9 @@ struct StorageConformanceTests {
 
     @Test(arguments: EngineKind.allCases)
     func concurrentWritersAllLand(kind: EngineKind) async throws {
-        let engine = try EngineFixture(kind).open()
+        // The fixture owns the directory: it must live as long as the engine.
+        let fixture = EngineFixture(kind)
+        let engine = try fixture.open()
         defer { try? engine.close() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for writer in 0..<8 {
