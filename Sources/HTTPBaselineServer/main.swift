@@ -66,7 +66,9 @@ struct FixedValueService: KeyValueService {
     func clearTable(_ name: TableName) async throws(KVError) {}
     func dropTable(_ name: TableName) async throws(KVError) {}
     func dropNamespace(_ namespace: String) async throws(KVError) {}
-    func get(_ key: RowKey) async throws(KVError) -> ReadResult { try immediateGet(key)! }
+    func get(_ key: RowKey, options: ReadOptions) async throws(KVError) -> ReadResult {
+        try immediateGet(key)!
+    }
     func put(_ key: RowKey, value: RowValue, options: WriteOptions) async throws(KVError) -> WriteResult {
         WriteResult(context: "AQA", etag: "0")
     }
@@ -77,8 +79,10 @@ struct FixedValueService: KeyValueService {
         ScanPage(rows: [], continuation: nil)
     }
     func batch(_ operations: [BatchOperation]) async throws(KVError) -> [BatchItemResult] { [] }
-    func increment(_ key: RowKey, by delta: Int64) async throws(KVError) -> Int64 { delta }
-    func counter(_ key: RowKey) async throws(KVError) -> Int64? { nil }
+    func increment(_ key: RowKey, by delta: Int64, options: WriteOptions) async throws(KVError) -> Int64 {
+        delta
+    }
+    func counter(_ key: RowKey, options: ReadOptions) async throws(KVError) -> Int64? { nil }
     func nodeInfo() async throws(KVError) -> NodeInfo {
         NodeInfo(
             nodeID: NodeID(rawValue: 0), incarnation: 1, engine: "fixed", partitionCount: 1, version: "bench")

@@ -150,6 +150,19 @@ public final class HTTPKeyValueService: KeyValueService {
         case .ifAbsent: headers.add(name: "if-none-match", value: "*")
         case .ifMatch(let tag): headers.add(name: "if-match", value: "\"\(tag)\"")
         }
+        if let requestID = options.requestID { headers.add(name: "x-kv-request-id", value: requestID) }
+        addQuorum(options.quorum, to: &headers)
+        return headers
+    }
+
+    /// Quorum overrides travel as `x-kv-{name}` headers.
+    static func addQuorum(_ quorum: QuorumOverrides, to headers: inout HTTPHeaders) {
+        for (name, value) in quorum.named { headers.add(name: "x-kv-" + name, value: String(value)) }
+    }
+
+    static func readHeaders(_ options: ReadOptions) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        addQuorum(options.quorum, to: &headers)
         return headers
     }
 
@@ -219,9 +232,9 @@ public final class HTTPKeyValueService: KeyValueService {
         try await schema(key.table).validate(key.parts)
     }
 
-    public func get(_ key: RowKey) async throws(KVError) -> ReadResult {
+    public func get(_ key: RowKey, options: ReadOptions) async throws(KVError) -> ReadResult {
         try await validate(key)
-        let response = try await send(.GET, Self.rowPath(key))
+        let response = try await send(.GET, Self.rowPath(key), headers: Self.readHeaders(options))
         let context = response.headers.first(name: "x-kv-context") ?? ""
         let etag = Self.unquote(response.headers.first(name: "etag") ?? "")
         switch response.status {
@@ -273,6 +286,7 @@ public final class HTTPKeyValueService: KeyValueService {
         if let continuation = request.continuation {
             query.append("continuation=" + Self.escape(continuation))
         }
+        if let r = request.r { query.append("r=\(r)") }
         let target =
             "/v1/_scan/\(Self.escape(request.table.namespace))/\(Self.escape(request.table.table))?"
             + query.joined(separator: "&")
@@ -296,9 +310,12 @@ public final class HTTPKeyValueService: KeyValueService {
             + key.parts.map { escape($0.textBytes) }.joined(separator: "/")
     }
 
-    public func increment(_ key: RowKey, by delta: Int64) async throws(KVError) -> Int64 {
+    public func increment(_ key: RowKey, by delta: Int64, options: WriteOptions) async throws(KVError)
+        -> Int64
+    {
         try await validate(key)
-        let response = try await send(.POST, Self.counterPath(key) + "?delta=\(delta)")
+        let response = try await send(
+            .POST, Self.counterPath(key) + "?delta=\(delta)", headers: Self.writeHeaders(options))
         try expect(response, [200])
         guard let value = try Self.decode([String: Int64].self, response)["value"] else {
             throw KVError(.internalError, "the server's counter answer has no value")
@@ -306,9 +323,9 @@ public final class HTTPKeyValueService: KeyValueService {
         return value
     }
 
-    public func counter(_ key: RowKey) async throws(KVError) -> Int64? {
+    public func counter(_ key: RowKey, options: ReadOptions) async throws(KVError) -> Int64? {
         try await validate(key)
-        let response = try await send(.GET, Self.counterPath(key))
+        let response = try await send(.GET, Self.counterPath(key), headers: Self.readHeaders(options))
         if response.status == 404, Self.failure(response).code == .rowNotFound { return nil }
         try expect(response, [200])
         return try Self.decode([String: Int64].self, response)["value"]
@@ -334,6 +351,7 @@ public final class HTTPKeyValueService: KeyValueService {
                 item.contentType = value.contentType
             }
             item.context = options?.context
+            item.requestID = options?.requestID
             switch options?.condition ?? WriteCondition.none {
             case .ifAbsent: item.ifNoneMatch = "*"
             case .ifMatch(let tag): item.ifMatch = tag
@@ -379,7 +397,35 @@ public final class HTTPKeyValueService: KeyValueService {
         }
         return NodeInfo(
             nodeID: node, incarnation: body.incarnation, engine: body.engine, partitionCount: body.partitions,
-            version: body.version)
+            version: body.version, peerAddress: body.peerAddress)
+    }
+
+    public func clusterStatus() async throws(KVError) -> ClusterStatus {
+        let response = try await send(.GET, "/v1/_cluster")
+        try expect(response, [200])
+        guard let status = try Self.decode(WireClusterStatus.self, response).status else {
+            throw KVError(.internalError, "the server sent an invalid node id")
+        }
+        return status
+    }
+
+    public func clusterLayout() async throws(KVError) -> LayoutDescription {
+        let response = try await send(.GET, "/v1/_cluster/layout")
+        try expect(response, [200])
+        let body = try Self.decode(WireLayout.self, response)
+        var partitions: [[NodeID]] = []
+        for list in body.partitions {
+            var nodes: [NodeID] = []
+            for text in list {
+                guard let node = NodeID(text) else {
+                    throw KVError(.internalError, "the server sent an invalid node id")
+                }
+                nodes.append(node)
+            }
+            partitions.append(nodes)
+        }
+        return LayoutDescription(
+            version: body.version, replicationFactor: body.replicationFactor, partitions: partitions)
     }
 }
 

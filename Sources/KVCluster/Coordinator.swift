@@ -247,6 +247,9 @@ public struct Coordinator: Sendable {
             guard let operation = forwards.removeValue(forKey: id) else { return [] }
             forwardIDs[operation] = nil
             return [.cancelTimer(operation)] + finish(operation, outcome)
+        case .metadata, .metadataMerged, .scan, .scanned:
+            // Cluster metadata and scans are the node shell's business, not a quorum's.
+            return []
         }
     }
 
@@ -270,7 +273,8 @@ public struct Coordinator: Sendable {
                 + finish(
                     operation,
                     .failed(KVError(.quorumUnavailable, "the coordinating replica \(target) is unreachable")))
-        case .stored, .fetched, .replicaFailed, .repair, .coordinated:
+        case .stored, .fetched, .replicaFailed, .repair, .coordinated, .metadata, .metadataMerged, .scan,
+            .scanned:
             // Replies and repairs are not retried; the other side times out or a later
             // read repairs.
             return []

@@ -223,10 +223,28 @@ public struct Layout: Hashable, Sendable {
                 }
             }
         }
+        // 4. Order each partition's replicas by a stable hash of (partition, node), so the
+        //    first replica (the primary, which forwarded writes go to) is spread evenly
+        //    and a node keeps its rank in a partition while other members come and go.
+        //    Reordering moves no data.
+        for partition in 0..<partitionCount {
+            lists[partition].sort {
+                (rank(partition, $0), $0) < (rank(partition, $1), $1)
+            }
+        }
         return Layout(
             version: (previous?.version ?? 0) + 1, partitionCount: partitionCount,
             replicationFactor: replicationFactor,
             members: members, assignments: lists)
+    }
+
+    /// The order of `node` among a partition's replicas: the placement hash of the
+    /// partition number and node id (both big-endian).
+    static func rank(_ partition: Int, _ node: NodeID) -> UInt64 {
+        var writer = BinaryWriter(capacity: 16)
+        writer.writeFixed(UInt64(partition))
+        writer.writeFixed(node.rawValue)
+        return StableHash.hash(writer.bytes)
     }
 
     /// Every way this layout breaks its rules, one sentence each; empty when valid.

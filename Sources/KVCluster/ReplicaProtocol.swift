@@ -23,15 +23,31 @@ public struct ReplicaKey: Hashable, Sendable, CustomStringConvertible {
 /// A client write as it reaches a coordinator: the new version and the causal context
 /// it supersedes.
 public struct ProposedWrite: Hashable, Sendable {
-    /// The new version: a value or a tombstone.
+    /// The new version: a value or a tombstone. For an increment, only its timestamp
+    /// and request id count.
     public var sibling: Sibling
     /// The opened context of the client's last read, or `nil` for a blind write.
     public var context: VersionVector?
+    /// A precondition the coordinating replica checks under the row lock, against the
+    /// version it holds.
+    public var condition: WriteCondition
+    /// The generation of the table the client resolved the key against; the replica
+    /// refuses the write (`table.changed`) if its table has another one.
+    public var generation: UInt64
+    /// When set, the write adds this to the row's counter instead of storing `sibling`'s
+    /// value (see ``ReplicaRules/increment(_:by:actor:timestampMilliseconds:)``).
+    public var increment: Int64?
 
     /// Creates a proposed write.
-    public init(sibling: Sibling, context: VersionVector?) {
+    public init(
+        sibling: Sibling, context: VersionVector?, condition: WriteCondition = .none, generation: UInt64 = 0,
+        increment: Int64? = nil
+    ) {
         self.sibling = sibling
         self.context = context
+        self.condition = condition
+        self.generation = generation
+        self.increment = increment
     }
 }
 
@@ -91,6 +107,80 @@ public enum ReplicaMessage: Hashable, Sendable {
     case coordinateRead(id: UInt64, key: ReplicaKey, quorum: Quorum)
     /// The outcome of a forwarded operation.
     case coordinated(id: UInt64, outcome: OperationOutcome)
+    /// The sender's copy of the cluster metadata (``ClusterMetadata/encoded()``), to be
+    /// merged. With an `id`, the receiver answers ``metadataMerged(id:)`` once it has
+    /// merged and stored it; gossip sends it without one.
+    case metadata(id: UInt64?, encoded: [UInt8])
+    /// The receiver merged and stored the metadata sent with `id`.
+    case metadataMerged(id: UInt64)
+    /// Read one page of a table's rows from the receiver's replicas of `partitions`.
+    case scan(id: UInt64, request: PartitionScan)
+    /// The rows of a ``scan(id:request:)``.
+    case scanned(id: UInt64, page: PartitionScanPage)
+}
+
+/// One node's part of a cluster scan: a key range of one table within some partitions
+/// that the node holds.
+public struct PartitionScan: Hashable, Sendable {
+    /// The table prefix inside each partition's range: the encoded namespace and table.
+    public var tablePrefix: [UInt8]
+    /// The partitions to read.
+    public var partitions: [PartitionID]
+    /// The lowest encoded row key (inclusive), relative to the table prefix.
+    public var lowerBound: [UInt8]
+    /// The end (exclusive), or `nil` for the table's end.
+    public var upperBound: [UInt8]?
+    /// The most rows to return.
+    public var limit: Int
+    /// Whether to walk in descending key order.
+    public var reverse: Bool
+    /// Whether to leave values out of the returned objects.
+    public var keysOnly: Bool
+
+    /// Creates a scan.
+    public init(
+        tablePrefix: [UInt8], partitions: [PartitionID], lowerBound: [UInt8], upperBound: [UInt8]?,
+        limit: Int,
+        reverse: Bool, keysOnly: Bool
+    ) {
+        self.tablePrefix = tablePrefix
+        self.partitions = partitions
+        self.lowerBound = lowerBound
+        self.upperBound = upperBound
+        self.limit = limit
+        self.reverse = reverse
+        self.keysOnly = keysOnly
+    }
+}
+
+/// What one node answers to a ``PartitionScan``.
+public struct PartitionScanPage: Hashable, Sendable {
+    /// Rows in scan order: the encoded row key (relative to the table prefix) and the
+    /// replica's object, tombstones included (a tombstone on one replica must win over
+    /// an older value on another).
+    public var rows: [(key: [UInt8], object: StoredObject)]
+    /// Whether the node stopped at the limit (or its answer size) with rows left.
+    public var truncated: Bool
+    /// Why the node could not answer, if it could not.
+    public var error: KVError?
+
+    /// Creates a page.
+    public init(rows: [(key: [UInt8], object: StoredObject)], truncated: Bool, error: KVError? = nil) {
+        self.rows = rows
+        self.truncated = truncated
+        self.error = error
+    }
+
+    public static func == (lhs: PartitionScanPage, rhs: PartitionScanPage) -> Bool {
+        lhs.truncated == rhs.truncated && lhs.error == rhs.error && lhs.rows.count == rhs.rows.count
+            && zip(lhs.rows, rhs.rows).allSatisfy { $0.key == $1.key && $0.object == $1.object }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(truncated)
+        hasher.combine(rows.count)
+        for row in rows { hasher.combine(row.key) }
+    }
 }
 
 /// A storage operation the shell carries out under the row's lock, then reports back

@@ -13,6 +13,13 @@ public enum ReplicaRules {
     public static func coordinate(_ object: StoredObject, _ write: ProposedWrite, actor: ActorID)
         -> StoredObject?
     {
+        // A retry of a write this row already holds (same client request id) is
+        // answered with the row as it is: applying it again would add a second version.
+        if let requestID = write.sibling.requestID,
+            object.values.contains(where: { $0.requestID == requestID })
+        {
+            return nil
+        }
         if write.sibling.isTombstone && write.context == nil && object.isDeleted { return nil }
         var updated = object
         let supersedes = write.context ?? (write.sibling.isTombstone ? object.context : VersionVector())
@@ -25,5 +32,26 @@ public enum ReplicaRules {
     public static func merge(_ local: StoredObject, _ incoming: StoredObject) -> StoredObject? {
         let merged = local.merging(incoming)
         return merged == local ? nil : merged
+    }
+
+    /// Applies an increment at its coordinator: merges every counter sibling, adds
+    /// `delta` under the coordinator's actor, and stores the result over everything
+    /// the coordinator holds (the merged state includes every sibling, so nothing is
+    /// lost by superseding them). Concurrent increments through other coordinators stay
+    /// siblings and merge on the next read. Fails with `row.not_a_counter` when the
+    /// row holds something else.
+    public static func increment(
+        _ object: StoredObject, by delta: Int64, actor: ActorID, timestampMilliseconds: Int64,
+        requestID: String? = nil
+    ) throws(KVError) -> StoredObject? {
+        if let requestID, object.values.contains(where: { $0.requestID == requestID }) { return nil }
+        var updated = object
+        var state = try CounterState.merged(object.liveValues) ?? CounterState()
+        state.add(delta, by: actor)
+        let value = RowValue(bytes: state.encoded(), contentType: CounterState.contentType)
+        updated.recordWrite(
+            Sibling(value: value, timestampMilliseconds: timestampMilliseconds, requestID: requestID),
+            context: object.context, actor: actor)
+        return updated
     }
 }

@@ -25,16 +25,23 @@ public struct Sibling: Hashable, Sendable {
     /// When the coordinator accepted the write, in milliseconds since the Unix epoch.
     /// Informational only (for `Last-Modified`); it never decides between versions.
     public var timestampMilliseconds: Int64
+    /// The client's id for the write that made this version, when it sent one. A retry
+    /// with the same id finds it and is not applied twice.
+    public var requestID: String?
+
+    /// The longest client request id accepted, in bytes.
+    public static let maximumRequestIDBytes = 128
 
     /// Creates a sibling.
-    public init(value: RowValue?, timestampMilliseconds: Int64) {
+    public init(value: RowValue?, timestampMilliseconds: Int64, requestID: String? = nil) {
         self.value = value
         self.timestampMilliseconds = timestampMilliseconds
+        self.requestID = requestID
     }
 
     /// A tombstone written at `timestampMilliseconds`.
-    public static func tombstone(at timestampMilliseconds: Int64) -> Sibling {
-        Sibling(value: nil, timestampMilliseconds: timestampMilliseconds)
+    public static func tombstone(at timestampMilliseconds: Int64, requestID: String? = nil) -> Sibling {
+        Sibling(value: nil, timestampMilliseconds: timestampMilliseconds, requestID: requestID)
     }
 
     /// Whether this version records a delete.

@@ -103,6 +103,112 @@ public struct ReplicationDefaults: Hashable, Sendable, Codable {
     }
 }
 
+/// Per-request overrides of a table's ``ReplicationDefaults``: each setting left `nil`
+/// keeps the table's default.
+public struct QuorumOverrides: Hashable, Sendable {
+    /// Replicas per key.
+    public var n: Int?
+    /// Replies a read waits for.
+    public var r: Int?
+    /// Acknowledgements a write waits for.
+    public var w: Int?
+    /// Acknowledgements that must be durable.
+    public var dw: Int?
+    /// Read replies that must come from primaries.
+    public var pr: Int?
+    /// Write acknowledgements that must come from primaries.
+    public var pw: Int?
+
+    /// Creates overrides; by default none.
+    public init(n: Int? = nil, r: Int? = nil, w: Int? = nil, dw: Int? = nil, pr: Int? = nil, pw: Int? = nil) {
+        self.n = n
+        self.r = r
+        self.w = w
+        self.dw = dw
+        self.pr = pr
+        self.pw = pw
+    }
+
+    /// Whether nothing is overridden.
+    public var isEmpty: Bool { self == QuorumOverrides() }
+
+    /// The setting names, as HTTP query parameters and CLI flags spell them.
+    public static let names = ["n", "r", "w", "dw", "pr", "pw"]
+
+    /// Each overridden setting with its name, in ``names`` order.
+    public var named: [(name: String, value: Int)] {
+        zip(Self.names, [n, r, w, dw, pr, pw]).compactMap { name, value in value.map { (name, $0) } }
+    }
+
+    /// Reads overrides from named texts (query parameters or headers): `lookup` returns
+    /// the text given for a name, or `nil`. Each must be a whole number from 0 to
+    /// ``ReplicationDefaults/maximumReplicas``.
+    public static func parse(_ lookup: (String) -> String?) throws(KVError) -> QuorumOverrides {
+        var values: [Int?] = []
+        for name in names {
+            guard let text = lookup(name) else {
+                values.append(nil)
+                continue
+            }
+            guard let value = Int(text), (0...ReplicationDefaults.maximumReplicas).contains(value) else {
+                throw KVError(
+                    .invalidQuorum,
+                    "\(name) must be a whole number from 0 to \(ReplicationDefaults.maximumReplicas), not '\(text.prefix(20))'"
+                )
+            }
+            values.append(value)
+        }
+        return QuorumOverrides(
+            n: values[0], r: values[1], w: values[2], dw: values[3], pr: values[4], pw: values[5])
+    }
+
+    /// The settings a request runs with: the overrides applied to `defaults`.
+    ///
+    /// A table's defaults may ask for more replicas than the cluster has nodes (a table
+    /// created with the usual N=3 on a single node): then the defaults shrink to
+    /// `availableReplicas`, keeping their proportions, because every copy the cluster
+    /// can make is made. An explicit override is never shrunk, so a request that asks
+    /// for n=3 on two nodes fails with `quorum.unavailable` instead of silently getting
+    /// less than it asked for.
+    public func applied(to defaults: ReplicationDefaults, availableReplicas: Int) -> ReplicationDefaults {
+        var base = defaults
+        if availableReplicas >= 1, base.n > availableReplicas {
+            base.n = availableReplicas
+            base.r = min(base.r, availableReplicas)
+            base.w = min(base.w, availableReplicas)
+            base.dw = min(base.dw, base.w)
+            base.pr = min(base.pr, base.r)
+            base.pw = min(base.pw, base.w)
+        }
+        var result = ReplicationDefaults(
+            n: n ?? base.n, r: r ?? base.r, w: w ?? base.w, dw: dw ?? base.dw, pr: pr ?? base.pr,
+            pw: pw ?? base.pw)
+        // A lower w or r than the durable/primary counts it implies lowers those too,
+        // unless they were given explicitly.
+        if dw == nil { result.dw = min(result.dw, result.w) }
+        if pr == nil { result.pr = min(result.pr, result.r) }
+        if pw == nil { result.pw = min(result.pw, result.w) }
+        if r == nil, n != nil { result.r = min(result.r, result.n) }
+        if w == nil, n != nil {
+            result.w = min(result.w, result.n)
+            if dw == nil { result.dw = min(result.dw, result.w) }
+            if pw == nil { result.pw = min(result.pw, result.w) }
+        }
+        return result
+    }
+}
+
+/// How a read is performed.
+public struct ReadOptions: Hashable, Sendable {
+    /// Overrides of the table's quorum settings (`n`, `r`, `pr`).
+    public var quorum: QuorumOverrides
+
+    /// Creates options.
+    public init(quorum: QuorumOverrides = QuorumOverrides()) {
+        self.quorum = quorum
+    }
+}
+
 /// A table's definition: its name, key schema and defaults, as stored in the catalog.
 public struct TableDescriptor: Hashable, Sendable {
     /// The table's name.
@@ -182,11 +288,35 @@ public struct WriteOptions: Hashable, Sendable {
     public var context: String?
     /// A precondition checked against the row's current version.
     public var condition: WriteCondition
+    /// Overrides of the table's quorum settings (`n`, `w`, `dw`, `pw`).
+    public var quorum: QuorumOverrides
+    /// The client's id for this write (1 to 128 bytes of visible ASCII). A retry with
+    /// the same id, after an indeterminate outcome, is not applied twice.
+    public var requestID: String?
 
     /// Creates options.
-    public init(context: String? = nil, condition: WriteCondition = .none) {
+    public init(
+        context: String? = nil, condition: WriteCondition = .none,
+        quorum: QuorumOverrides = QuorumOverrides(),
+        requestID: String? = nil
+    ) {
         self.context = context
         self.condition = condition
+        self.quorum = quorum
+        self.requestID = requestID
+    }
+
+    /// Throws `request.invalid` when the request id is not 1 to 128 bytes of visible ASCII.
+    public func validateRequestID() throws(KVError) {
+        guard let requestID else { return }
+        let bytes = requestID.utf8
+        guard (1...Sibling.maximumRequestIDBytes).contains(bytes.count),
+            bytes.allSatisfy({ (0x21...0x7E).contains($0) })
+        else {
+            throw KVError(
+                .invalidRequest,
+                "a request id is 1 to \(Sibling.maximumRequestIDBytes) bytes of visible ASCII")
+        }
     }
 }
 
@@ -221,11 +351,14 @@ public struct ScanRequest: Hashable, Sendable {
     public var keysOnly: Bool
     /// Where the previous page stopped, as returned in ``ScanPage/continuation``.
     public var continuation: String?
+    /// How many replicas of each partition a cluster scan reads and merges per row
+    /// (default 1: one covering replica per partition; at most the table's n).
+    public var r: Int?
 
     /// Creates a request.
     public init(
         table: TableName, range: KeyRange = KeyRange(), limit: Int = 1000, reverse: Bool = false,
-        keysOnly: Bool = false, continuation: String? = nil
+        keysOnly: Bool = false, continuation: String? = nil, r: Int? = nil
     ) {
         self.table = table
         self.range = range
@@ -233,6 +366,7 @@ public struct ScanRequest: Hashable, Sendable {
         self.reverse = reverse
         self.keysOnly = keysOnly
         self.continuation = continuation
+        self.r = r
     }
 }
 
@@ -300,14 +434,105 @@ public struct NodeInfo: Hashable, Sendable {
     public var partitionCount: Int
     /// The software version.
     public var version: String
+    /// Where the node's node-to-node protocol listens (`host:port`), when it has one:
+    /// what a node that joins through this one connects to.
+    public var peerAddress: String?
 
     /// Creates node info.
-    public init(nodeID: NodeID, incarnation: UInt32, engine: String, partitionCount: Int, version: String) {
+    public init(
+        nodeID: NodeID, incarnation: UInt32, engine: String, partitionCount: Int, version: String,
+        peerAddress: String? = nil
+    ) {
         self.nodeID = nodeID
         self.incarnation = incarnation
         self.engine = engine
         self.partitionCount = partitionCount
         self.version = version
+        self.peerAddress = peerAddress
+    }
+}
+
+/// What a node knows about its cluster: the members, the layout version and how the
+/// partitions are spread.
+public struct ClusterStatus: Hashable, Sendable {
+    /// One member as the answering node sees it.
+    public struct Member: Hashable, Sendable {
+        /// The member's node id.
+        public var nodeID: NodeID
+        /// Where its HTTP API listens.
+        public var httpAddress: String
+        /// Where its node-to-node protocol listens.
+        public var peerAddress: String
+        /// Its zone.
+        public var zone: String
+        /// Its capacity weight.
+        public var capacity: Int
+        /// Partition replicas the layout gives it.
+        public var replicas: Int
+        /// Partitions whose first replica it is.
+        public var primaries: Int
+        /// `self` for the answering node, `up` or `down` as its connections say,
+        /// `joining` for a member the layout does not place yet.
+        public var state: String
+
+        /// Creates a member entry.
+        public init(
+            nodeID: NodeID, httpAddress: String, peerAddress: String, zone: String, capacity: Int,
+            replicas: Int,
+            primaries: Int, state: String
+        ) {
+            self.nodeID = nodeID
+            self.httpAddress = httpAddress
+            self.peerAddress = peerAddress
+            self.zone = zone
+            self.capacity = capacity
+            self.replicas = replicas
+            self.primaries = primaries
+            self.state = state
+        }
+    }
+
+    /// The answering node.
+    public var nodeID: NodeID
+    /// The cluster's id (hexadecimal), empty while not formed.
+    public var clusterID: String
+    /// The layout's version (0 while not formed).
+    public var layoutVersion: UInt64
+    /// Partitions of the key space.
+    public var partitionCount: Int
+    /// Replicas per partition.
+    public var replicationFactor: Int
+    /// Every known member, sorted by node id.
+    public var members: [Member]
+
+    /// Creates a status.
+    public init(
+        nodeID: NodeID, clusterID: String, layoutVersion: UInt64, partitionCount: Int, replicationFactor: Int,
+        members: [Member]
+    ) {
+        self.nodeID = nodeID
+        self.clusterID = clusterID
+        self.layoutVersion = layoutVersion
+        self.partitionCount = partitionCount
+        self.replicationFactor = replicationFactor
+        self.members = members
+    }
+}
+
+/// A cluster's layout as served over HTTP: each partition's ordered replicas.
+public struct LayoutDescription: Hashable, Sendable {
+    /// The layout version.
+    public var version: UInt64
+    /// Replicas per partition.
+    public var replicationFactor: Int
+    /// For each partition, its replicas in preference order.
+    public var partitions: [[NodeID]]
+
+    /// Creates a description.
+    public init(version: UInt64, replicationFactor: Int, partitions: [[NodeID]]) {
+        self.version = version
+        self.replicationFactor = replicationFactor
+        self.partitions = partitions
     }
 }
 
@@ -333,7 +558,7 @@ public protocol KeyValueService: Sendable {
     func dropNamespace(_ namespace: String) async throws(KVError)
 
     /// Reads a row.
-    func get(_ key: RowKey) async throws(KVError) -> ReadResult
+    func get(_ key: RowKey, options: ReadOptions) async throws(KVError) -> ReadResult
     /// Writes a row.
     func put(_ key: RowKey, value: RowValue, options: WriteOptions) async throws(KVError) -> WriteResult
     /// Deletes a row (writes a tombstone). Deleting an absent row is not an error.
@@ -343,14 +568,18 @@ public protocol KeyValueService: Sendable {
     /// Adds `delta` to the counter in a row and returns the new value. A missing row
     /// counts as 0; a counter that returns to 0 still exists. Concurrent increments
     /// through different nodes merge (see ``CounterState``).
-    func increment(_ key: RowKey, by delta: Int64) async throws(KVError) -> Int64
+    func increment(_ key: RowKey, by delta: Int64, options: WriteOptions) async throws(KVError) -> Int64
     /// The value of the counter in a row, or `nil` when the row is absent.
-    func counter(_ key: RowKey) async throws(KVError) -> Int64?
+    func counter(_ key: RowKey, options: ReadOptions) async throws(KVError) -> Int64?
     /// Runs several operations, with one result per operation, in order.
     func batch(_ operations: [BatchOperation]) async throws(KVError) -> [BatchItemResult]
 
     /// What the node says about itself.
     func nodeInfo() async throws(KVError) -> NodeInfo
+    /// The cluster as this node sees it.
+    func clusterStatus() async throws(KVError) -> ClusterStatus
+    /// The cluster's current layout.
+    func clusterLayout() async throws(KVError) -> LayoutDescription
 
     /// A table's descriptor if it is at hand without waiting, else `nil`.
     ///
@@ -363,6 +592,31 @@ public protocol KeyValueService: Sendable {
 }
 
 extension KeyValueService {
+    /// Reads a row with the table's quorum settings.
+    public func get(_ key: RowKey) async throws(KVError) -> ReadResult {
+        try await get(key, options: ReadOptions())
+    }
+
+    /// Adds `delta` to a counter with the table's quorum settings.
+    public func increment(_ key: RowKey, by delta: Int64) async throws(KVError) -> Int64 {
+        try await increment(key, by: delta, options: WriteOptions())
+    }
+
+    /// Reads a counter with the table's quorum settings.
+    public func counter(_ key: RowKey) async throws(KVError) -> Int64? {
+        try await counter(key, options: ReadOptions())
+    }
+
+    /// A service that is no cluster member has no cluster to describe.
+    public func clusterStatus() async throws(KVError) -> ClusterStatus {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
+    /// A service that is no cluster member has no layout.
+    public func clusterLayout() async throws(KVError) -> LayoutDescription {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
     /// By default nothing is at hand.
     public func immediateTable(_ name: TableName) -> TableDescriptor? { nil }
     /// By default every read waits.

@@ -15,8 +15,9 @@ extension DottedVersionVectorSet where Element == Sibling {
 ///
 /// `0x01` (format version), LEB128 entry count, then per entry: node id (8 bytes,
 /// big-endian), incarnation (LEB128), counter (LEB128), value count (LEB128), then per
-/// value a flags byte (bit 0: tombstone), the timestamp (zigzag LEB128) and, unless a
-/// tombstone, the content type and the bytes, each length-prefixed.
+/// value a flags byte (bit 0: tombstone, bit 1: a client request id follows), the
+/// timestamp (zigzag LEB128), the request id if flagged and, unless a tombstone, the
+/// content type and the bytes, each length-prefixed.
 ///
 /// Decoding validates everything (order, counts, UTF-8) and reports
 /// `storage.corrupt_object` rather than trusting the bytes.
@@ -40,12 +41,14 @@ public enum StoredObjectCodec {
         return writer.bytes
     }
 
-    /// Appends one sibling: a flags byte (bit 0: tombstone), the timestamp (zigzag
-    /// LEB128) and, unless a tombstone, the content type and the bytes, each
-    /// length-prefixed. The node-to-node protocol carries proposed writes the same way.
+    /// Appends one sibling: a flags byte (bit 0: tombstone, bit 1: request id), the
+    /// timestamp (zigzag LEB128), the request id if any and, unless a tombstone, the
+    /// content type and the bytes, each length-prefixed. The node-to-node protocol
+    /// carries proposed writes the same way.
     public static func write(_ sibling: Sibling, to writer: inout BinaryWriter) {
-        writer.write(sibling.isTombstone ? 1 : 0)
+        writer.write((sibling.isTombstone ? 1 : 0) | (sibling.requestID == nil ? 0 : 2))
         writer.writeSignedVarint(sibling.timestampMilliseconds)
+        if let requestID = sibling.requestID { writer.writeLengthPrefixed(Array(requestID.utf8)) }
         if let value = sibling.value {
             writer.writeLengthPrefixed(Array(value.contentType.utf8))
             writer.writeLengthPrefixed(value.bytes)
@@ -56,18 +59,27 @@ public enum StoredObjectCodec {
     /// a truncated input is a ``BinaryReader/Failure``.
     public static func readSibling(from reader: inout BinaryReader) throws -> Sibling {
         let flags = try reader.readByte()
-        guard flags <= 1 else {
+        guard flags <= 3 else {
             throw KVError(.corruptObject, "stored sibling has unknown flags \(flags)")
         }
         let timestamp = try reader.readSignedVarint()
-        if flags == 1 { return .tombstone(at: timestamp) }
+        var requestID: String?
+        if flags & 2 != 0 {
+            let bytes = try reader.readLengthPrefixed(maximumLength: Sibling.maximumRequestIDBytes)
+            guard let text = String(validating: bytes, as: UTF8.self) else {
+                throw KVError(.corruptObject, "stored request id is not UTF-8")
+            }
+            requestID = text
+        }
+        if flags & 1 != 0 { return .tombstone(at: timestamp, requestID: requestID) }
         let contentTypeBytes = try reader.readLengthPrefixed(maximumLength: 1024)
         guard let contentType = String(validating: contentTypeBytes, as: UTF8.self) else {
             throw KVError(.corruptObject, "stored content type is not UTF-8")
         }
         let data = try reader.readLengthPrefixed()
         return Sibling(
-            value: RowValue(bytes: data, contentType: contentType), timestampMilliseconds: timestamp)
+            value: RowValue(bytes: data, contentType: contentType), timestampMilliseconds: timestamp,
+            requestID: requestID)
     }
 
     /// Decodes bytes written by ``encode(_:)``.

@@ -223,13 +223,15 @@ public struct WireBatchOperation: Codable, Sendable {
     public var context: String?
     public var ifNoneMatch: String?
     public var ifMatch: String?
+    public var requestID: String?
 
     /// Creates a value.
     public init(
         op: String, namespace: String, table: String, key: [WireKeyPart], value: String? = nil,
         valueBase64: String? = nil, contentType: String? = nil, context: String? = nil,
-        ifNoneMatch: String? = nil, ifMatch: String? = nil
+        ifNoneMatch: String? = nil, ifMatch: String? = nil, requestID: String? = nil
     ) {
+        self.requestID = requestID
         self.op = op
         self.namespace = namespace
         self.table = table
@@ -248,6 +250,7 @@ public struct WireBatchOperation: Codable, Sendable {
         case contentType = "content_type"
         case ifNoneMatch = "if_none_match"
         case ifMatch = "if_match"
+        case requestID = "request_id"
     }
 }
 
@@ -301,18 +304,120 @@ public struct WireNodeInfo: Codable, Sendable {
     public var engine: String
     public var partitions: Int
     public var version: String
+    public var peerAddress: String?
 
     /// Creates a value.
-    public init(nodeID: String, incarnation: UInt32, engine: String, partitions: Int, version: String) {
+    public init(
+        nodeID: String, incarnation: UInt32, engine: String, partitions: Int, version: String,
+        peerAddress: String? = nil
+    ) {
         self.nodeID = nodeID
         self.incarnation = incarnation
         self.engine = engine
         self.partitions = partitions
         self.version = version
+        self.peerAddress = peerAddress
     }
 
     public enum CodingKeys: String, CodingKey {
         case nodeID = "node_id"
+        case peerAddress = "peer_address"
         case incarnation, engine, partitions, version
+    }
+}
+
+/// One member in `GET /v1/_cluster`.
+public struct WireClusterMember: Codable, Sendable {
+    public var nodeID: String
+    public var httpAddress: String
+    public var peerAddress: String
+    public var zone: String
+    public var capacity: Int
+    public var replicas: Int
+    public var primaries: Int
+    public var state: String
+
+    /// Creates a value.
+    public init(_ member: ClusterStatus.Member) {
+        nodeID = member.nodeID.description
+        httpAddress = member.httpAddress
+        peerAddress = member.peerAddress
+        zone = member.zone
+        capacity = member.capacity
+        replicas = member.replicas
+        primaries = member.primaries
+        state = member.state
+    }
+
+    public enum CodingKeys: String, CodingKey {
+        case nodeID = "node_id"
+        case httpAddress = "http_address"
+        case peerAddress = "peer_address"
+        case zone, capacity, replicas, primaries, state
+    }
+}
+
+/// What `GET /v1/_cluster` returns.
+public struct WireClusterStatus: Codable, Sendable {
+    public var nodeID: String
+    public var clusterID: String
+    public var layoutVersion: UInt64
+    public var partitions: Int
+    public var replicationFactor: Int
+    public var members: [WireClusterMember]
+
+    /// Creates a value.
+    public init(_ status: ClusterStatus) {
+        nodeID = status.nodeID.description
+        clusterID = status.clusterID
+        layoutVersion = status.layoutVersion
+        partitions = status.partitionCount
+        replicationFactor = status.replicationFactor
+        members = status.members.map(WireClusterMember.init)
+    }
+
+    public enum CodingKeys: String, CodingKey {
+        case nodeID = "node_id"
+        case clusterID = "cluster_id"
+        case layoutVersion = "layout_version"
+        case replicationFactor = "replication_factor"
+        case partitions, members
+    }
+
+    /// The status this describes, or `nil` when a node id is not hexadecimal.
+    public var status: ClusterStatus? {
+        guard let node = NodeID(nodeID) else { return nil }
+        var members: [ClusterStatus.Member] = []
+        for member in self.members {
+            guard let id = NodeID(member.nodeID) else { return nil }
+            members.append(
+                ClusterStatus.Member(
+                    nodeID: id, httpAddress: member.httpAddress, peerAddress: member.peerAddress,
+                    zone: member.zone,
+                    capacity: member.capacity, replicas: member.replicas, primaries: member.primaries,
+                    state: member.state))
+        }
+        return ClusterStatus(
+            nodeID: node, clusterID: clusterID, layoutVersion: layoutVersion, partitionCount: partitions,
+            replicationFactor: replicationFactor, members: members)
+    }
+}
+
+/// What `GET /v1/_cluster/layout` returns: each partition's replicas in preference order.
+public struct WireLayout: Codable, Sendable {
+    public var version: UInt64
+    public var replicationFactor: Int
+    public var partitions: [[String]]
+
+    /// Creates a value.
+    public init(_ layout: LayoutDescription) {
+        version = layout.version
+        replicationFactor = layout.replicationFactor
+        partitions = layout.partitions.map { $0.map(\.description) }
+    }
+
+    public enum CodingKeys: String, CodingKey {
+        case replicationFactor = "replication_factor"
+        case version, partitions
     }
 }

@@ -27,7 +27,10 @@ public final class LocalNode: KeyValueService {
 
     let engine: any StorageEngine
     let engineName: String
-    let sealer: ContextSealer
+    /// Seals contexts with the node's own secret, or with the cluster's once the node
+    /// is part of one (every node of a cluster must accept every other's contexts).
+    let sealerBox: NIOLockedValueBox<ContextSealer>
+    var sealer: ContextSealer { sealerBox.withLockedValue { $0 } }
     let threadPool: NIOThreadPool
     let logger: Logger
     let catalog: NIOLockedValueBox<[TableName: TableDescriptor]>
@@ -48,7 +51,7 @@ public final class LocalNode: KeyValueService {
         self.engineName = engineName
         self.settings = settings
         self.logger = logger
-        sealer = ContextSealer(secret: identity.contextSecret)
+        sealerBox = NIOLockedValueBox(ContextSealer(secret: identity.contextSecret))
         rowLocks = (0..<64).map { _ in NIOLock() }
         catalog = NIOLockedValueBox(try Self.loadCatalog(from: engine))
         threadPool = NIOThreadPool(numberOfThreads: settings.storageThreads)
@@ -149,6 +152,7 @@ public final class LocalNode: KeyValueService {
     /// A row key checked against its table and mapped to storage.
     struct ResolvedRow: Sendable {
         var descriptor: TableDescriptor
+        var partition: PartitionID
         var dataKey: [UInt8]
         /// What contexts of this row are bound to.
         var identity: [UInt8] {
@@ -199,7 +203,7 @@ public final class LocalNode: KeyValueService {
             partitionCount: identity.partitionCount)
         let dataKey = StorageLayout.dataKey(
             partition: partition, namespace: key.table.namespace, table: key.table.table, key: encodedKey)
-        return ResolvedRow(descriptor: descriptor, dataKey: dataKey)
+        return ResolvedRow(descriptor: descriptor, partition: partition, dataKey: dataKey)
     }
 
     /// The sealed context and entity tag of a row's state. The ETag is the context's
@@ -221,7 +225,7 @@ public final class LocalNode: KeyValueService {
         return WriteResult(context: context, etag: etag)
     }
 
-    public func get(_ key: RowKey) async throws(KVError) -> ReadResult {
+    public func get(_ key: RowKey, options: ReadOptions) async throws(KVError) -> ReadResult {
         let row = try resolve(key)
         let object = try await blocking { [self] () throws(KVError) in try load(row.dataKey) }
         return readResult(object, identity: row.identity)
@@ -246,10 +250,28 @@ public final class LocalNode: KeyValueService {
     public func put(_ key: RowKey, value: RowValue, options: WriteOptions) async throws(KVError)
         -> WriteResult
     {
-        guard value.bytes.count <= settings.maximumValueBytes else {
+        try Self.validate(value, maximumBytes: settings.maximumValueBytes)
+        try options.validateRequestID()
+        return try await write(
+            key,
+            Sibling(
+                value: value, timestampMilliseconds: Self.wallClockMilliseconds(),
+                requestID: options.requestID),
+            options)
+    }
+
+    public func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult {
+        try options.validateRequestID()
+        return try await write(
+            key, .tombstone(at: Self.wallClockMilliseconds(), requestID: options.requestID), options)
+    }
+
+    /// Checks a value's size and content type before anything is stored.
+    static func validate(_ value: RowValue, maximumBytes: Int) throws(KVError) {
+        guard value.bytes.count <= maximumBytes else {
             throw KVError(
                 .valueTooLarge,
-                "the value has \(value.bytes.count) bytes; the limit is \(settings.maximumValueBytes)")
+                "the value has \(value.bytes.count) bytes; the limit is \(maximumBytes)")
         }
         guard value.contentType.utf8.count <= 256 else {
             throw KVError(.invalidRequest, "the content type is longer than 256 bytes")
@@ -258,12 +280,6 @@ public final class LocalNode: KeyValueService {
         guard value.contentType.utf8.allSatisfy({ (0x20...0x7E).contains($0) || $0 == 0x09 }) else {
             throw KVError(.invalidRequest, "the content type may contain only printable ASCII")
         }
-        return try await write(
-            key, Sibling(value: value, timestampMilliseconds: Self.wallClockMilliseconds()), options)
-    }
-
-    public func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult {
-        try await write(key, .tombstone(at: Self.wallClockMilliseconds()), options)
     }
 
     /// Applies one write (a value or a tombstone) as a read-modify-write under the row
@@ -308,7 +324,9 @@ public final class LocalNode: KeyValueService {
         }
     }
 
-    public func increment(_ key: RowKey, by delta: Int64) async throws(KVError) -> Int64 {
+    public func increment(_ key: RowKey, by delta: Int64, options: WriteOptions) async throws(KVError)
+        -> Int64
+    {
         let row = try resolve(key)
         let now = Self.wallClockMilliseconds()
         return try await blocking { [self] () throws(KVError) -> Int64 in
@@ -331,8 +349,8 @@ public final class LocalNode: KeyValueService {
         }
     }
 
-    public func counter(_ key: RowKey) async throws(KVError) -> Int64? {
-        try CounterState.merged(try await get(key).siblings)?.value
+    public func counter(_ key: RowKey, options: ReadOptions) async throws(KVError) -> Int64? {
+        try CounterState.merged(try await get(key, options: options).siblings)?.value
     }
 
     /// Checks a write's precondition against the row's current state. On one node the
@@ -361,18 +379,7 @@ public final class LocalNode: KeyValueService {
                 .invalidRequest,
                 "the scan limit must be 1 to \(ScanRequest.maximumLimit), not \(request.limit)")
         }
-        var range = try request.range.encoded(for: descriptor.schema)
-        if let token = request.continuation {
-            let position = try ScanContinuation.decode(token, reverse: request.reverse)
-            if request.reverse {
-                if range.upperBound.map({ position.lexicographicallyPrecedes($0) }) ?? true {
-                    range.upperBound = position
-                }
-            } else {
-                let next = position + [0]
-                if range.lowerBound.lexicographicallyPrecedes(next) { range.lowerBound = next }
-            }
-        }
+        let range = try Self.bounds(of: request, schema: descriptor.schema)
         let partitions = partitions(for: request.range, schema: descriptor.schema, table: request.table)
         let keyRange = range
         return try await blocking { [self] () throws(KVError) -> ScanPage in
@@ -387,6 +394,58 @@ public final class LocalNode: KeyValueService {
             } catch {
                 throw KVError(.internalError, "scan failed", underlying: error)
             }
+        }
+    }
+
+    /// The encoded key range a scan page covers: the request's range, narrowed to what
+    /// follows its continuation.
+    static func bounds(of request: ScanRequest, schema: KeySchema) throws(KVError) -> EncodedKeyRange {
+        var range = try request.range.encoded(for: schema)
+        if let token = request.continuation {
+            let position = try ScanContinuation.decode(token, reverse: request.reverse)
+            if request.reverse {
+                if range.upperBound.map({ position.lexicographicallyPrecedes($0) }) ?? true {
+                    range.upperBound = position
+                }
+            } else {
+                let next = position + [0]
+                if range.lowerBound.lexicographicallyPrecedes(next) { range.lowerBound = next }
+            }
+        }
+        return range
+    }
+
+    /// One node's part of a cluster scan: the rows of some partitions in key order, as
+    /// stored objects (tombstones included, so the coordinator can merge them).
+    func partitionScanPage(_ scan: PartitionScan) throws(KVError) -> PartitionScanPage {
+        do {
+            let snapshot = try engine.snapshot()
+            let direction: ScanDirection = scan.reverse ? .reverse : .forward
+            var merger = try SortedMerge(reverse: scan.reverse) {
+                (index: Int) throws -> (any StorageCursor, Int)? in
+                guard index < scan.partitions.count else { return nil }
+                let prefix = StorageLayout.partitionPrefix(scan.partitions[index]) + scan.tablePrefix
+                let lower = prefix + scan.lowerBound
+                let upper = scan.upperBound.map { prefix + $0 } ?? KeyEncoding.prefixSuccessor(prefix)
+                let bounds = EncodedKeyRange(lowerBound: lower, upperBound: upper)
+                return (try snapshot.cursor(over: bounds, in: .data, direction: direction), prefix.count)
+            }
+            var rows: [(key: [UInt8], object: StoredObject)] = []
+            var pageBytes = 0
+            while rows.count < scan.limit, pageBytes < settings.maximumResponseBytes,
+                let (rowKey, value) = try merger.next()
+            {
+                let object = try StoredObjectCodec.decode(value)
+                pageBytes += value.count
+                rows.append((rowKey, object))
+            }
+            return PartitionScanPage(rows: rows, truncated: try merger.hasMore())
+        } catch let error as StorageError {
+            throw error.asKVError
+        } catch let error as KVError {
+            throw error
+        } catch {
+            throw KVError(.internalError, "scan failed", underlying: error)
         }
     }
 
@@ -547,6 +606,34 @@ public final class LocalNode: KeyValueService {
                 table: name.table)
             batch.deleteRange(.prefixed(by: prefix))
         }
+    }
+
+    /// Makes `tables` the catalog, as a cluster's metadata dictates: rows of tables that
+    /// were dropped, or cleared (their generation changed), are deleted; `extra` is
+    /// written in the same atomic batch (the cluster metadata it came from). Blocks: run
+    /// it on the thread pool.
+    func adoptCatalog(_ tables: [TableName: TableDescriptor], writing extra: [(key: [UInt8], value: [UInt8])])
+        throws(KVError)
+    {
+        try withAllRowLocks { () throws(KVError) in
+            let current = catalog.withLockedValue { $0 }
+            var batch = WriteBatch()
+            for (name, old) in current where tables[name]?.generation != old.generation {
+                deleteRows(of: name, into: &batch)
+                if tables[name] == nil { batch.delete(CatalogRecord.key(name), in: .metadata) }
+            }
+            for (name, descriptor) in tables where current[name] != descriptor {
+                batch.put(CatalogRecord.key(name), CatalogRecord.encode(descriptor), in: .metadata)
+            }
+            for entry in extra { batch.put(entry.key, entry.value, in: .metadata) }
+            if !batch.isEmpty { try write(batch) }
+            catalog.withLockedValue { $0 = tables }
+        }
+    }
+
+    /// Reads one record of the metadata keyspace. Blocks.
+    func metadataRecord(_ key: [UInt8]) throws(KVError) -> [UInt8]? {
+        do { return try engine.get(key, in: .metadata) } catch { throw error.asKVError }
     }
 
     public func clearTable(_ name: TableName) async throws(KVError) {

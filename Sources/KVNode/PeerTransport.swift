@@ -15,6 +15,8 @@ public protocol PeerTransportDelegate: AnyObject, Sendable {
     func transport(failedToSend message: ReplicaMessage, to node: NodeID)
     /// The connection to `node` was established or lost.
     func transport(peer node: NodeID, isReachable: Bool)
+    /// A peer said hello on a connection it opened, naming where it listens.
+    func transport(peer node: NodeID, announcedAddress: String)
 }
 
 /// Settings of a ``PeerTransport``.
@@ -45,8 +47,9 @@ public struct PeerTransportSettings: Hashable, Sendable {
 ///
 /// Each node sends on one outbound connection per peer, opened on first use and
 /// reopened on the next send after it breaks; it receives on the connections its
-/// peers opened. Both directions start with `hello` (node id and cluster name), so a
-/// receiver knows who speaks and refuses other clusters. Requests and replies are
+/// peers opened. Both directions start with `hello` (node id, cluster name and listen
+/// address), so a receiver knows who speaks, refuses other clusters, and can answer a
+/// node it has never heard of. Requests and replies are
 /// matched by the ids inside the messages, so one connection carries any number of
 /// concurrent requests. Timeouts belong to the ``Coordinator``'s timers; the transport
 /// only reports what it could not send.
@@ -60,6 +63,7 @@ public final class PeerTransport: Sendable {
     private let outbound = NIOLockedValueBox<[NodeID: OutboundPeer]>([:])
     private let inbound = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let advertised = NIOLockedValueBox("")
 
     /// Creates a transport; it neither listens nor connects until told to.
     public init(node: NodeID, settings: PeerTransportSettings, group: any EventLoopGroup, logger: Logger) {
@@ -102,6 +106,44 @@ public final class PeerTransport: Sendable {
     /// Where `peer` listens. A changed address takes effect on the next connection.
     public func setAddress(_ address: SocketAddress, of peer: NodeID) {
         addresses.withLockedValue { $0[peer] = address }
+    }
+
+    /// Whether an address of `peer` is known.
+    public func knowsAddress(of peer: NodeID) -> Bool {
+        addresses.withLockedValue { $0[peer] != nil }
+    }
+
+    /// The address (`host:port`) this node names in its hello, so that peers it
+    /// connects to can connect back.
+    public func setAdvertisedAddress(_ address: String) {
+        advertised.withLockedValue { $0 = address }
+    }
+
+    /// Connects to a node whose id is not known yet (a seed), says hello and sends
+    /// `message`, then closes the connection. The seed learns this node's id and
+    /// address from the hello and answers over its own connection. Failures are only
+    /// logged: the caller retries.
+    public func introduce(to address: SocketAddress, message: ReplicaMessage) {
+        let frames = WireCodec.encode(hello()) + WireCodec.encode(.message(message))
+        ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.milliseconds(settings.connectTimeoutMilliseconds))
+            .connect(to: address)
+            .whenComplete { [logger] result in
+                switch result {
+                case .success(let channel):
+                    channel.writeAndFlush(ByteBuffer(bytes: frames)).whenComplete { _ in
+                        channel.close(promise: nil)
+                    }
+                case .failure(let error):
+                    logger.debug(
+                        "cannot reach seed", metadata: ["address": "\(address)", "error": "\(error)"])
+                }
+            }
+    }
+
+    private func hello() -> WireFrame {
+        .hello(node: node, cluster: settings.cluster, listenAddress: advertised.withLockedValue { $0 })
     }
 
     /// Sends `message` to `peer`, connecting first if needed. Failures are reported to
@@ -155,8 +197,7 @@ public final class PeerTransport: Sendable {
             .whenComplete { [self] result in
                 switch result {
                 case .success(let channel):
-                    let hello = WireCodec.encode(.hello(node: node, cluster: settings.cluster))
-                    channel.writeAndFlush(ByteBuffer(bytes: hello), promise: nil)
+                    channel.writeAndFlush(ByteBuffer(bytes: WireCodec.encode(hello())), promise: nil)
                     peer.connected(channel)
                     channel.closeFuture.whenComplete { [self] _ in disconnected(peer) }
                     delegate?.transport(peer: peer.peer, isReachable: true)
@@ -202,7 +243,7 @@ public final class PeerTransport: Sendable {
 
     fileprivate func receivedFrame(_ frame: WireFrame, on channel: any Channel, peer: inout NodeID?) {
         switch frame {
-        case .hello(let node, let cluster):
+        case .hello(let node, let cluster, let listenAddress):
             guard cluster == settings.cluster else {
                 logger.warning(
                     "refusing a peer of another cluster",
@@ -211,6 +252,7 @@ public final class PeerTransport: Sendable {
                 return
             }
             peer = node
+            if !listenAddress.isEmpty { delegate?.transport(peer: node, announcedAddress: listenAddress) }
         case .message(let message):
             guard let peer else {
                 logger.warning("a peer sent a message before hello; closing its connection")

@@ -20,6 +20,12 @@ public struct HTTPRequest: Sendable {
         query.first { $0.name == name }.map { String(decoding: $0.value, as: UTF8.self) }
     }
 
+    /// Whether the request overrides a quorum setting (query parameter or header), so
+    /// that the event loop's shortcut, which reads one local copy, must not answer it.
+    var hasQuorumOverrides: Bool {
+        QuorumOverrides.names.contains { queryValue($0) != nil || headers.contains(name: "x-kv-" + $0) }
+    }
+
     /// Every value of the query parameter `name`, in order.
     public func queryValues(_ name: String) -> [[UInt8]] {
         query.filter { $0.name == name }.map(\.value)

@@ -14,6 +14,11 @@ import NIOHTTP1
 /// - `POST /v1/_batch`
 /// - `GET|POST /v1/_counter/{ns}/{table}/{key parts…}[?delta=N]`
 /// - `GET|HEAD|PUT|DELETE /v1/{ns}/{table}/{key parts…}`
+/// - `GET /v1/_cluster`, `GET /v1/_cluster/layout`
+///
+/// Reads and writes take quorum overrides (`n`, `r`, `w`, `dw`, `pr`, `pw`) as query
+/// parameters or as `x-kv-{name}` headers, and writes a client request id
+/// (`x-kv-request-id` or `request_id`).
 ///
 /// Names never start with `_`, so the `_`-prefixed segments cannot collide with them.
 public struct Router: Sendable {
@@ -21,6 +26,8 @@ public struct Router: Sendable {
     public static let contextHeader = "x-kv-context"
     /// The header that reports how many siblings a read found.
     public static let siblingsHeader = "x-kv-siblings"
+    /// The header that carries a write's client request id.
+    public static let requestIDHeader = "x-kv-request-id"
 
     let service: any KeyValueService
     let logger: Logger
@@ -60,7 +67,9 @@ public struct Router: Sendable {
         }
         do {
             let name = try tableName(segments, at: 1)
-            guard let descriptor = service.immediateTable(name) else { return nil }
+            guard let descriptor = service.immediateTable(name), !request.hasQuorumOverrides else {
+                return nil
+            }
             let key = try rowKey(name, descriptor: descriptor, raw: segments.dropFirst(3))
             guard let result = try service.immediateGet(key) else { return nil }
             return read(result, request: request)
@@ -138,7 +147,14 @@ public struct Router: Sendable {
             return Self.json(
                 WireNodeInfo(
                     nodeID: info.nodeID.description, incarnation: info.incarnation, engine: info.engine,
-                    partitions: info.partitionCount, version: info.version))
+                    partitions: info.partitionCount, version: info.version, peerAddress: info.peerAddress))
+        case "_cluster":
+            guard request.method == .GET else { throw methodNotAllowed(request) }
+            switch names.dropFirst(2) {
+            case []: return Self.json(WireClusterStatus(try await service.clusterStatus()))
+            case ["layout"]: return Self.json(WireLayout(try await service.clusterLayout()))
+            default: throw KVError(.notFound, "the cluster routes are /v1/_cluster and /v1/_cluster/layout")
+            }
         case "_namespaces":
             guard segments.count == 2, request.method == .GET else { throw methodNotAllowed(request) }
             return Self.json(["namespaces": try await service.namespaces()])
@@ -162,7 +178,7 @@ public struct Router: Sendable {
             let key = try rowKey(name, descriptor: try await service.table(name), raw: segments.dropFirst(4))
             switch request.method {
             case .GET:
-                guard let value = try await service.counter(key) else {
+                guard let value = try await service.counter(key, options: try readOptions(request)) else {
                     throw KVError(.rowNotFound, "the counter does not exist")
                 }
                 return Self.json(["value": value])
@@ -171,7 +187,9 @@ public struct Router: Sendable {
                 guard let delta = Int64(text) else {
                     throw KVError(.invalidRequest, "delta must be a 64-bit integer, not '\(text.prefix(30))'")
                 }
-                return Self.json(["value": try await service.increment(key, by: delta)])
+                return Self.json(
+                    ["value": try await service.increment(key, by: delta, options: try writeOptions(request))]
+                )
             default:
                 throw methodNotAllowed(request)
             }
@@ -245,7 +263,7 @@ public struct Router: Sendable {
         let key = try rowKey(table, descriptor: try await service.table(table), raw: raw[...])
         switch request.method {
         case .GET, .HEAD:
-            return read(try await service.get(key), request: request)
+            return read(try await service.get(key, options: try readOptions(request)), request: request)
         case .PUT:
             let contentType = request.headers.first(name: "content-type") ?? RowValue.defaultContentType
             let result = try await service.put(
@@ -259,8 +277,21 @@ public struct Router: Sendable {
         }
     }
 
+    /// Quorum overrides from query parameters, else `x-kv-{name}` headers.
+    private func quorum(_ request: HTTPRequest) throws(KVError) -> QuorumOverrides {
+        try QuorumOverrides.parse { name in
+            request.queryValue(name) ?? request.headers.first(name: "x-kv-" + name)
+        }
+    }
+
+    private func readOptions(_ request: HTTPRequest) throws(KVError) -> ReadOptions {
+        ReadOptions(quorum: try quorum(request))
+    }
+
     private func writeOptions(_ request: HTTPRequest) throws(KVError) -> WriteOptions {
-        var options = WriteOptions(context: request.headers.first(name: Self.contextHeader))
+        var options = WriteOptions(
+            context: request.headers.first(name: Self.contextHeader), quorum: try quorum(request),
+            requestID: request.headers.first(name: Self.requestIDHeader) ?? request.queryValue("request_id"))
         if let ifNoneMatch = request.headers.first(name: "if-none-match") {
             guard ifNoneMatch.trimmedWhitespace == "*" else {
                 throw KVError(.invalidRequest, "only If-None-Match: * is supported on writes")
@@ -379,7 +410,8 @@ public struct Router: Sendable {
         var scan = ScanRequest(
             table: table, range: KeyRange(start: start, end: end),
             limit: min(limit ?? 1000, ScanRequest.maximumLimit),
-            reverse: reverse, keysOnly: keysOnly, continuation: request.queryValue("continuation"))
+            reverse: reverse, keysOnly: keysOnly, continuation: request.queryValue("continuation"),
+            r: try quorum(request).r)
         switch format {
         case "json":
             if let limit, limit > ScanRequest.maximumLimit {
@@ -509,7 +541,7 @@ public struct Router: Sendable {
         let name = try TableName(namespace: item.namespace, table: item.table)
         let descriptor = try await service.table(name)
         let key = RowKey(table: name, parts: try descriptor.schema.keyParts(item.key, prefix: false))
-        var options = WriteOptions(context: item.context)
+        var options = WriteOptions(context: item.context, requestID: item.requestID)
         if let ifNoneMatch = item.ifNoneMatch {
             guard ifNoneMatch == "*" else { throw KVError(.invalidRequest, "if_none_match must be \"*\"") }
             options.condition = .ifAbsent

@@ -543,6 +543,10 @@ struct SimulatedWorld {
             "coordinate write #\(id) w\(Self.writeID(write.sibling))"
         case .coordinateRead(let id, _, _): "coordinate read #\(id)"
         case .coordinated(let id, let outcome): "coordinated #\(id) \(summary(outcome))"
+        case .metadata(let id, _): "metadata #\(id.map(String.init) ?? "-")"
+        case .metadataMerged(let id): "metadata merged #\(id)"
+        case .scan(let id, _): "scan #\(id)"
+        case .scanned(let id, let page): "scanned #\(id) \(page.rows.count) rows"
         }
     }
 

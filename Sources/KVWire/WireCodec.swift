@@ -4,8 +4,9 @@ import KVCore
 /// What travels on a node-to-node connection.
 public enum WireFrame: Hashable, Sendable {
     /// The first frame on a connection, in both directions: who is speaking, in which
-    /// cluster. A peer of another cluster is disconnected.
-    case hello(node: NodeID, cluster: String)
+    /// cluster, and where it listens for peers (`host:port`, empty if it does not say).
+    /// A peer of another cluster is disconnected.
+    case hello(node: NodeID, cluster: String, listenAddress: String)
     /// A replica message (requests and replies are matched by their ids).
     case message(ReplicaMessage)
 }
@@ -40,6 +41,10 @@ public enum WireCodec {
         case coordinateWrite = 8
         case coordinateRead = 9
         case coordinated = 10
+        case metadata = 11
+        case metadataMerged = 12
+        case scan = 13
+        case scanned = 14
     }
 
     /// Encodes `frame` with its length prefix.
@@ -47,10 +52,11 @@ public enum WireCodec {
         var body = BinaryWriter(capacity: 128)
         body.write(version)
         switch frame {
-        case .hello(let node, let cluster):
+        case .hello(let node, let cluster, let listenAddress):
             body.write(Kind.hello.rawValue)
             body.writeFixed(node.rawValue)
             body.writeLengthPrefixed(Array(cluster.utf8))
+            body.writeLengthPrefixed(Array(listenAddress.utf8))
         case .message(let message):
             encode(message, into: &body)
         }
@@ -140,6 +146,48 @@ public enum WireCodec {
                 writer.write(2)
                 encode(error, into: &writer)
             }
+        case .metadata(let id, let encoded):
+            writer.write(Kind.metadata.rawValue)
+            if let id {
+                writer.write(1)
+                writer.writeVarint(id)
+            } else {
+                writer.write(0)
+            }
+            writer.writeLengthPrefixed(encoded)
+        case .metadataMerged(let id):
+            writer.write(Kind.metadataMerged.rawValue)
+            writer.writeVarint(id)
+        case .scan(let id, let request):
+            writer.write(Kind.scan.rawValue)
+            writer.writeVarint(id)
+            writer.writeLengthPrefixed(request.tablePrefix)
+            writer.writeVarint(UInt64(request.partitions.count))
+            for partition in request.partitions { writer.writeVarint(UInt64(partition.rawValue)) }
+            writer.writeLengthPrefixed(request.lowerBound)
+            if let upper = request.upperBound {
+                writer.write(1)
+                writer.writeLengthPrefixed(upper)
+            } else {
+                writer.write(0)
+            }
+            writer.writeVarint(UInt64(request.limit))
+            writer.write((request.reverse ? 1 : 0) | (request.keysOnly ? 2 : 0))
+        case .scanned(let id, let page):
+            writer.write(Kind.scanned.rawValue)
+            writer.writeVarint(id)
+            writer.write(page.truncated ? 1 : 0)
+            if let error = page.error {
+                writer.write(1)
+                encode(error, into: &writer)
+            } else {
+                writer.write(0)
+            }
+            writer.writeVarint(UInt64(page.rows.count))
+            for row in page.rows {
+                writer.writeLengthPrefixed(row.key)
+                writer.writeLengthPrefixed(StoredObjectCodec.encode(row.object))
+            }
         }
     }
 
@@ -147,7 +195,9 @@ public enum WireCodec {
         switch kind {
         case .hello:
             let node = NodeID(rawValue: try reader.readFixed())
-            return .hello(node: node, cluster: try readText(&reader, maximumBytes: 256))
+            let cluster = try readText(&reader, maximumBytes: 256)
+            return .hello(
+                node: node, cluster: cluster, listenAddress: try readText(&reader, maximumBytes: 512))
         case .store:
             let id = try reader.readVarint()
             let key = try decodeKey(&reader)
@@ -187,6 +237,56 @@ public enum WireCodec {
             case let tag: throw WireProtocolError.malformed("unknown outcome \(tag)")
             }
             return .message(.coordinated(id: id, outcome: outcome))
+        case .metadata:
+            let id: UInt64? = try readBool(&reader) ? try reader.readVarint() : nil
+            return .message(
+                .metadata(id: id, encoded: try reader.readLengthPrefixed(maximumLength: 16 << 20)))
+        case .metadataMerged:
+            return .message(.metadataMerged(id: try reader.readVarint()))
+        case .scan:
+            let id = try reader.readVarint()
+            let prefix = try reader.readLengthPrefixed(maximumLength: 1024)
+            let count = try reader.readVarint()
+            guard count <= 1 << 16 else { throw WireProtocolError.malformed("\(count) partitions") }
+            var partitions: [PartitionID] = []
+            for _ in 0..<count {
+                let partition = try reader.readVarint()
+                guard partition <= UInt64(UInt32.max) else {
+                    throw WireProtocolError.malformed("partition \(partition)")
+                }
+                partitions.append(PartitionID(rawValue: UInt32(partition)))
+            }
+            let lower = try reader.readLengthPrefixed(maximumLength: 64 << 10)
+            let upper: [UInt8]? =
+                try readBool(&reader) ? try reader.readLengthPrefixed(maximumLength: 64 << 10) : nil
+            let limit = try reader.readVarint()
+            guard (1...100_000).contains(limit) else {
+                throw WireProtocolError.malformed("scan limit \(limit)")
+            }
+            let flags = try reader.readByte()
+            guard flags <= 3 else { throw WireProtocolError.malformed("scan flags \(flags)") }
+            return .message(
+                .scan(
+                    id: id,
+                    request: PartitionScan(
+                        tablePrefix: prefix, partitions: partitions, lowerBound: lower, upperBound: upper,
+                        limit: Int(limit), reverse: flags & 1 != 0, keysOnly: flags & 2 != 0)))
+        case .scanned:
+            let id = try reader.readVarint()
+            let truncated = try readBool(&reader)
+            let error: KVError? = try readBool(&reader) ? try decodeError(&reader) : nil
+            let count = try reader.readVarint()
+            // Each row takes at least two length bytes and an object's format byte.
+            guard count <= UInt64(reader.remainingCount / 3) else {
+                throw WireProtocolError.malformed("\(count) scanned rows")
+            }
+            var rows: [(key: [UInt8], object: StoredObject)] = []
+            for _ in 0..<count {
+                let key = try reader.readLengthPrefixed(maximumLength: 64 << 10)
+                rows.append((key, try decodeObject(&reader)))
+            }
+            return .message(
+                .scanned(id: id, page: PartitionScanPage(rows: rows, truncated: truncated, error: error)))
         }
     }
 
@@ -219,6 +319,20 @@ public enum WireCodec {
         } else {
             writer.write(0)
         }
+        switch write.condition {
+        case .none: writer.write(0)
+        case .ifAbsent: writer.write(1)
+        case .ifMatch(let tag):
+            writer.write(2)
+            writer.writeLengthPrefixed(Array(tag.utf8))
+        }
+        writer.writeFixed(write.generation)
+        if let delta = write.increment {
+            writer.write(1)
+            writer.writeSignedVarint(delta)
+        } else {
+            writer.write(0)
+        }
     }
 
     static func decodeWrite(_ reader: inout BinaryReader) throws -> ProposedWrite {
@@ -228,7 +342,18 @@ public enum WireCodec {
             context = try VersionVector.read(
                 from: &reader, maximumEntries: ContextSealer.maximumEntryCount, invalid: .invalidContext)
         }
-        return ProposedWrite(sibling: sibling, context: context)
+        let condition: WriteCondition
+        switch try reader.readByte() {
+        case 0: condition = .none
+        case 1: condition = .ifAbsent
+        case 2: condition = .ifMatch(try readText(&reader, maximumBytes: 8192))
+        case let tag: throw WireProtocolError.malformed("unknown write condition \(tag)")
+        }
+        let generation = try reader.readFixed()
+        let increment: Int64? = try readBool(&reader) ? try reader.readSignedVarint() : nil
+        return ProposedWrite(
+            sibling: sibling, context: context, condition: condition, generation: generation,
+            increment: increment)
     }
 
     static func encode(_ quorum: Quorum, into writer: inout BinaryWriter) {

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import KVClient
+import KVCluster
 import KVCore
 import KVNode
 import KVServer
@@ -7,6 +9,7 @@ import KVStorage
 import KVStorageMemory
 import KVStorageRocksDB
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -30,9 +33,21 @@ struct ServerConfigFile: Decodable {
     var maxConnections: Int?
     var requestTimeoutSeconds: Int?
     var idleTimeoutSeconds: Int?
+    var peerPort: Int?
+    var join: String?
+    var peers: [String]?
+    var replicationFactor: Int?
+    var clusterName: String?
+    var zone: String?
+    var capacity: Int?
+    var replicaTimeoutMilliseconds: Int?
 
     enum CodingKeys: String, CodingKey {
-        case host, port, engine, partitions
+        case host, port, engine, partitions, join, peers, zone, capacity
+        case peerPort = "peer_port"
+        case replicationFactor = "replication_factor"
+        case clusterName = "cluster_name"
+        case replicaTimeoutMilliseconds = "replica_timeout_ms"
         case dataDir = "data_dir"
         case logLevel = "log_level"
         case maxKeyBytes = "max_key_bytes"
@@ -56,10 +71,20 @@ struct ServerCommand: AsyncParsableCommand {
             Each setting comes from, in order of precedence: its flag, its environment \
             variable (KV_HOST, KV_PORT, KV_DATA_DIR, KV_ENGINE, KV_PARTITIONS, KV_LOG_LEVEL, \
             KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_SIBLINGS, KV_MAX_ROW_BYTES, KV_MAX_RESPONSE_BYTES, KV_MAX_HEADER_BYTES, KV_MAX_BODY_BYTES, \
-            KV_MAX_CONNECTIONS, KV_REQUEST_TIMEOUT_SECONDS, KV_IDLE_TIMEOUT_SECONDS), the \
-            YAML file given with --config (keys host, port, data_dir, engine, partitions, \
-            log_level, max_key_bytes, max_value_bytes, max_siblings, max_row_bytes, max_response_bytes, max_header_bytes, max_body_bytes, \
-            max_connections, request_timeout_seconds, idle_timeout_seconds), and the default.
+            KV_MAX_CONNECTIONS, KV_REQUEST_TIMEOUT_SECONDS, KV_IDLE_TIMEOUT_SECONDS, KV_PEER_PORT, \
+            KV_JOIN, KV_PEERS, KV_REPLICATION_FACTOR, KV_CLUSTER_NAME, KV_ZONE, KV_CAPACITY, \
+            KV_REPLICA_TIMEOUT_MS), the YAML file given with --config (keys host, port, data_dir, \
+            engine, partitions, log_level, max_key_bytes, max_value_bytes, max_siblings, max_row_bytes, \
+            max_response_bytes, max_header_bytes, max_body_bytes, max_connections, \
+            request_timeout_seconds, idle_timeout_seconds, peer_port, join, peers, \
+            replication_factor, cluster_name, zone, capacity, replica_timeout_ms), and the default.
+
+            Clusters: a node started alone forms a cluster of one. With --peers (every member's \
+            HTTP address, this node's included) the nodes form one cluster once all of them \
+            know each other. With --join a node joins the cluster of the member at that HTTP \
+            address. The environment variables VIEW (like --peers), ADDRESS (this node's \
+            host:port) and REPL_FACTOR (the replication factor) are accepted as well. Nodes \
+            talk to each other on the peer port, by default the HTTP port plus 1000.
 
             SIGTERM or SIGINT stops the node gracefully: it stops accepting connections, \
             finishes in-flight requests, then flushes and closes the storage engine.
@@ -85,6 +110,21 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Most open connections (default 1024).") var maxConnections: Int?
     @Option(help: "Seconds to receive a whole request (default 10).") var requestTimeoutSeconds: Int?
     @Option(help: "Seconds an idle connection stays open (default 60).") var idleTimeoutSeconds: Int?
+    @Option(
+        help: "Port of the node-to-node protocol (default the HTTP port + 1000; 0 when the HTTP port is 0).")
+    var peerPort: Int?
+    @Option(help: "Join the cluster of the member at this HTTP address (host:port).") var join: String?
+    @Option(help: "Every member's HTTP address, comma-separated, for a static cluster.") var peers: String?
+    @Option(help: "Replicas per partition of a cluster this node forms (default 3).")
+    var replicationFactor: Int?
+    @Option(help: "The cluster's name; nodes of another name are refused (default kv).") var clusterName:
+        String?
+    @Option(help: "This node's zone: replicas go to distinct zones (default default).") var zone: String?
+    @Option(help: "This node's capacity weight in the layout (default 1).") var capacity: Int?
+    @Option(
+        name: .customLong("replica-timeout-ms"),
+        help: "Milliseconds an operation waits for replicas (default 5000).")
+    var replicaTimeoutMilliseconds: Int?
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -141,11 +181,44 @@ struct ServerCommand: AsyncParsableCommand {
         node.maximumResponseBytes = try resolve(
             maxResponseBytes, "KV_MAX_RESPONSE_BYTES", file.maxResponseBytes,
             defaults.node.maximumResponseBytes)
+        // CSE138-style variables: ADDRESS is this node's host:port, VIEW every member's.
+        if let address = environment["ADDRESS"], host == nil, port == nil, environment["KV_HOST"] == nil,
+            environment["KV_PORT"] == nil
+        {
+            guard let colon = address.lastIndex(of: ":"),
+                let value = Int(address[address.index(after: colon)...])
+            else { throw ValidationError("ADDRESS='\(address)' is not host:port") }
+            http.host = String(address[..<colon])
+            http.port = value
+        }
+        let peerList = try resolve(
+            peers, "KV_PEERS", file.peers?.joined(separator: ","), environment["VIEW"] ?? "")
+        let joinAddress = try resolve(join, "KV_JOIN", file.join, "")
+        let replication = try resolve(
+            replicationFactor, "KV_REPLICATION_FACTOR", file.replicationFactor,
+            environment["REPL_FACTOR"].flatMap { Int($0) } ?? 3)
+        var cluster = ClusterSettings()
+        cluster.name = try resolve(clusterName, "KV_CLUSTER_NAME", file.clusterName, "kv")
+        cluster.zone = try resolve(zone, "KV_ZONE", file.zone, "default")
+        cluster.capacity = try resolve(capacity, "KV_CAPACITY", file.capacity, 1)
+        cluster.replicationFactor = replication
+        cluster.requestTimeoutMilliseconds = Int64(
+            try resolve(
+                replicaTimeoutMilliseconds, "KV_REPLICA_TIMEOUT_MS", file.replicaTimeoutMilliseconds, 5_000))
+        cluster.peerHost = http.host
+        cluster.peerPort = try resolve(
+            peerPort, "KV_PEER_PORT", file.peerPort, http.port == 0 ? 0 : http.port + 1000)
+        let seeds = peerList.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+        }
+        guard joinAddress.isEmpty || seeds.isEmpty else {
+            throw ValidationError("give either --join or --peers, not both")
+        }
         let dataDirectory = try resolve(dataDir, "KV_DATA_DIR", file.dataDir, "./kv-data")
         let engineName = try resolve(engine, "KV_ENGINE", file.engine, "rocksdb")
         let levelName = try resolve(logLevel, "KV_LOG_LEVEL", file.logLevel, "info")
 
-        let problems = http.problems() + node.problems()
+        let problems = http.problems() + node.problems() + cluster.problems()
         guard problems.isEmpty else { throw ValidationError(problems.joined(separator: "\n")) }
         guard let level = Logger.Level(rawValue: levelName) else {
             throw ValidationError("unknown log level '\(levelName)'")
@@ -172,25 +245,142 @@ struct ServerCommand: AsyncParsableCommand {
             throw ValidationError("unknown engine '\(engineName)'; use rocksdb or memory")
         }
         let localNode = try LocalNode(engine: storage, engineName: engineName, settings: node, logger: logger)
-        let server = try HTTPServer(
-            settings: http, service: localNode, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+        // The HTTP port must be known before the cluster side announces it, so the
+        // server starts first; until the cluster forms it answers data requests with
+        // server.unavailable.
+        let group = MultiThreadedEventLoopGroup.singleton
+        let service = DeferredService()
+        let server = try HTTPServer(settings: http, service: service, group: group, logger: logger)
         let address = try await server.start()
-        let url = "http://\(http.host):\(address.port ?? http.port)"
+        let httpAddress = "\(http.host):\(address.port ?? http.port)"
+        let url = "http://\(httpAddress)"
+        cluster.httpAddress = httpAddress
+        if !joinAddress.isEmpty {
+            cluster.expectedMembers = nil
+        } else if !seeds.isEmpty {
+            cluster.expectedMembers = Set(seeds + [httpAddress]).count
+        }
+        let clusterNode = try ClusterNode(local: localNode, settings: cluster, group: group, logger: logger)
+        let peerAddress = try await clusterNode.start()
+        service.install(clusterNode)
+        let bootstrap = Task {
+            await Bootstrap(
+                node: clusterNode, seeds: joinAddress.isEmpty ? seeds : [joinAddress], ownAddress: httpAddress
+            )
+            .run()
+        }
+        let mode =
+            !joinAddress.isEmpty
+            ? "joining through \(joinAddress)"
+            : seeds.isEmpty ? "a cluster of its own" : "static, \(cluster.expectedMembers ?? 0) members"
         // Written unbuffered: whoever started the server (a script, a test) waits for this.
         FileHandle.standardOutput.write(
             Data(
                 """
                 kv \(LocalNode.version) node \(localNode.identity.nodeID) serving \(url)
                   engine: \(engineName)\(engineName == "rocksdb" ? ", data: \(dataDirectory)" : " (nothing is kept)")
+                  peers:  \(peerAddress) (\(mode))
                   try:    curl -s \(url)/health
                   stop:   Ctrl-C (or SIGTERM)
 
                 """.utf8))
-        let group = ServiceGroup(
+        let services = ServiceGroup(
             configuration: .init(
-                services: [.init(service: NodeLifecycle(server: server, node: localNode))],
+                services: [
+                    .init(service: NodeLifecycle(server: server, node: clusterNode, bootstrap: bootstrap))
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await services.run()
+    }
+}
+
+/// Introduces a node to its seeds (the static members, or the member it joins through)
+/// until it belongs to a formed cluster that knows every static member: each seed's
+/// HTTP API names its peer address, and the introduction goes there.
+struct Bootstrap {
+    let node: ClusterNode
+    let seeds: [String]
+    let ownAddress: String
+
+    func run() async {
+        let expected = node.settings.expectedMembers
+        var done = Set<String>()
+        while !Task.isCancelled {
+            let metadata = node.metadata
+            let placed = metadata.layout?.members.contains { $0.node == node.nodeID } ?? false
+            if metadata.isFormed, placed, metadata.members.count >= (expected ?? 0) { return }
+            for seed in seeds where seed != ownAddress {
+                do {
+                    let client = try await HTTPKeyValueService(url: "http://" + seed)
+                    let info = try? await client.nodeInfo()
+                    await client.close()
+                    guard let info, info.nodeID != node.nodeID, let peer = info.peerAddress else { continue }
+                    if !metadata.members.keys.contains(info.nodeID) || !done.contains(seed) {
+                        node.introduce(toPeerAt: peer)
+                        done.insert(seed)
+                    } else if !metadata.isFormed || !placed {
+                        node.introduce(toPeerAt: peer)
+                    }
+                } catch {
+                    continue
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(500))
+        }
+    }
+}
+
+/// The HTTP server's service until the cluster node exists: the server must listen
+/// before the node can announce its HTTP address.
+final class DeferredService: KeyValueService, Sendable {
+    private let box = NIOLockedValueBox<ClusterNode?>(nil)
+
+    func install(_ node: ClusterNode) { box.withLockedValue { $0 = node } }
+
+    private func node() throws(KVError) -> ClusterNode {
+        guard let node = box.withLockedValue({ $0 }) else {
+            throw KVError(.unavailable, "the node is starting")
+        }
+        return node
+    }
+
+    func createTable(_ descriptor: TableDescriptor) async throws(KVError) -> TableDescriptor {
+        try await node().createTable(descriptor)
+    }
+    func table(_ name: TableName) async throws(KVError) -> TableDescriptor { try await node().table(name) }
+    func tables(in namespace: String) async throws(KVError) -> [TableDescriptor] {
+        try await node().tables(in: namespace)
+    }
+    func namespaces() async throws(KVError) -> [String] { try await node().namespaces() }
+    func clearTable(_ name: TableName) async throws(KVError) { try await node().clearTable(name) }
+    func dropTable(_ name: TableName) async throws(KVError) { try await node().dropTable(name) }
+    func dropNamespace(_ namespace: String) async throws(KVError) {
+        try await node().dropNamespace(namespace)
+    }
+    func get(_ key: RowKey, options: ReadOptions) async throws(KVError) -> ReadResult {
+        try await node().get(key, options: options)
+    }
+    func put(_ key: RowKey, value: RowValue, options: WriteOptions) async throws(KVError) -> WriteResult {
+        try await node().put(key, value: value, options: options)
+    }
+    func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult {
+        try await node().delete(key, options: options)
+    }
+    func scan(_ request: ScanRequest) async throws(KVError) -> ScanPage { try await node().scan(request) }
+    func increment(_ key: RowKey, by delta: Int64, options: WriteOptions) async throws(KVError) -> Int64 {
+        try await node().increment(key, by: delta, options: options)
+    }
+    func counter(_ key: RowKey, options: ReadOptions) async throws(KVError) -> Int64? {
+        try await node().counter(key, options: options)
+    }
+    func batch(_ operations: [BatchOperation]) async throws(KVError) -> [BatchItemResult] {
+        try await node().batch(operations)
+    }
+    func nodeInfo() async throws(KVError) -> NodeInfo { try await node().nodeInfo() }
+    func clusterStatus() async throws(KVError) -> ClusterStatus { try await node().clusterStatus() }
+    func clusterLayout() async throws(KVError) -> LayoutDescription { try await node().clusterLayout() }
+    func immediateTable(_ name: TableName) -> TableDescriptor? {
+        box.withLockedValue { $0 }?.immediateTable(name)
     }
 }
 
@@ -198,10 +388,12 @@ struct ServerCommand: AsyncParsableCommand {
 /// (no new requests, in-flight ones finish), then storage (flushed and closed).
 struct NodeLifecycle: Service {
     let server: HTTPServer
-    let node: LocalNode
+    let node: ClusterNode
+    let bootstrap: Task<Void, Never>
 
     func run() async throws {
         try? await gracefulShutdown()
+        bootstrap.cancel()
         await server.shutdown()
         await node.shutdown()
     }

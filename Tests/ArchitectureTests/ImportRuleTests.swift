@@ -41,7 +41,8 @@ struct ImportRuleTests {
         // The executable: the only place that reads flags, files and the environment.
         "kv": [
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode", "KVServer", "KVClient",
-            "ArgumentParser", "Yams", "Logging", "ServiceLifecycle", "NIOCore", "NIOPosix", "Foundation",
+            "KVCluster", "ArgumentParser", "Yams", "Logging", "ServiceLifecycle", "NIOCore", "NIOPosix",
+            "NIOConcurrencyHelpers", "Histogram", "Foundation", "Glibc",
         ],
         "HTTPBaselineServer": ["KVCore", "KVServer", "Logging", "NIOCore", "NIOPosix", "NIOHTTP1"],
     ]

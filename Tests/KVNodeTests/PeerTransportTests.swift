@@ -17,6 +17,7 @@ final class RecordingDelegate: PeerTransportDelegate {
         var received: [(ReplicaMessage, NodeID)] = []
         var failed: [(ReplicaMessage, NodeID)] = []
         var reachability: [(NodeID, Bool)] = []
+        var announced: [(NodeID, String)] = []
     }
     let events = NIOLockedValueBox(Events())
 
@@ -30,6 +31,10 @@ final class RecordingDelegate: PeerTransportDelegate {
 
     func transport(peer node: NodeID, isReachable: Bool) {
         events.withLockedValue { $0.reachability.append((node, isReachable)) }
+    }
+
+    func transport(peer node: NodeID, announcedAddress: String) {
+        events.withLockedValue { $0.announced.append((node, announcedAddress)) }
     }
 
     /// Waits up to five seconds for `condition`.

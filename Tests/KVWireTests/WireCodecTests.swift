@@ -25,14 +25,16 @@ struct FrameFactory {
 
     mutating func sibling() -> Sibling {
         let timestamp = Int64.random(in: -1_000...Int64.max / 2, using: &random)
-        if Bool.random(using: &random) { return .tombstone(at: timestamp) }
+        let requestID =
+            Bool.random(using: &random) ? "request-\(UInt32.random(in: 0...UInt32.max, using: &random))" : nil
+        if Bool.random(using: &random) { return .tombstone(at: timestamp, requestID: requestID) }
         let contentType = [
             "application/octet-stream", "text/plain; charset=utf-8", "application/json", "ü/ñ",
         ]
         .randomElement(using: &random)!
         return Sibling(
             value: RowValue(bytes: bytes(upTo: 40), contentType: contentType),
-            timestampMilliseconds: timestamp)
+            timestampMilliseconds: timestamp, requestID: requestID)
     }
 
     mutating func object() -> StoredObject {
@@ -68,8 +70,11 @@ struct FrameFactory {
     }
 
     mutating func frame() -> WireFrame {
-        switch Int.random(in: 0...10, using: &random) {
-        case 0: return .hello(node: NodeID(rawValue: id()), cluster: "cluster-\(id())")
+        switch Int.random(in: 0...14, using: &random) {
+        case 0:
+            return .hello(
+                node: NodeID(rawValue: id()), cluster: "cluster-\(id())",
+                listenAddress: Bool.random(using: &random) ? "" : "127.0.0.1:\(id() % 65536)")
         case 1: return .message(.store(id: id(), key: key(), object: object()))
         case 2: return .message(.stored(id: id(), durable: Bool.random(using: &random)))
         case 3: return .message(.fetch(id: id(), key: key()))
@@ -78,13 +83,47 @@ struct FrameFactory {
         case 6: return .message(.repair(key: key(), object: object()))
         case 7:
             let context = Bool.random(using: &random) ? object().context : nil
-            let write = ProposedWrite(sibling: sibling(), context: context)
+            let conditions: [WriteCondition] = [.none, .ifAbsent, .ifMatch("tag-\(id())")]
+            let write = ProposedWrite(
+                sibling: sibling(), context: context, condition: conditions.randomElement(using: &random)!,
+                generation: id(), increment: Bool.random(using: &random) ? Int64(bitPattern: id()) : nil)
             return .message(.coordinateWrite(id: id(), key: key(), write: write, quorum: quorum()))
         case 8: return .message(.coordinateRead(id: id(), key: key(), quorum: quorum()))
         case 9:
             return .message(
                 .coordinated(
                     id: id(), outcome: Bool.random(using: &random) ? .read(object()) : .written(object())))
+        case 10:
+            return .message(
+                .metadata(
+                    id: Bool.random(using: &random) ? id() : nil,
+                    encoded: (0..<Int.random(in: 0...40, using: &random)).map { _ in
+                        UInt8.random(in: 0...255, using: &random)
+                    }))
+        case 11: return .message(.metadataMerged(id: id()))
+        case 12:
+            let partitions = (0..<Int.random(in: 0...5, using: &random)).map { _ in
+                PartitionID(rawValue: UInt32.random(in: 0...255, using: &random))
+            }
+            return .message(
+                .scan(
+                    id: id(),
+                    request: PartitionScan(
+                        tablePrefix: key().bytes, partitions: partitions, lowerBound: key().bytes,
+                        upperBound: Bool.random(using: &random) ? key().bytes : nil,
+                        limit: Int.random(in: 1...10_000, using: &random),
+                        reverse: Bool.random(using: &random),
+                        keysOnly: Bool.random(using: &random))))
+        case 13:
+            let rows = (0..<Int.random(in: 0...3, using: &random)).map { _ in
+                (key: key().bytes, object: object())
+            }
+            return .message(
+                .scanned(
+                    id: id(),
+                    page: PartitionScanPage(
+                        rows: rows, truncated: Bool.random(using: &random),
+                        error: Bool.random(using: &random) ? error() : nil)))
         default: return .message(.coordinated(id: id(), outcome: .failed(error())))
         }
     }
@@ -109,8 +148,8 @@ struct WireCodecTests {
         #expect(
             WireCodec.encode(.message(.stored(id: 300, durable: true))) == [0, 0, 0, 5, 1, 3, 0xAC, 0x02, 1])
         #expect(
-            WireCodec.encode(.hello(node: NodeID(rawValue: 0x0102), cluster: "kv"))
-                == [0, 0, 0, 13, 1, 1, 0, 0, 0, 0, 0, 0, 1, 2, 2, 0x6B, 0x76])
+            WireCodec.encode(.hello(node: NodeID(rawValue: 0x0102), cluster: "kv", listenAddress: "a:1"))
+                == [0, 0, 0, 17, 1, 1, 0, 0, 0, 0, 0, 0, 1, 2, 2, 0x6B, 0x76, 3, 0x61, 0x3A, 0x31])
         #expect(
             WireCodec.encode(
                 .message(.fetch(id: 1, key: ReplicaKey(partition: PartitionID(rawValue: 200), bytes: [9]))))
@@ -123,7 +162,7 @@ struct WireCodecTests {
             let bytes = numbers.map { UInt8($0) }
             _ = try? WireCodec.decode(body: bytes)
             // With a valid version and kind in front, the decoder gets further in.
-            for kind in UInt8(1)...10 {
+            for kind in UInt8(1)...14 {
                 _ = try? WireCodec.decode(body: [1, kind] + bytes)
             }
         }

@@ -1,0 +1,454 @@
+import KVCore
+
+/// One node as the cluster knows it: where to reach it and what it should hold.
+public struct ClusterMember: Hashable, Sendable {
+    /// The node.
+    public var node: NodeID
+    /// Where its node-to-node protocol listens (`host:port`).
+    public var peerAddress: String
+    /// Where its HTTP API listens (`host:port`).
+    public var httpAddress: String
+    /// Its failure domain.
+    public var zone: String
+    /// Its relative weight in the layout.
+    public var capacity: Int
+    /// Raised by the node whenever it re-announces itself with changed fields; the
+    /// higher revision wins when two records of one node meet.
+    public var revision: UInt64
+
+    /// Creates a member record.
+    public init(
+        node: NodeID, peerAddress: String, httpAddress: String, zone: String = "default", capacity: Int = 1,
+        revision: UInt64 = 1
+    ) {
+        self.node = node
+        self.peerAddress = peerAddress
+        self.httpAddress = httpAddress
+        self.zone = zone
+        self.capacity = capacity
+        self.revision = revision
+    }
+
+    /// The member as the layout sees it.
+    public var layoutMember: LayoutMember { LayoutMember(node: node, zone: zone, capacity: capacity) }
+}
+
+/// The version stamp of one table record: a Lamport clock and the node that wrote it,
+/// so concurrent changes of one table on different nodes resolve the same way everywhere.
+public struct MetadataStamp: Hashable, Sendable, Comparable {
+    /// The Lamport time.
+    public var time: UInt64
+    /// The writer, breaking ties.
+    public var node: NodeID
+
+    /// Creates a stamp.
+    public init(time: UInt64, node: NodeID) {
+        self.time = time
+        self.node = node
+    }
+
+    public static func < (lhs: MetadataStamp, rhs: MetadataStamp) -> Bool {
+        (lhs.time, lhs.node) < (rhs.time, rhs.node)
+    }
+}
+
+/// A table as cluster metadata: its descriptor, or `nil` once dropped (kept so that a
+/// node that missed the drop cannot bring the table back).
+public struct TableRecord: Hashable, Sendable {
+    /// The table's name.
+    public var name: TableName
+    /// The current definition, or `nil` when the table was dropped.
+    public var descriptor: TableDescriptor?
+    /// The stamp of the change that made this record.
+    public var stamp: MetadataStamp
+
+    /// Creates a record.
+    public init(name: TableName, descriptor: TableDescriptor?, stamp: MetadataStamp) {
+        self.name = name
+        self.descriptor = descriptor
+        self.stamp = stamp
+    }
+}
+
+/// What every node of a cluster must agree on: who the members are, the layout, the
+/// tables, and the secret that seals causal contexts (so a context read through one
+/// node is accepted by every other).
+///
+/// It is a pure value that nodes exchange whole (it is small: a few kilobytes for 256
+/// partitions) and combine with ``merge(_:)``, which is commutative, associative and
+/// idempotent, so the nodes converge whatever order copies arrive in:
+/// - members: the union, the higher revision of a node's record winning;
+/// - the layout: the higher version; equal versions with different contents (only when
+///   two nodes recomputed at once) resolve by their encoding, the same everywhere;
+/// - tables: per table, the record with the higher ``MetadataStamp``.
+///
+/// A node starts *unformed* (cluster id 0). Exactly one node forms the cluster
+/// (``formed(by:clusterID:secret:expectedMembers:)``); the others adopt the formed
+/// metadata when it reaches them, and never mix with a cluster of another id.
+public struct ClusterMetadata: Hashable, Sendable {
+    /// The cluster's id, chosen at random when it is formed; 0 while unformed.
+    public var clusterID: UInt64
+    /// The 16-byte context secret of the cluster (empty while unformed).
+    public var contextSecret: [UInt8]
+    /// Partitions of the key space.
+    public var partitionCount: Int
+    /// Replicas per partition the layout places.
+    public var replicationFactor: Int
+    /// Every known member, by node.
+    public var members: [NodeID: ClusterMember]
+    /// The current layout (`nil` while unformed).
+    public var layout: Layout?
+    /// Every table ever created, by name.
+    public var tables: [TableName: TableRecord]
+    /// The highest Lamport time seen.
+    public var clock: UInt64
+
+    /// Unformed metadata that knows only `member`.
+    public init(member: ClusterMember, partitionCount: Int, replicationFactor: Int) {
+        clusterID = 0
+        contextSecret = []
+        self.partitionCount = partitionCount
+        self.replicationFactor = replicationFactor
+        members = [member.node: member]
+        layout = nil
+        tables = [:]
+        clock = 0
+    }
+
+    /// Whether a cluster was formed.
+    public var isFormed: Bool { clusterID != 0 && layout != nil }
+
+    /// The live tables.
+    public var liveTables: [TableName: TableDescriptor] {
+        var result: [TableName: TableDescriptor] = [:]
+        for (name, record) in tables { if let descriptor = record.descriptor { result[name] = descriptor } }
+        return result
+    }
+
+    // MARK: - Changes
+
+    /// The metadata after `node` forms the cluster, or `nil` when it must not: it is not
+    /// the smallest known member, or fewer than `expectedMembers` are known yet. Only one
+    /// node (the smallest) ever forms, so two layouts of version 1 cannot compete.
+    public func formed(by node: NodeID, clusterID: UInt64, secret: [UInt8], expectedMembers: Int) -> Self? {
+        guard !isFormed, clusterID != 0, secret.count == 16, members.count >= expectedMembers,
+            members.keys.min() == node
+        else { return nil }
+        var formed = self
+        formed.clusterID = clusterID
+        formed.contextSecret = secret
+        formed.layout = Layout.computed(
+            members: members.values.map(\.layoutMember), replicationFactor: replicationFactor,
+            partitionCount: partitionCount)
+        return formed
+    }
+
+    /// The metadata after `node` recomputes the layout for members it does not place
+    /// yet, or `nil` when nothing is to be done or `node` is not the one to do it: the
+    /// smallest node of the current layout, so concurrent joins never fork it.
+    public func relayout(by node: NodeID) -> Self? {
+        guard isFormed, let layout else { return nil }
+        let placed = Set(layout.members.map(\.node))
+        guard Set(members.keys) != placed || layout.members != members.values.map(\.layoutMember).sorted(),
+            placed.min() == node
+        else { return nil }
+        var changed = self
+        changed.layout = Layout.computed(
+            members: members.values.map(\.layoutMember), replicationFactor: replicationFactor,
+            partitionCount: partitionCount, previous: layout)
+        return changed
+    }
+
+    /// Records a table change made by `node`, stamped after everything it has seen.
+    public mutating func record(_ name: TableName, _ descriptor: TableDescriptor?, by node: NodeID) {
+        clock += 1
+        tables[name] = TableRecord(
+            name: name, descriptor: descriptor, stamp: MetadataStamp(time: clock, node: node))
+    }
+
+    /// Adds or replaces a member record if it is newer than the one known.
+    public mutating func announce(_ member: ClusterMember) {
+        if let known = members[member.node], known.revision >= member.revision { return }
+        members[member.node] = member
+    }
+
+    // MARK: - Merging
+
+    /// What ``merge(_:)`` found.
+    public enum MergeOutcome: Hashable, Sendable {
+        /// Nothing new.
+        case unchanged
+        /// Something changed.
+        case changed
+        /// The other side belongs to another cluster or is incompatible; nothing was taken.
+        case refused(String)
+    }
+
+    /// Combines `other` into this metadata.
+    @discardableResult
+    public mutating func merge(_ other: ClusterMetadata) -> MergeOutcome {
+        if other.partitionCount != partitionCount {
+            return .refused(
+                "a peer has \(other.partitionCount) partitions and this node \(partitionCount); data directories of different partition counts cannot form one cluster"
+            )
+        }
+        if isFormed && other.isFormed && other.clusterID != clusterID {
+            return .refused(
+                "a peer belongs to cluster \(String(other.clusterID, radix: 16)), this node to \(String(clusterID, radix: 16))"
+            )
+        }
+        let before = self
+        if !isFormed && other.isFormed {
+            clusterID = other.clusterID
+            contextSecret = other.contextSecret
+            replicationFactor = other.replicationFactor
+            layout = other.layout
+        } else if isFormed && other.isFormed, let mine = layout, let theirs = other.layout {
+            if theirs.version > mine.version
+                || (theirs.version == mine.version && theirs != mine
+                    && Self.encode(theirs).lexicographicallyPrecedes(Self.encode(mine)))
+            {
+                layout = theirs
+            }
+        }
+        for member in other.members.values { announce(member) }
+        for (name, record) in other.tables {
+            if let known = tables[name], known.stamp >= record.stamp { continue }
+            tables[name] = record
+        }
+        clock = max(clock, other.clock)
+        return self == before ? .unchanged : .changed
+    }
+
+    // MARK: - Encoding
+
+    static let formatVersion: UInt8 = 1
+
+    /// The binary form nodes exchange and store.
+    public func encoded() -> [UInt8] {
+        var writer = BinaryWriter(capacity: 1024 + (layout?.partitionCount ?? 0) * 8)
+        writer.write(Self.formatVersion)
+        writer.writeFixed(clusterID)
+        writer.writeLengthPrefixed(contextSecret)
+        writer.writeVarint(UInt64(partitionCount))
+        writer.writeVarint(UInt64(replicationFactor))
+        writer.writeVarint(clock)
+        let sortedMembers = members.values.sorted { $0.node < $1.node }
+        writer.writeVarint(UInt64(sortedMembers.count))
+        for member in sortedMembers {
+            writer.writeFixed(member.node.rawValue)
+            writer.writeLengthPrefixed(Array(member.peerAddress.utf8))
+            writer.writeLengthPrefixed(Array(member.httpAddress.utf8))
+            writer.writeLengthPrefixed(Array(member.zone.utf8))
+            writer.writeVarint(UInt64(member.capacity))
+            writer.writeVarint(member.revision)
+        }
+        if let layout {
+            writer.write(1)
+            writer.writeRaw(Self.encode(layout))
+        } else {
+            writer.write(0)
+        }
+        let sortedTables = tables.values.sorted { $0.name < $1.name }
+        writer.writeVarint(UInt64(sortedTables.count))
+        for record in sortedTables {
+            writer.writeLengthPrefixed(Array(record.name.namespace.utf8))
+            writer.writeLengthPrefixed(Array(record.name.table.utf8))
+            writer.writeVarint(record.stamp.time)
+            writer.writeFixed(record.stamp.node.rawValue)
+            if let descriptor = record.descriptor {
+                writer.write(1)
+                writer.writeVarint(UInt64(descriptor.schema.parts.count))
+                for part in descriptor.schema.parts { writer.write(Self.tag(of: part)) }
+                writer.writeVarint(UInt64(descriptor.schema.partitionKeyLength))
+                let defaults = descriptor.defaults
+                for value in [defaults.n, defaults.r, defaults.w, defaults.dw, defaults.pr, defaults.pw] {
+                    writer.writeVarint(UInt64(value))
+                }
+                writer.writeFixed(descriptor.generation)
+            } else {
+                writer.write(0)
+            }
+        }
+        return writer.bytes
+    }
+
+    /// The layout's binary form: version, partition count, replication factor, members
+    /// (node, zone, capacity), then per partition its replicas as member indexes.
+    static func encode(_ layout: Layout) -> [UInt8] {
+        var writer = BinaryWriter(capacity: 64 + layout.partitionCount * 4)
+        writer.writeVarint(layout.version)
+        writer.writeVarint(UInt64(layout.partitionCount))
+        writer.writeVarint(UInt64(layout.replicationFactor))
+        writer.writeVarint(UInt64(layout.members.count))
+        var index: [NodeID: Int] = [:]
+        for (position, member) in layout.members.enumerated() {
+            index[member.node] = position
+            writer.writeFixed(member.node.rawValue)
+            writer.writeLengthPrefixed(Array(member.zone.utf8))
+            writer.writeVarint(UInt64(member.capacity))
+        }
+        for list in layout.assignments {
+            writer.writeVarint(UInt64(list.count))
+            for node in list { writer.writeVarint(UInt64(index[node] ?? 0)) }
+        }
+        return writer.bytes
+    }
+
+    static func tag(of type: KeyPartType) -> UInt8 {
+        switch type {
+        case .string: 1
+        case .bytes: 2
+        case .int64: 3
+        case .uuid: 4
+        }
+    }
+
+    /// The most members, tables and partitions a decoded copy may hold: bounds for
+    /// bytes that arrive from the network.
+    static let maximumMembers = 1024
+    static let maximumTables = 100_000
+
+    /// Decodes what ``encoded()`` wrote; anything invalid is `storage.corrupt_object`.
+    public static func decode(_ bytes: [UInt8]) throws(KVError) -> ClusterMetadata {
+        do {
+            return try decodeThrowing(bytes)
+        } catch let error as KVError {
+            throw error
+        } catch {
+            throw KVError(.corruptObject, "cluster metadata is truncated or malformed", underlying: error)
+        }
+    }
+
+    private static func text(_ reader: inout BinaryReader, maximumBytes: Int = 256) throws -> String {
+        let bytes = try reader.readLengthPrefixed(maximumLength: maximumBytes)
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw KVError(.corruptObject, "cluster metadata holds text that is not UTF-8")
+        }
+        return text
+    }
+
+    private static func count(_ reader: inout BinaryReader, atMost limit: Int, _ what: String) throws -> Int {
+        let value = try reader.readVarint()
+        guard value <= UInt64(limit) else {
+            throw KVError(.corruptObject, "cluster metadata claims \(value) \(what)")
+        }
+        return Int(value)
+    }
+
+    private static func decodeThrowing(_ bytes: [UInt8]) throws -> ClusterMetadata {
+        var reader = BinaryReader(bytes)
+        guard try reader.readByte() == formatVersion else {
+            throw KVError(.corruptObject, "cluster metadata has an unknown format")
+        }
+        let clusterID = try reader.readFixed()
+        let secret = try reader.readLengthPrefixed(maximumLength: 16)
+        let partitionCount = try count(&reader, atMost: 1 << 16, "partitions")
+        guard partitionCount > 0, partitionCount & (partitionCount - 1) == 0 else {
+            throw KVError(.corruptObject, "cluster metadata has \(partitionCount) partitions")
+        }
+        let replicationFactor = try count(&reader, atMost: ReplicationDefaults.maximumReplicas, "replicas")
+        let clock = try reader.readVarint()
+        var members: [NodeID: ClusterMember] = [:]
+        for _ in 0..<(try count(&reader, atMost: maximumMembers, "members")) {
+            let node = NodeID(rawValue: try reader.readFixed())
+            let peer = try text(&reader)
+            let http = try text(&reader)
+            let zone = try text(&reader)
+            let capacity = try count(&reader, atMost: 1 << 20, "capacity")
+            let revision = try reader.readVarint()
+            members[node] = ClusterMember(
+                node: node, peerAddress: peer, httpAddress: http, zone: zone, capacity: capacity,
+                revision: revision)
+        }
+        var layout: Layout?
+        switch try reader.readByte() {
+        case 0: layout = nil
+        case 1: layout = try decodeLayout(&reader)
+        case let flag: throw KVError(.corruptObject, "cluster metadata has layout flag \(flag)")
+        }
+        var tables: [TableName: TableRecord] = [:]
+        for _ in 0..<(try count(&reader, atMost: maximumTables, "tables")) {
+            let name = try TableName(namespace: try text(&reader), table: try text(&reader))
+            let stamp = MetadataStamp(
+                time: try reader.readVarint(), node: NodeID(rawValue: try reader.readFixed()))
+            var descriptor: TableDescriptor?
+            switch try reader.readByte() {
+            case 0: descriptor = nil
+            case 1:
+                var types: [KeyPartType] = []
+                for _ in 0..<(try count(&reader, atMost: KeySchema.maximumPartCount, "key parts")) {
+                    switch try reader.readByte() {
+                    case 1: types.append(.string)
+                    case 2: types.append(.bytes)
+                    case 3: types.append(.int64)
+                    case 4: types.append(.uuid)
+                    case let tag: throw KVError(.corruptObject, "cluster metadata has key part type \(tag)")
+                    }
+                }
+                let partitionKeyLength = try count(&reader, atMost: KeySchema.maximumPartCount, "key parts")
+                let schema = try KeySchema(types, partitionKeyLength: partitionKeyLength)
+                var numbers: [Int] = []
+                for _ in 0..<6 {
+                    numbers.append(
+                        try count(&reader, atMost: ReplicationDefaults.maximumReplicas, "replicas"))
+                }
+                let defaults = ReplicationDefaults(
+                    n: numbers[0], r: numbers[1], w: numbers[2], dw: numbers[3], pr: numbers[4],
+                    pw: numbers[5])
+                try defaults.validate()
+                descriptor = TableDescriptor(
+                    name: name, schema: schema, defaults: defaults, generation: try reader.readFixed())
+            case let flag: throw KVError(.corruptObject, "cluster metadata has table flag \(flag)")
+            }
+            tables[name] = TableRecord(name: name, descriptor: descriptor, stamp: stamp)
+        }
+        guard reader.isAtEnd else { throw KVError(.corruptObject, "cluster metadata has trailing bytes") }
+        var metadata = ClusterMetadata(
+            member: ClusterMember(node: NodeID(rawValue: 0), peerAddress: "", httpAddress: ""),
+            partitionCount: partitionCount, replicationFactor: replicationFactor)
+        metadata.clusterID = clusterID
+        metadata.contextSecret = secret
+        metadata.members = members
+        metadata.layout = layout
+        metadata.tables = tables
+        metadata.clock = clock
+        if let layout, layout.partitionCount != partitionCount {
+            throw KVError(.corruptObject, "cluster metadata's layout has another partition count")
+        }
+        return metadata
+    }
+
+    private static func decodeLayout(_ reader: inout BinaryReader) throws -> Layout {
+        let version = try reader.readVarint()
+        let partitionCount = try count(&reader, atMost: 1 << 16, "partitions")
+        let replicationFactor = try count(&reader, atMost: ReplicationDefaults.maximumReplicas, "replicas")
+        var members: [LayoutMember] = []
+        for _ in 0..<(try count(&reader, atMost: maximumMembers, "members")) {
+            let node = NodeID(rawValue: try reader.readFixed())
+            let zone = try text(&reader)
+            members.append(
+                LayoutMember(
+                    node: node, zone: zone, capacity: try count(&reader, atMost: 1 << 20, "capacity")))
+        }
+        var assignments: [[NodeID]] = []
+        assignments.reserveCapacity(partitionCount)
+        for _ in 0..<partitionCount {
+            var list: [NodeID] = []
+            for _ in 0..<(try count(&reader, atMost: ReplicationDefaults.maximumReplicas, "replicas")) {
+                let index = try count(&reader, atMost: max(0, members.count - 1), "member index")
+                guard index < members.count else { throw KVError(.corruptObject, "layout names no member") }
+                list.append(members[index].node)
+            }
+            assignments.append(list)
+        }
+        let layout = Layout(
+            version: version, partitionCount: partitionCount, replicationFactor: replicationFactor,
+            members: members, assignments: assignments)
+        guard layout.check().isEmpty else {
+            throw KVError(
+                .corruptObject, "the layout breaks its rules: \(layout.check().joined(separator: "; "))")
+        }
+        return layout
+    }
+}

@@ -1,0 +1,1051 @@
+import KVCluster
+import KVCore
+import KVStorage
+import KVWire
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// How a node finds and forms its cluster.
+public struct ClusterSettings: Sendable, Hashable {
+    /// The cluster's name; peers that say another one are refused.
+    public var name: String
+    /// Where the node-to-node protocol listens.
+    public var peerHost: String
+    /// Its port; 0 picks a free one.
+    public var peerPort: Int
+    /// The HTTP address (`host:port`) other members and clients are told.
+    public var httpAddress: String
+    /// How many members must be known before the cluster forms: 1 for a node on its own,
+    /// the size of a static member list, or `nil` for a node that joins an existing
+    /// cluster and never forms one itself.
+    public var expectedMembers: Int?
+    /// Replicas per partition of a cluster this node forms.
+    public var replicationFactor: Int
+    /// This node's zone.
+    public var zone: String
+    /// This node's capacity weight.
+    public var capacity: Int
+    /// How long an operation waits for its replicas.
+    public var requestTimeoutMilliseconds: Int64
+    /// How often the node exchanges metadata with one peer.
+    public var gossipIntervalMilliseconds: Int64
+
+    /// Creates settings: by default a node on its own, N=3 for clusters it forms.
+    public init(
+        name: String = "kv", peerHost: String = "127.0.0.1", peerPort: Int = 0, httpAddress: String = "",
+        expectedMembers: Int? = 1, replicationFactor: Int = 3, zone: String = "default", capacity: Int = 1,
+        requestTimeoutMilliseconds: Int64 = 5_000, gossipIntervalMilliseconds: Int64 = 1_000
+    ) {
+        self.name = name
+        self.peerHost = peerHost
+        self.peerPort = peerPort
+        self.httpAddress = httpAddress
+        self.expectedMembers = expectedMembers
+        self.replicationFactor = replicationFactor
+        self.zone = zone
+        self.capacity = capacity
+        self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+        self.gossipIntervalMilliseconds = gossipIntervalMilliseconds
+    }
+
+    /// Every problem with these settings, one sentence each.
+    public func problems() -> [String] {
+        var problems: [String] = []
+        if !(1...ReplicationDefaults.maximumReplicas).contains(replicationFactor) {
+            problems.append(
+                "the replication factor must be 1 to \(ReplicationDefaults.maximumReplicas), not \(replicationFactor)"
+            )
+        }
+        if let expectedMembers, !(1...1024).contains(expectedMembers) {
+            problems.append("a static cluster has 1 to 1024 members, not \(expectedMembers)")
+        }
+        if !(0...65535).contains(peerPort) {
+            problems.append("the peer port must be 0 to 65535, not \(peerPort)")
+        }
+        if !(1...(1 << 20)).contains(capacity) {
+            problems.append("the capacity must be 1 to 1048576, not \(capacity)")
+        }
+        if zone.isEmpty || zone.utf8.count > 64 { problems.append("the zone name has 1 to 64 bytes") }
+        if !(100...600_000).contains(requestTimeoutMilliseconds) {
+            problems.append(
+                "the replica timeout must be 100 ms to 600 s, not \(requestTimeoutMilliseconds) ms")
+        }
+        return problems
+    }
+}
+
+/// A cluster member: the ``KeyValueService`` that places every key on its partition's
+/// replicas and coordinates reads and writes with them.
+///
+/// It is the shell around the pure ``Coordinator``: it turns client calls into
+/// coordinator events, carries out the actions (messages over the ``PeerTransport``,
+/// storage commands on the ``LocalNode``'s thread pool under row locks, timers on an
+/// event loop) and feeds the results back. The ``ClusterMetadata`` (members, layout,
+/// tables, the context secret) is kept in the metadata keyspace and spread to every
+/// member: pushed on each change and exchanged with one peer per gossip interval.
+///
+/// Nothing is served until the node belongs to a formed cluster: a node on its own
+/// forms one at once, a node of a static member list once it knows every member (the
+/// smallest node id forms it), and a joining node once a member's metadata reaches it.
+public final class ClusterNode: KeyValueService, Sendable {
+    /// The node's storage and catalog.
+    public let local: LocalNode
+    /// Its cluster settings.
+    public let settings: ClusterSettings
+    let transport: PeerTransport
+    let eventLoop: any EventLoop
+    let logger: Logger
+
+    private let coordinator: NIOLockedValueBox<Coordinator>
+    private let state: NIOLockedValueBox<State>
+    /// Serializes metadata changes with their storage, so a newer copy is never
+    /// overwritten on disk by an older one.
+    private let metadataLock = NIOLock()
+    private let peerAddressBox = NIOLockedValueBox("")
+
+    private struct State {
+        var metadata: ClusterMetadata
+        var operations: [UInt64: CheckedContinuation<OperationOutcome, Never>] = [:]
+        var timers: [OperationID: Scheduled<Void>] = [:]
+        var scans: [UInt64: CheckedContinuation<PartitionScanPage, Never>] = [:]
+        var metadataAcks: [UInt64: (waiting: Set<NodeID>, continuation: CheckedContinuation<Void, Never>)] =
+            [:]
+        var unreachable: Set<NodeID> = []
+        var nextID: UInt64
+        var gossipTask: RepeatedTask?
+        var gossipRound = 0
+        var stopped = false
+        var lastRefusal = ""
+    }
+
+    static let metadataKey = Array("cluster/metadata".utf8)
+
+    /// Opens the cluster side of `local`: loads its stored cluster metadata (or starts
+    /// unformed metadata that knows only itself).
+    public init(local: LocalNode, settings: ClusterSettings, group: any EventLoopGroup, logger: Logger)
+        throws(KVError)
+    {
+        let problems = settings.problems()
+        guard problems.isEmpty else { throw KVError(.invalidRequest, problems.joined(separator: "; ")) }
+        self.local = local
+        self.settings = settings
+        self.logger = logger
+        eventLoop = group.next()
+        transport = PeerTransport(
+            node: local.identity.nodeID,
+            settings: PeerTransportSettings(
+                cluster: settings.name,
+                maximumFrameBytes: max(
+                    WireCodec.defaultMaximumFrameBytes, local.settings.maximumRowBytes + (1 << 20))),
+            group: group, logger: logger)
+        let me = ClusterMember(
+            node: local.identity.nodeID, peerAddress: "", httpAddress: settings.httpAddress,
+            zone: settings.zone,
+            capacity: settings.capacity)
+        var metadata = ClusterMetadata(
+            member: me, partitionCount: local.identity.partitionCount,
+            replicationFactor: settings.replicationFactor)
+        if let stored = try local.metadataRecord(Self.metadataKey) {
+            metadata = try ClusterMetadata.decode(stored)
+        }
+        var random = SystemRandomNumberGenerator()
+        let firstID = random.next() >> 1
+        let layout =
+            metadata.layout
+            ?? Layout.empty(
+                partitionCount: metadata.partitionCount, replicationFactor: metadata.replicationFactor)
+        coordinator = NIOLockedValueBox(
+            Coordinator(
+                actor: local.identity.actor, layout: layout,
+                settings: CoordinatorSettings(
+                    requestTimeoutMilliseconds: settings.requestTimeoutMilliseconds),
+                firstMessageID: firstID))
+        state = NIOLockedValueBox(State(metadata: metadata, nextID: random.next() >> 1))
+        if metadata.isFormed {
+            local.sealerBox.withLockedValue { $0 = ContextSealer(secret: metadata.contextSecret) }
+        }
+    }
+
+    /// The node's id.
+    public var nodeID: NodeID { local.identity.nodeID }
+
+    /// Listens for peers, announces this node in its metadata and starts gossip.
+    /// Returns the peer address it listens on.
+    public func start() async throws -> String {
+        transport.setDelegate(TransportEvents(node: self))
+        let bound = try await transport.listen(host: settings.peerHost, port: settings.peerPort)
+        let address = "\(settings.peerHost):\(bound.port ?? settings.peerPort)"
+        peerAddressBox.withLockedValue { $0 = address }
+        transport.setAdvertisedAddress(address)
+        try await local.blocking { [self] () throws(KVError) in
+            try changeMetadata { metadata in
+                let known = metadata.members[nodeID]
+                var me = ClusterMember(
+                    node: nodeID, peerAddress: address, httpAddress: settings.httpAddress,
+                    zone: settings.zone,
+                    capacity: settings.capacity, revision: known?.revision ?? 1)
+                if let known, known != me { me.revision = known.revision + 1 }
+                metadata.announce(me)
+            }
+        }
+        let task = eventLoop.scheduleRepeatedTask(
+            initialDelay: .milliseconds(settings.gossipIntervalMilliseconds),
+            delay: .milliseconds(settings.gossipIntervalMilliseconds)
+        ) { [self] _ in gossip() }
+        state.withLockedValue { $0.gossipTask = task }
+        return address
+    }
+
+    /// Where this node's peers reach it.
+    public var peerAddress: String { peerAddressBox.withLockedValue { $0 } }
+
+    /// Whether the node belongs to a formed cluster (it serves requests).
+    public var isFormed: Bool { state.withLockedValue { $0.metadata.isFormed } }
+
+    /// A copy of the node's cluster metadata.
+    public var metadata: ClusterMetadata { state.withLockedValue { $0.metadata } }
+
+    /// Sends this node's metadata to a node known only by its peer address (a seed or a
+    /// static member); the answer arrives as that node's metadata.
+    public func introduce(toPeerAt address: String) {
+        guard let socket = Self.socketAddress(address) else {
+            logger.warning("cannot resolve the peer address", metadata: ["address": "\(address)"])
+            return
+        }
+        let encoded = state.withLockedValue { $0.metadata.encoded() }
+        transport.introduce(to: socket, message: .metadata(id: nil, encoded: encoded))
+    }
+
+    /// Stops gossip, fails what is in flight, closes connections and the storage.
+    public func shutdown() async {
+        let (task, operations, scans, acks) = state.withLockedValue { state in
+            state.stopped = true
+            defer {
+                state.operations = [:]
+                state.scans = [:]
+                state.metadataAcks = [:]
+            }
+            return (state.gossipTask, state.operations, state.scans, state.metadataAcks)
+        }
+        task?.cancel()
+        let stopping = KVError(.unavailable, "the node is shutting down")
+        for continuation in operations.values { continuation.resume(returning: .failed(stopping)) }
+        for continuation in scans.values {
+            continuation.resume(returning: PartitionScanPage(rows: [], truncated: false, error: stopping))
+        }
+        for entry in acks.values { entry.continuation.resume() }
+        await transport.shutdown()
+        await local.shutdown()
+    }
+
+    // MARK: - The coordinator shell
+
+    private func takeID() -> UInt64 {
+        state.withLockedValue { state in
+            defer { state.nextID &+= 1 }
+            return state.nextID
+        }
+    }
+
+    /// Feeds one event to the coordinator and carries out what it asks. The lock is
+    /// released before anything is performed: sending can report a failure at once,
+    /// which is another event.
+    fileprivate func run(_ event: (inout Coordinator) -> [Coordinator.Action]) {
+        perform(coordinator.withLockedValue { event(&$0) })
+    }
+
+    private func perform(_ actions: [Coordinator.Action]) {
+        for action in actions {
+            switch action {
+            case .send(let message, let target):
+                transport.send(message, to: target)
+            case .storage(let ticket, let command):
+                local.threadPool.submit { [self] workState in
+                    let outcome: StorageOutcome =
+                        workState == .active
+                        ? execute(command) : .failed(KVError(.unavailable, "the node is shutting down"))
+                    run { $0.storageCompleted(ticket, outcome) }
+                }
+            case .startTimer(let operation, let milliseconds):
+                let scheduled = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
+                    _ = state.withLockedValue { $0.timers.removeValue(forKey: operation) }
+                    run { $0.timerFired(operation) }
+                }
+                let previous = state.withLockedValue { $0.timers.updateValue(scheduled, forKey: operation) }
+                previous?.cancel()
+            case .cancelTimer(let operation):
+                state.withLockedValue { $0.timers.removeValue(forKey: operation) }?.cancel()
+            case .reply(let operation, let outcome):
+                guard case .local(let id) = operation else { continue }
+                state.withLockedValue { $0.operations.removeValue(forKey: id) }?.resume(returning: outcome)
+            }
+        }
+    }
+
+    /// Starts a client operation and waits for its outcome.
+    private func operate(_ start: @Sendable (inout Coordinator, OperationID) -> [Coordinator.Action]) async
+        -> OperationOutcome
+    {
+        let id = takeID()
+        return await withCheckedContinuation { continuation in
+            let stopped = state.withLockedValue { state in
+                if !state.stopped { state.operations[id] = continuation }
+                return state.stopped
+            }
+            if stopped {
+                continuation.resume(returning: .failed(KVError(.unavailable, "the node is shutting down")))
+                return
+            }
+            run { start(&$0, .local(id)) }
+        }
+    }
+
+    /// Carries out a storage command under the row's lock. Runs on the thread pool.
+    private func execute(_ command: StorageCommand) -> StorageOutcome {
+        do throws(KVError) {
+            switch command {
+            case .coordinate(let key, let write):
+                return .object(try coordinateLocally(key, write))
+            case .merge(let key, let incoming):
+                return .object(
+                    try local.withRowLock(key.bytes) { () throws(KVError) -> StoredObject in
+                        let stored = try local.load(key.bytes)
+                        guard let merged = ReplicaRules.merge(stored, incoming) else { return stored }
+                        var batch = WriteBatch()
+                        batch.put(key.bytes, StoredObjectCodec.encode(merged))
+                        try local.write(batch)
+                        return merged
+                    })
+            case .load(let key):
+                return .object(try local.load(key.bytes))
+            }
+        } catch {
+            return .failed(error)
+        }
+    }
+
+    /// The coordinating replica's step of a write: checks the table and the
+    /// precondition against what this replica holds, makes the dot, checks the row's
+    /// limits and stores it.
+    private func coordinateLocally(_ key: ReplicaKey, _ write: ProposedWrite) throws(KVError) -> StoredObject
+    {
+        guard
+            let descriptor = local.catalog.withLockedValue({ tables in
+                tables.values.first { $0.generation == write.generation }
+            })
+        else {
+            throw KVError(
+                .tableChanged, "the table was dropped, cleared or recreated meanwhile; read again and retry")
+        }
+        let row = LocalNode.ResolvedRow(descriptor: descriptor, partition: key.partition, dataKey: key.bytes)
+        let limits = local.settings
+        return try local.withRowLock(key.bytes) { () throws(KVError) -> StoredObject in
+            let stored = try local.load(key.bytes)
+            try local.check(write.condition, against: stored, row: row)
+            let updated: StoredObject?
+            if let delta = write.increment {
+                updated = try ReplicaRules.increment(
+                    stored, by: delta, actor: local.identity.actor,
+                    timestampMilliseconds: write.sibling.timestampMilliseconds,
+                    requestID: write.sibling.requestID)
+            } else {
+                updated = ReplicaRules.coordinate(stored, write, actor: local.identity.actor)
+            }
+            guard let updated else { return stored }
+            let rowBytes = updated.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
+            guard rowBytes <= limits.maximumRowBytes else {
+                throw KVError(
+                    .rowTooLarge,
+                    "the row's values would take \(rowBytes) bytes (limit \(limits.maximumRowBytes)); resolve its siblings with a context"
+                )
+            }
+            guard updated.siblingCount <= limits.maximumSiblings else {
+                throw KVError(
+                    .tooManySiblings,
+                    "the row would have \(updated.siblingCount) siblings (limit \(limits.maximumSiblings)); read it and write back with its context to resolve them"
+                )
+            }
+            var batch = WriteBatch()
+            batch.put(key.bytes, StoredObjectCodec.encode(updated))
+            try local.write(batch)
+            return updated
+        }
+    }
+
+    // MARK: - Messages
+
+    fileprivate func received(_ message: ReplicaMessage, from sender: NodeID) {
+        switch message {
+        case .metadata(let id, let encoded):
+            local.threadPool.submit { [self] _ in receivedMetadata(encoded, id: id, from: sender) }
+        case .metadataMerged(let id):
+            let done: CheckedContinuation<Void, Never>? = state.withLockedValue { state in
+                guard var entry = state.metadataAcks[id] else { return nil }
+                entry.waiting.remove(sender)
+                if entry.waiting.isEmpty {
+                    state.metadataAcks[id] = nil
+                    return entry.continuation
+                }
+                state.metadataAcks[id] = entry
+                return nil
+            }
+            done?.resume()
+        case .scan(let id, let request):
+            local.threadPool.submit { [self] _ in
+                let page: PartitionScanPage
+                do throws(KVError) {
+                    page = try local.partitionScanPage(request)
+                } catch {
+                    page = PartitionScanPage(rows: [], truncated: false, error: error)
+                }
+                transport.send(.scanned(id: id, page: page), to: sender)
+            }
+        case .scanned(let id, let page):
+            state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(returning: page)
+        case .store, .stored, .fetch, .fetched, .replicaFailed, .repair, .coordinateWrite, .coordinateRead,
+            .coordinated:
+            run { $0.received(message, from: sender) }
+        }
+    }
+
+    fileprivate func sendFailed(_ message: ReplicaMessage, to target: NodeID) {
+        switch message {
+        case .scan(let id, _):
+            state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(
+                returning: PartitionScanPage(
+                    rows: [], truncated: false,
+                    error: KVError(.quorumUnavailable, "replica \(target) is unreachable")))
+        case .metadata, .metadataMerged, .scanned:
+            // Gossip repeats; a lost answer times out at the asker.
+            return
+        case .store, .stored, .fetch, .fetched, .replicaFailed, .repair, .coordinateWrite, .coordinateRead,
+            .coordinated:
+            run { $0.sendFailed(message, to: target) }
+        }
+    }
+
+    fileprivate func reachabilityChanged(_ node: NodeID, isUp: Bool) {
+        state.withLockedValue { state in
+            if isUp { state.unreachable.remove(node) } else { state.unreachable.insert(node) }
+        }
+        run { coordinator in
+            coordinator.reachabilityChanged(node, isUp: isUp)
+            return []
+        }
+    }
+
+    fileprivate func announced(_ node: NodeID, address: String) {
+        guard !transport.knowsAddress(of: node), let socket = Self.socketAddress(address) else { return }
+        transport.setAddress(socket, of: node)
+    }
+
+    // MARK: - Metadata
+
+    /// Merges a peer's metadata; answers with this node's copy when the peer lacks
+    /// something, and acknowledges a push. Runs on the thread pool.
+    private func receivedMetadata(_ encoded: [UInt8], id: UInt64?, from sender: NodeID) {
+        let theirs: ClusterMetadata
+        do throws(KVError) {
+            theirs = try ClusterMetadata.decode(encoded)
+        } catch {
+            logger.warning(
+                "a peer sent invalid cluster metadata", metadata: ["peer": "\(sender)", "error": "\(error)"])
+            return
+        }
+        var refusal: String?
+        do throws(KVError) {
+            try changeMetadata { metadata in
+                if case .refused(let reason) = metadata.merge(theirs) { refusal = reason }
+            }
+        } catch {
+            logger.error("storing cluster metadata failed", metadata: ["error": "\(error)"])
+            return
+        }
+        if let refusal {
+            let repeated = state.withLockedValue { state in
+                defer { state.lastRefusal = refusal }
+                return state.lastRefusal == refusal
+            }
+            if !repeated {
+                logger.error(
+                    "refusing a peer's metadata", metadata: ["peer": "\(sender)", "reason": "\(refusal)"])
+            }
+            return
+        }
+        let mine = metadata
+        var merged = theirs
+        merged.merge(mine)
+        if merged != theirs { transport.send(.metadata(id: nil, encoded: mine.encoded()), to: sender) }
+        if let id { transport.send(.metadataMerged(id: id), to: sender) }
+    }
+
+    /// Applies `change` to the metadata, then forms the cluster or recomputes the layout
+    /// if this node is the one to, stores the result with the catalog it implies, and
+    /// hands a new layout to the coordinator. Blocks: run it on the thread pool.
+    private func changeMetadata(_ change: (inout ClusterMetadata) -> Void) throws(KVError) {
+        metadataLock.lock()
+        defer { metadataLock.unlock() }
+        do {
+            let before = metadata
+            var after = before
+            change(&after)
+            var random = SystemRandomNumberGenerator()
+            if let expected = settings.expectedMembers,
+                let formed = after.formed(
+                    by: nodeID, clusterID: max(1, random.next()), secret: local.identity.contextSecret,
+                    expectedMembers: expected)
+            {
+                after = formed
+                logger.info(
+                    "cluster formed",
+                    metadata: [
+                        "cluster": "\(String(formed.clusterID, radix: 16))",
+                        "members": "\(formed.members.count)",
+                    ])
+            }
+            if let relaid = after.relayout(by: nodeID) {
+                logger.info(
+                    "layout recomputed",
+                    metadata: [
+                        "version": "\(relaid.layout?.version ?? 0)", "members": "\(relaid.members.count)",
+                    ])
+                after = relaid
+            }
+            guard after != before else { return }
+            try local.adoptCatalog(after.liveTables, writing: [(Self.metadataKey, after.encoded())])
+            state.withLockedValue { $0.metadata = after }
+            if after.isFormed {
+                local.sealerBox.withLockedValue { $0 = ContextSealer(secret: after.contextSecret) }
+            }
+            for member in after.members.values where member.node != nodeID && !member.peerAddress.isEmpty {
+                if before.members[member.node]?.peerAddress != member.peerAddress
+                    || !transport.knowsAddress(of: member.node),
+                    let socket = Self.socketAddress(member.peerAddress)
+                {
+                    transport.setAddress(socket, of: member.node)
+                }
+            }
+            if let layout = after.layout, layout != before.layout {
+                run { coordinator in
+                    coordinator.layoutChanged(layout)
+                    return []
+                }
+            }
+            let peers = after.members.keys.filter { $0 != nodeID }
+            if after.layout != before.layout || after.members.count != before.members.count {
+                // Layout and membership changes spread at once, not at the next gossip round.
+                let encoded = after.encoded()
+                for peer in peers { transport.send(.metadata(id: nil, encoded: encoded), to: peer) }
+            }
+        }
+    }
+
+    /// One gossip round: this node's metadata to the next peer in turn.
+    private func gossip() {
+        let (peers, round, encoded): ([NodeID], Int, [UInt8]) = state.withLockedValue { state in
+            state.gossipRound += 1
+            let peers = state.metadata.members.keys.filter { $0 != nodeID }.sorted()
+            return (peers, state.gossipRound, state.metadata.encoded())
+        }
+        guard !peers.isEmpty else { return }
+        transport.send(.metadata(id: nil, encoded: encoded), to: peers[round % peers.count])
+    }
+
+    /// Records a table change, stores it, then pushes it to every member and waits (a
+    /// bounded time) until each reachable one has stored it, so the next request through
+    /// any node sees it.
+    private func changeTables(_ change: @escaping @Sendable (inout ClusterMetadata) throws(KVError) -> Void)
+        async throws(KVError)
+    {
+        try await local.blocking { [self] () throws(KVError) in
+            var failure: KVError?
+            try changeMetadata { metadata in
+                do throws(KVError) { try change(&metadata) } catch { failure = error }
+            }
+            if let failure { throw failure }
+        }
+        let (encoded, peers) = state.withLockedValue { state in
+            (
+                state.metadata.encoded(),
+                Set(state.metadata.members.keys.filter { $0 != nodeID }).subtracting(state.unreachable)
+            )
+        }
+        guard !peers.isEmpty else { return }
+        let id = takeID()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            state.withLockedValue { $0.metadataAcks[id] = (peers, continuation) }
+            eventLoop.scheduleTask(in: .milliseconds(min(2_000, settings.requestTimeoutMilliseconds))) {
+                [self] in
+                state.withLockedValue { $0.metadataAcks.removeValue(forKey: id) }?.continuation.resume()
+            }
+            for peer in peers { transport.send(.metadata(id: id, encoded: encoded), to: peer) }
+        }
+    }
+
+    // MARK: - Resolving requests
+
+    private func formedLayout() throws(KVError) -> Layout {
+        let metadata = metadata
+        guard metadata.isFormed, let layout = metadata.layout else {
+            let known = metadata.members.count
+            let expected = settings.expectedMembers.map { " of \($0)" } ?? ""
+            throw KVError(
+                .unavailable,
+                "this node has not joined a formed cluster yet (it knows \(known)\(expected) members); retry shortly"
+            )
+        }
+        return layout
+    }
+
+    private static func width(of layout: Layout) -> Int {
+        min(layout.replicationFactor, layout.members.filter { $0.capacity > 0 }.count)
+    }
+
+    /// The row, its replica key and the quorum the request runs with.
+    private func resolve(_ key: RowKey, _ overrides: QuorumOverrides) throws(KVError) -> (
+        LocalNode.ResolvedRow, ReplicaKey, Quorum
+    ) {
+        let layout = try formedLayout()
+        let row = try local.resolve(key)
+        let quorum = overrides.applied(to: row.descriptor.defaults, availableReplicas: Self.width(of: layout))
+        try quorum.validate()
+        return (row, ReplicaKey(partition: row.partition, bytes: row.dataKey), quorum)
+    }
+
+    // MARK: - Rows
+
+    public func get(_ key: RowKey, options: ReadOptions) async throws(KVError) -> ReadResult {
+        let (row, replicaKey, quorum) = try resolve(key, options.quorum)
+        switch await operate({ $0.read($1, key: replicaKey, quorum: quorum) }) {
+        case .read(let object), .written(let object): return local.readResult(object, identity: row.identity)
+        case .failed(let error): throw error
+        }
+    }
+
+    public func put(_ key: RowKey, value: RowValue, options: WriteOptions) async throws(KVError)
+        -> WriteResult
+    {
+        try LocalNode.validate(value, maximumBytes: local.settings.maximumValueBytes)
+        return try await write(
+            key, Sibling(value: value, timestampMilliseconds: LocalNode.wallClockMilliseconds()), options,
+            increment: nil)
+    }
+
+    public func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult {
+        try await write(key, .tombstone(at: LocalNode.wallClockMilliseconds()), options, increment: nil)
+    }
+
+    private func write(_ key: RowKey, _ sibling: Sibling, _ options: WriteOptions, increment: Int64?)
+        async throws(KVError) -> WriteResult
+    {
+        try options.validateRequestID()
+        let (row, replicaKey, quorum) = try resolve(key, options.quorum)
+        let context = try options.context.map { (text) throws(KVError) in
+            try local.sealer.open(text, row: row.identity)
+        }
+        var sibling = sibling
+        sibling.requestID = options.requestID
+        let proposed = ProposedWrite(
+            sibling: sibling, context: context, condition: options.condition,
+            generation: row.descriptor.generation, increment: increment)
+        switch await operate({ $0.write($1, key: replicaKey, proposed, quorum: quorum) }) {
+        case .written(let object), .read(let object): return local.writeResult(object, identity: row.identity)
+        case .failed(let error): throw error
+        }
+    }
+
+    public func increment(_ key: RowKey, by delta: Int64, options: WriteOptions) async throws(KVError)
+        -> Int64
+    {
+        try options.validateRequestID()
+        let (row, replicaKey, quorum) = try resolve(key, options.quorum)
+        var sibling = Sibling.tombstone(at: LocalNode.wallClockMilliseconds())
+        sibling.requestID = options.requestID
+        let proposed = ProposedWrite(
+            sibling: sibling, context: nil, generation: row.descriptor.generation, increment: delta)
+        switch await operate({ $0.write($1, key: replicaKey, proposed, quorum: quorum) }) {
+        case .written(let object), .read(let object):
+            return try CounterState.merged(object.liveValues)?.value ?? 0
+        case .failed(let error): throw error
+        }
+    }
+
+    public func counter(_ key: RowKey, options: ReadOptions) async throws(KVError) -> Int64? {
+        try CounterState.merged(try await get(key, options: options).siblings)?.value
+    }
+
+    // MARK: - Scans
+
+    public func scan(_ request: ScanRequest) async throws(KVError) -> ScanPage {
+        let layout = try formedLayout()
+        let descriptor = try local.descriptor(request.table)
+        guard (1...ScanRequest.maximumLimit).contains(request.limit) else {
+            throw KVError(
+                .invalidRequest,
+                "the scan limit must be 1 to \(ScanRequest.maximumLimit), not \(request.limit)")
+        }
+        let n = QuorumOverrides().applied(to: descriptor.defaults, availableReplicas: Self.width(of: layout))
+            .n
+        let r = request.r ?? 1
+        guard (1...n).contains(r) else {
+            throw KVError(.invalidQuorum, "a scan's r must be 1 to the table's n (\(n)), not \(r)")
+        }
+        let range = try LocalNode.bounds(of: request, schema: descriptor.schema)
+        let partitions = local.partitions(for: request.range, schema: descriptor.schema, table: request.table)
+        let tablePrefix = KeyEncoding.encode([.string(request.table.namespace), .string(request.table.table)])
+        let unreachable = state.withLockedValue { $0.unreachable }
+
+        // Each partition is read from r of its first n replicas: this node first when it
+        // is one, then reachable ones in preference order. A node that fails is
+        // replaced by the partition's next untried replica.
+        var tried: [PartitionID: Set<NodeID>] = [:]
+        var pages: [(PartitionScanPage, count: Int)] = []
+        var pending: [PartitionID: Int] = Dictionary(uniqueKeysWithValues: partitions.map { ($0, r) })
+        while !pending.isEmpty {
+            var assignment: [NodeID: [PartitionID]] = [:]
+            for (partition, needed) in pending.sorted(by: { $0.key < $1.key }) {
+                let candidates = Array(layout.replicas(of: partition).prefix(n)).filter {
+                    !(tried[partition]?.contains($0) ?? false)
+                }
+                let ordered =
+                    candidates.filter { $0 == nodeID }
+                    + candidates.filter { $0 != nodeID && !unreachable.contains($0) }
+                    + candidates.filter { $0 != nodeID && unreachable.contains($0) }
+                guard ordered.count >= needed else {
+                    throw KVError(
+                        .quorumUnavailable,
+                        "partition \(partition) has \(ordered.count) replicas left to ask and the scan needs r=\(needed)"
+                    )
+                }
+                for node in ordered.prefix(needed) {
+                    assignment[node, default: []].append(partition)
+                    tried[partition, default: []].insert(node)
+                }
+            }
+            pending = [:]
+            let answers = await withTaskGroup(of: (NodeID, [PartitionID], PartitionScanPage).self) { group in
+                for (node, assigned) in assignment {
+                    let scan = PartitionScan(
+                        tablePrefix: tablePrefix, partitions: assigned, lowerBound: range.lowerBound,
+                        upperBound: range.upperBound, limit: request.limit, reverse: request.reverse,
+                        keysOnly: request.keysOnly)
+                    group.addTask { (node, assigned, await self.scanPage(scan, on: node)) }
+                }
+                var answers: [(NodeID, [PartitionID], PartitionScanPage)] = []
+                for await answer in group { answers.append(answer) }
+                return answers
+            }
+            for (_, assigned, page) in answers {
+                if page.error != nil {
+                    for partition in assigned { pending[partition, default: 0] += 1 }
+                } else {
+                    pages.append((page, assigned.count))
+                }
+            }
+        }
+        return mergeScanPages(pages.map(\.0), request: request, descriptor: descriptor)
+    }
+
+    /// A page from `node`: local storage for this node, a `scan` message otherwise.
+    private func scanPage(_ scan: PartitionScan, on node: NodeID) async -> PartitionScanPage {
+        if node == nodeID {
+            do {
+                return try await local.blocking { [self] () throws(KVError) in
+                    try local.partitionScanPage(scan)
+                }
+            } catch {
+                return PartitionScanPage(rows: [], truncated: false, error: error)
+            }
+        }
+        let id = takeID()
+        return await withCheckedContinuation { continuation in
+            state.withLockedValue { $0.scans[id] = continuation }
+            eventLoop.scheduleTask(in: .milliseconds(settings.requestTimeoutMilliseconds)) { [self] in
+                state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(
+                    returning: PartitionScanPage(
+                        rows: [], truncated: false,
+                        error: KVError(.quorumUnavailable, "replica \(node) did not answer the scan in time"))
+                )
+            }
+            transport.send(.scan(id: id, request: scan), to: node)
+        }
+    }
+
+    /// Merges node pages into one client page. A node that stopped early (truncated)
+    /// vouches only for keys up to its last one, so the page ends at the earliest such
+    /// key; the continuation resumes after the last key examined.
+    private func mergeScanPages(
+        _ pages: [PartitionScanPage], request: ScanRequest, descriptor: TableDescriptor
+    )
+        -> ScanPage
+    {
+        func before(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+            request.reverse ? b.lexicographicallyPrecedes(a) : a.lexicographicallyPrecedes(b)
+        }
+        var cutoff: [UInt8]?
+        for page in pages where page.truncated {
+            guard let last = page.rows.last?.key else { continue }
+            if let current = cutoff {
+                if before(last, current) { cutoff = last }
+            } else {
+                cutoff = last
+            }
+        }
+        var objects: [[UInt8]: StoredObject] = [:]
+        for page in pages {
+            for row in page.rows {
+                if let cutoff, before(cutoff, row.key) { continue }
+                objects[row.key] = objects[row.key].map { $0.merging(row.object) } ?? row.object
+            }
+        }
+        let keys = objects.keys.sorted(by: before)
+        var rows: [ScanRow] = []
+        var lastKey: [UInt8]?
+        var stoppedEarly = false
+        let tablePrefix = KeyEncoding.encode([.string(request.table.namespace), .string(request.table.table)])
+        for key in keys {
+            if rows.count == request.limit {
+                stoppedEarly = true
+                break
+            }
+            lastKey = key
+            guard let object = objects[key], !object.isDeleted,
+                let parts = try? KeyEncoding.decode(key, schema: descriptor.schema)
+            else { continue }
+            let identity = LocalNode.rowIdentity(
+                generation: descriptor.generation, tableAndKey: (tablePrefix + key)[...])
+            rows.append(
+                ScanRow(
+                    key: parts, siblings: request.keysOnly ? [] : object.liveValues,
+                    context: local.sealer.seal(object.context, row: identity)))
+        }
+        if cutoff != nil && !stoppedEarly { lastKey = cutoff }
+        let more = stoppedEarly || cutoff != nil
+        return ScanPage(
+            rows: rows,
+            continuation: more ? lastKey.map { ScanContinuation.encode($0, reverse: request.reverse) } : nil)
+    }
+
+    // MARK: - Batches
+
+    /// Runs a batch's operations grouped by partition: one partition's operations in
+    /// their order, different partitions concurrently.
+    public func batch(_ operations: [BatchOperation]) async throws(KVError) -> [BatchItemResult] {
+        guard operations.count <= local.settings.maximumBatchOperations else {
+            throw KVError(
+                .invalidRequest,
+                "the batch has \(operations.count) operations; the limit is \(local.settings.maximumBatchOperations)"
+            )
+        }
+        var groups: [PartitionID?: [Int]] = [:]
+        for (index, operation) in operations.enumerated() {
+            let key: RowKey
+            switch operation {
+            case .get(let rowKey), .put(let rowKey, _, _), .delete(let rowKey, _): key = rowKey
+            }
+            groups[try? local.resolve(key).partition, default: []].append(index)
+        }
+        let maximumBytes = local.settings.maximumResponseBytes
+        let answered = NIOLockedValueBox(0)
+        let results = await withTaskGroup(of: [(Int, BatchItemResult)].self) { group in
+            for indexes in groups.values {
+                group.addTask {
+                    var done: [(Int, BatchItemResult)] = []
+                    for index in indexes {
+                        do throws(KVError) {
+                            switch operations[index] {
+                            case .get(let key):
+                                guard answered.withLockedValue({ $0 }) < maximumBytes else {
+                                    throw KVError(
+                                        .responseTooLarge,
+                                        "the batch's answer reached \(maximumBytes) bytes; send the rest in another batch"
+                                    )
+                                }
+                                let read = try await self.get(key)
+                                answered.withLockedValue {
+                                    $0 += read.siblings.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
+                                }
+                                done.append((index, .read(read)))
+                            case .put(let key, let value, let options):
+                                done.append(
+                                    (index, .written(try await self.put(key, value: value, options: options)))
+                                )
+                            case .delete(let key, let options):
+                                done.append((index, .written(try await self.delete(key, options: options))))
+                            }
+                        } catch {
+                            done.append((index, .failed(error)))
+                        }
+                    }
+                    return done
+                }
+            }
+            var all: [(Int, BatchItemResult)] = []
+            for await part in group { all += part }
+            return all
+        }
+        return results.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+
+    // MARK: - Tables
+
+    public func createTable(_ descriptor: TableDescriptor) async throws(KVError) -> TableDescriptor {
+        try descriptor.defaults.validate()
+        _ = try formedLayout()
+        let me = nodeID
+        let generation = local.newGeneration(after: 0)
+        let outcome = NIOLockedValueBox<TableDescriptor?>(nil)
+        try await changeTables { (metadata) throws(KVError) in
+            if let existing = metadata.tables[descriptor.name]?.descriptor {
+                guard existing.schema == descriptor.schema else {
+                    throw KVError(
+                        .tableExists, "table \(descriptor.name) exists with key schema \(existing.schema)")
+                }
+                outcome.withLockedValue { $0 = existing }
+                return
+            }
+            var created = descriptor
+            created.generation = generation
+            metadata.record(descriptor.name, created, by: me)
+            outcome.withLockedValue { $0 = created }
+        }
+        guard let result = outcome.withLockedValue({ $0 }) else {
+            throw KVError(.internalError, "creating the table left no record")
+        }
+        return result
+    }
+
+    public func table(_ name: TableName) async throws(KVError) -> TableDescriptor {
+        try local.descriptor(name)
+    }
+
+    public func tables(in namespace: String) async throws(KVError) -> [TableDescriptor] {
+        try await local.tables(in: namespace)
+    }
+
+    public func namespaces() async throws(KVError) -> [String] {
+        try await local.namespaces()
+    }
+
+    public func clearTable(_ name: TableName) async throws(KVError) {
+        _ = try formedLayout()
+        let me = nodeID
+        let generation = local.newGeneration(after: try local.descriptor(name).generation)
+        try await changeTables { (metadata) throws(KVError) in
+            guard var descriptor = metadata.tables[name]?.descriptor else {
+                throw KVError(.tableNotFound, "there is no table \(name)")
+            }
+            descriptor.generation = generation
+            metadata.record(name, descriptor, by: me)
+        }
+    }
+
+    public func dropTable(_ name: TableName) async throws(KVError) {
+        _ = try formedLayout()
+        let me = nodeID
+        try await changeTables { (metadata) throws(KVError) in
+            guard metadata.tables[name]?.descriptor != nil else {
+                throw KVError(.tableNotFound, "there is no table \(name)")
+            }
+            metadata.record(name, nil, by: me)
+        }
+    }
+
+    public func dropNamespace(_ namespace: String) async throws(KVError) {
+        try TableName.validate(namespace, what: "namespace")
+        _ = try formedLayout()
+        let me = nodeID
+        try await changeTables { metadata in
+            for (name, record) in metadata.tables
+            where name.namespace == namespace && record.descriptor != nil {
+                metadata.record(name, nil, by: me)
+            }
+        }
+    }
+
+    public func immediateTable(_ name: TableName) -> TableDescriptor? {
+        local.immediateTable(name)
+    }
+
+    // MARK: - The node and the cluster
+
+    public func nodeInfo() async throws(KVError) -> NodeInfo {
+        var info = try await local.nodeInfo()
+        info.peerAddress = peerAddress
+        return info
+    }
+
+    public func clusterStatus() async throws(KVError) -> ClusterStatus {
+        let (metadata, unreachable) = state.withLockedValue { ($0.metadata, $0.unreachable) }
+        let layout = metadata.layout
+        let counts = layout?.replicaCounts ?? [:]
+        var primaries: [NodeID: Int] = [:]
+        for list in layout?.assignments ?? [] {
+            if let first = list.first { primaries[first, default: 0] += 1 }
+        }
+        let placed = Set(layout?.members.map(\.node) ?? [])
+        let members = metadata.members.values.sorted { $0.node < $1.node }.map { member in
+            let state: String =
+                member.node == nodeID
+                ? "self"
+                : !placed.contains(member.node)
+                    ? "joining" : unreachable.contains(member.node) ? "down" : "up"
+            return ClusterStatus.Member(
+                nodeID: member.node, httpAddress: member.httpAddress, peerAddress: member.peerAddress,
+                zone: member.zone, capacity: member.capacity, replicas: counts[member.node] ?? 0,
+                primaries: primaries[member.node] ?? 0, state: state)
+        }
+        return ClusterStatus(
+            nodeID: nodeID, clusterID: metadata.isFormed ? String(metadata.clusterID, radix: 16) : "",
+            layoutVersion: layout?.version ?? 0, partitionCount: metadata.partitionCount,
+            replicationFactor: metadata.replicationFactor, members: members)
+    }
+
+    public func clusterLayout() async throws(KVError) -> LayoutDescription {
+        let layout = try formedLayout()
+        return LayoutDescription(
+            version: layout.version, replicationFactor: layout.replicationFactor,
+            partitions: layout.assignments)
+    }
+
+    // MARK: - Helpers
+
+    /// Parses `host:port` (an IPv4 address or a name; `[v6]:port` for IPv6).
+    static func socketAddress(_ text: String) -> SocketAddress? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (1...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if let address = try? SocketAddress(ipAddress: host, port: port) { return address }
+        return try? SocketAddress.makeAddressResolvingHost(host, port: port)
+    }
+}
+
+/// Receives the transport's events for a ``ClusterNode`` (held weakly would lose them;
+/// the transport drops it at shutdown).
+private final class TransportEvents: PeerTransportDelegate, Sendable {
+    let node: ClusterNode
+
+    init(node: ClusterNode) {
+        self.node = node
+    }
+
+    func transport(received message: ReplicaMessage, from peer: NodeID) {
+        node.received(message, from: peer)
+    }
+
+    func transport(failedToSend message: ReplicaMessage, to peer: NodeID) {
+        node.sendFailed(message, to: peer)
+    }
+
+    func transport(peer: NodeID, isReachable: Bool) {
+        node.reachabilityChanged(peer, isUp: isReachable)
+    }
+
+    func transport(peer: NodeID, announcedAddress: String) {
+        node.announced(peer, address: announcedAddress)
+    }
+}
