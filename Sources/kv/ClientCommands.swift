@@ -13,6 +13,20 @@ struct ClientOptions: ParsableArguments {
     }
 }
 
+/// Per-request quorum overrides, shared by the commands that read or write rows.
+struct QuorumFlags: ParsableArguments {
+    @Option(name: .customLong("n"), help: "Replicas of the key to use (default: the table's n).") var n: Int?
+    @Option(name: .customLong("r"), help: "Replies a read waits for (default: the table's r).") var r: Int?
+    @Option(name: .customLong("w"), help: "Acknowledgements a write waits for (default: the table's w).")
+    var w: Int?
+    @Option(name: .customLong("dw"), help: "Durable acknowledgements a write waits for.") var dw: Int?
+    @Option(name: .customLong("pr"), help: "Read replies that must come from primaries.") var pr: Int?
+    @Option(name: .customLong("pw"), help: "Write acknowledgements that must come from primaries.") var pw:
+        Int?
+
+    var overrides: QuorumOverrides { QuorumOverrides(n: n, r: r, w: w, dw: dw, pr: pr, pw: pw) }
+}
+
 /// A failure already reported to the user: exit with status 1.
 struct ReportedFailure: Error {}
 
@@ -101,6 +115,9 @@ struct PutCommand: AsyncParsableCommand {
     @Option(help: "Causal context of your last read of this row.") var context: String?
     @Flag(help: "Only create: fail with request.precondition_failed if the row exists.") var ifAbsent = false
     @Option(help: "Only write if the row's ETag (or context) is still this.") var ifMatch: String?
+    @Option(help: "Your id for this write: a retry with the same id is not applied twice.") var requestID:
+        String?
+    @OptionGroup var quorum: QuorumFlags
 
     func run() async throws {
         let name = try parseTable(table)
@@ -118,7 +135,7 @@ struct PutCommand: AsyncParsableCommand {
         let type = contentType ?? (value != nil ? "text/plain" : RowValue.defaultContentType)
         try await options.withService { service in
             let parts = try await parseKey(key, table: name, service: service)
-            var writeOptions = WriteOptions(context: context)
+            var writeOptions = WriteOptions(context: context, quorum: quorum.overrides, requestID: requestID)
             if ifAbsent {
                 writeOptions.condition = .ifAbsent
             } else if let ifMatch {
@@ -150,12 +167,14 @@ struct GetCommand: AsyncParsableCommand {
     @Argument(help: "Key parts, in schema order.") var key: [String]
     @Flag(name: .customLong("context"), help: "Print only the row's causal context (for kv put --context).")
     var printContext = false
+    @OptionGroup var quorum: QuorumFlags
 
     func run() async throws {
         let name = try parseTable(table)
         try await options.withService { service in
             let parts = try await parseKey(key, table: name, service: service)
-            let result = try await service.get(RowKey(table: name, parts: parts))
+            let result = try await service.get(
+                RowKey(table: name, parts: parts), options: ReadOptions(quorum: quorum.overrides))
             if printContext {
                 print(result.context)
                 return
@@ -198,12 +217,17 @@ struct IncrementCommand: AsyncParsableCommand {
     @Argument(help: "NAMESPACE/TABLE") var table: String
     @Argument(help: "Key parts, in schema order.") var key: [String]
     @Option(help: "The amount to add (negative to subtract; default 1).") var by: Int64 = 1
+    @Option(help: "Your id for this increment: a retry with the same id is not applied twice.")
+    var requestID: String?
+    @OptionGroup var quorum: QuorumFlags
 
     func run() async throws {
         let name = try parseTable(table)
         try await options.withService { service in
             let parts = try await parseKey(key, table: name, service: service)
-            let value = try await service.increment(RowKey(table: name, parts: parts), by: by)
+            let value = try await service.increment(
+                RowKey(table: name, parts: parts), by: by,
+                options: WriteOptions(quorum: quorum.overrides, requestID: requestID))
             if options.json { options.printJSON(["value": value]) } else { print(value) }
         }
     }
@@ -218,13 +242,17 @@ struct DeleteCommand: AsyncParsableCommand {
     @Argument(help: "NAMESPACE/TABLE") var table: String
     @Argument(help: "Key parts, in schema order.") var key: [String]
     @Option(help: "Causal context of your last read of this row.") var context: String?
+    @Option(help: "Your id for this delete: a retry with the same id is not applied twice.") var requestID:
+        String?
+    @OptionGroup var quorum: QuorumFlags
 
     func run() async throws {
         let name = try parseTable(table)
         try await options.withService { service in
             let parts = try await parseKey(key, table: name, service: service)
             let result = try await service.delete(
-                RowKey(table: name, parts: parts), options: WriteOptions(context: context))
+                RowKey(table: name, parts: parts),
+                options: WriteOptions(context: context, quorum: quorum.overrides, requestID: requestID))
             if options.json {
                 options.printJSON(["context": result.context, "etag": result.etag])
             } else {
@@ -251,6 +279,8 @@ struct ScanCommand: AsyncParsableCommand {
     @Option(help: "Most rows to print (default 1000).") var limit = 1000
     @Flag(help: "Descending key order.") var reverse = false
     @Flag(help: "Print keys only.") var keysOnly = false
+    @Option(name: .customLong("r"), help: "Replicas of each partition to read and merge (default 1).") var r:
+        Int?
 
     func run() async throws {
         let name = try parseTable(table)
@@ -263,7 +293,7 @@ struct ScanCommand: AsyncParsableCommand {
                 range: KeyRange(
                     start: startParts.isEmpty && prefixParts.isEmpty ? nil : startParts,
                     end: endParts.isEmpty && prefixParts.isEmpty ? nil : endParts),
-                reverse: reverse, keysOnly: keysOnly)
+                reverse: reverse, keysOnly: keysOnly, r: r)
             var remaining = limit
             var rows: [ScanRow] = []
             while remaining > 0 {

@@ -20,7 +20,8 @@ struct KV: AsyncParsableCommand {
         subcommands: [
             ServerCommand.self, PutCommand.self, GetCommand.self, DeleteCommand.self, IncrementCommand.self,
             ScanCommand.self,
-            BatchCommand.self, TableCommand.self, NodeCommand.self,
+            BatchCommand.self, TableCommand.self, NodeCommand.self, ClusterCommand.self, DevCommand.self,
+            BenchCommand.self,
         ]
     )
 }

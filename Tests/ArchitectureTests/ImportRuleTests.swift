@@ -37,12 +37,12 @@ struct ImportRuleTests {
             "Synchronization",
         ],
         // Client library: no server code.
-        "KVClient": ["KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials"],
+        "KVClient": ["KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc"],
         // The executable: the only place that reads flags, files and the environment.
         "kv": [
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode", "KVServer", "KVClient",
             "KVCluster", "ArgumentParser", "Yams", "Logging", "ServiceLifecycle", "NIOCore", "NIOPosix",
-            "NIOConcurrencyHelpers", "Histogram", "Foundation", "Glibc",
+            "NIOConcurrencyHelpers", "Histogram", "UnixSignals", "Foundation", "Glibc",
         ],
         "HTTPBaselineServer": ["KVCore", "KVServer", "Logging", "NIOCore", "NIOPosix", "NIOHTTP1"],
     ]

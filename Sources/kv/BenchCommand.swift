@@ -1,0 +1,287 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import KVClient
+import KVCluster
+import KVCore
+import NIOConcurrencyHelpers
+
+/// `kv bench`: a closed-loop load generator. Each client keeps one request in flight on
+/// its own connection; latencies go into HDR histograms.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Load a cluster with gets and puts and report throughput and latency percentiles.",
+        discussion: """
+            Clients are spread over the --url nodes in turn. Before measuring, every key is \
+            written once (unless --no-preload), so gets find values. Latency is measured \
+            from sending a request to its complete answer, in microseconds, and reported as \
+            p50, p99, p99.9 and max per operation. Failed operations are counted by error \
+            code and not timed. --output writes the report as JSON.
+            """)
+
+    @Option(help: "Node URLs, comma-separated (default http://127.0.0.1:7700, or $KV_URL).") var url: String?
+    @Option(help: "Concurrent clients, one connection each (default 16).") var clients = 16
+    @Option(help: "Seconds to measure (default 10).") var duration = 10.0
+    @Option(help: "Fraction of operations that are gets, 0 to 1 (default 0.5).") var getRatio = 0.5
+    @Option(help: "Value size in bytes (default 256).") var valueSize = 256
+    @Option(help: "Number of distinct keys (default 10000).") var keys = 10_000
+    @Option(help: "Key distribution: uniform or zipf (default uniform).") var distribution = "uniform"
+    @Option(help: "Zipf exponent (default 0.99).") var zipfExponent = 0.99
+    @Option(help: "Table to use, NAMESPACE/TABLE (created if missing; default bench/kv).") var table =
+        "bench/kv"
+    @Option(help: "Random seed of the key choices (default 1).") var seed: UInt64 = 1
+    @Flag(help: "Do not write every key before measuring.") var noPreload = false
+    @Flag(help: "Do not draw the progress bar.") var noProgress = false
+    @Option(help: "Write the report as JSON to this file ('-' for standard output).") var output: String?
+    @OptionGroup var quorum: QuorumFlags
+
+    func validate() throws {
+        guard (1...10_000).contains(clients) else { throw ValidationError("--clients must be 1 to 10000") }
+        guard duration > 0, duration <= 86_400 else {
+            throw ValidationError("--duration must be 0 to 86400 s")
+        }
+        guard (0...1).contains(getRatio) else { throw ValidationError("--get-ratio must be 0 to 1") }
+        guard (0...(16 << 20)).contains(valueSize) else {
+            throw ValidationError("--value-size must be 0 to 16 MiB")
+        }
+        guard (1...10_000_000).contains(keys) else { throw ValidationError("--keys must be 1 to 10000000") }
+        guard ["uniform", "zipf"].contains(distribution) else {
+            throw ValidationError("--distribution must be uniform or zipf")
+        }
+    }
+
+    func run() async throws {
+        let urls = (url ?? ProcessInfo.processInfo.environment["KV_URL"] ?? "http://127.0.0.1:7700")
+            .split(separator: ",").map(String.init)
+        let name = try parseTable(table)
+        let keyDistribution: KeyDistribution =
+            distribution == "zipf"
+            ? .zipf(count: keys, exponent: zipfExponent) : .uniform(count: keys)
+        let value = RowValue(bytes: (0..<valueSize).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
+        let progress = !noProgress && isatty(STDERR_FILENO) == 1
+
+        // Connect every client first, so connection setup is not measured.
+        var connections: [HTTPKeyValueService] = []
+        do {
+            for index in 0..<clients {
+                connections.append(try await HTTPKeyValueService(url: urls[index % urls.count]))
+            }
+            _ = try await connections[0].createTable(
+                TableDescriptor(name: name, schema: try KeySchema([.int64], partitionKeyLength: 1)))
+        } catch {
+            for connection in connections { await connection.close() }
+            FileHandle.standardError.write(Data("error: \(error.code.rawValue): \(error.message)\n".utf8))
+            throw ExitCode(1)
+        }
+        let writeOptions = WriteOptions(quorum: quorum.overrides)
+        let readOptions = ReadOptions(quorum: quorum.overrides)
+        func key(_ number: Int) -> RowKey { RowKey(table: name, parts: [.int64(Int64(number))]) }
+
+        if !noPreload {
+            let next = NIOLockedValueBox(0)
+            let failures = NIOLockedValueBox(0)
+            await withTaskGroup(of: Void.self) { group in
+                for connection in connections {
+                    group.addTask {
+                        while true {
+                            let number = next.withLockedValue { value -> Int? in
+                                defer { value += 1 }
+                                return value < keys ? value : nil
+                            }
+                            guard let number else { return }
+                            do {
+                                _ = try await connection.put(key(number), value: value, options: writeOptions)
+                            } catch {
+                                failures.withLockedValue { $0 += 1 }
+                            }
+                        }
+                    }
+                }
+            }
+            let failed = failures.withLockedValue { $0 }
+            FileHandle.standardError.write(
+                Data(
+                    "preloaded \(keys - failed) of \(keys) keys\(failed > 0 ? " (\(failed) failed)" : "")\n"
+                        .utf8))
+        }
+
+        let counters = NIOLockedValueBox(LiveCounters())
+        let start = ContinuousClock.now
+        let end = start + .milliseconds(Int64(duration * 1000))
+        let drawer = Task {
+            guard progress else { return }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(250))
+                let snapshot = counters.withLockedValue { $0 }
+                Self.drawProgress(elapsed: ContinuousClock.now - start, total: duration, counters: snapshot)
+            }
+        }
+        let results = await withTaskGroup(of: ClientResult.self) { group in
+            for (index, connection) in connections.enumerated() {
+                let getRatio = getRatio
+                let seed = seed
+                group.addTask {
+                    var random = SeededRandom(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+                    var result = ClientResult()
+                    while ContinuousClock.now < end {
+                        let number = keyDistribution.next(using: &random)
+                        let isGet = Double.random(in: 0..<1, using: &random) < getRatio
+                        let began = ContinuousClock.now
+                        do throws(KVError) {
+                            if isGet {
+                                _ = try await connection.get(key(number), options: readOptions)
+                            } else {
+                                _ = try await connection.put(key(number), value: value, options: writeOptions)
+                            }
+                            let micros = UInt64(max(1, (ContinuousClock.now - began).microseconds))
+                            if isGet { result.gets.record(micros) } else { result.puts.record(micros) }
+                            counters.withLockedValue { $0.operations += 1 }
+                        } catch {
+                            result.errors[error.code.rawValue, default: 0] += 1
+                            counters.withLockedValue { $0.errors += 1 }
+                        }
+                    }
+                    return result
+                }
+            }
+            var total = ClientResult()
+            for await result in group { total.merge(result) }
+            return total
+        }
+        let elapsed = ContinuousClock.now - start
+        drawer.cancel()
+        if progress { FileHandle.standardError.write(Data("\n".utf8)) }
+        for connection in connections { await connection.close() }
+
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let report = BenchReport(
+            clients: clients, seconds: seconds, getRatio: getRatio, valueSize: valueSize, keys: keys,
+            distribution: distribution, quorum: Dictionary(uniqueKeysWithValues: quorum.overrides.named),
+            gets: LatencySummary(results.gets, seconds: seconds),
+            puts: LatencySummary(results.puts, seconds: seconds),
+            errors: results.errors)
+        print(report.text)
+        if let output {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let data = try encoder.encode(report)
+            if output == "-" {
+                FileHandle.standardOutput.write(data + Data("\n".utf8))
+            } else {
+                try data.write(to: URL(fileURLWithPath: output))
+            }
+        }
+    }
+
+    static func drawProgress(elapsed: Duration, total: Double, counters: LiveCounters) {
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let fraction = min(1, seconds / total)
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let rate = seconds > 0 ? Double(counters.operations) / seconds : 0
+        let line = String(
+            format: "\r[%@] %5.1fs/%.0fs  %d ops  %.0f ops/s  %d errors", bar, seconds, total,
+            counters.operations, rate,
+            counters.errors)
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+}
+
+/// What the progress bar shows.
+struct LiveCounters: Sendable {
+    var operations = 0
+    var errors = 0
+}
+
+/// One client's measurements.
+struct ClientResult: Sendable {
+    var gets = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    var puts = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+    var errors: [String: Int] = [:]
+
+    mutating func merge(_ other: ClientResult) {
+        gets.add(other.gets)
+        puts.add(other.puts)
+        errors.merge(other.errors, uniquingKeysWith: +)
+    }
+}
+
+/// Latencies of one operation kind, in microseconds.
+struct LatencySummary: Codable, Sendable {
+    var count: UInt64
+    var perSecond: Double
+    var p50: UInt64
+    var p99: UInt64
+    var p999: UInt64
+    var max: UInt64
+    var mean: Double
+
+    init(_ histogram: Histogram<UInt64>, seconds: Double) {
+        count = histogram.totalCount
+        perSecond = seconds > 0 ? Double(histogram.totalCount) / seconds : 0
+        p50 = histogram.totalCount > 0 ? histogram.valueAtPercentile(50) : 0
+        p99 = histogram.totalCount > 0 ? histogram.valueAtPercentile(99) : 0
+        p999 = histogram.totalCount > 0 ? histogram.valueAtPercentile(99.9) : 0
+        max = histogram.totalCount > 0 ? histogram.max : 0
+        mean = histogram.totalCount > 0 ? histogram.mean : 0
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case count, p50, p99, max, mean
+        case perSecond = "per_second"
+        case p999 = "p99_9"
+    }
+}
+
+/// The result of a run.
+struct BenchReport: Codable, Sendable {
+    var clients: Int
+    var seconds: Double
+    var getRatio: Double
+    var valueSize: Int
+    var keys: Int
+    var distribution: String
+    var quorum: [String: Int]
+    var gets: LatencySummary
+    var puts: LatencySummary
+    var errors: [String: Int]
+
+    enum CodingKeys: String, CodingKey {
+        case clients, seconds, keys, distribution, quorum, gets, puts, errors
+        case getRatio = "get_ratio"
+        case valueSize = "value_size"
+    }
+
+    var text: String {
+        var lines = [
+            String(
+                format: "%d clients, %.1f s, %.0f%% gets, %d-byte values, %d %@ keys", clients, seconds,
+                getRatio * 100, valueSize, keys, distribution),
+            "op     count      ops/s     p50 µs   p99 µs   p99.9 µs   max µs",
+        ]
+        for (name, summary) in [("get", gets), ("put", puts)] where summary.count > 0 {
+            lines.append(
+                String(
+                    format: "%@  %9llu  %9.0f  %9llu  %7llu  %9llu  %7llu",
+                    name.padding(toLength: 4, withPad: " ", startingAt: 0),
+                    summary.count, summary.perSecond, summary.p50, summary.p99, summary.p999, summary.max))
+        }
+        lines.append(String(format: "total  %.0f ops/s", gets.perSecond + puts.perSecond))
+        if !errors.isEmpty {
+            lines.append(
+                "errors: "
+                    + errors.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(
+                        separator: ", "))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension Duration {
+    /// The duration in whole microseconds.
+    var microseconds: Int64 {
+        components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000
+    }
+}

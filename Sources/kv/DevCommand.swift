@@ -1,0 +1,149 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import KVClient
+import KVCore
+import NIOConcurrencyHelpers
+import UnixSignals
+
+/// `kv dev`: a local cluster of separate `kv server` processes on 127.0.0.1.
+struct DevCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dev",
+        abstract: "Run a local cluster: several kv server processes on 127.0.0.1.",
+        discussion: """
+            Node i listens for HTTP on PORT+i-1 and for its peers on PORT+i-1+1000, keeps \
+            its data in DATA/node<i> and logs to DATA/node<i>.log. The nodes form one static \
+            cluster; any node serves any request. Ctrl-C (or SIGTERM) stops every node \
+            gracefully. A node that dies (try kill -9 on one) is reported and the others \
+            keep serving; run kv dev again on the same data to bring it back.
+            """)
+
+    @Option(help: "Number of nodes (default 3).") var nodes = 3
+    @Option(help: "HTTP port of the first node (default 7700).") var port = 7700
+    @Option(name: .customLong("data"), help: "Directory holding every node's data (default ./kv-dev).")
+    var dataDirectory = "./kv-dev"
+    @Option(help: "Storage engine: rocksdb (default) or memory.") var engine = "rocksdb"
+    @Option(help: "Replicas per partition (default 3, at most the number of nodes).")
+    var replicationFactor: Int?
+    @Option(help: "Log level of the nodes (default warning).") var logLevel = "warning"
+
+    func validate() throws {
+        guard (1...16).contains(nodes) else { throw ValidationError("--nodes must be 1 to 16") }
+        guard (1...(65535 - 1000 - nodes)).contains(port) else {
+            throw ValidationError("--port leaves no room for \(nodes) nodes and their peer ports")
+        }
+    }
+
+    func run() async throws {
+        let executable = try Self.executablePath()
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        let addresses = (0..<nodes).map { "127.0.0.1:\(port + $0)" }
+        let replication = min(replicationFactor ?? 3, nodes)
+        // Ctrl-C reaches the whole foreground process group; the nodes then stop on
+        // their own, and this process waits for them instead of dying first.
+        let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
+        var children: [Process] = []
+        for index in 0..<nodes {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = [
+                "server", "--host", "127.0.0.1", "--port", String(port + index), "--peer-port",
+                String(port + index + 1000), "--data", "\(dataDirectory)/node\(index + 1)", "--engine",
+                engine,
+                "--peers", addresses.joined(separator: ","), "--replication-factor", String(replication),
+                "--log-level", logLevel,
+            ]
+            let logPath = "\(dataDirectory)/node\(index + 1).log"
+            guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
+                throw ValidationError("cannot create \(logPath)")
+            }
+            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+            log.seekToEndOfFile()
+            process.standardOutput = log
+            process.standardError = log
+            let number = index + 1
+            process.terminationHandler = { finished in
+                guard !DevShutdown.isStopping else { return }
+                FileHandle.standardError.write(
+                    Data(
+                        "kv dev: node \(number) exited with status \(finished.terminationStatus); see \(logPath)\n"
+                            .utf8))
+            }
+            do {
+                try process.run()
+            } catch {
+                for child in children { child.terminate() }
+                throw ValidationError("cannot start \(executable): \(error)")
+            }
+            children.append(process)
+        }
+        let ready = await Self.waitUntilFormed(addresses: addresses, children: children)
+        if ready {
+            var lines = [
+                "kv dev cluster: \(nodes) nodes, \(replication) replicas per partition, engine \(engine)"
+            ]
+            for (index, address) in addresses.enumerated() {
+                lines.append(
+                    "  node \(index + 1): http://\(address)   data \(dataDirectory)/node\(index + 1), log \(dataDirectory)/node\(index + 1).log"
+                )
+            }
+            lines.append("  try:    curl -s http://\(addresses[0])/v1/_cluster")
+            lines.append("          kv cluster status")
+            lines.append("  stop:   Ctrl-C (or SIGTERM)")
+            FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+        } else {
+            FileHandle.standardError.write(
+                Data("kv dev: the cluster did not form within 60 s; see the logs in \(dataDirectory)\n".utf8))
+        }
+        if ready {
+            for await _ in signals { break }
+        }
+        DevShutdown.isStopping = true
+        FileHandle.standardOutput.write(Data("kv dev: stopping \(nodes) nodes\n".utf8))
+        for child in children where child.isRunning { kill(child.processIdentifier, SIGTERM) }
+        for child in children {
+            let deadline = Date().addingTimeInterval(30)
+            while child.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+            if child.isRunning { kill(child.processIdentifier, SIGKILL) }
+        }
+        FileHandle.standardOutput.write(Data("kv dev: stopped\n".utf8))
+        if !ready { throw ExitCode(1) }
+    }
+
+    /// Waits until every node answers and the first one sees all of them in its layout.
+    static func waitUntilFormed(addresses: [String], children: [Process]) async -> Bool {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if children.contains(where: { !$0.isRunning }) { return false }
+            if let service = try? await HTTPKeyValueService(url: "http://" + addresses[0]) {
+                let status = try? await service.clusterStatus()
+                await service.close()
+                if let status, status.layoutVersion > 0,
+                    status.members.filter({ $0.state != "joining" }).count == addresses.count
+                {
+                    return true
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        return false
+    }
+
+    /// This program's own path, so the nodes run the same build.
+    static func executablePath() throws -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { throw ValidationError("cannot find this program's path") }
+        return String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// Set once the user asked to stop, so children that exit then are not reported as deaths.
+enum DevShutdown {
+    private static let stopping = NIOLockedValueBox(false)
+    static var isStopping: Bool {
+        get { stopping.withLockedValue { $0 } }
+        set { stopping.withLockedValue { $0 = newValue } }
+    }
+}
