@@ -471,8 +471,8 @@ public struct ClusterStatus: Hashable, Sendable {
         public var replicas: Int
         /// Partitions whose first replica it is.
         public var primaries: Int
-        /// `self` for the answering node, `up` or `down` as its connections say,
-        /// `joining` for a member the layout does not place yet.
+        /// `joining` for a member the layout does not place yet, else `self` for the
+        /// answering node, `up` or `down` as its connections say.
         public var state: String
 
         /// Creates a member entry.

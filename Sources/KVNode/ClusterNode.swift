@@ -988,10 +988,9 @@ public final class ClusterNode: KeyValueService, Sendable {
         let placed = Set(layout?.members.map(\.node) ?? [])
         let members = metadata.members.values.sorted { $0.node < $1.node }.map { member in
             let state: String =
-                member.node == nodeID
-                ? "self"
-                : !placed.contains(member.node)
-                    ? "joining" : unreachable.contains(member.node) ? "down" : "up"
+                !placed.contains(member.node)
+                ? "joining"
+                : member.node == nodeID ? "self" : unreachable.contains(member.node) ? "down" : "up"
             return ClusterStatus.Member(
                 nodeID: member.node, httpAddress: member.httpAddress, peerAddress: member.peerAddress,
                 zone: member.zone, capacity: member.capacity, replicas: counts[member.node] ?? 0,

@@ -17,8 +17,11 @@ public final class ServerProcess: @unchecked Sendable {
     /// The port of the running server.
     public private(set) var port: Int = 0
 
-    /// Starts a server (fresh data directory unless one is given).
-    public init(arguments: [String] = [], environment: [String: String] = [:], dataDirectory: String? = nil)
+    /// Starts a server (fresh data directory unless one is given) on `port` (0 picks one).
+    public init(
+        arguments: [String] = [], environment: [String: String] = [:], dataDirectory: String? = nil,
+        port: Int = 0
+    )
         throws
     {
         let directory =
@@ -31,7 +34,7 @@ public final class ServerProcess: @unchecked Sendable {
         self.environment = environment
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         logPath = directory + ".log"
-        try start()
+        try start(port: port)
     }
 
     /// The server's base URL.

@@ -1,0 +1,292 @@
+import Foundation
+import KVClient
+import KVCore
+import KVTestSupport
+import Testing
+
+/// Real `kv server` processes on 127.0.0.1 forming one cluster with N=3, R=W=2 (the
+/// table defaults): replication, failures, siblings across nodes, read repair,
+/// idempotent retries, cluster scans and joins.
+@Suite("cluster of real processes", .serialized)
+struct ClusterProcessTests {
+    static let arguments = ["--partitions", "64", "--replica-timeout-ms", "2000"]
+
+    static func client(_ cluster: LocalCluster, _ index: Int) async throws -> HTTPKeyValueService {
+        try await HTTPKeyValueService(url: cluster.url(index))
+    }
+
+    static let items = try! TableName(namespace: "test", table: "items")
+
+    static func key(_ text: String) -> RowKey { RowKey(table: items, parts: [.string(text)]) }
+
+    static func text(_ value: String) -> RowValue {
+        RowValue(bytes: Array(value.utf8), contentType: "text/plain")
+    }
+
+    static func values(_ result: ReadResult) -> [String] {
+        result.siblings.map { String(decoding: $0.value?.bytes ?? [], as: UTF8.self) }.sorted()
+    }
+
+    static func createTable(_ service: HTTPKeyValueService) async throws {
+        _ = try await service.createTable(TableDescriptor(name: items, schema: try KeySchema([.string])))
+    }
+
+    @Test(
+        "writes through one node are readable through the others; one node down is survived",
+        .timeLimit(.minutes(3)))
+    func replicationAndOneFailure() async throws {
+        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let a = try await Self.client(cluster, 0)
+        let b = try await Self.client(cluster, 1)
+        let c = try await Self.client(cluster, 2)
+        // The table is cluster metadata: created through B, used at once through C and A.
+        try await Self.createTable(b)
+        for index in 0..<30 {
+            _ = try await c.put(Self.key("k\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
+        }
+        for index in 0..<30 {
+            #expect(Self.values(try await a.get(Self.key("k\(index)"))) == ["v\(index)"])
+            #expect(Self.values(try await b.get(Self.key("k\(index)"))) == ["v\(index)"])
+        }
+        let status = try await a.clusterStatus()
+        #expect(status.members.count == 3)
+        #expect(status.layoutVersion >= 1)
+        let replicas = status.members.map(\.replicas)
+        let primaries = status.members.map(\.primaries)
+        print(
+            "layout v\(status.layoutVersion): replicas per node \(replicas), primaries per node \(primaries)")
+        #expect(replicas == [64, 64, 64])
+        #expect(primaries.reduce(0, +) == 64)
+        #expect(primaries.allSatisfy { $0 >= 10 }, "primaries are spread: \(primaries)")
+
+        cluster.nodes[2].kill()
+        for index in 30..<60 {
+            _ = try await a.put(Self.key("k\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
+        }
+        for index in 0..<60 {
+            #expect(Self.values(try await b.get(Self.key("k\(index)"))) == ["v\(index)"])
+        }
+        // Asking for all three acknowledgements cannot succeed now, and says so.
+        await #expect(throws: KVError.self) {
+            _ = try await a.put(
+                Self.key("w3"), value: Self.text("x"), options: WriteOptions(quorum: QuorumOverrides(w: 3)))
+        }
+        await a.close()
+        await b.close()
+        await c.close()
+    }
+
+    @Test("with two nodes down, W=2 writes fail fast with quorum.unavailable", .timeLimit(.minutes(3)))
+    func twoFailuresRefuseQuorum() async throws {
+        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let a = try await Self.client(cluster, 0)
+        try await Self.createTable(a)
+        _ = try await a.put(Self.key("before"), value: Self.text("old"), options: WriteOptions())
+        cluster.nodes[1].kill()
+        cluster.nodes[2].kill()
+        let started = ContinuousClock.now
+        do {
+            _ = try await a.put(Self.key("after"), value: Self.text("new"), options: WriteOptions())
+            Issue.record("a W=2 write succeeded with one of three replicas")
+        } catch {
+            #expect(error.code == .quorumUnavailable)
+            #expect(error.message.contains("needs 2"), "the error says what was needed: \(error.message)")
+        }
+        do {
+            _ = try await a.get(Self.key("before"))
+            Issue.record("an R=2 read succeeded with one of three replicas")
+        } catch {
+            #expect(error.code == .quorumUnavailable)
+        }
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed < .seconds(3), "failing took \(elapsed)")
+        // An explicit R=1 still reads the surviving copy; W=1 still writes.
+        #expect(
+            Self.values(
+                try await a.get(Self.key("before"), options: ReadOptions(quorum: QuorumOverrides(r: 1)))) == [
+                    "old"
+                ])
+        _ = try await a.put(
+            Self.key("w1"), value: Self.text("one"), options: WriteOptions(quorum: QuorumOverrides(w: 1)))
+        await a.close()
+    }
+
+    @Test("blind writes through different nodes are siblings everywhere; a write with context resolves them")
+    func siblingsAcrossNodes() async throws {
+        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let clients = [
+            try await Self.client(cluster, 0), try await Self.client(cluster, 1),
+            try await Self.client(cluster, 2),
+        ]
+        try await Self.createTable(clients[0])
+        let key = Self.key("cart")
+        await withTaskGroup(of: Void.self) { group in
+            for (index, client) in clients.prefix(2).enumerated() {
+                group.addTask {
+                    _ = try? await client.put(key, value: Self.text("from \(index)"), options: WriteOptions())
+                }
+            }
+        }
+        let all = ReadOptions(quorum: QuorumOverrides(r: 3))
+        for client in clients {
+            #expect(Self.values(try await client.get(key, options: all)) == ["from 0", "from 1"])
+        }
+        let read = try await clients[2].get(key)
+        _ = try await clients[2].put(
+            key, value: Self.text("merged"), options: WriteOptions(context: read.context))
+        for client in clients {
+            #expect(Self.values(try await client.get(key, options: all)) == ["merged"])
+        }
+        for client in clients { await client.close() }
+    }
+
+    @Test("a read repairs a stale replica", .timeLimit(.minutes(3)))
+    func readRepair() async throws {
+        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let a = try await Self.client(cluster, 0)
+        try await Self.createTable(a)
+        _ = try await a.put(Self.key("row"), value: Self.text("first"), options: WriteOptions())
+        cluster.nodes[2].kill()
+        _ = try await a.put(
+            Self.key("row"), value: Self.text("second"),
+            options: WriteOptions(context: try await a.get(Self.key("row")).context))
+        try cluster.restart(2)
+        try cluster.waitUntilFormed()
+        // C holds "first". A read that waits for every replica sees the difference and
+        // sends C the merge.
+        #expect(
+            Self.values(try await a.get(Self.key("row"), options: ReadOptions(quorum: QuorumOverrides(r: 3))))
+                == ["second"])
+        try await Task.sleep(for: .milliseconds(500))
+        await a.close()
+        // With A and B gone, an R=1 read through C answers from C's own copy.
+        cluster.nodes[0].kill()
+        cluster.nodes[1].kill()
+        let c = try await Self.client(cluster, 2)
+        #expect(
+            Self.values(try await c.get(Self.key("row"), options: ReadOptions(quorum: QuorumOverrides(r: 1))))
+                == ["second"])
+        await c.close()
+    }
+
+    @Test("a retried write with the same request id is applied once, whichever node takes it")
+    func idempotentRetries() async throws {
+        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let a = try await Self.client(cluster, 0)
+        let b = try await Self.client(cluster, 1)
+        try await Self.createTable(a)
+        let retried = WriteOptions(requestID: "order-42")
+        _ = try await a.put(Self.key("once"), value: Self.text("paid"), options: retried)
+        _ = try await b.put(Self.key("once"), value: Self.text("paid"), options: retried)
+        _ = try await a.put(Self.key("once"), value: Self.text("paid"), options: retried)
+        #expect(
+            try await a.get(Self.key("once"), options: ReadOptions(quorum: QuorumOverrides(r: 3))).siblings
+                .count == 1)
+        // Without an id, the same blind write twice is two concurrent versions.
+        _ = try await a.put(Self.key("twice"), value: Self.text("paid"), options: WriteOptions())
+        _ = try await b.put(Self.key("twice"), value: Self.text("paid"), options: WriteOptions())
+        #expect(
+            try await a.get(Self.key("twice"), options: ReadOptions(quorum: QuorumOverrides(r: 3))).siblings
+                .count == 2)
+        // Counters too.
+        let counter = RowKey(table: Self.items, parts: [.string("visits")])
+        _ = try await a.increment(counter, by: 5, options: WriteOptions(requestID: "visit-1"))
+        _ = try await b.increment(counter, by: 5, options: WriteOptions(requestID: "visit-1"))
+        #expect(try await a.counter(counter, options: ReadOptions(quorum: QuorumOverrides(r: 3))) == 5)
+        await a.close()
+        await b.close()
+    }
+
+    @Test("a scan across partitions pages through every row once, in key order, with r=1 and r=2")
+    func clusterScan() async throws {
+        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let a = try await Self.client(cluster, 0)
+        let c = try await Self.client(cluster, 2)
+        try await Self.createTable(a)
+        let names = (0..<57).map { String(format: "row-%03d", $0) }
+        for name in names {
+            _ = try await a.put(Self.key(name), value: Self.text(name), options: WriteOptions())
+        }
+        _ = try await a.delete(Self.key("row-010"), options: WriteOptions())
+        for r in [1, 2] {
+            var seen: [String] = []
+            var continuation: String?
+            repeat {
+                let page = try await c.scan(
+                    ScanRequest(table: Self.items, limit: 7, continuation: continuation, r: r))
+                #expect(page.rows.count <= 7)
+                seen += page.rows.map { row in
+                    guard case .string(let text) = row.key[0] else { return "?" }
+                    return text
+                }
+                continuation = page.continuation
+            } while continuation != nil
+            #expect(seen == names.filter { $0 != "row-010" }, "r=\(r)")
+        }
+        await a.close()
+        await c.close()
+    }
+
+    @Test(
+        "a node started with --join enters the layout and serves the existing data", .timeLimit(.minutes(3)))
+    func joinThroughAMember() async throws {
+        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let a = try await Self.client(cluster, 0)
+        try await Self.createTable(a)
+        for index in 0..<20 {
+            _ = try await a.put(Self.key("j\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
+        }
+        let before = try await a.clusterStatus()
+        let ports = try FreePorts.take(2)
+        let joiner = try ServerProcess(
+            arguments: ["--peer-port", String(ports[1]), "--join", "127.0.0.1:\(cluster.httpPorts[1])"]
+                + Self.arguments,
+            port: ports[0])
+        let d = try await HTTPKeyValueService(host: "127.0.0.1", port: ports[0])
+        var status = try? await d.clusterStatus()
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline,
+            status?.members.count != 4 || status?.members.contains(where: { $0.state == "joining" }) != false
+        {
+            try await Task.sleep(for: .milliseconds(200))
+            status = try? await d.clusterStatus()
+        }
+        let after = try #require(status)
+        #expect(after.members.count == 4)
+        #expect(after.layoutVersion == before.layoutVersion + 1)
+        let joined = try #require(after.members.first { $0.state == "self" })
+        print(
+            "after the join: replicas per node \(after.members.map(\.replicas)) (the new node holds \(joined.replicas) of \(64 * 3))"
+        )
+        #expect((40...56).contains(joined.replicas), "the new node takes about a quarter: \(joined.replicas)")
+        for index in 0..<20 {
+            #expect(Self.values(try await d.get(Self.key("j\(index)"))) == ["v\(index)"])
+        }
+        await d.close()
+        await a.close()
+        _ = joiner
+    }
+
+    @Test("the CSE138 environment (ADDRESS, VIEW, REPL_FACTOR) forms a cluster")
+    func cse138Environment() async throws {
+        let ports = try FreePorts.take(4)
+        let view = "127.0.0.1:\(ports[0]),127.0.0.1:\(ports[1])"
+        let nodes = try (0..<2).map { index in
+            try ServerProcess(
+                arguments: ["--peer-port", String(ports[2 + index])] + Self.arguments,
+                environment: ["ADDRESS": "127.0.0.1:\(ports[index])", "VIEW": view, "REPL_FACTOR": "2"],
+                port: ports[index])
+        }
+        let client = try await HTTPKeyValueService(host: "127.0.0.1", port: ports[1])
+        var status = try? await client.clusterStatus()
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < deadline, (status?.layoutVersion ?? 0) == 0 {
+            try await Task.sleep(for: .milliseconds(100))
+            status = try? await client.clusterStatus()
+        }
+        #expect(status?.replicationFactor == 2)
+        #expect(status?.members.count == 2)
+        await client.close()
+        _ = nodes
+    }
+}

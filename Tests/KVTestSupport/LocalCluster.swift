@@ -1,0 +1,118 @@
+import Foundation
+import Glibc
+
+/// Several `kv server` processes on 127.0.0.1 that form one static cluster, for tests
+/// that kill, restart and partition real nodes.
+public final class LocalCluster: @unchecked Sendable {
+    /// The nodes, in the order of the member list.
+    public private(set) var nodes: [ServerProcess]
+    /// Each node's HTTP port.
+    public let httpPorts: [Int]
+    /// Each node's peer port.
+    public let peerPorts: [Int]
+    /// Flags every node gets.
+    public let arguments: [String]
+
+    /// Starts `count` nodes with a static member list and waits until they formed a
+    /// cluster in which every node sees every other.
+    public init(count: Int, arguments: [String] = [], environment: [String: String] = [:]) throws {
+        let ports = try FreePorts.take(2 * count)
+        httpPorts = Array(ports.prefix(count))
+        peerPorts = Array(ports.suffix(count))
+        self.arguments = arguments
+        nodes = []
+        for index in 0..<count {
+            nodes.append(
+                try ServerProcess(
+                    arguments: nodeArguments(index), environment: environment, port: httpPorts[index]))
+        }
+        try waitUntilFormed()
+    }
+
+    /// The members' HTTP addresses, comma-separated.
+    public var memberList: String { httpPorts.map { "127.0.0.1:\($0)" }.joined(separator: ",") }
+
+    func nodeArguments(_ index: Int) -> [String] {
+        ["--peer-port", String(peerPorts[index]), "--peers", memberList] + arguments
+    }
+
+    /// The base URL of node `index`.
+    public func url(_ index: Int) -> String { "http://127.0.0.1:\(httpPorts[index])" }
+
+    /// Restarts node `index` on its data and ports.
+    public func restart(_ index: Int) throws {
+        try nodes[index].start(port: httpPorts[index])
+    }
+
+    /// Waits (up to 30 s) until every running node reports a layout that places every
+    /// node.
+    public func waitUntilFormed() throws {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            var formed = true
+            for (index, node) in nodes.enumerated() where node.isRunning {
+                guard let status = try? HTTPGet.json(url(index) + "/v1/_cluster"),
+                    let version = status["layout_version"] as? Int, version > 0,
+                    let members = status["members"] as? [[String: Any]],
+                    members.filter({ ($0["state"] as? String) != "joining" }).count >= nodes.count
+                else {
+                    formed = false
+                    break
+                }
+            }
+            if formed { return }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        throw CrashTestError("the cluster did not form within 30 s")
+    }
+}
+
+/// Ports that were free a moment ago: bound to port 0 together, then released.
+public enum FreePorts {
+    public static func take(_ count: Int) throws -> [Int] {
+        var sockets: [Int32] = []
+        defer { for socket in sockets { close(socket) } }
+        var ports: [Int] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw CrashTestError("socket() failed") }
+            sockets.append(fd)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = 0
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard bound == 0 else { throw CrashTestError("bind() failed") }
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            _ = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
+            ports.append(Int(UInt16(bigEndian: address.sin_port)))
+        }
+        return ports
+    }
+}
+
+/// A blocking HTTP GET for test polling, through curl.
+public enum HTTPGet {
+    /// The JSON object at `url`.
+    public static func json(_ url: String) throws -> [String: Any] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["-s", "--max-time", "2", url]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw CrashTestError("\(url) did not answer a JSON object")
+        }
+        return object
+    }
+}
