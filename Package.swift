@@ -210,7 +210,7 @@ let package = Package(
             dependencies: [
                 "KVTestSupport", "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode",
                 "KVServer",
-                "KVClient", "kv",
+                "KVClient", "KVCluster", "kv",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -68,6 +68,22 @@ public struct TableRecord: Hashable, Sendable {
         self.descriptor = descriptor
         self.stamp = stamp
     }
+
+    /// Whether this record replaces `other` when two copies meet: the later stamp wins.
+    /// Equal stamps with different contents cannot come from one node's clock, but
+    /// stored metadata restored from a backup could make them; a drop then wins, then
+    /// the higher generation, so every node still picks the same record.
+    public func supersedes(_ other: TableRecord) -> Bool {
+        if stamp != other.stamp { return stamp > other.stamp }
+        switch (descriptor, other.descriptor) {
+        case (nil, nil): return false
+        case (nil, _?): return true
+        case (_?, nil): return false
+        case (let mine?, let theirs?):
+            if mine.generation != theirs.generation { return mine.generation > theirs.generation }
+            return String(describing: mine) > String(describing: theirs)
+        }
+    }
 }
 
 /// What every node of a cluster must agree on: who the members are, the layout, the
@@ -80,7 +96,8 @@ public struct TableRecord: Hashable, Sendable {
 /// - members: the union, the higher revision of a node's record winning;
 /// - the layout: the higher version; equal versions with different contents (only when
 ///   two nodes recomputed at once) resolve by their encoding, the same everywhere;
-/// - tables: per table, the record with the higher ``MetadataStamp``.
+/// - tables: per table, the record with the higher ``MetadataStamp``
+///   (``TableRecord/supersedes(_:)``).
 ///
 /// A node starts *unformed* (cluster id 0). Exactly one node forms the cluster
 /// (``formed(by:clusterID:secret:expectedMembers:)``); the others adopt the formed
@@ -213,7 +230,7 @@ public struct ClusterMetadata: Hashable, Sendable {
         }
         for member in other.members.values { announce(member) }
         for (name, record) in other.tables {
-            if let known = tables[name], known.stamp >= record.stamp { continue }
+            if let known = tables[name], !record.supersedes(known) { continue }
             tables[name] = record
         }
         clock = max(clock, other.clock)

@@ -83,6 +83,9 @@ public struct Coordinator: Sendable {
     /// `store` and `fetch` requests in flight, by message id, with the replica asked:
     /// a reply counts only if it comes from that replica.
     private var requests: [UInt64: (operation: OperationID, replica: NodeID)] = [:]
+    /// The ids in `requests` of each operation, so finishing one forgets them without
+    /// a scan of every request in flight.
+    private var requestIDs: [OperationID: [UInt64]] = [:]
     /// Operations forwarded to another coordinator, by message id.
     private var forwards: [UInt64: OperationID] = [:]
     private var forwardIDs: [OperationID: UInt64] = [:]
@@ -113,6 +116,10 @@ public struct Coordinator: Sendable {
 
     /// How many operations are in flight (coordinated or forwarded), for metrics and tests.
     public var operationsInFlight: Int { writes.count + reads.count + forwards.count }
+
+    /// How many replica requests are awaiting a reply, for tests: finished operations
+    /// must leave none behind.
+    public var requestsInFlight: Int { requests.count + requestIDs.count }
 
     // MARK: - Events
 
@@ -187,8 +194,7 @@ public struct Coordinator: Sendable {
             } else {
                 // Sent even to replicas believed down: the transport fails fast if they
                 // are, and a send that gets through is how they are seen up again.
-                let id = takeMessageID()
-                requests[id] = (operation, replica)
+                let id = request(for: operation, to: replica)
                 actions.append(.send(.fetch(id: id, key: key), to: replica))
             }
         }
@@ -338,8 +344,7 @@ public struct Coordinator: Sendable {
             var actions: [Action] = []
             // Sent even to replicas believed down, as reads are (see `read`).
             for replica in round.preference where replica != node {
-                let id = takeMessageID()
-                requests[id] = (operation, replica)
+                let id = request(for: operation, to: replica)
                 actions.append(.send(.store(id: id, key: round.key, object: object), to: replica))
             }
             writes[operation] = round
@@ -430,6 +435,7 @@ public struct Coordinator: Sendable {
         }
         if pending == 0 {
             reads[operation] = nil
+            forgetRequests(of: operation)
             return actions + [.cancelTimer(operation)] + repairs(round)
         }
         reads[operation] = round
@@ -524,7 +530,15 @@ public struct Coordinator: Sendable {
     }
 
     private mutating func forgetRequests(of operation: OperationID) {
-        requests = requests.filter { $0.value.operation != operation }
+        for id in requestIDs.removeValue(forKey: operation) ?? [] { requests[id] = nil }
+    }
+
+    /// Records a request in flight to `replica` for `operation` and returns its id.
+    private mutating func request(for operation: OperationID, to replica: NodeID) -> UInt64 {
+        let id = takeMessageID()
+        requests[id] = (operation, replica)
+        requestIDs[operation, default: []].append(id)
+        return id
     }
 
     /// The operation a reply belongs to, if `id` is a request in flight to `replica`.

@@ -104,11 +104,22 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// overwritten on disk by an older one.
     private let metadataLock = NIOLock()
     private let peerAddressBox = NIOLockedValueBox("")
+    private let writeQueue = NIOLockedValueBox(WriteQueue())
+
+    /// Write commands waiting for the drain (see ``enqueueWrite(_:_:)``).
+    private struct WriteQueue {
+        var pending: [(ticket: StorageTicket, command: StorageCommand)] = []
+        var draining = false
+    }
 
     private struct State {
         var metadata: ClusterMetadata
         var operations: [UInt64: CheckedContinuation<OperationOutcome, Never>] = [:]
-        var timers: [OperationID: Scheduled<Void>] = [:]
+        /// Operation timers by deadline. One sweep every ``timerResolution`` fires the
+        /// expired ones: scheduling a task per operation would wake the event loop twice
+        /// for every request (start and cancel).
+        var timers: [OperationID: NIODeadline] = [:]
+        var timerTask: RepeatedTask?
         var scans: [UInt64: CheckedContinuation<PartitionScanPage, Never>] = [:]
         var metadataAcks: [UInt64: (waiting: Set<NodeID>, continuation: CheckedContinuation<Void, Never>)] =
             [:]
@@ -121,6 +132,8 @@ public final class ClusterNode: KeyValueService, Sendable {
     }
 
     static let metadataKey = Array("cluster/metadata".utf8)
+    /// How late an operation timer may fire.
+    static let timerResolution = TimeAmount.milliseconds(20)
 
     /// Opens the cluster side of `local`: loads its stored cluster metadata (or starts
     /// unformed metadata that knows only itself).
@@ -194,7 +207,15 @@ public final class ClusterNode: KeyValueService, Sendable {
             initialDelay: .milliseconds(settings.gossipIntervalMilliseconds),
             delay: .milliseconds(settings.gossipIntervalMilliseconds)
         ) { [self] _ in gossip() }
-        state.withLockedValue { $0.gossipTask = task }
+        let sweep = eventLoop.scheduleRepeatedTask(
+            initialDelay: Self.timerResolution, delay: Self.timerResolution
+        ) {
+            [self] _ in fireExpiredTimers()
+        }
+        state.withLockedValue {
+            $0.gossipTask = task
+            $0.timerTask = sweep
+        }
         return address
     }
 
@@ -222,6 +243,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     public func shutdown() async {
         let (task, operations, scans, acks) = state.withLockedValue { state in
             state.stopped = true
+            state.timerTask?.cancel()
             defer {
                 state.operations = [:]
                 state.scans = [:]
@@ -261,27 +283,50 @@ public final class ClusterNode: KeyValueService, Sendable {
             switch action {
             case .send(let message, let target):
                 transport.send(message, to: target)
-            case .storage(let ticket, let command):
+            case .storage(let ticket, .load(let key)):
+                // A read the engine can answer from memory runs here and now: handing
+                // it to the thread pool would cost two thread wake-ups for a lookup.
+                if let object = cachedObject(key.bytes) {
+                    run { $0.storageCompleted(ticket, .object(object)) }
+                    continue
+                }
                 local.threadPool.submit { [self] workState in
                     let outcome: StorageOutcome =
                         workState == .active
-                        ? execute(command) : .failed(KVError(.unavailable, "the node is shutting down"))
+                        ? execute(.load(key)) : .failed(KVError(.unavailable, "the node is shutting down"))
                     run { $0.storageCompleted(ticket, outcome) }
                 }
+            case .storage(let ticket, let command):
+                enqueueWrite(ticket, command)
             case .startTimer(let operation, let milliseconds):
-                let scheduled = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
-                    _ = state.withLockedValue { $0.timers.removeValue(forKey: operation) }
-                    run { $0.timerFired(operation) }
-                }
-                let previous = state.withLockedValue { $0.timers.updateValue(scheduled, forKey: operation) }
-                previous?.cancel()
+                let deadline = NIODeadline.now() + .milliseconds(milliseconds)
+                state.withLockedValue { $0.timers[operation] = deadline }
             case .cancelTimer(let operation):
-                state.withLockedValue { $0.timers.removeValue(forKey: operation) }?.cancel()
+                state.withLockedValue { $0.timers[operation] = nil }
             case .reply(let operation, let outcome):
                 guard case .local(let id) = operation else { continue }
                 state.withLockedValue { $0.operations.removeValue(forKey: id) }?.resume(returning: outcome)
             }
         }
+    }
+
+    /// Fires every operation timer whose deadline passed.
+    private func fireExpiredTimers() {
+        let now = NIODeadline.now()
+        let expired: [OperationID] = state.withLockedValue { state in
+            let due = state.timers.filter { $0.value <= now }.map(\.key)
+            for operation in due { state.timers[operation] = nil }
+            return due
+        }
+        for operation in expired { run { $0.timerFired(operation) } }
+    }
+
+    /// The stored object of `dataKey` if the engine has it in memory (or knows it is
+    /// absent without I/O), else `nil`.
+    private func cachedObject(_ dataKey: [UInt8]) -> StoredObject? {
+        guard case .found(let bytes)? = try? local.engine.getIfCached(dataKey, in: .data) else { return nil }
+        guard let bytes else { return StoredObject() }
+        return try? StoredObjectCodec.decode(bytes)
     }
 
     /// Starts a client operation and waits for its outcome.
@@ -302,34 +347,126 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
     }
 
-    /// Carries out a storage command under the row's lock. Runs on the thread pool.
+    /// Carries out a read command. Runs on the thread pool.
     private func execute(_ command: StorageCommand) -> StorageOutcome {
         do throws(KVError) {
             switch command {
-            case .coordinate(let key, let write):
-                return .object(try coordinateLocally(key, write))
-            case .merge(let key, let incoming):
-                return .object(
-                    try local.withRowLock(key.bytes) { () throws(KVError) -> StoredObject in
-                        let stored = try local.load(key.bytes)
-                        guard let merged = ReplicaRules.merge(stored, incoming) else { return stored }
-                        var batch = WriteBatch()
-                        batch.put(key.bytes, StoredObjectCodec.encode(merged))
-                        try local.write(batch)
-                        return merged
-                    })
             case .load(let key):
                 return .object(try local.load(key.bytes))
+            case .coordinate, .merge:
+                return .object(try applyWrites([command])[0].get())
             }
         } catch {
             return .failed(error)
         }
     }
 
-    /// The coordinating replica's step of a write: checks the table and the
-    /// precondition against what this replica holds, makes the dot, checks the row's
-    /// limits and stores it.
-    private func coordinateLocally(_ key: ReplicaKey, _ write: ProposedWrite) throws(KVError) -> StoredObject
+    /// Queues a write command. One drain at a time takes everything queued and applies
+    /// it with a single synced engine write: under load, tens of writes share one fsync
+    /// and one thread wake-up, instead of each waiting on its own thread for RocksDB's
+    /// group commit.
+    private func enqueueWrite(_ ticket: StorageTicket, _ command: StorageCommand) {
+        let startDrain = writeQueue.withLockedValue { queue in
+            queue.pending.append((ticket, command))
+            guard !queue.draining else { return false }
+            queue.draining = true
+            return true
+        }
+        guard startDrain else { return }
+        local.threadPool.submit { [self] workState in drainWrites(active: workState == .active) }
+    }
+
+    private func drainWrites(active: Bool) {
+        while true {
+            let commands = writeQueue.withLockedValue { queue in
+                if queue.pending.isEmpty { queue.draining = false }
+                defer { queue.pending = [] }
+                return queue.pending
+            }
+            guard !commands.isEmpty else { return }
+            let outcomes: [StorageOutcome]
+            if active {
+                outcomes = applyWrites(commands.map(\.command)).enumerated().map { index, result in
+                    switch result {
+                    case .success(let object): .object(object)
+                    case .failure(let error): .failed(error)
+                    }
+                }
+            } else {
+                outcomes = commands.map { _ in .failed(KVError(.unavailable, "the node is shutting down")) }
+            }
+            for (entry, outcome) in zip(commands, outcomes) {
+                run { $0.storageCompleted(entry.ticket, outcome) }
+            }
+        }
+    }
+
+    /// Applies write commands in order, holding every row lock (which orders them
+    /// against catalog changes), and stores what changed in one synced batch. A later
+    /// command on the same row sees the earlier ones. Each command succeeds or fails on
+    /// its own, except that a failed batch write fails every command that wrote.
+    private func applyWrites(_ commands: [StorageCommand]) -> [Result<StoredObject, KVError>] {
+        do {
+            return try local.withAllRowLocks { () throws(KVError) -> [Result<StoredObject, KVError>] in
+                var overlay: [[UInt8]: StoredObject] = [:]
+                var results: [Result<StoredObject, KVError>] = []
+                var wrote: [Int] = []
+                var batch = WriteBatch()
+                func current(_ key: ReplicaKey) throws(KVError) -> StoredObject {
+                    if let pending = overlay[key.bytes] { return pending }
+                    return try local.load(key.bytes)
+                }
+                for command in commands {
+                    do throws(KVError) {
+                        let key: ReplicaKey
+                        let updated: StoredObject?
+                        let stored: StoredObject
+                        switch command {
+                        case .coordinate(let target, let write):
+                            key = target
+                            stored = try current(key)
+                            updated = try coordinateStep(key, write, stored: stored)
+                        case .merge(let target, let incoming):
+                            key = target
+                            stored = try current(key)
+                            updated = ReplicaRules.merge(stored, incoming)
+                        case .load(let target):
+                            key = target
+                            stored = try current(key)
+                            updated = nil
+                        }
+                        guard let updated else {
+                            results.append(.success(stored))
+                            continue
+                        }
+                        overlay[key.bytes] = updated
+                        batch.put(key.bytes, StoredObjectCodec.encode(updated))
+                        wrote.append(results.count)
+                        results.append(.success(updated))
+                    } catch {
+                        results.append(.failure(error))
+                    }
+                }
+                if !batch.isEmpty {
+                    do throws(KVError) {
+                        try local.write(batch)
+                    } catch {
+                        for index in wrote { results[index] = .failure(error) }
+                    }
+                }
+                return results
+            }
+        } catch {
+            return commands.map { _ in .failure(error) }
+        }
+    }
+
+    /// The coordinating replica's step of a write, given what it holds: checks the
+    /// table and the precondition, makes the dot and checks the row's limits. `nil`
+    /// when the write changes nothing (a retry, a delete of an absent row).
+    private func coordinateStep(_ key: ReplicaKey, _ write: ProposedWrite, stored: StoredObject)
+        throws(KVError)
+        -> StoredObject?
     {
         guard
             let descriptor = local.catalog.withLockedValue({ tables in
@@ -341,37 +478,31 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
         let row = LocalNode.ResolvedRow(descriptor: descriptor, partition: key.partition, dataKey: key.bytes)
         let limits = local.settings
-        return try local.withRowLock(key.bytes) { () throws(KVError) -> StoredObject in
-            let stored = try local.load(key.bytes)
-            try local.check(write.condition, against: stored, row: row)
-            let updated: StoredObject?
-            if let delta = write.increment {
-                updated = try ReplicaRules.increment(
-                    stored, by: delta, actor: local.identity.actor,
-                    timestampMilliseconds: write.sibling.timestampMilliseconds,
-                    requestID: write.sibling.requestID)
-            } else {
-                updated = ReplicaRules.coordinate(stored, write, actor: local.identity.actor)
-            }
-            guard let updated else { return stored }
-            let rowBytes = updated.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
-            guard rowBytes <= limits.maximumRowBytes else {
-                throw KVError(
-                    .rowTooLarge,
-                    "the row's values would take \(rowBytes) bytes (limit \(limits.maximumRowBytes)); resolve its siblings with a context"
-                )
-            }
-            guard updated.siblingCount <= limits.maximumSiblings else {
-                throw KVError(
-                    .tooManySiblings,
-                    "the row would have \(updated.siblingCount) siblings (limit \(limits.maximumSiblings)); read it and write back with its context to resolve them"
-                )
-            }
-            var batch = WriteBatch()
-            batch.put(key.bytes, StoredObjectCodec.encode(updated))
-            try local.write(batch)
-            return updated
+        try local.check(write.condition, against: stored, row: row)
+        let updated: StoredObject?
+        if let delta = write.increment {
+            updated = try ReplicaRules.increment(
+                stored, by: delta, actor: local.identity.actor,
+                timestampMilliseconds: write.sibling.timestampMilliseconds, requestID: write.sibling.requestID
+            )
+        } else {
+            updated = ReplicaRules.coordinate(stored, write, actor: local.identity.actor)
         }
+        guard let updated else { return nil }
+        let rowBytes = updated.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
+        guard rowBytes <= limits.maximumRowBytes else {
+            throw KVError(
+                .rowTooLarge,
+                "the row's values would take \(rowBytes) bytes (limit \(limits.maximumRowBytes)); resolve its siblings with a context"
+            )
+        }
+        guard updated.siblingCount <= limits.maximumSiblings else {
+            throw KVError(
+                .tooManySiblings,
+                "the row would have \(updated.siblingCount) siblings (limit \(limits.maximumSiblings)); read it and write back with its context to resolve them"
+            )
+        }
+        return updated
     }
 
     // MARK: - Messages

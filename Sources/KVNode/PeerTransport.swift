@@ -222,11 +222,14 @@ public final class PeerTransport: Sendable {
     }
 
     /// Writes whatever is queued for `peer` once it is connected.
+    ///
+    /// At most one flush per peer is scheduled at a time, and it takes everything queued
+    /// when it runs: under load, the messages of many concurrent operations leave in one
+    /// system call instead of one each.
     private func flush(_ peer: OutboundPeer) {
-        guard let channel = peer.channel() else { return }
-        let messages = peer.drain()
-        guard !messages.isEmpty else { return }
+        guard let channel = peer.channel(), peer.scheduleFlush() else { return }
         channel.eventLoop.execute { [self] in
+            let messages = peer.drain()
             for (message, encoded) in messages {
                 let promise = channel.eventLoop.makePromise(of: Void.self)
                 promise.futureResult.whenComplete { [self] result in
@@ -273,6 +276,7 @@ final class OutboundPeer: Sendable {
         var queue: [(message: ReplicaMessage, encoded: [UInt8])] = []
         var queuedBytes = 0
         var closed = false
+        var flushScheduled = false
     }
     private let state = NIOLockedValueBox(State())
 
@@ -299,9 +303,21 @@ final class OutboundPeer: Sendable {
         state.withLockedValue { $0.channel }
     }
 
-    /// Takes the queued messages for writing; their bytes count until ``written(_:)``.
+    /// Marks a flush as scheduled; `false` if one already is (it will take what is
+    /// queued now).
+    func scheduleFlush() -> Bool {
+        state.withLockedValue { state in
+            guard !state.flushScheduled else { return false }
+            state.flushScheduled = true
+            return true
+        }
+    }
+
+    /// Takes the queued messages for writing and ends the scheduled flush; their bytes
+    /// count until ``written(_:)``.
     func drain() -> [(message: ReplicaMessage, encoded: [UInt8])] {
         state.withLockedValue { state in
+            state.flushScheduled = false
             defer { state.queue = [] }
             return state.queue
         }

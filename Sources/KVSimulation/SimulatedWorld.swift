@@ -512,6 +512,12 @@ struct SimulatedWorld {
                         + states.map { "\($0.values.map(Self.writeID).sorted())" }.joined(separator: " vs "))
             }
         }
+        // Finished operations leave no bookkeeping behind.
+        for (index, node) in nodes.enumerated() where node.coordinator.requestsInFlight != 0 {
+            report.violations.append(
+                "node \(index + 1) still tracks \(node.coordinator.requestsInFlight) replica requests after every operation ended"
+            )
+        }
         // No acknowledged write lost.
         for key in keys.indices {
             guard let final = finalReads[key] else { continue }

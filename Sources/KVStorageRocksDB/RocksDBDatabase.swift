@@ -66,6 +66,7 @@ final class RocksDBDatabase: @unchecked Sendable {
         // prefix of the acknowledged writes. Set explicitly so a changed default cannot
         // change crash behaviour silently.
         rocksdb_options_set_wal_recovery_mode(options, 2)
+        rocksdb_options_set_enable_write_thread_adaptive_yield(options, settings.adaptiveYield ? 1 : 0)
 
         let tableOptions = rocksdb_block_based_options_create()!
         var blockCache: OpaquePointer? = nil

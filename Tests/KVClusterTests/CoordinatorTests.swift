@@ -69,6 +69,7 @@ struct CoordinatorTests {
         // A late acknowledgement changes nothing.
         #expect(coordinator.received(.stored(id: stores[0].id, durable: true), from: stores[0].to).isEmpty)
         #expect(coordinator.operationsInFlight == 0)
+        #expect(coordinator.requestsInFlight == 0)
     }
 
     @Test("a reply counts only from the replica that was asked")
@@ -154,6 +155,7 @@ struct CoordinatorTests {
         }
         #expect(error.code == .writeIndeterminate)
         #expect(coordinator.operationsInFlight == 0)
+        #expect(coordinator.requestsInFlight == 0)
     }
 
     @Test("a node that is not a replica forwards writes to one, and relays the answer")
@@ -217,6 +219,7 @@ struct CoordinatorTests {
                 .send(.repair(key: key, object: new), to: replicas[2]),
             ])
         #expect(coordinator.operationsInFlight == 0)
+        #expect(coordinator.requestsInFlight == 0)
     }
 
     @Test("a read fails with quorum.unavailable saying how many answered")

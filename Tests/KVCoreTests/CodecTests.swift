@@ -80,12 +80,14 @@ struct CodecTests {
                                 actor: entry.actor, counter: entry.counter,
                                 values: entry.values.map { step in
                                     step % 4 == 0
-                                        ? Sibling.tombstone(at: Int64(step))
+                                        ? Sibling.tombstone(
+                                            at: Int64(step), requestID: step % 8 == 0 ? "del-\(step)" : nil)
                                         : Sibling(
                                             value: RowValue(
                                                 bytes: payload + [UInt8(truncatingIfNeeded: step)],
                                                 contentType: "t/\(step)"),
-                                            timestampMilliseconds: -Int64(step))
+                                            timestampMilliseconds: -Int64(step),
+                                            requestID: step % 3 == 0 ? "req-\(step)" : nil)
                                 })
                         ])!)
                 }
