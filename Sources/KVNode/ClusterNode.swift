@@ -477,7 +477,6 @@ public final class ClusterNode: KeyValueService, Sendable {
                 .tableChanged, "the table was dropped, cleared or recreated meanwhile; read again and retry")
         }
         let row = LocalNode.ResolvedRow(descriptor: descriptor, partition: key.partition, dataKey: key.bytes)
-        let limits = local.settings
         try local.check(write.condition, against: stored, row: row)
         let updated: StoredObject?
         if let delta = write.increment {
@@ -489,19 +488,7 @@ public final class ClusterNode: KeyValueService, Sendable {
             updated = ReplicaRules.coordinate(stored, write, actor: local.identity.actor)
         }
         guard let updated else { return nil }
-        let rowBytes = updated.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
-        guard rowBytes <= limits.maximumRowBytes else {
-            throw KVError(
-                .rowTooLarge,
-                "the row's values would take \(rowBytes) bytes (limit \(limits.maximumRowBytes)); resolve its siblings with a context"
-            )
-        }
-        guard updated.siblingCount <= limits.maximumSiblings else {
-            throw KVError(
-                .tooManySiblings,
-                "the row would have \(updated.siblingCount) siblings (limit \(limits.maximumSiblings)); read it and write back with its context to resolve them"
-            )
-        }
+        try local.checkRowLimits(updated)
         return updated
     }
 

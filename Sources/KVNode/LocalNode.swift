@@ -303,24 +303,30 @@ public final class LocalNode: KeyValueService {
                     // Nothing live to delete: deleting an absent row is a no-op.
                     return writeResult(stored, identity: row.identity)
                 }
-                let rowBytes = object.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
-                guard rowBytes <= settings.maximumRowBytes else {
-                    throw KVError(
-                        .rowTooLarge,
-                        "the row's values would take \(rowBytes) bytes (limit \(settings.maximumRowBytes)); resolve its siblings with a context"
-                    )
-                }
-                guard object.siblingCount <= settings.maximumSiblings else {
-                    throw KVError(
-                        .tooManySiblings,
-                        "the row would have \(object.siblingCount) siblings (limit \(settings.maximumSiblings)); read it and write back with its context to resolve them"
-                    )
-                }
+                try checkRowLimits(object)
                 var batch = WriteBatch()
                 batch.put(row.dataKey, StoredObjectCodec.encode(object))
                 try write(batch)
                 return writeResult(object, identity: row.identity)
             }
+        }
+    }
+
+    /// Refuses a row state beyond the row's limits: too many value bytes (what one read
+    /// would return) or too many siblings (which only a write with a context resolves).
+    func checkRowLimits(_ object: StoredObject) throws(KVError) {
+        let rowBytes = object.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
+        guard rowBytes <= settings.maximumRowBytes else {
+            throw KVError(
+                .rowTooLarge,
+                "the row's values would take \(rowBytes) bytes (limit \(settings.maximumRowBytes)); resolve its siblings with a context"
+            )
+        }
+        guard object.siblingCount <= settings.maximumSiblings else {
+            throw KVError(
+                .tooManySiblings,
+                "the row would have \(object.siblingCount) siblings (limit \(settings.maximumSiblings)); read it and write back with its context to resolve them"
+            )
         }
     }
 

@@ -35,7 +35,7 @@ struct ClusterProcessTests {
         "writes through one node are readable through the others; one node down is survived",
         .timeLimit(.minutes(3)))
     func replicationAndOneFailure() async throws {
-        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let cluster = try await offCooperativePool { try LocalCluster(count: 3, arguments: Self.arguments) }
         let a = try await Self.client(cluster, 0)
         let b = try await Self.client(cluster, 1)
         let c = try await Self.client(cluster, 2)
@@ -59,7 +59,7 @@ struct ClusterProcessTests {
         #expect(primaries.reduce(0, +) == 64)
         #expect(primaries.allSatisfy { $0 >= 10 }, "primaries are spread: \(primaries)")
 
-        cluster.nodes[2].kill()
+        try await offCooperativePool { cluster.nodes[2].kill() }
         for index in 30..<60 {
             _ = try await a.put(Self.key("k\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
         }
@@ -78,12 +78,14 @@ struct ClusterProcessTests {
 
     @Test("with two nodes down, W=2 writes fail fast with quorum.unavailable", .timeLimit(.minutes(3)))
     func twoFailuresRefuseQuorum() async throws {
-        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let cluster = try await offCooperativePool { try LocalCluster(count: 3, arguments: Self.arguments) }
         let a = try await Self.client(cluster, 0)
         try await Self.createTable(a)
         _ = try await a.put(Self.key("before"), value: Self.text("old"), options: WriteOptions())
-        cluster.nodes[1].kill()
-        cluster.nodes[2].kill()
+        try await offCooperativePool {
+            cluster.nodes[1].kill()
+            cluster.nodes[2].kill()
+        }
         let started = ContinuousClock.now
         do {
             _ = try await a.put(Self.key("after"), value: Self.text("new"), options: WriteOptions())
@@ -113,7 +115,7 @@ struct ClusterProcessTests {
 
     @Test("blind writes through different nodes are siblings everywhere; a write with context resolves them")
     func siblingsAcrossNodes() async throws {
-        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let cluster = try await offCooperativePool { try LocalCluster(count: 3, arguments: Self.arguments) }
         let clients = [
             try await Self.client(cluster, 0), try await Self.client(cluster, 1),
             try await Self.client(cluster, 2),
@@ -142,16 +144,18 @@ struct ClusterProcessTests {
 
     @Test("a read repairs a stale replica", .timeLimit(.minutes(3)))
     func readRepair() async throws {
-        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let cluster = try await offCooperativePool { try LocalCluster(count: 3, arguments: Self.arguments) }
         let a = try await Self.client(cluster, 0)
         try await Self.createTable(a)
         _ = try await a.put(Self.key("row"), value: Self.text("first"), options: WriteOptions())
-        cluster.nodes[2].kill()
+        try await offCooperativePool { cluster.nodes[2].kill() }
         _ = try await a.put(
             Self.key("row"), value: Self.text("second"),
             options: WriteOptions(context: try await a.get(Self.key("row")).context))
-        try cluster.restart(2)
-        try cluster.waitUntilFormed()
+        try await offCooperativePool {
+            try cluster.restart(2)
+            try cluster.waitUntilFormed()
+        }
         // C holds "first". A read that waits for every replica sees the difference and
         // sends C the merge.
         #expect(
@@ -160,8 +164,10 @@ struct ClusterProcessTests {
         try await Task.sleep(for: .milliseconds(500))
         await a.close()
         // With A and B gone, an R=1 read through C answers from C's own copy.
-        cluster.nodes[0].kill()
-        cluster.nodes[1].kill()
+        try await offCooperativePool {
+            cluster.nodes[0].kill()
+            cluster.nodes[1].kill()
+        }
         let c = try await Self.client(cluster, 2)
         #expect(
             Self.values(try await c.get(Self.key("row"), options: ReadOptions(quorum: QuorumOverrides(r: 1))))
@@ -171,7 +177,7 @@ struct ClusterProcessTests {
 
     @Test("a retried write with the same request id is applied once, whichever node takes it")
     func idempotentRetries() async throws {
-        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let cluster = try await offCooperativePool { try LocalCluster(count: 3, arguments: Self.arguments) }
         let a = try await Self.client(cluster, 0)
         let b = try await Self.client(cluster, 1)
         try await Self.createTable(a)
@@ -199,7 +205,7 @@ struct ClusterProcessTests {
 
     @Test("a scan across partitions pages through every row once, in key order, with r=1 and r=2")
     func clusterScan() async throws {
-        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let cluster = try await offCooperativePool { try LocalCluster(count: 3, arguments: Self.arguments) }
         let a = try await Self.client(cluster, 0)
         let c = try await Self.client(cluster, 2)
         try await Self.createTable(a)
@@ -230,7 +236,7 @@ struct ClusterProcessTests {
     @Test(
         "a node started with --join enters the layout and serves the existing data", .timeLimit(.minutes(3)))
     func joinThroughAMember() async throws {
-        let cluster = try LocalCluster(count: 3, arguments: Self.arguments)
+        let cluster = try await offCooperativePool { try LocalCluster(count: 3, arguments: Self.arguments) }
         let a = try await Self.client(cluster, 0)
         try await Self.createTable(a)
         for index in 0..<20 {
@@ -238,10 +244,12 @@ struct ClusterProcessTests {
         }
         let before = try await a.clusterStatus()
         let ports = try FreePorts.take(2)
-        let joiner = try ServerProcess(
-            arguments: ["--peer-port", String(ports[1]), "--join", "127.0.0.1:\(cluster.httpPorts[1])"]
-                + Self.arguments,
-            port: ports[0])
+        let joiner = try await offCooperativePool {
+            try ServerProcess(
+                arguments: ["--peer-port", String(ports[1]), "--join", "127.0.0.1:\(cluster.httpPorts[1])"]
+                    + Self.arguments,
+                port: ports[0])
+        }
         let d = try await HTTPKeyValueService(host: "127.0.0.1", port: ports[0])
         var status = try? await d.clusterStatus()
         let deadline = ContinuousClock.now + .seconds(20)
@@ -262,6 +270,14 @@ struct ClusterProcessTests {
         for index in 0..<20 {
             #expect(Self.values(try await d.get(Self.key("j\(index)"))) == ["v\(index)"])
         }
+        // With four nodes and N=3, the new node holds only some keys: writes of the
+        // others are forwarded to a replica, which makes the version.
+        for index in 0..<20 {
+            _ = try await d.put(Self.key("d\(index)"), value: Self.text("w\(index)"), options: WriteOptions())
+        }
+        for index in 0..<20 {
+            #expect(Self.values(try await a.get(Self.key("d\(index)"))) == ["w\(index)"])
+        }
         await d.close()
         await a.close()
         _ = joiner
@@ -271,11 +287,13 @@ struct ClusterProcessTests {
     func cse138Environment() async throws {
         let ports = try FreePorts.take(4)
         let view = "127.0.0.1:\(ports[0]),127.0.0.1:\(ports[1])"
-        let nodes = try (0..<2).map { index in
-            try ServerProcess(
-                arguments: ["--peer-port", String(ports[2 + index])] + Self.arguments,
-                environment: ["ADDRESS": "127.0.0.1:\(ports[index])", "VIEW": view, "REPL_FACTOR": "2"],
-                port: ports[index])
+        let nodes = try await offCooperativePool {
+            try (0..<2).map { index in
+                try ServerProcess(
+                    arguments: ["--peer-port", String(ports[2 + index])] + Self.arguments,
+                    environment: ["ADDRESS": "127.0.0.1:\(ports[index])", "VIEW": view, "REPL_FACTOR": "2"],
+                    port: ports[index])
+            }
         }
         let client = try await HTTPKeyValueService(host: "127.0.0.1", port: ports[1])
         var status = try? await client.clusterStatus()

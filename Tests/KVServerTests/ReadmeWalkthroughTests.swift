@@ -64,20 +64,47 @@ struct ReadmeWalkthroughTests {
         return script
     }
 
+    /// Each walkthrough runs against a fresh `kv dev` cluster, as the README's first
+    /// command starts one.
     @Test(arguments: ["curl", "cli"])
-    func walkthroughRunsAsWritten(name: String) throws {
-        let server = try ServerProcess()
+    func walkthroughRunsAsWritten(name: String) async throws {
+        // Processes are started and waited for on a thread of their own; the checks run
+        // here, in the test.
+        let run = try await offCooperativePool { try Self.run(name) }
+        // A block that lost its commands or expectations must not pass.
+        #expect(run.checks > 5, "the walkthrough checks too little")
+        #expect(run.status == 0, "walkthrough \(name) failed:\n\(run.printed)")
+        // Ctrl-C stops every node cleanly.
+        #expect(run.stopped.exitedNormally && run.stopped.code == 0, "kv dev exited with \(run.stopped)")
+        #expect(run.devOutput.contains("kv dev: stopped"))
+    }
+
+    /// What running one walkthrough against a fresh `kv dev` showed.
+    struct Run: Sendable {
+        var checks: Int
+        var status: Int32
+        var printed: String
+        var stopped: ChildProcess.Status
+        var devOutput: String
+    }
+
+    static func run(_ name: String) throws -> Run {
+        let cluster = try DevCluster()
         let binaryDirectory = URL(fileURLWithPath: try TestBinaries.path(of: "kv", override: "KV_BINARY"))
             .deletingLastPathComponent().path
-        var script = Self.script(try Self.walkthrough(name))
-        script = script.replacingOccurrences(of: "127.0.0.1:7700", with: "127.0.0.1:\(server.port)")
+        var script = script(try walkthrough(name))
+        let checks = script.components(separatedBy: "grep -qF").count - 1
+        for node in 0..<3 {
+            script = script.replacingOccurrences(
+                of: "127.0.0.1:\(7700 + node)", with: "127.0.0.1:\(cluster.basePort + node)")
+        }
         script = script.replacingOccurrences(of: "$PWD/.build/release", with: binaryDirectory)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
         process.arguments = ["-c", script]
         process.currentDirectoryURL = Self.packageRoot
         var environment = ProcessInfo.processInfo.environment
-        environment["KV_URL"] = server.url
+        environment["KV_URL"] = "http://127.0.0.1:\(cluster.basePort)"
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output
@@ -85,6 +112,9 @@ struct ReadmeWalkthroughTests {
         try process.run()
         let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "walkthrough \(name) failed:\n\(printed)")
+        let stopped = cluster.stop()
+        return Run(
+            checks: checks, status: process.terminationStatus, printed: printed, stopped: stopped,
+            devOutput: cluster.output)
     }
 }

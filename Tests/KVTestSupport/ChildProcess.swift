@@ -66,7 +66,7 @@ public struct SplitMix64: RandomNumberGenerator {
 /// Reading concurrently keeps the writer from blocking on a full pipe.
 public final class ChildProcess: Sendable {
     /// How the child ended.
-    public struct Status {
+    public struct Status: Sendable {
         /// Whether it exited (rather than being killed by a signal).
         public var exitedNormally: Bool
         /// The exit code, or the signal number when killed.

@@ -116,3 +116,99 @@ public enum HTTPGet {
         return object
     }
 }
+
+/// A `kv dev` process (a whole local cluster) on a free base port, for tests that run
+/// what the README runs.
+public final class DevCluster: @unchecked Sendable {
+    /// The first node's HTTP port; node i listens on `basePort + i`.
+    public let basePort: Int
+    /// Where the nodes keep their data.
+    public let dataDirectory: String
+    private let child: ChildProcess
+
+    /// Starts `kv dev` and waits until it says the cluster is ready.
+    public init(nodes: Int = 3) throws {
+        basePort = try Self.freeBase(nodes: nodes)
+        dataDirectory =
+            FileManager.default.temporaryDirectory.appendingPathComponent("kv-dev-test-\(UUID().uuidString)")
+            .path
+        child = try ChildProcess(
+            executable: try TestBinaries.path(of: "kv", override: "KV_BINARY"),
+            arguments: [
+                "dev", "--nodes", String(nodes), "--port", String(basePort), "--data", dataDirectory,
+                "--engine",
+                "rocksdb",
+            ],
+            standardErrorPath: dataDirectory + ".log")
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if String(decoding: child.outputSoFar(), as: UTF8.self).contains("kv dev cluster") { return }
+            if child.reachedEndOfOutput() { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        child.kill()
+        _ = child.wait()
+        let log = (try? String(contentsOfFile: dataDirectory + ".log", encoding: .utf8)) ?? ""
+        throw CrashTestError(
+            "kv dev did not get ready: \(String(decoding: child.outputSoFar(), as: UTF8.self)) \(log)")
+    }
+
+    /// What `kv dev` printed so far.
+    public var output: String { String(decoding: child.outputSoFar(), as: UTF8.self) }
+
+    /// Stops the cluster as Ctrl-C would and returns how `kv dev` exited.
+    @discardableResult
+    public func stop() -> ChildProcess.Status {
+        _ = Glibc.kill(child.pid, SIGINT)
+        return child.wait()
+    }
+
+    /// A base port whose `nodes` ports and the peer ports 1000 above are free.
+    static func freeBase(nodes: Int) throws -> Int {
+        for _ in 0..<100 {
+            let base = Int.random(in: 20_000...50_000)
+            let ports = (0..<nodes).flatMap { [base + $0, base + 1000 + $0] }
+            if ports.allSatisfy(FreePorts.isFree) { return base }
+        }
+        throw CrashTestError("found no free range of ports")
+    }
+
+    deinit {
+        if !child.reachedEndOfOutput() {
+            _ = Glibc.kill(child.pid, SIGINT)
+            _ = child.wait()
+        }
+        try? FileManager.default.removeItem(atPath: dataDirectory)
+        try? FileManager.default.removeItem(atPath: dataDirectory + ".log")
+    }
+}
+
+extension FreePorts {
+    /// Whether `port` on 127.0.0.1 can be bound right now.
+    public static func isFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+}
+
+/// Runs blocking work (starting processes, polling them, waiting for them) on a thread
+/// of its own, so it does not hold one of the few threads that every async test shares.
+public func offCooperativePool<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws
+    -> Result
+{
+    try await withCheckedThrowingContinuation { continuation in
+        Thread {
+            continuation.resume(with: Swift.Result { try body() })
+        }.start()
+    }
+}
