@@ -967,24 +967,22 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
         let maximumBytes = local.settings.maximumResponseBytes
         let answered = NIOLockedValueBox(0)
-        let results = await withTaskGroup(of: [(Int, BatchItemResult)].self) { group in
+        // A get that starts once the gathered values reached the budget is skipped; the
+        // ordered pass below decides which gets the answer really holds.
+        let results = await withTaskGroup(of: [(Int, BatchItemResult?)].self) { group in
             for indexes in groups.values {
                 group.addTask {
-                    var done: [(Int, BatchItemResult)] = []
+                    var done: [(Int, BatchItemResult?)] = []
                     for index in indexes {
                         do throws(KVError) {
                             switch operations[index] {
                             case .get(let key):
                                 guard answered.withLockedValue({ $0 }) < maximumBytes else {
-                                    throw KVError(
-                                        .responseTooLarge,
-                                        "the batch's answer reached \(maximumBytes) bytes; send the rest in another batch"
-                                    )
+                                    done.append((index, nil))
+                                    continue
                                 }
                                 let read = try await self.get(key)
-                                answered.withLockedValue {
-                                    $0 += read.siblings.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
-                                }
+                                answered.withLockedValue { $0 += Self.valueBytes(read) }
                                 done.append((index, .read(read)))
                             case .put(let key, let value, let options):
                                 done.append(
@@ -1000,11 +998,38 @@ public final class ClusterNode: KeyValueService, Sendable {
                     return done
                 }
             }
-            var all: [(Int, BatchItemResult)] = []
+            var all: [(Int, BatchItemResult?)] = []
             for await part in group { all += part }
             return all
         }
-        return results.sorted { $0.0 < $1.0 }.map(\.1)
+        // In batch order, as on a single node: the gets up to the budget are answered
+        // (a skipped one is read now), every later one is refused.
+        var ordered = results.sorted { $0.0 < $1.0 }.map(\.1)
+        var total = 0
+        for index in ordered.indices {
+            guard case .get(let key) = operations[index] else { continue }
+            if total >= maximumBytes {
+                ordered[index] = .failed(
+                    KVError(
+                        .responseTooLarge,
+                        "the batch's answer reached \(maximumBytes) bytes; send the rest in another batch"))
+                continue
+            }
+            if ordered[index] == nil {
+                do throws(KVError) {
+                    ordered[index] = .read(try await get(key))
+                } catch {
+                    ordered[index] = .failed(error)
+                }
+            }
+            if case .read(let read)? = ordered[index] { total += Self.valueBytes(read) }
+        }
+        return ordered.map { $0 ?? .failed(KVError(.internalError, "a batch item was not run")) }
+    }
+
+    /// The value bytes a read returns.
+    static func valueBytes(_ read: ReadResult) -> Int {
+        read.siblings.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
     }
 
     // MARK: - Tables

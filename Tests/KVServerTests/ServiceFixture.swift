@@ -14,6 +14,9 @@ enum ServiceKind: String, CaseIterable, Sendable, CustomStringConvertible {
     case inProcess
     /// The same node behind the HTTP server on 127.0.0.1, through ``HTTPKeyValueService``.
     case http
+    /// A cluster of three ``ClusterNode``s in this process, talking over real sockets on
+    /// 127.0.0.1 (N=3, R=W=2), called through its first node.
+    case cluster
 
     var description: String { rawValue }
 }
@@ -23,8 +26,13 @@ final class ServiceFixture: Sendable {
     let node: LocalNode
     let server: HTTPServer?
     let client: HTTPKeyValueService?
+    let cluster: [ClusterNode]
 
-    var service: any KeyValueService { client ?? node }
+    var service: any KeyValueService {
+        if let client { return client }
+        if let first = cluster.first { return first }
+        return node
+    }
 
     init(_ kind: ServiceKind, settings: NodeSettings = NodeSettings(partitionCount: 16)) async throws {
         var logger = Logger(label: "test")
@@ -35,6 +43,11 @@ final class ServiceFixture: Sendable {
         case .inProcess:
             server = nil
             client = nil
+            cluster = []
+        case .cluster:
+            server = nil
+            client = nil
+            cluster = try await Self.startCluster(first: node, settings: settings, logger: logger)
         case .http:
             let server = try HTTPServer(
                 settings: HTTPServerSettings(port: 0), service: node,
@@ -43,13 +56,48 @@ final class ServiceFixture: Sendable {
             let address = try await server.start()
             self.server = server
             client = try await HTTPKeyValueService(host: "127.0.0.1", port: address.port!)
+            cluster = []
         }
+    }
+
+    /// Three cluster nodes (the first over `first`) that introduce themselves to each
+    /// other, returned once every one serves.
+    static func startCluster(first: LocalNode, settings: NodeSettings, logger: Logger) async throws
+        -> [ClusterNode]
+    {
+        var nodes: [ClusterNode] = []
+        for index in 0..<3 {
+            let local =
+                index == 0
+                ? first
+                : try LocalNode(
+                    engine: MemoryStorageEngine(), engineName: "memory", settings: settings, logger: logger)
+            let node = try ClusterNode(
+                local: local,
+                settings: ClusterSettings(httpAddress: "in-process-\(index)", expectedMembers: 3),
+                group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            _ = try await node.start()
+            nodes.append(node)
+        }
+        for _ in 0..<500 {
+            if nodes.allSatisfy({ $0.isFormed && $0.metadata.members.count == 3 }) { return nodes }
+            for node in nodes {
+                for other in nodes where other !== node { node.introduce(toPeerAt: other.peerAddress) }
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        for node in nodes { await node.shutdown() }
+        throw KVError(.unavailable, "the in-process cluster did not form")
     }
 
     func shutdown() async {
         await client?.close()
         await server?.shutdown()
-        await node.shutdown()
+        if cluster.isEmpty {
+            await node.shutdown()
+        } else {
+            for member in cluster { await member.shutdown() }
+        }
     }
 }
 
