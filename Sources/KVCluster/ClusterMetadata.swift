@@ -31,6 +31,16 @@ public struct ClusterMember: Hashable, Sendable {
 
     /// The member as the layout sees it.
     public var layoutMember: LayoutMember { LayoutMember(node: node, zone: zone, capacity: capacity) }
+
+    /// Whether this record replaces `other` (of the same node) when two copies meet:
+    /// the higher revision wins; equal revisions with different contents (a node
+    /// restored from a backup) resolve by their fields, the same on every node.
+    public func supersedes(_ other: ClusterMember) -> Bool {
+        if revision != other.revision { return revision > other.revision }
+        return (peerAddress, httpAddress, zone, capacity) > (
+            other.peerAddress, other.httpAddress, other.zone, other.capacity
+        )
+    }
 }
 
 /// The version stamp of one table record: a Lamport clock and the node that wrote it,
@@ -176,6 +186,10 @@ public struct ClusterMetadata: Hashable, Sendable {
         return changed
     }
 
+    /// Whether another table may be recorded: every record counts, dropped ones too,
+    /// because they are kept so a drop cannot be undone.
+    public var hasRoomForAnotherTable: Bool { tables.count < Self.maximumTables }
+
     /// Records a table change made by `node`, stamped after everything it has seen.
     public mutating func record(_ name: TableName, _ descriptor: TableDescriptor?, by node: NodeID) {
         clock += 1
@@ -185,7 +199,7 @@ public struct ClusterMetadata: Hashable, Sendable {
 
     /// Adds or replaces a member record if it is newer than the one known.
     public mutating func announce(_ member: ClusterMember) {
-        if let known = members[member.node], known.revision >= member.revision { return }
+        if let known = members[member.node], !member.supersedes(known) { return }
         members[member.node] = member
     }
 
@@ -324,7 +338,7 @@ public struct ClusterMetadata: Hashable, Sendable {
     /// The most members, tables and partitions a decoded copy may hold: bounds for
     /// bytes that arrive from the network.
     static let maximumMembers = 1024
-    static let maximumTables = 100_000
+    public static let maximumTables = 100_000
 
     /// Decodes what ``encoded()`` wrote; anything invalid is `storage.corrupt_object`.
     public static func decode(_ bytes: [UInt8]) throws(KVError) -> ClusterMetadata {
@@ -360,6 +374,11 @@ public struct ClusterMetadata: Hashable, Sendable {
         }
         let clusterID = try reader.readFixed()
         let secret = try reader.readLengthPrefixed(maximumLength: 16)
+        // A formed cluster has a whole secret and an unformed one none: anything else
+        // would make a node that adopts it fail when it seals a context.
+        guard secret.count == (clusterID == 0 ? 0 : 16) else {
+            throw KVError(.corruptObject, "cluster metadata has a \(secret.count)-byte secret")
+        }
         let partitionCount = try count(&reader, atMost: 1 << 16, "partitions")
         guard partitionCount > 0, partitionCount & (partitionCount - 1) == 0 else {
             throw KVError(.corruptObject, "cluster metadata has \(partitionCount) partitions")

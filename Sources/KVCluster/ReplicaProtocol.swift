@@ -9,11 +9,17 @@ public struct ReplicaKey: Hashable, Sendable, CustomStringConvertible {
     public var partition: PartitionID
     /// The row's key in the engine's data keyspace.
     public var bytes: [UInt8]
+    /// The generation of the row's table as the node that made the key knew it, or 0
+    /// for "not checked" (the simulator). A replica refuses to store or serve a key of a
+    /// generation its catalog does not have: a node that missed a clear or drop must not
+    /// bring the old rows back by replicating or repairing them.
+    public var generation: UInt64
 
     /// Creates a key.
-    public init(partition: PartitionID, bytes: [UInt8]) {
+    public init(partition: PartitionID, bytes: [UInt8], generation: UInt64 = 0) {
         self.partition = partition
         self.bytes = bytes
+        self.generation = generation
     }
 
     public var description: String { "p\(partition):\(bytes.count)B" }

@@ -8,6 +8,23 @@ extension DottedVersionVectorSet where Element == Sibling {
     /// Whether every live sibling is a tombstone (or nothing was ever written), so a read
     /// answers "absent".
     public var isDeleted: Bool { values.allSatisfy(\.isTombstone) }
+
+    /// The same causal state with every value's bytes left out (content types, timestamps
+    /// and tombstones kept): what a keys-only scan needs to merge replicas.
+    public var withoutValueBytes: StoredObject {
+        let stripped = entries.map { entry in
+            Entry(
+                actor: entry.actor, counter: entry.counter,
+                values: entry.values.map { sibling in
+                    var copy = sibling
+                    if let value = sibling.value {
+                        copy.value = RowValue(bytes: [], contentType: value.contentType)
+                    }
+                    return copy
+                })
+        }
+        return StoredObject(validatedEntries: stripped) ?? self
+    }
 }
 
 /// The binary storage format of a ``StoredObject``: what every engine holds as the

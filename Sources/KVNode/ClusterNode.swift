@@ -17,6 +17,9 @@ public struct ClusterSettings: Sendable, Hashable {
     public var peerPort: Int
     /// The HTTP address (`host:port`) other members and clients are told.
     public var httpAddress: String
+    /// The host peers are told to connect to (`nil`: ``peerHost``); needed when the node
+    /// listens on every interface.
+    public var advertisedHost: String?
     /// How many members must be known before the cluster forms: 1 for a node on its own,
     /// the size of a static member list, or `nil` for a node that joins an existing
     /// cluster and never forms one itself.
@@ -95,6 +98,8 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// Its cluster settings.
     public let settings: ClusterSettings
     let transport: PeerTransport
+    /// The largest frame peers exchange; a node's scan page stays below it.
+    let maximumFrameBytes: Int
     let eventLoop: any EventLoop
     let logger: Logger
 
@@ -129,6 +134,9 @@ public final class ClusterNode: KeyValueService, Sendable {
         var gossipRound = 0
         var stopped = false
         var lastRefusal = ""
+        /// Members to know before forming (see ``ClusterSettings/expectedMembers``),
+        /// lowered when a static list turns out to name this node under another spelling.
+        var expectedMembers: Int?
     }
 
     static let metadataKey = Array("cluster/metadata".utf8)
@@ -146,12 +154,16 @@ public final class ClusterNode: KeyValueService, Sendable {
         self.settings = settings
         self.logger = logger
         eventLoop = group.next()
+        // A frame must hold the largest row with room for its key and causal history,
+        // and a peer's queue at least two such frames, or a large row could never be
+        // replicated.
+        let frameBytes = max(WireCodec.defaultMaximumFrameBytes, local.settings.maximumRowBytes + (1 << 20))
+        maximumFrameBytes = frameBytes
         transport = PeerTransport(
             node: local.identity.nodeID,
             settings: PeerTransportSettings(
-                cluster: settings.name,
-                maximumFrameBytes: max(
-                    WireCodec.defaultMaximumFrameBytes, local.settings.maximumRowBytes + (1 << 20))),
+                cluster: settings.name, maximumFrameBytes: frameBytes,
+                maximumQueuedBytesPerPeer: max(64 << 20, 2 * frameBytes)),
             group: group, logger: logger)
         let me = ClusterMember(
             node: local.identity.nodeID, peerAddress: "", httpAddress: settings.httpAddress,
@@ -162,6 +174,12 @@ public final class ClusterNode: KeyValueService, Sendable {
             replicationFactor: settings.replicationFactor)
         if let stored = try local.metadataRecord(Self.metadataKey) {
             metadata = try ClusterMetadata.decode(stored)
+        } else {
+            // A data directory from before clusters (or of a node on its own): its tables
+            // become the first cluster metadata, so they are neither lost nor dropped.
+            for (name, descriptor) in local.catalog.withLockedValue({ $0 }).sorted(by: { $0.key < $1.key }) {
+                metadata.record(name, descriptor, by: local.identity.nodeID)
+            }
         }
         var random = SystemRandomNumberGenerator()
         let firstID = random.next() >> 1
@@ -175,7 +193,8 @@ public final class ClusterNode: KeyValueService, Sendable {
                 settings: CoordinatorSettings(
                     requestTimeoutMilliseconds: settings.requestTimeoutMilliseconds),
                 firstMessageID: firstID))
-        state = NIOLockedValueBox(State(metadata: metadata, nextID: random.next() >> 1))
+        state = NIOLockedValueBox(
+            State(metadata: metadata, nextID: random.next() >> 1, expectedMembers: settings.expectedMembers))
         if metadata.isFormed {
             local.sealerBox.withLockedValue { $0 = ContextSealer(secret: metadata.contextSecret) }
         }
@@ -189,7 +208,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     public func start() async throws -> String {
         transport.setDelegate(TransportEvents(node: self))
         let bound = try await transport.listen(host: settings.peerHost, port: settings.peerPort)
-        let address = "\(settings.peerHost):\(bound.port ?? settings.peerPort)"
+        let address = "\(settings.advertisedHost ?? settings.peerHost):\(bound.port ?? settings.peerPort)"
         peerAddressBox.withLockedValue { $0 = address }
         transport.setAdvertisedAddress(address)
         try await local.blocking { [self] () throws(KVError) in
@@ -221,6 +240,25 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     /// Where this node's peers reach it.
     public var peerAddress: String { peerAddressBox.withLockedValue { $0 } }
+
+    /// How many members a static cluster waits for before it forms.
+    public var expectedMembers: Int? { state.withLockedValue { $0.expectedMembers } }
+
+    /// Lowers the members a static cluster waits for by one: an entry of the member list
+    /// turned out to be this node under another address (say `localhost` for
+    /// `127.0.0.1`). Forms the cluster if that was all it was waiting for.
+    public func memberListNamesThisNodeTwice() async throws(KVError) {
+        state.withLockedValue { state in state.expectedMembers = state.expectedMembers.map { max(1, $0 - 1) }
+        }
+        try await local.blocking { [self] () throws(KVError) in try changeMetadata { _ in } }
+    }
+
+    /// This node's member record as it is now (revision to be decided by the caller).
+    private func ownRecord() -> ClusterMember {
+        ClusterMember(
+            node: nodeID, peerAddress: peerAddress, httpAddress: settings.httpAddress, zone: settings.zone,
+            capacity: settings.capacity)
+    }
 
     /// Whether the node belongs to a formed cluster (it serves requests).
     public var isFormed: Bool { state.withLockedValue { $0.metadata.isFormed } }
@@ -286,7 +324,7 @@ public final class ClusterNode: KeyValueService, Sendable {
             case .storage(let ticket, .load(let key)):
                 // A read the engine can answer from memory runs here and now: handing
                 // it to the thread pool would cost two thread wake-ups for a lookup.
-                if let object = cachedObject(key.bytes) {
+                if (try? checkGeneration(key)) != nil, let object = cachedObject(key.bytes) {
                     run { $0.storageCompleted(ticket, .object(object)) }
                     continue
                 }
@@ -347,11 +385,26 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
     }
 
+    /// Refuses a key whose table generation this node's catalog does not have: the
+    /// table was cleared, dropped or recreated (here or there), and a replica that
+    /// stored or served it would undo that.
+    private func checkGeneration(_ key: ReplicaKey) throws(KVError) {
+        guard key.generation != 0 else { return }
+        let known = local.catalog.withLockedValue { tables in
+            tables.values.contains { $0.generation == key.generation }
+        }
+        guard known else {
+            throw KVError(
+                .tableChanged, "the table was cleared, dropped or recreated meanwhile; read again and retry")
+        }
+    }
+
     /// Carries out a read command. Runs on the thread pool.
     private func execute(_ command: StorageCommand) -> StorageOutcome {
         do throws(KVError) {
             switch command {
             case .load(let key):
+                try checkGeneration(key)
                 return .object(try local.load(key.bytes))
             case .coordinate, .merge:
                 return .object(try applyWrites([command])[0].get())
@@ -410,7 +463,6 @@ public final class ClusterNode: KeyValueService, Sendable {
             return try local.withAllRowLocks { () throws(KVError) -> [Result<StoredObject, KVError>] in
                 var overlay: [[UInt8]: StoredObject] = [:]
                 var results: [Result<StoredObject, KVError>] = []
-                var wrote: [Int] = []
                 var batch = WriteBatch()
                 func current(_ key: ReplicaKey) throws(KVError) -> StoredObject {
                     if let pending = overlay[key.bytes] { return pending }
@@ -428,6 +480,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                             updated = try coordinateStep(key, write, stored: stored)
                         case .merge(let target, let incoming):
                             key = target
+                            try checkGeneration(key)
                             stored = try current(key)
                             updated = ReplicaRules.merge(stored, incoming)
                         case .load(let target):
@@ -441,7 +494,6 @@ public final class ClusterNode: KeyValueService, Sendable {
                         }
                         overlay[key.bytes] = updated
                         batch.put(key.bytes, StoredObjectCodec.encode(updated))
-                        wrote.append(results.count)
                         results.append(.success(updated))
                     } catch {
                         results.append(.failure(error))
@@ -451,7 +503,10 @@ public final class ClusterNode: KeyValueService, Sendable {
                     do throws(KVError) {
                         try local.write(batch)
                     } catch {
-                        for index in wrote { results[index] = .failure(error) }
+                        // Every answer of this drain may rest on a row it did not store
+                        // (a retry judged against a write of the same drain): none of
+                        // them may be acknowledged.
+                        return commands.map { _ in .failure(error) }
                     }
                 }
                 return results
@@ -514,7 +569,7 @@ public final class ClusterNode: KeyValueService, Sendable {
             local.threadPool.submit { [self] _ in
                 let page: PartitionScanPage
                 do throws(KVError) {
-                    page = try local.partitionScanPage(request)
+                    page = try local.partitionScanPage(request, maximumBytes: maximumFrameBytes - (1 << 20))
                 } catch {
                     page = PartitionScanPage(rows: [], truncated: false, error: error)
                 }
@@ -554,8 +609,10 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
     }
 
+    /// A peer named its address in a hello: the next connection to it goes there (it
+    /// may have restarted on another port).
     fileprivate func announced(_ node: NodeID, address: String) {
-        guard !transport.knowsAddress(of: node), let socket = Self.socketAddress(address) else { return }
+        guard let socket = Self.socketAddress(address) else { return }
         transport.setAddress(socket, of: node)
     }
 
@@ -573,9 +630,23 @@ public final class ClusterNode: KeyValueService, Sendable {
             return
         }
         var refusal: String?
+        let me = ownRecord()
         do throws(KVError) {
             try changeMetadata { metadata in
-                if case .refused(let reason) = metadata.merge(theirs) { refusal = reason }
+                if case .refused(let reason) = metadata.merge(theirs) {
+                    refusal = reason
+                    return
+                }
+                // A copy of this node's own record that differs from what it is (one
+                // restored from a backup) is corrected by announcing a newer revision.
+                if let known = metadata.members[me.node], !me.peerAddress.isEmpty,
+                    (known.peerAddress, known.httpAddress, known.zone, known.capacity)
+                        != (me.peerAddress, me.httpAddress, me.zone, me.capacity)
+                {
+                    var corrected = me
+                    corrected.revision = known.revision + 1
+                    metadata.announce(corrected)
+                }
             }
         } catch {
             logger.error("storing cluster metadata failed", metadata: ["error": "\(error)"])
@@ -610,7 +681,7 @@ public final class ClusterNode: KeyValueService, Sendable {
             var after = before
             change(&after)
             var random = SystemRandomNumberGenerator()
-            if let expected = settings.expectedMembers,
+            if let expected = state.withLockedValue({ $0.expectedMembers }),
                 let formed = after.formed(
                     by: nodeID, clusterID: max(1, random.next()), secret: local.identity.contextSecret,
                     expectedMembers: expected)
@@ -652,8 +723,9 @@ public final class ClusterNode: KeyValueService, Sendable {
                 }
             }
             let peers = after.members.keys.filter { $0 != nodeID }
-            if after.layout != before.layout || after.members.count != before.members.count {
-                // Layout and membership changes spread at once, not at the next gossip round.
+            if after.layout != before.layout || after.members != before.members {
+                // Layout and membership changes (a new member, a changed address) spread
+                // at once, not at the next gossip round.
                 let encoded = after.encoded()
                 for peer in peers { transport.send(.metadata(id: nil, encoded: encoded), to: peer) }
             }
@@ -662,13 +734,13 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     /// One gossip round: this node's metadata to the next peer in turn.
     private func gossip() {
-        let (peers, round, encoded): ([NodeID], Int, [UInt8]) = state.withLockedValue { state in
+        let (metadata, round): (ClusterMetadata, Int) = state.withLockedValue { state in
             state.gossipRound += 1
-            let peers = state.metadata.members.keys.filter { $0 != nodeID }.sorted()
-            return (peers, state.gossipRound, state.metadata.encoded())
+            return (state.metadata, state.gossipRound)
         }
+        let peers = metadata.members.keys.filter { $0 != nodeID }.sorted()
         guard !peers.isEmpty else { return }
-        transport.send(.metadata(id: nil, encoded: encoded), to: peers[round % peers.count])
+        transport.send(.metadata(id: nil, encoded: metadata.encoded()), to: peers[round % peers.count])
     }
 
     /// Records a table change, stores it, then pushes it to every member and waits (a
@@ -708,7 +780,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         let metadata = metadata
         guard metadata.isFormed, let layout = metadata.layout else {
             let known = metadata.members.count
-            let expected = settings.expectedMembers.map { " of \($0)" } ?? ""
+            let expected = state.withLockedValue { $0.expectedMembers }.map { " of \($0)" } ?? ""
             throw KVError(
                 .unavailable,
                 "this node has not joined a formed cluster yet (it knows \(known)\(expected) members); retry shortly"
@@ -729,7 +801,11 @@ public final class ClusterNode: KeyValueService, Sendable {
         let row = try local.resolve(key)
         let quorum = overrides.applied(to: row.descriptor.defaults, availableReplicas: Self.width(of: layout))
         try quorum.validate()
-        return (row, ReplicaKey(partition: row.partition, bytes: row.dataKey), quorum)
+        return (
+            row,
+            ReplicaKey(partition: row.partition, bytes: row.dataKey, generation: row.descriptor.generation),
+            quorum
+        )
     }
 
     // MARK: - Rows
@@ -871,7 +947,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         if node == nodeID {
             do {
                 return try await local.blocking { [self] () throws(KVError) in
-                    try local.partitionScanPage(scan)
+                    try local.partitionScanPage(scan, maximumBytes: maximumFrameBytes - (1 << 20))
                 }
             } catch {
                 return PartitionScanPage(rows: [], truncated: false, error: error)
@@ -922,9 +998,11 @@ public final class ClusterNode: KeyValueService, Sendable {
         var rows: [ScanRow] = []
         var lastKey: [UInt8]?
         var stoppedEarly = false
+        var pageBytes = 0
         let tablePrefix = KeyEncoding.encode([.string(request.table.namespace), .string(request.table.table)])
         for key in keys {
-            if rows.count == request.limit {
+            // The page ends at its row limit, or once its values reach the answer budget.
+            if rows.count == request.limit || pageBytes >= local.settings.maximumResponseBytes {
                 stoppedEarly = true
                 break
             }
@@ -934,6 +1012,9 @@ public final class ClusterNode: KeyValueService, Sendable {
             else { continue }
             let identity = LocalNode.rowIdentity(
                 generation: descriptor.generation, tableAndKey: (tablePrefix + key)[...])
+            if !request.keysOnly {
+                pageBytes += object.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
+            }
             rows.append(
                 ScanRow(
                     key: parts, siblings: request.keysOnly ? [] : object.liveValues,
@@ -967,17 +1048,25 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
         let maximumBytes = local.settings.maximumResponseBytes
         let answered = NIOLockedValueBox(0)
-        // A get that starts once the gathered values reached the budget is skipped; the
-        // ordered pass below decides which gets the answer really holds.
+        // Once the gathered values reach the budget, a partition's group stops before its
+        // next get and leaves the rest of its operations to the ordered pass below, which
+        // decides in batch order which gets the answer holds (as one node does) and so
+        // keeps every partition's operations in their order.
         let results = await withTaskGroup(of: [(Int, BatchItemResult?)].self) { group in
             for indexes in groups.values {
                 group.addTask {
                     var done: [(Int, BatchItemResult?)] = []
+                    var stopped = false
                     for index in indexes {
+                        if stopped {
+                            done.append((index, nil))
+                            continue
+                        }
                         do throws(KVError) {
                             switch operations[index] {
                             case .get(let key):
                                 guard answered.withLockedValue({ $0 }) < maximumBytes else {
+                                    stopped = true
                                     done.append((index, nil))
                                     continue
                                 }
@@ -1002,27 +1091,36 @@ public final class ClusterNode: KeyValueService, Sendable {
             for await part in group { all += part }
             return all
         }
-        // In batch order, as on a single node: the gets up to the budget are answered
-        // (a skipped one is read now), every later one is refused.
+        // In batch order, as on a single node: the gets up to the budget are answered,
+        // every later one is refused; operations a group left are run now, in order.
         var ordered = results.sorted { $0.0 < $1.0 }.map(\.1)
         var total = 0
         for index in ordered.indices {
-            guard case .get(let key) = operations[index] else { continue }
-            if total >= maximumBytes {
-                ordered[index] = .failed(
-                    KVError(
-                        .responseTooLarge,
-                        "the batch's answer reached \(maximumBytes) bytes; send the rest in another batch"))
-                continue
-            }
-            if ordered[index] == nil {
-                do throws(KVError) {
-                    ordered[index] = .read(try await get(key))
-                } catch {
-                    ordered[index] = .failed(error)
+            do throws(KVError) {
+                switch operations[index] {
+                case .get(let key):
+                    if total >= maximumBytes {
+                        ordered[index] = .failed(
+                            KVError(
+                                .responseTooLarge,
+                                "the batch's answer reached \(maximumBytes) bytes; send the rest in another batch"
+                            ))
+                        continue
+                    }
+                    if ordered[index] == nil { ordered[index] = .read(try await get(key)) }
+                    if case .read(let read)? = ordered[index] { total += Self.valueBytes(read) }
+                case .put(let key, let value, let options):
+                    if ordered[index] == nil {
+                        ordered[index] = .written(try await put(key, value: value, options: options))
+                    }
+                case .delete(let key, let options):
+                    if ordered[index] == nil {
+                        ordered[index] = .written(try await delete(key, options: options))
+                    }
                 }
+            } catch {
+                ordered[index] = .failed(error)
             }
-            if case .read(let read)? = ordered[index] { total += Self.valueBytes(read) }
         }
         return ordered.map { $0 ?? .failed(KVError(.internalError, "a batch item was not run")) }
     }
@@ -1048,6 +1146,12 @@ public final class ClusterNode: KeyValueService, Sendable {
                 }
                 outcome.withLockedValue { $0 = existing }
                 return
+            }
+            guard metadata.hasRoomForAnotherTable else {
+                throw KVError(
+                    .invalidRequest,
+                    "the cluster keeps at most \(ClusterMetadata.maximumTables) table records, dropped tables included"
+                )
             }
             var created = descriptor
             created.generation = generation

@@ -422,8 +422,10 @@ public final class LocalNode: KeyValueService {
     }
 
     /// One node's part of a cluster scan: the rows of some partitions in key order, as
-    /// stored objects (tombstones included, so the coordinator can merge them).
-    func partitionScanPage(_ scan: PartitionScan) throws(KVError) -> PartitionScanPage {
+    /// stored objects (tombstones included, so the coordinator can merge them). The page
+    /// ends once its values reach the answer budget, and before it would exceed
+    /// `maximumBytes` (what one peer frame carries); without values when keys-only.
+    func partitionScanPage(_ scan: PartitionScan, maximumBytes: Int) throws(KVError) -> PartitionScanPage {
         do {
             let snapshot = try engine.snapshot()
             let direction: ScanDirection = scan.reverse ? .reverse : .forward
@@ -441,8 +443,15 @@ public final class LocalNode: KeyValueService {
             while rows.count < scan.limit, pageBytes < settings.maximumResponseBytes,
                 let (rowKey, value) = try merger.next()
             {
-                let object = try StoredObjectCodec.decode(value)
-                pageBytes += value.count
+                var object = try StoredObjectCodec.decode(value)
+                if scan.keysOnly { object = object.withoutValueBytes }
+                let size = scan.keysOnly ? rowKey.count + 64 : value.count
+                // The row that would overflow the frame is left for the next page: the
+                // page is truncated right before it.
+                if !rows.isEmpty && pageBytes + size > maximumBytes {
+                    return PartitionScanPage(rows: rows, truncated: true)
+                }
+                pageBytes += size
                 rows.append((rowKey, object))
             }
             return PartitionScanPage(rows: rows, truncated: try merger.hasMore())

@@ -295,6 +295,7 @@ public enum WireCodec {
     static func encode(_ key: ReplicaKey, into writer: inout BinaryWriter) {
         writer.writeVarint(UInt64(key.partition.rawValue))
         writer.writeLengthPrefixed(key.bytes)
+        writer.writeVarint(key.generation)
     }
 
     static func decodeKey(_ reader: inout BinaryReader) throws -> ReplicaKey {
@@ -304,7 +305,9 @@ public enum WireCodec {
         }
         // Engine keys are bounded by the key limit plus the table and partition prefix.
         let bytes = try reader.readLengthPrefixed(maximumLength: 64 << 10)
-        return ReplicaKey(partition: PartitionID(rawValue: UInt32(partition)), bytes: bytes)
+        return ReplicaKey(
+            partition: PartitionID(rawValue: UInt32(partition)), bytes: bytes,
+            generation: try reader.readVarint())
     }
 
     static func decodeObject(_ reader: inout BinaryReader) throws -> StoredObject {

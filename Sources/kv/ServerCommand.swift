@@ -41,6 +41,7 @@ struct ServerConfigFile: Decodable {
     var zone: String?
     var capacity: Int?
     var replicaTimeoutMilliseconds: Int?
+    var advertiseHost: String?
 
     enum CodingKeys: String, CodingKey {
         case host, port, engine, partitions, join, peers, zone, capacity
@@ -48,6 +49,7 @@ struct ServerConfigFile: Decodable {
         case replicationFactor = "replication_factor"
         case clusterName = "cluster_name"
         case replicaTimeoutMilliseconds = "replica_timeout_ms"
+        case advertiseHost = "advertise_host"
         case dataDir = "data_dir"
         case logLevel = "log_level"
         case maxKeyBytes = "max_key_bytes"
@@ -73,11 +75,12 @@ struct ServerCommand: AsyncParsableCommand {
             KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_SIBLINGS, KV_MAX_ROW_BYTES, KV_MAX_RESPONSE_BYTES, KV_MAX_HEADER_BYTES, KV_MAX_BODY_BYTES, \
             KV_MAX_CONNECTIONS, KV_REQUEST_TIMEOUT_SECONDS, KV_IDLE_TIMEOUT_SECONDS, KV_PEER_PORT, \
             KV_JOIN, KV_PEERS, KV_REPLICATION_FACTOR, KV_CLUSTER_NAME, KV_ZONE, KV_CAPACITY, \
-            KV_REPLICA_TIMEOUT_MS), the YAML file given with --config (keys host, port, data_dir, \
+            KV_REPLICA_TIMEOUT_MS, KV_ADVERTISE_HOST), the YAML file given with --config (keys host, port, data_dir, \
             engine, partitions, log_level, max_key_bytes, max_value_bytes, max_siblings, max_row_bytes, \
             max_response_bytes, max_header_bytes, max_body_bytes, max_connections, \
             request_timeout_seconds, idle_timeout_seconds, peer_port, join, peers, \
-            replication_factor, cluster_name, zone, capacity, replica_timeout_ms), and the default.
+            replication_factor, cluster_name, zone, capacity, replica_timeout_ms, advertise_host), and the \
+            default.
 
             Clusters: a node started alone forms a cluster of one. With --peers (every member's \
             HTTP address, this node's included) the nodes form one cluster once all of them \
@@ -121,6 +124,8 @@ struct ServerCommand: AsyncParsableCommand {
         String?
     @Option(help: "This node's zone: replicas go to distinct zones (default default).") var zone: String?
     @Option(help: "This node's capacity weight in the layout (default 1).") var capacity: Int?
+    @Option(help: "The host other nodes and clients are told (default the listen host; needed with 0.0.0.0).")
+    var advertiseHost: String?
     @Option(
         name: .customLong("replica-timeout-ms"),
         help: "Milliseconds an operation waits for replicas (default 5000).")
@@ -206,6 +211,13 @@ struct ServerCommand: AsyncParsableCommand {
             try resolve(
                 replicaTimeoutMilliseconds, "KV_REPLICA_TIMEOUT_MS", file.replicaTimeoutMilliseconds, 5_000))
         cluster.peerHost = http.host
+        let advertised = try resolve(advertiseHost, "KV_ADVERTISE_HOST", file.advertiseHost, http.host)
+        guard !["0.0.0.0", "::", "[::]"].contains(advertised) else {
+            throw ValidationError(
+                "listening on every interface (\(http.host)): give --advertise-host, the address other nodes and clients use"
+            )
+        }
+        cluster.advertisedHost = advertised
         cluster.peerPort = try resolve(
             peerPort, "KV_PEER_PORT", file.peerPort, http.port == 0 ? 0 : http.port + 1000)
         let seeds = peerList.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
@@ -252,12 +264,14 @@ struct ServerCommand: AsyncParsableCommand {
         let service = DeferredService()
         let server = try HTTPServer(settings: http, service: service, group: group, logger: logger)
         let address = try await server.start()
-        let httpAddress = "\(http.host):\(address.port ?? http.port)"
+        let httpAddress = "\(advertised):\(address.port ?? http.port)"
         let url = "http://\(httpAddress)"
         cluster.httpAddress = httpAddress
         if !joinAddress.isEmpty {
             cluster.expectedMembers = nil
         } else if !seeds.isEmpty {
+            // This node counts once even if the list does not name it; if it names it
+            // under another spelling, the bootstrap finds out and lowers the count.
             cluster.expectedMembers = Set(seeds + [httpAddress]).count
         }
         let clusterNode = try ClusterNode(local: localNode, settings: cluster, group: group, logger: logger)
@@ -303,18 +317,24 @@ struct Bootstrap {
     let ownAddress: String
 
     func run() async {
-        let expected = node.settings.expectedMembers
         var done = Set<String>()
+        var selves = Set<String>()
         while !Task.isCancelled {
             let metadata = node.metadata
             let placed = metadata.layout?.members.contains { $0.node == node.nodeID } ?? false
-            if metadata.isFormed, placed, metadata.members.count >= (expected ?? 0) { return }
-            for seed in seeds where seed != ownAddress {
+            if metadata.isFormed, placed, metadata.members.count >= (node.expectedMembers ?? 0) { return }
+            for seed in seeds where seed != ownAddress && !selves.contains(seed) {
                 do {
                     let client = try await HTTPKeyValueService(url: "http://" + seed)
                     let info = try? await client.nodeInfo()
                     await client.close()
-                    guard let info, info.nodeID != node.nodeID, let peer = info.peerAddress else { continue }
+                    guard let info, let peer = info.peerAddress else { continue }
+                    if info.nodeID == node.nodeID {
+                        // The list names this node under another spelling of its address.
+                        selves.insert(seed)
+                        try? await node.memberListNamesThisNodeTwice()
+                        continue
+                    }
                     if !metadata.members.keys.contains(info.nodeID) || !done.contains(seed) {
                         node.introduce(toPeerAt: peer)
                         done.insert(seed)

@@ -74,7 +74,11 @@ final class ServiceFixture: Sendable {
                     engine: MemoryStorageEngine(), engineName: "memory", settings: settings, logger: logger)
             let node = try ClusterNode(
                 local: local,
-                settings: ClusterSettings(httpAddress: "in-process-\(index)", expectedMembers: 3),
+                // A generous replica timeout: a busy test machine must make the suite
+                // slower, not make writes indeterminate.
+                settings: ClusterSettings(
+                    httpAddress: "in-process-\(index)", expectedMembers: 3, requestTimeoutMilliseconds: 30_000
+                ),
                 group: MultiThreadedEventLoopGroup.singleton, logger: logger)
             _ = try await node.start()
             nodes.append(node)

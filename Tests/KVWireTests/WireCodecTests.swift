@@ -49,7 +49,7 @@ struct FrameFactory {
     mutating func key() -> ReplicaKey {
         ReplicaKey(
             partition: PartitionID(rawValue: UInt32.random(in: 0...UInt32.max, using: &random)),
-            bytes: bytes(upTo: 30))
+            bytes: bytes(upTo: 30), generation: id())
     }
 
     mutating func quorum() -> Quorum {
@@ -152,8 +152,11 @@ struct WireCodecTests {
                 == [0, 0, 0, 17, 1, 1, 0, 0, 0, 0, 0, 0, 1, 2, 2, 0x6B, 0x76, 3, 0x61, 0x3A, 0x31])
         #expect(
             WireCodec.encode(
-                .message(.fetch(id: 1, key: ReplicaKey(partition: PartitionID(rawValue: 200), bytes: [9]))))
-                == [0, 0, 0, 7, 1, 4, 1, 0xC8, 0x01, 1, 9])
+                .message(
+                    .fetch(
+                        id: 1,
+                        key: ReplicaKey(partition: PartitionID(rawValue: 200), bytes: [9], generation: 300))))
+                == [0, 0, 0, 9, 1, 4, 1, 0xC8, 0x01, 1, 9, 0xAC, 0x02])
     }
 
     @Test("arbitrary bytes never crash the decoder")
