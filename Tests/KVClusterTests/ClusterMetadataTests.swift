@@ -11,7 +11,9 @@ func clusterMember(_ index: Int) -> ClusterMember {
         httpAddress: "127.0.0.1:\(7700 + index)")
 }
 
-/// Metadata that has seen some of `members` and some table changes, made from a seed.
+/// Metadata that has seen some of `members` (in differing revisions and addresses,
+/// as nodes that restarted would announce them), perhaps a later layout, and some table
+/// changes, made from a seed.
 func metadata(seed: Int, members: [ClusterMember], formed: ClusterMetadata?) -> ClusterMetadata {
     var random = SeededRandom(seed: UInt64(seed))
     var result =
@@ -19,7 +21,20 @@ func metadata(seed: Int, members: [ClusterMember], formed: ClusterMetadata?) -> 
         ?? ClusterMetadata(
             member: members[Int.random(in: 0..<members.count, using: &random)], partitionCount: 16,
             replicationFactor: 3)
-    for member in members where Bool.random(using: &random) { result.announce(member) }
+    for member in members where Bool.random(using: &random) {
+        var variant = member
+        variant.revision = UInt64.random(in: 1...3, using: &random)
+        if Bool.random(using: &random) { variant.peerAddress = "127.0.0.2:\(9000 + Int(variant.revision))" }
+        if Bool.random(using: &random) { variant.capacity = Int.random(in: 1...2, using: &random) }
+        result.announce(variant)
+    }
+    // Some copies move on to a later layout, computed from the members they know: two
+    // copies can hold different layouts of one version.
+    if result.isFormed, Bool.random(using: &random), let smallest = result.layout?.members.map(\.node).min(),
+        let relaid = result.relayout(by: smallest)
+    {
+        result = relaid
+    }
     for _ in 0..<Int.random(in: 0...4, using: &random) {
         let name = try! TableName(namespace: "ns", table: "t\(Int.random(in: 0...3, using: &random))")
         let schema = try! KeySchema([.string])
