@@ -16,9 +16,8 @@ struct TableCommand: AsyncParsableCommand {
         @Option(help: "Key part types, comma-separated: string, bytes, int64, uuid.") var key: String
         @Option(help: "How many leading key parts decide placement (default: all).") var partitionKeyLength:
             Int?
-        @Option(help: "Replicas per key (default 3).") var n: Int?
-        @Option(help: "Read quorum (default 2).") var r: Int?
-        @Option(help: "Write quorum (default 2).") var w: Int?
+        @OptionGroup(title: "Defaults of the table's requests (N=3, R=W=DW=2, PR=PW=0 unless given)")
+        var quorum: QuorumFlags
 
         func run() async throws {
             let name = try parseTable(table)
@@ -30,10 +29,9 @@ struct TableCommand: AsyncParsableCommand {
                 types.append(type)
             }
             try await options.withService { service in
-                var defaults = ReplicationDefaults()
-                if let n { defaults.n = n }
-                if let r { defaults.r = r }
-                if let w { defaults.w = w }
+                // Given settings lower the ones they imply (w=1 lowers dw), as requests do.
+                let defaults = quorum.overrides.applied(
+                    to: ReplicationDefaults(), availableReplicas: ReplicationDefaults.maximumReplicas)
                 let descriptor = try await service.createTable(
                     TableDescriptor(
                         name: name, schema: try KeySchema(types, partitionKeyLength: partitionKeyLength),
