@@ -600,6 +600,10 @@ public final class ClusterNode: KeyValueService, Sendable {
     }
 
     fileprivate func reachabilityChanged(_ node: NodeID, isUp: Bool) {
+        // Events of an old and a new connection to one peer can arrive out of order
+        // (they come from different event loops): one that contradicts the connection
+        // as it is now is stale, and a later event will tell the truth.
+        guard isUp == transport.isConnected(to: node) else { return }
         state.withLockedValue { state in
             if isUp { state.unreachable.remove(node) } else { state.unreachable.insert(node) }
         }
@@ -704,10 +708,11 @@ public final class ClusterNode: KeyValueService, Sendable {
             }
             guard after != before else { return }
             try local.adoptCatalog(after.liveTables, writing: [(Self.metadataKey, after.encoded())])
-            state.withLockedValue { $0.metadata = after }
+            // The secret first: a request that sees the formed cluster must seal with it.
             if after.isFormed {
                 local.sealerBox.withLockedValue { $0 = ContextSealer(secret: after.contextSecret) }
             }
+            state.withLockedValue { $0.metadata = after }
             for member in after.members.values where member.node != nodeID && !member.peerAddress.isEmpty {
                 if before.members[member.node]?.peerAddress != member.peerAddress
                     || !transport.knowsAddress(of: member.node),

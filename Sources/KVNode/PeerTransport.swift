@@ -108,6 +108,11 @@ public final class PeerTransport: Sendable {
         addresses.withLockedValue { $0[peer] = address }
     }
 
+    /// Whether a connection to `peer` is open right now.
+    public func isConnected(to peer: NodeID) -> Bool {
+        outbound.withLockedValue { $0[peer] }?.channel() != nil
+    }
+
     /// Whether an address of `peer` is known.
     public func knowsAddress(of peer: NodeID) -> Bool {
         addresses.withLockedValue { $0[peer] != nil }

@@ -16,7 +16,7 @@ struct DevCommand: AsyncParsableCommand {
             its data in DATA/node<i> and logs to DATA/node<i>.log. The nodes form one static \
             cluster; any node serves any request. Ctrl-C (or SIGTERM) stops every node \
             gracefully. A node that dies (try kill -9 on one) is reported and the others \
-            keep serving; run kv dev again on the same data to bring it back.
+            keep serving; stop and run kv dev again on the same data to bring it back.
             """)
 
     @Option(help: "Number of nodes (default 3).") var nodes = 3
