@@ -292,6 +292,46 @@ final class HTTPAPITests {
         try await expectUnchanged()
     }
 
+    /// A node on its own is a cluster of one: it serves its status and layout, takes
+    /// quorum settings per request (a table's N=3 shrinks to the one node; an explicit
+    /// n=3 does not) and refuses bad ones and bad request ids with stable codes.
+    @Test func clusterRoutesAndQuorumParameters() async throws {
+        let status = try await send(.GET, "/v1/_cluster")
+        #expect(status.status == 200)
+        let decoded = try JSONDecoder().decode(WireClusterStatus.self, from: Data(status.body))
+        #expect(
+            decoded.layoutVersion == 1 && decoded.members.count == 1 && decoded.members[0].state == "self")
+        #expect(decoded.members[0].replicas == decoded.partitions)
+        let layout = try JSONDecoder().decode(
+            WireLayout.self, from: Data(try await send(.GET, "/v1/_cluster/layout").body))
+        #expect(
+            layout.partitions.count == decoded.partitions && layout.partitions.allSatisfy { $0.count == 1 })
+        #expect(code(try await send(.GET, "/v1/_cluster/nodes")) == "request.not_found")
+        #expect(code(try await send(.POST, "/v1/_cluster")) == "request.method_not_allowed")
+
+        #expect(try await send(.GET, "/v1/app/users/alice/1?r=1").status == 200)
+        #expect(try await send(.GET, "/v1/app/users/alice/1", headers: ["x-kv-r": "1"]).status == 200)
+        #expect(try await send(.PUT, "/v1/app/users/carol/1?w=1&dw=1", "x").status == 204)
+        for bad in ["r=x", "w=-1", "n=17", "r=2&n=1", "pw=2&w=1"] {
+            let answer = try await send(.GET, "/v1/app/users/alice/1?" + bad)
+            #expect(answer.status == 400 && code(answer) == "request.invalid_quorum", "\(bad)")
+        }
+        let unavailable = try await send(.PUT, "/v1/app/users/carol/1?n=3", "x")
+        #expect(unavailable.status == 503 && code(unavailable) == "quorum.unavailable")
+        let longID = try await send(
+            .PUT, "/v1/app/users/carol/1", "x",
+            headers: ["x-kv-request-id": String(repeating: "i", count: 129)])
+        #expect(longID.status == 400 && code(longID) == "request.invalid")
+        // A retry with the same id is applied once.
+        for _ in 0..<2 {
+            #expect(
+                try await send(.PUT, "/v1/app/users/dave/1", "y", headers: ["x-kv-request-id": "r-1"]).status
+                    == 204)
+        }
+        #expect(try await send(.GET, "/v1/app/users/dave/1").status == 200)
+        try await expectUnchanged()
+    }
+
     @Test func connectionsOverTheLimitGet503() async throws {
         // Fill the server's 32 connections one at a time, each proven accepted by an
         // answer (the server counts connections as its event loops set them up, in no
