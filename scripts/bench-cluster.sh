@@ -16,16 +16,7 @@ swift build -c release --product kv
 bin="$(swift build -c release --show-bin-path)"
 seconds="${KV_BENCH_SECONDS:-20}"
 clients="${KV_BENCH_CLIENTS:-100}"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source scripts/lib/bench-processes.sh
 # A base port whose next three ports, and those 1000 above, are free.
 free_base() {
     python3 - <<'EOF'

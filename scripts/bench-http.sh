@@ -16,16 +16,7 @@ swift build -c release --product HTTPBaselineServer
 bin="$(swift build -c release --show-bin-path)"
 seconds="${KV_BENCH_SECONDS:-10}"
 connections="${KV_BENCH_CONNECTIONS:-64}"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source scripts/lib/bench-processes.sh
 wait_for() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 
 bare=$(free_port); "$bin/HTTPBaselineServer" bare "$bare" 100 >/dev/null & pids+=($!)

@@ -1,0 +1,13 @@
+# Shared by the benchmark scripts: a scratch directory and the servers started in it,
+# both removed on exit, and a free port on 127.0.0.1. Usage: source it, then append
+# each server's pid to `pids`.
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
