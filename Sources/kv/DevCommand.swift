@@ -89,7 +89,7 @@ struct DevCommand: AsyncParsableCommand {
                 )
             }
             lines.append("  try:    curl -s http://\(addresses[0])/v1/_cluster")
-            lines.append("          kv cluster status")
+            lines.append("          \(executable) cluster status --url http://\(addresses[0])")
             lines.append("  stop:   Ctrl-C (or SIGTERM)")
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
         } else {
