@@ -37,10 +37,13 @@ public struct ClusterMember: Hashable, Sendable {
     /// restored from a backup) resolve by their fields, the same on every node.
     public func supersedes(_ other: ClusterMember) -> Bool {
         if revision != other.revision { return revision > other.revision }
-        return (peerAddress, httpAddress, zone, capacity) > (
-            other.peerAddress, other.httpAddress, other.zone, other.capacity
-        )
+        return fields > other.fields
     }
+
+    /// Whether the two records say different things, whatever their revisions.
+    public func differs(from other: ClusterMember) -> Bool { fields != other.fields }
+
+    private var fields: (String, String, String, Int) { (peerAddress, httpAddress, zone, capacity) }
 }
 
 /// The version stamp of one table record: a Lamport clock and the node that wrote it,

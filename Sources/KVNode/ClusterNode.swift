@@ -98,8 +98,9 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// Its cluster settings.
     public let settings: ClusterSettings
     let transport: PeerTransport
-    /// The largest frame peers exchange; a node's scan page stays below it.
-    let maximumFrameBytes: Int
+    /// The most bytes of rows one node's scan page holds: a frame's worth, less room
+    /// for the frame's other fields.
+    let maximumScanPageBytes: Int
     let eventLoop: any EventLoop
     let logger: Logger
 
@@ -158,7 +159,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         // and a peer's queue at least two such frames, or a large row could never be
         // replicated.
         let frameBytes = max(WireCodec.defaultMaximumFrameBytes, local.settings.maximumRowBytes + (1 << 20))
-        maximumFrameBytes = frameBytes
+        maximumScanPageBytes = frameBytes - (1 << 20)
         transport = PeerTransport(
             node: local.identity.nodeID,
             settings: PeerTransportSettings(
@@ -218,7 +219,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                     node: nodeID, peerAddress: address, httpAddress: settings.httpAddress,
                     zone: settings.zone,
                     capacity: settings.capacity, revision: known?.revision ?? 1)
-                if let known, known != me { me.revision = known.revision + 1 }
+                if let known, known.differs(from: me) { me.revision = known.revision + 1 }
                 metadata.announce(me)
             }
         }
@@ -331,7 +332,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                 local.threadPool.submit { [self] workState in
                     let outcome: StorageOutcome =
                         workState == .active
-                        ? execute(.load(key)) : .failed(KVError(.unavailable, "the node is shutting down"))
+                        ? load(key) : .failed(KVError(.unavailable, "the node is shutting down"))
                     run { $0.storageCompleted(ticket, outcome) }
                 }
             case .storage(let ticket, let command):
@@ -399,16 +400,11 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
     }
 
-    /// Carries out a read command. Runs on the thread pool.
-    private func execute(_ command: StorageCommand) -> StorageOutcome {
+    /// Loads a row that is not in the engine's memory. Runs on the thread pool.
+    private func load(_ key: ReplicaKey) -> StorageOutcome {
         do throws(KVError) {
-            switch command {
-            case .load(let key):
-                try checkGeneration(key)
-                return .object(try local.load(key.bytes))
-            case .coordinate, .merge:
-                return .object(try applyWrites([command])[0].get())
-            }
+            try checkGeneration(key)
+            return .object(try local.load(key.bytes))
         } catch {
             return .failed(error)
         }
@@ -569,7 +565,7 @@ public final class ClusterNode: KeyValueService, Sendable {
             local.threadPool.submit { [self] _ in
                 let page: PartitionScanPage
                 do throws(KVError) {
-                    page = try local.partitionScanPage(request, maximumBytes: maximumFrameBytes - (1 << 20))
+                    page = try local.partitionScanPage(request, maximumBytes: maximumScanPageBytes)
                 } catch {
                     page = PartitionScanPage(rows: [], truncated: false, error: error)
                 }
@@ -643,10 +639,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                 }
                 // A copy of this node's own record that differs from what it is (one
                 // restored from a backup) is corrected by announcing a newer revision.
-                if let known = metadata.members[me.node], !me.peerAddress.isEmpty,
-                    (known.peerAddress, known.httpAddress, known.zone, known.capacity)
-                        != (me.peerAddress, me.httpAddress, me.zone, me.capacity)
-                {
+                if let known = metadata.members[me.node], !me.peerAddress.isEmpty, known.differs(from: me) {
                     var corrected = me
                     corrected.revision = known.revision + 1
                     metadata.announce(corrected)
@@ -952,7 +945,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         if node == nodeID {
             do {
                 return try await local.blocking { [self] () throws(KVError) in
-                    try local.partitionScanPage(scan, maximumBytes: maximumFrameBytes - (1 << 20))
+                    try local.partitionScanPage(scan, maximumBytes: maximumScanPageBytes)
                 }
             } catch {
                 return PartitionScanPage(rows: [], truncated: false, error: error)
@@ -972,64 +965,30 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
     }
 
-    /// Merges node pages into one client page. A node that stopped early (truncated)
-    /// vouches only for keys up to its last one, so the page ends at the earliest such
-    /// key; the continuation resumes after the last key examined.
+    /// The client page of merged node pages (``MergedScanPage``), with keys decoded
+    /// and contexts sealed.
     private func mergeScanPages(
         _ pages: [PartitionScanPage], request: ScanRequest, descriptor: TableDescriptor
     )
         -> ScanPage
     {
-        func before(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-            request.reverse ? b.lexicographicallyPrecedes(a) : a.lexicographicallyPrecedes(b)
-        }
-        var cutoff: [UInt8]?
-        for page in pages where page.truncated {
-            guard let last = page.rows.last?.key else { continue }
-            if let current = cutoff {
-                if before(last, current) { cutoff = last }
-            } else {
-                cutoff = last
-            }
-        }
-        var objects: [[UInt8]: StoredObject] = [:]
-        for page in pages {
-            for row in page.rows {
-                if let cutoff, before(cutoff, row.key) { continue }
-                objects[row.key] = objects[row.key].map { $0.merging(row.object) } ?? row.object
-            }
-        }
-        let keys = objects.keys.sorted(by: before)
-        var rows: [ScanRow] = []
-        var lastKey: [UInt8]?
-        var stoppedEarly = false
-        var pageBytes = 0
+        let merged = MergedScanPage.merging(
+            pages, limit: request.limit, reverse: request.reverse,
+            maximumValueBytes: local.settings.maximumResponseBytes)
         let tablePrefix = KeyEncoding.encode([.string(request.table.namespace), .string(request.table.table)])
-        for key in keys {
-            // The page ends at its row limit, or once its values reach the answer budget.
-            if rows.count == request.limit || pageBytes >= local.settings.maximumResponseBytes {
-                stoppedEarly = true
-                break
-            }
-            lastKey = key
-            guard let object = objects[key], !object.isDeleted,
-                let parts = try? KeyEncoding.decode(key, schema: descriptor.schema)
-            else { continue }
+        var rows: [ScanRow] = []
+        for (key, object) in merged.rows {
+            guard let parts = try? KeyEncoding.decode(key, schema: descriptor.schema) else { continue }
             let identity = LocalNode.rowIdentity(
                 generation: descriptor.generation, tableAndKey: (tablePrefix + key)[...])
-            if !request.keysOnly {
-                pageBytes += object.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
-            }
             rows.append(
                 ScanRow(
                     key: parts, siblings: request.keysOnly ? [] : object.liveValues,
                     context: local.sealer.seal(object.context, row: identity)))
         }
-        if cutoff != nil && !stoppedEarly { lastKey = cutoff }
-        let more = stoppedEarly || cutoff != nil
         return ScanPage(
             rows: rows,
-            continuation: more ? lastKey.map { ScanContinuation.encode($0, reverse: request.reverse) } : nil)
+            continuation: merged.resumeAfter.map { ScanContinuation.encode($0, reverse: request.reverse) })
     }
 
     // MARK: - Batches

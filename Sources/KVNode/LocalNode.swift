@@ -69,19 +69,13 @@ public final class LocalNode: KeyValueService {
     private static func loadCatalog(from engine: any StorageEngine) throws(KVError) -> [TableName:
         TableDescriptor]
     {
-        do {
+        try storageWork("loading the table catalog") {
             var tables: [TableName: TableDescriptor] = [:]
             for entry in try engine.entries(in: .prefixed(by: CatalogRecord.prefix), of: .metadata) {
                 let descriptor = try CatalogRecord.decode(entry.value)
                 tables[descriptor.name] = descriptor
             }
             return tables
-        } catch let error as StorageError {
-            throw error.asKVError
-        } catch let error as KVError {
-            throw error
-        } catch {
-            throw KVError(.internalError, "loading the table catalog failed", underlying: error)
         }
     }
 
@@ -389,16 +383,10 @@ public final class LocalNode: KeyValueService {
         let partitions = partitions(for: request.range, schema: descriptor.schema, table: request.table)
         let keyRange = range
         return try await blocking { [self] () throws(KVError) -> ScanPage in
-            do {
-                return try scanPage(
+            try storageWork("scan") {
+                try scanPage(
                     request, range: keyRange, partitions: partitions, schema: descriptor.schema,
                     generation: descriptor.generation)
-            } catch let error as StorageError {
-                throw error.asKVError
-            } catch let error as KVError {
-                throw error
-            } catch {
-                throw KVError(.internalError, "scan failed", underlying: error)
             }
         }
     }
@@ -426,7 +414,7 @@ public final class LocalNode: KeyValueService {
     /// ends once its values reach the answer budget, and before it would exceed
     /// `maximumBytes` (what one peer frame carries); without values when keys-only.
     func partitionScanPage(_ scan: PartitionScan, maximumBytes: Int) throws(KVError) -> PartitionScanPage {
-        do {
+        try storageWork("scan") {
             let snapshot = try engine.snapshot()
             let direction: ScanDirection = scan.reverse ? .reverse : .forward
             var merger = try SortedMerge(reverse: scan.reverse) {
@@ -455,12 +443,6 @@ public final class LocalNode: KeyValueService {
                 rows.append((rowKey, object))
             }
             return PartitionScanPage(rows: rows, truncated: try merger.hasMore())
-        } catch let error as StorageError {
-            throw error.asKVError
-        } catch let error as KVError {
-            throw error
-        } catch {
-            throw KVError(.internalError, "scan failed", underlying: error)
         }
     }
 

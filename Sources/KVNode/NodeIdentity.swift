@@ -63,7 +63,7 @@ public struct NodeIdentity: Sendable, Hashable {
     public static func loadOrCreate<Random: RandomNumberGenerator>(
         from engine: any StorageEngine, partitionCount: Int, random: inout Random
     ) throws(KVError) -> NodeIdentity {
-        do {
+        try storageWork("loading the node identity") {
             if let stored = try engine.get(metadataKey, in: .metadata) {
                 return try decode(stored)
             }
@@ -75,12 +75,6 @@ public struct NodeIdentity: Sendable, Hashable {
             batch.put(metadataKey, identity.encoded(), in: .metadata)
             try engine.write(batch)
             return identity
-        } catch let error as StorageError {
-            throw error.asKVError
-        } catch let error as KVError {
-            throw error
-        } catch {
-            throw KVError(.internalError, "loading the node identity failed", underlying: error)
         }
     }
 }
