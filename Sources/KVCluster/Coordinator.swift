@@ -43,7 +43,9 @@ public struct CoordinatorSettings: Hashable, Sendable {
 /// ## Terms
 ///
 /// The *preference list* of a key is the first `n` nodes of its partition's replica
-/// list in the ``Layout``. They are all *primaries* until sloppy quorums add fallbacks.
+/// list in the ``Layout``: its *primaries*. A primary believed down is stood in for by a
+/// *fallback* (``fallbacks(of:excluding:)``) that keeps the write as a hint (sloppy
+/// quorum, hinted handoff).
 ///
 /// Late replies after an operation ended are ignored: ids are never reused.
 public struct Coordinator: Sendable {
@@ -160,21 +162,48 @@ public struct Coordinator: Sendable {
                 .coordinateWrite(id: $0, key: key, write: write, quorum: quorum)
             }
         }
-        let up = preference.filter { !down.contains($0) }
-        guard up.count >= quorum.w, up.count >= quorum.dw, up.count >= quorum.pw else {
+        // Sloppy quorum: each primary believed down is stood in for by the next healthy
+        // node on the ring, which keeps the write as a hint for it. W and DW count the
+        // stand-ins' acks; PW counts primaries only.
+        let upPrimaries = preference.filter { !down.contains($0) }
+        let absent = preference.filter { down.contains($0) }
+        let standIns = fallbacks(of: key.partition, excluding: preference).filter { !down.contains($0) }
+        let hints = Dictionary(uniqueKeysWithValues: zip(standIns, absent))
+        let covered = min(standIns.count, absent.count)
+        let reachable = upPrimaries.count + covered
+        // A down primary nobody stands in for still gets the write: the transport fails
+        // fast if it is down, and a send that gets through is how it is seen up again.
+        let uncovered = Array(absent.dropFirst(covered))
+        let targets = upPrimaries + standIns.prefix(covered) + uncovered
+        guard reachable >= quorum.w, reachable >= quorum.dw, upPrimaries.count >= quorum.pw else {
             return finish(
                 operation,
                 .failed(
                     KVError(
                         .quorumUnavailable,
-                        "\(up.count) of \(preference.count) replicas are reachable and the write needs \(max(quorum.w, quorum.dw, quorum.pw)); nothing was written"
+                        "\(upPrimaries.count) of \(preference.count) replicas and \(covered) stand-ins are reachable and the write needs w=\(quorum.w), dw=\(quorum.dw), pw=\(quorum.pw); nothing was written"
                     )))
         }
-        writes[operation] = WriteRound(key: key, preference: preference, quorum: quorum)
+        writes[operation] = WriteRound(
+            key: key, targets: targets, primaries: Set(upPrimaries + uncovered), hintFor: hints,
+            quorum: quorum)
         return [
             .storage(.operation(operation), .coordinate(key, write)),
             .startTimer(operation, afterMilliseconds: settings.requestTimeoutMilliseconds),
         ]
+    }
+
+    /// The nodes that stand in for down primaries of `partition`, in order: the layout's
+    /// further replicas of the partition, then every other member by its placement rank
+    /// in the partition (so each partition has its own order and the load of a down node
+    /// spreads over all the others).
+    func fallbacks(of partition: PartitionID, excluding primaries: [NodeID]) -> [NodeID] {
+        let further = layout.replicas(of: partition).filter { !primaries.contains($0) }
+        let placed = Set(primaries + further)
+        let others = layout.members.map(\.node).filter { !placed.contains($0) }.sorted {
+            (Layout.rank(Int(partition.rawValue), $0), $0) < (Layout.rank(Int(partition.rawValue), $1), $1)
+        }
+        return further + others
     }
 
     /// A client read arrived.
@@ -219,7 +248,12 @@ public struct Coordinator: Sendable {
             case .object(let object): return [.send(.fetched(id: id, object: object), to: from)]
             case .failed(let error): return [.send(.replicaFailed(id: id, error: error), to: from)]
             }
-        case .repair:
+        case .handoff(let from, let id):
+            switch outcome {
+            case .object: return [.send(.handedOff(id: id, error: nil), to: from)]
+            case .failed(let error): return [.send(.handedOff(id: id, error: error), to: from)]
+            }
+        case .repair, .maintenance:
             return []
         }
     }
@@ -233,6 +267,12 @@ public struct Coordinator: Sendable {
             return [.storage(.fetch(from: sender, id: id), .load(key))]
         case .repair(let key, let object):
             return [.storage(.repair, .merge(key, object))]
+        case .storeHint(let id, let key, let object, let target):
+            return [
+                .storage(.store(from: sender, id: id), .storeHint(target: target, key: key, object: object))
+            ]
+        case .handoff(let id, let key, let object):
+            return [.storage(.handoff(from: sender, id: id), .merge(key, object))]
         case .stored(let id, let durable):
             guard let operation = takeRequest(id, answeredBy: sender) else { return [] }
             return replicaAcknowledged(operation, from: sender, durable: durable)
@@ -253,8 +293,10 @@ public struct Coordinator: Sendable {
             guard let operation = forwards.removeValue(forKey: id) else { return [] }
             forwardIDs[operation] = nil
             return [.cancelTimer(operation)] + finish(operation, outcome)
-        case .metadata, .metadataMerged, .scan, .scanned:
-            // Cluster metadata and scans are the node shell's business, not a quorum's.
+        case .metadata, .metadataMerged, .scan, .scanned, .membership, .handedOff, .treeRequest, .treeHashes,
+            .keyHashesRequest, .keyHashes, .reconcile, .reconciled, .reapQuery, .reapAnswer, .reap:
+            // Metadata, scans, membership, hint delivery, anti-entropy and reaping are the
+            // node shell's business, not a quorum's.
             return []
         }
     }
@@ -263,7 +305,7 @@ public struct Coordinator: Sendable {
     /// was written).
     public mutating func sendFailed(_ message: ReplicaMessage, to target: NodeID) -> [Action] {
         switch message {
-        case .store(let id, _, _):
+        case .store(let id, _, _), .storeHint(let id, _, _, _):
             guard let operation = takeRequest(id, answeredBy: target) else { return [] }
             return replicaFailed(operation, target)
         case .fetch(let id, _):
@@ -280,7 +322,8 @@ public struct Coordinator: Sendable {
                     operation,
                     .failed(KVError(.quorumUnavailable, "the coordinating replica \(target) is unreachable")))
         case .stored, .fetched, .replicaFailed, .repair, .coordinated, .metadata, .metadataMerged, .scan,
-            .scanned:
+            .scanned, .membership, .handoff, .handedOff, .treeRequest, .treeHashes, .keyHashesRequest,
+            .keyHashes, .reconcile, .reconciled, .reapQuery, .reapAnswer, .reap:
             // Replies and repairs are not retried; the other side times out or a later
             // read repairs.
             return []
@@ -342,10 +385,15 @@ public struct Coordinator: Sendable {
             round.object = object
             round.acknowledged[node] = true
             var actions: [Action] = []
-            // Sent even to replicas believed down, as reads are (see `read`).
-            for replica in round.preference where replica != node {
+            for replica in round.targets where replica != node {
                 let id = request(for: operation, to: replica)
-                actions.append(.send(.store(id: id, key: round.key, object: object), to: replica))
+                if let target = round.hintFor[replica] {
+                    actions.append(
+                        .send(.storeHint(id: id, key: round.key, object: object, target: target), to: replica)
+                    )
+                } else {
+                    actions.append(.send(.store(id: id, key: round.key, object: object), to: replica))
+                }
             }
             writes[operation] = round
             return actions + evaluateWrite(operation)
@@ -370,9 +418,8 @@ public struct Coordinator: Sendable {
         guard var round = writes[operation], !round.replied, let object = round.object else { return [] }
         let acks = round.acknowledged.count
         let durable = round.acknowledged.values.filter { $0 }.count
-        // Every preference-list replica is a primary until fallbacks exist.
-        let primaries = acks
-        let pending = round.preference.count - acks - round.failed.count
+        let primaries = round.acknowledged.keys.filter { round.primaries.contains($0) }.count
+        let pending = round.targets.count - acks - round.failed.count
         let quorum = round.quorum
         if acks >= quorum.w && durable >= quorum.dw && primaries >= quorum.pw {
             round.replied = true
@@ -390,7 +437,7 @@ public struct Coordinator: Sendable {
                     .failed(
                         KVError(
                             .quorumUnavailable,
-                            "\(acks) of \(round.preference.count) replicas acknowledged (\(durable) durably, \(primaries) primaries) and the write needs w=\(quorum.w), dw=\(quorum.dw), pw=\(quorum.pw); it is stored on \(acks) and may become visible"
+                            "\(acks) of \(round.targets.count) replicas acknowledged (\(durable) durably, \(primaries) primaries) and the write needs w=\(quorum.w), dw=\(quorum.dw), pw=\(quorum.pw); it is stored on \(acks) and may become visible"
                         )))
         }
         writes[operation] = round
@@ -552,7 +599,12 @@ public struct Coordinator: Sendable {
 /// The state of one write this node coordinates.
 private struct WriteRound: Sendable {
     var key: ReplicaKey
-    var preference: [NodeID]
+    /// The replicas written: the reachable primaries and the stand-ins for the others.
+    var targets: [NodeID]
+    /// The reachable primaries among `targets` (PW counts only these).
+    var primaries: Set<NodeID>
+    /// For each stand-in, the primary it keeps a hint for.
+    var hintFor: [NodeID: NodeID]
     var quorum: Quorum
     /// The object after the coordinator's own write; `nil` until it is stored.
     var object: StoredObject?

@@ -179,8 +179,12 @@ public struct Membership: Sendable {
             if !current.askedOthers, now - current.sentAt >= settings.probeTimeoutMilliseconds {
                 current.askedOthers = true
                 probe = current
-                let helpers = others(excluding: current.target).shuffled(using: &random).prefix(
-                    settings.indirectProbes)
+                // A dead member's silence is no news: nobody else is asked about it.
+                let helpers =
+                    states[current.target]?.status == .dead
+                    ? []
+                    : others(excluding: current.target).shuffled(using: &random).prefix(
+                        settings.indirectProbes)
                 for helper in helpers {
                     actions.append(
                         .send(
@@ -281,13 +285,16 @@ public struct Membership: Sendable {
         gossip.append((state, 0))
     }
 
-    /// The updates the next message carries: the least-sent first; each is dropped once
-    /// it was sent about 3·log₂(n) times.
+    /// The updates the next message carries: this node's own state first (so whoever
+    /// hears from it directly learns its current incarnation, even one that believed it
+    /// dead at an older one), then the least-sent others; each is dropped once it was
+    /// sent about 3·log₂(n) times.
     private mutating func takeUpdates() -> [MemberState] {
         let limit = 3 * max(1, (states.count + 1).bitWidth - (states.count + 1).leadingZeroBitCount)
         gossip.sort { $0.sent < $1.sent }
-        var taken: [MemberState] = []
-        for index in gossip.indices where taken.count < settings.maximumPiggybackedUpdates {
+        var taken: [MemberState] = [MemberState(node: node, incarnation: incarnation, status: .alive)]
+        gossip.removeAll { $0.state.node == node }
+        for index in gossip.indices where taken.count < max(1, settings.maximumPiggybackedUpdates) {
             gossip[index].sent += 1
             taken.append(gossip[index].state)
         }
@@ -299,13 +306,16 @@ public struct Membership: Sendable {
         states.values.filter { $0.node != target && $0.status == .alive }.map(\.node).sorted()
     }
 
-    /// The next member of the current shuffled round of live (and suspect) members.
+    /// The next member of the current shuffled round of every member, dead ones
+    /// included: two nodes that each declared the other dead (a long partition, or a
+    /// node that restarted while cut off) would otherwise never speak again, and the ack
+    /// of a member wrongly buried carries its current incarnation, which revives it.
     private mutating func nextTarget() -> NodeID? {
         if round.isEmpty {
-            round = states.values.filter { $0.status != .dead }.map(\.node).sorted().shuffled(using: &random)
+            round = states.keys.sorted().shuffled(using: &random)
         }
         while let candidate = round.popLast() {
-            if states[candidate]?.status != .dead { return candidate }
+            if states[candidate] != nil { return candidate }
         }
         return nil
     }

@@ -123,6 +123,55 @@ public enum ReplicaMessage: Hashable, Sendable {
     case scan(id: UInt64, request: PartitionScan)
     /// The rows of a ``scan(id:request:)``.
     case scanned(id: UInt64, page: PartitionScanPage)
+    /// A SWIM probe, ack or probe request, with a digest of the sender's cluster
+    /// metadata: a receiver whose digest differs pushes its metadata back, so layout
+    /// changes spread on the probes every member sends anyway.
+    case membership(MembershipMessage, metadataDigest: UInt64)
+    /// Sloppy quorum: keep `object` as a durable hint for `target`, a primary replica
+    /// that is down, and hand it over once `target` is back. Answered by ``stored(id:durable:)``.
+    case storeHint(id: UInt64, key: ReplicaKey, object: StoredObject, target: NodeID)
+    /// Hinted handoff: merge a hinted object in, as the primary replica it was held for.
+    case handoff(id: UInt64, key: ReplicaKey, object: StoredObject)
+    /// The answer to ``handoff(id:key:object:)``: `nil` when merged and stored.
+    case handedOff(id: UInt64, error: KVError?)
+    /// Anti-entropy: the receiver's Merkle tree of `partition`, as its segment hashes
+    /// (`segments` empty) or as the leaf hashes of the given segments.
+    case treeRequest(id: UInt64, partition: PartitionID, segments: [Int])
+    /// The hashes a ``treeRequest(id:partition:segments:)`` asked for; `ready` is false
+    /// while the receiver is still building the tree (the hashes are then empty).
+    case treeHashes(id: UInt64, ready: Bool, hashes: [UInt64])
+    /// Anti-entropy: the keys and object hashes the receiver holds in the given leaves
+    /// of `partition`'s tree.
+    case keyHashesRequest(id: UInt64, partition: PartitionID, leaves: [Int])
+    /// The answer to ``keyHashesRequest(id:partition:leaves:)``; `truncated` when the
+    /// answer stopped at its size limit.
+    case keyHashes(id: UInt64, entries: [KeyHash], truncated: Bool)
+    /// Anti-entropy repair: merge `object` in and answer with the merged state.
+    case reconcile(id: UInt64, key: ReplicaKey, object: StoredObject)
+    /// The answer to ``reconcile(id:key:object:)``.
+    case reconciled(id: UInt64, outcome: StorageOutcome)
+    /// Tombstone reaping: does the receiver agree that the tombstone of `key` with
+    /// `objectHash` may go (it holds that very tombstone if it is a replica, and no hint
+    /// for the key)?
+    case reapQuery(id: UInt64, key: ReplicaKey, objectHash: UInt64)
+    /// The answer to ``reapQuery(id:key:objectHash:)``.
+    case reapAnswer(id: UInt64, agrees: Bool)
+    /// Every member agreed: remove the row if it is still that tombstone.
+    case reap(key: ReplicaKey, objectHash: UInt64)
+}
+
+/// A key and the hash of its object, as anti-entropy compares them.
+public struct KeyHash: Hashable, Sendable {
+    /// The row's engine key.
+    public var key: [UInt8]
+    /// ``MerkleTree/objectHash(_:)`` of the row's object.
+    public var hash: UInt64
+
+    /// Creates a value.
+    public init(key: [UInt8], hash: UInt64) {
+        self.key = key
+        self.hash = hash
+    }
 }
 
 /// One node's part of a cluster scan: a key range of one table within some partitions
@@ -199,6 +248,14 @@ public enum StorageCommand: Hashable, Sendable {
     case merge(ReplicaKey, StoredObject)
     /// Load the stored object (empty if absent).
     case load(ReplicaKey)
+    /// Keep `object` as a durable hint for `target` (sloppy quorum).
+    case storeHint(target: NodeID, key: ReplicaKey, object: StoredObject)
+    /// Merge `object` in as ``merge(_:_:)`` does, and also correct the row's
+    /// anti-entropy entry from what is stored (anti-entropy's repair).
+    case reconcile(ReplicaKey, StoredObject)
+    /// Remove the row if its object still has `objectHash` (a tombstone every member
+    /// agreed to reap); otherwise change nothing.
+    case reap(ReplicaKey, objectHash: UInt64)
 }
 
 /// Why the shell runs a storage command, so its result reaches the right place.
@@ -211,6 +268,11 @@ public enum StorageTicket: Hashable, Sendable {
     case fetch(from: NodeID, id: UInt64)
     /// A read repair; nothing waits for it.
     case repair
+    /// A hinted handoff from `from`, answered with ``ReplicaMessage/handedOff(id:error:)``.
+    case handoff(from: NodeID, id: UInt64)
+    /// Work of the node shell (anti-entropy, reaping, hint delivery): the shell takes
+    /// the result itself and the coordinator ignores it.
+    case maintenance(id: UInt64)
 }
 
 /// The result of a storage command.

@@ -472,15 +472,20 @@ public struct ClusterStatus: Hashable, Sendable {
         /// Partitions whose first replica it is.
         public var primaries: Int
         /// `joining` for a member the layout does not place yet, else `self` for the
-        /// answering node, `up` or `down` as its connections say.
+        /// answering node, `up` (connected and alive), `suspect` (connected but missing
+        /// its SWIM probes, as a paused process does) or `down` (unreachable or declared
+        /// dead).
         public var state: String
+        /// The member's SWIM incarnation as the answering node knows it (0 if unknown).
+        public var incarnation: UInt64
 
         /// Creates a member entry.
         public init(
             nodeID: NodeID, httpAddress: String, peerAddress: String, zone: String, capacity: Int,
             replicas: Int,
-            primaries: Int, state: String
+            primaries: Int, state: String, incarnation: UInt64 = 0
         ) {
+            self.incarnation = incarnation
             self.nodeID = nodeID
             self.httpAddress = httpAddress
             self.peerAddress = peerAddress
@@ -504,12 +509,17 @@ public struct ClusterStatus: Hashable, Sendable {
     public var replicationFactor: Int
     /// Every known member, sorted by node id.
     public var members: [Member]
+    /// The answering node's failure-handling counters by stable name: hints pending,
+    /// stored and delivered, anti-entropy exchanges, divergence and repairs, tombstones
+    /// held and reaped (`docs/anti-entropy.md` lists them).
+    public var counters: [String: Int64]
 
     /// Creates a status.
     public init(
         nodeID: NodeID, clusterID: String, layoutVersion: UInt64, partitionCount: Int, replicationFactor: Int,
-        members: [Member]
+        members: [Member], counters: [String: Int64] = [:]
     ) {
+        self.counters = counters
         self.nodeID = nodeID
         self.clusterID = clusterID
         self.layoutVersion = layoutVersion

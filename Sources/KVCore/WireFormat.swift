@@ -336,9 +336,11 @@ public struct WireClusterMember: Codable, Sendable {
     public var replicas: Int
     public var primaries: Int
     public var state: String
+    public var incarnation: UInt64?
 
     /// Creates a value.
     public init(_ member: ClusterStatus.Member) {
+        incarnation = member.incarnation
         nodeID = member.nodeID.description
         httpAddress = member.httpAddress
         peerAddress = member.peerAddress
@@ -353,7 +355,7 @@ public struct WireClusterMember: Codable, Sendable {
         case nodeID = "node_id"
         case httpAddress = "http_address"
         case peerAddress = "peer_address"
-        case zone, capacity, replicas, primaries, state
+        case zone, capacity, replicas, primaries, state, incarnation
     }
 }
 
@@ -365,9 +367,11 @@ public struct WireClusterStatus: Codable, Sendable {
     public var partitions: Int
     public var replicationFactor: Int
     public var members: [WireClusterMember]
+    public var counters: [String: Int64]?
 
     /// Creates a value.
     public init(_ status: ClusterStatus) {
+        counters = status.counters
         nodeID = status.nodeID.description
         clusterID = status.clusterID
         layoutVersion = status.layoutVersion
@@ -381,7 +385,7 @@ public struct WireClusterStatus: Codable, Sendable {
         case clusterID = "cluster_id"
         case layoutVersion = "layout_version"
         case replicationFactor = "replication_factor"
-        case partitions, members
+        case partitions, members, counters
     }
 
     /// The status this describes, or `nil` when a node id is not hexadecimal.
@@ -395,11 +399,11 @@ public struct WireClusterStatus: Codable, Sendable {
                     nodeID: id, httpAddress: member.httpAddress, peerAddress: member.peerAddress,
                     zone: member.zone,
                     capacity: member.capacity, replicas: member.replicas, primaries: member.primaries,
-                    state: member.state))
+                    state: member.state, incarnation: member.incarnation ?? 0))
         }
         return ClusterStatus(
             nodeID: node, clusterID: clusterID, layoutVersion: layoutVersion, partitionCount: partitions,
-            replicationFactor: replicationFactor, members: members)
+            replicationFactor: replicationFactor, members: members, counters: counters ?? [:])
     }
 }
 

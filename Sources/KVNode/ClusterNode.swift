@@ -20,6 +20,16 @@ public struct ClusterSettings: Sendable, Hashable {
     /// The host peers are told to connect to (`nil`: ``peerHost``); needed when the node
     /// listens on every interface.
     public var advertisedHost: String?
+    /// The port peers are told to connect to (`nil`: the port the node listens on); a
+    /// fault-injecting proxy in front of the node listens on another.
+    public var advertisedPeerPort: Int?
+    /// How often the node compares one partition's Merkle tree with a peer replica's
+    /// (active anti-entropy); 0 turns anti-entropy off.
+    public var antiEntropyIntervalMilliseconds: Int64
+    /// How many hints per second the node hands back to replicas that returned.
+    public var hintDeliveryRatePerSecond: Int
+    /// SWIM failure detection timing.
+    public var membership: MembershipSettings
     /// How many members must be known before the cluster forms: 1 for a node on its own,
     /// the size of a static member list, or `nil` for a node that joins an existing
     /// cluster and never forms one itself.
@@ -39,8 +49,13 @@ public struct ClusterSettings: Sendable, Hashable {
     public init(
         name: String = "kv", peerHost: String = "127.0.0.1", peerPort: Int = 0, httpAddress: String = "",
         expectedMembers: Int? = 1, replicationFactor: Int = 3, zone: String = "default", capacity: Int = 1,
-        requestTimeoutMilliseconds: Int64 = 5_000, gossipIntervalMilliseconds: Int64 = 1_000
+        requestTimeoutMilliseconds: Int64 = 5_000, gossipIntervalMilliseconds: Int64 = 1_000,
+        antiEntropyIntervalMilliseconds: Int64 = 1_000, hintDeliveryRatePerSecond: Int = 2_000,
+        membership: MembershipSettings = MembershipSettings()
     ) {
+        self.antiEntropyIntervalMilliseconds = antiEntropyIntervalMilliseconds
+        self.hintDeliveryRatePerSecond = hintDeliveryRatePerSecond
+        self.membership = membership
         self.name = name
         self.peerHost = peerHost
         self.peerPort = peerPort
@@ -71,6 +86,19 @@ public struct ClusterSettings: Sendable, Hashable {
             problems.append("the capacity must be 1 to 1048576, not \(capacity)")
         }
         if zone.isEmpty || zone.utf8.count > 64 { problems.append("the zone name has 1 to 64 bytes") }
+        if let advertisedPeerPort, !(1...65535).contains(advertisedPeerPort) {
+            problems.append("the advertised peer port must be 1 to 65535, not \(advertisedPeerPort)")
+        }
+        if antiEntropyIntervalMilliseconds != 0 && !(10...3_600_000).contains(antiEntropyIntervalMilliseconds)
+        {
+            problems.append(
+                "the anti-entropy interval must be 0 (off) or 10 ms to 1 hour, not \(antiEntropyIntervalMilliseconds) ms"
+            )
+        }
+        if !(1...1_000_000).contains(hintDeliveryRatePerSecond) {
+            problems.append(
+                "the hint delivery rate must be 1 to 1000000 per second, not \(hintDeliveryRatePerSecond)")
+        }
         if !(100...600_000).contains(requestTimeoutMilliseconds) {
             problems.append(
                 "the replica timeout must be 100 ms to 600 s, not \(requestTimeoutMilliseconds) ms")
@@ -105,7 +133,13 @@ public final class ClusterNode: KeyValueService, Sendable {
     let logger: Logger
 
     private let coordinator: NIOLockedValueBox<Coordinator>
-    private let state: NIOLockedValueBox<State>
+    let state: NIOLockedValueBox<State>
+    /// SWIM failure detection.
+    let membership: NIOLockedValueBox<Membership>
+    /// Merkle trees and the row hash index (active anti-entropy).
+    let antiEntropy: AntiEntropyIndex
+    /// Hints held for down primaries.
+    let hints: HintStore
     /// Serializes metadata changes with their storage, so a newer copy is never
     /// overwritten on disk by an older one.
     private let metadataLock = NIOLock()
@@ -118,8 +152,24 @@ public final class ClusterNode: KeyValueService, Sendable {
         var draining = false
     }
 
-    private struct State {
+    struct State {
         var metadata: ClusterMetadata
+        /// Requests of the node's own maintenance (anti-entropy, reaping, hint delivery)
+        /// awaiting their reply, by id; `nil` is resumed when the send fails or times out.
+        var requests: [UInt64: CheckedContinuation<ReplicaMessage?, Never>] = [:]
+        /// What to do when a maintenance storage command finishes, by ticket id.
+        var maintenance: [UInt64: @Sendable (StorageOutcome) -> Void] = [:]
+        /// What SWIM says of each member.
+        var liveness: [NodeID: MemberState.Status] = [:]
+        /// The digest of `metadata`, carried on every probe.
+        var metadataDigest: UInt64 = 0
+        /// When this node last pushed its metadata to a peer whose digest differed.
+        var lastDigestPush: [NodeID: NIODeadline] = [:]
+        var maintenanceTasks: [RepeatedTask] = []
+        var antiEntropyRunning = false
+        var antiEntropyCursor = 0
+        var antiEntropyPeerCursor = 0
+        var reaperCursor = 0
         var operations: [UInt64: CheckedContinuation<OperationOutcome, Never>] = [:]
         /// Operation timers by deadline. One sweep every ``timerResolution`` fires the
         /// expired ones: scheduling a task per operation would wake the event loop twice
@@ -194,8 +244,28 @@ public final class ClusterNode: KeyValueService, Sendable {
                 settings: CoordinatorSettings(
                     requestTimeoutMilliseconds: settings.requestTimeoutMilliseconds),
                 firstMessageID: firstID))
-        state = NIOLockedValueBox(
-            State(metadata: metadata, nextID: random.next() >> 1, expectedMembers: settings.expectedMembers))
+        var initial = State(
+            metadata: metadata, nextID: random.next() >> 1, expectedMembers: settings.expectedMembers)
+        initial.metadataDigest = StableHash.hash(metadata.encoded())
+        state = NIOLockedValueBox(initial)
+        membership = NIOLockedValueBox(
+            Membership(
+                node: local.identity.nodeID, members: Array(metadata.members.keys),
+                // Above every incarnation of earlier lives (the identity's incarnation
+                // grows with every start), with room for a million refutations.
+                incarnation: UInt64(local.identity.incarnation) << 20, settings: settings.membership,
+                random: SeededRandom(seed: random.next())))
+        hints = try HintStore(engine: local.engine)
+        antiEntropy = AntiEntropyIndex(isEnabled: settings.antiEntropyIntervalMilliseconds > 0)
+        if antiEntropy.isEnabled {
+            antiEntropy.markIndexComplete(try local.metadataRecord(AntiEntropyIndex.completeKey) != nil)
+        } else if try local.metadataRecord(AntiEntropyIndex.completeKey) != nil {
+            // Rows written while anti-entropy is off get no index entries, so the index
+            // must be rebuilt from the rows when it is turned on again.
+            var batch = WriteBatch()
+            batch.delete(AntiEntropyIndex.completeKey, in: .metadata)
+            try local.write(batch)
+        }
         if metadata.isFormed {
             local.sealerBox.withLockedValue { $0 = ContextSealer(secret: metadata.contextSecret) }
         }
@@ -209,9 +279,17 @@ public final class ClusterNode: KeyValueService, Sendable {
     public func start() async throws -> String {
         transport.setDelegate(TransportEvents(node: self))
         let bound = try await transport.listen(host: settings.peerHost, port: settings.peerPort)
-        let address = "\(settings.advertisedHost ?? settings.peerHost):\(bound.port ?? settings.peerPort)"
+        let address =
+            "\(settings.advertisedHost ?? settings.peerHost):\(settings.advertisedPeerPort ?? bound.port ?? settings.peerPort)"
         peerAddressBox.withLockedValue { $0 = address }
         transport.setAdvertisedAddress(address)
+        // A restarted node knows its peers from its stored metadata: it must be able to
+        // reach them before any of them reaches it.
+        for member in metadata.members.values where member.node != nodeID {
+            if let socket = Self.socketAddress(member.peerAddress) {
+                transport.setAddress(socket, of: member.node)
+            }
+        }
         try await local.blocking { [self] () throws(KVError) in
             try changeMetadata { metadata in
                 let known = metadata.members[nodeID]
@@ -236,6 +314,7 @@ public final class ClusterNode: KeyValueService, Sendable {
             $0.gossipTask = task
             $0.timerTask = sweep
         }
+        startMaintenance()
         return address
     }
 
@@ -280,17 +359,21 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     /// Stops gossip, fails what is in flight, closes connections and the storage.
     public func shutdown() async {
-        let (task, operations, scans, acks) = state.withLockedValue { state in
+        let (task, operations, scans, acks, requests) = state.withLockedValue { state in
             state.stopped = true
             state.timerTask?.cancel()
+            for task in state.maintenanceTasks { task.cancel() }
             defer {
                 state.operations = [:]
                 state.scans = [:]
                 state.metadataAcks = [:]
+                state.requests = [:]
+                state.maintenance = [:]
             }
-            return (state.gossipTask, state.operations, state.scans, state.metadataAcks)
+            return (state.gossipTask, state.operations, state.scans, state.metadataAcks, state.requests)
         }
         task?.cancel()
+        for continuation in requests.values { continuation.resume(returning: nil) }
         let stopping = KVError(.unavailable, "the node is shutting down")
         for continuation in operations.values { continuation.resume(returning: .failed(stopping)) }
         for continuation in scans.values {
@@ -303,7 +386,7 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     // MARK: - The coordinator shell
 
-    private func takeID() -> UInt64 {
+    func takeID() -> UInt64 {
         state.withLockedValue { state in
             defer { state.nextID &+= 1 }
             return state.nextID
@@ -313,7 +396,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// Feeds one event to the coordinator and carries out what it asks. The lock is
     /// released before anything is performed: sending can report a failure at once,
     /// which is another event.
-    fileprivate func run(_ event: (inout Coordinator) -> [Coordinator.Action]) {
+    func run(_ event: (inout Coordinator) -> [Coordinator.Action]) {
         perform(coordinator.withLockedValue { event(&$0) })
     }
 
@@ -389,7 +472,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// Refuses a key whose table generation this node's catalog does not have: the
     /// table was cleared, dropped or recreated (here or there), and a replica that
     /// stored or served it would undo that.
-    private func checkGeneration(_ key: ReplicaKey) throws(KVError) {
+    func checkGeneration(_ key: ReplicaKey) throws(KVError) {
         guard key.generation != 0 else { return }
         let known = local.catalog.withLockedValue { tables in
             tables.values.contains { $0.generation == key.generation }
@@ -414,7 +497,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// it with a single synced engine write: under load, tens of writes share one fsync
     /// and one thread wake-up, instead of each waiting on its own thread for RocksDB's
     /// group commit.
-    private func enqueueWrite(_ ticket: StorageTicket, _ command: StorageCommand) {
+    func enqueueWrite(_ ticket: StorageTicket, _ command: StorageCommand) {
         let startDrain = writeQueue.withLockedValue { queue in
             queue.pending.append((ticket, command))
             guard !queue.draining else { return false }
@@ -445,21 +528,28 @@ public final class ClusterNode: KeyValueService, Sendable {
                 outcomes = commands.map { _ in .failed(KVError(.unavailable, "the node is shutting down")) }
             }
             for (entry, outcome) in zip(commands, outcomes) {
-                run { $0.storageCompleted(entry.ticket, outcome) }
+                if case .maintenance(let id) = entry.ticket {
+                    state.withLockedValue { $0.maintenance.removeValue(forKey: id) }?(outcome)
+                } else {
+                    run { $0.storageCompleted(entry.ticket, outcome) }
+                }
             }
         }
     }
 
     /// Applies write commands in order, holding every row lock (which orders them
-    /// against catalog changes), and stores what changed in one synced batch. A later
-    /// command on the same row sees the earlier ones. Each command succeeds or fails on
-    /// its own, except that a failed batch write fails every command that wrote.
+    /// against catalog changes), and stores what changed in one synced batch: the rows,
+    /// their anti-entropy entries and any hints. A later command on the same row sees
+    /// the earlier ones. Each command succeeds or fails on its own, except that a failed
+    /// batch write fails every command that wrote.
     private func applyWrites(_ commands: [StorageCommand]) -> [Result<StoredObject, KVError>] {
         do {
             return try local.withAllRowLocks { () throws(KVError) -> [Result<StoredObject, KVError>] in
                 var overlay: [[UInt8]: StoredObject] = [:]
                 var results: [Result<StoredObject, KVError>] = []
                 var batch = WriteBatch()
+                var changes: [AntiEntropyIndex.Change] = []
+                var newHints: [HintRecord] = []
                 func current(_ key: ReplicaKey) throws(KVError) -> StoredObject {
                     if let pending = overlay[key.bytes] { return pending }
                     return try local.load(key.bytes)
@@ -483,6 +573,50 @@ public final class ClusterNode: KeyValueService, Sendable {
                             key = target
                             stored = try current(key)
                             updated = nil
+                        case .storeHint(let target, let row, let object):
+                            try checkGeneration(row)
+                            newHints.append(
+                                hints.add(HintRecord(target: target, key: row, object: object), into: &batch))
+                            results.append(.success(object))
+                            continue
+                        case .reconcile(let target, let incoming):
+                            key = target
+                            try checkGeneration(key)
+                            stored = try current(key)
+                            let merged = ReplicaRules.merge(stored, incoming)
+                            let result = merged ?? stored
+                            // Anti-entropy's repair also mends the row's index entry if it
+                            // ever disagreed with the row, so a stale entry cannot keep
+                            // two trees apart forever.
+                            if merged == nil, antiEntropy.isEnabled, overlay[key.bytes] == nil {
+                                let recorded = try storageWork("reading an anti-entropy entry") {
+                                    try local.engine.get(key.bytes, in: .antiEntropy)
+                                }.flatMap(AntiEntropyIndex.parseIndexValue)
+                                if recorded?.hash != AntiEntropyIndex.hash(result) {
+                                    if let change = antiEntropy.record(
+                                        key, old: StoredObject(), new: result, into: &batch)
+                                    {
+                                        var mended = change
+                                        mended.old = recorded?.hash
+                                        changes.append(mended)
+                                    }
+                                }
+                            }
+                            updated = merged
+                        case .reap(let target, let hash):
+                            key = target
+                            stored = try current(key)
+                            guard stored.isDeleted, AntiEntropyIndex.hash(stored) == hash else {
+                                results.append(.success(stored))
+                                continue
+                            }
+                            batch.delete(key.bytes)
+                            if let change = antiEntropy.record(key, old: stored, new: nil, into: &batch) {
+                                changes.append(change)
+                            }
+                            overlay[key.bytes] = StoredObject()
+                            results.append(.success(StoredObject()))
+                            continue
                         }
                         guard let updated else {
                             results.append(.success(stored))
@@ -490,6 +624,9 @@ public final class ClusterNode: KeyValueService, Sendable {
                         }
                         overlay[key.bytes] = updated
                         batch.put(key.bytes, StoredObjectCodec.encode(updated))
+                        if let change = antiEntropy.record(key, old: stored, new: updated, into: &batch) {
+                            changes.append(change)
+                        }
                         results.append(.success(updated))
                     } catch {
                         results.append(.failure(error))
@@ -505,6 +642,8 @@ public final class ClusterNode: KeyValueService, Sendable {
                         return commands.map { _ in .failure(error) }
                     }
                 }
+                antiEntropy.apply(changes)
+                hints.stored(newHints)
                 return results
             }
         } catch {
@@ -573,8 +712,16 @@ public final class ClusterNode: KeyValueService, Sendable {
             }
         case .scanned(let id, let page):
             state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(returning: page)
+        case .membership(let probe, let digest):
+            receivedProbe(probe, digest: digest, from: sender)
+        case .handedOff(let id, _), .treeHashes(let id, _, _), .keyHashes(let id, _, _),
+            .reconciled(let id, _),
+            .reapAnswer(let id, _):
+            state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: message)
+        case .treeRequest, .keyHashesRequest, .reconcile, .reapQuery, .reap:
+            serveMaintenance(message, from: sender)
         case .store, .stored, .fetch, .fetched, .replicaFailed, .repair, .coordinateWrite, .coordinateRead,
-            .coordinated:
+            .coordinated, .storeHint, .handoff:
             run { $0.received(message, from: sender) }
         }
     }
@@ -586,11 +733,15 @@ public final class ClusterNode: KeyValueService, Sendable {
                 returning: PartitionScanPage(
                     rows: [], truncated: false,
                     error: KVError(.quorumUnavailable, "replica \(target) is unreachable")))
-        case .metadata, .metadataMerged, .scanned:
-            // Gossip repeats; a lost answer times out at the asker.
+        case .metadata, .metadataMerged, .scanned, .membership, .treeHashes, .keyHashes, .reconciled,
+            .reapAnswer, .reap, .handedOff:
+            // Gossip and probes repeat; a lost answer times out at the asker.
             return
+        case .handoff(let id, _, _), .treeRequest(let id, _, _), .keyHashesRequest(let id, _, _),
+            .reconcile(let id, _, _), .reapQuery(let id, _, _):
+            state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
         case .store, .stored, .fetch, .fetched, .replicaFailed, .repair, .coordinateWrite, .coordinateRead,
-            .coordinated:
+            .coordinated, .storeHint:
             run { $0.sendFailed(message, to: target) }
         }
     }
@@ -602,6 +753,16 @@ public final class ClusterNode: KeyValueService, Sendable {
         guard isUp == transport.isConnected(to: node) else { return }
         state.withLockedValue { state in
             if isUp { state.unreachable.remove(node) } else { state.unreachable.insert(node) }
+        }
+        refreshReachability(node)
+    }
+
+    /// Tells the coordinator whether `node` is up: connected, and not suspected or
+    /// declared dead by SWIM (a paused process keeps its connections but answers
+    /// nothing).
+    func refreshReachability(_ node: NodeID) {
+        let isUp = state.withLockedValue { state in
+            !state.unreachable.contains(node) && (state.liveness[node] ?? .alive) == .alive
         }
         run { coordinator in
             coordinator.reachabilityChanged(node, isUp: isUp)
@@ -700,12 +861,23 @@ public final class ClusterNode: KeyValueService, Sendable {
                 after = relaid
             }
             guard after != before else { return }
-            try local.adoptCatalog(after.liveTables, writing: [(Self.metadataKey, after.encoded())])
+            if try local.adoptCatalog(after.liveTables, writing: [(Self.metadataKey, after.encoded())]) {
+                // Rows went by range; their index entries with them, so the trees must
+                // be rebuilt from the index.
+                antiEntropy.invalidateAll()
+            }
             // The secret first: a request that sees the formed cluster must seal with it.
             if after.isFormed {
                 local.sealerBox.withLockedValue { $0 = ContextSealer(secret: after.contextSecret) }
             }
-            state.withLockedValue { $0.metadata = after }
+            let digest = StableHash.hash(after.encoded())
+            state.withLockedValue {
+                $0.metadata = after
+                $0.metadataDigest = digest
+            }
+            for member in after.members.keys where before.members[member] == nil {
+                membership.withLockedValue { $0.add(member) }
+            }
             for member in after.members.values where member.node != nodeID && !member.peerAddress.isEmpty {
                 if before.members[member.node]?.peerAddress != member.peerAddress
                     || !transport.knowsAddress(of: member.node),
@@ -774,7 +946,7 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     // MARK: - Resolving requests
 
-    private func formedLayout() throws(KVError) -> Layout {
+    func formedLayout() throws(KVError) -> Layout {
         let metadata = metadata
         guard metadata.isFormed, let layout = metadata.layout else {
             let known = metadata.members.count
@@ -1189,7 +1361,12 @@ public final class ClusterNode: KeyValueService, Sendable {
     }
 
     public func clusterStatus() async throws(KVError) -> ClusterStatus {
-        let (metadata, unreachable) = state.withLockedValue { ($0.metadata, $0.unreachable) }
+        let (metadata, unreachable, liveness) = state.withLockedValue {
+            ($0.metadata, $0.unreachable, $0.liveness)
+        }
+        let swim = membership.withLockedValue { swim in
+            Dictionary(uniqueKeysWithValues: metadata.members.keys.map { ($0, swim.state(of: $0)) })
+        }
         let layout = metadata.layout
         let counts = layout?.replicaCounts ?? [:]
         var primaries: [NodeID: Int] = [:]
@@ -1198,19 +1375,28 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
         let placed = Set(layout?.members.map(\.node) ?? [])
         let members = metadata.members.values.sorted { $0.node < $1.node }.map { member in
-            let state: String =
-                !placed.contains(member.node)
-                ? "joining"
-                : member.node == nodeID ? "self" : unreachable.contains(member.node) ? "down" : "up"
+            let state: String
+            if !placed.contains(member.node) {
+                state = "joining"
+            } else if member.node == nodeID {
+                state = "self"
+            } else if unreachable.contains(member.node) || liveness[member.node] == .dead {
+                state = "down"
+            } else if liveness[member.node] == .suspect {
+                state = "suspect"
+            } else {
+                state = "up"
+            }
             return ClusterStatus.Member(
                 nodeID: member.node, httpAddress: member.httpAddress, peerAddress: member.peerAddress,
                 zone: member.zone, capacity: member.capacity, replicas: counts[member.node] ?? 0,
-                primaries: primaries[member.node] ?? 0, state: state)
+                primaries: primaries[member.node] ?? 0, state: state,
+                incarnation: swim[member.node]??.incarnation ?? 0)
         }
         return ClusterStatus(
             nodeID: nodeID, clusterID: metadata.isFormed ? String(metadata.clusterID, radix: 16) : "",
             layoutVersion: layout?.version ?? 0, partitionCount: metadata.partitionCount,
-            replicationFactor: metadata.replicationFactor, members: members)
+            replicationFactor: metadata.replicationFactor, members: members, counters: maintenanceCounters)
     }
 
     public func clusterLayout() async throws(KVError) -> LayoutDescription {

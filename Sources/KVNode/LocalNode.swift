@@ -46,7 +46,8 @@ public final class LocalNode: KeyValueService {
         guard problems.isEmpty else { throw KVError(.invalidRequest, problems.joined(separator: "; ")) }
         var random = SystemRandomNumberGenerator()
         identity = try NodeIdentity.loadOrCreate(
-            from: engine, partitionCount: settings.partitionCount, random: &random)
+            from: engine, partitionCount: settings.partitionCount, nodeName: settings.nodeName,
+            startSeconds: UInt32(clamping: Self.wallClockMilliseconds() / 1000), random: &random)
         self.engine = engine
         self.engineName = engineName
         self.settings = settings
@@ -602,20 +603,24 @@ public final class LocalNode: KeyValueService {
                 partition: PartitionID(rawValue: UInt32(partition)), namespace: name.namespace,
                 table: name.table)
             batch.deleteRange(.prefixed(by: prefix))
+            batch.deleteRange(.prefixed(by: prefix), in: .antiEntropy)
         }
     }
 
     /// Makes `tables` the catalog, as a cluster's metadata dictates: rows of tables that
     /// were dropped, or cleared (their generation changed), are deleted; `extra` is
     /// written in the same atomic batch (the cluster metadata it came from). Blocks: run
-    /// it on the thread pool.
+    /// it on the thread pool. Returns whether rows were deleted.
+    @discardableResult
     func adoptCatalog(_ tables: [TableName: TableDescriptor], writing extra: [(key: [UInt8], value: [UInt8])])
-        throws(KVError)
+        throws(KVError) -> Bool
     {
-        try withAllRowLocks { () throws(KVError) in
+        try withAllRowLocks { () throws(KVError) -> Bool in
             let current = catalog.withLockedValue { $0 }
             var batch = WriteBatch()
+            var deleted = false
             for (name, old) in current where tables[name]?.generation != old.generation {
+                deleted = true
                 deleteRows(of: name, into: &batch)
                 if tables[name] == nil { batch.delete(CatalogRecord.key(name), in: .metadata) }
             }
@@ -625,6 +630,7 @@ public final class LocalNode: KeyValueService {
             for entry in extra { batch.put(entry.key, entry.value, in: .metadata) }
             if !batch.isEmpty { try write(batch) }
             catalog.withLockedValue { $0 = tables }
+            return deleted
         }
     }
 

@@ -55,26 +55,53 @@ public struct NodeIdentity: Sendable, Hashable {
         }
     }
 
-    /// Reads the identity from `engine`, or creates and stores a new one (a fresh node id
-    /// and secret from `random`, incarnation 1) when the data directory is new.
+    /// The node id of a named node: the stable hash of its name, so a node rebuilt on an
+    /// empty disk under the same name takes its old place in the cluster.
+    public static func nodeID(named name: String) -> NodeID {
+        NodeID(rawValue: max(1, StableHash.hash(Array("node-name:\(name)".utf8))))
+    }
+
+    /// Reads the identity from `engine`, or creates one when the data directory is new
+    /// (the id of `nodeName`, or a random one; a fresh secret from `random`), then takes
+    /// a new incarnation and stores it before anything is served.
     ///
-    /// A node whose directory is empty therefore never reuses an earlier identity's
-    /// counters: it is a new actor.
+    /// Every start takes a new incarnation, at least `startSeconds` (the wall-clock time
+    /// in seconds) and above the stored one. The incarnation is part of the actor id that
+    /// makes dots, and a node cannot tell a directory that lost writes (wiped, restored
+    /// from a backup, on a disk that dropped its cache) from one that did not: counters
+    /// of an earlier life on other replicas would otherwise be reused for new writes, and
+    /// a reused dot silently hides one of the two writes. The cost is one more entry in
+    /// the clocks of rows written after each restart.
     public static func loadOrCreate<Random: RandomNumberGenerator>(
-        from engine: any StorageEngine, partitionCount: Int, random: inout Random
+        from engine: any StorageEngine, partitionCount: Int, nodeName: String? = nil, startSeconds: UInt32,
+        random: inout Random
     ) throws(KVError) -> NodeIdentity {
-        try storageWork("loading the node identity") {
-            if let stored = try engine.get(metadataKey, in: .metadata) {
-                return try decode(stored)
+        let named = nodeName.map(nodeID(named:))
+        let stored = try storageWork("loading the node identity") {
+            try engine.get(metadataKey, in: .metadata)
+        }
+        var identity: NodeIdentity
+        if let stored {
+            identity = try decode(stored)
+            if let named, named != identity.nodeID {
+                throw KVError(
+                    .invalidRequest,
+                    "the data directory belongs to node \(identity.nodeID), not to the node named '\(nodeName ?? "")' (\(named)); give its own directory"
+                )
             }
-            let identity = NodeIdentity(
-                nodeID: NodeID(rawValue: random.next()), incarnation: 1,
+            guard identity.incarnation < UInt32.max else {
+                throw KVError(.corruptObject, "the node identity record has run out of incarnations")
+            }
+            identity.incarnation = max(identity.incarnation + 1, startSeconds)
+        } else {
+            identity = NodeIdentity(
+                nodeID: named ?? NodeID(rawValue: random.next()), incarnation: max(1, startSeconds),
                 contextSecret: (0..<16).map { _ in UInt8.random(in: 0...255, using: &random) },
                 partitionCount: partitionCount)
-            var batch = WriteBatch()
-            batch.put(metadataKey, identity.encoded(), in: .metadata)
-            try engine.write(batch)
-            return identity
         }
+        var batch = WriteBatch()
+        batch.put(metadataKey, identity.encoded(), in: .metadata)
+        try storageWork("storing the node identity") { try engine.write(batch) }
+        return identity
     }
 }

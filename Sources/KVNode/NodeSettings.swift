@@ -27,13 +27,19 @@ public struct NodeSettings: Sendable, Hashable {
     /// Threads that run blocking storage calls. Synced writes wait for fsync, so more
     /// threads than cores let concurrent writers share one (group commit). Default 16.
     public var storageThreads: Int
+    /// The node's name, or `nil` for an anonymous node. A named node's id is derived
+    /// from its name (``NodeIdentity/nodeID(named:)``), so a node rebuilt on an empty
+    /// data directory comes back as the same member and is refilled by anti-entropy; an
+    /// anonymous one would come back as a stranger. Default `nil`.
+    public var nodeName: String?
 
     /// Creates settings with the documented defaults.
     public init(
         partitionCount: Int = 256, maximumKeyBytes: Int = 4096, maximumValueBytes: Int = 16 << 20,
         maximumBatchOperations: Int = 1000, maximumSiblings: Int = 100, maximumRowBytes: Int = 64 << 20,
-        maximumResponseBytes: Int = 32 << 20, storageThreads: Int = 16
+        maximumResponseBytes: Int = 32 << 20, storageThreads: Int = 16, nodeName: String? = nil
     ) {
+        self.nodeName = nodeName
         self.maximumRowBytes = maximumRowBytes
         self.maximumResponseBytes = maximumResponseBytes
         self.maximumSiblings = maximumSiblings
@@ -70,6 +76,12 @@ public struct NodeSettings: Sendable, Hashable {
         }
         if !(1024...(1 << 31)).contains(maximumResponseBytes) {
             problems.append("the response limit must be 1 KiB to 2 GiB, not \(maximumResponseBytes) bytes")
+        }
+        if let nodeName,
+            nodeName.isEmpty || nodeName.utf8.count > 64
+                || !nodeName.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 32 && $0.value < 127 })
+        {
+            problems.append("a node name has 1 to 64 printable ASCII characters without spaces")
         }
         if !(1...1024).contains(storageThreads) {
             problems.append("storage threads must be 1 to 1024, not \(storageThreads)")

@@ -15,6 +15,8 @@ struct SimulatedNode {
     /// the previous life are lost with it.
     var life = 0
     var cancelledTimers: Set<OperationID> = []
+    /// Hints this node took, which numbers the next one.
+    var hintsTaken = 0
 
     init(id: NodeID, layout: Layout, settings: CoordinatorSettings, firstMessageID: UInt64) {
         self.id = id
@@ -346,6 +348,25 @@ struct SimulatedWorld {
                 return .object(merged)
             case .load(let key):
                 return .object(try load(key))
+            case .storeHint(let target, let key, let object):
+                var batch = WriteBatch()
+                batch.put(
+                    HintRecord.storageKey(target: target, sequence: UInt64(nodes[node].hintsTaken)),
+                    HintRecord(target: target, key: key, object: object).encoded(), in: .hints)
+                try engine.write(batch, durability: .synced)
+                return .object(object)
+            case .reconcile(let key, let incoming):
+                let object = try load(key)
+                guard let merged = ReplicaRules.merge(object, incoming) else { return .object(object) }
+                try store(key, merged)
+                return .object(merged)
+            case .reap(let key, let hash):
+                let object = try load(key)
+                guard object.isDeleted, MerkleTree.objectHash(object) == hash else { return .object(object) }
+                var batch = WriteBatch()
+                batch.delete(key.bytes)
+                try engine.write(batch, durability: .synced)
+                return .object(StoredObject())
             }
         } catch {
             return .failed(KVError(.storageIO, "simulated storage failed: \(error)"))
@@ -553,6 +574,19 @@ struct SimulatedWorld {
         case .metadataMerged(let id): "metadata merged #\(id)"
         case .scan(let id, _): "scan #\(id)"
         case .scanned(let id, let page): "scanned #\(id) \(page.rows.count) rows"
+        case .membership(let message, _): "membership \(message)"
+        case .storeHint(let id, _, let object, let target): "hint #\(id) for \(target) \(ids(object))"
+        case .handoff(let id, _, let object): "handoff #\(id) \(ids(object))"
+        case .handedOff(let id, let error): "handed off #\(id) \(error?.code.rawValue ?? "ok")"
+        case .treeRequest(let id, let partition, let segments): "tree #\(id) p\(partition) \(segments.count)"
+        case .treeHashes(let id, _, let hashes): "tree hashes #\(id) \(hashes.count)"
+        case .keyHashesRequest(let id, let partition, let leaves): "keys #\(id) p\(partition) \(leaves.count)"
+        case .keyHashes(let id, let entries, _): "key hashes #\(id) \(entries.count)"
+        case .reconcile(let id, _, let object): "reconcile #\(id) \(ids(object))"
+        case .reconciled(let id, _): "reconciled #\(id)"
+        case .reapQuery(let id, _, _): "reap query #\(id)"
+        case .reapAnswer(let id, let agrees): "reap answer #\(id) \(agrees)"
+        case .reap: "reap"
         }
     }
 

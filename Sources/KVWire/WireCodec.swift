@@ -45,7 +45,25 @@ public enum WireCodec {
         case metadataMerged = 12
         case scan = 13
         case scanned = 14
+        case membership = 15
+        case storeHint = 16
+        case handoff = 17
+        case handedOff = 18
+        case treeRequest = 19
+        case treeHashes = 20
+        case keyHashesRequest = 21
+        case keyHashes = 22
+        case reconcile = 23
+        case reconciled = 24
+        case reapQuery = 25
+        case reapAnswer = 26
+        case reap = 27
     }
+
+    /// The most member states one membership message carries.
+    static let maximumMemberUpdates = 64
+    /// The most hashes or indexes one anti-entropy message carries.
+    static let maximumTreeEntries = 1 << 16
 
     /// Encodes `frame` with its length prefix.
     public static func encode(_ frame: WireFrame) -> [UInt8] {
@@ -188,6 +206,108 @@ public enum WireCodec {
                 writer.writeLengthPrefixed(row.key)
                 writer.writeLengthPrefixed(StoredObjectCodec.encode(row.object))
             }
+        case .membership(let message, let digest):
+            writer.write(Kind.membership.rawValue)
+            writer.writeFixed(digest)
+            let updates: [MemberState]
+            switch message {
+            case .ping(let sequence, let states):
+                writer.write(0)
+                writer.writeVarint(sequence)
+                updates = states
+            case .ack(let sequence, let states):
+                writer.write(1)
+                writer.writeVarint(sequence)
+                updates = states
+            case .pingRequest(let sequence, let target, let states):
+                writer.write(2)
+                writer.writeVarint(sequence)
+                writer.writeFixed(target.rawValue)
+                updates = states
+            }
+            let sent = updates.prefix(maximumMemberUpdates)
+            writer.writeVarint(UInt64(sent.count))
+            for update in sent {
+                writer.writeFixed(update.node.rawValue)
+                writer.writeVarint(update.incarnation)
+                writer.write(UInt8(update.status.rawValue))
+            }
+        case .storeHint(let id, let key, let object, let target):
+            writer.write(Kind.storeHint.rawValue)
+            writer.writeVarint(id)
+            encode(key, into: &writer)
+            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+            writer.writeFixed(target.rawValue)
+        case .handoff(let id, let key, let object):
+            writer.write(Kind.handoff.rawValue)
+            writer.writeVarint(id)
+            encode(key, into: &writer)
+            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+        case .handedOff(let id, let error):
+            writer.write(Kind.handedOff.rawValue)
+            writer.writeVarint(id)
+            if let error {
+                writer.write(1)
+                encode(error, into: &writer)
+            } else {
+                writer.write(0)
+            }
+        case .treeRequest(let id, let partition, let segments):
+            writer.write(Kind.treeRequest.rawValue)
+            writer.writeVarint(id)
+            writer.writeVarint(UInt64(partition.rawValue))
+            writer.writeVarint(UInt64(segments.count))
+            for segment in segments { writer.writeVarint(UInt64(segment)) }
+        case .treeHashes(let id, let ready, let hashes):
+            writer.write(Kind.treeHashes.rawValue)
+            writer.writeVarint(id)
+            writer.write(ready ? 1 : 0)
+            writer.writeVarint(UInt64(hashes.count))
+            for hash in hashes { writer.writeFixed(hash) }
+        case .keyHashesRequest(let id, let partition, let leaves):
+            writer.write(Kind.keyHashesRequest.rawValue)
+            writer.writeVarint(id)
+            writer.writeVarint(UInt64(partition.rawValue))
+            writer.writeVarint(UInt64(leaves.count))
+            for leaf in leaves { writer.writeVarint(UInt64(leaf)) }
+        case .keyHashes(let id, let entries, let truncated):
+            writer.write(Kind.keyHashes.rawValue)
+            writer.writeVarint(id)
+            writer.write(truncated ? 1 : 0)
+            writer.writeVarint(UInt64(entries.count))
+            for entry in entries {
+                writer.writeLengthPrefixed(entry.key)
+                writer.writeFixed(entry.hash)
+            }
+        case .reconcile(let id, let key, let object):
+            writer.write(Kind.reconcile.rawValue)
+            writer.writeVarint(id)
+            encode(key, into: &writer)
+            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+        case .reconciled(let id, let outcome):
+            writer.write(Kind.reconciled.rawValue)
+            writer.writeVarint(id)
+            switch outcome {
+            case .object(let object):
+                writer.write(0)
+                writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+            case .failed(let error):
+                writer.write(1)
+                encode(error, into: &writer)
+            }
+        case .reapQuery(let id, let key, let hash):
+            writer.write(Kind.reapQuery.rawValue)
+            writer.writeVarint(id)
+            encode(key, into: &writer)
+            writer.writeFixed(hash)
+        case .reapAnswer(let id, let agrees):
+            writer.write(Kind.reapAnswer.rawValue)
+            writer.writeVarint(id)
+            writer.write(agrees ? 1 : 0)
+        case .reap(let key, let hash):
+            writer.write(Kind.reap.rawValue)
+            encode(key, into: &writer)
+            writer.writeFixed(hash)
         }
     }
 
@@ -287,7 +407,127 @@ public enum WireCodec {
             }
             return .message(
                 .scanned(id: id, page: PartitionScanPage(rows: rows, truncated: truncated, error: error)))
+        case .membership:
+            let digest = try reader.readFixed()
+            let tag = try reader.readByte()
+            let sequence = try reader.readVarint()
+            let target: NodeID? = tag == 2 ? NodeID(rawValue: try reader.readFixed()) : nil
+            let count = try reader.readVarint()
+            guard count <= UInt64(maximumMemberUpdates) else {
+                throw WireProtocolError.malformed("\(count) member updates")
+            }
+            var updates: [MemberState] = []
+            for _ in 0..<count {
+                let node = NodeID(rawValue: try reader.readFixed())
+                let incarnation = try reader.readVarint()
+                guard let status = MemberState.Status(rawValue: Int(try reader.readByte())) else {
+                    throw WireProtocolError.malformed("unknown member status")
+                }
+                updates.append(MemberState(node: node, incarnation: incarnation, status: status))
+            }
+            let message: MembershipMessage
+            switch tag {
+            case 0: message = .ping(sequence: sequence, updates: updates)
+            case 1: message = .ack(sequence: sequence, updates: updates)
+            case 2: message = .pingRequest(sequence: sequence, target: target!, updates: updates)
+            default: throw WireProtocolError.malformed("unknown membership message \(tag)")
+            }
+            return .message(.membership(message, metadataDigest: digest))
+        case .storeHint:
+            let id = try reader.readVarint()
+            let key = try decodeKey(&reader)
+            let object = try decodeObject(&reader)
+            return .message(
+                .storeHint(id: id, key: key, object: object, target: NodeID(rawValue: try reader.readFixed()))
+            )
+        case .handoff:
+            let id = try reader.readVarint()
+            let key = try decodeKey(&reader)
+            return .message(.handoff(id: id, key: key, object: try decodeObject(&reader)))
+        case .handedOff:
+            let id = try reader.readVarint()
+            let error: KVError? = try readBool(&reader) ? try decodeError(&reader) : nil
+            return .message(.handedOff(id: id, error: error))
+        case .treeRequest:
+            let id = try reader.readVarint()
+            let partition = try readPartition(&reader)
+            let segments = try readIndexes(&reader, below: MerkleTree.segmentCount)
+            return .message(.treeRequest(id: id, partition: partition, segments: segments))
+        case .treeHashes:
+            let id = try reader.readVarint()
+            let ready = try readBool(&reader)
+            let count = try reader.readVarint()
+            guard count <= UInt64(min(maximumTreeEntries, reader.remainingCount / 8)) else {
+                throw WireProtocolError.malformed("\(count) tree hashes")
+            }
+            var hashes: [UInt64] = []
+            for _ in 0..<count { hashes.append(try reader.readFixed()) }
+            return .message(.treeHashes(id: id, ready: ready, hashes: hashes))
+        case .keyHashesRequest:
+            let id = try reader.readVarint()
+            let partition = try readPartition(&reader)
+            let leaves = try readIndexes(&reader, below: MerkleTree.leafCount)
+            return .message(.keyHashesRequest(id: id, partition: partition, leaves: leaves))
+        case .keyHashes:
+            let id = try reader.readVarint()
+            let truncated = try readBool(&reader)
+            let count = try reader.readVarint()
+            guard count <= UInt64(reader.remainingCount / 9) else {
+                throw WireProtocolError.malformed("\(count) key hashes")
+            }
+            var entries: [KeyHash] = []
+            for _ in 0..<count {
+                let key = try reader.readLengthPrefixed(maximumLength: 64 << 10)
+                entries.append(KeyHash(key: key, hash: try reader.readFixed()))
+            }
+            return .message(.keyHashes(id: id, entries: entries, truncated: truncated))
+        case .reconcile:
+            let id = try reader.readVarint()
+            let key = try decodeKey(&reader)
+            return .message(.reconcile(id: id, key: key, object: try decodeObject(&reader)))
+        case .reconciled:
+            let id = try reader.readVarint()
+            let outcome: StorageOutcome
+            switch try reader.readByte() {
+            case 0: outcome = .object(try decodeObject(&reader))
+            case 1: outcome = .failed(try decodeError(&reader))
+            case let tag: throw WireProtocolError.malformed("unknown reconcile outcome \(tag)")
+            }
+            return .message(.reconciled(id: id, outcome: outcome))
+        case .reapQuery:
+            let id = try reader.readVarint()
+            let key = try decodeKey(&reader)
+            return .message(.reapQuery(id: id, key: key, objectHash: try reader.readFixed()))
+        case .reapAnswer:
+            let id = try reader.readVarint()
+            return .message(.reapAnswer(id: id, agrees: try readBool(&reader)))
+        case .reap:
+            let key = try decodeKey(&reader)
+            return .message(.reap(key: key, objectHash: try reader.readFixed()))
         }
+    }
+
+    static func readPartition(_ reader: inout BinaryReader) throws -> PartitionID {
+        let partition = try reader.readVarint()
+        guard partition <= UInt64(UInt32.max) else {
+            throw WireProtocolError.malformed("partition \(partition)")
+        }
+        return PartitionID(rawValue: UInt32(partition))
+    }
+
+    /// A counted list of distinct indexes below `limit`, in ascending order.
+    static func readIndexes(_ reader: inout BinaryReader, below limit: Int) throws -> [Int] {
+        let count = try reader.readVarint()
+        guard count <= UInt64(limit) else { throw WireProtocolError.malformed("\(count) indexes") }
+        var indexes: [Int] = []
+        for _ in 0..<count {
+            let index = try reader.readVarint()
+            guard index < UInt64(limit), indexes.last.map({ UInt64($0) < index }) ?? true else {
+                throw WireProtocolError.malformed("index \(index) out of order or range")
+            }
+            indexes.append(Int(index))
+        }
+        return indexes
     }
 
     // MARK: - Fields

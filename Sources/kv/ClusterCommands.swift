@@ -26,15 +26,26 @@ struct ClusterCommand: AsyncParsableCommand {
                 print(
                     "cluster \(status.clusterID.isEmpty ? "(forming)" : status.clusterID)  layout version \(status.layoutVersion)  \(status.partitionCount) partitions × \(status.replicationFactor) replicas"
                 )
-                let header = ["NODE", "STATE", "HTTP", "PEER", "ZONE", "CAPACITY", "REPLICAS", "PRIMARIES"]
+                let header = [
+                    "NODE", "STATE", "INCARNATION", "HTTP", "PEER", "ZONE", "CAPACITY", "REPLICAS",
+                    "PRIMARIES",
+                ]
                 let rows = status.members.map { member in
                     [
-                        member.nodeID.description, member.state, member.httpAddress, member.peerAddress,
-                        member.zone,
+                        member.nodeID.description, member.state, String(member.incarnation),
+                        member.httpAddress,
+                        member.peerAddress, member.zone,
                         String(member.capacity), String(member.replicas), String(member.primaries),
                     ]
                 }
                 printTable(header: header, rows: rows)
+                if !status.counters.isEmpty {
+                    print("")
+                    print("this node:")
+                    printTable(
+                        header: ["COUNTER", "VALUE"],
+                        rows: status.counters.sorted { $0.key < $1.key }.map { [$0.key, String($0.value)] })
+                }
             }
         }
     }

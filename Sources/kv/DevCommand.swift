@@ -49,7 +49,8 @@ struct DevCommand: AsyncParsableCommand {
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = [
                 "server", "--host", "127.0.0.1", "--port", String(port + index), "--peer-port",
-                String(port + index + 1000), "--data", "\(dataDirectory)/node\(index + 1)", "--engine",
+                String(port + index + 1000), "--data", "\(dataDirectory)/node\(index + 1)", "--node-name",
+                "node\(index + 1)", "--engine",
                 engine,
                 "--peers", addresses.joined(separator: ","), "--replication-factor", String(replication),
                 "--log-level", logLevel,

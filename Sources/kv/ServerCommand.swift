@@ -42,6 +42,9 @@ struct ServerConfigFile: Decodable {
     var capacity: Int?
     var replicaTimeoutMilliseconds: Int?
     var advertiseHost: String?
+    var advertisePeerPort: Int?
+    var nodeName: String?
+    var antiEntropyIntervalMilliseconds: Int?
 
     enum CodingKeys: String, CodingKey {
         case host, port, engine, partitions, join, peers, zone, capacity
@@ -50,6 +53,9 @@ struct ServerConfigFile: Decodable {
         case clusterName = "cluster_name"
         case replicaTimeoutMilliseconds = "replica_timeout_ms"
         case advertiseHost = "advertise_host"
+        case advertisePeerPort = "advertise_peer_port"
+        case nodeName = "node_name"
+        case antiEntropyIntervalMilliseconds = "anti_entropy_interval_ms"
         case dataDir = "data_dir"
         case logLevel = "log_level"
         case maxKeyBytes = "max_key_bytes"
@@ -126,6 +132,17 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "This node's capacity weight in the layout (default 1).") var capacity: Int?
     @Option(help: "The host other nodes and clients are told (default the listen host; needed with 0.0.0.0).")
     var advertiseHost: String?
+    @Option(help: "The peer port other nodes are told (default the peer port; for a proxy in front of it).")
+    var advertisePeerPort: Int?
+    @Option(
+        help:
+            "This node's name; its id derives from it, so a node rebuilt on an empty disk keeps its place (default: a random id)."
+    )
+    var nodeName: String?
+    @Option(
+        name: .customLong("anti-entropy-interval-ms"),
+        help: "Milliseconds between anti-entropy exchanges; 0 turns anti-entropy off (default 1000).")
+    var antiEntropyIntervalMilliseconds: Int?
     @Option(
         name: .customLong("replica-timeout-ms"),
         help: "Milliseconds an operation waits for replicas (default 5000).")
@@ -186,6 +203,8 @@ struct ServerCommand: AsyncParsableCommand {
         node.maximumResponseBytes = try resolve(
             maxResponseBytes, "KV_MAX_RESPONSE_BYTES", file.maxResponseBytes,
             defaults.node.maximumResponseBytes)
+        let name = try resolve(nodeName, "KV_NODE_NAME", file.nodeName, "")
+        node.nodeName = name.isEmpty ? nil : name
         // CSE138-style variables: ADDRESS is this node's host:port, VIEW every member's.
         if let address = environment["ADDRESS"], host == nil, port == nil, environment["KV_HOST"] == nil,
             environment["KV_PORT"] == nil
@@ -218,6 +237,14 @@ struct ServerCommand: AsyncParsableCommand {
             )
         }
         cluster.advertisedHost = advertised
+        let advertisedPort = try resolve(
+            advertisePeerPort, "KV_ADVERTISE_PEER_PORT", file.advertisePeerPort, 0)
+        cluster.advertisedPeerPort = advertisedPort == 0 ? nil : advertisedPort
+        cluster.antiEntropyIntervalMilliseconds = Int64(
+            try resolve(
+                antiEntropyIntervalMilliseconds, "KV_ANTI_ENTROPY_INTERVAL_MS",
+                file.antiEntropyIntervalMilliseconds,
+                1_000))
         cluster.peerPort = try resolve(
             peerPort, "KV_PEER_PORT", file.peerPort, http.port == 0 ? 0 : http.port + 1000)
         let seeds = peerList.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {

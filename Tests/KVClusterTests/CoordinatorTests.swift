@@ -122,12 +122,13 @@ struct CoordinatorTests {
         )
     }
 
-    @Test("with too few replicas reachable, a write fails at once and writes nothing")
+    @Test("with too few replicas and stand-ins reachable, a write fails at once and writes nothing")
     func unavailableBeforeWriting() {
-        let (key, replicas, _) = Self.placement
+        let (key, replicas, outsider) = Self.placement
         var coordinator = Self.coordinator(replicas[0])
         coordinator.reachabilityChanged(replicas[1], isUp: false)
         coordinator.reachabilityChanged(replicas[2], isUp: false)
+        coordinator.reachabilityChanged(outsider, isUp: false)
         let actions = coordinator.write(.local(7), key: key, Self.value("a"), quorum: Self.quorum)
         #expect(actions.count == 1)
         guard case .reply(.local(7), .failed(let error)) = actions.first else {
@@ -135,11 +136,93 @@ struct CoordinatorTests {
             return
         }
         #expect(error.code == .quorumUnavailable)
-        #expect(error.message == "1 of 3 replicas are reachable and the write needs 2; nothing was written")
+        #expect(
+            error.message
+                == "1 of 3 replicas and 0 stand-ins are reachable and the write needs w=2, dw=2, pw=0; nothing was written"
+        )
         // W=1 still works with one replica.
         let single = coordinator.write(
             .local(8), key: key, Self.value("a"), quorum: Quorum(n: 3, r: 1, w: 1, dw: 1))
         #expect(single.first == .storage(.operation(.local(8)), .coordinate(key, Self.value("a"))))
+    }
+
+    @Test("a down primary is stood in for by the next node, which keeps a hint; W counts it, PW does not")
+    func sloppyQuorum() {
+        let (key, replicas, outsider) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        coordinator.reachabilityChanged(replicas[2], isUp: false)
+        #expect(coordinator.fallbacks(of: key.partition, excluding: replicas) == [outsider])
+        let operation = OperationID.local(1)
+        _ = coordinator.write(operation, key: key, Self.value("a"), quorum: Self.quorum)
+        let written = Self.object("a", by: replicas[0])
+        let sends = coordinator.storageCompleted(.operation(operation), .object(written))
+        var hintID: UInt64?
+        var storeID: UInt64?
+        for action in sends {
+            switch action {
+            case .send(.storeHint(let id, _, _, let target), let to):
+                #expect(to == outsider && target == replicas[2])
+                hintID = id
+            case .send(.store(let id, _, _), let to):
+                #expect(to == replicas[1])
+                storeID = id
+            default: Issue.record("unexpected \(action)")
+            }
+        }
+        guard let hintID, let storeID else {
+            Issue.record("expected a store and a hint, got \(sends)")
+            return
+        }
+        // W=2: the coordinator and the stand-in are enough.
+        #expect(
+            coordinator.received(.stored(id: hintID, durable: true), from: outsider) == [
+                .cancelTimer(operation), .reply(operation, .written(written)),
+            ])
+        _ = coordinator.received(.stored(id: storeID, durable: true), from: replicas[1])
+
+        // PW=3 needs three primaries; with one down that is impossible up front.
+        let strict = coordinator.write(
+            .local(2), key: key, Self.value("b"), quorum: Quorum(n: 3, r: 2, w: 3, dw: 2, pw: 3))
+        guard case .reply(.local(2), .failed(let error)) = strict.first else {
+            Issue.record("expected a refusal, got \(strict)")
+            return
+        }
+        #expect(error.code == .quorumUnavailable)
+
+        // PW=2: the stand-in's ack does not count as a primary's.
+        let operation3 = OperationID.local(3)
+        _ = coordinator.write(
+            operation3, key: key, Self.value("c"), quorum: Quorum(n: 3, r: 2, w: 2, dw: 2, pw: 2))
+        let sends3 = coordinator.storageCompleted(.operation(operation3), .object(written))
+        let hint3 = sends3.compactMap { action -> UInt64? in
+            if case .send(.storeHint(let id, _, _, _), _) = action { return id }
+            return nil
+        }
+        let store3 = Self.stores(sends3)
+        #expect(coordinator.received(.stored(id: hint3[0], durable: true), from: outsider).isEmpty)
+        #expect(coordinator.received(.stored(id: store3[0].id, durable: true), from: replicas[1]).count == 2)
+        #expect(coordinator.requestsInFlight == 0)
+    }
+
+    @Test("a hinted handoff is merged as a store and answered")
+    func handoffIsMerged() {
+        let (key, replicas, outsider) = Self.placement
+        var coordinator = Self.coordinator(replicas[2])
+        let object = Self.object("a", by: replicas[0])
+        let actions = coordinator.received(.handoff(id: 9, key: key, object: object), from: outsider)
+        #expect(actions == [.storage(.handoff(from: outsider, id: 9), .merge(key, object))])
+        #expect(
+            coordinator.storageCompleted(.handoff(from: outsider, id: 9), .object(object)) == [
+                .send(.handedOff(id: 9, error: nil), to: outsider)
+            ])
+        let hinted = coordinator.received(
+            .storeHint(id: 10, key: key, object: object, target: replicas[1]), from: replicas[0])
+        #expect(
+            hinted == [
+                .storage(
+                    .store(from: replicas[0], id: 10),
+                    .storeHint(target: replicas[1], key: key, object: object))
+            ])
     }
 
     @Test("a write that times out is indeterminate")

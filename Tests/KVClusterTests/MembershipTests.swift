@@ -134,6 +134,33 @@ struct MembershipTests {
         #expect(network.status(of: three[2], at: three[1]) == .alive)
     }
 
+    @Test("a restarted observer that believes a member dead at an old incarnation learns better from it")
+    func observerRestartLearnsCurrentIncarnations() {
+        // Every node runs at a high incarnation (as nodes do: it grows with each start);
+        // a restarted node starts believing the others at incarnation 0. Its suspicion
+        // at 0 is no reason for them to refute, so their own messages must carry their
+        // current incarnation.
+        var network = MembershipNetwork(count: 3, seed: 8)
+        let three = (1...3).map { NodeID(rawValue: UInt64($0)) }
+        for id in three {
+            network.nodes[id] = Membership(
+                node: id, members: three, incarnation: 5_000 + id.rawValue,
+                random: SeededRandom(seed: id.rawValue))
+        }
+        network.run(5_000)
+        // Node 1 restarts while its links are cut: it suspects, then buries, the others.
+        network.nodes[three[0]] = Membership(
+            node: three[0], members: three, incarnation: 9_000, random: SeededRandom(seed: 42))
+        network.blocked = [[three[1], three[0]], [three[2], three[0]]]
+        network.run(10_000)
+        #expect(network.status(of: three[1], at: three[0]) == .dead)
+        network.blocked = []
+        network.run(10_000)
+        #expect(network.status(of: three[1], at: three[0]) == .alive)
+        #expect(network.status(of: three[2], at: three[0]) == .alive)
+        #expect(network.nodes[three[0]]!.state(of: three[1])!.incarnation == 5_002)
+    }
+
     @Test("the same seed gives the same history")
     func deterministic() {
         func history(_ seed: UInt64) -> [String] {

@@ -94,7 +94,7 @@ struct ClusterProcessTests {
             Issue.record("a W=2 write succeeded with one of three replicas")
         } catch {
             #expect(error.code == .quorumUnavailable)
-            #expect(error.message.contains("needs 2"), "the error says what was needed: \(error.message)")
+            #expect(error.message.contains("needs w=2"), "the error says what was needed: \(error.message)")
         }
         #expect(
             ContinuousClock.now - started < .seconds(1),

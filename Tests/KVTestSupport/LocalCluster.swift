@@ -12,14 +12,21 @@ public final class LocalCluster: @unchecked Sendable {
     public let peerPorts: [Int]
     /// Flags every node gets.
     public let arguments: [String]
+    /// Flags of each node alone.
+    public let perNodeArguments: [[String]]
 
     /// Starts `count` nodes with a static member list and waits until they formed a
-    /// cluster in which every node sees every other.
-    public init(count: Int, arguments: [String] = [], environment: [String: String] = [:]) throws {
-        let ports = try FreePorts.take(2 * count)
+    /// cluster in which every node sees every other. `ports` (HTTP ports, then peer
+    /// ports) are taken free unless given; `perNodeArguments[i]` go to node `i` only.
+    public init(
+        count: Int, arguments: [String] = [], environment: [String: String] = [:], ports: [Int]? = nil,
+        perNodeArguments: [[String]] = []
+    ) throws {
+        let ports = try ports ?? FreePorts.take(2 * count)
         httpPorts = Array(ports.prefix(count))
         peerPorts = Array(ports.suffix(count))
         self.arguments = arguments
+        self.perNodeArguments = perNodeArguments
         nodes = []
         for index in 0..<count {
             nodes.append(
@@ -34,6 +41,7 @@ public final class LocalCluster: @unchecked Sendable {
 
     func nodeArguments(_ index: Int) -> [String] {
         ["--peer-port", String(peerPorts[index]), "--peers", memberList] + arguments
+            + (index < perNodeArguments.count ? perNodeArguments[index] : [])
     }
 
     /// The base URL of node `index`.

@@ -70,7 +70,7 @@ struct FrameFactory {
     }
 
     mutating func frame() -> WireFrame {
-        switch Int.random(in: 0...14, using: &random) {
+        switch Int.random(in: 0...27, using: &random) {
         case 0:
             return .hello(
                 node: NodeID(rawValue: id()), cluster: "cluster-\(id())",
@@ -124,8 +124,65 @@ struct FrameFactory {
                     page: PartitionScanPage(
                         rows: rows, truncated: Bool.random(using: &random),
                         error: Bool.random(using: &random) ? error() : nil)))
+        case 14:
+            let updates = (0..<Int.random(in: 0...4, using: &random)).map { _ in
+                MemberState(
+                    node: NodeID(rawValue: id()), incarnation: id(),
+                    status: [.alive, .suspect, .dead].randomElement(using: &random)!)
+            }
+            let messages: [MembershipMessage] = [
+                .ping(sequence: id(), updates: updates), .ack(sequence: id(), updates: updates),
+                .pingRequest(sequence: id(), target: NodeID(rawValue: id()), updates: updates),
+            ]
+            return .message(.membership(messages.randomElement(using: &random)!, metadataDigest: id()))
+        case 15:
+            return .message(
+                .storeHint(id: id(), key: key(), object: object(), target: NodeID(rawValue: id())))
+        case 16: return .message(.handoff(id: id(), key: key(), object: object()))
+        case 17: return .message(.handedOff(id: id(), error: Bool.random(using: &random) ? error() : nil))
+        case 18:
+            return .message(
+                .treeRequest(
+                    id: id(), partition: PartitionID(rawValue: UInt32(id() % 65536)),
+                    segments: indexes(below: MerkleTree.segmentCount)))
+        case 19:
+            return .message(
+                .treeHashes(
+                    id: id(), ready: Bool.random(using: &random),
+                    hashes: (0..<Int.random(in: 0...40, using: &random)).map { _ in id() }))
+        case 20:
+            return .message(
+                .keyHashesRequest(
+                    id: id(), partition: PartitionID(rawValue: UInt32(id() % 65536)),
+                    leaves: indexes(below: MerkleTree.leafCount)))
+        case 21:
+            return .message(
+                .keyHashes(
+                    id: id(),
+                    entries: (0..<Int.random(in: 0...5, using: &random)).map { _ in
+                        KeyHash(key: key().bytes, hash: id())
+                    }, truncated: Bool.random(using: &random)))
+        case 22: return .message(.reconcile(id: id(), key: key(), object: object()))
+        case 23:
+            return .message(
+                .reconciled(
+                    id: id(), outcome: Bool.random(using: &random) ? .object(object()) : .failed(error())))
+        case 24: return .message(.reapQuery(id: id(), key: key(), objectHash: id()))
+        case 25: return .message(.reapAnswer(id: id(), agrees: Bool.random(using: &random)))
+        case 26: return .message(.reap(key: key(), objectHash: id()))
         default: return .message(.coordinated(id: id(), outcome: .failed(error())))
         }
+    }
+
+    /// Distinct ascending indexes below `limit`.
+    mutating func indexes(below limit: Int) -> [Int] {
+        Array(
+            Set(
+                (0..<Int.random(in: 0...8, using: &random)).map { _ in
+                    Int.random(in: 0..<limit, using: &random)
+                })
+        )
+        .sorted()
     }
 }
 

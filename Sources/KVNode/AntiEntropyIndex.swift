@@ -1,0 +1,233 @@
+import KVCluster
+import KVCore
+import KVStorage
+import NIOConcurrencyHelpers
+
+/// The anti-entropy state of one node: a persistent index of every row's object hash,
+/// and in memory one ``MerkleTree`` per partition and the partition's tombstones.
+///
+/// The index lives in the anti-entropy keyspace under the row's data key, as the
+/// object's hash (8 bytes) and a flags byte (bit 0: the row is a tombstone). Every write
+/// puts the row's new entry in the same atomic batch as the row, so the index never
+/// disagrees with the data, even across crashes. The trees are not stored: at start the
+/// node rebuilds them from the index in the background, one partition at a time under
+/// the row locks (so no write slips between the scan and the tree). A data directory
+/// whose index is incomplete (anti-entropy was off, or the directory predates it)
+/// rebuilds the index from the rows first.
+final class AntiEntropyIndex: Sendable {
+    /// The metadata record saying the index covers every row.
+    static let completeKey = Array("anti-entropy/index-complete".utf8)
+
+    /// A change of one row, applied to the trees once its batch is stored.
+    struct Change: Sendable {
+        var partition: PartitionID
+        var key: [UInt8]
+        var old: UInt64?
+        var new: UInt64?
+        var isTombstone: Bool
+    }
+
+    /// Monotonic counters, for status and tests.
+    struct Counters: Sendable {
+        var exchanges: Int64 = 0
+        var exchangesInSync: Int64 = 0
+        var divergentSegments: Int64 = 0
+        var keysCompared: Int64 = 0
+        var keysRepaired: Int64 = 0
+        var treesRebuilt: Int64 = 0
+        var tombstonesReaped: Int64 = 0
+        var reapsRefused: Int64 = 0
+        /// Full passes over this node's partitions.
+        var rounds: Int64 = 0
+        /// Partitions found divergent in the last full pass, and in the current one.
+        var divergentLastRound: Int64 = -1
+        var divergentThisRound: Int64 = 0
+    }
+
+    private struct Trees: Sendable {
+        var trees: [PartitionID: MerkleTree] = [:]
+        var ready: Set<PartitionID> = []
+        var tombstones: [PartitionID: [[UInt8]: UInt64]] = [:]
+        /// Whether the index on disk is known to cover every row.
+        var indexComplete = false
+    }
+
+    private let box = NIOLockedValueBox(Trees())
+    let counters = NIOLockedValueBox(Counters())
+    /// Whether the node maintains the index and exchanges trees at all.
+    let isEnabled: Bool
+
+    init(isEnabled: Bool) {
+        self.isEnabled = isEnabled
+    }
+
+    // MARK: - The index value
+
+    static func indexValue(hash: UInt64, isTombstone: Bool) -> [UInt8] {
+        var writer = BinaryWriter(capacity: 9)
+        writer.writeFixed(hash)
+        writer.write(isTombstone ? 1 : 0)
+        return writer.bytes
+    }
+
+    static func parseIndexValue(_ bytes: [UInt8]) -> (hash: UInt64, isTombstone: Bool)? {
+        guard bytes.count == 9 else { return nil }
+        var reader = BinaryReader(bytes)
+        guard let hash = try? reader.readFixed(), let flags = try? reader.readByte() else { return nil }
+        return (hash, flags & 1 != 0)
+    }
+
+    static func hash(_ object: StoredObject) -> UInt64? {
+        object.entries.isEmpty ? nil : MerkleTree.objectHash(object)
+    }
+
+    // MARK: - Writes
+
+    /// Puts a row's new index entry into `batch` (its write) and returns the change to
+    /// apply once the batch is stored. `old` is the object the engine holds now (the
+    /// index agrees with it), `new` the one written (`nil` or empty: the row goes).
+    func record(_ key: ReplicaKey, old: StoredObject, new: StoredObject?, into batch: inout WriteBatch)
+        -> Change?
+    {
+        guard isEnabled else { return nil }
+        let newHash = new.flatMap(Self.hash)
+        if let newHash, let new {
+            batch.put(key.bytes, Self.indexValue(hash: newHash, isTombstone: new.isDeleted), in: .antiEntropy)
+        } else {
+            batch.delete(key.bytes, in: .antiEntropy)
+        }
+        return Change(
+            partition: key.partition, key: key.bytes, old: Self.hash(old), new: newHash,
+            isTombstone: new?.isDeleted ?? false)
+    }
+
+    /// Applies stored changes to the trees of ready partitions. Call it under the row
+    /// locks of the changed rows, after the batch is stored.
+    func apply(_ changes: [Change]) {
+        guard isEnabled, !changes.isEmpty else { return }
+        box.withLockedValue { state in
+            for change in changes where state.ready.contains(change.partition) {
+                state.trees[change.partition, default: MerkleTree()].update(
+                    change.key, from: change.old, to: change.new)
+                if change.new != nil && change.isTombstone {
+                    state.tombstones[change.partition, default: [:]][change.key] = change.new
+                } else {
+                    state.tombstones[change.partition]?[change.key] = nil
+                }
+            }
+        }
+    }
+
+    // MARK: - Rebuilding
+
+    /// Whether `partition`'s tree is built.
+    func isReady(_ partition: PartitionID) -> Bool {
+        box.withLockedValue { $0.ready.contains(partition) }
+    }
+
+    /// How many partitions have built trees.
+    var readyCount: Int { box.withLockedValue { $0.ready.count } }
+
+    /// Whether the index on disk covers every row.
+    var indexComplete: Bool { box.withLockedValue { $0.indexComplete } }
+
+    func markIndexComplete(_ complete: Bool) {
+        box.withLockedValue { $0.indexComplete = complete }
+    }
+
+    /// Forgets every tree, so each is rebuilt from the index (after a clear or drop
+    /// deleted rows by range).
+    func invalidateAll() {
+        box.withLockedValue { state in
+            state.ready = []
+            state.trees = [:]
+            state.tombstones = [:]
+        }
+    }
+
+    /// Builds `partition`'s tree: from the index, or, when the index is incomplete, by
+    /// rewriting the partition's index from its rows first. Call it holding every row
+    /// lock.
+    func rebuild(_ partition: PartitionID, engine: any StorageEngine) throws(KVError) {
+        var tree = MerkleTree()
+        var tombstones: [[UInt8]: UInt64] = [:]
+        let complete = indexComplete
+        try storageWork("rebuilding an anti-entropy tree") {
+            let range = StorageLayout.partitionRange(partition)
+            if complete {
+                let cursor = try engine.cursor(over: range, in: .antiEntropy, direction: .forward)
+                while let entry = try cursor.next() {
+                    guard let value = Self.parseIndexValue(entry.value) else { continue }
+                    tree.update(entry.key, from: nil, to: value.hash)
+                    if value.isTombstone { tombstones[entry.key] = value.hash }
+                }
+            } else {
+                var batch = WriteBatch()
+                batch.deleteRange(range, in: .antiEntropy)
+                let cursor = try engine.cursor(over: range, in: .data, direction: .forward)
+                while let entry = try cursor.next() {
+                    let object = try StoredObjectCodec.decode(entry.value)
+                    guard let hash = Self.hash(object) else { continue }
+                    batch.put(
+                        entry.key, Self.indexValue(hash: hash, isTombstone: object.isDeleted),
+                        in: .antiEntropy)
+                    tree.update(entry.key, from: nil, to: hash)
+                    if object.isDeleted { tombstones[entry.key] = hash }
+                }
+                // Buffered: the index can always be rebuilt from the rows again, and
+                // the completeness record is only written once every partition is done.
+                try engine.write(batch, durability: .buffered)
+            }
+        }
+        box.withLockedValue { state in
+            state.trees[partition] = tree
+            state.tombstones[partition] = tombstones
+            state.ready.insert(partition)
+        }
+        counters.withLockedValue { $0.treesRebuilt += 1 }
+    }
+
+    // MARK: - Reading
+
+    /// The tree of `partition`, if built.
+    func tree(of partition: PartitionID) -> MerkleTree? {
+        box.withLockedValue { state in
+            state.ready.contains(partition) ? state.trees[partition] ?? MerkleTree() : nil
+        }
+    }
+
+    /// Up to `limit` tombstones of `partition` (key and object hash), if its tree is built.
+    func tombstones(of partition: PartitionID, limit: Int) -> [KeyHash] {
+        box.withLockedValue { state in
+            (state.tombstones[partition] ?? [:]).prefix(limit).map { KeyHash(key: $0.key, hash: $0.value) }
+        }
+    }
+
+    /// The tombstone hash of a row, or `nil` when the row is not a tombstone (or its
+    /// partition's tree is not built, so this node cannot tell).
+    func tombstoneHash(_ key: [UInt8], in partition: PartitionID) -> UInt64? {
+        box.withLockedValue { $0.tombstones[partition]?[key] }
+    }
+
+    /// Tombstones held in built trees.
+    var tombstoneCount: Int { box.withLockedValue { $0.tombstones.values.reduce(0) { $0 + $1.count } } }
+
+    /// The index entries of `partition` in `leaves`, at most `limit` of them. Blocks.
+    static func keyHashes(
+        in partition: PartitionID, leaves: Set<Int>, engine: any StorageEngine, limit: Int
+    ) throws(KVError) -> (entries: [KeyHash], truncated: Bool) {
+        try storageWork("listing anti-entropy keys") {
+            let cursor = try engine.cursor(
+                over: StorageLayout.partitionRange(partition), in: .antiEntropy, direction: .forward)
+            var entries: [KeyHash] = []
+            while let entry = try cursor.next() {
+                guard leaves.contains(MerkleTree.leaf(of: entry.key)),
+                    let value = parseIndexValue(entry.value)
+                else { continue }
+                if entries.count == limit { return (entries, true) }
+                entries.append(KeyHash(key: entry.key, hash: value.hash))
+            }
+            return (entries, false)
+        }
+    }
+}

@@ -1,0 +1,510 @@
+import KVCluster
+import KVCore
+import KVStorage
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// What a node does on its own to survive failures: SWIM probes, hinted handoff,
+/// active anti-entropy and tombstone reaping. Each runs on its own timer and is bounded
+/// per tick, so together they cost a small, steady share of the node.
+extension ClusterNode {
+    /// How often the membership state machine is ticked.
+    static let membershipTick = TimeAmount.milliseconds(50)
+    /// How often hint delivery looks for targets that are back.
+    static let hintTick = TimeAmount.milliseconds(100)
+    /// How long a maintenance request waits for its answer.
+    static let maintenanceTimeout = TimeAmount.seconds(3)
+    /// The most keys one anti-entropy exchange repairs.
+    static let repairsPerExchange = 256
+    /// The most keys one listing carries.
+    static let keysPerListing = 4_096
+    /// The most tombstones one reaping pass considers.
+    static let tombstonesPerPass = 64
+
+    func startMaintenance() {
+        var tasks: [RepeatedTask] = []
+        tasks.append(
+            eventLoop.scheduleRepeatedTask(initialDelay: Self.membershipTick, delay: Self.membershipTick) {
+                [self] _ in membershipTick()
+            })
+        tasks.append(
+            eventLoop.scheduleRepeatedTask(initialDelay: Self.hintTick, delay: Self.hintTick) { [self] _ in
+                deliverHints()
+            })
+        if antiEntropy.isEnabled {
+            let interval = TimeAmount.milliseconds(settings.antiEntropyIntervalMilliseconds)
+            tasks.append(
+                eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in
+                    antiEntropyTick()
+                })
+            Task { await rebuildTrees() }
+        }
+        state.withLockedValue { $0.maintenanceTasks = tasks }
+    }
+
+    private static func nowMilliseconds() -> Int64 {
+        Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000)
+    }
+
+    private var isStopped: Bool { state.withLockedValue { $0.stopped } }
+
+    /// Whether `node` is connected and SWIM believes it alive.
+    func isReachable(_ node: NodeID) -> Bool {
+        state.withLockedValue { state in
+            !state.unreachable.contains(node) && (state.liveness[node] ?? .alive) == .alive
+        } && transport.isConnected(to: node)
+    }
+
+    // MARK: - Requests
+
+    /// Sends a maintenance request and waits for its answer; `nil` when it could not be
+    /// sent or no answer came in time.
+    func request(_ make: (UInt64) -> ReplicaMessage, to node: NodeID) async -> ReplicaMessage? {
+        let id = takeID()
+        let message = make(id)
+        return await withCheckedContinuation { continuation in
+            let stopped = state.withLockedValue { state in
+                if !state.stopped { state.requests[id] = continuation }
+                return state.stopped
+            }
+            if stopped {
+                continuation.resume(returning: nil)
+                return
+            }
+            eventLoop.scheduleTask(in: Self.maintenanceTimeout) { [self] in
+                state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
+            }
+            transport.send(message, to: node)
+        }
+    }
+
+    /// Runs a storage command through the write drain and waits for its outcome.
+    func maintenanceStorage(_ command: StorageCommand) async -> StorageOutcome {
+        let id = takeID()
+        return await withCheckedContinuation { continuation in
+            let stopped = state.withLockedValue { state in
+                if !state.stopped { state.maintenance[id] = { continuation.resume(returning: $0) } }
+                return state.stopped
+            }
+            if stopped {
+                continuation.resume(returning: .failed(KVError(.unavailable, "the node is shutting down")))
+                return
+            }
+            enqueueWrite(.maintenance(id: id), command)
+        }
+    }
+
+    /// Runs a storage command and answers `sender` with the message `answer` makes of
+    /// its outcome.
+    private func storeThenAnswer(
+        _ command: StorageCommand, to sender: NodeID,
+        _ answer: @escaping @Sendable (StorageOutcome) -> ReplicaMessage?
+    ) {
+        let id = takeID()
+        state.withLockedValue { state in
+            state.maintenance[id] = { [transport] outcome in
+                if let message = answer(outcome) { transport.send(message, to: sender) }
+            }
+        }
+        enqueueWrite(.maintenance(id: id), command)
+    }
+
+    // MARK: - Membership
+
+    private func membershipTick() {
+        let actions = membership.withLockedValue { $0.tick(now: Self.nowMilliseconds()) }
+        performMembership(actions)
+    }
+
+    func receivedProbe(_ probe: MembershipMessage, digest: UInt64, from sender: NodeID) {
+        let actions = membership.withLockedValue {
+            $0.received(probe, from: sender, now: Self.nowMilliseconds())
+        }
+        performMembership(actions)
+        // The layout and member records ride on the probes: a peer whose metadata
+        // differs gets this node's (at most twice a second), and merges it back if it
+        // knows something newer.
+        let now = NIODeadline.now()
+        let (push, encoded): (Bool, [UInt8]?) = state.withLockedValue { state in
+            guard digest != state.metadataDigest, state.metadata.isFormed || !state.metadata.members.isEmpty
+            else { return (false, nil) }
+            if let last = state.lastDigestPush[sender], now - last < .milliseconds(500) {
+                return (false, nil)
+            }
+            state.lastDigestPush[sender] = now
+            return (true, state.metadata.encoded())
+        }
+        if push, let encoded { transport.send(.metadata(id: nil, encoded: encoded), to: sender) }
+    }
+
+    private func performMembership(_ actions: [Membership.Action]) {
+        guard !actions.isEmpty else { return }
+        let digest = state.withLockedValue { $0.metadataDigest }
+        for action in actions {
+            switch action {
+            case .send(let message, let target):
+                transport.send(.membership(message, metadataDigest: digest), to: target)
+            case .statusChanged(let node, let status):
+                state.withLockedValue { $0.liveness[node] = status }
+                logger.info("member status changed", metadata: ["node": "\(node)", "status": "\(status)"])
+                refreshReachability(node)
+            }
+        }
+    }
+
+    // MARK: - Hinted handoff
+
+    /// Starts a delivery to each target that holds hints and is reachable again.
+    private func deliverHints() {
+        guard !isStopped else { return }
+        let targets = hints.startDeliveries { self.isReachable($0) }
+        guard !targets.isEmpty else { return }
+        // The rate is shared by the targets delivered to at once.
+        let perTick = max(1, settings.hintDeliveryRatePerSecond / 10 / targets.count)
+        for target in targets {
+            Task {
+                await deliverHints(to: target, limit: perTick)
+                hints.finishDelivery(to: target)
+            }
+        }
+    }
+
+    /// Hands the oldest hints for `target` over in order, then removes those it
+    /// acknowledged; the others stay for the next tick (a retry).
+    private func deliverHints(to target: NodeID, limit: Int) async {
+        let batch: [(storageKey: [UInt8], record: HintRecord?)]
+        do {
+            batch = try await local.blocking { [local] () throws(KVError) in
+                try HintStore.oldest(for: target, limit: limit, engine: local.engine)
+            }
+        } catch {
+            return
+        }
+        let known = Set(local.catalog.withLockedValue { $0.values.map(\.generation) })
+        var removals: [(key: [UInt8], record: HintRecord?, delivered: Bool)] = []
+        var sends: [(key: [UInt8], record: HintRecord)] = []
+        for (key, record) in batch {
+            // A hint of a table cleared or dropped since is obsolete: delivering it could
+            // only be refused.
+            guard let record, record.key.generation == 0 || known.contains(record.key.generation) else {
+                removals.append((key, record, false))
+                continue
+            }
+            sends.append((key, record))
+        }
+        // Sent together on the one connection to the target, which applies them in the
+        // order they arrive: the order they were taken in.
+        let answers = await withTaskGroup(of: (Int, ReplicaMessage?).self) { group in
+            for (index, send) in sends.enumerated() {
+                group.addTask {
+                    (
+                        index,
+                        await self.request(
+                            { .handoff(id: $0, key: send.record.key, object: send.record.object) }, to: target
+                        )
+                    )
+                }
+            }
+            var answers: [Int: ReplicaMessage?] = [:]
+            for await (index, answer) in group { answers[index] = answer }
+            return answers
+        }
+        var failures: Int64 = 0
+        for (index, send) in sends.enumerated() {
+            if case .handedOff(_, nil)?? = answers[index] {
+                removals.append((send.key, send.record, true))
+            } else {
+                failures += 1
+            }
+        }
+        if failures > 0 { hints.counters.withLockedValue { $0.failedDeliveries += failures } }
+        guard !removals.isEmpty else { return }
+        var removal = WriteBatch()
+        for entry in removals { removal.delete(entry.key, in: .hints) }
+        let write = removal
+        do {
+            // Buffered: a removal lost in a crash only delivers the hint again, which a
+            // merge absorbs.
+            try await local.blocking { [local] () throws(KVError) in
+                try storageWork("removing delivered hints") {
+                    try local.engine.write(write, durability: .buffered)
+                }
+            }
+        } catch {
+            return
+        }
+        hints.removed(removals.filter(\.delivered).compactMap(\.record), delivered: true)
+        hints.removed(removals.filter { !$0.delivered }.compactMap(\.record), delivered: false)
+    }
+
+    // MARK: - Anti-entropy
+
+    /// Builds every partition's tree, one partition at a time under the row locks, then
+    /// records that the index is complete.
+    private func rebuildTrees() async {
+        while !isStopped {
+            let pending = (0..<local.identity.partitionCount).map { PartitionID(rawValue: UInt32($0)) }.filter
+            {
+                !antiEntropy.isReady($0)
+            }
+            if pending.isEmpty {
+                try? await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            for partition in pending where !isStopped {
+                do {
+                    try await local.blocking { [self] () throws(KVError) in
+                        try local.withAllRowLocks { () throws(KVError) in
+                            try antiEntropy.rebuild(partition, engine: local.engine)
+                        }
+                    }
+                } catch {
+                    logger.error(
+                        "rebuilding an anti-entropy tree failed",
+                        metadata: ["partition": "\(partition)", "error": "\(error)"])
+                    try? await Task.sleep(for: .seconds(1))
+                }
+            }
+            if !antiEntropy.indexComplete, antiEntropy.readyCount == local.identity.partitionCount {
+                do {
+                    try await local.blocking { [local] () throws(KVError) in
+                        var batch = WriteBatch()
+                        batch.put(AntiEntropyIndex.completeKey, [1], in: .metadata)
+                        try local.write(batch)
+                    }
+                    antiEntropy.markIndexComplete(true)
+                    logger.info("anti-entropy index complete")
+                } catch {
+                    logger.error("recording the anti-entropy index failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    /// One exchange per interval, never two at once.
+    private func antiEntropyTick() {
+        let start = state.withLockedValue { state -> Bool in
+            guard !state.antiEntropyRunning, !state.stopped else { return false }
+            state.antiEntropyRunning = true
+            return true
+        }
+        guard start else { return }
+        Task {
+            await antiEntropyStep()
+            state.withLockedValue { $0.antiEntropyRunning = false }
+        }
+    }
+
+    /// Compares the next partition this node replicates with the next peer replica, then
+    /// reaps what it may of the partition's tombstones if this node is its first
+    /// replica.
+    private func antiEntropyStep() async {
+        guard let layout = try? formedLayout() else { return }
+        let mine = (0..<layout.partitionCount).map { PartitionID(rawValue: UInt32($0)) }.filter {
+            layout.replicas(of: $0).contains(nodeID)
+        }
+        guard !mine.isEmpty else { return }
+        let (index, peerIndex) = state.withLockedValue { state in
+            defer { state.antiEntropyCursor += 1 }
+            if state.antiEntropyCursor % mine.count == 0 { state.antiEntropyPeerCursor += 1 }
+            return (state.antiEntropyCursor % mine.count, state.antiEntropyPeerCursor)
+        }
+        if index == 0 {
+            antiEntropy.counters.withLockedValue { counters in
+                if counters.exchanges > 0 {
+                    counters.rounds += 1
+                    counters.divergentLastRound = counters.divergentThisRound
+                }
+                counters.divergentThisRound = 0
+            }
+        }
+        let partition = mine[index]
+        let peers = layout.replicas(of: partition).filter { $0 != nodeID }
+        if !peers.isEmpty {
+            let peer = peers[peerIndex % peers.count]
+            if isReachable(peer), antiEntropy.isReady(partition) {
+                let divergent = await exchange(partition, with: peer)
+                antiEntropy.counters.withLockedValue { counters in
+                    counters.exchanges += 1
+                    if divergent { counters.divergentThisRound += 1 } else { counters.exchangesInSync += 1 }
+                }
+            }
+        }
+        if layout.replicas(of: partition).first == nodeID {
+            await reapTombstones(in: partition, layout: layout)
+        }
+    }
+
+    /// Compares one partition's tree with `peer`'s and repairs the keys that differ by
+    /// merging both ways. Returns whether the trees differed.
+    private func exchange(_ partition: PartitionID, with peer: NodeID) async -> Bool {
+        guard let tree = antiEntropy.tree(of: partition) else { return false }
+        guard
+            case .treeHashes(_, true, let segmentHashes)? = await request(
+                { .treeRequest(id: $0, partition: partition, segments: []) }, to: peer)
+        else { return false }
+        let segments = tree.differingSegments(segmentHashes)
+        guard !segments.isEmpty else { return false }
+        antiEntropy.counters.withLockedValue { $0.divergentSegments += Int64(segments.count) }
+        guard
+            case .treeHashes(_, true, let leafHashes)? = await request(
+                { .treeRequest(id: $0, partition: partition, segments: segments) }, to: peer)
+        else { return true }
+        let leaves = tree.differingLeaves(in: segments, leafHashes)
+        guard !leaves.isEmpty else { return true }
+        guard
+            case .keyHashes(_, let theirs, _)? = await request(
+                { .keyHashesRequest(id: $0, partition: partition, leaves: leaves) }, to: peer)
+        else { return true }
+        let leafSet = Set(leaves)
+        guard
+            let ours = try? await local.blocking({ [local] () throws(KVError) in
+                try AntiEntropyIndex.keyHashes(
+                    in: partition, leaves: leafSet, engine: local.engine, limit: Self.keysPerListing)
+            })
+        else { return true }
+        let differing = MerkleTree.differingKeys(ours.entries, theirs)
+        antiEntropy.counters.withLockedValue { $0.keysCompared += Int64(ours.entries.count + theirs.count) }
+        for key in differing.prefix(Self.repairsPerExchange) where !isStopped {
+            guard let generation = tableGeneration(of: key) else { continue }
+            let row = ReplicaKey(partition: partition, bytes: key, generation: generation)
+            guard case .object(let object) = await maintenanceStorage(.load(row)) else { continue }
+            guard
+                case .reconciled(_, .object(let merged))? = await request(
+                    { .reconcile(id: $0, key: row, object: object) }, to: peer)
+            else { continue }
+            _ = await maintenanceStorage(.reconcile(row, merged))
+            antiEntropy.counters.withLockedValue { $0.keysRepaired += 1 }
+        }
+        return true
+    }
+
+    /// The generation of the table a data key belongs to, in this node's catalog.
+    private func tableGeneration(of dataKey: [UInt8]) -> UInt64? {
+        guard dataKey.count > 4 else { return nil }
+        let partition = PartitionID(
+            rawValue: dataKey.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+        return local.catalog.withLockedValue { tables in
+            tables.values.first { descriptor in
+                dataKey.starts(
+                    with: StorageLayout.tablePrefix(
+                        partition: partition, namespace: descriptor.name.namespace,
+                        table: descriptor.name.table))
+            }?.generation
+        }
+    }
+
+    /// Answers a peer's anti-entropy or reaping request.
+    func serveMaintenance(_ message: ReplicaMessage, from sender: NodeID) {
+        switch message {
+        case .treeRequest(let id, let partition, let segments):
+            guard let tree = antiEntropy.tree(of: partition) else {
+                transport.send(.treeHashes(id: id, ready: false, hashes: []), to: sender)
+                return
+            }
+            let hashes = segments.isEmpty ? tree.segmentHashes : tree.leafHashes(of: segments)
+            transport.send(.treeHashes(id: id, ready: true, hashes: hashes), to: sender)
+        case .keyHashesRequest(let id, let partition, let leaves):
+            local.threadPool.submit { [self] _ in
+                let listing = try? AntiEntropyIndex.keyHashes(
+                    in: partition, leaves: Set(leaves), engine: local.engine, limit: Self.keysPerListing)
+                transport.send(
+                    .keyHashes(
+                        id: id, entries: listing?.entries ?? [], truncated: listing?.truncated ?? true),
+                    to: sender)
+            }
+        case .reconcile(let id, let key, let object):
+            storeThenAnswer(.reconcile(key, object), to: sender) { .reconciled(id: id, outcome: $0) }
+        case .reapQuery(let id, let key, let hash):
+            transport.send(.reapAnswer(id: id, agrees: agreesToReap(key, hash: hash)), to: sender)
+        case .reap(let key, let hash):
+            storeThenAnswer(.reap(key, objectHash: hash), to: sender) { [antiEntropy] outcome in
+                if case .object(let object) = outcome, object.entries.isEmpty {
+                    antiEntropy.counters.withLockedValue { $0.tombstonesReaped += 1 }
+                }
+                return nil
+            }
+        default:
+            return
+        }
+    }
+
+    // MARK: - Tombstones
+
+    /// Whether this node agrees that the tombstone of `key` with `hash` may be reaped:
+    /// it holds no hint for the row and, if it replicates the row's partition, holds
+    /// that very tombstone.
+    private func agreesToReap(_ key: ReplicaKey, hash: UInt64) -> Bool {
+        guard !hints.holdsHint(for: key.bytes) else { return false }
+        guard let layout = try? formedLayout() else { return false }
+        guard layout.replicas(of: key.partition).contains(nodeID) else { return true }
+        return antiEntropy.tombstoneHash(key.bytes, in: key.partition) == hash
+    }
+
+    /// Reaps the tombstones of `partition` that every member agrees may go: every
+    /// replica holds the same tombstone and no member holds a hint for the row. Members
+    /// that do not answer veto; no time window is assumed.
+    private func reapTombstones(in partition: PartitionID, layout: Layout) async {
+        let candidates = antiEntropy.tombstones(of: partition, limit: Self.tombstonesPerPass)
+        guard !candidates.isEmpty else { return }
+        let members = metadata.members.keys.filter { $0 != nodeID }
+        // An unreachable member might hold a hint for any row: nothing is reaped until
+        // every member answers.
+        guard members.allSatisfy({ isReachable($0) }) else { return }
+        let replicas = layout.replicas(of: partition)
+        for candidate in candidates where !isStopped {
+            guard let generation = tableGeneration(of: candidate.key) else { continue }
+            let key = ReplicaKey(partition: partition, bytes: candidate.key, generation: generation)
+            guard agreesToReap(key, hash: candidate.hash) else { continue }
+            var agreed = true
+            for member in members {
+                guard
+                    case .reapAnswer(_, true)? = await request(
+                        { .reapQuery(id: $0, key: key, objectHash: candidate.hash) }, to: member)
+                else {
+                    agreed = false
+                    break
+                }
+            }
+            guard agreed else {
+                antiEntropy.counters.withLockedValue { $0.reapsRefused += 1 }
+                continue
+            }
+            for replica in replicas where replica != nodeID {
+                transport.send(.reap(key: key, objectHash: candidate.hash), to: replica)
+            }
+            if case .object(let object) = await maintenanceStorage(.reap(key, objectHash: candidate.hash)),
+                object.entries.isEmpty
+            {
+                antiEntropy.counters.withLockedValue { $0.tombstonesReaped += 1 }
+            }
+        }
+    }
+
+    // MARK: - Status
+
+    /// This node's maintenance counters, by stable name.
+    var maintenanceCounters: [String: Int64] {
+        let aae = antiEntropy.counters.withLockedValue { $0 }
+        let hinted = hints.counters.withLockedValue { $0 }
+        return [
+            "anti_entropy.enabled": antiEntropy.isEnabled ? 1 : 0,
+            "anti_entropy.trees_ready": Int64(antiEntropy.readyCount),
+            "anti_entropy.exchanges": aae.exchanges,
+            "anti_entropy.exchanges_in_sync": aae.exchangesInSync,
+            "anti_entropy.divergent_segments": aae.divergentSegments,
+            "anti_entropy.keys_compared": aae.keysCompared,
+            "anti_entropy.keys_repaired": aae.keysRepaired,
+            "anti_entropy.rounds": aae.rounds,
+            "anti_entropy.divergent_partitions_last_round": aae.divergentLastRound,
+            "tombstones.held": Int64(antiEntropy.tombstoneCount),
+            "tombstones.reaped": aae.tombstonesReaped,
+            "tombstones.reaps_refused": aae.reapsRefused,
+            "hints.pending": Int64(hints.pendingCount),
+            "hints.stored": hinted.stored,
+            "hints.delivered": hinted.delivered,
+            "hints.dropped": hinted.dropped,
+            "hints.failed_deliveries": hinted.failedDeliveries,
+        ]
+    }
+}
