@@ -216,6 +216,12 @@ public struct Membership: Sendable {
     public mutating func received(_ message: MembershipMessage, from sender: NodeID, now: Int64) -> [Action] {
         self.now = now
         var actions: [Action] = []
+        defer {
+            // A sender this node still holds suspect or dead (at the incarnation the
+            // sender itself reported) has to hear so, to refute: the gossip about it
+            // may have run out while the two could not talk.
+            if let known = states[sender], known.status != .alive { enqueue(known) }
+        }
         switch message {
         case .ping(let sequence, let updates):
             actions += merge(updates)

@@ -37,6 +37,8 @@ final class AntiEntropyIndex: Sendable {
         var treesRebuilt: Int64 = 0
         var tombstonesReaped: Int64 = 0
         var reapsRefused: Int64 = 0
+        /// Reaping passes skipped because a member was unreachable.
+        var reapPassesSkipped: Int64 = 0
         /// Full passes over this node's partitions.
         var rounds: Int64 = 0
         /// Partitions found divergent in the last full pass, and in the current one.

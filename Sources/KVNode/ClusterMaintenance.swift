@@ -450,30 +450,47 @@ extension ClusterNode {
         let members = metadata.members.keys.filter { $0 != nodeID }
         // An unreachable member might hold a hint for any row: nothing is reaped until
         // every member answers.
-        guard members.allSatisfy({ isReachable($0) }) else { return }
+        guard members.allSatisfy({ isReachable($0) }) else {
+            antiEntropy.counters.withLockedValue { $0.reapPassesSkipped += 1 }
+            return
+        }
         let replicas = layout.replicas(of: partition)
-        for candidate in candidates where !isStopped {
+        // Every candidate is asked of every member at once: a pass costs one round trip,
+        // not one per tombstone and member.
+        var keys: [(key: ReplicaKey, hash: UInt64)] = []
+        for candidate in candidates {
             guard let generation = tableGeneration(of: candidate.key) else { continue }
             let key = ReplicaKey(partition: partition, bytes: candidate.key, generation: generation)
-            guard agreesToReap(key, hash: candidate.hash) else { continue }
-            var agreed = true
-            for member in members {
-                guard
-                    case .reapAnswer(_, true)? = await request(
-                        { .reapQuery(id: $0, key: key, objectHash: candidate.hash) }, to: member)
-                else {
-                    agreed = false
-                    break
+            guard agreesToReap(key, hash: candidate.hash) else {
+                antiEntropy.counters.withLockedValue { $0.reapsRefused += 1 }
+                continue
+            }
+            keys.append((key, candidate.hash))
+        }
+        let agreed = await withTaskGroup(of: (Int, Bool).self) { group in
+            for (index, entry) in keys.enumerated() {
+                for member in members {
+                    group.addTask {
+                        let answer = await self.request(
+                            { .reapQuery(id: $0, key: entry.key, objectHash: entry.hash) }, to: member)
+                        if case .reapAnswer(_, true)? = answer { return (index, true) }
+                        return (index, false)
+                    }
                 }
             }
-            guard agreed else {
+            var yes = [Int](repeating: 0, count: keys.count)
+            for await (index, agrees) in group where agrees { yes[index] += 1 }
+            return yes.map { $0 == members.count }
+        }
+        for (index, entry) in keys.enumerated() where !isStopped {
+            guard agreed[index] else {
                 antiEntropy.counters.withLockedValue { $0.reapsRefused += 1 }
                 continue
             }
             for replica in replicas where replica != nodeID {
-                transport.send(.reap(key: key, objectHash: candidate.hash), to: replica)
+                transport.send(.reap(key: entry.key, objectHash: entry.hash), to: replica)
             }
-            if case .object(let object) = await maintenanceStorage(.reap(key, objectHash: candidate.hash)),
+            if case .object(let object) = await maintenanceStorage(.reap(entry.key, objectHash: entry.hash)),
                 object.entries.isEmpty
             {
                 antiEntropy.counters.withLockedValue { $0.tombstonesReaped += 1 }
@@ -500,6 +517,7 @@ extension ClusterNode {
             "tombstones.held": Int64(antiEntropy.tombstoneCount),
             "tombstones.reaped": aae.tombstonesReaped,
             "tombstones.reaps_refused": aae.reapsRefused,
+            "tombstones.reap_passes_skipped": aae.reapPassesSkipped,
             "hints.pending": Int64(hints.pendingCount),
             "hints.stored": hinted.stored,
             "hints.delivered": hinted.delivered,

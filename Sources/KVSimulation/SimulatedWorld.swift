@@ -8,23 +8,52 @@ import KVStorageMemory
 struct SimulatedNode {
     let id: NodeID
     var coordinator: Coordinator
-    let volume = MemoryVolume()
+    /// The node's disk: it survives crashes, not disk loss (which replaces it).
+    var volume = MemoryVolume()
     var engine: MemoryStorageEngine
     var isUp = true
     /// Bumped by every crash, so messages, timers and storage completions addressed to
     /// the previous life are lost with it.
     var life = 0
     var cancelledTimers: Set<OperationID> = []
-    /// Hints this node took, which numbers the next one.
-    var hintsTaken = 0
+    /// Numbers the hints this node takes (a reference, so storage can take one without
+    /// mutating the world).
+    let hintNumbers = HintNumbers()
 
-    init(id: NodeID, layout: Layout, settings: CoordinatorSettings, firstMessageID: UInt64) {
+    func takeHintNumber() -> Int {
+        hintNumbers.value += 1
+        return hintNumbers.value
+    }
+    /// SWIM as this node runs it.
+    var membership: Membership
+    /// This node's clock: `offset + rate × virtual time` (clock skew: its timers and
+    /// probes run fast or slow).
+    var clockRate = 1.0
+    var clockOffset: Int64 = 0
+    /// Hint deliveries in flight: message id → (hint storage key, virtual time sent).
+    var deliveries: [UInt64: (key: [UInt8], sentAt: Int64)] = [:]
+    var nextDelivery: UInt64 = 1
+
+    init(
+        id: NodeID, members: [NodeID], layout: Layout, settings: CoordinatorSettings, firstMessageID: UInt64,
+        random: inout SeededRandom
+    ) {
         self.id = id
         coordinator = Coordinator(
             actor: ActorID(node: id, incarnation: 1), layout: layout, settings: settings,
             firstMessageID: firstMessageID)
         engine = MemoryStorageEngine(volume: volume)
+        membership = Membership(
+            node: id, members: members, incarnation: 1 << 20, settings: SimulatedWorld.membershipSettings,
+            random: SeededRandom(seed: random.next()))
     }
+
+    func localTime(_ now: Int64) -> Int64 { clockOffset + Int64(Double(now) * clockRate) }
+}
+
+/// A counter of hints taken.
+final class HintNumbers {
+    var value = 0
 }
 
 /// What a client is doing.
@@ -47,6 +76,8 @@ struct WriteRecord {
     var key: Int
     /// The writes the client's context covered (the values of the object it came from).
     var observed: Set<Int>
+    /// Whether it is a delete (a tombstone).
+    var isDelete: Bool
     var acknowledged = false
 }
 
@@ -58,7 +89,11 @@ enum SimulationEvent {
     case timer(node: Int, life: Int, OperationID)
     case clientStep(Int)
     case crash(Int)
+    /// Crash and lose the whole data directory (disk loss).
+    case wipe(Int)
     case restart(Int)
+    /// A node's membership tick (and hint delivery).
+    case membershipTick(Int, life: Int)
     case partition([Int])
     case healPartition
 }
@@ -88,6 +123,14 @@ struct SimulatedWorld {
     var slowProbability = 0.0
 
     static let requestTimeout: Int64 = 1_000
+    static let membershipSettings = MembershipSettings(
+        probeIntervalMilliseconds: 200, probeTimeoutMilliseconds: 60, indirectProbes: 2,
+        suspicionTimeoutMilliseconds: 1_000)
+    static let membershipTickInterval: Int64 = 50
+    /// Membership ticks stop after this virtual time, so the run can end.
+    var ticksUntil = Int64.max
+    /// Anti-entropy repairs in the final passes (the second must be zero: P16).
+    var antiEntropyRepairs: [Int] = []
     var quorum: Quorum {
         Quorum(n: configuration.replicationFactor, r: 2, w: 2, dw: 2, pr: 0, pw: 0)
     }
@@ -105,9 +148,14 @@ struct SimulatedWorld {
         let settings = CoordinatorSettings(requestTimeoutMilliseconds: Self.requestTimeout)
         var nodes: [SimulatedNode] = []
         for id in ids {
-            nodes.append(
-                SimulatedNode(
-                    id: id, layout: layout, settings: settings, firstMessageID: Self.firstMessageID(&random)))
+            var node = SimulatedNode(
+                id: id, members: ids, layout: layout, settings: settings,
+                firstMessageID: Self.firstMessageID(&random), random: &random)
+            if configuration.faults {
+                node.clockRate = Double.random(in: 0.8...1.25, using: &random)
+                node.clockOffset = Int64.random(in: 0...100_000, using: &random)
+            }
+            nodes.append(node)
         }
         self.nodes = nodes
         keys = (0..<configuration.keyCount).map { index in
@@ -141,25 +189,39 @@ struct SimulatedWorld {
         for client in clients.indices {
             schedule(.clientStep(client), after: Int64.random(in: 0...5, using: &random))
         }
+        for node in nodes.indices {
+            schedule(.membershipTick(node, life: 0), after: Int64.random(in: 1...50, using: &random))
+        }
         if configuration.faults { scheduleFaults() }
-        drain()
-        // Healing: faults stop, everyone comes back, in-flight work ends.
+        drain { world in world.clients.allSatisfy { $0.remaining == 0 && $0.pending == nil } }
+        // Healing: faults stop, everyone comes back, membership settles and hints are
+        // handed back for a while, in-flight work ends.
         faultsActive = false
         if sides != nil { handle(.healPartition) }
         for node in nodes.indices where !nodes[node].isUp { handle(.restart(node)) }
+        ticksUntil = now + 15_000
         drain()
         for client in clients.indices where clients[client].pending != nil {
             report.violations.append("client \(client)'s operation never ended")
+        }
+        checkMembershipSettled()
+        checkHintsDelivered()
+        // Anti-entropy, twice: the first pass repairs, the second must find nothing.
+        antiEntropyRepairs = [antiEntropyPass(), antiEntropyPass()]
+        if antiEntropyRepairs[1] != 0 {
+            report.violations.append(
+                "anti-entropy repaired \(antiEntropyRepairs[1]) keys in a second pass right after the first: repair does not stop when replicas agree"
+            )
         }
         finalReadsAndChecks()
         report.virtualMilliseconds = now
         return report
     }
 
-    /// Processes events until none are left.
-    mutating func drain() {
+    /// Processes events until none are left (or `done` holds).
+    mutating func drain(until done: ((SimulatedWorld) -> Bool)? = nil) {
         var processed = 0
-        while let (time, event) = queue.pop() {
+        while done.map({ !$0(self) }) ?? true, let (time, event) = queue.pop() {
             now = time
             handle(event)
             processed += 1
@@ -187,6 +249,14 @@ struct SimulatedWorld {
             queue.push(.crash(node), at: at)
             queue.push(.restart(node), at: at + Int64.random(in: 50...600, using: &random))
         }
+        // At most one disk loss per run: two would be more than N=3, W=2 promises to
+        // survive.
+        if random.chance(0.3) || configuration.injectedBug == .amnesiaReusesIncarnation {
+            let node = Int.random(in: 0..<nodes.count, using: &random)
+            let at = Int64.random(in: 0...horizon, using: &random)
+            queue.push(.wipe(node), at: at)
+            queue.push(.restart(node), at: at + Int64.random(in: 50...600, using: &random))
+        }
         for _ in 0..<Int.random(in: 0...2, using: &random) {
             let at = Int64.random(in: 0...horizon, using: &random)
             let split = (0..<nodes.count).map { _ in Int.random(in: 0...1, using: &random) }
@@ -202,8 +272,22 @@ struct SimulatedWorld {
         case .deliver(let message, let from, let to, let life):
             guard nodes[to].isUp, nodes[to].life == life else { return }
             log("n\(to) <- n\(from): \(summary(message))")
-            let actions = nodes[to].coordinator.received(message, from: nodes[from].id)
-            perform(actions, at: to)
+            switch message {
+            case .membership(let probe, _):
+                let actions = nodes[to].membership.received(
+                    probe, from: nodes[from].id, now: nodes[to].localTime(now))
+                performMembership(actions, at: to)
+            case .handedOff(let id, let error):
+                guard let delivery = nodes[to].deliveries.removeValue(forKey: id), error == nil else {
+                    return
+                }
+                var batch = WriteBatch()
+                batch.delete(delivery.key, in: .hints)
+                try? nodes[to].engine.write(batch, durability: .buffered)
+            default:
+                let actions = nodes[to].coordinator.received(message, from: nodes[from].id)
+                perform(actions, at: to)
+            }
         case .sendFailed(let message, let from, let to, let life):
             guard nodes[from].isUp, nodes[from].life == life else { return }
             log("n\(from): send to n\(to) failed: \(summary(message))")
@@ -220,15 +304,37 @@ struct SimulatedWorld {
         case .crash(let node):
             guard faultsActive, nodes[node].isUp else { return }
             crash(node)
+        case .wipe(let node):
+            guard faultsActive, nodes[node].isUp else { return }
+            crash(node)
+            log("n\(node) loses its data directory")
+            report.disksLost += 1
+            nodes[node].volume = MemoryVolume()
         case .restart(let node):
             guard !nodes[node].isUp else { return }
             log("n\(node) restarts")
             nodes[node].isUp = true
             nodes[node].engine = MemoryStorageEngine(volume: nodes[node].volume)
             let layout = nodes[node].coordinator.layout
+            // Every start takes a new incarnation, as the node shell does; the injected
+            // bug keeps the old one after a disk loss, reusing its dots.
+            var actor = nodes[node].coordinator.actor
+            if configuration.injectedBug != .amnesiaReusesIncarnation { actor.incarnation += 1 }
             nodes[node].coordinator = Coordinator(
-                actor: nodes[node].coordinator.actor, layout: layout,
+                actor: actor, layout: layout,
                 settings: nodes[node].coordinator.settings, firstMessageID: Self.firstMessageID(&random))
+            nodes[node].membership = Membership(
+                node: nodes[node].id, members: nodes.map(\.id),
+                incarnation: UInt64(nodes[node].life + 1) << 20, settings: Self.membershipSettings,
+                random: SeededRandom(seed: random.next()))
+            nodes[node].deliveries = [:]
+            schedule(.membershipTick(node, life: nodes[node].life), after: 1)
+        case .membershipTick(let node, let life):
+            guard nodes[node].isUp, nodes[node].life == life, now < ticksUntil else { return }
+            performMembership(nodes[node].membership.tick(now: nodes[node].localTime(now)), at: node)
+            deliverHints(from: node)
+            let interval = max(1, Int64(Double(Self.membershipTickInterval) / nodes[node].clockRate))
+            schedule(.membershipTick(node, life: life), after: interval)
         case .partition(let split):
             guard faultsActive else { return }
             log("network partitioned: \(split)")
@@ -265,7 +371,10 @@ struct SimulatedWorld {
                     .storageDone(node: node, life: nodes[node].life, ticket, outcome),
                     after: Int64.random(in: 0...3, using: &random))
             case .startTimer(let operation, let delay):
-                schedule(.timer(node: node, life: nodes[node].life, operation), after: delay)
+                // A node whose clock runs fast fires its timers early, and late when slow.
+                schedule(
+                    .timer(node: node, life: nodes[node].life, operation),
+                    after: max(1, Int64(Double(delay) / nodes[node].clockRate)))
             case .cancelTimer(let operation):
                 nodes[node].cancelledTimers.insert(operation)
             case .reply(let operation, let outcome):
@@ -340,7 +449,7 @@ struct SimulatedWorld {
                     let union = Self.unionKeepingEverything(object, incoming)
                     try store(key, union)
                     return .object(union)
-                case .nothingIsStored?, nil:
+                case .nothingIsStored?, .amnesiaReusesIncarnation?, nil:
                     break
                 }
                 guard let merged = ReplicaRules.merge(object, incoming) else { return .object(object) }
@@ -351,12 +460,13 @@ struct SimulatedWorld {
             case .storeHint(let target, let key, let object):
                 var batch = WriteBatch()
                 batch.put(
-                    HintRecord.storageKey(target: target, sequence: UInt64(nodes[node].hintsTaken)),
+                    HintRecord.storageKey(target: target, sequence: UInt64(nodes[node].takeHintNumber())),
                     HintRecord(target: target, key: key, object: object).encoded(), in: .hints)
                 try engine.write(batch, durability: .synced)
                 return .object(object)
             case .reconcile(let key, let incoming):
                 let object = try load(key)
+                if configuration.injectedBug == .replicasIgnoreStores { return .object(object) }
                 guard let merged = ReplicaRules.merge(object, incoming) else { return .object(object) }
                 try store(key, merged)
                 return .object(merged)
@@ -417,7 +527,8 @@ struct SimulatedWorld {
                 ? Sibling.tombstone(at: Int64(writeID))
                 : Sibling(
                     value: RowValue(bytes: Array("w\(writeID)".utf8)), timestampMilliseconds: Int64(writeID))
-            writes[writeID] = WriteRecord(key: key, observed: Set((context?.values ?? []).map(Self.writeID)))
+            writes[writeID] = WriteRecord(
+                key: key, observed: Set((context?.values ?? []).map(Self.writeID)), isDelete: isDelete)
             proposed = ProposedWrite(sibling: sibling, context: context?.context)
             request = .write(key: key, writeID: writeID, isDelete: isDelete)
         }
@@ -465,6 +576,111 @@ struct SimulatedWorld {
             report.writesNotAcknowledged += 1
         }
         schedule(.clientStep(client), after: Int64.random(in: 0...20, using: &random))
+    }
+
+    // MARK: - Membership, hints and anti-entropy
+
+    /// Carries out SWIM's actions: probes go over the simulated network; a changed
+    /// status tells the coordinator whether the member is up (sloppy quorum follows).
+    mutating func performMembership(_ actions: [Membership.Action], at node: Int) {
+        for action in actions {
+            switch action {
+            case .send(let message, let target):
+                send(.membership(message, metadataDigest: 0), from: node, to: index(of: target))
+            case .statusChanged(let member, let status):
+                log("n\(node) sees \(member) \(status)")
+                nodes[node].coordinator.reachabilityChanged(member, isUp: status == .alive)
+            }
+        }
+    }
+
+    /// Hands the node's hints to targets it believes alive, oldest first, each at most
+    /// once per second.
+    mutating func deliverHints(from node: Int) {
+        let hints = (try? nodes[node].engine.entries(in: .all, of: .hints)) ?? []
+        let inFlight = Set(
+            nodes[node].deliveries.values.filter { now - $0.sentAt < 1_000 }.map(\.key))
+        nodes[node].deliveries = nodes[node].deliveries.filter { now - $0.value.sentAt < 1_000 }
+        for entry in hints where !inFlight.contains(entry.key) {
+            guard let record = try? HintRecord.decode(entry.value),
+                nodes[node].membership.state(of: record.target)?.status == .alive
+            else { continue }
+            let id = nodes[node].nextDelivery
+            nodes[node].nextDelivery += 1
+            nodes[node].deliveries[id] = (entry.key, now)
+            send(
+                .handoff(id: id, key: record.key, object: record.object), from: node,
+                to: index(of: record.target))
+        }
+    }
+
+    /// After healing every node sees every other alive.
+    mutating func checkMembershipSettled() {
+        for observer in nodes.indices {
+            for member in nodes where member.id != nodes[observer].id {
+                let status = nodes[observer].membership.state(of: member.id)?.status
+                if status != .alive {
+                    report.violations.append(
+                        "after healing, n\(observer) still sees \(member.id) \(status.map { "\($0)" } ?? "unknown")"
+                    )
+                }
+            }
+        }
+    }
+
+    /// After healing every hint was handed back.
+    mutating func checkHintsDelivered() {
+        for node in nodes.indices {
+            let left = (try? nodes[node].engine.entries(in: .all, of: .hints))?.count ?? 0
+            report.hintsLeft += left
+            if left > 0 {
+                report.violations.append("n\(node) still holds \(left) hints after healing")
+            }
+        }
+    }
+
+    /// One anti-entropy pass: for every partition and every pair of its replicas, compare
+    /// their Merkle trees, descend into differing segments and leaves, and merge the
+    /// differing keys into both. Returns how many keys it repaired.
+    mutating func antiEntropyPass() -> Int {
+        let layout = nodes[0].coordinator.layout
+        var repaired = 0
+        func rows(_ node: Int, _ partition: PartitionID) -> [KeyHash] {
+            let entries =
+                (try? nodes[node].engine.entries(in: StorageLayout.partitionRange(partition), of: .data))
+                ?? []
+            return entries.compactMap { entry in
+                guard let object = try? StoredObjectCodec.decode(entry.value) else { return nil }
+                return KeyHash(key: entry.key, hash: MerkleTree.objectHash(object))
+            }
+        }
+        for partition in (0..<layout.partitionCount).map({ PartitionID(rawValue: UInt32($0)) }) {
+            let replicas = layout.replicas(of: partition).map(index(of:))
+            for (position, a) in replicas.enumerated() {
+                for b in replicas.dropFirst(position + 1) {
+                    var trees = [MerkleTree(), MerkleTree()]
+                    let listings = [rows(a, partition), rows(b, partition)]
+                    for side in 0..<2 {
+                        for row in listings[side] { trees[side].update(row.key, from: nil, to: row.hash) }
+                    }
+                    let segments = trees[0].differingSegments(trees[1].segmentHashes)
+                    guard !segments.isEmpty else { continue }
+                    let leaves = Set(
+                        trees[0].differingLeaves(in: segments, trees[1].leafHashes(of: segments)))
+                    let inLeaves = listings.map { $0.filter { leaves.contains(MerkleTree.leaf(of: $0.key)) } }
+                    for key in MerkleTree.differingKeys(inLeaves[0], inLeaves[1]) {
+                        let row = ReplicaKey(partition: partition, bytes: key)
+                        guard case .object(let left) = execute(.load(row), at: a),
+                            case .object(let right) = execute(.load(row), at: b)
+                        else { continue }
+                        _ = execute(.reconcile(row, right), at: a)
+                        _ = execute(.reconcile(row, left), at: b)
+                        repaired += 1
+                    }
+                }
+            }
+        }
+        return repaired
     }
 
     // MARK: - Checkers
@@ -553,6 +769,29 @@ struct SimulatedWorld {
             where record.key == key && record.acknowledged && !valid.contains(id) {
                 report.violations.append(
                     "acknowledged write w\(id) of key \(key) is lost: the final read holds \(final.values.map(Self.writeID).sorted()) and nothing there supersedes it"
+                )
+            }
+        }
+        // No resurrection: no value an acknowledged delete saw is live in the end.
+        var memo: [Int: Set<Int>] = [:]
+        for (id, record) in writes.sorted(by: { $0.key < $1.key })
+        where record.acknowledged && record.isDelete {
+            guard let final = finalReads[record.key] else { continue }
+            let deleted = ancestors(of: id, memo: &memo)
+            for value in final.liveValues.map(Self.writeID) where deleted.contains(value) {
+                report.violations.append(
+                    "w\(value) of key \(record.key) came back after the acknowledged delete w\(id) that saw it"
+                )
+            }
+        }
+        // Siblings bounded by concurrent writers: each client leaves at most its latest
+        // write, plus any write whose outcome it never learned.
+        for key in keys.indices {
+            guard let final = finalReads[key] else { continue }
+            let unknown = writes.values.filter { $0.key == key && !$0.acknowledged }.count
+            if final.liveValues.count > clients.count + unknown {
+                report.violations.append(
+                    "key \(key) ends with \(final.liveValues.count) siblings, more than \(clients.count) writers and \(unknown) writes of unknown outcome"
                 )
             }
         }

@@ -37,6 +37,9 @@ public struct SimulationConfiguration: Hashable, Sendable {
         case nothingIsStored
         /// Merging keeps every value of both sides, superseded or not: false siblings.
         case mergeKeepsSupersededValues
+        /// A node that lost its disk comes back under its old incarnation and reuses
+        /// its dots: writes are lost (P4).
+        case amnesiaReusesIncarnation
     }
 
     /// Creates a configuration; the defaults are the CI sweep's.
@@ -75,6 +78,10 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var messagesDuplicated = 0
     /// Node crashes.
     public var crashes = 0
+    /// Disks lost (a crash that also wiped the node's data).
+    public var disksLost = 0
+    /// Hints left undelivered after healing (a violation when not 0).
+    public var hintsLeft = 0
     /// The largest number of siblings any read returned.
     public var largestSiblingCount = 0
     /// Virtual milliseconds the run took.
@@ -92,7 +99,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         var text =
             "seed \(seed): \(writesAcknowledged) writes acknowledged, \(writesNotAcknowledged) not; "
             + "\(readsSucceeded) reads succeeded, \(readsFailed) failed; \(messagesDropped) messages dropped, "
-            + "\(messagesDuplicated) duplicated; \(crashes) crashes; at most \(largestSiblingCount) siblings; "
+            + "\(messagesDuplicated) duplicated; \(crashes) crashes, \(disksLost) disks lost; at most \(largestSiblingCount) siblings; "
             + "\(virtualMilliseconds) virtual ms"
         if !passed {
             text += "\nFAILED:\n" + violations.map { "  - \($0)" }.joined(separator: "\n")
@@ -103,29 +110,38 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
 }
 
 /// A deterministic simulation of a cluster: every node runs the production
-/// ``Coordinator`` over an in-memory engine; a seeded generator drives the network,
-/// the faults and the clients in virtual time.
+/// ``Coordinator`` and ``Membership`` over an in-memory engine; a seeded generator
+/// drives the network, the faults and the clients in virtual time.
 ///
 /// ## Phases
 ///
 /// 1. **Workload.** Clients read, write with the context of their last read, write
 ///    blind, and delete with a context, against random nodes, while (with faults on)
 ///    the network drops, delays (which reorders) and duplicates messages, partitions
-///    the cluster, and nodes crash and restart with their synced data.
-/// 2. **Healing.** Faults stop, crashed nodes restart, in-flight work drains.
-/// 3. **Final reads.** Each key is read with R = N, whose read repair brings every
-///    replica up to date.
+///    the cluster, nodes crash and restart with their synced data, and one node may
+///    lose its disk (it restarts empty, under a new incarnation). Node clocks run at
+///    different rates (their timers and probes fire early or late). SWIM decides who is
+///    up, so writes for down primaries go to stand-ins as hints, which are handed back.
+/// 2. **Healing.** Faults stop, crashed nodes restart, membership settles and hints are
+///    delivered for 15 virtual seconds, in-flight work drains.
+/// 3. **Anti-entropy.** Two passes compare every pair of replicas of every partition
+///    with ``MerkleTree``s and merge the keys that differ.
+/// 4. **Final reads.** Each key is read with R = N.
 ///
 /// ## Checkers
 ///
-/// - **No acknowledged write is lost.** Every acknowledged write is in the final read,
-///   or causally superseded: some write that is in the final read (or is itself
+/// - **No acknowledged write is lost (P1).** Every acknowledged write is in the final
+///   read, or causally superseded: some write that is in the final read (or is itself
 ///   superseded) was made with a context from a read that returned it.
-/// - **No false siblings.** The siblings of every read are pairwise concurrent: none
-///   was written with a context that (transitively) saw another. So siblings never
-///   outnumber concurrent writers.
-/// - **Convergence.** After the final reads every replica of every key holds the
+/// - **No resurrection (P5).** No value an acknowledged delete saw is live in the end.
+/// - **No false siblings, and siblings bounded (P15).** The siblings of every read are
+///   pairwise concurrent, and a key ends with at most one sibling per client plus the
+///   writes whose outcome their client never learned.
+/// - **Repair stops (P16).** The second anti-entropy pass repairs nothing.
+/// - **Convergence (P9).** After the final reads every replica of every key holds the
 ///   same state.
+/// - **Membership and hints settle.** After healing every node sees every other alive
+///   and no hint is left.
 /// - **Liveness.** Every client operation ends (the coordinator's timers guarantee an
 ///   answer).
 ///

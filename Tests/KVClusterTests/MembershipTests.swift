@@ -161,6 +161,24 @@ struct MembershipTests {
         #expect(network.nodes[three[0]]!.state(of: three[1])!.incarnation == 5_002)
     }
 
+    @Test("a member declared dead while cut off learns it once the link heals, and refutes")
+    func buriedMemberRefutesAfterTheCut() {
+        var network = MembershipNetwork(count: 3, seed: 21)
+        let three = (1...3).map { NodeID(rawValue: UInt64($0)) }
+        network.run(3_000)
+        // Node 3 is cut off from everyone for long enough to be declared dead, and the
+        // gossip about its death runs out while it hears nothing.
+        network.blocked = [
+            [three[0], three[2]], [three[1], three[2]], [three[2], three[0]], [three[2], three[1]],
+        ]
+        network.run(30_000)
+        #expect(network.status(of: three[2], at: three[0]) == .dead)
+        network.blocked = []
+        network.run(10_000)
+        #expect(network.status(of: three[2], at: three[0]) == .alive)
+        #expect(network.status(of: three[2], at: three[1]) == .alive)
+    }
+
     @Test("the same seed gives the same history")
     func deterministic() {
         func history(_ seed: UInt64) -> [String] {

@@ -149,6 +149,56 @@ struct ClusterProcessTests {
         for client in clients { await client.close() }
     }
 
+    @Test(
+        "writes for a down primary are kept as hints, survive the stand-in's restart and are handed back",
+        .timeLimit(.minutes(3)))
+    func hintedHandoff() async throws {
+        // Four nodes, N=3: every partition has a stand-in. Anti-entropy is off, so only
+        // the hints can bring the down node's rows back.
+        let cluster = try await offCooperativePool {
+            try LocalCluster(count: 4, arguments: Self.arguments + ["--anti-entropy-interval-ms", "0"])
+        }
+        let a = try await Self.client(cluster, 0)
+        try await Self.createTable(a)
+        try await offCooperativePool { cluster.nodes[3].kill() }
+        for index in 0..<40 {
+            _ = try await a.put(Self.key("h\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
+        }
+        func pending() async throws -> [Int64] {
+            var values: [Int64] = []
+            for index in 0..<3 {
+                let status = try await Self.client(cluster, index).clusterStatus()
+                values.append(status.counters["hints.pending"] ?? -1)
+            }
+            return values
+        }
+        let held = try await pending()
+        #expect(held.reduce(0, +) >= 20, "stand-ins hold hints for the down node: \(held)")
+        // A stand-in that restarts still has its hints.
+        let holder = held.firstIndex { $0 > 0 }!
+        try await offCooperativePool {
+            cluster.nodes[holder].kill()
+            try cluster.restart(holder)
+        }
+        #expect(try await pending()[holder] == held[holder])
+        // The primary returns: every hint is handed back and removed.
+        try await offCooperativePool { try cluster.restart(3) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try await pending().reduce(0, +) > 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(try await pending() == [0, 0, 0])
+        // A scan through the returned node with r=1 reads its own replicas for the
+        // partitions it holds: without the hints, its rows would be missing.
+        let d = try await Self.client(cluster, 3)
+        let page = try await d.scan(ScanRequest(table: Self.items, limit: 1000, r: 1))
+        #expect(page.rows.count == 40)
+        let status = try await d.clusterStatus()
+        #expect(status.members.allSatisfy { $0.state == "up" || $0.state == "self" })
+        await a.close()
+        await d.close()
+    }
+
     @Test("a read repairs a stale replica", .timeLimit(.minutes(3)))
     func readRepair() async throws {
         let cluster = try await offCooperativePool { try LocalCluster(count: 3, arguments: Self.arguments) }

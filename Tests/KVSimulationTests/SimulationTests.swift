@@ -89,6 +89,7 @@ struct SimulationTests {
             case .replicasIgnoreStores: "did not converge"
             case .nothingIsStored: "is lost"
             case .mergeKeepsSupersededValues: "which was written with a context that saw it"
+            case .amnesiaReusesIncarnation: "is lost"
             }
         var caught = false
         for seed in UInt64(1)...20 {

@@ -101,6 +101,8 @@ public final class ServerProcess: @unchecked Sendable {
 
     /// Removes the data directory and log.
     public func removeData() {
+        // Set to look at a failed test's data and logs afterwards.
+        guard ProcessInfo.processInfo.environment["KV_KEEP_TEST_DATA"] == nil else { return }
         try? FileManager.default.removeItem(atPath: dataDirectory)
         try? FileManager.default.removeItem(atPath: logPath)
     }

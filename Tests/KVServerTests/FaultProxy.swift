@@ -1,0 +1,190 @@
+import Foundation
+import Glibc
+import KVCore
+import KVTestSupport
+import KVWire
+import NIOConcurrencyHelpers
+
+/// A TCP proxy in front of one node's peer port that can cut the links from chosen
+/// nodes: the nemesis's network fault.
+///
+/// Every peer connection starts with a hello naming the node that opened it, so the
+/// proxy reads that first frame, learns the origin and either refuses the connection
+/// (the link is cut) or pipes bytes both ways. Cutting a link shuts its open connections
+/// down too. Nodes are told to reach each other through the proxies
+/// (`--advertise-peer-port`), so every byte between two nodes passes one of them.
+///
+/// Plain blocking sockets and a thread per direction: a test's handful of connections
+/// needs nothing more, and the proxy then adds no scheduling of its own to the delays
+/// it is meant to control.
+final class FaultProxy: @unchecked Sendable {
+    /// Where the proxy listens.
+    let port: Int
+    private let targetPort: Int
+    private let listener: Int32
+    private let state = NIOLockedValueBox(State())
+
+    private struct State {
+        var blocked: Set<NodeID> = []
+        /// Open connections: both sockets and the node that opened them.
+        var connections: [(origin: NodeID, client: Int32, server: Int32)] = []
+        var closed = false
+    }
+
+    /// Listens on a free port of 127.0.0.1 and forwards to `targetPort`.
+    init(targetPort: Int) throws {
+        self.targetPort = targetPort
+        let listening = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var yes: Int32 = 1
+        setsockopt(listening, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        var address = Self.loopback(port: 0)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(listening, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard bound == 0, listen(listening, 64) == 0 else { throw CrashTestError("the proxy cannot listen") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { _ = getsockname(listening, $0, &length) }
+        }
+        listener = listening
+        port = Int(UInt16(bigEndian: address.sin_port))
+        let thread = Thread { [self] in acceptLoop() }
+        thread.start()
+    }
+
+    static func loopback(port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return address
+    }
+
+    /// Cuts the links from `origins`: their connections are shut down and new ones
+    /// refused.
+    func cut(from origins: Set<NodeID>) {
+        let closing = state.withLockedValue { state in
+            state.blocked.formUnion(origins)
+            return state.connections.filter { origins.contains($0.origin) }
+        }
+        for connection in closing {
+            shutdown(connection.client, Int32(SHUT_RDWR))
+            shutdown(connection.server, Int32(SHUT_RDWR))
+        }
+    }
+
+    /// Restores every link.
+    func heal() {
+        state.withLockedValue { $0.blocked = [] }
+    }
+
+    /// Stops listening and shuts every connection down.
+    func close() {
+        let open = state.withLockedValue { state in
+            state.closed = true
+            return state.connections
+        }
+        shutdown(listener, Int32(SHUT_RDWR))
+        Glibc.close(listener)
+        for connection in open {
+            shutdown(connection.client, Int32(SHUT_RDWR))
+            shutdown(connection.server, Int32(SHUT_RDWR))
+        }
+    }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else {
+                if state.withLockedValue({ $0.closed }) { return }
+                continue
+            }
+            let thread = Thread { [self] in serve(client) }
+            thread.start()
+        }
+    }
+
+    private static func setNoDelay(_ socket: Int32) {
+        var yes: Int32 = 1
+        setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &yes, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Reads exactly `count` bytes, or `nil` at the end of the stream.
+    private static func read(_ socket: Int32, count: Int) -> [UInt8]? {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var done = 0
+        while done < count {
+            let got = bytes.withUnsafeMutableBytes { recv(socket, $0.baseAddress! + done, count - done, 0) }
+            guard got > 0 else { return nil }
+            done += got
+        }
+        return bytes
+    }
+
+    private static func write(_ socket: Int32, _ bytes: [UInt8]) -> Bool {
+        var done = 0
+        while done < bytes.count {
+            let sent = bytes.withUnsafeBytes {
+                send(socket, $0.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))
+            }
+            guard sent > 0 else { return false }
+            done += sent
+        }
+        return true
+    }
+
+    /// Reads the hello, then pipes the connection to the node unless its origin is cut off.
+    private func serve(_ client: Int32) {
+        Self.setNoDelay(client)
+        guard let prefix = Self.read(client, count: 4) else {
+            Glibc.close(client)
+            return
+        }
+        let length = prefix.reduce(0) { $0 << 8 | Int($1) }
+        guard length < 1 << 16, let body = Self.read(client, count: length),
+            case .hello(let origin, _, _)? = try? WireCodec.decode(body: body)
+        else {
+            Glibc.close(client)
+            return
+        }
+        let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = Self.loopback(port: targetPort)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        Self.setNoDelay(server)
+        let admitted = state.withLockedValue { state in
+            guard connected == 0, !state.blocked.contains(origin), !state.closed else { return false }
+            state.connections.append((origin, client, server))
+            return true
+        }
+        guard admitted, Self.write(server, prefix + body) else {
+            Glibc.close(client)
+            Glibc.close(server)
+            return
+        }
+        let reverse = Thread { Self.pump(from: server, to: client) }
+        reverse.start()
+        Self.pump(from: client, to: server)
+        // Both directions end together; the second pump's socket is shut down, not
+        // closed, so the other thread never reads a reused descriptor.
+        state.withLockedValue { state in state.connections.removeAll { $0.client == client } }
+        while reverse.isExecuting { usleep(1_000) }
+        Glibc.close(client)
+        Glibc.close(server)
+    }
+
+    private static func pump(from source: Int32, to destination: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let got = buffer.withUnsafeMutableBytes { recv(source, $0.baseAddress!, $0.count, 0) }
+            guard got > 0, write(destination, Array(buffer[0..<got])) else { break }
+        }
+        shutdown(source, Int32(SHUT_RDWR))
+        shutdown(destination, Int32(SHUT_RDWR))
+    }
+}
