@@ -192,7 +192,7 @@ let package = Package(
         .testTarget(
             name: "KVNodeTests",
             dependencies: [
-                "KVNode", "KVCluster", "KVCore",
+                "KVNode", "KVCluster", "KVCore", "KVStorage", "KVStorageMemory",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -48,8 +48,11 @@ wait_formed() {
     done
     echo "the cluster did not form"; exit 1
 }
-counter() { # index name
-    curl -s "http://127.0.0.1:${http[$1]}/v1/_cluster" | python3 -c "import json,sys; print(json.load(sys.stdin)['counters'].get('$2', -1))"
+counter() { # index name; -1 while the node does not answer
+    curl -s "http://127.0.0.1:${http[$1]}/v1/_cluster" | python3 -c "
+import json, sys
+try: print(json.load(sys.stdin)['counters'].get('$2', -1))
+except Exception: print(-1)"
 }
 
 for interval in 0 1000 100; do

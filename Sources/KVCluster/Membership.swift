@@ -253,7 +253,8 @@ public struct Membership: Sendable {
         var actions: [Action] = []
         for update in updates {
             if update.node == node {
-                if update.status != .alive, update.incarnation >= incarnation {
+                // A peer cannot make this node's incarnation overflow.
+                if update.status != .alive, update.incarnation >= incarnation, update.incarnation < .max {
                     incarnation = update.incarnation + 1
                     enqueue(MemberState(node: node, incarnation: incarnation, status: .alive))
                 }

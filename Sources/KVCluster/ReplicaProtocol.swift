@@ -141,8 +141,8 @@ public enum ReplicaMessage: Hashable, Sendable {
     /// while the receiver is still building the tree (the hashes are then empty).
     case treeHashes(id: UInt64, ready: Bool, hashes: [UInt64])
     /// Anti-entropy: the keys and object hashes the receiver holds in the given leaves
-    /// of `partition`'s tree.
-    case keyHashesRequest(id: UInt64, partition: PartitionID, leaves: [Int])
+    /// of `partition`'s tree, in key order, after `after` (exclusive) when given.
+    case keyHashesRequest(id: UInt64, partition: PartitionID, leaves: [Int], after: [UInt8]?)
     /// The answer to ``keyHashesRequest(id:partition:leaves:)``; `truncated` when the
     /// answer stopped at its size limit.
     case keyHashes(id: UInt64, entries: [KeyHash], truncated: Bool)
@@ -151,9 +151,10 @@ public enum ReplicaMessage: Hashable, Sendable {
     /// The answer to ``reconcile(id:key:object:)``.
     case reconciled(id: UInt64, outcome: StorageOutcome)
     /// Tombstone reaping: does the receiver agree that the tombstone of `key` with
-    /// `objectHash` may go (it holds that very tombstone if it is a replica, and no hint
-    /// for the key)?
-    case reapQuery(id: UInt64, key: ReplicaKey, objectHash: UInt64)
+    /// `objectHash` may go? It agrees only on the same layout version, holding no hint
+    /// for the key, and holding that very tombstone (a replica) or nothing of the row
+    /// (any other member).
+    case reapQuery(id: UInt64, key: ReplicaKey, objectHash: UInt64, layoutVersion: UInt64)
     /// The answer to ``reapQuery(id:key:objectHash:)``.
     case reapAnswer(id: UInt64, agrees: Bool)
     /// Every member agreed: remove the row if it is still that tombstone.

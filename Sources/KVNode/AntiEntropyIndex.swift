@@ -1,3 +1,4 @@
+import Glibc
 import KVCluster
 import KVCore
 import KVStorage
@@ -34,6 +35,8 @@ final class AntiEntropyIndex: Sendable {
         var divergentSegments: Int64 = 0
         var keysCompared: Int64 = 0
         var keysRepaired: Int64 = 0
+        /// Differing keys left alone because they changed during the settle delay.
+        var keysInFlight: Int64 = 0
         var treesRebuilt: Int64 = 0
         var tombstonesReaped: Int64 = 0
         var reapsRefused: Int64 = 0
@@ -49,7 +52,9 @@ final class AntiEntropyIndex: Sendable {
     private struct Trees: Sendable {
         var trees: [PartitionID: MerkleTree] = [:]
         var ready: Set<PartitionID> = []
-        var tombstones: [PartitionID: [[UInt8]: UInt64]] = [:]
+        /// Each partition's tombstones: object hash, and when this node saw the
+        /// tombstone first (monotonic milliseconds).
+        var tombstones: [PartitionID: [[UInt8]: (hash: UInt64, since: Int64)]] = [:]
         /// Whether the index on disk is known to cover every row.
         var indexComplete = false
     }
@@ -103,16 +108,23 @@ final class AntiEntropyIndex: Sendable {
             isTombstone: new?.isDeleted ?? false)
     }
 
+    static func nowMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+
     /// Applies stored changes to the trees of ready partitions. Call it under the row
     /// locks of the changed rows, after the batch is stored.
     func apply(_ changes: [Change]) {
         guard isEnabled, !changes.isEmpty else { return }
+        let now = Self.nowMilliseconds()
         box.withLockedValue { state in
             for change in changes where state.ready.contains(change.partition) {
                 state.trees[change.partition, default: MerkleTree()].update(
                     change.key, from: change.old, to: change.new)
                 if change.new != nil && change.isTombstone {
-                    state.tombstones[change.partition, default: [:]][change.key] = change.new
+                    state.tombstones[change.partition, default: [:]][change.key] = (change.new!, now)
                 } else {
                     state.tombstones[change.partition]?[change.key] = nil
                 }
@@ -152,8 +164,11 @@ final class AntiEntropyIndex: Sendable {
     /// lock.
     func rebuild(_ partition: PartitionID, engine: any StorageEngine) throws(KVError) {
         var tree = MerkleTree()
-        var tombstones: [[UInt8]: UInt64] = [:]
+        var tombstones: [[UInt8]: (hash: UInt64, since: Int64)] = [:]
         let complete = indexComplete
+        // A tombstone found at a rebuild counts as seen now: its age before the start
+        // is unknown.
+        let now = Self.nowMilliseconds()
         try storageWork("rebuilding an anti-entropy tree") {
             let range = StorageLayout.partitionRange(partition)
             if complete {
@@ -161,7 +176,7 @@ final class AntiEntropyIndex: Sendable {
                 while let entry = try cursor.next() {
                     guard let value = Self.parseIndexValue(entry.value) else { continue }
                     tree.update(entry.key, from: nil, to: value.hash)
-                    if value.isTombstone { tombstones[entry.key] = value.hash }
+                    if value.isTombstone { tombstones[entry.key] = (value.hash, now) }
                 }
             } else {
                 var batch = WriteBatch()
@@ -174,7 +189,7 @@ final class AntiEntropyIndex: Sendable {
                         entry.key, Self.indexValue(hash: hash, isTombstone: object.isDeleted),
                         in: .antiEntropy)
                     tree.update(entry.key, from: nil, to: hash)
-                    if object.isDeleted { tombstones[entry.key] = hash }
+                    if object.isDeleted { tombstones[entry.key] = (hash, now) }
                 }
                 // Buffered: the index can always be rebuilt from the rows again, and
                 // the completeness record is only written once every partition is done.
@@ -198,29 +213,42 @@ final class AntiEntropyIndex: Sendable {
         }
     }
 
-    /// Up to `limit` tombstones of `partition` (key and object hash), if its tree is built.
-    func tombstones(of partition: PartitionID, limit: Int) -> [KeyHash] {
-        box.withLockedValue { state in
-            (state.tombstones[partition] ?? [:]).prefix(limit).map { KeyHash(key: $0.key, hash: $0.value) }
-        }
+    /// Up to `limit` tombstones of `partition` (key and object hash) that this node has
+    /// held for at least `minimumAge` milliseconds, starting at the `start`-th in key
+    /// order (so passes rotate through a partition's tombstones instead of retrying the
+    /// same ones).
+    func tombstones(of partition: PartitionID, limit: Int, minimumAge: Int64, start: Int) -> [KeyHash] {
+        let now = Self.nowMilliseconds()
+        let old = box.withLockedValue { state in
+            (state.tombstones[partition] ?? [:]).filter { now - $0.value.since >= minimumAge }.map {
+                KeyHash(key: $0.key, hash: $0.value.hash)
+            }
+        }.sorted { $0.key.lexicographicallyPrecedes($1.key) }
+        guard !old.isEmpty else { return [] }
+        let first = start % old.count
+        return Array((old[first...] + old[..<first]).prefix(limit))
     }
 
     /// The tombstone hash of a row, or `nil` when the row is not a tombstone (or its
     /// partition's tree is not built, so this node cannot tell).
     func tombstoneHash(_ key: [UInt8], in partition: PartitionID) -> UInt64? {
-        box.withLockedValue { $0.tombstones[partition]?[key] }
+        box.withLockedValue { $0.tombstones[partition]?[key]?.hash }
     }
 
     /// Tombstones held in built trees.
     var tombstoneCount: Int { box.withLockedValue { $0.tombstones.values.reduce(0) { $0 + $1.count } } }
 
-    /// The index entries of `partition` in `leaves`, at most `limit` of them. Blocks.
+    /// The index entries of `partition` in `leaves`, in key order after `after`
+    /// (exclusive), at most `limit` of them. Blocks.
     static func keyHashes(
-        in partition: PartitionID, leaves: Set<Int>, engine: any StorageEngine, limit: Int
+        in partition: PartitionID, leaves: Set<Int>, after: [UInt8]?, engine: any StorageEngine, limit: Int
     ) throws(KVError) -> (entries: [KeyHash], truncated: Bool) {
         try storageWork("listing anti-entropy keys") {
-            let cursor = try engine.cursor(
-                over: StorageLayout.partitionRange(partition), in: .antiEntropy, direction: .forward)
+            var range = StorageLayout.partitionRange(partition)
+            if let after, range.lowerBound.lexicographicallyPrecedes(after + [0]) {
+                range.lowerBound = after + [0]
+            }
+            let cursor = try engine.cursor(over: range, in: .antiEntropy, direction: .forward)
             var entries: [KeyHash] = []
             while let entry = try cursor.next() {
                 guard leaves.contains(MerkleTree.leaf(of: entry.key)),

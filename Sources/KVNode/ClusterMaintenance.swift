@@ -18,8 +18,18 @@ extension ClusterNode {
     static let repairsPerExchange = 256
     /// The most keys one listing carries.
     static let keysPerListing = 4_096
+    /// The most listing pages one exchange compares.
+    static let pagesPerExchange = 4
     /// The most tombstones one reaping pass considers.
     static let tombstonesPerPass = 64
+    /// How long a difference between two replicas' keys must stay unchanged before it is
+    /// repaired (writes in flight are not divergence).
+    static let settleDelay = Duration.milliseconds(250)
+    /// How long (milliseconds) a node holds a tombstone before it proposes to reap it:
+    /// twice the longest a frame may wait in a peer's send queue
+    /// (``PeerTransportSettings/maximumFrameAgeMilliseconds``), so no replication of a
+    /// value the tombstone covers can still be on its way when the row goes.
+    static let tombstoneGrace = 2 * PeerTransportSettings.defaultMaximumFrameAgeMilliseconds
 
     func startMaintenance() {
         var tasks: [RepeatedTask] = []
@@ -192,26 +202,19 @@ extension ClusterNode {
             }
             sends.append((key, record))
         }
-        // Sent together on the one connection to the target, which applies them in the
-        // order they arrive: the order they were taken in.
-        let answers = await withTaskGroup(of: (Int, ReplicaMessage?).self) { group in
-            for (index, send) in sends.enumerated() {
-                group.addTask {
-                    (
-                        index,
-                        await self.request(
-                            { .handoff(id: $0, key: send.record.key, object: send.record.object) }, to: target
-                        )
-                    )
-                }
-            }
-            var answers: [Int: ReplicaMessage?] = [:]
-            for await (index, answer) in group { answers[index] = answer }
-            return answers
+        // One at a time, in the order they were taken: the target applies each before
+        // the next leaves, and a target that stops answering stops the delivery (the
+        // rest waits for a later tick).
+        var answers: [ReplicaMessage?] = []
+        for send in sends where !isStopped {
+            let answer = await request(
+                { .handoff(id: $0, key: send.record.key, object: send.record.object) }, to: target)
+            answers.append(answer)
+            guard case .handedOff(_, nil)? = answer else { break }
         }
         var failures: Int64 = 0
-        for (index, send) in sends.enumerated() {
-            if case .handedOff(_, nil)?? = answers[index] {
+        for (index, send) in sends.enumerated() where index < answers.count {
+            if case .handedOff(_, nil)? = answers[index] {
                 removals.append((send.key, send.record, true))
             } else {
                 failures += 1
@@ -223,11 +226,12 @@ extension ClusterNode {
         for entry in removals { removal.delete(entry.key, in: .hints) }
         let write = removal
         do {
-            // Buffered: a removal lost in a crash only delivers the hint again, which a
-            // merge absorbs.
+            // Synced: a removal lost in a crash would deliver the hint again, which a
+            // merge absorbs, unless the row's tombstone was reaped in between (a node
+            // agrees to reap only once it holds no hint, counted in memory).
             try await local.blocking { [local] () throws(KVError) in
                 try storageWork("removing delivered hints") {
-                    try local.engine.write(write, durability: .buffered)
+                    try local.engine.write(write, durability: .synced)
                 }
             }
         } catch {
@@ -352,31 +356,99 @@ extension ClusterNode {
         else { return true }
         let leaves = tree.differingLeaves(in: segments, leafHashes)
         guard !leaves.isEmpty else { return true }
-        guard
-            case .keyHashes(_, let theirs, _)? = await request(
-                { .keyHashesRequest(id: $0, partition: partition, leaves: leaves) }, to: peer)
-        else { return true }
-        let leafSet = Set(leaves)
-        guard
-            let ours = try? await local.blocking({ [local] () throws(KVError) in
-                try AntiEntropyIndex.keyHashes(
-                    in: partition, leaves: leafSet, engine: local.engine, limit: Self.keysPerListing)
-            })
-        else { return true }
-        let differing = MerkleTree.differingKeys(ours.entries, theirs)
-        antiEntropy.counters.withLockedValue { $0.keysCompared += Int64(ours.entries.count + theirs.count) }
-        for key in differing.prefix(Self.repairsPerExchange) where !isStopped {
-            guard let generation = tableGeneration(of: key) else { continue }
-            let row = ReplicaKey(partition: partition, bytes: key, generation: generation)
-            guard case .object(let object) = await maintenanceStorage(.load(row)) else { continue }
-            guard
-                case .reconciled(_, .object(let merged))? = await request(
-                    { .reconcile(id: $0, key: row, object: object) }, to: peer)
-            else { continue }
-            _ = await maintenanceStorage(.reconcile(row, merged))
-            antiEntropy.counters.withLockedValue { $0.keysRepaired += 1 }
+        // The leaves' keys are compared a page at a time, in key order: a listing that
+        // stopped at its limit bounds the page, and the next page starts after it.
+        var after: [UInt8]?
+        var repaired = 0
+        for _ in 0..<Self.pagesPerExchange where repaired < Self.repairsPerExchange && !isStopped {
+            guard let page = await differingPage(partition, leaves, after: after, with: peer) else { break }
+            for key in page.settled.prefix(Self.repairsPerExchange - repaired) where !isStopped {
+                guard let generation = tableGeneration(of: key) else { continue }
+                let row = ReplicaKey(partition: partition, bytes: key, generation: generation)
+                guard case .object(let object) = await maintenanceStorage(.load(row)) else { continue }
+                guard
+                    case .reconciled(_, .object(let merged))? = await request(
+                        { .reconcile(id: $0, key: row, object: object) }, to: peer)
+                else { continue }
+                _ = await maintenanceStorage(.reconcile(row, merged))
+                repaired += 1
+                antiEntropy.counters.withLockedValue { $0.keysRepaired += 1 }
+            }
+            guard let bound = page.bound else { break }
+            after = bound
         }
         return true
+    }
+
+    /// One page of the keys that differ between this node and `peer` in `leaves` of
+    /// `partition`, after `after`: both listings, cut at the lower of their ends when
+    /// either stopped at its limit (`bound`, where the next page starts), then listed
+    /// again after the settle delay to keep only differences that did not move.
+    private func differingPage(_ partition: PartitionID, _ leaves: [Int], after: [UInt8]?, with peer: NodeID)
+        async -> (settled: [[UInt8]], bound: [UInt8]?)?
+    {
+        func listings() async -> (ours: [KeyHash], theirs: [KeyHash], bound: [UInt8]?)? {
+            guard
+                case .keyHashes(_, let theirs, let theirsTruncated)? = await request(
+                    { .keyHashesRequest(id: $0, partition: partition, leaves: leaves, after: after) },
+                    to: peer),
+                let ours = await ownKeyHashes(partition, leaves, after: after)
+            else { return nil }
+            var ends: [[UInt8]] = []
+            if theirsTruncated, let last = theirs.last?.key { ends.append(last) }
+            if ours.truncated, let last = ours.entries.last?.key { ends.append(last) }
+            let bound = ends.min { $0.lexicographicallyPrecedes($1) }
+            func within(_ entries: [KeyHash]) -> [KeyHash] {
+                guard let bound else { return entries }
+                return entries.filter { !bound.lexicographicallyPrecedes($0.key) }
+            }
+            return (within(ours.entries), within(theirs), bound)
+        }
+        guard let first = await listings() else { return nil }
+        let differing = MerkleTree.differingKeys(first.ours, first.theirs)
+        antiEntropy.counters.withLockedValue {
+            $0.keysCompared += Int64(first.ours.count + first.theirs.count)
+        }
+        guard !differing.isEmpty else { return ([], first.bound) }
+        // Under load the replicas of a key differ for the milliseconds its write is in
+        // flight, so trees differ all the time. Only a difference that stays exactly as
+        // it was for the settle delay is repaired; a key still being written is left
+        // for a later pass (or for its write to finish).
+        try? await Task.sleep(for: Self.settleDelay)
+        guard let second = await listings() else { return nil }
+        let settled = Self.settledDifferences(
+            differing, before: (first.ours, first.theirs), after: (second.ours, second.theirs))
+        antiEntropy.counters.withLockedValue { $0.keysInFlight += Int64(differing.count - settled.count) }
+        return (settled, first.bound)
+    }
+
+    /// This node's index entries of `partition` in `leaves`, after `after`.
+    private func ownKeyHashes(_ partition: PartitionID, _ leaves: [Int], after: [UInt8]?) async
+        -> (entries: [KeyHash], truncated: Bool)?
+    {
+        let leafSet = Set(leaves)
+        return try? await local.blocking({ [local] () throws(KVError) in
+            try AntiEntropyIndex.keyHashes(
+                in: partition, leaves: leafSet, after: after, engine: local.engine, limit: Self.keysPerListing
+            )
+        })
+    }
+
+    /// The keys of `differing` whose hashes on both sides are the same in both listings:
+    /// real divergence, not a write in flight.
+    static func settledDifferences(
+        _ differing: [[UInt8]], before: (ours: [KeyHash], theirs: [KeyHash]),
+        after: (ours: [KeyHash], theirs: [KeyHash])
+    ) -> [[UInt8]] {
+        func table(_ entries: [KeyHash]) -> [[UInt8]: UInt64] {
+            Dictionary(entries.map { ($0.key, $0.hash) }, uniquingKeysWith: { first, _ in first })
+        }
+        let (ours, theirs) = (table(before.ours), table(before.theirs))
+        let (oursLater, theirsLater) = (table(after.ours), table(after.theirs))
+        return differing.filter { key in
+            ours[key] == oursLater[key] && theirs[key] == theirsLater[key]
+                && oursLater[key] != theirsLater[key]
+        }
     }
 
     /// The generation of the table a data key belongs to, in this node's catalog.
@@ -404,10 +476,11 @@ extension ClusterNode {
             }
             let hashes = segments.isEmpty ? tree.segmentHashes : tree.leafHashes(of: segments)
             transport.send(.treeHashes(id: id, ready: true, hashes: hashes), to: sender)
-        case .keyHashesRequest(let id, let partition, let leaves):
+        case .keyHashesRequest(let id, let partition, let leaves, let after):
             local.threadPool.submit { [self] _ in
                 let listing = try? AntiEntropyIndex.keyHashes(
-                    in: partition, leaves: Set(leaves), engine: local.engine, limit: Self.keysPerListing)
+                    in: partition, leaves: Set(leaves), after: after, engine: local.engine,
+                    limit: Self.keysPerListing)
                 transport.send(
                     .keyHashes(
                         id: id, entries: listing?.entries ?? [], truncated: listing?.truncated ?? true),
@@ -415,8 +488,11 @@ extension ClusterNode {
             }
         case .reconcile(let id, let key, let object):
             storeThenAnswer(.reconcile(key, object), to: sender) { .reconciled(id: id, outcome: $0) }
-        case .reapQuery(let id, let key, let hash):
-            transport.send(.reapAnswer(id: id, agrees: agreesToReap(key, hash: hash)), to: sender)
+        case .reapQuery(let id, let key, let hash, let layoutVersion):
+            local.threadPool.submit { [self] _ in
+                let agrees = agreesToReap(key, hash: hash, layoutVersion: layoutVersion)
+                transport.send(.reapAnswer(id: id, agrees: agrees), to: sender)
+            }
         case .reap(let key, let hash):
             storeThenAnswer(.reap(key, objectHash: hash), to: sender) { [antiEntropy] outcome in
                 if case .object(let object) = outcome, object.entries.isEmpty {
@@ -432,20 +508,37 @@ extension ClusterNode {
     // MARK: - Tombstones
 
     /// Whether this node agrees that the tombstone of `key` with `hash` may be reaped:
-    /// it holds no hint for the row and, if it replicates the row's partition, holds
-    /// that very tombstone.
-    private func agreesToReap(_ key: ReplicaKey, hash: UInt64) -> Bool {
-        guard !hints.holdsHint(for: key.bytes) else { return false }
-        guard let layout = try? formedLayout() else { return false }
-        guard layout.replicas(of: key.partition).contains(nodeID) else { return true }
-        return antiEntropy.tombstoneHash(key.bytes, in: key.partition) == hash
+    /// it has the asker's layout, holds no hint for the row, and its own copy of the row
+    /// (which it reads from its index, whatever it replicates: a node that lost the
+    /// partition in a layout change may still hold an old value) is that very tombstone
+    /// or, on a node that does not replicate the partition, nothing at all. Blocks.
+    private func agreesToReap(_ key: ReplicaKey, hash: UInt64, layoutVersion: UInt64) -> Bool {
+        guard !hints.holdsHint(for: key.bytes), antiEntropy.indexComplete else { return false }
+        guard let layout = try? formedLayout(), layout.version == layoutVersion else { return false }
+        guard
+            let entry = try? storageWork(
+                "reading an anti-entropy entry",
+                { () throws -> [UInt8]? in
+                    try local.engine.get(key.bytes, in: .antiEntropy)
+                })
+        else {
+            // No entry: agreeable only where the row is not expected.
+            return !layout.replicas(of: key.partition).contains(nodeID)
+        }
+        guard let value = AntiEntropyIndex.parseIndexValue(entry) else { return false }
+        return value.isTombstone && value.hash == hash
     }
 
     /// Reaps the tombstones of `partition` that every member agrees may go: every
     /// replica holds the same tombstone and no member holds a hint for the row. Members
     /// that do not answer veto; no time window is assumed.
     private func reapTombstones(in partition: PartitionID, layout: Layout) async {
-        let candidates = antiEntropy.tombstones(of: partition, limit: Self.tombstonesPerPass)
+        let start = state.withLockedValue { state in
+            defer { state.reaperCursor += Self.tombstonesPerPass }
+            return state.reaperCursor
+        }
+        let candidates = antiEntropy.tombstones(
+            of: partition, limit: Self.tombstonesPerPass, minimumAge: Self.tombstoneGrace, start: start)
         guard !candidates.isEmpty else { return }
         let members = metadata.members.keys.filter { $0 != nodeID }
         // An unreachable member might hold a hint for any row: nothing is reaped until
@@ -461,7 +554,7 @@ extension ClusterNode {
         for candidate in candidates {
             guard let generation = tableGeneration(of: candidate.key) else { continue }
             let key = ReplicaKey(partition: partition, bytes: candidate.key, generation: generation)
-            guard agreesToReap(key, hash: candidate.hash) else {
+            guard agreesToReap(key, hash: candidate.hash, layoutVersion: layout.version) else {
                 antiEntropy.counters.withLockedValue { $0.reapsRefused += 1 }
                 continue
             }
@@ -472,7 +565,11 @@ extension ClusterNode {
                 for member in members {
                     group.addTask {
                         let answer = await self.request(
-                            { .reapQuery(id: $0, key: entry.key, objectHash: entry.hash) }, to: member)
+                            {
+                                .reapQuery(
+                                    id: $0, key: entry.key, objectHash: entry.hash,
+                                    layoutVersion: layout.version)
+                            }, to: member)
                         if case .reapAnswer(_, true)? = answer { return (index, true) }
                         return (index, false)
                     }
@@ -512,6 +609,7 @@ extension ClusterNode {
             "anti_entropy.divergent_segments": aae.divergentSegments,
             "anti_entropy.keys_compared": aae.keysCompared,
             "anti_entropy.keys_repaired": aae.keysRepaired,
+            "anti_entropy.keys_in_flight": aae.keysInFlight,
             "anti_entropy.rounds": aae.rounds,
             "anti_entropy.divergent_partitions_last_round": aae.divergentLastRound,
             "tombstones.held": Int64(antiEntropy.tombstoneCount),

@@ -359,7 +359,7 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     /// Stops gossip, fails what is in flight, closes connections and the storage.
     public func shutdown() async {
-        let (task, operations, scans, acks, requests) = state.withLockedValue { state in
+        let (task, operations, scans, acks, requests, maintenance) = state.withLockedValue { state in
             state.stopped = true
             state.timerTask?.cancel()
             for task in state.maintenanceTasks { task.cancel() }
@@ -370,10 +370,16 @@ public final class ClusterNode: KeyValueService, Sendable {
                 state.requests = [:]
                 state.maintenance = [:]
             }
-            return (state.gossipTask, state.operations, state.scans, state.metadataAcks, state.requests)
+            return (
+                state.gossipTask, state.operations, state.scans, state.metadataAcks, state.requests,
+                state.maintenance
+            )
         }
         task?.cancel()
         for continuation in requests.values { continuation.resume(returning: nil) }
+        for finish in maintenance.values {
+            finish(.failed(KVError(.unavailable, "the node is shutting down")))
+        }
         let stopping = KVError(.unavailable, "the node is shutting down")
         for continuation in operations.values { continuation.resume(returning: .failed(stopping)) }
         for continuation in scans.values {
@@ -737,8 +743,8 @@ public final class ClusterNode: KeyValueService, Sendable {
             .reapAnswer, .reap, .handedOff:
             // Gossip and probes repeat; a lost answer times out at the asker.
             return
-        case .handoff(let id, _, _), .treeRequest(let id, _, _), .keyHashesRequest(let id, _, _),
-            .reconcile(let id, _, _), .reapQuery(let id, _, _):
+        case .handoff(let id, _, _), .treeRequest(let id, _, _), .keyHashesRequest(let id, _, _, _),
+            .reconcile(let id, _, _), .reapQuery(let id, _, _, _):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
         case .store, .stored, .fetch, .fetched, .replicaFailed, .repair, .coordinateWrite, .coordinateRead,
             .coordinated, .storeHint:

@@ -47,7 +47,7 @@ public final class LocalNode: KeyValueService {
         var random = SystemRandomNumberGenerator()
         identity = try NodeIdentity.loadOrCreate(
             from: engine, partitionCount: settings.partitionCount, nodeName: settings.nodeName,
-            startSeconds: UInt32(clamping: Self.wallClockMilliseconds() / 1000), random: &random)
+            clockMilliseconds: Self.wallClockMilliseconds, random: &random)
         self.engine = engine
         self.engineName = engineName
         self.settings = settings

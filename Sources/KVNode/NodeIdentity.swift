@@ -1,3 +1,4 @@
+import Glibc
 import KVCore
 import KVStorage
 
@@ -65,22 +66,30 @@ public struct NodeIdentity: Sendable, Hashable {
     /// (the id of `nodeName`, or a random one; a fresh secret from `random`), then takes
     /// a new incarnation and stores it before anything is served.
     ///
-    /// Every start takes a new incarnation, at least `startSeconds` (the wall-clock time
-    /// in seconds) and above the stored one. The incarnation is part of the actor id that
+    /// Every start takes a new incarnation, at least the wall-clock second
+    /// (`clockMilliseconds`) and above the stored one. A named node on an empty directory
+    /// may be a wiped node whose previous life began this very second, so it waits for
+    /// the next second first (at most one, only then). The incarnation is part of the actor id that
     /// makes dots, and a node cannot tell a directory that lost writes (wiped, restored
     /// from a backup, on a disk that dropped its cache) from one that did not: counters
     /// of an earlier life on other replicas would otherwise be reused for new writes, and
     /// a reused dot silently hides one of the two writes. The cost is one more entry in
     /// the clocks of rows written after each restart.
     public static func loadOrCreate<Random: RandomNumberGenerator>(
-        from engine: any StorageEngine, partitionCount: Int, nodeName: String? = nil, startSeconds: UInt32,
-        random: inout Random
+        from engine: any StorageEngine, partitionCount: Int, nodeName: String? = nil,
+        clockMilliseconds: () -> Int64, random: inout Random
     ) throws(KVError) -> NodeIdentity {
         let named = nodeName.map(nodeID(named:))
         let stored = try storageWork("loading the node identity") {
             try engine.get(metadataKey, in: .metadata)
         }
         var identity: NodeIdentity
+        var startSeconds = UInt32(clamping: clockMilliseconds() / 1000)
+        if stored == nil, named != nil {
+            let now = clockMilliseconds()
+            usleep(UInt32(clamping: (1000 - now % 1000) * 1000))
+            startSeconds = UInt32(clamping: now / 1000 + 1)
+        }
         if let stored {
             identity = try decode(stored)
             if let named, named != identity.nodeID {

@@ -30,12 +30,21 @@ public struct PeerTransportSettings: Hashable, Sendable {
     public var maximumQueuedBytesPerPeer: Int
     /// How long a connection attempt may take.
     public var connectTimeoutMilliseconds: Int64
+    /// How long a frame may wait in a peer's send queue: an older one is dropped (and
+    /// reported as not sent) instead of written. Bounding how stale a delivered message
+    /// can be is what lets a tombstone be reaped a fixed time after every replica holds
+    /// it (a store of a value it covers cannot still be queued somewhere).
+    public var maximumFrameAgeMilliseconds: Int64
+    /// The default of ``maximumFrameAgeMilliseconds``.
+    public static let defaultMaximumFrameAgeMilliseconds: Int64 = 5_000
 
     /// Creates settings.
     public init(
         cluster: String = "kv", maximumFrameBytes: Int = WireCodec.defaultMaximumFrameBytes,
-        maximumQueuedBytesPerPeer: Int = 64 << 20, connectTimeoutMilliseconds: Int64 = 1_000
+        maximumQueuedBytesPerPeer: Int = 64 << 20, connectTimeoutMilliseconds: Int64 = 1_000,
+        maximumFrameAgeMilliseconds: Int64 = Self.defaultMaximumFrameAgeMilliseconds
     ) {
+        self.maximumFrameAgeMilliseconds = maximumFrameAgeMilliseconds
         self.cluster = cluster
         self.maximumFrameBytes = maximumFrameBytes
         self.maximumQueuedBytesPerPeer = maximumQueuedBytesPerPeer
@@ -235,7 +244,14 @@ public final class PeerTransport: Sendable {
         guard let channel = peer.channel(), peer.scheduleFlush() else { return }
         channel.eventLoop.execute { [self] in
             let messages = peer.drain()
-            for (message, encoded) in messages {
+            let oldest = NIODeadline.now() - .milliseconds(settings.maximumFrameAgeMilliseconds)
+            for (message, encoded, queuedAt) in messages {
+                guard queuedAt >= oldest else {
+                    // Too stale to send (see ``PeerTransportSettings/maximumFrameAgeMilliseconds``).
+                    peer.written(encoded.count)
+                    delegate?.transport(failedToSend: message, to: peer.peer)
+                    continue
+                }
                 let promise = channel.eventLoop.makePromise(of: Void.self)
                 promise.futureResult.whenComplete { [self] result in
                     peer.written(encoded.count)
@@ -278,7 +294,7 @@ final class OutboundPeer: Sendable {
     let address: SocketAddress
     private struct State {
         var channel: (any Channel)?
-        var queue: [(message: ReplicaMessage, encoded: [UInt8])] = []
+        var queue: [(message: ReplicaMessage, encoded: [UInt8], queuedAt: NIODeadline)] = []
         var queuedBytes = 0
         var closed = false
         var flushScheduled = false
@@ -294,7 +310,7 @@ final class OutboundPeer: Sendable {
     func enqueue(_ message: ReplicaMessage, encoded: [UInt8], limit: Int) -> Bool {
         state.withLockedValue { state in
             guard !state.closed, state.queuedBytes + encoded.count <= limit else { return false }
-            state.queue.append((message, encoded))
+            state.queue.append((message, encoded, NIODeadline.now()))
             state.queuedBytes += encoded.count
             return true
         }
@@ -320,7 +336,7 @@ final class OutboundPeer: Sendable {
 
     /// Takes the queued messages for writing and ends the scheduled flush; their bytes
     /// count until ``written(_:)``.
-    func drain() -> [(message: ReplicaMessage, encoded: [UInt8])] {
+    func drain() -> [(message: ReplicaMessage, encoded: [UInt8], queuedAt: NIODeadline)] {
         state.withLockedValue { state in
             state.flushScheduled = false
             defer { state.queue = [] }

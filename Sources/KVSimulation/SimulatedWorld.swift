@@ -819,11 +819,12 @@ struct SimulatedWorld {
         case .handedOff(let id, let error): "handed off #\(id) \(error?.code.rawValue ?? "ok")"
         case .treeRequest(let id, let partition, let segments): "tree #\(id) p\(partition) \(segments.count)"
         case .treeHashes(let id, _, let hashes): "tree hashes #\(id) \(hashes.count)"
-        case .keyHashesRequest(let id, let partition, let leaves): "keys #\(id) p\(partition) \(leaves.count)"
+        case .keyHashesRequest(let id, let partition, let leaves, _):
+            "keys #\(id) p\(partition) \(leaves.count)"
         case .keyHashes(let id, let entries, _): "key hashes #\(id) \(entries.count)"
         case .reconcile(let id, _, let object): "reconcile #\(id) \(ids(object))"
         case .reconciled(let id, _): "reconciled #\(id)"
-        case .reapQuery(let id, _, _): "reap query #\(id)"
+        case .reapQuery(let id, _, _, _): "reap query #\(id)"
         case .reapAnswer(let id, let agrees): "reap answer #\(id) \(agrees)"
         case .reap: "reap"
         }

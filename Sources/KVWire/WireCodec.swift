@@ -264,12 +264,18 @@ public enum WireCodec {
             writer.write(ready ? 1 : 0)
             writer.writeVarint(UInt64(hashes.count))
             for hash in hashes { writer.writeFixed(hash) }
-        case .keyHashesRequest(let id, let partition, let leaves):
+        case .keyHashesRequest(let id, let partition, let leaves, let after):
             writer.write(Kind.keyHashesRequest.rawValue)
             writer.writeVarint(id)
             writer.writeVarint(UInt64(partition.rawValue))
             writer.writeVarint(UInt64(leaves.count))
             for leaf in leaves { writer.writeVarint(UInt64(leaf)) }
+            if let after {
+                writer.write(1)
+                writer.writeLengthPrefixed(after)
+            } else {
+                writer.write(0)
+            }
         case .keyHashes(let id, let entries, let truncated):
             writer.write(Kind.keyHashes.rawValue)
             writer.writeVarint(id)
@@ -295,11 +301,12 @@ public enum WireCodec {
                 writer.write(1)
                 encode(error, into: &writer)
             }
-        case .reapQuery(let id, let key, let hash):
+        case .reapQuery(let id, let key, let hash, let layoutVersion):
             writer.write(Kind.reapQuery.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
             writer.writeFixed(hash)
+            writer.writeVarint(layoutVersion)
         case .reapAnswer(let id, let agrees):
             writer.write(Kind.reapAnswer.rawValue)
             writer.writeVarint(id)
@@ -467,7 +474,9 @@ public enum WireCodec {
             let id = try reader.readVarint()
             let partition = try readPartition(&reader)
             let leaves = try readIndexes(&reader, below: MerkleTree.leafCount)
-            return .message(.keyHashesRequest(id: id, partition: partition, leaves: leaves))
+            let after: [UInt8]? =
+                try readBool(&reader) ? try reader.readLengthPrefixed(maximumLength: 64 << 10) : nil
+            return .message(.keyHashesRequest(id: id, partition: partition, leaves: leaves, after: after))
         case .keyHashes:
             let id = try reader.readVarint()
             let truncated = try readBool(&reader)
@@ -497,7 +506,9 @@ public enum WireCodec {
         case .reapQuery:
             let id = try reader.readVarint()
             let key = try decodeKey(&reader)
-            return .message(.reapQuery(id: id, key: key, objectHash: try reader.readFixed()))
+            let hash = try reader.readFixed()
+            return .message(
+                .reapQuery(id: id, key: key, objectHash: hash, layoutVersion: try reader.readVarint()))
         case .reapAnswer:
             let id = try reader.readVarint()
             return .message(.reapAnswer(id: id, agrees: try readBool(&reader)))

@@ -154,7 +154,8 @@ struct FrameFactory {
             return .message(
                 .keyHashesRequest(
                     id: id(), partition: PartitionID(rawValue: UInt32(id() % 65536)),
-                    leaves: indexes(below: MerkleTree.leafCount)))
+                    leaves: indexes(below: MerkleTree.leafCount),
+                    after: Bool.random(using: &random) ? key().bytes : nil))
         case 21:
             return .message(
                 .keyHashes(
@@ -167,7 +168,7 @@ struct FrameFactory {
             return .message(
                 .reconciled(
                     id: id(), outcome: Bool.random(using: &random) ? .object(object()) : .failed(error())))
-        case 24: return .message(.reapQuery(id: id(), key: key(), objectHash: id()))
+        case 24: return .message(.reapQuery(id: id(), key: key(), objectHash: id(), layoutVersion: id()))
         case 25: return .message(.reapAnswer(id: id(), agrees: Bool.random(using: &random)))
         case 26: return .message(.reap(key: key(), objectHash: id()))
         default: return .message(.coordinated(id: id(), outcome: .failed(error())))
