@@ -8,7 +8,10 @@
 #   3. at 100 ms only, a repair: one node is stopped, the other two take 10 s of puts,
 #      the node is restarted and the time until a full anti-entropy pass of its
 #      partitions finds nothing left to repair is measured.
-# KV_BENCH_SECONDS (default 20) and KV_BENCH_CLIENTS (default 100) tune the runs.
+# The three configurations alternate for KV_BENCH_ROUNDS rounds (default 2), so a
+# machine that slows down during the run does not favour the first one; a summary of
+# every round's figures comes last. KV_BENCH_SECONDS (default 15) and KV_BENCH_CLIENTS
+# (default 100) tune the runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +20,8 @@ ensure_system_packages librocksdb-dev wrk curl python3
 
 swift build -c release --product kv
 bin="$(swift build -c release --show-bin-path)"
-seconds="${KV_BENCH_SECONDS:-20}"
+seconds="${KV_BENCH_SECONDS:-15}"
+rounds="${KV_BENCH_ROUNDS:-2}"
 clients="${KV_BENCH_CLIENTS:-100}"
 source scripts/lib/bench-processes.sh
 
@@ -49,12 +53,14 @@ wait_formed() {
     echo "the cluster did not form"; exit 1
 }
 counter() { # index name; -1 while the node does not answer
-    curl -s "http://127.0.0.1:${http[$1]}/v1/_cluster" | python3 -c "
+    { curl -s "http://127.0.0.1:${http[$1]}/v1/_cluster" || true; } | python3 -c "
 import json, sys
 try: print(json.load(sys.stdin)['counters'].get('$2', -1))
 except Exception: print(-1)"
 }
 
+summary=()
+for round in $(seq 1 "$rounds"); do
 for interval in 0 1000 100; do
     http=("$(free_port)" "$(free_port)" "$(free_port)"); peer=("$(free_port)" "$(free_port)" "$(free_port)")
     members="127.0.0.1:${http[0]},127.0.0.1:${http[1]},127.0.0.1:${http[2]}"
@@ -64,18 +70,20 @@ for interval in 0 1000 100; do
     curl -sf -X PUT "http://127.0.0.1:${http[0]}/v1/_tables/bench/fresh" -d '{"key":["string"]}' > /dev/null
     urls="http://127.0.0.1:${http[0]},http://127.0.0.1:${http[1]},http://127.0.0.1:${http[2]}"
     label=$([ "$interval" = 0 ] && echo "off" || echo "every ${interval} ms")
-    echo "==> anti-entropy $label"
+    echo "==> round $round, anti-entropy $label"
     echo "  wrk, puts of fresh keys, 256-byte values, $clients connections, ${seconds}s:"
     wrk -t2 -c"$clients" -d"${seconds}s" --latency -s "$work/put.lua" "http://127.0.0.1:${http[0]}" \
-        | grep -E "Requests/sec| 50%| 99%|Non-2xx|Socket errors" | sed 's/^ */    /'
+        | grep -E "Requests/sec| 50%| 99%|Non-2xx|Socket errors" | sed 's/^ */    /' | tee "$work/wrk.out"
     echo "  kv bench, 50 % gets:"
     "$bin/kv" bench --url "$urls" --clients "$clients" --duration "$seconds" --value-size 256 \
-        --keys 10000 --get-ratio 0.5 --no-progress 2>&1 | grep -v "^preloaded" | sed 's/^/    /'
-    if [ "$interval" = 100 ]; then
+        --keys 10000 --get-ratio 0.5 --no-progress 2>&1 | grep -v "^preloaded" | sed 's/^/    /' \
+        | tee "$work/bench.out"
+    summary+=("round $round, anti-entropy $label: wrk $(awk '/Requests\/sec/ { print $2 }' "$work/wrk.out") puts/s, kv bench $(awk '/total/ { print $2 }' "$work/bench.out") ops/s")
+    if [ "$interval" = 100 ] && [ "$round" = "$rounds" ]; then
         kill "${node_pids[2]}"; wait "${node_pids[2]}" 2>/dev/null || true
         "$bin/kv" bench --url "http://127.0.0.1:${http[0]},http://127.0.0.1:${http[1]}" --clients 20 \
-            --duration 10 --value-size 256 --keys 100000 --get-ratio 0 --no-progress > "$work/missed.out" 2>&1 || true
-        missed=$(grep -oE "[0-9]+ (operations|requests|ops)" "$work/missed.out" | head -1 || true)
+            --duration 10 --value-size 256 --keys 20000 --get-ratio 0 --no-progress > "$work/missed.out" 2>&1 || true
+        missed=$(awk '$1 == "put" { print $2 " puts" }' "$work/missed.out" || true)
         before=$(counter 0 anti_entropy.keys_repaired)
         start=$(date +%s.%N)
         start_node 2 "$interval"
@@ -92,4 +100,8 @@ for interval in 0 1000 100; do
     fi
     for pid in "${node_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait "${node_pids[@]}" 2>/dev/null || true
+    rm -rf "$work/run-$interval"
 done
+done
+echo "==> summary"
+printf '  %s\n' "${summary[@]}"
