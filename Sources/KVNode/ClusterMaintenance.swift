@@ -12,8 +12,10 @@ extension ClusterNode {
     static let membershipTick = TimeAmount.milliseconds(50)
     /// How often hint delivery looks for targets that are back.
     static let hintTick = TimeAmount.milliseconds(100)
-    /// How long a maintenance request waits for its answer.
-    static let maintenanceTimeout = TimeAmount.seconds(3)
+    /// How long a maintenance request waits for its answer: short, because a lost
+    /// answer stalls the exchange or reaping pass that waits for it, and every request is
+    /// repeated by a later pass anyway.
+    static let maintenanceTimeout = TimeAmount.seconds(1)
     /// The most keys one anti-entropy exchange repairs.
     static let repairsPerExchange = 256
     /// The most keys one listing carries.
@@ -82,7 +84,12 @@ extension ClusterNode {
                 return
             }
             eventLoop.scheduleTask(in: Self.maintenanceTimeout) { [self] in
-                state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
+                let expired = state.withLockedValue { state in
+                    let continuation = state.requests.removeValue(forKey: id)
+                    if continuation != nil { state.maintenanceTimeouts[node, default: 0] += 1 }
+                    return continuation
+                }
+                expired?.resume(returning: nil)
             }
             transport.send(message, to: node)
         }
@@ -334,9 +341,7 @@ extension ClusterNode {
                 }
             }
         }
-        if layout.replicas(of: partition).first == nodeID {
-            await reapTombstones(in: partition, layout: layout)
-        }
+        await reapTombstones(in: partition, layout: layout)
     }
 
     /// Compares one partition's tree with `peer`'s and repairs the keys that differ by
@@ -366,10 +371,16 @@ extension ClusterNode {
                 guard let generation = tableGeneration(of: key) else { continue }
                 let row = ReplicaKey(partition: partition, bytes: key, generation: generation)
                 guard case .object(let object) = await maintenanceStorage(.load(row)) else { continue }
+                // A tombstone is not copied onto a replica that holds nothing of the row:
+                // both read as deleted, and that is what every replica holds once the
+                // tombstone was reaped somewhere first. Copying it back would undo
+                // reaping as fast as it happens.
+                if object.isDeleted, !object.entries.isEmpty, !page.theirKeys.contains(key) { continue }
                 guard
                     case .reconciled(_, .object(let merged))? = await request(
                         { .reconcile(id: $0, key: row, object: object) }, to: peer)
                 else { continue }
+                if object.entries.isEmpty, merged.isDeleted { continue }
                 _ = await maintenanceStorage(.reconcile(row, merged))
                 repaired += 1
                 antiEntropy.counters.withLockedValue { $0.keysRepaired += 1 }
@@ -385,7 +396,7 @@ extension ClusterNode {
     /// either stopped at its limit (`bound`, where the next page starts), then listed
     /// again after the settle delay to keep only differences that did not move.
     private func differingPage(_ partition: PartitionID, _ leaves: [Int], after: [UInt8]?, with peer: NodeID)
-        async -> (settled: [[UInt8]], bound: [UInt8]?)?
+        async -> (settled: [[UInt8]], bound: [UInt8]?, theirKeys: Set<[UInt8]>)?
     {
         func listings() async -> (ours: [KeyHash], theirs: [KeyHash], bound: [UInt8]?)? {
             guard
@@ -409,7 +420,7 @@ extension ClusterNode {
         antiEntropy.counters.withLockedValue {
             $0.keysCompared += Int64(first.ours.count + first.theirs.count)
         }
-        guard !differing.isEmpty else { return ([], first.bound) }
+        guard !differing.isEmpty else { return ([], first.bound, []) }
         // Under load the replicas of a key differ for the milliseconds its write is in
         // flight, so trees differ all the time. Only a difference that stays exactly as
         // it was for the settle delay is repaired; a key still being written is left
@@ -419,7 +430,7 @@ extension ClusterNode {
         let settled = Self.settledDifferences(
             differing, before: (first.ours, first.theirs), after: (second.ours, second.theirs))
         antiEntropy.counters.withLockedValue { $0.keysInFlight += Int64(differing.count - settled.count) }
-        return (settled, first.bound)
+        return (settled, first.bound, Set(second.theirs.map(\.key)))
     }
 
     /// This node's index entries of `partition` in `leaves`, after `after`.
@@ -511,34 +522,42 @@ extension ClusterNode {
     /// it has the asker's layout, holds no hint for the row, and its own copy of the row
     /// (which it reads from its index, whatever it replicates: a node that lost the
     /// partition in a layout change may still hold an old value) is that very tombstone
-    /// or, on a node that does not replicate the partition, nothing at all. Blocks.
+    /// or nothing at all. Blocks.
     private func agreesToReap(_ key: ReplicaKey, hash: UInt64, layoutVersion: UInt64) -> Bool {
         guard !hints.holdsHint(for: key.bytes), antiEntropy.indexComplete else { return false }
         guard let layout = try? formedLayout(), layout.version == layoutVersion else { return false }
-        guard
-            let entry = try? storageWork(
-                "reading an anti-entropy entry",
-                { () throws -> [UInt8]? in
-                    try local.engine.get(key.bytes, in: .antiEntropy)
-                })
-        else {
-            // No entry: agreeable only where the row is not expected.
-            return !layout.replicas(of: key.partition).contains(nodeID)
+        let stored: [UInt8]?
+        do {
+            stored = try storageWork("reading an anti-entropy entry") {
+                try local.engine.get(key.bytes, in: .antiEntropy)
+            }
+        } catch {
+            return false
         }
+        // Nothing of the row here: no old value to bring back, whether or not this node
+        // replicates the partition (it may have reaped it already).
+        guard let entry = stored else { return true }
         guard let value = AntiEntropyIndex.parseIndexValue(entry) else { return false }
         return value.isTombstone && value.hash == hash
     }
 
-    /// Reaps the tombstones of `partition` that every member agrees may go: every
-    /// replica holds the same tombstone and no member holds a hint for the row. Members
-    /// that do not answer veto; no time window is assumed.
+    /// Reaps the tombstones of `partition` that every member agrees may go: each holds
+    /// the same tombstone or nothing of the row, and none holds a hint for it. Members
+    /// that do not answer veto. Only tombstones held for ``tombstoneGrace`` are proposed,
+    /// so no replication they cover can still be queued.
     private func reapTombstones(in partition: PartitionID, layout: Layout) async {
         let start = state.withLockedValue { state in
             defer { state.reaperCursor += Self.tombstonesPerPass }
             return state.reaperCursor
         }
         let candidates = antiEntropy.tombstones(
-            of: partition, limit: Self.tombstonesPerPass, minimumAge: Self.tombstoneGrace, start: start)
+            of: partition, limit: Self.tombstonesPerPass,
+            // The first replica proposes first; the others only once a tombstone has
+            // waited three times as long, in case the first holds nothing of the row
+            // (it was rebuilt on an empty disk, or reaped it already).
+            minimumAge: layout.replicas(of: partition).first == nodeID
+                ? Self.tombstoneGrace : 3 * Self.tombstoneGrace,
+            start: start)
         guard !candidates.isEmpty else { return }
         let members = metadata.members.keys.filter { $0 != nodeID }
         // An unreachable member might hold a hint for any row: nothing is reaped until
@@ -601,7 +620,9 @@ extension ClusterNode {
     var maintenanceCounters: [String: Int64] {
         let aae = antiEntropy.counters.withLockedValue { $0 }
         let hinted = hints.counters.withLockedValue { $0 }
-        return [
+        let timeouts = state.withLockedValue { $0.maintenanceTimeouts }
+        var counters: [String: Int64] = [
+            "maintenance.timeouts": timeouts.values.reduce(0, +),
             "anti_entropy.enabled": antiEntropy.isEnabled ? 1 : 0,
             "anti_entropy.trees_ready": Int64(antiEntropy.readyCount),
             "anti_entropy.exchanges": aae.exchanges,
@@ -622,5 +643,8 @@ extension ClusterNode {
             "hints.dropped": hinted.dropped,
             "hints.failed_deliveries": hinted.failedDeliveries,
         ]
+        // Which peers leave this node's requests unanswered.
+        for (node, count) in timeouts { counters["maintenance.timeouts.\(node)"] = count }
+        return counters
     }
 }

@@ -170,6 +170,8 @@ public final class ClusterNode: KeyValueService, Sendable {
         var antiEntropyCursor = 0
         var antiEntropyPeerCursor = 0
         var reaperCursor = 0
+        /// Maintenance requests each peer left unanswered, for status.
+        var maintenanceTimeouts: [NodeID: Int64] = [:]
         var operations: [UInt64: CheckedContinuation<OperationOutcome, Never>] = [:]
         /// Operation timers by deadline. One sweep every ``timerResolution`` fires the
         /// expired ones: scheduling a task per operation would wake the event loop twice

@@ -26,9 +26,41 @@ final class FaultProxy: @unchecked Sendable {
 
     private struct State {
         var blocked: Set<NodeID> = []
-        /// Open connections: both sockets and the node that opened them.
-        var connections: [(origin: NodeID, client: Int32, server: Int32)] = []
+        /// Open connections and the node that opened each.
+        var connections: [(origin: NodeID, connection: ProxiedConnection)] = []
         var closed = false
+    }
+
+    /// Both sockets of one proxied connection. Shutting down and closing happen under
+    /// one lock, so a shutdown never reaches a descriptor number the system has already
+    /// given to a newer connection.
+    final class ProxiedConnection: @unchecked Sendable {
+        let client: Int32
+        let server: Int32
+        private let lock = NIOLock()
+        private var closed = false
+
+        init(client: Int32, server: Int32) {
+            self.client = client
+            self.server = server
+        }
+
+        func shutdownBoth() {
+            lock.withLock {
+                guard !closed else { return }
+                shutdown(client, Int32(SHUT_RDWR))
+                shutdown(server, Int32(SHUT_RDWR))
+            }
+        }
+
+        func close() {
+            lock.withLock {
+                guard !closed else { return }
+                closed = true
+                Glibc.close(client)
+                Glibc.close(server)
+            }
+        }
     }
 
     /// Listens on a free port of 127.0.0.1 and forwards to `targetPort`.
@@ -69,10 +101,7 @@ final class FaultProxy: @unchecked Sendable {
             state.blocked.formUnion(origins)
             return state.connections.filter { origins.contains($0.origin) }
         }
-        for connection in closing {
-            shutdown(connection.client, Int32(SHUT_RDWR))
-            shutdown(connection.server, Int32(SHUT_RDWR))
-        }
+        for entry in closing { entry.connection.shutdownBoth() }
     }
 
     /// Restores every link.
@@ -88,10 +117,7 @@ final class FaultProxy: @unchecked Sendable {
         }
         shutdown(listener, Int32(SHUT_RDWR))
         Glibc.close(listener)
-        for connection in open {
-            shutdown(connection.client, Int32(SHUT_RDWR))
-            shutdown(connection.server, Int32(SHUT_RDWR))
-        }
+        for entry in open { entry.connection.shutdownBoth() }
     }
 
     private func acceptLoop() {
@@ -157,34 +183,36 @@ final class FaultProxy: @unchecked Sendable {
             }
         }
         Self.setNoDelay(server)
+        let connection = ProxiedConnection(client: client, server: server)
         let admitted = state.withLockedValue { state in
             guard connected == 0, !state.blocked.contains(origin), !state.closed else { return false }
-            state.connections.append((origin, client, server))
+            state.connections.append((origin, connection))
             return true
         }
         guard admitted, Self.write(server, prefix + body) else {
-            Glibc.close(client)
-            Glibc.close(server)
+            connection.close()
             return
         }
-        let reverse = Thread { Self.pump(from: server, to: client) }
+        let reverseDone = NIOLockedValueBox(false)
+        let reverse = Thread {
+            Self.pump(from: server, to: client, connection)
+            reverseDone.withLockedValue { $0 = true }
+        }
         reverse.start()
-        Self.pump(from: client, to: server)
-        // Both directions end together; the second pump's socket is shut down, not
-        // closed, so the other thread never reads a reused descriptor.
-        state.withLockedValue { state in state.connections.removeAll { $0.client == client } }
-        while reverse.isExecuting { usleep(1_000) }
-        Glibc.close(client)
-        Glibc.close(server)
+        Self.pump(from: client, to: server, connection)
+        // Both directions end together (each pump shuts both sockets down); the sockets
+        // are closed only once the other pump is done with them.
+        while !reverseDone.withLockedValue({ $0 }) { usleep(1_000) }
+        state.withLockedValue { state in state.connections.removeAll { $0.connection === connection } }
+        connection.close()
     }
 
-    private static func pump(from source: Int32, to destination: Int32) {
+    private static func pump(from source: Int32, to destination: Int32, _ connection: ProxiedConnection) {
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         while true {
             let got = buffer.withUnsafeMutableBytes { recv(source, $0.baseAddress!, $0.count, 0) }
             guard got > 0, write(destination, Array(buffer[0..<got])) else { break }
         }
-        shutdown(source, Int32(SHUT_RDWR))
-        shutdown(destination, Int32(SHUT_RDWR))
+        connection.shutdownBoth()
     }
 }
