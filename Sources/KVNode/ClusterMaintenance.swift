@@ -307,8 +307,7 @@ extension ClusterNode {
     }
 
     /// Compares the next partition this node replicates with the next peer replica, then
-    /// reaps what it may of the partition's tombstones if this node is its first
-    /// replica.
+    /// proposes the partition's tombstones it may for reaping.
     private func antiEntropyStep() async {
         guard let layout = try? formedLayout() else { return }
         let mine = (0..<layout.partitionCount).map { PartitionID(rawValue: UInt32($0)) }.filter {
