@@ -25,16 +25,6 @@ rounds="${KV_BENCH_ROUNDS:-2}"
 clients="${KV_BENCH_CLIENTS:-100}"
 source scripts/lib/bench-processes.sh
 
-cat > "$work/put.lua" <<'LUA'
-local counter = 0
-local value = string.rep("v", 256)
-function setup(thread) thread:set("id", tostring(math.random(1, 1e9))) end
-request = function()
-    counter = counter + 1
-    return wrk.format("PUT", "/v1/bench/fresh/" .. id .. "-" .. counter,
-        {["content-type"] = "application/octet-stream"}, value)
-end
-LUA
 
 http=(); peer=()
 start_node() { # index interval
@@ -72,7 +62,7 @@ for interval in 0 1000 100; do
     label=$([ "$interval" = 0 ] && echo "off" || echo "every ${interval} ms")
     echo "==> round $round, anti-entropy $label"
     echo "  wrk, puts of fresh keys, 256-byte values, $clients connections, ${seconds}s:"
-    wrk -t2 -c"$clients" -d"${seconds}s" --latency -s "$work/put.lua" "http://127.0.0.1:${http[0]}" \
+    wrk -t2 -c"$clients" -d"${seconds}s" --latency -s scripts/lib/kv-put-fresh.lua "http://127.0.0.1:${http[0]}" \
         | grep -E "Requests/sec| 50%| 99%|Non-2xx|Socket errors" | sed 's/^ */    /' | tee "$work/wrk.out"
     echo "  kv bench, 50 % gets:"
     "$bin/kv" bench --url "$urls" --clients "$clients" --duration "$seconds" --value-size 256 \

@@ -63,16 +63,6 @@ done
 curl -sf -X PUT "http://127.0.0.1:$base/v1/_tables/bench/fresh" -d '{"key":["string"]}' > /dev/null
 
 # wrk scripts: each request writes a fresh key with a 256-byte value.
-cat > "$work/kv-put.lua" <<'EOF'
-local counter = 0
-local value = string.rep("v", 256)
-function setup(thread) thread:set("id", tostring(math.random(1, 1e9))) end
-request = function()
-    counter = counter + 1
-    return wrk.format("PUT", "/v1/bench/fresh/" .. id .. "-" .. counter,
-        {["content-type"] = "application/octet-stream"}, value)
-end
-EOF
 cat > "$work/etcd-put.lua" <<'EOF'
 local chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 local function b64(data)
@@ -100,7 +90,7 @@ EOF
 summary() { grep -E "Requests/sec| 50%| 99%|Non-2xx|Socket errors" | sed 's/^ */    /'; }
 echo "==> wrk, puts of fresh keys, 256-byte values, $clients connections, ${seconds}s"
 echo "  kv (3 nodes, N=3, W=2, every acknowledged write fsynced on 2+ replicas):"
-wrk -t2 -c"$clients" -d"${seconds}s" --latency -s "$work/kv-put.lua" "http://127.0.0.1:$base" | summary
+wrk -t2 -c"$clients" -d"${seconds}s" --latency -s scripts/lib/kv-put-fresh.lua "http://127.0.0.1:$base" | summary
 echo "  etcd $(etcd --version | head -1 | awk '{print $3}') (3 members):"
 wrk -t2 -c"$clients" -d"${seconds}s" --latency -s "$work/etcd-put.lua" "http://127.0.0.1:${e_client[0]}" | summary
 
