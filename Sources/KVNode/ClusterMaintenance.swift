@@ -62,9 +62,7 @@ extension ClusterNode {
 
     /// Whether `node` is connected and SWIM believes it alive.
     func isReachable(_ node: NodeID) -> Bool {
-        state.withLockedValue { state in
-            !state.unreachable.contains(node) && (state.liveness[node] ?? .alive) == .alive
-        } && transport.isConnected(to: node)
+        state.withLockedValue { $0.believesUp(node) } && transport.isConnected(to: node)
     }
 
     // MARK: - Requests

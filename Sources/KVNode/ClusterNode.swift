@@ -172,6 +172,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         var reaperCursor = 0
         /// Maintenance requests each peer left unanswered, for status.
         var maintenanceTimeouts: [NodeID: Int64] = [:]
+
         var operations: [UInt64: CheckedContinuation<OperationOutcome, Never>] = [:]
         /// Operation timers by deadline. One sweep every ``timerResolution`` fires the
         /// expired ones: scheduling a task per operation would wake the event loop twice
@@ -190,6 +191,12 @@ public final class ClusterNode: KeyValueService, Sendable {
         /// Members to know before forming (see ``ClusterSettings/expectedMembers``),
         /// lowered when a static list turns out to name this node under another spelling.
         var expectedMembers: Int?
+
+        /// Whether `node` counts as up: connected, and not suspected or declared dead
+        /// by SWIM.
+        func believesUp(_ node: NodeID) -> Bool {
+            !unreachable.contains(node) && (liveness[node] ?? .alive) == .alive
+        }
     }
 
     static let metadataKey = Array("cluster/metadata".utf8)
@@ -769,9 +776,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// declared dead by SWIM (a paused process keeps its connections but answers
     /// nothing).
     func refreshReachability(_ node: NodeID) {
-        let isUp = state.withLockedValue { state in
-            !state.unreachable.contains(node) && (state.liveness[node] ?? .alive) == .alive
-        }
+        let isUp = state.withLockedValue { $0.believesUp(node) }
         run { coordinator in
             coordinator.reachabilityChanged(node, isUp: isUp)
             return []
