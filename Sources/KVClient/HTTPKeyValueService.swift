@@ -427,6 +427,43 @@ public final class HTTPKeyValueService: KeyValueService {
         return LayoutDescription(
             version: body.version, replicationFactor: body.replicationFactor, partitions: partitions)
     }
+
+    public func stageLayoutChange(_ change: LayoutChangeRequest) async throws(KVError) -> LayoutPlanReport {
+        let response = try await send(.POST, "/v1/_cluster/stage", body: Self.encode(change))
+        try expect(response, [200])
+        return try Self.decode(LayoutPlanReport.self, response)
+    }
+
+    public func clearLayoutChanges() async throws(KVError) -> LayoutPlanReport {
+        let response = try await send(.DELETE, "/v1/_cluster/stage")
+        try expect(response, [200])
+        return try Self.decode(LayoutPlanReport.self, response)
+    }
+
+    public func layoutPlan() async throws(KVError) -> LayoutPlanReport {
+        let response = try await send(.GET, "/v1/_cluster/plan")
+        try expect(response, [200])
+        return try Self.decode(LayoutPlanReport.self, response)
+    }
+
+    public func commitLayoutPlan(_ id: String) async throws(KVError) -> LayoutPlanReport {
+        let response = try await send(
+            .POST, "/v1/_cluster/commit", body: Self.encode(LayoutCommitRequest(plan: id)))
+        try expect(response, [200])
+        return try Self.decode(LayoutPlanReport.self, response)
+    }
+
+    public func transfers() async throws(KVError) -> TransfersReport {
+        let response = try await send(.GET, "/v1/_cluster/transfers")
+        try expect(response, [200])
+        return try Self.decode(TransfersReport.self, response)
+    }
+
+    public func controlTransfers(_ request: TransferControlRequest) async throws(KVError) -> TransfersReport {
+        let response = try await send(.POST, "/v1/_cluster/transfers", body: Self.encode(request))
+        try expect(response, [200])
+        return try Self.decode(TransfersReport.self, response)
+    }
 }
 
 /// Table schemas the client has looked up, to parse scan rows.

@@ -132,6 +132,14 @@ public struct ClusterMetadata: Hashable, Sendable {
     public var tables: [TableName: TableRecord]
     /// The highest Lamport time seen.
     public var clock: UInt64
+    /// The layout changes staged for the next commit.
+    public var staged: StagedLayoutChanges
+    /// The layout change in progress towards `layout`, if any.
+    public var transition: LayoutTransition?
+    /// Members whose leave or replace was committed (see ``departed``).
+    public var departing: Set<NodeID>
+    /// How hard transfers may push.
+    public var handoffControl: HandoffControl
 
     /// Unformed metadata that knows only `member`.
     public init(member: ClusterMember, partitionCount: Int, replicationFactor: Int) {
@@ -143,6 +151,10 @@ public struct ClusterMetadata: Hashable, Sendable {
         layout = nil
         tables = [:]
         clock = 0
+        staged = StagedLayoutChanges()
+        transition = nil
+        departing = []
+        handoffControl = HandoffControl()
     }
 
     /// Whether a cluster was formed.
@@ -171,22 +183,6 @@ public struct ClusterMetadata: Hashable, Sendable {
             members: members.values.map(\.layoutMember), replicationFactor: replicationFactor,
             partitionCount: partitionCount)
         return formed
-    }
-
-    /// The metadata after `node` recomputes the layout for members it does not place
-    /// yet, or `nil` when nothing is to be done or `node` is not the one to do it: the
-    /// smallest node of the current layout, so concurrent joins never fork it.
-    public func relayout(by node: NodeID) -> Self? {
-        guard isFormed, let layout else { return nil }
-        let placed = Set(layout.members.map(\.node))
-        guard Set(members.keys) != placed || layout.members != members.values.map(\.layoutMember).sorted(),
-            placed.min() == node
-        else { return nil }
-        var changed = self
-        changed.layout = Layout.computed(
-            members: members.values.map(\.layoutMember), replicationFactor: replicationFactor,
-            partitionCount: partitionCount, previous: layout)
-        return changed
     }
 
     /// Whether another table may be recorded: every record counts, dropped ones too,
@@ -237,14 +233,51 @@ public struct ClusterMetadata: Hashable, Sendable {
             contextSecret = other.contextSecret
             replicationFactor = other.replicationFactor
             layout = other.layout
+            transition = other.transition
         } else if isFormed && other.isFormed, let mine = layout, let theirs = other.layout {
             if theirs.version > mine.version
                 || (theirs.version == mine.version && theirs != mine
                     && Self.encode(theirs).lexicographicallyPrecedes(Self.encode(mine)))
             {
+                // A transition belongs to the layout it leads to.
                 layout = theirs
+                transition = other.transition
+            } else if theirs == mine {
+                // One layout, two copies of its transition: what either side recorded
+                // counts, and a finished transition (nil) stays finished.
+                if var combined = transition, let theirTransition = other.transition,
+                    combined.previous == theirTransition.previous
+                {
+                    combined.received.formUnion(theirTransition.received)
+                    combined.released.formUnion(theirTransition.released)
+                    combined.abandoned.formUnion(theirTransition.abandoned)
+                    transition = combined
+                } else if other.transition == nil {
+                    transition = nil
+                } else if let theirTransition = other.transition, let ours = transition,
+                    Self.encodeTransition(theirTransition).lexicographicallyPrecedes(
+                        Self.encodeTransition(ours))
+                {
+                    transition = theirTransition
+                }
+                settleTransition()
             }
         }
+        // The later stamp wins; equal stamps with different contents (only a restored
+        // backup makes them) resolve by their encoding, the same on every node.
+        if other.staged.stamp > staged.stamp
+            || (other.staged.stamp == staged.stamp && other.staged != staged
+                && Self.encode(other.staged).lexicographicallyPrecedes(Self.encode(staged)))
+        {
+            staged = other.staged
+        }
+        if other.handoffControl.stamp > handoffControl.stamp
+            || (other.handoffControl.stamp == handoffControl.stamp && other.handoffControl != handoffControl
+                && Self.encode(other.handoffControl).lexicographicallyPrecedes(Self.encode(handoffControl)))
+        {
+            handoffControl = other.handoffControl
+        }
+        departing.formUnion(other.departing)
         for member in other.members.values { announce(member) }
         for (name, record) in other.tables {
             if let known = tables[name], !record.supersedes(known) { continue }
@@ -256,7 +289,8 @@ public struct ClusterMetadata: Hashable, Sendable {
 
     // MARK: - Encoding
 
-    static let formatVersion: UInt8 = 1
+    /// Version 1 ends after the tables; version 2 adds the elastic-cluster state.
+    static let formatVersion: UInt8 = 2
 
     /// The binary form nodes exchange and store.
     public func encoded() -> [UInt8] {
@@ -302,6 +336,81 @@ public struct ClusterMetadata: Hashable, Sendable {
                 writer.writeFixed(descriptor.generation)
             } else {
                 writer.write(0)
+            }
+        }
+        writer.writeRaw(Self.encode(staged))
+        writer.writeRaw(Self.encode(handoffControl))
+        writer.writeVarint(UInt64(departing.count))
+        for node in departing.sorted() { writer.writeFixed(node.rawValue) }
+        if let transition {
+            writer.write(1)
+            writer.writeRaw(Self.encodeTransition(transition))
+        } else {
+            writer.write(0)
+        }
+        return writer.bytes
+    }
+
+    static func encode(_ staged: StagedLayoutChanges) -> [UInt8] {
+        var writer = BinaryWriter(capacity: 32 + staged.changes.count * 24)
+        writer.writeVarint(UInt64(staged.changes.count))
+        for change in staged.changes { encode(change, into: &writer) }
+        encode(staged.stamp, into: &writer)
+        return writer.bytes
+    }
+
+    static func encode(_ control: HandoffControl) -> [UInt8] {
+        var writer = BinaryWriter(capacity: 40)
+        writer.write(control.paused ? 1 : 0)
+        for value in [control.clusterConcurrency, control.nodeConcurrency, control.bytesPerSecond] {
+            writer.writeVarint(UInt64(value))
+        }
+        encode(control.stamp, into: &writer)
+        return writer.bytes
+    }
+
+    static func encode(_ stamp: MetadataStamp, into writer: inout BinaryWriter) {
+        writer.writeVarint(stamp.time)
+        writer.writeFixed(stamp.node.rawValue)
+    }
+
+    static func encode(_ change: LayoutChange, into writer: inout BinaryWriter) {
+        switch change {
+        case .join(let node):
+            writer.write(1)
+            writer.writeFixed(node.rawValue)
+        case .leave(let node, let force):
+            writer.write(2)
+            writer.writeFixed(node.rawValue)
+            writer.write(force ? 1 : 0)
+        case .replace(let old, let new, let force):
+            writer.write(3)
+            writer.writeFixed(old.rawValue)
+            writer.writeFixed(new.rawValue)
+            writer.write(force ? 1 : 0)
+        case .setCapacity(let node, let capacity):
+            writer.write(4)
+            writer.writeFixed(node.rawValue)
+            writer.writeVarint(UInt64(capacity))
+        case .setZone(let node, let zone):
+            writer.write(5)
+            writer.writeFixed(node.rawValue)
+            writer.writeLengthPrefixed(Array(zone.utf8))
+        }
+    }
+
+    /// A transition's binary form: the previous layout, then the abandoned nodes and the
+    /// received and released slots, sorted.
+    static func encodeTransition(_ transition: LayoutTransition) -> [UInt8] {
+        var writer = BinaryWriter(capacity: 256 + transition.previous.partitionCount * 8)
+        writer.writeRaw(encode(transition.previous))
+        writer.writeVarint(UInt64(transition.abandoned.count))
+        for node in transition.abandoned.sorted() { writer.writeFixed(node.rawValue) }
+        for slots in [transition.received, transition.released] {
+            writer.writeVarint(UInt64(slots.count))
+            for slot in slots.sorted() {
+                writer.writeVarint(UInt64(slot.partition.rawValue))
+                writer.writeFixed(slot.node.rawValue)
             }
         }
         return writer.bytes
@@ -372,7 +481,8 @@ public struct ClusterMetadata: Hashable, Sendable {
 
     private static func decodeThrowing(_ bytes: [UInt8]) throws -> ClusterMetadata {
         var reader = BinaryReader(bytes)
-        guard try reader.readByte() == formatVersion else {
+        let format = try reader.readByte()
+        guard format == 1 || format == formatVersion else {
             throw KVError(.corruptObject, "cluster metadata has an unknown format")
         }
         let clusterID = try reader.readFixed()
@@ -442,6 +552,54 @@ public struct ClusterMetadata: Hashable, Sendable {
             }
             tables[name] = TableRecord(name: name, descriptor: descriptor, stamp: stamp)
         }
+        var staged = StagedLayoutChanges()
+        var control = HandoffControl()
+        var departing: Set<NodeID> = []
+        var transition: LayoutTransition?
+        if format >= 2 {
+            var changes: [LayoutChange] = []
+            for _ in 0..<(try count(&reader, atMost: StagedLayoutChanges.maximumChanges, "staged changes")) {
+                changes.append(try decodeChange(&reader))
+            }
+            staged = StagedLayoutChanges(changes: changes, stamp: try decodeStamp(&reader))
+            control.paused = try reader.readByte() == 1
+            control.clusterConcurrency = try count(&reader, atMost: 1 << 20, "transfers")
+            control.nodeConcurrency = try count(&reader, atMost: 1 << 20, "transfers")
+            control.bytesPerSecond = try count(&reader, atMost: 1 << 50, "bytes per second")
+            control.stamp = try decodeStamp(&reader)
+            for _ in 0..<(try count(&reader, atMost: maximumMembers, "departing members")) {
+                departing.insert(NodeID(rawValue: try reader.readFixed()))
+            }
+            switch try reader.readByte() {
+            case 0: transition = nil
+            case 1:
+                let previous = try decodeLayout(&reader, zoneRule: false)
+                guard previous.partitionCount == partitionCount else {
+                    throw KVError(
+                        .corruptObject, "cluster metadata's previous layout has another partition count")
+                }
+                var abandoned: Set<NodeID> = []
+                for _ in 0..<(try count(&reader, atMost: maximumMembers, "abandoned members")) {
+                    abandoned.insert(NodeID(rawValue: try reader.readFixed()))
+                }
+                var sets: [Set<TransferSlot>] = []
+                for _ in 0..<2 {
+                    var slots: Set<TransferSlot> = []
+                    let limit = partitionCount * ReplicationDefaults.maximumReplicas * 2
+                    for _ in 0..<(try count(&reader, atMost: limit, "transfer slots")) {
+                        let partition = try count(&reader, atMost: partitionCount - 1, "partition")
+                        slots.insert(
+                            TransferSlot(
+                                partition: PartitionID(rawValue: UInt32(partition)),
+                                node: NodeID(rawValue: try reader.readFixed())))
+                    }
+                    sets.append(slots)
+                }
+                transition = LayoutTransition(
+                    previous: previous, abandoned: abandoned, received: sets[0], released: sets[1])
+            case let flag: throw KVError(.corruptObject, "cluster metadata has transition flag \(flag)")
+            }
+        }
         guard reader.isAtEnd else { throw KVError(.corruptObject, "cluster metadata has trailing bytes") }
         var metadata = ClusterMetadata(
             member: ClusterMember(node: NodeID(rawValue: 0), peerAddress: "", httpAddress: ""),
@@ -452,13 +610,20 @@ public struct ClusterMetadata: Hashable, Sendable {
         metadata.layout = layout
         metadata.tables = tables
         metadata.clock = clock
+        metadata.staged = staged
+        metadata.handoffControl = control
+        metadata.departing = departing
+        metadata.transition = transition
+        guard control.problems().isEmpty else {
+            throw KVError(.corruptObject, "cluster metadata's transfer settings are out of range")
+        }
         if let layout, layout.partitionCount != partitionCount {
             throw KVError(.corruptObject, "cluster metadata's layout has another partition count")
         }
         return metadata
     }
 
-    private static func decodeLayout(_ reader: inout BinaryReader) throws -> Layout {
+    private static func decodeLayout(_ reader: inout BinaryReader, zoneRule: Bool = true) throws -> Layout {
         let version = try reader.readVarint()
         let partitionCount = try count(&reader, atMost: 1 << 16, "partitions")
         let replicationFactor = try count(&reader, atMost: ReplicationDefaults.maximumReplicas, "replicas")
@@ -484,10 +649,29 @@ public struct ClusterMetadata: Hashable, Sendable {
         let layout = Layout(
             version: version, partitionCount: partitionCount, replicationFactor: replicationFactor,
             members: members, assignments: assignments)
-        guard layout.check().isEmpty else {
-            throw KVError(
-                .corruptObject, "the layout breaks its rules: \(layout.check().joined(separator: "; "))")
+        let problems = layout.check(zoneRule: zoneRule)
+        guard problems.isEmpty else {
+            throw KVError(.corruptObject, "the layout breaks its rules: \(problems.joined(separator: "; "))")
         }
         return layout
+    }
+
+    private static func decodeStamp(_ reader: inout BinaryReader) throws -> MetadataStamp {
+        MetadataStamp(time: try reader.readVarint(), node: NodeID(rawValue: try reader.readFixed()))
+    }
+
+    private static func decodeChange(_ reader: inout BinaryReader) throws -> LayoutChange {
+        let tag = try reader.readByte()
+        let node = NodeID(rawValue: try reader.readFixed())
+        switch tag {
+        case 1: return .join(node)
+        case 2: return .leave(node, force: try reader.readByte() == 1)
+        case 3:
+            let new = NodeID(rawValue: try reader.readFixed())
+            return .replace(node, with: new, force: try reader.readByte() == 1)
+        case 4: return .setCapacity(node, try count(&reader, atMost: 1 << 20, "capacity"))
+        case 5: return .setZone(node, try text(&reader, maximumBytes: 64))
+        default: throw KVError(.corruptObject, "cluster metadata has layout change \(tag)")
+        }
     }
 }

@@ -72,8 +72,11 @@ public struct Coordinator: Sendable {
     public let actor: ActorID
     /// The node.
     public var node: NodeID { actor.node }
+    /// Where reads and writes go: the layout, and the previous owners of partitions
+    /// that are moving.
+    public private(set) var placement: Placement
     /// The layout that decides preference lists.
-    public private(set) var layout: Layout
+    public var layout: Layout { placement.layout }
     /// Timeouts.
     public let settings: CoordinatorSettings
 
@@ -111,7 +114,7 @@ public struct Coordinator: Sendable {
         firstMessageID: UInt64
     ) {
         self.actor = actor
-        self.layout = layout
+        self.placement = Placement(layout: layout)
         self.settings = settings
         self.nextMessageID = firstMessageID
     }
@@ -127,7 +130,13 @@ public struct Coordinator: Sendable {
 
     /// A new layout takes effect for operations that start from now on.
     public mutating func layoutChanged(_ layout: Layout) {
-        if layout.version >= self.layout.version { self.layout = layout }
+        placementChanged(Placement(layout: layout))
+    }
+
+    /// A new layout, or the progress of a layout change, takes effect for operations
+    /// that start from now on.
+    public mutating func placementChanged(_ placement: Placement) {
+        if placement.layout.version >= layout.version { self.placement = placement }
     }
 
     /// The shell lost or regained its connection to a node.
@@ -141,10 +150,16 @@ public struct Coordinator: Sendable {
     )
         -> [Action]
     {
-        let preference: [NodeID]
-        switch preferenceList(key, quorum) {
+        let sets: [[NodeID]]
+        switch writeSets(key, quorum) {
         case .failure(let error): return finish(operation, .failed(error))
-        case .success(let list): preference = list
+        case .success(let lists): sets = lists
+        }
+        // While a partition moves, the write goes to the old and the new replicas and
+        // needs its quorum among each (see ``Placement``).
+        var preference: [NodeID] = []
+        for set in sets {
+            for replica in set where !preference.contains(replica) { preference.append(replica) }
         }
         guard preference.contains(node) else {
             if case .forwarded = operation {
@@ -157,7 +172,11 @@ public struct Coordinator: Sendable {
                             "this node is not a replica of the key in layout version \(layout.version); retry once the layout has settled"
                         )))
             }
-            let target = preference.first { !down.contains($0) } ?? preference[0]
+            // While the partition moves, a replica of both the old and the new set is one
+            // whatever layout the receiver has seen yet, so it is asked first.
+            let both = preference.filter { replica in sets.allSatisfy { $0.contains(replica) } }
+            let target =
+                both.first { !down.contains($0) } ?? preference.first { !down.contains($0) } ?? preference[0]
             return forward(operation, to: target) {
                 .coordinateWrite(id: $0, key: key, write: write, quorum: quorum)
             }
@@ -170,23 +189,27 @@ public struct Coordinator: Sendable {
         let standIns = fallbacks(of: key.partition, excluding: preference).filter { !down.contains($0) }
         let hints = Dictionary(uniqueKeysWithValues: zip(standIns, absent))
         let covered = min(standIns.count, absent.count)
-        let reachable = upPrimaries.count + covered
         // A down primary nobody stands in for still gets the write: the transport fails
         // fast if it is down, and a send that gets through is how it is seen up again.
         let uncovered = Array(absent.dropFirst(covered))
         let targets = upPrimaries + standIns.prefix(covered) + uncovered
-        guard reachable >= quorum.w, reachable >= quorum.dw, upPrimaries.count >= quorum.pw else {
-            return finish(
-                operation,
-                .failed(
-                    KVError(
-                        .quorumUnavailable,
-                        "\(upPrimaries.count) of \(preference.count) replicas and \(covered) stand-ins are reachable and the write needs w=\(quorum.w), dw=\(quorum.dw), pw=\(quorum.pw); nothing was written"
-                    )))
+        let quorumSets = sets.map { Set($0) }
+        for set in quorumSets {
+            let reachable = upPrimaries.filter(set.contains).count + hints.values.filter(set.contains).count
+            let (w, dw) = WriteRound.requirement(quorum, in: set)
+            guard reachable >= w, reachable >= dw, upPrimaries.count >= quorum.pw else {
+                return finish(
+                    operation,
+                    .failed(
+                        KVError(
+                            .quorumUnavailable,
+                            "\(upPrimaries.filter(set.contains).count) of \(set.count) replicas and \(hints.values.filter(set.contains).count) stand-ins are reachable and the write needs w=\(quorum.w), dw=\(quorum.dw), pw=\(quorum.pw)\(quorumSets.count > 1 ? " in both the old and the new replicas of this moving partition" : ""); nothing was written"
+                        )))
+            }
         }
         writes[operation] = WriteRound(
             key: key, targets: targets, primaries: Set(upPrimaries + uncovered), hintFor: hints,
-            quorum: quorum)
+            quorumSets: quorumSets, quorum: quorum)
         return [
             .storage(.operation(operation), .coordinate(key, write)),
             .startTimer(operation, afterMilliseconds: settings.requestTimeoutMilliseconds),
@@ -294,7 +317,9 @@ public struct Coordinator: Sendable {
             forwardIDs[operation] = nil
             return [.cancelTimer(operation)] + finish(operation, outcome)
         case .metadata, .metadataMerged, .scan, .scanned, .membership, .handedOff, .treeRequest, .treeHashes,
-            .keyHashesRequest, .keyHashes, .reconcile, .reconciled, .reapQuery, .reapAnswer, .reap:
+            .keyHashesRequest, .keyHashes, .reconcile, .reconciled, .reapQuery, .reapAnswer, .reap,
+            .transferPull,
+            .transferRows, .transfersRequest, .transfersReport:
             // Metadata, scans, membership, hint delivery, anti-entropy and reaping are the
             // node shell's business, not a quorum's.
             return []
@@ -323,7 +348,8 @@ public struct Coordinator: Sendable {
                     .failed(KVError(.quorumUnavailable, "the coordinating replica \(target) is unreachable")))
         case .stored, .fetched, .replicaFailed, .repair, .coordinated, .metadata, .metadataMerged, .scan,
             .scanned, .membership, .handoff, .handedOff, .treeRequest, .treeHashes, .keyHashesRequest,
-            .keyHashes, .reconcile, .reconciled, .reapQuery, .reapAnswer, .reap:
+            .keyHashes, .reconcile, .reconciled, .reapQuery, .reapAnswer, .reap, .transferPull, .transferRows,
+            .transfersRequest, .transfersReport:
             // Replies and repairs are not retried; the other side times out or a later
             // read repairs.
             return []
@@ -421,13 +447,25 @@ public struct Coordinator: Sendable {
         let primaries = round.acknowledged.keys.filter { round.primaries.contains($0) }.count
         let pending = round.targets.count - acks - round.failed.count
         let quorum = round.quorum
-        if acks >= quorum.w && durable >= quorum.dw && primaries >= quorum.pw {
+        var met = primaries >= quorum.pw
+        var reachable = primaries + pending >= quorum.pw
+        for set in round.quorumSets {
+            let (w, dw) = WriteRound.requirement(quorum, in: set)
+            let counted = round.targets.filter { round.counts($0, in: set) }
+            let setAcks = counted.filter { round.acknowledged[$0] != nil }.count
+            let setDurable = counted.filter { round.acknowledged[$0] == true }.count
+            let setPending = counted.filter { round.acknowledged[$0] == nil && !round.failed.contains($0) }
+                .count
+            if setAcks < w || setDurable < dw { met = false }
+            if setAcks + setPending < w || setDurable + setPending < dw { reachable = false }
+        }
+        if met {
             round.replied = true
             writes[operation] = nil
             forgetRequests(of: operation)
             return [.cancelTimer(operation)] + finish(operation, .written(object))
         }
-        if acks + pending < quorum.w || durable + pending < quorum.dw || primaries + pending < quorum.pw {
+        if !reachable {
             round.replied = true
             writes[operation] = nil
             forgetRequests(of: operation)
@@ -437,7 +475,7 @@ public struct Coordinator: Sendable {
                     .failed(
                         KVError(
                             .quorumUnavailable,
-                            "\(acks) of \(round.targets.count) replicas acknowledged (\(durable) durably, \(primaries) primaries) and the write needs w=\(quorum.w), dw=\(quorum.dw), pw=\(quorum.pw); it is stored on \(acks) and may become visible"
+                            "\(acks) of \(round.targets.count) replicas acknowledged (\(durable) durably, \(primaries) primaries) and the write needs w=\(quorum.w), dw=\(quorum.dw), pw=\(quorum.pw)\(round.quorumSets.count > 1 ? " in both the old and the new replicas of this moving partition" : ""); it is stored on \(acks) and may become visible"
                         )))
         }
         writes[operation] = round
@@ -507,26 +545,31 @@ public struct Coordinator: Sendable {
 
     // MARK: - Helpers
 
-    private func preferenceList(_ key: ReplicaKey, _ quorum: Quorum) -> Result<[NodeID], KVError> {
+    /// Checks the quorum and the key against the layout.
+    private func validate(_ key: ReplicaKey, _ quorum: Quorum) -> KVError? {
         do throws(KVError) {
             try quorum.validate()
         } catch {
-            return .failure(error)
+            return error
         }
         guard quorum.n <= layout.replicationFactor else {
-            return .failure(
-                KVError(
-                    .invalidQuorum,
-                    "n is \(quorum.n) but the cluster keeps at most \(layout.replicationFactor) replicas per partition"
-                ))
+            return KVError(
+                .invalidQuorum,
+                "n is \(quorum.n) but the cluster keeps at most \(layout.replicationFactor) replicas per partition"
+            )
         }
         guard Int(key.partition.rawValue) < layout.partitionCount else {
-            return .failure(
-                KVError(
-                    .invalidRequest,
-                    "partition \(key.partition) is outside the layout's \(layout.partitionCount)"))
+            return KVError(
+                .invalidRequest, "partition \(key.partition) is outside the layout's \(layout.partitionCount)"
+            )
         }
-        let replicas = layout.replicas(of: key.partition).prefix(quorum.n)
+        return nil
+    }
+
+    /// The replicas a read of `key` asks.
+    private func preferenceList(_ key: ReplicaKey, _ quorum: Quorum) -> Result<[NodeID], KVError> {
+        if let error = validate(key, quorum) { return .failure(error) }
+        let replicas = placement.readReplicas(of: key.partition).prefix(quorum.n)
         guard replicas.count == quorum.n else {
             return .failure(
                 KVError(
@@ -535,6 +578,22 @@ public struct Coordinator: Sendable {
                 ))
         }
         return .success(Array(replicas))
+    }
+
+    /// The replica sets a write of `key` needs its quorum in: the layout's, and the
+    /// previous owners' while the partition moves (a previous layout of fewer nodes may
+    /// have fewer replicas; the quorum there is capped at their number).
+    private func writeSets(_ key: ReplicaKey, _ quorum: Quorum) -> Result<[[NodeID]], KVError> {
+        if let error = validate(key, quorum) { return .failure(error) }
+        let sets = placement.writeSets(of: key.partition).map { Array($0.prefix(quorum.n)) }
+        guard sets[0].count == quorum.n else {
+            return .failure(
+                KVError(
+                    .quorumUnavailable,
+                    "the layout places \(sets[0].count) replicas of this key and the request needs \(quorum.n)"
+                ))
+        }
+        return .success(sets.filter { !$0.isEmpty })
     }
 
     private mutating func forward(
@@ -605,6 +664,8 @@ private struct WriteRound: Sendable {
     var primaries: Set<NodeID>
     /// For each stand-in, the primary it keeps a hint for.
     var hintFor: [NodeID: NodeID]
+    /// The replica sets that each need the quorum: one, or two while the partition moves.
+    var quorumSets: [Set<NodeID>]
     var quorum: Quorum
     /// The object after the coordinator's own write; `nil` until it is stored.
     var object: StoredObject?
@@ -612,6 +673,16 @@ private struct WriteRound: Sendable {
     var acknowledged: [NodeID: Bool] = [:]
     var failed: Set<NodeID> = []
     var replied = false
+
+    /// Whether an ack of `target` counts towards `set`: it is a member, or stands in for one.
+    func counts(_ target: NodeID, in set: Set<NodeID>) -> Bool {
+        set.contains(target) || hintFor[target].map(set.contains) == true
+    }
+
+    /// The acks and durable acks `set` needs: the quorum, capped at the set's size.
+    static func requirement(_ quorum: Quorum, in set: Set<NodeID>) -> (w: Int, dw: Int) {
+        (min(quorum.w, set.count), min(quorum.dw, set.count))
+    }
 }
 
 /// The state of one read this node coordinates.

@@ -161,6 +161,11 @@ public struct Membership: Sendable {
         states[member] = MemberState(node: member, incarnation: 0, status: .alive)
     }
 
+    /// Forgets a member that left the cluster for good: it is no longer probed.
+    public mutating func remove(_ member: NodeID) {
+        states[member] = nil
+    }
+
     // MARK: - Events
 
     /// Time passed: probe, escalate silent probes, expire suspicions.

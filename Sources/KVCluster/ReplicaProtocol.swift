@@ -159,6 +159,18 @@ public enum ReplicaMessage: Hashable, Sendable {
     case reapAnswer(id: UInt64, agrees: Bool)
     /// Every member agreed: remove the row if it is still that tombstone.
     case reap(key: ReplicaKey, objectHash: UInt64)
+    /// Asks a previous owner for the next batch of `partition`'s rows after `after`
+    /// (from the start when `nil`), read from one engine snapshot per transfer, for
+    /// layout version `layoutVersion`, at most `maximumBytes` of them.
+    case transferPull(
+        id: UInt64, partition: PartitionID, layoutVersion: UInt64, after: [UInt8]?, maximumBytes: Int)
+    /// A batch of a transfer: the rows (`truncated` while more follow, `error` when the
+    /// source cannot serve), and the source's estimate of the partition's row count.
+    case transferRows(id: UInt64, page: PartitionScanPage, estimatedRows: UInt64)
+    /// Asks a node for the progress of the transfers it takes part in.
+    case transfersRequest(id: UInt64)
+    /// The answer: ``TransferProgress/encode(_:)`` of its transfers.
+    case transfersReport(id: UInt64, encoded: [UInt8])
 }
 
 /// A key and the hash of its object, as anti-entropy compares them.

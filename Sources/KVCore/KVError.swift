@@ -77,6 +77,9 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         /// A write timed out after a replica may have stored it: it may or may not become
         /// visible. Retrying it with the same context is safe.
         public static let writeIndeterminate = Code(rawValue: "write.indeterminate")
+        /// A layout plan was committed after the layout or the staged changes changed:
+        /// show the plan again and commit that one.
+        public static let staleLayoutPlan = Code(rawValue: "layout.stale_plan")
         /// An unexpected internal failure.
         public static let internalError = Code(rawValue: "server.internal")
     }

@@ -590,6 +590,19 @@ public protocol KeyValueService: Sendable {
     func clusterStatus() async throws(KVError) -> ClusterStatus
     /// The cluster's current layout.
     func clusterLayout() async throws(KVError) -> LayoutDescription
+    /// Stages a layout change and returns the plan of every staged change.
+    func stageLayoutChange(_ change: LayoutChangeRequest) async throws(KVError) -> LayoutPlanReport
+    /// Drops every staged change.
+    func clearLayoutChanges() async throws(KVError) -> LayoutPlanReport
+    /// What committing the staged changes would do.
+    func layoutPlan() async throws(KVError) -> LayoutPlanReport
+    /// Commits the plan named `id` as the next layout version; `layout.stale_plan` when
+    /// the layout or the staged changes changed since the plan was shown.
+    func commitLayoutPlan(_ id: String) async throws(KVError) -> LayoutPlanReport
+    /// The transfers of the layout change in progress, with their progress.
+    func transfers() async throws(KVError) -> TransfersReport
+    /// Pauses, resumes or throttles transfers cluster-wide.
+    func controlTransfers(_ request: TransferControlRequest) async throws(KVError) -> TransfersReport
 
     /// A table's descriptor if it is at hand without waiting, else `nil`.
     ///
@@ -624,6 +637,36 @@ extension KeyValueService {
 
     /// A service that is no cluster member has no layout.
     public func clusterLayout() async throws(KVError) -> LayoutDescription {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
+    /// A service that is no cluster member has no layout to change.
+    public func stageLayoutChange(_ change: LayoutChangeRequest) async throws(KVError) -> LayoutPlanReport {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
+    /// A service that is no cluster member has no layout to change.
+    public func clearLayoutChanges() async throws(KVError) -> LayoutPlanReport {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
+    /// A service that is no cluster member has no layout to change.
+    public func layoutPlan() async throws(KVError) -> LayoutPlanReport {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
+    /// A service that is no cluster member has no layout to change.
+    public func commitLayoutPlan(_ id: String) async throws(KVError) -> LayoutPlanReport {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
+    /// A service that is no cluster member moves no data.
+    public func transfers() async throws(KVError) -> TransfersReport {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
+    /// A service that is no cluster member moves no data.
+    public func controlTransfers(_ request: TransferControlRequest) async throws(KVError) -> TransfersReport {
         throw KVError(.notFound, "this node is not part of a cluster")
     }
 

@@ -51,6 +51,7 @@ extension ClusterNode {
                 })
             Task { await rebuildTrees() }
         }
+        tasks.append(startRebalancing())
         state.withLockedValue { $0.maintenanceTasks = tasks }
     }
 
@@ -69,7 +70,10 @@ extension ClusterNode {
 
     /// Sends a maintenance request and waits for its answer; `nil` when it could not be
     /// sent or no answer came in time.
-    func request(_ make: (UInt64) -> ReplicaMessage, to node: NodeID) async -> ReplicaMessage? {
+    func request(
+        _ make: (UInt64) -> ReplicaMessage, to node: NodeID,
+        timeout: TimeAmount = ClusterNode.maintenanceTimeout
+    ) async -> ReplicaMessage? {
         let id = takeID()
         let message = make(id)
         return await withCheckedContinuation { continuation in
@@ -81,7 +85,7 @@ extension ClusterNode {
                 continuation.resume(returning: nil)
                 return
             }
-            eventLoop.scheduleTask(in: Self.maintenanceTimeout) { [self] in
+            eventLoop.scheduleTask(in: timeout) { [self] in
                 let expired = state.withLockedValue { state in
                     let continuation = state.requests.removeValue(forKey: id)
                     if continuation != nil { state.maintenanceTimeouts[node, default: 0] += 1 }
@@ -172,7 +176,9 @@ extension ClusterNode {
     /// Starts a delivery to each target that holds hints and is reachable again.
     private func deliverHints() {
         guard !isStopped else { return }
-        let targets = hints.startDeliveries { self.isReachable($0) }
+        let departed = metadata.departed
+        // A departed node's hints go to the key's replicas now (see `recipients`).
+        let targets = hints.startDeliveries { self.isReachable($0) || departed.contains($0) }
         guard !targets.isEmpty else { return }
         // The rate is shared by the targets delivered to at once.
         let perTick = max(1, settings.hintDeliveryRatePerSecond / 10 / targets.count)
@@ -212,8 +218,38 @@ extension ClusterNode {
         // rest waits for a later tick).
         var answers: [ReplicaMessage?] = []
         for send in sends where !isStopped {
-            let answer = await request(
-                { .handoff(id: $0, key: send.record.key, object: send.record.object) }, to: target)
+            var answer: ReplicaMessage?
+            let recipients = self.recipients(of: send.record, target: target)
+            if recipients == [target] {
+                answer = await request(
+                    { .handoff(id: $0, key: send.record.key, object: send.record.object) }, to: target)
+            } else {
+                // The target no longer holds the key's partition (it left, or the layout
+                // moved it): the hint goes to every replica that does now.
+                answer = .handedOff(id: 0, error: nil)
+                for recipient in recipients {
+                    let delivered: Bool
+                    if recipient == nodeID {
+                        if case .object = await maintenanceStorage(
+                            .reconcile(send.record.key, send.record.object))
+                        {
+                            delivered = true
+                        } else {
+                            delivered = false
+                        }
+                    } else if isReachable(recipient),
+                        case .handedOff(_, nil)? = await request(
+                            { .handoff(id: $0, key: send.record.key, object: send.record.object) },
+                            to: recipient)
+                    {
+                        delivered = true
+                    } else {
+                        delivered = false
+                    }
+                    if !delivered { answer = nil }
+                }
+                if answer != nil { rebalance.withLockedValue { $0.counters.hintsRerouted += 1 } }
+            }
             answers.append(answer)
             guard case .handedOff(_, nil)? = answer else { break }
         }
@@ -244,6 +280,19 @@ extension ClusterNode {
         }
         hints.removed(removals.filter(\.delivered).compactMap(\.record), delivered: true)
         hints.removed(removals.filter { !$0.delivered }.compactMap(\.record), delivered: false)
+    }
+
+    /// Who a hint for `target` goes to: the target while it still holds the key's
+    /// partition (in the layout, or as a previous owner of a moving partition), else the
+    /// partition's replicas in the layout.
+    private func recipients(of record: HintRecord, target: NodeID) -> [NodeID] {
+        let metadata = metadata
+        guard let placement = metadata.placement else { return [target] }
+        let sets = placement.writeSets(of: record.key.partition)
+        if !metadata.departed.contains(target), sets.contains(where: { $0.contains(target) }) {
+            return [target]
+        }
+        return placement.layout.replicas(of: record.key.partition)
     }
 
     // MARK: - Anti-entropy
@@ -460,7 +509,7 @@ extension ClusterNode {
     }
 
     /// The generation of the table a data key belongs to, in this node's catalog.
-    private func tableGeneration(of dataKey: [UInt8]) -> UInt64? {
+    func tableGeneration(of dataKey: [UInt8]) -> UInt64? {
         guard dataKey.count > 4 else { return nil }
         let partition = PartitionID(
             rawValue: dataKey.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
@@ -523,6 +572,9 @@ extension ClusterNode {
     private func agreesToReap(_ key: ReplicaKey, hash: UInt64, layoutVersion: UInt64) -> Bool {
         guard !hints.holdsHint(for: key.bytes), antiEntropy.indexComplete else { return false }
         guard let layout = try? formedLayout(), layout.version == layoutVersion else { return false }
+        // A moving partition keeps its tombstones: a transfer from a snapshot taken
+        // before the delete could bring the old value back after the tombstone went.
+        guard metadata.placement?.previousOwners[key.partition] == nil else { return false }
         let stored: [UInt8]?
         do {
             stored = try storageWork("reading an anti-entropy entry") {
@@ -556,7 +608,7 @@ extension ClusterNode {
                 ? Self.tombstoneGrace : 3 * Self.tombstoneGrace,
             start: start)
         guard !candidates.isEmpty else { return }
-        let members = metadata.members.keys.filter { $0 != nodeID }
+        let members = metadata.activeMembers.filter { $0 != nodeID }
         // An unreachable member might hold a hint for any row: nothing is reaped until
         // every member answers.
         guard members.allSatisfy({ isReachable($0) }) else {
@@ -640,6 +692,7 @@ extension ClusterNode {
             "hints.dropped": hinted.dropped,
             "hints.failed_deliveries": hinted.failedDeliveries,
         ]
+        counters.merge(transferCounters) { first, _ in first }
         // Which peers leave this node's requests unanswered.
         for (node, count) in timeouts { counters["maintenance.timeouts.\(node)"] = count }
         return counters

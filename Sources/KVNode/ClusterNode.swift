@@ -28,6 +28,9 @@ public struct ClusterSettings: Sendable, Hashable {
     public var antiEntropyIntervalMilliseconds: Int64
     /// How many hints per second the node hands back to replicas that returned.
     public var hintDeliveryRatePerSecond: Int
+    /// The most bytes of rows one handoff batch carries (the unit a resumed transfer
+    /// may send twice).
+    public var transferBatchBytes: Int = 1 << 20
     /// SWIM failure detection timing.
     public var membership: MembershipSettings
     /// How many members must be known before the cluster forms: 1 for a node on its own,
@@ -95,6 +98,9 @@ public struct ClusterSettings: Sendable, Hashable {
                 "the anti-entropy interval must be 0 (off) or 10 ms to 1 hour, not \(antiEntropyIntervalMilliseconds) ms"
             )
         }
+        if !((4 << 10)...(32 << 20)).contains(transferBatchBytes) {
+            problems.append("the transfer batch must be 4 KiB to 32 MiB, not \(transferBatchBytes) bytes")
+        }
         if !(1...1_000_000).contains(hintDeliveryRatePerSecond) {
             problems.append(
                 "the hint delivery rate must be 1 to 1000000 per second, not \(hintDeliveryRatePerSecond)")
@@ -140,6 +146,8 @@ public final class ClusterNode: KeyValueService, Sendable {
     let antiEntropy: AntiEntropyIndex
     /// Hints held for down primaries.
     let hints: HintStore
+    /// The transfers of layout changes this node takes part in.
+    let rebalance = NIOLockedValueBox(RebalanceState())
     /// Serializes metadata changes with their storage, so a newer copy is never
     /// overwritten on disk by an older one.
     private let metadataLock = NIOLock()
@@ -731,10 +739,17 @@ public final class ClusterNode: KeyValueService, Sendable {
             receivedProbe(probe, digest: digest, from: sender)
         case .handedOff(let id, _), .treeHashes(let id, _, _), .keyHashes(let id, _, _),
             .reconciled(let id, _),
-            .reapAnswer(let id, _):
+            .reapAnswer(let id, _), .transferRows(let id, _, _), .transfersReport(let id, _):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: message)
         case .treeRequest, .keyHashesRequest, .reconcile, .reapQuery, .reap:
             serveMaintenance(message, from: sender)
+        case .transferPull(let id, let partition, let layoutVersion, let after, let maximumBytes):
+            serveTransferPull(
+                id: id, partition: partition, layoutVersion: layoutVersion, after: after,
+                maximumBytes: maximumBytes,
+                from: sender)
+        case .transfersRequest(let id):
+            transport.send(.transfersReport(id: id, encoded: Self.encode(localTransfers())), to: sender)
         case .store, .stored, .fetch, .fetched, .replicaFailed, .repair, .coordinateWrite, .coordinateRead,
             .coordinated, .storeHint, .handoff:
             run { $0.received(message, from: sender) }
@@ -749,11 +764,12 @@ public final class ClusterNode: KeyValueService, Sendable {
                     rows: [], truncated: false,
                     error: KVError(.quorumUnavailable, "replica \(target) is unreachable")))
         case .metadata, .metadataMerged, .scanned, .membership, .treeHashes, .keyHashes, .reconciled,
-            .reapAnswer, .reap, .handedOff:
+            .reapAnswer, .reap, .handedOff, .transferRows, .transfersReport:
             // Gossip and probes repeat; a lost answer times out at the asker.
             return
         case .handoff(let id, _, _), .treeRequest(let id, _, _), .keyHashesRequest(let id, _, _, _),
-            .reconcile(let id, _, _), .reapQuery(let id, _, _, _):
+            .reconcile(let id, _, _), .reapQuery(let id, _, _, _), .transferPull(let id, _, _, _, _),
+            .transfersRequest(let id):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
         case .store, .stored, .fetch, .fetched, .replicaFailed, .repair, .coordinateWrite, .coordinateRead,
             .coordinated, .storeHint:
@@ -844,7 +860,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// Applies `change` to the metadata, then forms the cluster or recomputes the layout
     /// if this node is the one to, stores the result with the catalog it implies, and
     /// hands a new layout to the coordinator. Blocks: run it on the thread pool.
-    private func changeMetadata(_ change: (inout ClusterMetadata) -> Void) throws(KVError) {
+    func changeMetadata(_ change: (inout ClusterMetadata) -> Void) throws(KVError) {
         metadataLock.lock()
         defer { metadataLock.unlock() }
         do {
@@ -864,14 +880,6 @@ public final class ClusterNode: KeyValueService, Sendable {
                         "cluster": "\(String(formed.clusterID, radix: 16))",
                         "members": "\(formed.members.count)",
                     ])
-            }
-            if let relaid = after.relayout(by: nodeID) {
-                logger.info(
-                    "layout recomputed",
-                    metadata: [
-                        "version": "\(relaid.layout?.version ?? 0)", "members": "\(relaid.members.count)",
-                    ])
-                after = relaid
             }
             guard after != before else { return }
             if try local.adoptCatalog(after.liveTables, writing: [(Self.metadataKey, after.encoded())]) {
@@ -899,20 +907,37 @@ public final class ClusterNode: KeyValueService, Sendable {
                     transport.setAddress(socket, of: member.node)
                 }
             }
-            if let layout = after.layout, layout != before.layout {
+            if let placement = after.placement, placement != before.placement {
                 run { coordinator in
-                    coordinator.layoutChanged(layout)
+                    coordinator.placementChanged(placement)
                     return []
                 }
             }
+            for member in after.departed.subtracting(before.departed) {
+                membership.withLockedValue { $0.remove(member) }
+                logger.info("a member left the cluster", metadata: ["node": "\(member)"])
+            }
+            if let layout = after.layout, layout != before.layout {
+                logger.info("layout changed", metadata: ["version": "\(layout.version)"])
+            }
             let peers = after.members.keys.filter { $0 != nodeID }
-            if after.layout != before.layout || after.members != before.members {
+            if after.layout != before.layout || after.members != before.members
+                || after.transition != before.transition || after.staged != before.staged
+                || after.handoffControl != before.handoffControl || after.departing != before.departing
+            {
                 // Layout and membership changes (a new member, a changed address) spread
                 // at once, not at the next gossip round.
                 let encoded = after.encoded()
                 for peer in peers { transport.send(.metadata(id: nil, encoded: encoded), to: peer) }
             }
         }
+    }
+
+    /// Runs `body` holding the metadata lock: no metadata change is stored meanwhile.
+    func withMetadataLock<Result>(_ body: () throws(KVError) -> Result) throws(KVError) -> Result {
+        metadataLock.lock()
+        defer { metadataLock.unlock() }
+        return try body()
     }
 
     /// One gossip round: this node's metadata to the next peer in turn.
@@ -1387,9 +1412,14 @@ public final class ClusterNode: KeyValueService, Sendable {
             if let first = list.first { primaries[first, default: 0] += 1 }
         }
         let placed = Set(layout?.members.map(\.node) ?? [])
+        let departed = metadata.departed
         let members = metadata.members.values.sorted { $0.node < $1.node }.map { member in
             let state: String
-            if !placed.contains(member.node) {
+            if departed.contains(member.node) {
+                state = "left"
+            } else if metadata.departing.contains(member.node) {
+                state = "leaving"
+            } else if !placed.contains(member.node) {
                 state = "joining"
             } else if member.node == nodeID {
                 state = "self"

@@ -142,7 +142,8 @@ public enum HTTPErrorStatus {
         case .notFound, .tableNotFound, .rowNotFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .requestTimeout: .requestTimeout
-        case .tableExists, .tableChanged, .tooManySiblings, .rowTooLarge, .notACounter: .conflict
+        case .tableExists, .tableChanged, .tooManySiblings, .rowTooLarge, .notACounter, .staleLayoutPlan:
+            .conflict
         case .preconditionFailed: .preconditionFailed
         case .valueTooLarge, .bodyTooLarge, .responseTooLarge: .payloadTooLarge
         case .headersTooLarge: .requestHeaderFieldsTooLarge

@@ -149,12 +149,7 @@ public struct Router: Sendable {
                     nodeID: info.nodeID.description, incarnation: info.incarnation, engine: info.engine,
                     partitions: info.partitionCount, version: info.version, peerAddress: info.peerAddress))
         case "_cluster":
-            guard request.method == .GET else { throw methodNotAllowed(request) }
-            switch names.dropFirst(2) {
-            case []: return Self.json(WireClusterStatus(try await service.clusterStatus()))
-            case ["layout"]: return Self.json(WireLayout(try await service.clusterLayout()))
-            default: throw KVError(.notFound, "the cluster routes are /v1/_cluster and /v1/_cluster/layout")
-            }
+            return try await routeCluster(request, Array(names.dropFirst(2)))
         case "_namespaces":
             guard segments.count == 2, request.method == .GET else { throw methodNotAllowed(request) }
             return Self.json(["namespaces": try await service.namespaces()])
@@ -203,6 +198,35 @@ public struct Router: Sendable {
     }
 
     // MARK: Tables
+
+    /// `/v1/_cluster/…`: status and layout, staged layout changes and their plan, the
+    /// commit, and the transfers of a layout change.
+    private func routeCluster(_ request: HTTPRequest, _ path: [String]) async throws(KVError) -> HTTPResponse
+    {
+        switch (request.method, path) {
+        case (.GET, []): return Self.json(WireClusterStatus(try await service.clusterStatus()))
+        case (.GET, ["layout"]): return Self.json(WireLayout(try await service.clusterLayout()))
+        case (.GET, ["plan"]): return Self.json(try await service.layoutPlan())
+        case (.POST, ["stage"]):
+            let change = try JSON.decode(LayoutChangeRequest.self, from: request.body)
+            return Self.json(try await service.stageLayoutChange(change))
+        case (.DELETE, ["stage"]): return Self.json(try await service.clearLayoutChanges())
+        case (.POST, ["commit"]):
+            let commit = try JSON.decode(LayoutCommitRequest.self, from: request.body)
+            return Self.json(try await service.commitLayoutPlan(commit.plan))
+        case (.GET, ["transfers"]): return Self.json(try await service.transfers())
+        case (.POST, ["transfers"]):
+            let control = try JSON.decode(TransferControlRequest.self, from: request.body)
+            return Self.json(try await service.controlTransfers(control))
+        case (_, []), (_, ["layout"]), (_, ["plan"]), (_, ["stage"]), (_, ["commit"]), (_, ["transfers"]):
+            throw methodNotAllowed(request)
+        default:
+            throw KVError(
+                .notFound,
+                "the cluster routes are /v1/_cluster, /v1/_cluster/layout, /plan, /stage, /commit and /transfers"
+            )
+        }
+    }
 
     private func routeTables(_ request: HTTPRequest, _ segments: [[UInt8]]) async throws(KVError)
         -> HTTPResponse

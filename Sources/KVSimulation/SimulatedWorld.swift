@@ -33,6 +33,8 @@ struct SimulatedNode {
     /// Hint deliveries in flight: message id → (hint storage key, virtual time sent).
     var deliveries: [UInt64: (key: [UInt8], sentAt: Int64)] = [:]
     var nextDelivery: UInt64 = 1
+    /// The cluster metadata as this node has it (layout changes reach it late).
+    var metadata: ClusterMetadata?
 
     init(
         id: NodeID, members: [NodeID], layout: Layout, settings: CoordinatorSettings, firstMessageID: UInt64,
@@ -96,6 +98,9 @@ enum SimulationEvent {
     case membershipTick(Int, life: Int)
     case partition([Int])
     case healPartition
+    case layoutChange
+    case metadataArrives(node: Int, ClusterMetadata)
+    case rebalanceTick
 }
 
 /// The whole simulated system and its event loop. Only ``Simulation`` uses it.
@@ -131,6 +136,8 @@ struct SimulatedWorld {
     var ticksUntil = Int64.max
     /// Anti-entropy repairs in the final passes (the second must be zero: P16).
     var antiEntropyRepairs: [Int] = []
+    /// The cluster metadata as the operator commits it and the nodes record transfers.
+    var metadata: ClusterMetadata?
     var quorum: Quorum {
         Quorum(n: configuration.replicationFactor, r: 2, w: 2, dw: 2, pr: 0, pw: 0)
     }
@@ -142,9 +149,23 @@ struct SimulatedWorld {
         faultsActive = configuration.faults
         report = SimulationReport(seed: configuration.seed)
         let ids = (1...configuration.nodeCount).map { NodeID(rawValue: UInt64($0)) }
-        let layout = Layout.computed(
+        var layout = Layout.computed(
             members: ids.map { LayoutMember(node: $0) }, replicationFactor: configuration.replicationFactor,
             partitionCount: configuration.partitionCount)
+        if configuration.layoutChanges {
+            // The last node starts as a member the layout does not place: it joins later.
+            let members = ids.map { ClusterMember(node: $0, peerAddress: "n\($0)", httpAddress: "n\($0)") }
+            var unformed = ClusterMetadata(
+                member: members[0], partitionCount: configuration.partitionCount,
+                replicationFactor: configuration.replicationFactor)
+            for member in members.dropLast() { unformed.announce(member) }
+            var formed = unformed.formed(
+                by: ids[0], clusterID: 1, secret: Array(repeating: 1, count: 16),
+                expectedMembers: ids.count - 1)!
+            formed.announce(members[members.count - 1])
+            metadata = formed
+            layout = formed.layout!
+        }
         let settings = CoordinatorSettings(requestTimeoutMilliseconds: Self.requestTimeout)
         var nodes: [SimulatedNode] = []
         for id in ids {
@@ -155,6 +176,7 @@ struct SimulatedWorld {
                 node.clockRate = Double.random(in: 0.8...1.25, using: &random)
                 node.clockOffset = Int64.random(in: 0...100_000, using: &random)
             }
+            node.metadata = metadata
             nodes.append(node)
         }
         self.nodes = nodes
@@ -193,6 +215,11 @@ struct SimulatedWorld {
             schedule(.membershipTick(node, life: 0), after: Int64.random(in: 1...50, using: &random))
         }
         if configuration.faults { scheduleFaults() }
+        if configuration.layoutChanges {
+            let horizon = Int64(configuration.operationsPerClient) * 15
+            for _ in 0..<2 { queue.push(.layoutChange, at: Int64.random(in: 0...horizon, using: &random)) }
+            schedule(.rebalanceTick, after: 50)
+        }
         drain { world in world.clients.allSatisfy { $0.remaining == 0 && $0.pending == nil } }
         // Healing: faults stop, everyone comes back, membership settles and hints are
         // handed back for a while, in-flight work ends.
@@ -206,6 +233,11 @@ struct SimulatedWorld {
         }
         checkMembershipSettled()
         checkHintsDelivered()
+        if let transition = metadata?.transition, let layout = metadata?.layout {
+            report.violations.append(
+                "after healing the layout change to version \(layout.version) still moves data: \(transition.pendingTransfers(in: layout).count) transfers pending"
+            )
+        }
         // Anti-entropy, twice: the first pass repairs, the second must find nothing.
         antiEntropyRepairs = [antiEntropyPass(), antiEntropyPass()]
         if antiEntropyRepairs[1] != 0 {
@@ -323,6 +355,9 @@ struct SimulatedWorld {
             nodes[node].coordinator = Coordinator(
                 actor: actor, layout: layout,
                 settings: nodes[node].coordinator.settings, firstMessageID: Self.firstMessageID(&random))
+            if let placement = nodes[node].metadata?.placement {
+                nodes[node].coordinator.placementChanged(placement)
+            }
             nodes[node].membership = Membership(
                 node: nodes[node].id, members: nodes.map(\.id),
                 incarnation: UInt64(nodes[node].life + 1) << 20, settings: Self.membershipSettings,
@@ -342,6 +377,137 @@ struct SimulatedWorld {
         case .healPartition:
             log("network healed")
             sides = nil
+        case .layoutChange:
+            changeLayout()
+        case .metadataArrives(let node, let copy):
+            // Metadata is kept on disk: it reaches a crashed node when it is back, and
+            // merging never goes back.
+            guard nodes[node].isUp else {
+                schedule(.metadataArrives(node: node, copy), after: 100)
+                return
+            }
+            nodes[node].metadata?.merge(copy)
+            if let placement = nodes[node].metadata?.placement {
+                nodes[node].coordinator.placementChanged(placement)
+            }
+            dropForeignPartitions(at: node)
+        case .rebalanceTick:
+            guard now < ticksUntil || (metadata?.transition != nil && now - 60_000 < ticksUntil) else {
+                return
+            }
+            rebalance()
+            schedule(.rebalanceTick, after: 50)
+        }
+    }
+
+    // MARK: - Layout changes
+
+    /// Commits the next layout change: the unplaced node joins, or else a placed node
+    /// other than the first (which the final reads go through) leaves while enough
+    /// remain for the replication factor.
+    mutating func changeLayout() {
+        guard var next = metadata, let layout = next.layout else { return }
+        let placed = layout.members.map(\.node)
+        let unplaced = next.activeMembers.filter { !placed.contains($0) && !next.departing.contains($0) }
+        if let joiner = unplaced.first {
+            try? next.stage(.join(joiner), by: nodes[0].id)
+        } else if placed.count > configuration.replicationFactor {
+            let leaving = placed.filter { $0 != nodes[0].id }
+            try? next.stage(
+                .leave(leaving[Int.random(in: 0..<leaving.count, using: &random)], force: false),
+                by: nodes[0].id)
+        }
+        guard let plan = try? next.plan(), let committed = try? next.committed(plan: plan.id, by: nodes[0].id)
+        else { return }
+        log(
+            "layout change: \(plan.changes) → version \(plan.proposed.version), \(plan.movedReplicas) copies move"
+        )
+        report.layoutChanges += 1
+        metadata = committed
+        spreadMetadata()
+    }
+
+    /// Hands the current metadata to every node, each after its own delay.
+    mutating func spreadMetadata() {
+        guard let metadata else { return }
+        for node in nodes.indices {
+            schedule(.metadataArrives(node: node, metadata), after: Int64.random(in: 1...300, using: &random))
+        }
+    }
+
+    /// One round of the rebalancer: new owners copy their partitions from a previous
+    /// owner's snapshot, previous owners that leave push what the new owners lack.
+    mutating func rebalance() {
+        guard var current = metadata, let layout = current.layout, let transition = current.transition else {
+            return
+        }
+        var changed = false
+        for slot in transition.pendingTransfers(in: layout).prefix(4) {
+            let destination = index(of: slot.node)
+            guard nodes[destination].isUp, nodes[destination].metadata?.layout?.version == layout.version,
+                let source = transition.sources(of: slot.partition, in: layout).map(index(of:)).first(where: {
+                    candidate in
+                    nodes[candidate].isUp && sides.map { $0[candidate] == $0[destination] } != false
+                })
+            else { continue }
+            let rows =
+                (try? nodes[source].engine.snapshot().entries(
+                    in: StorageLayout.partitionRange(slot.partition), of: .data)) ?? []
+            for row in rows {
+                guard let object = try? StoredObjectCodec.decode(row.value) else { continue }
+                _ = execute(
+                    .reconcile(ReplicaKey(partition: slot.partition, bytes: row.key), object), at: destination
+                )
+            }
+            log("n\(destination) received p\(slot.partition) (\(rows.count) rows) from n\(source)")
+            report.partitionsHandedOff += 1
+            current.markReceived(slot.partition, by: slot.node)
+            changed = true
+        }
+        for index in 0..<layout.partitionCount {
+            let partition = PartitionID(rawValue: UInt32(index))
+            guard transition.isSettled(partition, in: layout) else { continue }
+            for leaver in transition.leavers(of: partition, in: layout)
+            where !transition.released.contains(TransferSlot(partition: partition, node: leaver)) {
+                let from = self.index(of: leaver)
+                let owners = layout.replicas(of: partition).map(self.index(of:))
+                guard nodes[from].isUp, owners.allSatisfy({ nodes[$0].isUp }) else { continue }
+                let rows =
+                    (try? nodes[from].engine.entries(in: StorageLayout.partitionRange(partition), of: .data))
+                    ?? []
+                for row in rows {
+                    guard let object = try? StoredObjectCodec.decode(row.value) else { continue }
+                    for owner in owners {
+                        _ = execute(
+                            .reconcile(ReplicaKey(partition: partition, bytes: row.key), object), at: owner)
+                    }
+                }
+                log("n\(from) released p\(partition)")
+                current.markReleased(partition, by: leaver)
+                changed = true
+            }
+        }
+        guard changed else { return }
+        metadata = current
+        spreadMetadata()
+    }
+
+    /// Drops the node's copies of partitions no layout in use places on it, by its own
+    /// copy of the metadata.
+    mutating func dropForeignPartitions(at node: Int) {
+        guard let view = nodes[node].metadata, let layout = view.layout else { return }
+        for index in 0..<layout.partitionCount {
+            let partition = PartitionID(rawValue: UInt32(index))
+            let id = nodes[node].id
+            if layout.replicas(of: partition).contains(id) { continue }
+            if let transition = view.transition, transition.previous.replicas(of: partition).contains(id),
+                !transition.isRetired(partition, in: layout)
+            {
+                continue
+            }
+            var batch = WriteBatch()
+            batch.deleteRange(StorageLayout.partitionRange(partition), in: .data)
+            try? nodes[node].engine.write(batch, durability: .buffered)
         }
     }
 
@@ -602,9 +768,21 @@ struct SimulatedWorld {
             nodes[node].deliveries.values.filter { now - $0.sentAt < 1_000 }.map(\.key))
         nodes[node].deliveries = nodes[node].deliveries.filter { now - $0.value.sentAt < 1_000 }
         for entry in hints where !inFlight.contains(entry.key) {
-            guard let record = try? HintRecord.decode(entry.value),
-                nodes[node].membership.state(of: record.target)?.status == .alive
-            else { continue }
+            guard let record = try? HintRecord.decode(entry.value) else { continue }
+            // A target that no longer holds the key's partition: the hint goes to the
+            // partition's replicas now, as the node shell reroutes it.
+            if let placement = nodes[node].metadata?.placement,
+                !placement.writeSets(of: record.key.partition).contains(where: { $0.contains(record.target) })
+            {
+                let owners = placement.layout.replicas(of: record.key.partition).map(index(of:))
+                guard owners.allSatisfy({ nodes[$0].isUp }) else { continue }
+                for owner in owners { _ = execute(.reconcile(record.key, record.object), at: owner) }
+                var batch = WriteBatch()
+                batch.delete(entry.key, in: .hints)
+                try? nodes[node].engine.write(batch, durability: .buffered)
+                continue
+            }
+            guard nodes[node].membership.state(of: record.target)?.status == .alive else { continue }
             let id = nodes[node].nextDelivery
             nodes[node].nextDelivery += 1
             nodes[node].deliveries[id] = (entry.key, now)
@@ -827,6 +1005,10 @@ struct SimulatedWorld {
         case .reapQuery(let id, _, _, _): "reap query #\(id)"
         case .reapAnswer(let id, let agrees): "reap answer #\(id) \(agrees)"
         case .reap: "reap"
+        case .transferPull(let id, let partition, _, _, _): "transfer pull #\(id) p\(partition)"
+        case .transferRows(let id, let page, _): "transfer rows #\(id) \(page.rows.count)"
+        case .transfersRequest(let id): "transfers #\(id)"
+        case .transfersReport(let id, _): "transfers report #\(id)"
         }
     }
 

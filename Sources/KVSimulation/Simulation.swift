@@ -23,6 +23,10 @@ public struct SimulationConfiguration: Hashable, Sendable {
     /// Whether the network drops, delays, duplicates and reorders messages, partitions
     /// nodes, and nodes crash and restart, while the workload runs.
     public var faults: Bool
+    /// Whether the layout changes while the workload runs: the last node starts unplaced
+    /// and joins, then a node may leave (committed through ``ClusterMetadata``, spread to
+    /// each node after its own delay, partitions handed off from snapshots).
+    public var layoutChanges: Bool
 
     /// A deliberate defect in how replicas apply writes, so tests can show that each
     /// checker catches what it is meant to. `nil` in every real run.
@@ -46,8 +50,9 @@ public struct SimulationConfiguration: Hashable, Sendable {
     public init(
         seed: UInt64, nodeCount: Int = 5, replicationFactor: Int = 3, partitionCount: Int = 16,
         keyCount: Int = 3, clientCount: Int = 4, operationsPerClient: Int = 25, faults: Bool = true,
-        injectedBug: InjectedBug? = nil
+        layoutChanges: Bool = true, injectedBug: InjectedBug? = nil
     ) {
+        self.layoutChanges = layoutChanges
         self.injectedBug = injectedBug
         self.seed = seed
         self.nodeCount = nodeCount
@@ -84,6 +89,10 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var hintsLeft = 0
     /// The largest number of siblings any read returned.
     public var largestSiblingCount = 0
+    /// Layout changes committed.
+    public var layoutChanges = 0
+    /// Partitions handed off to a new owner.
+    public var partitionsHandedOff = 0
     /// Virtual milliseconds the run took.
     public var virtualMilliseconds: Int64 = 0
     /// Every broken property, one sentence each. Empty when the run passed.
@@ -99,7 +108,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         var text =
             "seed \(seed): \(writesAcknowledged) writes acknowledged, \(writesNotAcknowledged) not; "
             + "\(readsSucceeded) reads succeeded, \(readsFailed) failed; \(messagesDropped) messages dropped, "
-            + "\(messagesDuplicated) duplicated; \(crashes) crashes, \(disksLost) disks lost; at most \(largestSiblingCount) siblings; "
+            + "\(messagesDuplicated) duplicated; \(crashes) crashes, \(disksLost) disks lost; \(layoutChanges) layout changes, \(partitionsHandedOff) partitions handed off; at most \(largestSiblingCount) siblings; "
             + "\(virtualMilliseconds) virtual ms"
         if !passed {
             text += "\nFAILED:\n" + violations.map { "  - \($0)" }.joined(separator: "\n")
@@ -122,6 +131,11 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
 ///    lose its disk (it restarts empty, under a new incarnation). Node clocks run at
 ///    different rates (their timers and probes fire early or late). SWIM decides who is
 ///    up, so writes for down primaries go to stand-ins as hints, which are handed back.
+///    The layout changes (a join, then perhaps a leave, sometimes while the previous
+///    change still moves data): each node learns the metadata after its own delay, new
+///    owners copy their partitions from a previous owner's snapshot, previous owners
+///    that leave push what the new owners lack before the partition retires, and copies
+///    no layout in use places are dropped.
 /// 2. **Healing.** Faults stop, crashed nodes restart, membership settles and hints are
 ///    delivered for 15 virtual seconds, in-flight work drains.
 /// 3. **Anti-entropy.** Two passes compare every pair of replicas of every partition
@@ -142,6 +156,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
 ///   same state.
 /// - **Membership and hints settle.** After healing every node sees every other alive
 ///   and no hint is left.
+/// - **Layout changes finish (P7).** After healing no partition is still moving, and
+///   the checkers above read the final layout's replicas.
 /// - **Liveness.** Every client operation ends (the coordinator's timers guarantee an
 ///   answer).
 ///

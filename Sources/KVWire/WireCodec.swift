@@ -58,6 +58,10 @@ public enum WireCodec {
         case reapQuery = 25
         case reapAnswer = 26
         case reap = 27
+        case transferPull = 28
+        case transferRows = 29
+        case transfersRequest = 30
+        case transfersReport = 31
     }
 
     /// The most member states one membership message carries.
@@ -194,18 +198,7 @@ public enum WireCodec {
         case .scanned(let id, let page):
             writer.write(Kind.scanned.rawValue)
             writer.writeVarint(id)
-            writer.write(page.truncated ? 1 : 0)
-            if let error = page.error {
-                writer.write(1)
-                encode(error, into: &writer)
-            } else {
-                writer.write(0)
-            }
-            writer.writeVarint(UInt64(page.rows.count))
-            for row in page.rows {
-                writer.writeLengthPrefixed(row.key)
-                writer.writeLengthPrefixed(StoredObjectCodec.encode(row.object))
-            }
+            encode(page, into: &writer)
         case .membership(let message, let digest):
             writer.write(Kind.membership.rawValue)
             writer.writeFixed(digest)
@@ -315,6 +308,30 @@ public enum WireCodec {
             writer.write(Kind.reap.rawValue)
             encode(key, into: &writer)
             writer.writeFixed(hash)
+        case .transferPull(let id, let partition, let layoutVersion, let after, let maximumBytes):
+            writer.write(Kind.transferPull.rawValue)
+            writer.writeVarint(id)
+            writer.writeVarint(UInt64(partition.rawValue))
+            writer.writeVarint(layoutVersion)
+            if let after {
+                writer.write(1)
+                writer.writeLengthPrefixed(after)
+            } else {
+                writer.write(0)
+            }
+            writer.writeVarint(UInt64(max(0, maximumBytes)))
+        case .transferRows(let id, let page, let estimatedRows):
+            writer.write(Kind.transferRows.rawValue)
+            writer.writeVarint(id)
+            writer.writeVarint(estimatedRows)
+            encode(page, into: &writer)
+        case .transfersRequest(let id):
+            writer.write(Kind.transfersRequest.rawValue)
+            writer.writeVarint(id)
+        case .transfersReport(let id, let encoded):
+            writer.write(Kind.transfersReport.rawValue)
+            writer.writeVarint(id)
+            writer.writeLengthPrefixed(encoded)
         }
     }
 
@@ -399,21 +416,69 @@ public enum WireCodec {
                         tablePrefix: prefix, partitions: partitions, lowerBound: lower, upperBound: upper,
                         limit: Int(limit), reverse: flags & 1 != 0, keysOnly: flags & 2 != 0)))
         case .scanned:
+            return .message(.scanned(id: try reader.readVarint(), page: try decodePage(&reader)))
+        case .transferPull:
             let id = try reader.readVarint()
-            let truncated = try readBool(&reader)
-            let error: KVError? = try readBool(&reader) ? try decodeError(&reader) : nil
-            let count = try reader.readVarint()
-            // Each row takes at least two length bytes and an object's format byte.
-            guard count <= UInt64(reader.remainingCount / 3) else {
-                throw WireProtocolError.malformed("\(count) scanned rows")
-            }
-            var rows: [(key: [UInt8], object: StoredObject)] = []
-            for _ in 0..<count {
-                let key = try reader.readLengthPrefixed(maximumLength: 64 << 10)
-                rows.append((key, try decodeObject(&reader)))
+            let partition = try readPartition(&reader)
+            let version = try reader.readVarint()
+            let after: [UInt8]? =
+                try readBool(&reader) ? try reader.readLengthPrefixed(maximumLength: 64 << 10) : nil
+            let maximumBytes = try reader.readVarint()
+            guard maximumBytes <= UInt64(1 << 40) else {
+                throw WireProtocolError.malformed("\(maximumBytes) bytes")
             }
             return .message(
-                .scanned(id: id, page: PartitionScanPage(rows: rows, truncated: truncated, error: error)))
+                .transferPull(
+                    id: id, partition: partition, layoutVersion: version, after: after,
+                    maximumBytes: Int(maximumBytes)))
+        case .transferRows:
+            let id = try reader.readVarint()
+            let estimate = try reader.readVarint()
+            return .message(.transferRows(id: id, page: try decodePage(&reader), estimatedRows: estimate))
+        case .transfersRequest:
+            return .message(.transfersRequest(id: try reader.readVarint()))
+        case .transfersReport:
+            let id = try reader.readVarint()
+            return .message(
+                .transfersReport(id: id, encoded: try reader.readLengthPrefixed(maximumLength: 16 << 20)))
+        default:
+            return try decodeRest(kind, from: &reader)
+        }
+    }
+
+    static func encode(_ page: PartitionScanPage, into writer: inout BinaryWriter) {
+        writer.write(page.truncated ? 1 : 0)
+        if let error = page.error {
+            writer.write(1)
+            encode(error, into: &writer)
+        } else {
+            writer.write(0)
+        }
+        writer.writeVarint(UInt64(page.rows.count))
+        for row in page.rows {
+            writer.writeLengthPrefixed(row.key)
+            writer.writeLengthPrefixed(StoredObjectCodec.encode(row.object))
+        }
+    }
+
+    static func decodePage(_ reader: inout BinaryReader) throws -> PartitionScanPage {
+        let truncated = try readBool(&reader)
+        let error: KVError? = try readBool(&reader) ? try decodeError(&reader) : nil
+        let count = try reader.readVarint()
+        // Each row takes at least two length bytes and an object's format byte.
+        guard count <= UInt64(reader.remainingCount / 3) else {
+            throw WireProtocolError.malformed("\(count) scanned rows")
+        }
+        var rows: [(key: [UInt8], object: StoredObject)] = []
+        for _ in 0..<count {
+            let key = try reader.readLengthPrefixed(maximumLength: 64 << 10)
+            rows.append((key, try decodeObject(&reader)))
+        }
+        return PartitionScanPage(rows: rows, truncated: truncated, error: error)
+    }
+
+    static func decodeRest(_ kind: Kind, from reader: inout BinaryReader) throws -> WireFrame {
+        switch kind {
         case .membership:
             let digest = try reader.readFixed()
             let tag = try reader.readByte()
@@ -515,6 +580,8 @@ public enum WireCodec {
         case .reap:
             let key = try decodeKey(&reader)
             return .message(.reap(key: key, objectHash: try reader.readFixed()))
+        default:
+            throw WireProtocolError.malformed("frame kind \(kind.rawValue) is decoded elsewhere")
         }
     }
 

@@ -45,6 +45,7 @@ struct ServerConfigFile: Decodable {
     var advertisePeerPort: Int?
     var nodeName: String?
     var antiEntropyIntervalMilliseconds: Int?
+    var transferBatchKibibytes: Int?
 
     enum CodingKeys: String, CodingKey {
         case host, port, engine, partitions, join, peers, zone, capacity
@@ -56,6 +57,7 @@ struct ServerConfigFile: Decodable {
         case advertisePeerPort = "advertise_peer_port"
         case nodeName = "node_name"
         case antiEntropyIntervalMilliseconds = "anti_entropy_interval_ms"
+        case transferBatchKibibytes = "transfer_batch_kib"
         case dataDir = "data_dir"
         case logLevel = "log_level"
         case maxKeyBytes = "max_key_bytes"
@@ -143,6 +145,10 @@ struct ServerCommand: AsyncParsableCommand {
         name: .customLong("anti-entropy-interval-ms"),
         help: "Milliseconds between anti-entropy exchanges; 0 turns anti-entropy off (default 1000).")
     var antiEntropyIntervalMilliseconds: Int?
+    @Option(
+        name: .customLong("transfer-batch-kib"),
+        help: "KiB of rows per handoff batch when partitions move (4 to 32768, default 1024).")
+    var transferBatchKibibytes: Int?
     @Option(
         name: .customLong("replica-timeout-ms"),
         help: "Milliseconds an operation waits for replicas (default 5000).")
@@ -245,6 +251,9 @@ struct ServerCommand: AsyncParsableCommand {
                 antiEntropyIntervalMilliseconds, "KV_ANTI_ENTROPY_INTERVAL_MS",
                 file.antiEntropyIntervalMilliseconds,
                 1_000))
+        cluster.transferBatchBytes =
+            try resolve(transferBatchKibibytes, "KV_TRANSFER_BATCH_KIB", file.transferBatchKibibytes, 1024)
+            << 10
         cluster.peerPort = try resolve(
             peerPort, "KV_PEER_PORT", file.peerPort, http.port == 0 ? 0 : http.port + 1000)
         let seeds = peerList.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
@@ -426,6 +435,20 @@ final class DeferredService: KeyValueService, Sendable {
     func nodeInfo() async throws(KVError) -> NodeInfo { try await node().nodeInfo() }
     func clusterStatus() async throws(KVError) -> ClusterStatus { try await node().clusterStatus() }
     func clusterLayout() async throws(KVError) -> LayoutDescription { try await node().clusterLayout() }
+    func stageLayoutChange(_ change: LayoutChangeRequest) async throws(KVError) -> LayoutPlanReport {
+        try await node().stageLayoutChange(change)
+    }
+    func clearLayoutChanges() async throws(KVError) -> LayoutPlanReport {
+        try await node().clearLayoutChanges()
+    }
+    func layoutPlan() async throws(KVError) -> LayoutPlanReport { try await node().layoutPlan() }
+    func commitLayoutPlan(_ id: String) async throws(KVError) -> LayoutPlanReport {
+        try await node().commitLayoutPlan(id)
+    }
+    func transfers() async throws(KVError) -> TransfersReport { try await node().transfers() }
+    func controlTransfers(_ request: TransferControlRequest) async throws(KVError) -> TransfersReport {
+        try await node().controlTransfers(request)
+    }
     func immediateTable(_ name: TableName) -> TableDescriptor? {
         box.withLockedValue { $0 }?.immediateTable(name)
     }

@@ -28,12 +28,33 @@ func metadata(seed: Int, members: [ClusterMember], formed: ClusterMetadata?) -> 
         if Bool.random(using: &random) { variant.capacity = Int.random(in: 1...2, using: &random) }
         result.announce(variant)
     }
-    // Some copies move on to a later layout, computed from the members they know: two
-    // copies can hold different layouts of one version.
-    if result.isFormed, Bool.random(using: &random), let smallest = result.layout?.members.map(\.node).min(),
-        let relaid = result.relayout(by: smallest)
-    {
-        result = relaid
+    // Some copies move on to a later layout, staged and committed from the members they
+    // know: two copies can hold different layouts of one version. Some record transfers
+    // of the change as received or released, stage more, or change the transfer limits.
+    if result.isFormed, Bool.random(using: &random), let layout = result.layout {
+        let committer = members[Int.random(in: 0..<members.count, using: &random)].node
+        let unplaced = result.members.keys.filter { node in !layout.members.contains { $0.node == node } }
+            .sorted()
+        for node in unplaced { try? result.stage(.join(node), by: committer) }
+        if let plan = try? result.plan(), let next = try? result.committed(plan: plan.id, by: committer) {
+            result = next
+        }
+        if let transition = result.transition, let target = result.layout {
+            for index in 0..<target.partitionCount where Bool.random(using: &random) {
+                let partition = PartitionID(rawValue: UInt32(index))
+                for node in transition.destinations(of: partition, in: target)
+                where Bool.random(using: &random) {
+                    result.markReceived(partition, by: node)
+                }
+                for node in transition.leavers(of: partition, in: target) where Bool.random(using: &random) {
+                    result.markReleased(partition, by: node)
+                }
+            }
+        }
+    }
+    if result.isFormed, Bool.random(using: &random) {
+        let node = members[Int.random(in: 0..<members.count, using: &random)].node
+        try? result.control(by: node) { $0.paused = Bool.random(using: &random) }
     }
     for _ in 0..<Int.random(in: 0...4, using: &random) {
         let name = try! TableName(namespace: "ns", table: "t\(Int.random(in: 0...3, using: &random))")
@@ -104,9 +125,8 @@ struct ClusterMetadataTests {
         #expect(formed?.formed(by: smallest, clusterID: 10, secret: secret, expectedMembers: 2) == nil)
     }
 
-    @Test(
-        "a joiner adopts the cluster; a member recomputes the layout only if it is the smallest placed node")
-    func joinAndRelayout() {
+    @Test("a joiner adopts the cluster and waits unplaced until a staged join is committed")
+    func joinIsStaged() throws {
         let formed = Self.formedCluster()
         var joiner = ClusterMetadata(member: Self.members[3], partitionCount: 16, replicationFactor: 3)
         #expect(joiner.merge(formed) == .changed)
@@ -114,16 +134,18 @@ struct ClusterMetadataTests {
         var seed = formed
         seed.merge(joiner)
         #expect(seed.members.count == 4)
-        let placed = formed.layout!.members.map(\.node)
-        let smallest = placed.min()!
-        for node in placed where node != smallest { #expect(seed.relayout(by: node) == nil) }
-        let relaid = seed.relayout(by: smallest)!
-        #expect(relaid.layout!.version == 2)
-        #expect(relaid.layout!.members.count == 4)
+        #expect(seed.layout == formed.layout, "nothing changes the layout before a commit")
+        try seed.stage(.join(Self.members[3].node), by: Self.members[0].node)
+        let plan = try seed.plan()
+        let committed = try seed.committed(plan: plan.id, by: Self.members[0].node)
+        #expect(committed.layout!.version == 2)
+        #expect(committed.layout!.members.count == 4)
+        #expect(plan.movedReplicas == committed.layout!.replicaCounts[Self.members[3].node])
         #expect(
-            relaid.layout!.movedReplicas(from: formed.layout!)
-                == relaid.layout!.replicaCounts[Self.members[3].node])
-        #expect(relaid.relayout(by: smallest) == nil)
+            committed.layout!.movedReplicas(from: formed.layout!)
+                == committed.layout!.replicaCounts[Self.members[3].node])
+        #expect(committed.staged.changes.isEmpty)
+        #expect(throws: KVError.self) { _ = try committed.committed(plan: plan.id, by: Self.members[0].node) }
     }
 
     @Test("another cluster's metadata, or another partition count, is refused")

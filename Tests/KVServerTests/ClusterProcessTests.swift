@@ -339,7 +339,8 @@ struct ClusterProcessTests {
     }
 
     @Test(
-        "a node started with --join enters the layout and serves the existing data", .timeLimit(.minutes(3)))
+        "a node started with --join enters the layout once its join is committed, and serves the existing data",
+        .timeLimit(.minutes(3)))
     func joinThroughAMember() async throws {
         let cluster = try await offCooperativePool { try LocalCluster(count: 3, arguments: Self.arguments) }
         let a = try await Self.client(cluster, 0)
@@ -356,6 +357,18 @@ struct ClusterProcessTests {
                 port: ports[0])
         }
         let d = try await HTTPKeyValueService(host: "127.0.0.1", port: ports[0])
+        // The joiner is a member at once, but the layout places it only once an operator
+        // stages its join and commits the plan.
+        var joinerID: NodeID?
+        let known = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < known, joinerID == nil {
+            try await Task.sleep(for: .milliseconds(200))
+            joinerID = try? await a.clusterStatus().members.first { $0.state == "joining" }?.nodeID
+        }
+        let plan = try await a.stageLayoutChange(
+            LayoutChangeRequest(change: "join", node: try #require(joinerID).description))
+        #expect(plan.proposedVersion == before.layoutVersion + 1)
+        _ = try await a.commitLayoutPlan(try #require(plan.id))
         var status = try? await d.clusterStatus()
         let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline,

@@ -308,6 +308,47 @@ final class HTTPAPITests {
             layout.partitions.count == decoded.partitions && layout.partitions.allSatisfy { $0.count == 1 })
         #expect(code(try await send(.GET, "/v1/_cluster/nodes")) == "request.not_found")
         #expect(code(try await send(.POST, "/v1/_cluster")) == "request.method_not_allowed")
+        // Layout changes: nothing staged, bad changes, bad plans and bad limits are named errors
+        // and leave the layout as it was.
+        let plan = try JSONDecoder().decode(
+            LayoutPlanReport.self, from: Data(try await send(.GET, "/v1/_cluster/plan").body))
+        #expect(plan.id == nil && plan.currentVersion == 1)
+        #expect(code(try await send(.POST, "/v1/_cluster/stage", "{")) == "request.invalid")
+        #expect(
+            code(try await send(.POST, "/v1/_cluster/stage", #"{"change":"join","node":"nobody"}"#))
+                == "request.not_found")
+        #expect(
+            code(try await send(.POST, "/v1/_cluster/stage", #"{"change":"explode","node":"nobody"}"#))
+                == "request.not_found")
+        let me = decoded.members[0].nodeID
+        #expect(
+            code(try await send(.POST, "/v1/_cluster/stage", #"{"change":"explode","node":"\#(me)"}"#))
+                == "request.invalid")
+        #expect(
+            code(try await send(.POST, "/v1/_cluster/stage", #"{"change":"leave","node":"\#(me)"}"#))
+                == "request.invalid", "the last node cannot leave")
+        #expect(
+            code(
+                try await send(
+                    .POST, "/v1/_cluster/stage", #"{"change":"set-capacity","node":"\#(me)","capacity":0}"#))
+                == "request.invalid")
+        #expect(code(try await send(.POST, "/v1/_cluster/commit", #"{"plan":"1-0"}"#)) == "request.invalid")
+        let staged = try await send(
+            .POST, "/v1/_cluster/stage", #"{"change":"set-zone","node":"\#(me)","zone":"z1"}"#)
+        #expect(staged.status == 200)
+        #expect(code(try await send(.POST, "/v1/_cluster/commit", #"{"plan":"2-0"}"#)) == "layout.stale_plan")
+        #expect(try await send(.DELETE, "/v1/_cluster/stage").status == 200)
+        #expect(
+            code(try await send(.POST, "/v1/_cluster/transfers", #"{"node_concurrency":0}"#))
+                == "request.invalid")
+        let transfers = try JSONDecoder().decode(
+            TransfersReport.self,
+            from: Data(try await send(.POST, "/v1/_cluster/transfers", #"{"paused":true}"#).body))
+        #expect(transfers.paused && !transfers.inProgress)
+        #expect(code(try await send(.PUT, "/v1/_cluster/transfers")) == "request.method_not_allowed")
+        let unchanged = try JSONDecoder().decode(
+            WireClusterStatus.self, from: Data(try await send(.GET, "/v1/_cluster").body))
+        #expect(unchanged.layoutVersion == 1)
 
         #expect(try await send(.GET, "/v1/app/users/alice/1?r=1").status == 200)
         #expect(try await send(.GET, "/v1/app/users/alice/1", headers: ["x-kv-r": "1"]).status == 200)

@@ -18,6 +18,8 @@ import Testing
 /// - **P15** a row written by read-modify-write clients has at most one sibling per
 ///   concurrent writer;
 /// - **P16** repair stops once the replicas agree;
+/// - **P7** layout changes finish: a fourth node joins while another is killed, then
+///   leaves while a link is cut, and each change's data moves in a bound;
 /// - **convergence** within a bound after the last fault.
 ///
 /// CI runs one round of each fault (about a minute). `KV_NEMESIS_ROUNDS=N` adds N rounds
@@ -30,7 +32,7 @@ struct NemesisTests {
     static let convergenceBound: Duration = .seconds(150)
 
     @Test(
-        "acknowledged writes survive kill -9, pauses, cut links and a wiped disk, and the replicas converge",
+        "acknowledged writes survive kill -9, pauses, cut links, a wiped disk and layout changes, and the replicas converge",
         .timeLimit(.minutes(15)))
     func nemesis() async throws {
         let run = try await NemesisRun.start()
@@ -71,6 +73,10 @@ final class NemesisRun: @unchecked Sendable {
     /// health check. Paused and cut-off nodes stay in, as a client would not know.
     private let avoided = NIOLockedValueBox<Set<Int>>([])
     private let stopping = NIOLockedValueBox(false)
+    /// Each layout change and how long its data took to move (`nil`: not in the bound).
+    private let layoutChanges = NIOLockedValueBox<[(what: String, took: Duration?)]>([])
+    /// Nodes started for a layout change, stopped with the run.
+    private let extraNodes = NIOLockedValueBox<[ServerProcess]>([])
 
     init(cluster: LocalCluster, proxies: [FaultProxy], names: [String]) {
         self.cluster = cluster
@@ -99,7 +105,7 @@ final class NemesisRun: @unchecked Sendable {
     }
 
     func stop() {
-        for node in cluster.nodes { node.kill() }
+        for node in cluster.nodes + extraNodes.withLockedValue({ $0 }) { node.kill() }
         for proxy in proxies { proxy.close() }
     }
 
@@ -128,15 +134,16 @@ final class NemesisRun: @unchecked Sendable {
         let workload = Task { await runWorkload() }
         try await Task.sleep(for: .seconds(2))
         // One round of every fault (or of those KV_NEMESIS_FAULTS names, comma-separated:
-        // kill, pause, cut, wipe).
+        // kill, pause, cut, wipe, layout).
         let chosen = ProcessInfo.processInfo.environment["KV_NEMESIS_FAULTS"].map {
             Set($0.split(separator: ",").map(String.init))
         }
-        for fault in ["kill", "pause", "cut", "wipe"] where chosen?.contains(fault) ?? true {
+        for fault in ["kill", "pause", "cut", "wipe", "layout"] where chosen?.contains(fault) ?? true {
             switch fault {
             case "kill": try await killAndRestart(1)
             case "pause": try await pause(2)
             case "cut": try await cutLink(0, 1)
+            case "layout": try await changeLayout(killing: 1, cutting: (0, 2))
             default: try await wipe(2)
             }
             try await Task.sleep(for: .seconds(2))
@@ -144,10 +151,11 @@ final class NemesisRun: @unchecked Sendable {
         var random = SystemRandomNumberGenerator()
         for _ in 0..<extraRounds {
             let node = Int.random(in: 0..<3, using: &random)
-            switch Int.random(in: 0..<4, using: &random) {
+            switch Int.random(in: 0..<5, using: &random) {
             case 0: try await killAndRestart(node)
             case 1: try await pause(node)
             case 2: try await cutLink(node, (node + 1) % 3)
+            case 3: try await changeLayout(killing: 1 + node % 2, cutting: (node, (node + 1) % 3))
             default: try await wipe(node)
             }
             try await Task.sleep(for: .seconds(2))
@@ -226,6 +234,69 @@ final class NemesisRun: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(100))
         }
         avoided.withLockedValue { _ = $0.remove(node) }
+    }
+
+    /// P7: a fourth node joins (staged and committed through node 1) while `killing`
+    /// is killed and restarted, then leaves while the link `cutting` is cut; each
+    /// change's transfers must finish within a minute, and the node is stopped once it
+    /// has left.
+    func changeLayout(killing victim: Int, cutting link: (Int, Int)) async throws {
+        let seed = try await HTTPKeyValueService(url: cluster.url(0))
+        let ports = try FreePorts.take(2)
+        let name = "nemesis-extra-\(UInt32.random(in: 0...UInt32.max))"
+        note("start a fourth node and stage its join")
+        let extra = try await offCooperativePool { [cluster] in
+            try ServerProcess(
+                arguments: [
+                    "--peer-port", String(ports[1]), "--join", "127.0.0.1:\(cluster.httpPorts[0])",
+                    "--node-name",
+                    name, "--partitions", "32", "--anti-entropy-interval-ms", "50", "--replica-timeout-ms",
+                    "1500",
+                ], port: ports[0])
+        }
+        extraNodes.withLockedValue { $0.append(extra) }
+        let id = NodeIdentity.nodeID(named: name)
+        let known = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < known,
+            try await seed.clusterStatus().members.contains(where: { $0.nodeID == id }) == false
+        {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        func commit(_ change: String) async throws {
+            let plan = try await seed.stageLayoutChange(
+                LayoutChangeRequest(change: change, node: id.description))
+            _ = try await seed.commitLayoutPlan(try #require(plan.id))
+        }
+        func waitForTransfers(_ what: String) async throws {
+            let started = ContinuousClock.now
+            while ContinuousClock.now - started < .seconds(60) {
+                if let report = try? await seed.transfers(), !report.inProgress {
+                    layoutChanges.withLockedValue { $0.append((what, ContinuousClock.now - started)) }
+                    note("\(what): its data moved in \(format(ContinuousClock.now - started))")
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            layoutChanges.withLockedValue { $0.append((what, nil)) }
+            note("\(what): its data did not move within a minute")
+        }
+        note("commit the fourth node's join; partitions move while node \(victim + 1) is killed")
+        try await commit("join")
+        try await killAndRestart(victim)
+        try await waitForTransfers("the join")
+        note("commit the fourth node's leave; partitions move while a link is cut")
+        try await commit("leave")
+        try await cutLink(link.0, link.1)
+        try await waitForTransfers("the leave")
+        let left = ContinuousClock.now + .seconds(20)
+        while ContinuousClock.now < left,
+            try await seed.clusterStatus().members.first(where: { $0.nodeID == id })?.state != "left"
+        {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        note("stop the fourth node, which left")
+        extra.kill()
+        await seed.close()
     }
 
     // MARK: - The workload
@@ -404,7 +475,7 @@ final class NemesisRun: @unchecked Sendable {
                         .map { "\($0)=\(status.counters[$0] ?? -1)" }.joined(separator: " ")
                         reasons.append("node \(index + 1) holds \(held) tombstones (\(progress))")
                     }
-                    let notUp = status.members.filter { $0.state != "up" && $0.state != "self" }
+                    let notUp = status.members.filter { !["up", "self", "left"].contains($0.state) }
                     if !notUp.isEmpty { reasons.append("node \(index + 1) sees \(notUp.map(\.state))") }
                     states.append(try await rows(at: index))
                 }
@@ -531,6 +602,17 @@ final class NemesisRun: @unchecked Sendable {
                 property: "P15 siblings bounded by concurrent writers",
                 passed: siblingCounts.allSatisfy { $0 <= NemesisTests.clients },
                 detail: "siblings per shared row \(siblingCounts), writers \(NemesisTests.clients)"))
+
+        // P7: every layout change moved its data within the bound.
+        let changes = layoutChanges.withLockedValue { $0 }
+        verdicts.append(
+            Verdict(
+                property: "P7 layout changes finish under faults",
+                passed: changes.allSatisfy { $0.took != nil },
+                detail: changes.isEmpty
+                    ? "no layout change in this run"
+                    : changes.map { "\($0.what): \($0.took.map(format) ?? "unfinished")" }.joined(
+                        separator: ", ")))
 
         // P16: once the replicas agree, anti-entropy repairs nothing more.
         func repaired() async throws -> [Int64] {

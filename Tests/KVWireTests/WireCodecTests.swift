@@ -70,7 +70,7 @@ struct FrameFactory {
     }
 
     mutating func frame() -> WireFrame {
-        switch Int.random(in: 0...27, using: &random) {
+        switch Int.random(in: 0...31, using: &random) {
         case 0:
             return .hello(
                 node: NodeID(rawValue: id()), cluster: "cluster-\(id())",
@@ -171,6 +171,30 @@ struct FrameFactory {
         case 24: return .message(.reapQuery(id: id(), key: key(), objectHash: id(), layoutVersion: id()))
         case 25: return .message(.reapAnswer(id: id(), agrees: Bool.random(using: &random)))
         case 26: return .message(.reap(key: key(), objectHash: id()))
+        case 27:
+            return .message(
+                .transferPull(
+                    id: id(), partition: PartitionID(rawValue: UInt32.random(in: 0...255, using: &random)),
+                    layoutVersion: id(), after: Bool.random(using: &random) ? key().bytes : nil,
+                    maximumBytes: Int.random(in: 0...(1 << 24), using: &random)))
+        case 28:
+            let rows = (0..<Int.random(in: 0...3, using: &random)).map { _ in
+                (key: key().bytes, object: object())
+            }
+            return .message(
+                .transferRows(
+                    id: id(),
+                    page: PartitionScanPage(
+                        rows: rows, truncated: Bool.random(using: &random),
+                        error: Bool.random(using: &random) ? error() : nil), estimatedRows: id()))
+        case 29: return .message(.transfersRequest(id: id()))
+        case 30:
+            return .message(
+                .transfersReport(
+                    id: id(),
+                    encoded: (0..<Int.random(in: 0...40, using: &random)).map { _ in
+                        UInt8.random(in: 0...255, using: &random)
+                    }))
         default: return .message(.coordinated(id: id(), outcome: .failed(error())))
         }
     }

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# What a rebalance costs, all in one run on this machine, on 127.0.0.1: a 3-node cluster
+# (RocksDB, N=3, R=W=2, release build) holds KV_HANDOFF_KEYS keys (default 200,000) of
+# 1 KiB values; `kv bench` (50 % gets, 50 % puts, KV_BENCH_CLIENTS clients, default 50)
+# measures client latency before the change, then a fourth node joins and the same
+# load runs again while its partitions stream to it. The handoff's throughput is the
+# bytes the new node received over the time until no data moved. It runs twice on
+# fresh clusters: with the default per-node limit (64 MiB/s) and with no limit.
+# KV_BENCH_SECONDS (default 15) is the length of each latency window.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+source scripts/lib/system-packages.sh
+ensure_system_packages librocksdb-dev curl python3
+
+swift build -c release --product kv
+bin="$(swift build -c release --show-bin-path)"
+seconds="${KV_BENCH_SECONDS:-15}"
+clients="${KV_BENCH_CLIENTS:-50}"
+keys="${KV_HANDOFF_KEYS:-200000}"
+source scripts/lib/bench-processes.sh
+
+http=(); peer=()
+start_node() { # index [extra flags…]
+    local i=$1
+    shift
+    "$bin/kv" server --host 127.0.0.1 --port "${http[$i]}" --peer-port "${peer[$i]}" \
+        --data "$work/node$i" --node-name "node$i" --log-level warning "$@" > "$work/node$i.out" 2>&1 &
+    pids+=($!)
+}
+json() { # url python-expression-of-d
+    curl -s "$1" | python3 -c "import json, sys; d = json.load(sys.stdin); print($2)"
+}
+bench() { # output file
+    "$bin/kv" bench --url "$urls" --clients "$clients" --duration "$seconds" --value-size 1024 \
+        --keys "$keys" --get-ratio 0.5 --no-preload --no-progress > "$1" 2>&1
+    sed 's/^/    /' "$1"
+}
+summarize() { # label output-file
+    summary+=("$1: $(awk '/total/ { print $2 }' "$2") ops/s, p99 get $(awk '$1 == "get" { print $5 }' "$2") µs, p99 put $(awk '$1 == "put" { print $5 }' "$2") µs")
+}
+
+summary=()
+for limit in default none; do
+    rm -rf "$work"/node*
+    http=("$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)")
+    peer=("$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)")
+    members="127.0.0.1:${http[0]},127.0.0.1:${http[1]},127.0.0.1:${http[2]}"
+    for i in 0 1 2; do start_node "$i" --peers "$members"; done
+    for _ in $(seq 1 300); do
+        curl -s "http://127.0.0.1:${http[0]}/v1/_cluster" | grep -q '"layout_version":[1-9]' && break
+        sleep 0.1
+    done
+    urls="http://127.0.0.1:${http[0]},http://127.0.0.1:${http[1]},http://127.0.0.1:${http[2]}"
+    echo "==> limit: $limit; loading $keys keys of 1 KiB"
+    "$bin/kv" bench --url "$urls" --clients 50 --duration 1 --value-size 1024 --keys "$keys" \
+        --get-ratio 1 --no-progress 2>&1 | grep "^preloaded" | sed 's/^/    /'
+    if [ "$limit" = none ]; then
+        curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/transfers" -d '{"bytes_per_second":0}' > /dev/null
+    fi
+    echo "  before the change:"
+    bench "$work/before.out"
+    summarize "limit $limit, before" "$work/before.out"
+    start_node 3 --join "127.0.0.1:${http[0]}"
+    for _ in $(seq 1 300); do
+        curl -s "http://127.0.0.1:${http[0]}/v1/_cluster" | grep -q '"joining"' && break
+        sleep 0.1
+    done
+    plan=$(curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/stage" -d '{"change":"join","node":"node3"}' \
+        | python3 -c "import json, sys; print(json.load(sys.stdin)['id'])")
+    curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/commit" -d "{\"plan\":\"$plan\"}" > /dev/null
+    start=$(date +%s.%N)
+    echo "  during the rebalance (a fourth node joins):"
+    bench "$work/during.out" &
+    bench_pid=$!
+    while [ "$(json "http://127.0.0.1:${http[0]}/v1/_cluster/transfers" "d['in_progress']")" = True ]; do sleep 0.2; done
+    took=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+    wait "$bench_pid"
+    summarize "limit $limit, during" "$work/during.out"
+    bytes=$(json "http://127.0.0.1:${http[3]}/v1/_cluster" "d['counters']['handoff.bytes_received']")
+    rows=$(json "http://127.0.0.1:${http[3]}/v1/_cluster" "d['counters']['handoff.rows_received']")
+    rate=$(python3 -c "print(f'{$bytes / 1048576 / $took:.1f}')")
+    line="limit $limit: $rows rows, $((bytes / 1048576)) MiB handed off in ${took}s: $rate MiB/s (latency window ${seconds}s)"
+    echo "  $line"
+    summary+=("$line")
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait "${pids[@]}" 2>/dev/null || true
+    pids=()
+done
+echo "==> summary"
+printf '  %s\n' "${summary[@]}"
