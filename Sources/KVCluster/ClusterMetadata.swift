@@ -573,7 +573,7 @@ public struct ClusterMetadata: Hashable, Sendable {
             switch try reader.readByte() {
             case 0: transition = nil
             case 1:
-                let previous = try decodeLayout(&reader, zoneRule: false)
+                let previous = try decodeLayout(&reader, shapeOnly: true)
                 guard previous.partitionCount == partitionCount else {
                     throw KVError(
                         .corruptObject, "cluster metadata's previous layout has another partition count")
@@ -623,7 +623,7 @@ public struct ClusterMetadata: Hashable, Sendable {
         return metadata
     }
 
-    private static func decodeLayout(_ reader: inout BinaryReader, zoneRule: Bool = true) throws -> Layout {
+    private static func decodeLayout(_ reader: inout BinaryReader, shapeOnly: Bool = false) throws -> Layout {
         let version = try reader.readVarint()
         let partitionCount = try count(&reader, atMost: 1 << 16, "partitions")
         let replicationFactor = try count(&reader, atMost: ReplicationDefaults.maximumReplicas, "replicas")
@@ -649,7 +649,7 @@ public struct ClusterMetadata: Hashable, Sendable {
         let layout = Layout(
             version: version, partitionCount: partitionCount, replicationFactor: replicationFactor,
             members: members, assignments: assignments)
-        let problems = layout.check(zoneRule: zoneRule)
+        let problems = layout.check(shapeOnly: shapeOnly)
         guard problems.isEmpty else {
             throw KVError(.corruptObject, "the layout breaks its rules: \(problems.joined(separator: "; "))")
         }

@@ -248,9 +248,9 @@ public struct Layout: Hashable, Sendable {
     }
 
     /// Every way this layout breaks its rules, one sentence each; empty when valid.
-    /// Without `zoneRule` only its shape is checked (the previous owners of a layout
-    /// change in progress mix two layouts, each of which kept the zone rule).
-    public func check(zoneRule: Bool = true) -> [String] {
+    /// With `shapeOnly` the replica count and zone rules are not checked (the previous
+    /// owners of a layout change in progress mix two layouts, each of which kept them).
+    public func check(shapeOnly: Bool = false) -> [String] {
         var problems: [String] = []
         if partitionCount <= 0 || partitionCount & (partitionCount - 1) != 0 {
             problems.append("the partition count \(partitionCount) is not a power of two")
@@ -265,14 +265,14 @@ public struct Layout: Hashable, Sendable {
         let zones = Set(active.map(\.zone)).count
         let zoneOf = Dictionary(uniqueKeysWithValues: members.map { ($0.node, $0.zone) })
         for (partition, list) in assignments.enumerated() {
-            if list.count != width {
+            if (!shapeOnly && list.count != width) || (list.isEmpty && width > 0) {
                 problems.append("partition \(partition) has \(list.count) replicas, not \(width)")
             }
             if Set(list).count != list.count { problems.append("partition \(partition) repeats a node") }
             for node in list where !memberIDs.contains(node) {
                 problems.append("partition \(partition) is assigned to \(node), which is not a member")
             }
-            guard zoneRule else { continue }
+            guard !shapeOnly else { continue }
             let limit = Self.zoneLimit(width: width, zones: zones)
             for zone in Set(list.compactMap { zoneOf[$0] })
             where list.filter({ zoneOf[$0] == zone }).count > limit {

@@ -261,6 +261,11 @@ public final class ClusterNode: KeyValueService, Sendable {
                 settings: CoordinatorSettings(
                     requestTimeoutMilliseconds: settings.requestTimeoutMilliseconds),
                 firstMessageID: firstID))
+        // A node restarted during a layout change resumes the change's placement at once:
+        // reads of moving partitions keep going to the owners that have everything.
+        if let placement = metadata.placement {
+            coordinator.withLockedValue { $0.placementChanged(placement) }
+        }
         var initial = State(
             metadata: metadata, nextID: random.next() >> 1, expectedMembers: settings.expectedMembers)
         initial.metadataDigest = StableHash.hash(metadata.encoded())

@@ -50,6 +50,8 @@ struct RebalanceState: Sendable {
     /// When the node's byte budget next allows a batch (the rate limit).
     var throttleUntil = NIODeadline.uptimeNanoseconds(0)
     var sweepCursor = 0
+    /// When each partition this node holds rows of was first seen placed elsewhere.
+    var foreignSince: [PartitionID: NIODeadline] = [:]
     var counters = Counters()
 
     /// The transfer counters, by their status names.
@@ -85,6 +87,10 @@ extension ClusterNode {
     static let transferSessionIdle = TimeAmount.seconds(60)
     /// How long a pull waits for its batch.
     static let transferTimeout = TimeAmount.seconds(10)
+    /// How long a partition must stay placed elsewhere before this node drops its copy:
+    /// longer than metadata takes to reach every node, so a node that hears of the end
+    /// of a change late still finds the rows it reads.
+    static let dropGrace = TimeAmount.seconds(10)
     /// The prefix of the stored transfer cursors (metadata keyspace).
     static let cursorPrefix = Array("handoff/cursor/".utf8)
 
@@ -160,7 +166,12 @@ extension ClusterNode {
         // The cluster-wide limit admits the first transfers of one order every node
         // computes alike; a node whose copy of the metadata lags sees more pending, so
         // it admits fewer, never more.
-        let admitted = pending.prefix(control.clusterConcurrency).filter { $0.node == nodeID }
+        // Transfers to a node believed down are not counted: they cannot start, and must
+        // not hold the cluster's slots.
+        let startable = state.withLockedValue { state in
+            pending.filter { $0.node == nodeID || state.believesUp($0.node) }
+        }
+        let admitted = startable.prefix(control.clusterConcurrency).filter { $0.node == nodeID }
         for slot in admitted {
             let start = rebalance.withLockedValue { state in
                 let running = state.inbound.values.filter(\.running).count
@@ -220,7 +231,13 @@ extension ClusterNode {
                 rebalance.withLockedValue { $0.inbound[partition]?.state = "paused" }
                 return
             }
-            let sources = transition.sources(of: partition, in: layout).filter { isReachable($0) }
+            let candidates = transition.sources(of: partition, in: layout)
+            if candidates.isEmpty {
+                // Every previous owner was abandoned: nothing is left to copy.
+                await markReceived(partition, layoutVersion: layoutVersion)
+                return
+            }
+            let sources = candidates.filter { isReachable($0) }
             guard !sources.isEmpty else {
                 rebalance.withLockedValue { $0.inbound[partition]?.source = nil }
                 return
@@ -341,7 +358,10 @@ extension ClusterNode {
     private func throttle() async {
         let until = rebalance.withLockedValue { $0.throttleUntil }
         let now = NIODeadline.now()
-        if until > now { try? await Task.sleep(nanoseconds: UInt64((until - now).nanoseconds)) }
+        // At most a second at a time: a lowered limit or a pause is seen within it.
+        if until > now {
+            try? await Task.sleep(nanoseconds: UInt64(min((until - now).nanoseconds, 1_000_000_000)))
+        }
     }
 
     /// Charges `bytes` to the node's byte budget (shared by its transfers).
@@ -350,7 +370,10 @@ extension ClusterNode {
         guard rate > 0 else { return }
         let cost = TimeAmount.nanoseconds(Int64(Double(bytes) / Double(rate) * 1e9))
         let now = NIODeadline.now()
-        rebalance.withLockedValue { state in state.throttleUntil = max(state.throttleUntil, now) + cost }
+        rebalance.withLockedValue { state in
+            // The debt is bounded, so a rate raised after a tiny one takes effect soon.
+            state.throttleUntil = min(max(state.throttleUntil, now) + cost, now + .seconds(2))
+        }
     }
 
     private func markReceived(_ partition: PartitionID, layoutVersion: UInt64) async {
@@ -443,7 +466,7 @@ extension ClusterNode {
                 var count: UInt64 = 0
                 let keyspace: Keyspace = antiEntropy.indexComplete ? .antiEntropy : .data
                 let cursor = try taken.cursor(over: range, in: keyspace, direction: .forward)
-                while count < 10_000_000, try cursor.next() != nil { count += 1 }
+                while count < 1_000_000, try cursor.next() != nil { count += 1 }
                 return count
             }
             rebalance.withLockedValue { state in
@@ -575,7 +598,12 @@ extension ClusterNode {
                 bound = page.count == Self.keysPerListing ? page.last?.key : nil
             }
             for entry in listing where !isStopping {
-                guard let generation = tableGeneration(of: entry.key) else { continue }
+                guard let generation = tableGeneration(of: entry.key) else {
+                    // A dropped table's rows need not go; an unknown one (this node's
+                    // catalog lags) is checked again later.
+                    if tableIsDropped(entry.key) { continue }
+                    return false
+                }
                 let row = ReplicaKey(partition: partition, bytes: entry.key, generation: generation)
                 guard case .object(let object) = await maintenanceStorage(.load(row)) else { return false }
                 if object.entries.isEmpty { continue }
@@ -592,13 +620,12 @@ extension ClusterNode {
     }
 
     /// Whether this node must keep its copy of `partition`: the layout places it here,
-    /// or it is a previous owner of a partition that has not retired.
+    /// or it is a previous owner during a change in progress (it still gets every write).
     static func holds(_ partition: PartitionID, node: NodeID, metadata: ClusterMetadata) -> Bool {
         guard let layout = metadata.layout else { return true }
         if layout.replicas(of: partition).contains(node) { return true }
         guard let transition = metadata.transition else { return false }
         return transition.previous.replicas(of: partition).contains(node)
-            && !transition.isRetired(partition, in: layout)
     }
 
     /// Looks at the next partition in turn and drops this node's copy of it if no layout
@@ -611,7 +638,16 @@ extension ClusterNode {
             return state.sweepCursor % layout.partitionCount
         }
         let partition = PartitionID(rawValue: UInt32(index))
-        guard !Self.holds(partition, node: nodeID, metadata: metadata) else { return }
+        let now = NIODeadline.now()
+        guard !Self.holds(partition, node: nodeID, metadata: metadata) else {
+            rebalance.withLockedValue { _ = $0.foreignSince.removeValue(forKey: partition) }
+            return
+        }
+        let since = rebalance.withLockedValue { state in
+            if state.foreignSince[partition] == nil { state.foreignSince[partition] = now }
+            return state.foreignSince[partition]!
+        }
+        guard since + Self.dropGrace <= now else { return }
         let dropped = try? await local.blocking { [self] () throws(KVError) -> Bool in
             let range = StorageLayout.partitionRange(partition)
             let any = try storageWork("looking for a dropped partition's rows") {
@@ -631,7 +667,10 @@ extension ClusterNode {
             }
         }
         if dropped == true {
-            rebalance.withLockedValue { $0.counters.partitionsDropped += 1 }
+            rebalance.withLockedValue { state in
+                state.counters.partitionsDropped += 1
+                state.foreignSince[partition] = nil
+            }
             logger.info(
                 "dropped a partition this node no longer holds", metadata: ["partition": "\(partition)"])
         }

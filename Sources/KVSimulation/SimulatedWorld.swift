@@ -100,6 +100,7 @@ enum SimulationEvent {
     case healPartition
     case layoutChange
     case metadataArrives(node: Int, ClusterMetadata)
+    case dropCheck(node: Int)
     case rebalanceTick
 }
 
@@ -390,6 +391,11 @@ struct SimulatedWorld {
             if let placement = nodes[node].metadata?.placement {
                 nodes[node].coordinator.placementChanged(placement)
             }
+            // As the node shell does, a copy goes only after the partition stayed placed
+            // elsewhere for a while (longer than the metadata takes to reach everyone).
+            schedule(.dropCheck(node: node), after: 1_000)
+        case .dropCheck(let node):
+            guard nodes[node].isUp else { return }
             dropForeignPartitions(at: node)
         case .rebalanceTick:
             guard now < ticksUntil || (metadata?.transition != nil && now - 60_000 < ticksUntil) else {
@@ -500,9 +506,7 @@ struct SimulatedWorld {
             let partition = PartitionID(rawValue: UInt32(index))
             let id = nodes[node].id
             if layout.replicas(of: partition).contains(id) { continue }
-            if let transition = view.transition, transition.previous.replicas(of: partition).contains(id),
-                !transition.isRetired(partition, in: layout)
-            {
+            if let transition = view.transition, transition.previous.replicas(of: partition).contains(id) {
                 continue
             }
             var batch = WriteBatch()
