@@ -182,10 +182,22 @@ public struct LayoutTransition: Hashable, Sendable {
         }
     }
 
-    /// Whether `partition` is settled and every previous owner released it.
+    /// The previous owners of `partition` that must merge what they hold into the new
+    /// owners before it retires: the leavers, and when a previous owner was abandoned
+    /// (its copy is gone) every previous owner that stays as well, since the one source a
+    /// new owner copied need not hold every write the abandoned node held.
+    public func releasers(of partition: PartitionID, in target: Layout) -> [NodeID] {
+        let leaving = leavers(of: partition, in: target)
+        let before = previous.replicas(of: partition)
+        guard before.contains(where: abandoned.contains) else { return leaving }
+        let after = Set(target.replicas(of: partition))
+        return leaving + before.filter { after.contains($0) && !abandoned.contains($0) }
+    }
+
+    /// Whether `partition` is settled and every previous owner that must released it.
     public func isRetired(_ partition: PartitionID, in target: Layout) -> Bool {
         isSettled(partition, in: target)
-            && leavers(of: partition, in: target).allSatisfy {
+            && releasers(of: partition, in: target).allSatisfy {
                 released.contains(TransferSlot(partition: partition, node: $0))
             }
     }
@@ -310,7 +322,11 @@ extension ClusterMetadata {
     /// join again under the same node id.
     public var departed: Set<NodeID> {
         var inUse = Set(layout?.members.map(\.node) ?? [])
-        if let transition { inUse.formUnion(transition.previous.members.map(\.node)) }
+        // An abandoned node is gone for good: it holds nothing anyone waits for.
+        if let transition {
+            inUse.formUnion(
+                transition.previous.members.map(\.node).filter { !transition.abandoned.contains($0) })
+        }
         return departing.subtracting(inUse)
     }
 
@@ -417,9 +433,8 @@ extension ClusterMetadata {
         var next = self
         // During a change in progress the owners that hold everything are, per
         // partition, the previous ones while it has not retired, and the current ones
-        // once it has (the previous ones may have dropped it); a new owner of the
-        // interrupted change that stays one keeps what it received (it has had every
-        // write since).
+        // once it has; a new owner of the interrupted change that stays one keeps what it
+        // received (it has had every write since).
         var base = plan.current
         if let transition {
             var members = Dictionary(uniqueKeysWithValues: transition.previous.members.map { ($0.node, $0) })

@@ -918,6 +918,10 @@ public final class ClusterNode: KeyValueService, Sendable {
                     return []
                 }
             }
+            // A member counted as departed by a lagging copy is probed again.
+            for member in before.departed.subtracting(after.departed) {
+                membership.withLockedValue { $0.add(member) }
+            }
             for member in after.departed.subtracting(before.departed) {
                 membership.withLockedValue { $0.remove(member) }
                 logger.info("a member left the cluster", metadata: ["node": "\(member)"])

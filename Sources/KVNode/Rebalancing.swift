@@ -128,7 +128,7 @@ extension ClusterNode {
             startTransfers(transition, layout: layout, control: metadata.handoffControl)
             for index in 0..<layout.partitionCount {
                 let partition = PartitionID(rawValue: UInt32(index))
-                guard transition.leavers(of: partition, in: layout).contains(nodeID),
+                guard transition.releasers(of: partition, in: layout).contains(nodeID),
                     transition.isSettled(partition, in: layout),
                     !transition.released.contains(TransferSlot(partition: partition, node: nodeID))
                 else { continue }
@@ -149,7 +149,11 @@ extension ClusterNode {
         let pending = transition.pendingTransfers(in: layout)
         for slot in pending where slot.node == nodeID {
             rebalance.withLockedValue { state in
-                if state.inbound[slot.partition]?.layoutVersion != layout.version {
+                // A transfer of an older version still running keeps its record until it
+                // notices the new version and stops.
+                if state.inbound[slot.partition]?.layoutVersion != layout.version,
+                    state.inbound[slot.partition]?.running != true
+                {
                     state.inbound[slot.partition] = RebalanceState.Inbound(layoutVersion: layout.version)
                 }
             }
@@ -188,6 +192,7 @@ extension ClusterNode {
             Task {
                 await receive(slot.partition, layoutVersion: layout.version)
                 rebalance.withLockedValue { state in
+                    guard state.inbound[slot.partition]?.layoutVersion == layout.version else { return }
                     state.inbound[slot.partition]?.running = false
                     if state.inbound[slot.partition]?.state == "running" {
                         state.inbound[slot.partition]?.state = "waiting"
@@ -680,7 +685,13 @@ extension ClusterNode {
 
     /// This node's transfers, for the cluster-wide report.
     func localTransfers() -> [TransfersReport.Transfer] {
-        let (inbound, outbound) = rebalance.withLockedValue { ($0.inbound, $0.outbound) }
+        let version = metadata.layout?.version
+        let (inbound, outbound) = rebalance.withLockedValue { state in
+            (
+                state.inbound.filter { $0.value.layoutVersion == version },
+                state.outbound.filter { $0.value.layoutVersion == version }
+            )
+        }
         var result: [TransfersReport.Transfer] = []
         for (partition, transfer) in inbound {
             let remaining =

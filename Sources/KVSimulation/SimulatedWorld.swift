@@ -80,6 +80,9 @@ struct WriteRecord {
     var observed: Set<Int>
     /// Whether it is a delete (a tombstone).
     var isDelete: Bool
+    /// Written without the context the client had: concurrent with that client's own
+    /// earlier writes, so it may stay beside them.
+    var isBlind = false
     var acknowledged = false
 }
 
@@ -139,6 +142,10 @@ struct SimulatedWorld {
     var antiEntropyRepairs: [Int] = []
     /// The cluster metadata as the operator commits it and the nodes record transfers.
     var metadata: ClusterMetadata?
+    /// Whether a disk loss is planned for this run (then no node is removed for good).
+    var diskLossPlanned = false
+    /// Nodes removed for good by a forced leave: their disk is gone, they never return.
+    var gone: Set<Int> = []
     var quorum: Quorum {
         Quorum(n: configuration.replicationFactor, r: 2, w: 2, dw: 2, pr: 0, pw: 0)
     }
@@ -226,7 +233,7 @@ struct SimulatedWorld {
         // handed back for a while, in-flight work ends.
         faultsActive = false
         if sides != nil { handle(.healPartition) }
-        for node in nodes.indices where !nodes[node].isUp { handle(.restart(node)) }
+        for node in nodes.indices where !nodes[node].isUp && !gone.contains(node) { handle(.restart(node)) }
         ticksUntil = now + 15_000
         drain()
         for client in clients.indices where clients[client].pending != nil {
@@ -285,6 +292,7 @@ struct SimulatedWorld {
         // At most one disk loss per run: two would be more than N=3, W=2 promises to
         // survive.
         if random.chance(0.3) || configuration.injectedBug == .amnesiaReusesIncarnation {
+            diskLossPlanned = true
             let node = Int.random(in: 0..<nodes.count, using: &random)
             let at = Int64.random(in: 0...horizon, using: &random)
             queue.push(.wipe(node), at: at)
@@ -344,7 +352,7 @@ struct SimulatedWorld {
             report.disksLost += 1
             nodes[node].volume = MemoryVolume()
         case .restart(let node):
-            guard !nodes[node].isUp else { return }
+            guard !nodes[node].isUp, !gone.contains(node) else { return }
             log("n\(node) restarts")
             nodes[node].isUp = true
             nodes[node].engine = MemoryStorageEngine(volume: nodes[node].volume)
@@ -384,7 +392,7 @@ struct SimulatedWorld {
             // Metadata is kept on disk: it reaches a crashed node when it is back, and
             // merging never goes back.
             guard nodes[node].isUp else {
-                schedule(.metadataArrives(node: node, copy), after: 100)
+                if !gone.contains(node) { schedule(.metadataArrives(node: node, copy), after: 100) }
                 return
             }
             nodes[node].metadata?.merge(copy)
@@ -419,9 +427,20 @@ struct SimulatedWorld {
             try? next.stage(.join(joiner), by: nodes[0].id)
         } else if placed.count > configuration.replicationFactor {
             let leaving = placed.filter { $0 != nodes[0].id }
-            try? next.stage(
-                .leave(leaving[Int.random(in: 0..<leaving.count, using: &random)], force: false),
-                by: nodes[0].id)
+            let leaver = leaving[Int.random(in: 0..<leaving.count, using: &random)]
+            // Sometimes the node is gone for good instead (a dead disk, counted as the
+            // run's one disk loss): its leave is forced and it never comes back.
+            let force = configuration.faults && !diskLossPlanned && random.chance(0.4)
+            try? next.stage(.leave(leaver, force: force), by: nodes[0].id)
+            if force {
+                let index = self.index(of: leaver)
+                log("n\(index) is gone for good: its disk died; its leave is forced")
+                if nodes[index].isUp { crash(index) }
+                nodes[index].volume = MemoryVolume()
+                gone.insert(index)
+                diskLossPlanned = true
+                report.disksLost += 1
+            }
         }
         guard let plan = try? next.plan(), let committed = try? next.committed(plan: plan.id, by: nodes[0].id)
         else { return }
@@ -473,7 +492,7 @@ struct SimulatedWorld {
         for index in 0..<layout.partitionCount {
             let partition = PartitionID(rawValue: UInt32(index))
             guard transition.isSettled(partition, in: layout) else { continue }
-            for leaver in transition.leavers(of: partition, in: layout)
+            for leaver in transition.releasers(of: partition, in: layout)
             where !transition.released.contains(TransferSlot(partition: partition, node: leaver)) {
                 let from = self.index(of: leaver)
                 let owners = layout.replicas(of: partition).map(self.index(of:))
@@ -698,7 +717,8 @@ struct SimulatedWorld {
                 : Sibling(
                     value: RowValue(bytes: Array("w\(writeID)".utf8)), timestampMilliseconds: Int64(writeID))
             writes[writeID] = WriteRecord(
-                key: key, observed: Set((context?.values ?? []).map(Self.writeID)), isDelete: isDelete)
+                key: key, observed: Set((context?.values ?? []).map(Self.writeID)), isDelete: isDelete,
+                isBlind: context == nil && seen != nil)
             proposed = ProposedWrite(sibling: sibling, context: context?.context)
             request = .write(key: key, writeID: writeID, isDelete: isDelete)
         }
@@ -798,8 +818,9 @@ struct SimulatedWorld {
 
     /// After healing every node sees every other alive.
     mutating func checkMembershipSettled() {
-        for observer in nodes.indices {
-            for member in nodes where member.id != nodes[observer].id {
+        for observer in nodes.indices where !gone.contains(observer) {
+            for (index, member) in nodes.enumerated()
+            where member.id != nodes[observer].id && !gone.contains(index) {
                 let status = nodes[observer].membership.state(of: member.id)?.status
                 if status != .alive {
                     report.violations.append(
@@ -932,7 +953,8 @@ struct SimulatedWorld {
             }
         }
         // Finished operations leave no bookkeeping behind.
-        for (index, node) in nodes.enumerated() where node.coordinator.requestsInFlight != 0 {
+        for (index, node) in nodes.enumerated()
+        where node.coordinator.requestsInFlight != 0 && !gone.contains(index) {
             report.violations.append(
                 "node \(index + 1) still tracks \(node.coordinator.requestsInFlight) replica requests after every operation ended"
             )
@@ -967,13 +989,15 @@ struct SimulatedWorld {
             }
         }
         // Siblings bounded by concurrent writers: each client leaves at most its latest
-        // write, plus any write whose outcome it never learned.
+        // write, plus any write whose outcome it never learned and any it wrote blind
+        // (without the context it had, so beside its own earlier ones).
         for key in keys.indices {
             guard let final = finalReads[key] else { continue }
             let unknown = writes.values.filter { $0.key == key && !$0.acknowledged }.count
-            if final.liveValues.count > clients.count + unknown {
+            let blind = writes.values.filter { $0.key == key && $0.isBlind }.count
+            if final.liveValues.count > clients.count + unknown + blind {
                 report.violations.append(
-                    "key \(key) ends with \(final.liveValues.count) siblings, more than \(clients.count) writers and \(unknown) writes of unknown outcome"
+                    "key \(key) ends with \(final.liveValues.count) siblings, more than \(clients.count) writers, \(unknown) writes of unknown outcome and \(blind) blind writes"
                 )
             }
         }

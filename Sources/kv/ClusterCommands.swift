@@ -89,7 +89,9 @@ private func stage(_ change: LayoutChangeRequest, _ options: ClientOptions) asyn
 }
 
 /// Prints a plan: the changes, the partitions that move, and how much data travels.
-func printPlan(_ plan: LayoutPlanReport, _ options: ClientOptions, verbose: Bool = false) {
+func printPlan(
+    _ plan: LayoutPlanReport, _ options: ClientOptions, verbose: Bool = false, showCommit: Bool = true
+) {
     if options.json {
         options.printJSON(plan)
         return
@@ -118,7 +120,7 @@ func printPlan(_ plan: LayoutPlanReport, _ options: ClientOptions, verbose: Bool
             )
         }
     }
-    print("commit it with: kv cluster commit --plan \(id)")
+    if showCommit { print("commit it with: kv cluster commit --plan \(id)") }
 }
 
 /// Bytes for people: B, KiB, MiB, GiB.
@@ -250,6 +252,7 @@ extension ClusterCommand {
                     guard let currentID = current.id else {
                         throw KVError(.invalidRequest, "no layout change is staged")
                     }
+                    if !options.json { printPlan(current, options, showCommit: false) }
                     id = currentID
                 }
                 let committed = try await service.commitLayoutPlan(id!)
@@ -298,7 +301,8 @@ extension ClusterCommand {
                 }
                 while true {
                     FileHandle.standardOutput.write(Data(("\u{1B}[2K\r" + progressLine(report)).utf8))
-                    if !report.inProgress { break }
+                    // Paused, nothing moves: the bar stops with the transfers.
+                    if !report.inProgress || report.paused { break }
                     try await Task.sleep(for: .seconds(1))
                     report = try await service.transfers()
                 }
