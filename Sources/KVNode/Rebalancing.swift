@@ -222,7 +222,7 @@ extension ClusterNode {
             await markReceived(partition, layoutVersion: layoutVersion)
             return
         }
-        var after: [UInt8]? = stored.map { Array($0.dropFirst()) }
+        var after: [UInt8]? = stored.flatMap { $0.count > 1 ? Array($0.dropFirst()) : nil }
         var sourceIndex = 0
         var failures = 0
         while !isStopping, failures < 6 {
