@@ -445,21 +445,7 @@ extension ClusterNode {
         async -> (settled: [[UInt8]], bound: [UInt8]?, theirKeys: Set<[UInt8]>)?
     {
         func listings() async -> (ours: [KeyHash], theirs: [KeyHash], bound: [UInt8]?)? {
-            guard
-                case .keyHashes(_, let theirs, let theirsTruncated)? = await request(
-                    { .keyHashesRequest(id: $0, partition: partition, leaves: leaves, after: after) },
-                    to: peer),
-                let ours = await ownKeyHashes(partition, leaves, after: after)
-            else { return nil }
-            var ends: [[UInt8]] = []
-            if theirsTruncated, let last = theirs.last?.key { ends.append(last) }
-            if ours.truncated, let last = ours.entries.last?.key { ends.append(last) }
-            let bound = ends.min { $0.lexicographicallyPrecedes($1) }
-            func within(_ entries: [KeyHash]) -> [KeyHash] {
-                guard let bound else { return entries }
-                return entries.filter { !bound.lexicographicallyPrecedes($0.key) }
-            }
-            return (within(ours.entries), within(theirs), bound)
+            await pairedListings(partition, leaves, after: after, with: peer)
         }
         guard let first = await listings() else { return nil }
         let differing = MerkleTree.differingKeys(first.ours, first.theirs)
@@ -477,6 +463,29 @@ extension ClusterNode {
             differing, before: (first.ours, first.theirs), after: (second.ours, second.theirs))
         antiEntropy.counters.withLockedValue { $0.keysInFlight += Int64(differing.count - settled.count) }
         return (settled, first.bound, Set(second.theirs.map(\.key)))
+    }
+
+    /// This node's and `peer`'s index entries of `partition` in `leaves` after `after`,
+    /// cut at the lower of their ends when either listing stopped at its limit (`bound`,
+    /// where the next page starts); `nil` when either could not be listed.
+    func pairedListings(_ partition: PartitionID, _ leaves: [Int], after: [UInt8]?, with peer: NodeID) async
+        -> (ours: [KeyHash], theirs: [KeyHash], bound: [UInt8]?)?
+    {
+        guard
+            case .keyHashes(_, let theirs, let theirsTruncated)? = await request(
+                { .keyHashesRequest(id: $0, partition: partition, leaves: leaves, after: after) },
+                to: peer),
+            let ours = await ownKeyHashes(partition, leaves, after: after)
+        else { return nil }
+        var ends: [[UInt8]] = []
+        if theirsTruncated, let last = theirs.last?.key { ends.append(last) }
+        if ours.truncated, let last = ours.entries.last?.key { ends.append(last) }
+        let bound = ends.min { $0.lexicographicallyPrecedes($1) }
+        func within(_ entries: [KeyHash]) -> [KeyHash] {
+            guard let bound else { return entries }
+            return entries.filter { !bound.lexicographicallyPrecedes($0.key) }
+        }
+        return (within(ours.entries), within(theirs), bound)
     }
 
     /// This node's index entries of `partition` in `leaves`, after `after`.
@@ -510,16 +519,20 @@ extension ClusterNode {
 
     /// The generation of the table a data key belongs to, in this node's catalog.
     func tableGeneration(of dataKey: [UInt8]) -> UInt64? {
+        local.catalog.withLockedValue { tables in
+            Self.table(of: dataKey, among: tables.keys).flatMap { tables[$0]?.generation }
+        }
+    }
+
+    /// Which of `names` the row with engine key `dataKey` belongs to.
+    static func table(of dataKey: [UInt8], among names: some Sequence<TableName>) -> TableName? {
         guard dataKey.count > 4 else { return nil }
         let partition = PartitionID(
             rawValue: dataKey.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
-        return local.catalog.withLockedValue { tables in
-            tables.values.first { descriptor in
-                dataKey.starts(
-                    with: StorageLayout.tablePrefix(
-                        partition: partition, namespace: descriptor.name.namespace,
-                        table: descriptor.name.table))
-            }?.generation
+        return names.first { name in
+            dataKey.starts(
+                with: StorageLayout.tablePrefix(
+                    partition: partition, namespace: name.namespace, table: name.table))
         }
     }
 

@@ -329,13 +329,8 @@ extension ClusterNode {
     /// Whether the row's table was dropped (its rows need not travel).
     private func tableIsDropped(_ dataKey: [UInt8]) -> Bool {
         guard dataKey.count > 4 else { return true }
-        let partition = PartitionID(rawValue: dataKey.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
-        return metadata.tables.values.contains { record in
-            record.descriptor == nil
-                && dataKey.starts(
-                    with: StorageLayout.tablePrefix(
-                        partition: partition, namespace: record.name.namespace, table: record.name.table))
-        }
+        let dropped = metadata.tables.values.filter { $0.descriptor == nil }.map(\.name)
+        return Self.table(of: dataKey, among: dropped) != nil
     }
 
     private func recordBatch(_ partition: PartitionID, rows: Int, bytes: Int, estimate: UInt64) {
@@ -560,26 +555,13 @@ extension ClusterNode {
             let listing: [KeyHash]
             let bound: [UInt8]?
             if antiEntropy.indexComplete {
-                guard
-                    case .keyHashes(_, let theirs, let theirsTruncated)? = await request(
-                        { .keyHashesRequest(id: $0, partition: partition, leaves: allLeaves, after: after) },
-                        to: owner),
-                    let ours = try? await local.blocking({ [local, after] () throws(KVError) in
-                        try AntiEntropyIndex.keyHashes(
-                            in: partition, leaves: Set(allLeaves), after: after, engine: local.engine,
-                            limit: Self.keysPerListing)
-                    })
-                else { return false }
-                var ends: [[UInt8]] = []
-                if theirsTruncated, let last = theirs.last?.key { ends.append(last) }
-                if ours.truncated, let last = ours.entries.last?.key { ends.append(last) }
-                bound = ends.min { $0.lexicographicallyPrecedes($1) }
-                let theirHashes = Dictionary(
-                    theirs.map { ($0.key, $0.hash) }, uniquingKeysWith: { a, _ in a })
-                listing = ours.entries.filter { entry in
-                    (bound.map { !$0.lexicographicallyPrecedes(entry.key) } ?? true)
-                        && theirHashes[entry.key] != entry.hash
+                guard let page = await pairedListings(partition, allLeaves, after: after, with: owner) else {
+                    return false
                 }
+                bound = page.bound
+                let theirHashes = Dictionary(
+                    page.theirs.map { ($0.key, $0.hash) }, uniquingKeysWith: { a, _ in a })
+                listing = page.ours.filter { theirHashes[$0.key] != $0.hash }
             } else {
                 // Without the hash index every row is merged into the owner.
                 guard
