@@ -29,6 +29,14 @@ let package = Package(
         // Pure cluster state machines and values (layout now; coordination, membership and
         // anti-entropy later): no NIO, no clocks, no system randomness.
         .target(name: "KVCluster", dependencies: ["KVCore"], swiftSettings: strict),
+        // The replica's storage: the one interpreter of storage commands over any engine
+        // (ReplicaStore), the anti-entropy index and the hint store. No NIO, so the
+        // simulator runs the same code the node does.
+        .target(
+            name: "KVReplica",
+            dependencies: ["KVCore", "KVCluster", "KVStorage"],
+            swiftSettings: strict
+        ),
         // The storage engine protocol family, shared by every engine.
         .target(name: "KVStorage", dependencies: ["KVCore"], swiftSettings: strict),
         // Ordered in-memory engine: the reference model for every other engine.
@@ -50,7 +58,7 @@ let package = Package(
         .target(
             name: "KVNode",
             dependencies: [
-                "KVCore", "KVStorage", "KVCluster", "KVWire",
+                "KVCore", "KVStorage", "KVCluster", "KVWire", "KVReplica",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -134,7 +142,7 @@ let package = Package(
         // network with faults, virtual time, and the safety checkers.
         .target(
             name: "KVSimulation",
-            dependencies: ["KVCore", "KVCluster", "KVStorage", "KVStorageMemory"],
+            dependencies: ["KVCore", "KVCluster", "KVStorage", "KVStorageMemory", "KVReplica"],
             swiftSettings: strict
         ),
         // Runs or replays simulations from the command line (`--seed N --trace`).
@@ -192,12 +200,17 @@ let package = Package(
         .testTarget(
             name: "KVNodeTests",
             dependencies: [
-                "KVNode", "KVCluster", "KVCore", "KVStorage", "KVStorageMemory",
+                "KVNode", "KVCluster", "KVCore", "KVStorage", "KVStorageMemory", "KVReplica",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KVReplicaTests",
+            dependencies: ["KVReplica", "KVCluster", "KVCore", "KVStorage", "KVStorageMemory"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,5 +1,6 @@
 import KVCluster
 import KVCore
+import KVReplica
 import NIOCore
 
 /// The operator's side of layout changes: staging, the plan, the commit, and the

@@ -1,5 +1,6 @@
 import KVCluster
 import KVCore
+import KVReplica
 import KVStorage
 import NIOConcurrencyHelpers
 import NIOCore
@@ -55,7 +56,8 @@ extension ClusterNode {
         state.withLockedValue { $0.maintenanceTasks = tasks }
     }
 
-    private static func nowMilliseconds() -> Int64 {
+    /// Milliseconds since an arbitrary start that never goes back.
+    @Sendable static func monotonicMilliseconds() -> Int64 {
         Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000)
     }
 
@@ -131,13 +133,13 @@ extension ClusterNode {
     // MARK: - Membership
 
     private func membershipTick() {
-        let actions = membership.withLockedValue { $0.tick(now: Self.nowMilliseconds()) }
+        let actions = membership.withLockedValue { $0.tick(now: Self.monotonicMilliseconds()) }
         performMembership(actions)
     }
 
     func receivedProbe(_ probe: MembershipMessage, digest: UInt64, from sender: NodeID) {
         let actions = membership.withLockedValue {
-            $0.received(probe, from: sender, now: Self.nowMilliseconds())
+            $0.received(probe, from: sender, now: Self.monotonicMilliseconds())
         }
         performMembership(actions)
         // The layout and member records ride on the probes: a peer whose metadata

@@ -1,5 +1,6 @@
 import KVCluster
 import KVCore
+import KVReplica
 import KVStorage
 import KVWire
 import Logging
@@ -142,6 +143,8 @@ public final class ClusterNode: KeyValueService, Sendable {
     let state: NIOLockedValueBox<State>
     /// SWIM failure detection.
     let membership: NIOLockedValueBox<Membership>
+    /// The replica's storage: runs every storage command.
+    let store: ReplicaStore
     /// Merkle trees and the row hash index (active anti-entropy).
     let antiEntropy: AntiEntropyIndex
     /// Hints held for down primaries.
@@ -278,7 +281,15 @@ public final class ClusterNode: KeyValueService, Sendable {
                 incarnation: UInt64(local.identity.incarnation) << 20, settings: settings.membership,
                 random: SeededRandom(seed: random.next())))
         hints = try HintStore(engine: local.engine)
-        antiEntropy = AntiEntropyIndex(isEnabled: settings.antiEntropyIntervalMilliseconds > 0)
+        antiEntropy = AntiEntropyIndex(
+            isEnabled: settings.antiEntropyIntervalMilliseconds > 0, clock: Self.monotonicMilliseconds)
+        store = ReplicaStore(
+            engine: local.engine, actor: local.identity.actor, catalog: local.catalog,
+            sealer: local.sealerBox,
+            antiEntropy: antiEntropy, hints: hints,
+            limits: RowLimits(
+                maximumRowBytes: local.settings.maximumRowBytes,
+                maximumSiblings: local.settings.maximumSiblings))
         if antiEntropy.isEnabled {
             antiEntropy.markIndexComplete(try local.metadataRecord(AntiEntropyIndex.completeKey) != nil)
         } else if try local.metadataRecord(AntiEntropyIndex.completeKey) != nil {
@@ -436,14 +447,14 @@ public final class ClusterNode: KeyValueService, Sendable {
             case .storage(let ticket, .load(let key)):
                 // A read the engine can answer from memory runs here and now: handing
                 // it to the thread pool would cost two thread wake-ups for a lookup.
-                if (try? checkGeneration(key)) != nil, let object = cachedObject(key.bytes) {
+                if (try? store.checkGeneration(key)) != nil, let object = cachedObject(key.bytes) {
                     run { $0.storageCompleted(ticket, .object(object)) }
                     continue
                 }
                 local.threadPool.submit { [self] workState in
                     let outcome: StorageOutcome =
                         workState == .active
-                        ? load(key) : .failed(KVError(.unavailable, "the node is shutting down"))
+                        ? store.load(key) : .failed(KVError(.unavailable, "the node is shutting down"))
                     run { $0.storageCompleted(ticket, outcome) }
                 }
             case .storage(let ticket, let command):
@@ -497,30 +508,6 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
     }
 
-    /// Refuses a key whose table generation this node's catalog does not have: the
-    /// table was cleared, dropped or recreated (here or there), and a replica that
-    /// stored or served it would undo that.
-    func checkGeneration(_ key: ReplicaKey) throws(KVError) {
-        guard key.generation != 0 else { return }
-        let known = local.catalog.withLockedValue { tables in
-            tables.values.contains { $0.generation == key.generation }
-        }
-        guard known else {
-            throw KVError(
-                .tableChanged, "the table was cleared, dropped or recreated meanwhile; read again and retry")
-        }
-    }
-
-    /// Loads a row that is not in the engine's memory. Runs on the thread pool.
-    private func load(_ key: ReplicaKey) -> StorageOutcome {
-        do throws(KVError) {
-            try checkGeneration(key)
-            return .object(try local.load(key.bytes))
-        } catch {
-            return .failed(error)
-        }
-    }
-
     /// Queues a write command. One drain at a time takes everything queued and applies
     /// it with a single synced engine write: under load, tens of writes share one fsync
     /// and one thread wake-up, instead of each waiting on its own thread for RocksDB's
@@ -546,11 +533,11 @@ public final class ClusterNode: KeyValueService, Sendable {
             guard !commands.isEmpty else { return }
             let outcomes: [StorageOutcome]
             if active {
-                outcomes = applyWrites(commands.map(\.command)).enumerated().map { index, result in
-                    switch result {
-                    case .success(let object): .object(object)
-                    case .failure(let error): .failed(error)
-                    }
+                // Every row lock, which orders the drain against catalog changes.
+                do {
+                    outcomes = try local.withAllRowLocks { store.apply(commands.map(\.command)) }
+                } catch {
+                    outcomes = commands.map { _ in .failed(error) }
                 }
             } else {
                 outcomes = commands.map { _ in .failed(KVError(.unavailable, "the node is shutting down")) }
@@ -563,151 +550,6 @@ public final class ClusterNode: KeyValueService, Sendable {
                 }
             }
         }
-    }
-
-    /// Applies write commands in order, holding every row lock (which orders them
-    /// against catalog changes), and stores what changed in one synced batch: the rows,
-    /// their anti-entropy entries and any hints. A later command on the same row sees
-    /// the earlier ones. Each command succeeds or fails on its own, except that a failed
-    /// batch write fails every command that wrote.
-    private func applyWrites(_ commands: [StorageCommand]) -> [Result<StoredObject, KVError>] {
-        do {
-            return try local.withAllRowLocks { () throws(KVError) -> [Result<StoredObject, KVError>] in
-                var overlay: [[UInt8]: StoredObject] = [:]
-                var results: [Result<StoredObject, KVError>] = []
-                var batch = WriteBatch()
-                var changes: [AntiEntropyIndex.Change] = []
-                var newHints: [HintRecord] = []
-                func current(_ key: ReplicaKey) throws(KVError) -> StoredObject {
-                    if let pending = overlay[key.bytes] { return pending }
-                    return try local.load(key.bytes)
-                }
-                for command in commands {
-                    do throws(KVError) {
-                        let key: ReplicaKey
-                        let updated: StoredObject?
-                        let stored: StoredObject
-                        switch command {
-                        case .coordinate(let target, let write):
-                            key = target
-                            stored = try current(key)
-                            updated = try coordinateStep(key, write, stored: stored)
-                        case .merge(let target, let incoming):
-                            key = target
-                            try checkGeneration(key)
-                            stored = try current(key)
-                            updated = ReplicaRules.merge(stored, incoming)
-                        case .load(let target):
-                            key = target
-                            stored = try current(key)
-                            updated = nil
-                        case .storeHint(let target, let row, let object):
-                            try checkGeneration(row)
-                            newHints.append(
-                                hints.add(HintRecord(target: target, key: row, object: object), into: &batch))
-                            results.append(.success(object))
-                            continue
-                        case .reconcile(let target, let incoming):
-                            key = target
-                            try checkGeneration(key)
-                            stored = try current(key)
-                            let merged = ReplicaRules.merge(stored, incoming)
-                            let result = merged ?? stored
-                            // Anti-entropy's repair also mends the row's index entry if it
-                            // ever disagreed with the row, so a stale entry cannot keep
-                            // two trees apart forever.
-                            if merged == nil, antiEntropy.isEnabled, overlay[key.bytes] == nil {
-                                let recorded = try storageWork("reading an anti-entropy entry") {
-                                    try local.engine.get(key.bytes, in: .antiEntropy)
-                                }.flatMap(AntiEntropyIndex.parseIndexValue)
-                                if recorded?.hash != AntiEntropyIndex.hash(result) {
-                                    if let change = antiEntropy.record(
-                                        key, old: StoredObject(), new: result, into: &batch)
-                                    {
-                                        var mended = change
-                                        mended.old = recorded?.hash
-                                        changes.append(mended)
-                                    }
-                                }
-                            }
-                            updated = merged
-                        case .reap(let target, let hash):
-                            key = target
-                            stored = try current(key)
-                            guard stored.isDeleted, AntiEntropyIndex.hash(stored) == hash else {
-                                results.append(.success(stored))
-                                continue
-                            }
-                            batch.delete(key.bytes)
-                            if let change = antiEntropy.record(key, old: stored, new: nil, into: &batch) {
-                                changes.append(change)
-                            }
-                            overlay[key.bytes] = StoredObject()
-                            results.append(.success(StoredObject()))
-                            continue
-                        }
-                        guard let updated else {
-                            results.append(.success(stored))
-                            continue
-                        }
-                        overlay[key.bytes] = updated
-                        batch.put(key.bytes, StoredObjectCodec.encode(updated))
-                        if let change = antiEntropy.record(key, old: stored, new: updated, into: &batch) {
-                            changes.append(change)
-                        }
-                        results.append(.success(updated))
-                    } catch {
-                        results.append(.failure(error))
-                    }
-                }
-                if !batch.isEmpty {
-                    do throws(KVError) {
-                        try local.write(batch)
-                    } catch {
-                        // Every answer of this drain may rest on a row it did not store
-                        // (a retry judged against a write of the same drain): none of
-                        // them may be acknowledged.
-                        return commands.map { _ in .failure(error) }
-                    }
-                }
-                antiEntropy.apply(changes)
-                hints.stored(newHints)
-                return results
-            }
-        } catch {
-            return commands.map { _ in .failure(error) }
-        }
-    }
-
-    /// The coordinating replica's step of a write, given what it holds: checks the
-    /// table and the precondition, makes the dot and checks the row's limits. `nil`
-    /// when the write changes nothing (a retry, a delete of an absent row).
-    private func coordinateStep(_ key: ReplicaKey, _ write: ProposedWrite, stored: StoredObject)
-        throws(KVError)
-        -> StoredObject?
-    {
-        guard
-            let descriptor = local.catalog.withLockedValue({ tables in
-                tables.values.first { $0.generation == write.generation }
-            })
-        else {
-            throw KVError(
-                .tableChanged, "the table was dropped, cleared or recreated meanwhile; read again and retry")
-        }
-        let row = LocalNode.ResolvedRow(descriptor: descriptor, partition: key.partition, dataKey: key.bytes)
-        try local.check(write.condition, against: stored, row: row)
-        let updated: StoredObject?
-        if let delta = write.increment {
-            updated = try ReplicaRules.increment(
-                stored, by: delta, actor: local.identity.actor,
-                timestampMilliseconds: write.sibling.timestampMilliseconds, requestID: write.sibling.requestID
-            )
-        } else {
-            updated = ReplicaRules.coordinate(stored, write, actor: local.identity.actor)
-        }
-        guard let updated else { return nil }
-        try local.checkRowLimits(updated)
-        return updated
     }
 
     // MARK: - Messages

@@ -1,6 +1,7 @@
 import Glibc
 import KVCluster
 import KVCore
+import KVReplica
 import KVStorage
 import Logging
 import NIOConcurrencyHelpers
@@ -29,11 +30,11 @@ public final class LocalNode: KeyValueService {
     let engineName: String
     /// Seals contexts with the node's own secret, or with the cluster's once the node
     /// is part of one (every node of a cluster must accept every other's contexts).
-    let sealerBox: NIOLockedValueBox<ContextSealer>
+    let sealerBox: Locked<ContextSealer>
     var sealer: ContextSealer { sealerBox.withLockedValue { $0 } }
     let threadPool: NIOThreadPool
     let logger: Logger
-    let catalog: NIOLockedValueBox<[TableName: TableDescriptor]>
+    let catalog: Locked<[TableName: TableDescriptor]>
     let rowLocks: [NIOLock]
 
     /// Opens a node on `engine`: loads (or on first start creates) its identity and its
@@ -52,9 +53,9 @@ public final class LocalNode: KeyValueService {
         self.engineName = engineName
         self.settings = settings
         self.logger = logger
-        sealerBox = NIOLockedValueBox(ContextSealer(secret: identity.contextSecret))
+        sealerBox = Locked(ContextSealer(secret: identity.contextSecret))
         rowLocks = (0..<64).map { _ in NIOLock() }
-        catalog = NIOLockedValueBox(try Self.loadCatalog(from: engine))
+        catalog = Locked(try Self.loadCatalog(from: engine))
         threadPool = NIOThreadPool(numberOfThreads: settings.storageThreads)
         threadPool.start()
         logger.info(
@@ -151,18 +152,13 @@ public final class LocalNode: KeyValueService {
         var dataKey: [UInt8]
         /// What contexts of this row are bound to.
         var identity: [UInt8] {
-            LocalNode.rowIdentity(generation: descriptor.generation, tableAndKey: dataKey.dropFirst(4))
+            RowChecks.identity(generation: descriptor.generation, dataKey: dataKey)
         }
     }
 
-    /// What contexts and ETags of a row are bound to: its table's generation, then
-    /// namespace, table and key (without the partition, so a context stays valid whatever
-    /// the partition count).
+    /// What contexts and ETags of a row are bound to (see ``RowChecks/identity(generation:tableAndKey:)``).
     static func rowIdentity(generation: UInt64, tableAndKey: ArraySlice<UInt8>) -> [UInt8] {
-        var identity = BinaryWriter(capacity: 8 + tableAndKey.count)
-        identity.writeFixed(generation)
-        identity.writeRaw(tableAndKey)
-        return identity.bytes
+        RowChecks.identity(generation: generation, tableAndKey: tableAndKey)
     }
 
     /// Checks, under the row lock, that the table is still the one the request was
@@ -201,13 +197,9 @@ public final class LocalNode: KeyValueService {
         return ResolvedRow(descriptor: descriptor, partition: partition, dataKey: dataKey)
     }
 
-    /// The sealed context and entity tag of a row's state. The ETag is the context's
-    /// seal tag in hexadecimal: it changes with every version of the row and differs
-    /// between rows, and costs no second hash.
+    /// The sealed context and entity tag of a row's state.
     func version(of object: StoredObject, identity row: [UInt8]) -> (context: String, etag: String) {
-        let (context, tag) = sealer.sealWithTag(object.context, row: row)
-        let digits = String(tag, radix: 16)
-        return (context, String(repeating: "0", count: 16 - digits.count) + digits)
+        RowChecks.version(of: object, identity: row, sealer: sealer)
     }
 
     func readResult(_ object: StoredObject, identity row: [UInt8]) -> ReadResult {
@@ -307,22 +299,11 @@ public final class LocalNode: KeyValueService {
         }
     }
 
-    /// Refuses a row state beyond the row's limits: too many value bytes (what one read
-    /// would return) or too many siblings (which only a write with a context resolves).
+    /// Refuses a row state beyond the row's limits.
     func checkRowLimits(_ object: StoredObject) throws(KVError) {
-        let rowBytes = object.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
-        guard rowBytes <= settings.maximumRowBytes else {
-            throw KVError(
-                .rowTooLarge,
-                "the row's values would take \(rowBytes) bytes (limit \(settings.maximumRowBytes)); resolve its siblings with a context"
-            )
-        }
-        guard object.siblingCount <= settings.maximumSiblings else {
-            throw KVError(
-                .tooManySiblings,
-                "the row would have \(object.siblingCount) siblings (limit \(settings.maximumSiblings)); read it and write back with its context to resolve them"
-            )
-        }
+        try RowChecks.checkLimits(
+            object,
+            RowLimits(maximumRowBytes: settings.maximumRowBytes, maximumSiblings: settings.maximumSiblings))
     }
 
     public func increment(_ key: RowKey, by delta: Int64, options: WriteOptions) async throws(KVError)
@@ -357,18 +338,7 @@ public final class LocalNode: KeyValueService {
     /// Checks a write's precondition against the row's current state. On one node the
     /// check and the write happen under the same row lock, so they are atomic.
     func check(_ condition: WriteCondition, against object: StoredObject, row: ResolvedRow) throws(KVError) {
-        switch condition {
-        case .none:
-            return
-        case .ifAbsent:
-            guard object.isDeleted else {
-                throw KVError(.preconditionFailed, "the row exists (If-None-Match: *)")
-            }
-        case .ifMatch(let tag):
-            if tag == version(of: object, identity: row.identity).etag { return }
-            if let given = try? sealer.open(tag, row: row.identity), given == object.context { return }
-            throw KVError(.preconditionFailed, "the row has changed since that version was read (If-Match)")
-        }
+        try RowChecks.check(condition, against: object, identity: row.identity, sealer: sealer)
     }
 
     // MARK: - Scans

@@ -1,5 +1,6 @@
 import Glibc
 import KVCore
+import KVReplica
 import KVStorage
 
 /// Who a node is, as recorded in its metadata keyspace when its data directory is

@@ -1,62 +1,8 @@
 import KVCluster
 import KVCore
+import KVReplica
 import KVStorage
 import KVStorageMemory
-
-/// One simulated node: the production coordinator over an in-memory engine whose
-/// volume survives crashes.
-struct SimulatedNode {
-    let id: NodeID
-    var coordinator: Coordinator
-    /// The node's disk: it survives crashes, not disk loss (which replaces it).
-    var volume = MemoryVolume()
-    var engine: MemoryStorageEngine
-    var isUp = true
-    /// Bumped by every crash, so messages, timers and storage completions addressed to
-    /// the previous life are lost with it.
-    var life = 0
-    var cancelledTimers: Set<OperationID> = []
-    /// Numbers the hints this node takes (a reference, so storage can take one without
-    /// mutating the world).
-    let hintNumbers = HintNumbers()
-
-    func takeHintNumber() -> Int {
-        hintNumbers.value += 1
-        return hintNumbers.value
-    }
-    /// SWIM as this node runs it.
-    var membership: Membership
-    /// This node's clock: `offset + rate × virtual time` (clock skew: its timers and
-    /// probes run fast or slow).
-    var clockRate = 1.0
-    var clockOffset: Int64 = 0
-    /// Hint deliveries in flight: message id → (hint storage key, virtual time sent).
-    var deliveries: [UInt64: (key: [UInt8], sentAt: Int64)] = [:]
-    var nextDelivery: UInt64 = 1
-    /// The cluster metadata as this node has it (layout changes reach it late).
-    var metadata: ClusterMetadata?
-
-    init(
-        id: NodeID, members: [NodeID], layout: Layout, settings: CoordinatorSettings, firstMessageID: UInt64,
-        random: inout SeededRandom
-    ) {
-        self.id = id
-        coordinator = Coordinator(
-            actor: ActorID(node: id, incarnation: 1), layout: layout, settings: settings,
-            firstMessageID: firstMessageID)
-        engine = MemoryStorageEngine(volume: volume)
-        membership = Membership(
-            node: id, members: members, incarnation: 1 << 20, settings: SimulatedWorld.membershipSettings,
-            random: SeededRandom(seed: random.next()))
-    }
-
-    func localTime(_ now: Int64) -> Int64 { clockOffset + Int64(Double(now) * clockRate) }
-}
-
-/// A counter of hints taken.
-final class HintNumbers {
-    var value = 0
-}
 
 /// What a client is doing.
 enum ClientRequest {
@@ -113,6 +59,8 @@ struct SimulatedWorld {
     let trace: ((String) -> Void)?
     var random: SeededRandom
     var now: Int64 = 0
+    /// `now`, for the replica stores' anti-entropy index (tombstone ages).
+    let clock = Locked<Int64>(0)
     var queue = EventQueue()
     var nodes: [SimulatedNode] = []
     var clients: [SimulatedClient] = []
@@ -150,6 +98,18 @@ struct SimulatedWorld {
         Quorum(n: configuration.replicationFactor, r: 2, w: 2, dw: 2, pr: 0, pw: 0)
     }
 
+    /// The defect the run's injected bug plants in every replica store.
+    var storageFaults: ReplicaStore.Faults {
+        var faults = ReplicaStore.Faults()
+        switch configuration.injectedBug {
+        case .replicasIgnoreStores?: faults.merge = { _, _ in nil }
+        case .mergeKeepsSupersededValues?: faults.merge = Self.unionKeepingEverything
+        case .nothingIsStored?: faults.discardsWrites = true
+        case .amnesiaReusesIncarnation?, nil: break
+        }
+        return faults
+    }
+
     init(_ configuration: SimulationConfiguration, trace: ((String) -> Void)?) {
         self.configuration = configuration
         self.trace = trace
@@ -179,7 +139,8 @@ struct SimulatedWorld {
         for id in ids {
             var node = SimulatedNode(
                 id: id, members: ids, layout: layout, settings: settings,
-                firstMessageID: Self.firstMessageID(&random), random: &random)
+                firstMessageID: Self.firstMessageID(&random), random: &random, faults: storageFaults,
+                clock: clock)
             if configuration.faults {
                 node.clockRate = Double.random(in: 0.8...1.25, using: &random)
                 node.clockOffset = Int64.random(in: 0...100_000, using: &random)
@@ -196,7 +157,8 @@ struct SimulatedWorld {
             return ReplicaKey(
                 partition: partition,
                 bytes: StorageLayout.dataKey(
-                    partition: partition, namespace: "sim", table: "rows", key: encoded))
+                    partition: partition, namespace: "sim", table: "rows", key: encoded),
+                generation: SimulatedNode.table.generation)
         }
         clients = Array(
             repeating: SimulatedClient(remaining: configuration.operationsPerClient),
@@ -263,6 +225,7 @@ struct SimulatedWorld {
         var processed = 0
         while done.map({ !$0(self) }) ?? true, let (time, event) = queue.pop() {
             now = time
+            clock.withLockedValue { $0 = time }
             handle(event)
             processed += 1
             if processed > 5_000_000 {
@@ -355,12 +318,12 @@ struct SimulatedWorld {
             guard !nodes[node].isUp, !gone.contains(node) else { return }
             log("n\(node) restarts")
             nodes[node].isUp = true
-            nodes[node].engine = MemoryStorageEngine(volume: nodes[node].volume)
             let layout = nodes[node].coordinator.layout
             // Every start takes a new incarnation, as the node shell does; the injected
             // bug keeps the old one after a disk loss, reusing its dots.
             var actor = nodes[node].coordinator.actor
             if configuration.injectedBug != .amnesiaReusesIncarnation { actor.incarnation += 1 }
+            nodes[node].openStorage(actor: actor, faults: storageFaults, clock: clock)
             nodes[node].coordinator = Coordinator(
                 actor: actor, layout: layout,
                 settings: nodes[node].coordinator.settings, firstMessageID: Self.firstMessageID(&random))
@@ -606,75 +569,18 @@ struct SimulatedWorld {
 
     func index(of node: NodeID) -> Int { Int(node.rawValue) - 1 }
 
-    /// Runs a storage command against the node's engine, applying the replica rules.
+    /// Runs a storage command on the node's replica store, as the node's write drain does.
     func execute(_ command: StorageCommand, at node: Int) -> StorageOutcome {
-        let engine = nodes[node].engine
-        func load(_ key: ReplicaKey) throws -> StoredObject {
-            try engine.get(key.bytes, in: .data).map { try StoredObjectCodec.decode($0) } ?? StoredObject()
-        }
-        func store(_ key: ReplicaKey, _ object: StoredObject) throws {
-            if configuration.injectedBug == .nothingIsStored { return }
-            var batch = WriteBatch()
-            batch.put(key.bytes, StoredObjectCodec.encode(object))
-            try engine.write(batch, durability: .synced)
-        }
-        do {
-            switch command {
-            case .coordinate(let key, let write):
-                let object = try load(key)
-                guard
-                    let updated = ReplicaRules.coordinate(object, write, actor: nodes[node].coordinator.actor)
-                else {
-                    return .object(object)
-                }
-                try store(key, updated)
-                return .object(updated)
-            case .merge(let key, let incoming):
-                let object = try load(key)
-                switch configuration.injectedBug {
-                case .replicasIgnoreStores?:
-                    return .object(object)
-                case .mergeKeepsSupersededValues?:
-                    let union = Self.unionKeepingEverything(object, incoming)
-                    try store(key, union)
-                    return .object(union)
-                case .nothingIsStored?, .amnesiaReusesIncarnation?, nil:
-                    break
-                }
-                guard let merged = ReplicaRules.merge(object, incoming) else { return .object(object) }
-                try store(key, merged)
-                return .object(merged)
-            case .load(let key):
-                return .object(try load(key))
-            case .storeHint(let target, let key, let object):
-                var batch = WriteBatch()
-                batch.put(
-                    HintRecord.storageKey(target: target, sequence: UInt64(nodes[node].takeHintNumber())),
-                    HintRecord(target: target, key: key, object: object).encoded(), in: .hints)
-                try engine.write(batch, durability: .synced)
-                return .object(object)
-            case .reconcile(let key, let incoming):
-                let object = try load(key)
-                if configuration.injectedBug == .replicasIgnoreStores { return .object(object) }
-                guard let merged = ReplicaRules.merge(object, incoming) else { return .object(object) }
-                try store(key, merged)
-                return .object(merged)
-            case .reap(let key, let hash):
-                let object = try load(key)
-                guard object.isDeleted, MerkleTree.objectHash(object) == hash else { return .object(object) }
-                var batch = WriteBatch()
-                batch.delete(key.bytes)
-                try engine.write(batch, durability: .synced)
-                return .object(StoredObject())
-            }
-        } catch {
-            return .failed(KVError(.storageIO, "simulated storage failed: \(error)"))
+        switch command {
+        case .load(let key): nodes[node].store.load(key)
+        case .coordinate, .merge, .storeHint, .reconcile, .reap: nodes[node].store.apply([command])[0]
         }
     }
 
     /// The defective merge of ``SimulationConfiguration/InjectedBug/mergeKeepsSupersededValues``:
     /// the correct merge plus every value either side had.
-    static func unionKeepingEverything(_ left: StoredObject, _ right: StoredObject) -> StoredObject {
+    @Sendable static func unionKeepingEverything(_ left: StoredObject, _ right: StoredObject) -> StoredObject
+    {
         let merged = left.merging(right)
         var entries = merged.entries
         for side in [left, right] {
@@ -719,7 +625,8 @@ struct SimulatedWorld {
             writes[writeID] = WriteRecord(
                 key: key, observed: Set((context?.values ?? []).map(Self.writeID)), isDelete: isDelete,
                 isBlind: context == nil && seen != nil)
-            proposed = ProposedWrite(sibling: sibling, context: context?.context)
+            proposed = ProposedWrite(
+                sibling: sibling, context: context?.context, generation: SimulatedNode.table.generation)
             request = .write(key: key, writeID: writeID, isDelete: isDelete)
         }
         let live = nodes.indices.filter { nodes[$0].isUp }

@@ -15,7 +15,9 @@ struct ImportRuleTests {
         // Pure cluster logic: no NIO, no Foundation clocks, no system randomness, no logging.
         "KVCluster": ["KVCore"],
         "KVWire": ["KVCore", "KVCluster", "NIOCore"],
-        "KVSimulation": ["KVCore", "KVCluster", "KVStorage", "KVStorageMemory"],
+        "KVSimulation": ["KVCore", "KVCluster", "KVStorage", "KVStorageMemory", "KVReplica"],
+        // The replica's storage: shared by the node and the simulator, so no NIO.
+        "KVReplica": ["KVCore", "KVCluster", "KVStorage", "Synchronization"],
         "Simulator": ["KVSimulation", "Foundation"],
         "KVStorageMemory": ["KVCore", "KVStorage", "Synchronization"],
         "KVStorageRocksDB": ["KVCore", "KVStorage", "CRocksDB", "Glibc", "Synchronization"],
@@ -27,8 +29,8 @@ struct ImportRuleTests {
         "CRocksDB": [],
         // The node shell: storage on a thread pool, logs. No HTTP, no engines by name.
         "KVNode": [
-            "KVCore", "KVStorage", "KVCluster", "KVWire", "NIOCore", "NIOPosix", "NIOConcurrencyHelpers",
-            "Logging", "Glibc",
+            "KVCore", "KVStorage", "KVCluster", "KVWire", "KVReplica", "NIOCore", "NIOPosix",
+            "NIOConcurrencyHelpers", "Logging", "Glibc",
         ],
         // Front end: translates HTTP to KeyValueService; knows no node, cluster or engine.
         "KVServer": [
@@ -46,6 +48,43 @@ struct ImportRuleTests {
         ],
         "HTTPBaselineServer": ["KVCore", "KVServer", "Logging", "NIOCore", "NIOPosix", "NIOHTTP1"],
     ]
+
+    /// Targets whose code must replay exactly from a seed: no sleeping, no clock and no
+    /// randomness but a generator passed in. Time comes in as an argument (`now:`) or
+    /// through a clock the runtime injects.
+    static let deterministicTargets = ["KVCore", "KVCluster", "KVReplica", "KVSimulation"]
+
+    /// Calls that read time, sleep or draw unseeded randomness.
+    static let forbiddenCalls = [
+        "Task.sleep", "clock_gettime", "gettimeofday", "Date(", ".now()", "ContinuousClock",
+        "SuspendingClock", "DispatchTime", "SystemRandomNumberGenerator", "arc4random", "drand48",
+    ]
+
+    /// The forbidden calls in one source text, and every `random`, `shuffled`,
+    /// `shuffle` or `randomElement` call whose arguments pass no generator (`using:`).
+    static func nondeterministicCalls(in source: String) -> [String] {
+        let code = source.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            line.range(of: "//").map { String(line[..<$0.lowerBound]) } ?? String(line)
+        }.joined(separator: "\n")
+        var found = forbiddenCalls.filter { code.contains($0) }
+        for call in [".random(", ".shuffled(", ".shuffle(", ".randomElement("] {
+            var rest = code[...]
+            while let start = rest.range(of: call) {
+                // The argument list, up to its closing parenthesis.
+                var depth = 1
+                var end = start.upperBound
+                while end < rest.endIndex, depth > 0 {
+                    if rest[end] == "(" { depth += 1 }
+                    if rest[end] == ")" { depth -= 1 }
+                    end = rest.index(after: end)
+                }
+                let arguments = rest[start.upperBound..<end]
+                if !arguments.contains("using:") { found.append("\(call)\(arguments)") }
+                rest = rest[end...]
+            }
+        }
+        return found
+    }
 
     static var packageRoot: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -108,6 +147,35 @@ struct ImportRuleTests {
             }
         }
         #expect(checkedFiles > 10, "the import check found only \(checkedFiles) source files")
+    }
+
+    @Test func deterministicTargetsReadNoClockAndDrawNoUnseededRandomness() throws {
+        var checkedFiles = 0
+        for target in Self.deterministicTargets {
+            for file in Self.sourceFiles(of: target) {
+                checkedFiles += 1
+                let source = try String(contentsOf: file, encoding: .utf8)
+                let calls = Self.nondeterministicCalls(in: source)
+                #expect(calls.isEmpty, "\(target)/\(file.lastPathComponent) calls \(calls)")
+            }
+        }
+        #expect(checkedFiles > 10, "the determinism check found only \(checkedFiles) source files")
+    }
+
+    @Test func nondeterminismDetectorFindsEveryForm() {
+        let source = """
+            try await Task.sleep(for: .seconds(1))
+            let a = Int.random(in: 0..<10)
+            let b = Int.random(in: 0..<(n + 1), using: &random)
+            let c = items.shuffled()
+            let d = items.randomElement(using: &random)
+            var g = SystemRandomNumberGenerator()
+            // Date() in a comment is fine
+            """
+        #expect(
+            Self.nondeterministicCalls(in: source) == [
+                "Task.sleep", "SystemRandomNumberGenerator", ".random(in: 0..<10)", ".shuffled()",
+            ])
     }
 
     @Test func importParserUnderstandsEveryForm() {

@@ -1,5 +1,6 @@
 import KVCluster
 import KVCore
+import KVReplica
 import KVStorage
 import KVStorageMemory
 import Testing

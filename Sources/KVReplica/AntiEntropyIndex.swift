@@ -1,8 +1,6 @@
-import Glibc
 import KVCluster
 import KVCore
 import KVStorage
-import NIOConcurrencyHelpers
 
 /// The anti-entropy state of one node: a persistent index of every row's object hash,
 /// and in memory one ``MerkleTree`` per partition and the partition's tombstones.
@@ -15,38 +13,38 @@ import NIOConcurrencyHelpers
 /// the row locks (so no write slips between the scan and the tree). A data directory
 /// whose index is incomplete (anti-entropy was off, or the directory predates it)
 /// rebuilds the index from the rows first.
-final class AntiEntropyIndex: Sendable {
+package final class AntiEntropyIndex: Sendable {
     /// The metadata record saying the index covers every row.
-    static let completeKey = Array("anti-entropy/index-complete".utf8)
+    package static let completeKey = Array("anti-entropy/index-complete".utf8)
 
     /// A change of one row, applied to the trees once its batch is stored.
-    struct Change: Sendable {
-        var partition: PartitionID
-        var key: [UInt8]
-        var old: UInt64?
-        var new: UInt64?
-        var isTombstone: Bool
+    package struct Change: Sendable {
+        package var partition: PartitionID
+        package var key: [UInt8]
+        package var old: UInt64?
+        package var new: UInt64?
+        package var isTombstone: Bool
     }
 
     /// Monotonic counters, for status and tests.
-    struct Counters: Sendable {
-        var exchanges: Int64 = 0
-        var exchangesInSync: Int64 = 0
-        var divergentSegments: Int64 = 0
-        var keysCompared: Int64 = 0
-        var keysRepaired: Int64 = 0
+    package struct Counters: Sendable {
+        package var exchanges: Int64 = 0
+        package var exchangesInSync: Int64 = 0
+        package var divergentSegments: Int64 = 0
+        package var keysCompared: Int64 = 0
+        package var keysRepaired: Int64 = 0
         /// Differing keys left alone because they changed during the settle delay.
-        var keysInFlight: Int64 = 0
-        var treesRebuilt: Int64 = 0
-        var tombstonesReaped: Int64 = 0
-        var reapsRefused: Int64 = 0
+        package var keysInFlight: Int64 = 0
+        package var treesRebuilt: Int64 = 0
+        package var tombstonesReaped: Int64 = 0
+        package var reapsRefused: Int64 = 0
         /// Reaping passes skipped because a member was unreachable.
-        var reapPassesSkipped: Int64 = 0
+        package var reapPassesSkipped: Int64 = 0
         /// Full passes over this node's partitions.
-        var rounds: Int64 = 0
+        package var rounds: Int64 = 0
         /// Partitions found divergent in the last full pass, and in the current one.
-        var divergentLastRound: Int64 = -1
-        var divergentThisRound: Int64 = 0
+        package var divergentLastRound: Int64 = -1
+        package var divergentThisRound: Int64 = 0
     }
 
     private struct Trees: Sendable {
@@ -59,32 +57,37 @@ final class AntiEntropyIndex: Sendable {
         var indexComplete = false
     }
 
-    private let box = NIOLockedValueBox(Trees())
-    let counters = NIOLockedValueBox(Counters())
+    private let box = Locked(Trees())
+    package let counters = Locked(Counters())
     /// Whether the node maintains the index and exchanges trees at all.
-    let isEnabled: Bool
+    package let isEnabled: Bool
 
-    init(isEnabled: Bool) {
+    /// Milliseconds of a clock that never goes back: how old a tombstone is. The node
+    /// passes its monotonic clock, the simulator its virtual time.
+    private let clock: @Sendable () -> Int64
+
+    package init(isEnabled: Bool, clock: @escaping @Sendable () -> Int64) {
         self.isEnabled = isEnabled
+        self.clock = clock
     }
 
     // MARK: - The index value
 
-    static func indexValue(hash: UInt64, isTombstone: Bool) -> [UInt8] {
+    package static func indexValue(hash: UInt64, isTombstone: Bool) -> [UInt8] {
         var writer = BinaryWriter(capacity: 9)
         writer.writeFixed(hash)
         writer.write(isTombstone ? 1 : 0)
         return writer.bytes
     }
 
-    static func parseIndexValue(_ bytes: [UInt8]) -> (hash: UInt64, isTombstone: Bool)? {
+    package static func parseIndexValue(_ bytes: [UInt8]) -> (hash: UInt64, isTombstone: Bool)? {
         guard bytes.count == 9 else { return nil }
         var reader = BinaryReader(bytes)
         guard let hash = try? reader.readFixed(), let flags = try? reader.readByte() else { return nil }
         return (hash, flags & 1 != 0)
     }
 
-    static func hash(_ object: StoredObject) -> UInt64? {
+    package static func hash(_ object: StoredObject) -> UInt64? {
         object.entries.isEmpty ? nil : MerkleTree.objectHash(object)
     }
 
@@ -93,7 +96,9 @@ final class AntiEntropyIndex: Sendable {
     /// Puts a row's new index entry into `batch` (its write) and returns the change to
     /// apply once the batch is stored. `old` is the object the engine holds now (the
     /// index agrees with it), `new` the one written (`nil` or empty: the row goes).
-    func record(_ key: ReplicaKey, old: StoredObject, new: StoredObject?, into batch: inout WriteBatch)
+    package func record(
+        _ key: ReplicaKey, old: StoredObject, new: StoredObject?, into batch: inout WriteBatch
+    )
         -> Change?
     {
         guard isEnabled else { return nil }
@@ -108,17 +113,11 @@ final class AntiEntropyIndex: Sendable {
             isTombstone: new?.isDeleted ?? false)
     }
 
-    static func nowMilliseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
-    }
-
     /// Applies stored changes to the trees of ready partitions. Call it under the row
     /// locks of the changed rows, after the batch is stored.
-    func apply(_ changes: [Change]) {
+    package func apply(_ changes: [Change]) {
         guard isEnabled, !changes.isEmpty else { return }
-        let now = Self.nowMilliseconds()
+        let now = clock()
         box.withLockedValue { state in
             for change in changes where state.ready.contains(change.partition) {
                 state.trees[change.partition, default: MerkleTree()].update(
@@ -135,23 +134,23 @@ final class AntiEntropyIndex: Sendable {
     // MARK: - Rebuilding
 
     /// Whether `partition`'s tree is built.
-    func isReady(_ partition: PartitionID) -> Bool {
+    package func isReady(_ partition: PartitionID) -> Bool {
         box.withLockedValue { $0.ready.contains(partition) }
     }
 
     /// How many partitions have built trees.
-    var readyCount: Int { box.withLockedValue { $0.ready.count } }
+    package var readyCount: Int { box.withLockedValue { $0.ready.count } }
 
     /// Whether the index on disk covers every row.
-    var indexComplete: Bool { box.withLockedValue { $0.indexComplete } }
+    package var indexComplete: Bool { box.withLockedValue { $0.indexComplete } }
 
-    func markIndexComplete(_ complete: Bool) {
+    package func markIndexComplete(_ complete: Bool) {
         box.withLockedValue { $0.indexComplete = complete }
     }
 
     /// Forgets every tree, so each is rebuilt from the index (after a clear or drop
     /// deleted rows by range).
-    func invalidateAll() {
+    package func invalidateAll() {
         box.withLockedValue { state in
             state.ready = []
             state.trees = [:]
@@ -162,13 +161,13 @@ final class AntiEntropyIndex: Sendable {
     /// Builds `partition`'s tree: from the index, or, when the index is incomplete, by
     /// rewriting the partition's index from its rows first. Call it holding every row
     /// lock.
-    func rebuild(_ partition: PartitionID, engine: any StorageEngine) throws(KVError) {
+    package func rebuild(_ partition: PartitionID, engine: any StorageEngine) throws(KVError) {
         var tree = MerkleTree()
         var tombstones: [[UInt8]: (hash: UInt64, since: Int64)] = [:]
         let complete = indexComplete
         // A tombstone found at a rebuild counts as seen now: its age before the start
         // is unknown.
-        let now = Self.nowMilliseconds()
+        let now = clock()
         try storageWork("rebuilding an anti-entropy tree") {
             let range = StorageLayout.partitionRange(partition)
             if complete {
@@ -207,7 +206,7 @@ final class AntiEntropyIndex: Sendable {
     // MARK: - Reading
 
     /// The tree of `partition`, if built.
-    func tree(of partition: PartitionID) -> MerkleTree? {
+    package func tree(of partition: PartitionID) -> MerkleTree? {
         box.withLockedValue { state in
             state.ready.contains(partition) ? state.trees[partition] ?? MerkleTree() : nil
         }
@@ -217,8 +216,9 @@ final class AntiEntropyIndex: Sendable {
     /// held for at least `minimumAge` milliseconds, starting at the `start`-th in key
     /// order (so passes rotate through a partition's tombstones instead of retrying the
     /// same ones).
-    func tombstones(of partition: PartitionID, limit: Int, minimumAge: Int64, start: Int) -> [KeyHash] {
-        let now = Self.nowMilliseconds()
+    package func tombstones(of partition: PartitionID, limit: Int, minimumAge: Int64, start: Int) -> [KeyHash]
+    {
+        let now = clock()
         let old = box.withLockedValue { state in
             (state.tombstones[partition] ?? [:]).filter { now - $0.value.since >= minimumAge }.map {
                 KeyHash(key: $0.key, hash: $0.value.hash)
@@ -231,16 +231,18 @@ final class AntiEntropyIndex: Sendable {
 
     /// The tombstone hash of a row, or `nil` when the row is not a tombstone (or its
     /// partition's tree is not built, so this node cannot tell).
-    func tombstoneHash(_ key: [UInt8], in partition: PartitionID) -> UInt64? {
+    package func tombstoneHash(_ key: [UInt8], in partition: PartitionID) -> UInt64? {
         box.withLockedValue { $0.tombstones[partition]?[key]?.hash }
     }
 
     /// Tombstones held in built trees.
-    var tombstoneCount: Int { box.withLockedValue { $0.tombstones.values.reduce(0) { $0 + $1.count } } }
+    package var tombstoneCount: Int {
+        box.withLockedValue { $0.tombstones.values.reduce(0) { $0 + $1.count } }
+    }
 
     /// The index entries of `partition` in `leaves`, in key order after `after`
     /// (exclusive), at most `limit` of them. Blocks.
-    static func keyHashes(
+    package static func keyHashes(
         in partition: PartitionID, leaves: Set<Int>, after: [UInt8]?, engine: any StorageEngine, limit: Int
     ) throws(KVError) -> (entries: [KeyHash], truncated: Bool) {
         try storageWork("listing anti-entropy keys") {

@@ -1,14 +1,13 @@
 import KVCluster
 import KVCore
 import KVStorage
-import NIOConcurrencyHelpers
 
 /// The hints a node holds for primary replicas that were down when it stood in for
 /// them (sloppy quorum), kept in the hints keyspace so they survive restarts.
 ///
 /// In memory it keeps only counts: hints per target (which targets to deliver to) and
 /// per row (a tombstone may not be reaped while any node holds a hint for its row).
-final class HintStore: Sendable {
+package final class HintStore: Sendable {
     private struct State: Sendable {
         var nextSequence: UInt64 = 1
         var perTarget: [NodeID: Int] = [:]
@@ -18,18 +17,18 @@ final class HintStore: Sendable {
     }
 
     /// Counters, for status and tests.
-    struct Counters: Sendable {
-        var stored: Int64 = 0
-        var delivered: Int64 = 0
-        var dropped: Int64 = 0
-        var failedDeliveries: Int64 = 0
+    package struct Counters: Sendable {
+        package var stored: Int64 = 0
+        package var delivered: Int64 = 0
+        package var dropped: Int64 = 0
+        package var failedDeliveries: Int64 = 0
     }
 
-    private let box = NIOLockedValueBox(State())
-    let counters = NIOLockedValueBox(Counters())
+    private let box = Locked(State())
+    package let counters = Locked(Counters())
 
     /// Loads the counts of the hints `engine` holds. Blocks.
-    init(engine: any StorageEngine) throws(KVError) {
+    package init(engine: any StorageEngine) throws(KVError) {
         var state = State()
         try storageWork("loading hints") {
             let cursor = try engine.cursor(over: .all, in: .hints, direction: .forward)
@@ -47,7 +46,7 @@ final class HintStore: Sendable {
 
     /// Puts a new hint into `batch`; call ``stored(_:)`` with the result once the batch
     /// is stored.
-    func add(_ record: HintRecord, into batch: inout WriteBatch) -> HintRecord {
+    package func add(_ record: HintRecord, into batch: inout WriteBatch) -> HintRecord {
         let sequence = box.withLockedValue { state in
             defer { state.nextSequence += 1 }
             return state.nextSequence
@@ -58,7 +57,7 @@ final class HintStore: Sendable {
     }
 
     /// Counts hints whose batch was stored.
-    func stored(_ records: [HintRecord]) {
+    package func stored(_ records: [HintRecord]) {
         guard !records.isEmpty else { return }
         box.withLockedValue { state in
             for record in records {
@@ -70,7 +69,7 @@ final class HintStore: Sendable {
     }
 
     /// Counts hints whose removal was stored.
-    func removed(_ records: [HintRecord], delivered: Bool) {
+    package func removed(_ records: [HintRecord], delivered: Bool) {
         guard !records.isEmpty else { return }
         box.withLockedValue { state in
             for record in records {
@@ -90,7 +89,7 @@ final class HintStore: Sendable {
     }
 
     /// Targets with hints and no delivery in flight, which are now marked delivering.
-    func startDeliveries(to reachable: (NodeID) -> Bool) -> [NodeID] {
+    package func startDeliveries(to reachable: (NodeID) -> Bool) -> [NodeID] {
         box.withLockedValue { state in
             let targets = state.perTarget.keys.filter { !state.delivering.contains($0) && reachable($0) }
                 .sorted()
@@ -99,19 +98,19 @@ final class HintStore: Sendable {
         }
     }
 
-    func finishDelivery(to target: NodeID) {
+    package func finishDelivery(to target: NodeID) {
         _ = box.withLockedValue { $0.delivering.remove(target) }
     }
 
     /// Whether any hint for the row is held.
-    func holdsHint(for key: [UInt8]) -> Bool { box.withLockedValue { $0.perRow[key] != nil } }
+    package func holdsHint(for key: [UInt8]) -> Bool { box.withLockedValue { $0.perRow[key] != nil } }
 
     /// Hints held, in total.
-    var pendingCount: Int { box.withLockedValue { $0.perTarget.values.reduce(0, +) } }
+    package var pendingCount: Int { box.withLockedValue { $0.perTarget.values.reduce(0, +) } }
 
     /// The oldest `limit` hints for `target`, with their storage keys (`nil` for a hint
     /// that cannot be decoded, which delivery removes). Blocks.
-    static func oldest(for target: NodeID, limit: Int, engine: any StorageEngine) throws(KVError)
+    package static func oldest(for target: NodeID, limit: Int, engine: any StorageEngine) throws(KVError)
         -> [(storageKey: [UInt8], record: HintRecord?)]
     {
         try storageWork("reading hints") {

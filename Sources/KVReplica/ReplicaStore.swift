@@ -1,0 +1,247 @@
+import KVCluster
+import KVCore
+import KVStorage
+
+/// The one interpreter of ``StorageCommand``s over any ``StorageEngine``: what a replica
+/// does with a coordinated write, a replicated object, a hint, an anti-entropy repair or a
+/// reap, and the row's anti-entropy entry written in the same batch.
+///
+/// The node runs it on its storage thread pool, draining queued commands into one synced
+/// batch; the simulator runs it inline over the in-memory engine. Both therefore apply
+/// the same rules: the table generation check, write conditions, increments, the row
+/// limits and the anti-entropy index.
+///
+/// ## Concurrency
+///
+/// The store takes no row lock itself. ``apply(_:)`` is a read-modify-write of every row
+/// it names, so its caller must keep other writers of those rows and catalog changes out
+/// while it runs: the node holds every row lock around a drain (lock order: row locks in
+/// index order, then the short locks inside the catalog, the sealer, the anti-entropy
+/// index and the hint store, which never call out while held); the simulator runs one
+/// event at a time. ``load(_:)`` takes no lock: a point read is atomic in the engine.
+package final class ReplicaStore: Sendable {
+    /// Defects the simulator plants to prove that its checkers catch them. Production
+    /// never sets any.
+    package struct Faults: Sendable {
+        /// Replaces ``ReplicaRules/merge(_:_:)`` for replicated objects and repairs.
+        package var merge: (@Sendable (_ stored: StoredObject, _ incoming: StoredObject) -> StoredObject?)?
+        /// Acknowledges writes without storing anything.
+        package var discardsWrites = false
+
+        /// No defect.
+        package init() {}
+    }
+
+    /// The engine the rows live in.
+    package let engine: any StorageEngine
+    /// The actor this replica makes dots with.
+    package let actor: ActorID
+    /// The tables this replica knows, by name.
+    package let catalog: Locked<[TableName: TableDescriptor]>
+    /// Seals and opens contexts (for `If-Match`).
+    package let sealer: Locked<ContextSealer>
+    /// Row hashes and Merkle trees.
+    package let antiEntropy: AntiEntropyIndex
+    /// Hints held for down replicas.
+    package let hints: HintStore
+    /// The limits of one row.
+    package let limits: RowLimits
+    private let faults: Faults
+
+    /// Creates a store over `engine`.
+    package init(
+        engine: any StorageEngine, actor: ActorID, catalog: Locked<[TableName: TableDescriptor]>,
+        sealer: Locked<ContextSealer>, antiEntropy: AntiEntropyIndex, hints: HintStore, limits: RowLimits,
+        faults: Faults = Faults()
+    ) {
+        self.engine = engine
+        self.actor = actor
+        self.catalog = catalog
+        self.sealer = sealer
+        self.antiEntropy = antiEntropy
+        self.hints = hints
+        self.limits = limits
+        self.faults = faults
+    }
+
+    // MARK: - Reads
+
+    /// Refuses a key whose table generation this replica's catalog does not have: the
+    /// table was cleared, dropped or recreated (here or there), and a replica that
+    /// stored or served it would undo that. Generation 0 means "not checked".
+    package func checkGeneration(_ key: ReplicaKey) throws(KVError) {
+        guard key.generation != 0 else { return }
+        let known = catalog.withLockedValue { tables in
+            tables.values.contains { $0.generation == key.generation }
+        }
+        guard known else {
+            throw KVError(
+                .tableChanged, "the table was cleared, dropped or recreated meanwhile; read again and retry")
+        }
+    }
+
+    /// The stored object under `dataKey` (empty when absent).
+    package func object(at dataKey: [UInt8]) throws(KVError) -> StoredObject {
+        let stored: [UInt8]?
+        do { stored = try engine.get(dataKey, in: .data) } catch { throw error.asKVError }
+        guard let stored else { return StoredObject() }
+        return try StoredObjectCodec.decode(stored)
+    }
+
+    /// Runs ``StorageCommand/load(_:)``: the row's state, after the generation check.
+    package func load(_ key: ReplicaKey) -> StorageOutcome {
+        do throws(KVError) {
+            try checkGeneration(key)
+            return .object(try object(at: key.bytes))
+        } catch {
+            return .failed(error)
+        }
+    }
+
+    // MARK: - Writes
+
+    /// Applies commands in order and stores what changed in one synced batch: the rows,
+    /// their anti-entropy entries and any hints. A later command on the same row sees the
+    /// earlier ones. Each command succeeds or fails on its own, except that a failed
+    /// batch write fails every command: any answer may rest on a row it did not store
+    /// (a retry judged against a write of the same batch).
+    package func apply(_ commands: [StorageCommand]) -> [StorageOutcome] {
+        var pass = WritePass(store: self)
+        let outcomes = commands.map { command -> StorageOutcome in
+            do throws(KVError) {
+                return .object(try pass.run(command))
+            } catch {
+                return .failed(error)
+            }
+        }
+        guard !pass.batch.isEmpty, !faults.discardsWrites else { return outcomes }
+        do {
+            try engine.write(pass.batch, durability: .synced)
+        } catch {
+            return commands.map { _ in .failed(error.asKVError) }
+        }
+        antiEntropy.apply(pass.changes)
+        hints.stored(pass.newHints)
+        return outcomes
+    }
+
+    /// The merge of a replicated object into the stored one, or `nil` when it changes
+    /// nothing.
+    fileprivate func merged(_ stored: StoredObject, _ incoming: StoredObject) -> StoredObject? {
+        if let merge = faults.merge { return merge(stored, incoming) }
+        return ReplicaRules.merge(stored, incoming)
+    }
+
+    /// The coordinating replica's step of a write, given what it holds: checks the
+    /// table and the precondition, makes the dot and checks the row's limits. `nil`
+    /// when the write changes nothing (a retry, a delete of an absent row).
+    fileprivate func coordinateStep(_ key: ReplicaKey, _ write: ProposedWrite, stored: StoredObject)
+        throws(KVError) -> StoredObject?
+    {
+        guard
+            let descriptor = catalog.withLockedValue({ tables in
+                tables.values.first { $0.generation == write.generation }
+            })
+        else {
+            throw KVError(
+                .tableChanged, "the table was dropped, cleared or recreated meanwhile; read again and retry")
+        }
+        try RowChecks.check(
+            write.condition, against: stored,
+            identity: RowChecks.identity(generation: descriptor.generation, dataKey: key.bytes),
+            sealer: sealer.withLockedValue { $0 })
+        let updated: StoredObject?
+        if let delta = write.increment {
+            updated = try ReplicaRules.increment(
+                stored, by: delta, actor: actor, timestampMilliseconds: write.sibling.timestampMilliseconds,
+                requestID: write.sibling.requestID)
+        } else {
+            updated = ReplicaRules.coordinate(stored, write, actor: actor)
+        }
+        guard let updated else { return nil }
+        try RowChecks.checkLimits(updated, limits)
+        return updated
+    }
+}
+
+/// One ``ReplicaStore/apply(_:)``: the batch being built and the rows it already changed.
+private struct WritePass {
+    let store: ReplicaStore
+    var batch = WriteBatch()
+    /// Rows this pass changed, so later commands on them see the change.
+    var overlay: [[UInt8]: StoredObject] = [:]
+    var changes: [AntiEntropyIndex.Change] = []
+    var newHints: [HintRecord] = []
+
+    init(store: ReplicaStore) {
+        self.store = store
+    }
+
+    func current(_ key: ReplicaKey) throws(KVError) -> StoredObject {
+        if let pending = overlay[key.bytes] { return pending }
+        return try store.object(at: key.bytes)
+    }
+
+    /// Runs one command; returns the row's state afterwards.
+    mutating func run(_ command: StorageCommand) throws(KVError) -> StoredObject {
+        switch command {
+        case .coordinate(let key, let write):
+            let stored = try current(key)
+            return put(key, try store.coordinateStep(key, write, stored: stored), over: stored)
+        case .merge(let key, let incoming):
+            try store.checkGeneration(key)
+            let stored = try current(key)
+            return put(key, store.merged(stored, incoming), over: stored)
+        case .load(let key):
+            return try current(key)
+        case .storeHint(let target, let key, let object):
+            try store.checkGeneration(key)
+            newHints.append(
+                store.hints.add(HintRecord(target: target, key: key, object: object), into: &batch))
+            return object
+        case .reconcile(let key, let incoming):
+            try store.checkGeneration(key)
+            let stored = try current(key)
+            let merged = store.merged(stored, incoming)
+            if merged == nil { try mendIndexEntry(key, stored) }
+            return put(key, merged, over: stored)
+        case .reap(let key, let hash):
+            let stored = try current(key)
+            guard stored.isDeleted, AntiEntropyIndex.hash(stored) == hash else { return stored }
+            batch.delete(key.bytes)
+            if let change = store.antiEntropy.record(key, old: stored, new: nil, into: &batch) {
+                changes.append(change)
+            }
+            overlay[key.bytes] = StoredObject()
+            return StoredObject()
+        }
+    }
+
+    /// Stores `updated` over `stored` with its index entry, or keeps `stored` when the
+    /// command changed nothing.
+    private mutating func put(_ key: ReplicaKey, _ updated: StoredObject?, over stored: StoredObject)
+        -> StoredObject
+    {
+        guard let updated else { return stored }
+        overlay[key.bytes] = updated
+        batch.put(key.bytes, StoredObjectCodec.encode(updated))
+        if let change = store.antiEntropy.record(key, old: stored, new: updated, into: &batch) {
+            changes.append(change)
+        }
+        return updated
+    }
+
+    /// Anti-entropy's repair also mends the row's index entry if it ever disagreed with
+    /// the row, so a stale entry cannot keep two trees apart forever.
+    private mutating func mendIndexEntry(_ key: ReplicaKey, _ stored: StoredObject) throws(KVError) {
+        guard store.antiEntropy.isEnabled, overlay[key.bytes] == nil else { return }
+        let recorded = try storageWork("reading an anti-entropy entry") {
+            try store.engine.get(key.bytes, in: .antiEntropy)
+        }.flatMap(AntiEntropyIndex.parseIndexValue)
+        guard recorded?.hash != AntiEntropyIndex.hash(stored) else { return }
+        if var change = store.antiEntropy.record(key, old: StoredObject(), new: stored, into: &batch) {
+            change.old = recorded?.hash
+            changes.append(change)
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import KVCluster
+import KVCore
+import KVReplica
+import KVStorage
+import KVStorageMemory
+
+/// One simulated node: the production coordinator and the production replica store over
+/// an in-memory engine whose volume survives crashes.
+struct SimulatedNode {
+    /// The one table the workload writes to.
+    static let table = TableDescriptor(
+        name: try! TableName(namespace: "sim", table: "rows"), schema: try! KeySchema([.bytes]),
+        generation: 0x5157)
+
+    let id: NodeID
+    var coordinator: Coordinator
+    /// The node's disk: it survives crashes, not disk loss (which replaces it).
+    var volume = MemoryVolume()
+    var engine: MemoryStorageEngine
+    /// The replica's storage over `engine`, as the node runs it.
+    var store: ReplicaStore
+    var isUp = true
+    /// Bumped by every crash, so messages, timers and storage completions addressed to
+    /// the previous life are lost with it.
+    var life = 0
+    var cancelledTimers: Set<OperationID> = []
+    /// SWIM as this node runs it.
+    var membership: Membership
+    /// This node's clock: `offset + rate × virtual time` (clock skew: its timers and
+    /// probes run fast or slow).
+    var clockRate = 1.0
+    var clockOffset: Int64 = 0
+    /// Hint deliveries in flight: message id → (hint storage key, virtual time sent).
+    var deliveries: [UInt64: (key: [UInt8], sentAt: Int64)] = [:]
+    var nextDelivery: UInt64 = 1
+    /// The cluster metadata as this node has it (layout changes reach it late).
+    var metadata: ClusterMetadata?
+
+    init(
+        id: NodeID, members: [NodeID], layout: Layout, settings: CoordinatorSettings, firstMessageID: UInt64,
+        random: inout SeededRandom, faults: ReplicaStore.Faults, clock: Locked<Int64>
+    ) {
+        self.id = id
+        let actor = ActorID(node: id, incarnation: 1)
+        coordinator = Coordinator(
+            actor: actor, layout: layout, settings: settings, firstMessageID: firstMessageID)
+        (engine, store) = Self.storage(on: volume, actor: actor, faults: faults, clock: clock)
+        membership = Membership(
+            node: id, members: members, incarnation: 1 << 20, settings: SimulatedWorld.membershipSettings,
+            random: SeededRandom(seed: random.next()))
+    }
+
+    func localTime(_ now: Int64) -> Int64 { clockOffset + Int64(Double(now) * clockRate) }
+
+    /// Opens the node's volume again after a restart, as the node shell opens its data
+    /// directory: a new engine, hints counted from disk, anti-entropy trees rebuilt.
+    mutating func openStorage(actor: ActorID, faults: ReplicaStore.Faults, clock: Locked<Int64>) {
+        (engine, store) = Self.storage(on: volume, actor: actor, faults: faults, clock: clock)
+    }
+
+    private static func storage(
+        on volume: MemoryVolume, actor: ActorID, faults: ReplicaStore.Faults, clock: Locked<Int64>
+    ) -> (MemoryStorageEngine, ReplicaStore) {
+        let engine = MemoryStorageEngine(volume: volume)
+        let antiEntropy = AntiEntropyIndex(isEnabled: true, clock: { clock.withLockedValue { $0 } })
+        let store = ReplicaStore(
+            engine: engine, actor: actor, catalog: Locked([table.name: table]),
+            sealer: Locked(ContextSealer(secret: Array(repeating: 7, count: 16))), antiEntropy: antiEntropy,
+            // The in-memory engine cannot fail to read its own hints.
+            hints: try! HintStore(engine: engine),
+            limits: RowLimits(maximumRowBytes: 1 << 20, maximumSiblings: 64), faults: faults)
+        return (engine, store)
+    }
+}
