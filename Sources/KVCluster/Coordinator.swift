@@ -191,6 +191,9 @@ public struct Coordinator: Sendable {
         let covered = min(standIns.count, absent.count)
         // A down primary nobody stands in for still gets the write: the transport fails
         // fast if it is down, and a send that gets through is how it is seen up again.
+        // The coordinator also keeps a hint for it itself (as Cassandra does), so a node
+        // back from a short outage is whole in seconds, not at anti-entropy's pace. The
+        // hint does not count towards W: the coordinator's own ack already does.
         let uncovered = Array(absent.dropFirst(covered))
         let targets = upPrimaries + standIns.prefix(covered) + uncovered
         let quorumSets = sets.map { Set($0) }
@@ -209,7 +212,7 @@ public struct Coordinator: Sendable {
         }
         writes[operation] = WriteRound(
             key: key, targets: targets, primaries: Set(upPrimaries + uncovered), hintFor: hints,
-            quorumSets: quorumSets, quorum: quorum)
+            keptHints: Set(uncovered), quorumSets: quorumSets, quorum: quorum)
         return [
             .storage(.operation(operation), .coordinate(key, write)),
             .startTimer(operation, afterMilliseconds: settings.requestTimeoutMilliseconds),
@@ -276,7 +279,7 @@ public struct Coordinator: Sendable {
             case .object: return [.send(.handedOff(id: id, error: nil), to: from)]
             case .failed(let error): return [.send(.handedOff(id: id, error: error), to: from)]
             }
-        case .repair, .maintenance:
+        case .repair, .maintenance, .hint:
             return []
         }
     }
@@ -330,9 +333,21 @@ public struct Coordinator: Sendable {
     /// was written).
     public mutating func sendFailed(_ message: ReplicaMessage, to target: NodeID) -> [Action] {
         switch message {
-        case .store(let id, _, _), .storeHint(let id, _, _, _):
-            guard let operation = takeRequest(id, answeredBy: target) else { return [] }
-            return replicaFailed(operation, target)
+        case .store(let id, let key, let object):
+            // The replica missed the write: keep it as a hint for the replica, unless
+            // the round already keeps one (it was down when the write started). The
+            // message carries everything, so this holds after the round ended too.
+            let operation = takeRequest(id, answeredBy: target)
+            let kept = operation.flatMap { writes[$0]?.keptHints.contains(target) } ?? false
+            let hint: [Action] =
+                kept ? [] : [.storage(.hint, .storeHint(target: target, key: key, object: object))]
+            guard let operation else { return hint }
+            return hint + replicaFailed(operation, target)
+        case .storeHint(let id, let key, let object, let primary):
+            // The stand-in is unreachable too: the coordinator keeps the hint itself.
+            let hint: [Action] = [.storage(.hint, .storeHint(target: primary, key: key, object: object))]
+            guard let operation = takeRequest(id, answeredBy: target) else { return hint }
+            return hint + replicaFailed(operation, target)
         case .fetch(let id, _):
             guard let operation = takeRequest(id, answeredBy: target) else { return [] }
             return replicaAnswered(
@@ -410,7 +425,9 @@ public struct Coordinator: Sendable {
         case .object(let object):
             round.object = object
             round.acknowledged[node] = true
-            var actions: [Action] = []
+            var actions: [Action] = round.keptHints.sorted().map { target in
+                .storage(.hint, .storeHint(target: target, key: round.key, object: object))
+            }
             for replica in round.targets where replica != node {
                 let id = request(for: operation, to: replica)
                 if let target = round.hintFor[replica] {
@@ -664,6 +681,8 @@ private struct WriteRound: Sendable {
     var primaries: Set<NodeID>
     /// For each stand-in, the primary it keeps a hint for.
     var hintFor: [NodeID: NodeID]
+    /// Down primaries nobody stands in for: the coordinator keeps their hints itself.
+    var keptHints: Set<NodeID>
     /// The replica sets that each need the quorum: one, or two while the partition moves.
     var quorumSets: [Set<NodeID>]
     var quorum: Quorum

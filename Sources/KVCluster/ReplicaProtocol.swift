@@ -283,6 +283,9 @@ public enum StorageTicket: Hashable, Sendable {
     case repair
     /// A hinted handoff from `from`, answered with ``ReplicaMessage/handedOff(id:error:)``.
     case handoff(from: NodeID, id: UInt64)
+    /// A hint the coordinator keeps itself for a replica it could not reach; nothing
+    /// waits for it.
+    case hint
     /// Work of the node shell (anti-entropy, reaping, hint delivery): the shell takes
     /// the result itself and the coordinator ignores it.
     case maintenance(id: UInt64)

@@ -204,6 +204,69 @@ struct CoordinatorTests {
         #expect(coordinator.requestsInFlight == 0)
     }
 
+    @Test("a down primary nobody can stand in for gets its hint kept by the coordinator, outside W")
+    func coordinatorKeepsHintsWithoutStandIns() {
+        // Three nodes, N=3: every node is a primary, so there is no stand-in.
+        let members = Array(Self.nodes.prefix(3))
+        let layout = Layout.computed(
+            members: members.map { LayoutMember(node: $0) }, replicationFactor: 3, partitionCount: 8)
+        let key = ReplicaKey(partition: PartitionID(rawValue: 0), bytes: [1])
+        let replicas = layout.replicas(of: key.partition)
+        var coordinator = Coordinator(
+            actor: ActorID(node: replicas[0], incarnation: 1), layout: layout,
+            settings: CoordinatorSettings(requestTimeoutMilliseconds: 100), firstMessageID: 1)
+        coordinator.reachabilityChanged(replicas[2], isUp: false)
+        let operation = OperationID.local(1)
+        _ = coordinator.write(operation, key: key, Self.value("a"), quorum: Self.quorum)
+        let written = Self.object("a", by: replicas[0])
+        let actions = coordinator.storageCompleted(.operation(operation), .object(written))
+        #expect(actions.first == .storage(.hint, .storeHint(target: replicas[2], key: key, object: written)))
+        // The down primary is still sent the write (a send that gets through shows it up).
+        let stores = Self.stores(actions)
+        #expect(stores.map(\.to) == [replicas[1], replicas[2]])
+        // Its failed send adds no second hint: the round keeps one already.
+        #expect(
+            coordinator.sendFailed(.store(id: stores[1].id, key: key, object: written), to: replicas[2])
+                .isEmpty)
+        // The hint is no ack: W=2 needs the other primary.
+        #expect(
+            coordinator.received(.stored(id: stores[0].id, durable: true), from: replicas[1]) == [
+                .cancelTimer(operation), .reply(operation, .written(written)),
+            ])
+        #expect(coordinator.storageCompleted(.hint, .object(written)).isEmpty)
+        #expect(coordinator.requestsInFlight == 0)
+    }
+
+    @Test("a store that cannot be sent becomes a hint the coordinator keeps, even after the write answered")
+    func failedSendsBecomeHints() {
+        let (key, replicas, outsider) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        let operation = OperationID.local(1)
+        _ = coordinator.write(operation, key: key, Self.value("a"), quorum: Self.quorum)
+        let written = Self.object("a", by: replicas[0])
+        let stores = Self.stores(coordinator.storageCompleted(.operation(operation), .object(written)))
+        #expect(stores.map(\.to) == [replicas[1], replicas[2]])
+        // replicas[2] is not yet known to be down; its connection is refused.
+        let failed = coordinator.sendFailed(
+            .store(id: stores[1].id, key: key, object: written), to: replicas[2])
+        #expect(failed == [.storage(.hint, .storeHint(target: replicas[2], key: key, object: written))])
+        _ = coordinator.received(.stored(id: stores[0].id, durable: true), from: replicas[1])
+        // A send that fails after the round ended still leaves a hint: the message
+        // carries the key and the object.
+        let late = coordinator.sendFailed(.store(id: 999, key: key, object: written), to: replicas[1])
+        #expect(late == [.storage(.hint, .storeHint(target: replicas[1], key: key, object: written))])
+        // A stand-in that cannot be reached either: the coordinator keeps the hint for
+        // the primary itself.
+        let standIn = coordinator.sendFailed(
+            .storeHint(id: 1000, key: key, object: written, target: replicas[2]), to: outsider)
+        #expect(standIn == [.storage(.hint, .storeHint(target: replicas[2], key: key, object: written))])
+        // A replica that answered with an error refused the write: no hint.
+        #expect(
+            coordinator.received(
+                .replicaFailed(id: 1001, error: KVError(.tableChanged, "changed")), from: replicas[1]
+            ).isEmpty)
+    }
+
     @Test("a hinted handoff is merged as a store and answered")
     func handoffIsMerged() {
         let (key, replicas, outsider) = Self.placement

@@ -199,6 +199,51 @@ struct ClusterProcessTests {
         await d.close()
     }
 
+    @Test(
+        "with no node to stand in, the coordinator keeps the hints and a returning replica is whole in seconds",
+        .timeLimit(.minutes(3)))
+    func hintsWithoutStandIns() async throws {
+        // Three nodes, N=3: every node is a primary of every partition, so nobody can
+        // stand in for a down one. Anti-entropy is off: only hints can bring the rows back.
+        let cluster = try await offCooperativePool {
+            try LocalCluster(count: 3, arguments: Self.arguments + ["--anti-entropy-interval-ms", "0"])
+        }
+        let a = try await Self.client(cluster, 0)
+        try await Self.createTable(a)
+        try await offCooperativePool { cluster.nodes[2].kill() }
+        for index in 0..<100 {
+            _ = try await a.put(Self.key("m\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
+        }
+        func pending() async throws -> [Int64] {
+            var values: [Int64] = []
+            for index in 0..<2 {
+                let status = try await Self.client(cluster, index).clusterStatus()
+                values.append(status.counters["hints.pending"] ?? -1)
+            }
+            return values
+        }
+        #expect(try await pending().reduce(0, +) >= 100, "the coordinator keeps a hint for every write")
+        try await offCooperativePool {
+            try cluster.restart(2)
+            try cluster.waitUntilFormed()
+        }
+        let deadline = ContinuousClock.now + .seconds(20)
+        while try await pending().reduce(0, +) > 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(try await pending() == [0, 0])
+        // With A and B gone, a scan through C with r=1 reads only C's own copies.
+        await a.close()
+        try await offCooperativePool {
+            cluster.nodes[0].kill()
+            cluster.nodes[1].kill()
+        }
+        let c = try await Self.client(cluster, 2)
+        let page = try await c.scan(ScanRequest(table: Self.items, limit: 1000, r: 1))
+        #expect(page.rows.count == 100)
+        await c.close()
+    }
+
     @Test("a read repairs a stale replica", .timeLimit(.minutes(3)))
     func readRepair() async throws {
         let cluster = try await offCooperativePool { try LocalCluster(count: 3, arguments: Self.arguments) }
