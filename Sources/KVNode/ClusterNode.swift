@@ -1189,16 +1189,23 @@ public final class ClusterNode: KeyValueService, Sendable {
         return result
     }
 
+    // Before the cluster has formed this node knows no tables (they live in the
+    // cluster's metadata), so it cannot tell a missing table from one it has not heard
+    // of yet: it answers `server.unavailable`, never `table.not_found`.
+
     public func table(_ name: TableName) async throws(KVError) -> TableDescriptor {
-        try local.descriptor(name)
+        _ = try formedLayout()
+        return try local.descriptor(name)
     }
 
     public func tables(in namespace: String) async throws(KVError) -> [TableDescriptor] {
-        try await local.tables(in: namespace)
+        _ = try formedLayout()
+        return try await local.tables(in: namespace)
     }
 
     public func namespaces() async throws(KVError) -> [String] {
-        try await local.namespaces()
+        _ = try formedLayout()
+        return try await local.namespaces()
     }
 
     public func clearTable(_ name: TableName) async throws(KVError) {

@@ -2,6 +2,7 @@ import Foundation
 import KVClient
 import KVCore
 import KVTestSupport
+import NIOHTTP1
 import Testing
 
 /// Real `kv server` processes on 127.0.0.1 forming one cluster with N=3, R=W=2 (the
@@ -242,6 +243,35 @@ struct ClusterProcessTests {
         let page = try await c.scan(ScanRequest(table: Self.items, limit: 1000, r: 1))
         #expect(page.rows.count == 100)
         await c.close()
+    }
+
+    @Test("before its cluster has formed, a node answers data requests with 503 server.unavailable")
+    func unformedNodeIsUnavailable() async throws {
+        // Two members are expected and only one runs: the cluster never forms.
+        let ports = try FreePorts.take(3)
+        let server = try await offCooperativePool {
+            try ServerProcess(
+                arguments: [
+                    "--peer-port", String(ports[1]), "--peers", "127.0.0.1:\(ports[0]),127.0.0.1:\(ports[2])",
+                ],
+                port: ports[0])
+        }
+        let client = try await HTTPConnection(host: "127.0.0.1", port: server.port)
+        for (method, target) in [
+            (HTTPMethod.GET, "/v1/test/items/a"), (.PUT, "/v1/test/items/a"), (.DELETE, "/v1/test/items/a"),
+            (.GET, "/v1/_scan/test/items"), (.GET, "/v1/_counter/test/items/a"),
+            (.POST, "/v1/_counter/test/items/a"),
+            (.GET, "/v1/_tables/test/items"), (.GET, "/v1/_tables/test"), (.GET, "/v1/_namespaces"),
+        ] {
+            let response = try await client.send(
+                method, target, headers: ["content-type": "text/plain"],
+                body: method == .GET ? nil : Array("1".utf8))
+            let code = try? JSONDecoder().decode(WireError.self, from: Data(response.body)).code
+            #expect(response.status == 503, "\(method) \(target) answered \(response.status)")
+            #expect(code == "server.unavailable", "\(method) \(target) answered \(code ?? "no code")")
+        }
+        await client.close()
+        server.kill()
     }
 
     @Test("a read repairs a stale replica", .timeLimit(.minutes(3)))
