@@ -35,11 +35,18 @@ public enum WireKeyPart: Codable, Sendable, Hashable {
         }
     }
 
-    /// The typed part for a schema position.
+    /// The typed part for a schema position. JSON types are strict, as the schema's: an
+    /// `int64` part is a JSON integer, every other part a JSON string.
     public func keyPart(as type: KeyPartType) throws(KVError) -> KeyPart {
         switch (self, type) {
         case (.integer(let number), .int64): return .int64(number)
-        case (.integer(let number), _): return try KeyPart.parse(String(number), as: type)
+        case (.integer(let number), _):
+            throw KVError(
+                .invalidKeyPart, "a \(type.rawValue) key part must be a JSON string, not the number \(number)"
+            )
+        case (.string(let text), .int64):
+            throw KVError(
+                .invalidKeyPart, "an int64 key part must be a JSON integer, not the string \"\(text)\"")
         case (.string(let text), .bytes):
             guard let data = Base64URL.decode(text) else {
                 throw KVError(.invalidKeyPart, "a bytes key part in JSON must be base64url text")

@@ -16,7 +16,7 @@ enum JSON {
         }
     }
 
-    private static func describe(_ error: any Error) -> String {
+    static func describe(_ error: any Error) -> String {
         switch error {
         case DecodingError.keyNotFound(let key, _): "missing field '\(key.stringValue)'"
         case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
@@ -26,5 +26,50 @@ enum JSON {
             "invalid value at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'"
         default: "malformed JSON"
         }
+    }
+}
+
+/// A batch body whose items are decoded one by one: an item that does not parse (a
+/// missing field, a key part of the wrong JSON type, an integer out of range) is
+/// answered in place with its error, and the other items still run.
+struct BatchRequestBody: Decodable {
+    /// Each item, or why it does not parse.
+    var operations: [Result<WireBatchOperation, KVError>]
+
+    private enum CodingKeys: String, CodingKey {
+        case operations
+    }
+
+    /// One item: decoding it never fails, so one bad item cannot fail the array.
+    private struct Item: Decodable {
+        var parsed: Result<WireBatchOperation, KVError>
+
+        init(from decoder: any Decoder) {
+            do {
+                parsed = .success(try WireBatchOperation(from: decoder))
+            } catch {
+                let inKey = Self.path(of: error).contains {
+                    $0.stringValue == WireBatchOperation.CodingKeys.key.stringValue
+                }
+                parsed = .failure(
+                    KVError(
+                        inKey ? .invalidKeyPart : .invalidRequest,
+                        "the operation is not the expected JSON: \(JSON.describe(error))"))
+            }
+        }
+
+        static func path(of error: any Error) -> [any CodingKey] {
+            switch error {
+            case DecodingError.keyNotFound(_, let context), DecodingError.typeMismatch(_, let context),
+                DecodingError.valueNotFound(_, let context), DecodingError.dataCorrupted(let context):
+                context.codingPath
+            default: []
+            }
+        }
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        operations = try container.decode([Item].self, forKey: .operations).map(\.parsed)
     }
 }

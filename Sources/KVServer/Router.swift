@@ -513,13 +513,13 @@ public struct Router: Sendable {
     // MARK: Batches
 
     private func batch(_ request: HTTPRequest) async throws(KVError) -> HTTPResponse {
-        let body = try JSON.decode(WireBatch.self, from: request.body)
+        let body = try JSON.decode(BatchRequestBody.self, from: request.body)
         // Items that fail to parse get their error in place; the rest run as one batch.
         var operations: [BatchOperation] = []
         var parseFailures: [Int: KVError] = [:]
         for (index, item) in body.operations.enumerated() {
             do {
-                operations.append(try await operation(item))
+                operations.append(try await operation(try item.get()))
             } catch {
                 parseFailures[index] = error
             }

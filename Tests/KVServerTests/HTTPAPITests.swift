@@ -134,6 +134,28 @@ final class HTTPAPITests {
         #expect(results[0].siblings?.first?.value == "original")
         #expect(results[3].code == "request.invalid_key_part")
 
+        // Items that do not parse are answered in place; the valid ones around them are
+        // applied. Key parts follow the schema's JSON types strictly.
+        let mixed = try await send(
+            .POST, "/v1/_batch",
+            #"{"operations":[{"op":"put","table":"users","key":["erin",5],"value":"e"},"#
+                + #"{"op":"put","namespace":"app","table":"users","key":["erin",6],"value":"e6"},"#
+                + #"{"op":"get","namespace":"app","table":"users","key":[{"a":1},1]},"#
+                + #"{"op":"get","namespace":"app","table":"users","key":["erin",99999999999999999999]},"#
+                + #"{"op":"put","namespace":"app","table":"users","key":["erin","7"],"value":"x"},"#
+                + #"{"op":"put","namespace":"app","table":"users","key":[8,8],"value":"x"},"#
+                + #"{"op":"get","namespace":"app","table":"users","key":["erin",6]}]}"#)
+        #expect(mixed.status == 200)
+        let mixedResults = try JSONDecoder().decode(WireBatchResponse.self, from: Data(mixed.body)).results
+        #expect(mixedResults.map(\.status) == [400, 204, 400, 400, 400, 400, 200])
+        #expect(
+            mixedResults.map(\.code) == [
+                "request.invalid", nil, "request.invalid_key_part", "request.invalid_key_part",
+                "request.invalid_key_part", "request.invalid_key_part", nil,
+            ])
+        #expect(mixedResults[6].siblings?.first?.value == "e6")
+        #expect(try await send(.GET, "/v1/app/users/erin/7").status == 404)
+
         // Delete, then the row is gone (404 with a context to write over the tombstone).
         #expect(try await send(.DELETE, "/v1/app/users/dave/4").status == 204)
         let gone = try await send(.GET, "/v1/app/users/dave/4")
@@ -179,7 +201,8 @@ final class HTTPAPITests {
             "request.invalid_quorum"
         ),
         ("PUT", "/v1/_tables/_bad/x", #"{"key":["string"]}"#, "", 400, "request.invalid_name"),
-        ("POST", "/v1/_batch", #"{"operations":[{"op":"put"}]}"#, "", 400, "request.invalid"),
+        ("POST", "/v1/_batch", #"{"operations":{"op":"put"}}"#, "", 400, "request.invalid"),
+        ("POST", "/v1/_batch", #"{"items":[]}"#, "", 400, "request.invalid"),
         ("POST", "/v1/_batch", "[1,2", "", 400, "request.invalid"),
         ("GET", "/v1/app/users/%FF%FE/1", nil, "", 400, "request.invalid_key_part"),
         ("PUT", "/v1/app/users/alice/notanumber", "x", "", 400, "request.invalid_key_part"),
