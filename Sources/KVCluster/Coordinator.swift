@@ -29,6 +29,10 @@ public struct CoordinatorSettings: Hashable, Sendable {
 ///   answers once `w` replicas (itself included) acknowledged, `dw` of them durably and
 ///   `pw` of them primaries. Before writing anything it checks that enough replicas are
 ///   believed up; if not, it fails with `quorum.unavailable` and nothing is stored.
+/// - **Increments.** A counter increment, once its quorum is met, also fetches the
+///   state of every other replica that acknowledged it and answers the merge, so the
+///   new value includes every increment acknowledged through an overlapping quorum
+///   (not only what the coordinating replica held).
 /// - **Reads.** The coordinator fetches the key from every replica of the preference
 ///   list and answers once `r` replied (`pr` of them primaries) with the merge of the
 ///   replies. Absence is a reply.
@@ -212,7 +216,8 @@ public struct Coordinator: Sendable {
         }
         writes[operation] = WriteRound(
             key: key, targets: targets, primaries: Set(upPrimaries + uncovered), hintFor: hints,
-            keptHints: Set(uncovered), quorumSets: quorumSets, quorum: quorum)
+            keptHints: Set(uncovered), isIncrement: write.increment != nil, quorumSets: quorumSets,
+            quorum: quorum)
         return [
             .storage(.operation(operation), .coordinate(key, write)),
             .startTimer(operation, afterMilliseconds: settings.requestTimeoutMilliseconds),
@@ -304,9 +309,13 @@ public struct Coordinator: Sendable {
             return replicaAcknowledged(operation, from: sender, durable: durable)
         case .fetched(let id, let object):
             guard let operation = takeRequest(id, answeredBy: sender) else { return [] }
+            if writes[operation] != nil { return confirmationAnswered(operation, from: sender, object) }
             return replicaAnswered(operation, from: sender, .object(object))
         case .replicaFailed(let id, let error):
             guard let operation = takeRequest(id, answeredBy: sender) else { return [] }
+            if writes[operation]?.confirming != nil {
+                return confirmationAnswered(operation, from: sender, nil)
+            }
             if writes[operation] != nil { return replicaFailed(operation, sender) }
             return replicaAnswered(operation, from: sender, .failed(error))
         case .coordinateWrite(let id, let key, let proposed, let quorum):
@@ -350,6 +359,7 @@ public struct Coordinator: Sendable {
             return hint + replicaFailed(operation, target)
         case .fetch(let id, _):
             guard let operation = takeRequest(id, answeredBy: target) else { return [] }
+            if writes[operation] != nil { return confirmationAnswered(operation, from: target, nil) }
             return replicaAnswered(
                 operation, from: target,
                 .failed(KVError(.quorumUnavailable, "replica \(target) is unreachable")))
@@ -377,6 +387,11 @@ public struct Coordinator: Sendable {
             forgetRequests(of: operation)
             guard !round.replied else { return [] }
             round.replied = true
+            // An increment that met its quorum and was still gathering its replicas'
+            // counters answers with what it has: the write itself succeeded.
+            if round.confirming != nil, let object = round.object {
+                return finish(operation, .written(object))
+            }
             return finish(
                 operation,
                 .failed(
@@ -443,6 +458,17 @@ public struct Coordinator: Sendable {
         }
     }
 
+    /// An acknowledging replica answered an increment's confirming fetch (`nil`: it
+    /// failed or could not be reached; the write stands all the same).
+    private mutating func confirmationAnswered(
+        _ operation: OperationID, from replica: NodeID, _ object: StoredObject?
+    ) -> [Action] {
+        guard var round = writes[operation], round.confirming?.remove(replica) != nil else { return [] }
+        if let object, let own = round.object { round.object = own.merging(object) }
+        writes[operation] = round
+        return evaluateWrite(operation)
+    }
+
     private mutating func replicaAcknowledged(_ operation: OperationID, from replica: NodeID, durable: Bool)
         -> [Action]
     {
@@ -475,6 +501,22 @@ public struct Coordinator: Sendable {
                 .count
             if setAcks < w || setDurable < dw { met = false }
             if setAcks + setPending < w || setDurable + setPending < dw { reachable = false }
+        }
+        if met && round.isIncrement {
+            if round.confirming == nil {
+                let peers = round.acknowledged.keys.filter { $0 != node }.sorted()
+                round.confirming = Set(peers)
+                var actions: [Action] = []
+                for peer in peers {
+                    let id = request(for: operation, to: peer)
+                    actions.append(.send(.fetch(id: id, key: round.key), to: peer))
+                }
+                writes[operation] = round
+                if !peers.isEmpty { return actions }
+            } else if round.confirming?.isEmpty == false {
+                writes[operation] = round
+                return []
+            }
         }
         if met {
             round.replied = true
@@ -683,6 +725,12 @@ private struct WriteRound: Sendable {
     var hintFor: [NodeID: NodeID]
     /// Down primaries nobody stands in for: the coordinator keeps their hints itself.
     var keptHints: Set<NodeID>
+    /// Whether the write is a counter increment: its answer then merges the replicas
+    /// that acknowledged it (see ``Coordinator``).
+    var isIncrement = false
+    /// The acknowledging replicas an increment still waits to hear from before it
+    /// answers; `nil` until its quorum is met.
+    var confirming: Set<NodeID>?
     /// The replica sets that each need the quorum: one, or two while the partition moves.
     var quorumSets: [Set<NodeID>]
     var quorum: Quorum

@@ -288,6 +288,60 @@ struct CoordinatorTests {
             ])
     }
 
+    @Test("an increment answers the counter merged from every replica that acknowledged it")
+    func incrementAnswerMergesAcknowledgingReplicas() throws {
+        let (key, replicas, _) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        let operation = OperationID.local(1)
+        let increment = ProposedWrite(sibling: .tombstone(at: 1), context: nil, increment: -2)
+        _ = coordinator.write(operation, key: key, increment, quorum: Self.quorum)
+        // This replica never saw the +5 another coordinator had acknowledged.
+        let own = try #require(
+            try ReplicaRules.increment(
+                StoredObject(), by: -2, actor: coordinator.actor, timestampMilliseconds: 1))
+        let stores = Self.stores(coordinator.storageCompleted(.operation(operation), .object(own)))
+        // Quorum met: instead of answering, it asks the replica that acknowledged for its
+        // state (it holds the write, merged with whatever it had).
+        let confirm = coordinator.received(.stored(id: stores[0].id, durable: true), from: replicas[1])
+        guard case .send(.fetch(let fetchID, key), let to)? = confirm.first, confirm.count == 1 else {
+            Issue.record("expected one confirming fetch, got \(confirm)")
+            return
+        }
+        #expect(to == replicas[1])
+        // A late ack of the third replica does not answer early.
+        #expect(coordinator.received(.stored(id: stores[1].id, durable: true), from: replicas[2]).isEmpty)
+        let earlier = try #require(
+            try ReplicaRules.increment(
+                StoredObject(), by: 5, actor: ActorID(node: replicas[2], incarnation: 1),
+                timestampMilliseconds: 0))
+        let theirs = own.merging(earlier)
+        let answer = coordinator.received(.fetched(id: fetchID, object: theirs), from: replicas[1])
+        guard case .reply(operation, .written(let merged))? = answer.last else {
+            Issue.record("expected the answer, got \(answer)")
+            return
+        }
+        #expect(try CounterState.merged(merged.liveValues)?.value == 3)
+        #expect(coordinator.requestsInFlight == 0)
+
+        // A confirming replica that cannot answer leaves the write standing, as does
+        // the timeout.
+        let second = OperationID.local(2)
+        _ = coordinator.write(second, key: key, increment, quorum: Self.quorum)
+        let stores2 = Self.stores(coordinator.storageCompleted(.operation(second), .object(own)))
+        let confirm2 = coordinator.received(.stored(id: stores2[0].id, durable: true), from: replicas[1])
+        guard case .send(.fetch(let fetch2, _), _)? = confirm2.first else {
+            Issue.record("expected a confirming fetch, got \(confirm2)")
+            return
+        }
+        let failed = coordinator.sendFailed(.fetch(id: fetch2, key: key), to: replicas[1])
+        #expect(failed.last == .reply(second, .written(own)))
+        let third = OperationID.local(3)
+        _ = coordinator.write(third, key: key, increment, quorum: Self.quorum)
+        let stores3 = Self.stores(coordinator.storageCompleted(.operation(third), .object(own)))
+        _ = coordinator.received(.stored(id: stores3[0].id, durable: true), from: replicas[1])
+        #expect(coordinator.timerFired(third) == [.reply(third, .written(own))])
+    }
+
     @Test("a write that times out is indeterminate")
     func indeterminateWrite() {
         let (key, replicas, _) = Self.placement
