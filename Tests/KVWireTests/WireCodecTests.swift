@@ -241,6 +241,67 @@ struct WireCodecTests {
                 == [0, 0, 0, 9, 1, 4, 1, 0xC8, 0x01, 1, 9, 0xAC, 0x02])
     }
 
+    /// The bytes of every message kind, pinned: frames drawn from fixed seeds, hashed per
+    /// kind. A change of any field's encoding changes its kind's hash, so nodes of the
+    /// previous version would no longer understand it; that needs a new protocol version
+    /// (see docs/wire-protocol.md), never a silent change.
+    static let pinnedKindHashes: [UInt8: UInt64] = [
+        1: 0x7322_1dc3_7ff5_ae0e,
+        2: 0x4d14_c7b4_b991_e1dd,
+        3: 0x64ea_3567_840a_b007,
+        4: 0x23d2_14a5_73d8_d844,
+        5: 0x1a62_68d5_43ca_e6e5,
+        6: 0x206b_bc9a_32b0_8814,
+        7: 0xa76f_e698_559e_c551,
+        8: 0xe92_e61f_a243_ac00,
+        9: 0x13e6_ee5a_fa5c_fdb5,
+        10: 0xd316_0846_6ae1_facf,
+        11: 0xc5ff_d23e_de9d_e6af,
+        12: 0xf5b_1645_ba0e_5fa5,
+        13: 0xc862_7d1d_1ab0_459c,
+        14: 0x5791_c8ef_e424_5175,
+        15: 0x8631_3a97_adda_98be,
+        16: 0xc64f_74eb_f00f_dbc3,
+        17: 0xf75a_7de1_ca52_8ea0,
+        18: 0x1029_c5f1_f946_5a0e,
+        19: 0x7d86_6cf3_69ed_f16c,
+        20: 0xffa_b0a6_5f50_2d1a,
+        21: 0x6e79_d8f1_4281_020c,
+        22: 0x564e_99cd_dd36_22f6,
+        23: 0x39c8_5051_a1e7_d6d3,
+        24: 0xc000_53aa_b02a_adf5,
+        25: 0x302c_c975_aab2_3632,
+        26: 0x94e_66e1_f2c1_f11f,
+        27: 0x29d0_afc6_405a_a1d9,
+        28: 0xf6e0_20b2_d4c5_f60f,
+        29: 0x48b8_0810_91d0_f8ad,
+        30: 0x8067_20c8_e761_bb0f,
+        31: 0x4ca6_0450_b274_d965,
+    ]
+
+    /// The hash of each kind's encodings among the frames of seeds 0..<2048.
+    static func kindHashes() -> [UInt8: UInt64] {
+        var encodings: [UInt8: [UInt8]] = [:]
+        for seed in 0..<2048 {
+            var factory = FrameFactory(seed: seed)
+            let encoded = WireCodec.encode(factory.frame())
+            encodings[encoded[5], default: []] += encoded
+        }
+        return encodings.mapValues { StableHash.hash($0) }
+    }
+
+    @Test("the bytes of every message kind are pinned")
+    func everyKindIsPinned() {
+        let hashes = Self.kindHashes()
+        #expect(hashes.count == 31, "the seeds cover \(hashes.count) kinds")
+        for kind in hashes.keys.sorted() {
+            #expect(
+                hashes[kind] == Self.pinnedKindHashes[kind],
+                "kind \(kind) encodes to hash 0x\(String(hashes[kind]!, radix: 16)), pinned 0x\(String(Self.pinnedKindHashes[kind] ?? 0, radix: 16))"
+            )
+        }
+    }
+
     @Test("arbitrary bytes never crash the decoder")
     func arbitraryBytes() async {
         await propertyCheck(count: 3_000, input: Gen.int(in: 0...255).array(of: 0...200)) { numbers in
