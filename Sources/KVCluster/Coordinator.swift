@@ -182,7 +182,7 @@ public struct Coordinator: Sendable {
             let target =
                 both.first { !down.contains($0) } ?? preference.first { !down.contains($0) } ?? preference[0]
             return forward(operation, to: target) {
-                .coordinateWrite(id: $0, key: key, write: write, quorum: quorum)
+                .quorum(.coordinateWrite(id: $0, key: key, write: write, quorum: quorum))
             }
         }
         // Sloppy quorum: each primary believed down is stood in for by the next healthy
@@ -255,7 +255,7 @@ public struct Coordinator: Sendable {
                 // Sent even to replicas believed down: the transport fails fast if they
                 // are, and a send that gets through is how they are seen up again.
                 let id = request(for: operation, to: replica)
-                actions.append(.send(.fetch(id: id, key: key), to: replica))
+                actions.append(.send(.quorum(.fetch(id: id, key: key)), to: replica))
             }
         }
         reads[operation] = round
@@ -271,18 +271,18 @@ public struct Coordinator: Sendable {
             return []
         case .store(let from, let id):
             switch outcome {
-            case .object: return [.send(.stored(id: id, durable: true), to: from)]
-            case .failed(let error): return [.send(.replicaFailed(id: id, error: error), to: from)]
+            case .object: return [.send(.quorum(.stored(id: id, durable: true)), to: from)]
+            case .failed(let error): return [.send(.quorum(.replicaFailed(id: id, error: error)), to: from)]
             }
         case .fetch(let from, let id):
             switch outcome {
-            case .object(let object): return [.send(.fetched(id: id, object: object), to: from)]
-            case .failed(let error): return [.send(.replicaFailed(id: id, error: error), to: from)]
+            case .object(let object): return [.send(.quorum(.fetched(id: id, object: object)), to: from)]
+            case .failed(let error): return [.send(.quorum(.replicaFailed(id: id, error: error)), to: from)]
             }
         case .handoff(let from, let id):
             switch outcome {
-            case .object: return [.send(.handedOff(id: id, error: nil), to: from)]
-            case .failed(let error): return [.send(.handedOff(id: id, error: error), to: from)]
+            case .object: return [.send(.hints(.handedOff(id: id, error: nil)), to: from)]
+            case .failed(let error): return [.send(.hints(.handedOff(id: id, error: error)), to: from)]
             }
         case .repair, .maintenance, .hint:
             return []
@@ -292,46 +292,43 @@ public struct Coordinator: Sendable {
     /// A message from another node arrived.
     public mutating func received(_ message: ReplicaMessage, from sender: NodeID) -> [Action] {
         switch message {
-        case .store(let id, let key, let object):
+        case .quorum(.store(let id, let key, let object)):
             return [.storage(.store(from: sender, id: id), .merge(key, object))]
-        case .fetch(let id, let key):
+        case .quorum(.fetch(let id, let key)):
             return [.storage(.fetch(from: sender, id: id), .load(key))]
-        case .repair(let key, let object):
+        case .quorum(.repair(let key, let object)):
             return [.storage(.repair, .merge(key, object))]
-        case .storeHint(let id, let key, let object, let target):
+        case .quorum(.storeHint(let id, let key, let object, let target)):
             return [
                 .storage(.store(from: sender, id: id), .storeHint(target: target, key: key, object: object))
             ]
-        case .handoff(let id, let key, let object):
+        case .hints(.handoff(let id, let key, let object)):
             return [.storage(.handoff(from: sender, id: id), .merge(key, object))]
-        case .stored(let id, let durable):
+        case .quorum(.stored(let id, let durable)):
             guard let operation = takeRequest(id, answeredBy: sender) else { return [] }
             return replicaAcknowledged(operation, from: sender, durable: durable)
-        case .fetched(let id, let object):
+        case .quorum(.fetched(let id, let object)):
             guard let operation = takeRequest(id, answeredBy: sender) else { return [] }
             if writes[operation] != nil { return confirmationAnswered(operation, from: sender, object) }
             return replicaAnswered(operation, from: sender, .object(object))
-        case .replicaFailed(let id, let error):
+        case .quorum(.replicaFailed(let id, let error)):
             guard let operation = takeRequest(id, answeredBy: sender) else { return [] }
             if writes[operation]?.confirming != nil {
                 return confirmationAnswered(operation, from: sender, nil)
             }
             if writes[operation] != nil { return replicaFailed(operation, sender) }
             return replicaAnswered(operation, from: sender, .failed(error))
-        case .coordinateWrite(let id, let key, let proposed, let quorum):
+        case .quorum(.coordinateWrite(let id, let key, let proposed, let quorum)):
             guard rememberForward(.forwarded(from: sender, id: id)) else { return [] }
             return write(.forwarded(from: sender, id: id), key: key, proposed, quorum: quorum)
-        case .coordinateRead(let id, let key, let quorum):
+        case .quorum(.coordinateRead(let id, let key, let quorum)):
             guard rememberForward(.forwarded(from: sender, id: id)) else { return [] }
             return read(.forwarded(from: sender, id: id), key: key, quorum: quorum)
-        case .coordinated(let id, let outcome):
+        case .quorum(.coordinated(let id, let outcome)):
             guard let operation = forwards.removeValue(forKey: id) else { return [] }
             forwardIDs[operation] = nil
             return [.cancelTimer(operation)] + finish(operation, outcome)
-        case .metadata, .metadataMerged, .scan, .scanned, .membership, .handedOff, .treeRequest, .treeHashes,
-            .keyHashesRequest, .keyHashes, .reconcile, .reconciled, .reapQuery, .reapAnswer, .reap,
-            .transferPull,
-            .transferRows, .transfersRequest, .transfersReport:
+        case .metadata, .scans, .membership, .hints(.handedOff), .antiEntropy, .reaping, .transfers:
             // Metadata, scans, membership, hint delivery, anti-entropy and reaping are the
             // node shell's business, not a quorum's.
             return []
@@ -342,7 +339,7 @@ public struct Coordinator: Sendable {
     /// was written).
     public mutating func sendFailed(_ message: ReplicaMessage, to target: NodeID) -> [Action] {
         switch message {
-        case .store(let id, let key, let object):
+        case .quorum(.store(let id, let key, let object)):
             // The replica missed the write: keep it as a hint for the replica, unless
             // the round already keeps one (it was down when the write started). The
             // message carries everything, so this holds after the round ended too.
@@ -352,18 +349,18 @@ public struct Coordinator: Sendable {
                 kept ? [] : [.storage(.hint, .storeHint(target: target, key: key, object: object))]
             guard let operation else { return hint }
             return hint + replicaFailed(operation, target)
-        case .storeHint(let id, let key, let object, let primary):
+        case .quorum(.storeHint(let id, let key, let object, let primary)):
             // The stand-in is unreachable too: the coordinator keeps the hint itself.
             let hint: [Action] = [.storage(.hint, .storeHint(target: primary, key: key, object: object))]
             guard let operation = takeRequest(id, answeredBy: target) else { return hint }
             return hint + replicaFailed(operation, target)
-        case .fetch(let id, _):
+        case .quorum(.fetch(let id, _)):
             guard let operation = takeRequest(id, answeredBy: target) else { return [] }
             if writes[operation] != nil { return confirmationAnswered(operation, from: target, nil) }
             return replicaAnswered(
                 operation, from: target,
                 .failed(KVError(.quorumUnavailable, "replica \(target) is unreachable")))
-        case .coordinateWrite(let id, _, _, _), .coordinateRead(let id, _, _):
+        case .quorum(.coordinateWrite(let id, _, _, _)), .quorum(.coordinateRead(let id, _, _)):
             // It never left this node, so it certainly did not happen.
             guard let operation = forwards.removeValue(forKey: id) else { return [] }
             forwardIDs[operation] = nil
@@ -371,10 +368,9 @@ public struct Coordinator: Sendable {
                 + finish(
                     operation,
                     .failed(KVError(.quorumUnavailable, "the coordinating replica \(target) is unreachable")))
-        case .stored, .fetched, .replicaFailed, .repair, .coordinated, .metadata, .metadataMerged, .scan,
-            .scanned, .membership, .handoff, .handedOff, .treeRequest, .treeHashes, .keyHashesRequest,
-            .keyHashes, .reconcile, .reconciled, .reapQuery, .reapAnswer, .reap, .transferPull, .transferRows,
-            .transfersRequest, .transfersReport:
+        case .quorum(.stored), .quorum(.fetched), .quorum(.replicaFailed), .quorum(.repair),
+            .quorum(.coordinated),
+            .metadata, .scans, .membership, .hints, .antiEntropy, .reaping, .transfers:
             // Replies and repairs are not retried; the other side times out or a later
             // read repairs.
             return []
@@ -447,10 +443,13 @@ public struct Coordinator: Sendable {
                 let id = request(for: operation, to: replica)
                 if let target = round.hintFor[replica] {
                     actions.append(
-                        .send(.storeHint(id: id, key: round.key, object: object, target: target), to: replica)
+                        .send(
+                            .quorum(.storeHint(id: id, key: round.key, object: object, target: target)),
+                            to: replica)
                     )
                 } else {
-                    actions.append(.send(.store(id: id, key: round.key, object: object), to: replica))
+                    actions.append(
+                        .send(.quorum(.store(id: id, key: round.key, object: object)), to: replica))
                 }
             }
             writes[operation] = round
@@ -509,7 +508,7 @@ public struct Coordinator: Sendable {
                 var actions: [Action] = []
                 for peer in peers {
                     let id = request(for: operation, to: peer)
-                    actions.append(.send(.fetch(id: id, key: round.key), to: peer))
+                    actions.append(.send(.quorum(.fetch(id: id, key: round.key)), to: peer))
                 }
                 writes[operation] = round
                 if !peers.isEmpty { return actions }
@@ -596,7 +595,7 @@ public struct Coordinator: Sendable {
             if replica == node {
                 actions.append(.storage(.repair, .merge(round.key, merged)))
             } else {
-                actions.append(.send(.repair(key: round.key, object: merged), to: replica))
+                actions.append(.send(.quorum(.repair(key: round.key, object: merged)), to: replica))
             }
         }
         return actions
@@ -672,7 +671,7 @@ public struct Coordinator: Sendable {
     private func finish(_ operation: OperationID, _ outcome: OperationOutcome) -> [Action] {
         switch operation {
         case .local: [.reply(operation, outcome)]
-        case .forwarded(let from, let id): [.send(.coordinated(id: id, outcome: outcome), to: from)]
+        case .forwarded(let from, let id): [.send(.quorum(.coordinated(id: id, outcome: outcome)), to: from)]
         }
     }
 

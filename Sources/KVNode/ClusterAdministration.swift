@@ -147,8 +147,8 @@ extension ClusterNode {
             for peer in peers {
                 group.addTask {
                     guard
-                        case .transfersReport(_, let encoded)? = await self.request(
-                            { .transfersRequest(id: $0) }, to: peer),
+                        case .transfers(.transfersReport(_, let encoded))? = await self.request(
+                            { .transfers(.transfersRequest(id: $0)) }, to: peer),
                         let transfers = Self.decodeTransfers(encoded)
                     else { return [] }
                     return transfers

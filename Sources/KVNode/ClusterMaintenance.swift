@@ -155,7 +155,7 @@ extension ClusterNode {
             state.lastDigestPush[sender] = now
             return (true, state.metadata.encoded())
         }
-        if push, let encoded { transport.send(.metadata(id: nil, encoded: encoded), to: sender) }
+        if push, let encoded { transport.send(.metadata(.push(id: nil, encoded: encoded)), to: sender) }
     }
 
     private func performMembership(_ actions: [Membership.Action]) {
@@ -224,11 +224,12 @@ extension ClusterNode {
             let recipients = self.recipients(of: send.record, target: target)
             if recipients == [target] {
                 answer = await request(
-                    { .handoff(id: $0, key: send.record.key, object: send.record.object) }, to: target)
+                    { .hints(.handoff(id: $0, key: send.record.key, object: send.record.object)) }, to: target
+                )
             } else {
                 // The target no longer holds the key's partition (it left, or the layout
                 // moved it): the hint goes to every replica that does now.
-                answer = .handedOff(id: 0, error: nil)
+                answer = .hints(.handedOff(id: 0, error: nil))
                 for recipient in recipients {
                     let delivered: Bool
                     if recipient == nodeID {
@@ -240,8 +241,8 @@ extension ClusterNode {
                             delivered = false
                         }
                     } else if isReachable(recipient),
-                        case .handedOff(_, nil)? = await request(
-                            { .handoff(id: $0, key: send.record.key, object: send.record.object) },
+                        case .hints(.handedOff(_, nil))? = await request(
+                            { .hints(.handoff(id: $0, key: send.record.key, object: send.record.object)) },
                             to: recipient)
                     {
                         delivered = true
@@ -253,11 +254,11 @@ extension ClusterNode {
                 if answer != nil { rebalance.withLockedValue { $0.counters.hintsRerouted += 1 } }
             }
             answers.append(answer)
-            guard case .handedOff(_, nil)? = answer else { break }
+            guard case .hints(.handedOff(_, nil))? = answer else { break }
         }
         var failures: Int64 = 0
         for (index, send) in sends.enumerated() where index < answers.count {
-            if case .handedOff(_, nil)? = answers[index] {
+            if case .hints(.handedOff(_, nil))? = answers[index] {
                 removals.append((send.key, send.record, true))
             } else {
                 failures += 1
@@ -397,15 +398,15 @@ extension ClusterNode {
     private func exchange(_ partition: PartitionID, with peer: NodeID) async -> Bool {
         guard let tree = antiEntropy.tree(of: partition) else { return false }
         guard
-            case .treeHashes(_, true, let segmentHashes)? = await request(
-                { .treeRequest(id: $0, partition: partition, segments: []) }, to: peer)
+            case .antiEntropy(.treeHashes(_, true, let segmentHashes))? = await request(
+                { .antiEntropy(.treeRequest(id: $0, partition: partition, segments: [])) }, to: peer)
         else { return false }
         let segments = tree.differingSegments(segmentHashes)
         guard !segments.isEmpty else { return false }
         antiEntropy.counters.withLockedValue { $0.divergentSegments += Int64(segments.count) }
         guard
-            case .treeHashes(_, true, let leafHashes)? = await request(
-                { .treeRequest(id: $0, partition: partition, segments: segments) }, to: peer)
+            case .antiEntropy(.treeHashes(_, true, let leafHashes))? = await request(
+                { .antiEntropy(.treeRequest(id: $0, partition: partition, segments: segments)) }, to: peer)
         else { return true }
         let leaves = tree.differingLeaves(in: segments, leafHashes)
         guard !leaves.isEmpty else { return true }
@@ -425,8 +426,8 @@ extension ClusterNode {
                 // reaping as fast as it happens.
                 if object.isDeleted, !object.entries.isEmpty, !page.theirKeys.contains(key) { continue }
                 guard
-                    case .reconciled(_, .object(let merged))? = await request(
-                        { .reconcile(id: $0, key: row, object: object) }, to: peer)
+                    case .antiEntropy(.reconciled(_, .object(let merged)))? = await request(
+                        { .antiEntropy(.reconcile(id: $0, key: row, object: object)) }, to: peer)
                 else { continue }
                 if object.entries.isEmpty, merged.isDeleted { continue }
                 _ = await maintenanceStorage(.reconcile(row, merged))
@@ -474,8 +475,11 @@ extension ClusterNode {
         -> (ours: [KeyHash], theirs: [KeyHash], bound: [UInt8]?)?
     {
         guard
-            case .keyHashes(_, let theirs, let theirsTruncated)? = await request(
-                { .keyHashesRequest(id: $0, partition: partition, leaves: leaves, after: after) },
+            case .antiEntropy(.keyHashes(_, let theirs, let theirsTruncated))? = await request(
+                {
+                    .antiEntropy(
+                        .keyHashesRequest(id: $0, partition: partition, leaves: leaves, after: after))
+                },
                 to: peer),
             let ours = await ownKeyHashes(partition, leaves, after: after)
         else { return nil }
@@ -541,31 +545,34 @@ extension ClusterNode {
     /// Answers a peer's anti-entropy or reaping request.
     func serveMaintenance(_ message: ReplicaMessage, from sender: NodeID) {
         switch message {
-        case .treeRequest(let id, let partition, let segments):
+        case .antiEntropy(.treeRequest(let id, let partition, let segments)):
             guard let tree = antiEntropy.tree(of: partition) else {
-                transport.send(.treeHashes(id: id, ready: false, hashes: []), to: sender)
+                transport.send(.antiEntropy(.treeHashes(id: id, ready: false, hashes: [])), to: sender)
                 return
             }
             let hashes = segments.isEmpty ? tree.segmentHashes : tree.leafHashes(of: segments)
-            transport.send(.treeHashes(id: id, ready: true, hashes: hashes), to: sender)
-        case .keyHashesRequest(let id, let partition, let leaves, let after):
+            transport.send(.antiEntropy(.treeHashes(id: id, ready: true, hashes: hashes)), to: sender)
+        case .antiEntropy(.keyHashesRequest(let id, let partition, let leaves, let after)):
             local.threadPool.submit { [self] _ in
                 let listing = try? AntiEntropyIndex.keyHashes(
                     in: partition, leaves: Set(leaves), after: after, engine: local.engine,
                     limit: Self.keysPerListing)
                 transport.send(
-                    .keyHashes(
-                        id: id, entries: listing?.entries ?? [], truncated: listing?.truncated ?? true),
+                    .antiEntropy(
+                        .keyHashes(
+                            id: id, entries: listing?.entries ?? [], truncated: listing?.truncated ?? true)),
                     to: sender)
             }
-        case .reconcile(let id, let key, let object):
-            storeThenAnswer(.reconcile(key, object), to: sender) { .reconciled(id: id, outcome: $0) }
-        case .reapQuery(let id, let key, let hash, let layoutVersion):
+        case .antiEntropy(.reconcile(let id, let key, let object)):
+            storeThenAnswer(.reconcile(key, object), to: sender) {
+                .antiEntropy(.reconciled(id: id, outcome: $0))
+            }
+        case .reaping(.reapQuery(let id, let key, let hash, let layoutVersion)):
             local.threadPool.submit { [self] _ in
                 let agrees = agreesToReap(key, hash: hash, layoutVersion: layoutVersion)
-                transport.send(.reapAnswer(id: id, agrees: agrees), to: sender)
+                transport.send(.reaping(.reapAnswer(id: id, agrees: agrees)), to: sender)
             }
-        case .reap(let key, let hash):
+        case .reaping(.reap(let key, let hash)):
             storeThenAnswer(.reap(key, objectHash: hash), to: sender) { [antiEntropy] outcome in
                 if case .object(let object) = outcome, object.entries.isEmpty {
                     antiEntropy.counters.withLockedValue { $0.tombstonesReaped += 1 }
@@ -649,11 +656,12 @@ extension ClusterNode {
                     group.addTask {
                         let answer = await self.request(
                             {
-                                .reapQuery(
-                                    id: $0, key: entry.key, objectHash: entry.hash,
-                                    layoutVersion: layout.version)
+                                .reaping(
+                                    .reapQuery(
+                                        id: $0, key: entry.key, objectHash: entry.hash,
+                                        layoutVersion: layout.version))
                             }, to: member)
-                        if case .reapAnswer(_, true)? = answer { return (index, true) }
+                        if case .reaping(.reapAnswer(_, true))? = answer { return (index, true) }
                         return (index, false)
                     }
                 }
@@ -668,7 +676,7 @@ extension ClusterNode {
                 continue
             }
             for replica in replicas where replica != nodeID {
-                transport.send(.reap(key: entry.key, objectHash: entry.hash), to: replica)
+                transport.send(.reaping(.reap(key: entry.key, objectHash: entry.hash)), to: replica)
             }
             if case .object(let object) = await maintenanceStorage(.reap(entry.key, objectHash: entry.hash)),
                 object.entries.isEmpty

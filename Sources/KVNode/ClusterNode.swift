@@ -387,7 +387,7 @@ public final class ClusterNode: KeyValueService, Sendable {
             return
         }
         let encoded = state.withLockedValue { $0.metadata.encoded() }
-        transport.introduce(to: socket, message: .metadata(id: nil, encoded: encoded))
+        transport.introduce(to: socket, message: .metadata(.push(id: nil, encoded: encoded)))
     }
 
     /// Stops gossip, fails what is in flight, closes connections and the storage.
@@ -556,9 +556,9 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     fileprivate func received(_ message: ReplicaMessage, from sender: NodeID) {
         switch message {
-        case .metadata(let id, let encoded):
+        case .metadata(.push(let id, let encoded)):
             local.threadPool.submit { [self] _ in receivedMetadata(encoded, id: id, from: sender) }
-        case .metadataMerged(let id):
+        case .metadata(.merged(let id)):
             let done: CheckedContinuation<Void, Never>? = state.withLockedValue { state in
                 guard var entry = state.metadataAcks[id] else { return nil }
                 entry.waiting.remove(sender)
@@ -570,7 +570,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                 return nil
             }
             done?.resume()
-        case .scan(let id, let request):
+        case .scans(.scan(let id, let request)):
             local.threadPool.submit { [self] _ in
                 let page: PartitionScanPage
                 do throws(KVError) {
@@ -578,48 +578,51 @@ public final class ClusterNode: KeyValueService, Sendable {
                 } catch {
                     page = PartitionScanPage(rows: [], truncated: false, error: error)
                 }
-                transport.send(.scanned(id: id, page: page), to: sender)
+                transport.send(.scans(.scanned(id: id, page: page)), to: sender)
             }
-        case .scanned(let id, let page):
+        case .scans(.scanned(let id, let page)):
             state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(returning: page)
         case .membership(let probe, let digest):
             receivedProbe(probe, digest: digest, from: sender)
-        case .handedOff(let id, _), .treeHashes(let id, _, _), .keyHashes(let id, _, _),
-            .reconciled(let id, _),
-            .reapAnswer(let id, _), .transferRows(let id, _, _), .transfersReport(let id, _):
+        case .hints(.handedOff(let id, _)), .antiEntropy(.treeHashes(let id, _, _)),
+            .antiEntropy(.keyHashes(let id, _, _)), .antiEntropy(.reconciled(let id, _)),
+            .reaping(.reapAnswer(let id, _)), .transfers(.transferRows(let id, _, _)),
+            .transfers(.transfersReport(let id, _)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: message)
-        case .treeRequest, .keyHashesRequest, .reconcile, .reapQuery, .reap:
+        case .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile),
+            .reaping(.reapQuery), .reaping(.reap):
             serveMaintenance(message, from: sender)
-        case .transferPull(let id, let partition, let layoutVersion, let after, let maximumBytes):
+        case .transfers(.transferPull(let id, let partition, let layoutVersion, let after, let maximumBytes)):
             serveTransferPull(
                 id: id, partition: partition, layoutVersion: layoutVersion, after: after,
                 maximumBytes: maximumBytes,
                 from: sender)
-        case .transfersRequest(let id):
-            transport.send(.transfersReport(id: id, encoded: Self.encode(localTransfers())), to: sender)
-        case .store, .stored, .fetch, .fetched, .replicaFailed, .repair, .coordinateWrite, .coordinateRead,
-            .coordinated, .storeHint, .handoff:
+        case .transfers(.transfersRequest(let id)):
+            transport.send(
+                .transfers(.transfersReport(id: id, encoded: Self.encode(localTransfers()))), to: sender)
+        case .quorum, .hints(.handoff):
             run { $0.received(message, from: sender) }
         }
     }
 
     fileprivate func sendFailed(_ message: ReplicaMessage, to target: NodeID) {
         switch message {
-        case .scan(let id, _):
+        case .scans(.scan(let id, _)):
             state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(
                 returning: PartitionScanPage(
                     rows: [], truncated: false,
                     error: KVError(.quorumUnavailable, "replica \(target) is unreachable")))
-        case .metadata, .metadataMerged, .scanned, .membership, .treeHashes, .keyHashes, .reconciled,
-            .reapAnswer, .reap, .handedOff, .transferRows, .transfersReport:
+        case .metadata, .scans(.scanned), .membership, .antiEntropy(.treeHashes), .antiEntropy(.keyHashes),
+            .antiEntropy(.reconciled), .reaping(.reapAnswer), .reaping(.reap), .hints(.handedOff),
+            .transfers(.transferRows), .transfers(.transfersReport):
             // Gossip and probes repeat; a lost answer times out at the asker.
             return
-        case .handoff(let id, _, _), .treeRequest(let id, _, _), .keyHashesRequest(let id, _, _, _),
-            .reconcile(let id, _, _), .reapQuery(let id, _, _, _), .transferPull(let id, _, _, _, _),
-            .transfersRequest(let id):
+        case .hints(.handoff(let id, _, _)), .antiEntropy(.treeRequest(let id, _, _)),
+            .antiEntropy(.keyHashesRequest(let id, _, _, _)), .antiEntropy(.reconcile(let id, _, _)),
+            .reaping(.reapQuery(let id, _, _, _)), .transfers(.transferPull(let id, _, _, _, _)),
+            .transfers(.transfersRequest(let id)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
-        case .store, .stored, .fetch, .fetched, .replicaFailed, .repair, .coordinateWrite, .coordinateRead,
-            .coordinated, .storeHint:
+        case .quorum:
             run { $0.sendFailed(message, to: target) }
         }
     }
@@ -700,8 +703,8 @@ public final class ClusterNode: KeyValueService, Sendable {
         let mine = metadata
         var merged = theirs
         merged.merge(mine)
-        if merged != theirs { transport.send(.metadata(id: nil, encoded: mine.encoded()), to: sender) }
-        if let id { transport.send(.metadataMerged(id: id), to: sender) }
+        if merged != theirs { transport.send(.metadata(.push(id: nil, encoded: mine.encoded())), to: sender) }
+        if let id { transport.send(.metadata(.merged(id: id)), to: sender) }
     }
 
     /// Applies `change` to the metadata, then forms the cluster or recomputes the layout
@@ -779,7 +782,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                 // Layout and membership changes (a new member, a changed address) spread
                 // at once, not at the next gossip round.
                 let encoded = after.encoded()
-                for peer in peers { transport.send(.metadata(id: nil, encoded: encoded), to: peer) }
+                for peer in peers { transport.send(.metadata(.push(id: nil, encoded: encoded)), to: peer) }
             }
         }
     }
@@ -799,7 +802,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
         let peers = metadata.members.keys.filter { $0 != nodeID }.sorted()
         guard !peers.isEmpty else { return }
-        transport.send(.metadata(id: nil, encoded: metadata.encoded()), to: peers[round % peers.count])
+        transport.send(.metadata(.push(id: nil, encoded: metadata.encoded())), to: peers[round % peers.count])
     }
 
     /// Records a table change, stores it, then pushes it to every member and waits (a
@@ -829,7 +832,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                 [self] in
                 state.withLockedValue { $0.metadataAcks.removeValue(forKey: id) }?.continuation.resume()
             }
-            for peer in peers { transport.send(.metadata(id: id, encoded: encoded), to: peer) }
+            for peer in peers { transport.send(.metadata(.push(id: id, encoded: encoded)), to: peer) }
         }
     }
 
@@ -1022,7 +1025,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                         error: KVError(.quorumUnavailable, "replica \(node) did not answer the scan in time"))
                 )
             }
-            transport.send(.scan(id: id, request: scan), to: node)
+            transport.send(.scans(.scan(id: id, request: scan)), to: node)
         }
     }
 

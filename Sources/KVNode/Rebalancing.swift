@@ -253,11 +253,13 @@ extension ClusterNode {
             await throttle()
             let answer = await request(
                 {
-                    .transferPull(
-                        id: $0, partition: partition, layoutVersion: layoutVersion, after: after,
-                        maximumBytes: settings.transferBatchBytes)
+                    .transfers(
+                        .transferPull(
+                            id: $0, partition: partition, layoutVersion: layoutVersion, after: after,
+                            maximumBytes: settings.transferBatchBytes))
                 }, to: source, timeout: Self.transferTimeout)
-            guard case .transferRows(_, let page, let estimate)? = answer, page.error == nil else {
+            guard case .transfers(.transferRows(_, let page, let estimate))? = answer, page.error == nil
+            else {
                 failures += 1
                 sourceIndex += 1
                 rebalance.withLockedValue { $0.counters.pullsFailed += 1 }
@@ -408,9 +410,11 @@ extension ClusterNode {
         @Sendable func refuse(_ error: KVError) {
             rebalance.withLockedValue { $0.counters.pullsRefused += 1 }
             transport.send(
-                .transferRows(
-                    id: id, page: PartitionScanPage(rows: [], truncated: true, error: error), estimatedRows: 0
-                ),
+                .transfers(
+                    .transferRows(
+                        id: id, page: PartitionScanPage(rows: [], truncated: true, error: error),
+                        estimatedRows: 0
+                    )),
                 to: sender)
         }
         guard let layout = metadata.layout, layout.version == layoutVersion,
@@ -444,7 +448,8 @@ extension ClusterNode {
             do throws(KVError) {
                 let page = try readBatch(key, after: after, maximumBytes: min(maximumBytes, 32 << 20))
                 transport.send(
-                    .transferRows(id: id, page: page.page, estimatedRows: page.estimate), to: sender)
+                    .transfers(.transferRows(id: id, page: page.page, estimatedRows: page.estimate)),
+                    to: sender)
             } catch {
                 refuse(error)
             }
@@ -596,8 +601,8 @@ extension ClusterNode {
                 guard case .object(let object) = await maintenanceStorage(.load(row)) else { return false }
                 if object.entries.isEmpty { continue }
                 guard
-                    case .reconciled(_, .object)? = await request(
-                        { .reconcile(id: $0, key: row, object: object) }, to: owner)
+                    case .antiEntropy(.reconciled(_, .object))? = await request(
+                        { .antiEntropy(.reconcile(id: $0, key: row, object: object)) }, to: owner)
                 else { return false }
                 rebalance.withLockedValue { $0.counters.releaseRepairs += 1 }
             }

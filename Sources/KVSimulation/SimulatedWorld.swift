@@ -281,7 +281,7 @@ struct SimulatedWorld {
                 let actions = nodes[to].membership.received(
                     probe, from: nodes[from].id, now: nodes[to].localTime(now))
                 performMembership(actions, at: to)
-            case .handedOff(let id, let error):
+            case .hints(.handedOff(let id, let error)):
                 guard let delivery = nodes[to].deliveries.removeValue(forKey: id), error == nil else {
                     return
                 }
@@ -718,7 +718,7 @@ struct SimulatedWorld {
             nodes[node].nextDelivery += 1
             nodes[node].deliveries[id] = (entry.key, now)
             send(
-                .handoff(id: id, key: record.key, object: record.object), from: node,
+                .hints(.handoff(id: id, key: record.key, object: record.object)), from: node,
                 to: index(of: record.target))
         }
     }
@@ -912,38 +912,40 @@ struct SimulatedWorld {
 
     func summary(_ message: ReplicaMessage) -> String {
         switch message {
-        case .store(let id, _, let object): "store #\(id) \(ids(object))"
-        case .stored(let id, _): "stored #\(id)"
-        case .fetch(let id, _): "fetch #\(id)"
-        case .fetched(let id, let object): "fetched #\(id) \(ids(object))"
-        case .replicaFailed(let id, let error): "failed #\(id) \(error.code)"
-        case .repair(_, let object): "repair \(ids(object))"
-        case .coordinateWrite(let id, _, let write, _):
+        case .quorum(.store(let id, _, let object)): "store #\(id) \(ids(object))"
+        case .quorum(.stored(let id, _)): "stored #\(id)"
+        case .quorum(.fetch(let id, _)): "fetch #\(id)"
+        case .quorum(.fetched(let id, let object)): "fetched #\(id) \(ids(object))"
+        case .quorum(.replicaFailed(let id, let error)): "failed #\(id) \(error.code)"
+        case .quorum(.repair(_, let object)): "repair \(ids(object))"
+        case .quorum(.coordinateWrite(let id, _, let write, _)):
             "coordinate write #\(id) w\(Self.writeID(write.sibling))"
-        case .coordinateRead(let id, _, _): "coordinate read #\(id)"
-        case .coordinated(let id, let outcome): "coordinated #\(id) \(summary(outcome))"
-        case .metadata(let id, _): "metadata #\(id.map(String.init) ?? "-")"
-        case .metadataMerged(let id): "metadata merged #\(id)"
-        case .scan(let id, _): "scan #\(id)"
-        case .scanned(let id, let page): "scanned #\(id) \(page.rows.count) rows"
+        case .quorum(.coordinateRead(let id, _, _)): "coordinate read #\(id)"
+        case .quorum(.coordinated(let id, let outcome)): "coordinated #\(id) \(summary(outcome))"
+        case .metadata(.push(let id, _)): "metadata #\(id.map(String.init) ?? "-")"
+        case .metadata(.merged(let id)): "metadata merged #\(id)"
+        case .scans(.scan(let id, _)): "scan #\(id)"
+        case .scans(.scanned(let id, let page)): "scanned #\(id) \(page.rows.count) rows"
         case .membership(let message, _): "membership \(message)"
-        case .storeHint(let id, _, let object, let target): "hint #\(id) for \(target) \(ids(object))"
-        case .handoff(let id, _, let object): "handoff #\(id) \(ids(object))"
-        case .handedOff(let id, let error): "handed off #\(id) \(error?.code.rawValue ?? "ok")"
-        case .treeRequest(let id, let partition, let segments): "tree #\(id) p\(partition) \(segments.count)"
-        case .treeHashes(let id, _, let hashes): "tree hashes #\(id) \(hashes.count)"
-        case .keyHashesRequest(let id, let partition, let leaves, _):
+        case .quorum(.storeHint(let id, _, let object, let target)):
+            "hint #\(id) for \(target) \(ids(object))"
+        case .hints(.handoff(let id, _, let object)): "handoff #\(id) \(ids(object))"
+        case .hints(.handedOff(let id, let error)): "handed off #\(id) \(error?.code.rawValue ?? "ok")"
+        case .antiEntropy(.treeRequest(let id, let partition, let segments)):
+            "tree #\(id) p\(partition) \(segments.count)"
+        case .antiEntropy(.treeHashes(let id, _, let hashes)): "tree hashes #\(id) \(hashes.count)"
+        case .antiEntropy(.keyHashesRequest(let id, let partition, let leaves, _)):
             "keys #\(id) p\(partition) \(leaves.count)"
-        case .keyHashes(let id, let entries, _): "key hashes #\(id) \(entries.count)"
-        case .reconcile(let id, _, let object): "reconcile #\(id) \(ids(object))"
-        case .reconciled(let id, _): "reconciled #\(id)"
-        case .reapQuery(let id, _, _, _): "reap query #\(id)"
-        case .reapAnswer(let id, let agrees): "reap answer #\(id) \(agrees)"
-        case .reap: "reap"
-        case .transferPull(let id, let partition, _, _, _): "transfer pull #\(id) p\(partition)"
-        case .transferRows(let id, let page, _): "transfer rows #\(id) \(page.rows.count)"
-        case .transfersRequest(let id): "transfers #\(id)"
-        case .transfersReport(let id, _): "transfers report #\(id)"
+        case .antiEntropy(.keyHashes(let id, let entries, _)): "key hashes #\(id) \(entries.count)"
+        case .antiEntropy(.reconcile(let id, _, let object)): "reconcile #\(id) \(ids(object))"
+        case .antiEntropy(.reconciled(let id, _)): "reconciled #\(id)"
+        case .reaping(.reapQuery(let id, _, _, _)): "reap query #\(id)"
+        case .reaping(.reapAnswer(let id, let agrees)): "reap answer #\(id) \(agrees)"
+        case .reaping(.reap): "reap"
+        case .transfers(.transferPull(let id, let partition, _, _, _)): "transfer pull #\(id) p\(partition)"
+        case .transfers(.transferRows(let id, let page, _)): "transfer rows #\(id) \(page.rows.count)"
+        case .transfers(.transfersRequest(let id)): "transfers #\(id)"
+        case .transfers(.transfersReport(let id, _)): "transfers report #\(id)"
         }
     }
 

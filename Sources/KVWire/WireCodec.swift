@@ -118,43 +118,43 @@ public enum WireCodec {
 
     static func encode(_ message: ReplicaMessage, into writer: inout BinaryWriter) {
         switch message {
-        case .store(let id, let key, let object):
+        case .quorum(.store(let id, let key, let object)):
             writer.write(Kind.store.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
             writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
-        case .stored(let id, let durable):
+        case .quorum(.stored(let id, let durable)):
             writer.write(Kind.stored.rawValue)
             writer.writeVarint(id)
             writer.write(durable ? 1 : 0)
-        case .fetch(let id, let key):
+        case .quorum(.fetch(let id, let key)):
             writer.write(Kind.fetch.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
-        case .fetched(let id, let object):
+        case .quorum(.fetched(let id, let object)):
             writer.write(Kind.fetched.rawValue)
             writer.writeVarint(id)
             writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
-        case .replicaFailed(let id, let error):
+        case .quorum(.replicaFailed(let id, let error)):
             writer.write(Kind.replicaFailed.rawValue)
             writer.writeVarint(id)
             encode(error, into: &writer)
-        case .repair(let key, let object):
+        case .quorum(.repair(let key, let object)):
             writer.write(Kind.repair.rawValue)
             encode(key, into: &writer)
             writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
-        case .coordinateWrite(let id, let key, let write, let quorum):
+        case .quorum(.coordinateWrite(let id, let key, let write, let quorum)):
             writer.write(Kind.coordinateWrite.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
             encode(write, into: &writer)
             encode(quorum, into: &writer)
-        case .coordinateRead(let id, let key, let quorum):
+        case .quorum(.coordinateRead(let id, let key, let quorum)):
             writer.write(Kind.coordinateRead.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
             encode(quorum, into: &writer)
-        case .coordinated(let id, let outcome):
+        case .quorum(.coordinated(let id, let outcome)):
             writer.write(Kind.coordinated.rawValue)
             writer.writeVarint(id)
             switch outcome {
@@ -168,7 +168,7 @@ public enum WireCodec {
                 writer.write(2)
                 encode(error, into: &writer)
             }
-        case .metadata(let id, let encoded):
+        case .metadata(.push(let id, let encoded)):
             writer.write(Kind.metadata.rawValue)
             if let id {
                 writer.write(1)
@@ -177,10 +177,10 @@ public enum WireCodec {
                 writer.write(0)
             }
             writer.writeLengthPrefixed(encoded)
-        case .metadataMerged(let id):
+        case .metadata(.merged(let id)):
             writer.write(Kind.metadataMerged.rawValue)
             writer.writeVarint(id)
-        case .scan(let id, let request):
+        case .scans(.scan(let id, let request)):
             writer.write(Kind.scan.rawValue)
             writer.writeVarint(id)
             writer.writeLengthPrefixed(request.tablePrefix)
@@ -195,7 +195,7 @@ public enum WireCodec {
             }
             writer.writeVarint(UInt64(request.limit))
             writer.write((request.reverse ? 1 : 0) | (request.keysOnly ? 2 : 0))
-        case .scanned(let id, let page):
+        case .scans(.scanned(let id, let page)):
             writer.write(Kind.scanned.rawValue)
             writer.writeVarint(id)
             encode(page, into: &writer)
@@ -225,18 +225,18 @@ public enum WireCodec {
                 writer.writeVarint(update.incarnation)
                 writer.write(UInt8(update.status.rawValue))
             }
-        case .storeHint(let id, let key, let object, let target):
+        case .quorum(.storeHint(let id, let key, let object, let target)):
             writer.write(Kind.storeHint.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
             writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
             writer.writeFixed(target.rawValue)
-        case .handoff(let id, let key, let object):
+        case .hints(.handoff(let id, let key, let object)):
             writer.write(Kind.handoff.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
             writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
-        case .handedOff(let id, let error):
+        case .hints(.handedOff(let id, let error)):
             writer.write(Kind.handedOff.rawValue)
             writer.writeVarint(id)
             if let error {
@@ -245,19 +245,19 @@ public enum WireCodec {
             } else {
                 writer.write(0)
             }
-        case .treeRequest(let id, let partition, let segments):
+        case .antiEntropy(.treeRequest(let id, let partition, let segments)):
             writer.write(Kind.treeRequest.rawValue)
             writer.writeVarint(id)
             writer.writeVarint(UInt64(partition.rawValue))
             writer.writeVarint(UInt64(segments.count))
             for segment in segments { writer.writeVarint(UInt64(segment)) }
-        case .treeHashes(let id, let ready, let hashes):
+        case .antiEntropy(.treeHashes(let id, let ready, let hashes)):
             writer.write(Kind.treeHashes.rawValue)
             writer.writeVarint(id)
             writer.write(ready ? 1 : 0)
             writer.writeVarint(UInt64(hashes.count))
             for hash in hashes { writer.writeFixed(hash) }
-        case .keyHashesRequest(let id, let partition, let leaves, let after):
+        case .antiEntropy(.keyHashesRequest(let id, let partition, let leaves, let after)):
             writer.write(Kind.keyHashesRequest.rawValue)
             writer.writeVarint(id)
             writer.writeVarint(UInt64(partition.rawValue))
@@ -269,7 +269,7 @@ public enum WireCodec {
             } else {
                 writer.write(0)
             }
-        case .keyHashes(let id, let entries, let truncated):
+        case .antiEntropy(.keyHashes(let id, let entries, let truncated)):
             writer.write(Kind.keyHashes.rawValue)
             writer.writeVarint(id)
             writer.write(truncated ? 1 : 0)
@@ -278,12 +278,12 @@ public enum WireCodec {
                 writer.writeLengthPrefixed(entry.key)
                 writer.writeFixed(entry.hash)
             }
-        case .reconcile(let id, let key, let object):
+        case .antiEntropy(.reconcile(let id, let key, let object)):
             writer.write(Kind.reconcile.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
             writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
-        case .reconciled(let id, let outcome):
+        case .antiEntropy(.reconciled(let id, let outcome)):
             writer.write(Kind.reconciled.rawValue)
             writer.writeVarint(id)
             switch outcome {
@@ -294,21 +294,21 @@ public enum WireCodec {
                 writer.write(1)
                 encode(error, into: &writer)
             }
-        case .reapQuery(let id, let key, let hash, let layoutVersion):
+        case .reaping(.reapQuery(let id, let key, let hash, let layoutVersion)):
             writer.write(Kind.reapQuery.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
             writer.writeFixed(hash)
             writer.writeVarint(layoutVersion)
-        case .reapAnswer(let id, let agrees):
+        case .reaping(.reapAnswer(let id, let agrees)):
             writer.write(Kind.reapAnswer.rawValue)
             writer.writeVarint(id)
             writer.write(agrees ? 1 : 0)
-        case .reap(let key, let hash):
+        case .reaping(.reap(let key, let hash)):
             writer.write(Kind.reap.rawValue)
             encode(key, into: &writer)
             writer.writeFixed(hash)
-        case .transferPull(let id, let partition, let layoutVersion, let after, let maximumBytes):
+        case .transfers(.transferPull(let id, let partition, let layoutVersion, let after, let maximumBytes)):
             writer.write(Kind.transferPull.rawValue)
             writer.writeVarint(id)
             writer.writeVarint(UInt64(partition.rawValue))
@@ -320,15 +320,15 @@ public enum WireCodec {
                 writer.write(0)
             }
             writer.writeVarint(UInt64(max(0, maximumBytes)))
-        case .transferRows(let id, let page, let estimatedRows):
+        case .transfers(.transferRows(let id, let page, let estimatedRows)):
             writer.write(Kind.transferRows.rawValue)
             writer.writeVarint(id)
             writer.writeVarint(estimatedRows)
             encode(page, into: &writer)
-        case .transfersRequest(let id):
+        case .transfers(.transfersRequest(let id)):
             writer.write(Kind.transfersRequest.rawValue)
             writer.writeVarint(id)
-        case .transfersReport(let id, let encoded):
+        case .transfers(.transfersReport(let id, let encoded)):
             writer.write(Kind.transfersReport.rawValue)
             writer.writeVarint(id)
             writer.writeLengthPrefixed(encoded)
@@ -345,32 +345,32 @@ public enum WireCodec {
         case .store:
             let id = try reader.readVarint()
             let key = try decodeKey(&reader)
-            return .message(.store(id: id, key: key, object: try decodeObject(&reader)))
+            return .message(.quorum(.store(id: id, key: key, object: try decodeObject(&reader))))
         case .stored:
             let id = try reader.readVarint()
-            return .message(.stored(id: id, durable: try readBool(&reader)))
+            return .message(.quorum(.stored(id: id, durable: try readBool(&reader))))
         case .fetch:
             let id = try reader.readVarint()
-            return .message(.fetch(id: id, key: try decodeKey(&reader)))
+            return .message(.quorum(.fetch(id: id, key: try decodeKey(&reader))))
         case .fetched:
             let id = try reader.readVarint()
-            return .message(.fetched(id: id, object: try decodeObject(&reader)))
+            return .message(.quorum(.fetched(id: id, object: try decodeObject(&reader))))
         case .replicaFailed:
             let id = try reader.readVarint()
-            return .message(.replicaFailed(id: id, error: try decodeError(&reader)))
+            return .message(.quorum(.replicaFailed(id: id, error: try decodeError(&reader))))
         case .repair:
             let key = try decodeKey(&reader)
-            return .message(.repair(key: key, object: try decodeObject(&reader)))
+            return .message(.quorum(.repair(key: key, object: try decodeObject(&reader))))
         case .coordinateWrite:
             let id = try reader.readVarint()
             let key = try decodeKey(&reader)
             let write = try decodeWrite(&reader)
             return .message(
-                .coordinateWrite(id: id, key: key, write: write, quorum: try decodeQuorum(&reader)))
+                .quorum(.coordinateWrite(id: id, key: key, write: write, quorum: try decodeQuorum(&reader))))
         case .coordinateRead:
             let id = try reader.readVarint()
             let key = try decodeKey(&reader)
-            return .message(.coordinateRead(id: id, key: key, quorum: try decodeQuorum(&reader)))
+            return .message(.quorum(.coordinateRead(id: id, key: key, quorum: try decodeQuorum(&reader))))
         case .coordinated:
             let id = try reader.readVarint()
             let outcome: OperationOutcome
@@ -380,13 +380,13 @@ public enum WireCodec {
             case 2: outcome = .failed(try decodeError(&reader))
             case let tag: throw WireProtocolError.malformed("unknown outcome \(tag)")
             }
-            return .message(.coordinated(id: id, outcome: outcome))
+            return .message(.quorum(.coordinated(id: id, outcome: outcome)))
         case .metadata:
             let id: UInt64? = try readBool(&reader) ? try reader.readVarint() : nil
             return .message(
-                .metadata(id: id, encoded: try reader.readLengthPrefixed(maximumLength: 16 << 20)))
+                .metadata(.push(id: id, encoded: try reader.readLengthPrefixed(maximumLength: 16 << 20))))
         case .metadataMerged:
-            return .message(.metadataMerged(id: try reader.readVarint()))
+            return .message(.metadata(.merged(id: try reader.readVarint())))
         case .scan:
             let id = try reader.readVarint()
             let prefix = try reader.readLengthPrefixed(maximumLength: 1024)
@@ -410,13 +410,14 @@ public enum WireCodec {
             let flags = try reader.readByte()
             guard flags <= 3 else { throw WireProtocolError.malformed("scan flags \(flags)") }
             return .message(
-                .scan(
-                    id: id,
-                    request: PartitionScan(
-                        tablePrefix: prefix, partitions: partitions, lowerBound: lower, upperBound: upper,
-                        limit: Int(limit), reverse: flags & 1 != 0, keysOnly: flags & 2 != 0)))
+                .scans(
+                    .scan(
+                        id: id,
+                        request: PartitionScan(
+                            tablePrefix: prefix, partitions: partitions, lowerBound: lower, upperBound: upper,
+                            limit: Int(limit), reverse: flags & 1 != 0, keysOnly: flags & 2 != 0))))
         case .scanned:
-            return .message(.scanned(id: try reader.readVarint(), page: try decodePage(&reader)))
+            return .message(.scans(.scanned(id: try reader.readVarint(), page: try decodePage(&reader))))
         case .transferPull:
             let id = try reader.readVarint()
             let partition = try readPartition(&reader)
@@ -428,19 +429,23 @@ public enum WireCodec {
                 throw WireProtocolError.malformed("\(maximumBytes) bytes")
             }
             return .message(
-                .transferPull(
-                    id: id, partition: partition, layoutVersion: version, after: after,
-                    maximumBytes: Int(maximumBytes)))
+                .transfers(
+                    .transferPull(
+                        id: id, partition: partition, layoutVersion: version, after: after,
+                        maximumBytes: Int(maximumBytes))))
         case .transferRows:
             let id = try reader.readVarint()
             let estimate = try reader.readVarint()
-            return .message(.transferRows(id: id, page: try decodePage(&reader), estimatedRows: estimate))
+            return .message(
+                .transfers(.transferRows(id: id, page: try decodePage(&reader), estimatedRows: estimate)))
         case .transfersRequest:
-            return .message(.transfersRequest(id: try reader.readVarint()))
+            return .message(.transfers(.transfersRequest(id: try reader.readVarint())))
         case .transfersReport:
             let id = try reader.readVarint()
             return .message(
-                .transfersReport(id: id, encoded: try reader.readLengthPrefixed(maximumLength: 16 << 20)))
+                .transfers(
+                    .transfersReport(id: id, encoded: try reader.readLengthPrefixed(maximumLength: 16 << 20)))
+            )
         default:
             return try decodeRest(kind, from: &reader)
         }
@@ -510,21 +515,23 @@ public enum WireCodec {
             let key = try decodeKey(&reader)
             let object = try decodeObject(&reader)
             return .message(
-                .storeHint(id: id, key: key, object: object, target: NodeID(rawValue: try reader.readFixed()))
+                .quorum(
+                    .storeHint(
+                        id: id, key: key, object: object, target: NodeID(rawValue: try reader.readFixed())))
             )
         case .handoff:
             let id = try reader.readVarint()
             let key = try decodeKey(&reader)
-            return .message(.handoff(id: id, key: key, object: try decodeObject(&reader)))
+            return .message(.hints(.handoff(id: id, key: key, object: try decodeObject(&reader))))
         case .handedOff:
             let id = try reader.readVarint()
             let error: KVError? = try readBool(&reader) ? try decodeError(&reader) : nil
-            return .message(.handedOff(id: id, error: error))
+            return .message(.hints(.handedOff(id: id, error: error)))
         case .treeRequest:
             let id = try reader.readVarint()
             let partition = try readPartition(&reader)
             let segments = try readIndexes(&reader, below: MerkleTree.segmentCount)
-            return .message(.treeRequest(id: id, partition: partition, segments: segments))
+            return .message(.antiEntropy(.treeRequest(id: id, partition: partition, segments: segments)))
         case .treeHashes:
             let id = try reader.readVarint()
             let ready = try readBool(&reader)
@@ -534,14 +541,15 @@ public enum WireCodec {
             }
             var hashes: [UInt64] = []
             for _ in 0..<count { hashes.append(try reader.readFixed()) }
-            return .message(.treeHashes(id: id, ready: ready, hashes: hashes))
+            return .message(.antiEntropy(.treeHashes(id: id, ready: ready, hashes: hashes)))
         case .keyHashesRequest:
             let id = try reader.readVarint()
             let partition = try readPartition(&reader)
             let leaves = try readIndexes(&reader, below: MerkleTree.leafCount)
             let after: [UInt8]? =
                 try readBool(&reader) ? try reader.readLengthPrefixed(maximumLength: 64 << 10) : nil
-            return .message(.keyHashesRequest(id: id, partition: partition, leaves: leaves, after: after))
+            return .message(
+                .antiEntropy(.keyHashesRequest(id: id, partition: partition, leaves: leaves, after: after)))
         case .keyHashes:
             let id = try reader.readVarint()
             let truncated = try readBool(&reader)
@@ -554,11 +562,11 @@ public enum WireCodec {
                 let key = try reader.readLengthPrefixed(maximumLength: 64 << 10)
                 entries.append(KeyHash(key: key, hash: try reader.readFixed()))
             }
-            return .message(.keyHashes(id: id, entries: entries, truncated: truncated))
+            return .message(.antiEntropy(.keyHashes(id: id, entries: entries, truncated: truncated)))
         case .reconcile:
             let id = try reader.readVarint()
             let key = try decodeKey(&reader)
-            return .message(.reconcile(id: id, key: key, object: try decodeObject(&reader)))
+            return .message(.antiEntropy(.reconcile(id: id, key: key, object: try decodeObject(&reader))))
         case .reconciled:
             let id = try reader.readVarint()
             let outcome: StorageOutcome
@@ -567,19 +575,20 @@ public enum WireCodec {
             case 1: outcome = .failed(try decodeError(&reader))
             case let tag: throw WireProtocolError.malformed("unknown reconcile outcome \(tag)")
             }
-            return .message(.reconciled(id: id, outcome: outcome))
+            return .message(.antiEntropy(.reconciled(id: id, outcome: outcome)))
         case .reapQuery:
             let id = try reader.readVarint()
             let key = try decodeKey(&reader)
             let hash = try reader.readFixed()
             return .message(
-                .reapQuery(id: id, key: key, objectHash: hash, layoutVersion: try reader.readVarint()))
+                .reaping(
+                    .reapQuery(id: id, key: key, objectHash: hash, layoutVersion: try reader.readVarint())))
         case .reapAnswer:
             let id = try reader.readVarint()
-            return .message(.reapAnswer(id: id, agrees: try readBool(&reader)))
+            return .message(.reaping(.reapAnswer(id: id, agrees: try readBool(&reader))))
         case .reap:
             let key = try decodeKey(&reader)
-            return .message(.reap(key: key, objectHash: try reader.readFixed()))
+            return .message(.reaping(.reap(key: key, objectHash: try reader.readFixed())))
         default:
             throw WireProtocolError.malformed("frame kind \(kind.rawValue) is decoded elsewhere")
         }

@@ -43,7 +43,7 @@ struct CoordinatorTests {
     /// The `store` messages among `actions`, by target.
     static func stores(_ actions: [Coordinator.Action]) -> [(id: UInt64, to: NodeID)] {
         actions.compactMap {
-            if case .send(.store(let id, _, _), let to) = $0 { return (id, to) }
+            if case .send(.quorum(.store(let id, _, _)), let to) = $0 { return (id, to) }
             return nil
         }
     }
@@ -64,10 +64,13 @@ struct CoordinatorTests {
         let stores = Self.stores(replicate)
         #expect(stores.map(\.to) == Array(replicas.dropFirst()))
         #expect(replicate.count == 2, "nothing but the two stores: one acknowledgement is not W=2")
-        let answer = coordinator.received(.stored(id: stores[1].id, durable: true), from: stores[1].to)
+        let answer = coordinator.received(
+            .quorum(.stored(id: stores[1].id, durable: true)), from: stores[1].to)
         #expect(answer == [.cancelTimer(operation), .reply(operation, .written(written))])
         // A late acknowledgement changes nothing.
-        #expect(coordinator.received(.stored(id: stores[0].id, durable: true), from: stores[0].to).isEmpty)
+        #expect(
+            coordinator.received(.quorum(.stored(id: stores[0].id, durable: true)), from: stores[0].to)
+                .isEmpty)
         #expect(coordinator.operationsInFlight == 0)
         #expect(coordinator.requestsInFlight == 0)
     }
@@ -81,9 +84,14 @@ struct CoordinatorTests {
             coordinator.storageCompleted(.operation(.local(1)), .object(Self.object("a", by: replicas[0]))))
         // The right id from the wrong node (say, a late reply to another life of this
         // node that reused the id) is ignored, and the request stays open.
-        #expect(coordinator.received(.stored(id: stores[0].id, durable: true), from: outsider).isEmpty)
-        #expect(coordinator.received(.stored(id: stores[0].id, durable: true), from: stores[1].to).isEmpty)
-        #expect(coordinator.received(.stored(id: stores[0].id, durable: true), from: stores[0].to).count == 2)
+        #expect(
+            coordinator.received(.quorum(.stored(id: stores[0].id, durable: true)), from: outsider).isEmpty)
+        #expect(
+            coordinator.received(.quorum(.stored(id: stores[0].id, durable: true)), from: stores[1].to)
+                .isEmpty)
+        #expect(
+            coordinator.received(.quorum(.stored(id: stores[0].id, durable: true)), from: stores[0].to).count
+                == 2)
     }
 
     @Test("replicas believed down are still asked, so they can be seen up again")
@@ -93,7 +101,7 @@ struct CoordinatorTests {
         coordinator.reachabilityChanged(replicas[2], isUp: false)
         let start = coordinator.read(.local(1), key: key, quorum: Self.quorum)
         let targets: [NodeID] = start.compactMap {
-            if case .send(.fetch, let to) = $0 { return to }
+            if case .send(.quorum(.fetch), let to) = $0 { return to }
             return nil
         }
         #expect(targets == [replicas[1], replicas[2]])
@@ -108,9 +116,11 @@ struct CoordinatorTests {
         _ = coordinator.write(operation, key: key, Self.value("a"), quorum: quorum)
         let stores = Self.stores(
             coordinator.storageCompleted(.operation(operation), .object(Self.object("a", by: replicas[0]))))
-        #expect(coordinator.received(.stored(id: stores[0].id, durable: false), from: stores[0].to).isEmpty)
+        #expect(
+            coordinator.received(.quorum(.stored(id: stores[0].id, durable: false)), from: stores[0].to)
+                .isEmpty)
         let failure = coordinator.received(
-            .replicaFailed(id: stores[1].id, error: KVError(.storageIO, "disk")), from: stores[1].to)
+            .quorum(.replicaFailed(id: stores[1].id, error: KVError(.storageIO, "disk"))), from: stores[1].to)
         guard case .reply(_, .failed(let error)) = failure.last else {
             Issue.record("expected a failure, got \(failure)")
             return
@@ -160,10 +170,10 @@ struct CoordinatorTests {
         var storeID: UInt64?
         for action in sends {
             switch action {
-            case .send(.storeHint(let id, _, _, let target), let to):
+            case .send(.quorum(.storeHint(let id, _, _, let target)), let to):
                 #expect(to == outsider && target == replicas[2])
                 hintID = id
-            case .send(.store(let id, _, _), let to):
+            case .send(.quorum(.store(let id, _, _)), let to):
                 #expect(to == replicas[1])
                 storeID = id
             default: Issue.record("unexpected \(action)")
@@ -175,10 +185,10 @@ struct CoordinatorTests {
         }
         // W=2: the coordinator and the stand-in are enough.
         #expect(
-            coordinator.received(.stored(id: hintID, durable: true), from: outsider) == [
+            coordinator.received(.quorum(.stored(id: hintID, durable: true)), from: outsider) == [
                 .cancelTimer(operation), .reply(operation, .written(written)),
             ])
-        _ = coordinator.received(.stored(id: storeID, durable: true), from: replicas[1])
+        _ = coordinator.received(.quorum(.stored(id: storeID, durable: true)), from: replicas[1])
 
         // PW=3 needs three primaries; with one down that is impossible up front.
         let strict = coordinator.write(
@@ -195,12 +205,14 @@ struct CoordinatorTests {
             operation3, key: key, Self.value("c"), quorum: Quorum(n: 3, r: 2, w: 2, dw: 2, pw: 2))
         let sends3 = coordinator.storageCompleted(.operation(operation3), .object(written))
         let hint3 = sends3.compactMap { action -> UInt64? in
-            if case .send(.storeHint(let id, _, _, _), _) = action { return id }
+            if case .send(.quorum(.storeHint(let id, _, _, _)), _) = action { return id }
             return nil
         }
         let store3 = Self.stores(sends3)
-        #expect(coordinator.received(.stored(id: hint3[0], durable: true), from: outsider).isEmpty)
-        #expect(coordinator.received(.stored(id: store3[0].id, durable: true), from: replicas[1]).count == 2)
+        #expect(coordinator.received(.quorum(.stored(id: hint3[0], durable: true)), from: outsider).isEmpty)
+        #expect(
+            coordinator.received(.quorum(.stored(id: store3[0].id, durable: true)), from: replicas[1]).count
+                == 2)
         #expect(coordinator.requestsInFlight == 0)
     }
 
@@ -226,11 +238,13 @@ struct CoordinatorTests {
         #expect(stores.map(\.to) == [replicas[1], replicas[2]])
         // Its failed send adds no second hint: the round keeps one already.
         #expect(
-            coordinator.sendFailed(.store(id: stores[1].id, key: key, object: written), to: replicas[2])
-                .isEmpty)
+            coordinator.sendFailed(
+                .quorum(.store(id: stores[1].id, key: key, object: written)), to: replicas[2]
+            )
+            .isEmpty)
         // The hint is no ack: W=2 needs the other primary.
         #expect(
-            coordinator.received(.stored(id: stores[0].id, durable: true), from: replicas[1]) == [
+            coordinator.received(.quorum(.stored(id: stores[0].id, durable: true)), from: replicas[1]) == [
                 .cancelTimer(operation), .reply(operation, .written(written)),
             ])
         #expect(coordinator.storageCompleted(.hint, .object(written)).isEmpty)
@@ -248,22 +262,23 @@ struct CoordinatorTests {
         #expect(stores.map(\.to) == [replicas[1], replicas[2]])
         // replicas[2] is not yet known to be down; its connection is refused.
         let failed = coordinator.sendFailed(
-            .store(id: stores[1].id, key: key, object: written), to: replicas[2])
+            .quorum(.store(id: stores[1].id, key: key, object: written)), to: replicas[2])
         #expect(failed == [.storage(.hint, .storeHint(target: replicas[2], key: key, object: written))])
-        _ = coordinator.received(.stored(id: stores[0].id, durable: true), from: replicas[1])
+        _ = coordinator.received(.quorum(.stored(id: stores[0].id, durable: true)), from: replicas[1])
         // A send that fails after the round ended still leaves a hint: the message
         // carries the key and the object.
-        let late = coordinator.sendFailed(.store(id: 999, key: key, object: written), to: replicas[1])
+        let late = coordinator.sendFailed(
+            .quorum(.store(id: 999, key: key, object: written)), to: replicas[1])
         #expect(late == [.storage(.hint, .storeHint(target: replicas[1], key: key, object: written))])
         // A stand-in that cannot be reached either: the coordinator keeps the hint for
         // the primary itself.
         let standIn = coordinator.sendFailed(
-            .storeHint(id: 1000, key: key, object: written, target: replicas[2]), to: outsider)
+            .quorum(.storeHint(id: 1000, key: key, object: written, target: replicas[2])), to: outsider)
         #expect(standIn == [.storage(.hint, .storeHint(target: replicas[2], key: key, object: written))])
         // A replica that answered with an error refused the write: no hint.
         #expect(
             coordinator.received(
-                .replicaFailed(id: 1001, error: KVError(.tableChanged, "changed")), from: replicas[1]
+                .quorum(.replicaFailed(id: 1001, error: KVError(.tableChanged, "changed"))), from: replicas[1]
             ).isEmpty)
     }
 
@@ -272,14 +287,14 @@ struct CoordinatorTests {
         let (key, replicas, outsider) = Self.placement
         var coordinator = Self.coordinator(replicas[2])
         let object = Self.object("a", by: replicas[0])
-        let actions = coordinator.received(.handoff(id: 9, key: key, object: object), from: outsider)
+        let actions = coordinator.received(.hints(.handoff(id: 9, key: key, object: object)), from: outsider)
         #expect(actions == [.storage(.handoff(from: outsider, id: 9), .merge(key, object))])
         #expect(
             coordinator.storageCompleted(.handoff(from: outsider, id: 9), .object(object)) == [
-                .send(.handedOff(id: 9, error: nil), to: outsider)
+                .send(.hints(.handedOff(id: 9, error: nil)), to: outsider)
             ])
         let hinted = coordinator.received(
-            .storeHint(id: 10, key: key, object: object, target: replicas[1]), from: replicas[0])
+            .quorum(.storeHint(id: 10, key: key, object: object, target: replicas[1])), from: replicas[0])
         #expect(
             hinted == [
                 .storage(
@@ -302,20 +317,24 @@ struct CoordinatorTests {
         let stores = Self.stores(coordinator.storageCompleted(.operation(operation), .object(own)))
         // Quorum met: instead of answering, it asks the replica that acknowledged for its
         // state (it holds the write, merged with whatever it had).
-        let confirm = coordinator.received(.stored(id: stores[0].id, durable: true), from: replicas[1])
-        guard case .send(.fetch(let fetchID, key), let to)? = confirm.first, confirm.count == 1 else {
+        let confirm = coordinator.received(
+            .quorum(.stored(id: stores[0].id, durable: true)), from: replicas[1])
+        guard case .send(.quorum(.fetch(let fetchID, key)), let to)? = confirm.first, confirm.count == 1
+        else {
             Issue.record("expected one confirming fetch, got \(confirm)")
             return
         }
         #expect(to == replicas[1])
         // A late ack of the third replica does not answer early.
-        #expect(coordinator.received(.stored(id: stores[1].id, durable: true), from: replicas[2]).isEmpty)
+        #expect(
+            coordinator.received(.quorum(.stored(id: stores[1].id, durable: true)), from: replicas[2]).isEmpty
+        )
         let earlier = try #require(
             try ReplicaRules.increment(
                 StoredObject(), by: 5, actor: ActorID(node: replicas[2], incarnation: 1),
                 timestampMilliseconds: 0))
         let theirs = own.merging(earlier)
-        let answer = coordinator.received(.fetched(id: fetchID, object: theirs), from: replicas[1])
+        let answer = coordinator.received(.quorum(.fetched(id: fetchID, object: theirs)), from: replicas[1])
         guard case .reply(operation, .written(let merged))? = answer.last else {
             Issue.record("expected the answer, got \(answer)")
             return
@@ -328,17 +347,18 @@ struct CoordinatorTests {
         let second = OperationID.local(2)
         _ = coordinator.write(second, key: key, increment, quorum: Self.quorum)
         let stores2 = Self.stores(coordinator.storageCompleted(.operation(second), .object(own)))
-        let confirm2 = coordinator.received(.stored(id: stores2[0].id, durable: true), from: replicas[1])
-        guard case .send(.fetch(let fetch2, _), _)? = confirm2.first else {
+        let confirm2 = coordinator.received(
+            .quorum(.stored(id: stores2[0].id, durable: true)), from: replicas[1])
+        guard case .send(.quorum(.fetch(let fetch2, _)), _)? = confirm2.first else {
             Issue.record("expected a confirming fetch, got \(confirm2)")
             return
         }
-        let failed = coordinator.sendFailed(.fetch(id: fetch2, key: key), to: replicas[1])
+        let failed = coordinator.sendFailed(.quorum(.fetch(id: fetch2, key: key)), to: replicas[1])
         #expect(failed.last == .reply(second, .written(own)))
         let third = OperationID.local(3)
         _ = coordinator.write(third, key: key, increment, quorum: Self.quorum)
         let stores3 = Self.stores(coordinator.storageCompleted(.operation(third), .object(own)))
-        _ = coordinator.received(.stored(id: stores3[0].id, durable: true), from: replicas[1])
+        _ = coordinator.received(.quorum(.stored(id: stores3[0].id, durable: true)), from: replicas[1])
         #expect(coordinator.timerFired(third) == [.reply(third, .written(own))])
     }
 
@@ -364,7 +384,7 @@ struct CoordinatorTests {
         var entry = Self.coordinator(outsider)
         entry.reachabilityChanged(replicas[0], isUp: false)
         let forwarded = entry.write(.local(3), key: key, Self.value("a"), quorum: Self.quorum)
-        guard case .send(.coordinateWrite(let id, _, _, _), let target) = forwarded.first else {
+        guard case .send(.quorum(.coordinateWrite(let id, _, _, _)), let target) = forwarded.first else {
             Issue.record("expected a forward, got \(forwarded)")
             return
         }
@@ -372,8 +392,9 @@ struct CoordinatorTests {
         #expect(forwarded.last == .startTimer(.local(3), afterMilliseconds: 1_100))
 
         var replica = Self.coordinator(replicas[1])
-        let message = ReplicaMessage.coordinateWrite(
-            id: id, key: key, write: Self.value("a"), quorum: Self.quorum)
+        let message = ReplicaMessage.quorum(
+            .coordinateWrite(
+                id: id, key: key, write: Self.value("a"), quorum: Self.quorum))
         let start = replica.received(message, from: outsider)
         #expect(
             start.first
@@ -383,10 +404,11 @@ struct CoordinatorTests {
         let written = Self.object("a", by: replicas[1])
         let stores = Self.stores(
             replica.storageCompleted(.operation(.forwarded(from: outsider, id: id)), .object(written)))
-        let done = replica.received(.stored(id: stores[0].id, durable: true), from: stores[0].to)
-        #expect(done.last == .send(.coordinated(id: id, outcome: .written(written)), to: outsider))
+        let done = replica.received(.quorum(.stored(id: stores[0].id, durable: true)), from: stores[0].to)
+        #expect(done.last == .send(.quorum(.coordinated(id: id, outcome: .written(written))), to: outsider))
 
-        let relayed = entry.received(.coordinated(id: id, outcome: .written(written)), from: replicas[1])
+        let relayed = entry.received(
+            .quorum(.coordinated(id: id, outcome: .written(written))), from: replicas[1])
         #expect(relayed == [.cancelTimer(.local(3)), .reply(.local(3), .written(written))])
     }
 
@@ -396,7 +418,7 @@ struct CoordinatorTests {
         var coordinator = Self.coordinator(outsider)
         let start = coordinator.read(.local(1), key: key, quorum: Self.quorum)
         let fetches: [(UInt64, NodeID)] = start.compactMap {
-            if case .send(.fetch(let id, _), let to) = $0 { return (id, to) }
+            if case .send(.quorum(.fetch(let id, _)), let to) = $0 { return (id, to) }
             return nil
         }
         #expect(fetches.map(\.1) == replicas, "a non-replica coordinates reads itself")
@@ -406,17 +428,18 @@ struct CoordinatorTests {
             Sibling(value: RowValue(bytes: Array("new".utf8)), timestampMilliseconds: 0),
             context: old.context,
             actor: ActorID(node: replicas[1], incarnation: 1))
-        #expect(coordinator.received(.fetched(id: fetches[0].0, object: old), from: replicas[0]).isEmpty)
-        let answer = coordinator.received(.fetched(id: fetches[1].0, object: new), from: replicas[1])
+        #expect(
+            coordinator.received(.quorum(.fetched(id: fetches[0].0, object: old)), from: replicas[0]).isEmpty)
+        let answer = coordinator.received(.quorum(.fetched(id: fetches[1].0, object: new)), from: replicas[1])
         #expect(answer == [.reply(.local(1), .read(new))])
         // The third replica holds nothing: once it answers, both stale replicas are repaired.
         let repairs = coordinator.received(
-            .fetched(id: fetches[2].0, object: StoredObject()), from: replicas[2])
+            .quorum(.fetched(id: fetches[2].0, object: StoredObject())), from: replicas[2])
         #expect(
             repairs == [
                 .cancelTimer(.local(1)),
-                .send(.repair(key: key, object: new), to: replicas[0]),
-                .send(.repair(key: key, object: new), to: replicas[2]),
+                .send(.quorum(.repair(key: key, object: new)), to: replicas[0]),
+                .send(.quorum(.repair(key: key, object: new)), to: replicas[2]),
             ])
         #expect(coordinator.operationsInFlight == 0)
         #expect(coordinator.requestsInFlight == 0)

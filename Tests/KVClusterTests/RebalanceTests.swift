@@ -261,23 +261,23 @@ struct RebalanceTests {
         let sends = coordinator.storageCompleted(.operation(operation), .object(object))
         var stores: [NodeID: UInt64] = [:]
         for action in sends {
-            if case .send(.store(let id, _, _), let to) = action { stores[to] = id }
+            if case .send(.quorum(.store(let id, _, _)), let to) = action { stores[to] = id }
         }
         #expect(Set(stores.keys) == Set(old + new).subtracting([coordinatorNode]), "the union is written")
         // Every new replica acknowledges: the new set has its quorum, the old one not yet.
         var answers: [Coordinator.Action] = []
         for node in new where node != coordinatorNode {
-            answers += coordinator.received(.stored(id: stores[node]!, durable: true), from: node)
+            answers += coordinator.received(.quorum(.stored(id: stores[node]!, durable: true)), from: node)
         }
         #expect(!answers.contains { if case .reply = $0 { true } else { false } })
         for node in old where node != coordinatorNode && !new.contains(node) {
-            answers += coordinator.received(.stored(id: stores[node]!, durable: true), from: node)
+            answers += coordinator.received(.quorum(.stored(id: stores[node]!, durable: true)), from: node)
         }
         #expect(answers.contains { if case .reply(_, .written) = $0 { true } else { false } })
         // Reads go to the old replicas until the partition settles.
         let reads = coordinator.read(.local(2), key: key, quorum: quorum)
         let asked = reads.compactMap { action -> NodeID? in
-            if case .send(.fetch, let to) = action { return to }
+            if case .send(.quorum(.fetch), let to) = action { return to }
             return nil
         }
         #expect(Set(asked + [coordinatorNode]) == Set(old))

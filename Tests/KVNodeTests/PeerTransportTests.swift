@@ -72,21 +72,22 @@ struct PeerTransportTests {
         b.setAddress(aAddress, of: NodeID(rawValue: 1))
         for id in UInt64(1)...200 {
             a.send(
-                .fetch(id: id, key: ReplicaKey(partition: PartitionID(rawValue: 3), bytes: [1, 2])),
+                .quorum(.fetch(id: id, key: ReplicaKey(partition: PartitionID(rawValue: 3), bytes: [1, 2]))),
                 to: NodeID(rawValue: 2))
         }
         #expect(await bEvents.wait { $0.received.count == 200 })
         let ids = bEvents.events.withLockedValue { events in
             events.received.map { message, from -> UInt64 in
                 #expect(from == NodeID(rawValue: 1))
-                if case .fetch(let id, _) = message { return id }
+                if case .quorum(.fetch(let id, _)) = message { return id }
                 return 0
             }
         }
         #expect(ids == Array(1...200))
-        b.send(.stored(id: 7, durable: true), to: NodeID(rawValue: 1))
+        b.send(.quorum(.stored(id: 7, durable: true)), to: NodeID(rawValue: 1))
         #expect(await aEvents.wait { $0.received.count == 1 })
-        #expect(aEvents.events.withLockedValue { $0.received.first?.0 } == .stored(id: 7, durable: true))
+        #expect(
+            aEvents.events.withLockedValue { $0.received.first?.0 } == .quorum(.stored(id: 7, durable: true)))
         #expect(aEvents.events.withLockedValue { $0.failed.isEmpty })
         await a.shutdown()
         await b.shutdown()
@@ -95,7 +96,7 @@ struct PeerTransportTests {
     @Test("a peer with no address, or nobody listening, is a reported failure")
     func unreachable() async throws {
         let (a, events, _) = try await Self.transport(1)
-        a.send(.stored(id: 1, durable: true), to: NodeID(rawValue: 9))
+        a.send(.quorum(.stored(id: 1, durable: true)), to: NodeID(rawValue: 9))
         #expect(events.events.withLockedValue { $0.failed.count } == 1, "no address: failed at once")
 
         // A port bound without listening refuses connections, and stays ours (no other
@@ -103,7 +104,7 @@ struct PeerTransportTests {
         let reserved = try ReservedPort()
         defer { reserved.close() }
         a.setAddress(try SocketAddress(ipAddress: "127.0.0.1", port: reserved.port), of: NodeID(rawValue: 2))
-        a.send(.stored(id: 2, durable: true), to: NodeID(rawValue: 2))
+        a.send(.quorum(.stored(id: 2, durable: true)), to: NodeID(rawValue: 2))
         #expect(await events.wait { $0.failed.count == 2 })
         #expect(events.events.withLockedValue { $0.reachability.last?.1 } == false)
         await a.shutdown()
@@ -114,7 +115,7 @@ struct PeerTransportTests {
         let (a, aEvents, _) = try await Self.transport(1, cluster: "blue")
         let (b, bEvents, bAddress) = try await Self.transport(2, cluster: "green")
         a.setAddress(bAddress, of: NodeID(rawValue: 2))
-        a.send(.stored(id: 1, durable: true), to: NodeID(rawValue: 2))
+        a.send(.quorum(.stored(id: 1, durable: true)), to: NodeID(rawValue: 2))
         // The connection is made, then closed by the other side after hello.
         #expect(await aEvents.wait { $0.reachability.map(\.1) == [true, false] })
         #expect(bEvents.events.withLockedValue { $0.received.isEmpty })
@@ -127,7 +128,7 @@ struct PeerTransportTests {
         let (a, aEvents, _) = try await Self.transport(1)
         let (b, bEvents, bAddress) = try await Self.transport(2)
         a.setAddress(bAddress, of: NodeID(rawValue: 2))
-        a.send(.stored(id: 1, durable: true), to: NodeID(rawValue: 2))
+        a.send(.quorum(.stored(id: 1, durable: true)), to: NodeID(rawValue: 2))
         #expect(await bEvents.wait { $0.received.count == 1 })
         await b.shutdown()
         #expect(await aEvents.wait { $0.reachability.last.map { !$0.1 } ?? false })
@@ -141,7 +142,7 @@ struct PeerTransportTests {
         // tests' ephemeral ports); the new address applies to the next connection.
         let restartedAddress = try await restarted.listen(host: "127.0.0.1", port: 0)
         a.setAddress(restartedAddress, of: NodeID(rawValue: 2))
-        a.send(.stored(id: 2, durable: true), to: NodeID(rawValue: 2))
+        a.send(.quorum(.stored(id: 2, durable: true)), to: NodeID(rawValue: 2))
         #expect(await restartedEvents.wait { $0.received.count == 1 })
         await a.shutdown()
         await restarted.shutdown()

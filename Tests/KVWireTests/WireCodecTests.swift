@@ -75,55 +75,60 @@ struct FrameFactory {
             return .hello(
                 node: NodeID(rawValue: id()), cluster: "cluster-\(id())",
                 listenAddress: Bool.random(using: &random) ? "" : "127.0.0.1:\(id() % 65536)")
-        case 1: return .message(.store(id: id(), key: key(), object: object()))
-        case 2: return .message(.stored(id: id(), durable: Bool.random(using: &random)))
-        case 3: return .message(.fetch(id: id(), key: key()))
-        case 4: return .message(.fetched(id: id(), object: object()))
-        case 5: return .message(.replicaFailed(id: id(), error: error()))
-        case 6: return .message(.repair(key: key(), object: object()))
+        case 1: return .message(.quorum(.store(id: id(), key: key(), object: object())))
+        case 2: return .message(.quorum(.stored(id: id(), durable: Bool.random(using: &random))))
+        case 3: return .message(.quorum(.fetch(id: id(), key: key())))
+        case 4: return .message(.quorum(.fetched(id: id(), object: object())))
+        case 5: return .message(.quorum(.replicaFailed(id: id(), error: error())))
+        case 6: return .message(.quorum(.repair(key: key(), object: object())))
         case 7:
             let context = Bool.random(using: &random) ? object().context : nil
             let conditions: [WriteCondition] = [.none, .ifAbsent, .ifMatch("tag-\(id())")]
             let write = ProposedWrite(
                 sibling: sibling(), context: context, condition: conditions.randomElement(using: &random)!,
                 generation: id(), increment: Bool.random(using: &random) ? Int64(bitPattern: id()) : nil)
-            return .message(.coordinateWrite(id: id(), key: key(), write: write, quorum: quorum()))
-        case 8: return .message(.coordinateRead(id: id(), key: key(), quorum: quorum()))
+            return .message(.quorum(.coordinateWrite(id: id(), key: key(), write: write, quorum: quorum())))
+        case 8: return .message(.quorum(.coordinateRead(id: id(), key: key(), quorum: quorum())))
         case 9:
             return .message(
-                .coordinated(
-                    id: id(), outcome: Bool.random(using: &random) ? .read(object()) : .written(object())))
+                .quorum(
+                    .coordinated(
+                        id: id(), outcome: Bool.random(using: &random) ? .read(object()) : .written(object()))
+                ))
         case 10:
             return .message(
                 .metadata(
-                    id: Bool.random(using: &random) ? id() : nil,
-                    encoded: (0..<Int.random(in: 0...40, using: &random)).map { _ in
-                        UInt8.random(in: 0...255, using: &random)
-                    }))
-        case 11: return .message(.metadataMerged(id: id()))
+                    .push(
+                        id: Bool.random(using: &random) ? id() : nil,
+                        encoded: (0..<Int.random(in: 0...40, using: &random)).map { _ in
+                            UInt8.random(in: 0...255, using: &random)
+                        })))
+        case 11: return .message(.metadata(.merged(id: id())))
         case 12:
             let partitions = (0..<Int.random(in: 0...5, using: &random)).map { _ in
                 PartitionID(rawValue: UInt32.random(in: 0...255, using: &random))
             }
             return .message(
-                .scan(
-                    id: id(),
-                    request: PartitionScan(
-                        tablePrefix: key().bytes, partitions: partitions, lowerBound: key().bytes,
-                        upperBound: Bool.random(using: &random) ? key().bytes : nil,
-                        limit: Int.random(in: 1...10_000, using: &random),
-                        reverse: Bool.random(using: &random),
-                        keysOnly: Bool.random(using: &random))))
+                .scans(
+                    .scan(
+                        id: id(),
+                        request: PartitionScan(
+                            tablePrefix: key().bytes, partitions: partitions, lowerBound: key().bytes,
+                            upperBound: Bool.random(using: &random) ? key().bytes : nil,
+                            limit: Int.random(in: 1...10_000, using: &random),
+                            reverse: Bool.random(using: &random),
+                            keysOnly: Bool.random(using: &random)))))
         case 13:
             let rows = (0..<Int.random(in: 0...3, using: &random)).map { _ in
                 (key: key().bytes, object: object())
             }
             return .message(
-                .scanned(
-                    id: id(),
-                    page: PartitionScanPage(
-                        rows: rows, truncated: Bool.random(using: &random),
-                        error: Bool.random(using: &random) ? error() : nil)))
+                .scans(
+                    .scanned(
+                        id: id(),
+                        page: PartitionScanPage(
+                            rows: rows, truncated: Bool.random(using: &random),
+                            error: Bool.random(using: &random) ? error() : nil))))
         case 14:
             let updates = (0..<Int.random(in: 0...4, using: &random)).map { _ in
                 MemberState(
@@ -137,65 +142,77 @@ struct FrameFactory {
             return .message(.membership(messages.randomElement(using: &random)!, metadataDigest: id()))
         case 15:
             return .message(
-                .storeHint(id: id(), key: key(), object: object(), target: NodeID(rawValue: id())))
-        case 16: return .message(.handoff(id: id(), key: key(), object: object()))
-        case 17: return .message(.handedOff(id: id(), error: Bool.random(using: &random) ? error() : nil))
+                .quorum(.storeHint(id: id(), key: key(), object: object(), target: NodeID(rawValue: id()))))
+        case 16: return .message(.hints(.handoff(id: id(), key: key(), object: object())))
+        case 17:
+            return .message(.hints(.handedOff(id: id(), error: Bool.random(using: &random) ? error() : nil)))
         case 18:
             return .message(
-                .treeRequest(
-                    id: id(), partition: PartitionID(rawValue: UInt32(id() % 65536)),
-                    segments: indexes(below: MerkleTree.segmentCount)))
+                .antiEntropy(
+                    .treeRequest(
+                        id: id(), partition: PartitionID(rawValue: UInt32(id() % 65536)),
+                        segments: indexes(below: MerkleTree.segmentCount))))
         case 19:
             return .message(
-                .treeHashes(
-                    id: id(), ready: Bool.random(using: &random),
-                    hashes: (0..<Int.random(in: 0...40, using: &random)).map { _ in id() }))
+                .antiEntropy(
+                    .treeHashes(
+                        id: id(), ready: Bool.random(using: &random),
+                        hashes: (0..<Int.random(in: 0...40, using: &random)).map { _ in id() })))
         case 20:
             return .message(
-                .keyHashesRequest(
-                    id: id(), partition: PartitionID(rawValue: UInt32(id() % 65536)),
-                    leaves: indexes(below: MerkleTree.leafCount),
-                    after: Bool.random(using: &random) ? key().bytes : nil))
+                .antiEntropy(
+                    .keyHashesRequest(
+                        id: id(), partition: PartitionID(rawValue: UInt32(id() % 65536)),
+                        leaves: indexes(below: MerkleTree.leafCount),
+                        after: Bool.random(using: &random) ? key().bytes : nil)))
         case 21:
             return .message(
-                .keyHashes(
-                    id: id(),
-                    entries: (0..<Int.random(in: 0...5, using: &random)).map { _ in
-                        KeyHash(key: key().bytes, hash: id())
-                    }, truncated: Bool.random(using: &random)))
-        case 22: return .message(.reconcile(id: id(), key: key(), object: object()))
+                .antiEntropy(
+                    .keyHashes(
+                        id: id(),
+                        entries: (0..<Int.random(in: 0...5, using: &random)).map { _ in
+                            KeyHash(key: key().bytes, hash: id())
+                        }, truncated: Bool.random(using: &random))))
+        case 22: return .message(.antiEntropy(.reconcile(id: id(), key: key(), object: object())))
         case 23:
             return .message(
-                .reconciled(
-                    id: id(), outcome: Bool.random(using: &random) ? .object(object()) : .failed(error())))
-        case 24: return .message(.reapQuery(id: id(), key: key(), objectHash: id(), layoutVersion: id()))
-        case 25: return .message(.reapAnswer(id: id(), agrees: Bool.random(using: &random)))
-        case 26: return .message(.reap(key: key(), objectHash: id()))
+                .antiEntropy(
+                    .reconciled(
+                        id: id(), outcome: Bool.random(using: &random) ? .object(object()) : .failed(error()))
+                ))
+        case 24:
+            return .message(.reaping(.reapQuery(id: id(), key: key(), objectHash: id(), layoutVersion: id())))
+        case 25: return .message(.reaping(.reapAnswer(id: id(), agrees: Bool.random(using: &random))))
+        case 26: return .message(.reaping(.reap(key: key(), objectHash: id())))
         case 27:
             return .message(
-                .transferPull(
-                    id: id(), partition: PartitionID(rawValue: UInt32.random(in: 0...255, using: &random)),
-                    layoutVersion: id(), after: Bool.random(using: &random) ? key().bytes : nil,
-                    maximumBytes: Int.random(in: 0...(1 << 24), using: &random)))
+                .transfers(
+                    .transferPull(
+                        id: id(),
+                        partition: PartitionID(rawValue: UInt32.random(in: 0...255, using: &random)),
+                        layoutVersion: id(), after: Bool.random(using: &random) ? key().bytes : nil,
+                        maximumBytes: Int.random(in: 0...(1 << 24), using: &random))))
         case 28:
             let rows = (0..<Int.random(in: 0...3, using: &random)).map { _ in
                 (key: key().bytes, object: object())
             }
             return .message(
-                .transferRows(
-                    id: id(),
-                    page: PartitionScanPage(
-                        rows: rows, truncated: Bool.random(using: &random),
-                        error: Bool.random(using: &random) ? error() : nil), estimatedRows: id()))
-        case 29: return .message(.transfersRequest(id: id()))
+                .transfers(
+                    .transferRows(
+                        id: id(),
+                        page: PartitionScanPage(
+                            rows: rows, truncated: Bool.random(using: &random),
+                            error: Bool.random(using: &random) ? error() : nil), estimatedRows: id())))
+        case 29: return .message(.transfers(.transfersRequest(id: id())))
         case 30:
             return .message(
-                .transfersReport(
-                    id: id(),
-                    encoded: (0..<Int.random(in: 0...40, using: &random)).map { _ in
-                        UInt8.random(in: 0...255, using: &random)
-                    }))
-        default: return .message(.coordinated(id: id(), outcome: .failed(error())))
+                .transfers(
+                    .transfersReport(
+                        id: id(),
+                        encoded: (0..<Int.random(in: 0...40, using: &random)).map { _ in
+                            UInt8.random(in: 0...255, using: &random)
+                        })))
+        default: return .message(.quorum(.coordinated(id: id(), outcome: .failed(error()))))
         }
     }
 
@@ -228,16 +245,20 @@ struct WireCodecTests {
     @Test("the encoding of version 1 is pinned")
     func golden() throws {
         #expect(
-            WireCodec.encode(.message(.stored(id: 300, durable: true))) == [0, 0, 0, 5, 1, 3, 0xAC, 0x02, 1])
+            WireCodec.encode(.message(.quorum(.stored(id: 300, durable: true)))) == [
+                0, 0, 0, 5, 1, 3, 0xAC, 0x02, 1,
+            ])
         #expect(
             WireCodec.encode(.hello(node: NodeID(rawValue: 0x0102), cluster: "kv", listenAddress: "a:1"))
                 == [0, 0, 0, 17, 1, 1, 0, 0, 0, 0, 0, 0, 1, 2, 2, 0x6B, 0x76, 3, 0x61, 0x3A, 0x31])
         #expect(
             WireCodec.encode(
                 .message(
-                    .fetch(
-                        id: 1,
-                        key: ReplicaKey(partition: PartitionID(rawValue: 200), bytes: [9], generation: 300))))
+                    .quorum(
+                        .fetch(
+                            id: 1,
+                            key: ReplicaKey(
+                                partition: PartitionID(rawValue: 200), bytes: [9], generation: 300)))))
                 == [0, 0, 0, 9, 1, 4, 1, 0xC8, 0x01, 1, 9, 0xAC, 0x02])
     }
 
