@@ -42,7 +42,8 @@ extension ClusterNode {
             })
         tasks.append(
             eventLoop.scheduleRepeatedTask(initialDelay: Self.hintTick, delay: Self.hintTick) { [self] _ in
-                deliverHints()
+                guard !isStopped else { return }
+                runHints { $0.tick($1) }
             })
         if antiEntropy.isEnabled {
             let interval = TimeAmount.milliseconds(settings.antiEntropyIntervalMilliseconds)
@@ -61,7 +62,7 @@ extension ClusterNode {
         Int64(NIODeadline.now().uptimeNanoseconds / 1_000_000)
     }
 
-    private var isStopped: Bool { state.withLockedValue { $0.stopped } }
+    var isStopped: Bool { state.withLockedValue { $0.stopped } }
 
     /// Whether `node` is connected and SWIM believes it alive.
     func isReachable(_ node: NodeID) -> Bool {
@@ -171,131 +172,6 @@ extension ClusterNode {
                 refreshReachability(node)
             }
         }
-    }
-
-    // MARK: - Hinted handoff
-
-    /// Starts a delivery to each target that holds hints and is reachable again.
-    private func deliverHints() {
-        guard !isStopped else { return }
-        let departed = metadata.departed
-        // A departed node's hints go to the key's replicas now (see `recipients`).
-        let targets = hints.startDeliveries { self.isReachable($0) || departed.contains($0) }
-        guard !targets.isEmpty else { return }
-        // The rate is shared by the targets delivered to at once.
-        let perTick = max(1, settings.hintDeliveryRatePerSecond / 10 / targets.count)
-        for target in targets {
-            Task {
-                await deliverHints(to: target, limit: perTick)
-                hints.finishDelivery(to: target)
-            }
-        }
-    }
-
-    /// Hands the oldest hints for `target` over in order, then removes those it
-    /// acknowledged; the others stay for the next tick (a retry).
-    private func deliverHints(to target: NodeID, limit: Int) async {
-        let batch: [(storageKey: [UInt8], record: HintRecord?)]
-        do {
-            batch = try await local.blocking { [local] () throws(KVError) in
-                try HintStore.oldest(for: target, limit: limit, engine: local.engine)
-            }
-        } catch {
-            return
-        }
-        let known = Set(local.catalog.withLockedValue { $0.values.map(\.generation) })
-        var removals: [(key: [UInt8], record: HintRecord?, delivered: Bool)] = []
-        var sends: [(key: [UInt8], record: HintRecord)] = []
-        for (key, record) in batch {
-            // A hint of a table cleared or dropped since is obsolete: delivering it could
-            // only be refused.
-            guard let record, record.key.generation == 0 || known.contains(record.key.generation) else {
-                removals.append((key, record, false))
-                continue
-            }
-            sends.append((key, record))
-        }
-        // One at a time, in the order they were taken: the target applies each before
-        // the next leaves, and a target that stops answering stops the delivery (the
-        // rest waits for a later tick).
-        var answers: [ReplicaMessage?] = []
-        for send in sends where !isStopped {
-            var answer: ReplicaMessage?
-            let recipients = self.recipients(of: send.record, target: target)
-            if recipients == [target] {
-                answer = await request(
-                    { .hints(.handoff(id: $0, key: send.record.key, object: send.record.object)) }, to: target
-                )
-            } else {
-                // The target no longer holds the key's partition (it left, or the layout
-                // moved it): the hint goes to every replica that does now.
-                answer = .hints(.handedOff(id: 0, error: nil))
-                for recipient in recipients {
-                    let delivered: Bool
-                    if recipient == nodeID {
-                        if case .object = await maintenanceStorage(
-                            .reconcile(send.record.key, send.record.object))
-                        {
-                            delivered = true
-                        } else {
-                            delivered = false
-                        }
-                    } else if isReachable(recipient),
-                        case .hints(.handedOff(_, nil))? = await request(
-                            { .hints(.handoff(id: $0, key: send.record.key, object: send.record.object)) },
-                            to: recipient)
-                    {
-                        delivered = true
-                    } else {
-                        delivered = false
-                    }
-                    if !delivered { answer = nil }
-                }
-                if answer != nil { rebalance.withLockedValue { $0.counters.hintsRerouted += 1 } }
-            }
-            answers.append(answer)
-            guard case .hints(.handedOff(_, nil))? = answer else { break }
-        }
-        var failures: Int64 = 0
-        for (index, send) in sends.enumerated() where index < answers.count {
-            if case .hints(.handedOff(_, nil))? = answers[index] {
-                removals.append((send.key, send.record, true))
-            } else {
-                failures += 1
-            }
-        }
-        if failures > 0 { hints.counters.withLockedValue { $0.failedDeliveries += failures } }
-        guard !removals.isEmpty else { return }
-        var removal = WriteBatch()
-        for entry in removals { removal.delete(entry.key, in: .hints) }
-        let write = removal
-        do {
-            // Synced: a removal lost in a crash would deliver the hint again, which a
-            // merge absorbs, unless the row's tombstone was reaped in between (a node
-            // agrees to reap only once it holds no hint, counted in memory).
-            try await local.blocking { [local] () throws(KVError) in
-                try storageWork("removing delivered hints") {
-                    try local.engine.write(write, durability: .synced)
-                }
-            }
-        } catch {
-            return
-        }
-        hints.removed(removals.filter(\.delivered).compactMap(\.record), delivered: true)
-        hints.removed(removals.filter { !$0.delivered }.compactMap(\.record), delivered: false)
-    }
-
-    /// Who a hint for `target` goes to: the target while it still holds the key's
-    /// partition (in the layout, or as a previous owner of a moving partition), else the
-    /// partition's replicas in the layout.
-    private func recipients(of record: HintRecord, target: NodeID) -> [NodeID] {
-        let metadata = metadata
-        guard let placement = metadata.placement else { return [target] }
-        let sets = placement.writeSets(of: record.key.partition)
-        if !metadata.departed.contains(target), sets.contains(where: { $0.contains(target) }) {
-            return [target]
-        }
-        return placement.layout.replicas(of: record.key.partition)
     }
 
     // MARK: - Anti-entropy

@@ -149,6 +149,10 @@ public final class ClusterNode: KeyValueService, Sendable {
     let antiEntropy: AntiEntropyIndex
     /// Hints held for down primaries.
     let hints: HintStore
+    /// Hinted handoff (see `HintHandoff.swift`).
+    let hintDelivery: NIOLockedValueBox<HintDelivery>
+    /// The hint machine's timers, by request id.
+    let hintTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
     /// The transfers of layout changes this node takes part in.
     let rebalance = NIOLockedValueBox(RebalanceState())
     /// Serializes metadata changes with their storage, so a newer copy is never
@@ -281,6 +285,10 @@ public final class ClusterNode: KeyValueService, Sendable {
                 incarnation: UInt64(local.identity.incarnation) << 20, settings: settings.membership,
                 random: SeededRandom(seed: random.next())))
         hints = try HintStore(engine: local.engine)
+        hintDelivery = NIOLockedValueBox(
+            HintDelivery(
+                settings: HintDeliverySettings(ratePerSecond: settings.hintDeliveryRatePerSecond),
+                firstMessageID: random.next() >> 1))
         antiEntropy = AntiEntropyIndex(
             isEnabled: settings.antiEntropyIntervalMilliseconds > 0, clock: Self.monotonicMilliseconds)
         store = ReplicaStore(
@@ -584,7 +592,10 @@ public final class ClusterNode: KeyValueService, Sendable {
             state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(returning: page)
         case .membership(let probe, let digest):
             receivedProbe(probe, digest: digest, from: sender)
-        case .hints(.handedOff(let id, _)), .antiEntropy(.treeHashes(let id, _, _)),
+        case .hints(.handedOff):
+            guard case .hints(let answer) = message else { return }
+            runHints { $0.received(answer, from: sender, view: $1) }
+        case .antiEntropy(.treeHashes(let id, _, _)),
             .antiEntropy(.keyHashes(let id, _, _)), .antiEntropy(.reconciled(let id, _)),
             .reaping(.reapAnswer(let id, _)), .transfers(.transferRows(let id, _, _)),
             .transfers(.transfersReport(let id, _)):
@@ -617,7 +628,10 @@ public final class ClusterNode: KeyValueService, Sendable {
             .transfers(.transferRows), .transfers(.transfersReport):
             // Gossip and probes repeat; a lost answer times out at the asker.
             return
-        case .hints(.handoff(let id, _, _)), .antiEntropy(.treeRequest(let id, _, _)),
+        case .hints(.handoff):
+            guard case .hints(let handoff) = message else { return }
+            runHints { $0.sendFailed(handoff, to: target, view: $1) }
+        case .antiEntropy(.treeRequest(let id, _, _)),
             .antiEntropy(.keyHashesRequest(let id, _, _, _)), .antiEntropy(.reconcile(let id, _, _)),
             .reaping(.reapQuery(let id, _, _, _)), .transfers(.transferPull(let id, _, _, _, _)),
             .transfers(.transfersRequest(let id)):

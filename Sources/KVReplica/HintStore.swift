@@ -12,8 +12,6 @@ package final class HintStore: Sendable {
         var nextSequence: UInt64 = 1
         var perTarget: [NodeID: Int] = [:]
         var perRow: [[UInt8]: Int] = [:]
-        /// Targets a delivery is running for.
-        var delivering: Set<NodeID> = []
     }
 
     /// Counters, for status and tests.
@@ -88,19 +86,8 @@ package final class HintStore: Sendable {
         }
     }
 
-    /// Targets with hints and no delivery in flight, which are now marked delivering.
-    package func startDeliveries(to reachable: (NodeID) -> Bool) -> [NodeID] {
-        box.withLockedValue { state in
-            let targets = state.perTarget.keys.filter { !state.delivering.contains($0) && reachable($0) }
-                .sorted()
-            state.delivering.formUnion(targets)
-            return targets
-        }
-    }
-
-    package func finishDelivery(to target: NodeID) {
-        _ = box.withLockedValue { $0.delivering.remove(target) }
-    }
+    /// Targets for which hints are held, in node order.
+    package var targets: [NodeID] { box.withLockedValue { $0.perTarget.keys.sorted() } }
 
     /// Whether any hint for the row is held.
     package func holdsHint(for key: [UInt8]) -> Bool { box.withLockedValue { $0.perRow[key] != nil } }

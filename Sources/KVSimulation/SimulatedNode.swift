@@ -30,9 +30,15 @@ struct SimulatedNode {
     /// probes run fast or slow).
     var clockRate = 1.0
     var clockOffset: Int64 = 0
-    /// Hint deliveries in flight: message id → (hint storage key, virtual time sent).
-    var deliveries: [UInt64: (key: [UInt8], sentAt: Int64)] = [:]
-    var nextDelivery: UInt64 = 1
+    /// Hinted handoff, as the node runs it.
+    var hintDelivery: HintDelivery
+    /// Hint timers cancelled before they fired.
+    var cancelledHintTimers: Set<UInt64> = []
+    /// Disk losses so far: a hint checked against a recipient that lost its disk since
+    /// the delivery started proves nothing.
+    var disksLost = 0
+    /// Every node's disk losses when each target's delivery started (see `disksLost`).
+    var hintEpochs: [NodeID: [Int]] = [:]
     /// The cluster metadata as this node has it (layout changes reach it late).
     var metadata: ClusterMetadata?
 
@@ -45,6 +51,8 @@ struct SimulatedNode {
         coordinator = Coordinator(
             actor: actor, layout: layout, settings: settings, firstMessageID: firstMessageID)
         (engine, store) = Self.storage(on: volume, actor: actor, faults: faults, clock: clock)
+        hintDelivery = HintDelivery(
+            settings: SimulatedWorld.hintSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         membership = Membership(
             node: id, members: members, incarnation: 1 << 20, settings: SimulatedWorld.membershipSettings,
             random: SeededRandom(seed: random.next()))

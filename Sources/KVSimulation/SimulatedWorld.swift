@@ -51,6 +51,16 @@ enum SimulationEvent {
     case metadataArrives(node: Int, ClusterMetadata)
     case dropCheck(node: Int)
     case rebalanceTick
+    /// A hint machine's storage read, reconcile or removal finished, or its timer fired.
+    case hintEvent(node: Int, life: Int, HintEvent)
+}
+
+/// What a node's storage or clock reports to its hint machine.
+enum HintEvent {
+    case read(target: NodeID, [StoredHint])
+    case reconciled(id: UInt64, StorageOutcome)
+    case removed(target: NodeID)
+    case timer(id: UInt64)
 }
 
 /// The whole simulated system and its event loop. Only ``Simulation`` uses it.
@@ -105,7 +115,7 @@ struct SimulatedWorld {
         case .replicasIgnoreStores?: faults.merge = { _, _ in nil }
         case .mergeKeepsSupersededValues?: faults.merge = Self.unionKeepingEverything
         case .nothingIsStored?: faults.discardsWrites = true
-        case .amnesiaReusesIncarnation?, nil: break
+        case .amnesiaReusesIncarnation?, .handoffsAreIgnored?, nil: break
         }
         return faults
     }
@@ -281,13 +291,13 @@ struct SimulatedWorld {
                 let actions = nodes[to].membership.received(
                     probe, from: nodes[from].id, now: nodes[to].localTime(now))
                 performMembership(actions, at: to)
-            case .hints(.handedOff(let id, let error)):
-                guard let delivery = nodes[to].deliveries.removeValue(forKey: id), error == nil else {
-                    return
-                }
-                var batch = WriteBatch()
-                batch.delete(delivery.key, in: .hints)
-                try? nodes[to].engine.write(batch, durability: .buffered)
+            case .hints(.handedOff):
+                guard case .hints(let answer) = message else { return }
+                let sender = nodes[from].id
+                runHints(at: to) { $0.received(answer, from: sender, view: $1) }
+            case .hints(.handoff(let id, _, _)) where configuration.injectedBug == .handoffsAreIgnored:
+                // The planted defect: the target acknowledges a hint it never stores.
+                send(.hints(.handedOff(id: id, error: nil)), from: to, to: from)
             default:
                 let actions = nodes[to].coordinator.received(message, from: nodes[from].id)
                 perform(actions, at: to)
@@ -295,7 +305,12 @@ struct SimulatedWorld {
         case .sendFailed(let message, let from, let to, let life):
             guard nodes[from].isUp, nodes[from].life == life else { return }
             log("n\(from): send to n\(to) failed: \(summary(message))")
-            perform(nodes[from].coordinator.sendFailed(message, to: nodes[to].id), at: from)
+            if case .hints(let handoff) = message {
+                let target = nodes[to].id
+                runHints(at: from) { $0.sendFailed(handoff, to: target, view: $1) }
+            } else {
+                perform(nodes[from].coordinator.sendFailed(message, to: nodes[to].id), at: from)
+            }
         case .storageDone(let node, let life, let ticket, let outcome):
             guard nodes[node].isUp, nodes[node].life == life else { return }
             perform(nodes[node].coordinator.storageCompleted(ticket, outcome), at: node)
@@ -314,6 +329,7 @@ struct SimulatedWorld {
             log("n\(node) loses its data directory")
             report.disksLost += 1
             nodes[node].volume = MemoryVolume()
+            nodes[node].disksLost += 1
         case .restart(let node):
             guard !nodes[node].isUp, !gone.contains(node) else { return }
             log("n\(node) restarts")
@@ -334,12 +350,13 @@ struct SimulatedWorld {
                 node: nodes[node].id, members: nodes.map(\.id),
                 incarnation: UInt64(nodes[node].life + 1) << 20, settings: Self.membershipSettings,
                 random: SeededRandom(seed: random.next()))
-            nodes[node].deliveries = [:]
+            nodes[node].hintDelivery = HintDelivery(
+                settings: Self.hintSettings, firstMessageID: Self.firstMessageID(&random))
             schedule(.membershipTick(node, life: nodes[node].life), after: 1)
         case .membershipTick(let node, let life):
             guard nodes[node].isUp, nodes[node].life == life, now < ticksUntil else { return }
             performMembership(nodes[node].membership.tick(now: nodes[node].localTime(now)), at: node)
-            deliverHints(from: node)
+            runHints(at: node) { $0.tick($1) }
             let interval = max(1, Int64(Double(Self.membershipTickInterval) / nodes[node].clockRate))
             schedule(.membershipTick(node, life: life), after: interval)
         case .partition(let split):
@@ -368,6 +385,9 @@ struct SimulatedWorld {
         case .dropCheck(let node):
             guard nodes[node].isUp else { return }
             dropForeignPartitions(at: node)
+        case .hintEvent(let node, let life, let event):
+            guard nodes[node].isUp, nodes[node].life == life else { return }
+            handleHintEvent(event, at: node)
         case .rebalanceTick:
             guard now < ticksUntil || (metadata?.transition != nil && now - 60_000 < ticksUntil) else {
                 return
@@ -400,6 +420,7 @@ struct SimulatedWorld {
                 log("n\(index) is gone for good: its disk died; its leave is forced")
                 if nodes[index].isUp { crash(index) }
                 nodes[index].volume = MemoryVolume()
+                nodes[index].disksLost += 1
                 gone.insert(index)
                 diskLossPlanned = true
                 report.disksLost += 1
@@ -483,18 +504,23 @@ struct SimulatedWorld {
     /// Drops the node's copies of partitions no layout in use places on it, by its own
     /// copy of the metadata.
     mutating func dropForeignPartitions(at node: Int) {
-        guard let view = nodes[node].metadata, let layout = view.layout else { return }
+        guard let layout = nodes[node].metadata?.layout else { return }
         for index in 0..<layout.partitionCount {
             let partition = PartitionID(rawValue: UInt32(index))
-            let id = nodes[node].id
-            if layout.replicas(of: partition).contains(id) { continue }
-            if let transition = view.transition, transition.previous.replicas(of: partition).contains(id) {
-                continue
-            }
+            if keeps(partition, at: node) { continue }
             var batch = WriteBatch()
             batch.deleteRange(StorageLayout.partitionRange(partition), in: .data)
             try? nodes[node].engine.write(batch, durability: .buffered)
         }
+    }
+
+    /// Whether a layout in use by the node's own metadata places `partition` on it (else
+    /// the node drops its copy).
+    func keeps(_ partition: PartitionID, at node: Int) -> Bool {
+        guard let view = nodes[node].metadata, let layout = view.layout else { return true }
+        let id = nodes[node].id
+        if layout.replicas(of: partition).contains(id) { return true }
+        return view.transition?.previous.replicas(of: partition).contains(id) == true
     }
 
     mutating func crash(_ node: Int) {
@@ -688,38 +714,6 @@ struct SimulatedWorld {
                 log("n\(node) sees \(member) \(status)")
                 nodes[node].coordinator.reachabilityChanged(member, isUp: status == .alive)
             }
-        }
-    }
-
-    /// Hands the node's hints to targets it believes alive, oldest first, each at most
-    /// once per second.
-    mutating func deliverHints(from node: Int) {
-        let hints = (try? nodes[node].engine.entries(in: .all, of: .hints)) ?? []
-        let inFlight = Set(
-            nodes[node].deliveries.values.filter { now - $0.sentAt < 1_000 }.map(\.key))
-        nodes[node].deliveries = nodes[node].deliveries.filter { now - $0.value.sentAt < 1_000 }
-        for entry in hints where !inFlight.contains(entry.key) {
-            guard let record = try? HintRecord.decode(entry.value) else { continue }
-            // A target that no longer holds the key's partition: the hint goes to the
-            // partition's replicas now, as the node shell reroutes it.
-            if let placement = nodes[node].metadata?.placement,
-                !placement.writeSets(of: record.key.partition).contains(where: { $0.contains(record.target) })
-            {
-                let owners = placement.layout.replicas(of: record.key.partition).map(index(of:))
-                guard owners.allSatisfy({ nodes[$0].isUp }) else { continue }
-                for owner in owners { _ = execute(.reconcile(record.key, record.object), at: owner) }
-                var batch = WriteBatch()
-                batch.delete(entry.key, in: .hints)
-                try? nodes[node].engine.write(batch, durability: .buffered)
-                continue
-            }
-            guard nodes[node].membership.state(of: record.target)?.status == .alive else { continue }
-            let id = nodes[node].nextDelivery
-            nodes[node].nextDelivery += 1
-            nodes[node].deliveries[id] = (entry.key, now)
-            send(
-                .hints(.handoff(id: id, key: record.key, object: record.object)), from: node,
-                to: index(of: record.target))
         }
     }
 

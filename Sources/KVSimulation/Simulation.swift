@@ -44,6 +44,9 @@ public struct SimulationConfiguration: Hashable, Sendable {
         /// A node that lost its disk comes back under its old incarnation and reuses
         /// its dots: writes are lost (P4).
         case amnesiaReusesIncarnation
+        /// A hint's target acknowledges the handoff without storing it: hints are
+        /// removed as delivered while nobody holds them (the hint checker).
+        case handoffsAreIgnored
     }
 
     /// Creates a configuration; the defaults are the CI sweep's.
@@ -87,6 +90,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var disksLost = 0
     /// Hints left undelivered after healing (a violation when not 0).
     public var hintsLeft = 0
+    /// Hints handed back and removed.
+    public var hintsDelivered = 0
     /// The largest number of siblings any read returned.
     public var largestSiblingCount = 0
     /// Layout changes committed.

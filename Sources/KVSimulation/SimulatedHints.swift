@@ -1,0 +1,114 @@
+import KVCluster
+import KVCore
+import KVReplica
+import KVStorage
+
+/// The simulator's interpreter of ``HintDelivery``: the same machine the node runs, its
+/// storage done inline on the node's replica store and its completions, messages and
+/// timers delivered as events.
+extension SimulatedWorld {
+    static let hintSettings = HintDeliverySettings(tickMilliseconds: membershipTickInterval)
+
+    /// What node `node`'s hint machine sees: SWIM's view of who is alive, its own copy of
+    /// the metadata.
+    func hintView(_ node: Int) -> HintDeliveryView {
+        let me = nodes[node].id
+        let alive = nodes.map(\.id).filter {
+            $0 != me && nodes[node].membership.state(of: $0)?.status == .alive
+        }
+        return HintDeliveryView(
+            node: me, targetsWithHints: nodes[node].store.hints.targets, reachable: Set(alive),
+            departed: nodes[node].metadata?.departed ?? [], placement: nodes[node].metadata?.placement,
+            knownGenerations: [SimulatedNode.table.generation])
+    }
+
+    mutating func runHints(
+        at node: Int, _ event: (inout HintDelivery, HintDeliveryView) -> [HintDelivery.Action]
+    ) {
+        let view = hintView(node)
+        let actions = event(&nodes[node].hintDelivery, view)
+        performHints(actions, at: node)
+    }
+
+    mutating func handleHintEvent(_ event: HintEvent, at node: Int) {
+        switch event {
+        case .read(let target, let hints):
+            runHints(at: node) { $0.hintsRead(target: target, hints, view: $1) }
+        case .reconciled(let id, let outcome):
+            runHints(at: node) { $0.storageCompleted(id: id, outcome, view: $1) }
+        case .removed(let target):
+            nodes[node].hintDelivery.removalStored(target: target)
+        case .timer(let id):
+            guard nodes[node].cancelledHintTimers.remove(id) == nil else { return }
+            runHints(at: node) { $0.timerFired(id: id, view: $1) }
+        }
+    }
+
+    /// Carries out the hint machine's actions. The `switch` has no `default:` on purpose.
+    mutating func performHints(_ actions: [HintDelivery.Action], at node: Int) {
+        let life = nodes[node].life
+        for action in actions {
+            switch action {
+            case .readHints(let target, let limit):
+                let hints =
+                    (try? HintStore.oldest(for: target, limit: limit, engine: nodes[node].engine))?.map {
+                        StoredHint(storageKey: $0.storageKey, record: $0.record)
+                    } ?? []
+                nodes[node].hintEpochs[target] = nodes.map(\.disksLost)
+                schedule(
+                    .hintEvent(node: node, life: life, .read(target: target, hints)),
+                    after: Int64.random(in: 0...3, using: &random))
+            case .send(let message, let target):
+                send(message, from: node, to: index(of: target))
+            case .reconcile(let id, let key, let object):
+                let outcome = execute(.reconcile(key, object), at: node)
+                schedule(
+                    .hintEvent(node: node, life: life, .reconciled(id: id, outcome)),
+                    after: Int64.random(in: 0...3, using: &random))
+            case .startTimer(let id, let delay):
+                schedule(
+                    .hintEvent(node: node, life: life, .timer(id: id)),
+                    after: max(1, Int64(Double(delay) / nodes[node].clockRate)))
+            case .cancelTimer(let id):
+                nodes[node].cancelledHintTimers.insert(id)
+            case .remove(let removal):
+                log(
+                    "n\(node) removes \(removal.delivered.count) delivered and \(removal.dropped.count) obsolete hints for \(removal.target)"
+                )
+                checkDelivered(removal, at: node)
+                var batch = WriteBatch()
+                for hint in removal.delivered + removal.dropped { batch.delete(hint.storageKey, in: .hints) }
+                if (try? nodes[node].engine.write(batch, durability: .synced)) != nil {
+                    nodes[node].store.hints.removed(removal.delivered.compactMap(\.record), delivered: true)
+                    nodes[node].store.hints.removed(removal.dropped.compactMap(\.record), delivered: false)
+                }
+                report.hintsDelivered += removal.delivered.count
+                schedule(
+                    .hintEvent(node: node, life: life, .removed(target: removal.target)),
+                    after: Int64.random(in: 0...3, using: &random))
+            }
+        }
+    }
+
+    /// Hints are delivered exactly once in effect: a hint removed as delivered is held by
+    /// every recipient (merging it there would change nothing), unless the recipient is
+    /// down, lost its disk since the delivery started, or has since dropped the partition
+    /// because its layout no longer places it there.
+    mutating func checkDelivered(_ removal: HintDelivery.HintRemoval, at node: Int) {
+        let epochs = nodes[node].hintEpochs[removal.target] ?? nodes.map(\.disksLost)
+        for (hint, recipients) in zip(removal.delivered, removal.recipients) {
+            guard let record = hint.record else { continue }
+            for recipient in recipients.map(index(of:))
+            where nodes[recipient].isUp && nodes[recipient].disksLost == epochs[recipient]
+                && keeps(record.key.partition, at: recipient)
+            {
+                guard case .object(let held) = execute(.load(record.key), at: recipient) else { continue }
+                if ReplicaRules.merge(held, record.object) != nil {
+                    report.violations.append(
+                        "n\(node) removed a hint for \(record.target) as delivered, but n\(recipient) does not hold it: it holds \(ids(held)), the hint \(ids(record.object))"
+                    )
+                }
+            }
+        }
+    }
+}
