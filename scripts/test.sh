@@ -34,3 +34,9 @@ echo "==> swift test"
 # property tests, and on a 2-core machine running them side by side starves the shared
 # thread pools until timeouts fire. Serially the whole run takes about two minutes.
 swift test --skip-build --no-parallel
+
+# Opt-in: a long seed sweep of the simulator on a release build (KV_SIM_SWEEP=100000).
+if [ -n "${KV_SIM_SWEEP:-}" ]; then
+    echo "==> simulation sweep of $KV_SIM_SWEEP seeds"
+    ./scripts/simulation-sweep.sh "$KV_SIM_SWEEP"
+fi
