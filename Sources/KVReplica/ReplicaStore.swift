@@ -27,6 +27,10 @@ package final class ReplicaStore: Sendable {
         package var merge: (@Sendable (_ stored: StoredObject, _ incoming: StoredObject) -> StoredObject?)?
         /// Acknowledges writes without storing anything.
         package var discardsWrites = false
+        /// Applies writes whatever their condition (`If-Match`, `If-None-Match`).
+        package var ignoresConditions = false
+        /// Replaces a counter increment's delta.
+        package var incrementDelta: (@Sendable (Int64) -> Int64)?
 
         /// No defect.
         package init() {}
@@ -146,14 +150,17 @@ package final class ReplicaStore: Sendable {
             throw KVError(
                 .tableChanged, "the table was dropped, cleared or recreated meanwhile; read again and retry")
         }
-        try RowChecks.check(
-            write.condition, against: stored,
-            identity: RowChecks.identity(generation: descriptor.generation, dataKey: key.bytes),
-            sealer: sealer.withLockedValue { $0 })
+        if !faults.ignoresConditions {
+            try RowChecks.check(
+                write.condition, against: stored,
+                identity: RowChecks.identity(generation: descriptor.generation, dataKey: key.bytes),
+                sealer: sealer.withLockedValue { $0 })
+        }
         let updated: StoredObject?
         if let delta = write.increment {
             updated = try ReplicaRules.increment(
-                stored, by: delta, actor: actor, timestampMilliseconds: write.sibling.timestampMilliseconds,
+                stored, by: faults.incrementDelta?(delta) ?? delta, actor: actor,
+                timestampMilliseconds: write.sibling.timestampMilliseconds,
                 requestID: write.sibling.requestID)
         } else {
             updated = ReplicaRules.coordinate(stored, write, actor: actor)

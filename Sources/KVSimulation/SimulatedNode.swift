@@ -12,6 +12,9 @@ struct SimulatedNode {
         name: try! TableName(namespace: "sim", table: "rows"), schema: try! KeySchema([.bytes]),
         generation: 0x5157)
 
+    /// Seals the contexts every node of the simulated cluster accepts.
+    static let sealer = ContextSealer(secret: Array(repeating: 7, count: 16))
+
     let id: NodeID
     var coordinator: Coordinator
     /// The node's disk: it survives crashes, not disk loss (which replaces it).
@@ -73,7 +76,7 @@ struct SimulatedNode {
         let antiEntropy = AntiEntropyIndex(isEnabled: true, clock: { clock.withLockedValue { $0 } })
         let store = ReplicaStore(
             engine: engine, actor: actor, catalog: Locked([table.name: table]),
-            sealer: Locked(ContextSealer(secret: Array(repeating: 7, count: 16))), antiEntropy: antiEntropy,
+            sealer: Locked(sealer), antiEntropy: antiEntropy,
             // The in-memory engine cannot fail to read its own hints.
             hints: try! HintStore(engine: engine),
             limits: RowLimits(maximumRowBytes: 1 << 20, maximumSiblings: 64), faults: faults)

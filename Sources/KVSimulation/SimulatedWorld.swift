@@ -8,6 +8,15 @@ import KVStorageMemory
 enum ClientRequest {
     case read(key: Int)
     case write(key: Int, writeID: Int, isDelete: Bool)
+    /// An increment of the counter key.
+    case increment(incrementID: Int)
+}
+
+/// An increment the clients attempted, for the counter checker.
+struct IncrementRecord {
+    var delta: Int64
+    /// `true` acknowledged, `false` refused (it certainly did not happen), `nil` unknown.
+    var acknowledged: Bool?
 }
 
 /// One simulated client: sequential operations, remembering the last version it saw
@@ -29,6 +38,9 @@ struct WriteRecord {
     /// Written without the context the client had: concurrent with that client's own
     /// earlier writes, so it may stay beside them.
     var isBlind = false
+    /// Written with `If-Match` or `If-None-Match`: if acknowledged, the coordinating
+    /// replica held exactly what the client saw, so the answer holds this write alone.
+    var isConditional = false
     var acknowledged = false
 }
 
@@ -75,6 +87,9 @@ struct SimulatedWorld {
     var nodes: [SimulatedNode] = []
     var clients: [SimulatedClient] = []
     var keys: [ReplicaKey] = []
+    /// The key the clients increment.
+    var counterKey = ReplicaKey(partition: PartitionID(rawValue: 0), bytes: [])
+    var increments: [Int: IncrementRecord] = [:]
     /// The partition side of each node while the network is split.
     var sides: [Int]?
     var faultsActive: Bool
@@ -115,6 +130,9 @@ struct SimulatedWorld {
         case .replicasIgnoreStores?: faults.merge = { _, _ in nil }
         case .mergeKeepsSupersededValues?: faults.merge = Self.unionKeepingEverything
         case .nothingIsStored?: faults.discardsWrites = true
+        case .conditionsAreIgnored?: faults.ignoresConditions = true
+        case .incrementsLoseTheirSign?:
+            faults.incrementDelta = { $0.magnitude > Int64.max.magnitude ? $0 : abs($0) }
         case .amnesiaReusesIncarnation?, .handoffsAreIgnored?, nil: break
         }
         return faults
@@ -170,6 +188,15 @@ struct SimulatedWorld {
                     partition: partition, namespace: "sim", table: "rows", key: encoded),
                 generation: SimulatedNode.table.generation)
         }
+        let counterEncoded: [UInt8] = [0x63]
+        let counterPartition = PartitionID.of(
+            namespace: "sim", table: "rows", encodedPartitionKey: counterEncoded,
+            partitionCount: configuration.partitionCount)
+        counterKey = ReplicaKey(
+            partition: counterPartition,
+            bytes: StorageLayout.dataKey(
+                partition: counterPartition, namespace: "sim", table: "rows", key: counterEncoded),
+            generation: SimulatedNode.table.generation)
         clients = Array(
             repeating: SimulatedClient(remaining: configuration.operationsPerClient),
             count: configuration.clientCount)
@@ -630,10 +657,25 @@ struct SimulatedWorld {
         clients[client].remaining -= 1
         let key = Int.random(in: 0..<keys.count, using: &random)
         let roll = Int.random(in: 0..<100, using: &random)
+        // Which variant of the operation: an increment of the counter key instead, or a
+        // write with a condition.
+        let variant = Int.random(in: 0..<100, using: &random)
         let seen = clients[client].lastSeen[key]
         let request: ClientRequest
         var proposed: ProposedWrite?
-        if roll < 35 || (roll >= 85 && seen == nil) {
+        var target = keys[key]
+        if variant < 12 {
+            let incrementID = increments.count + 1
+            let delta = Int64.random(in: -5...9, using: &random)
+            increments[incrementID] = IncrementRecord(delta: delta)
+            // Timestamps far above every write id, so counter versions are never taken
+            // for writes in a trace.
+            proposed = ProposedWrite(
+                sibling: .tombstone(at: 1_000_000 + Int64(incrementID)), context: nil,
+                generation: SimulatedNode.table.generation, increment: delta)
+            request = .increment(incrementID: incrementID)
+            target = counterKey
+        } else if roll < 35 || (roll >= 85 && seen == nil) {
             request = .read(key: key)
         } else {
             let writeID = nextWriteID
@@ -648,11 +690,23 @@ struct SimulatedWorld {
                 ? Sibling.tombstone(at: Int64(writeID))
                 : Sibling(
                     value: RowValue(bytes: Array("w\(writeID)".utf8)), timestampMilliseconds: Int64(writeID))
+            // Some writes carry a condition: If-Match on the version the client saw, or
+            // If-None-Match: * when it has seen nothing of the key.
+            var condition = WriteCondition.none
+            if variant < 30, !isDelete, let context, context == seen {
+                let identity = RowChecks.identity(
+                    generation: SimulatedNode.table.generation, dataKey: keys[key].bytes)
+                condition = .ifMatch(
+                    RowChecks.version(of: context, identity: identity, sealer: SimulatedNode.sealer).etag)
+            } else if variant < 45, !isDelete, seen == nil {
+                condition = .ifAbsent
+            }
             writes[writeID] = WriteRecord(
                 key: key, observed: Set((context?.values ?? []).map(Self.writeID)), isDelete: isDelete,
-                isBlind: context == nil && seen != nil)
+                isBlind: context == nil && seen != nil, isConditional: condition != .none)
             proposed = ProposedWrite(
-                sibling: sibling, context: context?.context, generation: SimulatedNode.table.generation)
+                sibling: sibling, context: context?.context, condition: condition,
+                generation: SimulatedNode.table.generation)
             request = .write(key: key, writeID: writeID, isDelete: isDelete)
         }
         let live = nodes.indices.filter { nodes[$0].isUp }
@@ -660,6 +714,7 @@ struct SimulatedWorld {
             // Nobody to talk to: the client waits and tries again.
             clients[client].remaining += 1
             if case .write(_, let writeID, _) = request { writes[writeID] = nil }
+            if case .increment(let incrementID) = request { increments[incrementID] = nil }
             schedule(.clientStep(client), after: 50)
             return
         }
@@ -670,9 +725,9 @@ struct SimulatedWorld {
         log("client \(client) -> n\(node): \(request)")
         let actions: [Coordinator.Action]
         if let proposed {
-            actions = nodes[node].coordinator.write(.local(number), key: keys[key], proposed, quorum: quorum)
+            actions = nodes[node].coordinator.write(.local(number), key: target, proposed, quorum: quorum)
         } else {
-            actions = nodes[node].coordinator.read(.local(number), key: keys[key], quorum: quorum)
+            actions = nodes[node].coordinator.read(.local(number), key: target, quorum: quorum)
         }
         perform(actions, at: node)
     }
@@ -695,8 +750,25 @@ struct SimulatedWorld {
             writes[writeID]?.acknowledged = true
             clients[client].lastSeen[key] = object
             checkSiblings(object, what: "the result of write w\(writeID)")
+            if writes[writeID]?.isConditional == true, object.liveValues.map(Self.writeID) != [writeID],
+                writes[writeID]?.isDelete == false
+            {
+                report.violations.append(
+                    "the conditional write w\(writeID) was acknowledged beside versions its client never saw: \(ids(object))"
+                )
+            }
+        case (.write, .failed(let error)?) where error.code == .preconditionFailed:
+            // The row changed since the client read it: the answer a conditional write
+            // exists for, not a failure.
+            report.conditionsNotMet += 1
         case (.write, _):
             report.writesNotAcknowledged += 1
+        case (.increment(let incrementID), .written?):
+            report.incrementsAcknowledged += 1
+            increments[incrementID]?.acknowledged = true
+        case (.increment, _):
+            // A failed increment may still have been applied on some replicas.
+            break
         }
         schedule(.clientStep(client), after: Int64.random(in: 0...20, using: &random))
     }
@@ -789,6 +861,36 @@ struct SimulatedWorld {
 
     // MARK: - Checkers
 
+    /// The counter ends at the sum of every acknowledged increment plus some of those
+    /// whose outcome is unknown, and its replicas agree.
+    mutating func checkCounter() {
+        let replicas = nodes[0].coordinator.layout.replicas(of: counterKey.partition)
+        let states = replicas.map { node -> StoredObject in
+            if case .object(let object) = execute(.load(counterKey), at: index(of: node)) { return object }
+            return StoredObject()
+        }
+        if Set(states).count != 1 {
+            report.violations.append("replicas of the counter did not converge")
+        }
+        let merged = states.reduce(StoredObject()) { $0.merging($1) }
+        guard let value = (try? CounterState.merged(merged.liveValues))?.map(\.value) ?? Optional(0) else {
+            report.violations.append("the counter's final state does not decode")
+            return
+        }
+        let acknowledged = increments.values.filter { $0.acknowledged == true }.reduce(Int64(0)) {
+            $0 + $1.delta
+        }
+        var reachable: Set<Int64> = [0]
+        for record in increments.values where record.acknowledged != true {
+            reachable.formUnion(reachable.map { $0 + record.delta })
+        }
+        if !reachable.contains(value - acknowledged) {
+            report.violations.append(
+                "the counter ends at \(value), but its acknowledged increments add up to \(acknowledged) and no set of the \(increments.values.filter { $0.acknowledged != true }.count) of unknown outcome makes up the difference"
+            )
+        }
+    }
+
     static func writeID(_ sibling: Sibling) -> Int { Int(sibling.timestampMilliseconds) }
 
     /// The writes that `writeID` supersedes, transitively.
@@ -853,6 +955,7 @@ struct SimulatedWorld {
                         + states.map { "\($0.values.map(Self.writeID).sorted())" }.joined(separator: " vs "))
             }
         }
+        checkCounter()
         // Finished operations leave no bookkeeping behind.
         for (index, node) in nodes.enumerated()
         where node.coordinator.requestsInFlight != 0 && !gone.contains(index) {

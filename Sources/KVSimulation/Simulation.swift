@@ -47,6 +47,12 @@ public struct SimulationConfiguration: Hashable, Sendable {
         /// A hint's target acknowledges the handoff without storing it: hints are
         /// removed as delivered while nobody holds them (the hint checker).
         case handoffsAreIgnored
+        /// Replicas apply writes whatever their `If-Match` or `If-None-Match` condition:
+        /// a conditional write lands beside a version its client never saw.
+        case conditionsAreIgnored
+        /// Increments add the magnitude of their delta, losing its sign: the counter
+        /// ends at a value no set of increments adds up to.
+        case incrementsLoseTheirSign
     }
 
     /// Creates a configuration; the defaults are the CI sweep's.
@@ -92,6 +98,10 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var hintsLeft = 0
     /// Hints handed back and removed.
     public var hintsDelivered = 0
+    /// Counter increments acknowledged.
+    public var incrementsAcknowledged = 0
+    /// Conditional writes refused because the row had changed (`precondition.failed`).
+    public var conditionsNotMet = 0
     /// The largest number of siblings any read returned.
     public var largestSiblingCount = 0
     /// Layout changes committed.
@@ -111,7 +121,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
 
     public var description: String {
         var text =
-            "seed \(seed): \(writesAcknowledged) writes acknowledged, \(writesNotAcknowledged) not; "
+            "seed \(seed): \(writesAcknowledged) writes acknowledged, \(writesNotAcknowledged) not, \(conditionsNotMet) refused by their condition; \(incrementsAcknowledged) increments acknowledged; "
             + "\(readsSucceeded) reads succeeded, \(readsFailed) failed; \(messagesDropped) messages dropped, "
             + "\(messagesDuplicated) duplicated; \(crashes) crashes, \(disksLost) disks lost; \(layoutChanges) layout changes, \(partitionsHandedOff) partitions handed off; at most \(largestSiblingCount) siblings; "
             + "\(virtualMilliseconds) virtual ms"
