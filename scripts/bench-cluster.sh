@@ -17,24 +17,6 @@ bin="$(swift build -c release --show-bin-path)"
 seconds="${KV_BENCH_SECONDS:-20}"
 clients="${KV_BENCH_CLIENTS:-100}"
 source scripts/lib/bench-processes.sh
-# A base port whose next three ports, and those 1000 above, are free.
-free_base() {
-    python3 - <<'EOF'
-import random, socket
-for _ in range(200):
-    base = random.randrange(20000, 50000)
-    try:
-        socks = []
-        for port in [base + i for i in range(3)] + [base + 1000 + i for i in range(3)]:
-            s = socket.socket(); s.bind(("127.0.0.1", port)); socks.append(s)
-        print(base); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-EOF
-}
-
 base=$(free_base)
 "$bin/kv" dev --data "$work/kv" --port "$base" > "$work/kv-dev.out" 2>&1 & pids+=($!)
 for _ in $(seq 1 300); do grep -q "kv dev cluster" "$work/kv-dev.out" && break; sleep 0.1; done

@@ -28,6 +28,17 @@ struct ClusterProcessTests {
         result.siblings.map { String(decoding: $0.value?.bytes ?? [], as: UTF8.self) }.sorted()
     }
 
+    /// The hints each of the nodes `indexes` holds (`hints.pending`, -1 when unknown).
+    static func pendingHints(_ cluster: LocalCluster, _ indexes: Range<Int>) async throws -> [Int64] {
+        var values: [Int64] = []
+        for index in indexes {
+            let client = try await Self.client(cluster, index)
+            values.append(try await client.clusterStatus().counters["hints.pending"] ?? -1)
+            await client.close()
+        }
+        return values
+    }
+
     static func createTable(_ service: HTTPKeyValueService) async throws {
         _ = try await service.createTable(TableDescriptor(name: items, schema: try KeySchema([.string])))
     }
@@ -165,14 +176,7 @@ struct ClusterProcessTests {
         for index in 0..<40 {
             _ = try await a.put(Self.key("h\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
         }
-        func pending() async throws -> [Int64] {
-            var values: [Int64] = []
-            for index in 0..<3 {
-                let status = try await Self.client(cluster, index).clusterStatus()
-                values.append(status.counters["hints.pending"] ?? -1)
-            }
-            return values
-        }
+        func pending() async throws -> [Int64] { try await Self.pendingHints(cluster, 0..<3) }
         let held = try await pending()
         #expect(held.reduce(0, +) >= 20, "stand-ins hold hints for the down node: \(held)")
         // A stand-in that restarts still has its hints.
@@ -215,14 +219,7 @@ struct ClusterProcessTests {
         for index in 0..<100 {
             _ = try await a.put(Self.key("m\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
         }
-        func pending() async throws -> [Int64] {
-            var values: [Int64] = []
-            for index in 0..<2 {
-                let status = try await Self.client(cluster, index).clusterStatus()
-                values.append(status.counters["hints.pending"] ?? -1)
-            }
-            return values
-        }
+        func pending() async throws -> [Int64] { try await Self.pendingHints(cluster, 0..<2) }
         #expect(try await pending().reduce(0, +) >= 100, "the coordinator keeps a hint for every write")
         try await offCooperativePool {
             try cluster.restart(2)

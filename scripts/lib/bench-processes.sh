@@ -11,3 +11,21 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# A base port whose next three ports, and those 1000 above, are free.
+free_base() {
+    python3 - <<'EOF'
+import random, socket
+for _ in range(200):
+    base = random.randrange(20000, 50000)
+    try:
+        socks = []
+        for port in [base + i for i in range(3)] + [base + 1000 + i for i in range(3)]:
+            s = socket.socket(); s.bind(("127.0.0.1", port)); socks.append(s)
+        print(base); break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+EOF
+}
