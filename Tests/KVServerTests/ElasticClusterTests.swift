@@ -53,16 +53,21 @@ struct ElasticClusterTests {
                     + extra,
                 port: ports[0])
         }
+        // The seed knows the joiner once its hello arrived; the joiner knows the cluster
+        // (and serves requests instead of answering 503) once the seed's metadata reached
+        // it over the seed's own connection, a moment later. Wait for both.
+        let joiner = try await HTTPKeyValueService(host: "127.0.0.1", port: ports[0])
+        defer { Task { await joiner.close() } }
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             if let member = try? await seed.clusterStatus().members.first(where: {
                 $0.state == "joining" && $0.httpAddress == "127.0.0.1:\(ports[0])"
-            }) {
+            }), let view = try? await joiner.clusterStatus(), view.layoutVersion > 0 {
                 return (process, member.nodeID)
             }
             try await Task.sleep(for: .milliseconds(200))
         }
-        throw KVError(.unavailable, "the joining node never became a member")
+        throw KVError(.unavailable, "the joining node never became a member of the formed cluster")
     }
 
     /// Stages `changes`, commits the plan and returns it.
