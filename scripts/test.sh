@@ -40,3 +40,9 @@ if [ -n "${KV_SIM_SWEEP:-}" ]; then
     echo "==> simulation sweep of $KV_SIM_SWEEP seeds"
     ./scripts/simulation-sweep.sh "$KV_SIM_SWEEP"
 fi
+
+# Opt-in: the real-process nemesis in a loop, logs kept on failure (KV_NEMESIS_LOOP=20).
+if [ -n "${KV_NEMESIS_LOOP:-}" ]; then
+    echo "==> nemesis loop of $KV_NEMESIS_LOOP runs"
+    ./scripts/nemesis-loop.sh "$KV_NEMESIS_LOOP"
+fi
