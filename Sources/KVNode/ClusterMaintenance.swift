@@ -233,7 +233,7 @@ extension ClusterNode {
     }
 
     /// Compares the next partition this node replicates with the next peer replica, then
-    /// proposes the partition's tombstones it may for reaping.
+    /// starts a reaping pass.
     private func antiEntropyStep() async {
         guard let layout = try? formedLayout() else { return }
         let mine = (0..<layout.partitionCount).map { PartitionID(rawValue: UInt32($0)) }.filter {
@@ -266,7 +266,8 @@ extension ClusterNode {
                 }
             }
         }
-        await reapTombstones(in: partition, layout: layout)
+        // Reaping rides on the same interval: it needs the index the exchanges keep.
+        runReaper { $0.tick($1) }
     }
 
     /// Compares one partition's tree with `peer`'s and repairs the keys that differ by
@@ -445,7 +446,9 @@ extension ClusterNode {
             }
         case .reaping(.reapQuery(let id, let key, let hash, let layoutVersion)):
             local.threadPool.submit { [self] _ in
-                let agrees = agreesToReap(key, hash: hash, layoutVersion: layoutVersion)
+                let agrees = TombstoneReaper.agrees(
+                    objectHash: hash, layoutVersion: layoutVersion, partition: key.partition,
+                    holding: holding(of: key), view: reaperView())
                 transport.send(.reaping(.reapAnswer(id: id, agrees: agrees)), to: sender)
             }
         case .reaping(.reap(let key, let hash)):
@@ -460,115 +463,15 @@ extension ClusterNode {
         }
     }
 
-    // MARK: - Tombstones
-
-    /// Whether this node agrees that the tombstone of `key` with `hash` may be reaped:
-    /// it has the asker's layout, holds no hint for the row, and its own copy of the row
-    /// (which it reads from its index, whatever it replicates: a node that lost the
-    /// partition in a layout change may still hold an old value) is that very tombstone
-    /// or nothing at all. Blocks.
-    private func agreesToReap(_ key: ReplicaKey, hash: UInt64, layoutVersion: UInt64) -> Bool {
-        guard !hints.holdsHint(for: key.bytes), antiEntropy.indexComplete else { return false }
-        guard let layout = try? formedLayout(), layout.version == layoutVersion else { return false }
-        // A moving partition keeps its tombstones: a transfer from a snapshot taken
-        // before the delete could bring the old value back after the tombstone went.
-        guard metadata.placement?.previousOwners[key.partition] == nil else { return false }
-        let stored: [UInt8]?
-        do {
-            stored = try storageWork("reading an anti-entropy entry") {
-                try local.engine.get(key.bytes, in: .antiEntropy)
-            }
-        } catch {
-            return false
-        }
-        // Nothing of the row here: no old value to bring back, whether or not this node
-        // replicates the partition (it may have reaped it already).
-        guard let entry = stored else { return true }
-        guard let value = AntiEntropyIndex.parseIndexValue(entry) else { return false }
-        return value.isTombstone && value.hash == hash
-    }
-
-    /// Reaps the tombstones of `partition` that every member agrees may go: each holds
-    /// the same tombstone or nothing of the row, and none holds a hint for it. Members
-    /// that do not answer veto. Only tombstones held for ``tombstoneGrace`` are proposed,
-    /// so no replication they cover can still be queued.
-    private func reapTombstones(in partition: PartitionID, layout: Layout) async {
-        let start = state.withLockedValue { state in
-            defer { state.reaperCursor += Self.tombstonesPerPass }
-            return state.reaperCursor
-        }
-        let candidates = antiEntropy.tombstones(
-            of: partition, limit: Self.tombstonesPerPass,
-            // The first replica proposes first; the others only once a tombstone has
-            // waited three times as long, in case the first holds nothing of the row
-            // (it was rebuilt on an empty disk, or reaped it already).
-            minimumAge: layout.replicas(of: partition).first == nodeID
-                ? Self.tombstoneGrace : 3 * Self.tombstoneGrace,
-            start: start)
-        guard !candidates.isEmpty else { return }
-        let members = metadata.activeMembers.filter { $0 != nodeID }
-        // An unreachable member might hold a hint for any row: nothing is reaped until
-        // every member answers.
-        guard members.allSatisfy({ isReachable($0) }) else {
-            antiEntropy.counters.withLockedValue { $0.reapPassesSkipped += 1 }
-            return
-        }
-        let replicas = layout.replicas(of: partition)
-        // Every candidate is asked of every member at once: a pass costs one round trip,
-        // not one per tombstone and member.
-        var keys: [(key: ReplicaKey, hash: UInt64)] = []
-        for candidate in candidates {
-            guard let generation = tableGeneration(of: candidate.key) else { continue }
-            let key = ReplicaKey(partition: partition, bytes: candidate.key, generation: generation)
-            guard agreesToReap(key, hash: candidate.hash, layoutVersion: layout.version) else {
-                antiEntropy.counters.withLockedValue { $0.reapsRefused += 1 }
-                continue
-            }
-            keys.append((key, candidate.hash))
-        }
-        let agreed = await withTaskGroup(of: (Int, Bool).self) { group in
-            for (index, entry) in keys.enumerated() {
-                for member in members {
-                    group.addTask {
-                        let answer = await self.request(
-                            {
-                                .reaping(
-                                    .reapQuery(
-                                        id: $0, key: entry.key, objectHash: entry.hash,
-                                        layoutVersion: layout.version))
-                            }, to: member)
-                        if case .reaping(.reapAnswer(_, true))? = answer { return (index, true) }
-                        return (index, false)
-                    }
-                }
-            }
-            var yes = [Int](repeating: 0, count: keys.count)
-            for await (index, agrees) in group where agrees { yes[index] += 1 }
-            return yes.map { $0 == members.count }
-        }
-        for (index, entry) in keys.enumerated() where !isStopped {
-            guard agreed[index] else {
-                antiEntropy.counters.withLockedValue { $0.reapsRefused += 1 }
-                continue
-            }
-            for replica in replicas where replica != nodeID {
-                transport.send(.reaping(.reap(key: entry.key, objectHash: entry.hash)), to: replica)
-            }
-            if case .object(let object) = await maintenanceStorage(.reap(entry.key, objectHash: entry.hash)),
-                object.entries.isEmpty
-            {
-                antiEntropy.counters.withLockedValue { $0.tombstonesReaped += 1 }
-            }
-        }
-    }
-
     // MARK: - Status
 
     /// This node's maintenance counters, by stable name.
     var maintenanceCounters: [String: Int64] {
         let aae = antiEntropy.counters.withLockedValue { $0 }
         let hinted = hints.counters.withLockedValue { $0 }
-        let timeouts = state.withLockedValue { $0.maintenanceTimeouts }
+        let reaping = reaper.withLockedValue { $0.counters }
+        let timeouts = state.withLockedValue { $0.maintenanceTimeouts }.merging(
+            reaping.timeouts, uniquingKeysWith: +)
         var counters: [String: Int64] = [
             "maintenance.timeouts": timeouts.values.reduce(0, +),
             "anti_entropy.enabled": antiEntropy.isEnabled ? 1 : 0,
@@ -582,9 +485,10 @@ extension ClusterNode {
             "anti_entropy.rounds": aae.rounds,
             "anti_entropy.divergent_partitions_last_round": aae.divergentLastRound,
             "tombstones.held": Int64(antiEntropy.tombstoneCount),
-            "tombstones.reaped": aae.tombstonesReaped,
-            "tombstones.reaps_refused": aae.reapsRefused,
-            "tombstones.reap_passes_skipped": aae.reapPassesSkipped,
+            // Reaped as proposer, and on a proposer's word.
+            "tombstones.reaped": aae.tombstonesReaped + reaping.reaped,
+            "tombstones.reaps_refused": reaping.refused,
+            "tombstones.reap_passes_skipped": reaping.passesSkipped,
             "hints.pending": Int64(hints.pendingCount),
             "hints.stored": hinted.stored,
             "hints.delivered": hinted.delivered,

@@ -153,6 +153,10 @@ public final class ClusterNode: KeyValueService, Sendable {
     let hintDelivery: NIOLockedValueBox<HintDelivery>
     /// The hint machine's timers, by request id.
     let hintTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
+    /// Tombstone reaping (see `TombstoneReaping.swift`).
+    let reaper: NIOLockedValueBox<TombstoneReaper>
+    /// The reaper's timers, by query id.
+    let reaperTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
     /// The transfers of layout changes this node takes part in.
     let rebalance = NIOLockedValueBox(RebalanceState())
     /// Serializes metadata changes with their storage, so a newer copy is never
@@ -288,6 +292,12 @@ public final class ClusterNode: KeyValueService, Sendable {
         hintDelivery = NIOLockedValueBox(
             HintDelivery(
                 settings: HintDeliverySettings(ratePerSecond: settings.hintDeliveryRatePerSecond),
+                firstMessageID: random.next() >> 1))
+        reaper = NIOLockedValueBox(
+            TombstoneReaper(
+                settings: TombstoneReaperSettings(
+                    tombstonesPerPass: Self.tombstonesPerPass, graceMilliseconds: Self.tombstoneGrace,
+                    requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
                 firstMessageID: random.next() >> 1))
         antiEntropy = AntiEntropyIndex(
             isEnabled: settings.antiEntropyIntervalMilliseconds > 0, clock: Self.monotonicMilliseconds)
@@ -597,9 +607,11 @@ public final class ClusterNode: KeyValueService, Sendable {
             runHints { $0.received(answer, from: sender, view: $1) }
         case .antiEntropy(.treeHashes(let id, _, _)),
             .antiEntropy(.keyHashes(let id, _, _)), .antiEntropy(.reconciled(let id, _)),
-            .reaping(.reapAnswer(let id, _)), .transfers(.transferRows(let id, _, _)),
-            .transfers(.transfersReport(let id, _)):
+            .transfers(.transferRows(let id, _, _)), .transfers(.transfersReport(let id, _)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: message)
+        case .reaping(.reapAnswer):
+            guard case .reaping(let answer) = message else { return }
+            runReaper { reaper, _ in reaper.received(answer, from: sender) }
         case .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile),
             .reaping(.reapQuery), .reaping(.reap):
             serveMaintenance(message, from: sender)
@@ -631,9 +643,12 @@ public final class ClusterNode: KeyValueService, Sendable {
         case .hints(.handoff):
             guard case .hints(let handoff) = message else { return }
             runHints { $0.sendFailed(handoff, to: target, view: $1) }
+        case .reaping(.reapQuery):
+            guard case .reaping(let query) = message else { return }
+            runReaper { reaper, _ in reaper.sendFailed(query, to: target) }
         case .antiEntropy(.treeRequest(let id, _, _)),
             .antiEntropy(.keyHashesRequest(let id, _, _, _)), .antiEntropy(.reconcile(let id, _, _)),
-            .reaping(.reapQuery(let id, _, _, _)), .transfers(.transferPull(let id, _, _, _, _)),
+            .transfers(.transferPull(let id, _, _, _, _)),
             .transfers(.transfersRequest(let id)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
         case .quorum:

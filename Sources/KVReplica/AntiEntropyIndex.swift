@@ -36,10 +36,8 @@ package final class AntiEntropyIndex: Sendable {
         /// Differing keys left alone because they changed during the settle delay.
         package var keysInFlight: Int64 = 0
         package var treesRebuilt: Int64 = 0
+        /// Tombstones reaped on another member's word (the reaper counts its own).
         package var tombstonesReaped: Int64 = 0
-        package var reapsRefused: Int64 = 0
-        /// Reaping passes skipped because a member was unreachable.
-        package var reapPassesSkipped: Int64 = 0
         /// Full passes over this node's partitions.
         package var rounds: Int64 = 0
         /// Partitions found divergent in the last full pass, and in the current one.

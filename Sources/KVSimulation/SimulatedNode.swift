@@ -16,6 +16,8 @@ struct SimulatedNode {
     static let sealer = ContextSealer(secret: Array(repeating: 7, count: 16))
 
     let id: NodeID
+    /// Partitions of the cluster's layouts (they never change it).
+    let partitionCount: Int
     var coordinator: Coordinator
     /// The node's disk: it survives crashes, not disk loss (which replaces it).
     var volume = MemoryVolume()
@@ -37,6 +39,10 @@ struct SimulatedNode {
     var hintDelivery: HintDelivery
     /// Hint timers cancelled before they fired.
     var cancelledHintTimers: Set<UInt64> = []
+    /// Tombstone reaping, as the node runs it.
+    var reaper: TombstoneReaper
+    /// Reaper timers cancelled before they fired.
+    var cancelledReaperTimers: Set<UInt64> = []
     /// Disk losses so far: a hint checked against a recipient that lost its disk since
     /// the delivery started proves nothing.
     var disksLost = 0
@@ -53,9 +59,13 @@ struct SimulatedNode {
         let actor = ActorID(node: id, incarnation: 1)
         coordinator = Coordinator(
             actor: actor, layout: layout, settings: settings, firstMessageID: firstMessageID)
-        (engine, store) = Self.storage(on: volume, actor: actor, faults: faults, clock: clock)
+        partitionCount = layout.partitionCount
+        (engine, store) = Self.storage(
+            on: volume, partitionCount: layout.partitionCount, actor: actor, faults: faults, clock: clock)
         hintDelivery = HintDelivery(
             settings: SimulatedWorld.hintSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
+        reaper = TombstoneReaper(
+            settings: SimulatedWorld.reaperSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         membership = Membership(
             node: id, members: members, incarnation: 1 << 20, settings: SimulatedWorld.membershipSettings,
             random: SeededRandom(seed: random.next()))
@@ -66,11 +76,13 @@ struct SimulatedNode {
     /// Opens the node's volume again after a restart, as the node shell opens its data
     /// directory: a new engine, hints counted from disk, anti-entropy trees rebuilt.
     mutating func openStorage(actor: ActorID, faults: ReplicaStore.Faults, clock: Locked<Int64>) {
-        (engine, store) = Self.storage(on: volume, actor: actor, faults: faults, clock: clock)
+        (engine, store) = Self.storage(
+            on: volume, partitionCount: partitionCount, actor: actor, faults: faults, clock: clock)
     }
 
     private static func storage(
-        on volume: MemoryVolume, actor: ActorID, faults: ReplicaStore.Faults, clock: Locked<Int64>
+        on volume: MemoryVolume, partitionCount: Int, actor: ActorID, faults: ReplicaStore.Faults,
+        clock: Locked<Int64>
     ) -> (MemoryStorageEngine, ReplicaStore) {
         let engine = MemoryStorageEngine(volume: volume)
         let antiEntropy = AntiEntropyIndex(isEnabled: true, clock: { clock.withLockedValue { $0 } })
@@ -80,6 +92,13 @@ struct SimulatedNode {
             // The in-memory engine cannot fail to read its own hints.
             hints: try! HintStore(engine: engine),
             limits: RowLimits(maximumRowBytes: 1 << 20, maximumSiblings: 64), faults: faults)
+        // As the node shell does at start, inline: every partition's tree, rebuilt from
+        // the rows (the index is not trusted until this is done), then the index is
+        // complete. The in-memory engine cannot fail.
+        for partition in 0..<partitionCount {
+            try! antiEntropy.rebuild(PartitionID(rawValue: UInt32(partition)), engine: engine)
+        }
+        antiEntropy.markIndexComplete(true)
         return (engine, store)
     }
 }

@@ -65,6 +65,8 @@ enum SimulationEvent {
     case rebalanceTick
     /// A hint machine's storage read, reconcile or removal finished, or its timer fired.
     case hintEvent(node: Int, life: Int, HintEvent)
+    /// A reaper's index read or reap finished, or its timer fired.
+    case reaperEvent(node: Int, life: Int, ReaperEvent)
 }
 
 /// What a node's storage or clock reports to its hint machine.
@@ -98,6 +100,8 @@ struct SimulatedWorld {
     var nextOperation: UInt64 = 1
     var operationClients: [UInt64: Int] = [:]
     var finalReads: [Int: StoredObject] = [:]
+    /// The tombstones reaped anywhere, by key: their write ids.
+    var reaped: [Int: Set<Int>] = [:]
     var report: SimulationReport
     // Network character of this run, drawn from the seed.
     var dropProbability = 0.0
@@ -133,7 +137,7 @@ struct SimulatedWorld {
         case .conditionsAreIgnored?: faults.ignoresConditions = true
         case .incrementsLoseTheirSign?:
             faults.incrementDelta = { $0.magnitude > Int64.max.magnitude ? $0 : abs($0) }
-        case .amnesiaReusesIncarnation?, .handoffsAreIgnored?, nil: break
+        case .amnesiaReusesIncarnation?, .handoffsAreIgnored?, .reapersIgnoreTheirCopy?, nil: break
         }
         return faults
     }
@@ -322,6 +326,8 @@ struct SimulatedWorld {
                 guard case .hints(let answer) = message else { return }
                 let sender = nodes[from].id
                 runHints(at: to) { $0.received(answer, from: sender, view: $1) }
+            case .reaping(let reaping):
+                receiveReaping(reaping, from: from, at: to)
             case .hints(.handoff(let id, _, _)) where configuration.injectedBug == .handoffsAreIgnored:
                 // The planted defect: the target acknowledges a hint it never stores.
                 send(.hints(.handedOff(id: id, error: nil)), from: to, to: from)
@@ -335,6 +341,9 @@ struct SimulatedWorld {
             if case .hints(let handoff) = message {
                 let target = nodes[to].id
                 runHints(at: from) { $0.sendFailed(handoff, to: target, view: $1) }
+            } else if case .reaping(let query) = message {
+                let target = nodes[to].id
+                runReaper(at: from) { reaper, _ in reaper.sendFailed(query, to: target) }
             } else {
                 perform(nodes[from].coordinator.sendFailed(message, to: nodes[to].id), at: from)
             }
@@ -379,11 +388,15 @@ struct SimulatedWorld {
                 random: SeededRandom(seed: random.next()))
             nodes[node].hintDelivery = HintDelivery(
                 settings: Self.hintSettings, firstMessageID: Self.firstMessageID(&random))
+            nodes[node].reaper = TombstoneReaper(
+                settings: Self.reaperSettings, firstMessageID: Self.firstMessageID(&random))
+            nodes[node].cancelledReaperTimers = []
             schedule(.membershipTick(node, life: nodes[node].life), after: 1)
         case .membershipTick(let node, let life):
             guard nodes[node].isUp, nodes[node].life == life, now < ticksUntil else { return }
             performMembership(nodes[node].membership.tick(now: nodes[node].localTime(now)), at: node)
             runHints(at: node) { $0.tick($1) }
+            runReaper(at: node) { $0.tick($1) }
             let interval = max(1, Int64(Double(Self.membershipTickInterval) / nodes[node].clockRate))
             schedule(.membershipTick(node, life: life), after: interval)
         case .partition(let split):
@@ -415,6 +428,9 @@ struct SimulatedWorld {
         case .hintEvent(let node, let life, let event):
             guard nodes[node].isUp, nodes[node].life == life else { return }
             handleHintEvent(event, at: node)
+        case .reaperEvent(let node, let life, let event):
+            guard nodes[node].isUp, nodes[node].life == life else { return }
+            handleReaperEvent(event, at: node)
         case .rebalanceTick:
             guard now < ticksUntil || (metadata?.transition != nil && now - 60_000 < ticksUntil) else {
                 return
@@ -535,9 +551,12 @@ struct SimulatedWorld {
         for index in 0..<layout.partitionCount {
             let partition = PartitionID(rawValue: UInt32(index))
             if keeps(partition, at: node) { continue }
+            // As the node shell drops a partition: its rows and their index entries.
             var batch = WriteBatch()
             batch.deleteRange(StorageLayout.partitionRange(partition), in: .data)
+            batch.deleteRange(StorageLayout.partitionRange(partition), in: .antiEntropy)
             try? nodes[node].engine.write(batch, durability: .buffered)
+            try? nodes[node].store.antiEntropy.rebuild(partition, engine: nodes[node].engine)
         }
     }
 
@@ -966,7 +985,9 @@ struct SimulatedWorld {
         // No acknowledged write lost.
         for key in keys.indices {
             guard let final = finalReads[key] else { continue }
-            var valid = Set(final.values.map(Self.writeID))
+            // A reaped tombstone holds its delete, and what it superseded, as much as a
+            // stored one.
+            var valid = Set(final.values.map(Self.writeID)).union(reaped[key] ?? [])
             var frontier = Array(valid)
             while let id = frontier.popLast() {
                 for parent in writes[id]?.observed ?? [] where valid.insert(parent).inserted {
@@ -992,6 +1013,7 @@ struct SimulatedWorld {
                 )
             }
         }
+        checkReapedTombstones()
         // Siblings bounded by concurrent writers: each client leaves at most its latest
         // write, plus any write whose outcome it never learned and any it wrote blind
         // (without the context it had, so beside its own earlier ones).

@@ -53,6 +53,10 @@ public struct SimulationConfiguration: Hashable, Sendable {
         /// Increments add the magnitude of their delta, losing its sign: the counter
         /// ends at a value no set of increments adds up to.
         case incrementsLoseTheirSign
+        /// A member agrees to reap a tombstone whatever its own copy of the row holds:
+        /// a replica that missed the delete keeps the old value, which comes back once
+        /// the others reaped the tombstone (the reaping checker).
+        case reapersIgnoreTheirCopy
     }
 
     /// Creates a configuration; the defaults are the CI sweep's.
@@ -108,6 +112,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var layoutChanges = 0
     /// Partitions handed off to a new owner.
     public var partitionsHandedOff = 0
+    /// Tombstone copies reaped.
+    public var tombstonesReaped = 0
     /// Virtual milliseconds the run took.
     public var virtualMilliseconds: Int64 = 0
     /// Every broken property, one sentence each. Empty when the run passed.
@@ -123,7 +129,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         var text =
             "seed \(seed): \(writesAcknowledged) writes acknowledged, \(writesNotAcknowledged) not, \(conditionsNotMet) refused by their condition; \(incrementsAcknowledged) increments acknowledged; "
             + "\(readsSucceeded) reads succeeded, \(readsFailed) failed; \(messagesDropped) messages dropped, "
-            + "\(messagesDuplicated) duplicated; \(crashes) crashes, \(disksLost) disks lost; \(layoutChanges) layout changes, \(partitionsHandedOff) partitions handed off; at most \(largestSiblingCount) siblings; "
+            + "\(messagesDuplicated) duplicated; \(crashes) crashes, \(disksLost) disks lost; \(layoutChanges) layout changes, \(partitionsHandedOff) partitions handed off; \(tombstonesReaped) tombstones reaped; at most \(largestSiblingCount) siblings; "
             + "\(virtualMilliseconds) virtual ms"
         if !passed {
             text += "\nFAILED:\n" + violations.map { "  - \($0)" }.joined(separator: "\n")

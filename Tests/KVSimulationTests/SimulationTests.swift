@@ -93,6 +93,7 @@ struct SimulationTests {
             case .handoffsAreIgnored: "as delivered, but"
             case .conditionsAreIgnored: "beside versions its client never saw"
             case .incrementsLoseTheirSign: "no set of the"
+            case .reapersIgnoreTheirCopy: "that superseded it was reaped"
             }
         var caught = false
         // Amnesia shows only when the wiped node coordinates a write of a key whose old

@@ -1,0 +1,88 @@
+import KVCluster
+import KVCore
+import KVReplica
+import KVStorage
+import NIOCore
+
+/// The shell of ``TombstoneReaper``: it reads candidates and row holdings from the
+/// anti-entropy index on the storage thread pool, sends queries and reaps over the
+/// transport, runs its own reaps through the write drain and fires the machine's timers.
+/// Every decision (which tombstones, whom to ask, when a tombstone may go) is the
+/// machine's.
+extension ClusterNode {
+    /// What the reaper sees of this node now.
+    func reaperView() -> ReaperView {
+        let metadata = metadata
+        let others = metadata.activeMembers.filter { $0 != nodeID }
+        return ReaperView(
+            node: nodeID, members: others, reachable: Set(others.filter(isReachable)),
+            layout: metadata.isFormed ? metadata.layout : nil,
+            moving: Set(metadata.placement.map { Array($0.previousOwners.keys) } ?? []),
+            indexComplete: antiEntropy.indexComplete)
+    }
+
+    /// What this node holds of `key`: its index entry, whatever partitions it replicates,
+    /// and whether it holds a hint for the row. Blocks.
+    func holding(of key: ReplicaKey) -> RowHolding {
+        let stored: [UInt8]?
+        do {
+            stored = try storageWork("reading an anti-entropy entry") {
+                try local.engine.get(key.bytes, in: .antiEntropy)
+            }
+        } catch {
+            return .unreadable
+        }
+        let holdsHint = hints.holdsHint(for: key.bytes)
+        guard let stored else { return RowHolding(entry: nil, holdsHint: holdsHint) }
+        guard let value = AntiEntropyIndex.parseIndexValue(stored) else { return .unreadable }
+        return RowHolding(
+            entry: .init(hash: value.hash, isTombstone: value.isTombstone), holdsHint: holdsHint)
+    }
+
+    /// Feeds one event to the reaper and carries out what it asks. The machine's lock is
+    /// released before anything is performed: a send can fail at once, which is another
+    /// event.
+    func runReaper(_ event: (inout TombstoneReaper, ReaperView) -> [TombstoneReaper.Action]) {
+        guard !isStopped else { return }
+        let view = reaperView()
+        performReaping(reaper.withLockedValue { event(&$0, view) })
+    }
+
+    private func performReaping(_ actions: [TombstoneReaper.Action]) {
+        for action in actions {
+            switch action {
+            case .readCandidates(let partition, let limit, let minimumAge, let start):
+                local.threadPool.submit { [self] _ in
+                    let candidates = antiEntropy.tombstones(
+                        of: partition, limit: limit, minimumAge: minimumAge, start: start
+                    ).compactMap { entry -> ReapCandidate? in
+                        guard let generation = tableGeneration(of: entry.key) else { return nil }
+                        let key = ReplicaKey(partition: partition, bytes: entry.key, generation: generation)
+                        return ReapCandidate(key: key, objectHash: entry.hash, holding: holding(of: key))
+                    }
+                    runReaper { $0.candidatesRead(candidates, view: $1) }
+                }
+            case .send(let message, let target):
+                transport.send(message, to: target)
+            case .reap(let id, let key, let hash):
+                let ticket = takeID()
+                let registered = state.withLockedValue { state in
+                    guard !state.stopped else { return false }
+                    state.maintenance[ticket] = { [self] outcome in
+                        runReaper { reaper, _ in reaper.storageCompleted(id: id, outcome) }
+                    }
+                    return true
+                }
+                if registered { enqueueWrite(.maintenance(id: ticket), .reap(key, objectHash: hash)) }
+            case .startTimer(let id, let milliseconds):
+                let timer = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
+                    reaperTimers.withLockedValue { $0[id] = nil }
+                    runReaper { reaper, _ in reaper.timerFired(id: id) }
+                }
+                reaperTimers.withLockedValue { $0[id] = timer }
+            case .cancelTimer(let id):
+                reaperTimers.withLockedValue { $0.removeValue(forKey: id) }?.cancel()
+            }
+        }
+    }
+}

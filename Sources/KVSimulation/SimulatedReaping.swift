@@ -1,0 +1,151 @@
+import KVCluster
+import KVCore
+import KVReplica
+import KVStorage
+
+/// The simulator's interpreter of ``TombstoneReaper``: the same machine the node runs,
+/// its index reads and reaps done inline on the node's replica store and its
+/// completions, messages and timers delivered as events.
+extension SimulatedWorld {
+    /// Twice the longest a message can take here (10 ms, plus up to 400 ms when slow,
+    /// plus 50 ms when duplicated), and longer than a read's repair can trail its fetch:
+    /// as the node's grace bounds its peer queues.
+    static let reaperSettings = TombstoneReaperSettings(
+        tombstonesPerPass: 16, graceMilliseconds: 2_000, requestTimeoutMilliseconds: requestTimeout)
+
+    /// What node `node`'s reaper sees: SWIM's view of who is alive, its own copy of the
+    /// metadata.
+    func reaperView(_ node: Int) -> ReaperView {
+        let me = nodes[node].id
+        let metadata = nodes[node].metadata
+        let members = (metadata?.activeMembers ?? nodes.map(\.id)).filter { $0 != me }
+        return ReaperView(
+            node: me, members: members,
+            reachable: Set(members.filter { nodes[node].membership.state(of: $0)?.status == .alive }),
+            layout: metadata?.layout ?? nodes[node].coordinator.layout,
+            moving: Set(metadata?.placement.map { Array($0.previousOwners.keys) } ?? []),
+            indexComplete: nodes[node].store.antiEntropy.indexComplete)
+    }
+
+    /// What node `node` holds of `key`, read as the node shell reads it.
+    func holding(of key: ReplicaKey, at node: Int) -> RowHolding {
+        let holdsHint = nodes[node].store.hints.holdsHint(for: key.bytes)
+        guard let stored = try? nodes[node].engine.get(key.bytes, in: .antiEntropy) else {
+            return RowHolding(entry: nil, holdsHint: holdsHint)
+        }
+        guard let value = AntiEntropyIndex.parseIndexValue(stored) else { return .unreadable }
+        return RowHolding(
+            entry: .init(hash: value.hash, isTombstone: value.isTombstone), holdsHint: holdsHint)
+    }
+
+    mutating func runReaper(
+        at node: Int, _ event: (inout TombstoneReaper, ReaperView) -> [TombstoneReaper.Action]
+    ) {
+        let view = reaperView(node)
+        let actions = event(&nodes[node].reaper, view)
+        performReaping(actions, at: node)
+    }
+
+    mutating func handleReaperEvent(_ event: ReaperEvent, at node: Int) {
+        switch event {
+        case .read(let candidates):
+            runReaper(at: node) { $0.candidatesRead(candidates, view: $1) }
+        case .reaped(let id, let outcome):
+            runReaper(at: node) { reaper, _ in reaper.storageCompleted(id: id, outcome) }
+        case .timer(let id):
+            guard nodes[node].cancelledReaperTimers.remove(id) == nil else { return }
+            runReaper(at: node) { reaper, _ in reaper.timerFired(id: id) }
+        }
+    }
+
+    /// A reaping message arrived at `node`.
+    mutating func receiveReaping(_ message: ReapMessage, from sender: Int, at node: Int) {
+        switch message {
+        case .reapQuery(let id, let key, let hash, let layoutVersion):
+            var agrees = TombstoneReaper.agrees(
+                objectHash: hash, layoutVersion: layoutVersion, partition: key.partition,
+                holding: holding(of: key, at: node), view: reaperView(node))
+            // The planted defect: a member agrees whatever its own copy holds.
+            if configuration.injectedBug == .reapersIgnoreTheirCopy { agrees = true }
+            send(.reaping(.reapAnswer(id: id, agrees: agrees)), from: node, to: sender)
+        case .reapAnswer:
+            let from = nodes[sender].id
+            runReaper(at: node) { reaper, _ in reaper.received(message, from: from) }
+        case .reap(let key, let hash):
+            _ = reap(key, objectHash: hash, at: node)
+        }
+    }
+
+    /// Carries out the reaper's actions. The `switch` has no `default:` on purpose.
+    mutating func performReaping(_ actions: [TombstoneReaper.Action], at node: Int) {
+        let life = nodes[node].life
+        for action in actions {
+            switch action {
+            case .readCandidates(let partition, let limit, let minimumAge, let start):
+                let candidates = nodes[node].store.antiEntropy.tombstones(
+                    of: partition, limit: limit, minimumAge: minimumAge, start: start
+                ).map { entry in
+                    let key = ReplicaKey(
+                        partition: partition, bytes: entry.key, generation: SimulatedNode.table.generation)
+                    return ReapCandidate(
+                        key: key, objectHash: entry.hash, holding: holding(of: key, at: node))
+                }
+                schedule(
+                    .reaperEvent(node: node, life: life, .read(candidates)),
+                    after: Int64.random(in: 0...3, using: &random))
+            case .send(let message, let target):
+                send(message, from: node, to: index(of: target))
+            case .reap(let id, let key, let hash):
+                let outcome = reap(key, objectHash: hash, at: node)
+                schedule(
+                    .reaperEvent(node: node, life: life, .reaped(id: id, outcome)),
+                    after: Int64.random(in: 0...3, using: &random))
+            case .startTimer(let id, let delay):
+                schedule(
+                    .reaperEvent(node: node, life: life, .timer(id: id)),
+                    after: max(1, Int64(Double(delay) / nodes[node].clockRate)))
+            case .cancelTimer(let id):
+                nodes[node].cancelledReaperTimers.insert(id)
+            }
+        }
+    }
+
+    /// Reaps `key` at `node` if it still holds exactly that tombstone, and remembers what
+    /// went for the resurrection checker.
+    mutating func reap(_ key: ReplicaKey, objectHash hash: UInt64, at node: Int) -> StorageOutcome {
+        let before = execute(.load(key), at: node)
+        let outcome = execute(.reap(key, objectHash: hash), at: node)
+        if case .object(let held) = before, held.isDeleted, case .object(let after) = outcome,
+            after.entries.isEmpty, let row = keys.firstIndex(where: { $0.bytes == key.bytes })
+        {
+            log("n\(node) reaps \(ids(held)) of key \(row)")
+            report.tombstonesReaped += 1
+            reaped[row, default: []].formUnion(held.values.map(Self.writeID))
+        }
+        return outcome
+    }
+
+    /// A reaped tombstone never lets an older value come back: no value that a reaped
+    /// tombstone superseded is live in the final read.
+    mutating func checkReapedTombstones() {
+        var memo: [Int: Set<Int>] = [:]
+        for (key, tombstones) in reaped.sorted(by: { $0.key < $1.key }) {
+            guard let final = finalReads[key] else { continue }
+            for tombstone in tombstones.sorted() {
+                let covered = ancestors(of: tombstone, memo: &memo)
+                for value in final.liveValues.map(Self.writeID) where covered.contains(value) {
+                    report.violations.append(
+                        "w\(value) of key \(key) came back after the tombstone †w\(tombstone) that superseded it was reaped"
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// What a node's storage or clock reports to its reaper.
+enum ReaperEvent {
+    case read([ReapCandidate])
+    case reaped(id: UInt64, StorageOutcome)
+    case timer(id: UInt64)
+}
