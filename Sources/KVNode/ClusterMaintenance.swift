@@ -17,17 +17,10 @@ extension ClusterNode {
     /// answer stalls the exchange or reaping pass that waits for it, and every request is
     /// repeated by a later pass anyway.
     static let maintenanceTimeout = TimeAmount.seconds(1)
-    /// The most keys one anti-entropy exchange repairs.
-    static let repairsPerExchange = 256
     /// The most keys one listing carries.
     static let keysPerListing = 4_096
-    /// The most listing pages one exchange compares.
-    static let pagesPerExchange = 4
     /// The most tombstones one reaping pass considers.
     static let tombstonesPerPass = 64
-    /// How long a difference between two replicas' keys must stay unchanged before it is
-    /// repaired (writes in flight are not divergence).
-    static let settleDelay = Duration.milliseconds(250)
     /// How long (milliseconds) a node holds a tombstone before it proposes to reap it:
     /// twice the longest a frame may wait in a peer's send queue
     /// (``PeerTransportSettings/maximumFrameAgeMilliseconds``), so no replication of a
@@ -218,131 +211,11 @@ extension ClusterNode {
         }
     }
 
-    /// One exchange per interval, never two at once.
+    /// One exchange per interval (the machine never runs two at once), then a reaping
+    /// pass: it needs the index the exchanges keep.
     private func antiEntropyTick() {
-        let start = state.withLockedValue { state -> Bool in
-            guard !state.antiEntropyRunning, !state.stopped else { return false }
-            state.antiEntropyRunning = true
-            return true
-        }
-        guard start else { return }
-        Task {
-            await antiEntropyStep()
-            state.withLockedValue { $0.antiEntropyRunning = false }
-        }
-    }
-
-    /// Compares the next partition this node replicates with the next peer replica, then
-    /// starts a reaping pass.
-    private func antiEntropyStep() async {
-        guard let layout = try? formedLayout() else { return }
-        let mine = (0..<layout.partitionCount).map { PartitionID(rawValue: UInt32($0)) }.filter {
-            layout.replicas(of: $0).contains(nodeID)
-        }
-        guard !mine.isEmpty else { return }
-        let (index, peerIndex) = state.withLockedValue { state in
-            defer { state.antiEntropyCursor += 1 }
-            if state.antiEntropyCursor % mine.count == 0 { state.antiEntropyPeerCursor += 1 }
-            return (state.antiEntropyCursor % mine.count, state.antiEntropyPeerCursor)
-        }
-        if index == 0 {
-            antiEntropy.counters.withLockedValue { counters in
-                if counters.exchanges > 0 {
-                    counters.rounds += 1
-                    counters.divergentLastRound = counters.divergentThisRound
-                }
-                counters.divergentThisRound = 0
-            }
-        }
-        let partition = mine[index]
-        let peers = layout.replicas(of: partition).filter { $0 != nodeID }
-        if !peers.isEmpty {
-            let peer = peers[peerIndex % peers.count]
-            if isReachable(peer), antiEntropy.isReady(partition) {
-                let divergent = await exchange(partition, with: peer)
-                antiEntropy.counters.withLockedValue { counters in
-                    counters.exchanges += 1
-                    if divergent { counters.divergentThisRound += 1 } else { counters.exchangesInSync += 1 }
-                }
-            }
-        }
-        // Reaping rides on the same interval: it needs the index the exchanges keep.
+        runAntiEntropy { $0.tick($1) }
         runReaper { $0.tick($1) }
-    }
-
-    /// Compares one partition's tree with `peer`'s and repairs the keys that differ by
-    /// merging both ways. Returns whether the trees differed.
-    private func exchange(_ partition: PartitionID, with peer: NodeID) async -> Bool {
-        guard let tree = antiEntropy.tree(of: partition) else { return false }
-        guard
-            case .antiEntropy(.treeHashes(_, true, let segmentHashes))? = await request(
-                { .antiEntropy(.treeRequest(id: $0, partition: partition, segments: [])) }, to: peer)
-        else { return false }
-        let segments = tree.differingSegments(segmentHashes)
-        guard !segments.isEmpty else { return false }
-        antiEntropy.counters.withLockedValue { $0.divergentSegments += Int64(segments.count) }
-        guard
-            case .antiEntropy(.treeHashes(_, true, let leafHashes))? = await request(
-                { .antiEntropy(.treeRequest(id: $0, partition: partition, segments: segments)) }, to: peer)
-        else { return true }
-        let leaves = tree.differingLeaves(in: segments, leafHashes)
-        guard !leaves.isEmpty else { return true }
-        // The leaves' keys are compared a page at a time, in key order: a listing that
-        // stopped at its limit bounds the page, and the next page starts after it.
-        var after: [UInt8]?
-        var repaired = 0
-        for _ in 0..<Self.pagesPerExchange where repaired < Self.repairsPerExchange && !isStopped {
-            guard let page = await differingPage(partition, leaves, after: after, with: peer) else { break }
-            for key in page.settled.prefix(Self.repairsPerExchange - repaired) where !isStopped {
-                guard let generation = tableGeneration(of: key) else { continue }
-                let row = ReplicaKey(partition: partition, bytes: key, generation: generation)
-                guard case .object(let object) = await maintenanceStorage(.load(row)) else { continue }
-                // A tombstone is not copied onto a replica that holds nothing of the row:
-                // both read as deleted, and that is what every replica holds once the
-                // tombstone was reaped somewhere first. Copying it back would undo
-                // reaping as fast as it happens.
-                if object.isDeleted, !object.entries.isEmpty, !page.theirKeys.contains(key) { continue }
-                guard
-                    case .antiEntropy(.reconciled(_, .object(let merged)))? = await request(
-                        { .antiEntropy(.reconcile(id: $0, key: row, object: object)) }, to: peer)
-                else { continue }
-                if object.entries.isEmpty, merged.isDeleted { continue }
-                _ = await maintenanceStorage(.reconcile(row, merged))
-                repaired += 1
-                antiEntropy.counters.withLockedValue { $0.keysRepaired += 1 }
-            }
-            guard let bound = page.bound else { break }
-            after = bound
-        }
-        return true
-    }
-
-    /// One page of the keys that differ between this node and `peer` in `leaves` of
-    /// `partition`, after `after`: both listings, cut at the lower of their ends when
-    /// either stopped at its limit (`bound`, where the next page starts), then listed
-    /// again after the settle delay to keep only differences that did not move.
-    private func differingPage(_ partition: PartitionID, _ leaves: [Int], after: [UInt8]?, with peer: NodeID)
-        async -> (settled: [[UInt8]], bound: [UInt8]?, theirKeys: Set<[UInt8]>)?
-    {
-        func listings() async -> (ours: [KeyHash], theirs: [KeyHash], bound: [UInt8]?)? {
-            await pairedListings(partition, leaves, after: after, with: peer)
-        }
-        guard let first = await listings() else { return nil }
-        let differing = MerkleTree.differingKeys(first.ours, first.theirs)
-        antiEntropy.counters.withLockedValue {
-            $0.keysCompared += Int64(first.ours.count + first.theirs.count)
-        }
-        guard !differing.isEmpty else { return ([], first.bound, []) }
-        // Under load the replicas of a key differ for the milliseconds its write is in
-        // flight, so trees differ all the time. Only a difference that stays exactly as
-        // it was for the settle delay is repaired; a key still being written is left
-        // for a later pass (or for its write to finish).
-        try? await Task.sleep(for: Self.settleDelay)
-        guard let second = await listings() else { return nil }
-        let settled = Self.settledDifferences(
-            differing, before: (first.ours, first.theirs), after: (second.ours, second.theirs))
-        antiEntropy.counters.withLockedValue { $0.keysInFlight += Int64(differing.count - settled.count) }
-        return (settled, first.bound, Set(second.theirs.map(\.key)))
     }
 
     /// This node's and `peer`'s index entries of `partition` in `leaves` after `after`,
@@ -360,15 +233,9 @@ extension ClusterNode {
                 to: peer),
             let ours = await ownKeyHashes(partition, leaves, after: after)
         else { return nil }
-        var ends: [[UInt8]] = []
-        if theirsTruncated, let last = theirs.last?.key { ends.append(last) }
-        if ours.truncated, let last = ours.entries.last?.key { ends.append(last) }
-        let bound = ends.min { $0.lexicographicallyPrecedes($1) }
-        func within(_ entries: [KeyHash]) -> [KeyHash] {
-            guard let bound else { return entries }
-            return entries.filter { !bound.lexicographicallyPrecedes($0.key) }
-        }
-        return (within(ours.entries), within(theirs), bound)
+        return KeyListing.paired(
+            KeyListing(entries: ours.entries, truncated: ours.truncated),
+            KeyListing(entries: theirs, truncated: theirsTruncated))
     }
 
     /// This node's index entries of `partition` in `leaves`, after `after`.
@@ -381,23 +248,6 @@ extension ClusterNode {
                 in: partition, leaves: leafSet, after: after, engine: local.engine, limit: Self.keysPerListing
             )
         })
-    }
-
-    /// The keys of `differing` whose hashes on both sides are the same in both listings:
-    /// real divergence, not a write in flight.
-    static func settledDifferences(
-        _ differing: [[UInt8]], before: (ours: [KeyHash], theirs: [KeyHash]),
-        after: (ours: [KeyHash], theirs: [KeyHash])
-    ) -> [[UInt8]] {
-        func table(_ entries: [KeyHash]) -> [[UInt8]: UInt64] {
-            Dictionary(entries.map { ($0.key, $0.hash) }, uniquingKeysWith: { first, _ in first })
-        }
-        let (ours, theirs) = (table(before.ours), table(before.theirs))
-        let (oursLater, theirsLater) = (table(after.ours), table(after.theirs))
-        return differing.filter { key in
-            ours[key] == oursLater[key] && theirs[key] == theirsLater[key]
-                && oursLater[key] != theirsLater[key]
-        }
     }
 
     /// The generation of the table a data key belongs to, in this node's catalog.
@@ -468,6 +318,7 @@ extension ClusterNode {
     /// This node's maintenance counters, by stable name.
     var maintenanceCounters: [String: Int64] {
         let aae = antiEntropy.counters.withLockedValue { $0 }
+        let exchanges = antiEntropyExchange.withLockedValue { $0.counters }
         let hinted = hints.counters.withLockedValue { $0 }
         let reaping = reaper.withLockedValue { $0.counters }
         let timeouts = state.withLockedValue { $0.maintenanceTimeouts }.merging(
@@ -476,14 +327,14 @@ extension ClusterNode {
             "maintenance.timeouts": timeouts.values.reduce(0, +),
             "anti_entropy.enabled": antiEntropy.isEnabled ? 1 : 0,
             "anti_entropy.trees_ready": Int64(antiEntropy.readyCount),
-            "anti_entropy.exchanges": aae.exchanges,
-            "anti_entropy.exchanges_in_sync": aae.exchangesInSync,
-            "anti_entropy.divergent_segments": aae.divergentSegments,
-            "anti_entropy.keys_compared": aae.keysCompared,
-            "anti_entropy.keys_repaired": aae.keysRepaired,
-            "anti_entropy.keys_in_flight": aae.keysInFlight,
-            "anti_entropy.rounds": aae.rounds,
-            "anti_entropy.divergent_partitions_last_round": aae.divergentLastRound,
+            "anti_entropy.exchanges": exchanges.exchanges,
+            "anti_entropy.exchanges_in_sync": exchanges.exchangesInSync,
+            "anti_entropy.divergent_segments": exchanges.divergentSegments,
+            "anti_entropy.keys_compared": exchanges.keysCompared,
+            "anti_entropy.keys_repaired": exchanges.keysRepaired,
+            "anti_entropy.keys_in_flight": exchanges.keysInFlight,
+            "anti_entropy.rounds": exchanges.rounds,
+            "anti_entropy.divergent_partitions_last_round": exchanges.divergentLastRound,
             "tombstones.held": Int64(antiEntropy.tombstoneCount),
             // Reaped as proposer, and on a proposer's word.
             "tombstones.reaped": aae.tombstonesReaped + reaping.reaped,

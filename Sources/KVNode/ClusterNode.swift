@@ -153,6 +153,10 @@ public final class ClusterNode: KeyValueService, Sendable {
     let hintDelivery: NIOLockedValueBox<HintDelivery>
     /// The hint machine's timers, by request id.
     let hintTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
+    /// Anti-entropy exchanges (see `AntiEntropyExchanges.swift`).
+    let antiEntropyExchange: NIOLockedValueBox<AntiEntropyExchange>
+    /// The exchange machine's timers, by id.
+    let antiEntropyTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
     /// Tombstone reaping (see `TombstoneReaping.swift`).
     let reaper: NIOLockedValueBox<TombstoneReaper>
     /// The reaper's timers, by query id.
@@ -185,10 +189,6 @@ public final class ClusterNode: KeyValueService, Sendable {
         /// When this node last pushed its metadata to a peer whose digest differed.
         var lastDigestPush: [NodeID: NIODeadline] = [:]
         var maintenanceTasks: [RepeatedTask] = []
-        var antiEntropyRunning = false
-        var antiEntropyCursor = 0
-        var antiEntropyPeerCursor = 0
-        var reaperCursor = 0
         /// Maintenance requests each peer left unanswered, for status.
         var maintenanceTimeouts: [NodeID: Int64] = [:]
 
@@ -292,6 +292,11 @@ public final class ClusterNode: KeyValueService, Sendable {
         hintDelivery = NIOLockedValueBox(
             HintDelivery(
                 settings: HintDeliverySettings(ratePerSecond: settings.hintDeliveryRatePerSecond),
+                firstMessageID: random.next() >> 1))
+        antiEntropyExchange = NIOLockedValueBox(
+            AntiEntropyExchange(
+                settings: AntiEntropySettings(
+                    requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
                 firstMessageID: random.next() >> 1))
         reaper = NIOLockedValueBox(
             TombstoneReaper(
@@ -605,9 +610,16 @@ public final class ClusterNode: KeyValueService, Sendable {
         case .hints(.handedOff):
             guard case .hints(let answer) = message else { return }
             runHints { $0.received(answer, from: sender, view: $1) }
-        case .antiEntropy(.treeHashes(let id, _, _)),
-            .antiEntropy(.keyHashes(let id, _, _)), .antiEntropy(.reconciled(let id, _)),
-            .transfers(.transferRows(let id, _, _)), .transfers(.transfersReport(let id, _)):
+        case .antiEntropy(.treeHashes(let id, _, _)), .antiEntropy(.keyHashes(let id, _, _)),
+            .antiEntropy(.reconciled(let id, _)):
+            // A release's listing waits for its answer here; the exchange machine's
+            // requests have ids of their own.
+            if let waiting = state.withLockedValue({ $0.requests.removeValue(forKey: id) }) {
+                waiting.resume(returning: message)
+            } else if case .antiEntropy(let answer) = message {
+                runAntiEntropy { machine, _ in machine.received(answer, from: sender) }
+            }
+        case .transfers(.transferRows(let id, _, _)), .transfers(.transfersReport(let id, _)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: message)
         case .reaping(.reapAnswer):
             guard case .reaping(let answer) = message else { return }
@@ -646,9 +658,14 @@ public final class ClusterNode: KeyValueService, Sendable {
         case .reaping(.reapQuery):
             guard case .reaping(let query) = message else { return }
             runReaper { reaper, _ in reaper.sendFailed(query, to: target) }
-        case .antiEntropy(.treeRequest(let id, _, _)),
-            .antiEntropy(.keyHashesRequest(let id, _, _, _)), .antiEntropy(.reconcile(let id, _, _)),
-            .transfers(.transferPull(let id, _, _, _, _)),
+        case .antiEntropy(.treeRequest(let id, _, _)), .antiEntropy(.keyHashesRequest(let id, _, _, _)),
+            .antiEntropy(.reconcile(let id, _, _)):
+            if let waiting = state.withLockedValue({ $0.requests.removeValue(forKey: id) }) {
+                waiting.resume(returning: nil)
+            } else if case .antiEntropy(let request) = message {
+                runAntiEntropy { machine, _ in machine.sendFailed(request, to: target) }
+            }
+        case .transfers(.transferPull(let id, _, _, _, _)),
             .transfers(.transfersRequest(let id)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
         case .quorum:

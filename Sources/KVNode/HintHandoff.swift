@@ -39,15 +39,9 @@ extension ClusterNode {
             case .send(let message, let target):
                 transport.send(message, to: target)
             case .reconcile(let id, let key, let object):
-                let ticket = takeID()
-                let registered = state.withLockedValue { state in
-                    guard !state.stopped else { return false }
-                    state.maintenance[ticket] = { [self] outcome in
-                        runHints { $0.storageCompleted(id: id, outcome, view: $1) }
-                    }
-                    return true
+                storage(.reconcile(key, object)) { [self] outcome in
+                    runHints { $0.storageCompleted(id: id, outcome, view: $1) }
                 }
-                if registered { enqueueWrite(.maintenance(id: ticket), .reconcile(key, object)) }
             case .startTimer(let id, let milliseconds):
                 let timer = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
                     hintTimers.withLockedValue { $0[id] = nil }

@@ -65,15 +65,9 @@ extension ClusterNode {
             case .send(let message, let target):
                 transport.send(message, to: target)
             case .reap(let id, let key, let hash):
-                let ticket = takeID()
-                let registered = state.withLockedValue { state in
-                    guard !state.stopped else { return false }
-                    state.maintenance[ticket] = { [self] outcome in
-                        runReaper { reaper, _ in reaper.storageCompleted(id: id, outcome) }
-                    }
-                    return true
+                storage(.reap(key, objectHash: hash)) { [self] outcome in
+                    runReaper { reaper, _ in reaper.storageCompleted(id: id, outcome) }
                 }
-                if registered { enqueueWrite(.maintenance(id: ticket), .reap(key, objectHash: hash)) }
             case .startTimer(let id, let milliseconds):
                 let timer = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
                     reaperTimers.withLockedValue { $0[id] = nil }

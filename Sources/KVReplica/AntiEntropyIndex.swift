@@ -28,21 +28,9 @@ package final class AntiEntropyIndex: Sendable {
 
     /// Monotonic counters, for status and tests.
     package struct Counters: Sendable {
-        package var exchanges: Int64 = 0
-        package var exchangesInSync: Int64 = 0
-        package var divergentSegments: Int64 = 0
-        package var keysCompared: Int64 = 0
-        package var keysRepaired: Int64 = 0
-        /// Differing keys left alone because they changed during the settle delay.
-        package var keysInFlight: Int64 = 0
         package var treesRebuilt: Int64 = 0
         /// Tombstones reaped on another member's word (the reaper counts its own).
         package var tombstonesReaped: Int64 = 0
-        /// Full passes over this node's partitions.
-        package var rounds: Int64 = 0
-        /// Partitions found divergent in the last full pass, and in the current one.
-        package var divergentLastRound: Int64 = -1
-        package var divergentThisRound: Int64 = 0
     }
 
     private struct Trees: Sendable {

@@ -39,6 +39,12 @@ struct SimulatedNode {
     var hintDelivery: HintDelivery
     /// Hint timers cancelled before they fired.
     var cancelledHintTimers: Set<UInt64> = []
+    /// Anti-entropy exchanges, as the node runs them.
+    var antiEntropyExchange: AntiEntropyExchange
+    /// Exchange timers cancelled before they fired.
+    var cancelledAntiEntropyTimers: Set<UInt64> = []
+    /// Membership ticks so far (exchanges and reaping passes start every few).
+    var membershipTicks = 0
     /// Tombstone reaping, as the node runs it.
     var reaper: TombstoneReaper
     /// Reaper timers cancelled before they fired.
@@ -64,6 +70,9 @@ struct SimulatedNode {
             on: volume, partitionCount: layout.partitionCount, actor: actor, faults: faults, clock: clock)
         hintDelivery = HintDelivery(
             settings: SimulatedWorld.hintSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
+        antiEntropyExchange = AntiEntropyExchange(
+            settings: SimulatedWorld.antiEntropySettings,
+            firstMessageID: SimulatedWorld.firstMessageID(&random))
         reaper = TombstoneReaper(
             settings: SimulatedWorld.reaperSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         membership = Membership(

@@ -67,6 +67,8 @@ enum SimulationEvent {
     case hintEvent(node: Int, life: Int, HintEvent)
     /// A reaper's index read or reap finished, or its timer fired.
     case reaperEvent(node: Int, life: Int, ReaperEvent)
+    /// An exchange machine's read or merge finished, or its timer fired.
+    case antiEntropyEvent(node: Int, life: Int, AntiEntropyEvent)
 }
 
 /// What a node's storage or clock reports to its hint machine.
@@ -249,8 +251,9 @@ struct SimulatedWorld {
                 "after healing the layout change to version \(layout.version) still moves data: \(transition.pendingTransfers(in: layout).count) transfers pending"
             )
         }
-        // Anti-entropy, twice: the first pass repairs, the second must find nothing.
-        antiEntropyRepairs = [antiEntropyPass(), antiEntropyPass()]
+        // Anti-entropy, two full rounds by the nodes' own machines: the first repairs,
+        // the second must find nothing.
+        antiEntropyRepairs = [antiEntropyRound(), antiEntropyRound()]
         if antiEntropyRepairs[1] != 0 {
             report.violations.append(
                 "anti-entropy repaired \(antiEntropyRepairs[1]) keys in a second pass right after the first: repair does not stop when replicas agree"
@@ -328,6 +331,8 @@ struct SimulatedWorld {
                 runHints(at: to) { $0.received(answer, from: sender, view: $1) }
             case .reaping(let reaping):
                 receiveReaping(reaping, from: from, at: to)
+            case .antiEntropy(let antiEntropy):
+                receiveAntiEntropy(antiEntropy, from: from, at: to)
             case .hints(.handoff(let id, _, _)) where configuration.injectedBug == .handoffsAreIgnored:
                 // The planted defect: the target acknowledges a hint it never stores.
                 send(.hints(.handedOff(id: id, error: nil)), from: to, to: from)
@@ -344,6 +349,9 @@ struct SimulatedWorld {
             } else if case .reaping(let query) = message {
                 let target = nodes[to].id
                 runReaper(at: from) { reaper, _ in reaper.sendFailed(query, to: target) }
+            } else if case .antiEntropy(let request) = message {
+                let target = nodes[to].id
+                runAntiEntropy(at: from) { machine, _ in machine.sendFailed(request, to: target) }
             } else {
                 perform(nodes[from].coordinator.sendFailed(message, to: nodes[to].id), at: from)
             }
@@ -391,12 +399,19 @@ struct SimulatedWorld {
             nodes[node].reaper = TombstoneReaper(
                 settings: Self.reaperSettings, firstMessageID: Self.firstMessageID(&random))
             nodes[node].cancelledReaperTimers = []
+            nodes[node].antiEntropyExchange = AntiEntropyExchange(
+                settings: Self.antiEntropySettings, firstMessageID: Self.firstMessageID(&random))
+            nodes[node].cancelledAntiEntropyTimers = []
             schedule(.membershipTick(node, life: nodes[node].life), after: 1)
         case .membershipTick(let node, let life):
             guard nodes[node].isUp, nodes[node].life == life, now < ticksUntil else { return }
             performMembership(nodes[node].membership.tick(now: nodes[node].localTime(now)), at: node)
             runHints(at: node) { $0.tick($1) }
-            runReaper(at: node) { $0.tick($1) }
+            nodes[node].membershipTicks += 1
+            if nodes[node].membershipTicks % Self.antiEntropyTickEvery == 0 {
+                runAntiEntropy(at: node) { $0.tick($1) }
+                runReaper(at: node) { $0.tick($1) }
+            }
             let interval = max(1, Int64(Double(Self.membershipTickInterval) / nodes[node].clockRate))
             schedule(.membershipTick(node, life: life), after: interval)
         case .partition(let split):
@@ -431,6 +446,9 @@ struct SimulatedWorld {
         case .reaperEvent(let node, let life, let event):
             guard nodes[node].isUp, nodes[node].life == life else { return }
             handleReaperEvent(event, at: node)
+        case .antiEntropyEvent(let node, let life, let event):
+            guard nodes[node].isUp, nodes[node].life == life else { return }
+            handleAntiEntropyEvent(event, at: node)
         case .rebalanceTick:
             guard now < ticksUntil || (metadata?.transition != nil && now - 60_000 < ticksUntil) else {
                 return
@@ -832,50 +850,6 @@ struct SimulatedWorld {
                 report.violations.append("n\(node) still holds \(left) hints after healing")
             }
         }
-    }
-
-    /// One anti-entropy pass: for every partition and every pair of its replicas, compare
-    /// their Merkle trees, descend into differing segments and leaves, and merge the
-    /// differing keys into both. Returns how many keys it repaired.
-    mutating func antiEntropyPass() -> Int {
-        let layout = nodes[0].coordinator.layout
-        var repaired = 0
-        func rows(_ node: Int, _ partition: PartitionID) -> [KeyHash] {
-            let entries =
-                (try? nodes[node].engine.entries(in: StorageLayout.partitionRange(partition), of: .data))
-                ?? []
-            return entries.compactMap { entry in
-                guard let object = try? StoredObjectCodec.decode(entry.value) else { return nil }
-                return KeyHash(key: entry.key, hash: MerkleTree.objectHash(object))
-            }
-        }
-        for partition in (0..<layout.partitionCount).map({ PartitionID(rawValue: UInt32($0)) }) {
-            let replicas = layout.replicas(of: partition).map(index(of:))
-            for (position, a) in replicas.enumerated() {
-                for b in replicas.dropFirst(position + 1) {
-                    var trees = [MerkleTree(), MerkleTree()]
-                    let listings = [rows(a, partition), rows(b, partition)]
-                    for side in 0..<2 {
-                        for row in listings[side] { trees[side].update(row.key, from: nil, to: row.hash) }
-                    }
-                    let segments = trees[0].differingSegments(trees[1].segmentHashes)
-                    guard !segments.isEmpty else { continue }
-                    let leaves = Set(
-                        trees[0].differingLeaves(in: segments, trees[1].leafHashes(of: segments)))
-                    let inLeaves = listings.map { $0.filter { leaves.contains(MerkleTree.leaf(of: $0.key)) } }
-                    for key in MerkleTree.differingKeys(inLeaves[0], inLeaves[1]) {
-                        let row = ReplicaKey(partition: partition, bytes: key)
-                        guard case .object(let left) = execute(.load(row), at: a),
-                            case .object(let right) = execute(.load(row), at: b)
-                        else { continue }
-                        _ = execute(.reconcile(row, right), at: a)
-                        _ = execute(.reconcile(row, left), at: b)
-                        repaired += 1
-                    }
-                }
-            }
-        }
-        return repaired
     }
 
     // MARK: - Checkers

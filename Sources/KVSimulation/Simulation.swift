@@ -114,6 +114,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var partitionsHandedOff = 0
     /// Tombstone copies reaped.
     public var tombstonesReaped = 0
+    /// Keys that anti-entropy exchanges merged back into a replica.
+    public var keysRepaired = 0
     /// Virtual milliseconds the run took.
     public var virtualMilliseconds: Int64 = 0
     /// Every broken property, one sentence each. Empty when the run passed.
@@ -129,7 +131,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         var text =
             "seed \(seed): \(writesAcknowledged) writes acknowledged, \(writesNotAcknowledged) not, \(conditionsNotMet) refused by their condition; \(incrementsAcknowledged) increments acknowledged; "
             + "\(readsSucceeded) reads succeeded, \(readsFailed) failed; \(messagesDropped) messages dropped, "
-            + "\(messagesDuplicated) duplicated; \(crashes) crashes, \(disksLost) disks lost; \(layoutChanges) layout changes, \(partitionsHandedOff) partitions handed off; \(tombstonesReaped) tombstones reaped; at most \(largestSiblingCount) siblings; "
+            + "\(messagesDuplicated) duplicated; \(crashes) crashes, \(disksLost) disks lost; \(layoutChanges) layout changes, \(partitionsHandedOff) partitions handed off; \(tombstonesReaped) tombstones reaped, \(keysRepaired) keys repaired by anti-entropy; at most \(largestSiblingCount) siblings; "
             + "\(virtualMilliseconds) virtual ms"
         if !passed {
             text += "\nFAILED:\n" + violations.map { "  - \($0)" }.joined(separator: "\n")

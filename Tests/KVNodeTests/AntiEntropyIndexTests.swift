@@ -67,6 +67,6 @@ struct AntiEntropyIndexTests {
         )
         let differing = MerkleTree.differingKeys(before.ours, before.theirs)
         #expect(differing == [a, b, c, d])
-        #expect(ClusterNode.settledDifferences(differing, before: before, after: after) == [a, d])
+        #expect(AntiEntropyExchange.settledDifferences(differing, before: before, after: after) == [a, d])
     }
 }
