@@ -67,6 +67,24 @@ struct SimulationTests {
         }
     }
 
+    /// Seeds that fail now that the simulator reaps tombstones and runs anti-entropy with
+    /// the real machines; not fixed yet. In seed 9902 a row's tombstone is reaped on
+    /// every replica, the row is written again (w49, w51, w53, all acknowledged), and a
+    /// later read merges those replicas' copies into an object with no values and
+    /// repairs them with it. The likely cause: the new writes' dots restart from the
+    /// reaped row's empty clock, so a context from before the reap covers dots that now
+    /// name new writes. 8609 looks like the same reuse (two values that never converge).
+    /// 2258 and 6012 follow a disk loss and are not analysed yet. Once fixed, these move
+    /// to ``pinnedSeeds``.
+    @Test(
+        "seeds found by the 10,000-seed sweep once reaping and anti-entropy ran for real",
+        .disabled("dots are reused after a tombstone is reaped: acknowledged writes are lost"),
+        arguments: [2033, 2258, 5874, 6012, 8609, 9902] as [UInt64])
+    func foundByTheRealMachines(seed: UInt64) {
+        let report = Simulation(SimulationConfiguration(seed: seed)).run()
+        #expect(report.passed, "\(report)")
+    }
+
     @Test("the same seed replays the same run")
     func determinism() {
         var traces: [[String]] = []
