@@ -10,9 +10,12 @@ public enum ReplicaRules {
     /// before deleting): users expect a delete to remove the value, not to add a
     /// tombstone beside it, and deleting an absent row changes nothing. A put without
     /// a context is concurrent with everything, so existing values stay as siblings.
-    public static func coordinate(_ object: StoredObject, _ write: ProposedWrite, actor: ActorID)
-        -> StoredObject?
-    {
+    ///
+    /// The new dot's counter is at least `minimumCounter` (see
+    /// ``DottedVersionVectorSet/recordWrite(_:context:actor:minimumCounter:)``).
+    public static func coordinate(
+        _ object: StoredObject, _ write: ProposedWrite, actor: ActorID, minimumCounter: UInt64 = 1
+    ) -> StoredObject? {
         // A retry of a write this row already holds (same client request id) is
         // answered with the row as it is: applying it again would add a second version.
         if let requestID = write.sibling.requestID,
@@ -23,7 +26,7 @@ public enum ReplicaRules {
         if write.sibling.isTombstone && write.context == nil && object.isDeleted { return nil }
         var updated = object
         let supersedes = write.context ?? (write.sibling.isTombstone ? object.context : VersionVector())
-        updated.recordWrite(write.sibling, context: supersedes, actor: actor)
+        updated.recordWrite(write.sibling, context: supersedes, actor: actor, minimumCounter: minimumCounter)
         return updated
     }
 
@@ -42,7 +45,7 @@ public enum ReplicaRules {
     /// row holds something else.
     public static func increment(
         _ object: StoredObject, by delta: Int64, actor: ActorID, timestampMilliseconds: Int64,
-        requestID: String? = nil
+        requestID: String? = nil, minimumCounter: UInt64 = 1
     ) throws(KVError) -> StoredObject? {
         if let requestID, object.values.contains(where: { $0.requestID == requestID }) { return nil }
         var updated = object
@@ -51,7 +54,7 @@ public enum ReplicaRules {
         let value = RowValue(bytes: state.encoded(), contentType: CounterState.contentType)
         updated.recordWrite(
             Sibling(value: value, timestampMilliseconds: timestampMilliseconds, requestID: requestID),
-            context: object.context, actor: actor)
+            context: object.context, actor: actor, minimumCounter: minimumCounter)
         return updated
     }
 }

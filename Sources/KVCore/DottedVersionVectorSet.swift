@@ -124,18 +124,24 @@ public struct DottedVersionVectorSet<Element: Hashable & Sendable>: Hashable, Se
     ///
     /// Exactly the versions `context` covers are replaced; the new value gets the dot
     /// `(actor, n + 1)` where `n` is the highest counter of `actor` known here or in the
-    /// context.
+    /// context; an actor new to the row starts at `minimumCounter`. An actor passes a
+    /// minimum above every counter it issued: once a row is reaped its clock is gone, and
+    /// a context from before would otherwise cover the dots of later writes.
     @discardableResult
-    public mutating func recordWrite(_ value: Element, context: VersionVector, actor: ActorID) -> Dot {
+    public mutating func recordWrite(
+        _ value: Element, context: VersionVector, actor: ActorID, minimumCounter: UInt64 = 1
+    ) -> Dot {
         self = discarding(coveredBy: context)
         if let index = entries.firstIndex(where: { $0.actor == actor }) {
+            // Never a jump here: an entry's values carry consecutive counters.
             entries[index].counter += 1
             entries[index].values.insert(value, at: 0)
             return Dot(actor: actor, counter: entries[index].counter)
         }
+        let counter = max(1, minimumCounter)
         let insertionIndex = entries.firstIndex(where: { actor < $0.actor }) ?? entries.endIndex
-        entries.insert(Entry(actor: actor, counter: 1, values: [value]), at: insertionIndex)
-        return Dot(actor: actor, counter: 1)
+        entries.insert(Entry(actor: actor, counter: counter, values: [value]), at: insertionIndex)
+        return Dot(actor: actor, counter: counter)
     }
 
     /// Combines two replicas' states of the same key: a value survives if neither side

@@ -40,6 +40,9 @@ package final class ReplicaStore: Sendable {
     package let engine: any StorageEngine
     /// The actor this replica makes dots with.
     package let actor: ActorID
+    /// The highest dot counter this actor issued, on any row (a new incarnation is a new
+    /// actor, so this starts at 0 with every start).
+    private let issuedCounter = Locked<UInt64>(0)
     /// The tables this replica knows, by name.
     package let catalog: Locked<[TableName: TableDescriptor]>
     /// Seals and opens contexts (for `If-Match`).
@@ -157,16 +160,21 @@ package final class ReplicaStore: Sendable {
                 sealer: sealer.withLockedValue { $0 })
         }
         let updated: StoredObject?
+        // Above every counter this actor issued on any row: a reaped row's clock is
+        // gone, and a context from before the reap must not cover the next write's dot.
+        let minimumCounter = issuedCounter.withLockedValue { $0 } + 1
         if let delta = write.increment {
             updated = try ReplicaRules.increment(
                 stored, by: faults.incrementDelta?(delta) ?? delta, actor: actor,
                 timestampMilliseconds: write.sibling.timestampMilliseconds,
-                requestID: write.sibling.requestID)
+                requestID: write.sibling.requestID, minimumCounter: minimumCounter)
         } else {
-            updated = ReplicaRules.coordinate(stored, write, actor: actor)
+            updated = ReplicaRules.coordinate(stored, write, actor: actor, minimumCounter: minimumCounter)
         }
         guard let updated else { return nil }
         try RowChecks.checkLimits(updated, limits)
+        let issued = updated.context.counter(for: actor)
+        issuedCounter.withLockedValue { $0 = max($0, issued) }
         return updated
     }
 }

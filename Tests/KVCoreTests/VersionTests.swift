@@ -52,6 +52,25 @@ struct VersionTests {
         #expect(clock.context.dominates(read))
     }
 
+    /// A row whose clock is gone (its tombstone was reaped) must not hand out dots that a
+    /// context from before still covers.
+    @Test func anActorNewToARowStartsAtItsMinimum() {
+        var before = Clock()
+        before.recordWrite(1, context: VersionVector(), actor: actorA)
+        before.recordWrite(2, context: before.context, actor: actorA)
+        let staleContext = before.context
+        var reaped = Clock()
+        let dot = reaped.recordWrite(3, context: VersionVector(), actor: actorA, minimumCounter: 3)
+        #expect(dot == Dot(actor: actorA, counter: 3))
+        // A write with the stale context leaves the new value beside it.
+        reaped.recordWrite(4, context: staleContext, actor: actorB)
+        #expect(Set(reaped.values) == [3, 4])
+        // An actor the row knows counts on from its own entry: its values' counters stay
+        // consecutive.
+        #expect(
+            reaped.recordWrite(5, context: reaped.context, actor: actorA, minimumCounter: 99).counter == 4)
+    }
+
     @Test func staleContextKeepsUnseenVersions() {
         var clock = Clock()
         clock.recordWrite(1, context: VersionVector(), actor: actorA)
