@@ -124,17 +124,21 @@ public struct DottedVersionVectorSet<Element: Hashable & Sendable>: Hashable, Se
     ///
     /// Exactly the versions `context` covers are replaced; the new value gets the dot
     /// `(actor, n + 1)` where `n` is the highest counter of `actor` known here or in the
-    /// context; an actor new to the row starts at `minimumCounter`. An actor passes a
-    /// minimum above every counter it issued: once a row is reaped its clock is gone, and
-    /// a context from before would otherwise cover the dots of later writes.
+    /// context, or `minimumCounter` if that is higher and no value of `actor` survives.
+    /// An actor passes a minimum above every counter it issued: once a row is reaped its
+    /// clock is gone, and a dot counted on from a context that came from before the reap
+    /// (or from no context at all) could be one the reaped tombstone had, which a replica
+    /// that has not reaped yet would take for the same write.
     @discardableResult
     public mutating func recordWrite(
         _ value: Element, context: VersionVector, actor: ActorID, minimumCounter: UInt64 = 1
     ) -> Dot {
         self = discarding(coveredBy: context)
         if let index = entries.firstIndex(where: { $0.actor == actor }) {
-            // Never a jump here: an entry's values carry consecutive counters.
-            entries[index].counter += 1
+            // An entry's values carry consecutive counters, so a counter jumps only over an
+            // entry with none left.
+            let next = entries[index].counter + 1
+            entries[index].counter = entries[index].values.isEmpty ? max(next, minimumCounter) : next
             entries[index].values.insert(value, at: 0)
             return Dot(actor: actor, counter: entries[index].counter)
         }

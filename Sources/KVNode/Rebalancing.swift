@@ -641,12 +641,20 @@ extension ClusterNode {
             return state.foreignSince[partition]!
         }
         guard since + Self.dropGrace <= now else { return }
-        let dropped = try? await local.blocking { [self] () throws(KVError) -> Bool in
-            let range = StorageLayout.partitionRange(partition)
-            let any = try storageWork("looking for a dropped partition's rows") {
+        let range = StorageLayout.partitionRange(partition)
+        let any = try? await local.blocking { [local] () throws(KVError) -> Bool in
+            try storageWork("looking for a dropped partition's rows") {
                 try local.engine.cursor(over: range, in: .data, direction: .forward).next() != nil
             }
-            guard any else { return false }
+        }
+        guard any == true else { return }
+        // A previous owner takes writes until the change is over, also after it released,
+        // and a stale coordinator may still send one: the owners get whatever they lack
+        // before the copy goes, or it stays until they can.
+        for owner in layout.replicas(of: partition) where owner != nodeID {
+            guard isReachable(owner), await pushDifferences(partition, to: owner) else { return }
+        }
+        let dropped = try? await local.blocking { [self] () throws(KVError) -> Bool in
             // Checked again under the metadata lock, so a change that placed the
             // partition here since cannot lose its first rows.
             return try withMetadataLock { () throws(KVError) -> Bool in

@@ -563,12 +563,34 @@ struct SimulatedWorld {
     }
 
     /// Drops the node's copies of partitions no layout in use places on it, by its own
-    /// copy of the metadata.
+    /// copy of the metadata. As the node shell does, a copy first goes to the owners: a
+    /// previous owner takes writes until the change is over, after it released.
     mutating func dropForeignPartitions(at node: Int) {
         guard let layout = nodes[node].metadata?.layout else { return }
         for index in 0..<layout.partitionCount {
             let partition = PartitionID(rawValue: UInt32(index))
             if keeps(partition, at: node) { continue }
+            let rows =
+                (try? nodes[node].engine.entries(in: StorageLayout.partitionRange(partition), of: .data))
+                ?? []
+            if !rows.isEmpty {
+                let owners = layout.replicas(of: partition).map(self.index(of:))
+                guard
+                    owners.allSatisfy({ owner in
+                        nodes[owner].isUp && sides.map { $0[owner] == $0[node] } != false
+                    })
+                else {
+                    schedule(.dropCheck(node: node), after: 1_000)
+                    continue
+                }
+                for row in rows {
+                    guard let object = try? StoredObjectCodec.decode(row.value) else { continue }
+                    for owner in owners {
+                        _ = execute(
+                            .reconcile(ReplicaKey(partition: partition, bytes: row.key), object), at: owner)
+                    }
+                }
+            }
             // As the node shell drops a partition: its rows and their index entries.
             var batch = WriteBatch()
             batch.deleteRange(StorageLayout.partitionRange(partition), in: .data)

@@ -65,10 +65,27 @@ struct VersionTests {
         // A write with the stale context leaves the new value beside it.
         reaped.recordWrite(4, context: staleContext, actor: actorB)
         #expect(Set(reaped.values) == [3, 4])
-        // An actor the row knows counts on from its own entry: its values' counters stay
-        // consecutive.
+        // An actor whose value survives counts on from its own entry: its values' counters
+        // stay consecutive.
         #expect(
-            reaped.recordWrite(5, context: reaped.context, actor: actorA, minimumCounter: 99).counter == 4)
+            reaped.recordWrite(5, context: VersionVector(), actor: actorA, minimumCounter: 99).counter == 4)
+    }
+
+    /// The context a client read before a reap names the coordinator's actor, so the row
+    /// learns the actor from the context and has none of its values: the next dot must
+    /// still clear the minimum, or it repeats the dot of the reaped tombstone, and a
+    /// replica still holding that tombstone takes the new write for it (seed 8609).
+    @Test func anActorKnownOnlyFromTheContextStartsAtItsMinimum() {
+        var beforeReap = Clock()
+        beforeReap.recordWrite(1, context: VersionVector(), actor: actorA)
+        let readBeforeTheDelete = beforeReap.context
+        let tombstone = beforeReap.recordWrite(0, context: beforeReap.context, actor: actorA)
+        var reaped = Clock()
+        let dot = reaped.recordWrite(2, context: readBeforeTheDelete, actor: actorA, minimumCounter: 3)
+        #expect(dot != tombstone)
+        #expect(dot == Dot(actor: actorA, counter: 3))
+        // A replica that has not reaped yet sees the new write as newer than its tombstone.
+        #expect(beforeReap.merging(reaped).values == [2])
     }
 
     @Test func staleContextKeepsUnseenVersions() {
