@@ -13,7 +13,12 @@ extension ClusterNode {
     /// What the reaper sees of this node now.
     func reaperView() -> ReaperView {
         let metadata = metadata
-        let others = metadata.activeMembers.filter { $0 != nodeID }
+        // A member that left may still run and hold hints it has yet to hand back, older
+        // than the tombstone: while it is reachable it is asked too (once it is gone its
+        // hints go with it, so it holds up nothing).
+        let others =
+            metadata.activeMembers.filter { $0 != nodeID }
+            + metadata.departed.filter { $0 != nodeID && isReachable($0) }.sorted()
         return ReaperView(
             node: nodeID, members: others, reachable: Set(others.filter(isReachable)),
             layout: metadata.isFormed ? metadata.layout : nil,

@@ -18,10 +18,15 @@ extension SimulatedWorld {
     func reaperView(_ node: Int) -> ReaperView {
         let me = nodes[node].id
         let metadata = nodes[node].metadata
-        let members = (metadata?.activeMembers ?? nodes.map(\.id)).filter { $0 != me }
+        let alive = { (member: NodeID) in nodes[node].membership.state(of: member)?.status == .alive }
+        // As the node shell does: a member that left is asked while it is reachable (it
+        // may hold hints older than the tombstone).
+        let members =
+            (metadata?.activeMembers ?? nodes.map(\.id)).filter { $0 != me }
+            + (metadata?.departed ?? []).filter { $0 != me && alive($0) }.sorted()
         return ReaperView(
             node: me, members: members,
-            reachable: Set(members.filter { nodes[node].membership.state(of: $0)?.status == .alive }),
+            reachable: Set(members.filter(alive)),
             layout: metadata?.layout ?? nodes[node].coordinator.layout,
             moving: Set(metadata?.placement.map { Array($0.previousOwners.keys) } ?? []),
             indexComplete: nodes[node].store.antiEntropy.indexComplete)
