@@ -161,7 +161,11 @@ public final class ClusterNode: KeyValueService, Sendable {
     let reaper: NIOLockedValueBox<TombstoneReaper>
     /// The reaper's timers, by query id.
     let reaperTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
-    /// The transfers of layout changes this node takes part in.
+    /// The transfers of layout changes this node receives (see `TransferReceiving.swift`).
+    let transfers: NIOLockedValueBox<PartitionTransfers>
+    /// The transfer machine's timers, by id.
+    let transferTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
+    /// The transfers this node serves, its releases and drops.
     let rebalance = NIOLockedValueBox(RebalanceState())
     /// Serializes metadata changes with their storage, so a newer copy is never
     /// overwritten on disk by an older one.
@@ -297,6 +301,10 @@ public final class ClusterNode: KeyValueService, Sendable {
             AntiEntropyExchange(
                 settings: AntiEntropySettings(
                     requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
+                firstMessageID: random.next() >> 1))
+        transfers = NIOLockedValueBox(
+            PartitionTransfers(
+                settings: TransferSettings(batchBytes: settings.transferBatchBytes),
                 firstMessageID: random.next() >> 1))
         reaper = NIOLockedValueBox(
             TombstoneReaper(
@@ -619,8 +627,11 @@ public final class ClusterNode: KeyValueService, Sendable {
             } else if case .antiEntropy(let answer) = message {
                 runAntiEntropy { machine, _ in machine.received(answer, from: sender) }
             }
-        case .transfers(.transferRows(let id, _, _)), .transfers(.transfersReport(let id, _)):
+        case .transfers(.transfersReport(let id, _)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: message)
+        case .transfers(.transferRows):
+            guard case .transfers(let answer) = message else { return }
+            runTransfers { machine, view in machine.received(answer, from: sender, view: view) }
         case .reaping(.reapAnswer):
             guard case .reaping(let answer) = message else { return }
             runReaper { reaper, _ in reaper.received(answer, from: sender) }
@@ -665,9 +676,11 @@ public final class ClusterNode: KeyValueService, Sendable {
             } else if case .antiEntropy(let request) = message {
                 runAntiEntropy { machine, _ in machine.sendFailed(request, to: target) }
             }
-        case .transfers(.transferPull(let id, _, _, _, _)),
-            .transfers(.transfersRequest(let id)):
+        case .transfers(.transfersRequest(let id)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
+        case .transfers(.transferPull):
+            guard case .transfers(let request) = message else { return }
+            runTransfers { machine, view in machine.sendFailed(request, view: view) }
         case .quorum:
             run { $0.sendFailed(message, to: target) }
         }

@@ -8,21 +8,6 @@ import NIOCore
 /// What a node knows of the transfers it takes part in: the ones it receives (with
 /// progress) and the ones it serves (with their snapshots).
 struct RebalanceState: Sendable {
-    /// One partition this node receives.
-    struct Inbound: Sendable {
-        var layoutVersion: UInt64
-        var source: NodeID?
-        var state = "waiting"
-        var rows: UInt64 = 0
-        var bytes: UInt64 = 0
-        var estimatedRows: UInt64 = 0
-        var batches: UInt64 = 0
-        /// Recent bytes per second (exponentially smoothed).
-        var rate: Double = 0
-        var lastBatch: NIODeadline?
-        var running = false
-    }
-
     /// One partition this node serves to one new owner.
     struct Outbound: Sendable {
         var layoutVersion: UInt64
@@ -43,13 +28,10 @@ struct RebalanceState: Sendable {
         var partition: PartitionID
     }
 
-    var inbound: [PartitionID: Inbound] = [:]
     var outbound: [OutboundKey: Outbound] = [:]
     /// Partitions whose release (the previous owner's check) is running.
     var releasing: Set<PartitionID> = []
     var stepRunning = false
-    /// When the node's byte budget next allows a batch (the rate limit).
-    var throttleUntil = NIODeadline.uptimeNanoseconds(0)
     var sweepCursor = 0
     /// When each partition this node holds rows of was first seen placed elsewhere.
     var foreignSince: [PartitionID: NIODeadline] = [:]
@@ -57,16 +39,10 @@ struct RebalanceState: Sendable {
 
     /// The transfer counters, by their status names.
     struct Counters: Sendable {
-        var transfersStarted: Int64 = 0
-        var transfersCompleted: Int64 = 0
-        var batchesReceived: Int64 = 0
-        var rowsReceived: Int64 = 0
-        var bytesReceived: Int64 = 0
         var batchesSent: Int64 = 0
         var rowsSent: Int64 = 0
         var bytesSent: Int64 = 0
         var batchesResent: Int64 = 0
-        var pullsFailed: Int64 = 0
         var pullsRefused: Int64 = 0
         var partitionsReleased: Int64 = 0
         var releaseRepairs: Int64 = 0
@@ -86,14 +62,10 @@ extension ClusterNode {
     static let rebalanceTick = TimeAmount.milliseconds(200)
     /// How long a source keeps an idle transfer's snapshot.
     static let transferSessionIdle = TimeAmount.seconds(60)
-    /// How long a pull waits for its batch.
-    static let transferTimeout = TimeAmount.seconds(10)
     /// How long a partition must stay placed elsewhere before this node drops its copy:
     /// longer than metadata takes to reach every node, so a node that hears of the end
     /// of a change late still finds the rows it reads.
     static let dropGrace = TimeAmount.seconds(10)
-    /// The prefix of the stored transfer cursors (metadata keyspace).
-    static let cursorPrefix = Array("handoff/cursor/".utf8)
 
     func startRebalancing() -> RepeatedTask {
         eventLoop.scheduleRepeatedTask(initialDelay: Self.rebalanceTick, delay: Self.rebalanceTick) {
@@ -120,13 +92,9 @@ extension ClusterNode {
         let now = NIODeadline.now()
         rebalance.withLockedValue { state in
             state.outbound = state.outbound.filter { $0.value.lastUsed + Self.transferSessionIdle > now }
-            // Progress of another layout version is over.
-            state.inbound = state.inbound.filter {
-                $0.value.layoutVersion == layout.version || $0.value.running
-            }
         }
+        runTransfers { machine, view in machine.tick(view) }
         if let transition = metadata.transition {
-            startTransfers(transition, layout: layout, control: metadata.handoffControl)
             for index in 0..<layout.partitionCount {
                 let partition = PartitionID(rawValue: UInt32(index))
                 guard transition.releasers(of: partition, in: layout).contains(nodeID),
@@ -144,259 +112,11 @@ extension ClusterNode {
         await dropOneForeignPartition(metadata, layout: layout)
     }
 
-    // MARK: - Receiving
-
-    private func startTransfers(_ transition: LayoutTransition, layout: Layout, control: HandoffControl) {
-        let pending = transition.pendingTransfers(in: layout)
-        for slot in pending where slot.node == nodeID {
-            rebalance.withLockedValue { state in
-                // A transfer of an older version still running keeps its record until it
-                // notices the new version and stops.
-                if state.inbound[slot.partition]?.layoutVersion != layout.version,
-                    state.inbound[slot.partition]?.running != true
-                {
-                    state.inbound[slot.partition] = RebalanceState.Inbound(layoutVersion: layout.version)
-                }
-            }
-        }
-        guard !control.paused else {
-            rebalance.withLockedValue { state in
-                for (partition, inbound) in state.inbound
-                where !inbound.running && inbound.state != "received" {
-                    state.inbound[partition]!.state = "paused"
-                }
-            }
-            return
-        }
-        // The cluster-wide limit admits the first transfers of one order every node
-        // computes alike; a node whose copy of the metadata lags sees more pending, so
-        // it admits fewer, never more.
-        // Transfers to a node believed down are not counted: they cannot start, and must
-        // not hold the cluster's slots.
-        let startable = state.withLockedValue { state in
-            pending.filter { $0.node == nodeID || state.believesUp($0.node) }
-        }
-        let admitted = startable.prefix(control.clusterConcurrency).filter { $0.node == nodeID }
-        for slot in admitted {
-            let start = rebalance.withLockedValue { state in
-                let running = state.inbound.values.filter(\.running).count
-                guard running < control.nodeConcurrency, state.inbound[slot.partition]?.running == false
-                else {
-                    return false
-                }
-                state.inbound[slot.partition]!.running = true
-                state.inbound[slot.partition]!.state = "running"
-                state.counters.transfersStarted += 1
-                return true
-            }
-            guard start else { continue }
-            Task {
-                await receive(slot.partition, layoutVersion: layout.version)
-                rebalance.withLockedValue { state in
-                    guard state.inbound[slot.partition]?.layoutVersion == layout.version else { return }
-                    state.inbound[slot.partition]?.running = false
-                    if state.inbound[slot.partition]?.state == "running" {
-                        state.inbound[slot.partition]?.state = "waiting"
-                    }
-                }
-            }
-        }
-    }
-
-    static func cursorKey(version: UInt64, partition: PartitionID) -> [UInt8] {
-        var writer = BinaryWriter(capacity: cursorPrefix.count + 12)
-        writer.writeRaw(cursorPrefix)
-        writer.writeFixed(version)
-        writer.writeRaw(StorageLayout.partitionPrefix(partition))
-        return writer.bytes
-    }
-
-    /// Pulls `partition` batch by batch from a previous owner until it is all here, or
-    /// the transfer pauses, fails or stops being wanted (a later tick resumes it from the
-    /// stored cursor).
-    private func receive(_ partition: PartitionID, layoutVersion: UInt64) async {
-        let key = Self.cursorKey(version: layoutVersion, partition: partition)
-        // The cursor: 1 and nothing when the partition is all here, 0 and the last key
-        // stored otherwise.
-        let stored = (try? local.metadataRecord(key)) ?? nil
-        if stored?.first == 1 {
-            await markReceived(partition, layoutVersion: layoutVersion)
-            return
-        }
-        var after: [UInt8]? = stored.flatMap { $0.count > 1 ? Array($0.dropFirst()) : nil }
-        var sourceIndex = 0
-        var failures = 0
-        while !isStopping, failures < 6 {
-            let metadata = metadata
-            guard let layout = metadata.layout, layout.version == layoutVersion,
-                let transition = metadata.transition,
-                transition.pendingTransfers(in: layout).contains(
-                    TransferSlot(partition: partition, node: nodeID))
-            else { return }
-            if metadata.handoffControl.paused {
-                rebalance.withLockedValue { $0.inbound[partition]?.state = "paused" }
-                return
-            }
-            let candidates = transition.sources(of: partition, in: layout)
-            if candidates.isEmpty {
-                // Every previous owner was abandoned: nothing is left to copy.
-                await markReceived(partition, layoutVersion: layoutVersion)
-                return
-            }
-            let sources = candidates.filter { isReachable($0) }
-            guard !sources.isEmpty else {
-                rebalance.withLockedValue { $0.inbound[partition]?.source = nil }
-                return
-            }
-            let source = sources[sourceIndex % sources.count]
-            rebalance.withLockedValue { $0.inbound[partition]?.source = source }
-            await throttle()
-            let answer = await request(
-                {
-                    .transfers(
-                        .transferPull(
-                            id: $0, partition: partition, layoutVersion: layoutVersion, after: after,
-                            maximumBytes: settings.transferBatchBytes))
-                }, to: source, timeout: Self.transferTimeout)
-            guard case .transfers(.transferRows(_, let page, let estimate))? = answer, page.error == nil
-            else {
-                failures += 1
-                sourceIndex += 1
-                rebalance.withLockedValue { $0.counters.pullsFailed += 1 }
-                try? await Task.sleep(for: .milliseconds(200 * failures))
-                continue
-            }
-            guard await store(page.rows, of: partition) else {
-                failures += 1
-                try? await Task.sleep(for: .milliseconds(200 * failures))
-                continue
-            }
-            failures = 0
-            let bytes = page.rows.reduce(0) { $0 + $1.key.count + StoredObjectCodec.encode($1.object).count }
-            if let last = page.rows.last?.key { after = last }
-            let done = !page.truncated
-            var batch = WriteBatch()
-            batch.put(key, done ? [1] : [0] + (after ?? []), in: .metadata)
-            let cursor = batch
-            // The rows are durable (the drain syncs); the cursor after them, so a crash
-            // in between re-sends one batch at most.
-            do {
-                try await local.blocking { [local] () throws(KVError) in
-                    try storageWork("storing a transfer cursor") {
-                        try local.engine.write(cursor, durability: .synced)
-                    }
-                }
-            } catch {
-                return
-            }
-            recordBatch(partition, rows: page.rows.count, bytes: bytes, estimate: estimate)
-            reserve(bytes: bytes)
-            if done {
-                await markReceived(partition, layoutVersion: layoutVersion)
-                return
-            }
-        }
-    }
-
-    /// Merges received rows into storage (as anti-entropy repairs do). `false` when a row
-    /// could not be stored yet: its table is not in this node's catalog (the metadata
-    /// lags) or the engine failed; the batch is pulled again.
-    private func store(_ rows: [(key: [UInt8], object: StoredObject)], of partition: PartitionID) async
-        -> Bool
-    {
-        var keys: [ReplicaKey] = []
-        for row in rows {
-            if let generation = tableGeneration(of: row.key) {
-                keys.append(ReplicaKey(partition: partition, bytes: row.key, generation: generation))
-            } else if tableIsDropped(row.key) {
-                keys.append(ReplicaKey(partition: partition, bytes: [], generation: 0))
-            } else {
-                return false
-            }
-        }
-        return await withTaskGroup(of: Bool.self) { group in
-            for (key, row) in zip(keys, rows) where !key.bytes.isEmpty {
-                group.addTask {
-                    switch await self.maintenanceStorage(.reconcile(key, row.object)) {
-                    case .object: return true
-                    case .failed(let error): return error.code == .tableChanged
-                    }
-                }
-            }
-            var stored = true
-            for await result in group where !result { stored = false }
-            return stored
-        }
-    }
-
     /// Whether the row's table was dropped (its rows need not travel).
-    private func tableIsDropped(_ dataKey: [UInt8]) -> Bool {
+    func tableIsDropped(_ dataKey: [UInt8]) -> Bool {
         guard dataKey.count > 4 else { return true }
         let dropped = metadata.tables.values.filter { $0.descriptor == nil }.map(\.name)
         return Self.table(of: dataKey, among: dropped) != nil
-    }
-
-    private func recordBatch(_ partition: PartitionID, rows: Int, bytes: Int, estimate: UInt64) {
-        let now = NIODeadline.now()
-        rebalance.withLockedValue { state in
-            state.counters.batchesReceived += 1
-            state.counters.rowsReceived += Int64(rows)
-            state.counters.bytesReceived += Int64(bytes)
-            guard var inbound = state.inbound[partition] else { return }
-            inbound.rows += UInt64(rows)
-            inbound.bytes += UInt64(bytes)
-            inbound.batches += 1
-            inbound.estimatedRows = max(estimate, inbound.rows)
-            if let last = inbound.lastBatch {
-                let seconds = max(0.001, Double((now - last).nanoseconds) / 1e9)
-                let instant = Double(bytes) / seconds
-                inbound.rate = inbound.rate == 0 ? instant : 0.7 * inbound.rate + 0.3 * instant
-            }
-            inbound.lastBatch = now
-            state.inbound[partition] = inbound
-        }
-    }
-
-    /// Waits until the node's byte budget allows the next batch.
-    private func throttle() async {
-        let until = rebalance.withLockedValue { $0.throttleUntil }
-        let now = NIODeadline.now()
-        // At most a second at a time: a lowered limit or a pause is seen within it.
-        if until > now {
-            try? await Task.sleep(nanoseconds: UInt64(min((until - now).nanoseconds, 1_000_000_000)))
-        }
-    }
-
-    /// Charges `bytes` to the node's byte budget (shared by its transfers).
-    private func reserve(bytes: Int) {
-        let rate = metadata.handoffControl.bytesPerSecond
-        guard rate > 0 else { return }
-        let cost = TimeAmount.nanoseconds(Int64(Double(bytes) / Double(rate) * 1e9))
-        let now = NIODeadline.now()
-        rebalance.withLockedValue { state in
-            // The debt is bounded, so a rate raised after a tiny one takes effect soon.
-            state.throttleUntil = min(max(state.throttleUntil, now) + cost, now + .seconds(2))
-        }
-    }
-
-    private func markReceived(_ partition: PartitionID, layoutVersion: UInt64) async {
-        do {
-            try await local.blocking { [self] () throws(KVError) in
-                try changeMetadata { metadata in
-                    guard metadata.layout?.version == layoutVersion else { return }
-                    metadata.markReceived(partition, by: nodeID)
-                }
-            }
-        } catch {
-            logger.error("recording a received partition failed", metadata: ["error": "\(error)"])
-            return
-        }
-        rebalance.withLockedValue { state in
-            state.inbound[partition]?.state = "received"
-            state.counters.transfersCompleted += 1
-        }
-        logger.info(
-            "partition received", metadata: ["partition": "\(partition)", "layout": "\(layoutVersion)"])
     }
 
     // MARK: - Serving
@@ -417,14 +137,10 @@ extension ClusterNode {
                     )),
                 to: sender)
         }
-        guard let layout = metadata.layout, layout.version == layoutVersion,
-            let transition = metadata.transition,
-            transition.sources(of: partition, in: layout).contains(nodeID)
-        else {
-            refuse(
-                KVError(
-                    .unavailable,
-                    "this node is not a source of partition \(partition) in layout \(layoutVersion)"))
+        if let refusal = PartitionTransfers.refusal(
+            partition: partition, layoutVersion: layoutVersion, view: transferView())
+        {
+            refuse(refusal)
             return
         }
         let key = RebalanceState.OutboundKey(destination: sender, partition: partition)
@@ -682,26 +398,21 @@ extension ClusterNode {
     /// This node's transfers, for the cluster-wide report.
     func localTransfers() -> [TransfersReport.Transfer] {
         let version = metadata.layout?.version
-        let (inbound, outbound) = rebalance.withLockedValue { state in
-            (
-                state.inbound.filter { $0.value.layoutVersion == version },
-                state.outbound.filter { $0.value.layoutVersion == version }
-            )
-        }
+        let inbound = transfers.withLockedValue { $0.inbound.filter { $0.value.layoutVersion == version } }
+        let outbound = rebalance.withLockedValue { $0.outbound.filter { $0.value.layoutVersion == version } }
         var result: [TransfersReport.Transfer] = []
         for (partition, transfer) in inbound {
             let remaining =
                 transfer.estimatedRows > transfer.rows ? transfer.estimatedRows - transfer.rows : 0
             let bytesPerRow = transfer.rows > 0 ? Double(transfer.bytes) / Double(transfer.rows) : 0
-            let eta: Double? =
-                transfer.rate > 0
-                ? Double(remaining) * bytesPerRow / transfer.rate : (remaining == 0 ? 0 : nil)
+            let rate = transfer.bytesPerSecond
+            let eta: Double? = rate > 0 ? Double(remaining) * bytesPerRow / rate : (remaining == 0 ? 0 : nil)
             result.append(
                 TransfersReport.Transfer(
                     partition: Int(partition.rawValue), destination: nodeID.description,
                     source: transfer.source?.description, state: transfer.state, rows: transfer.rows,
                     bytes: transfer.bytes, estimatedRows: transfer.estimatedRows,
-                    bytesPerSecond: UInt64(transfer.rate), etaSeconds: eta, batches: transfer.batches))
+                    bytesPerSecond: UInt64(rate), etaSeconds: eta, batches: transfer.batches))
         }
         for (key, transfer) in outbound {
             result.append(
@@ -718,17 +429,18 @@ extension ClusterNode {
     /// The transfer counters, by stable name.
     var transferCounters: [String: Int64] {
         let counters = rebalance.withLockedValue { $0.counters }
+        let received = transfers.withLockedValue { $0.counters }
         return [
-            "handoff.transfers_started": counters.transfersStarted,
-            "handoff.transfers_completed": counters.transfersCompleted,
-            "handoff.batches_received": counters.batchesReceived,
-            "handoff.rows_received": counters.rowsReceived,
-            "handoff.bytes_received": counters.bytesReceived,
+            "handoff.transfers_started": received.transfersStarted,
+            "handoff.transfers_completed": received.transfersCompleted,
+            "handoff.batches_received": received.batchesReceived,
+            "handoff.rows_received": received.rowsReceived,
+            "handoff.bytes_received": received.bytesReceived,
             "handoff.batches_sent": counters.batchesSent,
             "handoff.rows_sent": counters.rowsSent,
             "handoff.bytes_sent": counters.bytesSent,
             "handoff.batches_resent": counters.batchesResent,
-            "handoff.pulls_failed": counters.pullsFailed,
+            "handoff.pulls_failed": received.pullsFailed,
             "handoff.pulls_refused": counters.pullsRefused,
             "handoff.partitions_released": counters.partitionsReleased,
             "handoff.release_repairs": counters.releaseRepairs,

@@ -45,6 +45,12 @@ struct SimulatedNode {
     var cancelledAntiEntropyTimers: Set<UInt64> = []
     /// Membership ticks so far (exchanges and reaping passes start every few).
     var membershipTicks = 0
+    /// The transfers this node receives, as the node runs them.
+    var transfers: PartitionTransfers
+    /// Transfer timers cancelled before they fired.
+    var cancelledTransferTimers: Set<UInt64> = []
+    /// The snapshot each transfer this node serves reads from (lost with a crash).
+    var transferSnapshots: [TransferSession: [StorageEntry]] = [:]
     /// Tombstone reaping, as the node runs it.
     var reaper: TombstoneReaper
     /// Reaper timers cancelled before they fired.
@@ -73,6 +79,8 @@ struct SimulatedNode {
         antiEntropyExchange = AntiEntropyExchange(
             settings: SimulatedWorld.antiEntropySettings,
             firstMessageID: SimulatedWorld.firstMessageID(&random))
+        transfers = PartitionTransfers(
+            settings: SimulatedWorld.transferSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         reaper = TombstoneReaper(
             settings: SimulatedWorld.reaperSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         membership = Membership(

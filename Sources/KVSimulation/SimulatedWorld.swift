@@ -69,6 +69,8 @@ enum SimulationEvent {
     case reaperEvent(node: Int, life: Int, ReaperEvent)
     /// An exchange machine's read or merge finished, or its timer fired.
     case antiEntropyEvent(node: Int, life: Int, AntiEntropyEvent)
+    /// A transfer machine's cursor read or write or row merge finished, or its timer fired.
+    case transferEvent(node: Int, life: Int, TransferEvent)
 }
 
 /// What a node's storage or clock reports to its hint machine.
@@ -121,6 +123,11 @@ struct SimulatedWorld {
     var antiEntropyRepairs: [Int] = []
     /// The cluster metadata as the operator commits it and the nodes record transfers.
     var metadata: ClusterMetadata?
+    /// For the transfer checker: the rows of the source's snapshot each page served
+    /// covers, by receiver and pull id, and those of the pages a receiver took, by
+    /// transfer.
+    var transferPagesServed: [ServedPage: (session: TransferSession, rows: [StorageEntry])] = [:]
+    var transferRowsExpected: [TransferSession: [StorageEntry]] = [:]
     /// Whether a disk loss is planned for this run (then no node is removed for good).
     var diskLossPlanned = false
     /// Nodes removed for good by a forced leave: their disk is gone, they never return.
@@ -139,7 +146,9 @@ struct SimulatedWorld {
         case .conditionsAreIgnored?: faults.ignoresConditions = true
         case .incrementsLoseTheirSign?:
             faults.incrementDelta = { $0.magnitude > Int64.max.magnitude ? $0 : abs($0) }
-        case .amnesiaReusesIncarnation?, .handoffsAreIgnored?, .reapersIgnoreTheirCopy?, nil: break
+        case .amnesiaReusesIncarnation?, .handoffsAreIgnored?, .reapersIgnoreTheirCopy?, .transfersSkipARow?,
+            nil:
+            break
         }
         return faults
     }
@@ -333,6 +342,8 @@ struct SimulatedWorld {
                 receiveReaping(reaping, from: from, at: to)
             case .antiEntropy(let antiEntropy):
                 receiveAntiEntropy(antiEntropy, from: from, at: to)
+            case .transfers(let transfer):
+                receiveTransfer(transfer, from: from, at: to)
             case .hints(.handoff(let id, _, _)) where configuration.injectedBug == .handoffsAreIgnored:
                 // The planted defect: the target acknowledges a hint it never stores.
                 send(.hints(.handedOff(id: id, error: nil)), from: to, to: from)
@@ -352,6 +363,8 @@ struct SimulatedWorld {
             } else if case .antiEntropy(let request) = message {
                 let target = nodes[to].id
                 runAntiEntropy(at: from) { machine, _ in machine.sendFailed(request, to: target) }
+            } else if case .transfers(let request) = message {
+                runTransfers(at: from) { $0.sendFailed(request, view: $1) }
             } else {
                 perform(nodes[from].coordinator.sendFailed(message, to: nodes[to].id), at: from)
             }
@@ -374,6 +387,8 @@ struct SimulatedWorld {
             report.disksLost += 1
             nodes[node].volume = MemoryVolume()
             nodes[node].disksLost += 1
+            // Its transfers start over, maybe from other sources.
+            transferRowsExpected = transferRowsExpected.filter { $0.key.receiver != node }
         case .restart(let node):
             guard !nodes[node].isUp, !gone.contains(node) else { return }
             log("n\(node) restarts")
@@ -402,6 +417,10 @@ struct SimulatedWorld {
             nodes[node].antiEntropyExchange = AntiEntropyExchange(
                 settings: Self.antiEntropySettings, firstMessageID: Self.firstMessageID(&random))
             nodes[node].cancelledAntiEntropyTimers = []
+            nodes[node].transfers = PartitionTransfers(
+                settings: Self.transferSettings, firstMessageID: Self.firstMessageID(&random))
+            nodes[node].cancelledTransferTimers = []
+            nodes[node].transferSnapshots = [:]
             schedule(.membershipTick(node, life: nodes[node].life), after: 1)
         case .membershipTick(let node, let life):
             guard nodes[node].isUp, nodes[node].life == life, now < ticksUntil else { return }
@@ -449,11 +468,17 @@ struct SimulatedWorld {
         case .antiEntropyEvent(let node, let life, let event):
             guard nodes[node].isUp, nodes[node].life == life else { return }
             handleAntiEntropyEvent(event, at: node)
+        case .transferEvent(let node, let life, let event):
+            guard nodes[node].isUp, nodes[node].life == life else { return }
+            handleTransferEvent(event, at: node)
         case .rebalanceTick:
             guard now < ticksUntil || (metadata?.transition != nil && now - 60_000 < ticksUntil) else {
                 return
             }
-            rebalance()
+            for node in nodes.indices where nodes[node].isUp {
+                runTransfers(at: node) { $0.tick($1) }
+            }
+            release()
             schedule(.rebalanceTick, after: 50)
         }
     }
@@ -505,35 +530,13 @@ struct SimulatedWorld {
         }
     }
 
-    /// One round of the rebalancer: new owners copy their partitions from a previous
-    /// owner's snapshot, previous owners that leave push what the new owners lack.
-    mutating func rebalance() {
+    /// Previous owners that leave a settled partition push what the new owners lack,
+    /// then release it (inline: the release check is not a machine yet).
+    mutating func release() {
         guard var current = metadata, let layout = current.layout, let transition = current.transition else {
             return
         }
         var changed = false
-        for slot in transition.pendingTransfers(in: layout).prefix(4) {
-            let destination = index(of: slot.node)
-            guard nodes[destination].isUp, nodes[destination].metadata?.layout?.version == layout.version,
-                let source = transition.sources(of: slot.partition, in: layout).map(index(of:)).first(where: {
-                    candidate in
-                    nodes[candidate].isUp && sides.map { $0[candidate] == $0[destination] } != false
-                })
-            else { continue }
-            let rows =
-                (try? nodes[source].engine.snapshot().entries(
-                    in: StorageLayout.partitionRange(slot.partition), of: .data)) ?? []
-            for row in rows {
-                guard let object = try? StoredObjectCodec.decode(row.value) else { continue }
-                _ = execute(
-                    .reconcile(ReplicaKey(partition: slot.partition, bytes: row.key), object), at: destination
-                )
-            }
-            log("n\(destination) received p\(slot.partition) (\(rows.count) rows) from n\(source)")
-            report.partitionsHandedOff += 1
-            current.markReceived(slot.partition, by: slot.node)
-            changed = true
-        }
         for index in 0..<layout.partitionCount {
             let partition = PartitionID(rawValue: UInt32(index))
             guard transition.isSettled(partition, in: layout) else { continue }

@@ -57,6 +57,9 @@ public struct SimulationConfiguration: Hashable, Sendable {
         /// a replica that missed the delete keeps the old value, which comes back once
         /// the others reaped the tombstone (the reaping checker).
         case reapersIgnoreTheirCopy
+        /// A transfer's source skips the first row after the receiver's cursor: the new
+        /// owner counts the partition as received without it (the transfer checker).
+        case transfersSkipARow
     }
 
     /// Creates a configuration; the defaults are the CI sweep's.

@@ -34,6 +34,19 @@ public enum StorageLayout {
         ]
     }
 
+    /// The prefix of the stored transfer cursors (``Keyspace/metadata``).
+    public static let transferCursorPrefix = Array("handoff/cursor/".utf8)
+
+    /// Where a new owner keeps its cursor of receiving `partition` for layout `version`
+    /// (``Keyspace/metadata``).
+    public static func transferCursorKey(version: UInt64, partition: PartitionID) -> [UInt8] {
+        var writer = BinaryWriter(capacity: transferCursorPrefix.count + 12)
+        writer.writeRaw(transferCursorPrefix)
+        writer.writeFixed(version)
+        writer.writeRaw(partitionPrefix(partition))
+        return writer.bytes
+    }
+
     /// Every row of `partition`.
     public static func partitionRange(_ partition: PartitionID) -> EncodedKeyRange {
         .prefixed(by: partitionPrefix(partition))

@@ -4,16 +4,20 @@ import KVSimulation
 // Runs deterministic cluster simulations: one seed with a trace to replay a failure,
 // or a sweep over many seeds.
 //
-//   Simulator --seed N [--trace] [--no-faults]
-//   Simulator --sweep COUNT [--first N]
+//   Simulator --seed N [--trace] [--no-faults] [--keys N] [--inject BUG]
+//   Simulator --sweep COUNT [--first N] [--no-faults] [--keys N] [--inject BUG]
+//
+// `--inject` plants one of the defects the checkers exist for (see
+// `SimulationConfiguration.InjectedBug`), to see which seeds catch it.
 
 func usage(_ problem: String) -> Never {
     FileHandle.standardError.write(
         Data(
             """
             \(problem)
-            usage: Simulator --seed N [--trace] [--no-faults]
-                   Simulator --sweep COUNT [--first N] [--no-faults]
+            usage: Simulator --seed N [--trace] [--no-faults] [--keys N] [--inject BUG]
+                   Simulator --sweep COUNT [--first N] [--no-faults] [--keys N] [--inject BUG]
+            defects: \(SimulationConfiguration.InjectedBug.allCases.map { "\($0)" }.joined(separator: ", "))
 
             """.utf8))
     exit(problem == "help" ? 0 : 2)
@@ -24,6 +28,8 @@ var sweep: Int?
 var first: UInt64 = 1
 var tracing = false
 var faults = true
+var injectedBug: SimulationConfiguration.InjectedBug?
+var keyCount = 3
 var arguments = CommandLine.arguments.dropFirst()
 while let flag = arguments.popFirst() {
     switch flag {
@@ -40,6 +46,16 @@ while let flag = arguments.popFirst() {
             usage("--first needs a number")
         }
         first = value
+    case "--inject":
+        guard let name = arguments.popFirst(),
+            let bug = SimulationConfiguration.InjectedBug.allCases.first(where: { "\($0)" == name })
+        else { usage("--inject needs one of the defects") }
+        injectedBug = bug
+    case "--keys":
+        guard let value = arguments.popFirst().flatMap({ Int($0) }), (1...200).contains(value) else {
+            usage("--keys needs a count from 1 to 200")
+        }
+        keyCount = value
     case "--trace": tracing = true
     case "--no-faults": faults = false
     case "--help", "-h": usage("help")
@@ -49,14 +65,14 @@ while let flag = arguments.popFirst() {
 
 if let seed {
     let trace: ((String) -> Void)? = tracing ? { print($0) } : nil
-    let report = Simulation(SimulationConfiguration(seed: seed, faults: faults), trace: trace).run()
+    let report = Simulation(SimulationConfiguration(seed: seed, keyCount: keyCount, faults: faults, injectedBug: injectedBug), trace: trace).run()
     print(report)
     exit(report.passed ? 0 : 1)
 }
 guard let sweep else { usage("give --seed or --sweep") }
 var failures = 0
 for seed in first..<(first + UInt64(sweep)) {
-    let report = Simulation(SimulationConfiguration(seed: seed, faults: faults)).run()
+    let report = Simulation(SimulationConfiguration(seed: seed, keyCount: keyCount, faults: faults, injectedBug: injectedBug)).run()
     if !report.passed {
         failures += 1
         print(report)

@@ -1,0 +1,133 @@
+import KVCluster
+import KVCore
+import KVReplica
+import KVStorage
+import NIOCore
+
+/// The shell of ``PartitionTransfers``: it reads and persists transfer cursors, sends
+/// pulls, merges received rows through the write drain, records receipts in the
+/// metadata and fires the machine's timers. Every decision (which partitions, from
+/// whom, where to resume, when to retry, how fast) is the machine's.
+extension ClusterNode {
+    /// What the transfer machine sees of this node now.
+    func transferView() -> TransferView {
+        let metadata = metadata
+        let peers = metadata.members.keys.filter { $0 != nodeID }
+        let believedUp = state.withLockedValue { state in Set(peers.filter { state.believesUp($0) }) }
+        return TransferView(
+            node: nodeID, layout: metadata.isFormed ? metadata.layout : nil, transition: metadata.transition,
+            control: metadata.handoffControl, reachable: Set(peers.filter { isReachable($0) }),
+            believedUp: believedUp, nowMilliseconds: Self.monotonicMilliseconds())
+    }
+
+    /// Feeds one event to the transfer machine and carries out what it asks, outside the
+    /// machine's lock (a send can fail at once, which is another event).
+    func runTransfers(_ event: (inout PartitionTransfers, TransferView) -> [PartitionTransfers.Action]) {
+        guard !isStopped else { return }
+        let view = transferView()
+        performTransfers(transfers.withLockedValue { event(&$0, view) })
+    }
+
+    private func performTransfers(_ actions: [PartitionTransfers.Action]) {
+        for action in actions {
+            switch action {
+            case .readCursor(let partition, let version):
+                local.threadPool.submit { [self] _ in
+                    let stored =
+                        (try? local.metadataRecord(
+                            StorageLayout.transferCursorKey(version: version, partition: partition)))
+                        ?? nil
+                    runTransfers { machine, view in
+                        machine.cursorRead(
+                            partition, layoutVersion: version, stored.map(TransferCursor.init(encoded:)),
+                            view: view)
+                    }
+                }
+            case .send(let message, let target):
+                transport.send(message, to: target)
+            case .store(let id, let partition, let rows):
+                Task {
+                    let ok = await store(rows, of: partition)
+                    runTransfers { machine, view in machine.stored(id: id, ok: ok, view: view) }
+                }
+            case .saveCursor(let id, let partition, let version, let cursor):
+                var batch = WriteBatch()
+                batch.put(
+                    StorageLayout.transferCursorKey(version: version, partition: partition), cursor.encoded,
+                    in: .metadata)
+                let write = batch
+                local.threadPool.submit { [self] _ in
+                    // The rows are durable (the drain syncs); the cursor after them.
+                    let ok =
+                        (try? storageWork("storing a transfer cursor") {
+                            try local.engine.write(write, durability: .synced)
+                        }) != nil
+                    runTransfers { machine, view in machine.cursorSaved(id: id, ok: ok, view: view) }
+                }
+            case .recordReceipt(let partition, let version):
+                Task {
+                    let ok = await recordReceipt(partition, layoutVersion: version)
+                    runTransfers { machine, view in
+                        machine.receiptRecorded(partition, layoutVersion: version, ok: ok, view: view)
+                    }
+                }
+            case .startTimer(let id, let milliseconds):
+                let timer = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
+                    transferTimers.withLockedValue { $0[id] = nil }
+                    runTransfers { machine, view in machine.timerFired(id: id, view: view) }
+                }
+                transferTimers.withLockedValue { $0[id] = timer }
+            case .cancelTimer(let id):
+                transferTimers.withLockedValue { $0.removeValue(forKey: id) }?.cancel()
+            }
+        }
+    }
+
+    /// Merges received rows into storage (as anti-entropy repairs do). `false` when a row
+    /// could not be stored yet: its table is not in this node's catalog (the metadata
+    /// lags) or the engine failed; the batch is pulled again.
+    private func store(_ rows: [PartitionTransfers.ScanRow], of partition: PartitionID) async -> Bool {
+        var keys: [ReplicaKey] = []
+        for row in rows {
+            if let generation = tableGeneration(of: row.key) {
+                keys.append(ReplicaKey(partition: partition, bytes: row.key, generation: generation))
+            } else if tableIsDropped(row.key) {
+                keys.append(ReplicaKey(partition: partition, bytes: [], generation: 0))
+            } else {
+                return false
+            }
+        }
+        return await withTaskGroup(of: Bool.self) { group in
+            for (key, row) in zip(keys, rows) where !key.bytes.isEmpty {
+                group.addTask {
+                    switch await self.maintenanceStorage(.reconcile(key, row.object)) {
+                    case .object: return true
+                    case .failed(let error): return error.code == .tableChanged
+                    }
+                }
+            }
+            var stored = true
+            for await result in group where !result { stored = false }
+            return stored
+        }
+    }
+
+    /// Records in the metadata that this node holds `partition` for `layoutVersion` (a
+    /// newer layout makes the record moot, which is no failure).
+    private func recordReceipt(_ partition: PartitionID, layoutVersion: UInt64) async -> Bool {
+        do {
+            try await local.blocking { [self] () throws(KVError) in
+                try changeMetadata { metadata in
+                    guard metadata.layout?.version == layoutVersion else { return }
+                    metadata.markReceived(partition, by: nodeID)
+                }
+            }
+        } catch {
+            logger.error("recording a received partition failed", metadata: ["error": "\(error)"])
+            return false
+        }
+        logger.info(
+            "partition received", metadata: ["partition": "\(partition)", "layout": "\(layoutVersion)"])
+        return true
+    }
+}
