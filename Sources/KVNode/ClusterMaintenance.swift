@@ -137,19 +137,14 @@ extension ClusterNode {
         }
         performMembership(actions)
         // The layout and member records ride on the probes: a peer whose metadata
-        // differs gets this node's (at most twice a second), and merges it back if it
-        // knows something newer.
-        let now = NIODeadline.now()
-        let (push, encoded): (Bool, [UInt8]?) = state.withLockedValue { state in
-            guard digest != state.metadataDigest, state.metadata.isFormed || !state.metadata.members.isEmpty
-            else { return (false, nil) }
-            if let last = state.lastDigestPush[sender], now - last < .milliseconds(500) {
-                return (false, nil)
-            }
-            state.lastDigestPush[sender] = now
-            return (true, state.metadata.encoded())
-        }
-        if push, let encoded { transport.send(.metadata(.push(id: nil, encoded: encoded)), to: sender) }
+        // differs gets this node's, and merges it back if it knows something newer.
+        let (metadata, ownDigest) = state.withLockedValue { ($0.metadata, $0.metadataDigest) }
+        performGossip(
+            gossipMachine.withLockedValue {
+                $0.probeArrived(
+                    digest: digest, from: sender, metadata: metadata, ownDigest: ownDigest,
+                    nowMilliseconds: Self.monotonicMilliseconds())
+            })
     }
 
     private func performMembership(_ actions: [Membership.Action]) {

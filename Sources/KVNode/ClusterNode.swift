@@ -161,6 +161,8 @@ public final class ClusterNode: KeyValueService, Sendable {
     let reaper: NIOLockedValueBox<TombstoneReaper>
     /// The reaper's timers, by query id.
     let reaperTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
+    /// How metadata spreads (see ``MetadataGossip``).
+    let gossipMachine: NIOLockedValueBox<MetadataGossip>
     /// The transfers of layout changes this node receives (see `TransferReceiving.swift`).
     let transfers: NIOLockedValueBox<PartitionTransfers>
     /// The transfer machine's timers, by id.
@@ -190,8 +192,6 @@ public final class ClusterNode: KeyValueService, Sendable {
         var liveness: [NodeID: MemberState.Status] = [:]
         /// The digest of `metadata`, carried on every probe.
         var metadataDigest: UInt64 = 0
-        /// When this node last pushed its metadata to a peer whose digest differed.
-        var lastDigestPush: [NodeID: NIODeadline] = [:]
         var maintenanceTasks: [RepeatedTask] = []
         /// Maintenance requests each peer left unanswered, for status.
         var maintenanceTimeouts: [NodeID: Int64] = [:]
@@ -208,9 +208,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         var unreachable: Set<NodeID> = []
         var nextID: UInt64
         var gossipTask: RepeatedTask?
-        var gossipRound = 0
         var stopped = false
-        var lastRefusal = ""
         /// Members to know before forming (see ``ClusterSettings/expectedMembers``),
         /// lowered when a static list turns out to name this node under another spelling.
         var expectedMembers: Int?
@@ -302,6 +300,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                 settings: AntiEntropySettings(
                     requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
                 firstMessageID: random.next() >> 1))
+        gossipMachine = NIOLockedValueBox(MetadataGossip(node: local.identity.nodeID))
         transfers = NIOLockedValueBox(
             PartitionTransfers(
                 settings: TransferSettings(batchBytes: settings.transferBatchBytes),
@@ -732,38 +731,36 @@ public final class ClusterNode: KeyValueService, Sendable {
         let me = ownRecord()
         do throws(KVError) {
             try changeMetadata { metadata in
-                if case .refused(let reason) = metadata.merge(theirs) {
-                    refusal = reason
-                    return
-                }
-                // A copy of this node's own record that differs from what it is (one
-                // restored from a backup) is corrected by announcing a newer revision.
-                if let known = metadata.members[me.node], !me.peerAddress.isEmpty, known.differs(from: me) {
-                    var corrected = me
-                    corrected.revision = known.revision + 1
-                    metadata.announce(corrected)
-                }
+                let adoption = MetadataGossip.adopt(theirs, into: metadata, own: me, formation: nil)
+                refusal = adoption.refusal
+                metadata = adoption.metadata
             }
         } catch {
             logger.error("storing cluster metadata failed", metadata: ["error": "\(error)"])
             return
         }
-        if let refusal {
-            let repeated = state.withLockedValue { state in
-                defer { state.lastRefusal = refusal }
-                return state.lastRefusal == refusal
-            }
-            if !repeated {
+        let current = metadata
+        performGossip(
+            gossipMachine.withLockedValue {
+                $0.pushHandled(theirs: theirs, id: id, from: sender, refusal: refusal, current: current)
+            })
+    }
+
+    /// Carries out the gossip machine's actions.
+    func performGossip(_ actions: [MetadataGossip.Action]) {
+        guard !actions.isEmpty else { return }
+        let encoded = metadata.encoded()
+        for action in actions {
+            switch action {
+            case .push(let peer):
+                transport.send(.metadata(.push(id: nil, encoded: encoded)), to: peer)
+            case .acknowledge(let id, let peer):
+                transport.send(.metadata(.merged(id: id)), to: peer)
+            case .refused(let reason, let peer):
                 logger.error(
-                    "refusing a peer's metadata", metadata: ["peer": "\(sender)", "reason": "\(refusal)"])
+                    "refusing a peer's metadata", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
             }
-            return
         }
-        let mine = metadata
-        var merged = theirs
-        merged.merge(mine)
-        if merged != theirs { transport.send(.metadata(.push(id: nil, encoded: mine.encoded())), to: sender) }
-        if let id { transport.send(.metadata(.merged(id: id)), to: sender) }
     }
 
     /// Applies `change` to the metadata, then forms the cluster or recomputes the layout
@@ -777,17 +774,19 @@ public final class ClusterNode: KeyValueService, Sendable {
             var after = before
             change(&after)
             var random = SystemRandomNumberGenerator()
-            if let expected = state.withLockedValue({ $0.expectedMembers }),
-                let formed = after.formed(
-                    by: nodeID, clusterID: max(1, random.next()), secret: local.identity.contextSecret,
-                    expectedMembers: expected)
-            {
-                after = formed
+            let formation = state.withLockedValue { $0.expectedMembers }.map {
+                MetadataGossip.Formation(
+                    expectedMembers: $0, clusterID: max(1, random.next()),
+                    secret: local.identity.contextSecret)
+            }
+            let adoption = MetadataGossip.adopt(nil, into: after, own: ownRecord(), formation: formation)
+            if adoption.formed {
+                after = adoption.metadata
                 logger.info(
                     "cluster formed",
                     metadata: [
-                        "cluster": "\(String(formed.clusterID, radix: 16))",
-                        "members": "\(formed.members.count)",
+                        "cluster": "\(String(after.clusterID, radix: 16))",
+                        "members": "\(after.members.count)",
                     ])
             }
             guard after != before else { return }
@@ -833,16 +832,7 @@ public final class ClusterNode: KeyValueService, Sendable {
             if let layout = after.layout, layout != before.layout {
                 logger.info("layout changed", metadata: ["version": "\(layout.version)"])
             }
-            let peers = after.members.keys.filter { $0 != nodeID }
-            if after.layout != before.layout || after.members != before.members
-                || after.transition != before.transition || after.staged != before.staged
-                || after.handoffControl != before.handoffControl || after.departing != before.departing
-            {
-                // Layout and membership changes (a new member, a changed address) spread
-                // at once, not at the next gossip round.
-                let encoded = after.encoded()
-                for peer in peers { transport.send(.metadata(.push(id: nil, encoded: encoded)), to: peer) }
-            }
+            performGossip(gossipMachine.withLockedValue { $0.changed(from: before, to: after) })
         }
     }
 
@@ -855,13 +845,8 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     /// One gossip round: this node's metadata to the next peer in turn.
     private func gossip() {
-        let (metadata, round): (ClusterMetadata, Int) = state.withLockedValue { state in
-            state.gossipRound += 1
-            return (state.metadata, state.gossipRound)
-        }
-        let peers = metadata.members.keys.filter { $0 != nodeID }.sorted()
-        guard !peers.isEmpty else { return }
-        transport.send(.metadata(.push(id: nil, encoded: metadata.encoded())), to: peers[round % peers.count])
+        let metadata = metadata
+        performGossip(gossipMachine.withLockedValue { $0.tick(metadata) })
     }
 
     /// Records a table change, stores it, then pushes it to every member and waits (a

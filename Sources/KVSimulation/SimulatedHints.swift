@@ -18,7 +18,9 @@ extension SimulatedWorld {
         }
         return HintDeliveryView(
             node: me, targetsWithHints: nodes[node].store.hints.targets, reachable: Set(alive),
-            departed: nodes[node].metadata?.departed ?? [], placement: nodes[node].metadata?.placement,
+            departed: nodes[node].metadata?.departed ?? [],
+            // The coordinator holds the placement of the node's metadata.
+            placement: nodes[node].metadata == nil ? nil : nodes[node].coordinator.placement,
             knownGenerations: [SimulatedNode.table.generation])
     }
 

@@ -62,6 +62,10 @@ struct SimulatedNode {
     var hintEpochs: [NodeID: [Int]] = [:]
     /// The cluster metadata as this node has it (layout changes reach it late).
     var metadata: ClusterMetadata?
+    /// Its binary form, once encoded (cleared by every change).
+    var encodedMetadata: [UInt8]?
+    /// How it spreads, as the node runs it.
+    var gossip: MetadataGossip
 
     init(
         id: NodeID, members: [NodeID], layout: Layout, settings: CoordinatorSettings, firstMessageID: UInt64,
@@ -79,6 +83,7 @@ struct SimulatedNode {
         antiEntropyExchange = AntiEntropyExchange(
             settings: SimulatedWorld.antiEntropySettings,
             firstMessageID: SimulatedWorld.firstMessageID(&random))
+        gossip = MetadataGossip(node: id)
         transfers = PartitionTransfers(
             settings: SimulatedWorld.transferSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         reaper = TombstoneReaper(

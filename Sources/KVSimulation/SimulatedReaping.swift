@@ -28,7 +28,8 @@ extension SimulatedWorld {
             node: me, members: members,
             reachable: Set(members.filter(alive)),
             layout: metadata?.layout ?? nodes[node].coordinator.layout,
-            moving: Set(metadata?.placement.map { Array($0.previousOwners.keys) } ?? []),
+            // The coordinator holds the placement of the node's metadata.
+            moving: metadata == nil ? [] : Set(nodes[node].coordinator.placement.previousOwners.keys),
             indexComplete: nodes[node].store.antiEntropy.indexComplete)
     }
 

@@ -167,18 +167,15 @@ extension SimulatedWorld {
         }
     }
 
-    /// Records the receipt in the cluster's metadata, as the node does in its own copy
-    /// before gossip spreads it, after checking the transfer lost nothing.
+    /// Records the receipt in the node's own copy of the metadata, which gossip spreads,
+    /// after checking the transfer lost nothing.
     mutating func recordReceipt(_ partition: PartitionID, layoutVersion: UInt64, at node: Int) {
         checkTransferLostNothing(partition, layoutVersion: layoutVersion, at: node)
-        guard var current = metadata, current.layout?.version == layoutVersion else { return }
+        guard nodes[node].metadata?.layout?.version == layoutVersion else { return }
         log("n\(node) received p\(partition)")
         report.partitionsHandedOff += 1
         let me = nodes[node].id
-        current.markReceived(partition, by: me)
-        nodes[node].metadata?.markReceived(partition, by: me)
-        metadata = current
-        spreadMetadata()
+        changeMetadata(at: node) { $0.markReceived(partition, by: me) }
     }
 
     /// The transfer checker: once a new owner counts a partition as received, it holds

@@ -60,7 +60,6 @@ enum SimulationEvent {
     case partition([Int])
     case healPartition
     case layoutChange
-    case metadataArrives(node: Int, ClusterMetadata)
     case dropCheck(node: Int)
     case rebalanceTick
     /// A hint machine's storage read, reconcile or removal finished, or its timer fired.
@@ -121,13 +120,13 @@ struct SimulatedWorld {
     var ticksUntil = Int64.max
     /// Anti-entropy repairs in the final passes (the second must be zero: P16).
     var antiEntropyRepairs: [Int] = []
-    /// The cluster metadata as the operator commits it and the nodes record transfers.
-    var metadata: ClusterMetadata?
     /// For the transfer checker: the rows of the source's snapshot each page served
     /// covers, by receiver and pull id, and those of the pages a receiver took, by
     /// transfer.
     var transferPagesServed: [ServedPage: (session: TransferSession, rows: [StorageEntry])] = [:]
     var transferRowsExpected: [TransferSession: [StorageEntry]] = [:]
+    /// Metadata copies as decoded, by their binary form.
+    var decodedMetadata: [[UInt8]: ClusterMetadata] = [:]
     /// Whether a disk loss is planned for this run (then no node is removed for good).
     var diskLossPlanned = false
     /// Nodes removed for good by a forced leave: their disk is gone, they never return.
@@ -147,7 +146,7 @@ struct SimulatedWorld {
         case .incrementsLoseTheirSign?:
             faults.incrementDelta = { $0.magnitude > Int64.max.magnitude ? $0 : abs($0) }
         case .amnesiaReusesIncarnation?, .handoffsAreIgnored?, .reapersIgnoreTheirCopy?, .transfersSkipARow?,
-            nil:
+            .gossipPushesNothing?, nil:
             break
         }
         return faults
@@ -163,6 +162,7 @@ struct SimulatedWorld {
         var layout = Layout.computed(
             members: ids.map { LayoutMember(node: $0) }, replicationFactor: configuration.replicationFactor,
             partitionCount: configuration.partitionCount)
+        var initialMetadata: ClusterMetadata?
         if configuration.layoutChanges {
             // The last node starts as a member the layout does not place: it joins later.
             let members = ids.map { ClusterMember(node: $0, peerAddress: "n\($0)", httpAddress: "n\($0)") }
@@ -174,7 +174,7 @@ struct SimulatedWorld {
                 by: ids[0], clusterID: 1, secret: Array(repeating: 1, count: 16),
                 expectedMembers: ids.count - 1)!
             formed.announce(members[members.count - 1])
-            metadata = formed
+            initialMetadata = formed
             layout = formed.layout!
         }
         let settings = CoordinatorSettings(requestTimeoutMilliseconds: Self.requestTimeout)
@@ -188,7 +188,7 @@ struct SimulatedWorld {
                 node.clockRate = Double.random(in: 0.8...1.25, using: &random)
                 node.clockOffset = Int64.random(in: 0...100_000, using: &random)
             }
-            node.metadata = metadata
+            node.metadata = initialMetadata
             nodes.append(node)
         }
         self.nodes = nodes
@@ -255,11 +255,7 @@ struct SimulatedWorld {
         }
         checkMembershipSettled()
         checkHintsDelivered()
-        if let transition = metadata?.transition, let layout = metadata?.layout {
-            report.violations.append(
-                "after healing the layout change to version \(layout.version) still moves data: \(transition.pendingTransfers(in: layout).count) transfers pending"
-            )
-        }
+        checkGossipConverged()
         // Anti-entropy, two full rounds by the nodes' own machines: the first repairs,
         // the second must find nothing.
         antiEntropyRepairs = [antiEntropyRound(), antiEntropyRound()]
@@ -344,6 +340,8 @@ struct SimulatedWorld {
                 receiveAntiEntropy(antiEntropy, from: from, at: to)
             case .transfers(let transfer):
                 receiveTransfer(transfer, from: from, at: to)
+            case .metadata(let metadata):
+                receiveMetadata(metadata, from: from, at: to)
             case .hints(.handoff(let id, _, _)) where configuration.injectedBug == .handoffsAreIgnored:
                 // The planted defect: the target acknowledges a hint it never stores.
                 send(.hints(.handedOff(id: id, error: nil)), from: to, to: from)
@@ -365,6 +363,8 @@ struct SimulatedWorld {
                 runAntiEntropy(at: from) { machine, _ in machine.sendFailed(request, to: target) }
             } else if case .transfers(let request) = message {
                 runTransfers(at: from) { $0.sendFailed(request, view: $1) }
+            } else if case .metadata = message {
+                // Gossip repeats: the next round carries it again.
             } else {
                 perform(nodes[from].coordinator.sendFailed(message, to: nodes[to].id), at: from)
             }
@@ -421,12 +421,14 @@ struct SimulatedWorld {
                 settings: Self.transferSettings, firstMessageID: Self.firstMessageID(&random))
             nodes[node].cancelledTransferTimers = []
             nodes[node].transferSnapshots = [:]
+            nodes[node].gossip = MetadataGossip(node: nodes[node].id)
             schedule(.membershipTick(node, life: nodes[node].life), after: 1)
         case .membershipTick(let node, let life):
             guard nodes[node].isUp, nodes[node].life == life, now < ticksUntil else { return }
             performMembership(nodes[node].membership.tick(now: nodes[node].localTime(now)), at: node)
             runHints(at: node) { $0.tick($1) }
             nodes[node].membershipTicks += 1
+            if nodes[node].membershipTicks % Self.gossipTickEvery == 0 { gossipTick(at: node) }
             if nodes[node].membershipTicks % Self.antiEntropyTickEvery == 0 {
                 runAntiEntropy(at: node) { $0.tick($1) }
                 runReaper(at: node) { $0.tick($1) }
@@ -442,20 +444,6 @@ struct SimulatedWorld {
             sides = nil
         case .layoutChange:
             changeLayout()
-        case .metadataArrives(let node, let copy):
-            // Metadata is kept on disk: it reaches a crashed node when it is back, and
-            // merging never goes back.
-            guard nodes[node].isUp else {
-                if !gone.contains(node) { schedule(.metadataArrives(node: node, copy), after: 100) }
-                return
-            }
-            nodes[node].metadata?.merge(copy)
-            if let placement = nodes[node].metadata?.placement {
-                nodes[node].coordinator.placementChanged(placement)
-            }
-            // As the node shell does, a copy goes only after the partition stayed placed
-            // elsewhere for a while (longer than the metadata takes to reach everyone).
-            schedule(.dropCheck(node: node), after: 1_000)
         case .dropCheck(let node):
             guard nodes[node].isUp else { return }
             dropForeignPartitions(at: node)
@@ -472,10 +460,11 @@ struct SimulatedWorld {
             guard nodes[node].isUp, nodes[node].life == life else { return }
             handleTransferEvent(event, at: node)
         case .rebalanceTick:
-            guard now < ticksUntil || (metadata?.transition != nil && now - 60_000 < ticksUntil) else {
+            let moving = nodes.contains { $0.metadata?.transition != nil }
+            guard now < ticksUntil || (moving && now - 60_000 < ticksUntil) else {
                 return
             }
-            for node in nodes.indices where nodes[node].isUp {
+            for node in nodes.indices where nodes[node].isUp && nodes[node].metadata?.transition != nil {
                 runTransfers(at: node) { $0.tick($1) }
             }
             release()
@@ -485,17 +474,22 @@ struct SimulatedWorld {
 
     // MARK: - Layout changes
 
-    /// Commits the next layout change: the unplaced node joins, or else a placed node
-    /// other than the first (which the final reads go through) leaves while enough
-    /// remain for the replication factor.
+    /// Commits the next layout change through a node that is up (the first if it is):
+    /// the unplaced node joins, or else a placed node other than the first (which the
+    /// final reads go through) and the committing one leaves while enough remain for the
+    /// replication factor.
     mutating func changeLayout() {
-        guard var next = metadata, let layout = next.layout else { return }
+        // The operator commits through the first node, or another if it is down.
+        guard let committer = nodes.indices.first(where: { nodes[$0].isUp && !gone.contains($0) }),
+            var next = nodes[committer].metadata, let layout = next.layout
+        else { return }
         let placed = layout.members.map(\.node)
         let unplaced = next.activeMembers.filter { !placed.contains($0) && !next.departing.contains($0) }
         if let joiner = unplaced.first {
             try? next.stage(.join(joiner), by: nodes[0].id)
         } else if placed.count > configuration.replicationFactor {
-            let leaving = placed.filter { $0 != nodes[0].id }
+            let leaving = placed.filter { $0 != nodes[0].id && $0 != nodes[committer].id }
+            guard !leaving.isEmpty else { return }
             let leaver = leaving[Int.random(in: 0..<leaving.count, using: &random)]
             // Sometimes the node is gone for good instead (a dead disk, counted as the
             // run's one disk loss): its leave is forced and it never comes back.
@@ -518,33 +512,31 @@ struct SimulatedWorld {
             "layout change: \(plan.changes) → version \(plan.proposed.version), \(plan.movedReplicas) copies move"
         )
         report.layoutChanges += 1
-        metadata = committed
-        spreadMetadata()
+        changeMetadata(at: committer) { $0 = committed }
     }
 
-    /// Hands the current metadata to every node, each after its own delay.
-    mutating func spreadMetadata() {
-        guard let metadata else { return }
-        for node in nodes.indices {
-            schedule(.metadataArrives(node: node, metadata), after: Int64.random(in: 1...300, using: &random))
-        }
-    }
-
-    /// Previous owners that leave a settled partition push what the new owners lack,
-    /// then release it (inline: the release check is not a machine yet).
+    /// Previous owners that leave a settled partition, by their own copy of the metadata,
+    /// push what the new owners lack, then record the release (inline: the release check
+    /// is not a machine yet).
     mutating func release() {
-        guard var current = metadata, let layout = current.layout, let transition = current.transition else {
-            return
-        }
-        var changed = false
-        for index in 0..<layout.partitionCount {
-            let partition = PartitionID(rawValue: UInt32(index))
-            guard transition.isSettled(partition, in: layout) else { continue }
-            for leaver in transition.releasers(of: partition, in: layout)
-            where !transition.released.contains(TransferSlot(partition: partition, node: leaver)) {
-                let from = self.index(of: leaver)
+        for from in nodes.indices where nodes[from].isUp {
+            guard let view = nodes[from].metadata, let layout = view.layout, let transition = view.transition
+            else {
+                continue
+            }
+            let me = nodes[from].id
+            for index in 0..<layout.partitionCount {
+                let partition = PartitionID(rawValue: UInt32(index))
+                guard transition.isSettled(partition, in: layout),
+                    transition.releasers(of: partition, in: layout).contains(me),
+                    !transition.released.contains(TransferSlot(partition: partition, node: me))
+                else { continue }
                 let owners = layout.replicas(of: partition).map(self.index(of:))
-                guard nodes[from].isUp, owners.allSatisfy({ nodes[$0].isUp }) else { continue }
+                guard
+                    owners.allSatisfy({ owner in
+                        nodes[owner].isUp && sides.map { $0[owner] == $0[from] } != false
+                    })
+                else { continue }
                 let rows =
                     (try? nodes[from].engine.entries(in: StorageLayout.partitionRange(partition), of: .data))
                     ?? []
@@ -556,13 +548,9 @@ struct SimulatedWorld {
                     }
                 }
                 log("n\(from) released p\(partition)")
-                current.markReleased(partition, by: leaver)
-                changed = true
+                changeMetadata(at: from) { $0.markReleased(partition, by: me) }
             }
         }
-        guard changed else { return }
-        metadata = current
-        spreadMetadata()
     }
 
     /// Drops the node's copies of partitions no layout in use places on it, by its own

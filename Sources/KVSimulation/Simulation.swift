@@ -60,6 +60,9 @@ public struct SimulationConfiguration: Hashable, Sendable {
         /// A transfer's source skips the first row after the receiver's cursor: the new
         /// owner counts the partition as received without it (the transfer checker).
         case transfersSkipARow
+        /// Nodes push nothing: only the node an operator commits through learns of a
+        /// change (the gossip checker).
+        case gossipPushesNothing
     }
 
     /// Creates a configuration; the defaults are the CI sweep's.

@@ -115,17 +115,18 @@ struct SimulationTests {
             case .incrementsLoseTheirSign: "no set of the"
             case .reapersIgnoreTheirCopy: "that superseded it was reaped"
             case .transfersSkipARow: "as received, but a row a page it took covered is not there"
+            case .gossipPushesNothing: "metadata did not converge"
             }
         var caught = false
         // Amnesia shows only when the wiped node coordinates a write of a key whose old
         // dots it no longer holds, before repairs bring them back; since coordinators keep
         // hints for down replicas that is rare, so it takes more seeds than the others (the
-        // first that catches it is seed 91; most others are caught by seed 1). A reaper
+        // first that catches it is seed 13; most others are caught by seed 1). A reaper
         // that agrees whatever it holds does harm only when a replica still holds an older
         // value once every hint holder (a member that left included) has handed its hints
-        // back, which is rarer still: the first seed is 836, so its search starts at 800
-        // (`Simulator --sweep 1000 --inject reapersIgnoreTheirCopy` finds them).
-        let first: UInt64 = bug == .reapersIgnoreTheirCopy ? 800 : 1
+        // back, which is rarer still: the first seed is 256, so its search starts at 250
+        // (`Simulator --sweep 1200 --inject reapersIgnoreTheirCopy` finds them).
+        let first: UInt64 = bug == .reapersIgnoreTheirCopy ? 250 : 1
         let seeds = first...(first + 399)
         for seed in seeds {
             let report = Simulation(SimulationConfiguration(seed: seed, injectedBug: bug)).run()

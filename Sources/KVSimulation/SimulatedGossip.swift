@@ -1,0 +1,118 @@
+import KVCluster
+import KVCore
+
+/// The simulator's interpreter of ``MetadataGossip``: each node keeps its own copy of
+/// the cluster metadata (on its disk: it survives crashes), changes it as the node shell
+/// does (an operator's commit, a transfer's receipt, a release), and spreads it by the
+/// same machine's pushes, carried as messages the network may drop, delay or cut.
+extension SimulatedWorld {
+    /// Gossip rounds happen every this many membership ticks (every 500 ms).
+    static let gossipTickEvery = 10
+
+    /// Node `node`'s copy in its binary form, encoded once per change.
+    mutating func encodedMetadata(at node: Int) -> [UInt8]? {
+        if let encoded = nodes[node].encodedMetadata { return encoded }
+        let encoded = nodes[node].metadata?.encoded()
+        nodes[node].encodedMetadata = encoded
+        return encoded
+    }
+
+    /// The record node `node` has of itself.
+    func ownRecord(_ node: Int) -> ClusterMember {
+        let id = nodes[node].id
+        return ClusterMember(node: id, peerAddress: "n\(id)", httpAddress: "n\(id)")
+    }
+
+    /// Changes node `node`'s copy of the metadata, as the node shell stores a change:
+    /// the coordinator gets the new placement, the node looks for copies to drop once
+    /// the change is old enough, and what changed is pushed to the others.
+    mutating func changeMetadata(at node: Int, _ change: (inout ClusterMetadata) -> Void) {
+        guard let before = nodes[node].metadata else { return }
+        var after = before
+        change(&after)
+        guard after != before else { return }
+        nodes[node].metadata = after
+        nodes[node].encodedMetadata = nil
+        if after.layout != before.layout || after.transition != before.transition,
+            let placement = after.placement, placement != before.placement
+        {
+            nodes[node].coordinator.placementChanged(placement)
+        }
+        // As the node shell does, a copy goes only after the partition stayed placed
+        // elsewhere for a while.
+        schedule(.dropCheck(node: node), after: 1_000)
+        performGossip(nodes[node].gossip.changed(from: before, to: after), at: node)
+    }
+
+    /// Carries out the gossip machine's actions. The `switch` has no `default:` on
+    /// purpose.
+    mutating func performGossip(_ actions: [MetadataGossip.Action], at node: Int) {
+        for action in actions {
+            switch action {
+            case .push(let peer):
+                // The planted defect: nothing spreads but what the operator commits.
+                if configuration.injectedBug == .gossipPushesNothing { continue }
+                guard let encoded = encodedMetadata(at: node) else { continue }
+                send(.metadata(.push(id: nil, encoded: encoded)), from: node, to: index(of: peer))
+            case .acknowledge(let id, let peer):
+                send(.metadata(.merged(id: id)), from: node, to: index(of: peer))
+            case .refused(let reason, let peer):
+                // Every simulated node belongs to one cluster.
+                report.violations.append("n\(node) refused the metadata of \(peer): \(reason)")
+            }
+        }
+    }
+
+    /// A metadata message arrived at `node`.
+    mutating func receiveMetadata(_ message: MetadataMessage, from sender: Int, at node: Int) {
+        guard case .push(let id, let encoded) = message, let mine = nodes[node].metadata else { return }
+        let from = nodes[sender].id
+        if encoded == encodedMetadata(at: node) {
+            // The same copy (the usual case once converged): nothing to merge.
+            performGossip(
+                nodes[node].gossip.pushHandled(theirs: mine, id: id, from: from, refusal: nil, current: mine),
+                at: node)
+            return
+        }
+        // Most pushes repeat a copy some node sent before: each is decoded once.
+        if decodedMetadata.count > 256 { decodedMetadata = [:] }
+        guard let theirs = decodedMetadata[encoded] ?? (try? ClusterMetadata.decode(encoded)) else {
+            report.violations.append("n\(node) could not decode the metadata n\(sender) sent")
+            return
+        }
+        decodedMetadata[encoded] = theirs
+        let adoption = MetadataGossip.adopt(theirs, into: mine, own: ownRecord(node), formation: nil)
+        if adoption.refusal == nil { changeMetadata(at: node) { $0 = adoption.metadata } }
+        guard let current = nodes[node].metadata else { return }
+        performGossip(
+            nodes[node].gossip.pushHandled(
+                theirs: theirs, id: id, from: from, refusal: adoption.refusal, current: current),
+            at: node)
+    }
+
+    /// One gossip round at `node`.
+    mutating func gossipTick(at node: Int) {
+        guard let metadata = nodes[node].metadata else { return }
+        performGossip(nodes[node].gossip.tick(metadata), at: node)
+    }
+
+    /// The gossip checker: once the faults ended and the nodes gossiped for a while,
+    /// every node that is not gone for good holds the same metadata, and no layout
+    /// change still moves data.
+    mutating func checkGossipConverged() {
+        let copies = nodes.indices.filter { !gone.contains($0) }.compactMap { nodes[$0].metadata }
+        guard let first = copies.first else { return }
+        if copies.contains(where: { $0 != first }) {
+            let versions = copies.map {
+                "v\($0.layout?.version ?? 0)\($0.transition == nil ? "" : "+moving")"
+            }
+            report.violations.append(
+                "the nodes' metadata did not converge after healing: \(versions.joined(separator: ", "))")
+        }
+        if let transition = first.transition, let layout = first.layout {
+            report.violations.append(
+                "after healing the layout change to version \(layout.version) still moves data: \(transition.pendingTransfers(in: layout).count) transfers pending"
+            )
+        }
+    }
+}
