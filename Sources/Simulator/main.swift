@@ -65,14 +65,19 @@ while let flag = arguments.popFirst() {
 
 if let seed {
     let trace: ((String) -> Void)? = tracing ? { print($0) } : nil
-    let report = Simulation(SimulationConfiguration(seed: seed, keyCount: keyCount, faults: faults, injectedBug: injectedBug), trace: trace).run()
+    let report = Simulation(
+        SimulationConfiguration(seed: seed, keyCount: keyCount, faults: faults, injectedBug: injectedBug),
+        trace: trace
+    ).run()
     print(report)
     exit(report.passed ? 0 : 1)
 }
 guard let sweep else { usage("give --seed or --sweep") }
 var failures = 0
 for seed in first..<(first + UInt64(sweep)) {
-    let report = Simulation(SimulationConfiguration(seed: seed, keyCount: keyCount, faults: faults, injectedBug: injectedBug)).run()
+    let report = Simulation(
+        SimulationConfiguration(seed: seed, keyCount: keyCount, faults: faults, injectedBug: injectedBug)
+    ).run()
     if !report.passed {
         failures += 1
         print(report)
