@@ -550,7 +550,9 @@ public struct Coordinator: Sendable {
         guard reads[operation] != nil else { return [] }
         switch outcome {
         case .object(let object): reads[operation]!.replies[replica] = object
-        case .failed: reads[operation]!.failed.insert(replica)
+        case .failed(let error):
+            reads[operation]!.failed.insert(replica)
+            if error.code != .quorumUnavailable { reads[operation]!.reported[replica] = error }
         }
         return evaluateRead(operation)
     }
@@ -567,13 +569,16 @@ public struct Coordinator: Sendable {
                 actions += finish(operation, .read(round.merged()))
             } else if replies + pending < quorum.r || replies + pending < quorum.pr {
                 round.replied = true
+                let shortfall =
+                    "\(replies) of \(round.preference.count) replicas answered and the read needs \(max(quorum.r, quorum.pr))"
+                // A replica that answered with an error (a stored object that does not
+                // decode) is not "unavailable": the client must see what went wrong.
+                let reported = round.preference.lazy.compactMap { round.reported[$0] }.first
                 actions += finish(
                     operation,
                     .failed(
-                        KVError(
-                            .quorumUnavailable,
-                            "\(replies) of \(round.preference.count) replicas answered and the read needs \(max(quorum.r, quorum.pr))"
-                        )))
+                        reported.map { KVError($0.code, "\(shortfall); a replica reported: \($0.message)") }
+                            ?? KVError(.quorumUnavailable, shortfall)))
             }
         }
         if pending == 0 {
@@ -758,6 +763,8 @@ private struct ReadRound: Sendable {
     var quorum: Quorum
     var replies: [NodeID: StoredObject] = [:]
     var failed: Set<NodeID> = []
+    /// The errors replicas answered with (not their being unreachable).
+    var reported: [NodeID: KVError] = [:]
     var replied = false
 
     /// The merge of every reply, in preference order (merging is commutative, so the

@@ -27,7 +27,7 @@ extension ClusterNode {
         guard (1...n).contains(r) else {
             throw KVError(.invalidQuorum, "a scan's r must be 1 to the table's n (\(n)), not \(r)")
         }
-        let range = try LocalNode.bounds(of: request, schema: descriptor.schema)
+        let range = try NodeStorage.bounds(of: request, schema: descriptor.schema)
         let partitions = local.partitions(for: request.range, schema: descriptor.schema, table: request.table)
         let tablePrefix = KeyEncoding.encode([.string(request.table.namespace), .string(request.table.table)])
         let unreachable = state.withLockedValue { $0.unreachable }
@@ -36,6 +36,9 @@ extension ClusterNode {
         // is one, then reachable ones in preference order. A node that fails is
         // replaced by the partition's next untried replica.
         var tried: [PartitionID: Set<NodeID>] = [:]
+        // The errors replicas answered with: a scan that runs out of replicas because of
+        // them reports what went wrong (a corrupt object), not that nobody answered.
+        var reported: [PartitionID: KVError] = [:]
         var pages: [(PartitionScanPage, count: Int)] = []
         var pending: [PartitionID: Int] = Dictionary(uniqueKeysWithValues: partitions.map { ($0, r) })
         while !pending.isEmpty {
@@ -49,10 +52,12 @@ extension ClusterNode {
                     + candidates.filter { $0 != nodeID && !unreachable.contains($0) }
                     + candidates.filter { $0 != nodeID && unreachable.contains($0) }
                 guard ordered.count >= needed else {
-                    throw KVError(
-                        .quorumUnavailable,
+                    let shortfall =
                         "partition \(partition) has \(ordered.count) replicas left to ask and the scan needs r=\(needed)"
-                    )
+                    if let error = reported[partition] {
+                        throw KVError(error.code, "\(shortfall); a replica reported: \(error.message)")
+                    }
+                    throw KVError(.quorumUnavailable, shortfall)
                 }
                 for node in ordered.prefix(needed) {
                     assignment[node, default: []].append(partition)
@@ -73,8 +78,11 @@ extension ClusterNode {
                 return answers
             }
             for (_, assigned, page) in answers {
-                if page.error != nil {
-                    for partition in assigned { pending[partition, default: 0] += 1 }
+                if let error = page.error {
+                    for partition in assigned {
+                        pending[partition, default: 0] += 1
+                        if error.code != .quorumUnavailable { reported[partition] = error }
+                    }
                 } else {
                     pages.append((page, assigned.count))
                 }
@@ -122,7 +130,7 @@ extension ClusterNode {
         var rows: [ScanRow] = []
         for (key, object) in merged.rows {
             guard let parts = try? KeyEncoding.decode(key, schema: descriptor.schema) else { continue }
-            let identity = LocalNode.rowIdentity(
+            let identity = NodeStorage.rowIdentity(
                 generation: descriptor.generation, tableAndKey: (tablePrefix + key)[...])
             rows.append(
                 ScanRow(

@@ -464,6 +464,51 @@ struct CoordinatorTests {
         #expect(error.message == "0 of 3 replicas answered and the read needs 2")
     }
 
+    @Test("a corrupt replica is outvoted; a read that fails because of it says so, not quorum.unavailable")
+    func corruptReplicasAreReported() {
+        let (key, replicas, outsider) = Self.placement
+        let corrupt = KVError(.corruptObject, "a stored object has an unknown format")
+        var coordinator = Self.coordinator(outsider)
+        let start = coordinator.read(.local(1), key: key, quorum: Self.quorum)
+        let fetches: [UInt64] = start.compactMap {
+            if case .send(.quorum(.fetch(let id, _)), _) = $0 { return id }
+            return nil
+        }
+        let good = Self.object("good", by: replicas[1])
+        // One corrupt replica of three: R=2 still answers from the other two.
+        #expect(
+            coordinator.received(.quorum(.replicaFailed(id: fetches[0], error: corrupt)), from: replicas[0])
+                .isEmpty)
+        #expect(
+            coordinator.received(.quorum(.fetched(id: fetches[1], object: good)), from: replicas[1]).isEmpty)
+        let answer = coordinator.received(.quorum(.fetched(id: fetches[2], object: good)), from: replicas[2])
+        #expect(answer.contains(.reply(.local(1), .read(good))))
+
+        // Two replicas fail, one of them reporting a corrupt object: the read fails with
+        // that code, and the message still says how many answered.
+        let second = coordinator.read(.local(2), key: key, quorum: Self.quorum)
+        let targets: [(ReplicaMessage, NodeID)] = second.compactMap {
+            if case .send(let message, let to) = $0 { return (message, to) }
+            return nil
+        }
+        guard case .quorum(.fetch(let id, _)) = targets[1].0 else {
+            Issue.record("expected fetches, got \(second)")
+            return
+        }
+        #expect(coordinator.sendFailed(targets[0].0, to: targets[0].1).isEmpty)
+        let failure = coordinator.received(
+            .quorum(.replicaFailed(id: id, error: corrupt)), from: targets[1].1)
+        guard case .reply(.local(2), .failed(let error)) = failure.first else {
+            Issue.record("expected a failure, got \(failure)")
+            return
+        }
+        #expect(error.code == .corruptObject)
+        #expect(
+            error.message
+                == "0 of 3 replicas answered and the read needs 2; a replica reported: a stored object has an unknown format"
+        )
+    }
+
     @Test("bad quorums are rejected before anything is sent")
     func invalidQuorum() {
         let (key, replicas, _) = Self.placement
