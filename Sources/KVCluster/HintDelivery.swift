@@ -28,7 +28,7 @@ public struct HintDeliverySettings: Hashable, Sendable {
 /// A hint as stored: its storage key and its record (`nil` when the record cannot be
 /// decoded, which delivery removes).
 public struct StoredHint: Hashable, Sendable {
-    /// The key in the hints keyspace (``HintRecord/storageKey(target:sequence:)``).
+    /// The key in the hints keyspace (`StorageLayout.hintKey(target:sequence:)`).
     public var storageKey: [UInt8]
     /// The hint, if it decodes.
     public var record: HintRecord?

@@ -122,9 +122,8 @@ public struct MerkleTree: Hashable, Sendable {
 
 /// A hint as a fallback keeps it: the primary it is for, the row and the object.
 ///
-/// Stored in the hints keyspace under `target (8 bytes) · sequence (8 bytes)`, both
-/// big-endian, so one target's hints are one range in the order they were taken and
-/// delivery in key order is delivery in write order.
+/// Stored in the hints keyspace under `StorageLayout.hintKey(target:sequence:)`, so one
+/// target's hints are one range and delivery in key order is delivery in write order.
 public struct HintRecord: Hashable, Sendable {
     /// The primary the hint is for.
     public var target: NodeID
@@ -141,23 +140,6 @@ public struct HintRecord: Hashable, Sendable {
     }
 
     static let formatVersion: UInt8 = 1
-
-    /// The storage key of the hint taken as `sequence` for `target`.
-    public static func storageKey(target: NodeID, sequence: UInt64) -> [UInt8] {
-        var writer = BinaryWriter(capacity: 16)
-        writer.writeFixed(target.rawValue)
-        writer.writeFixed(sequence)
-        return writer.bytes
-    }
-
-    /// The target and sequence of a storage key, or `nil` if it is not one.
-    public static func parseStorageKey(_ bytes: [UInt8]) -> (target: NodeID, sequence: UInt64)? {
-        guard bytes.count == 16 else { return nil }
-        var reader = BinaryReader(bytes)
-        guard let target: UInt64 = try? reader.readFixed(), let sequence: UInt64 = try? reader.readFixed()
-        else { return nil }
-        return (NodeID(rawValue: target), sequence)
-    }
 
     /// The stored value.
     public func encoded() -> [UInt8] {

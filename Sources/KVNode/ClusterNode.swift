@@ -119,7 +119,7 @@ public struct ClusterSettings: Sendable, Hashable {
 ///
 /// It is the shell around the pure ``Coordinator``: it turns client calls into
 /// coordinator events, carries out the actions (messages over the ``PeerTransport``,
-/// storage commands on the ``LocalNode``'s thread pool under row locks, timers on an
+/// storage commands on the ``NodeStorage``'s thread pool under row locks, timers on an
 /// event loop) and feeds the results back. The ``ClusterMetadata`` (members, layout,
 /// tables, the context secret) is kept in the metadata keyspace and spread to every
 /// member: pushed on each change and exchanged with one peer per gossip interval.
@@ -128,8 +128,11 @@ public struct ClusterSettings: Sendable, Hashable {
 /// forms one at once, a node of a static member list once it knows every member (the
 /// smallest node id forms it), and a joining node once a member's metadata reaches it.
 public final class ClusterNode: KeyValueService, Sendable {
+    /// The software version reported by ``nodeInfo()``.
+    public static let version = "0.1.0"
+
     /// The node's storage and catalog.
-    public let local: LocalNode
+    public let local: NodeStorage
     /// Its cluster settings.
     public let settings: ClusterSettings
     let transport: PeerTransport
@@ -220,13 +223,13 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
     }
 
-    static let metadataKey = Array("cluster/metadata".utf8)
+    static let metadataKey = MetadataKeys.clusterMetadata
     /// How late an operation timer may fire.
     static let timerResolution = TimeAmount.milliseconds(20)
 
     /// Opens the cluster side of `local`: loads its stored cluster metadata (or starts
     /// unformed metadata that knows only itself).
-    public init(local: LocalNode, settings: ClusterSettings, group: any EventLoopGroup, logger: Logger)
+    public init(local: NodeStorage, settings: ClusterSettings, group: any EventLoopGroup, logger: Logger)
         throws(KVError)
     {
         let problems = settings.problems()
@@ -901,7 +904,7 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     /// The row, its replica key and the quorum the request runs with.
     private func resolve(_ key: RowKey, _ overrides: QuorumOverrides) throws(KVError) -> (
-        LocalNode.ResolvedRow, ReplicaKey, Quorum
+        NodeStorage.ResolvedRow, ReplicaKey, Quorum
     ) {
         let layout = try formedLayout()
         let row = try local.resolve(key)
@@ -927,14 +930,14 @@ public final class ClusterNode: KeyValueService, Sendable {
     public func put(_ key: RowKey, value: RowValue, options: WriteOptions) async throws(KVError)
         -> WriteResult
     {
-        try LocalNode.validate(value, maximumBytes: local.settings.maximumValueBytes)
+        try NodeStorage.validate(value, maximumBytes: local.settings.maximumValueBytes)
         return try await write(
-            key, Sibling(value: value, timestampMilliseconds: LocalNode.wallClockMilliseconds()), options,
+            key, Sibling(value: value, timestampMilliseconds: NodeStorage.wallClockMilliseconds()), options,
             increment: nil)
     }
 
     public func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult {
-        try await write(key, .tombstone(at: LocalNode.wallClockMilliseconds()), options, increment: nil)
+        try await write(key, .tombstone(at: NodeStorage.wallClockMilliseconds()), options, increment: nil)
     }
 
     private func write(_ key: RowKey, _ sibling: Sibling, _ options: WriteOptions, increment: Int64?)
@@ -961,7 +964,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     {
         try options.validateRequestID()
         let (row, replicaKey, quorum) = try resolve(key, options.quorum)
-        var sibling = Sibling.tombstone(at: LocalNode.wallClockMilliseconds())
+        var sibling = Sibling.tombstone(at: NodeStorage.wallClockMilliseconds())
         sibling.requestID = options.requestID
         let proposed = ProposedWrite(
             sibling: sibling, context: nil, generation: row.descriptor.generation, increment: delta)
@@ -1021,12 +1024,12 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     public func tables(in namespace: String) async throws(KVError) -> [TableDescriptor] {
         _ = try formedLayout()
-        return try await local.tables(in: namespace)
+        return local.tables(in: namespace)
     }
 
     public func namespaces() async throws(KVError) -> [String] {
         _ = try formedLayout()
-        return try await local.namespaces()
+        return local.namespaces()
     }
 
     public func clearTable(_ name: TableName) async throws(KVError) {
@@ -1072,7 +1075,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     // MARK: - The node and the cluster
 
     public func nodeInfo() async throws(KVError) -> NodeInfo {
-        var info = try await local.nodeInfo()
+        var info = local.nodeInfo()
         info.peerAddress = peerAddress
         return info
     }

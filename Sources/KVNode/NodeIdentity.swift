@@ -8,7 +8,7 @@ import KVStorage
 /// partition count of its key space.
 public struct NodeIdentity: Sendable, Hashable {
     /// The metadata key of the record.
-    static let metadataKey = Array("node/identity".utf8)
+    static let metadataKey = MetadataKeys.nodeIdentity
     static let formatVersion: UInt8 = 1
 
     /// The node's permanent id.

@@ -1,82 +1,79 @@
 import KVCore
+import KVReplica
 import KVStorage
 
-/// How table descriptors are stored in the metadata keyspace:
-/// `catalog/table/` · namespace · table (escaped string encoding) → descriptor.
-enum CatalogRecord {
-    static let prefix = Array("catalog/table/".utf8)
-    static let formatVersion: UInt8 = 1
-
-    static func key(_ name: TableName) -> [UInt8] {
-        var key = prefix
-        KeyEncoding.append(.string(name.namespace), to: &key)
-        KeyEncoding.append(.string(name.table), to: &key)
-        return key
+/// The table catalog as this node keeps it: a copy of the cluster metadata's tables, in
+/// memory and as ``CatalogRecord``s in the metadata keyspace.
+extension NodeStorage {
+    /// Reads every catalog record.
+    static func loadCatalog(from engine: any StorageEngine) throws(KVError) -> [TableName:
+        TableDescriptor]
+    {
+        try storageWork("loading the table catalog") {
+            var tables: [TableName: TableDescriptor] = [:]
+            for entry in try engine.entries(in: .prefixed(by: CatalogRecord.prefix), of: .metadata) {
+                let descriptor = try CatalogRecord.decode(entry.value)
+                tables[descriptor.name] = descriptor
+            }
+            return tables
+        }
     }
 
-    static func encode(_ descriptor: TableDescriptor) -> [UInt8] {
-        var writer = BinaryWriter()
-        writer.write(formatVersion)
-        writer.writeLengthPrefixed(Array(descriptor.name.namespace.utf8))
-        writer.writeLengthPrefixed(Array(descriptor.name.table.utf8))
-        writer.writeVarint(UInt64(descriptor.schema.parts.count))
-        for part in descriptor.schema.parts {
-            let tag: UInt8 =
-                switch part {
-                case .string: 1
-                case .bytes: 2
-                case .int64: 3
-                case .uuid: 4
-                }
-            writer.write(tag)
-        }
-        writer.writeVarint(UInt64(descriptor.schema.partitionKeyLength))
-        let defaults = descriptor.defaults
-        for value in [defaults.n, defaults.r, defaults.w, defaults.dw, defaults.pr, defaults.pw] {
-            writer.writeVarint(UInt64(value))
-        }
-        writer.writeFixed(descriptor.generation)
-        return writer.bytes
+    /// A fresh table generation, different from `previous`.
+    func newGeneration(after previous: UInt64) -> UInt64 {
+        var random = SystemRandomNumberGenerator()
+        var generation = random.next() as UInt64
+        while generation == previous || generation == 0 { generation = random.next() }
+        return generation
     }
 
-    static func decode(_ bytes: [UInt8]) throws(KVError) -> TableDescriptor {
-        do {
-            var reader = BinaryReader(bytes)
-            guard try reader.readByte() == formatVersion else {
-                throw KVError(.corruptObject, "a catalog record has an unknown format")
+    /// The tables of `namespace`, in name order.
+    func tables(in namespace: String) -> [TableDescriptor] {
+        catalog.withLockedValue { $0.values.filter { $0.name.namespace == namespace } }.sorted {
+            $0.name < $1.name
+        }
+    }
+
+    /// Every namespace that has a table, in order.
+    func namespaces() -> [String] {
+        Array(Set(catalog.withLockedValue { $0.keys.map(\.namespace) })).sorted()
+    }
+
+    /// Range deletes of every row of `name`, one per partition.
+    func deleteRows(of name: TableName, into batch: inout WriteBatch) {
+        for partition in 0..<identity.partitionCount {
+            let prefix = StorageLayout.tablePrefix(
+                partition: PartitionID(rawValue: UInt32(partition)), namespace: name.namespace,
+                table: name.table)
+            batch.deleteRange(.prefixed(by: prefix))
+            batch.deleteRange(.prefixed(by: prefix), in: .antiEntropy)
+        }
+    }
+
+    /// Makes `tables` the catalog, as a cluster's metadata dictates: rows of tables that
+    /// were dropped, or cleared (their generation changed), are deleted; `extra` is
+    /// written in the same atomic batch (the cluster metadata it came from). Blocks: run
+    /// it on the thread pool. Returns whether rows were deleted.
+    @discardableResult
+    func adoptCatalog(_ tables: [TableName: TableDescriptor], writing extra: [(key: [UInt8], value: [UInt8])])
+        throws(KVError) -> Bool
+    {
+        try withAllRowLocks { () throws(KVError) -> Bool in
+            let current = catalog.withLockedValue { $0 }
+            var batch = WriteBatch()
+            var deleted = false
+            for (name, old) in current where tables[name]?.generation != old.generation {
+                deleted = true
+                deleteRows(of: name, into: &batch)
+                if tables[name] == nil { batch.delete(CatalogRecord.key(name), in: .metadata) }
             }
-            let namespace = String(decoding: try reader.readLengthPrefixed(maximumLength: 256), as: UTF8.self)
-            let table = String(decoding: try reader.readLengthPrefixed(maximumLength: 256), as: UTF8.self)
-            let count = try reader.readVarint()
-            guard count <= UInt64(KeySchema.maximumPartCount) else {
-                throw KVError(.corruptObject, "a catalog record has too many key parts")
+            for (name, descriptor) in tables where current[name] != descriptor {
+                batch.put(CatalogRecord.key(name), CatalogRecord.encode(descriptor), in: .metadata)
             }
-            var parts: [KeyPartType] = []
-            for _ in 0..<count {
-                switch try reader.readByte() {
-                case 1: parts.append(.string)
-                case 2: parts.append(.bytes)
-                case 3: parts.append(.int64)
-                case 4: parts.append(.uuid)
-                default: throw KVError(.corruptObject, "a catalog record has an unknown key part type")
-                }
-            }
-            let partitionKeyLength = Int(try reader.readVarint())
-            var numbers: [Int] = []
-            for _ in 0..<6 { numbers.append(Int(clamping: try reader.readVarint())) }
-            let generation = try reader.readFixed()
-            guard reader.isAtEnd else { throw KVError(.corruptObject, "a catalog record has trailing bytes") }
-            return TableDescriptor(
-                name: try TableName(namespace: namespace, table: table),
-                schema: try KeySchema(parts, partitionKeyLength: partitionKeyLength),
-                defaults: ReplicationDefaults(
-                    n: numbers[0], r: numbers[1], w: numbers[2], dw: numbers[3], pr: numbers[4],
-                    pw: numbers[5]),
-                generation: generation)
-        } catch let error as KVError {
-            throw error
-        } catch {
-            throw KVError(.corruptObject, "a catalog record is truncated", underlying: error)
+            for entry in extra { batch.put(entry.key, entry.value, in: .metadata) }
+            if !batch.isEmpty { try write(batch) }
+            catalog.withLockedValue { $0 = tables }
+            return deleted
         }
     }
 }

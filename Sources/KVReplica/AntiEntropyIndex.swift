@@ -15,7 +15,7 @@ import KVStorage
 /// rebuilds the index from the rows first.
 package final class AntiEntropyIndex: Sendable {
     /// The metadata record saying the index covers every row.
-    package static let completeKey = Array("anti-entropy/index-complete".utf8)
+    package static let completeKey = MetadataKeys.antiEntropyIndexComplete
 
     /// A change of one row, applied to the trees once its batch is stored.
     package struct Change: Sendable {

@@ -31,7 +31,7 @@ package final class HintStore: Sendable {
         try storageWork("loading hints") {
             let cursor = try engine.cursor(over: .all, in: .hints, direction: .forward)
             while let entry = try cursor.next() {
-                guard let (target, sequence) = HintRecord.parseStorageKey(entry.key),
+                guard let (target, sequence) = StorageLayout.parseHintKey(entry.key),
                     let record = try? HintRecord.decode(entry.value)
                 else { continue }
                 state.nextSequence = max(state.nextSequence, sequence + 1)
@@ -50,7 +50,7 @@ package final class HintStore: Sendable {
             return state.nextSequence
         }
         batch.put(
-            HintRecord.storageKey(target: record.target, sequence: sequence), record.encoded(), in: .hints)
+            StorageLayout.hintKey(target: record.target, sequence: sequence), record.encoded(), in: .hints)
         return record
     }
 
@@ -101,7 +101,7 @@ package final class HintStore: Sendable {
         -> [(storageKey: [UInt8], record: HintRecord?)]
     {
         try storageWork("reading hints") {
-            let start = HintRecord.storageKey(target: target, sequence: 0)
+            let start = StorageLayout.hintKey(target: target, sequence: 0)
             let cursor = try engine.cursor(
                 over: .prefixed(by: Array(start.prefix(8))), in: .hints, direction: .forward)
             var hints: [(storageKey: [UInt8], record: HintRecord?)] = []

@@ -1,20 +1,5 @@
 import KVCore
 
-/// A separate ordered key space inside one engine.
-///
-/// Data rows, node metadata, hints and anti-entropy state never share a key range, so
-/// iterating or dropping one cannot touch another. RocksDB maps each to a column family.
-public enum Keyspace: String, CaseIterable, Sendable, Hashable {
-    /// Data rows, keyed by ``StorageLayout/dataKey(partition:namespace:table:key:)``.
-    case data
-    /// Node and cluster metadata: identity, incarnation, table schemas.
-    case metadata
-    /// Hints held for replicas that were down (hinted handoff).
-    case hints
-    /// Persisted anti-entropy state (Merkle tree leaves).
-    case antiEntropy = "anti_entropy"
-}
-
 /// How durable a write must be before ``StorageEngine/write(_:durability:)`` returns.
 public enum Durability: Sendable, Hashable {
     /// Written to the log and flushed to stable storage (fsync). Concurrent synced

@@ -16,7 +16,7 @@ struct KV: AsyncParsableCommand {
             Rows live in tables of a namespace, written NAMESPACE/TABLE, and are \
             addressed by their key parts in order, one argument per part.
             """,
-        version: LocalNode.version,
+        version: ClusterNode.version,
         subcommands: [
             ServerCommand.self, PutCommand.self, GetCommand.self, DeleteCommand.self, IncrementCommand.self,
             ScanCommand.self,

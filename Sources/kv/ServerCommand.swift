@@ -292,7 +292,8 @@ struct ServerCommand: AsyncParsableCommand {
         default:
             throw ValidationError("unknown engine '\(engineName)'; use rocksdb or memory")
         }
-        let localNode = try LocalNode(engine: storage, engineName: engineName, settings: node, logger: logger)
+        let storageNode = try NodeStorage(
+            engine: storage, engineName: engineName, settings: node, logger: logger)
         // The HTTP port must be known before the cluster side announces it, so the
         // server starts first; until the cluster forms it answers data requests with
         // server.unavailable.
@@ -310,7 +311,7 @@ struct ServerCommand: AsyncParsableCommand {
             // under another spelling, the bootstrap finds out and lowers the count.
             cluster.expectedMembers = Set(seeds + [httpAddress]).count
         }
-        let clusterNode = try ClusterNode(local: localNode, settings: cluster, group: group, logger: logger)
+        let clusterNode = try ClusterNode(local: storageNode, settings: cluster, group: group, logger: logger)
         let peerAddress = try await clusterNode.start()
         service.install(clusterNode)
         let bootstrap = Task {
@@ -327,7 +328,7 @@ struct ServerCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(
             Data(
                 """
-                kv \(LocalNode.version) node \(localNode.identity.nodeID) serving \(url)
+                kv \(ClusterNode.version) node \(storageNode.identity.nodeID) serving \(url)
                   engine: \(engineName)\(engineName == "rocksdb" ? ", data: \(dataDirectory)" : " (nothing is kept)")
                   peers:  \(peerAddress) (\(mode))
                   try:    curl -s \(url)/health

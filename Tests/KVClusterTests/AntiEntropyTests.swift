@@ -119,7 +119,7 @@ struct AntiEntropyTests {
         #expect(MerkleTree.objectHash(deleted) != MerkleTree.objectHash(a))
     }
 
-    @Test("hint records round-trip, and one target's hints sort in the order they were taken")
+    @Test("hint records round-trip, and a damaged one is refused")
     func hintRecords() throws {
         let target = NodeID(rawValue: 0xABCD)
         let record = HintRecord(
@@ -127,12 +127,6 @@ struct AntiEntropyTests {
             key: ReplicaKey(partition: PartitionID(rawValue: 300), bytes: [1, 2, 3], generation: 77),
             object: Self.object("hinted"))
         #expect(try HintRecord.decode(record.encoded()) == record)
-        let keys = [1, 2, 255, 256, 70_000].map {
-            HintRecord.storageKey(target: target, sequence: UInt64($0))
-        }
-        #expect(keys == keys.sorted { $0.lexicographicallyPrecedes($1) })
-        #expect(HintRecord.parseStorageKey(keys[3])?.sequence == 256)
-        #expect(HintRecord.parseStorageKey(keys[3])?.target == target)
         var corrupt = record.encoded()
         corrupt[0] = 9
         #expect(throws: KVError.self) { try HintRecord.decode(corrupt) }

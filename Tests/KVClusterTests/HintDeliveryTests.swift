@@ -34,8 +34,11 @@ struct HintDeliveryTests {
             context: VersionVector(), actor: ActorID(node: me, incarnation: 1))
         let key = ReplicaKey(
             partition: PartitionID(rawValue: 0), bytes: [UInt8(index)], generation: generation)
+        // The machine treats storage keys as opaque; any distinct bytes do.
+        var storageKey = BinaryWriter()
+        storageKey.writeFixed(UInt64(index))
         return StoredHint(
-            storageKey: HintRecord.storageKey(target: target, sequence: UInt64(index)),
+            storageKey: storageKey.bytes,
             record: HintRecord(target: target, key: key, object: object))
     }
 

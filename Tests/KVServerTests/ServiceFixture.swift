@@ -2,17 +2,19 @@ import KVClient
 import KVCore
 import KVNode
 import KVServer
+import KVStorage
 import KVStorageMemory
 import Logging
 import NIOPosix
 
 /// Every way to reach a ``KeyValueService``. The conformance suite runs against each,
 /// so the HTTP API (through a real socket and the Swift client) must behave exactly like
-/// the in-process node.
+/// the in-process node, and one node like a cluster.
 enum ServiceKind: String, CaseIterable, Sendable, CustomStringConvertible {
-    /// A ``LocalNode`` called directly.
+    /// A cluster of one ``ClusterNode`` (what `kv server` runs on its own), called directly.
     case inProcess
-    /// The same node behind the HTTP server on 127.0.0.1, through ``HTTPKeyValueService``.
+    /// The same one-node cluster behind the HTTP server on 127.0.0.1, through
+    /// ``HTTPKeyValueService``.
     case http
     /// A cluster of three ``ClusterNode``s in this process, talking over real sockets on
     /// 127.0.0.1 (N=3, R=W=2), called through its first node.
@@ -21,70 +23,59 @@ enum ServiceKind: String, CaseIterable, Sendable, CustomStringConvertible {
     var description: String { rawValue }
 }
 
-/// A fresh service of one kind on an in-memory engine.
+/// A fresh service of one kind on in-memory engines.
 final class ServiceFixture: Sendable {
-    let node: LocalNode
     let server: HTTPServer?
     let client: HTTPKeyValueService?
     let cluster: [ClusterNode]
 
-    var service: any KeyValueService {
-        if let client { return client }
-        if let first = cluster.first { return first }
-        return node
-    }
+    var service: any KeyValueService { client ?? cluster[0] }
 
     init(_ kind: ServiceKind, settings: NodeSettings = NodeSettings(partitionCount: 16)) async throws {
         var logger = Logger(label: "test")
         logger.logLevel = .error
-        node = try LocalNode(
-            engine: MemoryStorageEngine(), engineName: "memory", settings: settings, logger: logger)
+        cluster = try await Self.startCluster(
+            of: kind == .cluster ? 3 : 1, settings: settings, logger: logger)
         switch kind {
-        case .inProcess:
+        case .inProcess, .cluster:
             server = nil
             client = nil
-            cluster = []
-        case .cluster:
-            server = nil
-            client = nil
-            cluster = try await Self.startCluster(first: node, settings: settings, logger: logger)
         case .http:
             let server = try HTTPServer(
-                settings: HTTPServerSettings(port: 0), service: node,
+                settings: HTTPServerSettings(port: 0), service: cluster[0],
                 group: MultiThreadedEventLoopGroup.singleton,
                 logger: logger)
             let address = try await server.start()
             self.server = server
             client = try await HTTPKeyValueService(host: "127.0.0.1", port: address.port!)
-            cluster = []
         }
     }
 
-    /// Three cluster nodes (the first over `first`) that introduce themselves to each
-    /// other, returned once every one serves.
-    static func startCluster(first: LocalNode, settings: NodeSettings, logger: Logger) async throws
-        -> [ClusterNode]
-    {
+    /// A cluster of `count` nodes over in-memory engines (or, for one node, `engine`) that
+    /// introduce themselves to each other, returned once every one serves.
+    static func startCluster(
+        of count: Int, engine: (any StorageEngine)? = nil, settings: NodeSettings, logger: Logger
+    ) async throws -> [ClusterNode] {
         var nodes: [ClusterNode] = []
-        for index in 0..<3 {
-            let local =
-                index == 0
-                ? first
-                : try LocalNode(
-                    engine: MemoryStorageEngine(), engineName: "memory", settings: settings, logger: logger)
+        for index in 0..<count {
+            let storage = try NodeStorage(
+                engine: (count == 1 ? engine : nil) ?? MemoryStorageEngine(), engineName: "memory",
+                settings: settings, logger: logger)
             let node = try ClusterNode(
-                local: local,
+                local: storage,
                 // A generous replica timeout: a busy test machine must make the suite
                 // slower, not make writes indeterminate.
                 settings: ClusterSettings(
-                    httpAddress: "in-process-\(index)", expectedMembers: 3, requestTimeoutMilliseconds: 30_000
-                ),
+                    httpAddress: "in-process-\(index)", expectedMembers: count,
+                    requestTimeoutMilliseconds: 30_000),
                 group: MultiThreadedEventLoopGroup.singleton, logger: logger)
             _ = try await node.start()
             nodes.append(node)
         }
-        for _ in 0..<500 {
-            if nodes.allSatisfy({ $0.isFormed && $0.metadata.members.count == 3 }) { return nodes }
+        // Generous: the parallel suite starts dozens of nodes at once on a small machine.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if nodes.allSatisfy({ $0.isFormed && $0.metadata.members.count == count }) { return nodes }
             for node in nodes {
                 for other in nodes where other !== node { node.introduce(toPeerAt: other.peerAddress) }
             }
@@ -97,11 +88,7 @@ final class ServiceFixture: Sendable {
     func shutdown() async {
         await client?.close()
         await server?.shutdown()
-        if cluster.isEmpty {
-            await node.shutdown()
-        } else {
-            for member in cluster { await member.shutdown() }
-        }
+        for member in cluster { await member.shutdown() }
     }
 }
 

@@ -34,17 +34,33 @@ public enum StorageLayout {
         ]
     }
 
-    /// The prefix of the stored transfer cursors (``Keyspace/metadata``).
-    public static let transferCursorPrefix = Array("handoff/cursor/".utf8)
-
     /// Where a new owner keeps its cursor of receiving `partition` for layout `version`
     /// (``Keyspace/metadata``).
     public static func transferCursorKey(version: UInt64, partition: PartitionID) -> [UInt8] {
-        var writer = BinaryWriter(capacity: transferCursorPrefix.count + 12)
-        writer.writeRaw(transferCursorPrefix)
+        var writer = BinaryWriter(capacity: MetadataKeys.transferCursorPrefix.count + 12)
+        writer.writeRaw(MetadataKeys.transferCursorPrefix)
         writer.writeFixed(version)
         writer.writeRaw(partitionPrefix(partition))
         return writer.bytes
+    }
+
+    /// The key in ``Keyspace/hints`` of the hint taken as `sequence` for `target`:
+    /// `target (8 bytes) · sequence (8 bytes)`, both big-endian, so one target's hints
+    /// are one range in the order they were taken.
+    public static func hintKey(target: NodeID, sequence: UInt64) -> [UInt8] {
+        var writer = BinaryWriter(capacity: 16)
+        writer.writeFixed(target.rawValue)
+        writer.writeFixed(sequence)
+        return writer.bytes
+    }
+
+    /// The target and sequence of a hint key, or `nil` if it is not one.
+    public static func parseHintKey(_ bytes: [UInt8]) -> (target: NodeID, sequence: UInt64)? {
+        guard bytes.count == 16 else { return nil }
+        var reader = BinaryReader(bytes)
+        guard let target: UInt64 = try? reader.readFixed(), let sequence: UInt64 = try? reader.readFixed()
+        else { return nil }
+        return (NodeID(rawValue: target), sequence)
     }
 
     /// Every row of `partition`.
