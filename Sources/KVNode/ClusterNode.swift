@@ -688,25 +688,37 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
     }
 
-    fileprivate func reachabilityChanged(_ node: NodeID, isUp: Bool) {
-        // Events of an old and a new connection to one peer can arrive out of order
-        // (they come from different event loops): one that contradicts the connection
-        // as it is now is stale, and a later event will tell the truth.
-        guard isUp == transport.isConnected(to: node) else { return }
-        state.withLockedValue { state in
-            if isUp { state.unreachable.remove(node) } else { state.unreachable.insert(node) }
-        }
-        refreshReachability(node)
+    /// A connection to `node` opened or closed.
+    ///
+    /// The event's own direction is not trusted: events of an old and a new connection
+    /// to one peer arrive from different event loops, in any order, and a check of the
+    /// event against the connection followed by a separate update let a stale "closed"
+    /// land after the "opened" that superseded it. The peer then stayed unreachable
+    /// while connected (no later event comes for a connection that stays up): releases
+    /// waited on it, hints for it piled up and were never delivered, and their rows'
+    /// tombstones could not be reaped. So every event re-reads the connection's state
+    /// and applies it while holding the node's state lock, which orders the updates:
+    /// whichever runs last saw the connection as it is.
+    fileprivate func reachabilityChanged(_ node: NodeID, isUp _: Bool) {
+        refreshReachability(node, connectionChanged: true)
     }
 
     /// Tells the coordinator whether `node` is up: connected, and not suspected or
     /// declared dead by SWIM (a paused process keeps its connections but answers
-    /// nothing).
-    func refreshReachability(_ node: NodeID) {
-        let isUp = state.withLockedValue { $0.believesUp(node) }
-        run { coordinator in
-            coordinator.reachabilityChanged(node, isUp: isUp)
-            return []
+    /// nothing). After a connection event the connection is read again; it and both
+    /// views are updated under the state lock (lock order: state, then the
+    /// coordinator's), so concurrent refreshes cannot leave either view stale.
+    func refreshReachability(_ node: NodeID, connectionChanged: Bool = false) {
+        state.withLockedValue { state in
+            if connectionChanged {
+                if transport.isConnected(to: node) {
+                    state.unreachable.remove(node)
+                } else {
+                    state.unreachable.insert(node)
+                }
+            }
+            let isUp = state.believesUp(node)
+            coordinator.withLockedValue { $0.reachabilityChanged(node, isUp: isUp) }
         }
     }
 

@@ -31,6 +31,9 @@ struct RebalanceState: Sendable {
     var outbound: [OutboundKey: Outbound] = [:]
     /// Partitions whose release (the previous owner's check) is running.
     var releasing: Set<PartitionID> = []
+    /// Why each partition's last release attempt stopped, so a release that keeps
+    /// failing is logged once per reason rather than once per attempt.
+    var releaseBlocked: [PartitionID: String] = [:]
     var stepRunning = false
     var sweepCursor = 0
     /// When each partition this node holds rows of was first seen placed elsewhere.
@@ -251,7 +254,12 @@ extension ClusterNode {
     private func release(_ partition: PartitionID, layout: Layout) async {
         let owners = layout.replicas(of: partition).filter { $0 != nodeID }
         for owner in owners {
-            guard isReachable(owner), await pushDifferences(partition, to: owner) else { return }
+            guard isReachable(owner) else {
+                return releaseBlocked(partition, "new owner \(owner) is not reachable")
+            }
+            if let problem = await pushDifferences(partition, to: owner) {
+                return releaseBlocked(partition, "pushing to \(owner): \(problem)")
+            }
         }
         do {
             try await local.blocking { [self] () throws(KVError) in
@@ -263,14 +271,28 @@ extension ClusterNode {
         } catch {
             return
         }
-        rebalance.withLockedValue { $0.counters.partitionsReleased += 1 }
+        rebalance.withLockedValue { state in
+            state.counters.partitionsReleased += 1
+            state.releaseBlocked[partition] = nil
+        }
         logger.info(
             "partition released", metadata: ["partition": "\(partition)", "layout": "\(layout.version)"])
     }
 
-    /// Makes `owner` hold everything of `partition` this node holds; `true` once every
-    /// row compared equal or was merged into it.
-    private func pushDifferences(_ partition: PartitionID, to owner: NodeID) async -> Bool {
+    /// Logs why a release stopped, when the reason is new; the next step tries again.
+    private func releaseBlocked(_ partition: PartitionID, _ reason: String) {
+        let changed = rebalance.withLockedValue { state in
+            defer { state.releaseBlocked[partition] = reason }
+            return state.releaseBlocked[partition] != reason
+        }
+        guard changed else { return }
+        logger.info(
+            "partition release waits", metadata: ["partition": "\(partition)", "reason": "\(reason)"])
+    }
+
+    /// Makes `owner` hold everything of `partition` this node holds: `nil` once every row
+    /// compared equal or was merged into it, otherwise what stopped it.
+    private func pushDifferences(_ partition: PartitionID, to owner: NodeID) async -> String? {
         let allLeaves = Array(0..<MerkleTree.leafCount)
         var after: [UInt8]?
         while !isStopping {
@@ -278,7 +300,7 @@ extension ClusterNode {
             let bound: [UInt8]?
             if antiEntropy.indexComplete {
                 guard let page = await pairedListings(partition, allLeaves, after: after, with: owner) else {
-                    return false
+                    return "no listing of its row hashes"
                 }
                 bound = page.bound
                 let theirHashes = Dictionary(
@@ -302,7 +324,7 @@ extension ClusterNode {
                             return keys
                         }
                     })
-                else { return false }
+                else { return "listing this node's rows failed" }
                 listing = page
                 bound = page.count == Self.keysPerListing ? page.last?.key : nil
             }
@@ -311,21 +333,24 @@ extension ClusterNode {
                     // A dropped table's rows need not go; an unknown one (this node's
                     // catalog lags) is checked again later.
                     if tableIsDropped(entry.key) { continue }
-                    return false
+                    return "a row of a table this node does not know yet"
                 }
                 let row = ReplicaKey(partition: partition, bytes: entry.key, generation: generation)
-                guard case .object(let object) = await maintenanceStorage(.load(row)) else { return false }
+                guard case .object(let object) = await maintenanceStorage(.load(row)) else {
+                    return "loading a row failed"
+                }
                 if object.entries.isEmpty { continue }
-                guard
-                    case .antiEntropy(.reconciled(_, .object))? = await request(
-                        { .antiEntropy(.reconcile(id: $0, key: row, object: object)) }, to: owner)
-                else { return false }
+                let answer = await request(
+                    { .antiEntropy(.reconcile(id: $0, key: row, object: object)) }, to: owner)
+                guard case .antiEntropy(.reconciled(_, .object))? = answer else {
+                    return "merging a row answered \(answer.map { "\($0)".prefix(200) } ?? "nothing in time")"
+                }
                 rebalance.withLockedValue { $0.counters.releaseRepairs += 1 }
             }
-            guard let bound else { return true }
+            guard let bound else { return nil }
             after = bound
         }
-        return false
+        return "the node is stopping"
     }
 
     /// Whether this node must keep its copy of `partition`: the layout places it here,
@@ -368,7 +393,7 @@ extension ClusterNode {
         // and a stale coordinator may still send one: the owners get whatever they lack
         // before the copy goes, or it stays until they can.
         for owner in layout.replicas(of: partition) where owner != nodeID {
-            guard isReachable(owner), await pushDifferences(partition, to: owner) else { return }
+            guard isReachable(owner), await pushDifferences(partition, to: owner) == nil else { return }
         }
         let dropped = try? await local.blocking { [self] () throws(KVError) -> Bool in
             // Checked again under the metadata lock, so a change that placed the

@@ -251,7 +251,7 @@ final class NemesisRun: @unchecked Sendable {
                     "--peer-port", String(ports[1]), "--join", "127.0.0.1:\(cluster.httpPorts[0])",
                     "--node-name",
                     name, "--partitions", "32", "--anti-entropy-interval-ms", "50", "--replica-timeout-ms",
-                    "1500",
+                    "1500", "--log-level", "info",
                 ], port: ports[0])
         }
         extraNodes.withLockedValue { $0.append(extra) }
@@ -279,6 +279,17 @@ final class NemesisRun: @unchecked Sendable {
             }
             layoutChanges.withLockedValue { $0.append((what, nil)) }
             note("\(what): its data did not move within a minute")
+            // What the cluster says is missing, for whoever reads the failure.
+            if let report = try? await seed.transfers() {
+                note(
+                    "\(what): \(report.received) of \(report.total) transfers received, "
+                        + "\(report.unreleased) partitions wait for a release")
+                for transfer in report.transfers where transfer.state != "received" {
+                    note(
+                        "  partition \(transfer.partition) to \(transfer.destination): \(transfer.state)"
+                            + " from \(transfer.source ?? "-"), \(transfer.rows) rows")
+                }
+            }
         }
         note("commit the fourth node's join; partitions move while node \(victim + 1) is killed")
         try await commit("join")
