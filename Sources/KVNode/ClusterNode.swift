@@ -8,112 +8,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-/// How a node finds and forms its cluster.
-public struct ClusterSettings: Sendable, Hashable {
-    /// The cluster's name; peers that say another one are refused.
-    public var name: String
-    /// Where the node-to-node protocol listens.
-    public var peerHost: String
-    /// Its port; 0 picks a free one.
-    public var peerPort: Int
-    /// The HTTP address (`host:port`) other members and clients are told.
-    public var httpAddress: String
-    /// The host peers are told to connect to (`nil`: ``peerHost``); needed when the node
-    /// listens on every interface.
-    public var advertisedHost: String?
-    /// The port peers are told to connect to (`nil`: the port the node listens on); a
-    /// fault-injecting proxy in front of the node listens on another.
-    public var advertisedPeerPort: Int?
-    /// How often the node compares one partition's Merkle tree with a peer replica's
-    /// (active anti-entropy); 0 turns anti-entropy off.
-    public var antiEntropyIntervalMilliseconds: Int64
-    /// How many hints per second the node hands back to replicas that returned.
-    public var hintDeliveryRatePerSecond: Int
-    /// The most bytes of rows one handoff batch carries (the unit a resumed transfer
-    /// may send twice).
-    public var transferBatchBytes: Int = 1 << 20
-    /// SWIM failure detection timing.
-    public var membership: MembershipSettings
-    /// How many members must be known before the cluster forms: 1 for a node on its own,
-    /// the size of a static member list, or `nil` for a node that joins an existing
-    /// cluster and never forms one itself.
-    public var expectedMembers: Int?
-    /// Replicas per partition of a cluster this node forms.
-    public var replicationFactor: Int
-    /// This node's zone.
-    public var zone: String
-    /// This node's capacity weight.
-    public var capacity: Int
-    /// How long an operation waits for its replicas.
-    public var requestTimeoutMilliseconds: Int64
-    /// How often the node exchanges metadata with one peer.
-    public var gossipIntervalMilliseconds: Int64
-
-    /// Creates settings: by default a node on its own, N=3 for clusters it forms.
-    public init(
-        name: String = "kv", peerHost: String = "127.0.0.1", peerPort: Int = 0, httpAddress: String = "",
-        expectedMembers: Int? = 1, replicationFactor: Int = 3, zone: String = "default", capacity: Int = 1,
-        requestTimeoutMilliseconds: Int64 = 5_000, gossipIntervalMilliseconds: Int64 = 1_000,
-        antiEntropyIntervalMilliseconds: Int64 = 1_000, hintDeliveryRatePerSecond: Int = 2_000,
-        membership: MembershipSettings = MembershipSettings()
-    ) {
-        self.antiEntropyIntervalMilliseconds = antiEntropyIntervalMilliseconds
-        self.hintDeliveryRatePerSecond = hintDeliveryRatePerSecond
-        self.membership = membership
-        self.name = name
-        self.peerHost = peerHost
-        self.peerPort = peerPort
-        self.httpAddress = httpAddress
-        self.expectedMembers = expectedMembers
-        self.replicationFactor = replicationFactor
-        self.zone = zone
-        self.capacity = capacity
-        self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
-        self.gossipIntervalMilliseconds = gossipIntervalMilliseconds
-    }
-
-    /// Every problem with these settings, one sentence each.
-    public func problems() -> [String] {
-        var problems: [String] = []
-        if !(1...ReplicationDefaults.maximumReplicas).contains(replicationFactor) {
-            problems.append(
-                "the replication factor must be 1 to \(ReplicationDefaults.maximumReplicas), not \(replicationFactor)"
-            )
-        }
-        if let expectedMembers, !(1...1024).contains(expectedMembers) {
-            problems.append("a static cluster has 1 to 1024 members, not \(expectedMembers)")
-        }
-        if !(0...65535).contains(peerPort) {
-            problems.append("the peer port must be 0 to 65535, not \(peerPort)")
-        }
-        if !(1...(1 << 20)).contains(capacity) {
-            problems.append("the capacity must be 1 to 1048576, not \(capacity)")
-        }
-        if zone.isEmpty || zone.utf8.count > 64 { problems.append("the zone name has 1 to 64 bytes") }
-        if let advertisedPeerPort, !(1...65535).contains(advertisedPeerPort) {
-            problems.append("the advertised peer port must be 1 to 65535, not \(advertisedPeerPort)")
-        }
-        if antiEntropyIntervalMilliseconds != 0 && !(10...3_600_000).contains(antiEntropyIntervalMilliseconds)
-        {
-            problems.append(
-                "the anti-entropy interval must be 0 (off) or 10 ms to 1 hour, not \(antiEntropyIntervalMilliseconds) ms"
-            )
-        }
-        if !((4 << 10)...(32 << 20)).contains(transferBatchBytes) {
-            problems.append("the transfer batch must be 4 KiB to 32 MiB, not \(transferBatchBytes) bytes")
-        }
-        if !(1...1_000_000).contains(hintDeliveryRatePerSecond) {
-            problems.append(
-                "the hint delivery rate must be 1 to 1000000 per second, not \(hintDeliveryRatePerSecond)")
-        }
-        if !(100...600_000).contains(requestTimeoutMilliseconds) {
-            problems.append(
-                "the replica timeout must be 100 ms to 600 s, not \(requestTimeoutMilliseconds) ms")
-        }
-        return problems
-    }
-}
-
 /// A cluster member: the ``KeyValueService`` that places every key on its partition's
 /// replicas and coordinates reads and writes with them.
 ///
@@ -142,7 +36,15 @@ public final class ClusterNode: KeyValueService, Sendable {
     let eventLoop: any EventLoop
     let logger: Logger
 
-    private let coordinator: NIOLockedValueBox<Coordinator>
+    // The locks, until one event loop owns the machines. Each box below is held only
+    // for a machine step or a state update, never across I/O or an await. Where two
+    // nest, the outer one comes first in this order: `metadataLock` (a metadata change
+    // holds it while it takes the row locks to adopt the catalog and then the boxes
+    // below, one at a time), `state` (a reachability change reads the transport and
+    // updates the coordinator's view under it), `coordinator`. `NodeStorage`'s row
+    // locks, `ReplicaStore`'s, the transport's and the engine's are innermost: nothing
+    // is called back while they are held.
+    let coordinator: NIOLockedValueBox<Coordinator>
     let state: NIOLockedValueBox<State>
     /// SWIM failure detection.
     let membership: NIOLockedValueBox<Membership>
@@ -174,7 +76,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     let rebalance = NIOLockedValueBox(RebalanceState())
     /// Serializes metadata changes with their storage, so a newer copy is never
     /// overwritten on disk by an older one.
-    private let metadataLock = NIOLock()
+    let metadataLock = NIOLock()
     private let peerAddressBox = NIOLockedValueBox("")
     private let writeQueue = NIOLockedValueBox(WriteQueue())
 
@@ -198,6 +100,8 @@ public final class ClusterNode: KeyValueService, Sendable {
         var maintenanceTasks: [RepeatedTask] = []
         /// Maintenance requests each peer left unanswered, for status.
         var maintenanceTimeouts: [NodeID: Int64] = [:]
+        /// Maintenance requests each peer left unanswered since it last answered one.
+        var unansweredInARow: [NodeID: Int] = [:]
 
         var operations: [UInt64: CheckedContinuation<OperationOutcome, Never>] = [:]
         /// Operation timers by deadline. One sweep every ``timerResolution`` fires the
@@ -400,7 +304,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     }
 
     /// This node's member record as it is now (revision to be decided by the caller).
-    private func ownRecord() -> ClusterMember {
+    func ownRecord() -> ClusterMember {
         ClusterMember(
             node: nodeID, peerAddress: peerAddress, httpAddress: settings.httpAddress, zone: settings.zone,
             capacity: settings.capacity)
@@ -729,172 +633,6 @@ public final class ClusterNode: KeyValueService, Sendable {
         transport.setAddress(socket, of: node)
     }
 
-    // MARK: - Metadata
-
-    /// Merges a peer's metadata; answers with this node's copy when the peer lacks
-    /// something, and acknowledges a push. Runs on the thread pool.
-    private func receivedMetadata(_ encoded: [UInt8], id: UInt64?, from sender: NodeID) {
-        let theirs: ClusterMetadata
-        do throws(KVError) {
-            theirs = try ClusterMetadata.decode(encoded)
-        } catch {
-            logger.warning(
-                "a peer sent invalid cluster metadata", metadata: ["peer": "\(sender)", "error": "\(error)"])
-            return
-        }
-        var refusal: String?
-        let me = ownRecord()
-        do throws(KVError) {
-            try changeMetadata { metadata in
-                let adoption = MetadataGossip.adopt(theirs, into: metadata, own: me, formation: nil)
-                refusal = adoption.refusal
-                metadata = adoption.metadata
-            }
-        } catch {
-            logger.error("storing cluster metadata failed", metadata: ["error": "\(error)"])
-            return
-        }
-        let current = metadata
-        performGossip(
-            gossipMachine.withLockedValue {
-                $0.pushHandled(theirs: theirs, id: id, from: sender, refusal: refusal, current: current)
-            })
-    }
-
-    /// Carries out the gossip machine's actions.
-    func performGossip(_ actions: [MetadataGossip.Action]) {
-        guard !actions.isEmpty else { return }
-        let encoded = metadata.encoded()
-        for action in actions {
-            switch action {
-            case .push(let peer):
-                transport.send(.metadata(.push(id: nil, encoded: encoded)), to: peer)
-            case .acknowledge(let id, let peer):
-                transport.send(.metadata(.merged(id: id)), to: peer)
-            case .refused(let reason, let peer):
-                logger.error(
-                    "refusing a peer's metadata", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
-            }
-        }
-    }
-
-    /// Applies `change` to the metadata, then forms the cluster or recomputes the layout
-    /// if this node is the one to, stores the result with the catalog it implies, and
-    /// hands a new layout to the coordinator. Blocks: run it on the thread pool.
-    func changeMetadata(_ change: (inout ClusterMetadata) -> Void) throws(KVError) {
-        metadataLock.lock()
-        defer { metadataLock.unlock() }
-        do {
-            let before = metadata
-            var after = before
-            change(&after)
-            var random = SystemRandomNumberGenerator()
-            let formation = state.withLockedValue { $0.expectedMembers }.map {
-                MetadataGossip.Formation(
-                    expectedMembers: $0, clusterID: max(1, random.next()),
-                    secret: local.identity.contextSecret)
-            }
-            let adoption = MetadataGossip.adopt(nil, into: after, own: ownRecord(), formation: formation)
-            if adoption.formed {
-                after = adoption.metadata
-                logger.info(
-                    "cluster formed",
-                    metadata: [
-                        "cluster": "\(String(after.clusterID, radix: 16))",
-                        "members": "\(after.members.count)",
-                    ])
-            }
-            guard after != before else { return }
-            if try local.adoptCatalog(after.liveTables, writing: [(Self.metadataKey, after.encoded())]) {
-                // Rows went by range; their index entries with them, so the trees must
-                // be rebuilt from the index.
-                antiEntropy.invalidateAll()
-            }
-            // The secret first: a request that sees the formed cluster must seal with it.
-            if after.isFormed {
-                local.sealerBox.withLockedValue { $0 = ContextSealer(secret: after.contextSecret) }
-            }
-            let digest = StableHash.hash(after.encoded())
-            state.withLockedValue {
-                $0.metadata = after
-                $0.metadataDigest = digest
-            }
-            for member in after.members.keys where before.members[member] == nil {
-                membership.withLockedValue { $0.add(member) }
-            }
-            for member in after.members.values where member.node != nodeID && !member.peerAddress.isEmpty {
-                if before.members[member.node]?.peerAddress != member.peerAddress
-                    || !transport.knowsAddress(of: member.node),
-                    let socket = Self.socketAddress(member.peerAddress)
-                {
-                    transport.setAddress(socket, of: member.node)
-                }
-            }
-            if let placement = after.placement, placement != before.placement {
-                run { coordinator in
-                    coordinator.placementChanged(placement)
-                    return []
-                }
-            }
-            // A member counted as departed by a lagging copy is probed again.
-            for member in before.departed.subtracting(after.departed) {
-                membership.withLockedValue { $0.add(member) }
-            }
-            for member in after.departed.subtracting(before.departed) {
-                membership.withLockedValue { $0.remove(member) }
-                logger.info("a member left the cluster", metadata: ["node": "\(member)"])
-            }
-            if let layout = after.layout, layout != before.layout {
-                logger.info("layout changed", metadata: ["version": "\(layout.version)"])
-            }
-            performGossip(gossipMachine.withLockedValue { $0.changed(from: before, to: after) })
-        }
-    }
-
-    /// Runs `body` holding the metadata lock: no metadata change is stored meanwhile.
-    func withMetadataLock<Result>(_ body: () throws(KVError) -> Result) throws(KVError) -> Result {
-        metadataLock.lock()
-        defer { metadataLock.unlock() }
-        return try body()
-    }
-
-    /// One gossip round: this node's metadata to the next peer in turn.
-    private func gossip() {
-        let metadata = metadata
-        performGossip(gossipMachine.withLockedValue { $0.tick(metadata) })
-    }
-
-    /// Records a table change, stores it, then pushes it to every member and waits (a
-    /// bounded time) until each reachable one has stored it, so the next request through
-    /// any node sees it.
-    private func changeTables(_ change: @escaping @Sendable (inout ClusterMetadata) throws(KVError) -> Void)
-        async throws(KVError)
-    {
-        try await local.blocking { [self] () throws(KVError) in
-            var failure: KVError?
-            try changeMetadata { metadata in
-                do throws(KVError) { try change(&metadata) } catch { failure = error }
-            }
-            if let failure { throw failure }
-        }
-        let (encoded, peers) = state.withLockedValue { state in
-            (
-                state.metadata.encoded(),
-                Set(state.metadata.members.keys.filter { $0 != nodeID }).subtracting(state.unreachable)
-            )
-        }
-        guard !peers.isEmpty else { return }
-        let id = takeID()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            state.withLockedValue { $0.metadataAcks[id] = (peers, continuation) }
-            eventLoop.scheduleTask(in: .milliseconds(min(2_000, settings.requestTimeoutMilliseconds))) {
-                [self] in
-                state.withLockedValue { $0.metadataAcks.removeValue(forKey: id) }?.continuation.resume()
-            }
-            for peer in peers { transport.send(.metadata(.push(id: id, encoded: encoded)), to: peer) }
-        }
-    }
-
     // MARK: - Resolving requests
 
     func formedLayout() throws(KVError) -> Layout {
@@ -989,99 +727,6 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     public func counter(_ key: RowKey, options: ReadOptions) async throws(KVError) -> Int64? {
         try CounterState.merged(try await get(key, options: options).siblings)?.value
-    }
-
-    // MARK: - Tables
-
-    public func createTable(_ descriptor: TableDescriptor) async throws(KVError) -> TableDescriptor {
-        try descriptor.defaults.validate()
-        _ = try formedLayout()
-        let me = nodeID
-        let generation = local.newGeneration(after: 0)
-        let outcome = NIOLockedValueBox<TableDescriptor?>(nil)
-        try await changeTables { (metadata) throws(KVError) in
-            if let existing = metadata.tables[descriptor.name]?.descriptor {
-                guard existing.schema == descriptor.schema else {
-                    throw KVError(
-                        .tableExists, "table \(descriptor.name) exists with key schema \(existing.schema)")
-                }
-                outcome.withLockedValue { $0 = existing }
-                return
-            }
-            guard metadata.hasRoomForAnotherTable else {
-                throw KVError(
-                    .invalidRequest,
-                    "the cluster keeps at most \(ClusterMetadata.maximumTables) table records, dropped tables included"
-                )
-            }
-            var created = descriptor
-            created.generation = generation
-            metadata.record(descriptor.name, created, by: me)
-            outcome.withLockedValue { $0 = created }
-        }
-        guard let result = outcome.withLockedValue({ $0 }) else {
-            throw KVError(.internalError, "creating the table left no record")
-        }
-        return result
-    }
-
-    // Before the cluster has formed this node knows no tables (they live in the
-    // cluster's metadata), so it cannot tell a missing table from one it has not heard
-    // of yet: it answers `server.unavailable`, never `table.not_found`.
-
-    public func table(_ name: TableName) async throws(KVError) -> TableDescriptor {
-        _ = try formedLayout()
-        return try local.descriptor(name)
-    }
-
-    public func tables(in namespace: String) async throws(KVError) -> [TableDescriptor] {
-        _ = try formedLayout()
-        return local.tables(in: namespace)
-    }
-
-    public func namespaces() async throws(KVError) -> [String] {
-        _ = try formedLayout()
-        return local.namespaces()
-    }
-
-    public func clearTable(_ name: TableName) async throws(KVError) {
-        _ = try formedLayout()
-        let me = nodeID
-        let generation = local.newGeneration(after: try local.descriptor(name).generation)
-        try await changeTables { (metadata) throws(KVError) in
-            guard var descriptor = metadata.tables[name]?.descriptor else {
-                throw KVError(.tableNotFound, "there is no table \(name)")
-            }
-            descriptor.generation = generation
-            metadata.record(name, descriptor, by: me)
-        }
-    }
-
-    public func dropTable(_ name: TableName) async throws(KVError) {
-        _ = try formedLayout()
-        let me = nodeID
-        try await changeTables { (metadata) throws(KVError) in
-            guard metadata.tables[name]?.descriptor != nil else {
-                throw KVError(.tableNotFound, "there is no table \(name)")
-            }
-            metadata.record(name, nil, by: me)
-        }
-    }
-
-    public func dropNamespace(_ namespace: String) async throws(KVError) {
-        try TableName.validate(namespace, what: "namespace")
-        _ = try formedLayout()
-        let me = nodeID
-        try await changeTables { metadata in
-            for (name, record) in metadata.tables
-            where name.namespace == namespace && record.descriptor != nil {
-                metadata.record(name, nil, by: me)
-            }
-        }
-    }
-
-    public func immediateTable(_ name: TableName) -> TableDescriptor? {
-        local.immediateTable(name)
     }
 
     // MARK: - The node and the cluster
