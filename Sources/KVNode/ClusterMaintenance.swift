@@ -72,7 +72,7 @@ extension ClusterNode {
     ) async -> ReplicaMessage? {
         let id = takeID()
         let message = make(id)
-        return await withCheckedContinuation { continuation in
+        let answer = await withCheckedContinuation { continuation in
             let stopped = state.withLockedValue { state in
                 if !state.stopped { state.requests[id] = continuation }
                 return state.stopped
@@ -82,15 +82,39 @@ extension ClusterNode {
                 return
             }
             eventLoop.scheduleTask(in: timeout) { [self] in
-                let expired = state.withLockedValue { state in
+                let (expired, silent) = state.withLockedValue { state in
                     let continuation = state.requests.removeValue(forKey: id)
-                    if continuation != nil { state.maintenanceTimeouts[node, default: 0] += 1 }
-                    return continuation
+                    guard continuation != nil else { return (continuation, false) }
+                    state.maintenanceTimeouts[node, default: 0] += 1
+                    state.unansweredInARow[node, default: 0] += 1
+                    guard state.unansweredInARow[node]! >= Self.unansweredBeforeReconnecting else {
+                        return (continuation, false)
+                    }
+                    state.unansweredInARow[node] = 0
+                    return (continuation, true)
                 }
                 expired?.resume(returning: nil)
+                if silent { reconnectSilentPeer(node) }
             }
             transport.send(message, to: node)
         }
+        if answer != nil { state.withLockedValue { $0.unansweredInARow[node] = nil } }
+        return answer
+    }
+
+    /// Requests in a row a peer may leave unanswered before its connection is reopened.
+    static let unansweredBeforeReconnecting = 3
+
+    /// Reopens the connection to a peer that answers nothing on it. A connection can stay
+    /// open while nothing sent on it arrives (a proxy, or a path that drops everything
+    /// without a reset); the peer still looks alive, because others probe it for us, so
+    /// nothing else would ever reopen it.
+    private func reconnectSilentPeer(_ node: NodeID) {
+        guard transport.isConnected(to: node) else { return }
+        logger.info(
+            "a peer left requests unanswered; reconnecting",
+            metadata: ["peer": "\(node)", "requests": "\(Self.unansweredBeforeReconnecting)"])
+        transport.reconnect(to: node)
     }
 
     /// Runs a storage command through the write drain and waits for its outcome.

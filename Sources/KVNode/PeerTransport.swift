@@ -122,6 +122,12 @@ public final class PeerTransport: Sendable {
         outbound.withLockedValue { $0[peer] }?.channel() != nil
     }
 
+    /// Closes the connection to `peer`, failing what waits on it; the next send opens a
+    /// new one.
+    public func reconnect(to peer: NodeID) {
+        outbound.withLockedValue { $0[peer] }?.channel()?.close(promise: nil)
+    }
+
     /// Whether an address of `peer` is known.
     public func knowsAddress(of peer: NodeID) -> Bool {
         addresses.withLockedValue { $0[peer] != nil }
