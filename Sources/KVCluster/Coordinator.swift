@@ -552,7 +552,7 @@ public struct Coordinator: Sendable {
         case .object(let object): reads[operation]!.replies[replica] = object
         case .failed(let error):
             reads[operation]!.failed.insert(replica)
-            if error.code != .quorumUnavailable { reads[operation]!.reported[replica] = error }
+            if error.isStorageFault { reads[operation]!.reported[replica] = error }
         }
         return evaluateRead(operation)
     }
@@ -571,8 +571,8 @@ public struct Coordinator: Sendable {
                 round.replied = true
                 let shortfall =
                     "\(replies) of \(round.preference.count) replicas answered and the read needs \(max(quorum.r, quorum.pr))"
-                // A replica that answered with an error (a stored object that does not
-                // decode) is not "unavailable": the client must see what went wrong.
+                // A replica whose storage failed (a stored object that does not decode)
+                // is not "unavailable": the client must see what went wrong.
                 let reported = round.preference.lazy.compactMap { round.reported[$0] }.first
                 actions += finish(
                     operation,
@@ -763,7 +763,7 @@ private struct ReadRound: Sendable {
     var quorum: Quorum
     var replies: [NodeID: StoredObject] = [:]
     var failed: Set<NodeID> = []
-    /// The errors replicas answered with (not their being unreachable).
+    /// The storage faults replicas answered with.
     var reported: [NodeID: KVError] = [:]
     var replied = false
 

@@ -91,6 +91,13 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
     /// The lower-level error this one wraps, if any.
     public var underlying: (any Error & Sendable)?
 
+    /// Whether this is a fault of the storage underneath (a row or key that does not
+    /// decode, an I/O error): a replica that answers with one is not merely unavailable,
+    /// and a request that fails because of it must say so rather than ask for a retry.
+    public var isStorageFault: Bool {
+        code == .corruptObject || code == .corruptKey || code == .storageIO
+    }
+
     /// Creates an error.
     public init(_ code: Code, _ message: String, underlying: (any Error & Sendable)? = nil) {
         self.code = code

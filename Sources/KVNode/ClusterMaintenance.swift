@@ -86,11 +86,18 @@ extension ClusterNode {
                     let continuation = state.requests.removeValue(forKey: id)
                     guard continuation != nil else { return (continuation, false) }
                     state.maintenanceTimeouts[node, default: 0] += 1
-                    state.unansweredInARow[node, default: 0] += 1
-                    guard state.unansweredInARow[node]! >= Self.unansweredBeforeReconnecting else {
+                    let now = NIODeadline.now()
+                    var silence = state.unanswered[node] ?? (since: now, requests: 0)
+                    silence.requests += 1
+                    // A busy peer answers late, not never: only a peer that has answered
+                    // nothing for a while, however many requests it got, is silent.
+                    guard silence.requests >= Self.unansweredBeforeReconnecting,
+                        now - silence.since >= Self.silenceBeforeReconnecting
+                    else {
+                        state.unanswered[node] = silence
                         return (continuation, false)
                     }
-                    state.unansweredInARow[node] = 0
+                    state.unanswered[node] = nil
                     return (continuation, true)
                 }
                 expired?.resume(returning: nil)
@@ -98,12 +105,14 @@ extension ClusterNode {
             }
             transport.send(message, to: node)
         }
-        if answer != nil { state.withLockedValue { $0.unansweredInARow[node] = nil } }
+        if answer != nil { state.withLockedValue { $0.unanswered[node] = nil } }
         return answer
     }
 
-    /// Requests in a row a peer may leave unanswered before its connection is reopened.
+    /// Requests in a row a peer may leave unanswered before its connection is reopened...
     static let unansweredBeforeReconnecting = 3
+    /// ...over at least this long.
+    static let silenceBeforeReconnecting = TimeAmount.seconds(5)
 
     /// Reopens the connection to a peer that answers nothing on it. A connection can stay
     /// open while nothing sent on it arrives (a proxy, or a path that drops everything
@@ -113,7 +122,9 @@ extension ClusterNode {
         guard transport.isConnected(to: node) else { return }
         logger.info(
             "a peer left requests unanswered; reconnecting",
-            metadata: ["peer": "\(node)", "requests": "\(Self.unansweredBeforeReconnecting)"])
+            metadata: [
+                "peer": "\(node)", "seconds": "\(Self.silenceBeforeReconnecting.nanoseconds / 1_000_000_000)",
+            ])
         transport.reconnect(to: node)
     }
 

@@ -100,8 +100,9 @@ public final class ClusterNode: KeyValueService, Sendable {
         var maintenanceTasks: [RepeatedTask] = []
         /// Maintenance requests each peer left unanswered, for status.
         var maintenanceTimeouts: [NodeID: Int64] = [:]
-        /// Maintenance requests each peer left unanswered since it last answered one.
-        var unansweredInARow: [NodeID: Int] = [:]
+        /// Since when, and how many, maintenance requests each peer has left unanswered
+        /// since it last answered one.
+        var unanswered: [NodeID: (since: NIODeadline, requests: Int)] = [:]
 
         var operations: [UInt64: CheckedContinuation<OperationOutcome, Never>] = [:]
         /// Operation timers by deadline. One sweep every ``timerResolution`` fires the

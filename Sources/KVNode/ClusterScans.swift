@@ -36,8 +36,9 @@ extension ClusterNode {
         // is one, then reachable ones in preference order. A node that fails is
         // replaced by the partition's next untried replica.
         var tried: [PartitionID: Set<NodeID>] = [:]
-        // The errors replicas answered with: a scan that runs out of replicas because of
-        // them reports what went wrong (a corrupt object), not that nobody answered.
+        // The storage faults replicas answered with: a scan that runs out of replicas
+        // because of them reports what went wrong (a corrupt object), not that nobody
+        // answered.
         var reported: [PartitionID: KVError] = [:]
         var pages: [(PartitionScanPage, count: Int)] = []
         var pending: [PartitionID: Int] = Dictionary(uniqueKeysWithValues: partitions.map { ($0, r) })
@@ -81,7 +82,7 @@ extension ClusterNode {
                 if let error = page.error {
                     for partition in assigned {
                         pending[partition, default: 0] += 1
-                        if error.code != .quorumUnavailable { reported[partition] = error }
+                        if error.isStorageFault { reported[partition] = error }
                     }
                 } else {
                     pages.append((page, assigned.count))
