@@ -1,0 +1,182 @@
+import KVCluster
+import KVCore
+import KVReplica
+import KVStorage
+import KVWire
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// What arrives from peers: each message routed to the machine or handler it belongs to,
+/// failed sends reported back to whoever sent them, and connection events.
+extension ClusterNode {
+
+    fileprivate func received(_ message: ReplicaMessage, from sender: NodeID) {
+        switch message {
+        case .metadata(.push(let id, let encoded)):
+            local.threadPool.submit { [self] _ in receivedMetadata(encoded, id: id, from: sender) }
+        case .metadata(.merged(let id)):
+            let done: CheckedContinuation<Void, Never>? = state.withLockedValue { state in
+                guard var entry = state.metadataAcks[id] else { return nil }
+                entry.waiting.remove(sender)
+                if entry.waiting.isEmpty {
+                    state.metadataAcks[id] = nil
+                    return entry.continuation
+                }
+                state.metadataAcks[id] = entry
+                return nil
+            }
+            done?.resume()
+        case .scans(.scan(let id, let request)):
+            local.threadPool.submit { [self] _ in
+                let page: PartitionScanPage
+                do throws(KVError) {
+                    page = try local.partitionScanPage(request, maximumBytes: maximumScanPageBytes)
+                } catch {
+                    page = PartitionScanPage(rows: [], truncated: false, error: error)
+                }
+                transport.send(.scans(.scanned(id: id, page: page)), to: sender)
+            }
+        case .scans(.scanned(let id, let page)):
+            state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(returning: page)
+        case .membership(let probe, let digest):
+            receivedProbe(probe, digest: digest, from: sender)
+        case .hints(.handedOff):
+            guard case .hints(let answer) = message else { return }
+            runHints { $0.received(answer, from: sender, view: $1) }
+        case .antiEntropy(.treeHashes(let id, _, _)), .antiEntropy(.keyHashes(let id, _, _)),
+            .antiEntropy(.reconciled(let id, _)):
+            // A release's listing waits for its answer here; the exchange machine's
+            // requests have ids of their own.
+            if let waiting = state.withLockedValue({ $0.requests.removeValue(forKey: id) }) {
+                waiting.resume(returning: message)
+            } else if case .antiEntropy(let answer) = message {
+                runAntiEntropy { machine, _ in machine.received(answer, from: sender) }
+            }
+        case .transfers(.transfersReport(let id, _)):
+            state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: message)
+        case .transfers(.transferRows):
+            guard case .transfers(let answer) = message else { return }
+            runTransfers { machine, view in machine.received(answer, from: sender, view: view) }
+        case .reaping(.reapAnswer):
+            guard case .reaping(let answer) = message else { return }
+            runReaper { reaper, _ in reaper.received(answer, from: sender) }
+        case .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile),
+            .reaping(.reapQuery), .reaping(.reap):
+            serveMaintenance(message, from: sender)
+        case .transfers(.transferPull(let id, let partition, let layoutVersion, let after, let maximumBytes)):
+            serveTransferPull(
+                id: id, partition: partition, layoutVersion: layoutVersion, after: after,
+                maximumBytes: maximumBytes,
+                from: sender)
+        case .transfers(.transfersRequest(let id)):
+            transport.send(
+                .transfers(.transfersReport(id: id, encoded: Self.encode(localTransfers()))), to: sender)
+        case .quorum, .hints(.handoff):
+            run { $0.received(message, from: sender) }
+        }
+    }
+
+    fileprivate func sendFailed(_ message: ReplicaMessage, to target: NodeID) {
+        switch message {
+        case .scans(.scan(let id, _)):
+            state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(
+                returning: PartitionScanPage(
+                    rows: [], truncated: false,
+                    error: KVError(.quorumUnavailable, "replica \(target) is unreachable")))
+        case .metadata, .scans(.scanned), .membership, .antiEntropy(.treeHashes), .antiEntropy(.keyHashes),
+            .antiEntropy(.reconciled), .reaping(.reapAnswer), .reaping(.reap), .hints(.handedOff),
+            .transfers(.transferRows), .transfers(.transfersReport):
+            // Gossip and probes repeat; a lost answer times out at the asker.
+            return
+        case .hints(.handoff):
+            guard case .hints(let handoff) = message else { return }
+            runHints { $0.sendFailed(handoff, to: target, view: $1) }
+        case .reaping(.reapQuery):
+            guard case .reaping(let query) = message else { return }
+            runReaper { reaper, _ in reaper.sendFailed(query, to: target) }
+        case .antiEntropy(.treeRequest(let id, _, _)), .antiEntropy(.keyHashesRequest(let id, _, _, _)),
+            .antiEntropy(.reconcile(let id, _, _)):
+            if let waiting = state.withLockedValue({ $0.requests.removeValue(forKey: id) }) {
+                waiting.resume(returning: nil)
+            } else if case .antiEntropy(let request) = message {
+                runAntiEntropy { machine, _ in machine.sendFailed(request, to: target) }
+            }
+        case .transfers(.transfersRequest(let id)):
+            state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
+        case .transfers(.transferPull):
+            guard case .transfers(let request) = message else { return }
+            runTransfers { machine, view in machine.sendFailed(request, view: view) }
+        case .quorum:
+            run { $0.sendFailed(message, to: target) }
+        }
+    }
+
+    /// A connection to `node` opened or closed.
+    ///
+    /// The event's own direction is not trusted: events of an old and a new connection
+    /// to one peer arrive from different event loops, in any order, and a check of the
+    /// event against the connection followed by a separate update let a stale "closed"
+    /// land after the "opened" that superseded it. The peer then stayed unreachable
+    /// while connected (no later event comes for a connection that stays up): releases
+    /// waited on it, hints for it piled up and were never delivered, and their rows'
+    /// tombstones could not be reaped. So every event re-reads the connection's state
+    /// and applies it while holding the node's state lock, which orders the updates:
+    /// whichever runs last saw the connection as it is.
+    fileprivate func reachabilityChanged(_ node: NodeID, isUp _: Bool) {
+        refreshReachability(node, connectionChanged: true)
+    }
+
+    /// Tells the coordinator whether `node` is up: connected, and not suspected or
+    /// declared dead by SWIM (a paused process keeps its connections but answers
+    /// nothing). After a connection event the connection is read again; it and both
+    /// views are updated under the state lock (lock order: state, then the
+    /// coordinator's), so concurrent refreshes cannot leave either view stale.
+    func refreshReachability(_ node: NodeID, connectionChanged: Bool = false) {
+        state.withLockedValue { state in
+            if connectionChanged {
+                if transport.isConnected(to: node) {
+                    state.unreachable.remove(node)
+                } else {
+                    state.unreachable.insert(node)
+                }
+            }
+            let isUp = state.believesUp(node)
+            coordinator.withLockedValue { $0.reachabilityChanged(node, isUp: isUp) }
+        }
+    }
+
+    /// A peer named its address in a hello: the next connection to it goes there (it
+    /// may have restarted on another port).
+    fileprivate func announced(_ node: NodeID, address: String) {
+        guard let socket = Self.socketAddress(address) else { return }
+        transport.setAddress(socket, of: node)
+    }
+}
+
+/// Receives the transport's events for a ``ClusterNode`` (held weakly would lose them;
+/// the transport drops it at shutdown).
+final class TransportEvents: PeerTransportDelegate, Sendable {
+    let node: ClusterNode
+
+    init(node: ClusterNode) {
+        self.node = node
+    }
+
+    func transport(received message: ReplicaMessage, from peer: NodeID) {
+        node.received(message, from: peer)
+    }
+
+    func transport(failedToSend message: ReplicaMessage, to peer: NodeID) {
+        node.sendFailed(message, to: peer)
+    }
+
+    func transport(peer: NodeID, isReachable: Bool) {
+        node.reachabilityChanged(peer, isUp: isReachable)
+    }
+
+    func transport(peer: NodeID, announcedAddress: String) {
+        node.announced(peer, address: announcedAddress)
+    }
+}
