@@ -82,31 +82,43 @@ extension ClusterNode {
                 return
             }
             eventLoop.scheduleTask(in: timeout) { [self] in
-                let (expired, silent) = state.withLockedValue { state in
-                    let continuation = state.requests.removeValue(forKey: id)
-                    guard continuation != nil else { return (continuation, false) }
-                    state.maintenanceTimeouts[node, default: 0] += 1
-                    let now = NIODeadline.now()
-                    var silence = state.unanswered[node] ?? (since: now, requests: 0)
-                    silence.requests += 1
-                    // A busy peer answers late, not never: only a peer that has answered
-                    // nothing for a while, however many requests it got, is silent.
-                    guard silence.requests >= Self.unansweredBeforeReconnecting,
-                        now - silence.since >= Self.silenceBeforeReconnecting
-                    else {
-                        state.unanswered[node] = silence
-                        return (continuation, false)
-                    }
-                    state.unanswered[node] = nil
-                    return (continuation, true)
+                guard let expired = state.withLockedValue({ $0.requests.removeValue(forKey: id) }) else {
+                    return
                 }
-                expired?.resume(returning: nil)
-                if silent { reconnectSilentPeer(node) }
+                expired.resume(returning: nil)
+                noteUnanswered(by: node)
             }
             transport.send(message, to: node)
         }
-        if answer != nil { state.withLockedValue { $0.unanswered[node] = nil } }
+        if answer != nil { noteAnswered(by: node) }
         return answer
+    }
+
+    /// Counts a maintenance request `node` left unanswered, and reopens the connection
+    /// to it once it has been silent long enough.
+    func noteUnanswered(by node: NodeID) {
+        let silent = state.withLockedValue { state in
+            state.maintenanceTimeouts[node, default: 0] += 1
+            let now = NIODeadline.now()
+            var silence = state.unanswered[node] ?? (since: now, requests: 0)
+            silence.requests += 1
+            // A busy peer answers late, not never: only a peer that has answered
+            // nothing for a while, however many requests it got, is silent.
+            guard silence.requests >= Self.unansweredBeforeReconnecting,
+                now - silence.since >= Self.silenceBeforeReconnecting
+            else {
+                state.unanswered[node] = silence
+                return false
+            }
+            state.unanswered[node] = nil
+            return true
+        }
+        if silent { reconnectSilentPeer(node) }
+    }
+
+    /// `node` answered a maintenance request: it is not silent.
+    func noteAnswered(by node: NodeID) {
+        state.withLockedValue { $0.unanswered[node] = nil }
     }
 
     /// Requests in a row a peer may leave unanswered before its connection is reopened...
@@ -246,38 +258,6 @@ extension ClusterNode {
     private func antiEntropyTick() {
         runAntiEntropy { $0.tick($1) }
         runReaper { $0.tick($1) }
-    }
-
-    /// This node's and `peer`'s index entries of `partition` in `leaves` after `after`,
-    /// cut at the lower of their ends when either listing stopped at its limit (`bound`,
-    /// where the next page starts); `nil` when either could not be listed.
-    func pairedListings(_ partition: PartitionID, _ leaves: [Int], after: [UInt8]?, with peer: NodeID) async
-        -> (ours: [KeyHash], theirs: [KeyHash], bound: [UInt8]?)?
-    {
-        guard
-            case .antiEntropy(.keyHashes(_, let theirs, let theirsTruncated))? = await request(
-                {
-                    .antiEntropy(
-                        .keyHashesRequest(id: $0, partition: partition, leaves: leaves, after: after))
-                },
-                to: peer),
-            let ours = await ownKeyHashes(partition, leaves, after: after)
-        else { return nil }
-        return KeyListing.paired(
-            KeyListing(entries: ours.entries, truncated: ours.truncated),
-            KeyListing(entries: theirs, truncated: theirsTruncated))
-    }
-
-    /// This node's index entries of `partition` in `leaves`, after `after`.
-    private func ownKeyHashes(_ partition: PartitionID, _ leaves: [Int], after: [UInt8]?) async
-        -> (entries: [KeyHash], truncated: Bool)?
-    {
-        let leafSet = Set(leaves)
-        return try? await local.blocking({ [local] () throws(KVError) in
-            try AntiEntropyIndex.keyHashes(
-                in: partition, leaves: leafSet, after: after, engine: local.engine, limit: Self.keysPerListing
-            )
-        })
     }
 
     /// The generation of the table a data key belongs to, in this node's catalog.

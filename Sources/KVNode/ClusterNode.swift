@@ -72,7 +72,12 @@ public final class ClusterNode: KeyValueService, Sendable {
     let transfers: NIOLockedValueBox<PartitionTransfers>
     /// The transfer machine's timers, by id.
     let transferTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
-    /// The transfers this node serves, its releases and drops.
+    /// The releases and drops of copies this node no longer holds (see
+    /// `PartitionReleasing.swift`).
+    let release: NIOLockedValueBox<PartitionRelease>
+    /// The release machine's timers, by id.
+    let releaseTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
+    /// The transfers this node serves.
     let rebalance = NIOLockedValueBox(RebalanceState())
     /// Serializes metadata changes with their storage, so a newer copy is never
     /// overwritten on disk by an older one.
@@ -212,6 +217,11 @@ public final class ClusterNode: KeyValueService, Sendable {
         transfers = NIOLockedValueBox(
             PartitionTransfers(
                 settings: TransferSettings(batchBytes: settings.transferBatchBytes),
+                firstMessageID: random.next() >> 1))
+        release = NIOLockedValueBox(
+            PartitionRelease(
+                settings: ReleaseSettings(
+                    requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
                 firstMessageID: random.next() >> 1))
         reaper = NIOLockedValueBox(
             TombstoneReaper(

@@ -45,13 +45,13 @@ extension ClusterNode {
         case .hints(.handedOff):
             guard case .hints(let answer) = message else { return }
             runHints { $0.received(answer, from: sender, view: $1) }
-        case .antiEntropy(.treeHashes(let id, _, _)), .antiEntropy(.keyHashes(let id, _, _)),
-            .antiEntropy(.reconciled(let id, _)):
-            // A release's listing waits for its answer here; the exchange machine's
-            // requests have ids of their own.
-            if let waiting = state.withLockedValue({ $0.requests.removeValue(forKey: id) }) {
-                waiting.resume(returning: message)
-            } else if case .antiEntropy(let answer) = message {
+        case .antiEntropy(.treeHashes), .antiEntropy(.keyHashes), .antiEntropy(.reconciled):
+            // Releases ask with anti-entropy's requests; each machine's ids are its own.
+            guard case .antiEntropy(let answer) = message else { return }
+            if let id = Self.answerID(answer), release.withLockedValue({ $0.isWaiting(for: id) }) {
+                noteAnswered(by: sender)
+                runRelease { machine, _ in machine.received(answer, from: sender) }
+            } else {
                 runAntiEntropy { machine, _ in machine.received(answer, from: sender) }
             }
         case .transfers(.transfersReport(let id, _)):
@@ -96,13 +96,10 @@ extension ClusterNode {
         case .reaping(.reapQuery):
             guard case .reaping(let query) = message else { return }
             runReaper { reaper, _ in reaper.sendFailed(query, to: target) }
-        case .antiEntropy(.treeRequest(let id, _, _)), .antiEntropy(.keyHashesRequest(let id, _, _, _)),
-            .antiEntropy(.reconcile(let id, _, _)):
-            if let waiting = state.withLockedValue({ $0.requests.removeValue(forKey: id) }) {
-                waiting.resume(returning: nil)
-            } else if case .antiEntropy(let request) = message {
-                runAntiEntropy { machine, _ in machine.sendFailed(request, to: target) }
-            }
+        case .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile):
+            guard case .antiEntropy(let request) = message else { return }
+            runRelease { machine, _ in machine.sendFailed(request, to: target) }
+            runAntiEntropy { machine, _ in machine.sendFailed(request, to: target) }
         case .transfers(.transfersRequest(let id)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
         case .transfers(.transferPull):
@@ -110,6 +107,14 @@ extension ClusterNode {
             runTransfers { machine, view in machine.sendFailed(request, view: view) }
         case .quorum:
             run { $0.sendFailed(message, to: target) }
+        }
+    }
+
+    /// The request id an anti-entropy answer carries.
+    fileprivate static func answerID(_ answer: AntiEntropyMessage) -> UInt64? {
+        switch answer {
+        case .treeHashes(let id, _, _), .keyHashes(let id, _, _), .reconciled(let id, _): id
+        case .treeRequest, .keyHashesRequest, .reconcile: nil
         }
     }
 

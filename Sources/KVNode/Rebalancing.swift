@@ -29,15 +29,6 @@ struct RebalanceState: Sendable {
     }
 
     var outbound: [OutboundKey: Outbound] = [:]
-    /// Partitions whose release (the previous owner's check) is running.
-    var releasing: Set<PartitionID> = []
-    /// Why each partition's last release attempt stopped, so a release that keeps
-    /// failing is logged once per reason rather than once per attempt.
-    var releaseBlocked: [PartitionID: String] = [:]
-    var stepRunning = false
-    var sweepCursor = 0
-    /// When each partition this node holds rows of was first seen placed elsewhere.
-    var foreignSince: [PartitionID: NIODeadline] = [:]
     var counters = Counters()
 
     /// The transfer counters, by their status names.
@@ -47,72 +38,38 @@ struct RebalanceState: Sendable {
         var bytesSent: Int64 = 0
         var batchesResent: Int64 = 0
         var pullsRefused: Int64 = 0
-        var partitionsReleased: Int64 = 0
-        var releaseRepairs: Int64 = 0
-        var partitionsDropped: Int64 = 0
         var hintsRerouted: Int64 = 0
     }
 }
 
 /// Moving data when the layout changes: the destination of each moving partition pulls
 /// it from a previous owner as batches read from one engine snapshot, persisting the last
-/// key it stored so a restart resumes there; previous owners that leave the partition
-/// check that the new owners hold everything they hold before it retires; copies no
-/// layout in use places here are dropped. Limits (cluster-wide and per node, a byte rate,
+/// key it stored so a restart resumes there. Previous owners that leave the partition
+/// make the new owners hold everything they hold before their copy retires, and copies
+/// no layout in use places here are dropped (``PartitionRelease``). Limits (cluster-wide and per node, a byte rate,
 /// pause) come from the cluster metadata, so an operator sets them once for every node.
 extension ClusterNode {
     /// How often the rebalancer looks for work.
     static let rebalanceTick = TimeAmount.milliseconds(200)
     /// How long a source keeps an idle transfer's snapshot.
     static let transferSessionIdle = TimeAmount.seconds(60)
-    /// How long a partition must stay placed elsewhere before this node drops its copy:
-    /// longer than metadata takes to reach every node, so a node that hears of the end
-    /// of a change late still finds the rows it reads.
-    static let dropGrace = TimeAmount.seconds(10)
 
     func startRebalancing() -> RepeatedTask {
         eventLoop.scheduleRepeatedTask(initialDelay: Self.rebalanceTick, delay: Self.rebalanceTick) {
-            [self] _ in
-            let start = rebalance.withLockedValue { state in
-                defer { state.stepRunning = true }
-                return !state.stepRunning
-            }
-            guard start else { return }
-            Task {
-                await rebalanceStep()
-                rebalance.withLockedValue { $0.stepRunning = false }
-            }
+            [self] _ in rebalanceStep()
         }
     }
 
-    private var isStopping: Bool { state.withLockedValue { $0.stopped } }
-
-    /// One look for work: start the transfers this node may run, release what it may,
-    /// drop one copy it no longer holds, forget idle snapshots.
-    func rebalanceStep() async {
-        let metadata = metadata
-        guard metadata.isFormed, let layout = metadata.layout, !isStopping else { return }
+    /// One look for work: start the transfers this node may run, the releases and the
+    /// drop it may (see `PartitionReleasing.swift`), forget idle snapshots.
+    func rebalanceStep() {
+        guard metadata.isFormed, !isStopped else { return }
         let now = NIODeadline.now()
         rebalance.withLockedValue { state in
             state.outbound = state.outbound.filter { $0.value.lastUsed + Self.transferSessionIdle > now }
         }
         runTransfers { machine, view in machine.tick(view) }
-        if let transition = metadata.transition {
-            for index in 0..<layout.partitionCount {
-                let partition = PartitionID(rawValue: UInt32(index))
-                guard transition.releasers(of: partition, in: layout).contains(nodeID),
-                    transition.isSettled(partition, in: layout),
-                    !transition.released.contains(TransferSlot(partition: partition, node: nodeID))
-                else { continue }
-                let start = rebalance.withLockedValue { $0.releasing.insert(partition).inserted }
-                guard start else { continue }
-                Task {
-                    await release(partition, layout: layout)
-                    _ = rebalance.withLockedValue { $0.releasing.remove(partition) }
-                }
-            }
-        }
-        await dropOneForeignPartition(metadata, layout: layout)
+        runRelease { machine, view in machine.tick(view) }
     }
 
     /// Whether the row's table was dropped (its rows need not travel).
@@ -245,179 +202,6 @@ extension ClusterNode {
         return (PartitionScanPage(rows: rows, truncated: truncated), estimate)
     }
 
-    // MARK: - Releasing and dropping
-
-    /// The check a previous owner makes before its copy of a settled partition may go:
-    /// it compares its row hashes with each new owner's, page by page, and merges every
-    /// row the new owner does not hold as it does into it. Once every new owner holds
-    /// all of it, the node records the release.
-    private func release(_ partition: PartitionID, layout: Layout) async {
-        let owners = layout.replicas(of: partition).filter { $0 != nodeID }
-        for owner in owners {
-            guard isReachable(owner) else {
-                return releaseBlocked(partition, "new owner \(owner) is not reachable")
-            }
-            if let problem = await pushDifferences(partition, to: owner) {
-                return releaseBlocked(partition, "pushing to \(owner): \(problem)")
-            }
-        }
-        do {
-            try await local.blocking { [self] () throws(KVError) in
-                try changeMetadata { metadata in
-                    guard metadata.layout?.version == layout.version else { return }
-                    metadata.markReleased(partition, by: nodeID)
-                }
-            }
-        } catch {
-            return
-        }
-        rebalance.withLockedValue { state in
-            state.counters.partitionsReleased += 1
-            state.releaseBlocked[partition] = nil
-        }
-        logger.info(
-            "partition released", metadata: ["partition": "\(partition)", "layout": "\(layout.version)"])
-    }
-
-    /// Logs why a release stopped, when the reason is new; the next step tries again.
-    private func releaseBlocked(_ partition: PartitionID, _ reason: String) {
-        let changed = rebalance.withLockedValue { state in
-            defer { state.releaseBlocked[partition] = reason }
-            return state.releaseBlocked[partition] != reason
-        }
-        guard changed else { return }
-        logger.info(
-            "partition release waits", metadata: ["partition": "\(partition)", "reason": "\(reason)"])
-    }
-
-    /// Makes `owner` hold everything of `partition` this node holds: `nil` once every row
-    /// compared equal or was merged into it, otherwise what stopped it.
-    private func pushDifferences(_ partition: PartitionID, to owner: NodeID) async -> String? {
-        let allLeaves = Array(0..<MerkleTree.leafCount)
-        var after: [UInt8]?
-        while !isStopping {
-            let listing: [KeyHash]
-            let bound: [UInt8]?
-            if antiEntropy.indexComplete {
-                guard let page = await pairedListings(partition, allLeaves, after: after, with: owner) else {
-                    return "no listing of its row hashes"
-                }
-                bound = page.bound
-                let theirHashes = Dictionary(
-                    page.theirs.map { ($0.key, $0.hash) }, uniquingKeysWith: { a, _ in a })
-                listing = page.ours.filter { theirHashes[$0.key] != $0.hash }
-            } else {
-                // Without the hash index every row is merged into the owner.
-                guard
-                    let page = try? await local.blocking({ [local, after] () throws(KVError) in
-                        try storageWork("listing a partition") {
-                            var keys: [KeyHash] = []
-                            let range = StorageLayout.partitionRange(partition)
-                            let cursor = try local.engine.cursor(
-                                over: EncodedKeyRange(
-                                    lowerBound: after.map { $0 + [0] } ?? range.lowerBound,
-                                    upperBound: range.upperBound),
-                                in: .data, direction: .forward)
-                            while keys.count < Self.keysPerListing, let entry = try cursor.next() {
-                                keys.append(KeyHash(key: entry.key, hash: 0))
-                            }
-                            return keys
-                        }
-                    })
-                else { return "listing this node's rows failed" }
-                listing = page
-                bound = page.count == Self.keysPerListing ? page.last?.key : nil
-            }
-            for entry in listing where !isStopping {
-                guard let generation = tableGeneration(of: entry.key) else {
-                    // A dropped table's rows need not go; an unknown one (this node's
-                    // catalog lags) is checked again later.
-                    if tableIsDropped(entry.key) { continue }
-                    return "a row of a table this node does not know yet"
-                }
-                let row = ReplicaKey(partition: partition, bytes: entry.key, generation: generation)
-                guard case .object(let object) = await maintenanceStorage(.load(row)) else {
-                    return "loading a row failed"
-                }
-                if object.entries.isEmpty { continue }
-                let answer = await request(
-                    { .antiEntropy(.reconcile(id: $0, key: row, object: object)) }, to: owner)
-                guard case .antiEntropy(.reconciled(_, .object))? = answer else {
-                    return "merging a row answered \(answer.map { "\($0)".prefix(200) } ?? "nothing in time")"
-                }
-                rebalance.withLockedValue { $0.counters.releaseRepairs += 1 }
-            }
-            guard let bound else { return nil }
-            after = bound
-        }
-        return "the node is stopping"
-    }
-
-    /// Whether this node must keep its copy of `partition`: the layout places it here,
-    /// or it is a previous owner during a change in progress (it still gets every write).
-    static func holds(_ partition: PartitionID, node: NodeID, metadata: ClusterMetadata) -> Bool {
-        guard let layout = metadata.layout else { return true }
-        if layout.replicas(of: partition).contains(node) { return true }
-        guard let transition = metadata.transition else { return false }
-        return transition.previous.replicas(of: partition).contains(node)
-    }
-
-    /// Looks at the next partition in turn and drops this node's copy of it if no layout
-    /// in use places it here (a retired partition it left, or a change that moved it
-    /// away before it arrived). Only rows go, with their index entries and tree; hints
-    /// stay with their own keyspace.
-    private func dropOneForeignPartition(_ metadata: ClusterMetadata, layout: Layout) async {
-        let index = rebalance.withLockedValue { state in
-            defer { state.sweepCursor = (state.sweepCursor + 1) % layout.partitionCount }
-            return state.sweepCursor % layout.partitionCount
-        }
-        let partition = PartitionID(rawValue: UInt32(index))
-        let now = NIODeadline.now()
-        guard !Self.holds(partition, node: nodeID, metadata: metadata) else {
-            rebalance.withLockedValue { _ = $0.foreignSince.removeValue(forKey: partition) }
-            return
-        }
-        let since = rebalance.withLockedValue { state in
-            if state.foreignSince[partition] == nil { state.foreignSince[partition] = now }
-            return state.foreignSince[partition]!
-        }
-        guard since + Self.dropGrace <= now else { return }
-        let range = StorageLayout.partitionRange(partition)
-        let any = try? await local.blocking { [local] () throws(KVError) -> Bool in
-            try storageWork("looking for a dropped partition's rows") {
-                try local.engine.cursor(over: range, in: .data, direction: .forward).next() != nil
-            }
-        }
-        guard any == true else { return }
-        // A previous owner takes writes until the change is over, also after it released,
-        // and a stale coordinator may still send one: the owners get whatever they lack
-        // before the copy goes, or it stays until they can.
-        for owner in layout.replicas(of: partition) where owner != nodeID {
-            guard isReachable(owner), await pushDifferences(partition, to: owner) == nil else { return }
-        }
-        let dropped = try? await local.blocking { [self] () throws(KVError) -> Bool in
-            // Checked again under the metadata lock, so a change that placed the
-            // partition here since cannot lose its first rows.
-            return try withMetadataLock { () throws(KVError) -> Bool in
-                guard !Self.holds(partition, node: nodeID, metadata: self.metadata) else { return false }
-                var batch = WriteBatch()
-                batch.deleteRange(range, in: .data)
-                batch.deleteRange(range, in: .antiEntropy)
-                try local.write(batch)
-                if antiEntropy.isEnabled { try antiEntropy.rebuild(partition, engine: local.engine) }
-                return true
-            }
-        }
-        if dropped == true {
-            rebalance.withLockedValue { state in
-                state.counters.partitionsDropped += 1
-                state.foreignSince[partition] = nil
-            }
-            logger.info(
-                "dropped a partition this node no longer holds", metadata: ["partition": "\(partition)"])
-        }
-    }
-
     // MARK: - Reporting
 
     /// This node's transfers, for the cluster-wide report.
@@ -455,6 +239,7 @@ extension ClusterNode {
     var transferCounters: [String: Int64] {
         let counters = rebalance.withLockedValue { $0.counters }
         let received = transfers.withLockedValue { $0.counters }
+        let released = release.withLockedValue { $0.counters }
         return [
             "handoff.transfers_started": received.transfersStarted,
             "handoff.transfers_completed": received.transfersCompleted,
@@ -467,9 +252,9 @@ extension ClusterNode {
             "handoff.batches_resent": counters.batchesResent,
             "handoff.pulls_failed": received.pullsFailed,
             "handoff.pulls_refused": counters.pullsRefused,
-            "handoff.partitions_released": counters.partitionsReleased,
-            "handoff.release_repairs": counters.releaseRepairs,
-            "handoff.partitions_dropped": counters.partitionsDropped,
+            "handoff.partitions_released": released.partitionsReleased,
+            "handoff.release_repairs": released.rowsPushed,
+            "handoff.partitions_dropped": released.partitionsDropped,
             "handoff.hints_rerouted": counters.hintsRerouted,
         ]
     }

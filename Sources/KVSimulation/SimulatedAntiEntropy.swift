@@ -50,7 +50,7 @@ extension SimulatedWorld {
     }
 
     /// An anti-entropy message arrived at `node`: a request it serves from its own
-    /// index and store, or an answer for its machine.
+    /// index and store, or an answer for its machine (or for the release machine).
     mutating func receiveAntiEntropy(_ message: AntiEntropyMessage, from sender: Int, at node: Int) {
         switch message {
         case .treeRequest(let id, let partition, let segments):
@@ -72,6 +72,11 @@ extension SimulatedWorld {
         case .reconcile(let id, let key, let object):
             let outcome = execute(.reconcile(key, object), at: node)
             send(.antiEntropy(.reconciled(id: id, outcome: outcome)), from: node, to: sender)
+        case .keyHashes(let id, _, _) where nodes[node].release.isWaiting(for: id),
+            .reconciled(let id, _) where nodes[node].release.isWaiting(for: id):
+            // Releases ask with anti-entropy's requests; each machine's ids are its own.
+            let from = nodes[sender].id
+            runRelease(at: node) { machine, _ in machine.received(message, from: from) }
         case .treeHashes, .keyHashes, .reconciled:
             let from = nodes[sender].id
             runAntiEntropy(at: node) { machine, _ in machine.received(message, from: from) }

@@ -24,8 +24,7 @@ extension SimulatedWorld {
     }
 
     /// Changes node `node`'s copy of the metadata, as the node shell stores a change:
-    /// the coordinator gets the new placement, the node looks for copies to drop once
-    /// the change is old enough, and what changed is pushed to the others.
+    /// the coordinator gets the new placement, and what changed is pushed to the others.
     mutating func changeMetadata(at node: Int, _ change: (inout ClusterMetadata) -> Void) {
         guard let before = nodes[node].metadata else { return }
         var after = before
@@ -38,9 +37,6 @@ extension SimulatedWorld {
         {
             nodes[node].coordinator.placementChanged(placement)
         }
-        // As the node shell does, a copy goes only after the partition stayed placed
-        // elsewhere for a while.
-        schedule(.dropCheck(node: node), after: 1_000)
         performGossip(nodes[node].gossip.changed(from: before, to: after), at: node)
     }
 

@@ -102,7 +102,10 @@ extension SimulatedWorld {
             guard let record = hint.record else { continue }
             for recipient in recipients.map(index(of:))
             where nodes[recipient].isUp && nodes[recipient].disksLost == epochs[recipient]
-                && keeps(record.key.partition, at: recipient)
+                && PartitionRelease.holds(
+                    record.key.partition, node: nodes[recipient].id,
+                    layout: nodes[recipient].metadata?.layout,
+                    transition: nodes[recipient].metadata?.transition)
             {
                 guard case .object(let held) = execute(.load(record.key), at: recipient) else { continue }
                 if ReplicaRules.merge(held, record.object) != nil {

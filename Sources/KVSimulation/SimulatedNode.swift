@@ -51,6 +51,12 @@ struct SimulatedNode {
     var cancelledTransferTimers: Set<UInt64> = []
     /// The snapshot each transfer this node serves reads from (lost with a crash).
     var transferSnapshots: [TransferSession: [StorageEntry]] = [:]
+    /// Releases and drops of copies, as the node runs them.
+    var release: PartitionRelease
+    /// Release timers cancelled before they fired.
+    var cancelledReleaseTimers: Set<UInt64> = []
+    /// What each partition's copy held when its push started (for the release checker).
+    var pushesStarted: [PartitionID: PushStart] = [:]
     /// Tombstone reaping, as the node runs it.
     var reaper: TombstoneReaper
     /// Reaper timers cancelled before they fired.
@@ -88,6 +94,8 @@ struct SimulatedNode {
             settings: SimulatedWorld.transferSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         reaper = TombstoneReaper(
             settings: SimulatedWorld.reaperSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
+        release = PartitionRelease(
+            settings: SimulatedWorld.releaseSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         membership = Membership(
             node: id, members: members, incarnation: 1 << 20, settings: SimulatedWorld.membershipSettings,
             random: SeededRandom(seed: random.next()))

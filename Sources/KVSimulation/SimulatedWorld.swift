@@ -60,7 +60,6 @@ enum SimulationEvent {
     case partition([Int])
     case healPartition
     case layoutChange
-    case dropCheck(node: Int)
     case rebalanceTick
     /// A hint machine's storage read, reconcile or removal finished, or its timer fired.
     case hintEvent(node: Int, life: Int, HintEvent)
@@ -70,6 +69,8 @@ enum SimulationEvent {
     case antiEntropyEvent(node: Int, life: Int, AntiEntropyEvent)
     /// A transfer machine's cursor read or write or row merge finished, or its timer fired.
     case transferEvent(node: Int, life: Int, TransferEvent)
+    /// A release machine's listing, load, release or drop finished, or its timer fired.
+    case releaseEvent(node: Int, life: Int, ReleaseEvent)
 }
 
 /// What a node's storage or clock reports to its hint machine.
@@ -146,7 +147,7 @@ struct SimulatedWorld {
         case .incrementsLoseTheirSign?:
             faults.incrementDelta = { $0.magnitude > Int64.max.magnitude ? $0 : abs($0) }
         case .amnesiaReusesIncarnation?, .handoffsAreIgnored?, .reapersIgnoreTheirCopy?, .transfersSkipARow?,
-            .gossipPushesNothing?, nil:
+            .gossipPushesNothing?, .releasesPushNothing?, nil:
             break
         }
         return faults
@@ -158,6 +159,10 @@ struct SimulatedWorld {
         random = SeededRandom(seed: configuration.seed)
         faultsActive = configuration.faults
         report = SimulationReport(seed: configuration.seed)
+        if configuration.keyCount != 3 { report.configurationFlags += " --keys \(configuration.keyCount)" }
+        if !configuration.faults { report.configurationFlags += " --no-faults" }
+        if !configuration.layoutChanges { report.configurationFlags += " --no-layout-changes" }
+        if let bug = configuration.injectedBug { report.configurationFlags += " --inject \(bug)" }
         let ids = (1...configuration.nodeCount).map { NodeID(rawValue: UInt64($0)) }
         var layout = Layout.computed(
             members: ids.map { LayoutMember(node: $0) }, replicationFactor: configuration.replicationFactor,
@@ -360,6 +365,7 @@ struct SimulatedWorld {
                 runReaper(at: from) { reaper, _ in reaper.sendFailed(query, to: target) }
             } else if case .antiEntropy(let request) = message {
                 let target = nodes[to].id
+                runRelease(at: from) { machine, _ in machine.sendFailed(request, to: target) }
                 runAntiEntropy(at: from) { machine, _ in machine.sendFailed(request, to: target) }
             } else if case .transfers(let request) = message {
                 runTransfers(at: from) { $0.sendFailed(request, view: $1) }
@@ -422,6 +428,10 @@ struct SimulatedWorld {
             nodes[node].cancelledTransferTimers = []
             nodes[node].transferSnapshots = [:]
             nodes[node].gossip = MetadataGossip(node: nodes[node].id)
+            nodes[node].release = PartitionRelease(
+                settings: Self.releaseSettings, firstMessageID: Self.firstMessageID(&random))
+            nodes[node].cancelledReleaseTimers = []
+            nodes[node].pushesStarted = [:]
             schedule(.membershipTick(node, life: nodes[node].life), after: 1)
         case .membershipTick(let node, let life):
             guard nodes[node].isUp, nodes[node].life == life, now < ticksUntil else { return }
@@ -444,9 +454,6 @@ struct SimulatedWorld {
             sides = nil
         case .layoutChange:
             changeLayout()
-        case .dropCheck(let node):
-            guard nodes[node].isUp else { return }
-            dropForeignPartitions(at: node)
         case .hintEvent(let node, let life, let event):
             guard nodes[node].isUp, nodes[node].life == life else { return }
             handleHintEvent(event, at: node)
@@ -459,15 +466,18 @@ struct SimulatedWorld {
         case .transferEvent(let node, let life, let event):
             guard nodes[node].isUp, nodes[node].life == life else { return }
             handleTransferEvent(event, at: node)
+        case .releaseEvent(let node, let life, let event):
+            guard nodes[node].isUp, nodes[node].life == life else { return }
+            handleReleaseEvent(event, at: node)
         case .rebalanceTick:
             let moving = nodes.contains { $0.metadata?.transition != nil }
             guard now < ticksUntil || (moving && now - 60_000 < ticksUntil) else {
                 return
             }
-            for node in nodes.indices where nodes[node].isUp && nodes[node].metadata?.transition != nil {
-                runTransfers(at: node) { $0.tick($1) }
+            for node in nodes.indices where nodes[node].isUp {
+                if nodes[node].metadata?.transition != nil { runTransfers(at: node) { $0.tick($1) } }
+                runRelease(at: node) { $0.tick($1) }
             }
-            release()
             schedule(.rebalanceTick, after: 50)
         }
     }
@@ -513,91 +523,6 @@ struct SimulatedWorld {
         )
         report.layoutChanges += 1
         changeMetadata(at: committer) { $0 = committed }
-    }
-
-    /// Previous owners that leave a settled partition, by their own copy of the metadata,
-    /// push what the new owners lack, then record the release (inline: the release check
-    /// is not a machine yet).
-    mutating func release() {
-        for from in nodes.indices where nodes[from].isUp {
-            guard let view = nodes[from].metadata, let layout = view.layout, let transition = view.transition
-            else {
-                continue
-            }
-            let me = nodes[from].id
-            for index in 0..<layout.partitionCount {
-                let partition = PartitionID(rawValue: UInt32(index))
-                guard transition.isSettled(partition, in: layout),
-                    transition.releasers(of: partition, in: layout).contains(me),
-                    !transition.released.contains(TransferSlot(partition: partition, node: me))
-                else { continue }
-                let owners = layout.replicas(of: partition).map(self.index(of:))
-                guard
-                    owners.allSatisfy({ owner in
-                        nodes[owner].isUp && sides.map { $0[owner] == $0[from] } != false
-                    })
-                else { continue }
-                let rows =
-                    (try? nodes[from].engine.entries(in: StorageLayout.partitionRange(partition), of: .data))
-                    ?? []
-                for row in rows {
-                    guard let object = try? StoredObjectCodec.decode(row.value) else { continue }
-                    for owner in owners {
-                        _ = execute(
-                            .reconcile(ReplicaKey(partition: partition, bytes: row.key), object), at: owner)
-                    }
-                }
-                log("n\(from) released p\(partition)")
-                changeMetadata(at: from) { $0.markReleased(partition, by: me) }
-            }
-        }
-    }
-
-    /// Drops the node's copies of partitions no layout in use places on it, by its own
-    /// copy of the metadata. As the node shell does, a copy first goes to the owners: a
-    /// previous owner takes writes until the change is over, after it released.
-    mutating func dropForeignPartitions(at node: Int) {
-        guard let layout = nodes[node].metadata?.layout else { return }
-        for index in 0..<layout.partitionCount {
-            let partition = PartitionID(rawValue: UInt32(index))
-            if keeps(partition, at: node) { continue }
-            let rows =
-                (try? nodes[node].engine.entries(in: StorageLayout.partitionRange(partition), of: .data))
-                ?? []
-            if !rows.isEmpty {
-                let owners = layout.replicas(of: partition).map(self.index(of:))
-                guard
-                    owners.allSatisfy({ owner in
-                        nodes[owner].isUp && sides.map { $0[owner] == $0[node] } != false
-                    })
-                else {
-                    schedule(.dropCheck(node: node), after: 1_000)
-                    continue
-                }
-                for row in rows {
-                    guard let object = try? StoredObjectCodec.decode(row.value) else { continue }
-                    for owner in owners {
-                        _ = execute(
-                            .reconcile(ReplicaKey(partition: partition, bytes: row.key), object), at: owner)
-                    }
-                }
-            }
-            // As the node shell drops a partition: its rows and their index entries.
-            var batch = WriteBatch()
-            batch.deleteRange(StorageLayout.partitionRange(partition), in: .data)
-            batch.deleteRange(StorageLayout.partitionRange(partition), in: .antiEntropy)
-            try? nodes[node].engine.write(batch, durability: .buffered)
-            try? nodes[node].store.antiEntropy.rebuild(partition, engine: nodes[node].engine)
-        }
-    }
-
-    /// Whether a layout in use by the node's own metadata places `partition` on it (else
-    /// the node drops its copy).
-    func keeps(_ partition: PartitionID, at node: Int) -> Bool {
-        guard let view = nodes[node].metadata, let layout = view.layout else { return true }
-        let id = nodes[node].id
-        if layout.replicas(of: partition).contains(id) { return true }
-        return view.transition?.previous.replicas(of: partition).contains(id) == true
     }
 
     mutating func crash(_ node: Int) {

@@ -63,6 +63,10 @@ public struct SimulationConfiguration: Hashable, Sendable {
         /// Nodes push nothing: only the node an operator commits through learns of a
         /// change (the gossip checker).
         case gossipPushesNothing
+        /// A previous owner takes its merges into a new owner as done without sending
+        /// them: it releases or drops a copy whose rows the owners lack (the release
+        /// checker).
+        case releasesPushNothing
     }
 
     /// Creates a configuration; the defaults are the CI sweep's.
@@ -130,8 +134,12 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     /// Whether every checker passed.
     public var passed: Bool { violations.isEmpty }
 
+    /// The runner's flags for the run's configuration where it differs from the
+    /// runner's defaults (set by the simulation).
+    public var configurationFlags = ""
+
     /// The one-line command that replays this run with a trace.
-    public var replayCommand: String { "swift run Simulator --seed \(seed) --trace" }
+    public var replayCommand: String { "swift run Simulator --seed \(seed)\(configurationFlags) --trace" }
 
     public var description: String {
         var text =

@@ -4,8 +4,8 @@ import KVSimulation
 // Runs deterministic cluster simulations: one seed with a trace to replay a failure,
 // or a sweep over many seeds.
 //
-//   Simulator --seed N [--trace] [--no-faults] [--keys N] [--inject BUG]
-//   Simulator --sweep COUNT [--first N] [--no-faults] [--keys N] [--inject BUG]
+//   Simulator --seed N [--trace] [--no-faults] [--no-layout-changes] [--keys N] [--inject BUG]
+//   Simulator --sweep COUNT [--first N] [--no-faults] [--no-layout-changes] [--keys N] [--inject BUG]
 //
 // `--inject` plants one of the defects the checkers exist for (see
 // `SimulationConfiguration.InjectedBug`), to see which seeds catch it.
@@ -15,8 +15,8 @@ func usage(_ problem: String) -> Never {
         Data(
             """
             \(problem)
-            usage: Simulator --seed N [--trace] [--no-faults] [--keys N] [--inject BUG]
-                   Simulator --sweep COUNT [--first N] [--no-faults] [--keys N] [--inject BUG]
+            usage: Simulator --seed N [--trace] [--no-faults] [--no-layout-changes] [--keys N] [--inject BUG]
+                   Simulator --sweep COUNT [--first N] [--no-faults] [--no-layout-changes] [--keys N] [--inject BUG]
             defects: \(SimulationConfiguration.InjectedBug.allCases.map { "\($0)" }.joined(separator: ", "))
 
             """.utf8))
@@ -30,6 +30,7 @@ var tracing = false
 var faults = true
 var injectedBug: SimulationConfiguration.InjectedBug?
 var keyCount = 3
+var layoutChanges = true
 var arguments = CommandLine.arguments.dropFirst()
 while let flag = arguments.popFirst() {
     switch flag {
@@ -58,6 +59,7 @@ while let flag = arguments.popFirst() {
         keyCount = value
     case "--trace": tracing = true
     case "--no-faults": faults = false
+    case "--no-layout-changes": layoutChanges = false
     case "--help", "-h": usage("help")
     default: usage("unknown argument \(flag)")
     }
@@ -66,7 +68,9 @@ while let flag = arguments.popFirst() {
 if let seed {
     let trace: ((String) -> Void)? = tracing ? { print($0) } : nil
     let report = Simulation(
-        SimulationConfiguration(seed: seed, keyCount: keyCount, faults: faults, injectedBug: injectedBug),
+        SimulationConfiguration(
+            seed: seed, keyCount: keyCount, faults: faults, layoutChanges: layoutChanges,
+            injectedBug: injectedBug),
         trace: trace
     ).run()
     print(report)
@@ -76,7 +80,9 @@ guard let sweep else { usage("give --seed or --sweep") }
 var failures = 0
 for seed in first..<(first + UInt64(sweep)) {
     let report = Simulation(
-        SimulationConfiguration(seed: seed, keyCount: keyCount, faults: faults, injectedBug: injectedBug)
+        SimulationConfiguration(
+            seed: seed, keyCount: keyCount, faults: faults, layoutChanges: layoutChanges,
+            injectedBug: injectedBug)
     ).run()
     if !report.passed {
         failures += 1
