@@ -143,6 +143,9 @@ public struct AntiEntropyExchange: Sendable {
         case startTimer(id: UInt64, afterMilliseconds: Int64)
         /// Cancel the timer of `id`.
         case cancelTimer(id: UInt64)
+        /// `peer` left a request unanswered in time (the shell counts it against the
+        /// connection: ``PeerSilence``).
+        case unanswered(NodeID)
         /// List this node's index entries of `partition` in `leaves` after `after`
         /// (exclusive), then report ``AntiEntropyExchange/listed(id:_:)``.
         case list(id: UInt64, partition: PartitionID, leaves: [Int], after: [UInt8]?)
@@ -364,7 +367,7 @@ public struct AntiEntropyExchange: Sendable {
         if case .settling(let timer, let first) = current.step, timer == id { return listPage(first: first) }
         guard isWaiting(for: id, from: current.peer) else { return [] }
         counters.timeouts[current.peer, default: 0] += 1
-        return finish(divergent: true)
+        return [.unanswered(current.peer)] + finish(divergent: true)
     }
 
     // MARK: - Steps

@@ -127,6 +127,9 @@ public struct HintDelivery: Sendable {
         case startTimer(id: UInt64, afterMilliseconds: Int64)
         /// Cancel the timer of `id`.
         case cancelTimer(id: UInt64)
+        /// `peer` left a request unanswered in time (the shell counts it against the
+        /// connection: ``PeerSilence``).
+        case unanswered(NodeID)
         /// Remove these hints with one synced write, then report
         /// ``HintDelivery/removalStored(target:)`` (or ``HintDelivery/removalFailed(target:)``).
         case remove(HintRemoval)
@@ -231,7 +234,7 @@ public struct HintDelivery: Sendable {
     /// A handoff's timer fired: no answer in time.
     public mutating func timerFired(id: UInt64, view: HintDeliveryView) -> [Action] {
         guard let target = requests[id], let recipient = sessions[target]?.waiting[id] else { return [] }
-        return answered(id, from: recipient, ok: false, view: view, cancel: false)
+        return [.unanswered(recipient)] + answered(id, from: recipient, ok: false, view: view, cancel: false)
     }
 
     /// A rerouted hint's reconcile into this node's own copy finished.

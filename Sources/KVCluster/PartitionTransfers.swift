@@ -161,6 +161,9 @@ public struct PartitionTransfers: Sendable {
         case startTimer(id: UInt64, afterMilliseconds: Int64)
         /// Cancel the timer of `id`.
         case cancelTimer(id: UInt64)
+        /// `peer` left a request unanswered in time (the shell counts it against the
+        /// connection: ``PeerSilence``).
+        case unanswered(NodeID)
     }
 
     /// A row of a batch: its storage key and object.
@@ -344,10 +347,10 @@ public struct PartitionTransfers: Sendable {
             return []
         }
         switch transfer.step {
-        case .pulling(id, _):
+        case .pulling(id, let source):
             counters.pullsFailed += 1
             transfer.sourceIndex += 1
-            return failed(partition, transfer, view: view)
+            return [.unanswered(source)] + failed(partition, transfer, view: view)
         case .waiting(id):
             return pull(partition, transfer, view: view)
         default:

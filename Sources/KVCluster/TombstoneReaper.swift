@@ -165,6 +165,9 @@ public struct TombstoneReaper: Sendable {
         case startTimer(id: UInt64, afterMilliseconds: Int64)
         /// Cancel the timer of `id`.
         case cancelTimer(id: UInt64)
+        /// `peer` left a request unanswered in time (the shell counts it against the
+        /// connection: ``PeerSilence``).
+        case unanswered(NodeID)
         /// Remove this node's copy of the row if it still holds exactly that tombstone
         /// (``StorageCommand/reap(_:objectHash:)``), then report
         /// ``TombstoneReaper/storageCompleted(id:_:)`` with `id`.
@@ -317,7 +320,7 @@ public struct TombstoneReaper: Sendable {
     public mutating func timerFired(id: UInt64) -> [Action] {
         guard let index = requests[id], let member = pass?.proposals[index].waiting[id] else { return [] }
         counters.timeouts[member, default: 0] += 1
-        return answered(id, from: member, agrees: false, cancel: false)
+        return [.unanswered(member)] + answered(id, from: member, agrees: false, cancel: false)
     }
 
     /// This node's own reap finished.

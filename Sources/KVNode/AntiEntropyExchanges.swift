@@ -38,7 +38,7 @@ extension ClusterNode {
             case .list(let id, let partition, let leaves, let after):
                 local.threadPool.submit { [self] _ in
                     let listing = try? AntiEntropyIndex.keyHashes(
-                        in: partition, leaves: Set(leaves), after: after, engine: local.engine,
+                        in: partition, leaves: leaves, after: after, engine: local.engine,
                         limit: Self.keysPerListing)
                     runAntiEntropy { machine, _ in
                         machine.listed(
@@ -64,6 +64,8 @@ extension ClusterNode {
                     runAntiEntropy { machine, _ in machine.timerFired(id: id) }
                 }
                 antiEntropyTimers.withLockedValue { $0[id] = timer }
+            case .unanswered(let peer):
+                noteUnanswered(by: peer)
             case .cancelTimer(let id):
                 antiEntropyTimers.withLockedValue { $0.removeValue(forKey: id) }?.cancel()
             }

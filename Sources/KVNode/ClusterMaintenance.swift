@@ -90,41 +90,23 @@ extension ClusterNode {
             }
             transport.send(message, to: node)
         }
-        if answer != nil { noteAnswered(by: node) }
         return answer
     }
 
     /// Counts a maintenance request `node` left unanswered, and reopens the connection
-    /// to it once it has been silent long enough.
+    /// to it once it has been silent long enough (``PeerSilence``).
     func noteUnanswered(by node: NodeID) {
         let silent = state.withLockedValue { state in
             state.maintenanceTimeouts[node, default: 0] += 1
-            let now = NIODeadline.now()
-            var silence = state.unanswered[node] ?? (since: now, requests: 0)
-            silence.requests += 1
-            // A busy peer answers late, not never: only a peer that has answered
-            // nothing for a while, however many requests it got, is silent.
-            guard silence.requests >= Self.unansweredBeforeReconnecting,
-                now - silence.since >= Self.silenceBeforeReconnecting
-            else {
-                state.unanswered[node] = silence
-                return false
-            }
-            state.unanswered[node] = nil
-            return true
+            return state.silence.unanswered(by: node, nowMilliseconds: Self.monotonicMilliseconds())
         }
         if silent { reconnectSilentPeer(node) }
     }
 
     /// `node` answered a maintenance request: it is not silent.
     func noteAnswered(by node: NodeID) {
-        state.withLockedValue { $0.unanswered[node] = nil }
+        state.withLockedValue { $0.silence.answered(by: node) }
     }
-
-    /// Requests in a row a peer may leave unanswered before its connection is reopened...
-    static let unansweredBeforeReconnecting = 3
-    /// ...over at least this long.
-    static let silenceBeforeReconnecting = TimeAmount.seconds(5)
 
     /// Reopens the connection to a peer that answers nothing on it. A connection can stay
     /// open while nothing sent on it arrives (a proxy, or a path that drops everything
@@ -135,7 +117,7 @@ extension ClusterNode {
         logger.info(
             "a peer left requests unanswered; reconnecting",
             metadata: [
-                "peer": "\(node)", "seconds": "\(Self.silenceBeforeReconnecting.nanoseconds / 1_000_000_000)",
+                "peer": "\(node)", "seconds": "\(PeerSilenceSettings().milliseconds / 1_000)",
             ])
         transport.reconnect(to: node)
     }
@@ -292,7 +274,7 @@ extension ClusterNode {
         case .antiEntropy(.keyHashesRequest(let id, let partition, let leaves, let after)):
             local.threadPool.submit { [self] _ in
                 let listing = try? AntiEntropyIndex.keyHashes(
-                    in: partition, leaves: Set(leaves), after: after, engine: local.engine,
+                    in: partition, leaves: leaves, after: after, engine: local.engine,
                     limit: Self.keysPerListing)
                 transport.send(
                     .antiEntropy(

@@ -105,9 +105,8 @@ public final class ClusterNode: KeyValueService, Sendable {
         var maintenanceTasks: [RepeatedTask] = []
         /// Maintenance requests each peer left unanswered, for status.
         var maintenanceTimeouts: [NodeID: Int64] = [:]
-        /// Since when, and how many, maintenance requests each peer has left unanswered
-        /// since it last answered one.
-        var unanswered: [NodeID: (since: NIODeadline, requests: Int)] = [:]
+        /// Which peers' connections are silent.
+        var silence = PeerSilence()
 
         var operations: [UInt64: CheckedContinuation<OperationOutcome, Never>] = [:]
         /// Operation timers by deadline. One sweep every ``timerResolution`` fires the

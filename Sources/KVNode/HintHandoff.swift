@@ -48,6 +48,8 @@ extension ClusterNode {
                     runHints { $0.timerFired(id: id, view: $1) }
                 }
                 hintTimers.withLockedValue { $0[id] = timer }
+            case .unanswered(let peer):
+                noteUnanswered(by: peer)
             case .cancelTimer(let id):
                 hintTimers.withLockedValue { $0.removeValue(forKey: id) }?.cancel()
             case .remove(let removal):

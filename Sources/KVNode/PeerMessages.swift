@@ -13,6 +13,7 @@ import NIOPosix
 extension ClusterNode {
 
     fileprivate func received(_ message: ReplicaMessage, from sender: NodeID) {
+        if message.answersMaintenanceRequest { noteAnswered(by: sender) }
         switch message {
         case .metadata(.push(let id, let encoded)):
             local.threadPool.submit { [self] _ in receivedMetadata(encoded, id: id, from: sender) }
@@ -49,7 +50,6 @@ extension ClusterNode {
             // Releases ask with anti-entropy's requests; each machine's ids are its own.
             guard case .antiEntropy(let answer) = message else { return }
             if let id = Self.answerID(answer), release.withLockedValue({ $0.isWaiting(for: id) }) {
-                noteAnswered(by: sender)
                 runRelease { machine, _ in machine.received(answer, from: sender) }
             } else {
                 runAntiEntropy { machine, _ in machine.received(answer, from: sender) }

@@ -70,7 +70,8 @@ public final class PeerTransport: Sendable {
     private let delegateBox = NIOLockedValueBox<(any PeerTransportDelegate)?>(nil)
     private let addresses = NIOLockedValueBox<[NodeID: SocketAddress]>([:])
     private let outbound = NIOLockedValueBox<[NodeID: OutboundPeer]>([:])
-    private let inbound = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    /// The connections peers opened, with the peer each said it is in its hello.
+    private let inbound = NIOLockedValueBox<[ObjectIdentifier: (channel: any Channel, peer: NodeID?)]>([:])
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
     private let advertised = NIOLockedValueBox("")
 
@@ -101,7 +102,7 @@ public final class PeerTransport: Sendable {
                         InboundPeerHandler(transport: self),
                     ])
                     let id = ObjectIdentifier(channel)
-                    inbound.withLockedValue { $0[id] = channel }
+                    inbound.withLockedValue { $0[id] = (channel, nil) }
                     channel.closeFuture.whenComplete { [self] _ in
                         _ = inbound.withLockedValue { $0.removeValue(forKey: id) }
                     }
@@ -122,10 +123,14 @@ public final class PeerTransport: Sendable {
         outbound.withLockedValue { $0[peer] }?.channel() != nil
     }
 
-    /// Closes the connection to `peer`, failing what waits on it; the next send opens a
-    /// new one.
+    /// Closes every connection with `peer`, failing what waits on them: this node's own,
+    /// and those `peer` opened to this node. A peer answers over its own connection, so a
+    /// silent one of its own leaves this node's requests unanswered just as a silent one
+    /// of this node's does; closed, each side opens a new one with its next send.
     public func reconnect(to peer: NodeID) {
         outbound.withLockedValue { $0[peer] }?.channel()?.close(promise: nil)
+        let opened = inbound.withLockedValue { $0.values.filter { $0.peer == peer }.map(\.channel) }
+        for channel in opened { channel.close(promise: nil) }
     }
 
     /// Whether an address of `peer` is known.
@@ -201,7 +206,7 @@ public final class PeerTransport: Sendable {
             return Array(peers.values)
         }
         for peer in peers { try? await peer.channel()?.close() }
-        for channel in inbound.withLockedValue({ Array($0.values) }) { try? await channel.close() }
+        for channel in inbound.withLockedValue({ $0.values.map(\.channel) }) { try? await channel.close() }
         delegateBox.withLockedValue { $0 = nil }
     }
 
@@ -282,6 +287,7 @@ public final class PeerTransport: Sendable {
                 return
             }
             peer = node
+            inbound.withLockedValue { $0[ObjectIdentifier(channel)]?.peer = node }
             if !listenAddress.isEmpty { delegate?.transport(peer: node, announcedAddress: listenAddress) }
         case .message(let message):
             guard let peer else {

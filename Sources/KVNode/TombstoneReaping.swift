@@ -79,6 +79,8 @@ extension ClusterNode {
                     runReaper { reaper, _ in reaper.timerFired(id: id) }
                 }
                 reaperTimers.withLockedValue { $0[id] = timer }
+            case .unanswered(let peer):
+                noteUnanswered(by: peer)
             case .cancelTimer(let id):
                 reaperTimers.withLockedValue { $0.removeValue(forKey: id) }?.cancel()
             }

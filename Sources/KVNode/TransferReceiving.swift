@@ -77,6 +77,8 @@ extension ClusterNode {
                     runTransfers { machine, view in machine.timerFired(id: id, view: view) }
                 }
                 transferTimers.withLockedValue { $0[id] = timer }
+            case .unanswered(let peer):
+                noteUnanswered(by: peer)
             case .cancelTimer(let id):
                 transferTimers.withLockedValue { $0.removeValue(forKey: id) }?.cancel()
             }

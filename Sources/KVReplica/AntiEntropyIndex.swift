@@ -229,9 +229,14 @@ package final class AntiEntropyIndex: Sendable {
     /// The index entries of `partition` in `leaves`, in key order after `after`
     /// (exclusive), at most `limit` of them. Blocks.
     package static func keyHashes(
-        in partition: PartitionID, leaves: Set<Int>, after: [UInt8]?, engine: any StorageEngine, limit: Int
+        in partition: PartitionID, leaves: [Int], after: [UInt8]?, engine: any StorageEngine,
+        limit: Int
     ) throws(KVError) -> (entries: [KeyHash], truncated: Bool) {
-        try storageWork("listing anti-entropy keys") {
+        // A table of every leaf rather than a set: a release lists all 1,024 of them on
+        // every page, and hashing them each time cost more than the listing.
+        var wanted = [Bool](repeating: false, count: MerkleTree.leafCount)
+        for leaf in leaves where wanted.indices.contains(leaf) { wanted[leaf] = true }
+        return try storageWork("listing anti-entropy keys") {
             var range = StorageLayout.partitionRange(partition)
             if let after, range.lowerBound.lexicographicallyPrecedes(after + [0]) {
                 range.lowerBound = after + [0]
@@ -239,7 +244,7 @@ package final class AntiEntropyIndex: Sendable {
             let cursor = try engine.cursor(over: range, in: .antiEntropy, direction: .forward)
             var entries: [KeyHash] = []
             while let entry = try cursor.next() {
-                guard leaves.contains(MerkleTree.leaf(of: entry.key)),
+                guard wanted[MerkleTree.leaf(of: entry.key)],
                     let value = parseIndexValue(entry.value)
                 else { continue }
                 if entries.count == limit { return (entries, true) }

@@ -85,7 +85,7 @@ extension SimulatedWorld {
 
     func listing(_ partition: PartitionID, _ leaves: [Int], after: [UInt8]?, at node: Int) -> KeyListing? {
         (try? AntiEntropyIndex.keyHashes(
-            in: partition, leaves: Set(leaves), after: after, engine: nodes[node].engine,
+            in: partition, leaves: leaves, after: after, engine: nodes[node].engine,
             limit: Self.keysPerListing)).map { KeyListing(entries: $0.entries, truncated: $0.truncated) }
     }
 
@@ -119,6 +119,8 @@ extension SimulatedWorld {
                 schedule(
                     .antiEntropyEvent(node: node, life: life, .timer(id: id)),
                     after: max(1, Int64(Double(milliseconds) / nodes[node].clockRate)))
+            case .unanswered(let peer):
+                noteUnanswered(by: peer, at: node)
             case .cancelTimer(let id):
                 nodes[node].cancelledAntiEntropyTimers.insert(id)
             }

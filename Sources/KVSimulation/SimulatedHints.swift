@@ -71,6 +71,8 @@ extension SimulatedWorld {
                 schedule(
                     .hintEvent(node: node, life: life, .timer(id: id)),
                     after: max(1, Int64(Double(delay) / nodes[node].clockRate)))
+            case .unanswered(let peer):
+                noteUnanswered(by: peer, at: node)
             case .cancelTimer(let id):
                 nodes[node].cancelledHintTimers.insert(id)
             case .remove(let removal):

@@ -51,6 +51,8 @@ struct SimulatedNode {
     var cancelledTransferTimers: Set<UInt64> = []
     /// The snapshot each transfer this node serves reads from (lost with a crash).
     var transferSnapshots: [TransferSession: [StorageEntry]] = [:]
+    /// Which peers' connections are silent, as the node tells.
+    var silence = PeerSilence()
     /// Releases and drops of copies, as the node runs them.
     var release: PartitionRelease
     /// Release timers cancelled before they fired.

@@ -110,6 +110,8 @@ extension SimulatedWorld {
                 schedule(
                     .reaperEvent(node: node, life: life, .timer(id: id)),
                     after: max(1, Int64(Double(delay) / nodes[node].clockRate)))
+            case .unanswered(let peer):
+                noteUnanswered(by: peer, at: node)
             case .cancelTimer(let id):
                 nodes[node].cancelledReaperTimers.insert(id)
             }

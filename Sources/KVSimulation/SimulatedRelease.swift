@@ -123,9 +123,8 @@ extension SimulatedWorld {
                     try? nodes[node].store.antiEntropy.rebuild(partition, engine: nodes[node].engine)
                 }
                 schedule(.releaseEvent(node: node, life: life, .dropped(partition, ok: ok)), after: delay)
-            case .unanswered:
-                // The simulated network has no connections to reopen.
-                break
+            case .unanswered(let peer):
+                noteUnanswered(by: peer, at: node)
             case .waits(let partition, _, let reason):
                 log("n\(node): p\(partition) waits: \(reason)")
             }

@@ -161,6 +161,8 @@ extension SimulatedWorld {
                 schedule(
                     .transferEvent(node: node, life: life, .timer(id: id)),
                     after: max(1, Int64(Double(milliseconds) / nodes[node].clockRate)))
+            case .unanswered(let peer):
+                noteUnanswered(by: peer, at: node)
             case .cancelTimer(let id):
                 nodes[node].cancelledTransferTimers.insert(id)
             }

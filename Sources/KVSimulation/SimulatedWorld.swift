@@ -59,6 +59,8 @@ enum SimulationEvent {
     case membershipTick(Int, life: Int)
     case partition([Int])
     case healPartition
+    /// A node's connection to a peer goes silent.
+    case silenceConnection(from: Int, to: Int)
     case layoutChange
     case rebalanceTick
     /// A hint machine's storage read, reconcile or removal finished, or its timer fired.
@@ -98,6 +100,8 @@ struct SimulatedWorld {
     var increments: [Int: IncrementRecord] = [:]
     /// The partition side of each node while the network is split.
     var sides: [Int]?
+    /// Connections on which everything sent vanishes (see `SimulatedConnections.swift`).
+    var silentConnections: Set<Connection> = []
     var faultsActive: Bool
     var writes: [Int: WriteRecord] = [:]
     var nextWriteID = 1
@@ -147,7 +151,7 @@ struct SimulatedWorld {
         case .incrementsLoseTheirSign?:
             faults.incrementDelta = { $0.magnitude > Int64.max.magnitude ? $0 : abs($0) }
         case .amnesiaReusesIncarnation?, .handoffsAreIgnored?, .reapersIgnoreTheirCopy?, .transfersSkipARow?,
-            .gossipPushesNothing?, .releasesPushNothing?, nil:
+            .gossipPushesNothing?, .releasesPushNothing?, .silentConnectionsStay?, nil:
             break
         }
         return faults
@@ -321,6 +325,14 @@ struct SimulatedWorld {
             queue.push(.partition(split), at: at)
             queue.push(.healPartition, at: at + Int64.random(in: 50...600, using: &random))
         }
+        // Sometimes a connection goes silent (drawn after the other faults, so that each
+        // seed's crashes, disk losses and partitions stay as they were).
+        if random.chance(0.3) {
+            let from = Int.random(in: 0..<nodes.count, using: &random)
+            let to = (from + Int.random(in: 1..<nodes.count, using: &random)) % nodes.count
+            queue.push(
+                .silenceConnection(from: from, to: to), at: Int64.random(in: 0...horizon, using: &random))
+        }
     }
 
     // MARK: - Events
@@ -330,6 +342,7 @@ struct SimulatedWorld {
         case .deliver(let message, let from, let to, let life):
             guard nodes[to].isUp, nodes[to].life == life else { return }
             log("n\(to) <- n\(from): \(summary(message))")
+            if message.answersMaintenanceRequest { nodes[to].silence.answered(by: nodes[from].id) }
             switch message {
             case .membership(let probe, _):
                 let actions = nodes[to].membership.received(
@@ -428,6 +441,7 @@ struct SimulatedWorld {
             nodes[node].cancelledTransferTimers = []
             nodes[node].transferSnapshots = [:]
             nodes[node].gossip = MetadataGossip(node: nodes[node].id)
+            nodes[node].silence = PeerSilence()
             nodes[node].release = PartitionRelease(
                 settings: Self.releaseSettings, firstMessageID: Self.firstMessageID(&random))
             nodes[node].cancelledReleaseTimers = []
@@ -452,6 +466,8 @@ struct SimulatedWorld {
         case .healPartition:
             log("network healed")
             sides = nil
+        case .silenceConnection(let from, let to):
+            silence(from: from, to: to)
         case .layoutChange:
             changeLayout()
         case .hintEvent(let node, let life, let event):
@@ -530,6 +546,7 @@ struct SimulatedWorld {
         report.crashes += 1
         nodes[node].isUp = false
         nodes[node].life += 1
+        closeConnections(of: node)
         nodes[node].cancelledTimers = []
         try? nodes[node].engine.close()
         // Clients connected to it see their connection reset: the outcome is unknown.
@@ -575,6 +592,10 @@ struct SimulatedWorld {
             return
         }
         if let sides, sides[from] != sides[to] {
+            report.messagesDropped += 1
+            return
+        }
+        if isSilent(from: from, to: to) {
             report.messagesDropped += 1
             return
         }

@@ -67,6 +67,9 @@ public struct SimulationConfiguration: Hashable, Sendable {
         /// them: it releases or drops a copy whose rows the owners lack (the release
         /// checker).
         case releasesPushNothing
+        /// A node never reopens a silent connection: its requests to that peer go
+        /// unanswered for good, and what waits on them never finishes.
+        case silentConnectionsStay
     }
 
     /// Creates a configuration; the defaults are the CI sweep's.
@@ -104,6 +107,9 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var messagesDropped = 0
     /// Messages the network delivered twice.
     public var messagesDuplicated = 0
+    /// Connections that went silent, and those their node reopened.
+    public var silentConnections = 0
+    public var connectionsReopened = 0
     /// Node crashes.
     public var crashes = 0
     /// Disks lost (a crash that also wiped the node's data).
@@ -145,7 +151,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         var text =
             "seed \(seed): \(writesAcknowledged) writes acknowledged, \(writesNotAcknowledged) not, \(conditionsNotMet) refused by their condition; \(incrementsAcknowledged) increments acknowledged; "
             + "\(readsSucceeded) reads succeeded, \(readsFailed) failed; \(messagesDropped) messages dropped, "
-            + "\(messagesDuplicated) duplicated; \(crashes) crashes, \(disksLost) disks lost; \(layoutChanges) layout changes, \(partitionsHandedOff) partitions handed off; \(tombstonesReaped) tombstones reaped, \(keysRepaired) keys repaired by anti-entropy; at most \(largestSiblingCount) siblings; "
+            + "\(messagesDuplicated) duplicated; \(silentConnections) connections silent, \(connectionsReopened) reopened; \(crashes) crashes, \(disksLost) disks lost; \(layoutChanges) layout changes, \(partitionsHandedOff) partitions handed off; \(tombstonesReaped) tombstones reaped, \(keysRepaired) keys repaired by anti-entropy; at most \(largestSiblingCount) siblings; "
             + "\(virtualMilliseconds) virtual ms"
         if !passed {
             text += "\nFAILED:\n" + violations.map { "  - \($0)" }.joined(separator: "\n")

@@ -320,7 +320,8 @@ struct AntiEntropyExchangeTests {
         #expect(machine.received(.treeHashes(id: id + 77, ready: true, hashes: []), from: peer).isEmpty)
         #expect(machine.timerFired(id: id + 77).isEmpty)
         #expect(machine.isExchanging)
-        _ = machine.timerFired(id: id)
+        // The timeout counts against the peer's connection.
+        #expect(machine.timerFired(id: id) == [.unanswered(peer)])
         #expect(!machine.isExchanging)
         #expect(machine.counters.timeouts == [peer: 1])
         // The late answer of the ended exchange changes nothing.

@@ -119,6 +119,8 @@ struct HintDeliveryTests {
                     view: Self.view())
             default:
                 end = machine.timerFired(id: second.id, view: Self.view())
+                // The timeout counts against the target's connection.
+                #expect(end.first == .unanswered(Self.target))
                 // A late answer after the timeout changes nothing.
                 #expect(
                     machine.received(

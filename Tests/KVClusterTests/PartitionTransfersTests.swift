@@ -245,8 +245,10 @@ struct PartitionTransfersTests {
         var current = pull
         for failure in 1...6 {
             let actions = machine.timerFired(id: current.id, view: Self.view())
+            // Every pull that timed out counts against its source's connection.
+            #expect(actions.first == .unanswered(current.to))
             if failure == 6 {
-                #expect(actions.isEmpty)
+                #expect(actions == [.unanswered(current.to)])
                 break
             }
             guard case .startTimer(let pause, _) = actions.last else {

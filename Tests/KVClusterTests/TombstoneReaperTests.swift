@@ -200,7 +200,8 @@ struct TombstoneReaperTests {
         var (machine, _, actions) = Self.proposing([1])
         let asked = Self.queries(actions)
         #expect(machine.received(.reapAnswer(id: asked[0].id, agrees: true), from: Self.nodes[3]).isEmpty)
-        _ = machine.timerFired(id: asked[0].id)
+        // The timeout counts against the member's connection.
+        #expect(machine.timerFired(id: asked[0].id).first == .unanswered(asked[0].to))
         // The veto stands: a late yes changes nothing.
         #expect(machine.received(.reapAnswer(id: asked[0].id, agrees: true), from: asked[0].to).isEmpty)
         #expect(machine.received(.reapAnswer(id: 999_999, agrees: true), from: asked[1].to).isEmpty)

@@ -40,7 +40,7 @@ struct AntiEntropyIndexTests {
         var pages = 0
         while true {
             let page = try AntiEntropyIndex.keyHashes(
-                in: Self.partition, leaves: leaves, after: after, engine: engine, limit: 37)
+                in: Self.partition, leaves: Array(leaves), after: after, engine: engine, limit: 37)
             listed += page.entries.map(\.key)
             pages += 1
             guard page.truncated, let last = page.entries.last?.key else { break }

@@ -110,6 +110,34 @@ struct PeerTransportTests {
         await a.shutdown()
     }
 
+    @Test(
+        "reconnecting to a silent peer closes the connection it opened to this node as well as this node's own"
+    )
+    func reconnectClosesBothDirections() async throws {
+        let (a, aEvents, aAddress) = try await Self.transport(1)
+        let (b, bEvents, bAddress) = try await Self.transport(2)
+        let (one, two) = (NodeID(rawValue: 1), NodeID(rawValue: 2))
+        a.setAddress(bAddress, of: two)
+        b.setAddress(aAddress, of: one)
+        // Each opens its own connection: A's requests go on A's, B's answers on B's.
+        a.send(
+            .quorum(.fetch(id: 1, key: ReplicaKey(partition: PartitionID(rawValue: 3), bytes: [1]))), to: two)
+        b.send(.quorum(.stored(id: 1, durable: true)), to: one)
+        #expect(await aEvents.wait { $0.received.count == 1 })
+        #expect(await bEvents.wait { $0.received.count == 1 })
+        #expect(a.isConnected(to: two) && b.isConnected(to: one))
+        // A finds B silent: B's connection to A closes too, so B's next answer goes on a
+        // new one.
+        a.reconnect(to: two)
+        #expect(await bEvents.wait { $0.reachability.map(\.1) == [true, false] })
+        #expect(await aEvents.wait { $0.reachability.map(\.1) == [true, false] })
+        b.send(.quorum(.stored(id: 2, durable: true)), to: one)
+        #expect(await aEvents.wait { $0.received.count == 2 })
+        #expect(b.isConnected(to: one))
+        await a.shutdown()
+        await b.shutdown()
+    }
+
     @Test("a peer of another cluster is refused")
     func otherCluster() async throws {
         let (a, aEvents, _) = try await Self.transport(1, cluster: "blue")

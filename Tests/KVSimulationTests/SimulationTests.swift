@@ -35,6 +35,15 @@ struct SimulationTests {
         // over; with the coordinator's disk lost, the acknowledged write was gone. A copy
         // now goes to the owners before it is dropped.
         (6012, "a write taken after the release was dropped with the previous owner's copy"),
+        // The nemesis's stalled join, under seeds: the joiner's connection to a previous
+        // owner went silent. The previous owner's release pushes went unanswered (the
+        // joiner answers over its own connection) while SWIM kept the joiner alive by
+        // indirect probes, so the change never finished and tombstones were never
+        // reaped. Reopening only the asking node's own connection did not help (73: 14
+        // reopens, release still waiting); a node that finds a peer silent now closes
+        // the peer's connection to it as well.
+        (73, "a silent connection from the joiner stalled a release for good"),
+        (201, "a silent connection from the joiner stalled a release for good"),
     ]
 
     /// How many seeds the sweep runs: 300 by default, `KV_SIMULATION_SEEDS` for more.
@@ -117,6 +126,7 @@ struct SimulationTests {
             case .transfersSkipARow: "as received, but a row a page it took covered is not there"
             case .gossipPushesNothing: "metadata did not converge"
             case .releasesPushNothing: "as pushed, but owner"
+            case .silentConnectionsStay: "still moves data"
             }
         var caught = false
         // Amnesia shows only when the wiped node coordinates a write of a key whose old
@@ -125,12 +135,13 @@ struct SimulationTests {
         // first that catches it is seed 13; most others are caught by seed 1). A reaper
         // that agrees whatever it holds does harm only when a replica still holds an older
         // value once every hint holder (a member that left included) has handed its hints
-        // back, which is rarer still: about one seed in a few thousand. Its search runs
-        // without layout changes from seed 380, as the first that catches it is 385
-        // (`Simulator --sweep 4000 --no-layout-changes --inject reapersIgnoreTheirCopy`
+        // back, which is rarer still: about one seed in a few thousand, and which seeds
+        // moves with every change to the random stream. Its search runs without layout
+        // changes from seed 1280, as the first that catches it is 1283
+        // (`Simulator --sweep 6000 --no-layout-changes --inject reapersIgnoreTheirCopy`
         // finds them).
         let reaping = bug == .reapersIgnoreTheirCopy
-        let first: UInt64 = reaping ? 380 : 1
+        let first: UInt64 = reaping ? 1280 : 1
         let seeds = first...(first + 399)
         for seed in seeds {
             let report = Simulation(
