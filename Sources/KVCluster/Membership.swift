@@ -99,6 +99,11 @@ public struct Membership: Sendable {
         case send(MembershipMessage, to: NodeID)
         /// This node's view of a member changed.
         case statusChanged(NodeID, MemberState.Status)
+        /// A member did not ack this node's own ping within the probe timeout, whether or
+        /// not others vouch for it later (the shell counts it against the connection:
+        /// ``PeerSilence``; a one-way silent connection leaves exactly the direct acks
+        /// unanswered).
+        case unanswered(NodeID)
     }
 
     /// This node.
@@ -184,6 +189,7 @@ public struct Membership: Sendable {
             if !current.askedOthers, now - current.sentAt >= settings.probeTimeoutMilliseconds {
                 current.askedOthers = true
                 probe = current
+                actions.append(.unanswered(current.target))
                 // A dead member's silence is no news: nobody else is asked about it.
                 let helpers =
                     states[current.target]?.status == .dead

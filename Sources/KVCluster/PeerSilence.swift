@@ -24,8 +24,8 @@ public struct PeerSilenceSettings: Hashable, Sendable {
 ///
 /// ## Rules
 ///
-/// - Every maintenance request (hint handoffs, anti-entropy, reaping, transfers,
-///   releases) that a peer leaves unanswered in time is reported
+/// - Every maintenance request (SWIM's direct pings, hint handoffs, anti-entropy,
+///   reaping, transfers, releases) that a peer leaves unanswered in time is reported
 ///   (``unanswered(by:nowMilliseconds:)``); every answer from it
 ///   (``ReplicaMessage/answersMaintenanceRequest``) clears its count (``answered(by:)``).
 /// - A peer that has answered nothing for at least ``PeerSilenceSettings/milliseconds``
@@ -71,12 +71,13 @@ public struct PeerSilence: Sendable {
 
 extension ReplicaMessage {
     /// Whether this message answers a maintenance request of the node it is sent to (the
-    /// requests whose silence ``PeerSilence`` counts): proof that the request reached its
-    /// peer and the answer came back. The coordinator's answers are not counted either
+    /// requests whose silence ``PeerSilence`` counts, SWIM's pings among them): proof that
+    /// the request reached its peer and the answer came back. The coordinator's answers are not counted either
     /// way: they are the hot path, and a quorum does not wait for one replica.
     public var answersMaintenanceRequest: Bool {
         switch self {
-        case .metadata(.merged), .scans(.scanned), .hints(.handedOff), .antiEntropy(.treeHashes),
+        case .membership(.ack, _), .metadata(.merged), .scans(.scanned), .hints(.handedOff),
+            .antiEntropy(.treeHashes),
             .antiEntropy(.keyHashes), .antiEntropy(.reconciled), .reaping(.reapAnswer),
             .transfers(.transferRows), .transfers(.transfersReport):
             true

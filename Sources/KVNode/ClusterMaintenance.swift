@@ -93,11 +93,12 @@ extension ClusterNode {
         return answer
     }
 
-    /// Counts a maintenance request `node` left unanswered, and reopens the connection
-    /// to it once it has been silent long enough (``PeerSilence``).
-    func noteUnanswered(by node: NodeID) {
+    /// Counts a maintenance request `node` left unanswered (in `maintenance.timeouts`
+    /// when `counted`), and reopens the connections with it once it has been silent long
+    /// enough (``PeerSilence``).
+    func noteUnanswered(by node: NodeID, counted: Bool = true) {
         let silent = state.withLockedValue { state in
-            state.maintenanceTimeouts[node, default: 0] += 1
+            if counted { state.maintenanceTimeouts[node, default: 0] += 1 }
             return state.silence.unanswered(by: node, nowMilliseconds: Self.monotonicMilliseconds())
         }
         if silent { reconnectSilentPeer(node) }
@@ -187,6 +188,10 @@ extension ClusterNode {
                 state.withLockedValue { $0.liveness[node] = status }
                 logger.info("member status changed", metadata: ["node": "\(node)", "status": "\(status)"])
                 refreshReachability(node)
+            case .unanswered(let node):
+                // Probes are not maintenance timeouts: a dead member leaves every one
+                // unanswered.
+                noteUnanswered(by: node, counted: false)
             }
         }
     }
@@ -313,8 +318,9 @@ extension ClusterNode {
         let exchanges = antiEntropyExchange.withLockedValue { $0.counters }
         let hinted = hints.counters.withLockedValue { $0 }
         let reaping = reaper.withLockedValue { $0.counters }
-        let timeouts = state.withLockedValue { $0.maintenanceTimeouts }.merging(
-            reaping.timeouts, uniquingKeysWith: +)
+        // Every machine's unanswered requests, counted as they are reported (see
+        // `noteUnanswered(by:)`).
+        let timeouts = state.withLockedValue { $0.maintenanceTimeouts }
         var counters: [String: Int64] = [
             "maintenance.timeouts": timeouts.values.reduce(0, +),
             "anti_entropy.enabled": antiEntropy.isEnabled ? 1 : 0,

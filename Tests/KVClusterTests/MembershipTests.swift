@@ -9,6 +9,8 @@ struct MembershipNetwork {
     var nodes: [NodeID: Membership] = [:]
     var now: Int64 = 0
     var blocked: Set<[NodeID]> = []
+    /// Direct pings left unanswered, by observer and member.
+    var unanswered: [(observer: NodeID, member: NodeID)] = []
     var crashed: Set<NodeID> = []
     var random: SeededRandom
     var inFlight: [(at: Int64, message: MembershipMessage, from: NodeID, to: NodeID)] = []
@@ -32,6 +34,8 @@ struct MembershipNetwork {
                 inFlight.append((now + Int64.random(in: 1...5, using: &random), message, node, target))
             case .statusChanged(let member, let status):
                 changes.append((now, node, member, status))
+            case .unanswered(let member):
+                unanswered.append((node, member))
             }
         }
     }
@@ -97,6 +101,21 @@ struct MembershipTests {
         network.blocked = [[ids[0], ids[3]], [ids[3], ids[0]]]
         network.run(60_000)
         #expect(network.changes.isEmpty, "\(network.changes.prefix(3))")
+    }
+
+    @Test("a one-way silent link keeps the member alive, and reports each direct ping it leaves unanswered")
+    func silentLinkReportsUnansweredPings() {
+        var network = MembershipNetwork(count: 5, seed: 3)
+        // Node 4's messages to node 1 vanish: its acks to node 1's pings too.
+        network.blocked = [[ids[3], ids[0]]]
+        network.run(10_000)
+        #expect(network.changes.isEmpty, "\(network.changes.prefix(3))")
+        let silent = network.unanswered.filter { $0.observer == ids[0] }
+        #expect(silent.count >= 2 && silent.allSatisfy { $0.member == ids[3] }, "\(silent)")
+        // Without faults no ping goes unanswered.
+        var healthy = MembershipNetwork(count: 5, seed: 3)
+        healthy.run(10_000)
+        #expect(healthy.unanswered.isEmpty)
     }
 
     @Test("a suspected node that is alive refutes with a higher incarnation")

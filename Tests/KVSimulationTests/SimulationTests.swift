@@ -44,6 +44,12 @@ struct SimulationTests {
         // the peer's connection to it as well.
         (73, "a silent connection from the joiner stalled a release for good"),
         (201, "a silent connection from the joiner stalled a release for good"),
+        // A silent connection from a node to a leaving one: the leaver's direct pings
+        // went unanswered, it declared the node dead (indirect probes are not asked
+        // about a dead member), and so never sent it a request whose silence it could
+        // notice, while the node had no reason to talk to the leaver. The release waited
+        // for good. An unacked direct ping now counts as an unanswered request.
+        (791, "a member declared dead over a silent connection was never asked again"),
     ]
 
     /// How many seeds the sweep runs: 300 by default, `KV_SIMULATION_SEEDS` for more.

@@ -1,0 +1,47 @@
+import KVCluster
+import KVCore
+
+/// SWIM as each node runs it, and the checks of what healing must leave behind.
+extension SimulatedWorld {
+    /// Carries out SWIM's actions: probes go over the simulated network; a changed
+    /// status tells the coordinator whether the member is up (sloppy quorum follows).
+    mutating func performMembership(_ actions: [Membership.Action], at node: Int) {
+        for action in actions {
+            switch action {
+            case .send(let message, let target):
+                send(.membership(message, metadataDigest: 0), from: node, to: index(of: target))
+            case .statusChanged(let member, let status):
+                log("n\(node) sees \(member) \(status)")
+                nodes[node].coordinator.reachabilityChanged(member, isUp: status == .alive)
+            case .unanswered(let member):
+                noteUnanswered(by: member, at: node)
+            }
+        }
+    }
+
+    /// After healing every node sees every other alive.
+    mutating func checkMembershipSettled() {
+        for observer in nodes.indices where !gone.contains(observer) {
+            for (index, member) in nodes.enumerated()
+            where member.id != nodes[observer].id && !gone.contains(index) {
+                let status = nodes[observer].membership.state(of: member.id)?.status
+                if status != .alive {
+                    report.violations.append(
+                        "after healing, n\(observer) still sees \(member.id) \(status.map { "\($0)" } ?? "unknown")"
+                    )
+                }
+            }
+        }
+    }
+
+    /// After healing every hint was handed back.
+    mutating func checkHintsDelivered() {
+        for node in nodes.indices {
+            let left = (try? nodes[node].engine.entries(in: .all, of: .hints))?.count ?? 0
+            report.hintsLeft += left
+            if left > 0 {
+                report.violations.append("n\(node) still holds \(left) hints after healing")
+            }
+        }
+    }
+}
