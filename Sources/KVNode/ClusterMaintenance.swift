@@ -36,7 +36,7 @@ extension ClusterNode {
         tasks.append(
             eventLoop.scheduleRepeatedTask(initialDelay: Self.hintTick, delay: Self.hintTick) { [self] _ in
                 guard !isStopped else { return }
-                runHints { $0.tick($1) }
+                runCore(.tick(.hints))
             })
         if antiEntropy.isEnabled {
             let interval = TimeAmount.milliseconds(settings.antiEntropyIntervalMilliseconds)
@@ -243,8 +243,8 @@ extension ClusterNode {
     /// One exchange per interval (the machine never runs two at once), then a reaping
     /// pass: it needs the index the exchanges keep.
     private func antiEntropyTick() {
-        runAntiEntropy { $0.tick($1) }
-        runReaper { $0.tick($1) }
+        runCore(.tick(.antiEntropy))
+        runCore(.tick(.reaper))
     }
 
     /// The generation of the table a data key belongs to, in this node's catalog.
@@ -315,9 +315,9 @@ extension ClusterNode {
     /// This node's maintenance counters, by stable name.
     var maintenanceCounters: [String: Int64] {
         let aae = antiEntropy.counters.withLockedValue { $0 }
-        let exchanges = antiEntropyExchange.withLockedValue { $0.counters }
+        let exchanges = core.withLockedValue { $0.exchanges.counters }
         let hinted = hints.counters.withLockedValue { $0 }
-        let reaping = reaper.withLockedValue { $0.counters }
+        let reaping = core.withLockedValue { $0.reaper.counters }
         // Every machine's unanswered requests, counted as they are reported (see
         // `noteUnanswered(by:)`).
         let timeouts = state.withLockedValue { $0.maintenanceTimeouts }

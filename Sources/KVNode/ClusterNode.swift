@@ -41,9 +41,10 @@ public final class ClusterNode: KeyValueService, Sendable {
     // nest, the outer one comes first in this order: `metadataLock` (a metadata change
     // holds it while it takes the row locks to adopt the catalog and then the boxes
     // below, one at a time), `state` (a reachability change reads the transport and
-    // updates the coordinator's view under it), `coordinator`. `NodeStorage`'s row
-    // locks, `ReplicaStore`'s, the transport's and the engine's are innermost: nothing
-    // is called back while they are held.
+    // updates the coordinator's view under it), `coordinator`. `core` nests with none of
+    // them: its views are built before it is taken. `NodeStorage`'s row locks,
+    // `ReplicaStore`'s, the transport's and the engine's are innermost: nothing is called
+    // back while they are held.
     let coordinator: NIOLockedValueBox<Coordinator>
     let state: NIOLockedValueBox<State>
     /// SWIM failure detection.
@@ -54,29 +55,13 @@ public final class ClusterNode: KeyValueService, Sendable {
     let antiEntropy: AntiEntropyIndex
     /// Hints held for down primaries.
     let hints: HintStore
-    /// Hinted handoff (see `HintHandoff.swift`).
-    let hintDelivery: NIOLockedValueBox<HintDelivery>
-    /// The hint machine's timers, by request id.
-    let hintTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
-    /// Anti-entropy exchanges (see `AntiEntropyExchanges.swift`).
-    let antiEntropyExchange: NIOLockedValueBox<AntiEntropyExchange>
-    /// The exchange machine's timers, by id.
-    let antiEntropyTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
-    /// Tombstone reaping (see `TombstoneReaping.swift`).
-    let reaper: NIOLockedValueBox<TombstoneReaper>
-    /// The reaper's timers, by query id.
-    let reaperTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
+    /// Hint delivery, anti-entropy exchanges, tombstone reaping, transfers and releases,
+    /// composed (see `MaintenanceCore.swift`).
+    let core: NIOLockedValueBox<NodeCore>
+    /// The core's timers.
+    let coreTimers = NIOLockedValueBox<[NodeCore.Timer: Scheduled<Void>]>([:])
     /// How metadata spreads (see ``MetadataGossip``).
     let gossipMachine: NIOLockedValueBox<MetadataGossip>
-    /// The transfers of layout changes this node receives (see `TransferReceiving.swift`).
-    let transfers: NIOLockedValueBox<PartitionTransfers>
-    /// The transfer machine's timers, by id.
-    let transferTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
-    /// The releases and drops of copies this node no longer holds (see
-    /// `PartitionReleasing.swift`).
-    let release: NIOLockedValueBox<PartitionRelease>
-    /// The release machine's timers, by id.
-    let releaseTimers = NIOLockedValueBox<[UInt64: Scheduled<Void>]>([:])
     /// The transfers this node serves.
     let rebalance = NIOLockedValueBox(RebalanceState())
     /// Serializes metadata changes with their storage, so a newer copy is never
@@ -203,31 +188,30 @@ public final class ClusterNode: KeyValueService, Sendable {
                 incarnation: UInt64(local.identity.incarnation) << 20, settings: settings.membership,
                 random: SeededRandom(seed: random.next())))
         hints = try HintStore(engine: local.engine)
-        hintDelivery = NIOLockedValueBox(
-            HintDelivery(
-                settings: HintDeliverySettings(ratePerSecond: settings.hintDeliveryRatePerSecond),
-                firstMessageID: random.next() >> 1))
-        antiEntropyExchange = NIOLockedValueBox(
-            AntiEntropyExchange(
-                settings: AntiEntropySettings(
-                    requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
-                firstMessageID: random.next() >> 1))
+        let hintDelivery = HintDelivery(
+            settings: HintDeliverySettings(ratePerSecond: settings.hintDeliveryRatePerSecond),
+            firstMessageID: random.next() >> 1)
+        let exchanges = AntiEntropyExchange(
+            settings: AntiEntropySettings(
+                requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
+            firstMessageID: random.next() >> 1)
         gossipMachine = NIOLockedValueBox(MetadataGossip(node: local.identity.nodeID))
-        transfers = NIOLockedValueBox(
-            PartitionTransfers(
-                settings: TransferSettings(batchBytes: settings.transferBatchBytes),
-                firstMessageID: random.next() >> 1))
-        release = NIOLockedValueBox(
-            PartitionRelease(
-                settings: ReleaseSettings(
-                    requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
-                firstMessageID: random.next() >> 1))
-        reaper = NIOLockedValueBox(
-            TombstoneReaper(
-                settings: TombstoneReaperSettings(
-                    tombstonesPerPass: Self.tombstonesPerPass, graceMilliseconds: Self.tombstoneGrace,
-                    requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
-                firstMessageID: random.next() >> 1))
+        let transfers = PartitionTransfers(
+            settings: TransferSettings(batchBytes: settings.transferBatchBytes),
+            firstMessageID: random.next() >> 1)
+        let release = PartitionRelease(
+            settings: ReleaseSettings(
+                requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
+            firstMessageID: random.next() >> 1)
+        let reaper = TombstoneReaper(
+            settings: TombstoneReaperSettings(
+                tombstonesPerPass: Self.tombstonesPerPass, graceMilliseconds: Self.tombstoneGrace,
+                requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
+            firstMessageID: random.next() >> 1)
+        core = NIOLockedValueBox(
+            NodeCore(
+                hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper, transfers: transfers,
+                release: release, exchangesEnabled: settings.antiEntropyIntervalMilliseconds > 0))
         antiEntropy = AntiEntropyIndex(
             isEnabled: settings.antiEntropyIntervalMilliseconds > 0, clock: Self.monotonicMilliseconds)
         store = ReplicaStore(

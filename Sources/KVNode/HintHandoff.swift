@@ -18,43 +18,29 @@ extension ClusterNode {
             knownGenerations: Set(local.catalog.withLockedValue { $0.values.map(\.generation) }))
     }
 
-    /// Feeds one event to the hint machine and carries out what it asks. The machine's
-    /// lock is released before anything is performed: a send can fail at once, which is
-    /// another event.
-    func runHints(_ event: (inout HintDelivery, HintDeliveryView) -> [HintDelivery.Action]) {
-        guard !isStopped else { return }
-        let view = hintView()
-        perform(hintDelivery.withLockedValue { event(&$0, view) })
-    }
-
-    private func perform(_ actions: [HintDelivery.Action]) {
-        for action in actions {
-            switch action {
-            case .readHints(let target, let limit):
-                local.threadPool.submit { [self] _ in
-                    let hints = (try? HintStore.oldest(for: target, limit: limit, engine: local.engine)) ?? []
-                    let stored = hints.map { StoredHint(storageKey: $0.storageKey, record: $0.record) }
-                    runHints { $0.hintsRead(target: target, stored, view: $1) }
-                }
-            case .send(let message, let target):
-                transport.send(message, to: target)
-            case .reconcile(let id, let key, let object):
-                storage(.reconcile(key, object)) { [self] outcome in
-                    runHints { $0.storageCompleted(id: id, outcome, view: $1) }
-                }
-            case .startTimer(let id, let milliseconds):
-                let timer = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
-                    hintTimers.withLockedValue { $0[id] = nil }
-                    runHints { $0.timerFired(id: id, view: $1) }
-                }
-                hintTimers.withLockedValue { $0[id] = timer }
-            case .unanswered(let peer):
-                noteUnanswered(by: peer)
-            case .cancelTimer(let id):
-                hintTimers.withLockedValue { $0.removeValue(forKey: id) }?.cancel()
-            case .remove(let removal):
-                local.threadPool.submit { [self] _ in removeHints(removal) }
+    /// Carries out one of the hint machine's actions.
+    func performHints(_ action: HintDelivery.Action) {
+        switch action {
+        case .readHints(let target, let limit):
+            local.threadPool.submit { [self] _ in
+                let hints = (try? HintStore.oldest(for: target, limit: limit, engine: local.engine)) ?? []
+                let stored = hints.map { StoredHint(storageKey: $0.storageKey, record: $0.record) }
+                runCore(.hints(.read(target: target, stored)))
             }
+        case .send(let message, let target):
+            transport.send(message, to: target)
+        case .reconcile(let id, let key, let object):
+            storage(.reconcile(key, object)) { [self] outcome in
+                runCore(.hints(.reconciled(id: id, outcome)))
+            }
+        case .startTimer(let id, let milliseconds):
+            startCoreTimer(NodeCore.Timer(.hints, id: id), afterMilliseconds: milliseconds)
+        case .unanswered(let peer):
+            noteUnanswered(by: peer)
+        case .cancelTimer(let id):
+            cancelCoreTimer(NodeCore.Timer(.hints, id: id))
+        case .remove(let removal):
+            local.threadPool.submit { [self] _ in removeHints(removal) }
         }
     }
 
@@ -75,7 +61,7 @@ extension ClusterNode {
                 }
             }
         } catch {
-            hintDelivery.withLockedValue { $0.removalFailed(target: removal.target) }
+            runCore(.hints(.removalFailed(target: removal.target)))
             return
         }
         hints.removed(removal.delivered.compactMap(\.record), delivered: true)
@@ -83,6 +69,6 @@ extension ClusterNode {
         if removal.rerouted > 0 {
             rebalance.withLockedValue { $0.counters.hintsRerouted += Int64(removal.rerouted) }
         }
-        hintDelivery.withLockedValue { $0.removalStored(target: removal.target) }
+        runCore(.hints(.removalStored(target: removal.target)))
     }
 }

@@ -18,63 +18,50 @@ extension ClusterNode {
             indexComplete: antiEntropy.indexComplete, nowMilliseconds: Self.monotonicMilliseconds())
     }
 
-    /// Feeds one event to the release machine and carries out what it asks, outside the
-    /// machine's lock (a send can fail at once, which is another event).
-    func runRelease(_ event: (inout PartitionRelease, ReleaseView) -> [PartitionRelease.Action]) {
-        guard !isStopped else { return }
-        let view = releaseView()
-        performRelease(release.withLockedValue { event(&$0, view) })
-    }
-
-    private func performRelease(_ actions: [PartitionRelease.Action]) {
-        for action in actions {
-            switch action {
-            case .list(let id, let partition, let after, let withHashes):
-                local.threadPool.submit { [self] _ in
-                    let listing = try? listRows(of: partition, after: after, withHashes: withHashes)
-                    runRelease { machine, _ in machine.listed(id: id, listing) }
-                }
-            case .load(let id, let partition, let bytes):
-                guard let generation = tableGeneration(of: bytes) else {
-                    let row: PartitionRelease.LoadedRow =
-                        tableIsDropped(bytes) ? .droppedTable : .unknownTable
-                    runRelease { machine, _ in machine.loaded(id: id, row) }
-                    continue
-                }
-                let key = ReplicaKey(partition: partition, bytes: bytes, generation: generation)
-                storage(.load(key)) { [self] outcome in
-                    let row: PartitionRelease.LoadedRow
-                    if case .object(let object) = outcome { row = .row(key, object) } else { row = .failed }
-                    runRelease { machine, _ in machine.loaded(id: id, row) }
-                }
-            case .send(let message, let target):
-                transport.send(message, to: target)
-            case .startTimer(let id, let milliseconds):
-                let timer = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
-                    releaseTimers.withLockedValue { $0[id] = nil }
-                    runRelease { machine, _ in machine.timerFired(id: id) }
-                }
-                releaseTimers.withLockedValue { $0[id] = timer }
-            case .cancelTimer(let id):
-                releaseTimers.withLockedValue { $0.removeValue(forKey: id) }?.cancel()
-            case .recordRelease(let partition, let version):
-                local.threadPool.submit { [self] _ in
-                    let ok = recordRelease(partition, layoutVersion: version)
-                    runRelease { machine, _ in machine.recorded(partition, ok: ok) }
-                }
-            case .drop(let partition):
-                local.threadPool.submit { [self] _ in
-                    let ok = dropCopy(of: partition)
-                    runRelease { machine, _ in machine.dropped(partition, ok: ok) }
-                }
-            case .unanswered(let peer):
-                noteUnanswered(by: peer)
-            case .waits(let partition, let purpose, let reason):
-                let what =
-                    if case .drop = purpose { "partition drop waits" } else { "partition release waits" }
-                logger.info(
-                    "\(what)", metadata: ["partition": "\(partition)", "reason": "\(reason)"])
+    /// Carries out one of the release machine's actions.
+    func performRelease(_ action: PartitionRelease.Action) {
+        switch action {
+        case .list(let id, let partition, let after, let withHashes):
+            local.threadPool.submit { [self] _ in
+                let listing = try? listRows(of: partition, after: after, withHashes: withHashes)
+                runCore(.release(.listed(id: id, listing)))
             }
+        case .load(let id, let partition, let bytes):
+            guard let generation = tableGeneration(of: bytes) else {
+                let row: PartitionRelease.LoadedRow =
+                    tableIsDropped(bytes) ? .droppedTable : .unknownTable
+                runCore(.release(.loaded(id: id, row)))
+                return
+            }
+            let key = ReplicaKey(partition: partition, bytes: bytes, generation: generation)
+            storage(.load(key)) { [self] outcome in
+                let row: PartitionRelease.LoadedRow
+                if case .object(let object) = outcome { row = .row(key, object) } else { row = .failed }
+                runCore(.release(.loaded(id: id, row)))
+            }
+        case .send(let message, let target):
+            transport.send(message, to: target)
+        case .startTimer(let id, let milliseconds):
+            startCoreTimer(NodeCore.Timer(.release, id: id), afterMilliseconds: milliseconds)
+        case .cancelTimer(let id):
+            cancelCoreTimer(NodeCore.Timer(.release, id: id))
+        case .recordRelease(let partition, let version):
+            local.threadPool.submit { [self] _ in
+                let ok = recordRelease(partition, layoutVersion: version)
+                runCore(.release(.recorded(partition, ok: ok)))
+            }
+        case .drop(let partition):
+            local.threadPool.submit { [self] _ in
+                let ok = dropCopy(of: partition)
+                runCore(.release(.dropped(partition, ok: ok)))
+            }
+        case .unanswered(let peer):
+            noteUnanswered(by: peer)
+        case .waits(let partition, let purpose, let reason):
+            let what =
+                if case .drop = purpose { "partition drop waits" } else { "partition release waits" }
+            logger.info(
+                "\(what)", metadata: ["partition": "\(partition)", "reason": "\(reason)"])
         }
     }
 

@@ -14,6 +14,12 @@ extension ClusterNode {
 
     fileprivate func received(_ message: ReplicaMessage, from sender: NodeID) {
         if message.answersMaintenanceRequest { noteAnswered(by: sender) }
+        runCore(.received(message, from: sender))
+    }
+
+    /// A message the maintenance machines do not take (``NodeCore`` routes those): for
+    /// the coordinator, SWIM, metadata exchange, scans, or a request this node serves.
+    func deliver(_ message: ReplicaMessage, from sender: NodeID) {
         switch message {
         case .metadata(.push(let id, let encoded)):
             local.threadPool.submit { [self] _ in receivedMetadata(encoded, id: id, from: sender) }
@@ -43,25 +49,8 @@ extension ClusterNode {
             state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(returning: page)
         case .membership(let probe, let digest):
             receivedProbe(probe, digest: digest, from: sender)
-        case .hints(.handedOff):
-            guard case .hints(let answer) = message else { return }
-            runHints { $0.received(answer, from: sender, view: $1) }
-        case .antiEntropy(.treeHashes), .antiEntropy(.keyHashes), .antiEntropy(.reconciled):
-            // Releases ask with anti-entropy's requests; each machine's ids are its own.
-            guard case .antiEntropy(let answer) = message else { return }
-            if let id = Self.answerID(answer), release.withLockedValue({ $0.isWaiting(for: id) }) {
-                runRelease { machine, _ in machine.received(answer, from: sender) }
-            } else {
-                runAntiEntropy { machine, _ in machine.received(answer, from: sender) }
-            }
         case .transfers(.transfersReport(let id, _)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: message)
-        case .transfers(.transferRows):
-            guard case .transfers(let answer) = message else { return }
-            runTransfers { machine, view in machine.received(answer, from: sender, view: view) }
-        case .reaping(.reapAnswer):
-            guard case .reaping(let answer) = message else { return }
-            runReaper { reaper, _ in reaper.received(answer, from: sender) }
         case .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile),
             .reaping(.reapQuery), .reaping(.reap):
             serveMaintenance(message, from: sender)
@@ -75,46 +64,35 @@ extension ClusterNode {
                 .transfers(.transfersReport(id: id, encoded: Self.encode(localTransfers()))), to: sender)
         case .quorum, .hints(.handoff):
             run { $0.received(message, from: sender) }
+        case .hints(.handedOff), .antiEntropy(.treeHashes), .antiEntropy(.keyHashes),
+            .antiEntropy(.reconciled),
+            .transfers(.transferRows), .reaping(.reapAnswer):
+            // Answers of the maintenance machines: the core took them.
+            return
         }
     }
 
     fileprivate func sendFailed(_ message: ReplicaMessage, to target: NodeID) {
+        runCore(.sendFailed(message, to: target))
+    }
+
+    /// A message of the node's other parts could not be sent (``NodeCore`` reports the
+    /// maintenance machines' own).
+    func undeliverable(_ message: ReplicaMessage, to target: NodeID) {
         switch message {
         case .scans(.scan(let id, _)):
             state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(
                 returning: PartitionScanPage(
                     rows: [], truncated: false,
                     error: KVError(.quorumUnavailable, "replica \(target) is unreachable")))
-        case .metadata, .scans(.scanned), .membership, .antiEntropy(.treeHashes), .antiEntropy(.keyHashes),
-            .antiEntropy(.reconciled), .reaping(.reapAnswer), .reaping(.reap), .hints(.handedOff),
-            .transfers(.transferRows), .transfers(.transfersReport):
-            // Gossip and probes repeat; a lost answer times out at the asker.
-            return
-        case .hints(.handoff):
-            guard case .hints(let handoff) = message else { return }
-            runHints { $0.sendFailed(handoff, to: target, view: $1) }
-        case .reaping(.reapQuery):
-            guard case .reaping(let query) = message else { return }
-            runReaper { reaper, _ in reaper.sendFailed(query, to: target) }
-        case .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile):
-            guard case .antiEntropy(let request) = message else { return }
-            runRelease { machine, _ in machine.sendFailed(request, to: target) }
-            runAntiEntropy { machine, _ in machine.sendFailed(request, to: target) }
         case .transfers(.transfersRequest(let id)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
-        case .transfers(.transferPull):
-            guard case .transfers(let request) = message else { return }
-            runTransfers { machine, view in machine.sendFailed(request, view: view) }
         case .quorum:
             run { $0.sendFailed(message, to: target) }
-        }
-    }
-
-    /// The request id an anti-entropy answer carries.
-    fileprivate static func answerID(_ answer: AntiEntropyMessage) -> UInt64? {
-        switch answer {
-        case .treeHashes(let id, _, _), .keyHashes(let id, _, _), .reconciled(let id, _): id
-        case .treeRequest, .keyHashesRequest, .reconcile: nil
+        case .metadata, .scans(.scanned), .membership, .antiEntropy, .reaping, .hints, .transfers:
+            // Gossip and probes repeat; a lost answer times out at the asker; the
+            // machines' own requests went to the core.
+            return
         }
     }
 

@@ -68,8 +68,8 @@ extension ClusterNode {
         rebalance.withLockedValue { state in
             state.outbound = state.outbound.filter { $0.value.lastUsed + Self.transferSessionIdle > now }
         }
-        runTransfers { machine, view in machine.tick(view) }
-        runRelease { machine, view in machine.tick(view) }
+        runCore(.tick(.transfers))
+        runCore(.tick(.release))
     }
 
     /// Whether the row's table was dropped (its rows need not travel).
@@ -207,7 +207,9 @@ extension ClusterNode {
     /// This node's transfers, for the cluster-wide report.
     func localTransfers() -> [TransfersReport.Transfer] {
         let version = metadata.layout?.version
-        let inbound = transfers.withLockedValue { $0.inbound.filter { $0.value.layoutVersion == version } }
+        let inbound = core.withLockedValue {
+            $0.transfers.inbound.filter { $0.value.layoutVersion == version }
+        }
         let outbound = rebalance.withLockedValue { $0.outbound.filter { $0.value.layoutVersion == version } }
         var result: [TransfersReport.Transfer] = []
         for (partition, transfer) in inbound {
@@ -238,8 +240,8 @@ extension ClusterNode {
     /// The transfer counters, by stable name.
     var transferCounters: [String: Int64] {
         let counters = rebalance.withLockedValue { $0.counters }
-        let received = transfers.withLockedValue { $0.counters }
-        let released = release.withLockedValue { $0.counters }
+        let received = core.withLockedValue { $0.transfers.counters }
+        let released = core.withLockedValue { $0.release.counters }
         return [
             "handoff.transfers_started": received.transfersStarted,
             "handoff.transfers_completed": received.transfersCompleted,

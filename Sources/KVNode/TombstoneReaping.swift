@@ -44,46 +44,32 @@ extension ClusterNode {
             entry: .init(hash: value.hash, isTombstone: value.isTombstone), holdsHint: holdsHint)
     }
 
-    /// Feeds one event to the reaper and carries out what it asks. The machine's lock is
-    /// released before anything is performed: a send can fail at once, which is another
-    /// event.
-    func runReaper(_ event: (inout TombstoneReaper, ReaperView) -> [TombstoneReaper.Action]) {
-        guard !isStopped else { return }
-        let view = reaperView()
-        performReaping(reaper.withLockedValue { event(&$0, view) })
-    }
-
-    private func performReaping(_ actions: [TombstoneReaper.Action]) {
-        for action in actions {
-            switch action {
-            case .readCandidates(let partition, let limit, let minimumAge, let start):
-                local.threadPool.submit { [self] _ in
-                    let candidates = antiEntropy.tombstones(
-                        of: partition, limit: limit, minimumAge: minimumAge, start: start
-                    ).compactMap { entry -> ReapCandidate? in
-                        guard let generation = tableGeneration(of: entry.key) else { return nil }
-                        let key = ReplicaKey(partition: partition, bytes: entry.key, generation: generation)
-                        return ReapCandidate(key: key, objectHash: entry.hash, holding: holding(of: key))
-                    }
-                    runReaper { $0.candidatesRead(candidates, view: $1) }
+    /// Carries out one of the reaper's actions.
+    func performReaping(_ action: TombstoneReaper.Action) {
+        switch action {
+        case .readCandidates(let partition, let limit, let minimumAge, let start):
+            local.threadPool.submit { [self] _ in
+                let candidates = antiEntropy.tombstones(
+                    of: partition, limit: limit, minimumAge: minimumAge, start: start
+                ).compactMap { entry -> ReapCandidate? in
+                    guard let generation = tableGeneration(of: entry.key) else { return nil }
+                    let key = ReplicaKey(partition: partition, bytes: entry.key, generation: generation)
+                    return ReapCandidate(key: key, objectHash: entry.hash, holding: holding(of: key))
                 }
-            case .send(let message, let target):
-                transport.send(message, to: target)
-            case .reap(let id, let key, let hash):
-                storage(.reap(key, objectHash: hash)) { [self] outcome in
-                    runReaper { reaper, _ in reaper.storageCompleted(id: id, outcome) }
-                }
-            case .startTimer(let id, let milliseconds):
-                let timer = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
-                    reaperTimers.withLockedValue { $0[id] = nil }
-                    runReaper { reaper, _ in reaper.timerFired(id: id) }
-                }
-                reaperTimers.withLockedValue { $0[id] = timer }
-            case .unanswered(let peer):
-                noteUnanswered(by: peer)
-            case .cancelTimer(let id):
-                reaperTimers.withLockedValue { $0.removeValue(forKey: id) }?.cancel()
+                runCore(.reaper(.candidatesRead(candidates)))
             }
+        case .send(let message, let target):
+            transport.send(message, to: target)
+        case .reap(let id, let key, let hash):
+            storage(.reap(key, objectHash: hash)) { [self] outcome in
+                runCore(.reaper(.reaped(id: id, outcome)))
+            }
+        case .startTimer(let id, let milliseconds):
+            startCoreTimer(NodeCore.Timer(.reaper, id: id), afterMilliseconds: milliseconds)
+        case .unanswered(let peer):
+            noteUnanswered(by: peer)
+        case .cancelTimer(let id):
+            cancelCoreTimer(NodeCore.Timer(.reaper, id: id))
         }
     }
 }

@@ -20,68 +20,52 @@ extension ClusterNode {
             believedUp: believedUp, nowMilliseconds: Self.monotonicMilliseconds())
     }
 
-    /// Feeds one event to the transfer machine and carries out what it asks, outside the
-    /// machine's lock (a send can fail at once, which is another event).
-    func runTransfers(_ event: (inout PartitionTransfers, TransferView) -> [PartitionTransfers.Action]) {
-        guard !isStopped else { return }
-        let view = transferView()
-        performTransfers(transfers.withLockedValue { event(&$0, view) })
-    }
-
-    private func performTransfers(_ actions: [PartitionTransfers.Action]) {
-        for action in actions {
-            switch action {
-            case .readCursor(let partition, let version):
-                local.threadPool.submit { [self] _ in
-                    let stored =
-                        (try? local.metadataRecord(
-                            StorageLayout.transferCursorKey(version: version, partition: partition)))
-                        ?? nil
-                    runTransfers { machine, view in
-                        machine.cursorRead(
-                            partition, layoutVersion: version, stored.map(TransferCursor.init(encoded:)),
-                            view: view)
-                    }
-                }
-            case .send(let message, let target):
-                transport.send(message, to: target)
-            case .store(let id, let partition, let rows):
-                Task {
-                    let ok = await store(rows, of: partition)
-                    runTransfers { machine, view in machine.stored(id: id, ok: ok, view: view) }
-                }
-            case .saveCursor(let id, let partition, let version, let cursor):
-                var batch = WriteBatch()
-                batch.put(
-                    StorageLayout.transferCursorKey(version: version, partition: partition), cursor.encoded,
-                    in: .metadata)
-                let write = batch
-                local.threadPool.submit { [self] _ in
-                    // The rows are durable (the drain syncs); the cursor after them.
-                    let ok =
-                        (try? storageWork("storing a transfer cursor") {
-                            try local.engine.write(write, durability: .synced)
-                        }) != nil
-                    runTransfers { machine, view in machine.cursorSaved(id: id, ok: ok, view: view) }
-                }
-            case .recordReceipt(let partition, let version):
-                Task {
-                    let ok = await recordReceipt(partition, layoutVersion: version)
-                    runTransfers { machine, view in
-                        machine.receiptRecorded(partition, layoutVersion: version, ok: ok, view: view)
-                    }
-                }
-            case .startTimer(let id, let milliseconds):
-                let timer = eventLoop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
-                    transferTimers.withLockedValue { $0[id] = nil }
-                    runTransfers { machine, view in machine.timerFired(id: id, view: view) }
-                }
-                transferTimers.withLockedValue { $0[id] = timer }
-            case .unanswered(let peer):
-                noteUnanswered(by: peer)
-            case .cancelTimer(let id):
-                transferTimers.withLockedValue { $0.removeValue(forKey: id) }?.cancel()
+    /// Carries out one of the transfer machine's actions.
+    func performTransfers(_ action: PartitionTransfers.Action) {
+        switch action {
+        case .readCursor(let partition, let version):
+            local.threadPool.submit { [self] _ in
+                let stored =
+                    (try? local.metadataRecord(
+                        StorageLayout.transferCursorKey(version: version, partition: partition)))
+                    ?? nil
+                runCore(
+                    .transfers(
+                        .cursorRead(
+                            partition, layoutVersion: version, stored.map(TransferCursor.init(encoded:)))))
             }
+        case .send(let message, let target):
+            transport.send(message, to: target)
+        case .store(let id, let partition, let rows):
+            Task {
+                let ok = await store(rows, of: partition)
+                runCore(.transfers(.stored(id: id, ok: ok)))
+            }
+        case .saveCursor(let id, let partition, let version, let cursor):
+            var batch = WriteBatch()
+            batch.put(
+                StorageLayout.transferCursorKey(version: version, partition: partition), cursor.encoded,
+                in: .metadata)
+            let write = batch
+            local.threadPool.submit { [self] _ in
+                // The rows are durable (the drain syncs); the cursor after them.
+                let ok =
+                    (try? storageWork("storing a transfer cursor") {
+                        try local.engine.write(write, durability: .synced)
+                    }) != nil
+                runCore(.transfers(.cursorSaved(id: id, ok: ok)))
+            }
+        case .recordReceipt(let partition, let version):
+            Task {
+                let ok = await recordReceipt(partition, layoutVersion: version)
+                runCore(.transfers(.receiptRecorded(partition, layoutVersion: version, ok: ok)))
+            }
+        case .startTimer(let id, let milliseconds):
+            startCoreTimer(NodeCore.Timer(.transfers, id: id), afterMilliseconds: milliseconds)
+        case .unanswered(let peer):
+            noteUnanswered(by: peer)
+        case .cancelTimer(let id):
+            cancelCoreTimer(NodeCore.Timer(.transfers, id: id))
         }
     }
 

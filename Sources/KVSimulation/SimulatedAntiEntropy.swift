@@ -25,33 +25,9 @@ extension SimulatedWorld {
         )
     }
 
-    mutating func runAntiEntropy(
-        at node: Int, _ event: (inout AntiEntropyExchange, AntiEntropyView) -> [AntiEntropyExchange.Action]
-    ) {
-        let view = antiEntropyView(node)
-        let actions = event(&nodes[node].antiEntropyExchange, view)
-        performAntiEntropy(actions, at: node)
-    }
-
-    mutating func handleAntiEntropyEvent(_ event: AntiEntropyEvent, at node: Int) {
-        switch event {
-        case .treeRead(let tree):
-            runAntiEntropy(at: node) { machine, _ in machine.treeRead(tree) }
-        case .listed(let id, let listing):
-            runAntiEntropy(at: node) { machine, _ in machine.listed(id: id, listing) }
-        case .loaded(let id, let key, let outcome):
-            runAntiEntropy(at: node) { machine, _ in machine.loaded(id: id, key, outcome) }
-        case .merged(let id, let outcome):
-            runAntiEntropy(at: node) { machine, _ in machine.storageCompleted(id: id, outcome) }
-        case .timer(let id):
-            guard nodes[node].cancelledAntiEntropyTimers.remove(id) == nil else { return }
-            runAntiEntropy(at: node) { machine, _ in machine.timerFired(id: id) }
-        }
-    }
-
-    /// An anti-entropy message arrived at `node`: a request it serves from its own
-    /// index and store, or an answer for its machine (or for the release machine).
-    mutating func receiveAntiEntropy(_ message: AntiEntropyMessage, from sender: Int, at node: Int) {
+    /// An anti-entropy request arrived at `node`: it serves it from its own index and
+    /// store (answers went to its core).
+    mutating func serveAntiEntropy(_ message: AntiEntropyMessage, from sender: Int, at node: Int) {
         switch message {
         case .treeRequest(let id, let partition, let segments):
             let answer: AntiEntropyMessage
@@ -72,14 +48,8 @@ extension SimulatedWorld {
         case .reconcile(let id, let key, let object):
             let outcome = execute(.reconcile(key, object), at: node)
             send(.antiEntropy(.reconciled(id: id, outcome: outcome)), from: node, to: sender)
-        case .keyHashes(let id, _, _) where nodes[node].release.isWaiting(for: id),
-            .reconciled(let id, _) where nodes[node].release.isWaiting(for: id):
-            // Releases ask with anti-entropy's requests; each machine's ids are its own.
-            let from = nodes[sender].id
-            runRelease(at: node) { machine, _ in machine.received(message, from: from) }
         case .treeHashes, .keyHashes, .reconciled:
-            let from = nodes[sender].id
-            runAntiEntropy(at: node) { machine, _ in machine.received(message, from: from) }
+            return
         }
     }
 
@@ -89,41 +59,35 @@ extension SimulatedWorld {
             limit: Self.keysPerListing)).map { KeyListing(entries: $0.entries, truncated: $0.truncated) }
     }
 
-    /// Carries out the exchange machine's actions. The `switch` has no `default:` on
-    /// purpose.
-    mutating func performAntiEntropy(_ actions: [AntiEntropyExchange.Action], at node: Int) {
-        let life = nodes[node].life
-        for action in actions {
-            let delay = Int64.random(in: 0...3, using: &random)
-            switch action {
-            case .readTree(let partition):
-                let tree = nodes[node].store.antiEntropy.tree(of: partition)
-                schedule(.antiEntropyEvent(node: node, life: life, .treeRead(tree)), after: delay)
-            case .send(let message, let target):
-                send(message, from: node, to: index(of: target))
-            case .list(let id, let partition, let leaves, let after):
-                let listing = listing(partition, leaves, after: after, at: node)
-                schedule(.antiEntropyEvent(node: node, life: life, .listed(id: id, listing)), after: delay)
-            case .load(let id, let partition, let bytes):
-                let key = ReplicaKey(
-                    partition: partition, bytes: bytes, generation: SimulatedNode.table.generation)
-                let outcome = execute(.load(key), at: node)
-                schedule(
-                    .antiEntropyEvent(node: node, life: life, .loaded(id: id, key, outcome)), after: delay)
-            case .reconcile(let id, let key, let object):
-                log("n\(node) repairs a key with \(ids(object))")
-                report.keysRepaired += 1
-                let outcome = execute(.reconcile(key, object), at: node)
-                schedule(.antiEntropyEvent(node: node, life: life, .merged(id: id, outcome)), after: delay)
-            case .startTimer(let id, let milliseconds):
-                schedule(
-                    .antiEntropyEvent(node: node, life: life, .timer(id: id)),
-                    after: max(1, Int64(Double(milliseconds) / nodes[node].clockRate)))
-            case .unanswered(let peer):
-                noteUnanswered(by: peer, at: node)
-            case .cancelTimer(let id):
-                nodes[node].cancelledAntiEntropyTimers.insert(id)
-            }
+    /// Carries out one of the exchange machine's actions. The `switch` has no `default:`
+    /// on purpose.
+    mutating func performAntiEntropy(_ action: AntiEntropyExchange.Action, at node: Int) {
+        let delay = Int64.random(in: 0...3, using: &random)
+        switch action {
+        case .readTree(let partition):
+            let tree = nodes[node].store.antiEntropy.tree(of: partition)
+            complete(.antiEntropy(.treeRead(tree)), after: delay, at: node)
+        case .send(let message, let target):
+            send(message, from: node, to: index(of: target))
+        case .list(let id, let partition, let leaves, let after):
+            let listing = listing(partition, leaves, after: after, at: node)
+            complete(.antiEntropy(.listed(id: id, listing)), after: delay, at: node)
+        case .load(let id, let partition, let bytes):
+            let key = ReplicaKey(
+                partition: partition, bytes: bytes, generation: SimulatedNode.table.generation)
+            let outcome = execute(.load(key), at: node)
+            complete(.antiEntropy(.loaded(id: id, key, outcome)), after: delay, at: node)
+        case .reconcile(let id, let key, let object):
+            log("n\(node) repairs a key with \(ids(object))")
+            report.keysRepaired += 1
+            let outcome = execute(.reconcile(key, object), at: node)
+            complete(.antiEntropy(.merged(id: id, outcome)), after: delay, at: node)
+        case .startTimer(let id, let milliseconds):
+            startCoreTimer(NodeCore.Timer(.antiEntropy, id: id), afterMilliseconds: milliseconds, at: node)
+        case .unanswered(let peer):
+            noteUnanswered(by: peer, at: node)
+        case .cancelTimer(let id):
+            nodes[node].cancelledCoreTimers.insert(NodeCore.Timer(.antiEntropy, id: id))
         }
     }
 
@@ -131,27 +95,18 @@ extension SimulatedWorld {
     /// every partition it replicates with every peer replica, one exchange at a time.
     /// Returns how many keys the round repaired.
     mutating func antiEntropyRound() -> Int {
-        let before = nodes.map(\.antiEntropyExchange.counters.keysRepaired).reduce(0, +)
+        let before = nodes.map(\.core.exchanges.counters.keysRepaired).reduce(0, +)
         for node in nodes.indices where nodes[node].isUp {
             let view = antiEntropyView(node)
             guard let layout = view.layout else { continue }
             for partition in (0..<layout.partitionCount).map({ PartitionID(rawValue: UInt32($0)) })
             where layout.replicas(of: partition).contains(view.node) {
                 for peer in layout.replicas(of: partition) where peer != view.node {
-                    runAntiEntropy(at: node) { $0.start(partition, with: peer, view: $1) }
+                    runCore(.startExchange(partition, with: peer), at: node)
                     drain()
                 }
             }
         }
-        return Int(nodes.map(\.antiEntropyExchange.counters.keysRepaired).reduce(0, +) - before)
+        return Int(nodes.map(\.core.exchanges.counters.keysRepaired).reduce(0, +) - before)
     }
-}
-
-/// What a node's storage or clock reports to its exchange machine.
-enum AntiEntropyEvent {
-    case treeRead(MerkleTree?)
-    case listed(id: UInt64, KeyListing?)
-    case loaded(id: UInt64, ReplicaKey?, StorageOutcome)
-    case merged(id: UInt64, StorageOutcome)
-    case timer(id: UInt64)
 }

@@ -24,73 +24,48 @@ extension SimulatedWorld {
             knownGenerations: [SimulatedNode.table.generation])
     }
 
-    mutating func runHints(
-        at node: Int, _ event: (inout HintDelivery, HintDeliveryView) -> [HintDelivery.Action]
-    ) {
-        let view = hintView(node)
-        let actions = event(&nodes[node].hintDelivery, view)
-        performHints(actions, at: node)
-    }
-
-    mutating func handleHintEvent(_ event: HintEvent, at node: Int) {
-        switch event {
-        case .read(let target, let hints):
-            runHints(at: node) { $0.hintsRead(target: target, hints, view: $1) }
-        case .reconciled(let id, let outcome):
-            runHints(at: node) { $0.storageCompleted(id: id, outcome, view: $1) }
-        case .removed(let target):
-            nodes[node].hintDelivery.removalStored(target: target)
-        case .timer(let id):
-            guard nodes[node].cancelledHintTimers.remove(id) == nil else { return }
-            runHints(at: node) { $0.timerFired(id: id, view: $1) }
-        }
-    }
-
-    /// Carries out the hint machine's actions. The `switch` has no `default:` on purpose.
-    mutating func performHints(_ actions: [HintDelivery.Action], at node: Int) {
-        let life = nodes[node].life
-        for action in actions {
-            switch action {
-            case .readHints(let target, let limit):
-                let hints =
-                    (try? HintStore.oldest(for: target, limit: limit, engine: nodes[node].engine))?.map {
-                        StoredHint(storageKey: $0.storageKey, record: $0.record)
-                    } ?? []
-                nodes[node].hintEpochs[target] = nodes.map(\.disksLost)
-                schedule(
-                    .hintEvent(node: node, life: life, .read(target: target, hints)),
-                    after: Int64.random(in: 0...3, using: &random))
-            case .send(let message, let target):
-                send(message, from: node, to: index(of: target))
-            case .reconcile(let id, let key, let object):
-                let outcome = execute(.reconcile(key, object), at: node)
-                schedule(
-                    .hintEvent(node: node, life: life, .reconciled(id: id, outcome)),
-                    after: Int64.random(in: 0...3, using: &random))
-            case .startTimer(let id, let delay):
-                schedule(
-                    .hintEvent(node: node, life: life, .timer(id: id)),
-                    after: max(1, Int64(Double(delay) / nodes[node].clockRate)))
-            case .unanswered(let peer):
-                noteUnanswered(by: peer, at: node)
-            case .cancelTimer(let id):
-                nodes[node].cancelledHintTimers.insert(id)
-            case .remove(let removal):
-                log(
-                    "n\(node) removes \(removal.delivered.count) delivered and \(removal.dropped.count) obsolete hints for \(removal.target)"
-                )
-                checkDelivered(removal, at: node)
-                var batch = WriteBatch()
-                for hint in removal.delivered + removal.dropped { batch.delete(hint.storageKey, in: .hints) }
-                if (try? nodes[node].engine.write(batch, durability: .synced)) != nil {
-                    nodes[node].store.hints.removed(removal.delivered.compactMap(\.record), delivered: true)
-                    nodes[node].store.hints.removed(removal.dropped.compactMap(\.record), delivered: false)
-                }
-                report.hintsDelivered += removal.delivered.count
-                schedule(
-                    .hintEvent(node: node, life: life, .removed(target: removal.target)),
-                    after: Int64.random(in: 0...3, using: &random))
+    /// Carries out one of the hint machine's actions. The `switch` has no `default:` on
+    /// purpose.
+    mutating func performHints(_ action: HintDelivery.Action, at node: Int) {
+        switch action {
+        case .readHints(let target, let limit):
+            let hints =
+                (try? HintStore.oldest(for: target, limit: limit, engine: nodes[node].engine))?.map {
+                    StoredHint(storageKey: $0.storageKey, record: $0.record)
+                } ?? []
+            nodes[node].hintEpochs[target] = nodes.map(\.disksLost)
+            complete(
+                .hints(.read(target: target, hints)), after: Int64.random(in: 0...3, using: &random), at: node
+            )
+        case .send(let message, let target):
+            send(message, from: node, to: index(of: target))
+        case .reconcile(let id, let key, let object):
+            let outcome = execute(.reconcile(key, object), at: node)
+            complete(
+                .hints(.reconciled(id: id, outcome)), after: Int64.random(in: 0...3, using: &random), at: node
+            )
+        case .startTimer(let id, let delay):
+            startCoreTimer(NodeCore.Timer(.hints, id: id), afterMilliseconds: delay, at: node)
+        case .unanswered(let peer):
+            noteUnanswered(by: peer, at: node)
+        case .cancelTimer(let id):
+            nodes[node].cancelledCoreTimers.insert(NodeCore.Timer(.hints, id: id))
+        case .remove(let removal):
+            log(
+                "n\(node) removes \(removal.delivered.count) delivered and \(removal.dropped.count) obsolete hints for \(removal.target)"
+            )
+            checkDelivered(removal, at: node)
+            var batch = WriteBatch()
+            for hint in removal.delivered + removal.dropped { batch.delete(hint.storageKey, in: .hints) }
+            if (try? nodes[node].engine.write(batch, durability: .synced)) != nil {
+                nodes[node].store.hints.removed(removal.delivered.compactMap(\.record), delivered: true)
+                nodes[node].store.hints.removed(removal.dropped.compactMap(\.record), delivered: false)
             }
+            report.hintsDelivered += removal.delivered.count
+            complete(
+                .hints(.removalStored(target: removal.target)),
+                after: Int64.random(in: 0...3, using: &random),
+                at: node)
         }
     }
 

@@ -35,34 +35,19 @@ struct SimulatedNode {
     /// probes run fast or slow).
     var clockRate = 1.0
     var clockOffset: Int64 = 0
-    /// Hinted handoff, as the node runs it.
-    var hintDelivery: HintDelivery
-    /// Hint timers cancelled before they fired.
-    var cancelledHintTimers: Set<UInt64> = []
-    /// Anti-entropy exchanges, as the node runs them.
-    var antiEntropyExchange: AntiEntropyExchange
-    /// Exchange timers cancelled before they fired.
-    var cancelledAntiEntropyTimers: Set<UInt64> = []
+    /// Hint delivery, anti-entropy exchanges, reaping, transfers and releases, as the
+    /// node runs them.
+    var core: NodeCore
+    /// The core's timers cancelled before they fired.
+    var cancelledCoreTimers: Set<NodeCore.Timer> = []
     /// Membership ticks so far (exchanges and reaping passes start every few).
     var membershipTicks = 0
-    /// The transfers this node receives, as the node runs them.
-    var transfers: PartitionTransfers
-    /// Transfer timers cancelled before they fired.
-    var cancelledTransferTimers: Set<UInt64> = []
     /// The snapshot each transfer this node serves reads from (lost with a crash).
     var transferSnapshots: [TransferSession: [StorageEntry]] = [:]
     /// Which peers' connections are silent, as the node tells.
     var silence = PeerSilence()
-    /// Releases and drops of copies, as the node runs them.
-    var release: PartitionRelease
-    /// Release timers cancelled before they fired.
-    var cancelledReleaseTimers: Set<UInt64> = []
     /// What each partition's copy held when its push started (for the release checker).
     var pushesStarted: [PartitionID: PushStart] = [:]
-    /// Tombstone reaping, as the node runs it.
-    var reaper: TombstoneReaper
-    /// Reaper timers cancelled before they fired.
-    var cancelledReaperTimers: Set<UInt64> = []
     /// Disk losses so far: a hint checked against a recipient that lost its disk since
     /// the delivery started proves nothing.
     var disksLost = 0
@@ -86,18 +71,23 @@ struct SimulatedNode {
         partitionCount = layout.partitionCount
         (engine, store) = Self.storage(
             on: volume, partitionCount: layout.partitionCount, actor: actor, faults: faults, clock: clock)
-        hintDelivery = HintDelivery(
+        // The machines' first ids are drawn in this order at every start, so a seed's
+        // random stream stays what it was before they were composed.
+        let hintDelivery = HintDelivery(
             settings: SimulatedWorld.hintSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
-        antiEntropyExchange = AntiEntropyExchange(
+        let exchanges = AntiEntropyExchange(
             settings: SimulatedWorld.antiEntropySettings,
             firstMessageID: SimulatedWorld.firstMessageID(&random))
         gossip = MetadataGossip(node: id)
-        transfers = PartitionTransfers(
+        let transfers = PartitionTransfers(
             settings: SimulatedWorld.transferSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
-        reaper = TombstoneReaper(
+        let reaper = TombstoneReaper(
             settings: SimulatedWorld.reaperSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
-        release = PartitionRelease(
+        let release = PartitionRelease(
             settings: SimulatedWorld.releaseSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
+        core = NodeCore(
+            hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper, transfers: transfers,
+            release: release)
         membership = Membership(
             node: id, members: members, incarnation: 1 << 20, settings: SimulatedWorld.membershipSettings,
             random: SeededRandom(seed: random.next()))

@@ -44,28 +44,8 @@ extension SimulatedWorld {
             entry: .init(hash: value.hash, isTombstone: value.isTombstone), holdsHint: holdsHint)
     }
 
-    mutating func runReaper(
-        at node: Int, _ event: (inout TombstoneReaper, ReaperView) -> [TombstoneReaper.Action]
-    ) {
-        let view = reaperView(node)
-        let actions = event(&nodes[node].reaper, view)
-        performReaping(actions, at: node)
-    }
-
-    mutating func handleReaperEvent(_ event: ReaperEvent, at node: Int) {
-        switch event {
-        case .read(let candidates):
-            runReaper(at: node) { $0.candidatesRead(candidates, view: $1) }
-        case .reaped(let id, let outcome):
-            runReaper(at: node) { reaper, _ in reaper.storageCompleted(id: id, outcome) }
-        case .timer(let id):
-            guard nodes[node].cancelledReaperTimers.remove(id) == nil else { return }
-            runReaper(at: node) { reaper, _ in reaper.timerFired(id: id) }
-        }
-    }
-
-    /// A reaping message arrived at `node`.
-    mutating func receiveReaping(_ message: ReapMessage, from sender: Int, at node: Int) {
+    /// A reaping request arrived at `node` (answers went to its core).
+    mutating func serveReaping(_ message: ReapMessage, from sender: Int, at node: Int) {
         switch message {
         case .reapQuery(let id, let key, let hash, let layoutVersion):
             var agrees = TombstoneReaper.agrees(
@@ -75,46 +55,39 @@ extension SimulatedWorld {
             if configuration.injectedBug == .reapersIgnoreTheirCopy { agrees = true }
             send(.reaping(.reapAnswer(id: id, agrees: agrees)), from: node, to: sender)
         case .reapAnswer:
-            let from = nodes[sender].id
-            runReaper(at: node) { reaper, _ in reaper.received(message, from: from) }
+            return
         case .reap(let key, let hash):
             _ = reap(key, objectHash: hash, at: node)
         }
     }
 
-    /// Carries out the reaper's actions. The `switch` has no `default:` on purpose.
-    mutating func performReaping(_ actions: [TombstoneReaper.Action], at node: Int) {
-        let life = nodes[node].life
-        for action in actions {
-            switch action {
-            case .readCandidates(let partition, let limit, let minimumAge, let start):
-                let candidates = nodes[node].store.antiEntropy.tombstones(
-                    of: partition, limit: limit, minimumAge: minimumAge, start: start
-                ).map { entry in
-                    let key = ReplicaKey(
-                        partition: partition, bytes: entry.key, generation: SimulatedNode.table.generation)
-                    return ReapCandidate(
-                        key: key, objectHash: entry.hash, holding: holding(of: key, at: node))
-                }
-                schedule(
-                    .reaperEvent(node: node, life: life, .read(candidates)),
-                    after: Int64.random(in: 0...3, using: &random))
-            case .send(let message, let target):
-                send(message, from: node, to: index(of: target))
-            case .reap(let id, let key, let hash):
-                let outcome = reap(key, objectHash: hash, at: node)
-                schedule(
-                    .reaperEvent(node: node, life: life, .reaped(id: id, outcome)),
-                    after: Int64.random(in: 0...3, using: &random))
-            case .startTimer(let id, let delay):
-                schedule(
-                    .reaperEvent(node: node, life: life, .timer(id: id)),
-                    after: max(1, Int64(Double(delay) / nodes[node].clockRate)))
-            case .unanswered(let peer):
-                noteUnanswered(by: peer, at: node)
-            case .cancelTimer(let id):
-                nodes[node].cancelledReaperTimers.insert(id)
+    /// Carries out one of the reaper's actions. The `switch` has no `default:` on purpose.
+    mutating func performReaping(_ action: TombstoneReaper.Action, at node: Int) {
+        switch action {
+        case .readCandidates(let partition, let limit, let minimumAge, let start):
+            let candidates = nodes[node].store.antiEntropy.tombstones(
+                of: partition, limit: limit, minimumAge: minimumAge, start: start
+            ).map { entry in
+                let key = ReplicaKey(
+                    partition: partition, bytes: entry.key, generation: SimulatedNode.table.generation)
+                return ReapCandidate(
+                    key: key, objectHash: entry.hash, holding: holding(of: key, at: node))
             }
+            complete(
+                .reaper(.candidatesRead(candidates)), after: Int64.random(in: 0...3, using: &random), at: node
+            )
+        case .send(let message, let target):
+            send(message, from: node, to: index(of: target))
+        case .reap(let id, let key, let hash):
+            let outcome = reap(key, objectHash: hash, at: node)
+            complete(
+                .reaper(.reaped(id: id, outcome)), after: Int64.random(in: 0...3, using: &random), at: node)
+        case .startTimer(let id, let delay):
+            startCoreTimer(NodeCore.Timer(.reaper, id: id), afterMilliseconds: delay, at: node)
+        case .unanswered(let peer):
+            noteUnanswered(by: peer, at: node)
+        case .cancelTimer(let id):
+            nodes[node].cancelledCoreTimers.insert(NodeCore.Timer(.reaper, id: id))
         }
     }
 
@@ -149,11 +122,4 @@ extension SimulatedWorld {
             }
         }
     }
-}
-
-/// What a node's storage or clock reports to its reaper.
-enum ReaperEvent {
-    case read([ReapCandidate])
-    case reaped(id: UInt64, StorageOutcome)
-    case timer(id: UInt64)
 }

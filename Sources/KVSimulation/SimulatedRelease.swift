@@ -24,110 +24,70 @@ extension SimulatedWorld {
             nowMilliseconds: nodes[node].localTime(now))
     }
 
-    mutating func runRelease(
-        at node: Int, _ event: (inout PartitionRelease, ReleaseView) -> [PartitionRelease.Action]
-    ) {
-        let view = releaseView(node)
-        let before = nodes[node].release.running
-        let actions = event(&nodes[node].release, view)
-        // For the release checker: what the copy held when its push started.
-        let running = nodes[node].release.running
-        for partition in running.keys where before[partition] == nil {
-            nodes[node].pushesStarted[partition] = PushStart(
-                rows: rows(of: partition, at: node), disksLost: nodes.map(\.disksLost),
-                owners: (view.layout?.replicas(of: partition) ?? []).map(index(of:)))
-        }
-        for partition in before.keys where running[partition] == nil {
-            nodes[node].pushesStarted[partition] = nil
-        }
-        performRelease(actions, at: node)
-    }
-
-    mutating func handleReleaseEvent(_ event: ReleaseEvent, at node: Int) {
-        switch event {
-        case .listed(let id, let listing):
-            runRelease(at: node) { machine, _ in machine.listed(id: id, listing) }
-        case .loaded(let id, let row):
-            runRelease(at: node) { machine, _ in machine.loaded(id: id, row) }
-        case .recorded(let partition):
-            runRelease(at: node) { machine, _ in machine.recorded(partition, ok: true) }
-        case .dropped(let partition, let ok):
-            runRelease(at: node) { machine, _ in machine.dropped(partition, ok: ok) }
-        case .timer(let id):
-            guard nodes[node].cancelledReleaseTimers.remove(id) == nil else { return }
-            runRelease(at: node) { machine, _ in machine.timerFired(id: id) }
-        }
-    }
-
-    /// Carries out the release machine's actions. The `switch` has no `default:` on
-    /// purpose.
-    mutating func performRelease(_ actions: [PartitionRelease.Action], at node: Int) {
-        let life = nodes[node].life
-        for action in actions {
-            let delay = Int64.random(in: 0...3, using: &random)
-            switch action {
-            case .list(let id, let partition, let after, let withHashes):
-                let listing =
-                    withHashes
-                    ? listing(partition, Array(0..<MerkleTree.leafCount), after: after, at: node)
-                    : unhashedListing(partition, after: after, at: node)
-                schedule(.releaseEvent(node: node, life: life, .listed(id: id, listing)), after: delay)
-            case .load(let id, let partition, let bytes):
-                let key = ReplicaKey(
-                    partition: partition, bytes: bytes, generation: SimulatedNode.table.generation)
-                let row: PartitionRelease.LoadedRow
-                if case .object(let object) = execute(.load(key), at: node) {
-                    row = .row(key, object)
-                } else {
-                    row = .failed
-                }
-                schedule(.releaseEvent(node: node, life: life, .loaded(id: id, row)), after: delay)
-            case .send(.antiEntropy(.reconcile(let id, _, let object)), let target)
-            where configuration.injectedBug == .releasesPushNothing:
-                // The planted defect: the owner's merge is taken as done without being sent.
-                send(
-                    .antiEntropy(.reconciled(id: id, outcome: .object(object))), from: index(of: target),
-                    to: node)
-            case .send(let message, let target):
-                send(message, from: node, to: index(of: target))
-            case .startTimer(let id, let milliseconds):
-                schedule(
-                    .releaseEvent(node: node, life: life, .timer(id: id)),
-                    after: max(1, Int64(Double(milliseconds) / nodes[node].clockRate)))
-            case .cancelTimer(let id):
-                nodes[node].cancelledReleaseTimers.insert(id)
-            case .recordRelease(let partition, let version):
-                if nodes[node].metadata?.layout?.version == version {
-                    checkOwnersHoldCopy(of: partition, at: node, what: "released")
-                }
-                let me = nodes[node].id
-                log("n\(node) released p\(partition)")
-                changeMetadata(at: node) { metadata in
-                    guard metadata.layout?.version == version else { return }
-                    metadata.markReleased(partition, by: me)
-                }
-                schedule(.releaseEvent(node: node, life: life, .recorded(partition)), after: delay)
-            case .drop(let partition):
-                // As the node shell does, checked again against the node's metadata now.
-                let metadata = nodes[node].metadata
-                let ok = !PartitionRelease.holds(
-                    partition, node: nodes[node].id, layout: metadata?.layout,
-                    transition: metadata?.transition)
-                if ok {
-                    checkOwnersHoldCopy(of: partition, at: node, what: "dropped its copy of")
-                    log("n\(node) drops its copy of p\(partition)")
-                    var batch = WriteBatch()
-                    batch.deleteRange(StorageLayout.partitionRange(partition), in: .data)
-                    batch.deleteRange(StorageLayout.partitionRange(partition), in: .antiEntropy)
-                    try? nodes[node].engine.write(batch, durability: .buffered)
-                    try? nodes[node].store.antiEntropy.rebuild(partition, engine: nodes[node].engine)
-                }
-                schedule(.releaseEvent(node: node, life: life, .dropped(partition, ok: ok)), after: delay)
-            case .unanswered(let peer):
-                noteUnanswered(by: peer, at: node)
-            case .waits(let partition, _, let reason):
-                log("n\(node): p\(partition) waits: \(reason)")
+    /// Carries out one of the release machine's actions. The `switch` has no `default:`
+    /// on purpose.
+    mutating func performRelease(_ action: PartitionRelease.Action, at node: Int) {
+        let delay = Int64.random(in: 0...3, using: &random)
+        switch action {
+        case .list(let id, let partition, let after, let withHashes):
+            let listing =
+                withHashes
+                ? listing(partition, Array(0..<MerkleTree.leafCount), after: after, at: node)
+                : unhashedListing(partition, after: after, at: node)
+            complete(.release(.listed(id: id, listing)), after: delay, at: node)
+        case .load(let id, let partition, let bytes):
+            let key = ReplicaKey(
+                partition: partition, bytes: bytes, generation: SimulatedNode.table.generation)
+            let row: PartitionRelease.LoadedRow
+            if case .object(let object) = execute(.load(key), at: node) {
+                row = .row(key, object)
+            } else {
+                row = .failed
             }
+            complete(.release(.loaded(id: id, row)), after: delay, at: node)
+        case .send(.antiEntropy(.reconcile(let id, _, let object)), let target)
+        where configuration.injectedBug == .releasesPushNothing:
+            // The planted defect: the owner's merge is taken as done without being sent.
+            send(
+                .antiEntropy(.reconciled(id: id, outcome: .object(object))), from: index(of: target),
+                to: node)
+        case .send(let message, let target):
+            send(message, from: node, to: index(of: target))
+        case .startTimer(let id, let milliseconds):
+            startCoreTimer(NodeCore.Timer(.release, id: id), afterMilliseconds: milliseconds, at: node)
+        case .cancelTimer(let id):
+            nodes[node].cancelledCoreTimers.insert(NodeCore.Timer(.release, id: id))
+        case .recordRelease(let partition, let version):
+            if nodes[node].metadata?.layout?.version == version {
+                checkOwnersHoldCopy(of: partition, at: node, what: "released")
+            }
+            let me = nodes[node].id
+            log("n\(node) released p\(partition)")
+            changeMetadata(at: node) { metadata in
+                guard metadata.layout?.version == version else { return }
+                metadata.markReleased(partition, by: me)
+            }
+            complete(.release(.recorded(partition, ok: true)), after: delay, at: node)
+        case .drop(let partition):
+            // As the node shell does, checked again against the node's metadata now.
+            let metadata = nodes[node].metadata
+            let ok = !PartitionRelease.holds(
+                partition, node: nodes[node].id, layout: metadata?.layout,
+                transition: metadata?.transition)
+            if ok {
+                checkOwnersHoldCopy(of: partition, at: node, what: "dropped its copy of")
+                log("n\(node) drops its copy of p\(partition)")
+                var batch = WriteBatch()
+                batch.deleteRange(StorageLayout.partitionRange(partition), in: .data)
+                batch.deleteRange(StorageLayout.partitionRange(partition), in: .antiEntropy)
+                try? nodes[node].engine.write(batch, durability: .buffered)
+                try? nodes[node].store.antiEntropy.rebuild(partition, engine: nodes[node].engine)
+            }
+            complete(.release(.dropped(partition, ok: ok)), after: delay, at: node)
+        case .unanswered(let peer):
+            noteUnanswered(by: peer, at: node)
+        case .waits(let partition, _, let reason):
+            log("n\(node): p\(partition) waits: \(reason)")
         }
     }
 
@@ -184,13 +144,4 @@ struct PushStart {
     var disksLost: [Int]
     /// The owners it is pushed to.
     var owners: [Int]
-}
-
-/// What a node's storage or clock reports to its release machine.
-enum ReleaseEvent {
-    case listed(id: UInt64, KeyListing?)
-    case loaded(id: UInt64, PartitionRelease.LoadedRow)
-    case recorded(PartitionID)
-    case dropped(PartitionID, ok: Bool)
-    case timer(id: UInt64)
 }

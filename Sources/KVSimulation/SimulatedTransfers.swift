@@ -24,35 +24,9 @@ extension SimulatedWorld {
             nowMilliseconds: nodes[node].localTime(now))
     }
 
-    mutating func runTransfers(
-        at node: Int, _ event: (inout PartitionTransfers, TransferView) -> [PartitionTransfers.Action]
-    ) {
-        let view = transferView(node)
-        let actions = event(&nodes[node].transfers, view)
-        performTransfers(actions, at: node)
-    }
-
-    mutating func handleTransferEvent(_ event: TransferEvent, at node: Int) {
-        switch event {
-        case .cursorRead(let partition, let version, let cursor):
-            runTransfers(at: node) { $0.cursorRead(partition, layoutVersion: version, cursor, view: $1) }
-        case .stored(let id, let ok):
-            runTransfers(at: node) { $0.stored(id: id, ok: ok, view: $1) }
-        case .cursorSaved(let id, let ok):
-            runTransfers(at: node) { $0.cursorSaved(id: id, ok: ok, view: $1) }
-        case .receiptRecorded(let partition, let version):
-            runTransfers(at: node) {
-                $0.receiptRecorded(partition, layoutVersion: version, ok: true, view: $1)
-            }
-        case .timer(let id):
-            guard nodes[node].cancelledTransferTimers.remove(id) == nil else { return }
-            runTransfers(at: node) { $0.timerFired(id: id, view: $1) }
-        }
-    }
-
-    /// A transfer message arrived at `node`: a pull it serves as a source, or a batch for
-    /// its machine.
-    mutating func receiveTransfer(_ message: TransferMessage, from sender: Int, at node: Int) {
+    /// A transfer pull arrived at `node`: it serves it as a source (batches went to its
+    /// core).
+    mutating func serveTransfer(_ message: TransferMessage, from sender: Int, at node: Int) {
         switch message {
         case .transferPull(let id, let partition, let version, let after, let maximumBytes):
             let page = servePull(
@@ -62,16 +36,7 @@ extension SimulatedWorld {
             send(
                 .transfers(.transferRows(id: id, page: page, estimatedRows: UInt64(page.rows.count))),
                 from: node, to: sender)
-        case .transferRows(let id, _, _):
-            let from = nodes[sender].id
-            let view = transferView(node)
-            let actions = nodes[node].transfers.received(message, from: from, view: view)
-            let served = transferPagesServed.removeValue(forKey: ServedPage(receiver: node, id: id))
-            if let served, actions.contains(where: { if case .store = $0 { true } else { false } }) {
-                transferRowsExpected[served.session, default: []] += served.rows
-            }
-            performTransfers(actions, at: node)
-        case .transfersRequest, .transfersReport:
+        case .transferRows, .transfersRequest, .transfersReport:
             break
         }
     }
@@ -120,52 +85,46 @@ extension SimulatedWorld {
         return PartitionScanPage(rows: rows, truncated: truncated)
     }
 
-    /// Carries out the transfer machine's actions. The `switch` has no `default:` on
-    /// purpose.
-    mutating func performTransfers(_ actions: [PartitionTransfers.Action], at node: Int) {
-        let life = nodes[node].life
-        for action in actions {
-            let delay = Int64.random(in: 0...3, using: &random)
-            switch action {
-            case .readCursor(let partition, let version):
-                let stored = try? nodes[node].engine.get(
-                    StorageLayout.transferCursorKey(version: version, partition: partition), in: .metadata)
-                schedule(
-                    .transferEvent(
-                        node: node, life: life,
-                        .cursorRead(partition, version, stored.map(TransferCursor.init(encoded:)))),
-                    after: delay)
-            case .send(let message, let target):
-                send(message, from: node, to: index(of: target))
-            case .store(let id, let partition, let rows):
-                var ok = true
-                for row in rows {
-                    let key = ReplicaKey(
-                        partition: partition, bytes: row.key, generation: SimulatedNode.table.generation)
-                    if case .failed = execute(.reconcile(key, row.object), at: node) { ok = false }
-                }
-                schedule(.transferEvent(node: node, life: life, .stored(id: id, ok: ok)), after: delay)
-            case .saveCursor(let id, let partition, let version, let cursor):
-                var batch = WriteBatch()
-                batch.put(
-                    StorageLayout.transferCursorKey(version: version, partition: partition), cursor.encoded,
-                    in: .metadata)
-                let ok = (try? nodes[node].engine.write(batch, durability: .synced)) != nil
-                schedule(.transferEvent(node: node, life: life, .cursorSaved(id: id, ok: ok)), after: delay)
-            case .recordReceipt(let partition, let version):
-                recordReceipt(partition, layoutVersion: version, at: node)
-                schedule(
-                    .transferEvent(node: node, life: life, .receiptRecorded(partition, version)), after: delay
-                )
-            case .startTimer(let id, let milliseconds):
-                schedule(
-                    .transferEvent(node: node, life: life, .timer(id: id)),
-                    after: max(1, Int64(Double(milliseconds) / nodes[node].clockRate)))
-            case .unanswered(let peer):
-                noteUnanswered(by: peer, at: node)
-            case .cancelTimer(let id):
-                nodes[node].cancelledTransferTimers.insert(id)
+    /// Carries out one of the transfer machine's actions. The `switch` has no `default:`
+    /// on purpose.
+    mutating func performTransfers(_ action: PartitionTransfers.Action, at node: Int) {
+        let delay = Int64.random(in: 0...3, using: &random)
+        switch action {
+        case .readCursor(let partition, let version):
+            let stored = try? nodes[node].engine.get(
+                StorageLayout.transferCursorKey(version: version, partition: partition), in: .metadata)
+            complete(
+                .transfers(
+                    .cursorRead(partition, layoutVersion: version, stored.map(TransferCursor.init(encoded:)))),
+                after: delay, at: node)
+        case .send(let message, let target):
+            send(message, from: node, to: index(of: target))
+        case .store(let id, let partition, let rows):
+            var ok = true
+            for row in rows {
+                let key = ReplicaKey(
+                    partition: partition, bytes: row.key, generation: SimulatedNode.table.generation)
+                if case .failed = execute(.reconcile(key, row.object), at: node) { ok = false }
             }
+            complete(.transfers(.stored(id: id, ok: ok)), after: delay, at: node)
+        case .saveCursor(let id, let partition, let version, let cursor):
+            var batch = WriteBatch()
+            batch.put(
+                StorageLayout.transferCursorKey(version: version, partition: partition), cursor.encoded,
+                in: .metadata)
+            let ok = (try? nodes[node].engine.write(batch, durability: .synced)) != nil
+            complete(.transfers(.cursorSaved(id: id, ok: ok)), after: delay, at: node)
+        case .recordReceipt(let partition, let version):
+            recordReceipt(partition, layoutVersion: version, at: node)
+            complete(
+                .transfers(.receiptRecorded(partition, layoutVersion: version, ok: true)), after: delay,
+                at: node)
+        case .startTimer(let id, let milliseconds):
+            startCoreTimer(NodeCore.Timer(.transfers, id: id), afterMilliseconds: milliseconds, at: node)
+        case .unanswered(let peer):
+            noteUnanswered(by: peer, at: node)
+        case .cancelTimer(let id):
+            nodes[node].cancelledCoreTimers.insert(NodeCore.Timer(.transfers, id: id))
         }
     }
 
@@ -209,13 +168,4 @@ struct TransferSession: Hashable {
     var receiver: Int
     var partition: PartitionID
     var version: UInt64
-}
-
-/// What a node's storage or clock reports to its transfer machine.
-enum TransferEvent {
-    case cursorRead(PartitionID, UInt64, TransferCursor?)
-    case stored(id: UInt64, ok: Bool)
-    case cursorSaved(id: UInt64, ok: Bool)
-    case receiptRecorded(PartitionID, UInt64)
-    case timer(id: UInt64)
 }

@@ -23,24 +23,9 @@ enum SimulationEvent {
     case silenceConnection(from: Int, to: Int)
     case layoutChange
     case rebalanceTick
-    /// A hint machine's storage read, reconcile or removal finished, or its timer fired.
-    case hintEvent(node: Int, life: Int, HintEvent)
-    /// A reaper's index read or reap finished, or its timer fired.
-    case reaperEvent(node: Int, life: Int, ReaperEvent)
-    /// An exchange machine's read or merge finished, or its timer fired.
-    case antiEntropyEvent(node: Int, life: Int, AntiEntropyEvent)
-    /// A transfer machine's cursor read or write or row merge finished, or its timer fired.
-    case transferEvent(node: Int, life: Int, TransferEvent)
-    /// A release machine's listing, load, release or drop finished, or its timer fired.
-    case releaseEvent(node: Int, life: Int, ReleaseEvent)
-}
-
-/// What a node's storage or clock reports to its hint machine.
-enum HintEvent {
-    case read(target: NodeID, [StoredHint])
-    case reconciled(id: UInt64, StorageOutcome)
-    case removed(target: NodeID)
-    case timer(id: UInt64)
+    /// An input for a node's ``NodeCore``: a maintenance machine's storage work finished,
+    /// or its timer fired.
+    case core(node: Int, life: Int, NodeCore.Input)
 }
 
 /// The whole simulated system and its event loop. Only ``Simulation`` uses it.
@@ -303,50 +288,11 @@ struct SimulatedWorld {
             guard nodes[to].isUp, nodes[to].life == life else { return }
             log("n\(to) <- n\(from): \(summary(message))")
             if message.answersMaintenanceRequest { nodes[to].silence.answered(by: nodes[from].id) }
-            switch message {
-            case .membership(let probe, _):
-                let actions = nodes[to].membership.received(
-                    probe, from: nodes[from].id, now: nodes[to].localTime(now))
-                performMembership(actions, at: to)
-            case .hints(.handedOff):
-                guard case .hints(let answer) = message else { return }
-                let sender = nodes[from].id
-                runHints(at: to) { $0.received(answer, from: sender, view: $1) }
-            case .reaping(let reaping):
-                receiveReaping(reaping, from: from, at: to)
-            case .antiEntropy(let antiEntropy):
-                receiveAntiEntropy(antiEntropy, from: from, at: to)
-            case .transfers(let transfer):
-                receiveTransfer(transfer, from: from, at: to)
-            case .metadata(let metadata):
-                receiveMetadata(metadata, from: from, at: to)
-            case .hints(.handoff(let id, _, _)) where configuration.injectedBug == .handoffsAreIgnored:
-                // The planted defect: the target acknowledges a hint it never stores.
-                send(.hints(.handedOff(id: id, error: nil)), from: to, to: from)
-            default:
-                let actions = nodes[to].coordinator.received(message, from: nodes[from].id)
-                perform(actions, at: to)
-            }
+            runCore(.received(message, from: nodes[from].id), at: to)
         case .sendFailed(let message, let from, let to, let life):
             guard nodes[from].isUp, nodes[from].life == life else { return }
             log("n\(from): send to n\(to) failed: \(summary(message))")
-            if case .hints(let handoff) = message {
-                let target = nodes[to].id
-                runHints(at: from) { $0.sendFailed(handoff, to: target, view: $1) }
-            } else if case .reaping(let query) = message {
-                let target = nodes[to].id
-                runReaper(at: from) { reaper, _ in reaper.sendFailed(query, to: target) }
-            } else if case .antiEntropy(let request) = message {
-                let target = nodes[to].id
-                runRelease(at: from) { machine, _ in machine.sendFailed(request, to: target) }
-                runAntiEntropy(at: from) { machine, _ in machine.sendFailed(request, to: target) }
-            } else if case .transfers(let request) = message {
-                runTransfers(at: from) { $0.sendFailed(request, view: $1) }
-            } else if case .metadata = message {
-                // Gossip repeats: the next round carries it again.
-            } else {
-                perform(nodes[from].coordinator.sendFailed(message, to: nodes[to].id), at: from)
-            }
+            runCore(.sendFailed(message, to: nodes[to].id), at: from)
         case .storageDone(let node, let life, let ticket, let outcome):
             guard nodes[node].isUp, nodes[node].life == life else { return }
             perform(nodes[node].coordinator.storageCompleted(ticket, outcome), at: node)
@@ -388,34 +334,35 @@ struct SimulatedWorld {
                 node: nodes[node].id, members: nodes.map(\.id),
                 incarnation: UInt64(nodes[node].life + 1) << 20, settings: Self.membershipSettings,
                 random: SeededRandom(seed: random.next()))
-            nodes[node].hintDelivery = HintDelivery(
+            // In the order the machines were first made (see `SimulatedNode.init`).
+            let hintDelivery = HintDelivery(
                 settings: Self.hintSettings, firstMessageID: Self.firstMessageID(&random))
-            nodes[node].reaper = TombstoneReaper(
+            let reaper = TombstoneReaper(
                 settings: Self.reaperSettings, firstMessageID: Self.firstMessageID(&random))
-            nodes[node].cancelledReaperTimers = []
-            nodes[node].antiEntropyExchange = AntiEntropyExchange(
+            let exchanges = AntiEntropyExchange(
                 settings: Self.antiEntropySettings, firstMessageID: Self.firstMessageID(&random))
-            nodes[node].cancelledAntiEntropyTimers = []
-            nodes[node].transfers = PartitionTransfers(
+            let transfers = PartitionTransfers(
                 settings: Self.transferSettings, firstMessageID: Self.firstMessageID(&random))
-            nodes[node].cancelledTransferTimers = []
             nodes[node].transferSnapshots = [:]
             nodes[node].gossip = MetadataGossip(node: nodes[node].id)
             nodes[node].silence = PeerSilence()
-            nodes[node].release = PartitionRelease(
+            let release = PartitionRelease(
                 settings: Self.releaseSettings, firstMessageID: Self.firstMessageID(&random))
-            nodes[node].cancelledReleaseTimers = []
+            nodes[node].core = NodeCore(
+                hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper, transfers: transfers,
+                release: release)
+            nodes[node].cancelledCoreTimers = []
             nodes[node].pushesStarted = [:]
             schedule(.membershipTick(node, life: nodes[node].life), after: 1)
         case .membershipTick(let node, let life):
             guard nodes[node].isUp, nodes[node].life == life, now < ticksUntil else { return }
             performMembership(nodes[node].membership.tick(now: nodes[node].localTime(now)), at: node)
-            runHints(at: node) { $0.tick($1) }
+            runCore(.tick(.hints), at: node)
             nodes[node].membershipTicks += 1
             if nodes[node].membershipTicks % Self.gossipTickEvery == 0 { gossipTick(at: node) }
             if nodes[node].membershipTicks % Self.antiEntropyTickEvery == 0 {
-                runAntiEntropy(at: node) { $0.tick($1) }
-                runReaper(at: node) { $0.tick($1) }
+                runCore(.tick(.antiEntropy), at: node)
+                runCore(.tick(.reaper), at: node)
             }
             let interval = max(1, Int64(Double(Self.membershipTickInterval) / nodes[node].clockRate))
             schedule(.membershipTick(node, life: life), after: interval)
@@ -430,29 +377,20 @@ struct SimulatedWorld {
             silence(from: from, to: to)
         case .layoutChange:
             changeLayout()
-        case .hintEvent(let node, let life, let event):
+        case .core(let node, let life, let input):
             guard nodes[node].isUp, nodes[node].life == life else { return }
-            handleHintEvent(event, at: node)
-        case .reaperEvent(let node, let life, let event):
-            guard nodes[node].isUp, nodes[node].life == life else { return }
-            handleReaperEvent(event, at: node)
-        case .antiEntropyEvent(let node, let life, let event):
-            guard nodes[node].isUp, nodes[node].life == life else { return }
-            handleAntiEntropyEvent(event, at: node)
-        case .transferEvent(let node, let life, let event):
-            guard nodes[node].isUp, nodes[node].life == life else { return }
-            handleTransferEvent(event, at: node)
-        case .releaseEvent(let node, let life, let event):
-            guard nodes[node].isUp, nodes[node].life == life else { return }
-            handleReleaseEvent(event, at: node)
+            if case .timerFired(let timer) = input, nodes[node].cancelledCoreTimers.remove(timer) != nil {
+                return
+            }
+            runCore(input, at: node)
         case .rebalanceTick:
             let moving = nodes.contains { $0.metadata?.transition != nil }
             guard now < ticksUntil || (moving && now - 60_000 < ticksUntil) else {
                 return
             }
             for node in nodes.indices where nodes[node].isUp {
-                if nodes[node].metadata?.transition != nil { runTransfers(at: node) { $0.tick($1) } }
-                runRelease(at: node) { $0.tick($1) }
+                if nodes[node].metadata?.transition != nil { runCore(.tick(.transfers), at: node) }
+                runCore(.tick(.release), at: node)
             }
             schedule(.rebalanceTick, after: 50)
         }

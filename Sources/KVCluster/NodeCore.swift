@@ -1,0 +1,374 @@
+import KVCore
+
+/// A node's maintenance procedures composed behind one input type and one action type:
+/// hint delivery, anti-entropy exchanges, tombstone reaping, partition transfers and
+/// partition releases. The node and the simulator each hold one `NodeCore` per node,
+/// feed it every input and carry out its actions; neither routes a peer's message to a
+/// machine itself.
+///
+/// ## Terms
+///
+/// - **Procedure**: one of the composed machines. Each keeps its own message ids, timers
+///   and settings; ``Timer`` names a timer by its procedure and the machine's id.
+/// - **View**: what a machine reads of the node when an input arrives (its layout, which
+///   peers are reachable, the clock). The shell builds the one view an input needs
+///   (``Input/procedure``) before it takes whatever guards the core, so the core never
+///   reads the node's other state.
+/// - **Delivered**: a message none of the machines takes (a coordinator's replica
+///   message, a probe, metadata, a scan, or a request this node serves from its storage)
+///   goes back to the shell as ``Action/deliver(_:from:)``.
+///
+/// ## Routing
+///
+/// Answers go to the machine that asked. Releases ask with anti-entropy's requests, so an
+/// anti-entropy answer goes to ``PartitionRelease`` when it waits for that id and to
+/// ``AntiEntropyExchange`` otherwise (each machine's ids are its own; a stray answer is
+/// ignored by both). A failed anti-entropy request is reported to both machines: only the
+/// one that sent it knows its id.
+public struct NodeCore: Sendable {
+    /// One of the composed machines.
+    public enum Procedure: Hashable, Sendable {
+        case hints, antiEntropy, reaper, transfers, release
+    }
+
+    /// A machine's timer.
+    public struct Timer: Hashable, Sendable {
+        /// The machine that started it.
+        public var procedure: Procedure
+        /// The machine's id of it.
+        public var id: UInt64
+
+        /// Names a timer.
+        public init(_ procedure: Procedure, id: UInt64) {
+            self.procedure = procedure
+            self.id = id
+        }
+    }
+
+    /// The view an input needs, built by the shell (see ``Input/procedure``).
+    public enum View: Sendable {
+        /// The input needs no view.
+        case none
+        case hints(HintDeliveryView)
+        case antiEntropy(AntiEntropyView)
+        case reaper(ReaperView)
+        case transfers(TransferView)
+        case release(ReleaseView)
+    }
+
+    /// What hint delivery's storage reports.
+    public enum HintCompletion: Hashable, Sendable {
+        /// ``HintDelivery/Action/readHints(target:limit:)`` read these.
+        case read(target: NodeID, [StoredHint])
+        /// A rerouted hint's merge finished.
+        case reconciled(id: UInt64, StorageOutcome)
+        /// A ``HintDelivery/Action/remove(_:)`` is durable.
+        case removalStored(target: NodeID)
+        /// A ``HintDelivery/Action/remove(_:)`` failed.
+        case removalFailed(target: NodeID)
+    }
+
+    /// What an anti-entropy exchange's storage reports.
+    public enum ExchangeCompletion: Hashable, Sendable {
+        /// ``AntiEntropyExchange/Action/readTree(_:)`` read this (`nil`: not built yet).
+        case treeRead(MerkleTree?)
+        /// A listing of this node's key hashes (`nil`: it failed).
+        case listed(id: UInt64, KeyListing?)
+        /// A row load finished (`nil` key: its table is unknown here).
+        case loaded(id: UInt64, ReplicaKey?, StorageOutcome)
+        /// A repair's merge finished.
+        case merged(id: UInt64, StorageOutcome)
+    }
+
+    /// What the reaper's storage reports.
+    public enum ReapCompletion: Hashable, Sendable {
+        /// ``TombstoneReaper/Action/readCandidates(partition:limit:minimumAge:start:)`` read these.
+        case candidatesRead([ReapCandidate])
+        /// A reap finished.
+        case reaped(id: UInt64, StorageOutcome)
+    }
+
+    /// What the transfers' storage and metadata report.
+    public enum TransferCompletion: Hashable, Sendable {
+        /// A stored cursor was read (`nil`: none).
+        case cursorRead(PartitionID, layoutVersion: UInt64, TransferCursor?)
+        /// A page of rows was merged (`false`: pull it again).
+        case stored(id: UInt64, ok: Bool)
+        /// A cursor was saved.
+        case cursorSaved(id: UInt64, ok: Bool)
+        /// A receipt was recorded in the metadata.
+        case receiptRecorded(PartitionID, layoutVersion: UInt64, ok: Bool)
+    }
+
+    /// What the releases' storage and metadata report.
+    public enum ReleaseCompletion: Hashable, Sendable {
+        /// A listing of this node's rows (`nil`: it failed).
+        case listed(id: UInt64, KeyListing?)
+        /// A row load finished.
+        case loaded(id: UInt64, PartitionRelease.LoadedRow)
+        /// A release was recorded in the metadata.
+        case recorded(PartitionID, ok: Bool)
+        /// A copy was deleted (`false`: it is kept, for now).
+        case dropped(PartitionID, ok: Bool)
+    }
+
+    /// Everything that happens to the core.
+    public enum Input: Sendable {
+        /// The shell's periodic tick of one procedure.
+        case tick(Procedure)
+        /// Start an anti-entropy exchange of `partition` with `peer` now.
+        case startExchange(PartitionID, with: NodeID)
+        /// A peer's message arrived.
+        case received(ReplicaMessage, from: NodeID)
+        /// A message could not be sent.
+        case sendFailed(ReplicaMessage, to: NodeID)
+        /// A timer fired.
+        case timerFired(Timer)
+        case hints(HintCompletion)
+        case antiEntropy(ExchangeCompletion)
+        case reaper(ReapCompletion)
+        case transfers(TransferCompletion)
+        case release(ReleaseCompletion)
+
+        /// The procedure whose view this input needs, or `nil` when it needs none.
+        public var procedure: Procedure? {
+            switch self {
+            case .tick(let procedure): procedure
+            case .startExchange: .antiEntropy
+            case .received(.hints(.handedOff), _): .hints
+            case .received(.transfers(.transferRows), _): .transfers
+            case .sendFailed(.hints(.handoff), _): .hints
+            case .sendFailed(.transfers(.transferPull), _): .transfers
+            case .received, .sendFailed: nil
+            case .timerFired(let timer):
+                timer.procedure == .hints || timer.procedure == .transfers ? timer.procedure : nil
+            case .hints(.removalStored), .hints(.removalFailed): nil
+            case .hints: .hints
+            case .reaper(.candidatesRead): .reaper
+            case .transfers: .transfers
+            case .antiEntropy, .reaper, .release: nil
+            }
+        }
+    }
+
+    /// What the shell carries out: each machine's own actions, and messages for the
+    /// node's other parts.
+    public enum Action: Hashable, Sendable {
+        case hints(HintDelivery.Action)
+        case antiEntropy(AntiEntropyExchange.Action)
+        case reaper(TombstoneReaper.Action)
+        case transfers(PartitionTransfers.Action)
+        case release(PartitionRelease.Action)
+        /// A message none of the machines takes, for the shell's other parts.
+        case deliver(ReplicaMessage, from: NodeID)
+        /// A message of the shell's other parts could not be sent.
+        case undeliverable(ReplicaMessage, to: NodeID)
+    }
+
+    /// Hinted handoff.
+    public private(set) var hintDelivery: HintDelivery
+    /// Anti-entropy exchanges.
+    public private(set) var exchanges: AntiEntropyExchange
+    /// Tombstone reaping.
+    public private(set) var reaper: TombstoneReaper
+    /// The transfers this node receives.
+    public private(set) var transfers: PartitionTransfers
+    /// Releases and drops of copies this node no longer holds.
+    public private(set) var release: PartitionRelease
+    /// Whether anti-entropy runs (the index can be turned off); without it, exchanges
+    /// neither start nor take answers.
+    public let exchangesEnabled: Bool
+
+    /// Composes the machines.
+    public init(
+        hintDelivery: HintDelivery, exchanges: AntiEntropyExchange, reaper: TombstoneReaper,
+        transfers: PartitionTransfers, release: PartitionRelease, exchangesEnabled: Bool = true
+    ) {
+        self.hintDelivery = hintDelivery
+        self.exchanges = exchanges
+        self.reaper = reaper
+        self.transfers = transfers
+        self.release = release
+        self.exchangesEnabled = exchangesEnabled
+    }
+
+    /// Feeds one input to the machine it belongs to. `view` is the one
+    /// ``Input/procedure`` names (``View/none`` when it names none); a shell that passes
+    /// another has a bug, which debug builds stop at and release builds ignore the input of.
+    public mutating func handle(_ input: Input, view: View) -> [Action] {
+        switch input {
+        case .tick(.hints):
+            guard let view = view.hints else { return mismatched(input) }
+            return hintDelivery.tick(view).map(Action.hints)
+        case .tick(.antiEntropy):
+            guard let view = view.antiEntropy else { return mismatched(input) }
+            return exchangesEnabled ? exchanges.tick(view).map(Action.antiEntropy) : []
+        case .tick(.reaper):
+            guard let view = view.reaper else { return mismatched(input) }
+            return reaper.tick(view).map(Action.reaper)
+        case .tick(.transfers):
+            guard let view = view.transfers else { return mismatched(input) }
+            return transfers.tick(view).map(Action.transfers)
+        case .tick(.release):
+            guard let view = view.release else { return mismatched(input) }
+            return release.tick(view).map(Action.release)
+        case .startExchange(let partition, let peer):
+            guard let view = view.antiEntropy else { return mismatched(input) }
+            return exchangesEnabled
+                ? exchanges.start(partition, with: peer, view: view).map(Action.antiEntropy) : []
+        case .received(let message, let sender):
+            return received(message, from: sender, view: view, input: input)
+        case .sendFailed(let message, let target):
+            return sendFailed(message, to: target, view: view, input: input)
+        case .timerFired(let timer):
+            return timerFired(timer, view: view, input: input)
+        case .hints(.removalStored(let target)):
+            hintDelivery.removalStored(target: target)
+            return []
+        case .hints(.removalFailed(let target)):
+            hintDelivery.removalFailed(target: target)
+            return []
+        case .hints(.read(let target, let hints)):
+            guard let view = view.hints else { return mismatched(input) }
+            return hintDelivery.hintsRead(target: target, hints, view: view).map(Action.hints)
+        case .hints(.reconciled(let id, let outcome)):
+            guard let view = view.hints else { return mismatched(input) }
+            return hintDelivery.storageCompleted(id: id, outcome, view: view).map(Action.hints)
+        case .antiEntropy(let completion):
+            guard exchangesEnabled else { return [] }
+            return exchangeCompleted(completion).map(Action.antiEntropy)
+        case .reaper(.candidatesRead(let candidates)):
+            guard let view = view.reaper else { return mismatched(input) }
+            return reaper.candidatesRead(candidates, view: view).map(Action.reaper)
+        case .reaper(.reaped(let id, let outcome)):
+            return reaper.storageCompleted(id: id, outcome).map(Action.reaper)
+        case .transfers(let completion):
+            guard let view = view.transfers else { return mismatched(input) }
+            return transfersCompleted(completion, view: view).map(Action.transfers)
+        case .release(let completion):
+            return releaseCompleted(completion).map(Action.release)
+        }
+    }
+
+    private func mismatched(_ input: Input) -> [Action] {
+        assertionFailure("the shell passed the wrong view for \(input)")
+        return []
+    }
+
+    // MARK: - Routing
+
+    private mutating func received(_ message: ReplicaMessage, from sender: NodeID, view: View, input: Input)
+        -> [Action]
+    {
+        switch message {
+        case .hints(.handedOff):
+            guard case .hints(let answer) = message else { return [] }
+            guard let view = view.hints else { return mismatched(input) }
+            return hintDelivery.received(answer, from: sender, view: view).map(Action.hints)
+        case .antiEntropy(.treeHashes(let id, _, _)), .antiEntropy(.keyHashes(let id, _, _)),
+            .antiEntropy(.reconciled(let id, _)):
+            guard case .antiEntropy(let answer) = message else { return [] }
+            if release.isWaiting(for: id) {
+                return release.received(answer, from: sender).map(Action.release)
+            }
+            return exchangesEnabled ? exchanges.received(answer, from: sender).map(Action.antiEntropy) : []
+        case .transfers(.transferRows):
+            guard case .transfers(let answer) = message else { return [] }
+            guard let view = view.transfers else { return mismatched(input) }
+            return transfers.received(answer, from: sender, view: view).map(Action.transfers)
+        case .reaping(.reapAnswer):
+            guard case .reaping(let answer) = message else { return [] }
+            return reaper.received(answer, from: sender).map(Action.reaper)
+        case .quorum, .membership, .metadata, .scans, .hints(.handoff), .antiEntropy(.treeRequest),
+            .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile), .reaping(.reapQuery), .reaping(.reap),
+            .transfers(.transferPull), .transfers(.transfersRequest), .transfers(.transfersReport):
+            return [.deliver(message, from: sender)]
+        }
+    }
+
+    private mutating func sendFailed(_ message: ReplicaMessage, to target: NodeID, view: View, input: Input)
+        -> [Action]
+    {
+        switch message {
+        case .hints(.handoff):
+            guard case .hints(let handoff) = message else { return [] }
+            guard let view = view.hints else { return mismatched(input) }
+            return hintDelivery.sendFailed(handoff, to: target, view: view).map(Action.hints)
+        case .reaping(.reapQuery):
+            guard case .reaping(let query) = message else { return [] }
+            return reaper.sendFailed(query, to: target).map(Action.reaper)
+        case .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile):
+            guard case .antiEntropy(let request) = message else { return [] }
+            let released = release.sendFailed(request, to: target).map(Action.release)
+            guard exchangesEnabled else { return released }
+            return released + exchanges.sendFailed(request, to: target).map(Action.antiEntropy)
+        case .transfers(.transferPull):
+            guard case .transfers(let request) = message else { return [] }
+            guard let view = view.transfers else { return mismatched(input) }
+            return transfers.sendFailed(request, view: view).map(Action.transfers)
+        case .quorum, .membership, .metadata, .scans, .hints(.handedOff), .antiEntropy(.treeHashes),
+            .antiEntropy(.keyHashes), .antiEntropy(.reconciled), .reaping(.reapAnswer), .reaping(.reap),
+            .transfers(.transferRows), .transfers(.transfersRequest), .transfers(.transfersReport):
+            return [.undeliverable(message, to: target)]
+        }
+    }
+
+    private mutating func timerFired(_ timer: Timer, view: View, input: Input) -> [Action] {
+        switch timer.procedure {
+        case .hints:
+            guard let view = view.hints else { return mismatched(input) }
+            return hintDelivery.timerFired(id: timer.id, view: view).map(Action.hints)
+        case .antiEntropy:
+            return exchangesEnabled ? exchanges.timerFired(id: timer.id).map(Action.antiEntropy) : []
+        case .reaper:
+            return reaper.timerFired(id: timer.id).map(Action.reaper)
+        case .transfers:
+            guard let view = view.transfers else { return mismatched(input) }
+            return transfers.timerFired(id: timer.id, view: view).map(Action.transfers)
+        case .release:
+            return release.timerFired(id: timer.id).map(Action.release)
+        }
+    }
+
+    // MARK: - Completions
+
+    private mutating func exchangeCompleted(_ completion: ExchangeCompletion) -> [AntiEntropyExchange.Action]
+    {
+        switch completion {
+        case .treeRead(let tree): exchanges.treeRead(tree)
+        case .listed(let id, let listing): exchanges.listed(id: id, listing)
+        case .loaded(let id, let key, let outcome): exchanges.loaded(id: id, key, outcome)
+        case .merged(let id, let outcome): exchanges.storageCompleted(id: id, outcome)
+        }
+    }
+
+    private mutating func transfersCompleted(_ completion: TransferCompletion, view: TransferView)
+        -> [PartitionTransfers.Action]
+    {
+        switch completion {
+        case .cursorRead(let partition, let version, let cursor):
+            transfers.cursorRead(partition, layoutVersion: version, cursor, view: view)
+        case .stored(let id, let ok): transfers.stored(id: id, ok: ok, view: view)
+        case .cursorSaved(let id, let ok): transfers.cursorSaved(id: id, ok: ok, view: view)
+        case .receiptRecorded(let partition, let version, let ok):
+            transfers.receiptRecorded(partition, layoutVersion: version, ok: ok, view: view)
+        }
+    }
+
+    private mutating func releaseCompleted(_ completion: ReleaseCompletion) -> [PartitionRelease.Action] {
+        switch completion {
+        case .listed(let id, let listing): release.listed(id: id, listing)
+        case .loaded(let id, let row): release.loaded(id: id, row)
+        case .recorded(let partition, let ok): release.recorded(partition, ok: ok)
+        case .dropped(let partition, let ok): release.dropped(partition, ok: ok)
+        }
+    }
+}
+
+extension NodeCore.View {
+    var hints: HintDeliveryView? { if case .hints(let view) = self { view } else { nil } }
+    var antiEntropy: AntiEntropyView? { if case .antiEntropy(let view) = self { view } else { nil } }
+    var reaper: ReaperView? { if case .reaper(let view) = self { view } else { nil } }
+    var transfers: TransferView? { if case .transfers(let view) = self { view } else { nil } }
+    var release: ReleaseView? { if case .release(let view) = self { view } else { nil } }
+}

@@ -1,0 +1,109 @@
+import KVCluster
+import KVCore
+
+/// The simulator's interpreter of ``NodeCore``, the same composition of maintenance
+/// machines the node runs: every input goes through ``runCore(_:at:)``, and each
+/// machine's actions go to its interpreter (`SimulatedHints.swift`,
+/// `SimulatedAntiEntropy.swift`, `SimulatedReaping.swift`, `SimulatedTransfers.swift`,
+/// `SimulatedRelease.swift`), which reports completions back as ``SimulationEvent/core(node:life:_:)``.
+extension SimulatedWorld {
+    /// Feeds one input to node `node`'s core and carries out what it asks.
+    mutating func runCore(_ input: NodeCore.Input, at node: Int) {
+        let view = coreView(for: input.procedure, at: node)
+        let releasing = nodes[node].core.release.running
+        let actions = nodes[node].core.handle(input, view: view)
+        notePushes(since: releasing, at: node)
+        if case .received(.transfers(.transferRows(let id, _, _)), _) = input {
+            // For the transfer checker: what the page covered, once the machine takes it.
+            let served = transferPagesServed.removeValue(forKey: ServedPage(receiver: node, id: id))
+            let stores = actions.contains { if case .transfers(.store) = $0 { true } else { false } }
+            if let served, stores { transferRowsExpected[served.session, default: []] += served.rows }
+        }
+        for action in actions {
+            switch action {
+            case .hints(let action): performHints(action, at: node)
+            case .antiEntropy(let action): performAntiEntropy(action, at: node)
+            case .reaper(let action): performReaping(action, at: node)
+            case .transfers(let action): performTransfers(action, at: node)
+            case .release(let action): performRelease(action, at: node)
+            case .deliver(let message, let sender): deliver(message, from: index(of: sender), at: node)
+            case .undeliverable(let message, let target):
+                undeliverable(message, to: index(of: target), at: node)
+            }
+        }
+    }
+
+    /// The view `procedure` needs at `node` now.
+    private func coreView(for procedure: NodeCore.Procedure?, at node: Int) -> NodeCore.View {
+        switch procedure {
+        case .hints?: .hints(hintView(node))
+        case .antiEntropy?: .antiEntropy(antiEntropyView(node))
+        case .reaper?: .reaper(reaperView(node))
+        case .transfers?: .transfers(transferView(node))
+        case .release?: .release(releaseView(node))
+        case nil: .none
+        }
+    }
+
+    /// Fires `timer` into node `node`'s core after `milliseconds` of its clock.
+    mutating func startCoreTimer(_ timer: NodeCore.Timer, afterMilliseconds milliseconds: Int64, at node: Int)
+    {
+        schedule(
+            .core(node: node, life: nodes[node].life, .timerFired(timer)),
+            after: max(1, Int64(Double(milliseconds) / nodes[node].clockRate)))
+    }
+
+    /// Reports a finished piece of storage work to node `node`'s core after `delay`.
+    mutating func complete(_ input: NodeCore.Input, after delay: Int64, at node: Int) {
+        schedule(.core(node: node, life: nodes[node].life, input), after: delay)
+    }
+
+    /// For the release checker: what each copy held when its push started.
+    private mutating func notePushes(since before: [PartitionID: PartitionRelease.Purpose], at node: Int) {
+        let running = nodes[node].core.release.running
+        guard running != before else { return }
+        for partition in running.keys where before[partition] == nil {
+            nodes[node].pushesStarted[partition] = PushStart(
+                rows: rows(of: partition, at: node), disksLost: nodes.map(\.disksLost),
+                owners: (nodes[node].metadata?.layout?.replicas(of: partition) ?? []).map(index(of:)))
+        }
+        for partition in before.keys where running[partition] == nil {
+            nodes[node].pushesStarted[partition] = nil
+        }
+    }
+
+    /// A message the core does not take: for the coordinator, SWIM, gossip, or a request
+    /// the node serves from its storage.
+    private mutating func deliver(_ message: ReplicaMessage, from sender: Int, at node: Int) {
+        switch message {
+        case .membership(let probe, _):
+            let actions = nodes[node].membership.received(
+                probe, from: nodes[sender].id, now: nodes[node].localTime(now))
+            performMembership(actions, at: node)
+        case .reaping(let reaping):
+            serveReaping(reaping, from: sender, at: node)
+        case .antiEntropy(let antiEntropy):
+            serveAntiEntropy(antiEntropy, from: sender, at: node)
+        case .transfers(let transfer):
+            serveTransfer(transfer, from: sender, at: node)
+        case .metadata(let metadata):
+            receiveMetadata(metadata, from: sender, at: node)
+        case .hints(.handoff(let id, _, _)) where configuration.injectedBug == .handoffsAreIgnored:
+            // The planted defect: the target acknowledges a hint it never stores.
+            send(.hints(.handedOff(id: id, error: nil)), from: node, to: sender)
+        case .quorum, .scans, .hints:
+            perform(nodes[node].coordinator.received(message, from: nodes[sender].id), at: node)
+        }
+    }
+
+    /// A message of the node's other parts could not be sent.
+    private mutating func undeliverable(_ message: ReplicaMessage, to target: Int, at node: Int) {
+        switch message {
+        case .metadata, .hints, .reaping, .antiEntropy, .transfers:
+            // Gossip repeats; a lost answer times out at the asker.
+            return
+        case .quorum, .scans, .membership:
+            perform(nodes[node].coordinator.sendFailed(message, to: nodes[target].id), at: node)
+        }
+    }
+}

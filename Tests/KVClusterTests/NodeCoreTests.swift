@@ -1,0 +1,216 @@
+import KVCore
+import Testing
+
+@testable import KVCluster
+
+/// The composition of the maintenance machines, input in, actions out, written from the
+/// routing rules in ``NodeCore``'s documentation. Each machine's own behaviour is tested
+/// in its own suite; these check only that every input reaches the machine it belongs
+/// to, and nothing else.
+@Suite("Node core")
+struct NodeCoreTests {
+    typealias Release = PartitionReleaseTests
+    typealias Exchange = AntiEntropyExchangeTests
+
+    /// A core whose machines start their ids so that the release's first request (after
+    /// its listing) and the exchange's carry the same id: routing cannot rely on ids being
+    /// apart.
+    static func core(exchangesEnabled: Bool = true) -> NodeCore {
+        NodeCore(
+            hintDelivery: HintDelivery(firstMessageID: 100),
+            exchanges: AntiEntropyExchange(settings: Exchange.settings, firstMessageID: 100),
+            reaper: TombstoneReaper(
+                settings: TombstoneReaperSettings(
+                    tombstonesPerPass: 4, graceMilliseconds: 1_000, requestTimeoutMilliseconds: 500),
+                firstMessageID: 100),
+            transfers: PartitionTransfers(firstMessageID: 100),
+            release: PartitionRelease(firstMessageID: 99),
+            exchangesEnabled: exchangesEnabled)
+    }
+
+    /// Whether every action belongs to the named procedure (and there is one at least).
+    static func all(_ actions: [NodeCore.Action], are procedure: NodeCore.Procedure) -> Bool {
+        !actions.isEmpty
+            && actions.allSatisfy { action in
+                switch (action, procedure) {
+                case (.hints, .hints), (.antiEntropy, .antiEntropy), (.reaper, .reaper),
+                    (.transfers, .transfers), (.release, .release):
+                    true
+                default: false
+                }
+            }
+    }
+
+    /// The request a release sends its first owner: started, listed, asked.
+    static func releaseAsking(_ core: inout NodeCore) -> (id: UInt64, owner: NodeID) {
+        let started = core.handle(.tick(.release), view: .release(Release.view()))
+        guard case .release(.list(let listing, _, _, _))? = started.first else {
+            Issue.record("the release did not start: \(started)")
+            return (0, Release.me)
+        }
+        let asked = core.handle(
+            .release(.listed(id: listing, KeyListing(entries: [Release.entry(1, 1)], truncated: false))),
+            view: .none)
+        for case .release(.send(.antiEntropy(.keyHashesRequest(let id, _, _, _)), let owner)) in asked {
+            return (id, owner)
+        }
+        Issue.record("the release asked nobody: \(asked)")
+        return (0, Release.me)
+    }
+
+    /// The tree request an exchange sends its peer: ticked, tree read, asked.
+    static func exchangeAsking(_ core: inout NodeCore) -> (id: UInt64, peer: NodeID) {
+        let ticked = core.handle(.tick(.antiEntropy), view: .antiEntropy(Exchange.view()))
+        #expect(ticked == [.antiEntropy(.readTree(partition: Exchange.mine[0]))])
+        let asked = core.handle(
+            .antiEntropy(.treeRead(Exchange.tree([KeyHash(key: [1], hash: 1)]))), view: .none)
+        for case .antiEntropy(.send(.antiEntropy(.treeRequest(let id, _, _)), let peer)) in asked {
+            return (id, peer)
+        }
+        Issue.record("the exchange asked nobody: \(asked)")
+        return (0, Exchange.me)
+    }
+
+    @Test("an anti-entropy answer goes to the release waiting for its id, else to the exchange")
+    func answersGoToTheirAsker() {
+        var core = Self.core()
+        let release = Self.releaseAsking(&core)
+        let exchange = Self.exchangeAsking(&core)
+        // The same id, asked by both machines of different peers.
+        #expect(release.id == exchange.id)
+
+        let released = core.handle(
+            .received(
+                .antiEntropy(.keyHashes(id: release.id, entries: [Release.entry(1, 1)], truncated: false)),
+                from: release.owner),
+            view: .none)
+        #expect(Self.all(released, are: .release))
+
+        let exchanged = core.handle(
+            .received(
+                .antiEntropy(.treeHashes(id: exchange.id, ready: true, hashes: [1])), from: exchange.peer),
+            view: .none)
+        #expect(Self.all(exchanged, are: .antiEntropy))
+    }
+
+    @Test("a failed anti-entropy request reaches both machines, and only its sender acts on it")
+    func failedRequestsReachBoth() {
+        var core = Self.core()
+        let release = Self.releaseAsking(&core)
+        let exchange = Self.exchangeAsking(&core)
+        let failed = core.handle(
+            .sendFailed(
+                .antiEntropy(
+                    .keyHashesRequest(
+                        id: release.id, partition: Release.mine[0], leaves: [0], after: nil)),
+                to: release.owner),
+            view: .none)
+        #expect(Self.all(failed, are: .release))
+        #expect(core.release.running.isEmpty)
+        // The exchange still waits for its own answer.
+        let exchanged = core.handle(
+            .received(
+                .antiEntropy(.treeHashes(id: exchange.id, ready: true, hashes: [1])), from: exchange.peer),
+            view: .none)
+        #expect(Self.all(exchanged, are: .antiEntropy))
+    }
+
+    @Test("timers reach the machine that started them, whatever the other machines' ids")
+    func timersGoToTheirMachine() {
+        var core = Self.core()
+        let release = Self.releaseAsking(&core)
+        #expect(core.handle(.timerFired(NodeCore.Timer(.reaper, id: release.id)), view: .none).isEmpty)
+        #expect(!core.release.running.isEmpty)
+        let fired = core.handle(.timerFired(NodeCore.Timer(.release, id: release.id)), view: .none)
+        #expect(fired.first == .release(.unanswered(release.owner)))
+        #expect(core.release.running.isEmpty)
+    }
+
+    @Test("without anti-entropy, exchanges neither start nor take answers; releases still get theirs")
+    func exchangesOff() {
+        var core = Self.core(exchangesEnabled: false)
+        #expect(core.handle(.tick(.antiEntropy), view: .antiEntropy(Exchange.view())).isEmpty)
+        #expect(
+            core.handle(
+                .received(
+                    .antiEntropy(.treeHashes(id: 100, ready: true, hashes: [1])), from: Exchange.nodes[1]),
+                view: .none
+            ).isEmpty)
+        let release = Self.releaseAsking(&core)
+        let released = core.handle(
+            .received(
+                .antiEntropy(.keyHashes(id: release.id, entries: [], truncated: false)), from: release.owner),
+            view: .none)
+        #expect(Self.all(released, are: .release))
+    }
+
+    @Test("messages for the node's other parts come back to the shell, as do their failed sends")
+    func otherPartsMessages() {
+        var core = Self.core()
+        let peer = Release.nodes[1]
+        let key = ReplicaKey(partition: Release.mine[0], bytes: [1], generation: 1)
+        let messages: [ReplicaMessage] = [
+            .quorum(.fetch(id: 100, key: key)),
+            .metadata(.merged(id: 100)),
+            .scans(
+                .scan(
+                    id: 100,
+                    request: PartitionScan(
+                        tablePrefix: [1], partitions: [Release.mine[0]], lowerBound: [], upperBound: nil,
+                        limit: 1,
+                        reverse: false, keysOnly: false))),
+            .hints(.handoff(id: 100, key: key, object: Release.object(1))),
+            .antiEntropy(.treeRequest(id: 100, partition: Release.mine[0], segments: [])),
+            .antiEntropy(.reconcile(id: 100, key: key, object: Release.object(1))),
+            .reaping(.reapQuery(id: 100, key: key, objectHash: 1, layoutVersion: 1)),
+            .reaping(.reap(key: key, objectHash: 1)),
+            .transfers(.transfersRequest(id: 100)),
+        ]
+        for message in messages {
+            #expect(
+                core.handle(.received(message, from: peer), view: .none) == [.deliver(message, from: peer)])
+        }
+        let answers: [ReplicaMessage] = [
+            .quorum(.fetched(id: 100, object: Release.object(1))),
+            .metadata(.merged(id: 100)),
+            .hints(.handedOff(id: 100, error: nil)),
+            .reaping(.reapAnswer(id: 100, agrees: true)),
+            .transfers(.transfersReport(id: 100, encoded: [])),
+        ]
+        for message in answers {
+            #expect(
+                core.handle(.sendFailed(message, to: peer), view: .none) == [
+                    .undeliverable(message, to: peer)
+                ])
+        }
+    }
+
+    @Test("each input names the view its machine needs, and only then")
+    func inputsNameTheirView() {
+        let peer = Release.nodes[1]
+        let rows = PartitionScanPage(rows: [], truncated: false)
+        let cases: [(NodeCore.Input, NodeCore.Procedure?)] = [
+            (.tick(.hints), .hints), (.tick(.release), .release),
+            (.startExchange(Release.mine[0], with: peer), .antiEntropy),
+            (.received(.hints(.handedOff(id: 1, error: nil)), from: peer), .hints),
+            (
+                .received(.transfers(.transferRows(id: 1, page: rows, estimatedRows: 0)), from: peer),
+                .transfers
+            ),
+            (.received(.reaping(.reapAnswer(id: 1, agrees: true)), from: peer), nil),
+            (.received(.antiEntropy(.treeHashes(id: 1, ready: true, hashes: [])), from: peer), nil),
+            (.timerFired(NodeCore.Timer(.hints, id: 1)), .hints),
+            (.timerFired(NodeCore.Timer(.transfers, id: 1)), .transfers),
+            (.timerFired(NodeCore.Timer(.reaper, id: 1)), nil),
+            (.timerFired(NodeCore.Timer(.antiEntropy, id: 1)), nil),
+            (.hints(.read(target: peer, [])), .hints), (.hints(.removalStored(target: peer)), nil),
+            (.reaper(.candidatesRead([])), .reaper), (.reaper(.reaped(id: 1, .object(StoredObject()))), nil),
+            (.transfers(.stored(id: 1, ok: true)), .transfers),
+            (.release(.dropped(Release.mine[0], ok: true)), nil),
+            (.antiEntropy(.treeRead(nil)), nil),
+        ]
+        for (input, procedure) in cases {
+            #expect(input.procedure == procedure, "\(input)")
+        }
+    }
+}
