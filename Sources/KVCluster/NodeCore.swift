@@ -1,10 +1,12 @@
 import KVCore
 
-/// A node's maintenance procedures composed behind one input type and one action type:
-/// hint delivery, anti-entropy exchanges, tombstone reaping, partition transfers and
-/// partition releases. The node and the simulator each hold one `NodeCore` per node,
-/// feed it every input and carry out its actions; neither routes a peer's message to a
-/// machine itself.
+/// A node's coordinator and maintenance procedures composed behind one input type and
+/// one action type: the ``Coordinator`` (clients' reads and writes, and the replica side
+/// of other coordinators' requests), hint delivery, anti-entropy exchanges, tombstone
+/// reaping, partition transfers and partition releases. The node and the simulator each
+/// hold one `NodeCore` per node, feed it every input and carry out its actions; neither
+/// routes a peer's message to a machine itself. SWIM (``Membership``) and metadata
+/// gossip (``MetadataGossip``) are not composed yet.
 ///
 /// ## Terms
 ///
@@ -14,13 +16,14 @@ import KVCore
 ///   peers are reachable, the clock). The shell builds the one view an input needs
 ///   (``Input/procedure``) before it takes whatever guards the core, so the core never
 ///   reads the node's other state.
-/// - **Delivered**: a message none of the machines takes (a coordinator's replica
-///   message, a probe, metadata, a scan, or a request this node serves from its storage)
-///   goes back to the shell as ``Action/deliver(_:from:)``.
+/// - **Delivered**: a message none of the machines takes (a probe, metadata, a scan, or a
+///   request this node serves from its storage) goes back to the shell as
+///   ``Action/deliver(_:from:)``.
 ///
 /// ## Routing
 ///
-/// Answers go to the machine that asked. Releases ask with anti-entropy's requests, so an
+/// Quorum messages and hint handoffs go to the coordinator (a handoff is stored like a
+/// replicated write). Answers go to the machine that asked. Releases ask with anti-entropy's requests, so an
 /// anti-entropy answer goes to ``PartitionRelease`` when it waits for that id and to
 /// ``AntiEntropyExchange`` otherwise (each machine's ids are its own; a stray answer is
 /// ignored by both). A failed anti-entropy request is reported to both machines: only the
@@ -114,6 +117,19 @@ public struct NodeCore: Sendable {
 
     /// Everything that happens to the core.
     public enum Input: Sendable {
+        /// A client's read, coordinated here.
+        case read(OperationID, key: ReplicaKey, quorum: Quorum)
+        /// A client's write, coordinated here.
+        case write(OperationID, key: ReplicaKey, ProposedWrite, quorum: Quorum)
+        /// A coordinator's storage command finished.
+        case storageCompleted(StorageTicket, StorageOutcome)
+        /// A coordinator's operation timer fired.
+        case operationTimerFired(OperationID)
+        /// Whether a peer counts as up changed (connected, and alive to SWIM).
+        case reachabilityChanged(NodeID, isUp: Bool)
+        /// A new layout, or a layout change's progress, takes effect for operations
+        /// that start from now on.
+        case placementChanged(Placement)
         /// The shell's periodic tick of one procedure.
         case tick(Procedure)
         /// Start an anti-entropy exchange of `partition` with `peer` now.
@@ -147,6 +163,9 @@ public struct NodeCore: Sendable {
             case .reaper(.candidatesRead): .reaper
             case .transfers: .transfers
             case .antiEntropy, .reaper, .release: nil
+            case .read, .write, .storageCompleted, .operationTimerFired, .reachabilityChanged,
+                .placementChanged:
+                nil
             }
         }
     }
@@ -154,6 +173,7 @@ public struct NodeCore: Sendable {
     /// What the shell carries out: each machine's own actions, and messages for the
     /// node's other parts.
     public enum Action: Hashable, Sendable {
+        case coordinator(Coordinator.Action)
         case hints(HintDelivery.Action)
         case antiEntropy(AntiEntropyExchange.Action)
         case reaper(TombstoneReaper.Action)
@@ -165,6 +185,8 @@ public struct NodeCore: Sendable {
         case undeliverable(ReplicaMessage, to: NodeID)
     }
 
+    /// Read and write coordination.
+    public private(set) var coordinator: Coordinator
     /// Hinted handoff.
     public private(set) var hintDelivery: HintDelivery
     /// Anti-entropy exchanges.
@@ -181,9 +203,11 @@ public struct NodeCore: Sendable {
 
     /// Composes the machines.
     public init(
-        hintDelivery: HintDelivery, exchanges: AntiEntropyExchange, reaper: TombstoneReaper,
+        coordinator: Coordinator, hintDelivery: HintDelivery, exchanges: AntiEntropyExchange,
+        reaper: TombstoneReaper,
         transfers: PartitionTransfers, release: PartitionRelease, exchangesEnabled: Bool = true
     ) {
+        self.coordinator = coordinator
         self.hintDelivery = hintDelivery
         self.exchanges = exchanges
         self.reaper = reaper
@@ -197,6 +221,20 @@ public struct NodeCore: Sendable {
     /// another has a bug, which debug builds stop at and release builds ignore the input of.
     public mutating func handle(_ input: Input, view: View) -> [Action] {
         switch input {
+        case .read(let operation, let key, let quorum):
+            return coordinator.read(operation, key: key, quorum: quorum).map(Action.coordinator)
+        case .write(let operation, let key, let write, let quorum):
+            return coordinator.write(operation, key: key, write, quorum: quorum).map(Action.coordinator)
+        case .storageCompleted(let ticket, let outcome):
+            return coordinator.storageCompleted(ticket, outcome).map(Action.coordinator)
+        case .operationTimerFired(let operation):
+            return coordinator.timerFired(operation).map(Action.coordinator)
+        case .reachabilityChanged(let node, let isUp):
+            coordinator.reachabilityChanged(node, isUp: isUp)
+            return []
+        case .placementChanged(let placement):
+            coordinator.placementChanged(placement)
+            return []
         case .tick(.hints):
             guard let view = view.hints else { return mismatched(input) }
             return hintDelivery.tick(view).map(Action.hints)
@@ -279,9 +317,11 @@ public struct NodeCore: Sendable {
         case .reaping(.reapAnswer):
             guard case .reaping(let answer) = message else { return [] }
             return reaper.received(answer, from: sender).map(Action.reaper)
-        case .quorum, .membership, .metadata, .scans, .hints(.handoff), .antiEntropy(.treeRequest),
-            .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile), .reaping(.reapQuery), .reaping(.reap),
-            .transfers(.transferPull), .transfers(.transfersRequest), .transfers(.transfersReport):
+        case .quorum, .hints(.handoff):
+            return coordinator.received(message, from: sender).map(Action.coordinator)
+        case .membership, .metadata, .scans, .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest),
+            .antiEntropy(.reconcile), .reaping(.reapQuery), .reaping(.reap), .transfers(.transferPull),
+            .transfers(.transfersRequest), .transfers(.transfersReport):
             return [.deliver(message, from: sender)]
         }
     }
@@ -306,7 +346,9 @@ public struct NodeCore: Sendable {
             guard case .transfers(let request) = message else { return [] }
             guard let view = view.transfers else { return mismatched(input) }
             return transfers.sendFailed(request, view: view).map(Action.transfers)
-        case .quorum, .membership, .metadata, .scans, .hints(.handedOff), .antiEntropy(.treeHashes),
+        case .quorum:
+            return coordinator.sendFailed(message, to: target).map(Action.coordinator)
+        case .membership, .metadata, .scans, .hints(.handedOff), .antiEntropy(.treeHashes),
             .antiEntropy(.keyHashes), .antiEntropy(.reconciled), .reaping(.reapAnswer), .reaping(.reap),
             .transfers(.transferRows), .transfers(.transfersRequest), .transfers(.transfersReport):
             return [.undeliverable(message, to: target)]

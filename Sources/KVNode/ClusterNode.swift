@@ -41,11 +41,10 @@ public final class ClusterNode: KeyValueService, Sendable {
     // nest, the outer one comes first in this order: `metadataLock` (a metadata change
     // holds it while it takes the row locks to adopt the catalog and then the boxes
     // below, one at a time), `state` (a reachability change reads the transport and
-    // updates the coordinator's view under it), `coordinator`. `core` nests with none of
-    // them: its views are built before it is taken. `NodeStorage`'s row locks,
-    // `ReplicaStore`'s, the transport's and the engine's are innermost: nothing is called
-    // back while they are held.
-    let coordinator: NIOLockedValueBox<Coordinator>
+    // updates the coordinator's view in `core` under it), `core` (its machines' views
+    // are built before it is taken, so nothing is taken under it). `NodeStorage`'s row
+    // locks, `ReplicaStore`'s, the transport's and the engine's are innermost: nothing
+    // is called back while they are held.
     let state: NIOLockedValueBox<State>
     /// SWIM failure detection.
     let membership: NIOLockedValueBox<Membership>
@@ -55,8 +54,8 @@ public final class ClusterNode: KeyValueService, Sendable {
     let antiEntropy: AntiEntropyIndex
     /// Hints held for down primaries.
     let hints: HintStore
-    /// Hint delivery, anti-entropy exchanges, tombstone reaping, transfers and releases,
-    /// composed (see `MaintenanceCore.swift`).
+    /// The coordinator, hint delivery, anti-entropy exchanges, tombstone reaping,
+    /// transfers and releases, composed (see `NodeCoreShell.swift`).
     let core: NIOLockedValueBox<NodeCore>
     /// The core's timers.
     let coreTimers = NIOLockedValueBox<[NodeCore.Timer: Scheduled<Void>]>([:])
@@ -165,17 +164,13 @@ public final class ClusterNode: KeyValueService, Sendable {
             metadata.layout
             ?? Layout.empty(
                 partitionCount: metadata.partitionCount, replicationFactor: metadata.replicationFactor)
-        coordinator = NIOLockedValueBox(
-            Coordinator(
-                actor: local.identity.actor, layout: layout,
-                settings: CoordinatorSettings(
-                    requestTimeoutMilliseconds: settings.requestTimeoutMilliseconds),
-                firstMessageID: firstID))
+        var coordinator = Coordinator(
+            actor: local.identity.actor, layout: layout,
+            settings: CoordinatorSettings(requestTimeoutMilliseconds: settings.requestTimeoutMilliseconds),
+            firstMessageID: firstID)
         // A node restarted during a layout change resumes the change's placement at once:
         // reads of moving partitions keep going to the owners that have everything.
-        if let placement = metadata.placement {
-            coordinator.withLockedValue { $0.placementChanged(placement) }
-        }
+        if let placement = metadata.placement { coordinator.placementChanged(placement) }
         var initial = State(
             metadata: metadata, nextID: random.next() >> 1, expectedMembers: settings.expectedMembers)
         initial.metadataDigest = StableHash.hash(metadata.encoded())
@@ -210,7 +205,8 @@ public final class ClusterNode: KeyValueService, Sendable {
             firstMessageID: random.next() >> 1)
         core = NIOLockedValueBox(
             NodeCore(
-                hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper, transfers: transfers,
+                coordinator: coordinator, hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper,
+                transfers: transfers,
                 release: release, exchangesEnabled: settings.antiEntropyIntervalMilliseconds > 0))
         antiEntropy = AntiEntropyIndex(
             isEnabled: settings.antiEntropyIntervalMilliseconds > 0, clock: Self.monotonicMilliseconds)
@@ -363,42 +359,34 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
     }
 
-    /// Feeds one event to the coordinator and carries out what it asks. The lock is
-    /// released before anything is performed: sending can report a failure at once,
-    /// which is another event.
-    func run(_ event: (inout Coordinator) -> [Coordinator.Action]) {
-        perform(coordinator.withLockedValue { event(&$0) })
-    }
-
-    private func perform(_ actions: [Coordinator.Action]) {
-        for action in actions {
-            switch action {
-            case .send(let message, let target):
-                transport.send(message, to: target)
-            case .storage(let ticket, .load(let key)):
-                // A read the engine can answer from memory runs here and now: handing
-                // it to the thread pool would cost two thread wake-ups for a lookup.
-                if (try? store.checkGeneration(key)) != nil, let object = cachedObject(key.bytes) {
-                    run { $0.storageCompleted(ticket, .object(object)) }
-                    continue
-                }
-                local.threadPool.submit { [self] workState in
-                    let outcome: StorageOutcome =
-                        workState == .active
-                        ? store.load(key) : .failed(KVError(.unavailable, "the node is shutting down"))
-                    run { $0.storageCompleted(ticket, outcome) }
-                }
-            case .storage(let ticket, let command):
-                enqueueWrite(ticket, command)
-            case .startTimer(let operation, let milliseconds):
-                let deadline = NIODeadline.now() + .milliseconds(milliseconds)
-                state.withLockedValue { $0.timers[operation] = deadline }
-            case .cancelTimer(let operation):
-                state.withLockedValue { $0.timers[operation] = nil }
-            case .reply(let operation, let outcome):
-                guard case .local(let id) = operation else { continue }
-                state.withLockedValue { $0.operations.removeValue(forKey: id) }?.resume(returning: outcome)
+    /// Carries out one of the coordinator's actions.
+    func performCoordinator(_ action: Coordinator.Action) {
+        switch action {
+        case .send(let message, let target):
+            transport.send(message, to: target)
+        case .storage(let ticket, .load(let key)):
+            // A read the engine can answer from memory runs here and now: handing
+            // it to the thread pool would cost two thread wake-ups for a lookup.
+            if (try? store.checkGeneration(key)) != nil, let object = cachedObject(key.bytes) {
+                runCore(.storageCompleted(ticket, .object(object)))
+                return
             }
+            local.threadPool.submit { [self] workState in
+                let outcome: StorageOutcome =
+                    workState == .active
+                    ? store.load(key) : .failed(KVError(.unavailable, "the node is shutting down"))
+                runCore(.storageCompleted(ticket, outcome))
+            }
+        case .storage(let ticket, let command):
+            enqueueWrite(ticket, command)
+        case .startTimer(let operation, let milliseconds):
+            let deadline = NIODeadline.now() + .milliseconds(milliseconds)
+            state.withLockedValue { $0.timers[operation] = deadline }
+        case .cancelTimer(let operation):
+            state.withLockedValue { $0.timers[operation] = nil }
+        case .reply(let operation, let outcome):
+            guard case .local(let id) = operation else { return }
+            state.withLockedValue { $0.operations.removeValue(forKey: id) }?.resume(returning: outcome)
         }
     }
 
@@ -410,7 +398,7 @@ public final class ClusterNode: KeyValueService, Sendable {
             for operation in due { state.timers[operation] = nil }
             return due
         }
-        for operation in expired { run { $0.timerFired(operation) } }
+        for operation in expired { runCore(.operationTimerFired(operation)) }
     }
 
     /// The stored object of `dataKey` if the engine has it in memory (or knows it is
@@ -422,9 +410,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     }
 
     /// Starts a client operation and waits for its outcome.
-    private func operate(_ start: @Sendable (inout Coordinator, OperationID) -> [Coordinator.Action]) async
-        -> OperationOutcome
-    {
+    private func operate(_ start: @Sendable (OperationID) -> NodeCore.Input) async -> OperationOutcome {
         let id = takeID()
         return await withCheckedContinuation { continuation in
             let stopped = state.withLockedValue { state in
@@ -435,7 +421,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                 continuation.resume(returning: .failed(KVError(.unavailable, "the node is shutting down")))
                 return
             }
-            run { start(&$0, .local(id)) }
+            runCore(start(.local(id)))
         }
     }
 
@@ -477,7 +463,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                 if case .maintenance(let id) = entry.ticket {
                     state.withLockedValue { $0.maintenance.removeValue(forKey: id) }?(outcome)
                 } else {
-                    run { $0.storageCompleted(entry.ticket, outcome) }
+                    runCore(.storageCompleted(entry.ticket, outcome))
                 }
             }
         }
@@ -521,7 +507,7 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     public func get(_ key: RowKey, options: ReadOptions) async throws(KVError) -> ReadResult {
         let (row, replicaKey, quorum) = try resolve(key, options.quorum)
-        switch await operate({ $0.read($1, key: replicaKey, quorum: quorum) }) {
+        switch await operate({ .read($0, key: replicaKey, quorum: quorum) }) {
         case .read(let object), .written(let object): return local.readResult(object, identity: row.identity)
         case .failed(let error): throw error
         }
@@ -553,7 +539,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         let proposed = ProposedWrite(
             sibling: sibling, context: context, condition: options.condition,
             generation: row.descriptor.generation, increment: increment)
-        switch await operate({ $0.write($1, key: replicaKey, proposed, quorum: quorum) }) {
+        switch await operate({ .write($0, key: replicaKey, proposed, quorum: quorum) }) {
         case .written(let object), .read(let object): return local.writeResult(object, identity: row.identity)
         case .failed(let error): throw error
         }
@@ -568,7 +554,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         sibling.requestID = options.requestID
         let proposed = ProposedWrite(
             sibling: sibling, context: nil, generation: row.descriptor.generation, increment: delta)
-        switch await operate({ $0.write($1, key: replicaKey, proposed, quorum: quorum) }) {
+        switch await operate({ .write($0, key: replicaKey, proposed, quorum: quorum) }) {
         case .written(let object), .read(let object):
             return try CounterState.merged(object.liveValues)?.value ?? 0
         case .failed(let error): throw error

@@ -113,10 +113,7 @@ extension ClusterNode {
                 }
             }
             if let placement = after.placement, placement != before.placement {
-                run { coordinator in
-                    coordinator.placementChanged(placement)
-                    return []
-                }
+                runCore(.placementChanged(placement))
             }
             // A member counted as departed by a lagging copy is probed again.
             for member in before.departed.subtracting(after.departed) {

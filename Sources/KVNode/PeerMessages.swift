@@ -17,8 +17,8 @@ extension ClusterNode {
         runCore(.received(message, from: sender))
     }
 
-    /// A message the maintenance machines do not take (``NodeCore`` routes those): for
-    /// the coordinator, SWIM, metadata exchange, scans, or a request this node serves.
+    /// A message the core's machines do not take (``NodeCore`` routes those): for SWIM,
+    /// metadata exchange, scans, or a request this node serves.
     func deliver(_ message: ReplicaMessage, from sender: NodeID) {
         switch message {
         case .metadata(.push(let id, let encoded)):
@@ -62,12 +62,11 @@ extension ClusterNode {
         case .transfers(.transfersRequest(let id)):
             transport.send(
                 .transfers(.transfersReport(id: id, encoded: Self.encode(localTransfers()))), to: sender)
-        case .quorum, .hints(.handoff):
-            run { $0.received(message, from: sender) }
-        case .hints(.handedOff), .antiEntropy(.treeHashes), .antiEntropy(.keyHashes),
+        case .quorum, .hints(.handoff), .hints(.handedOff), .antiEntropy(.treeHashes),
+            .antiEntropy(.keyHashes),
             .antiEntropy(.reconciled),
             .transfers(.transferRows), .reaping(.reapAnswer):
-            // Answers of the maintenance machines: the core took them.
+            // The core's machines took these.
             return
         }
     }
@@ -87,11 +86,9 @@ extension ClusterNode {
                     error: KVError(.quorumUnavailable, "replica \(target) is unreachable")))
         case .transfers(.transfersRequest(let id)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: nil)
-        case .quorum:
-            run { $0.sendFailed(message, to: target) }
-        case .metadata, .scans(.scanned), .membership, .antiEntropy, .reaping, .hints, .transfers:
+        case .metadata, .quorum, .scans(.scanned), .membership, .antiEntropy, .reaping, .hints, .transfers:
             // Gossip and probes repeat; a lost answer times out at the asker; the
-            // machines' own requests went to the core.
+            // machines' own messages went to the core.
             return
         }
     }
@@ -126,7 +123,7 @@ extension ClusterNode {
                 }
             }
             let isUp = state.believesUp(node)
-            coordinator.withLockedValue { $0.reachabilityChanged(node, isUp: isUp) }
+            _ = core.withLockedValue { $0.handle(.reachabilityChanged(node, isUp: isUp), view: .none) }
         }
     }
 

@@ -19,7 +19,7 @@ extension SimulatedWorld {
     func antiEntropyView(_ node: Int) -> AntiEntropyView {
         let me = nodes[node].id
         return AntiEntropyView(
-            node: me, layout: nodes[node].metadata?.layout ?? nodes[node].coordinator.layout,
+            node: me, layout: nodes[node].metadata?.layout ?? nodes[node].core.coordinator.layout,
             reachable: Set(
                 nodes.map(\.id).filter { $0 != me && nodes[node].membership.state(of: $0)?.status == .alive })
         )

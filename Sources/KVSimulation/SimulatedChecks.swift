@@ -12,7 +12,7 @@ extension SimulatedWorld {
     /// The counter ends at the sum of every acknowledged increment plus some of those
     /// whose outcome is unknown, and its replicas agree.
     mutating func checkCounter() {
-        let replicas = nodes[0].coordinator.layout.replicas(of: counterKey.partition)
+        let replicas = nodes[0].core.coordinator.layout.replicas(of: counterKey.partition)
         let states = replicas.map { node -> StoredObject in
             if case .object(let object) = execute(.load(counterKey), at: index(of: node)) { return object }
             return StoredObject()
@@ -80,7 +80,7 @@ extension SimulatedWorld {
             clients.append(SimulatedClient(remaining: 0))
             operationClients[number] = client
             clients[client].pending = (.read(key: key), 0, number)
-            perform(nodes[0].coordinator.read(.local(number), key: keys[key], quorum: everything), at: 0)
+            runCore(.read(.local(number), key: keys[key], quorum: everything), at: 0)
             drain()
             guard let object = clients[client].lastSeen[key] else {
                 report.violations.append("the final read of key \(key) with R=N failed after healing")
@@ -91,7 +91,7 @@ extension SimulatedWorld {
         drain()
         // Convergence: every replica holds the same state.
         for key in keys.indices {
-            let replicas = nodes[0].coordinator.layout.replicas(of: keys[key].partition)
+            let replicas = nodes[0].core.coordinator.layout.replicas(of: keys[key].partition)
             let states = replicas.map { node -> StoredObject in
                 let outcome = execute(.load(keys[key]), at: index(of: node))
                 if case .object(let object) = outcome { return object }
@@ -106,9 +106,9 @@ extension SimulatedWorld {
         checkCounter()
         // Finished operations leave no bookkeeping behind.
         for (index, node) in nodes.enumerated()
-        where node.coordinator.requestsInFlight != 0 && !gone.contains(index) {
+        where node.core.coordinator.requestsInFlight != 0 && !gone.contains(index) {
             report.violations.append(
-                "node \(index + 1) still tracks \(node.coordinator.requestsInFlight) replica requests after every operation ended"
+                "node \(index + 1) still tracks \(node.core.coordinator.requestsInFlight) replica requests after every operation ended"
             )
         }
         // No acknowledged write lost.

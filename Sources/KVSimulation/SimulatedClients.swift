@@ -117,13 +117,11 @@ extension SimulatedWorld {
         operationClients[number] = client
         clients[client].pending = (request, node, number)
         log("client \(client) -> n\(node): \(request)")
-        let actions: [Coordinator.Action]
         if let proposed {
-            actions = nodes[node].coordinator.write(.local(number), key: target, proposed, quorum: quorum)
+            runCore(.write(.local(number), key: target, proposed, quorum: quorum), at: node)
         } else {
-            actions = nodes[node].coordinator.read(.local(number), key: target, quorum: quorum)
+            runCore(.read(.local(number), key: target, quorum: quorum), at: node)
         }
-        perform(actions, at: node)
     }
 
     /// Records the end of a client's operation; `nil` when the connection was lost.

@@ -1,8 +1,8 @@
 import KVCluster
 import KVCore
 
-/// The simulator's interpreter of ``NodeCore``, the same composition of maintenance
-/// machines the node runs: every input goes through ``runCore(_:at:)``, and each
+/// The simulator's interpreter of ``NodeCore``, the same composition of the coordinator
+/// and the maintenance machines the node runs: every input goes through ``runCore(_:at:)``, and each
 /// machine's actions go to its interpreter (`SimulatedHints.swift`,
 /// `SimulatedAntiEntropy.swift`, `SimulatedReaping.swift`, `SimulatedTransfers.swift`,
 /// `SimulatedRelease.swift`), which reports completions back as ``SimulationEvent/core(node:life:_:)``.
@@ -21,6 +21,7 @@ extension SimulatedWorld {
         }
         for action in actions {
             switch action {
+            case .coordinator(let action): performCoordinator(action, at: node)
             case .hints(let action): performHints(action, at: node)
             case .antiEntropy(let action): performAntiEntropy(action, at: node)
             case .reaper(let action): performReaping(action, at: node)
@@ -88,22 +89,19 @@ extension SimulatedWorld {
             serveTransfer(transfer, from: sender, at: node)
         case .metadata(let metadata):
             receiveMetadata(metadata, from: sender, at: node)
-        case .hints(.handoff(let id, _, _)) where configuration.injectedBug == .handoffsAreIgnored:
-            // The planted defect: the target acknowledges a hint it never stores.
-            send(.hints(.handedOff(id: id, error: nil)), from: node, to: sender)
         case .quorum, .scans, .hints:
-            perform(nodes[node].coordinator.received(message, from: nodes[sender].id), at: node)
+            // The core's coordinator and machines take these; the simulator runs no scans.
+            return
         }
     }
 
     /// A message of the node's other parts could not be sent.
     private mutating func undeliverable(_ message: ReplicaMessage, to target: Int, at node: Int) {
         switch message {
-        case .metadata, .hints, .reaping, .antiEntropy, .transfers:
-            // Gossip repeats; a lost answer times out at the asker.
+        case .metadata, .hints, .reaping, .antiEntropy, .transfers, .quorum, .scans, .membership:
+            // Gossip and probes repeat; a lost answer times out at the asker; the core's
+            // machines took their own messages.
             return
-        case .quorum, .scans, .membership:
-            perform(nodes[node].coordinator.sendFailed(message, to: nodes[target].id), at: node)
         }
     }
 }

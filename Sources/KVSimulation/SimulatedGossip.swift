@@ -35,7 +35,7 @@ extension SimulatedWorld {
         if after.layout != before.layout || after.transition != before.transition,
             let placement = after.placement, placement != before.placement
         {
-            nodes[node].coordinator.placementChanged(placement)
+            runCore(.placementChanged(placement), at: node)
         }
         performGossip(nodes[node].gossip.changed(from: before, to: after), at: node)
     }

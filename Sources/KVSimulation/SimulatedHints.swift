@@ -20,7 +20,7 @@ extension SimulatedWorld {
             node: me, targetsWithHints: nodes[node].store.hints.targets, reachable: Set(alive),
             departed: nodes[node].metadata?.departed ?? [],
             // The coordinator holds the placement of the node's metadata.
-            placement: nodes[node].metadata == nil ? nil : nodes[node].coordinator.placement,
+            placement: nodes[node].metadata == nil ? nil : nodes[node].core.coordinator.placement,
             knownGenerations: [SimulatedNode.table.generation])
     }
 

@@ -12,7 +12,7 @@ extension SimulatedWorld {
                 send(.membership(message, metadataDigest: 0), from: node, to: index(of: target))
             case .statusChanged(let member, let status):
                 log("n\(node) sees \(member) \(status)")
-                nodes[node].coordinator.reachabilityChanged(member, isUp: status == .alive)
+                runCore(.reachabilityChanged(member, isUp: status == .alive), at: node)
             case .unanswered(let member):
                 noteUnanswered(by: member, at: node)
             }

@@ -18,7 +18,6 @@ struct SimulatedNode {
     let id: NodeID
     /// Partitions of the cluster's layouts (they never change it).
     let partitionCount: Int
-    var coordinator: Coordinator
     /// The node's disk: it survives crashes, not disk loss (which replaces it).
     var volume = MemoryVolume()
     var engine: MemoryStorageEngine
@@ -66,7 +65,7 @@ struct SimulatedNode {
     ) {
         self.id = id
         let actor = ActorID(node: id, incarnation: 1)
-        coordinator = Coordinator(
+        let coordinator = Coordinator(
             actor: actor, layout: layout, settings: settings, firstMessageID: firstMessageID)
         partitionCount = layout.partitionCount
         (engine, store) = Self.storage(
@@ -86,7 +85,8 @@ struct SimulatedNode {
         let release = PartitionRelease(
             settings: SimulatedWorld.releaseSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         core = NodeCore(
-            hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper, transfers: transfers,
+            coordinator: coordinator, hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper,
+            transfers: transfers,
             release: release)
         membership = Membership(
             node: id, members: members, incarnation: 1 << 20, settings: SimulatedWorld.membershipSettings,

@@ -27,9 +27,9 @@ extension SimulatedWorld {
         return ReaperView(
             node: me, members: members,
             reachable: Set(members.filter(alive)),
-            layout: metadata?.layout ?? nodes[node].coordinator.layout,
+            layout: metadata?.layout ?? nodes[node].core.coordinator.layout,
             // The coordinator holds the placement of the node's metadata.
-            moving: metadata == nil ? [] : Set(nodes[node].coordinator.placement.previousOwners.keys),
+            moving: metadata == nil ? [] : Set(nodes[node].core.coordinator.placement.previousOwners.keys),
             indexComplete: nodes[node].store.antiEntropy.indexComplete)
     }
 

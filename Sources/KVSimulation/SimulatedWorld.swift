@@ -287,6 +287,12 @@ struct SimulatedWorld {
         case .deliver(let message, let from, let to, let life):
             guard nodes[to].isUp, nodes[to].life == life else { return }
             log("n\(to) <- n\(from): \(summary(message))")
+            if case .hints(.handoff(let id, _, _)) = message, configuration.injectedBug == .handoffsAreIgnored
+            {
+                // The planted defect: the target acknowledges a hint it never stores.
+                send(.hints(.handedOff(id: id, error: nil)), from: to, to: from)
+                return
+            }
             if message.answersMaintenanceRequest { nodes[to].silence.answered(by: nodes[from].id) }
             runCore(.received(message, from: nodes[from].id), at: to)
         case .sendFailed(let message, let from, let to, let life):
@@ -295,11 +301,11 @@ struct SimulatedWorld {
             runCore(.sendFailed(message, to: nodes[to].id), at: from)
         case .storageDone(let node, let life, let ticket, let outcome):
             guard nodes[node].isUp, nodes[node].life == life else { return }
-            perform(nodes[node].coordinator.storageCompleted(ticket, outcome), at: node)
+            runCore(.storageCompleted(ticket, outcome), at: node)
         case .timer(let node, let life, let operation):
             guard nodes[node].isUp, nodes[node].life == life else { return }
             guard nodes[node].cancelledTimers.remove(operation) == nil else { return }
-            perform(nodes[node].coordinator.timerFired(operation), at: node)
+            runCore(.operationTimerFired(operation), at: node)
         case .clientStep(let client):
             startNextOperation(of: client)
         case .crash(let node):
@@ -318,18 +324,16 @@ struct SimulatedWorld {
             guard !nodes[node].isUp, !gone.contains(node) else { return }
             log("n\(node) restarts")
             nodes[node].isUp = true
-            let layout = nodes[node].coordinator.layout
+            let layout = nodes[node].core.coordinator.layout
             // Every start takes a new incarnation, as the node shell does; the injected
             // bug keeps the old one after a disk loss, reusing its dots.
-            var actor = nodes[node].coordinator.actor
+            var actor = nodes[node].core.coordinator.actor
             if configuration.injectedBug != .amnesiaReusesIncarnation { actor.incarnation += 1 }
             nodes[node].openStorage(actor: actor, faults: storageFaults, clock: clock)
-            nodes[node].coordinator = Coordinator(
+            var coordinator = Coordinator(
                 actor: actor, layout: layout,
-                settings: nodes[node].coordinator.settings, firstMessageID: Self.firstMessageID(&random))
-            if let placement = nodes[node].metadata?.placement {
-                nodes[node].coordinator.placementChanged(placement)
-            }
+                settings: nodes[node].core.coordinator.settings, firstMessageID: Self.firstMessageID(&random))
+            if let placement = nodes[node].metadata?.placement { coordinator.placementChanged(placement) }
             nodes[node].membership = Membership(
                 node: nodes[node].id, members: nodes.map(\.id),
                 incarnation: UInt64(nodes[node].life + 1) << 20, settings: Self.membershipSettings,
@@ -349,7 +353,8 @@ struct SimulatedWorld {
             let release = PartitionRelease(
                 settings: Self.releaseSettings, firstMessageID: Self.firstMessageID(&random))
             nodes[node].core = NodeCore(
-                hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper, transfers: transfers,
+                coordinator: coordinator, hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper,
+                transfers: transfers,
                 release: release)
             nodes[node].cancelledCoreTimers = []
             nodes[node].pushesStarted = [:]
@@ -411,31 +416,30 @@ struct SimulatedWorld {
         }
     }
 
-    /// Carries out a node's actions. The `switch` has no `default:` on purpose.
-    mutating func perform(_ actions: [Coordinator.Action], at node: Int) {
-        for action in actions {
-            switch action {
-            case .send(let message, let target):
-                send(message, from: node, to: index(of: target))
-            case .storage(let ticket, let command):
-                let outcome = execute(command, at: node)
-                schedule(
-                    .storageDone(node: node, life: nodes[node].life, ticket, outcome),
-                    after: Int64.random(in: 0...3, using: &random))
-            case .startTimer(let operation, let delay):
-                // A node whose clock runs fast fires its timers early, and late when slow.
-                schedule(
-                    .timer(node: node, life: nodes[node].life, operation),
-                    after: max(1, Int64(Double(delay) / nodes[node].clockRate)))
-            case .cancelTimer(let operation):
-                nodes[node].cancelledTimers.insert(operation)
-            case .reply(let operation, let outcome):
-                guard case .local(let number) = operation, let client = operationClients[number] else {
-                    preconditionFailure("reply for an unknown operation \(operation)")
-                }
-                nodes[node].cancelledTimers.remove(operation)
-                finishClientOperation(client, outcome: outcome)
+    /// Carries out one of a node's coordinator's actions. The `switch` has no `default:`
+    /// on purpose.
+    mutating func performCoordinator(_ action: Coordinator.Action, at node: Int) {
+        switch action {
+        case .send(let message, let target):
+            send(message, from: node, to: index(of: target))
+        case .storage(let ticket, let command):
+            let outcome = execute(command, at: node)
+            schedule(
+                .storageDone(node: node, life: nodes[node].life, ticket, outcome),
+                after: Int64.random(in: 0...3, using: &random))
+        case .startTimer(let operation, let delay):
+            // A node whose clock runs fast fires its timers early, and late when slow.
+            schedule(
+                .timer(node: node, life: nodes[node].life, operation),
+                after: max(1, Int64(Double(delay) / nodes[node].clockRate)))
+        case .cancelTimer(let operation):
+            nodes[node].cancelledTimers.insert(operation)
+        case .reply(let operation, let outcome):
+            guard case .local(let number) = operation, let client = operationClients[number] else {
+                preconditionFailure("reply for an unknown operation \(operation)")
             }
+            nodes[node].cancelledTimers.remove(operation)
+            finishClientOperation(client, outcome: outcome)
         }
     }
 

@@ -17,6 +17,9 @@ struct NodeCoreTests {
     /// apart.
     static func core(exchangesEnabled: Bool = true) -> NodeCore {
         NodeCore(
+            coordinator: Coordinator(
+                actor: ActorID(node: Release.me, incarnation: 1), layout: Release.after,
+                settings: CoordinatorSettings(), firstMessageID: 100),
             hintDelivery: HintDelivery(firstMessageID: 100),
             exchanges: AntiEntropyExchange(settings: Exchange.settings, firstMessageID: 100),
             reaper: TombstoneReaper(
@@ -150,7 +153,6 @@ struct NodeCoreTests {
         let peer = Release.nodes[1]
         let key = ReplicaKey(partition: Release.mine[0], bytes: [1], generation: 1)
         let messages: [ReplicaMessage] = [
-            .quorum(.fetch(id: 100, key: key)),
             .metadata(.merged(id: 100)),
             .scans(
                 .scan(
@@ -159,7 +161,6 @@ struct NodeCoreTests {
                         tablePrefix: [1], partitions: [Release.mine[0]], lowerBound: [], upperBound: nil,
                         limit: 1,
                         reverse: false, keysOnly: false))),
-            .hints(.handoff(id: 100, key: key, object: Release.object(1))),
             .antiEntropy(.treeRequest(id: 100, partition: Release.mine[0], segments: [])),
             .antiEntropy(.reconcile(id: 100, key: key, object: Release.object(1))),
             .reaping(.reapQuery(id: 100, key: key, objectHash: 1, layoutVersion: 1)),
@@ -171,7 +172,6 @@ struct NodeCoreTests {
                 core.handle(.received(message, from: peer), view: .none) == [.deliver(message, from: peer)])
         }
         let answers: [ReplicaMessage] = [
-            .quorum(.fetched(id: 100, object: Release.object(1))),
             .metadata(.merged(id: 100)),
             .hints(.handedOff(id: 100, error: nil)),
             .reaping(.reapAnswer(id: 100, agrees: true)),
@@ -183,6 +183,27 @@ struct NodeCoreTests {
                     .undeliverable(message, to: peer)
                 ])
         }
+    }
+
+    @Test("replica requests and hint handoffs go to the coordinator, which stores or loads them")
+    func coordinatorMessages() {
+        var core = Self.core()
+        let peer = Release.nodes[1]
+        let key = ReplicaKey(partition: Release.mine[0], bytes: [1], generation: 1)
+        #expect(
+            core.handle(.received(.quorum(.fetch(id: 7, key: key)), from: peer), view: .none) == [
+                .coordinator(.storage(.fetch(from: peer, id: 7), .load(key)))
+            ])
+        #expect(
+            core.handle(
+                .received(.hints(.handoff(id: 8, key: key, object: Release.object(1))), from: peer),
+                view: .none)
+                == [.coordinator(.storage(.handoff(from: peer, id: 8), .merge(key, Release.object(1))))])
+        // A client's read becomes the coordinator's actions.
+        let started = core.handle(
+            .read(.local(1), key: key, quorum: Quorum(n: 2, r: 1, w: 1, dw: 1)), view: .none)
+        #expect(started.allSatisfy { if case .coordinator = $0 { true } else { false } })
+        #expect(!started.isEmpty)
     }
 
     @Test("each input names the view its machine needs, and only then")
@@ -207,7 +228,8 @@ struct NodeCoreTests {
             (.reaper(.candidatesRead([])), .reaper), (.reaper(.reaped(id: 1, .object(StoredObject()))), nil),
             (.transfers(.stored(id: 1, ok: true)), .transfers),
             (.release(.dropped(Release.mine[0], ok: true)), nil),
-            (.antiEntropy(.treeRead(nil)), nil),
+            (.antiEntropy(.treeRead(nil)), nil), (.operationTimerFired(.local(1)), nil),
+            (.reachabilityChanged(peer, isUp: false), nil),
         ]
         for (input, procedure) in cases {
             #expect(input.procedure == procedure, "\(input)")
