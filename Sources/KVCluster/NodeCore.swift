@@ -1,37 +1,39 @@
 import KVCore
 
-/// A node's coordinator and maintenance procedures composed behind one input type and
-/// one action type: the ``Coordinator`` (clients' reads and writes, and the replica side
-/// of other coordinators' requests), hint delivery, anti-entropy exchanges, tombstone
-/// reaping, partition transfers and partition releases. The node and the simulator each
-/// hold one `NodeCore` per node, feed it every input and carry out its actions; neither
-/// routes a peer's message to a machine itself. SWIM (``Membership``) and metadata
-/// gossip (``MetadataGossip``) are not composed yet.
+/// A node's coordinator, failure detection and maintenance procedures composed behind one
+/// input type and one action type: the ``Coordinator`` (clients' reads and writes, and the
+/// replica side of other coordinators' requests), SWIM (``Membership``), hint delivery,
+/// anti-entropy exchanges, tombstone reaping, partition transfers and partition releases.
+/// The node and the simulator each hold one `NodeCore` per node, feed it every input and
+/// carry out its actions; neither routes a peer's message to a machine itself. Metadata
+/// gossip (``MetadataGossip``) is not composed yet: a probe's metadata digest goes back to
+/// the shell as ``Action/probeDigest(_:from:)``.
 ///
 /// ## Terms
 ///
 /// - **Procedure**: one of the composed machines. Each keeps its own message ids, timers
-///   and settings; ``Timer`` names a timer by its procedure and the machine's id.
+///   and settings; ``Timer`` names a timer by its procedure and the machine's id (the
+///   coordinator's timers are named by their ``OperationID``).
 /// - **View**: what a machine reads of the node when an input arrives (its layout, which
-///   peers are reachable, the clock). The shell builds the one view an input needs
-///   (``Input/procedure``) before it takes whatever guards the core, so the core never
-///   reads the node's other state.
-/// - **Delivered**: a message none of the machines takes (a probe, metadata, a scan, or a
-///   request this node serves from its storage) goes back to the shell as
+///   peers are reachable, the clock; for SWIM only the clock). The shell builds the one
+///   view an input needs (``Input/procedure``) before it takes whatever guards the core,
+///   so the core never reads the node's other state.
+/// - **Delivered**: a message none of the machines takes (metadata, a scan, or a request
+///   this node serves from its storage) goes back to the shell as
 ///   ``Action/deliver(_:from:)``.
 ///
 /// ## Routing
 ///
 /// Quorum messages and hint handoffs go to the coordinator (a handoff is stored like a
-/// replicated write). Answers go to the machine that asked. Releases ask with anti-entropy's requests, so an
-/// anti-entropy answer goes to ``PartitionRelease`` when it waits for that id and to
-/// ``AntiEntropyExchange`` otherwise (each machine's ids are its own; a stray answer is
-/// ignored by both). A failed anti-entropy request is reported to both machines: only the
-/// one that sent it knows its id.
+/// replicated write), probes to SWIM. Answers go to the machine that asked. Releases ask
+/// with anti-entropy's requests, so an anti-entropy answer goes to ``PartitionRelease``
+/// when it waits for that id and to ``AntiEntropyExchange`` otherwise (each machine's ids
+/// are its own; a stray answer is ignored by both). A failed anti-entropy request is
+/// reported to both machines: only the one that sent it knows its id.
 public struct NodeCore: Sendable {
     /// One of the composed machines.
     public enum Procedure: Hashable, Sendable {
-        case hints, antiEntropy, reaper, transfers, release
+        case membership, hints, antiEntropy, reaper, transfers, release
     }
 
     /// A machine's timer.
@@ -52,10 +54,17 @@ public struct NodeCore: Sendable {
     public enum View: Sendable {
         /// The input needs no view.
         case none
+        /// SWIM's clock, in milliseconds.
+        case membership(nowMilliseconds: Int64)
+        /// What hint delivery sees.
         case hints(HintDeliveryView)
+        /// What anti-entropy exchanges see.
         case antiEntropy(AntiEntropyView)
+        /// What the reaper sees.
         case reaper(ReaperView)
+        /// What the transfers see.
         case transfers(TransferView)
+        /// What the releases see.
         case release(ReleaseView)
     }
 
@@ -73,7 +82,7 @@ public struct NodeCore: Sendable {
 
     /// What an anti-entropy exchange's storage reports.
     public enum ExchangeCompletion: Hashable, Sendable {
-        /// ``AntiEntropyExchange/Action/readTree(_:)`` read this (`nil`: not built yet).
+        /// ``AntiEntropyExchange/Action/readTree(partition:)`` read this (`nil`: not built yet).
         case treeRead(MerkleTree?)
         /// A listing of this node's key hashes (`nil`: it failed).
         case listed(id: UInt64, KeyListing?)
@@ -130,6 +139,10 @@ public struct NodeCore: Sendable {
         /// A new layout, or a layout change's progress, takes effect for operations
         /// that start from now on.
         case placementChanged(Placement)
+        /// A member to probe from now on (it joined, or a lagging copy had it departed).
+        case memberAdded(NodeID)
+        /// A member no longer to probe (it left).
+        case memberRemoved(NodeID)
         /// The shell's periodic tick of one procedure.
         case tick(Procedure)
         /// Start an anti-entropy exchange of `partition` with `peer` now.
@@ -140,10 +153,15 @@ public struct NodeCore: Sendable {
         case sendFailed(ReplicaMessage, to: NodeID)
         /// A timer fired.
         case timerFired(Timer)
+        /// Hint delivery's storage work finished.
         case hints(HintCompletion)
+        /// An exchange's storage work finished.
         case antiEntropy(ExchangeCompletion)
+        /// The reaper's storage work finished.
         case reaper(ReapCompletion)
+        /// The transfers' storage or metadata work finished.
         case transfers(TransferCompletion)
+        /// The releases' storage or metadata work finished.
         case release(ReleaseCompletion)
 
         /// The procedure whose view this input needs, or `nil` when it needs none.
@@ -151,6 +169,7 @@ public struct NodeCore: Sendable {
             switch self {
             case .tick(let procedure): procedure
             case .startExchange: .antiEntropy
+            case .received(.membership, _): .membership
             case .received(.hints(.handedOff), _): .hints
             case .received(.transfers(.transferRows), _): .transfers
             case .sendFailed(.hints(.handoff), _): .hints
@@ -164,7 +183,7 @@ public struct NodeCore: Sendable {
             case .transfers: .transfers
             case .antiEntropy, .reaper, .release: nil
             case .read, .write, .storageCompleted, .operationTimerFired, .reachabilityChanged,
-                .placementChanged:
+                .placementChanged, .memberAdded, .memberRemoved:
                 nil
             }
         }
@@ -173,11 +192,21 @@ public struct NodeCore: Sendable {
     /// What the shell carries out: each machine's own actions, and messages for the
     /// node's other parts.
     public enum Action: Hashable, Sendable {
+        /// The coordinator's.
         case coordinator(Coordinator.Action)
+        /// SWIM's.
+        case membership(Membership.Action)
+        /// A probe carried the sender's metadata digest (for the shell's gossip).
+        case probeDigest(UInt64, from: NodeID)
+        /// Hint delivery's.
         case hints(HintDelivery.Action)
+        /// An exchange's.
         case antiEntropy(AntiEntropyExchange.Action)
+        /// The reaper's.
         case reaper(TombstoneReaper.Action)
+        /// The transfers'.
         case transfers(PartitionTransfers.Action)
+        /// The releases'.
         case release(PartitionRelease.Action)
         /// A message none of the machines takes, for the shell's other parts.
         case deliver(ReplicaMessage, from: NodeID)
@@ -187,6 +216,8 @@ public struct NodeCore: Sendable {
 
     /// Read and write coordination.
     public private(set) var coordinator: Coordinator
+    /// SWIM failure detection.
+    public private(set) var membership: Membership
     /// Hinted handoff.
     public private(set) var hintDelivery: HintDelivery
     /// Anti-entropy exchanges.
@@ -203,11 +234,13 @@ public struct NodeCore: Sendable {
 
     /// Composes the machines.
     public init(
-        coordinator: Coordinator, hintDelivery: HintDelivery, exchanges: AntiEntropyExchange,
+        coordinator: Coordinator, membership: Membership, hintDelivery: HintDelivery,
+        exchanges: AntiEntropyExchange,
         reaper: TombstoneReaper,
         transfers: PartitionTransfers, release: PartitionRelease, exchangesEnabled: Bool = true
     ) {
         self.coordinator = coordinator
+        self.membership = membership
         self.hintDelivery = hintDelivery
         self.exchanges = exchanges
         self.reaper = reaper
@@ -235,6 +268,15 @@ public struct NodeCore: Sendable {
         case .placementChanged(let placement):
             coordinator.placementChanged(placement)
             return []
+        case .memberAdded(let member):
+            membership.add(member)
+            return []
+        case .memberRemoved(let member):
+            membership.remove(member)
+            return []
+        case .tick(.membership):
+            guard let now = view.clock else { return mismatched(input) }
+            return membership.tick(now: now).map(Action.membership)
         case .tick(.hints):
             guard let view = view.hints else { return mismatched(input) }
             return hintDelivery.tick(view).map(Action.hints)
@@ -319,7 +361,12 @@ public struct NodeCore: Sendable {
             return reaper.received(answer, from: sender).map(Action.reaper)
         case .quorum, .hints(.handoff):
             return coordinator.received(message, from: sender).map(Action.coordinator)
-        case .membership, .metadata, .scans, .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest),
+        case .membership(let probe, let digest):
+            guard let now = view.clock else { return mismatched(input) }
+            return membership.received(probe, from: sender, now: now).map(Action.membership) + [
+                .probeDigest(digest, from: sender)
+            ]
+        case .metadata, .scans, .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest),
             .antiEntropy(.reconcile), .reaping(.reapQuery), .reaping(.reap), .transfers(.transferPull),
             .transfers(.transfersRequest), .transfers(.transfersReport):
             return [.deliver(message, from: sender)]
@@ -357,6 +404,8 @@ public struct NodeCore: Sendable {
 
     private mutating func timerFired(_ timer: Timer, view: View, input: Input) -> [Action] {
         switch timer.procedure {
+        case .membership:
+            return []
         case .hints:
             guard let view = view.hints else { return mismatched(input) }
             return hintDelivery.timerFired(id: timer.id, view: view).map(Action.hints)
@@ -408,6 +457,7 @@ public struct NodeCore: Sendable {
 }
 
 extension NodeCore.View {
+    var clock: Int64? { if case .membership(let now) = self { now } else { nil } }
     var hints: HintDeliveryView? { if case .hints(let view) = self { view } else { nil } }
     var antiEntropy: AntiEntropyView? { if case .antiEntropy(let view) = self { view } else { nil } }
     var reaper: ReaperView? { if case .reaper(let view) = self { view } else { nil } }

@@ -157,17 +157,13 @@ extension ClusterNode {
     // MARK: - Membership
 
     private func membershipTick() {
-        let actions = membership.withLockedValue { $0.tick(now: Self.monotonicMilliseconds()) }
-        performMembership(actions)
+        runCore(.tick(.membership))
     }
 
-    func receivedProbe(_ probe: MembershipMessage, digest: UInt64, from sender: NodeID) {
-        let actions = membership.withLockedValue {
-            $0.received(probe, from: sender, now: Self.monotonicMilliseconds())
-        }
-        performMembership(actions)
-        // The layout and member records ride on the probes: a peer whose metadata
-        // differs gets this node's, and merges it back if it knows something newer.
+    /// A probe from `sender` carried `digest`, its metadata's. The layout and member
+    /// records ride on the probes: a peer whose metadata differs gets this node's, and
+    /// merges it back if it knows something newer.
+    func probeArrived(digest: UInt64, from sender: NodeID) {
         let (metadata, ownDigest) = state.withLockedValue { ($0.metadata, $0.metadataDigest) }
         performGossip(
             gossipMachine.withLockedValue {
@@ -177,22 +173,20 @@ extension ClusterNode {
             })
     }
 
-    private func performMembership(_ actions: [Membership.Action]) {
-        guard !actions.isEmpty else { return }
-        let digest = state.withLockedValue { $0.metadataDigest }
-        for action in actions {
-            switch action {
-            case .send(let message, let target):
-                transport.send(.membership(message, metadataDigest: digest), to: target)
-            case .statusChanged(let node, let status):
-                state.withLockedValue { $0.liveness[node] = status }
-                logger.info("member status changed", metadata: ["node": "\(node)", "status": "\(status)"])
-                refreshReachability(node)
-            case .unanswered(let node):
-                // Probes are not maintenance timeouts: a dead member leaves every one
-                // unanswered.
-                noteUnanswered(by: node, counted: false)
-            }
+    /// Carries out one of SWIM's actions.
+    func performMembership(_ action: Membership.Action) {
+        switch action {
+        case .send(let message, let target):
+            let digest = state.withLockedValue { $0.metadataDigest }
+            transport.send(.membership(message, metadataDigest: digest), to: target)
+        case .statusChanged(let node, let status):
+            state.withLockedValue { $0.liveness[node] = status }
+            logger.info("member status changed", metadata: ["node": "\(node)", "status": "\(status)"])
+            refreshReachability(node)
+        case .unanswered(let node):
+            // Probes are not maintenance timeouts: a dead member leaves every one
+            // unanswered.
+            noteUnanswered(by: node, counted: false)
         }
     }
 

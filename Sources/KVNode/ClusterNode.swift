@@ -46,15 +46,13 @@ public final class ClusterNode: KeyValueService, Sendable {
     // locks, `ReplicaStore`'s, the transport's and the engine's are innermost: nothing
     // is called back while they are held.
     let state: NIOLockedValueBox<State>
-    /// SWIM failure detection.
-    let membership: NIOLockedValueBox<Membership>
     /// The replica's storage: runs every storage command.
     let store: ReplicaStore
     /// Merkle trees and the row hash index (active anti-entropy).
     let antiEntropy: AntiEntropyIndex
     /// Hints held for down primaries.
     let hints: HintStore
-    /// The coordinator, hint delivery, anti-entropy exchanges, tombstone reaping,
+    /// The coordinator, SWIM, hint delivery, anti-entropy exchanges, tombstone reaping,
     /// transfers and releases, composed (see `NodeCoreShell.swift`).
     let core: NIOLockedValueBox<NodeCore>
     /// The core's timers.
@@ -175,13 +173,12 @@ public final class ClusterNode: KeyValueService, Sendable {
             metadata: metadata, nextID: random.next() >> 1, expectedMembers: settings.expectedMembers)
         initial.metadataDigest = StableHash.hash(metadata.encoded())
         state = NIOLockedValueBox(initial)
-        membership = NIOLockedValueBox(
-            Membership(
-                node: local.identity.nodeID, members: Array(metadata.members.keys),
-                // Above every incarnation of earlier lives (the identity's incarnation
-                // grows with every start), with room for a million refutations.
-                incarnation: UInt64(local.identity.incarnation) << 20, settings: settings.membership,
-                random: SeededRandom(seed: random.next())))
+        let membership = Membership(
+            node: local.identity.nodeID, members: Array(metadata.members.keys),
+            // Above every incarnation of earlier lives (the identity's incarnation grows
+            // with every start), with room for a million refutations.
+            incarnation: UInt64(local.identity.incarnation) << 20, settings: settings.membership,
+            random: SeededRandom(seed: random.next()))
         hints = try HintStore(engine: local.engine)
         let hintDelivery = HintDelivery(
             settings: HintDeliverySettings(ratePerSecond: settings.hintDeliveryRatePerSecond),
@@ -205,7 +202,8 @@ public final class ClusterNode: KeyValueService, Sendable {
             firstMessageID: random.next() >> 1)
         core = NIOLockedValueBox(
             NodeCore(
-                coordinator: coordinator, hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper,
+                coordinator: coordinator, membership: membership, hintDelivery: hintDelivery,
+                exchanges: exchanges, reaper: reaper,
                 transfers: transfers,
                 release: release, exchangesEnabled: settings.antiEntropyIntervalMilliseconds > 0))
         antiEntropy = AntiEntropyIndex(
@@ -577,8 +575,9 @@ public final class ClusterNode: KeyValueService, Sendable {
         let (metadata, unreachable, liveness) = state.withLockedValue {
             ($0.metadata, $0.unreachable, $0.liveness)
         }
-        let swim = membership.withLockedValue { swim in
-            Dictionary(uniqueKeysWithValues: metadata.members.keys.map { ($0, swim.state(of: $0)) })
+        let swim = core.withLockedValue { core in
+            Dictionary(
+                uniqueKeysWithValues: metadata.members.keys.map { ($0, core.membership.state(of: $0)) })
         }
         let layout = metadata.layout
         let counts = layout?.replicaCounts ?? [:]

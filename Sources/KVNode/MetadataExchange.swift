@@ -102,7 +102,7 @@ extension ClusterNode {
                 $0.metadataDigest = digest
             }
             for member in after.members.keys where before.members[member] == nil {
-                membership.withLockedValue { $0.add(member) }
+                runCore(.memberAdded(member))
             }
             for member in after.members.values where member.node != nodeID && !member.peerAddress.isEmpty {
                 if before.members[member.node]?.peerAddress != member.peerAddress
@@ -117,10 +117,10 @@ extension ClusterNode {
             }
             // A member counted as departed by a lagging copy is probed again.
             for member in before.departed.subtracting(after.departed) {
-                membership.withLockedValue { $0.add(member) }
+                runCore(.memberAdded(member))
             }
             for member in after.departed.subtracting(before.departed) {
-                membership.withLockedValue { $0.remove(member) }
+                runCore(.memberRemoved(member))
                 logger.info("a member left the cluster", metadata: ["node": "\(member)"])
             }
             if let layout = after.layout, layout != before.layout {

@@ -2,7 +2,7 @@ import KVCluster
 import KVCore
 import NIOCore
 
-/// The shell of ``NodeCore``: every input of the coordinator and the maintenance
+/// The shell of ``NodeCore``: every input of the coordinator, SWIM and the maintenance
 /// machines goes through ``runCore(_:)``, and every action comes back through one
 /// dispatch. The machines' own shells (`ClusterNode.swift` for the coordinator,
 /// `HintHandoff.swift`, `AntiEntropyExchanges.swift`,
@@ -26,6 +26,8 @@ extension ClusterNode {
         for action in actions {
             switch action {
             case .coordinator(let action): performCoordinator(action)
+            case .membership(let action): performMembership(action)
+            case .probeDigest(let digest, let sender): probeArrived(digest: digest, from: sender)
             case .hints(let action): if maintains() { performHints(action) }
             case .antiEntropy(let action): if maintains() { performAntiEntropy(action) }
             case .reaper(let action): if maintains() { performReaping(action) }
@@ -40,6 +42,7 @@ extension ClusterNode {
     /// The view `procedure` needs now.
     private func coreView(for procedure: NodeCore.Procedure) -> NodeCore.View {
         switch procedure {
+        case .membership: .membership(nowMilliseconds: Self.monotonicMilliseconds())
         case .hints: .hints(hintView())
         case .antiEntropy: .antiEntropy(antiEntropyView())
         case .reaper: .reaper(reaperView())

@@ -17,7 +17,7 @@ extension ClusterNode {
         runCore(.received(message, from: sender))
     }
 
-    /// A message the core's machines do not take (``NodeCore`` routes those): for SWIM,
+    /// A message the core's machines do not take (``NodeCore`` routes those): for
     /// metadata exchange, scans, or a request this node serves.
     func deliver(_ message: ReplicaMessage, from sender: NodeID) {
         switch message {
@@ -47,8 +47,6 @@ extension ClusterNode {
             }
         case .scans(.scanned(let id, let page)):
             state.withLockedValue { $0.scans.removeValue(forKey: id) }?.resume(returning: page)
-        case .membership(let probe, let digest):
-            receivedProbe(probe, digest: digest, from: sender)
         case .transfers(.transfersReport(let id, _)):
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: message)
         case .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile),
@@ -62,10 +60,9 @@ extension ClusterNode {
         case .transfers(.transfersRequest(let id)):
             transport.send(
                 .transfers(.transfersReport(id: id, encoded: Self.encode(localTransfers()))), to: sender)
-        case .quorum, .hints(.handoff), .hints(.handedOff), .antiEntropy(.treeHashes),
-            .antiEntropy(.keyHashes),
-            .antiEntropy(.reconciled),
-            .transfers(.transferRows), .reaping(.reapAnswer):
+        case .quorum, .membership, .hints(.handoff), .hints(.handedOff), .antiEntropy(.treeHashes),
+            .antiEntropy(.keyHashes), .antiEntropy(.reconciled), .transfers(.transferRows),
+            .reaping(.reapAnswer):
             // The core's machines took these.
             return
         }
@@ -75,8 +72,8 @@ extension ClusterNode {
         runCore(.sendFailed(message, to: target))
     }
 
-    /// A message of the node's other parts could not be sent (``NodeCore`` reports the
-    /// maintenance machines' own).
+    /// A message of the node's other parts could not be sent (``NodeCore`` reports its
+    /// machines' own).
     func undeliverable(_ message: ReplicaMessage, to target: NodeID) {
         switch message {
         case .scans(.scan(let id, _)):

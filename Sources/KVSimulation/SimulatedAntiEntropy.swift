@@ -21,7 +21,9 @@ extension SimulatedWorld {
         return AntiEntropyView(
             node: me, layout: nodes[node].metadata?.layout ?? nodes[node].core.coordinator.layout,
             reachable: Set(
-                nodes.map(\.id).filter { $0 != me && nodes[node].membership.state(of: $0)?.status == .alive })
+                nodes.map(\.id).filter {
+                    $0 != me && nodes[node].core.membership.state(of: $0)?.status == .alive
+                })
         )
     }
 

@@ -1,8 +1,8 @@
 import KVCluster
 import KVCore
 
-/// The simulator's interpreter of ``NodeCore``, the same composition of the coordinator
-/// and the maintenance machines the node runs: every input goes through ``runCore(_:at:)``, and each
+/// The simulator's interpreter of ``NodeCore``, the same composition of the coordinator,
+/// SWIM and the maintenance machines the node runs: every input goes through ``runCore(_:at:)``, and each
 /// machine's actions go to its interpreter (`SimulatedHints.swift`,
 /// `SimulatedAntiEntropy.swift`, `SimulatedReaping.swift`, `SimulatedTransfers.swift`,
 /// `SimulatedRelease.swift`), which reports completions back as ``SimulationEvent/core(node:life:_:)``.
@@ -22,6 +22,10 @@ extension SimulatedWorld {
         for action in actions {
             switch action {
             case .coordinator(let action): performCoordinator(action, at: node)
+            case .membership(let action): performMembership(action, at: node)
+            case .probeDigest:
+                // The simulator's probes carry digest 0: gossip runs on its own ticks.
+                break
             case .hints(let action): performHints(action, at: node)
             case .antiEntropy(let action): performAntiEntropy(action, at: node)
             case .reaper(let action): performReaping(action, at: node)
@@ -37,6 +41,7 @@ extension SimulatedWorld {
     /// The view `procedure` needs at `node` now.
     private func coreView(for procedure: NodeCore.Procedure?, at node: Int) -> NodeCore.View {
         switch procedure {
+        case .membership?: .membership(nowMilliseconds: nodes[node].localTime(now))
         case .hints?: .hints(hintView(node))
         case .antiEntropy?: .antiEntropy(antiEntropyView(node))
         case .reaper?: .reaper(reaperView(node))
@@ -77,10 +82,6 @@ extension SimulatedWorld {
     /// the node serves from its storage.
     private mutating func deliver(_ message: ReplicaMessage, from sender: Int, at node: Int) {
         switch message {
-        case .membership(let probe, _):
-            let actions = nodes[node].membership.received(
-                probe, from: nodes[sender].id, now: nodes[node].localTime(now))
-            performMembership(actions, at: node)
         case .reaping(let reaping):
             serveReaping(reaping, from: sender, at: node)
         case .antiEntropy(let antiEntropy):
@@ -89,7 +90,7 @@ extension SimulatedWorld {
             serveTransfer(transfer, from: sender, at: node)
         case .metadata(let metadata):
             receiveMetadata(metadata, from: sender, at: node)
-        case .quorum, .scans, .hints:
+        case .quorum, .scans, .hints, .membership:
             // The core's coordinator and machines take these; the simulator runs no scans.
             return
         }

@@ -14,7 +14,7 @@ extension SimulatedWorld {
     func hintView(_ node: Int) -> HintDeliveryView {
         let me = nodes[node].id
         let alive = nodes.map(\.id).filter {
-            $0 != me && nodes[node].membership.state(of: $0)?.status == .alive
+            $0 != me && nodes[node].core.membership.state(of: $0)?.status == .alive
         }
         return HintDeliveryView(
             node: me, targetsWithHints: nodes[node].store.hints.targets, reachable: Set(alive),

@@ -5,17 +5,15 @@ import KVCore
 extension SimulatedWorld {
     /// Carries out SWIM's actions: probes go over the simulated network; a changed
     /// status tells the coordinator whether the member is up (sloppy quorum follows).
-    mutating func performMembership(_ actions: [Membership.Action], at node: Int) {
-        for action in actions {
-            switch action {
-            case .send(let message, let target):
-                send(.membership(message, metadataDigest: 0), from: node, to: index(of: target))
-            case .statusChanged(let member, let status):
-                log("n\(node) sees \(member) \(status)")
-                runCore(.reachabilityChanged(member, isUp: status == .alive), at: node)
-            case .unanswered(let member):
-                noteUnanswered(by: member, at: node)
-            }
+    mutating func performMembership(_ action: Membership.Action, at node: Int) {
+        switch action {
+        case .send(let message, let target):
+            send(.membership(message, metadataDigest: 0), from: node, to: index(of: target))
+        case .statusChanged(let member, let status):
+            log("n\(node) sees \(member) \(status)")
+            runCore(.reachabilityChanged(member, isUp: status == .alive), at: node)
+        case .unanswered(let member):
+            noteUnanswered(by: member, at: node)
         }
     }
 
@@ -24,7 +22,7 @@ extension SimulatedWorld {
         for observer in nodes.indices where !gone.contains(observer) {
             for (index, member) in nodes.enumerated()
             where member.id != nodes[observer].id && !gone.contains(index) {
-                let status = nodes[observer].membership.state(of: member.id)?.status
+                let status = nodes[observer].core.membership.state(of: member.id)?.status
                 if status != .alive {
                     report.violations.append(
                         "after healing, n\(observer) still sees \(member.id) \(status.map { "\($0)" } ?? "unknown")"

@@ -28,14 +28,12 @@ struct SimulatedNode {
     /// the previous life are lost with it.
     var life = 0
     var cancelledTimers: Set<OperationID> = []
-    /// SWIM as this node runs it.
-    var membership: Membership
     /// This node's clock: `offset + rate × virtual time` (clock skew: its timers and
     /// probes run fast or slow).
     var clockRate = 1.0
     var clockOffset: Int64 = 0
-    /// Hint delivery, anti-entropy exchanges, reaping, transfers and releases, as the
-    /// node runs them.
+    /// The coordinator, SWIM, hint delivery, anti-entropy exchanges, reaping, transfers and
+    /// releases, as the node runs them.
     var core: NodeCore
     /// The core's timers cancelled before they fired.
     var cancelledCoreTimers: Set<NodeCore.Timer> = []
@@ -84,13 +82,13 @@ struct SimulatedNode {
             settings: SimulatedWorld.reaperSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         let release = PartitionRelease(
             settings: SimulatedWorld.releaseSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
-        core = NodeCore(
-            coordinator: coordinator, hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper,
-            transfers: transfers,
-            release: release)
-        membership = Membership(
+        let membership = Membership(
             node: id, members: members, incarnation: 1 << 20, settings: SimulatedWorld.membershipSettings,
             random: SeededRandom(seed: random.next()))
+        core = NodeCore(
+            coordinator: coordinator, membership: membership, hintDelivery: hintDelivery,
+            exchanges: exchanges,
+            reaper: reaper, transfers: transfers, release: release)
     }
 
     func localTime(_ now: Int64) -> Int64 { clockOffset + Int64(Double(now) * clockRate) }

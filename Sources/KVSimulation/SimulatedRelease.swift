@@ -19,7 +19,9 @@ extension SimulatedWorld {
         return ReleaseView(
             node: me, layout: metadata?.layout, transition: metadata?.transition,
             reachable: Set(
-                nodes.map(\.id).filter { $0 != me && nodes[node].membership.state(of: $0)?.status == .alive }),
+                nodes.map(\.id).filter {
+                    $0 != me && nodes[node].core.membership.state(of: $0)?.status == .alive
+                }),
             indexComplete: nodes[node].store.antiEntropy.indexComplete,
             nowMilliseconds: nodes[node].localTime(now))
     }

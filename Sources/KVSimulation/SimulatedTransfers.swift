@@ -17,7 +17,8 @@ extension SimulatedWorld {
         let me = nodes[node].id
         let metadata = nodes[node].metadata
         let alive = Set(
-            nodes.map(\.id).filter { $0 != me && nodes[node].membership.state(of: $0)?.status == .alive })
+            nodes.map(\.id).filter { $0 != me && nodes[node].core.membership.state(of: $0)?.status == .alive }
+        )
         return TransferView(
             node: me, layout: metadata?.layout, transition: metadata?.transition,
             control: metadata?.handoffControl ?? HandoffControl(), reachable: alive, believedUp: alive,

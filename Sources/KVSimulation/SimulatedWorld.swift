@@ -24,7 +24,7 @@ enum SimulationEvent {
     case layoutChange
     case rebalanceTick
     /// An input for a node's ``NodeCore``: a maintenance machine's storage work finished,
-    /// or its timer fired.
+    /// or its timer fired (the coordinator's have events of their own above).
     case core(node: Int, life: Int, NodeCore.Input)
 }
 
@@ -334,11 +334,12 @@ struct SimulatedWorld {
                 actor: actor, layout: layout,
                 settings: nodes[node].core.coordinator.settings, firstMessageID: Self.firstMessageID(&random))
             if let placement = nodes[node].metadata?.placement { coordinator.placementChanged(placement) }
-            nodes[node].membership = Membership(
+            let membership = Membership(
                 node: nodes[node].id, members: nodes.map(\.id),
                 incarnation: UInt64(nodes[node].life + 1) << 20, settings: Self.membershipSettings,
                 random: SeededRandom(seed: random.next()))
-            // In the order the machines were first made (see `SimulatedNode.init`).
+            // Their random draws in the order a restart has always made them, so seeds
+            // replay as they did before the machines were composed.
             let hintDelivery = HintDelivery(
                 settings: Self.hintSettings, firstMessageID: Self.firstMessageID(&random))
             let reaper = TombstoneReaper(
@@ -353,7 +354,8 @@ struct SimulatedWorld {
             let release = PartitionRelease(
                 settings: Self.releaseSettings, firstMessageID: Self.firstMessageID(&random))
             nodes[node].core = NodeCore(
-                coordinator: coordinator, hintDelivery: hintDelivery, exchanges: exchanges, reaper: reaper,
+                coordinator: coordinator, membership: membership, hintDelivery: hintDelivery,
+                exchanges: exchanges, reaper: reaper,
                 transfers: transfers,
                 release: release)
             nodes[node].cancelledCoreTimers = []
@@ -361,7 +363,7 @@ struct SimulatedWorld {
             schedule(.membershipTick(node, life: nodes[node].life), after: 1)
         case .membershipTick(let node, let life):
             guard nodes[node].isUp, nodes[node].life == life, now < ticksUntil else { return }
-            performMembership(nodes[node].membership.tick(now: nodes[node].localTime(now)), at: node)
+            runCore(.tick(.membership), at: node)
             runCore(.tick(.hints), at: node)
             nodes[node].membershipTicks += 1
             if nodes[node].membershipTicks % Self.gossipTickEvery == 0 { gossipTick(at: node) }

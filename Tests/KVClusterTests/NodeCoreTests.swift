@@ -20,6 +20,9 @@ struct NodeCoreTests {
             coordinator: Coordinator(
                 actor: ActorID(node: Release.me, incarnation: 1), layout: Release.after,
                 settings: CoordinatorSettings(), firstMessageID: 100),
+            membership: Membership(
+                node: Release.me, members: Release.nodes, incarnation: 1, settings: MembershipSettings(),
+                random: SeededRandom(seed: 1)),
             hintDelivery: HintDelivery(firstMessageID: 100),
             exchanges: AntiEntropyExchange(settings: Exchange.settings, firstMessageID: 100),
             reaper: TombstoneReaper(
@@ -206,6 +209,26 @@ struct NodeCoreTests {
         #expect(!started.isEmpty)
     }
 
+    @Test("a probe reaches SWIM on SWIM's clock, then its metadata digest goes back to the shell")
+    func probesReachMembership() {
+        var core = Self.core()
+        let peer = Release.nodes[1]
+        let probed = core.handle(
+            .received(.membership(.ping(sequence: 5, updates: []), metadataDigest: 42), from: peer),
+            view: .membership(nowMilliseconds: 1_000))
+        #expect(probed.contains(.membership(.send(.ack(sequence: 5, updates: probed.ackUpdates), to: peer))))
+        #expect(probed.last == .probeDigest(42, from: peer))
+        // A tick on SWIM's clock probes a member.
+        let ticked = core.handle(.tick(.membership), view: .membership(nowMilliseconds: 2_000))
+        #expect(ticked.contains { if case .membership(.send(.ping, _)) = $0 { true } else { false } })
+        // Members no longer probed are not pinged again.
+        for member in Release.nodes where member != Release.me {
+            _ = core.handle(.memberRemoved(member), view: .none)
+        }
+        let later = core.handle(.tick(.membership), view: .membership(nowMilliseconds: 60_000))
+        #expect(!later.contains { if case .membership(.send(.ping, _)) = $0 { true } else { false } })
+    }
+
     @Test("each input names the view its machine needs, and only then")
     func inputsNameTheirView() {
         let peer = Release.nodes[1]
@@ -214,6 +237,11 @@ struct NodeCoreTests {
             (.tick(.hints), .hints), (.tick(.release), .release),
             (.startExchange(Release.mine[0], with: peer), .antiEntropy),
             (.received(.hints(.handedOff(id: 1, error: nil)), from: peer), .hints),
+            (
+                .received(.membership(.ping(sequence: 1, updates: []), metadataDigest: 0), from: peer),
+                .membership
+            ),
+            (.tick(.membership), .membership), (.memberAdded(peer), nil),
             (
                 .received(.transfers(.transferRows(id: 1, page: rows, estimatedRows: 0)), from: peer),
                 .transfers
@@ -234,5 +262,13 @@ struct NodeCoreTests {
         for (input, procedure) in cases {
             #expect(input.procedure == procedure, "\(input)")
         }
+    }
+}
+
+extension [NodeCore.Action] {
+    /// The updates SWIM piggybacked on the ack among these actions.
+    fileprivate var ackUpdates: [MemberState] {
+        for case .membership(.send(.ack(_, let updates), _)) in self { return updates }
+        return []
     }
 }
