@@ -2,10 +2,12 @@ import KVCluster
 import KVCore
 
 /// The simulator's interpreter of ``NodeCore``, the same composition of the coordinator,
-/// SWIM and the maintenance machines the node runs: every input goes through ``runCore(_:at:)``, and each
-/// machine's actions go to its interpreter (`SimulatedHints.swift`,
+/// SWIM and the maintenance machines the node runs: every input goes through
+/// ``runCore(_:at:)``, and each machine's actions go to its interpreter (`SimulatedWorld`
+/// for the coordinator, `SimulatedMembership.swift`, `SimulatedHints.swift`,
 /// `SimulatedAntiEntropy.swift`, `SimulatedReaping.swift`, `SimulatedTransfers.swift`,
-/// `SimulatedRelease.swift`), which reports completions back as ``SimulationEvent/core(node:life:_:)``.
+/// `SimulatedRelease.swift`), which report completions back as
+/// ``SimulationEvent/core(node:life:_:)``.
 extension SimulatedWorld {
     /// Feeds one input to node `node`'s core and carries out what it asks.
     mutating func runCore(_ input: NodeCore.Input, at node: Int) {
@@ -32,8 +34,10 @@ extension SimulatedWorld {
             case .transfers(let action): performTransfers(action, at: node)
             case .release(let action): performRelease(action, at: node)
             case .deliver(let message, let sender): deliver(message, from: index(of: sender), at: node)
-            case .undeliverable(let message, let target):
-                undeliverable(message, to: index(of: target), at: node)
+            case .undeliverable:
+                // Gossip repeats, and a lost answer or request served from storage times
+                // out at its asker: nothing of the simulated node's other parts waits.
+                break
             }
         }
     }
@@ -78,8 +82,8 @@ extension SimulatedWorld {
         }
     }
 
-    /// A message the core does not take: for the coordinator, SWIM, gossip, or a request
-    /// the node serves from its storage.
+    /// A message the core does not take: metadata for gossip, or a request the node serves
+    /// from its storage.
     private mutating func deliver(_ message: ReplicaMessage, from sender: Int, at node: Int) {
         switch message {
         case .reaping(let reaping):
@@ -92,16 +96,6 @@ extension SimulatedWorld {
             receiveMetadata(metadata, from: sender, at: node)
         case .quorum, .scans, .hints, .membership:
             // The core's coordinator and machines take these; the simulator runs no scans.
-            return
-        }
-    }
-
-    /// A message of the node's other parts could not be sent.
-    private mutating func undeliverable(_ message: ReplicaMessage, to target: Int, at node: Int) {
-        switch message {
-        case .metadata, .hints, .reaping, .antiEntropy, .transfers, .quorum, .scans, .membership:
-            // Gossip and probes repeat; a lost answer times out at the asker; the core's
-            // machines took their own messages.
             return
         }
     }
