@@ -8,7 +8,8 @@
 #   ./scripts/bench-compare.sh REVISION
 #
 # KV_BENCH_SECONDS (default 15), KV_BENCH_CLIENTS (default 100) and KV_BENCH_ROUNDS
-# (default 2) tune the runs.
+# (default 2) tune the runs; KV_BENCH_GET_RATIOS (default "0 0.5 1") picks the loads, so
+# that a suspected difference in one of them can be measured over more rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ revision=${1:?usage: scripts/bench-compare.sh REVISION}
 seconds="${KV_BENCH_SECONDS:-15}"
 clients="${KV_BENCH_CLIENTS:-100}"
 rounds="${KV_BENCH_ROUNDS:-2}"
+get_ratios="${KV_BENCH_GET_RATIOS:-0 0.5 1}"
 
 source scripts/lib/system-packages.sh
 ensure_system_packages librocksdb-dev curl python3
@@ -48,7 +50,7 @@ for round in $(seq 1 "$rounds"); do
         for _ in $(seq 1 300); do grep -q "kv dev cluster" "$data.out" 2>/dev/null && break; sleep 0.1; done
         grep -q "kv dev cluster" "$data.out" || { cat "$data.out"; exit 1; }
         urls="http://127.0.0.1:$port,http://127.0.0.1:$((port + 1)),http://127.0.0.1:$((port + 2))"
-        for ratio in 0 0.5 1; do
+        for ratio in $get_ratios; do
             echo "### round $round, $side, get ratio $ratio"
             "$client" bench --url "$urls" --clients "$clients" --duration "$seconds" --value-size 256 \
                 --keys 10000 --get-ratio "$ratio" --no-progress 2>&1 | grep -v "^preloaded"
