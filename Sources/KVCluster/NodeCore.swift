@@ -3,11 +3,10 @@ import KVCore
 /// A node's coordinator, failure detection and maintenance procedures composed behind one
 /// input type and one action type: the ``Coordinator`` (clients' reads and writes, and the
 /// replica side of other coordinators' requests), SWIM (``Membership``), hint delivery,
-/// anti-entropy exchanges, tombstone reaping, partition transfers and partition releases.
-/// The node and the simulator each hold one `NodeCore` per node, feed it every input and
-/// carry out its actions; neither routes a peer's message to a machine itself. Metadata
-/// gossip (``MetadataGossip``) is not composed yet: a probe's metadata digest goes back to
-/// the shell as ``Action/probeDigest(_:from:)``.
+/// anti-entropy exchanges, tombstone reaping, partition transfers, partition releases and
+/// metadata gossip (``MetadataGossip``). The node and the simulator each hold one
+/// `NodeCore` per node, feed it every input and carry out its actions; neither routes a
+/// peer's message to a machine itself.
 ///
 /// ## Terms
 ///
@@ -15,25 +14,27 @@ import KVCore
 ///   and settings; ``Timer`` names a timer by its procedure and the machine's id (the
 ///   coordinator's timers are named by their ``OperationID``).
 /// - **View**: what a machine reads of the node when an input arrives (its layout, which
-///   peers are reachable, the clock; for SWIM only the clock). The shell builds the one
-///   view an input needs (``Input/procedure``) before it takes whatever guards the core,
-///   so the core never reads the node's other state.
-/// - **Delivered**: a message none of the machines takes (metadata, a scan, or a request
-///   this node serves from its storage) goes back to the shell as
-///   ``Action/deliver(_:from:)``.
+///   peers are reachable, the clock; for SWIM the clock and the metadata's digest). The
+///   shell builds the one view an input needs (``Input/procedure``) when the core takes
+///   the input, so the core never reads the node's other state.
+/// - **Delivered**: a message none of the machines takes (a peer's metadata, a scan, or a
+///   request this node serves from its storage) goes back to the shell as
+///   ``Action/deliver(_:from:)``. The shell merges and stores a peer's metadata, and
+///   reports the outcome to gossip as an ``Input/gossip(_:)`` completion.
 ///
 /// ## Routing
 ///
 /// Quorum messages and hint handoffs go to the coordinator (a handoff is stored like a
-/// replicated write), probes to SWIM. Answers go to the machine that asked. Releases ask
-/// with anti-entropy's requests, so an anti-entropy answer goes to ``PartitionRelease``
-/// when it waits for that id and to ``AntiEntropyExchange`` otherwise (each machine's ids
-/// are its own; a stray answer is ignored by both). A failed anti-entropy request is
-/// reported to both machines: only the one that sent it knows its id.
+/// replicated write), probes to SWIM and the metadata digest each carries to gossip.
+/// Answers go to the machine that asked. Releases ask with anti-entropy's requests, so an
+/// anti-entropy answer goes to ``PartitionRelease`` when it waits for that id and to
+/// ``AntiEntropyExchange`` otherwise (each machine's ids are its own; a stray answer is
+/// ignored by both). A failed anti-entropy request is reported to both machines: only the
+/// one that sent it knows its id.
 public struct NodeCore: Sendable {
     /// One of the composed machines.
     public enum Procedure: Hashable, Sendable {
-        case membership, hints, antiEntropy, reaper, transfers, release
+        case membership, hints, antiEntropy, reaper, transfers, release, gossip
     }
 
     /// A machine's timer.
@@ -54,8 +55,10 @@ public struct NodeCore: Sendable {
     public enum View: Sendable {
         /// The input needs no view.
         case none
-        /// SWIM's clock, in milliseconds.
-        case membership(nowMilliseconds: Int64)
+        /// SWIM's clock, in milliseconds, and the metadata a probe's digest is checked
+        /// against (`nil` where no metadata is kept: the simulator's runs without layout
+        /// changes gossip nothing).
+        case membership(nowMilliseconds: Int64, GossipView?)
         /// What hint delivery sees.
         case hints(HintDeliveryView)
         /// What anti-entropy exchanges see.
@@ -66,6 +69,33 @@ public struct NodeCore: Sendable {
         case transfers(TransferView)
         /// What the releases see.
         case release(ReleaseView)
+        /// What gossip sees.
+        case gossip(GossipView)
+    }
+
+    /// What gossip reads of the node: its copy of the metadata and that copy's digest
+    /// (the one its probes carry).
+    public struct GossipView: Sendable {
+        /// This node's copy.
+        public var metadata: ClusterMetadata
+        /// Its digest.
+        public var digest: UInt64
+
+        /// Creates a view.
+        public init(metadata: ClusterMetadata, digest: UInt64) {
+            self.metadata = metadata
+            self.digest = digest
+        }
+    }
+
+    /// What the shell reports of the metadata it stores.
+    public enum GossipCompletion: Hashable, Sendable {
+        /// A peer's copy `theirs` (pushed with `id`, if it wants an acknowledgement) was
+        /// merged and stored, so this node's copy is now `current`, or it was refused.
+        case adopted(
+            theirs: ClusterMetadata, id: UInt64?, from: NodeID, refusal: String?, current: ClusterMetadata)
+        /// This node's copy changed from `from` to `to`, by any cause, and is stored.
+        case changed(from: ClusterMetadata, to: ClusterMetadata)
     }
 
     /// What hint delivery's storage reports.
@@ -163,6 +193,8 @@ public struct NodeCore: Sendable {
         case transfers(TransferCompletion)
         /// The releases' storage or metadata work finished.
         case release(ReleaseCompletion)
+        /// The shell stored a metadata change.
+        case gossip(GossipCompletion)
 
         /// The procedure whose view this input needs, or `nil` when it needs none.
         public var procedure: Procedure? {
@@ -181,7 +213,7 @@ public struct NodeCore: Sendable {
             case .hints: .hints
             case .reaper(.candidatesRead): .reaper
             case .transfers: .transfers
-            case .antiEntropy, .reaper, .release: nil
+            case .antiEntropy, .reaper, .release, .gossip: nil
             case .read, .write, .storageCompleted, .operationTimerFired, .reachabilityChanged,
                 .placementChanged, .memberAdded, .memberRemoved:
                 nil
@@ -196,8 +228,6 @@ public struct NodeCore: Sendable {
         case coordinator(Coordinator.Action)
         /// SWIM's.
         case membership(Membership.Action)
-        /// A probe carried the sender's metadata digest (for the shell's gossip).
-        case probeDigest(UInt64, from: NodeID)
         /// Hint delivery's.
         case hints(HintDelivery.Action)
         /// An exchange's.
@@ -208,6 +238,8 @@ public struct NodeCore: Sendable {
         case transfers(PartitionTransfers.Action)
         /// The releases'.
         case release(PartitionRelease.Action)
+        /// Gossip's.
+        case gossip(MetadataGossip.Action)
         /// A message none of the machines takes, for the shell's other parts.
         case deliver(ReplicaMessage, from: NodeID)
         /// A message of the shell's other parts could not be sent.
@@ -228,6 +260,8 @@ public struct NodeCore: Sendable {
     public private(set) var transfers: PartitionTransfers
     /// Releases and drops of copies this node no longer holds.
     public private(set) var release: PartitionRelease
+    /// How metadata spreads.
+    public private(set) var gossip: MetadataGossip
     /// Whether anti-entropy runs (the index can be turned off); without it, exchanges
     /// neither start nor take answers.
     public let exchangesEnabled: Bool
@@ -237,7 +271,8 @@ public struct NodeCore: Sendable {
         coordinator: Coordinator, membership: Membership, hintDelivery: HintDelivery,
         exchanges: AntiEntropyExchange,
         reaper: TombstoneReaper,
-        transfers: PartitionTransfers, release: PartitionRelease, exchangesEnabled: Bool = true
+        transfers: PartitionTransfers, release: PartitionRelease, gossip: MetadataGossip,
+        exchangesEnabled: Bool = true
     ) {
         self.coordinator = coordinator
         self.membership = membership
@@ -246,6 +281,7 @@ public struct NodeCore: Sendable {
         self.reaper = reaper
         self.transfers = transfers
         self.release = release
+        self.gossip = gossip
         self.exchangesEnabled = exchangesEnabled
     }
 
@@ -292,6 +328,9 @@ public struct NodeCore: Sendable {
         case .tick(.release):
             guard let view = view.release else { return mismatched(input) }
             return release.tick(view).map(Action.release)
+        case .tick(.gossip):
+            guard let view = view.gossip else { return mismatched(input) }
+            return gossip.tick(view.metadata).map(Action.gossip)
         case .startExchange(let partition, let peer):
             guard let view = view.antiEntropy else { return mismatched(input) }
             return exchangesEnabled
@@ -327,6 +366,13 @@ public struct NodeCore: Sendable {
             return transfersCompleted(completion, view: view).map(Action.transfers)
         case .release(let completion):
             return releaseCompleted(completion).map(Action.release)
+        case .gossip(.adopted(let theirs, let id, let sender, let refusal, let current)):
+            return gossip.pushHandled(
+                theirs: theirs, id: id, from: sender, refusal: refusal, current: current
+            )
+            .map(Action.gossip)
+        case .gossip(.changed(let before, let after)):
+            return gossip.changed(from: before, to: after).map(Action.gossip)
         }
     }
 
@@ -362,10 +408,14 @@ public struct NodeCore: Sendable {
         case .quorum, .hints(.handoff):
             return coordinator.received(message, from: sender).map(Action.coordinator)
         case .membership(let probe, let digest):
-            guard let now = view.clock else { return mismatched(input) }
-            return membership.received(probe, from: sender, now: now).map(Action.membership) + [
-                .probeDigest(digest, from: sender)
-            ]
+            guard case .membership(let now, let known) = view else { return mismatched(input) }
+            let probed = membership.received(probe, from: sender, now: now).map(Action.membership)
+            guard let known else { return probed }
+            return probed
+                + gossip.probeArrived(
+                    digest: digest, from: sender, metadata: known.metadata, ownDigest: known.digest,
+                    nowMilliseconds: now
+                ).map(Action.gossip)
         case .metadata, .scans, .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest),
             .antiEntropy(.reconcile), .reaping(.reapQuery), .reaping(.reap), .transfers(.transferPull),
             .transfers(.transfersRequest), .transfers(.transfersReport):
@@ -418,6 +468,8 @@ public struct NodeCore: Sendable {
             return transfers.timerFired(id: timer.id, view: view).map(Action.transfers)
         case .release:
             return release.timerFired(id: timer.id).map(Action.release)
+        case .gossip:
+            return []
         }
     }
 
@@ -457,7 +509,8 @@ public struct NodeCore: Sendable {
 }
 
 extension NodeCore.View {
-    var clock: Int64? { if case .membership(let now) = self { now } else { nil } }
+    var clock: Int64? { if case .membership(let now, _) = self { now } else { nil } }
+    var gossip: NodeCore.GossipView? { if case .gossip(let view) = self { view } else { nil } }
     var hints: HintDeliveryView? { if case .hints(let view) = self { view } else { nil } }
     var antiEntropy: AntiEntropyView? { if case .antiEntropy(let view) = self { view } else { nil } }
     var reaper: ReaperView? { if case .reaper(let view) = self { view } else { nil } }

@@ -142,7 +142,7 @@ extension ClusterNode {
         let control = metadata.handoffControl
         // Every member's own view of its transfers, gathered at once.
         let peers = metadata.activeMembers.filter { $0 != nodeID && isReachable($0) }
-        var reported = localTransfers()
+        var reported = localTransfers(received: try await readCore { $0.transfers.inbound })
         await withTaskGroup(of: [TransfersReport.Transfer].self) { group in
             for peer in peers {
                 group.addTask {

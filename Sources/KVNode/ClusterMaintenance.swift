@@ -160,19 +160,6 @@ extension ClusterNode {
         runCore(.tick(.membership))
     }
 
-    /// A probe from `sender` carried `digest`, its metadata's. The layout and member
-    /// records ride on the probes: a peer whose metadata differs gets this node's, and
-    /// merges it back if it knows something newer.
-    func probeArrived(digest: UInt64, from sender: NodeID) {
-        let (metadata, ownDigest) = state.withLockedValue { ($0.metadata, $0.metadataDigest) }
-        performGossip(
-            gossipMachine.withLockedValue {
-                $0.probeArrived(
-                    digest: digest, from: sender, metadata: metadata, ownDigest: ownDigest,
-                    nowMilliseconds: Self.monotonicMilliseconds())
-            })
-    }
-
     /// Carries out one of SWIM's actions.
     func performMembership(_ action: Membership.Action) {
         switch action {
@@ -307,11 +294,12 @@ extension ClusterNode {
     // MARK: - Status
 
     /// This node's maintenance counters, by stable name.
-    var maintenanceCounters: [String: Int64] {
+    func maintenanceCounters() async throws(KVError) -> [String: Int64] {
+        let (exchanges, reaping, received, released) = try await readCore {
+            ($0.exchanges.counters, $0.reaper.counters, $0.transfers.counters, $0.release.counters)
+        }
         let aae = antiEntropy.counters.withLockedValue { $0 }
-        let exchanges = core.withLockedValue { $0.exchanges.counters }
         let hinted = hints.counters.withLockedValue { $0 }
-        let reaping = core.withLockedValue { $0.reaper.counters }
         // Every machine's unanswered requests, counted as they are reported (see
         // `noteUnanswered(by:)`).
         let timeouts = state.withLockedValue { $0.maintenanceTimeouts }
@@ -338,7 +326,7 @@ extension ClusterNode {
             "hints.dropped": hinted.dropped,
             "hints.failed_deliveries": hinted.failedDeliveries,
         ]
-        counters.merge(transferCounters) { first, _ in first }
+        counters.merge(transferCounters(received: received, released: released)) { first, _ in first }
         // Which peers leave this node's requests unanswered.
         for (node, count) in timeouts { counters["maintenance.timeouts.\(node)"] = count }
         return counters

@@ -36,15 +36,14 @@ public final class ClusterNode: KeyValueService, Sendable {
     let eventLoop: any EventLoop
     let logger: Logger
 
-    // The locks, until one event loop owns the machines. Each box below is held only
-    // for a machine step or a state update, never across I/O or an await. Where two
-    // nest, the outer one comes first in this order: `metadataLock` (a metadata change
-    // holds it while it takes the row locks to adopt the catalog and then the boxes
-    // below, one at a time), `state` (a reachability change reads the transport and
-    // updates the coordinator's view in `core` under it), `core` (its machines' views
-    // are built before it is taken, so nothing is taken under it). `NodeStorage`'s row
-    // locks, `ReplicaStore`'s, the transport's and the engine's are innermost: nothing
-    // is called back while they are held.
+    // The core's machines live on one event loop (`coreLoop`, see `NodeCoreShell.swift`)
+    // and take no lock. The locks that remain are each held only for a state update,
+    // never across I/O or an await. Where two nest, the outer one comes first in this
+    // order: `metadataLock` (a metadata change holds it while it takes the row locks to
+    // adopt the catalog and then `state`), `state`. `NodeStorage`'s row locks,
+    // `ReplicaStore`'s, the transport's and the engine's are innermost: nothing is called
+    // back while they are held. Nothing is taken while the core steps but these, one at a
+    // time, to build the step's view.
     let state: NIOLockedValueBox<State>
     /// The replica's storage: runs every storage command.
     let store: ReplicaStore
@@ -53,12 +52,9 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// Hints held for down primaries.
     let hints: HintStore
     /// The coordinator, SWIM, hint delivery, anti-entropy exchanges, tombstone reaping,
-    /// transfers and releases, composed (see `NodeCoreShell.swift`).
-    let core: NIOLockedValueBox<NodeCore>
-    /// The core's timers.
-    let coreTimers = NIOLockedValueBox<[NodeCore.Timer: Scheduled<Void>]>([:])
-    /// How metadata spreads (see ``MetadataGossip``).
-    let gossipMachine: NIOLockedValueBox<MetadataGossip>
+    /// transfers, releases and gossip, composed, with their timers: touched only on `eventLoop`
+    /// (see `NodeCoreShell.swift`).
+    let coreLoop: NIOLoopBoundBox<CoreLoopState>
     /// The transfers this node serves.
     let rebalance = NIOLockedValueBox(RebalanceState())
     /// Serializes metadata changes with their storage, so a newer copy is never
@@ -91,10 +87,6 @@ public final class ClusterNode: KeyValueService, Sendable {
         var silence = PeerSilence()
 
         var operations: [UInt64: CheckedContinuation<OperationOutcome, Never>] = [:]
-        /// Operation timers by deadline. One sweep every ``timerResolution`` fires the
-        /// expired ones: scheduling a task per operation would wake the event loop twice
-        /// for every request (start and cancel).
-        var timers: [OperationID: NIODeadline] = [:]
         var timerTask: RepeatedTask?
         var scans: [UInt64: CheckedContinuation<PartitionScanPage, Never>] = [:]
         var metadataAcks: [UInt64: (waiting: Set<NodeID>, continuation: CheckedContinuation<Void, Never>)] =
@@ -187,7 +179,6 @@ public final class ClusterNode: KeyValueService, Sendable {
             settings: AntiEntropySettings(
                 requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
             firstMessageID: random.next() >> 1)
-        gossipMachine = NIOLockedValueBox(MetadataGossip(node: local.identity.nodeID))
         let transfers = PartitionTransfers(
             settings: TransferSettings(batchBytes: settings.transferBatchBytes),
             firstMessageID: random.next() >> 1)
@@ -200,12 +191,15 @@ public final class ClusterNode: KeyValueService, Sendable {
                 tombstonesPerPass: Self.tombstonesPerPass, graceMilliseconds: Self.tombstoneGrace,
                 requestTimeoutMilliseconds: Int64(Self.maintenanceTimeout.nanoseconds / 1_000_000)),
             firstMessageID: random.next() >> 1)
-        core = NIOLockedValueBox(
-            NodeCore(
-                coordinator: coordinator, membership: membership, hintDelivery: hintDelivery,
-                exchanges: exchanges, reaper: reaper,
-                transfers: transfers,
-                release: release, exchangesEnabled: settings.antiEntropyIntervalMilliseconds > 0))
+        coreLoop = NIOLoopBoundBox.makeBoxSendingValue(
+            CoreLoopState(
+                core: NodeCore(
+                    coordinator: coordinator, membership: membership, hintDelivery: hintDelivery,
+                    exchanges: exchanges, reaper: reaper,
+                    transfers: transfers,
+                    release: release, gossip: MetadataGossip(node: local.identity.nodeID),
+                    exchangesEnabled: settings.antiEntropyIntervalMilliseconds > 0)),
+            eventLoop: eventLoop)
         antiEntropy = AntiEntropyIndex(
             isEnabled: settings.antiEntropyIntervalMilliseconds > 0, clock: Self.monotonicMilliseconds)
         store = ReplicaStore(
@@ -266,7 +260,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         let sweep = eventLoop.scheduleRepeatedTask(
             initialDelay: Self.timerResolution, delay: Self.timerResolution
         ) {
-            [self] _ in fireExpiredTimers()
+            [self] _ in fireExpiredOperationTimers()
         }
         state.withLockedValue {
             $0.gossipTask = task
@@ -378,25 +372,13 @@ public final class ClusterNode: KeyValueService, Sendable {
         case .storage(let ticket, let command):
             enqueueWrite(ticket, command)
         case .startTimer(let operation, let milliseconds):
-            let deadline = NIODeadline.now() + .milliseconds(milliseconds)
-            state.withLockedValue { $0.timers[operation] = deadline }
+            coreLoop.value.operationTimers[operation] = NIODeadline.now() + .milliseconds(milliseconds)
         case .cancelTimer(let operation):
-            state.withLockedValue { $0.timers[operation] = nil }
+            coreLoop.value.operationTimers[operation] = nil
         case .reply(let operation, let outcome):
             guard case .local(let id) = operation else { return }
             state.withLockedValue { $0.operations.removeValue(forKey: id) }?.resume(returning: outcome)
         }
-    }
-
-    /// Fires every operation timer whose deadline passed.
-    private func fireExpiredTimers() {
-        let now = NIODeadline.now()
-        let expired: [OperationID] = state.withLockedValue { state in
-            let due = state.timers.filter { $0.value <= now }.map(\.key)
-            for operation in due { state.timers[operation] = nil }
-            return due
-        }
-        for operation in expired { runCore(.operationTimerFired(operation)) }
     }
 
     /// The stored object of `dataKey` if the engine has it in memory (or knows it is
@@ -575,7 +557,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         let (metadata, unreachable, liveness) = state.withLockedValue {
             ($0.metadata, $0.unreachable, $0.liveness)
         }
-        let swim = core.withLockedValue { core in
+        let swim = try await readCore { core in
             Dictionary(
                 uniqueKeysWithValues: metadata.members.keys.map { ($0, core.membership.state(of: $0)) })
         }
@@ -613,7 +595,8 @@ public final class ClusterNode: KeyValueService, Sendable {
         return ClusterStatus(
             nodeID: nodeID, clusterID: metadata.isFormed ? String(metadata.clusterID, radix: 16) : "",
             layoutVersion: layout?.version ?? 0, partitionCount: metadata.partitionCount,
-            replicationFactor: metadata.replicationFactor, members: members, counters: maintenanceCounters)
+            replicationFactor: metadata.replicationFactor, members: members,
+            counters: try await maintenanceCounters())
     }
 
     public func clusterLayout() async throws(KVError) -> LayoutDescription {

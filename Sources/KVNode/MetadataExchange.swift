@@ -10,7 +10,8 @@ import NIOPosix
 
 /// How this node keeps the cluster metadata: merging what peers send, changing it
 /// (formation, tables, layout changes) under the metadata lock, and spreading it by
-/// push and gossip (the ``MetadataGossip`` machine decides when and to whom).
+/// push and gossip (the ``MetadataGossip`` machine in the node's core decides when and
+/// to whom; each stored change and each peer's copy is reported to it).
 extension ClusterNode {
 
     /// Merges a peer's metadata; answers with this node's copy when the peer lacks
@@ -36,14 +37,11 @@ extension ClusterNode {
             logger.error("storing cluster metadata failed", metadata: ["error": "\(error)"])
             return
         }
-        let current = metadata
-        performGossip(
-            gossipMachine.withLockedValue {
-                $0.pushHandled(theirs: theirs, id: id, from: sender, refusal: refusal, current: current)
-            })
+        runCore(.gossip(.adopted(theirs: theirs, id: id, from: sender, refusal: refusal, current: metadata)))
     }
 
-    /// Carries out the gossip machine's actions.
+    /// Carries out the gossip machine's actions (one step's, together: a push of a
+    /// change goes to every member with one encoding of the copy).
     func performGossip(_ actions: [MetadataGossip.Action]) {
         guard !actions.isEmpty else { return }
         let encoded = metadata.encoded()
@@ -58,6 +56,11 @@ extension ClusterNode {
                     "refusing a peer's metadata", metadata: ["peer": "\(peer)", "reason": "\(reason)"])
             }
         }
+    }
+
+    /// What gossip sees now.
+    func gossipView() -> NodeCore.GossipView {
+        state.withLockedValue { NodeCore.GossipView(metadata: $0.metadata, digest: $0.metadataDigest) }
     }
 
     /// Applies `change` to the metadata, then forms the cluster or recomputes the layout
@@ -126,7 +129,7 @@ extension ClusterNode {
             if let layout = after.layout, layout != before.layout {
                 logger.info("layout changed", metadata: ["version": "\(layout.version)"])
             }
-            performGossip(gossipMachine.withLockedValue { $0.changed(from: before, to: after) })
+            runCore(.gossip(.changed(from: before, to: after)))
         }
     }
 
@@ -139,8 +142,7 @@ extension ClusterNode {
 
     /// One gossip round: this node's metadata to the next peer in turn.
     func gossip() {
-        let metadata = metadata
-        performGossip(gossipMachine.withLockedValue { $0.tick(metadata) })
+        runCore(.tick(.gossip))
     }
 
     /// Records a table change, stores it, then pushes it to every member and waits (a

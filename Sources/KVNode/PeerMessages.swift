@@ -59,7 +59,11 @@ extension ClusterNode {
                 from: sender)
         case .transfers(.transfersRequest(let id)):
             transport.send(
-                .transfers(.transfersReport(id: id, encoded: Self.encode(localTransfers()))), to: sender)
+                .transfers(
+                    .transfersReport(
+                        id: id,
+                        encoded: Self.encode(localTransfers(received: coreLoop.value.core.transfers.inbound)))
+                ), to: sender)
         case .quorum, .membership, .hints(.handoff), .hints(.handedOff), .antiEntropy(.treeHashes),
             .antiEntropy(.keyHashes), .antiEntropy(.reconciled), .transfers(.transferRows),
             .reaping(.reapAnswer):
@@ -98,30 +102,38 @@ extension ClusterNode {
     /// land after the "opened" that superseded it. The peer then stayed unreachable
     /// while connected (no later event comes for a connection that stays up): releases
     /// waited on it, hints for it piled up and were never delivered, and their rows'
-    /// tombstones could not be reaped. So every event re-reads the connection's state
-    /// and applies it while holding the node's state lock, which orders the updates:
-    /// whichever runs last saw the connection as it is.
+    /// tombstones could not be reaped. So every event re-reads the connection's state.
     fileprivate func reachabilityChanged(_ node: NodeID, isUp _: Bool) {
         refreshReachability(node, connectionChanged: true)
     }
 
     /// Tells the coordinator whether `node` is up: connected, and not suspected or
-    /// declared dead by SWIM (a paused process keeps its connections but answers
-    /// nothing). After a connection event the connection is read again; it and both
-    /// views are updated under the state lock (lock order: state, then the
-    /// coordinator's), so concurrent refreshes cannot leave either view stale.
+    /// declared dead by SWIM (`connectionChanged` re-reads the connection first). The
+    /// node's view is updated under the state lock, so whichever of two concurrent
+    /// refreshes runs last saw the connection as it is; the coordinator's is read from
+    /// that view on the core's loop, when the input is taken, so it cannot be left stale
+    /// by two refreshes that reach the loop in the other order.
     func refreshReachability(_ node: NodeID, connectionChanged: Bool = false) {
-        state.withLockedValue { state in
-            if connectionChanged {
+        if connectionChanged {
+            state.withLockedValue { state in
                 if transport.isConnected(to: node) {
                     state.unreachable.remove(node)
                 } else {
                     state.unreachable.insert(node)
                 }
             }
-            let isUp = state.believesUp(node)
-            _ = core.withLockedValue { $0.handle(.reachabilityChanged(node, isUp: isUp), view: .none) }
         }
+        if eventLoop.inEventLoop {
+            reachabilityTaken(node)
+        } else {
+            eventLoop.execute { [self] in reachabilityTaken(node) }
+        }
+    }
+
+    /// The coordinator learns what the node's view says of `node` now.
+    private func reachabilityTaken(_ node: NodeID) {
+        let isUp = state.withLockedValue { $0.believesUp(node) }
+        runCore(.reachabilityChanged(node, isUp: isUp))
     }
 
     /// A peer named its address in a hello: the next connection to it goes there (it

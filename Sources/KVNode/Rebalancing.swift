@@ -204,12 +204,11 @@ extension ClusterNode {
 
     // MARK: - Reporting
 
-    /// This node's transfers, for the cluster-wide report.
-    func localTransfers() -> [TransfersReport.Transfer] {
+    /// This node's transfers, for the cluster-wide report, with the core's `received`
+    /// ones.
+    func localTransfers(received: [PartitionID: PartitionTransfers.Inbound]) -> [TransfersReport.Transfer] {
         let version = metadata.layout?.version
-        let inbound = core.withLockedValue {
-            $0.transfers.inbound.filter { $0.value.layoutVersion == version }
-        }
+        let inbound = received.filter { $0.value.layoutVersion == version }
         let outbound = rebalance.withLockedValue { $0.outbound.filter { $0.value.layoutVersion == version } }
         var result: [TransfersReport.Transfer] = []
         for (partition, transfer) in inbound {
@@ -237,11 +236,12 @@ extension ClusterNode {
         return result
     }
 
-    /// The transfer counters, by stable name.
-    var transferCounters: [String: Int64] {
+    /// The transfer counters, by stable name, with the core's counters of transfers
+    /// `received` and partitions `released`.
+    func transferCounters(
+        received: TransferCounters, released: ReleaseCounters
+    ) -> [String: Int64] {
         let counters = rebalance.withLockedValue { $0.counters }
-        let received = core.withLockedValue { $0.transfers.counters }
-        let released = core.withLockedValue { $0.release.counters }
         return [
             "handoff.transfers_started": received.transfersStarted,
             "handoff.transfers_completed": received.transfersCompleted,

@@ -2,12 +2,12 @@ import KVCluster
 import KVCore
 
 /// The simulator's interpreter of ``NodeCore``, the same composition of the coordinator,
-/// SWIM and the maintenance machines the node runs: every input goes through
+/// SWIM, the maintenance machines and gossip the node runs: every input goes through
 /// ``runCore(_:at:)``, and each machine's actions go to its interpreter (`SimulatedWorld`
 /// for the coordinator, `SimulatedMembership.swift`, `SimulatedHints.swift`,
 /// `SimulatedAntiEntropy.swift`, `SimulatedReaping.swift`, `SimulatedTransfers.swift`,
-/// `SimulatedRelease.swift`), which report completions back as
-/// ``SimulationEvent/core(node:life:_:)``.
+/// `SimulatedRelease.swift`, `SimulatedGossip.swift`), which report completions back as
+/// ``SimulationEvent/core(node:life:_:)`` or, for metadata stored at once, as inputs.
 extension SimulatedWorld {
     /// Feeds one input to node `node`'s core and carries out what it asks.
     mutating func runCore(_ input: NodeCore.Input, at node: Int) {
@@ -25,14 +25,12 @@ extension SimulatedWorld {
             switch action {
             case .coordinator(let action): performCoordinator(action, at: node)
             case .membership(let action): performMembership(action, at: node)
-            case .probeDigest:
-                // The simulator's probes carry digest 0: gossip runs on its own ticks.
-                break
             case .hints(let action): performHints(action, at: node)
             case .antiEntropy(let action): performAntiEntropy(action, at: node)
             case .reaper(let action): performReaping(action, at: node)
             case .transfers(let action): performTransfers(action, at: node)
             case .release(let action): performRelease(action, at: node)
+            case .gossip(let action): performGossip(action, at: node)
             case .deliver(let message, let sender): deliver(message, from: index(of: sender), at: node)
             case .undeliverable:
                 // Gossip repeats, and a lost answer or request served from storage times
@@ -43,9 +41,10 @@ extension SimulatedWorld {
     }
 
     /// The view `procedure` needs at `node` now.
-    private func coreView(for procedure: NodeCore.Procedure?, at node: Int) -> NodeCore.View {
+    private mutating func coreView(for procedure: NodeCore.Procedure?, at node: Int) -> NodeCore.View {
         switch procedure {
-        case .membership?: .membership(nowMilliseconds: nodes[node].localTime(now))
+        case .membership?: .membership(nowMilliseconds: nodes[node].localTime(now), gossipView(node))
+        case .gossip?: gossipView(node).map { .gossip($0) } ?? .none
         case .hints?: .hints(hintView(node))
         case .antiEntropy?: .antiEntropy(antiEntropyView(node))
         case .reaper?: .reaper(reaperView(node))

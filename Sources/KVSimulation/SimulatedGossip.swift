@@ -1,10 +1,12 @@
 import KVCluster
 import KVCore
 
-/// The simulator's interpreter of ``MetadataGossip``: each node keeps its own copy of
-/// the cluster metadata (on its disk: it survives crashes), changes it as the node shell
-/// does (an operator's commit, a transfer's receipt, a release), and spreads it by the
-/// same machine's pushes, carried as messages the network may drop, delay or cut.
+/// The simulator's interpreter of ``MetadataGossip`` (composed in each node's
+/// ``NodeCore``): each node keeps its own copy of the cluster metadata (on its disk: it
+/// survives crashes), changes it as the node shell does (an operator's commit, a
+/// transfer's receipt, a release), and spreads it by the same machine's pushes on its
+/// ticks, on its changes and on probes that carry another digest, as messages the
+/// network may drop, delay or cut.
 extension SimulatedWorld {
     /// Gossip rounds happen every this many membership ticks (every 500 ms).
     static let gossipTickEvery = 10
@@ -15,6 +17,20 @@ extension SimulatedWorld {
         let encoded = nodes[node].metadata?.encoded()
         nodes[node].encodedMetadata = encoded
         return encoded
+    }
+
+    /// The digest of node `node`'s copy, as its probes carry it: computed once per change.
+    mutating func metadataDigest(at node: Int) -> UInt64 {
+        if let digest = nodes[node].metadataDigest { return digest }
+        let digest = encodedMetadata(at: node).map(StableHash.hash) ?? 0
+        nodes[node].metadataDigest = digest
+        return digest
+    }
+
+    /// What gossip sees at node `node`.
+    mutating func gossipView(_ node: Int) -> NodeCore.GossipView? {
+        guard let metadata = nodes[node].metadata else { return nil }
+        return NodeCore.GossipView(metadata: metadata, digest: metadataDigest(at: node))
     }
 
     /// The record node `node` has of itself.
@@ -32,30 +48,29 @@ extension SimulatedWorld {
         guard after != before else { return }
         nodes[node].metadata = after
         nodes[node].encodedMetadata = nil
+        nodes[node].metadataDigest = nil
         if after.layout != before.layout || after.transition != before.transition,
             let placement = after.placement, placement != before.placement
         {
             runCore(.placementChanged(placement), at: node)
         }
-        performGossip(nodes[node].gossip.changed(from: before, to: after), at: node)
+        runCore(.gossip(.changed(from: before, to: after)), at: node)
     }
 
-    /// Carries out the gossip machine's actions. The `switch` has no `default:` on
+    /// Carries out one of the gossip machine's actions. The `switch` has no `default:` on
     /// purpose.
-    mutating func performGossip(_ actions: [MetadataGossip.Action], at node: Int) {
-        for action in actions {
-            switch action {
-            case .push(let peer):
-                // The planted defect: nothing spreads but what the operator commits.
-                if configuration.injectedBug == .gossipPushesNothing { continue }
-                guard let encoded = encodedMetadata(at: node) else { continue }
-                send(.metadata(.push(id: nil, encoded: encoded)), from: node, to: index(of: peer))
-            case .acknowledge(let id, let peer):
-                send(.metadata(.merged(id: id)), from: node, to: index(of: peer))
-            case .refused(let reason, let peer):
-                // Every simulated node belongs to one cluster.
-                report.violations.append("n\(node) refused the metadata of \(peer): \(reason)")
-            }
+    mutating func performGossip(_ action: MetadataGossip.Action, at node: Int) {
+        switch action {
+        case .push(let peer):
+            // The planted defect: nothing spreads but what the operator commits.
+            if configuration.injectedBug == .gossipPushesNothing { return }
+            guard let encoded = encodedMetadata(at: node) else { return }
+            send(.metadata(.push(id: nil, encoded: encoded)), from: node, to: index(of: peer))
+        case .acknowledge(let id, let peer):
+            send(.metadata(.merged(id: id)), from: node, to: index(of: peer))
+        case .refused(let reason, let peer):
+            // Every simulated node belongs to one cluster.
+            report.violations.append("n\(node) refused the metadata of \(peer): \(reason)")
         }
     }
 
@@ -65,9 +80,8 @@ extension SimulatedWorld {
         let from = nodes[sender].id
         if encoded == encodedMetadata(at: node) {
             // The same copy (the usual case once converged): nothing to merge.
-            performGossip(
-                nodes[node].gossip.pushHandled(theirs: mine, id: id, from: from, refusal: nil, current: mine),
-                at: node)
+            runCore(
+                .gossip(.adopted(theirs: mine, id: id, from: from, refusal: nil, current: mine)), at: node)
             return
         }
         // Most pushes repeat a copy some node sent before: each is decoded once.
@@ -80,16 +94,10 @@ extension SimulatedWorld {
         let adoption = MetadataGossip.adopt(theirs, into: mine, own: ownRecord(node), formation: nil)
         if adoption.refusal == nil { changeMetadata(at: node) { $0 = adoption.metadata } }
         guard let current = nodes[node].metadata else { return }
-        performGossip(
-            nodes[node].gossip.pushHandled(
-                theirs: theirs, id: id, from: from, refusal: adoption.refusal, current: current),
+        runCore(
+            .gossip(
+                .adopted(theirs: theirs, id: id, from: from, refusal: adoption.refusal, current: current)),
             at: node)
-    }
-
-    /// One gossip round at `node`.
-    mutating func gossipTick(at node: Int) {
-        guard let metadata = nodes[node].metadata else { return }
-        performGossip(nodes[node].gossip.tick(metadata), at: node)
     }
 
     /// The gossip checker: once the faults ended and the nodes gossiped for a while,

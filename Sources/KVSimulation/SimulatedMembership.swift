@@ -8,7 +8,9 @@ extension SimulatedWorld {
     mutating func performMembership(_ action: Membership.Action, at node: Int) {
         switch action {
         case .send(let message, let target):
-            send(.membership(message, metadataDigest: 0), from: node, to: index(of: target))
+            send(
+                .membership(message, metadataDigest: metadataDigest(at: node)), from: node,
+                to: index(of: target))
         case .statusChanged(let member, let status):
             log("n\(node) sees \(member) \(status)")
             runCore(.reachabilityChanged(member, isUp: status == .alive), at: node)

@@ -54,8 +54,9 @@ struct SimulatedNode {
     var metadata: ClusterMetadata?
     /// Its binary form, once encoded (cleared by every change).
     var encodedMetadata: [UInt8]?
-    /// How it spreads, as the node runs it.
-    var gossip: MetadataGossip
+    /// The digest of its binary form, which the node's probes carry, once computed
+    /// (cleared by every change).
+    var metadataDigest: UInt64?
 
     init(
         id: NodeID, members: [NodeID], layout: Layout, settings: CoordinatorSettings, firstMessageID: UInt64,
@@ -75,7 +76,6 @@ struct SimulatedNode {
         let exchanges = AntiEntropyExchange(
             settings: SimulatedWorld.antiEntropySettings,
             firstMessageID: SimulatedWorld.firstMessageID(&random))
-        gossip = MetadataGossip(node: id)
         let transfers = PartitionTransfers(
             settings: SimulatedWorld.transferSettings, firstMessageID: SimulatedWorld.firstMessageID(&random))
         let reaper = TombstoneReaper(
@@ -88,7 +88,7 @@ struct SimulatedNode {
         core = NodeCore(
             coordinator: coordinator, membership: membership, hintDelivery: hintDelivery,
             exchanges: exchanges,
-            reaper: reaper, transfers: transfers, release: release)
+            reaper: reaper, transfers: transfers, release: release, gossip: MetadataGossip(node: id))
     }
 
     func localTime(_ now: Int64) -> Int64 { clockOffset + Int64(Double(now) * clockRate) }

@@ -349,7 +349,6 @@ struct SimulatedWorld {
             let transfers = PartitionTransfers(
                 settings: Self.transferSettings, firstMessageID: Self.firstMessageID(&random))
             nodes[node].transferSnapshots = [:]
-            nodes[node].gossip = MetadataGossip(node: nodes[node].id)
             nodes[node].silence = PeerSilence()
             let release = PartitionRelease(
                 settings: Self.releaseSettings, firstMessageID: Self.firstMessageID(&random))
@@ -357,7 +356,7 @@ struct SimulatedWorld {
                 coordinator: coordinator, membership: membership, hintDelivery: hintDelivery,
                 exchanges: exchanges, reaper: reaper,
                 transfers: transfers,
-                release: release)
+                release: release, gossip: MetadataGossip(node: nodes[node].id))
             nodes[node].cancelledCoreTimers = []
             nodes[node].pushesStarted = [:]
             schedule(.membershipTick(node, life: nodes[node].life), after: 1)
@@ -366,7 +365,9 @@ struct SimulatedWorld {
             runCore(.tick(.membership), at: node)
             runCore(.tick(.hints), at: node)
             nodes[node].membershipTicks += 1
-            if nodes[node].membershipTicks % Self.gossipTickEvery == 0 { gossipTick(at: node) }
+            if nodes[node].membershipTicks % Self.gossipTickEvery == 0, nodes[node].metadata != nil {
+                runCore(.tick(.gossip), at: node)
+            }
             if nodes[node].membershipTicks % Self.antiEntropyTickEvery == 0 {
                 runCore(.tick(.antiEntropy), at: node)
                 runCore(.tick(.reaper), at: node)

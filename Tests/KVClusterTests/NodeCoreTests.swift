@@ -31,7 +31,19 @@ struct NodeCoreTests {
                 firstMessageID: 100),
             transfers: PartitionTransfers(firstMessageID: 100),
             release: PartitionRelease(firstMessageID: 99),
+            gossip: MetadataGossip(node: Release.me),
             exchangesEnabled: exchangesEnabled)
+    }
+
+    /// A copy of the metadata that knows every node of the tests.
+    static func metadata() -> ClusterMetadata {
+        var metadata = ClusterMetadata(
+            member: ClusterMember(node: Release.me, peerAddress: "me", httpAddress: "me"), partitionCount: 16,
+            replicationFactor: 3)
+        for (index, node) in Release.nodes.enumerated() {
+            metadata.announce(ClusterMember(node: node, peerAddress: "p\(index)", httpAddress: "h\(index)"))
+        }
+        return metadata
     }
 
     /// Whether every action belongs to the named procedure (and there is one at least).
@@ -209,24 +221,62 @@ struct NodeCoreTests {
         #expect(!started.isEmpty)
     }
 
-    @Test("a probe reaches SWIM on SWIM's clock, then its metadata digest goes back to the shell")
+    @Test("a probe reaches SWIM on SWIM's clock")
     func probesReachMembership() {
         var core = Self.core()
         let peer = Release.nodes[1]
+        let known = NodeCore.GossipView(metadata: Self.metadata(), digest: 42)
         let probed = core.handle(
             .received(.membership(.ping(sequence: 5, updates: []), metadataDigest: 42), from: peer),
-            view: .membership(nowMilliseconds: 1_000))
+            view: .membership(nowMilliseconds: 1_000, known))
         #expect(probed.contains(.membership(.send(.ack(sequence: 5, updates: probed.ackUpdates), to: peer))))
-        #expect(probed.last == .probeDigest(42, from: peer))
+        // The probe carried this node's own digest: nothing for gossip.
+        #expect(probed.allSatisfy { if case .membership = $0 { true } else { false } })
         // A tick on SWIM's clock probes a member.
-        let ticked = core.handle(.tick(.membership), view: .membership(nowMilliseconds: 2_000))
+        let ticked = core.handle(.tick(.membership), view: .membership(nowMilliseconds: 2_000, known))
         #expect(ticked.contains { if case .membership(.send(.ping, _)) = $0 { true } else { false } })
         // Members no longer probed are not pinged again.
         for member in Release.nodes where member != Release.me {
             _ = core.handle(.memberRemoved(member), view: .none)
         }
-        let later = core.handle(.tick(.membership), view: .membership(nowMilliseconds: 60_000))
+        let later = core.handle(.tick(.membership), view: .membership(nowMilliseconds: 60_000, known))
         #expect(!later.contains { if case .membership(.send(.ping, _)) = $0 { true } else { false } })
+    }
+
+    @Test(
+        "gossip takes its ticks, a probe's other digest, and what the shell stored; a peer's copy is the shell's"
+    )
+    func gossipIsRouted() {
+        var core = Self.core()
+        let peer = Release.nodes[1]
+        let copy = Self.metadata()
+        let known = NodeCore.GossipView(metadata: copy, digest: 7)
+        // A round pushes this node's copy to one other member.
+        let ticked = core.handle(.tick(.gossip), view: .gossip(known))
+        #expect(ticked.count == 1)
+        #expect(
+            ticked.allSatisfy {
+                if case .gossip(.push(let target)) = $0 { target != Release.me } else { false }
+            })
+        // A probe that carries another digest gets the prober this node's copy.
+        let probed = core.handle(
+            .received(.membership(.ping(sequence: 1, updates: []), metadataDigest: 8), from: peer),
+            view: .membership(nowMilliseconds: 1_000, known))
+        #expect(probed.contains(.gossip(.push(to: peer))))
+        // A peer's copy goes to the shell, which stores it; what it stored comes back.
+        let push = ReplicaMessage.metadata(.push(id: 5, encoded: copy.encoded()))
+        #expect(core.handle(.received(push, from: peer), view: .none) == [.deliver(push, from: peer)])
+        #expect(
+            core.handle(
+                .gossip(.adopted(theirs: copy, id: 5, from: peer, refusal: nil, current: copy)), view: .none)
+                == [.gossip(.acknowledge(id: 5, to: peer))])
+        // A stored change of the members goes to every other member at once.
+        var changed = copy
+        changed.announce(ClusterMember(node: NodeID(rawValue: 999), peerAddress: "new", httpAddress: "new"))
+        let pushed = core.handle(.gossip(.changed(from: copy, to: changed)), view: .none)
+        let others = changed.members.keys.filter { $0 != Release.me }
+        #expect(Set(pushed) == Set(others.map { NodeCore.Action.gossip(.push(to: $0)) }))
+        #expect(pushed.count == others.count)
     }
 
     @Test("each input names the view its machine needs, and only then")
@@ -258,6 +308,9 @@ struct NodeCoreTests {
             (.release(.dropped(Release.mine[0], ok: true)), nil),
             (.antiEntropy(.treeRead(nil)), nil), (.operationTimerFired(.local(1)), nil),
             (.reachabilityChanged(peer, isUp: false), nil),
+            (.tick(.gossip), .gossip),
+            (.gossip(.changed(from: Self.metadata(), to: Self.metadata())), nil),
+            (.received(.metadata(.merged(id: 1)), from: peer), nil),
         ]
         for (input, procedure) in cases {
             #expect(input.procedure == procedure, "\(input)")
