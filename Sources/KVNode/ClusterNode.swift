@@ -61,10 +61,10 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// overwritten on disk by an older one.
     let metadataLock = NIOLock()
     private let peerAddressBox = NIOLockedValueBox("")
-    private let writeQueue = NIOLockedValueBox(WriteQueue())
+    let writeQueue = NIOLockedValueBox(WriteQueue())
 
     /// Write commands waiting for the drain (see ``enqueueWrite(_:_:)``).
-    private struct WriteQueue {
+    struct WriteQueue {
         var pending: [(ticket: StorageTicket, command: StorageCommand)] = []
         var draining = false
     }
@@ -340,113 +340,6 @@ public final class ClusterNode: KeyValueService, Sendable {
         for entry in acks.values { entry.continuation.resume() }
         await transport.shutdown()
         await local.shutdown()
-    }
-
-    // MARK: - The coordinator shell
-
-    func takeID() -> UInt64 {
-        state.withLockedValue { state in
-            defer { state.nextID &+= 1 }
-            return state.nextID
-        }
-    }
-
-    /// Carries out one of the coordinator's actions.
-    func performCoordinator(_ action: Coordinator.Action) {
-        switch action {
-        case .send(let message, let target):
-            transport.send(message, to: target)
-        case .storage(let ticket, .load(let key)):
-            // A read the engine can answer from memory runs here and now: handing
-            // it to the thread pool would cost two thread wake-ups for a lookup.
-            if (try? store.checkGeneration(key)) != nil, let object = cachedObject(key.bytes) {
-                runCore(.storageCompleted(ticket, .object(object)))
-                return
-            }
-            local.threadPool.submit { [self] workState in
-                let outcome: StorageOutcome =
-                    workState == .active
-                    ? store.load(key) : .failed(KVError(.unavailable, "the node is shutting down"))
-                runCore(.storageCompleted(ticket, outcome))
-            }
-        case .storage(let ticket, let command):
-            enqueueWrite(ticket, command)
-        case .startTimer(let operation, let milliseconds):
-            coreLoop.value.operationTimers[operation] = NIODeadline.now() + .milliseconds(milliseconds)
-        case .cancelTimer(let operation):
-            coreLoop.value.operationTimers[operation] = nil
-        case .reply(let operation, let outcome):
-            guard case .local(let id) = operation else { return }
-            state.withLockedValue { $0.operations.removeValue(forKey: id) }?.resume(returning: outcome)
-        }
-    }
-
-    /// The stored object of `dataKey` if the engine has it in memory (or knows it is
-    /// absent without I/O), else `nil`.
-    private func cachedObject(_ dataKey: [UInt8]) -> StoredObject? {
-        guard case .found(let bytes)? = try? local.engine.getIfCached(dataKey, in: .data) else { return nil }
-        guard let bytes else { return StoredObject() }
-        return try? StoredObjectCodec.decode(bytes)
-    }
-
-    /// Starts a client operation and waits for its outcome.
-    private func operate(_ start: @Sendable (OperationID) -> NodeCore.Input) async -> OperationOutcome {
-        let id = takeID()
-        return await withCheckedContinuation { continuation in
-            let stopped = state.withLockedValue { state in
-                if !state.stopped { state.operations[id] = continuation }
-                return state.stopped
-            }
-            if stopped {
-                continuation.resume(returning: .failed(KVError(.unavailable, "the node is shutting down")))
-                return
-            }
-            runCore(start(.local(id)))
-        }
-    }
-
-    /// Queues a write command. One drain at a time takes everything queued and applies
-    /// it with a single synced engine write: under load, tens of writes share one fsync
-    /// and one thread wake-up, instead of each waiting on its own thread for RocksDB's
-    /// group commit.
-    func enqueueWrite(_ ticket: StorageTicket, _ command: StorageCommand) {
-        let startDrain = writeQueue.withLockedValue { queue in
-            queue.pending.append((ticket, command))
-            guard !queue.draining else { return false }
-            queue.draining = true
-            return true
-        }
-        guard startDrain else { return }
-        local.threadPool.submit { [self] workState in drainWrites(active: workState == .active) }
-    }
-
-    private func drainWrites(active: Bool) {
-        while true {
-            let commands = writeQueue.withLockedValue { queue in
-                if queue.pending.isEmpty { queue.draining = false }
-                defer { queue.pending = [] }
-                return queue.pending
-            }
-            guard !commands.isEmpty else { return }
-            let outcomes: [StorageOutcome]
-            if active {
-                // Every row lock, which orders the drain against catalog changes.
-                do {
-                    outcomes = try local.withAllRowLocks { store.apply(commands.map(\.command)) }
-                } catch {
-                    outcomes = commands.map { _ in .failed(error) }
-                }
-            } else {
-                outcomes = commands.map { _ in .failed(KVError(.unavailable, "the node is shutting down")) }
-            }
-            for (entry, outcome) in zip(commands, outcomes) {
-                if case .maintenance(let id) = entry.ticket {
-                    state.withLockedValue { $0.maintenance.removeValue(forKey: id) }?(outcome)
-                } else {
-                    runCore(.storageCompleted(entry.ticket, outcome))
-                }
-            }
-        }
     }
 
     // MARK: - Resolving requests
