@@ -131,7 +131,9 @@ public final class ClusterNode: KeyValueService, Sendable {
             settings: PeerTransportSettings(
                 cluster: settings.name, maximumFrameBytes: frameBytes,
                 maximumQueuedBytesPerPeer: max(64 << 20, 2 * frameBytes)),
-            group: group, logger: logger)
+            // Every peer connection lives on the core's loop: a peer's answer is then
+            // taken by the core where it arrives, and a send goes out without a hop.
+            group: eventLoop, logger: logger)
         let me = ClusterMember(
             node: local.identity.nodeID, peerAddress: "", httpAddress: settings.httpAddress,
             zone: settings.zone,
