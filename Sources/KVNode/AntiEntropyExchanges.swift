@@ -27,14 +27,9 @@ extension ClusterNode {
             transport.send(message, to: target)
         case .list(let id, let partition, let leaves, let after):
             local.threadPool.submit { [self] _ in
-                let listing = try? AntiEntropyIndex.keyHashes(
-                    in: partition, leaves: leaves, after: after, engine: local.engine,
-                    limit: Self.keysPerListing)
-                runCore(
-                    .antiEntropy(
-                        .listed(
-                            id: id, listing.map { KeyListing(entries: $0.entries, truncated: $0.truncated) }))
-                )
+                let listing = store.keyListing(
+                    partition, leaves: leaves, after: after, limit: Self.keysPerListing)
+                runCore(.antiEntropy(.listed(id: id, listing)))
             }
         case .load(let id, let partition, let bytes):
             guard let generation = tableGeneration(of: bytes) else {

@@ -139,21 +139,6 @@ extension ClusterNode {
         }
     }
 
-    /// Runs a storage command and answers `sender` with the message `answer` makes of
-    /// its outcome.
-    private func storeThenAnswer(
-        _ command: StorageCommand, to sender: NodeID,
-        _ answer: @escaping @Sendable (StorageOutcome) -> ReplicaMessage?
-    ) {
-        let id = takeID()
-        state.withLockedValue { state in
-            state.maintenance[id] = { [transport] outcome in
-                if let message = answer(outcome) { transport.send(message, to: sender) }
-            }
-        }
-        enqueueWrite(.maintenance(id: id), command)
-    }
-
     // MARK: - Membership
 
     private func membershipTick() {
@@ -230,65 +215,34 @@ extension ClusterNode {
 
     /// The generation of the table a data key belongs to, in this node's catalog.
     func tableGeneration(of dataKey: [UInt8]) -> UInt64? {
-        local.catalog.withLockedValue { tables in
-            Self.table(of: dataKey, among: tables.keys).flatMap { tables[$0]?.generation }
-        }
+        store.tableGeneration(of: dataKey)
     }
 
-    /// Which of `names` the row with engine key `dataKey` belongs to.
-    static func table(of dataKey: [UInt8], among names: some Sequence<TableName>) -> TableName? {
-        guard dataKey.count > 4 else { return nil }
-        let partition = PartitionID(
-            rawValue: dataKey.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
-        return names.first { name in
-            dataKey.starts(
-                with: StorageLayout.tablePrefix(
-                    partition: partition, namespace: name.namespace, table: name.table))
-        }
-    }
-
-    /// Answers a peer's anti-entropy or reaping request.
-    func serveMaintenance(_ message: ReplicaMessage, from sender: NodeID) {
-        switch message {
-        case .antiEntropy(.treeRequest(let id, let partition, let segments)):
-            guard let tree = antiEntropy.tree(of: partition) else {
-                transport.send(.antiEntropy(.treeHashes(id: id, ready: false, hashes: [])), to: sender)
-                return
-            }
-            let hashes = segments.isEmpty ? tree.segmentHashes : tree.leafHashes(of: segments)
-            transport.send(.antiEntropy(.treeHashes(id: id, ready: true, hashes: hashes)), to: sender)
-        case .antiEntropy(.keyHashesRequest(let id, let partition, let leaves, let after)):
-            local.threadPool.submit { [self] _ in
-                let listing = try? AntiEntropyIndex.keyHashes(
-                    in: partition, leaves: leaves, after: after, engine: local.engine,
-                    limit: Self.keysPerListing)
-                transport.send(
-                    .antiEntropy(
-                        .keyHashes(
-                            id: id, entries: listing?.entries ?? [], truncated: listing?.truncated ?? true)),
-                    to: sender)
-            }
-        case .antiEntropy(.reconcile(let id, let key, let object)):
-            storeThenAnswer(.reconcile(key, object), to: sender) {
-                .antiEntropy(.reconciled(id: id, outcome: $0))
-            }
-        case .reaping(.reapQuery(let id, let key, let hash, let layoutVersion)):
-            local.threadPool.submit { [self] _ in
-                let agrees = TombstoneReaper.agrees(
-                    objectHash: hash, layoutVersion: layoutVersion, partition: key.partition,
-                    holding: holding(of: key), view: reaperView())
-                transport.send(.reaping(.reapAnswer(id: id, agrees: agrees)), to: sender)
-            }
-        case .reaping(.reap(let key, let hash)):
-            storeThenAnswer(.reap(key, objectHash: hash), to: sender) { [antiEntropy] outcome in
-                if case .object(let object) = outcome, object.entries.isEmpty {
+    /// Answers a peer's anti-entropy or reaping request: the replica store makes the
+    /// answer, this shell runs the reads off the event loop and the writes through the
+    /// drain.
+    func serveMaintenance(_ request: MaintenanceRequest, from sender: NodeID) {
+        switch request.work {
+        case .memory:
+            answer(request, to: sender)
+        case .engineReads:
+            local.threadPool.submit { [self] _ in answer(request, to: sender) }
+        case .write(let command):
+            storage(command) { [self] outcome in
+                if case .reap = request, case .object(let object) = outcome, object.entries.isEmpty {
                     antiEntropy.counters.withLockedValue { $0.tombstonesReaped += 1 }
                 }
-                return nil
+                if let message = request.answer(to: outcome) { transport.send(message, to: sender) }
             }
-        default:
-            return
         }
+    }
+
+    private func answer(_ request: MaintenanceRequest, to sender: NodeID) {
+        guard
+            let message = store.answer(
+                request, keysPerListing: Self.keysPerListing, reaperView: reaperView)
+        else { return }
+        transport.send(message, to: sender)
     }
 
     // MARK: - Status

@@ -51,7 +51,7 @@ extension ClusterNode {
             state.withLockedValue { $0.requests.removeValue(forKey: id) }?.resume(returning: message)
         case .antiEntropy(.treeRequest), .antiEntropy(.keyHashesRequest), .antiEntropy(.reconcile),
             .reaping(.reapQuery), .reaping(.reap):
-            serveMaintenance(message, from: sender)
+            if let request = MaintenanceRequest(message) { serveMaintenance(request, from: sender) }
         case .transfers(.transferPull(let id, let partition, let layoutVersion, let after, let maximumBytes)):
             serveTransferPull(
                 id: id, partition: partition, layoutVersion: layoutVersion, after: after,

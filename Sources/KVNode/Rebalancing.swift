@@ -76,7 +76,7 @@ extension ClusterNode {
     func tableIsDropped(_ dataKey: [UInt8]) -> Bool {
         guard dataKey.count > 4 else { return true }
         let dropped = metadata.tables.values.filter { $0.descriptor == nil }.map(\.name)
-        return Self.table(of: dataKey, among: dropped) != nil
+        return ReplicaStore.table(of: dataKey, among: dropped) != nil
     }
 
     // MARK: - Serving

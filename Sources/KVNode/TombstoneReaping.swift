@@ -26,36 +26,13 @@ extension ClusterNode {
             indexComplete: antiEntropy.indexComplete)
     }
 
-    /// What this node holds of `key`: its index entry, whatever partitions it replicates,
-    /// and whether it holds a hint for the row. Blocks.
-    func holding(of key: ReplicaKey) -> RowHolding {
-        let stored: [UInt8]?
-        do {
-            stored = try storageWork("reading an anti-entropy entry") {
-                try local.engine.get(key.bytes, in: .antiEntropy)
-            }
-        } catch {
-            return .unreadable
-        }
-        let holdsHint = hints.holdsHint(for: key.bytes)
-        guard let stored else { return RowHolding(entry: nil, holdsHint: holdsHint) }
-        guard let value = AntiEntropyIndex.parseIndexValue(stored) else { return .unreadable }
-        return RowHolding(
-            entry: .init(hash: value.hash, isTombstone: value.isTombstone), holdsHint: holdsHint)
-    }
-
     /// Carries out one of the reaper's actions.
     func performReaping(_ action: TombstoneReaper.Action) {
         switch action {
         case .readCandidates(let partition, let limit, let minimumAge, let start):
             local.threadPool.submit { [self] _ in
-                let candidates = antiEntropy.tombstones(
-                    of: partition, limit: limit, minimumAge: minimumAge, start: start
-                ).compactMap { entry -> ReapCandidate? in
-                    guard let generation = tableGeneration(of: entry.key) else { return nil }
-                    let key = ReplicaKey(partition: partition, bytes: entry.key, generation: generation)
-                    return ReapCandidate(key: key, objectHash: entry.hash, holding: holding(of: key))
-                }
+                let candidates = store.reapCandidates(
+                    of: partition, limit: limit, minimumAge: minimumAge, start: start)
                 runCore(.reaper(.candidatesRead(candidates)))
             }
         case .send(let message, let target):

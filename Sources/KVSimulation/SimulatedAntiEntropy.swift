@@ -27,38 +27,8 @@ extension SimulatedWorld {
         )
     }
 
-    /// An anti-entropy request arrived at `node`: it serves it from its own index and
-    /// store (answers went to its core).
-    mutating func serveAntiEntropy(_ message: AntiEntropyMessage, from sender: Int, at node: Int) {
-        switch message {
-        case .treeRequest(let id, let partition, let segments):
-            let answer: AntiEntropyMessage
-            if let tree = nodes[node].store.antiEntropy.tree(of: partition) {
-                let hashes = segments.isEmpty ? tree.segmentHashes : tree.leafHashes(of: segments)
-                answer = .treeHashes(id: id, ready: true, hashes: hashes)
-            } else {
-                answer = .treeHashes(id: id, ready: false, hashes: [])
-            }
-            send(.antiEntropy(answer), from: node, to: sender)
-        case .keyHashesRequest(let id, let partition, let leaves, let after):
-            let listing = listing(partition, leaves, after: after, at: node)
-            send(
-                .antiEntropy(
-                    .keyHashes(id: id, entries: listing?.entries ?? [], truncated: listing?.truncated ?? true)
-                ),
-                from: node, to: sender)
-        case .reconcile(let id, let key, let object):
-            let outcome = execute(.reconcile(key, object), at: node)
-            send(.antiEntropy(.reconciled(id: id, outcome: outcome)), from: node, to: sender)
-        case .treeHashes, .keyHashes, .reconciled:
-            return
-        }
-    }
-
     func listing(_ partition: PartitionID, _ leaves: [Int], after: [UInt8]?, at node: Int) -> KeyListing? {
-        (try? AntiEntropyIndex.keyHashes(
-            in: partition, leaves: leaves, after: after, engine: nodes[node].engine,
-            limit: Self.keysPerListing)).map { KeyListing(entries: $0.entries, truncated: $0.truncated) }
+        nodes[node].store.keyListing(partition, leaves: leaves, after: after, limit: Self.keysPerListing)
     }
 
     /// Carries out one of the exchange machine's actions. The `switch` has no `default:`

@@ -1,5 +1,6 @@
 import KVCluster
 import KVCore
+import KVReplica
 
 /// The simulator's interpreter of ``NodeCore``, the same composition of the coordinator,
 /// SWIM, the maintenance machines and gossip the node runs: every input goes through
@@ -85,10 +86,8 @@ extension SimulatedWorld {
     /// from its storage.
     private mutating func deliver(_ message: ReplicaMessage, from sender: Int, at node: Int) {
         switch message {
-        case .reaping(let reaping):
-            serveReaping(reaping, from: sender, at: node)
-        case .antiEntropy(let antiEntropy):
-            serveAntiEntropy(antiEntropy, from: sender, at: node)
+        case .reaping, .antiEntropy:
+            if let request = MaintenanceRequest(message) { serveMaintenance(request, from: sender, at: node) }
         case .transfers(let transfer):
             serveTransfer(transfer, from: sender, at: node)
         case .metadata(let metadata):
@@ -96,6 +95,33 @@ extension SimulatedWorld {
         case .quorum, .scans, .hints, .membership:
             // The core's coordinator and machines take these; the simulator runs no scans.
             return
+        }
+    }
+
+    /// A peer's anti-entropy or reaping request arrived at `node`: its replica store
+    /// answers it, as the node shell's does, inline.
+    private mutating func serveMaintenance(_ request: MaintenanceRequest, from sender: Int, at node: Int) {
+        switch request.work {
+        case .memory, .engineReads:
+            guard
+                var answer = nodes[node].store.answer(
+                    request, keysPerListing: Self.keysPerListing, reaperView: { reaperView(node) })
+            else { return }
+            // The planted defect: a member agrees whatever its own copy holds.
+            if configuration.injectedBug == .reapersIgnoreTheirCopy,
+                case .reaping(.reapAnswer(let id, _)) = answer
+            {
+                answer = .reaping(.reapAnswer(id: id, agrees: true))
+            }
+            send(answer, from: node, to: sender)
+        case .write(let command):
+            let outcome: StorageOutcome
+            if case .reap(let key, let hash) = request {
+                outcome = reap(key, objectHash: hash, at: node)
+            } else {
+                outcome = execute(command, at: node)
+            }
+            if let answer = request.answer(to: outcome) { send(answer, from: node, to: sender) }
         }
     }
 }

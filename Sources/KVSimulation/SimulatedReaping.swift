@@ -33,46 +33,12 @@ extension SimulatedWorld {
             indexComplete: nodes[node].store.antiEntropy.indexComplete)
     }
 
-    /// What node `node` holds of `key`, read as the node shell reads it.
-    func holding(of key: ReplicaKey, at node: Int) -> RowHolding {
-        let holdsHint = nodes[node].store.hints.holdsHint(for: key.bytes)
-        guard let stored = try? nodes[node].engine.get(key.bytes, in: .antiEntropy) else {
-            return RowHolding(entry: nil, holdsHint: holdsHint)
-        }
-        guard let value = AntiEntropyIndex.parseIndexValue(stored) else { return .unreadable }
-        return RowHolding(
-            entry: .init(hash: value.hash, isTombstone: value.isTombstone), holdsHint: holdsHint)
-    }
-
-    /// A reaping request arrived at `node` (answers went to its core).
-    mutating func serveReaping(_ message: ReapMessage, from sender: Int, at node: Int) {
-        switch message {
-        case .reapQuery(let id, let key, let hash, let layoutVersion):
-            var agrees = TombstoneReaper.agrees(
-                objectHash: hash, layoutVersion: layoutVersion, partition: key.partition,
-                holding: holding(of: key, at: node), view: reaperView(node))
-            // The planted defect: a member agrees whatever its own copy holds.
-            if configuration.injectedBug == .reapersIgnoreTheirCopy { agrees = true }
-            send(.reaping(.reapAnswer(id: id, agrees: agrees)), from: node, to: sender)
-        case .reapAnswer:
-            return
-        case .reap(let key, let hash):
-            _ = reap(key, objectHash: hash, at: node)
-        }
-    }
-
     /// Carries out one of the reaper's actions. The `switch` has no `default:` on purpose.
     mutating func performReaping(_ action: TombstoneReaper.Action, at node: Int) {
         switch action {
         case .readCandidates(let partition, let limit, let minimumAge, let start):
-            let candidates = nodes[node].store.antiEntropy.tombstones(
-                of: partition, limit: limit, minimumAge: minimumAge, start: start
-            ).map { entry in
-                let key = ReplicaKey(
-                    partition: partition, bytes: entry.key, generation: SimulatedNode.table.generation)
-                return ReapCandidate(
-                    key: key, objectHash: entry.hash, holding: holding(of: key, at: node))
-            }
+            let candidates = nodes[node].store.reapCandidates(
+                of: partition, limit: limit, minimumAge: minimumAge, start: start)
             complete(
                 .reaper(.candidatesRead(candidates)), after: Int64.random(in: 0...3, using: &random), at: node
             )
