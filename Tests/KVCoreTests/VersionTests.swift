@@ -141,7 +141,10 @@ struct VersionTests {
             )
             #expect(x.merging(y) == y.merging(x))
             #expect(x.merging(y).merging(z) == x.merging(y.merging(z)))
+            // Entry for entry, not only in meaning: a read that finds its replies equal
+            // answers one of them unmerged.
             #expect(x.merging(x) == x)
+            #expect(Clock().merging(x) == x)
             #expect(x.merging(y).descends(x) && x.merging(y).descends(y))
         }
     }
