@@ -37,6 +37,14 @@ final class RecordingDelegate: PeerTransportDelegate {
         events.withLockedValue { $0.announced.append((node, announcedAddress)) }
     }
 
+    /// What was reported so far, for a failed expectation's message.
+    var summary: String {
+        events.withLockedValue { events in
+            "reachability \(events.reachability.map { "\($0.0):\($0.1)" }), "
+                + "received \(events.received.count), failed \(events.failed.count)"
+        }
+    }
+
     /// Waits up to five seconds for `condition`.
     func wait(_ condition: (Events) -> Bool) async -> Bool {
         for _ in 0..<500 {
@@ -129,10 +137,13 @@ struct PeerTransportTests {
         // A finds B silent: B's connection to A closes too, so B's next answer goes on a
         // new one.
         a.reconnect(to: two)
-        #expect(await bEvents.wait { $0.reachability.map(\.1) == [true, false] })
-        #expect(await aEvents.wait { $0.reachability.map(\.1) == [true, false] })
+        #expect(
+            await bEvents.wait { $0.reachability.map(\.1) == [true, false] },
+            "B: \(bEvents.summary); A: \(aEvents.summary)")
+        #expect(await aEvents.wait { $0.reachability.map(\.1) == [true, false] }, "A: \(aEvents.summary)")
         b.send(.quorum(.stored(id: 2, durable: true)), to: one)
-        #expect(await aEvents.wait { $0.received.count == 2 })
+        #expect(
+            await aEvents.wait { $0.received.count == 2 }, "A: \(aEvents.summary); B: \(bEvents.summary)")
         #expect(b.isConnected(to: one))
         await a.shutdown()
         await b.shutdown()
