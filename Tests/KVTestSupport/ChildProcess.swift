@@ -60,10 +60,16 @@ public struct SplitMix64: RandomNumberGenerator {
 
 /// A child process whose standard output is read on a thread of its own.
 ///
-/// Spawned with posix_spawn rather than Foundation's `Process` so the pipe is marked
-/// close-on-exec (no other process spawned later inherits its write end, which would
-/// delay end-of-file forever) and so the pid can be killed and reaped directly.
-/// Reading concurrently keeps the writer from blocking on a full pipe.
+/// Spawned with posix_spawn rather than Foundation's `Process` so the pid can be killed
+/// and reaped directly. Reading concurrently keeps the writer from blocking on a full
+/// pipe.
+///
+/// The child inherits nothing but its standard streams. SwiftNIO opens its sockets
+/// without close-on-exec, and tests run in parallel in one process: a child spawned
+/// while another test's connection is open would hold a copy of that socket, and the
+/// test's close would then not end the connection (its peer never sees end-of-file
+/// while the child lives). The same holds for another child's pipe in the moment
+/// between `pipe()` and marking it close-on-exec.
 public final class ChildProcess: Sendable {
     /// How the child ended.
     public struct Status: Sendable {
@@ -86,8 +92,8 @@ public final class ChildProcess: Sendable {
         environment extra: [String: String] = [:]
     ) throws {
         var pipeEnds: [Int32] = [0, 0]
-        // pipe2(O_CLOEXEC) is not visible to Swift, so set the flag right after pipe();
-        // this suite is serialized and spawns nothing else meanwhile.
+        // pipe2(O_CLOEXEC) is not visible to Swift, so set the flag right after pipe(); a
+        // child spawned in between by another test does not keep it (see above).
         guard pipe(&pipeEnds) == 0 else { throw CrashTestError("pipe failed: errno \(errno)") }
         for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
@@ -99,6 +105,7 @@ public final class ChildProcess: Sendable {
             posix_spawn_file_actions_addopen(
                 &actions, 2, standardErrorPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         }
+        try Self.closeInheritedDescriptors(&actions)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for argument in argv { free(argument) } }
         let environment = ProcessInfo.processInfo.environment.merging(extra) { _, new in new }
@@ -114,6 +121,27 @@ public final class ChildProcess: Sendable {
         self.pid = pid
         readEnd = pipeEnds[0]
         Thread { [self] in readUntilEnd() }.start()
+    }
+
+    /// Adds the last file action: close every descriptor above the standard streams.
+    ///
+    /// glibc 2.34 and later do it in one action, `posix_spawn_file_actions_addclosefrom_np`,
+    /// which Swift's Glibc module does not import, so it is looked up by name. Without
+    /// it, every descriptor open now is closed one by one (one opened after this call
+    /// could still leak, which only the one-action form rules out).
+    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) throws {
+        typealias CloseFrom =
+            @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        if let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") {
+            let closeFrom = unsafeBitCast(symbol, to: CloseFrom.self)
+            let status = closeFrom(&actions, 3)
+            guard status == 0 else { throw CrashTestError("closing inherited descriptors failed: \(status)") }
+            return
+        }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for descriptor in open.compactMap({ Int32($0) }) where descriptor > 2 {
+            posix_spawn_file_actions_addclose(&actions, descriptor)
+        }
     }
 
     private func readUntilEnd() {
