@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // Pure vocabulary of the store: keys, values, versions, errors. Standard library only.
@@ -96,7 +97,7 @@ let package = Package(
             name: "kv",
             dependencies: [
                 "KVCore", "KVStorage", "KVStorageRocksDB", "KVStorageMemory", "KVNode", "KVServer",
-                "KVClient", "KVCluster",
+                "KVClient", "KVCluster", "KVWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -129,12 +130,14 @@ let package = Package(
             dependencies: ["KVStorageRocksDB"],
             swiftSettings: strict
         ),
-        // The node-to-node protocol: binary, versioned, length-prefixed frames.
+        // The node-to-node protocol: binary, versioned, length-prefixed frames, and the
+        // handshake that proves both ends hold the cluster's secret.
         .target(
             name: "KVWire",
             dependencies: [
                 "KVCore", "KVCluster",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict
         ),
@@ -166,7 +169,9 @@ let package = Package(
             swiftSettings: strict
         ),
         // Shared by the test targets: child processes, locating the package's binaries.
-        .target(name: "KVTestSupport", path: "Tests/KVTestSupport", swiftSettings: strict),
+        .target(
+            name: "KVTestSupport", dependencies: ["KVWire", "KVCore"], path: "Tests/KVTestSupport",
+            swiftSettings: strict),
         .testTarget(
             name: "KVStorageTests",
             dependencies: [
@@ -200,7 +205,8 @@ let package = Package(
         .testTarget(
             name: "KVNodeTests",
             dependencies: [
-                "KVNode", "KVCluster", "KVCore", "KVStorage", "KVStorageMemory", "KVReplica",
+                "KVNode", "KVCluster", "KVCore", "KVStorage", "KVStorageMemory", "KVReplica", "KVWire",
+                "KVTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

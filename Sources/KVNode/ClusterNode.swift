@@ -129,7 +129,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         transport = PeerTransport(
             node: local.identity.nodeID,
             settings: PeerTransportSettings(
-                cluster: settings.name, maximumFrameBytes: frameBytes,
+                cluster: settings.name, secret: settings.secret, maximumFrameBytes: frameBytes,
                 maximumQueuedBytesPerPeer: max(64 << 20, 2 * frameBytes)),
             // Every peer connection lives on the core's loop: a peer's answer is then
             // taken by the core where it arrives, and a send goes out without a hop.

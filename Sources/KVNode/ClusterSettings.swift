@@ -1,10 +1,13 @@
 import KVCluster
 import KVCore
+import KVWire
 
 /// How a node finds and forms its cluster.
 public struct ClusterSettings: Sendable, Hashable {
     /// The cluster's name; peers that say another one are refused.
     public var name: String
+    /// The secret every member holds; peers that cannot prove they hold it are refused.
+    public var secret: ClusterSecret
     /// Where the node-to-node protocol listens.
     public var peerHost: String
     /// Its port; 0 picks a free one.
@@ -44,7 +47,8 @@ public struct ClusterSettings: Sendable, Hashable {
 
     /// Creates settings: by default a node on its own, N=3 for clusters it forms.
     public init(
-        name: String = "kv", peerHost: String = "127.0.0.1", peerPort: Int = 0, httpAddress: String = "",
+        secret: ClusterSecret, name: String = "kv", peerHost: String = "127.0.0.1", peerPort: Int = 0,
+        httpAddress: String = "",
         expectedMembers: Int? = 1, replicationFactor: Int = 3, zone: String = "default", capacity: Int = 1,
         requestTimeoutMilliseconds: Int64 = 5_000, gossipIntervalMilliseconds: Int64 = 1_000,
         antiEntropyIntervalMilliseconds: Int64 = 1_000, hintDeliveryRatePerSecond: Int = 2_000,
@@ -54,6 +58,7 @@ public struct ClusterSettings: Sendable, Hashable {
         self.hintDeliveryRatePerSecond = hintDeliveryRatePerSecond
         self.membership = membership
         self.name = name
+        self.secret = secret
         self.peerHost = peerHost
         self.peerPort = peerPort
         self.httpAddress = httpAddress

@@ -23,6 +23,8 @@ public protocol PeerTransportDelegate: AnyObject, Sendable {
 public struct PeerTransportSettings: Hashable, Sendable {
     /// The cluster's name: peers of another cluster are disconnected after `hello`.
     public var cluster: String
+    /// The secret peers prove they hold before they may say anything but hello.
+    public var secret: ClusterSecret
     /// The largest frame accepted from a peer.
     public var maximumFrameBytes: Int
     /// Bytes that may wait unsent for one peer before further messages to it fail
@@ -37,15 +39,26 @@ public struct PeerTransportSettings: Hashable, Sendable {
     public var maximumFrameAgeMilliseconds: Int64
     /// The default of ``maximumFrameAgeMilliseconds``.
     public static let defaultMaximumFrameAgeMilliseconds: Int64 = 5_000
+    /// How long a connection may take to complete the handshake before it is closed.
+    public var handshakeTimeoutMilliseconds: Int64 = 5_000
+    /// The most connections peers may hold open to this node at once.
+    public var maximumInboundConnections = 512
+    /// The most of them that may be mid-handshake at once: strangers cannot crowd out
+    /// members by opening connections and saying nothing.
+    public var maximumHandshakingConnections = 64
+    /// Room for large frames still arriving, shared by every inbound connection.
+    public var frameBudgetBytes = 512 << 20
 
     /// Creates settings.
     public init(
-        cluster: String = "kv", maximumFrameBytes: Int = WireCodec.defaultMaximumFrameBytes,
+        cluster: String = "kv", secret: ClusterSecret,
+        maximumFrameBytes: Int = WireCodec.defaultMaximumFrameBytes,
         maximumQueuedBytesPerPeer: Int = 64 << 20, connectTimeoutMilliseconds: Int64 = 1_000,
         maximumFrameAgeMilliseconds: Int64 = Self.defaultMaximumFrameAgeMilliseconds
     ) {
         self.maximumFrameAgeMilliseconds = maximumFrameAgeMilliseconds
         self.cluster = cluster
+        self.secret = secret
         self.maximumFrameBytes = maximumFrameBytes
         self.maximumQueuedBytesPerPeer = maximumQueuedBytesPerPeer
         self.connectTimeoutMilliseconds = connectTimeoutMilliseconds
@@ -56,9 +69,12 @@ public struct PeerTransportSettings: Hashable, Sendable {
 ///
 /// Each node sends on one outbound connection per peer, opened on first use and
 /// reopened on the next send after it breaks; it receives on the connections its
-/// peers opened. Both directions start with `hello` (node id, cluster name and listen
-/// address), so a receiver knows who speaks, refuses other clusters, and can answer a
-/// node it has never heard of. Requests and replies are
+/// peers opened. Every connection starts with the ``PeerHandshake``: the connecting
+/// node's hello (node id, cluster name and listen address), then a challenge-response
+/// in which each side proves it holds the cluster's secret. So a receiver knows who
+/// speaks, refuses other clusters and strangers, and can answer a node it has never
+/// heard of; and a node sends nothing to an address until whoever answers there has
+/// proven itself. Requests and replies are
 /// matched by the ids inside the messages, so one connection carries any number of
 /// concurrent requests. Timeouts belong to the ``Coordinator``'s timers; the transport
 /// only reports what it could not send.
@@ -74,6 +90,8 @@ public final class PeerTransport: Sendable {
     private let inbound = NIOLockedValueBox<[ObjectIdentifier: (channel: any Channel, peer: NodeID?)]>([:])
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
     private let advertised = NIOLockedValueBox("")
+    private let budget: WireFrameBudget
+    private let refusals: RefusalLog
 
     /// Creates a transport; it neither listens nor connects until told to.
     public init(node: NodeID, settings: PeerTransportSettings, group: any EventLoopGroup, logger: Logger) {
@@ -81,6 +99,20 @@ public final class PeerTransport: Sendable {
         self.settings = settings
         self.group = group
         self.logger = logger
+        budget = WireFrameBudget(totalBytes: settings.frameBudgetBytes)
+        refusals = RefusalLog(logger: logger)
+    }
+
+    /// How many peer connections were refused or failed their handshake, either side's.
+    public var refusedConnections: Int { refusals.count }
+
+    /// Bytes of large frames still arriving on inbound connections.
+    public var bufferedFrameBytes: Int { budget.heldBytes }
+
+    /// How many connections peers hold open to this node, and how many of them are
+    /// still in their handshake.
+    public var inboundConnections: (open: Int, handshaking: Int) {
+        inbound.withLockedValue { ($0.count, $0.values.count { $0.peer == nil }) }
     }
 
     /// Sets who hears about messages and failures. Held strongly until ``shutdown()``.
@@ -97,15 +129,38 @@ public final class PeerTransport: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(WireFrameDecoder(maximumFrameBytes: settings.maximumFrameBytes)),
-                        InboundPeerHandler(transport: self),
-                    ])
                     let id = ObjectIdentifier(channel)
-                    inbound.withLockedValue { $0[id] = (channel, nil) }
+                    let refusal: String? = inbound.withLockedValue { connections in
+                        if connections.count >= settings.maximumInboundConnections {
+                            return "\(connections.count) peer connections are open, the most this node allows"
+                        }
+                        if connections.values.count(where: { $0.peer == nil })
+                            >= settings.maximumHandshakingConnections
+                        {
+                            return
+                                "\(settings.maximumHandshakingConnections) peer connections are mid-handshake already"
+                        }
+                        connections[id] = (channel, nil)
+                        return nil
+                    }
+                    if let refusal {
+                        refused(refusal, remote: channel.remoteAddress)
+                        channel.close(promise: nil)
+                        return
+                    }
                     channel.closeFuture.whenComplete { [self] _ in
                         _ = inbound.withLockedValue { $0.removeValue(forKey: id) }
                     }
+                    let limit = WireFrameLimit(bytes: PeerHandshake.maximumUnauthenticatedFrameBytes)
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(WireFrameDecoder(limit: limit, budget: budget)),
+                        InboundPeerHandler(
+                            transport: self,
+                            handshake: PeerHandshake.Acceptor(
+                                secret: settings.secret, cluster: settings.cluster, nonce: Self.nonce()),
+                            limit: limit, authenticatedFrameBytes: settings.maximumFrameBytes,
+                            handshakeTimeout: .milliseconds(settings.handshakeTimeoutMilliseconds)),
+                    ])
                 }
             }
             .bind(host: host, port: port).get()
@@ -128,7 +183,7 @@ public final class PeerTransport: Sendable {
     /// silent one of its own leaves this node's requests unanswered just as a silent one
     /// of this node's does; closed, each side opens a new one with its next send.
     public func reconnect(to peer: NodeID) {
-        outbound.withLockedValue { $0[peer] }?.channel()?.close(promise: nil)
+        outbound.withLockedValue { $0[peer] }?.openedChannel()?.close(promise: nil)
         let opened = inbound.withLockedValue { $0.values.filter { $0.peer == peer }.map(\.channel) }
         for channel in opened { channel.close(promise: nil) }
     }
@@ -144,31 +199,59 @@ public final class PeerTransport: Sendable {
         advertised.withLockedValue { $0 = address }
     }
 
-    /// Connects to a node whose id is not known yet (a seed), says hello and sends
-    /// `message`, then closes the connection. The seed learns this node's id and
+    /// Connects to a node whose id is not known yet (a seed), completes the handshake,
+    /// sends `message`, then closes the connection. The seed learns this node's id and
     /// address from the hello and answers over its own connection. Failures are only
     /// logged: the caller retries.
     public func introduce(to address: SocketAddress, message: ReplicaMessage) {
-        let frames = WireCodec.encode(hello()) + WireCodec.encode(.message(message))
-        ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.milliseconds(settings.connectTimeoutMilliseconds))
-            .connect(to: address)
-            .whenComplete { [logger] result in
-                switch result {
-                case .success(let channel):
-                    channel.writeAndFlush(ByteBuffer(bytes: frames)).whenComplete { _ in
-                        channel.close(promise: nil)
-                    }
-                case .failure(let error):
-                    logger.debug(
-                        "cannot reach seed", metadata: ["address": "\(address)", "error": "\(error)"])
-                }
+        let frame = ByteBuffer(bytes: WireCodec.encode(.message(message)))
+        bootstrap(
+            authenticated: { channel in
+                channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
+            },
+            refused: { [self] reason in
+                refusals.log("a seed refused this node's handshake", reason: reason, remote: address)
             }
+        )
+        .connect(to: address)
+        .whenFailure { [logger] error in
+            logger.debug("cannot reach seed", metadata: ["address": "\(address)", "error": "\(error)"])
+        }
     }
 
     private func hello() -> WireFrame {
         .hello(node: node, cluster: settings.cluster, listenAddress: advertised.withLockedValue { $0 })
+    }
+
+    /// A fresh handshake nonce.
+    static func nonce() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<PeerHandshake.tokenBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    }
+
+    /// A bootstrap whose connections run the connecting side of the handshake.
+    private func bootstrap(
+        authenticated: @escaping @Sendable (any Channel) -> Void,
+        refused: @escaping @Sendable (String) -> Void
+    ) -> ClientBootstrap {
+        ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.milliseconds(settings.connectTimeoutMilliseconds))
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    // The accepting node sends only its handshake frames on this connection.
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(
+                            WireFrameDecoder(
+                                maximumFrameBytes: PeerHandshake.maximumUnauthenticatedFrameBytes)),
+                        OutboundHandshakeHandler(
+                            handshake: PeerHandshake.Connector(
+                                secret: settings.secret, hello: hello(), nonce: Self.nonce()),
+                            handshakeTimeout: .milliseconds(settings.handshakeTimeoutMilliseconds),
+                            authenticated: authenticated, refused: refused),
+                    ])
+                }
+            }
     }
 
     /// Sends `message` to `peer`, connecting first if needed. Failures are reported to
@@ -205,7 +288,7 @@ public final class PeerTransport: Sendable {
             defer { peers = [:] }
             return Array(peers.values)
         }
-        for peer in peers { try? await peer.channel()?.close() }
+        for peer in peers { try? await peer.openedChannel()?.close() }
         for channel in inbound.withLockedValue({ $0.values.map(\.channel) }) { try? await channel.close() }
         delegateBox.withLockedValue { $0 = nil }
     }
@@ -213,26 +296,30 @@ public final class PeerTransport: Sendable {
     // MARK: - Outbound connections
 
     private func connect(_ peer: OutboundPeer) {
-        // Outbound connections only carry already-encoded frames this way; the peer
-        // answers on its own outbound connection, so nothing is read here.
-        ClientBootstrap(group: group)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.milliseconds(settings.connectTimeoutMilliseconds))
-            .connect(to: peer.address)
-            .whenComplete { [self] result in
-                switch result {
-                case .success(let channel):
-                    channel.writeAndFlush(ByteBuffer(bytes: WireCodec.encode(hello())), promise: nil)
-                    peer.connected(channel)
-                    channel.closeFuture.whenComplete { [self] _ in disconnected(peer) }
-                    delegate?.transport(peer: peer.peer, isReachable: true)
-                    flush(peer)
-                case .failure(let error):
-                    logger.debug(
-                        "cannot connect to peer", metadata: ["peer": "\(peer.peer)", "error": "\(error)"])
-                    disconnected(peer)
-                }
+        // Outbound connections carry this node's messages once the handshake is done;
+        // the peer answers on its own outbound connection.
+        bootstrap(
+            authenticated: { [self] channel in
+                peer.authenticated(channel)
+                delegate?.transport(peer: peer.peer, isReachable: true)
+                flush(peer)
+            },
+            refused: { [self] reason in
+                refusals.log("a peer refused this node's handshake", reason: reason, remote: peer.address)
             }
+        )
+        .connect(to: peer.address)
+        .whenComplete { [self] result in
+            switch result {
+            case .success(let channel):
+                peer.opened(channel)
+                channel.closeFuture.whenComplete { [self] _ in disconnected(peer) }
+            case .failure(let error):
+                logger.debug(
+                    "cannot connect to peer", metadata: ["peer": "\(peer.peer)", "error": "\(error)"])
+                disconnected(peer)
+            }
+        }
     }
 
     /// Forgets a broken connection and fails whatever was queued on it; the next send
@@ -276,118 +363,19 @@ public final class PeerTransport: Sendable {
 
     // MARK: - Inbound
 
-    fileprivate func receivedFrame(_ frame: WireFrame, on channel: any Channel, peer: inout NodeID?) {
-        switch frame {
-        case .hello(let node, let cluster, let listenAddress):
-            guard cluster == settings.cluster else {
-                logger.warning(
-                    "refusing a peer of another cluster",
-                    metadata: ["peer": "\(node)", "cluster": "\(cluster)"])
-                channel.close(promise: nil)
-                return
-            }
-            peer = node
-            inbound.withLockedValue { $0[ObjectIdentifier(channel)]?.peer = node }
-            if !listenAddress.isEmpty { delegate?.transport(peer: node, announcedAddress: listenAddress) }
-        case .message(let message):
-            guard let peer else {
-                logger.warning("a peer sent a message before hello; closing its connection")
-                channel.close(promise: nil)
-                return
-            }
-            delegate?.transport(received: message, from: peer)
-        }
-    }
-}
-
-/// One outbound connection and the messages waiting for it.
-final class OutboundPeer: Sendable {
-    let peer: NodeID
-    let address: SocketAddress
-    private struct State {
-        var channel: (any Channel)?
-        var queue: [(message: ReplicaMessage, encoded: [UInt8], queuedAt: NIODeadline)] = []
-        var queuedBytes = 0
-        var closed = false
-        var flushScheduled = false
-    }
-    private let state = NIOLockedValueBox(State())
-
-    init(peer: NodeID, address: SocketAddress) {
-        self.peer = peer
-        self.address = address
+    /// A peer proved itself on a connection it opened.
+    func authenticated(inbound channel: any Channel, peer: NodeID, listenAddress: String) {
+        inbound.withLockedValue { $0[ObjectIdentifier(channel)]?.peer = peer }
+        if !listenAddress.isEmpty { delegate?.transport(peer: peer, announcedAddress: listenAddress) }
     }
 
-    /// Queues a message and its frame unless that would exceed `limit` bytes waiting.
-    func enqueue(_ message: ReplicaMessage, encoded: [UInt8], limit: Int) -> Bool {
-        state.withLockedValue { state in
-            guard !state.closed, state.queuedBytes + encoded.count <= limit else { return false }
-            state.queue.append((message, encoded, NIODeadline.now()))
-            state.queuedBytes += encoded.count
-            return true
-        }
+    /// A message arrived from a proven peer.
+    func received(_ message: ReplicaMessage, from peer: NodeID) {
+        delegate?.transport(received: message, from: peer)
     }
 
-    func connected(_ channel: any Channel) {
-        state.withLockedValue { $0.channel = channel }
-    }
-
-    func channel() -> (any Channel)? {
-        state.withLockedValue { $0.channel }
-    }
-
-    /// Marks a flush as scheduled; `false` if one already is (it will take what is
-    /// queued now).
-    func scheduleFlush() -> Bool {
-        state.withLockedValue { state in
-            guard !state.flushScheduled else { return false }
-            state.flushScheduled = true
-            return true
-        }
-    }
-
-    /// Takes the queued messages for writing and ends the scheduled flush; their bytes
-    /// count until ``written(_:)``.
-    func drain() -> [(message: ReplicaMessage, encoded: [UInt8], queuedAt: NIODeadline)] {
-        state.withLockedValue { state in
-            state.flushScheduled = false
-            defer { state.queue = [] }
-            return state.queue
-        }
-    }
-
-    func written(_ bytes: Int) {
-        state.withLockedValue { $0.queuedBytes -= bytes }
-    }
-
-    /// Marks the connection gone and returns what was never handed to it.
-    func close() -> [ReplicaMessage] {
-        state.withLockedValue { state in
-            state.closed = true
-            state.channel = nil
-            defer { state.queue = [] }
-            return state.queue.map(\.message)
-        }
-    }
-}
-
-/// Reads frames from a connection a peer opened.
-private final class InboundPeerHandler: ChannelInboundHandler {
-    typealias InboundIn = WireFrame
-
-    private let transport: PeerTransport
-    private var peer: NodeID?
-
-    init(transport: PeerTransport) {
-        self.transport = transport
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        transport.receivedFrame(unwrapInboundIn(data), on: context.channel, peer: &peer)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A peer that sends bytes we refuse loses its connection; it reconnects.
-        context.close(promise: nil)
+    /// A connection was refused: logged (within limits) and counted.
+    func refused(_ reason: String, remote: SocketAddress?) {
+        refusals.log("refused a peer connection", reason: reason, remote: remote)
     }
 }

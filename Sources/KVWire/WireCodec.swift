@@ -3,10 +3,18 @@ import KVCore
 
 /// What travels on a node-to-node connection.
 public enum WireFrame: Hashable, Sendable {
-    /// The first frame on a connection, in both directions: who is speaking, in which
-    /// cluster, and where it listens for peers (`host:port`, empty if it does not say).
-    /// A peer of another cluster is disconnected.
+    /// The first frame a connecting node sends: who is speaking, in which cluster, and
+    /// where it listens for peers (`host:port`, empty if it does not say). A peer of
+    /// another cluster is disconnected.
     case hello(node: NodeID, cluster: String, listenAddress: String)
+    /// The accepting node's answer to `hello`: a fresh nonce the connecting node must
+    /// prove it holds the cluster's secret against (see ``PeerHandshake``).
+    case challenge(nonce: [UInt8])
+    /// The connecting node's proof: its own fresh nonce and a MAC, under the cluster's
+    /// key, of both nonces and its hello.
+    case proof(nonce: [UInt8], mac: [UInt8])
+    /// The accepting node's proof in turn; only now does either side send messages.
+    case accepted(mac: [UInt8])
     /// A replica message (requests and replies are matched by their ids).
     case message(ReplicaMessage)
 }
@@ -62,6 +70,9 @@ public enum WireCodec {
         case transferRows = 29
         case transfersRequest = 30
         case transfersReport = 31
+        case challenge = 32
+        case proof = 33
+        case accepted = 34
     }
 
     /// The most member states one membership message carries.
@@ -79,6 +90,16 @@ public enum WireCodec {
             body.writeFixed(node.rawValue)
             body.writeLengthPrefixed(Array(cluster.utf8))
             body.writeLengthPrefixed(Array(listenAddress.utf8))
+        case .challenge(let nonce):
+            body.write(Kind.challenge.rawValue)
+            body.writeLengthPrefixed(nonce)
+        case .proof(let nonce, let mac):
+            body.write(Kind.proof.rawValue)
+            body.writeLengthPrefixed(nonce)
+            body.writeLengthPrefixed(mac)
+        case .accepted(let mac):
+            body.write(Kind.accepted.rawValue)
+            body.writeLengthPrefixed(mac)
         case .message(let message):
             encode(message, into: &body)
         }
@@ -342,6 +363,13 @@ public enum WireCodec {
             let cluster = try readText(&reader, maximumBytes: 256)
             return .hello(
                 node: node, cluster: cluster, listenAddress: try readText(&reader, maximumBytes: 512))
+        case .challenge:
+            return .challenge(nonce: try readHandshakeBytes(&reader))
+        case .proof:
+            let nonce = try readHandshakeBytes(&reader)
+            return .proof(nonce: nonce, mac: try readHandshakeBytes(&reader))
+        case .accepted:
+            return .accepted(mac: try readHandshakeBytes(&reader))
         case .store:
             let id = try reader.readVarint()
             let key = try decodeKey(&reader)
@@ -723,6 +751,15 @@ public enum WireCodec {
         return text
     }
 
+    /// A nonce or MAC of the handshake: exactly ``PeerHandshake/tokenBytes`` bytes.
+    static func readHandshakeBytes(_ reader: inout BinaryReader) throws -> [UInt8] {
+        let bytes = try reader.readLengthPrefixed(maximumLength: PeerHandshake.tokenBytes)
+        guard bytes.count == PeerHandshake.tokenBytes else {
+            throw WireProtocolError.malformed("a handshake field of \(bytes.count) bytes")
+        }
+        return bytes
+    }
+
     static func readBool(_ reader: inout BinaryReader) throws -> Bool {
         switch try reader.readByte() {
         case 0: return false
@@ -740,12 +777,16 @@ public enum WireProtocolError: Error, Hashable, Sendable, CustomStringConvertibl
     case frameTooLarge(Int, limit: Int)
     /// The frame's contents are invalid.
     case malformed(String)
+    /// Peers' unfinished frames already hold the receiver's whole buffer budget.
+    case overBudget(Int, budget: Int)
 
     public var description: String {
         switch self {
         case .unsupportedVersion(let version): "unsupported wire protocol version \(version)"
         case .frameTooLarge(let length, let limit): "a \(length)-byte frame exceeds the \(limit)-byte limit"
         case .malformed(let detail): "malformed frame: \(detail)"
+        case .overBudget(let length, let budget):
+            "no room for a \(length)-byte frame: peers' unfinished frames hold the \(budget)-byte budget"
         }
     }
 }

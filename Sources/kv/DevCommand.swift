@@ -16,7 +16,10 @@ struct DevCommand: AsyncParsableCommand {
             its data in DATA/node<i> and logs to DATA/node<i>.log. The nodes form one static \
             cluster; any node serves any request. Ctrl-C (or SIGTERM) stops every node \
             gracefully. A node that dies (try kill -9 on one) is reported and the others \
-            keep serving; stop and run kv dev again on the same data to bring it back.
+            keep serving; stop and run kv dev again on the same data to bring it back. The \
+            nodes prove to each other that they hold the secret in DATA/cluster-secret, \
+            written on first start; a node that joins the cluster needs that file \
+            (kv server --join … --cluster-secret-file DATA/cluster-secret).
             """)
 
     @Option(help: "Number of nodes (default 3).") var nodes = 3
@@ -38,6 +41,8 @@ struct DevCommand: AsyncParsableCommand {
     func run() async throws {
         let executable = try Self.executablePath()
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        let secretPath = "\(dataDirectory)/\(ClusterSecretFile.defaultName)"
+        _ = try ClusterSecretFile.createIfMissing(path: secretPath)
         let addresses = (0..<nodes).map { "127.0.0.1:\(port + $0)" }
         let replication = min(replicationFactor ?? 3, nodes)
         // Ctrl-C reaches the whole foreground process group; the nodes then stop on
@@ -53,7 +58,7 @@ struct DevCommand: AsyncParsableCommand {
                 "node\(index + 1)", "--engine",
                 engine,
                 "--peers", addresses.joined(separator: ","), "--replication-factor", String(replication),
-                "--log-level", logLevel,
+                "--log-level", logLevel, "--cluster-secret-file", secretPath,
             ]
             let logPath = "\(dataDirectory)/node\(index + 1).log"
             guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
@@ -89,6 +94,7 @@ struct DevCommand: AsyncParsableCommand {
                     "  node \(index + 1): http://\(address)   data \(dataDirectory)/node\(index + 1), log \(dataDirectory)/node\(index + 1).log"
                 )
             }
+            lines.append("  secret: \(secretPath) (a node that joins needs it)")
             lines.append("  try:    curl -s http://\(addresses[0])/v1/_cluster")
             lines.append("          \(executable) cluster status --url http://\(addresses[0])")
             lines.append("  stop:   Ctrl-C (or SIGTERM)")

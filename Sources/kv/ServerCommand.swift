@@ -38,6 +38,7 @@ struct ServerConfigFile: Decodable {
     var peers: [String]?
     var replicationFactor: Int?
     var clusterName: String?
+    var clusterSecretFile: String?
     var zone: String?
     var capacity: Int?
     var replicaTimeoutMilliseconds: Int?
@@ -52,6 +53,7 @@ struct ServerConfigFile: Decodable {
         case peerPort = "peer_port"
         case replicationFactor = "replication_factor"
         case clusterName = "cluster_name"
+        case clusterSecretFile = "cluster_secret_file"
         case replicaTimeoutMilliseconds = "replica_timeout_ms"
         case advertiseHost = "advertise_host"
         case advertisePeerPort = "advertise_peer_port"
@@ -82,20 +84,24 @@ struct ServerCommand: AsyncParsableCommand {
             variable (KV_HOST, KV_PORT, KV_DATA_DIR, KV_ENGINE, KV_PARTITIONS, KV_LOG_LEVEL, \
             KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_SIBLINGS, KV_MAX_ROW_BYTES, KV_MAX_RESPONSE_BYTES, KV_MAX_HEADER_BYTES, KV_MAX_BODY_BYTES, \
             KV_MAX_CONNECTIONS, KV_REQUEST_TIMEOUT_SECONDS, KV_IDLE_TIMEOUT_SECONDS, KV_PEER_PORT, \
-            KV_JOIN, KV_PEERS, KV_REPLICATION_FACTOR, KV_CLUSTER_NAME, KV_ZONE, KV_CAPACITY, \
+            KV_JOIN, KV_PEERS, KV_REPLICATION_FACTOR, KV_CLUSTER_NAME, KV_CLUSTER_SECRET_FILE, KV_ZONE, KV_CAPACITY, \
             KV_REPLICA_TIMEOUT_MS, KV_ADVERTISE_HOST), the YAML file given with --config (keys host, port, data_dir, \
             engine, partitions, log_level, max_key_bytes, max_value_bytes, max_siblings, max_row_bytes, \
             max_response_bytes, max_header_bytes, max_body_bytes, max_connections, \
             request_timeout_seconds, idle_timeout_seconds, peer_port, join, peers, \
-            replication_factor, cluster_name, zone, capacity, replica_timeout_ms, advertise_host), and the \
-            default.
+            replication_factor, cluster_name, cluster_secret_file, zone, capacity, replica_timeout_ms, \
+            advertise_host), and the default.
 
             Clusters: a node started alone forms a cluster of one. With --peers (every member's \
             HTTP address, this node's included) the nodes form one cluster once all of them \
             know each other. With --join a node joins the cluster of the member at that HTTP \
             address. The environment variables VIEW (like --peers), ADDRESS (this node's \
             host:port) and REPL_FACTOR (the replication factor) are accepted as well. Nodes \
-            talk to each other on the peer port, by default the HTTP port plus 1000.
+            talk to each other on the peer port, by default the HTTP port plus 1000, and \
+            prove to each other that they hold the cluster's secret before anything else: \
+            give it with --cluster-secret-file or KV_CLUSTER_SECRET. A node on its own that \
+            has none writes a new one to DATA/cluster-secret on first start; copy that file \
+            to every node that joins it.
 
             SIGTERM or SIGINT stops the node gracefully: it stops accepting connections, \
             finishes in-flight requests, then flushes and closes the storage engine.
@@ -130,6 +136,11 @@ struct ServerCommand: AsyncParsableCommand {
     var replicationFactor: Int?
     @Option(help: "The cluster's name; nodes of another name are refused (default kv).") var clusterName:
         String?
+    @Option(
+        help:
+            "File holding the cluster's secret, which peers prove they hold (default DATA/cluster-secret, created by a node on its own)."
+    )
+    var clusterSecretFile: String?
     @Option(help: "This node's zone: replicas go to distinct zones (default default).") var zone: String?
     @Option(help: "This node's capacity weight in the layout (default 1).") var capacity: Int?
     @Option(help: "The host other nodes and clients are told (default the listen host; needed with 0.0.0.0).")
@@ -227,7 +238,26 @@ struct ServerCommand: AsyncParsableCommand {
         let replication = try resolve(
             replicationFactor, "KV_REPLICATION_FACTOR", file.replicationFactor,
             environment["REPL_FACTOR"].flatMap { Int($0) } ?? 3)
-        var cluster = ClusterSettings()
+        let seeds = peerList.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+        }
+        guard joinAddress.isEmpty || seeds.isEmpty else {
+            throw ValidationError("give either --join or --peers, not both")
+        }
+        let dataDirectory = try resolve(dataDir, "KV_DATA_DIR", file.dataDir, "./kv-data")
+        let engineName = try resolve(engine, "KV_ENGINE", file.engine, "rocksdb")
+        let keepsData = engineName == "rocksdb"
+        if keepsData {
+            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        }
+        // A file named by flag or environment wins over a secret in the environment,
+        // which wins over a file named in the settings file.
+        let secretFile = clusterSecretFile ?? environment["KV_CLUSTER_SECRET_FILE"]
+        let secretValue = secretFile == nil ? environment["KV_CLUSTER_SECRET"] : nil
+        let secret = try ClusterSecretFile.resolve(
+            file: secretFile ?? (secretValue == nil ? file.clusterSecretFile : nil), value: secretValue,
+            dataDirectory: keepsData ? dataDirectory : nil, alone: joinAddress.isEmpty && seeds.isEmpty)
+        var cluster = ClusterSettings(secret: secret.secret)
         cluster.name = try resolve(clusterName, "KV_CLUSTER_NAME", file.clusterName, "kv")
         cluster.zone = try resolve(zone, "KV_ZONE", file.zone, "default")
         cluster.capacity = try resolve(capacity, "KV_CAPACITY", file.capacity, 1)
@@ -256,14 +286,6 @@ struct ServerCommand: AsyncParsableCommand {
             << 10
         cluster.peerPort = try resolve(
             peerPort, "KV_PEER_PORT", file.peerPort, http.port == 0 ? 0 : http.port + 1000)
-        let seeds = peerList.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
-            !$0.isEmpty
-        }
-        guard joinAddress.isEmpty || seeds.isEmpty else {
-            throw ValidationError("give either --join or --peers, not both")
-        }
-        let dataDirectory = try resolve(dataDir, "KV_DATA_DIR", file.dataDir, "./kv-data")
-        let engineName = try resolve(engine, "KV_ENGINE", file.engine, "rocksdb")
         let levelName = try resolve(logLevel, "KV_LOG_LEVEL", file.logLevel, "info")
 
         let problems = http.problems() + node.problems() + cluster.problems()
@@ -281,7 +303,6 @@ struct ServerCommand: AsyncParsableCommand {
         let storage: any StorageEngine
         switch engineName {
         case "rocksdb":
-            try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
             do {
                 storage = try RocksDBStorageEngine(path: dataDirectory + "/rocksdb")
             } catch {
@@ -331,6 +352,7 @@ struct ServerCommand: AsyncParsableCommand {
                 kv \(ClusterNode.version) node \(storageNode.identity.nodeID) serving \(url)
                   engine: \(engineName)\(engineName == "rocksdb" ? ", data: \(dataDirectory)" : " (nothing is kept)")
                   peers:  \(peerAddress) (\(mode))
+                  secret: \(secret.origin)
                   try:    curl -s \(url)/health
                   stop:   Ctrl-C (or SIGTERM)
 

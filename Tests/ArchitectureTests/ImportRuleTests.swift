@@ -14,7 +14,7 @@ struct ImportRuleTests {
         "KVStorage": ["KVCore"],
         // Pure cluster logic: no NIO, no Foundation clocks, no system randomness, no logging.
         "KVCluster": ["KVCore"],
-        "KVWire": ["KVCore", "KVCluster", "NIOCore"],
+        "KVWire": ["KVCore", "KVCluster", "NIOCore", "Crypto", "Synchronization"],
         "KVSimulation": ["KVCore", "KVCluster", "KVStorage", "KVStorageMemory", "KVReplica"],
         // The replica's storage: shared by the node and the simulator, so no NIO.
         "KVReplica": ["KVCore", "KVCluster", "KVStorage", "Synchronization"],
@@ -43,7 +43,8 @@ struct ImportRuleTests {
         // The executable: the only place that reads flags, files and the environment.
         "kv": [
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode", "KVServer", "KVClient",
-            "KVCluster", "ArgumentParser", "Yams", "Logging", "ServiceLifecycle", "NIOCore", "NIOPosix",
+            "KVCluster", "KVWire", "ArgumentParser", "Yams", "Logging", "ServiceLifecycle", "NIOCore",
+            "NIOPosix",
             "NIOConcurrencyHelpers", "Histogram", "UnixSignals", "Foundation", "Glibc",
         ],
         "HTTPBaselineServer": ["KVCore", "KVServer", "Logging", "NIOCore", "NIOPosix", "NIOHTTP1"],

@@ -1,6 +1,7 @@
 import KVCluster
 import KVCore
 import KVNode
+import KVWire
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -60,12 +61,22 @@ final class RecordingDelegate: PeerTransportDelegate {
 struct PeerTransportTests {
     static let group = MultiThreadedEventLoopGroup.singleton
 
-    static func transport(_ node: UInt64, cluster: String = "test") async throws -> (
-        PeerTransport, RecordingDelegate, SocketAddress
-    ) {
+    static let secret = "peer-transport-test-secret"
+
+    static func settings(cluster: String = "test", secret: String = Self.secret) throws
+        -> PeerTransportSettings
+    {
+        PeerTransportSettings(cluster: cluster, secret: try ClusterSecret(secret))
+    }
+
+    static func transport(
+        _ node: UInt64, cluster: String = "test", secret: String = Self.secret,
+        configure: (inout PeerTransportSettings) -> Void = { _ in }
+    ) async throws -> (PeerTransport, RecordingDelegate, SocketAddress) {
+        var settings = try Self.settings(cluster: cluster, secret: secret)
+        configure(&settings)
         let transport = PeerTransport(
-            node: NodeID(rawValue: node), settings: PeerTransportSettings(cluster: cluster), group: group,
-            logger: Logger(label: "test"))
+            node: NodeID(rawValue: node), settings: settings, group: group, logger: Logger(label: "test"))
         let delegate = RecordingDelegate()
         transport.setDelegate(delegate)
         let address = try await transport.listen(host: "127.0.0.1", port: 0)
@@ -155,9 +166,12 @@ struct PeerTransportTests {
         let (b, bEvents, bAddress) = try await Self.transport(2, cluster: "green")
         a.setAddress(bAddress, of: NodeID(rawValue: 2))
         a.send(.quorum(.stored(id: 1, durable: true)), to: NodeID(rawValue: 2))
-        // The connection is made, then closed by the other side after hello.
-        #expect(await aEvents.wait { $0.reachability.map(\.1) == [true, false] })
+        // The connection is made, then closed by the other side after hello: the peer
+        // never counts as reached, and the message fails.
+        #expect(await aEvents.wait { $0.failed.count == 1 }, "A: \(aEvents.summary)")
+        #expect(aEvents.events.withLockedValue { $0.reachability.map(\.1) } == [false])
         #expect(bEvents.events.withLockedValue { $0.received.isEmpty })
+        #expect(b.refusedConnections == 1)
         await a.shutdown()
         await b.shutdown()
     }
@@ -173,7 +187,7 @@ struct PeerTransportTests {
         #expect(await aEvents.wait { $0.reachability.last.map { !$0.1 } ?? false })
 
         let restarted = PeerTransport(
-            node: NodeID(rawValue: 2), settings: PeerTransportSettings(cluster: "test"), group: Self.group,
+            node: NodeID(rawValue: 2), settings: try Self.settings(), group: Self.group,
             logger: Logger(label: "test"))
         let restartedEvents = RecordingDelegate()
         restarted.setDelegate(restartedEvents)

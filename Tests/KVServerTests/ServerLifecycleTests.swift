@@ -131,4 +131,54 @@ struct ServerLifecycleTests {
         #expect(message.contains("port must be 0 to 65535"), "\(message)")
         #expect(message.contains("partition count must be a power of two"), "\(message)")
     }
+
+    /// Runs `kv server` with `arguments` until it exits; returns its status and stderr.
+    static func failedStart(_ arguments: [String], environment: [String: String] = [:]) throws -> (
+        ChildProcess.Status, String
+    ) {
+        let binary = try TestBinaries.path(of: "kv", override: "KV_BINARY")
+        let errors = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "kv-stderr-\(UUID().uuidString)"
+        ).path
+        defer { try? FileManager.default.removeItem(atPath: errors) }
+        let child = try ChildProcess(
+            executable: binary, arguments: ["server", "--port", "0"] + arguments, standardErrorPath: errors,
+            environment: environment)
+        _ = child.finishReading()
+        let status = child.wait()
+        return (status, (try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")
+    }
+
+    @Test("a node on its own writes a cluster secret readable by its owner only, and keeps it")
+    func generatedSecret() throws {
+        // An empty KV_CLUSTER_SECRET leaves the node to its own secret.
+        let server = try ServerProcess(environment: ["KV_CLUSTER_SECRET": ""])
+        let path = server.dataDirectory + "/cluster-secret"
+        let first = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(first.utf8.count > 40)
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        _ = server.terminate()
+        try server.start()
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == first)
+        #expect(server.isRunning)
+        _ = server.terminate()
+        server.removeData()
+    }
+
+    @Test(
+        "a node that joins or lists peers without the cluster's secret, or with a short one, does not start")
+    func secretRequired() throws {
+        let none = ["KV_CLUSTER_SECRET": ""]
+        for arguments in [["--join", "127.0.0.1:1"], ["--peers", "127.0.0.1:1,127.0.0.1:2"]] {
+            let (status, message) = try Self.failedStart(
+                arguments + ["--engine", "memory"], environment: none)
+            #expect(status.exitedNormally && status.code != 0)
+            #expect(message.contains("needs the cluster's secret"), "\(message)")
+        }
+        let (status, message) = try Self.failedStart(
+            ["--engine", "memory"], environment: ["KV_CLUSTER_SECRET": "too short"])
+        #expect(status.exitedNormally && status.code != 0)
+        #expect(message.contains("at least 16"), "\(message)")
+    }
 }

@@ -4,6 +4,8 @@ import KVNode
 import KVServer
 import KVStorage
 import KVStorageMemory
+import KVTestSupport
+import KVWire
 import Logging
 import NIOPosix
 
@@ -66,6 +68,7 @@ final class ServiceFixture: Sendable {
                 // A generous replica timeout: a busy test machine must make the suite
                 // slower, not make writes indeterminate.
                 settings: ClusterSettings(
+                    secret: try ClusterSecret(ServerProcess.testClusterSecret),
                     httpAddress: "in-process-\(index)", expectedMembers: count,
                     requestTimeoutMilliseconds: 30_000),
                 group: MultiThreadedEventLoopGroup.singleton, logger: logger)

@@ -10,6 +10,10 @@ public final class ServerProcess: @unchecked Sendable {
     public let extraArguments: [String]
     /// Extra environment variables.
     public let environment: [String: String]
+    /// The cluster secret every test server gets (as `KV_CLUSTER_SECRET`) unless its
+    /// environment names another, so that servers a test starts separately can form or
+    /// join one cluster. An empty `KV_CLUSTER_SECRET` leaves the node to its own.
+    public static let testClusterSecret = "test-cluster-secret-not-for-production"
     /// Where the server's log goes.
     public let logPath: String
     /// The running child.
@@ -31,7 +35,9 @@ public final class ServerProcess: @unchecked Sendable {
             ).path
         self.dataDirectory = directory
         self.extraArguments = arguments
-        self.environment = environment
+        self.environment = environment.merging(["KV_CLUSTER_SECRET": Self.testClusterSecret]) { given, _ in
+            given
+        }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         logPath = directory + ".log"
         try start(port: port)

@@ -216,6 +216,19 @@ struct FrameFactory {
         }
     }
 
+    /// A frame of the handshake. Drawn apart from ``frame()`` so that the frames every
+    /// other seed draws, and the hashes pinned from them, stay as they were.
+    mutating func handshakeFrame() -> WireFrame {
+        func token() -> [UInt8] {
+            (0..<PeerHandshake.tokenBytes).map { _ in UInt8.random(in: 0...255, using: &random) }
+        }
+        switch Int.random(in: 0...2, using: &random) {
+        case 0: return .challenge(nonce: token())
+        case 1: return .proof(nonce: token(), mac: token())
+        default: return .accepted(mac: token())
+        }
+    }
+
     /// Distinct ascending indexes below `limit`.
     mutating func indexes(below limit: Int) -> [Int] {
         Array(
@@ -234,11 +247,12 @@ struct WireCodecTests {
     func roundTrip() async {
         await propertyCheck(count: 2_000, input: Gen.int(in: 0...Int(Int32.max))) { seed in
             var factory = FrameFactory(seed: seed)
-            let frame = factory.frame()
-            let encoded = WireCodec.encode(frame)
-            let length = encoded.prefix(4).reduce(0) { $0 << 8 | Int($1) }
-            #expect(length == encoded.count - 4)
-            #expect((try? WireCodec.decode(body: Array(encoded.dropFirst(4)))) == frame)
+            for frame in [factory.frame(), factory.handshakeFrame()] {
+                let encoded = WireCodec.encode(frame)
+                let length = encoded.prefix(4).reduce(0) { $0 << 8 | Int($1) }
+                #expect(length == encoded.count - 4)
+                #expect((try? WireCodec.decode(body: Array(encoded.dropFirst(4)))) == frame)
+            }
         }
     }
 
@@ -298,6 +312,9 @@ struct WireCodecTests {
         29: 0x48b8_0810_91d0_f8ad,
         30: 0x8067_20c8_e761_bb0f,
         31: 0x4ca6_0450_b274_d965,
+        32: 0xbadf_0ecc_c598_a2de,
+        33: 0x5720_6514_48b1_bed6,
+        34: 0x99c0_792b_5fac_29bb,
     ]
 
     /// The hash of each kind's encodings among the frames of seeds 0..<2048.
@@ -308,13 +325,18 @@ struct WireCodecTests {
             let encoded = WireCodec.encode(factory.frame())
             encodings[encoded[5], default: []] += encoded
         }
+        for seed in 0..<64 {
+            var factory = FrameFactory(seed: seed)
+            let encoded = WireCodec.encode(factory.handshakeFrame())
+            encodings[encoded[5], default: []] += encoded
+        }
         return encodings.mapValues { StableHash.hash($0) }
     }
 
     @Test("the bytes of every message kind are pinned")
     func everyKindIsPinned() {
         let hashes = Self.kindHashes()
-        #expect(hashes.count == 31, "the seeds cover \(hashes.count) kinds")
+        #expect(hashes.count == 34, "the seeds cover \(hashes.count) kinds")
         for kind in hashes.keys.sorted() {
             #expect(
                 hashes[kind] == Self.pinnedKindHashes[kind],
@@ -329,7 +351,7 @@ struct WireCodecTests {
             let bytes = numbers.map { UInt8($0) }
             _ = try? WireCodec.decode(body: bytes)
             // With a valid version and kind in front, the decoder gets further in.
-            for kind in UInt8(1)...14 {
+            for kind in UInt8(1)...34 {
                 _ = try? WireCodec.decode(body: [1, kind] + bytes)
             }
         }
@@ -366,6 +388,12 @@ struct WireCodecTests {
         }
         #expect(throws: WireProtocolError.malformed("1 bytes after the frame")) {
             try WireCodec.decode(body: [1, 3, 1, 1, 0])
+        }
+        #expect(throws: WireProtocolError.malformed("a handshake field of 31 bytes")) {
+            try WireCodec.decode(body: [1, 32, 31] + [UInt8](repeating: 7, count: 31))
+        }
+        #expect(throws: WireProtocolError.self) {
+            try WireCodec.decode(body: [1, 34, 33] + [UInt8](repeating: 7, count: 33))
         }
     }
 

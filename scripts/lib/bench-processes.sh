@@ -10,6 +10,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Nodes started by hand prove to each other that they hold one cluster secret.
+KV_CLUSTER_SECRET="$(head -c 32 /dev/urandom | base64)"
+export KV_CLUSTER_SECRET
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # A base port whose next three ports, and those 1000 above, are free.
