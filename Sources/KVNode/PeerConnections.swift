@@ -206,10 +206,10 @@ final class OutboundHandshakeHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let channel = context.channel
-        timeout = context.eventLoop.scheduleTask(in: handshakeTimeout) { [refused] in
-            refused("the peer did not complete the handshake in time")
-            channel.close(promise: nil)
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let boundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        timeout = context.eventLoop.scheduleTask(in: handshakeTimeout) {
+            handler.value.fail("the peer did not complete the handshake in time", context: boundContext.value)
         }
         context.writeAndFlush(
             wrapOutboundOut(ByteBuffer(bytes: WireCodec.encode(handshake.hello))), promise: nil)

@@ -90,6 +90,8 @@ public final class PeerTransport: Sendable {
     private let inbound = NIOLockedValueBox<[ObjectIdentifier: (channel: any Channel, peer: NodeID?)]>([:])
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
     private let advertised = NIOLockedValueBox("")
+    /// Addresses with an introduction under way.
+    private let introducing = NIOLockedValueBox<Set<String>>([])
     private let budget: WireFrameBudget
     private let refusals: RefusalLog
 
@@ -204,18 +206,30 @@ public final class PeerTransport: Sendable {
     /// address from the hello and answers over its own connection. Failures are only
     /// logged: the caller retries.
     public func introduce(to address: SocketAddress, message: ReplicaMessage) {
+        // One introduction per address at a time: a caller that retries faster than a
+        // handshake completes must not pile connections up at the seed.
+        let key = "\(address)"
+        guard introducing.withLockedValue({ $0.insert(key).inserted }) else { return }
         let frame = ByteBuffer(bytes: WireCodec.encode(.message(message)))
         bootstrap(
             authenticated: { channel in
                 channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
             },
             refused: { [self] reason in
-                refusals.log("a seed refused this node's handshake", reason: reason, remote: address)
+                refusals.log("the handshake with a seed failed", reason: reason, remote: address)
             }
         )
         .connect(to: address)
-        .whenFailure { [logger] error in
-            logger.debug("cannot reach seed", metadata: ["address": "\(address)", "error": "\(error)"])
+        .whenComplete { [self] result in
+            switch result {
+            case .success(let channel):
+                channel.closeFuture.whenComplete { [self] _ in
+                    _ = introducing.withLockedValue { $0.remove(key) }
+                }
+            case .failure(let error):
+                _ = introducing.withLockedValue { $0.remove(key) }
+                logger.debug("cannot reach seed", metadata: ["address": "\(address)", "error": "\(error)"])
+            }
         }
     }
 
@@ -305,7 +319,7 @@ public final class PeerTransport: Sendable {
                 flush(peer)
             },
             refused: { [self] reason in
-                refusals.log("a peer refused this node's handshake", reason: reason, remote: peer.address)
+                refusals.log("the handshake with a peer failed", reason: reason, remote: peer.address)
             }
         )
         .connect(to: peer.address)
