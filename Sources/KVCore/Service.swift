@@ -612,9 +612,15 @@ public protocol KeyValueService: Sendable {
     func immediateTable(_ name: TableName) -> TableDescriptor?
     /// A read answered without waiting for I/O, or `nil` when it would have to wait.
     func immediateGet(_ key: RowKey) throws(KVError) -> ReadResult?
+    /// Why the service cannot serve data yet (`server.unavailable`), or `nil` when it
+    /// can: what a readiness check reports. Answered without waiting.
+    func readinessProblem() -> KVError?
 }
 
 extension KeyValueService {
+    /// A service that needs no cluster is ready once it exists.
+    public func readinessProblem() -> KVError? { nil }
+
     /// Reads a row with the table's quorum settings.
     public func get(_ key: RowKey) async throws(KVError) -> ReadResult {
         try await get(key, options: ReadOptions())

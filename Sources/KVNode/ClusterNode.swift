@@ -30,6 +30,8 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// Its cluster settings.
     public let settings: ClusterSettings
     let transport: PeerTransport
+    /// Operation, quorum and storage metrics (see ``refreshMetrics()``).
+    let metrics = NodeMetrics()
     /// The most bytes of rows one node's scan page holds: a frame's worth, less room
     /// for the frame's other fields.
     let maximumScanPageBytes: Int
@@ -346,6 +348,33 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     // MARK: - Resolving requests
 
+    /// Brings the metrics that are read rather than recorded up to date: the maintenance
+    /// machines' counters, members by state, peer connections and the layout version.
+    /// Called before the metrics are exported.
+    public func refreshMetrics() async {
+        let peers = transport.inboundConnections
+        metrics.level(
+            "kv_peer_inbound_connections", [("state", "authenticated")], peers.open - peers.handshaking)
+        metrics.level("kv_peer_inbound_connections", [("state", "handshaking")], peers.handshaking)
+        guard let status = try? await clusterStatus() else { return }
+        metrics.export(status.counters)
+        for state in ["self", "up", "suspect", "down", "joining", "leaving", "left"] {
+            metrics.level("kv_members", [("state", state)], status.members.count { $0.state == state })
+        }
+        metrics.level("kv_layout_version", [], Int(status.layoutVersion))
+    }
+
+    /// Not ready until the node belongs to a formed cluster: before that, data requests
+    /// answer `server.unavailable`.
+    public func readinessProblem() -> KVError? {
+        do {
+            _ = try formedLayout()
+            return nil
+        } catch {
+            return error
+        }
+    }
+
     func formedLayout() throws(KVError) -> Layout {
         let metadata = metadata
         guard metadata.isFormed, let layout = metadata.layout else {
@@ -382,7 +411,7 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     public func get(_ key: RowKey, options: ReadOptions) async throws(KVError) -> ReadResult {
         let (row, replicaKey, quorum) = try resolve(key, options.quorum)
-        switch await operate({ .read($0, key: replicaKey, quorum: quorum) }) {
+        switch await operate("read", { .read($0, key: replicaKey, quorum: quorum) }) {
         case .read(let object), .written(let object): return local.readResult(object, identity: row.identity)
         case .failed(let error): throw error
         }
@@ -414,7 +443,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         let proposed = ProposedWrite(
             sibling: sibling, context: context, condition: options.condition,
             generation: row.descriptor.generation, increment: increment)
-        switch await operate({ .write($0, key: replicaKey, proposed, quorum: quorum) }) {
+        switch await operate("write", { .write($0, key: replicaKey, proposed, quorum: quorum) }) {
         case .written(let object), .read(let object): return local.writeResult(object, identity: row.identity)
         case .failed(let error): throw error
         }
@@ -429,7 +458,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         sibling.requestID = options.requestID
         let proposed = ProposedWrite(
             sibling: sibling, context: nil, generation: row.descriptor.generation, increment: delta)
-        switch await operate({ .write($0, key: replicaKey, proposed, quorum: quorum) }) {
+        switch await operate("write", { .write($0, key: replicaKey, proposed, quorum: quorum) }) {
         case .written(let object), .read(let object):
             return try CounterState.merged(object.liveValues)?.value ?? 0
         case .failed(let error): throw error

@@ -29,9 +29,11 @@ extension ClusterNode {
                 return
             }
             local.threadPool.submit { [self] workState in
+                let started = NIODeadline.now()
                 let outcome: StorageOutcome =
                     workState == .active
                     ? store.load(key) : .failed(KVError(.unavailable, "the node is shutting down"))
+                metrics.storageRead.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
                 runCore(.storageCompleted(ticket, outcome))
             }
         case .storage(let ticket, let command):
@@ -54,10 +56,14 @@ extension ClusterNode {
         return try? StoredObjectCodec.decode(bytes)
     }
 
-    /// Starts a client operation and waits for its outcome.
-    func operate(_ start: @Sendable (OperationID) -> NodeCore.Input) async -> OperationOutcome {
+    /// Starts a client operation (`operation` names it in the metrics: read or write)
+    /// and waits for its outcome.
+    func operate(_ operation: String, _ start: @Sendable (OperationID) -> NodeCore.Input) async
+        -> OperationOutcome
+    {
         let id = takeID()
-        return await withCheckedContinuation { continuation in
+        let started = NIODeadline.now()
+        let outcome = await withCheckedContinuation { continuation in
             let stopped = state.withLockedValue { state in
                 if !state.stopped { state.operations[id] = continuation }
                 return state.stopped
@@ -68,6 +74,9 @@ extension ClusterNode {
             }
             runCore(start(.local(id)))
         }
+        metrics.recordOperation(
+            operation, outcome: outcome, nanoseconds: (NIODeadline.now() - started).nanoseconds)
+        return outcome
     }
 
     /// Queues a write command. One drain at a time takes everything queued and applies
@@ -97,7 +106,10 @@ extension ClusterNode {
             if active {
                 // Every row lock, which orders the drain against catalog changes.
                 do {
+                    let started = NIODeadline.now()
                     outcomes = try local.withAllRowLocks { store.apply(commands.map(\.command)) }
+                    metrics.writeBatch.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
+                    metrics.writeBatchSize.record(commands.count)
                 } catch {
                     outcomes = commands.map { _ in .failed(error) }
                 }

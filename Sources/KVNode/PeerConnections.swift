@@ -1,3 +1,4 @@
+import CoreMetrics
 import KVCluster
 import KVCore
 import KVWire
@@ -263,6 +264,7 @@ final class RefusalLog: Sendable {
     private let state = NIOLockedValueBox(
         (windowStart: NIODeadline.uptimeNanoseconds(0), logged: 0, suppressed: 0))
     private let total = NIOLockedValueBox(0)
+    private let counter = CoreMetrics.Counter(label: "kv_peer_refused_connections_total")
 
     init(logger: Logger) {
         self.logger = logger
@@ -273,6 +275,7 @@ final class RefusalLog: Sendable {
 
     func log(_ message: Logger.Message, reason: String, remote: SocketAddress?) {
         total.withLockedValue { $0 += 1 }
+        counter.increment()
         let now = NIODeadline.now()
         let (shouldLog, suppressed): (Bool, Int) = state.withLockedValue { state in
             if now - state.windowStart >= Self.window {

@@ -2,9 +2,35 @@ import KVCore
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// Asks a connection to close once its current request is answered (graceful shutdown).
 struct CloseWhenIdle: Sendable {}
+
+/// Asks a connection to close if it is waiting between requests (the server is full).
+struct CloseIfIdle: Sendable {}
+
+/// Since when a connection has been waiting between requests, readable from any thread:
+/// a full server closes the connection that has waited longest to make room.
+final class ConnectionActivity: Sendable {
+    /// Uptime nanoseconds when it became idle; 0 while a request is under way.
+    private let idleSince = Atomic<UInt64>(0)
+
+    func setIdle() { idleSince.store(max(1, NIODeadline.now().uptimeNanoseconds), ordering: .relaxed) }
+    func setBusy() { idleSince.store(0, ordering: .relaxed) }
+
+    /// Takes the connection for closing if it is still idle since `nanoseconds`, so that
+    /// two new connections never both count on closing the same one.
+    func claim(idleSince nanoseconds: UInt64) -> Bool {
+        idleSince.compareExchange(expected: nanoseconds, desired: 0, ordering: .relaxed).exchanged
+    }
+
+    /// When it became idle, or `nil` while busy.
+    var idleSinceNanoseconds: UInt64? {
+        let value = idleSince.load(ordering: .relaxed)
+        return value == 0 ? nil : value
+    }
+}
 
 /// Notices raw bytes before the HTTP decoder sees them, so a request that arrives one
 /// byte at a time (slowloris) starts the request timer with its first byte, long before
@@ -42,7 +68,7 @@ final class ByteActivityHandler: ChannelInboundHandler, RemovableChannelHandler 
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        connection.bytesArrived(context: context)
+        connection.bytesArrived(unwrapInboundIn(data), context: context)
         context.fireChannelRead(data)
     }
 }
@@ -85,6 +111,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var closeAfterResponse = false
     /// When the current phase (idle or receiving) expires; `nil` while processing.
     private var deadline: NIODeadline?
+    /// Where requests begin and end in the bytes received: bytes of a request pipelined
+    /// behind the one being answered must be complete within the request timeout, not
+    /// the idle timeout, even when they came in the same packet.
+    private var boundaries = RequestBoundaries()
+    /// Bytes that are not HTTP followed requests still being answered: those are
+    /// answered first, then this error, then the connection closes.
+    private var pendingParseError: KVError?
+    /// Whether this connection is waiting between requests, for the server to close the
+    /// longest-idle connection when it is full (see ``ConnectionActivity``).
+    let activity = ConnectionActivity()
     /// Checks `deadline` periodically. One repeating task per connection, rather than a
     /// timer scheduled and cancelled on every request, keeps timeouts off the hot path.
     private var deadlineChecker: RepeatedTask?
@@ -121,6 +157,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         switch state {
         case .idle:
             state = .closing
+            activity.setBusy()
             context.close(promise: nil)
         case .receiving:
             logger.debug(
@@ -136,7 +173,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        arm(settings.idleTimeoutSeconds)
+        // A connection that never sends a byte is closed after the shorter timeout: a
+        // crowd of silent connections cannot hold every slot for the idle timeout.
+        arm(min(settings.requestTimeoutSeconds, settings.idleTimeoutSeconds))
+        activity.setIdle()
         // Checked at half the shorter timeout, so an expiry is noticed within 1.5× of it.
         let period = TimeAmount.milliseconds(
             Int64(max(500, min(settings.requestTimeoutSeconds, settings.idleTimeoutSeconds) * 500)))
@@ -150,15 +190,18 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelInactive(context: ChannelHandlerContext) {
         disarm()
+        activity.setBusy()
         deadlineChecker?.cancel()
         deadlineChecker = nil
         state = .closing
         context.fireChannelInactive()
     }
 
-    func bytesArrived(context: ChannelHandlerContext) {
+    func bytesArrived(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        bytes.withUnsafeReadableBytes { boundaries.consume($0) }
         if state == .idle {
             state = .receiving
+            activity.setBusy()
             arm(settings.requestTimeoutSeconds)
         }
     }
@@ -169,6 +212,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is CloseIfIdle {
+            // The server is full and this connection has waited longest: it goes, unless
+            // a request started meanwhile.
+            if state == .idle {
+                state = .closing
+                activity.setBusy()
+                context.close(promise: nil)
+            }
+            return
+        }
         if event is CloseWhenIdle {
             closeAfterResponse = true
             if state == .idle {
@@ -190,9 +243,19 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         case .head(let requestHead):
             if state == .idle {
                 state = .receiving
+                activity.setBusy()
                 arm(settings.requestTimeoutSeconds)
             }
             head = requestHead
+            if requestHead.method == .CONNECT {
+                // NIO frames an answer to CONNECT as the start of a tunnel (no length, no
+                // body), so the refusal is written below the HTTP handlers.
+                head = nil
+                respondAndClose(
+                    KVError(.methodNotAllowed, "CONNECT is not allowed: this is not a proxy"),
+                    context: context)
+                return
+            }
             body = []
             let headBytes =
                 requestHead.uri.utf8.count
@@ -206,13 +269,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     context: context)
                 return
             }
-            if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init),
-                length > settings.maximumBodyBytes
+            if let declared = requestHead.headers.first(name: "content-length"),
+                Self.exceeds(declared, settings.maximumBodyBytes)
             {
                 respondAndClose(
                     KVError(
                         .bodyTooLarge,
-                        "the body has \(length) bytes; the limit is \(settings.maximumBodyBytes)"),
+                        "the body has \(declared) bytes; the limit is \(settings.maximumBodyBytes)"),
                     context: context)
                 return
             }
@@ -241,6 +304,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
+    /// Whether a declared Content-Length is over `limit`; a number too large for any
+    /// integer is (the parser has already refused anything that is not digits).
+    static func exceeds(_ declared: String, _ limit: Int) -> Bool {
+        guard let length = Int(declared) else { return declared.utf8.allSatisfy { (48...57).contains($0) } }
+        return length > limit
+    }
+
     private func dispatch(_ requestHead: HTTPRequestHead, body: [UInt8], context: ChannelHandlerContext) {
         let keepAlive = requestHead.isKeepAlive && !closeAfterResponse
         requestNumber &+= 1
@@ -255,6 +325,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let isHead = requestHead.method == .HEAD
         let request = HTTPRequest(
             method: requestHead.method, uri: requestHead.uri, headers: requestHead.headers, body: body)
+        let started = NIODeadline.now()
+        let operation = HTTPMetrics.operation(method: requestHead.method, path: request?.pathSegments ?? [])
         if let request, let response = router.respondImmediately(to: request),
             case .bytes(let bytes) = response.body
         {
@@ -270,13 +342,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
             }
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            router.metrics.record(
+                operation: operation, status: response.status,
+                nanoseconds: (NIODeadline.now() - started).nanoseconds)
             responseFinished(number, keepAlive: keepAlive, context: context)
             return
         }
         Task {
             let reusable = await HTTPConnectionHandler.serve(
                 request, router: router, version: version, keepAlive: keepAlive, isHead: isHead,
-                channel: channel, logger: logger)
+                channel: channel, logger: logger, operation: operation, started: started)
             channel.eventLoop.execute {
                 loopBoundSelf.value.responseFinished(
                     number, keepAlive: reusable, context: loopBoundContext.value)
@@ -288,7 +363,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// the connection can take another request.
     private static func serve(
         _ request: HTTPRequest?, router: Router, version: HTTPVersion, keepAlive: Bool, isHead: Bool,
-        channel: any Channel, logger: Logger
+        channel: any Channel, logger: Logger, operation: String, started: NIODeadline
     ) async -> Bool {
         let response: HTTPResponse
         if let request {
@@ -296,6 +371,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         } else {
             response = Router.errorResponse(
                 KVError(.invalidRequest, "the request target has malformed percent-encoding"))
+        }
+        // The latency includes writing the answer (a streamed one lasts as long as the
+        // client reads it).
+        defer {
+            router.metrics.record(
+                operation: operation, status: response.status,
+                nanoseconds: (NIODeadline.now() - started).nanoseconds)
         }
         do {
             return try await write(
@@ -314,12 +396,20 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             return
         }
         guard number == requestNumber, state == .processing else { return }
-        if !closeAfterResponse {
-            state = .idle
-            arm(settings.idleTimeoutSeconds)
-        } else {
+        if let error = pendingParseError {
+            // Every request received before the bytes that are not HTTP is answered.
+            respondAndClose(error, context: context)
+        } else if closeAfterResponse {
             state = .closing
             context.close(promise: nil)
+        } else if boundaries.isWithinRequest {
+            // The next request has started arriving: it has the request timeout.
+            state = .receiving
+            arm(settings.requestTimeoutSeconds)
+        } else {
+            state = .idle
+            activity.setIdle()
+            arm(settings.idleTimeoutSeconds)
         }
     }
 
@@ -364,6 +454,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         disarm()
         guard state != .closing else { return }
         state = .closing
+        activity.setBusy()
         if head == nil, let byteLevel {
             // No request head has been decoded: answer below the HTTP handlers.
             byteLevel.writeRawAndClose(Self.rawResponse(for: error))
@@ -403,6 +494,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 case .headerOverflow: KVError(.headersTooLarge, "the request head is too large")
                 default: KVError(.invalidRequest, "the request is not valid HTTP/1.1 (\(parserError))")
                 }
+            if state == .processing && head == nil {
+                // Requests before the bad bytes are being answered (or wait their turn
+                // in the pipeline): the error follows their answers.
+                pendingParseError = pendingParseError ?? kvError
+                return
+            }
             respondAndClose(kvError, context: context)
             return
         }

@@ -29,22 +29,28 @@ final class ConnectionRefusalHandler: ChannelInboundHandler {
 public final class HTTPServer: Sendable {
     private let settings: HTTPServerSettings
     private let router: Router
+    private let metrics: HTTPMetrics
     private let group: any EventLoopGroup
     private let logger: Logger
     private let openConnections = Atomic<Int>(0)
-    private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    private let connections = NIOLockedValueBox<
+        [ObjectIdentifier: (channel: any Channel, activity: ConnectionActivity)]
+    >(
+        [:])
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
 
     /// Creates a server; nothing listens until ``start()``.
     public init(
-        settings: HTTPServerSettings, service: any KeyValueService, group: any EventLoopGroup, logger: Logger
+        settings: HTTPServerSettings, service: any KeyValueService, group: any EventLoopGroup, logger: Logger,
+        metrics: HTTPMetrics = HTTPMetrics()
     )
         throws(KVError)
     {
         let problems = settings.problems()
         guard problems.isEmpty else { throw KVError(.invalidRequest, problems.joined(separator: "; ")) }
         self.settings = settings
-        self.router = Router(service: service, logger: logger)
+        self.metrics = metrics
+        self.router = Router(service: service, logger: logger, metrics: metrics)
         self.group = group
         self.logger = logger
     }
@@ -72,23 +78,44 @@ public final class HTTPServer: Sendable {
 
     private func initialize(_ channel: any Channel) -> EventLoopFuture<Void> {
         let count = openConnections.add(1, ordering: .relaxed).newValue
+        metrics.connections.record(count)
         channel.closeFuture.whenComplete { [self] _ in
-            openConnections.subtract(1, ordering: .relaxed)
+            metrics.connections.record(openConnections.subtract(1, ordering: .relaxed).newValue)
             connections.withLockedValue { $0[ObjectIdentifier(channel)] = nil }
         }
-        if count > settings.maximumConnections {
+        if count > settings.maximumConnections && !closeLongestIdleConnection() {
+            metrics.refusedConnections.increment()
             return channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(ConnectionRefusalHandler())
             }
         }
-        connections.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
+        let connection = HTTPConnectionHandler(router: router, settings: settings, logger: logger)
+        connections.withLockedValue { $0[ObjectIdentifier(channel)] = (channel, connection.activity) }
         return channel.eventLoop.makeCompletedFuture {
-            let connection = HTTPConnectionHandler(router: router, settings: settings, logger: logger)
             let sync = channel.pipeline.syncOperations
             try sync.addHandler(ByteActivityHandler(connection: connection))
             try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
             try sync.addHandler(connection)
         }
+    }
+
+    /// Makes room for a new connection when the server is full, as production servers
+    /// do: the connection that has waited longest between requests (or since it opened,
+    /// without a byte) is closed. Returns `false` when every connection is busy.
+    private func closeLongestIdleConnection() -> Bool {
+        let longest: (any Channel)? = connections.withLockedValue { open in
+            let idle = open.values.compactMap { entry in
+                entry.activity.idleSinceNanoseconds.map { (since: $0, entry: entry) }
+            }
+            for candidate in idle.sorted(by: { $0.since < $1.since })
+            where candidate.entry.activity.claim(idleSince: candidate.since) {
+                return candidate.entry.channel
+            }
+            return nil
+        }
+        guard let longest else { return false }
+        longest.pipeline.fireUserInboundEventTriggered(CloseIfIdle())
+        return true
     }
 
     /// Stops accepting connections, lets in-flight requests finish (closing each
@@ -97,7 +124,7 @@ public final class HTTPServer: Sendable {
         if let channel = serverChannel.withLockedValue({ $0 }) {
             try? await channel.close()
         }
-        let open = connections.withLockedValue { Array($0.values) }
+        let open = connections.withLockedValue { $0.values.map(\.channel) }
         for channel in open {
             channel.pipeline.fireUserInboundEventTriggered(CloseWhenIdle())
         }
@@ -105,7 +132,7 @@ public final class HTTPServer: Sendable {
         while connections.withLockedValue({ !$0.isEmpty }) && ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        for channel in connections.withLockedValue({ Array($0.values) }) {
+        for channel in connections.withLockedValue({ $0.values.map(\.channel) }) {
             try? await channel.close()
         }
         logger.info("HTTP server stopped")

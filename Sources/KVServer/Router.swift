@@ -7,7 +7,9 @@ import NIOHTTP1
 /// HTTP responses. It holds no data logic: every decision about data is the service's.
 ///
 /// Routes (see docs/http-api.md):
-/// - `GET /health`, `GET /v1/_node`, `GET /v1/_namespaces`
+/// - `GET /health` and `/health/ready` (200 once the node serves data, else 503),
+///   `GET /health/live` (200 while the process answers), `GET /v1/_node`,
+///   `GET /v1/_namespaces`
 /// - `GET|DELETE /v1/_tables/{ns}`; `PUT|GET|DELETE /v1/_tables/{ns}/{table}`;
 ///   `POST /v1/_tables/{ns}/{table}/clear`
 /// - `GET /v1/_scan/{ns}/{table}[/{prefix parts…}]`
@@ -15,6 +17,7 @@ import NIOHTTP1
 /// - `GET|POST /v1/_counter/{ns}/{table}/{key parts…}[?delta=N]`
 /// - `GET|HEAD|PUT|DELETE /v1/{ns}/{table}/{key parts…}`
 /// - `GET /v1/_cluster`, `GET /v1/_cluster/layout`
+/// - `GET /metrics` (Prometheus text format, when the process exports metrics)
 ///
 /// Reads and writes take quorum overrides (`n`, `r`, `w`, `dw`, `pr`, `pw`) as query
 /// parameters or as `x-kv-{name}` headers, and writes a client request id
@@ -31,11 +34,14 @@ public struct Router: Sendable {
 
     let service: any KeyValueService
     let logger: Logger
+    /// Answers `/metrics` and counts requests.
+    let metrics: HTTPMetrics
 
     /// Creates a router over `service`.
-    public init(service: any KeyValueService, logger: Logger) {
+    public init(service: any KeyValueService, logger: Logger, metrics: HTTPMetrics = HTTPMetrics()) {
         self.service = service
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// Answers one request; failures become JSON error responses.
@@ -58,8 +64,8 @@ public struct Router: Sendable {
     public func respondImmediately(to request: HTTPRequest) -> HTTPResponse? {
         let segments = request.pathSegments
         guard request.method == .GET || request.method == .HEAD else { return nil }
-        if segments.count == 1, segments[0] == Self.healthSegment {
-            return Self.healthResponse
+        if segments.first == Self.healthSegment, let response = health(segments) {
+            return response
         }
         guard segments.count >= 4, segments[0] == Self.versionSegment, segments[1].first != UInt8(ascii: "_")
         else {
@@ -81,6 +87,22 @@ public struct Router: Sendable {
     static let healthSegment = Array("health".utf8)
     static let versionSegment = Array("v1".utf8)
     static let healthResponse = json(["status": "ok"])
+
+    /// The health checks: liveness (`/health/live`: the process answers) and readiness
+    /// (`/health`, `/health/ready`: the node serves data, so a client that waits for it
+    /// is not then refused). `nil` for another path under `/health`.
+    func health(_ segments: [[UInt8]]) -> HTTPResponse? {
+        switch segments.count == 2
+            ? String(decoding: segments[1], as: UTF8.self) : segments.count == 1 ? "" : "-"
+        {
+        case "live":
+            return Self.healthResponse
+        case "", "ready":
+            return service.readinessProblem().map(Self.errorResponse) ?? Self.healthResponse
+        default:
+            return nil
+        }
+    }
 
     /// Parses a row's key parts (percent-decoded path segments) against its table's schema.
     func rowKey(_ table: TableName, descriptor: TableDescriptor, raw: ArraySlice<[UInt8]>) throws(KVError)
@@ -133,9 +155,15 @@ public struct Router: Sendable {
     func route(_ request: HTTPRequest) async throws(KVError) -> HTTPResponse {
         let segments = request.pathSegments
         let names = segments.map { String(decoding: $0, as: UTF8.self) }
-        if names == ["health"] {
+        if names.first == "health", let response = health(segments) {
             guard request.method == .GET || request.method == .HEAD else { throw methodNotAllowed(request) }
-            return Self.healthResponse
+            return response
+        }
+        if names == ["metrics"], let exporter = metrics.exporter {
+            guard request.method == .GET else { throw methodNotAllowed(request) }
+            var headers = HTTPHeaders()
+            headers.add(name: "content-type", value: "text/plain; version=0.0.4; charset=utf-8")
+            return HTTPResponse(status: .ok, headers: headers, body: .bytes(await exporter()))
         }
         guard names.first == "v1", segments.count >= 2 else {
             throw KVError(.notFound, "no route for this path; the API lives under /v1")

@@ -320,7 +320,10 @@ struct ServerCommand: AsyncParsableCommand {
         // server.unavailable.
         let group = MultiThreadedEventLoopGroup.singleton
         let service = DeferredService()
-        let server = try HTTPServer(settings: http, service: service, group: group, logger: logger)
+        let exporter = MetricsExport.bootstrap(service: service)
+        let server = try HTTPServer(
+            settings: http, service: service, group: group, logger: logger,
+            metrics: HTTPMetrics(exporter: exporter))
         let address = try await server.start()
         let httpAddress = "\(advertised):\(address.port ?? http.port)"
         let url = "http://\(httpAddress)"
@@ -472,6 +475,17 @@ final class DeferredService: KeyValueService, Sendable {
     func controlTransfers(_ request: TransferControlRequest) async throws(KVError) -> TransfersReport {
         try await node().controlTransfers(request)
     }
+    func refreshMetrics() async {
+        await box.withLockedValue({ $0 })?.refreshMetrics()
+    }
+
+    func readinessProblem() -> KVError? {
+        guard let node = box.withLockedValue({ $0 }) else {
+            return KVError(.unavailable, "the node is starting")
+        }
+        return node.readinessProblem()
+    }
+
     func immediateTable(_ name: TableName) -> TableDescriptor? {
         box.withLockedValue { $0 }?.immediateTable(name)
     }

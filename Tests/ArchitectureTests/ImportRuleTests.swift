@@ -30,13 +30,12 @@ struct ImportRuleTests {
         // The node shell: storage on a thread pool, logs. No HTTP, no engines by name.
         "KVNode": [
             "KVCore", "KVStorage", "KVCluster", "KVWire", "KVReplica", "NIOCore", "NIOPosix",
-            "NIOConcurrencyHelpers", "Logging", "Glibc",
+            "NIOConcurrencyHelpers", "Logging", "Glibc", "CoreMetrics",
         ],
         // Front end: translates HTTP to KeyValueService; knows no node, cluster or engine.
         "KVServer": [
             "KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOConcurrencyHelpers", "Logging",
-            "FoundationEssentials",
-            "Synchronization",
+            "FoundationEssentials", "Synchronization", "CoreMetrics",
         ],
         // Client library: no server code.
         "KVClient": ["KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc"],
@@ -45,7 +44,8 @@ struct ImportRuleTests {
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode", "KVServer", "KVClient",
             "KVCluster", "KVWire", "ArgumentParser", "Yams", "Logging", "ServiceLifecycle", "NIOCore",
             "NIOPosix",
-            "NIOConcurrencyHelpers", "Histogram", "UnixSignals", "Foundation", "Glibc",
+            "NIOConcurrencyHelpers", "Histogram", "UnixSignals", "Foundation", "Glibc", "Metrics",
+            "Prometheus",
         ],
         "HTTPBaselineServer": ["KVCore", "KVServer", "Logging", "NIOCore", "NIOPosix", "NIOHTTP1"],
     ]

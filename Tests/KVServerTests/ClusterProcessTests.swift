@@ -242,7 +242,9 @@ struct ClusterProcessTests {
         await c.close()
     }
 
-    @Test("before its cluster has formed, a node answers data requests with 503 server.unavailable")
+    @Test(
+        "before its cluster has formed, a node answers data requests and readiness with 503 server.unavailable"
+    )
     func unformedNodeIsUnavailable() async throws {
         // Two members are expected and only one runs: the cluster never forms.
         let ports = try FreePorts.take(3)
@@ -267,6 +269,14 @@ struct ClusterProcessTests {
             #expect(response.status == 503, "\(method) \(target) answered \(response.status)")
             #expect(code == "server.unavailable", "\(method) \(target) answered \(code ?? "no code")")
         }
+        // Readiness says so too, so a client that waits for /health is not refused after;
+        // liveness only says the process answers.
+        for target in ["/health", "/health/ready"] {
+            let response = try await client.send(.GET, target)
+            let code = try? JSONDecoder().decode(WireError.self, from: Data(response.body)).code
+            #expect(response.status == 503 && code == "server.unavailable", "\(target): \(response.status)")
+        }
+        #expect(try await client.send(.GET, "/health/live").status == 200)
         await client.close()
         server.kill()
     }

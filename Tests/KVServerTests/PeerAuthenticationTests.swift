@@ -120,9 +120,14 @@ struct PeerAuthenticationTests {
         }
         try await Self.stillServes(client)
         #expect(try await Self.fingerprint(client) == before)
-        for node in cluster.nodes {
+        for (index, node) in cluster.nodes.enumerated() {
             let log = (try? String(contentsOfFile: node.logPath, encoding: .utf8)) ?? ""
             #expect(log.contains("refused a peer connection"), "the refusals are not in \(node.logPath)")
+            // And counted: five random byte streams and two strangers per node.
+            let connection = try await HTTPConnection(host: "127.0.0.1", port: cluster.httpPorts[index])
+            let metrics = try await MetricsTests.scrape(connection)
+            #expect(metrics.value("kv_peer_refused_connections_total") >= 7)
+            await connection.close()
         }
         await client.close()
     }

@@ -1,0 +1,126 @@
+import NIOCore
+
+/// Follows where requests begin and end in a connection's raw bytes, so the connection
+/// knows whether bytes of an unfinished request wait in the HTTP decoder, which does not
+/// say. A partial request pipelined behind another, even in the same packet, then gets
+/// the request timeout instead of the idle timeout.
+///
+/// It frames requests the way HTTP/1.1 does (a head up to an empty line, then a
+/// `content-length` body or chunks), without validating them: the decoder does that and
+/// refuses what is malformed, which closes the connection anyway. A head line longer
+/// than ``maximumLineBytes`` is not inspected further (the decoder refuses such heads).
+struct RequestBoundaries {
+    /// The longest head line inspected for framing headers.
+    static let maximumLineBytes = 256
+
+    private enum State: Equatable {
+        /// In a head (or between requests).
+        case head
+        /// In a body of known length.
+        case body(remaining: UInt64)
+        /// In a chunk-size line.
+        case chunkSize
+        /// In chunk data, then its line break.
+        case chunkData(remaining: UInt64)
+        /// In the trailer after the last chunk.
+        case trailer
+    }
+
+    private var state = State.head
+    /// The bytes of the current line (up to ``maximumLineBytes``).
+    private var line: [UInt8] = []
+    private var lineTooLong = false
+    private var contentLength: UInt64 = 0
+    private var chunked = false
+    /// Whether bytes of a request that has not ended yet have arrived.
+    private(set) var isWithinRequest = false
+
+    /// Follows `bytes` as they arrive.
+    mutating func consume(_ bytes: UnsafeRawBufferPointer) {
+        var index = 0
+        while index < bytes.count {
+            switch state {
+            case .body(let remaining):
+                let taken = Int(min(UInt64(bytes.count - index), remaining))
+                index += taken
+                if remaining - UInt64(taken) == 0 {
+                    endRequest()
+                } else {
+                    state = .body(remaining: remaining - UInt64(taken))
+                }
+            case .chunkData(let remaining):
+                // The data, then its CRLF (counted as two more bytes).
+                let taken = Int(min(UInt64(bytes.count - index), remaining))
+                index += taken
+                let left = remaining - UInt64(taken)
+                state = left == 0 ? .chunkSize : .chunkData(remaining: left)
+            case .head, .chunkSize, .trailer:
+                let byte = bytes[index]
+                index += 1
+                isWithinRequest = true
+                if byte == UInt8(ascii: "\n") {
+                    lineEnded()
+                } else if byte != UInt8(ascii: "\r") {
+                    if line.count < Self.maximumLineBytes { line.append(byte) } else { lineTooLong = true }
+                }
+            }
+        }
+    }
+
+    private mutating func lineEnded() {
+        defer {
+            line.removeAll(keepingCapacity: true)
+            lineTooLong = false
+        }
+        switch state {
+        case .head:
+            if line.isEmpty && !lineTooLong {
+                if chunked {
+                    state = .chunkSize
+                } else if contentLength > 0 {
+                    state = .body(remaining: contentLength)
+                } else {
+                    endRequest()
+                }
+            } else if !lineTooLong {
+                inspectHeader()
+            }
+        case .chunkSize:
+            // A chunk's data ends with a line break, whose bytes this line also skips;
+            // the empty line left after the data is not a size.
+            if line.isEmpty { return }
+            let digits = line.prefix { $0 != UInt8(ascii: ";") && $0 != UInt8(ascii: " ") }
+            let size = UInt64(String(decoding: digits, as: UTF8.self), radix: 16) ?? 0
+            state = size == 0 ? .trailer : .chunkData(remaining: size)
+        case .trailer:
+            if line.isEmpty { endRequest() }
+        case .body, .chunkData:
+            break
+        }
+    }
+
+    private mutating func inspectHeader() {
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return }
+        let name = String(decoding: line[..<colon], as: UTF8.self).lowercased()
+        let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingSpaces.lowercased()
+        if name == "content-length" {
+            contentLength = UInt64(value) ?? 0
+        } else if name == "transfer-encoding" {
+            chunked = value.hasSuffix("chunked")
+        }
+    }
+
+    private mutating func endRequest() {
+        state = .head
+        contentLength = 0
+        chunked = false
+        isWithinRequest = false
+    }
+}
+
+extension String {
+    fileprivate var trimmingSpaces: Substring {
+        let trimmed = drop { $0 == " " || $0 == "\t" }
+        return trimmed.dropLast(trimmed.reversed().prefix { $0 == " " || $0 == "\t" }.count)
+    }
+}
