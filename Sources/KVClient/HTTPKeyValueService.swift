@@ -400,6 +400,18 @@ public final class HTTPKeyValueService: KeyValueService {
             version: body.version, peerAddress: body.peerAddress)
     }
 
+    public func backup(name: String?) async throws(KVError) -> BackupReport {
+        let response = try await send(.POST, "/v1/_node/backup", body: Self.encode(WireBackup(name: name)))
+        try expect(response, [200])
+        let body = try Self.decode(WireBackup.self, response)
+        guard let node = body.nodeID.flatMap(NodeID.init), let path = body.path else {
+            throw KVError(.internalError, "the server sent an invalid backup report")
+        }
+        return BackupReport(
+            nodeID: node, path: path, takenAtMilliseconds: body.takenAtMilliseconds ?? 0,
+            layoutVersion: body.layoutVersion ?? 0)
+    }
+
     public func clusterStatus() async throws(KVError) -> ClusterStatus {
         let response = try await send(.GET, "/v1/_cluster")
         try expect(response, [200])

@@ -80,6 +80,8 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         /// A layout plan was committed after the layout or the staged changes changed:
         /// show the plan again and commit that one.
         public static let staleLayoutPlan = Code(rawValue: "layout.stale_plan")
+        /// A backup of that name exists already.
+        public static let backupExists = Code(rawValue: "backup.exists")
         /// An unexpected internal failure.
         public static let internalError = Code(rawValue: "server.internal")
     }

@@ -423,6 +423,26 @@ public enum BatchItemResult: Sendable {
 }
 
 /// What a node says about itself.
+/// A backup a node took of itself (`POST /v1/_node/backup`).
+public struct BackupReport: Hashable, Sendable {
+    /// The node.
+    public var nodeID: NodeID
+    /// Where the backup is, on the node's machine.
+    public var path: String
+    /// When it was taken (milliseconds since 1970).
+    public var takenAtMilliseconds: Int64
+    /// The layout version the node had then.
+    public var layoutVersion: UInt64
+
+    /// Creates a report.
+    public init(nodeID: NodeID, path: String, takenAtMilliseconds: Int64, layoutVersion: UInt64) {
+        self.nodeID = nodeID
+        self.path = path
+        self.takenAtMilliseconds = takenAtMilliseconds
+        self.layoutVersion = layoutVersion
+    }
+}
+
 public struct NodeInfo: Hashable, Sendable {
     /// The node's permanent id.
     public var nodeID: NodeID
@@ -615,11 +635,19 @@ public protocol KeyValueService: Sendable {
     /// Why the service cannot serve data yet (`server.unavailable`), or `nil` when it
     /// can: what a readiness check reports. Answered without waiting.
     func readinessProblem() -> KVError?
+    /// Takes a consistent backup of this node while it serves, under `name` (a
+    /// timestamped name when `nil`) in the node's backup directory.
+    func backup(name: String?) async throws(KVError) -> BackupReport
 }
 
 extension KeyValueService {
     /// A service that needs no cluster is ready once it exists.
     public func readinessProblem() -> KVError? { nil }
+
+    /// A service that keeps no files takes no backups.
+    public func backup(name: String?) async throws(KVError) -> BackupReport {
+        throw KVError(.invalidRequest, "this service keeps nothing to back up")
+    }
 
     /// Reads a row with the table's quorum settings.
     public func get(_ key: RowKey) async throws(KVError) -> ReadResult {

@@ -333,6 +333,34 @@ public struct WireNodeInfo: Codable, Sendable {
     }
 }
 
+/// The body of `POST /v1/_node/backup` (every field optional) and what it answers.
+public struct WireBackup: Codable, Sendable {
+    public var name: String?
+    public var nodeID: String?
+    public var path: String?
+    public var takenAtMilliseconds: Int64?
+    public var layoutVersion: UInt64?
+
+    /// Creates a value.
+    public init(
+        name: String? = nil, nodeID: String? = nil, path: String? = nil, takenAtMilliseconds: Int64? = nil,
+        layoutVersion: UInt64? = nil
+    ) {
+        self.name = name
+        self.nodeID = nodeID
+        self.path = path
+        self.takenAtMilliseconds = takenAtMilliseconds
+        self.layoutVersion = layoutVersion
+    }
+
+    public enum CodingKeys: String, CodingKey {
+        case name, path
+        case nodeID = "node_id"
+        case takenAtMilliseconds = "taken_at_ms"
+        case layoutVersion = "layout_version"
+    }
+}
+
 /// One member in `GET /v1/_cluster`.
 public struct WireClusterMember: Codable, Sendable {
     public var nodeID: String

@@ -32,6 +32,9 @@ public struct NodeSettings: Sendable, Hashable {
     /// data directory comes back as the same member and is refilled by anti-entropy; an
     /// anonymous one would come back as a stranger. Default `nil`.
     public var nodeName: String?
+    /// Where the node writes backups (`POST /v1/_node/backup`), or `nil` for a node that
+    /// takes none (its engine keeps nothing on disk). Default `nil`.
+    public var backupDirectory: String?
 
     /// Creates settings with the documented defaults.
     public init(

@@ -142,7 +142,8 @@ public enum HTTPErrorStatus {
         case .notFound, .tableNotFound, .rowNotFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .requestTimeout: .requestTimeout
-        case .tableExists, .tableChanged, .tooManySiblings, .rowTooLarge, .notACounter, .staleLayoutPlan:
+        case .tableExists, .tableChanged, .tooManySiblings, .rowTooLarge, .notACounter, .staleLayoutPlan,
+            .backupExists:
             .conflict
         case .preconditionFailed: .preconditionFailed
         case .valueTooLarge, .bodyTooLarge, .responseTooLarge: .payloadTooLarge

@@ -18,6 +18,7 @@ import NIOHTTP1
 /// - `GET|HEAD|PUT|DELETE /v1/{ns}/{table}/{key parts…}`
 /// - `GET /v1/_cluster`, `GET /v1/_cluster/layout`
 /// - `GET /metrics` (Prometheus text format, when the process exports metrics)
+/// - `POST /v1/_node/backup` (a consistent backup of this node, on its machine)
 ///
 /// Reads and writes take quorum overrides (`n`, `r`, `w`, `dw`, `pr`, `pw`) as query
 /// parameters or as `x-kv-{name}` headers, and writes a client request id
@@ -170,6 +171,16 @@ public struct Router: Sendable {
         }
         switch names[1] {
         case "_node":
+            if names.count == 3, names[2] == "backup" {
+                guard request.method == .POST else { throw methodNotAllowed(request) }
+                let body =
+                    request.body.isEmpty ? WireBackup() : try JSON.decode(WireBackup.self, from: request.body)
+                let report = try await service.backup(name: body.name)
+                return Self.json(
+                    WireBackup(
+                        nodeID: report.nodeID.description, path: report.path,
+                        takenAtMilliseconds: report.takenAtMilliseconds, layoutVersion: report.layoutVersion))
+            }
             guard segments.count == 2, request.method == .GET else { throw methodNotAllowed(request) }
             let info = try await service.nodeInfo()
             return Self.json(

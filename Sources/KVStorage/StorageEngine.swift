@@ -152,6 +152,19 @@ public protocol StorageEngine: StorageReader, Sendable {
     /// Flushes everything to stable storage and releases the engine. Further calls throw
     /// ``StorageError/closed``; calling it again does nothing.
     func close() throws(StorageError)
+
+    /// Writes a consistent copy of everything the engine holds, as of one instant, to the
+    /// new directory `directory` while the engine keeps serving; the copy opens as the
+    /// engine's directory. Engines that keep nothing on disk throw
+    /// ``StorageError/Kind/unsupported``.
+    func backup(to directory: String) throws(StorageError)
+}
+
+extension StorageEngine {
+    /// An engine without a backup of its own cannot take one.
+    public func backup(to directory: String) throws(StorageError) {
+        throw StorageError(.unsupported, "this storage engine keeps nothing on disk to back up")
+    }
 }
 
 extension StorageReader {

@@ -14,6 +14,8 @@ public struct StorageError: Error, Sendable, Hashable, CustomStringConvertible {
         case corruption
         /// The caller passed something the engine cannot hold.
         case invalidArgument = "invalid_argument"
+        /// The engine cannot do what was asked (a backup of an engine that keeps nothing).
+        case unsupported
     }
 
     /// The kind.

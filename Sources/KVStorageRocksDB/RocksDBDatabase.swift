@@ -147,6 +147,20 @@ final class RocksDBDatabase: @unchecked Sendable {
     }
 
     /// The column family handle of `keyspace`.
+    /// A RocksDB checkpoint in the new directory `directory`: every column family as of
+    /// one instant, memtables flushed first, table files hard-linked where the file
+    /// system allows (so it is fast and takes little space until compaction rewrites
+    /// them) and copied otherwise.
+    func checkpoint(to directory: String) throws(StorageError) {
+        var error: UnsafeMutablePointer<CChar>? = nil
+        let checkpoint = rocksdb_checkpoint_object_create(handle, &error)
+        try RocksDBError.check(error, .io, "preparing a checkpoint")
+        defer { rocksdb_checkpoint_object_destroy(checkpoint) }
+        // A log size of 0 flushes the memtables, so the checkpoint needs no WAL replay.
+        rocksdb_checkpoint_create(checkpoint, directory, 0, &error)
+        try RocksDBError.check(error, .io, "writing a checkpoint to \(directory)")
+    }
+
     func family(_ keyspace: Keyspace) -> OpaquePointer {
         families[keyspace]!
     }

@@ -246,6 +246,12 @@ public final class RocksDBStorageEngine: StorageEngine, @unchecked Sendable {
         }
     }
 
+    /// A RocksDB checkpoint of the open database in `directory`, which must not exist yet
+    /// (its parent must); the directory opens as a RocksDB engine of its own.
+    public func backup(to directory: String) throws(StorageError) {
+        try withOpenDatabase { database throws(StorageError) in try database.checkpoint(to: directory) }
+    }
+
     /// Syncs the WAL and releases the engine; see the type's documentation for how
     /// outstanding cursors and snapshots keep the database open until they go.
     ///

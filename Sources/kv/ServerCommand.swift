@@ -39,6 +39,7 @@ struct ServerConfigFile: Decodable {
     var replicationFactor: Int?
     var clusterName: String?
     var clusterSecretFile: String?
+    var backupDir: String?
     var zone: String?
     var capacity: Int?
     var replicaTimeoutMilliseconds: Int?
@@ -54,6 +55,7 @@ struct ServerConfigFile: Decodable {
         case replicationFactor = "replication_factor"
         case clusterName = "cluster_name"
         case clusterSecretFile = "cluster_secret_file"
+        case backupDir = "backup_dir"
         case replicaTimeoutMilliseconds = "replica_timeout_ms"
         case advertiseHost = "advertise_host"
         case advertisePeerPort = "advertise_peer_port"
@@ -84,12 +86,13 @@ struct ServerCommand: AsyncParsableCommand {
             variable (KV_HOST, KV_PORT, KV_DATA_DIR, KV_ENGINE, KV_PARTITIONS, KV_LOG_LEVEL, \
             KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_SIBLINGS, KV_MAX_ROW_BYTES, KV_MAX_RESPONSE_BYTES, KV_MAX_HEADER_BYTES, KV_MAX_BODY_BYTES, \
             KV_MAX_CONNECTIONS, KV_REQUEST_TIMEOUT_SECONDS, KV_IDLE_TIMEOUT_SECONDS, KV_PEER_PORT, \
-            KV_JOIN, KV_PEERS, KV_REPLICATION_FACTOR, KV_CLUSTER_NAME, KV_CLUSTER_SECRET_FILE, KV_ZONE, KV_CAPACITY, \
+            KV_JOIN, KV_PEERS, KV_REPLICATION_FACTOR, KV_CLUSTER_NAME, KV_CLUSTER_SECRET_FILE, KV_BACKUP_DIR, \
+            KV_ZONE, KV_CAPACITY, \
             KV_REPLICA_TIMEOUT_MS, KV_ADVERTISE_HOST), the YAML file given with --config (keys host, port, data_dir, \
             engine, partitions, log_level, max_key_bytes, max_value_bytes, max_siblings, max_row_bytes, \
             max_response_bytes, max_header_bytes, max_body_bytes, max_connections, \
             request_timeout_seconds, idle_timeout_seconds, peer_port, join, peers, \
-            replication_factor, cluster_name, cluster_secret_file, zone, capacity, replica_timeout_ms, \
+            replication_factor, cluster_name, cluster_secret_file, backup_dir, zone, capacity, replica_timeout_ms, \
             advertise_host), and the default.
 
             Clusters: a node started alone forms a cluster of one. With --peers (every member's \
@@ -141,6 +144,11 @@ struct ServerCommand: AsyncParsableCommand {
             "File holding the cluster's secret, which peers prove they hold (default DATA/cluster-secret, created by a node on its own)."
     )
     var clusterSecretFile: String?
+    @Option(
+        name: .customLong("backup-dir"),
+        help:
+            "Where POST /v1/_node/backup (kv backup) writes backups, on this machine (default DATA/backups).")
+    var backupDirectory: String?
     @Option(help: "This node's zone: replicas go to distinct zones (default default).") var zone: String?
     @Option(help: "This node's capacity weight in the layout (default 1).") var capacity: Int?
     @Option(help: "The host other nodes and clients are told (default the listen host; needed with 0.0.0.0).")
@@ -249,6 +257,8 @@ struct ServerCommand: AsyncParsableCommand {
         let keepsData = engineName == "rocksdb"
         if keepsData {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+            node.backupDirectory = try resolve(
+                backupDirectory, "KV_BACKUP_DIR", file.backupDir, dataDirectory + "/backups")
         }
         // A file named by flag or environment wins over a secret in the environment,
         // which wins over a file named in the settings file.
@@ -373,6 +383,10 @@ struct ServerCommand: AsyncParsableCommand {
 /// Introduces a node to its seeds (the static members, or the member it joins through)
 /// until it belongs to a formed cluster that knows every static member: each seed's
 /// HTTP API names its peer address, and the introduction goes there.
+///
+/// Every seed is tried once even by a node that restarts into a formed cluster: members
+/// restored from backups onto new machines know each other only by their old addresses,
+/// and an introduction is how they learn the new ones.
 struct Bootstrap {
     let node: ClusterNode
     let seeds: [String]
@@ -381,11 +395,17 @@ struct Bootstrap {
     func run() async {
         var done = Set<String>()
         var selves = Set<String>()
+        var tried = Set<String>()
         while !Task.isCancelled {
             let metadata = node.metadata
             let placed = metadata.layout?.members.contains { $0.node == node.nodeID } ?? false
-            if metadata.isFormed, placed, metadata.members.count >= (node.expectedMembers ?? 0) { return }
+            if metadata.isFormed, placed, metadata.members.count >= (node.expectedMembers ?? 0),
+                tried.union([ownAddress]).isSuperset(of: seeds)
+            {
+                return
+            }
             for seed in seeds where seed != ownAddress && !selves.contains(seed) {
+                tried.insert(seed)
                 do {
                     let client = try await HTTPKeyValueService(url: "http://" + seed)
                     let info = try? await client.nodeInfo()
@@ -475,6 +495,8 @@ final class DeferredService: KeyValueService, Sendable {
     func controlTransfers(_ request: TransferControlRequest) async throws(KVError) -> TransfersReport {
         try await node().controlTransfers(request)
     }
+    func backup(name: String?) async throws(KVError) -> BackupReport { try await node().backup(name: name) }
+
     func refreshMetrics() async {
         await box.withLockedValue({ $0 })?.refreshMetrics()
     }

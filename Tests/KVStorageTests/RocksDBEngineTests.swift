@@ -155,6 +155,32 @@ struct RocksDBEngineTests {
         }
     }
 
+    @Test(
+        "a backup holds every keyspace as of its instant, opens as a store of its own, and is never overwritten"
+    )
+    func backups() throws {
+        try Self.withEngine { engine, path in
+            var first = WriteBatch()
+            first.put(Self.bytes("row"), Self.bytes("v1"))
+            first.put(Self.bytes("hint"), Self.bytes("h"), in: .hints)
+            try engine.write(first, durability: .buffered)
+            let backup = path + "-backup"
+            try engine.backup(to: backup)
+            var later = WriteBatch()
+            later.put(Self.bytes("row"), Self.bytes("v2"))
+            later.put(Self.bytes("later"), Self.bytes("x"))
+            try engine.write(later)
+            // Never into an existing directory.
+            #expect(throws: StorageError.self) { try engine.backup(to: backup) }
+            let copy = try RocksDBStorageEngine(path: backup)
+            defer { try? copy.close() }
+            #expect(try copy.get(Self.bytes("row"), in: .data) == Self.bytes("v1"))
+            #expect(try copy.get(Self.bytes("later"), in: .data) == nil)
+            #expect(try copy.get(Self.bytes("hint"), in: .hints) == Self.bytes("h"))
+            #expect(try engine.get(Self.bytes("row"), in: .data) == Self.bytes("v2"))
+        }
+    }
+
     @Test("close is idempotent, later calls throw closed, and data survives reopening")
     func closeAndReopen() throws {
         let directory = try RocksDBTestDirectory(prefix: "rocksdb-close")
