@@ -72,14 +72,7 @@ final class NodeMetrics: Sendable {
                 }
                 let metric = "kv_" + base.replacingDots
                 if Self.gaugeNames.contains(base) {
-                    let gauge =
-                        exported.gauges[name]
-                        ?? {
-                            let made = Gauge(label: metric, dimensions: dimensions)
-                            exported.gauges[name] = made
-                            return made
-                        }()
-                    gauge.record(value)
+                    Self.gauge(name, metric, dimensions, in: &exported).record(value)
                     continue
                 }
                 let counter =
@@ -99,16 +92,17 @@ final class NodeMetrics: Sendable {
     /// Sets a level by name and labels (member counts by state, peer connections).
     func level(_ metric: String, _ dimensions: [(String, String)], _ value: Int) {
         let key = metric + dimensions.map { "|\($0.0)=\($0.1)" }.joined()
-        exported.withLockedValue { exported in
-            let gauge =
-                exported.gauges[key]
-                ?? {
-                    let made = Gauge(label: metric, dimensions: dimensions)
-                    exported.gauges[key] = made
-                    return made
-                }()
-            gauge.record(value)
-        }
+        exported.withLockedValue { Self.gauge(key, metric, dimensions, in: &$0).record(value) }
+    }
+
+    /// The gauge kept under `key`, made on first use.
+    private static func gauge(
+        _ key: String, _ metric: String, _ dimensions: [(String, String)], in exported: inout Exported
+    ) -> Gauge {
+        if let known = exported.gauges[key] { return known }
+        let made = Gauge(label: metric, dimensions: dimensions)
+        exported.gauges[key] = made
+        return made
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import KVTestSupport
 
 /// A plain TCP socket to 127.0.0.1, for requests no well-behaved client would send:
 /// headers dribbled byte by byte, oversized heads, idle connections.
@@ -7,23 +8,7 @@ final class RawSocket {
     let descriptor: Int32
 
     init(port: Int, receiveBuffer: Int32? = nil) throws {
-        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        if var size = receiveBuffer {
-            setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard result == 0 else {
-            close(descriptor)
-            throw RawSocketError(message: "connect failed: errno \(errno)")
-        }
+        descriptor = try PeerSocket.connectToLoopback(port: port, receiveBuffer: receiveBuffer)
     }
 
     /// Sends bytes; returns false when the peer has closed.

@@ -114,20 +114,11 @@ struct ServerLifecycleTests {
     }
 
     @Test func invalidSettingsAreReportedAtStartup() throws {
-        let binary = try TestBinaries.path(of: "kv", override: "KV_BINARY")
-        let errors = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "kv-stderr-\(UUID().uuidString)"
-        ).path
-        defer { try? FileManager.default.removeItem(atPath: errors) }
-        let child = try ChildProcess(
-            executable: binary,
-            arguments: ["server", "--port", "70000", "--partitions", "3", "--engine", "memory"],
-            standardErrorPath: errors)
-        _ = child.finishReading()
-        let status = child.wait()
+        let (status, message) = try Self.failedStart([
+            "--port", "70000", "--partitions", "3", "--engine", "memory",
+        ])
         #expect(status.exitedNormally && status.code != 0)
         // Every problem is reported, not just the first.
-        let message = try String(contentsOfFile: errors, encoding: .utf8)
         #expect(message.contains("port must be 0 to 65535"), "\(message)")
         #expect(message.contains("partition count must be a power of two"), "\(message)")
     }
@@ -142,7 +133,7 @@ struct ServerLifecycleTests {
         ).path
         defer { try? FileManager.default.removeItem(atPath: errors) }
         let child = try ChildProcess(
-            executable: binary, arguments: ["server", "--port", "0"] + arguments, standardErrorPath: errors,
+            executable: binary, arguments: ["server"] + arguments, standardErrorPath: errors,
             environment: environment)
         _ = child.finishReading()
         let status = child.wait()
@@ -172,12 +163,12 @@ struct ServerLifecycleTests {
         let none = ["KV_CLUSTER_SECRET": ""]
         for arguments in [["--join", "127.0.0.1:1"], ["--peers", "127.0.0.1:1,127.0.0.1:2"]] {
             let (status, message) = try Self.failedStart(
-                arguments + ["--engine", "memory"], environment: none)
+                ["--port", "0", "--engine", "memory"] + arguments, environment: none)
             #expect(status.exitedNormally && status.code != 0)
             #expect(message.contains("needs the cluster's secret"), "\(message)")
         }
         let (status, message) = try Self.failedStart(
-            ["--engine", "memory"], environment: ["KV_CLUSTER_SECRET": "too short"])
+            ["--port", "0", "--engine", "memory"], environment: ["KV_CLUSTER_SECRET": "too short"])
         #expect(status.exitedNormally && status.code != 0)
         #expect(message.contains("at least 16"), "\(message)")
     }

@@ -23,7 +23,16 @@ public final class PeerSocket: @unchecked Sendable {
 
     /// Connects to `port` on 127.0.0.1.
     public init(port: Int) throws {
-        descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        descriptor = try Self.connectToLoopback(port: port)
+    }
+
+    /// A blocking TCP socket connected to `port` on 127.0.0.1, with a receive buffer of
+    /// `receiveBuffer` bytes when given.
+    public static func connectToLoopback(port: Int, receiveBuffer: Int32? = nil) throws -> Int32 {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer {
+            setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -34,9 +43,11 @@ public final class PeerSocket: @unchecked Sendable {
             }
         }
         guard result == 0 else {
+            let failure = errno
             close(descriptor)
-            throw PeerSocketError("cannot connect to port \(port): errno \(errno)")
+            throw PeerSocketError("cannot connect to port \(port): errno \(failure)")
         }
+        return descriptor
     }
 
     /// Adopts an accepted socket.
