@@ -9,8 +9,14 @@ public final class HTTPMetrics: Sendable {
     /// Produces the `/metrics` page (Prometheus text format), or `nil` when the process
     /// exports no metrics (then `/metrics` is `404`).
     let exporter: (@Sendable () async -> [UInt8])?
-    private let counters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
-    private let timers = NIOLockedValueBox<[String: CoreMetrics.Timer]>([:])
+    /// A request's metric series: its operation (one of a few literals) and status.
+    private struct Series: Hashable {
+        var operation: String
+        var status: UInt
+    }
+    private let series = NIOLockedValueBox<
+        [Series: (count: CoreMetrics.Counter, latency: CoreMetrics.Timer)]
+    >([:])
     /// Open HTTP connections.
     let connections = Gauge(label: "kv_http_connections")
     /// Connections refused because every one was busy.
@@ -23,45 +29,35 @@ public final class HTTPMetrics: Sendable {
 
     /// Counts one answered request and its latency.
     func record(operation: String, status: HTTPResponseStatus, nanoseconds: Int64) {
-        let key = "\(operation) \(status.code)"
-        let counter = counters.withLockedValue { counters in
-            if let known = counters[key] { return known }
-            let made = CoreMetrics.Counter(
-                label: "kv_http_requests_total",
-                dimensions: [("operation", operation), ("status", String(status.code))])
-            counters[key] = made
+        // One lookup per request, keyed without building a string: this is on the path
+        // of every request.
+        let key = Series(operation: operation, status: status.code)
+        let metrics = series.withLockedValue { series in
+            if let known = series[key] { return known }
+            let made = (
+                count: CoreMetrics.Counter(
+                    label: "kv_http_requests_total",
+                    dimensions: [("operation", operation), ("status", String(status.code))]),
+                latency: CoreMetrics.Timer(
+                    label: "kv_http_request_duration_seconds", dimensions: [("operation", operation)])
+            )
+            series[key] = made
             return made
         }
-        counter.increment()
-        let timer = timers.withLockedValue { timers in
-            if let known = timers[operation] { return known }
-            let made = CoreMetrics.Timer(
-                label: "kv_http_request_duration_seconds", dimensions: [("operation", operation)])
-            timers[operation] = made
-            return made
-        }
-        timer.recordNanoseconds(nanoseconds)
+        metrics.count.increment()
+        metrics.latency.recordNanoseconds(nanoseconds)
     }
 
     /// The operation a request asks for, as a metric label: a fixed, small set, so a
     /// client cannot make the metrics grow by inventing paths.
     static func operation(method: HTTPMethod, path: [[UInt8]]) -> String {
-        let first = path.first.map { String(decoding: $0, as: UTF8.self) } ?? ""
-        switch first {
-        case "health": return "health"
-        case "metrics": return "metrics"
-        case "v1": break
-        default: return "other"
-        }
-        guard path.count >= 2 else { return "other" }
-        switch String(decoding: path[1], as: UTF8.self) {
-        case "_node": return "node"
-        case "_cluster": return "cluster"
-        case "_namespaces", "_tables": return "tables"
-        case "_scan": return "scan"
-        case "_batch": return "batch"
-        case "_counter": return "counter"
-        default:
+        // Compared as bytes, answered with literals: nothing is allocated per request.
+        guard let first = path.first else { return "other" }
+        if first == Self.health { return "health" }
+        if first == Self.metrics { return "metrics" }
+        guard first == Self.version, path.count >= 2 else { return "other" }
+        let second = path[1]
+        guard second.first == UInt8(ascii: "_") else {
             switch method {
             case .GET: return "get"
             case .HEAD: return "head"
@@ -70,5 +66,14 @@ public final class HTTPMetrics: Sendable {
             default: return "other"
             }
         }
+        return Self.internalRoutes.first { $0.segment == second }?.operation ?? "other"
     }
+
+    private static let health = Array("health".utf8)
+    private static let metrics = Array("metrics".utf8)
+    private static let version = Array("v1".utf8)
+    private static let internalRoutes: [(segment: [UInt8], operation: String)] = [
+        ("_node", "node"), ("_cluster", "cluster"), ("_namespaces", "tables"), ("_tables", "tables"),
+        ("_scan", "scan"), ("_batch", "batch"), ("_counter", "counter"),
+    ].map { (Array($0.0.utf8), $0.1) }
 }

@@ -99,15 +99,37 @@ struct RequestBoundaries {
         }
     }
 
+    private static let contentLengthName = Array("content-length:".utf8)
+    private static let transferEncodingName = Array("transfer-encoding:".utf8)
+    private static let chunkedValue = Array("chunked".utf8)
+
+    /// Looks at the two framing headers, comparing bytes: this runs for every header
+    /// line of every request, so it allocates nothing.
     private mutating func inspectHeader() {
-        guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return }
-        let name = String(decoding: line[..<colon], as: UTF8.self).lowercased()
-        let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingSpaces.lowercased()
-        if name == "content-length" {
-            contentLength = UInt64(value) ?? 0
-        } else if name == "transfer-encoding" {
-            chunked = value.hasSuffix("chunked")
+        if Self.startsCaseInsensitively(line, with: Self.contentLengthName) {
+            var length: UInt64 = 0
+            for byte in line.dropFirst(Self.contentLengthName.count) where byte != 32 && byte != 9 {
+                guard (48...57).contains(byte) else { return }
+                let (product, overflow) = length.multipliedReportingOverflow(by: 10)
+                guard !overflow else { return }
+                length = product + UInt64(byte - 48)
+            }
+            contentLength = length
+        } else if Self.startsCaseInsensitively(line, with: Self.transferEncodingName) {
+            var end = line.endIndex
+            while end > line.startIndex, line[end - 1] == 32 || line[end - 1] == 9 { end -= 1 }
+            let value = line[..<end]
+            chunked =
+                value.count >= Self.chunkedValue.count
+                && Self.startsCaseInsensitively(
+                    value.suffix(Self.chunkedValue.count), with: Self.chunkedValue)
         }
+    }
+
+    private static func startsCaseInsensitively(_ bytes: some Collection<UInt8>, with prefix: [UInt8]) -> Bool
+    {
+        guard bytes.count >= prefix.count else { return false }
+        return zip(bytes, prefix).allSatisfy { ($0 | 0x20) == $1 || $0 == $1 }
     }
 
     private mutating func endRequest() {
@@ -115,12 +137,5 @@ struct RequestBoundaries {
         contentLength = 0
         chunked = false
         isWithinRequest = false
-    }
-}
-
-extension String {
-    fileprivate var trimmingSpaces: Substring {
-        let trimmed = drop { $0 == " " || $0 == "\t" }
-        return trimmed.dropLast(trimmed.reversed().prefix { $0 == " " || $0 == "\t" }.count)
     }
 }
