@@ -40,6 +40,12 @@ let package = Package(
             dependencies: ["KVCore", "KVCluster", "KVStorage"],
             swiftSettings: strict
         ),
+        // Making and checking access tokens (a hash of each, never the token, is stored).
+        .target(
+            name: "KVAccess",
+            dependencies: ["KVCore", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
         // The storage engine protocol family, shared by every engine.
         .target(name: "KVStorage", dependencies: ["KVCore"], swiftSettings: strict),
         // Ordered in-memory engine: the reference model for every other engine.
@@ -61,7 +67,7 @@ let package = Package(
         .target(
             name: "KVNode",
             dependencies: [
-                "KVCore", "KVStorage", "KVCluster", "KVWire", "KVReplica",
+                "KVCore", "KVStorage", "KVCluster", "KVWire", "KVReplica", "KVAccess",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -74,7 +80,7 @@ let package = Package(
         .target(
             name: "KVServer",
             dependencies: [
-                "KVCore",
+                "KVCore", "KVAccess",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -101,7 +107,7 @@ let package = Package(
             name: "kv",
             dependencies: [
                 "KVCore", "KVStorage", "KVStorageRocksDB", "KVStorageMemory", "KVNode", "KVServer",
-                "KVClient", "KVCluster", "KVWire",
+                "KVClient", "KVCluster", "KVWire", "KVAccess",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -235,7 +241,7 @@ let package = Package(
             dependencies: [
                 "KVTestSupport", "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode",
                 "KVServer",
-                "KVClient", "KVCluster", "KVWire", "kv",
+                "KVClient", "KVCluster", "KVWire", "KVAccess", "kv",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -61,6 +61,22 @@ final class ResponseCollector: ChannelInboundHandler {
     }
 }
 
+/// How a client proves who it is to a kv server.
+public struct HTTPClientOptions: Sendable, Hashable {
+    /// The bearer token sent with every request, if any.
+    public var token: String?
+
+    /// Creates options.
+    public init(token: String? = nil) {
+        self.token = token
+    }
+
+    /// Options from the environment: the token in `KV_TOKEN`.
+    public static func environment(_ variables: [String: String]) -> HTTPClientOptions {
+        HTTPClientOptions(token: variables["KV_TOKEN"].flatMap { $0.isEmpty ? nil : $0 })
+    }
+}
+
 /// One persistent HTTP/1.1 connection to a kv server.
 ///
 /// Calls may overlap (an actor lets a second call start while the first waits): their
@@ -73,16 +89,21 @@ public actor HTTPConnection {
     private let host: String
     private let port: Int
     private let group: any EventLoopGroup
+    private let options: HTTPClientOptions
     /// The host and port this connection talks to, for messages.
     public nonisolated let authority: String
 
     /// Connects to `host:port`.
-    public init(host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton)
+    public init(
+        host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        options: HTTPClientOptions = HTTPClientOptions()
+    )
         async throws(KVError)
     {
         self.host = host
         self.port = port
         self.group = group
+        self.options = options
         authority = "\(host):\(port)"
         (channel, collector) = try await Self.connect(host: host, port: port, group: group)
     }
@@ -119,6 +140,9 @@ public actor HTTPConnection {
     ) async throws(KVError) -> ClientResponse {
         var headers = headers
         headers.replaceOrAdd(name: "host", value: authority)
+        if let token = options.token, !headers.contains(name: "authorization") {
+            headers.add(name: "authorization", value: "Bearer " + token)
+        }
         if let body { headers.replaceOrAdd(name: "content-length", value: String(body.count)) }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: headers)
         if !channel.isActive {

@@ -15,16 +15,21 @@ public final class HTTPKeyValueService: KeyValueService {
     private let schemas = SchemaCache()
 
     /// Connects to a server at `host:port`.
-    public init(host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton)
+    public init(
+        host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        options: HTTPClientOptions = HTTPClientOptions()
+    )
         async throws(KVError)
     {
-        connection = try await HTTPConnection(host: host, port: port, group: group)
+        connection = try await HTTPConnection(host: host, port: port, group: group, options: options)
     }
 
     /// Connects to a server given as a URL such as `http://127.0.0.1:7700`.
-    public convenience init(url: String) async throws(KVError) {
+    public convenience init(url: String, options: HTTPClientOptions = HTTPClientOptions())
+        async throws(KVError)
+    {
         let (host, port) = try Self.parse(url: url)
-        try await self.init(host: host, port: port)
+        try await self.init(host: host, port: port, options: options)
     }
 
     /// Splits `http://host:port[/]` into host and port.
@@ -475,6 +480,44 @@ public final class HTTPKeyValueService: KeyValueService {
         let response = try await send(.POST, "/v1/_cluster/transfers", body: Self.encode(request))
         try expect(response, [200])
         return try Self.decode(TransfersReport.self, response)
+    }
+
+    // MARK: Access tokens
+
+    public func createAccessToken(_ request: AccessTokenRequest) async throws(KVError) -> CreatedAccessToken {
+        let body = WireAccessToken(
+            name: request.name, grants: request.grants.levels.mapValues(\.description),
+            expiresInSeconds: request.expiresInSeconds)
+        let response = try await send(.POST, "/v1/_auth/tokens", body: Self.encode(body))
+        try expect(response, [201])
+        let created = try Self.decode(WireAccessToken.self, response)
+        guard let token = created.token else {
+            throw KVError(.internalError, "the server created a token but did not send it")
+        }
+        return CreatedAccessToken(token: token, record: try created.record())
+    }
+
+    public func accessTokens() async throws(KVError) -> [AccessTokenRecord] {
+        let response = try await send(.GET, "/v1/_auth/tokens")
+        try expect(response, [200])
+        var records: [AccessTokenRecord] = []
+        for wire in try Self.decode([String: [WireAccessToken]].self, response)["tokens"] ?? [] {
+            records.append(try wire.record())
+        }
+        return records
+    }
+
+    public func revokeAccessToken(id: String) async throws(KVError) -> AccessTokenRecord {
+        let response = try await send(.DELETE, "/v1/_auth/tokens/" + Self.escape(id))
+        try expect(response, [200])
+        return try Self.decode(WireAccessToken.self, response).record()
+    }
+
+    /// What the token this client sends may do (`GET /v1/_auth/whoami`).
+    public func grants() async throws(KVError) -> AccessGrants {
+        let response = try await send(.GET, "/v1/_auth/whoami")
+        try expect(response, [200])
+        return try Self.decode(WireAccessToken.self, response).parsedGrants()
     }
 }
 

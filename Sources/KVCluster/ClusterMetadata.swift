@@ -140,6 +140,9 @@ public struct ClusterMetadata: Hashable, Sendable {
     public var departing: Set<NodeID>
     /// How hard transfers may push.
     public var handoffControl: HandoffControl
+    /// Every access token ever created, by id, revoked ones included (so a revocation
+    /// cannot be undone by a node that missed it). Only hashes of tokens are kept.
+    public var tokens: [String: AccessTokenEntry]
 
     /// Unformed metadata that knows only `member`.
     public init(member: ClusterMember, partitionCount: Int, replicationFactor: Int) {
@@ -155,6 +158,7 @@ public struct ClusterMetadata: Hashable, Sendable {
         transition = nil
         departing = []
         handoffControl = HandoffControl()
+        tokens = [:]
     }
 
     /// Whether a cluster was formed.
@@ -283,14 +287,19 @@ public struct ClusterMetadata: Hashable, Sendable {
             if let known = tables[name], !record.supersedes(known) { continue }
             tables[name] = record
         }
+        for (id, entry) in other.tokens {
+            if let known = tokens[id], !entry.supersedes(known) { continue }
+            tokens[id] = entry
+        }
         clock = max(clock, other.clock)
         return self == before ? .unchanged : .changed
     }
 
     // MARK: - Encoding
 
-    /// Version 1 ends after the tables; version 2 adds the elastic-cluster state.
-    static let formatVersion: UInt8 = 2
+    /// Version 1 ends after the tables; version 2 adds the elastic-cluster state;
+    /// version 3 the access tokens.
+    static let formatVersion: UInt8 = 3
 
     /// The binary form nodes exchange and store.
     public func encoded() -> [UInt8] {
@@ -348,6 +357,9 @@ public struct ClusterMetadata: Hashable, Sendable {
         } else {
             writer.write(0)
         }
+        let sortedTokens = tokens.values.sorted { $0.record.id < $1.record.id }
+        writer.writeVarint(UInt64(sortedTokens.count))
+        for entry in sortedTokens { entry.encode(into: &writer) }
         return writer.bytes
     }
 
@@ -451,6 +463,8 @@ public struct ClusterMetadata: Hashable, Sendable {
     /// bytes that arrive from the network.
     static let maximumMembers = 1024
     public static let maximumTables = 100_000
+    /// The most token records, revoked ones included.
+    public static let maximumTokens = 10_000
 
     /// Decodes what ``encoded()`` wrote; anything invalid is `storage.corrupt_object`.
     public static func decode(_ bytes: [UInt8]) throws(KVError) -> ClusterMetadata {
@@ -463,7 +477,7 @@ public struct ClusterMetadata: Hashable, Sendable {
         }
     }
 
-    private static func text(_ reader: inout BinaryReader, maximumBytes: Int = 256) throws -> String {
+    static func text(_ reader: inout BinaryReader, maximumBytes: Int = 256) throws -> String {
         let bytes = try reader.readLengthPrefixed(maximumLength: maximumBytes)
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw KVError(.corruptObject, "cluster metadata holds text that is not UTF-8")
@@ -471,7 +485,7 @@ public struct ClusterMetadata: Hashable, Sendable {
         return text
     }
 
-    private static func count(_ reader: inout BinaryReader, atMost limit: Int, _ what: String) throws -> Int {
+    static func count(_ reader: inout BinaryReader, atMost limit: Int, _ what: String) throws -> Int {
         let value = try reader.readVarint()
         guard value <= UInt64(limit) else {
             throw KVError(.corruptObject, "cluster metadata claims \(value) \(what)")
@@ -482,7 +496,7 @@ public struct ClusterMetadata: Hashable, Sendable {
     private static func decodeThrowing(_ bytes: [UInt8]) throws -> ClusterMetadata {
         var reader = BinaryReader(bytes)
         let format = try reader.readByte()
-        guard format == 1 || format == formatVersion else {
+        guard (1...formatVersion).contains(format) else {
             throw KVError(.corruptObject, "cluster metadata has an unknown format")
         }
         let clusterID = try reader.readFixed()
@@ -600,6 +614,13 @@ public struct ClusterMetadata: Hashable, Sendable {
             case let flag: throw KVError(.corruptObject, "cluster metadata has transition flag \(flag)")
             }
         }
+        var tokens: [String: AccessTokenEntry] = [:]
+        if format >= 3 {
+            for _ in 0..<(try count(&reader, atMost: maximumTokens, "tokens")) {
+                let entry = try AccessTokenEntry.decode(&reader)
+                tokens[entry.record.id] = entry
+            }
+        }
         guard reader.isAtEnd else { throw KVError(.corruptObject, "cluster metadata has trailing bytes") }
         var metadata = ClusterMetadata(
             member: ClusterMember(node: NodeID(rawValue: 0), peerAddress: "", httpAddress: ""),
@@ -614,6 +635,7 @@ public struct ClusterMetadata: Hashable, Sendable {
         metadata.handoffControl = control
         metadata.departing = departing
         metadata.transition = transition
+        metadata.tokens = tokens
         guard control.problems().isEmpty else {
             throw KVError(.corruptObject, "cluster metadata's transfer settings are out of range")
         }

@@ -82,6 +82,16 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         public static let staleLayoutPlan = Code(rawValue: "layout.stale_plan")
         /// A backup of that name exists already.
         public static let backupExists = Code(rawValue: "backup.exists")
+        /// A request without a token where access control is on (401).
+        public static let tokenRequired = Code(rawValue: "auth.token_required")
+        /// A token that is garbled or that the cluster does not know (401).
+        public static let invalidToken = Code(rawValue: "auth.invalid_token")
+        /// A revoked token (401).
+        public static let revokedToken = Code(rawValue: "auth.token_revoked")
+        /// A token past its expiry (401).
+        public static let expiredToken = Code(rawValue: "auth.token_expired")
+        /// A valid token without the grant the request needs (403).
+        public static let forbidden = Code(rawValue: "auth.forbidden")
         /// An unexpected internal failure.
         public static let internalError = Code(rawValue: "server.internal")
     }

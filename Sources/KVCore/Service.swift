@@ -638,6 +638,14 @@ public protocol KeyValueService: Sendable {
     /// Takes a consistent backup of this node while it serves, under `name` (a
     /// timestamped name when `nil`) in the node's backup directory.
     func backup(name: String?) async throws(KVError) -> BackupReport
+    /// Creates an access token with the given grants and returns its text, once.
+    func createAccessToken(_ request: AccessTokenRequest) async throws(KVError) -> CreatedAccessToken
+    /// Every token record of the cluster, revoked ones included, by id.
+    func accessTokens() async throws(KVError) -> [AccessTokenRecord]
+    /// Revokes the token `id` on every node; returns its record.
+    func revokeAccessToken(id: String) async throws(KVError) -> AccessTokenRecord
+    /// The record of token `id` as this node knows it, without waiting; `nil` if unknown.
+    func immediateAccessToken(id: String) -> AccessTokenRecord?
 }
 
 extension KeyValueService {
@@ -703,6 +711,24 @@ extension KeyValueService {
     public func controlTransfers(_ request: TransferControlRequest) async throws(KVError) -> TransfersReport {
         throw KVError(.notFound, "this node is not part of a cluster")
     }
+
+    /// A service that is no cluster member keeps no tokens.
+    public func createAccessToken(_ request: AccessTokenRequest) async throws(KVError) -> CreatedAccessToken {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
+    /// A service that is no cluster member keeps no tokens.
+    public func accessTokens() async throws(KVError) -> [AccessTokenRecord] {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
+    /// A service that is no cluster member keeps no tokens.
+    public func revokeAccessToken(id: String) async throws(KVError) -> AccessTokenRecord {
+        throw KVError(.notFound, "this node is not part of a cluster")
+    }
+
+    /// A service that is no cluster member knows no tokens.
+    public func immediateAccessToken(id: String) -> AccessTokenRecord? { nil }
 
     /// By default nothing is at hand.
     public func immediateTable(_ name: TableName) -> TableDescriptor? { nil }

@@ -460,3 +460,72 @@ public struct WireLayout: Codable, Sendable {
         case version, partitions
     }
 }
+
+/// An access token over HTTP: what `POST /v1/_auth/tokens` takes (name, grants, expiry)
+/// and what the token routes answer (the record, and the token's text once, on create).
+public struct WireAccessToken: Codable, Sendable {
+    public var id: String?
+    public var name: String?
+    /// Level by scope: a namespace, or `*` for cluster-wide.
+    public var grants: [String: String]?
+    public var expiresInSeconds: Int64?
+    public var createdAtMilliseconds: Int64?
+    public var expiresAtMilliseconds: Int64?
+    public var revoked: Bool?
+    /// The token's text: only in the answer that created it.
+    public var token: String?
+
+    /// Creates a value.
+    public init(
+        id: String? = nil, name: String? = nil, grants: [String: String]? = nil,
+        expiresInSeconds: Int64? = nil,
+        createdAtMilliseconds: Int64? = nil, expiresAtMilliseconds: Int64? = nil, revoked: Bool? = nil,
+        token: String? = nil
+    ) {
+        self.id = id
+        self.name = name
+        self.grants = grants
+        self.expiresInSeconds = expiresInSeconds
+        self.createdAtMilliseconds = createdAtMilliseconds
+        self.expiresAtMilliseconds = expiresAtMilliseconds
+        self.revoked = revoked
+        self.token = token
+    }
+
+    /// The wire form of a stored record.
+    public init(_ record: AccessTokenRecord, token: String? = nil) {
+        self.init(
+            id: record.id, name: record.name,
+            grants: record.grants.levels.mapValues(\.description),
+            createdAtMilliseconds: record.createdAtMilliseconds,
+            expiresAtMilliseconds: record.expiresAtMilliseconds, revoked: record.revoked, token: token)
+    }
+
+    /// The record it describes (its hash unknown to a client, so empty).
+    public func record() throws(KVError) -> AccessTokenRecord {
+        AccessTokenRecord(
+            id: id ?? "", name: name ?? "", hash: [], grants: try parsedGrants(),
+            createdAtMilliseconds: createdAtMilliseconds ?? 0, expiresAtMilliseconds: expiresAtMilliseconds,
+            revoked: revoked ?? false)
+    }
+
+    /// The grants it names.
+    public func parsedGrants() throws(KVError) -> AccessGrants {
+        var levels: [String: AccessLevel] = [:]
+        for (scope, name) in grants ?? [:] {
+            guard let level = AccessLevel(name: name) else {
+                throw KVError(
+                    .invalidRequest, "'\(name.prefix(20))' is no access level; use read, write or admin")
+            }
+            levels[scope] = level
+        }
+        return try AccessGrants(levels)
+    }
+
+    public enum CodingKeys: String, CodingKey {
+        case id, name, grants, revoked, token
+        case expiresInSeconds = "expires_in_seconds"
+        case createdAtMilliseconds = "created_at_ms"
+        case expiresAtMilliseconds = "expires_at_ms"
+    }
+}

@@ -146,6 +146,8 @@ public enum HTTPErrorStatus {
             .backupExists:
             .conflict
         case .preconditionFailed: .preconditionFailed
+        case .tokenRequired, .invalidToken, .revokedToken, .expiredToken: .unauthorized
+        case .forbidden: .forbidden
         case .valueTooLarge, .bodyTooLarge, .responseTooLarge: .payloadTooLarge
         case .headersTooLarge: .requestHeaderFieldsTooLarge
         case .tooManyConnections, .unavailable, .quorumUnavailable: .serviceUnavailable

@@ -42,7 +42,7 @@ public final class HTTPServer: Sendable {
     /// Creates a server; nothing listens until ``start()``.
     public init(
         settings: HTTPServerSettings, service: any KeyValueService, group: any EventLoopGroup, logger: Logger,
-        metrics: HTTPMetrics = HTTPMetrics()
+        metrics: HTTPMetrics = HTTPMetrics(), access: AccessControl = .off
     )
         throws(KVError)
     {
@@ -50,7 +50,7 @@ public final class HTTPServer: Sendable {
         guard problems.isEmpty else { throw KVError(.invalidRequest, problems.joined(separator: "; ")) }
         self.settings = settings
         self.metrics = metrics
-        self.router = Router(service: service, logger: logger, metrics: metrics)
+        self.router = Router(service: service, logger: logger, metrics: metrics, access: access)
         self.group = group
         self.logger = logger
     }

@@ -19,6 +19,10 @@ import NIOHTTP1
 /// - `GET /v1/_cluster`, `GET /v1/_cluster/layout`
 /// - `GET /metrics` (Prometheus text format, when the process exports metrics)
 /// - `POST /v1/_node/backup` (a consistent backup of this node, on its machine)
+/// - `GET /v1/_auth/whoami`; `GET|POST /v1/_auth/tokens`; `DELETE /v1/_auth/tokens/{id}`
+///
+/// With access control on, every route but `/health…` and `GET /v1/_node` needs a
+/// bearer token with the grant the route asks for (docs/security.md).
 ///
 /// Reads and writes take quorum overrides (`n`, `r`, `w`, `dw`, `pr`, `pw`) as query
 /// parameters or as `x-kv-{name}` headers, and writes a client request id
@@ -37,12 +41,18 @@ public struct Router: Sendable {
     let logger: Logger
     /// Answers `/metrics` and counts requests.
     let metrics: HTTPMetrics
+    /// Who may do what.
+    let access: AccessControl
 
     /// Creates a router over `service`.
-    public init(service: any KeyValueService, logger: Logger, metrics: HTTPMetrics = HTTPMetrics()) {
+    public init(
+        service: any KeyValueService, logger: Logger, metrics: HTTPMetrics = HTTPMetrics(),
+        access: AccessControl = .off
+    ) {
         self.service = service
         self.logger = logger
         self.metrics = metrics
+        self.access = access
     }
 
     /// Answers one request; failures become JSON error responses.
@@ -76,6 +86,9 @@ public struct Router: Sendable {
             let name = try tableName(segments, at: 1)
             guard let descriptor = service.immediateTable(name), !request.hasQuorumOverrides else {
                 return nil
+            }
+            if access.isOn {
+                try access.grants(for: request, service: service).require(.read, on: name.namespace)
             }
             let key = try rowKey(name, descriptor: descriptor, raw: segments.dropFirst(3))
             guard let result = try service.immediateGet(key) else { return nil }
@@ -126,8 +139,11 @@ public struct Router: Sendable {
     public static func errorResponse(_ error: KVError) -> HTTPResponse {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "application/json")
+        let status = HTTPErrorStatus.status(for: error.code)
+        // RFC 6750: a 401 names the scheme the client should use.
+        if status == .unauthorized { headers.add(name: "www-authenticate", value: "Bearer") }
         return HTTPResponse(
-            status: HTTPErrorStatus.status(for: error.code), headers: headers,
+            status: status, headers: headers,
             body: .bytes(JSON.encode(WireError(code: error.code.rawValue, message: error.message))))
     }
 
@@ -160,8 +176,12 @@ public struct Router: Sendable {
             guard request.method == .GET || request.method == .HEAD else { throw methodNotAllowed(request) }
             return response
         }
+        // Bootstrapping nodes ask each other for this before they hold any token.
+        if names == ["v1", "_node"], request.method == .GET { return try await nodeInfo() }
+        let grants = try access.grants(for: request, service: service)
         if names == ["metrics"], let exporter = metrics.exporter {
             guard request.method == .GET else { throw methodNotAllowed(request) }
+            try grants.require(.read, on: nil)
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: "text/plain; version=0.0.4; charset=utf-8")
             return HTTPResponse(status: .ok, headers: headers, body: .bytes(await exporter()))
@@ -173,6 +193,7 @@ public struct Router: Sendable {
         case "_node":
             if names.count == 3, names[2] == "backup" {
                 guard request.method == .POST else { throw methodNotAllowed(request) }
+                try grants.require(.admin, on: nil)
                 let body =
                     request.body.isEmpty ? WireBackup() : try JSON.decode(WireBackup.self, from: request.body)
                 let report = try await service.backup(name: body.name)
@@ -181,34 +202,34 @@ public struct Router: Sendable {
                         nodeID: report.nodeID.description, path: report.path,
                         takenAtMilliseconds: report.takenAtMilliseconds, layoutVersion: report.layoutVersion))
             }
-            guard segments.count == 2, request.method == .GET else { throw methodNotAllowed(request) }
-            let info = try await service.nodeInfo()
-            return Self.json(
-                WireNodeInfo(
-                    nodeID: info.nodeID.description, incarnation: info.incarnation, engine: info.engine,
-                    partitions: info.partitionCount, version: info.version, peerAddress: info.peerAddress))
+            throw methodNotAllowed(request)
+        case "_auth":
+            return try await routeAccess(request, Array(names.dropFirst(2)), grants: grants)
         case "_cluster":
+            try grants.require(request.method == .GET ? .read : .admin, on: nil)
             return try await routeCluster(request, Array(names.dropFirst(2)))
         case "_namespaces":
             guard segments.count == 2, request.method == .GET else { throw methodNotAllowed(request) }
-            return Self.json(["namespaces": try await service.namespaces()])
+            return Self.json(["namespaces": try await service.namespaces().filter(grants.seesNamespace)])
         case "_tables":
-            return try await routeTables(request, segments)
+            return try await routeTables(request, segments, grants: grants)
         case "_scan":
             guard segments.count >= 4 else {
                 throw KVError(.notFound, "a scan is /v1/_scan/{namespace}/{table}")
             }
             guard request.method == .GET else { throw methodNotAllowed(request) }
-            return try await scan(
-                request, table: tableName(segments, at: 2), prefix: Array(segments.dropFirst(4)))
+            let name = try tableName(segments, at: 2)
+            try grants.require(.read, on: name.namespace)
+            return try await scan(request, table: name, prefix: Array(segments.dropFirst(4)))
         case "_batch":
             guard segments.count == 2, request.method == .POST else { throw methodNotAllowed(request) }
-            return try await batch(request)
+            return try await batch(request, grants: grants)
         case "_counter":
             guard segments.count >= 5 else {
                 throw KVError(.notFound, "a counter is /v1/_counter/{namespace}/{table}/{key parts…}")
             }
             let name = try tableName(segments, at: 2)
+            try grants.require(request.method == .GET ? .read : .write, on: name.namespace)
             let key = try rowKey(name, descriptor: try await service.table(name), raw: segments.dropFirst(4))
             switch request.method {
             case .GET:
@@ -231,9 +252,19 @@ public struct Router: Sendable {
             guard segments.count >= 4 else {
                 throw KVError(.notFound, "a row is /v1/{namespace}/{table}/{key parts…}")
             }
-            return try await routeRow(
-                request, table: tableName(segments, at: 1), parts: Array(segments.dropFirst(3)))
+            let name = try tableName(segments, at: 1)
+            try grants.require(
+                request.method == .GET || request.method == .HEAD ? .read : .write, on: name.namespace)
+            return try await routeRow(request, table: name, parts: Array(segments.dropFirst(3)))
         }
+    }
+
+    private func nodeInfo() async throws(KVError) -> HTTPResponse {
+        let info = try await service.nodeInfo()
+        return Self.json(
+            WireNodeInfo(
+                nodeID: info.nodeID.description, incarnation: info.incarnation, engine: info.engine,
+                partitions: info.partitionCount, version: info.version, peerAddress: info.peerAddress))
     }
 
     // MARK: Tables
@@ -267,13 +298,46 @@ public struct Router: Sendable {
         }
     }
 
-    private func routeTables(_ request: HTTPRequest, _ segments: [[UInt8]]) async throws(KVError)
-        -> HTTPResponse
+    /// `/v1/_auth/…`: `whoami` (any valid token: what it may do) and the tokens
+    /// themselves (cluster admins only): list, create, revoke.
+    private func routeAccess(_ request: HTTPRequest, _ path: [String], grants: AccessGrants)
+        async throws(KVError) -> HTTPResponse
     {
+        if path == ["whoami"] {
+            guard request.method == .GET else { throw methodNotAllowed(request) }
+            return Self.json(WireAccessToken(grants: grants.levels.mapValues(\.description)))
+        }
+        guard path.first == "tokens", path.count <= 2 else {
+            throw KVError(.notFound, "the access routes are /v1/_auth/whoami and /v1/_auth/tokens[/{id}]")
+        }
+        try grants.require(.admin, on: nil)
+        switch (request.method, path.count) {
+        case (.GET, 1):
+            return Self.json(["tokens": try await service.accessTokens().map { WireAccessToken($0) }])
+        case (.POST, 1):
+            let body = try JSON.decode(WireAccessToken.self, from: request.body)
+            let created = try await service.createAccessToken(
+                AccessTokenRequest(
+                    name: body.name ?? "", grants: try body.parsedGrants(),
+                    expiresInSeconds: body.expiresInSeconds))
+            return Self.json(WireAccessToken(created.record, token: created.token), status: .created)
+        case (.DELETE, 2):
+            return Self.json(WireAccessToken(try await service.revokeAccessToken(id: path[1])))
+        default:
+            throw methodNotAllowed(request)
+        }
+    }
+
+    private func routeTables(_ request: HTTPRequest, _ segments: [[UInt8]], grants: AccessGrants)
+        async throws(KVError) -> HTTPResponse
+    {
+        // Reading a table's description needs read; changing tables needs admin.
+        let needed: AccessLevel = request.method == .GET ? .read : .admin
         switch segments.count {
         case 3:
             let namespace = try text(segments[2], "namespace")
             try TableName.validate(namespace, what: "namespace")
+            try grants.require(needed, on: namespace)
             switch request.method {
             case .GET:
                 let tables = try await service.tables(in: namespace)
@@ -285,6 +349,7 @@ public struct Router: Sendable {
             }
         case 4:
             let name = try tableName(segments, at: 2)
+            try grants.require(needed, on: name.namespace)
             switch request.method {
             case .PUT:
                 let body = try JSON.decode(WireCreateTable.self, from: request.body)
@@ -310,7 +375,9 @@ public struct Router: Sendable {
             }
         case 5 where String(decoding: segments[4], as: UTF8.self) == "clear":
             guard request.method == .POST else { throw methodNotAllowed(request) }
-            try await service.clearTable(try tableName(segments, at: 2))
+            let name = try tableName(segments, at: 2)
+            try grants.require(.admin, on: name.namespace)
+            try await service.clearTable(name)
             return HTTPResponse(status: .noContent)
         default:
             throw KVError(.notFound, "no such table route")
@@ -551,14 +618,14 @@ public struct Router: Sendable {
 
     // MARK: Batches
 
-    private func batch(_ request: HTTPRequest) async throws(KVError) -> HTTPResponse {
+    private func batch(_ request: HTTPRequest, grants: AccessGrants) async throws(KVError) -> HTTPResponse {
         let body = try JSON.decode(BatchRequestBody.self, from: request.body)
         // Items that fail to parse get their error in place; the rest run as one batch.
         var operations: [BatchOperation] = []
         var parseFailures: [Int: KVError] = [:]
         for (index, item) in body.operations.enumerated() {
             do {
-                operations.append(try await operation(try item.get()))
+                operations.append(try await operation(try item.get(), grants: grants))
             } catch {
                 parseFailures[index] = error
             }
@@ -600,8 +667,11 @@ public struct Router: Sendable {
             message: error.message)
     }
 
-    private func operation(_ item: WireBatchOperation) async throws(KVError) -> BatchOperation {
+    private func operation(_ item: WireBatchOperation, grants: AccessGrants) async throws(KVError)
+        -> BatchOperation
+    {
         let name = try TableName(namespace: item.namespace, table: item.table)
+        try grants.require(item.op == "get" ? .read : .write, on: name.namespace)
         let descriptor = try await service.table(name)
         let key = RowKey(table: name, parts: try descriptor.schema.keyParts(item.key, prefix: false))
         var options = WriteOptions(context: item.context, requestID: item.requestID)

@@ -67,7 +67,10 @@ struct BenchCommand: AsyncParsableCommand {
         var connections: [HTTPKeyValueService] = []
         do {
             for index in 0..<clients {
-                connections.append(try await HTTPKeyValueService(url: urls[index % urls.count]))
+                connections.append(
+                    try await HTTPKeyValueService(
+                        url: urls[index % urls.count],
+                        options: HTTPClientOptions.environment(ProcessInfo.processInfo.environment)))
             }
             _ = try await connections[0].createTable(
                 TableDescriptor(name: name, schema: try KeySchema([.int64], partitionKeyLength: 1)))

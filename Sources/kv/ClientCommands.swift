@@ -6,10 +6,18 @@ import KVCore
 /// Options shared by every client command.
 struct ClientOptions: ParsableArguments {
     @Option(help: "Server URL (default http://127.0.0.1:7700, or $KV_URL).") var url: String?
+    @Option(help: "Bearer token for a node with access control on (default $KV_TOKEN).") var token: String?
     @Flag(help: "Print machine-readable JSON.") var json = false
 
     var resolvedURL: String {
         url ?? ProcessInfo.processInfo.environment["KV_URL"] ?? "http://127.0.0.1:7700"
+    }
+
+    /// The token and TLS settings: flags first, then the environment.
+    var clientOptions: HTTPClientOptions {
+        var options = HTTPClientOptions.environment(ProcessInfo.processInfo.environment)
+        if let token { options.token = token }
+        return options
     }
 }
 
@@ -35,7 +43,7 @@ extension ClientOptions {
     /// on standard error and becomes exit status 1.
     func withService(_ body: (HTTPKeyValueService) async throws -> Void) async throws {
         do {
-            let service = try await HTTPKeyValueService(url: resolvedURL)
+            let service = try await HTTPKeyValueService(url: resolvedURL, options: clientOptions)
             do {
                 try await body(service)
             } catch {

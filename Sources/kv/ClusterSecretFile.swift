@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import KVServer
 import KVWire
 
 /// Where a node's cluster secret comes from, and the one place that reads or writes it.
@@ -41,24 +42,29 @@ enum ClusterSecretFile {
     /// Writes a new random secret to `path`, readable by its owner only, unless a file is
     /// there already; either way returns the secret the file holds.
     static func createIfMissing(path: String) throws -> ClusterSecret {
-        if FileManager.default.fileExists(atPath: path) { return try read(path: path) }
+        try createPrivateFile(path: path, contents: ClusterSecret.generate() + "\n", what: "cluster secret")
+        return try read(path: path)
+    }
+
+    /// Writes `contents` to a new file at `path` readable by its owner only, unless a
+    /// file is there already (another process may have created it first; then that one
+    /// counts).
+    static func createPrivateFile(path: String, contents: String, what: String) throws {
+        if FileManager.default.fileExists(atPath: path) { return }
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
-            // Another process may have created it first; then that one is the secret.
-            if errno == EEXIST { return try read(path: path) }
+            if errno == EEXIST { return }
             throw ValidationError(
-                "cannot create the cluster secret file \(path): \(String(cString: strerror(errno)))")
+                "cannot create the \(what) file \(path): \(String(cString: strerror(errno)))")
         }
-        let text = ClusterSecret.generate() + "\n"
-        let bytes = Array(text.utf8)
+        let bytes = Array(contents.utf8)
         let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
         let synced = fsync(descriptor) == 0
         close(descriptor)
         guard written == bytes.count, synced else {
             unlink(path)
-            throw ValidationError("cannot write the cluster secret file \(path)")
+            throw ValidationError("cannot write the \(what) file \(path)")
         }
-        return try read(path: path)
     }
 
     /// The secret of a node: the one it was given, or the one in its data directory.
@@ -95,5 +101,29 @@ enum ClusterSecretFile {
                 secret: try ClusterSecret(ClusterSecret.generate()), origin: "generated, kept nowhere")
         }
         return Resolved(secret: try createIfMissing(path: kept), origin: kept)
+    }
+}
+
+/// Where a node's first administrator token comes from: a file (`--admin-token-file`,
+/// `KV_ADMIN_TOKEN_FILE`, the YAML key `admin_token_file`) or the token itself
+/// (`KV_ADMIN_TOKEN`). Either turns access control on; neither leaves it off.
+enum AdminTokenSetting {
+    static func resolve(file: String?, value: String?) throws -> AccessControl {
+        let token: String
+        if let file, !file.isEmpty {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw ValidationError("cannot read the admin token file \(file)")
+            }
+            token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        } else if let value, !value.isEmpty {
+            token = value
+        } else {
+            return .off
+        }
+        do {
+            return try AccessControl(adminToken: token)
+        } catch {
+            throw ValidationError(error.message)
+        }
     }
 }

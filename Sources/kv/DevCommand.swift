@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Glibc
+import KVAccess
 import KVClient
 import KVCore
 import NIOConcurrencyHelpers
@@ -20,6 +21,11 @@ struct DevCommand: AsyncParsableCommand {
             nodes prove to each other that they hold the secret in DATA/cluster-secret, \
             written on first start; a node that joins the cluster needs that file \
             (kv server --join … --cluster-secret-file DATA/cluster-secret).
+
+            With --auth every node requires a bearer token; the administrator's token is \
+            kept in DATA/admin-token (written on first start): export KV_TOKEN=$(cat \
+            DATA/admin-token) for the kv commands, and create narrower tokens with \
+            kv auth token create.
             """)
 
     @Option(help: "Number of nodes (default 3).") var nodes = 3
@@ -30,6 +36,7 @@ struct DevCommand: AsyncParsableCommand {
     @Option(help: "Replicas per partition (default 3, at most the number of nodes).")
     var replicationFactor: Int?
     @Option(help: "Log level of the nodes (default warning).") var logLevel = "warning"
+    @Flag(help: "Require tokens: an administrator's token is kept in DATA/admin-token.") var auth = false
 
     func validate() throws {
         guard (1...16).contains(nodes) else { throw ValidationError("--nodes must be 1 to 16") }
@@ -43,6 +50,14 @@ struct DevCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         let secretPath = "\(dataDirectory)/\(ClusterSecretFile.defaultName)"
         _ = try ClusterSecretFile.createIfMissing(path: secretPath)
+        let tokenPath = "\(dataDirectory)/admin-token"
+        var adminToken: String?
+        if auth {
+            try ClusterSecretFile.createPrivateFile(
+                path: tokenPath, contents: AccessTokenCrypto.generate().token + "\n", what: "admin token")
+            adminToken = try String(contentsOfFile: tokenPath, encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
         let addresses = (0..<nodes).map { "127.0.0.1:\(port + $0)" }
         let replication = min(replicationFactor ?? 3, nodes)
         // Ctrl-C reaches the whole foreground process group; the nodes then stop on
@@ -60,6 +75,7 @@ struct DevCommand: AsyncParsableCommand {
                 "--peers", addresses.joined(separator: ","), "--replication-factor", String(replication),
                 "--log-level", logLevel, "--cluster-secret-file", secretPath,
             ]
+            if auth { process.arguments? += ["--admin-token-file", tokenPath] }
             let logPath = "\(dataDirectory)/node\(index + 1).log"
             guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
                 throw ValidationError("cannot create \(logPath)")
@@ -84,7 +100,8 @@ struct DevCommand: AsyncParsableCommand {
             }
             children.append(process)
         }
-        let ready = await Self.waitUntilFormed(addresses: addresses, children: children)
+        let ready = await Self.waitUntilFormed(
+            addresses: addresses, children: children, options: HTTPClientOptions(token: adminToken))
         if ready {
             var lines = [
                 "kv dev cluster: \(nodes) nodes, \(replication) replicas per partition, engine \(engine)"
@@ -95,7 +112,15 @@ struct DevCommand: AsyncParsableCommand {
                 )
             }
             lines.append("  secret: \(secretPath) (a node that joins needs it)")
-            lines.append("  try:    curl -s http://\(addresses[0])/v1/_cluster")
+            if auth {
+                lines.append("  access: tokens required; the admin token is in \(tokenPath)")
+                lines.append("  try:    export KV_TOKEN=$(cat \(tokenPath))")
+                lines.append(
+                    "          curl -s -H \"Authorization: Bearer $KV_TOKEN\" http://\(addresses[0])/v1/_cluster"
+                )
+            } else {
+                lines.append("  try:    curl -s http://\(addresses[0])/v1/_cluster")
+            }
             lines.append("          \(executable) cluster status --url http://\(addresses[0])")
             lines.append("  stop:   Ctrl-C (or SIGTERM)")
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
@@ -119,11 +144,13 @@ struct DevCommand: AsyncParsableCommand {
     }
 
     /// Waits until every node answers and the first one sees all of them in its layout.
-    static func waitUntilFormed(addresses: [String], children: [Process]) async -> Bool {
+    static func waitUntilFormed(addresses: [String], children: [Process], options: HTTPClientOptions) async
+        -> Bool
+    {
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if children.contains(where: { !$0.isRunning }) { return false }
-            if let service = try? await HTTPKeyValueService(url: "http://" + addresses[0]) {
+            if let service = try? await HTTPKeyValueService(url: "http://" + addresses[0], options: options) {
                 let status = try? await service.clusterStatus()
                 await service.close()
                 if let status, status.layoutVersion > 0,

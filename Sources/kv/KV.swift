@@ -21,7 +21,7 @@ struct KV: AsyncParsableCommand {
             ServerCommand.self, PutCommand.self, GetCommand.self, DeleteCommand.self, IncrementCommand.self,
             ScanCommand.self,
             BatchCommand.self, TableCommand.self, NodeCommand.self, ClusterCommand.self, DevCommand.self,
-            BenchCommand.self, BackupCommand.self, RestoreCommand.self,
+            BenchCommand.self, BackupCommand.self, RestoreCommand.self, AuthCommand.self,
         ]
     )
 }

@@ -40,6 +40,7 @@ struct ServerConfigFile: Decodable {
     var clusterName: String?
     var clusterSecretFile: String?
     var backupDir: String?
+    var adminTokenFile: String?
     var zone: String?
     var capacity: Int?
     var replicaTimeoutMilliseconds: Int?
@@ -56,6 +57,7 @@ struct ServerConfigFile: Decodable {
         case clusterName = "cluster_name"
         case clusterSecretFile = "cluster_secret_file"
         case backupDir = "backup_dir"
+        case adminTokenFile = "admin_token_file"
         case replicaTimeoutMilliseconds = "replica_timeout_ms"
         case advertiseHost = "advertise_host"
         case advertisePeerPort = "advertise_peer_port"
@@ -87,12 +89,13 @@ struct ServerCommand: AsyncParsableCommand {
             KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_SIBLINGS, KV_MAX_ROW_BYTES, KV_MAX_RESPONSE_BYTES, KV_MAX_HEADER_BYTES, KV_MAX_BODY_BYTES, \
             KV_MAX_CONNECTIONS, KV_REQUEST_TIMEOUT_SECONDS, KV_IDLE_TIMEOUT_SECONDS, KV_PEER_PORT, \
             KV_JOIN, KV_PEERS, KV_REPLICATION_FACTOR, KV_CLUSTER_NAME, KV_CLUSTER_SECRET_FILE, KV_BACKUP_DIR, \
+            KV_ADMIN_TOKEN_FILE, \
             KV_ZONE, KV_CAPACITY, \
             KV_REPLICA_TIMEOUT_MS, KV_ADVERTISE_HOST), the YAML file given with --config (keys host, port, data_dir, \
             engine, partitions, log_level, max_key_bytes, max_value_bytes, max_siblings, max_row_bytes, \
             max_response_bytes, max_header_bytes, max_body_bytes, max_connections, \
             request_timeout_seconds, idle_timeout_seconds, peer_port, join, peers, \
-            replication_factor, cluster_name, cluster_secret_file, backup_dir, zone, capacity, replica_timeout_ms, \
+            replication_factor, cluster_name, cluster_secret_file, backup_dir, admin_token_file, zone, capacity, replica_timeout_ms, \
             advertise_host), and the default.
 
             Clusters: a node started alone forms a cluster of one. With --peers (every member's \
@@ -105,6 +108,11 @@ struct ServerCommand: AsyncParsableCommand {
             give it with --cluster-secret-file or KV_CLUSTER_SECRET. A node on its own that \
             has none writes a new one to DATA/cluster-secret on first start; copy that file \
             to every node that joins it.
+
+            Access control: with --admin-token-file (or KV_ADMIN_TOKEN_FILE, or the token \
+            itself in KV_ADMIN_TOKEN) every request but the health checks needs a bearer \
+            token. The configured token is a cluster administrator's; create others with \
+            kv auth token create. Turn it on for every node of a cluster.
 
             SIGTERM or SIGINT stops the node gracefully: it stops accepting connections, \
             finishes in-flight requests, then flushes and closes the storage engine.
@@ -149,6 +157,11 @@ struct ServerCommand: AsyncParsableCommand {
         help:
             "Where POST /v1/_node/backup (kv backup) writes backups, on this machine (default DATA/backups).")
     var backupDirectory: String?
+    @Option(
+        help:
+            "File holding the first administrator's token; turns access control on (default off, or $KV_ADMIN_TOKEN)."
+    )
+    var adminTokenFile: String?
     @Option(help: "This node's zone: replicas go to distinct zones (default default).") var zone: String?
     @Option(help: "This node's capacity weight in the layout (default 1).") var capacity: Int?
     @Option(help: "The host other nodes and clients are told (default the listen host; needed with 0.0.0.0).")
@@ -267,6 +280,9 @@ struct ServerCommand: AsyncParsableCommand {
         let secret = try ClusterSecretFile.resolve(
             file: secretFile ?? (secretValue == nil ? file.clusterSecretFile : nil), value: secretValue,
             dataDirectory: keepsData ? dataDirectory : nil, alone: joinAddress.isEmpty && seeds.isEmpty)
+        let access = try AdminTokenSetting.resolve(
+            file: adminTokenFile ?? environment["KV_ADMIN_TOKEN_FILE"] ?? file.adminTokenFile,
+            value: environment["KV_ADMIN_TOKEN"])
         var cluster = ClusterSettings(secret: secret.secret)
         cluster.name = try resolve(clusterName, "KV_CLUSTER_NAME", file.clusterName, "kv")
         cluster.zone = try resolve(zone, "KV_ZONE", file.zone, "default")
@@ -333,7 +349,7 @@ struct ServerCommand: AsyncParsableCommand {
         let exporter = MetricsExport.bootstrap(service: service)
         let server = try HTTPServer(
             settings: http, service: service, group: group, logger: logger,
-            metrics: HTTPMetrics(exporter: exporter))
+            metrics: HTTPMetrics(exporter: exporter), access: access)
         let address = try await server.start()
         let httpAddress = "\(advertised):\(address.port ?? http.port)"
         let url = "http://\(httpAddress)"
@@ -366,6 +382,7 @@ struct ServerCommand: AsyncParsableCommand {
                   engine: \(engineName)\(engineName == "rocksdb" ? ", data: \(dataDirectory)" : " (nothing is kept)")
                   peers:  \(peerAddress) (\(mode))
                   secret: \(secret.origin)
+                  access: \(access.isOn ? "tokens required (Authorization: Bearer TOKEN)" : "open (no tokens)")
                   try:    curl -s \(url)/health
                   stop:   Ctrl-C (or SIGTERM)
 
@@ -496,6 +513,16 @@ final class DeferredService: KeyValueService, Sendable {
         try await node().controlTransfers(request)
     }
     func backup(name: String?) async throws(KVError) -> BackupReport { try await node().backup(name: name) }
+    func createAccessToken(_ request: AccessTokenRequest) async throws(KVError) -> CreatedAccessToken {
+        try await node().createAccessToken(request)
+    }
+    func accessTokens() async throws(KVError) -> [AccessTokenRecord] { try await node().accessTokens() }
+    func revokeAccessToken(id: String) async throws(KVError) -> AccessTokenRecord {
+        try await node().revokeAccessToken(id: id)
+    }
+    func immediateAccessToken(id: String) -> AccessTokenRecord? {
+        box.withLockedValue { $0 }?.immediateAccessToken(id: id)
+    }
 
     func refreshMetrics() async {
         await box.withLockedValue({ $0 })?.refreshMetrics()

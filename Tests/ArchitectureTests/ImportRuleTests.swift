@@ -15,6 +15,8 @@ struct ImportRuleTests {
         // Pure cluster logic: no NIO, no Foundation clocks, no system randomness, no logging.
         "KVCluster": ["KVCore"],
         "KVWire": ["KVCore", "KVCluster", "NIOCore", "Crypto", "Synchronization"],
+        // Access tokens: made and checked by hash, nothing else.
+        "KVAccess": ["KVCore", "Crypto"],
         "KVSimulation": ["KVCore", "KVCluster", "KVStorage", "KVStorageMemory", "KVReplica"],
         // The replica's storage: shared by the node and the simulator, so no NIO.
         "KVReplica": ["KVCore", "KVCluster", "KVStorage", "Synchronization"],
@@ -30,19 +32,20 @@ struct ImportRuleTests {
         // The node shell: storage on a thread pool, logs. No HTTP, no engines by name.
         "KVNode": [
             "KVCore", "KVStorage", "KVCluster", "KVWire", "KVReplica", "NIOCore", "NIOPosix",
-            "NIOConcurrencyHelpers", "Logging", "Glibc", "CoreMetrics",
+            "NIOConcurrencyHelpers", "Logging", "Glibc", "CoreMetrics", "KVAccess",
         ],
         // Front end: translates HTTP to KeyValueService; knows no node, cluster or engine.
         "KVServer": [
             "KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOConcurrencyHelpers", "Logging",
-            "FoundationEssentials", "Synchronization", "CoreMetrics",
+            "FoundationEssentials", "Synchronization", "CoreMetrics", "KVAccess",
         ],
         // Client library: no server code.
         "KVClient": ["KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc"],
         // The executable: the only place that reads flags, files and the environment.
         "kv": [
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode", "KVServer", "KVClient",
-            "KVCluster", "KVWire", "ArgumentParser", "Yams", "Logging", "ServiceLifecycle", "NIOCore",
+            "KVCluster", "KVWire", "KVAccess", "ArgumentParser", "Yams", "Logging", "ServiceLifecycle",
+            "NIOCore",
             "NIOPosix",
             "NIOConcurrencyHelpers", "Histogram", "UnixSignals", "Foundation", "Glibc", "Metrics",
             "Prometheus",

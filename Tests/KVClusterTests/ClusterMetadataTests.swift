@@ -64,6 +64,17 @@ func metadata(seed: Int, members: [ClusterMember], formed: ClusterMetadata?) -> 
             ? TableDescriptor(name: name, schema: schema, generation: random.next()) : nil
         result.record(name, descriptor, by: members[Int.random(in: 0..<members.count, using: &random)].node)
     }
+    // Tokens created, and some revoked, through different nodes.
+    for _ in 0..<Int.random(in: 0...3, using: &random) {
+        let index = Int.random(in: 0...3, using: &random)
+        let token = AccessTokenRecord(
+            id: "000000000000000\(index)", name: "token \(index)",
+            hash: Array(repeating: UInt8(index), count: 32),
+            grants: try! AccessGrants([index == 0 ? "*" : "ns\(index)": .read]), createdAtMilliseconds: 1,
+            expiresAtMilliseconds: Bool.random(using: &random) ? 5 : nil, revoked: Bool.random(using: &random)
+        )
+        try! result.record(token, by: members[Int.random(in: 0..<members.count, using: &random)].node)
+    }
     return result
 }
 
@@ -215,5 +226,43 @@ struct RetryRuleTests {
         let twice = try ReplicaRules.increment(
             once, by: 5, actor: Self.actor, timestampMilliseconds: 2, requestID: "i2")!
         #expect(try CounterState.merged(twice.liveValues)?.value == 10)
+    }
+}
+
+@Suite("Access tokens in cluster metadata")
+struct AccessTokenMetadataTests {
+    static func token(revoked: Bool) -> AccessTokenRecord {
+        AccessTokenRecord(
+            id: "00000000000000aa", name: "app", hash: Array(repeating: 9, count: 32),
+            grants: try! AccessGrants(parsing: "orders:write"), createdAtMilliseconds: 1,
+            expiresAtMilliseconds: nil, revoked: revoked)
+    }
+
+    @Test("a revocation is never undone by a copy that missed it, in either merge order")
+    func revocationSticks() throws {
+        let members = ClusterMetadataTests.members
+        var created = ClusterMetadataTests.formedCluster()
+        try created.record(Self.token(revoked: false), by: members[0].node)
+        var revoked = created
+        try revoked.record(Self.token(revoked: true), by: members[1].node)
+        var stale = created
+        stale.merge(revoked)
+        #expect(stale.tokens["00000000000000aa"]?.record.revoked == true)
+        revoked.merge(created)
+        #expect(revoked.tokens["00000000000000aa"]?.record.revoked == true)
+        #expect(try ClusterMetadata.decode(revoked.encoded()) == revoked)
+    }
+
+    @Test("the metadata keeps a bounded number of token records")
+    func bounded() throws {
+        var metadata = ClusterMetadataTests.formedCluster()
+        for index in 0..<ClusterMetadata.maximumTokens {
+            var token = Self.token(revoked: false)
+            token.id = String(index, radix: 16)
+            try metadata.record(token, by: ClusterMetadataTests.members[0].node)
+        }
+        var one = Self.token(revoked: false)
+        one.id = "ffffffffffffffff"
+        #expect(throws: KVError.self) { try metadata.record(one, by: ClusterMetadataTests.members[0].node) }
     }
 }

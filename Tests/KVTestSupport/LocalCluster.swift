@@ -14,6 +14,8 @@ public final class LocalCluster: @unchecked Sendable {
     public let arguments: [String]
     /// Flags of each node alone.
     public let perNodeArguments: [[String]]
+    /// The token polling sends, when the nodes require one (`KV_ADMIN_TOKEN`).
+    public let adminToken: String?
 
     /// Starts `count` nodes with a static member list and waits until they formed a
     /// cluster in which every node sees every other. `ports` (HTTP ports, then peer
@@ -27,6 +29,7 @@ public final class LocalCluster: @unchecked Sendable {
         peerPorts = Array(ports.suffix(count))
         self.arguments = arguments
         self.perNodeArguments = perNodeArguments
+        adminToken = environment["KV_ADMIN_TOKEN"]
         nodes = []
         for index in 0..<count {
             nodes.append(
@@ -59,7 +62,7 @@ public final class LocalCluster: @unchecked Sendable {
         while Date() < deadline {
             var formed = true
             for (index, node) in nodes.enumerated() where node.isRunning {
-                guard let status = try? HTTPGet.json(url(index) + "/v1/_cluster"),
+                guard let status = try? HTTPGet.json(url(index) + "/v1/_cluster", token: adminToken),
                     let version = status["layout_version"] as? Int, version > 0,
                     let members = status["members"] as? [[String: Any]],
                     members.filter({ ($0["state"] as? String) != "joining" }).count >= nodes.count
@@ -108,10 +111,11 @@ public enum FreePorts {
 /// A blocking HTTP GET for test polling, through curl.
 public enum HTTPGet {
     /// The JSON object at `url`.
-    public static func json(_ url: String) throws -> [String: Any] {
+    public static func json(_ url: String, token: String? = nil) throws -> [String: Any] {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        process.arguments = ["-s", "--max-time", "2", url]
+        process.arguments =
+            ["-s", "--max-time", "2", url] + (token.map { ["-H", "Authorization: Bearer \($0)"] } ?? [])
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
