@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev curl python3 python3-venv
+ensure_system_packages librocksdb-dev curl python3 python3-venv chromium
 
 echo "==> swift format lint"
 swift format lint --strict --recursive Package.swift Sources Tests

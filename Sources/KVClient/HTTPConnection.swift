@@ -2,6 +2,7 @@ import KVCore
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A complete HTTP response as the client sees it.
 public struct ClientResponse: Sendable {
@@ -61,19 +62,42 @@ final class ResponseCollector: ChannelInboundHandler {
     }
 }
 
-/// How a client proves who it is to a kv server.
+/// How a client reaches a kv server and proves who it is.
 public struct HTTPClientOptions: Sendable, Hashable {
     /// The bearer token sent with every request, if any.
     public var token: String?
+    /// Whether to speak HTTPS (an `https://` URL sets it).
+    public var useTLS: Bool
+    /// The PEM file of the CA that signed the server's certificate; `nil` trusts the
+    /// system's roots.
+    public var caFile: String?
 
     /// Creates options.
-    public init(token: String? = nil) {
+    public init(token: String? = nil, useTLS: Bool = false, caFile: String? = nil) {
         self.token = token
+        self.useTLS = useTLS
+        self.caFile = caFile
     }
 
-    /// Options from the environment: the token in `KV_TOKEN`.
+    /// Options from the environment: the token in `KV_TOKEN`, the CA in `KV_CA_FILE`.
     public static func environment(_ variables: [String: String]) -> HTTPClientOptions {
-        HTTPClientOptions(token: variables["KV_TOKEN"].flatMap { $0.isEmpty ? nil : $0 })
+        HTTPClientOptions(
+            token: variables["KV_TOKEN"].flatMap { $0.isEmpty ? nil : $0 },
+            caFile: variables["KV_CA_FILE"].flatMap { $0.isEmpty ? nil : $0 })
+    }
+
+    /// The TLS context these options ask for, or `nil` for plain HTTP.
+    func tlsContext() throws(KVError) -> NIOSSLContext? {
+        guard useTLS else { return nil }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        if let caFile { configuration.trustRoots = .file(caFile) }
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw KVError(
+                .invalidRequest, "cannot set up TLS with the CA file \(caFile ?? "(system)"): \(error)")
+        }
     }
 }
 
@@ -90,6 +114,7 @@ public actor HTTPConnection {
     private let port: Int
     private let group: any EventLoopGroup
     private let options: HTTPClientOptions
+    private let tls: NIOSSLContext?
     /// The host and port this connection talks to, for messages.
     public nonisolated let authority: String
 
@@ -104,19 +129,27 @@ public actor HTTPConnection {
         self.port = port
         self.group = group
         self.options = options
+        tls = try options.tlsContext()
         authority = "\(host):\(port)"
-        (channel, collector) = try await Self.connect(host: host, port: port, group: group)
+        (channel, collector) = try await Self.connect(host: host, port: port, group: group, tls: tls)
     }
 
-    private static func connect(host: String, port: Int, group: any EventLoopGroup) async throws(KVError)
-        -> (any Channel, NIOLoopBound<ResponseCollector>)
+    private static func connect(host: String, port: Int, group: any EventLoopGroup, tls: NIOSSLContext?)
+        async throws(KVError) -> (any Channel, NIOLoopBound<ResponseCollector>)
     {
+        // An address is checked against the certificate's IP names; a host name is
+        // also sent as SNI, which must not carry an address.
+        let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
         do {
             let channel = try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connectTimeout(.seconds(5))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : host))
+                        }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(ResponseCollector())
                     }
@@ -146,7 +179,7 @@ public actor HTTPConnection {
         if let body { headers.replaceOrAdd(name: "content-length", value: String(body.count)) }
         let head = HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: headers)
         if !channel.isActive {
-            (channel, collector) = try await Self.connect(host: host, port: port, group: group)
+            (channel, collector) = try await Self.connect(host: host, port: port, group: group, tls: tls)
         }
         let channel = channel
         let collector = collector

@@ -24,23 +24,29 @@ public final class HTTPKeyValueService: KeyValueService {
         connection = try await HTTPConnection(host: host, port: port, group: group, options: options)
     }
 
-    /// Connects to a server given as a URL such as `http://127.0.0.1:7700`.
+    /// Connects to a server given as a URL such as `http://127.0.0.1:7700`; an
+    /// `https://` URL speaks TLS.
     public convenience init(url: String, options: HTTPClientOptions = HTTPClientOptions())
         async throws(KVError)
     {
         let (host, port) = try Self.parse(url: url)
+        var options = options
+        if url.hasPrefix("https://") { options.useTLS = true }
         try await self.init(host: host, port: port, options: options)
     }
 
-    /// Splits `http://host:port[/]` into host and port.
+    /// Splits `http://host:port[/]` (or `https://…`) into host and port.
     public static func parse(url: String) throws(KVError) -> (String, Int) {
         var rest = Substring(url)
         if rest.hasPrefix("http://") { rest = rest.dropFirst(7) }
+        if rest.hasPrefix("https://") { rest = rest.dropFirst(8) }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         let pieces = rest.split(separator: ":", omittingEmptySubsequences: false)
         guard pieces.count == 2, !pieces[0].isEmpty, let port = Int(pieces[1]), (1...65535).contains(port)
         else {
-            throw KVError(.invalidRequest, "'\(url)' is not a server URL like http://127.0.0.1:7700")
+            throw KVError(
+                .invalidRequest,
+                "'\(url)' is not a server URL like http://127.0.0.1:7700 or https://127.0.0.1:7700")
         }
         return (String(pieces[0]), port)
     }

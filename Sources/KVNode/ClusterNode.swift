@@ -113,8 +113,12 @@ public final class ClusterNode: KeyValueService, Sendable {
     static let timerResolution = TimeAmount.milliseconds(20)
 
     /// Opens the cluster side of `local`: loads its stored cluster metadata (or starts
-    /// unformed metadata that knows only itself).
-    public init(local: NodeStorage, settings: ClusterSettings, group: any EventLoopGroup, logger: Logger)
+    /// unformed metadata that knows only itself). With `tls`, peer connections are
+    /// mutual TLS.
+    public init(
+        local: NodeStorage, settings: ClusterSettings, group: any EventLoopGroup, logger: Logger,
+        tls: PeerTLS? = nil
+    )
         throws(KVError)
     {
         let problems = settings.problems()
@@ -135,7 +139,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                 maximumQueuedBytesPerPeer: max(64 << 20, 2 * frameBytes)),
             // Every peer connection lives on the core's loop: a peer's answer is then
             // taken by the core where it arrives, and a send goes out without a hop.
-            group: eventLoop, logger: logger)
+            group: eventLoop, logger: logger, tls: tls)
         let me = ClusterMember(
             node: local.identity.nodeID, peerAddress: "", httpAddress: settings.httpAddress,
             zone: settings.zone,

@@ -5,6 +5,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// What a ``PeerTransport`` reports to the node that owns it.
 public protocol PeerTransportDelegate: AnyObject, Sendable {
@@ -65,6 +66,24 @@ public struct PeerTransportSettings: Hashable, Sendable {
     }
 }
 
+/// TLS for node-to-node connections: both sides present a certificate signed by the
+/// cluster's CA (mutual TLS), on top of the secret's handshake. Each context is asked
+/// for once per connection, so contexts reloaded from new files apply to the next one.
+public struct PeerTLS: Sendable {
+    /// The context of connections peers open to this node (it asks for their certificate).
+    public var server: @Sendable () -> NIOSSLContext
+    /// The context of connections this node opens (it presents its own certificate).
+    public var client: @Sendable () -> NIOSSLContext
+
+    /// Creates the pair.
+    public init(
+        server: @escaping @Sendable () -> NIOSSLContext, client: @escaping @Sendable () -> NIOSSLContext
+    ) {
+        self.server = server
+        self.client = client
+    }
+}
+
 /// Node-to-node messaging over persistent TCP connections carrying ``WireFrame``s.
 ///
 /// Each node sends on one outbound connection per peer, opened on first use and
@@ -94,9 +113,15 @@ public final class PeerTransport: Sendable {
     private let introducing = NIOLockedValueBox<Set<String>>([])
     private let budget: WireFrameBudget
     private let refusals: RefusalLog
+    private let tls: PeerTLS?
 
-    /// Creates a transport; it neither listens nor connects until told to.
-    public init(node: NodeID, settings: PeerTransportSettings, group: any EventLoopGroup, logger: Logger) {
+    /// Creates a transport; it neither listens nor connects until told to. With `tls`,
+    /// every connection is mutual TLS before the handshake starts.
+    public init(
+        node: NodeID, settings: PeerTransportSettings, group: any EventLoopGroup, logger: Logger,
+        tls: PeerTLS? = nil
+    ) {
+        self.tls = tls
         self.node = node
         self.settings = settings
         self.group = group
@@ -154,6 +179,10 @@ public final class PeerTransport: Sendable {
                         _ = inbound.withLockedValue { $0.removeValue(forKey: id) }
                     }
                     let limit = WireFrameLimit(bytes: PeerHandshake.maximumUnauthenticatedFrameBytes)
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLServerHandler(context: tls.server()))
+                    }
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(WireFrameDecoder(limit: limit, budget: budget)),
                         InboundPeerHandler(
@@ -253,6 +282,12 @@ public final class PeerTransport: Sendable {
             .connectTimeout(.milliseconds(settings.connectTimeoutMilliseconds))
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Peers are named by address, not host name: the CA and the secret
+                    // decide who is a member (the client context skips host names).
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tls.client(), serverHostname: nil))
+                    }
                     // The accepting node sends only its handshake frames on this connection.
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(

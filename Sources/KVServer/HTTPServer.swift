@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Refuses a connection over the limit with a complete 503 response, then closes it.
@@ -38,14 +39,19 @@ public final class HTTPServer: Sendable {
     >(
         [:])
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
+    /// The TLS context for each new connection, or `nil` for plain HTTP. Asked once
+    /// per connection, so a context reloaded from new files applies to the next one.
+    private let tls: (@Sendable () -> NIOSSLContext)?
 
     /// Creates a server; nothing listens until ``start()``.
     public init(
         settings: HTTPServerSettings, service: any KeyValueService, group: any EventLoopGroup, logger: Logger,
-        metrics: HTTPMetrics = HTTPMetrics(), access: AccessControl = .off
+        metrics: HTTPMetrics = HTTPMetrics(), access: AccessControl = .off,
+        tls: (@Sendable () -> NIOSSLContext)? = nil
     )
         throws(KVError)
     {
+        self.tls = tls
         let problems = settings.problems()
         guard problems.isEmpty else { throw KVError(.invalidRequest, problems.joined(separator: "; ")) }
         self.settings = settings
@@ -83,9 +89,13 @@ public final class HTTPServer: Sendable {
             metrics.connections.record(openConnections.subtract(1, ordering: .relaxed).newValue)
             connections.withLockedValue { $0[ObjectIdentifier(channel)] = nil }
         }
+        let context = tls?()
         if count > settings.maximumConnections && !closeLongestIdleConnection() {
             metrics.refusedConnections.increment()
             return channel.eventLoop.makeCompletedFuture {
+                if let context {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                }
                 try channel.pipeline.syncOperations.addHandler(ConnectionRefusalHandler())
             }
         }
@@ -93,6 +103,9 @@ public final class HTTPServer: Sendable {
         connections.withLockedValue { $0[ObjectIdentifier(channel)] = (channel, connection.activity) }
         return channel.eventLoop.makeCompletedFuture {
             let sync = channel.pipeline.syncOperations
+            // TLS first: everything after it sees plaintext, and a client that never
+            // completes the handshake sends no request bytes, so it counts as idle.
+            if let context { try sync.addHandler(NIOSSLServerHandler(context: context)) }
             try sync.addHandler(ByteActivityHandler(connection: connection))
             try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
             try sync.addHandler(connection)

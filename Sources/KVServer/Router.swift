@@ -18,6 +18,7 @@ import NIOHTTP1
 /// - `GET|HEAD|PUT|DELETE /v1/{ns}/{table}/{key parts…}`
 /// - `GET /v1/_cluster`, `GET /v1/_cluster/layout`
 /// - `GET /metrics` (Prometheus text format, when the process exports metrics)
+/// - `GET /ui` (the dashboard: one self-contained page that polls the routes above)
 /// - `POST /v1/_node/backup` (a consistent backup of this node, on its machine)
 /// - `GET /v1/_auth/whoami`; `GET|POST /v1/_auth/tokens`; `DELETE /v1/_auth/tokens/{id}`
 ///
@@ -175,6 +176,11 @@ public struct Router: Sendable {
         if names.first == "health", let response = health(segments) {
             guard request.method == .GET || request.method == .HEAD else { throw methodNotAllowed(request) }
             return response
+        }
+        // The dashboard page holds no data; the API calls it makes carry the token.
+        if names.first == "ui", names.count == 1 || (names.count == 2 && names[1].isEmpty) {
+            guard request.method == .GET || request.method == .HEAD else { throw methodNotAllowed(request) }
+            return Dashboard.response()
         }
         // Bootstrapping nodes ask each other for this before they hold any token.
         if names == ["v1", "_node"], request.method == .GET { return try await nodeInfo() }

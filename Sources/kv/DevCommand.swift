@@ -26,6 +26,10 @@ struct DevCommand: AsyncParsableCommand {
             kept in DATA/admin-token (written on first start): export KV_TOKEN=$(cat \
             DATA/admin-token) for the kv commands, and create narrower tokens with \
             kv auth token create.
+
+            With --tls every node speaks HTTPS and mutual TLS to its peers, with a \
+            throw-away CA and node certificates written to DATA/tls on first start \
+            (for 127.0.0.1 and localhost; trust DATA/tls/ca.pem: curl --cacert, KV_CA_FILE).
             """)
 
     @Option(help: "Number of nodes (default 3).") var nodes = 3
@@ -37,6 +41,7 @@ struct DevCommand: AsyncParsableCommand {
     var replicationFactor: Int?
     @Option(help: "Log level of the nodes (default warning).") var logLevel = "warning"
     @Flag(help: "Require tokens: an administrator's token is kept in DATA/admin-token.") var auth = false
+    @Flag(help: "Speak TLS, with a throw-away CA and node certificates in DATA/tls.") var tls = false
 
     func validate() throws {
         guard (1...16).contains(nodes) else { throw ValidationError("--nodes must be 1 to 16") }
@@ -58,6 +63,19 @@ struct DevCommand: AsyncParsableCommand {
             adminToken = try String(contentsOfFile: tokenPath, encoding: .utf8)
                 .trimmingCharacters(in: .whitespacesAndNewlines)
         }
+        let tlsDirectory = "\(dataDirectory)/tls"
+        let caPath = DevCertificates.authority(directory: tlsDirectory)
+        if tls {
+            try DevCertificates.create(directory: tlsDirectory, nodes: nodes)
+            for number in 1...nodes
+            where !FileManager.default.fileExists(
+                atPath: DevCertificates.files(directory: tlsDirectory, node: number).key)
+            {
+                throw ValidationError(
+                    "\(tlsDirectory) has no certificate for node \(number); remove it to make a new set")
+            }
+        }
+        let scheme = tls ? "https" : "http"
         let addresses = (0..<nodes).map { "127.0.0.1:\(port + $0)" }
         let replication = min(replicationFactor ?? 3, nodes)
         // Ctrl-C reaches the whole foreground process group; the nodes then stop on
@@ -76,6 +94,13 @@ struct DevCommand: AsyncParsableCommand {
                 "--log-level", logLevel, "--cluster-secret-file", secretPath,
             ]
             if auth { process.arguments? += ["--admin-token-file", tokenPath] }
+            if tls {
+                let files = DevCertificates.files(directory: tlsDirectory, node: index + 1)
+                process.arguments? += [
+                    "--tls-cert-file", files.certificate, "--tls-key-file", files.key, "--tls-ca-file",
+                    caPath,
+                ]
+            }
             let logPath = "\(dataDirectory)/node\(index + 1).log"
             guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
                 throw ValidationError("cannot create \(logPath)")
@@ -101,27 +126,27 @@ struct DevCommand: AsyncParsableCommand {
             children.append(process)
         }
         let ready = await Self.waitUntilFormed(
-            addresses: addresses, children: children, options: HTTPClientOptions(token: adminToken))
+            addresses: addresses, children: children,
+            options: HTTPClientOptions(token: adminToken, useTLS: tls, caFile: tls ? caPath : nil))
         if ready {
             var lines = [
                 "kv dev cluster: \(nodes) nodes, \(replication) replicas per partition, engine \(engine)"
             ]
             for (index, address) in addresses.enumerated() {
                 lines.append(
-                    "  node \(index + 1): http://\(address)   data \(dataDirectory)/node\(index + 1), log \(dataDirectory)/node\(index + 1).log"
+                    "  node \(index + 1): \(scheme)://\(address)   data \(dataDirectory)/node\(index + 1), log \(dataDirectory)/node\(index + 1).log"
                 )
             }
             lines.append("  secret: \(secretPath) (a node that joins needs it)")
-            if auth {
-                lines.append("  access: tokens required; the admin token is in \(tokenPath)")
-                lines.append("  try:    export KV_TOKEN=$(cat \(tokenPath))")
-                lines.append(
-                    "          curl -s -H \"Authorization: Bearer $KV_TOKEN\" http://\(addresses[0])/v1/_cluster"
-                )
-            } else {
-                lines.append("  try:    curl -s http://\(addresses[0])/v1/_cluster")
-            }
-            lines.append("          \(executable) cluster status --url http://\(addresses[0])")
+            if tls { lines.append("  tls:    every node; trust \(caPath) (export KV_CA_FILE=\(caPath))") }
+            if auth { lines.append("  access: tokens required; the admin token is in \(tokenPath)") }
+            let curl =
+                "curl -s" + (tls ? " --cacert \(caPath)" : "")
+                + (auth ? " -H \"Authorization: Bearer $(cat \(tokenPath))\"" : "")
+            lines.append("  try:    \(curl) \(scheme)://\(addresses[0])/v1/_cluster")
+            lines.append(
+                "          \(auth ? "KV_TOKEN=$(cat \(tokenPath)) " : "")\(tls ? "KV_CA_FILE=\(caPath) " : "")\(executable) cluster status --url \(scheme)://\(addresses[0])"
+            )
             lines.append("  stop:   Ctrl-C (or SIGTERM)")
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
         } else {

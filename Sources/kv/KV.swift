@@ -22,6 +22,7 @@ struct KV: AsyncParsableCommand {
             ScanCommand.self,
             BatchCommand.self, TableCommand.self, NodeCommand.self, ClusterCommand.self, DevCommand.self,
             BenchCommand.self, BackupCommand.self, RestoreCommand.self, AuthCommand.self,
+            TLSCommand.self,
         ]
     )
 }

@@ -13,6 +13,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import UnixSignals
 import Yams
 
 /// The settings file of `kv server` (YAML); every field is optional.
@@ -41,6 +42,9 @@ struct ServerConfigFile: Decodable {
     var clusterSecretFile: String?
     var backupDir: String?
     var adminTokenFile: String?
+    var tlsCertFile: String?
+    var tlsKeyFile: String?
+    var tlsCAFile: String?
     var zone: String?
     var capacity: Int?
     var replicaTimeoutMilliseconds: Int?
@@ -58,6 +62,9 @@ struct ServerConfigFile: Decodable {
         case clusterSecretFile = "cluster_secret_file"
         case backupDir = "backup_dir"
         case adminTokenFile = "admin_token_file"
+        case tlsCertFile = "tls_cert_file"
+        case tlsKeyFile = "tls_key_file"
+        case tlsCAFile = "tls_ca_file"
         case replicaTimeoutMilliseconds = "replica_timeout_ms"
         case advertiseHost = "advertise_host"
         case advertisePeerPort = "advertise_peer_port"
@@ -89,13 +96,13 @@ struct ServerCommand: AsyncParsableCommand {
             KV_MAX_KEY_BYTES, KV_MAX_VALUE_BYTES, KV_MAX_SIBLINGS, KV_MAX_ROW_BYTES, KV_MAX_RESPONSE_BYTES, KV_MAX_HEADER_BYTES, KV_MAX_BODY_BYTES, \
             KV_MAX_CONNECTIONS, KV_REQUEST_TIMEOUT_SECONDS, KV_IDLE_TIMEOUT_SECONDS, KV_PEER_PORT, \
             KV_JOIN, KV_PEERS, KV_REPLICATION_FACTOR, KV_CLUSTER_NAME, KV_CLUSTER_SECRET_FILE, KV_BACKUP_DIR, \
-            KV_ADMIN_TOKEN_FILE, \
+            KV_ADMIN_TOKEN_FILE, KV_TLS_CERT_FILE, KV_TLS_KEY_FILE, KV_TLS_CA_FILE, \
             KV_ZONE, KV_CAPACITY, \
             KV_REPLICA_TIMEOUT_MS, KV_ADVERTISE_HOST), the YAML file given with --config (keys host, port, data_dir, \
             engine, partitions, log_level, max_key_bytes, max_value_bytes, max_siblings, max_row_bytes, \
             max_response_bytes, max_header_bytes, max_body_bytes, max_connections, \
             request_timeout_seconds, idle_timeout_seconds, peer_port, join, peers, \
-            replication_factor, cluster_name, cluster_secret_file, backup_dir, admin_token_file, zone, capacity, replica_timeout_ms, \
+            replication_factor, cluster_name, cluster_secret_file, backup_dir, admin_token_file, tls_cert_file, tls_key_file, tls_ca_file, zone, capacity, replica_timeout_ms, \
             advertise_host), and the default.
 
             Clusters: a node started alone forms a cluster of one. With --peers (every member's \
@@ -113,6 +120,10 @@ struct ServerCommand: AsyncParsableCommand {
             itself in KV_ADMIN_TOKEN) every request but the health checks needs a bearer \
             token. The configured token is a cluster administrator's; create others with \
             kv auth token create. Turn it on for every node of a cluster.
+
+            TLS: with --tls-cert-file, --tls-key-file and --tls-ca-file the HTTP API \
+            speaks only HTTPS, and peers speak mutual TLS, each presenting a certificate \
+            the CA signed. SIGHUP reads the three files again; new connections use them.
 
             SIGTERM or SIGINT stops the node gracefully: it stops accepting connections, \
             finishes in-flight requests, then flushes and closes the storage engine.
@@ -162,6 +173,10 @@ struct ServerCommand: AsyncParsableCommand {
             "File holding the first administrator's token; turns access control on (default off, or $KV_ADMIN_TOKEN)."
     )
     var adminTokenFile: String?
+    @Option(help: "PEM certificate (chain) of this node; turns TLS on with --tls-key-file and --tls-ca-file.")
+    var tlsCertFile: String?
+    @Option(help: "PEM private key of the certificate.") var tlsKeyFile: String?
+    @Option(help: "PEM CA that signed every member's certificate.") var tlsCAFile: String?
     @Option(help: "This node's zone: replicas go to distinct zones (default default).") var zone: String?
     @Option(help: "This node's capacity weight in the layout (default 1).") var capacity: Int?
     @Option(help: "The host other nodes and clients are told (default the listen host; needed with 0.0.0.0).")
@@ -283,6 +298,11 @@ struct ServerCommand: AsyncParsableCommand {
         let access = try AdminTokenSetting.resolve(
             file: adminTokenFile ?? environment["KV_ADMIN_TOKEN_FILE"] ?? file.adminTokenFile,
             value: environment["KV_ADMIN_TOKEN"])
+        let tls = try TLSFiles.paths(
+            certificate: tlsCertFile ?? environment["KV_TLS_CERT_FILE"] ?? file.tlsCertFile,
+            key: tlsKeyFile ?? environment["KV_TLS_KEY_FILE"] ?? file.tlsKeyFile,
+            authority: tlsCAFile ?? environment["KV_TLS_CA_FILE"] ?? file.tlsCAFile
+        ).map(TLSFiles.init)
         var cluster = ClusterSettings(secret: secret.secret)
         cluster.name = try resolve(clusterName, "KV_CLUSTER_NAME", file.clusterName, "kv")
         cluster.zone = try resolve(zone, "KV_ZONE", file.zone, "default")
@@ -349,10 +369,10 @@ struct ServerCommand: AsyncParsableCommand {
         let exporter = MetricsExport.bootstrap(service: service)
         let server = try HTTPServer(
             settings: http, service: service, group: group, logger: logger,
-            metrics: HTTPMetrics(exporter: exporter), access: access)
+            metrics: HTTPMetrics(exporter: exporter), access: access, tls: tls?.http)
         let address = try await server.start()
         let httpAddress = "\(advertised):\(address.port ?? http.port)"
-        let url = "http://\(httpAddress)"
+        let url = "\(tls == nil ? "http" : "https")://\(httpAddress)"
         cluster.httpAddress = httpAddress
         if !joinAddress.isEmpty {
             cluster.expectedMembers = nil
@@ -361,12 +381,15 @@ struct ServerCommand: AsyncParsableCommand {
             // under another spelling, the bootstrap finds out and lowers the count.
             cluster.expectedMembers = Set(seeds + [httpAddress]).count
         }
-        let clusterNode = try ClusterNode(local: storageNode, settings: cluster, group: group, logger: logger)
+        let clusterNode = try ClusterNode(
+            local: storageNode, settings: cluster, group: group, logger: logger, tls: tls?.peers)
         let peerAddress = try await clusterNode.start()
         service.install(clusterNode)
         let bootstrap = Task {
             await Bootstrap(
-                node: clusterNode, seeds: joinAddress.isEmpty ? seeds : [joinAddress], ownAddress: httpAddress
+                node: clusterNode, seeds: joinAddress.isEmpty ? seeds : [joinAddress],
+                ownAddress: httpAddress,
+                client: HTTPClientOptions(useTLS: tls != nil, caFile: tls?.paths.authority)
             )
             .run()
         }
@@ -383,10 +406,26 @@ struct ServerCommand: AsyncParsableCommand {
                   peers:  \(peerAddress) (\(mode))
                   secret: \(secret.origin)
                   access: \(access.isOn ? "tokens required (Authorization: Bearer TOKEN)" : "open (no tokens)")
-                  try:    curl -s \(url)/health
+                  tls:    \(tls.map { "on, CA \($0.paths.authority) (SIGHUP reloads the files)" } ?? "off")
+                  try:    curl -s \(tls.map { "--cacert \($0.paths.authority) " } ?? "")\(url)/health
                   stop:   Ctrl-C (or SIGTERM)
 
                 """.utf8))
+        let reloader = tls.map { files in
+            Task {
+                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                    do {
+                        try files.reload()
+                        logger.notice("TLS files reloaded; new connections use them")
+                    } catch {
+                        logger.error(
+                            "TLS files not reloaded; the previous ones stay in use",
+                            metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+        }
+        defer { reloader?.cancel() }
         let services = ServiceGroup(
             configuration: .init(
                 services: [
@@ -408,6 +447,8 @@ struct Bootstrap {
     let node: ClusterNode
     let seeds: [String]
     let ownAddress: String
+    /// How to reach the seeds' HTTP APIs (HTTPS with the cluster's CA when TLS is on).
+    let client: HTTPClientOptions
 
     func run() async {
         var done = Set<String>()
@@ -424,7 +465,7 @@ struct Bootstrap {
             for seed in seeds where seed != ownAddress && !selves.contains(seed) {
                 tried.insert(seed)
                 do {
-                    let client = try await HTTPKeyValueService(url: "http://" + seed)
+                    let client = try await HTTPKeyValueService(url: "http://" + seed, options: self.client)
                     let info = try? await client.nodeInfo()
                     await client.close()
                     guard let info, let peer = info.peerAddress else { continue }

@@ -32,15 +32,15 @@ struct ImportRuleTests {
         // The node shell: storage on a thread pool, logs. No HTTP, no engines by name.
         "KVNode": [
             "KVCore", "KVStorage", "KVCluster", "KVWire", "KVReplica", "NIOCore", "NIOPosix",
-            "NIOConcurrencyHelpers", "Logging", "Glibc", "CoreMetrics", "KVAccess",
+            "NIOConcurrencyHelpers", "Logging", "Glibc", "CoreMetrics", "KVAccess", "NIOSSL",
         ],
         // Front end: translates HTTP to KeyValueService; knows no node, cluster or engine.
         "KVServer": [
             "KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOConcurrencyHelpers", "Logging",
-            "FoundationEssentials", "Synchronization", "CoreMetrics", "KVAccess",
+            "FoundationEssentials", "Synchronization", "CoreMetrics", "KVAccess", "NIOSSL",
         ],
         // Client library: no server code.
-        "KVClient": ["KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc"],
+        "KVClient": ["KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc", "NIOSSL"],
         // The executable: the only place that reads flags, files and the environment.
         "kv": [
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode", "KVServer", "KVClient",
@@ -48,7 +48,7 @@ struct ImportRuleTests {
             "NIOCore",
             "NIOPosix",
             "NIOConcurrencyHelpers", "Histogram", "UnixSignals", "Foundation", "Glibc", "Metrics",
-            "Prometheus",
+            "Prometheus", "NIOSSL", "X509", "SwiftASN1", "Crypto",
         ],
         "HTTPBaselineServer": ["KVCore", "KVServer", "Logging", "NIOCore", "NIOPosix", "NIOHTTP1"],
     ]

@@ -63,8 +63,17 @@ final class FaultProxy: @unchecked Sendable {
         }
     }
 
-    /// Listens on a free port of 127.0.0.1 and forwards to `targetPort`.
-    init(targetPort: Int) throws {
+    /// Names the node that runs process `pid`, for connections whose hello the proxy
+    /// cannot read (TLS).
+    typealias ProcessOwner = @Sendable (pid_t) -> NodeID?
+    private let owner: ProcessOwner?
+
+    /// Listens on a free port of 127.0.0.1 and forwards to `targetPort`. Without
+    /// `owner` a connection's origin is the node its hello names; with it (when peers
+    /// speak TLS and the hello is encrypted) the node whose process opened the
+    /// connection, found through the kernel's socket tables.
+    init(targetPort: Int, owner: ProcessOwner? = nil) throws {
+        self.owner = owner
         self.targetPort = targetPort
         let listening = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var yes: Int32 = 1
@@ -161,19 +170,34 @@ final class FaultProxy: @unchecked Sendable {
         return true
     }
 
-    /// Reads the hello, then pipes the connection to the node unless its origin is cut off.
+    /// Reads the hello (or asks the kernel who connected), then pipes the connection
+    /// to the node unless its origin is cut off.
     private func serve(_ client: Int32) {
         Self.setNoDelay(client)
-        guard let prefix = Self.read(client, count: 4) else {
-            Glibc.close(client)
-            return
-        }
-        let length = prefix.reduce(0) { $0 << 8 | Int($1) }
-        guard length < 1 << 16, let body = Self.read(client, count: length),
-            case .hello(let origin, _, _)? = try? WireCodec.decode(body: body)
-        else {
-            Glibc.close(client)
-            return
+        let origin: NodeID
+        var prefix: [UInt8] = []
+        var body: [UInt8] = []
+        if let owner {
+            guard let pid = Self.connectingProcess(client), let node = owner(pid) else {
+                Glibc.close(client)
+                return
+            }
+            origin = node
+        } else {
+            guard let read = Self.read(client, count: 4) else {
+                Glibc.close(client)
+                return
+            }
+            prefix = read
+            let length = prefix.reduce(0) { $0 << 8 | Int($1) }
+            guard length < 1 << 16, let bytes = Self.read(client, count: length),
+                case .hello(let node, _, _)? = try? WireCodec.decode(body: bytes)
+            else {
+                Glibc.close(client)
+                return
+            }
+            body = bytes
+            origin = node
         }
         let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var address = Self.loopback(port: targetPort)
@@ -205,6 +229,50 @@ final class FaultProxy: @unchecked Sendable {
         while !reverseDone.withLockedValue({ $0 }) { usleep(1_000) }
         state.withLockedValue { state in state.connections.removeAll { $0.connection === connection } }
         connection.close()
+    }
+
+    /// The process on this machine that holds the other end of `socket` (a loopback
+    /// connection): its local port is our peer's port; /proc/net/tcp maps it to a socket
+    /// inode, and /proc/PID/fd to the process holding that inode.
+    static func connectingProcess(_ socket: Int32) -> pid_t? {
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let got = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(socket, $0, &length) }
+        }
+        guard got == 0 else { return nil }
+        let digits = String(UInt16(bigEndian: address.sin_port), radix: 16, uppercase: true)
+        let port = String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+        let table = procFile("/proc/net/tcp")
+        var inode: String?
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            // local_address is "0100007F:PORT"; the inode is the tenth field.
+            if fields.count > 9, fields[1].hasSuffix(":" + port), fields[1].hasPrefix("0100007F") {
+                inode = String(fields[9])
+                break
+            }
+        }
+        guard let inode, inode != "0" else { return nil }
+        let target = "socket:[\(inode)]"
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(entry) else { continue }
+            let directory = "/proc/\(entry)/fd"
+            for fd in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            where (try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/" + fd)) == target
+            {
+                return pid
+            }
+        }
+        return nil
+    }
+
+    /// A file of /proc, read to its end (they report a size of 0, so reading by size
+    /// would find nothing).
+    static func procFile(_ path: String) -> String {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return "" }
+        defer { try? handle.close() }
+        return String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
     }
 
     private static func pump(from source: Int32, to destination: Int32, _ connection: ProxiedConnection) {

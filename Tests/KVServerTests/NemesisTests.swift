@@ -40,6 +40,19 @@ struct NemesisTests {
         try await run.execute(
             extraRounds: Int(ProcessInfo.processInfo.environment["KV_NEMESIS_ROUNDS"] ?? "") ?? 0)
     }
+
+    /// The same faults with TLS on every connection: HTTPS for the clients, mutual TLS
+    /// between the nodes (through the fault proxies, which only see ciphertext).
+    @Test(
+        "with TLS between nodes and to clients, acknowledged writes survive the same faults",
+        .timeLimit(.minutes(15)))
+    func nemesisOverTLS() async throws {
+        let certificates = try TestCertificates()
+        defer { certificates.remove() }
+        let run = try await NemesisRun.start(environment: certificates.environment)
+        defer { run.stop() }
+        try await run.execute(extraRounds: 0)
+    }
 }
 
 /// One operation of the workload and what came of it.
@@ -67,6 +80,8 @@ final class NemesisRun: @unchecked Sendable {
     let names: [String]
     let ids: [NodeID]
     let started = ContinuousClock.now
+    /// How clients reach the nodes: HTTPS with the test CA when the nodes speak TLS.
+    var clientOptions: HTTPClientOptions { HTTPClientOptions(caFile: cluster.caFile) }
     private let history = NIOLockedValueBox<[RecordedOperation]>([])
     private let faults = NIOLockedValueBox<[String]>([])
     /// Nodes the workload should not send to (killed or being wiped): a load balancer's
@@ -85,11 +100,22 @@ final class NemesisRun: @unchecked Sendable {
         ids = names.map(NodeIdentity.nodeID(named:))
     }
 
-    static func start() async throws -> NemesisRun {
+    static func start(environment: [String: String] = [:]) async throws -> NemesisRun {
         let ports = try FreePorts.take(6)
         var proxies: [FaultProxy] = []
-        for index in 0..<3 { proxies.append(try FaultProxy(targetPort: ports[3 + index])) }
         let names = (1...3).map { "nemesis-\($0)-\(UInt32.random(in: 0...UInt32.max))" }
+        // Over TLS the proxies cannot read a connection's hello; they ask which node's
+        // process opened it: every node of the run is started with its --node-name.
+        let lookUp: FaultProxy.ProcessOwner = { pid in
+            let arguments = FaultProxy.procFile("/proc/\(pid)/cmdline").split(separator: "\0").map(
+                String.init)
+            guard let at = arguments.firstIndex(of: "--node-name"), at + 1 < arguments.count else {
+                return nil
+            }
+            return NodeIdentity.nodeID(named: arguments[at + 1])
+        }
+        let owner = environment["KV_TLS_CERT_FILE"] == nil ? nil : lookUp
+        for index in 0..<3 { proxies.append(try FaultProxy(targetPort: ports[3 + index], owner: owner)) }
         let perNode = (0..<3).map {
             ["--node-name", names[$0], "--advertise-peer-port", String(proxies[$0].port)]
         }
@@ -99,7 +125,7 @@ final class NemesisRun: @unchecked Sendable {
                 arguments: [
                     "--partitions", "32", "--anti-entropy-interval-ms", "50", "--replica-timeout-ms", "1500",
                     "--log-level", "info",
-                ], ports: ports, perNodeArguments: perNode)
+                ], environment: environment, ports: ports, perNodeArguments: perNode)
         }
         return NemesisRun(cluster: cluster, proxies: proxies, names: names)
     }
@@ -126,7 +152,7 @@ final class NemesisRun: @unchecked Sendable {
     // MARK: - The run
 
     func execute(extraRounds: Int) async throws {
-        let first = try await HTTPKeyValueService(url: cluster.url(0))
+        let first = try await HTTPKeyValueService(url: cluster.url(0), options: clientOptions)
         _ = try await first.createTable(
             TableDescriptor(name: NemesisTests.table, schema: try KeySchema([.string])))
         try await Task.sleep(for: .milliseconds(500))
@@ -226,7 +252,8 @@ final class NemesisRun: @unchecked Sendable {
         // workload leaves it alone.
         let deadline = ContinuousClock.now + .seconds(20)
         while ContinuousClock.now < deadline {
-            if let status = try? await HTTPKeyValueService(url: cluster.url(node)).clusterStatus(),
+            if let status = try? await HTTPKeyValueService(url: cluster.url(node), options: clientOptions)
+                .clusterStatus(),
                 status.layoutVersion > 0
             {
                 break
@@ -241,7 +268,7 @@ final class NemesisRun: @unchecked Sendable {
     /// change's transfers must finish within a minute, and the node is stopped once it
     /// has left.
     func changeLayout(killing victim: Int, cutting link: (Int, Int)) async throws {
-        let seed = try await HTTPKeyValueService(url: cluster.url(0))
+        let seed = try await HTTPKeyValueService(url: cluster.url(0), options: clientOptions)
         let ports = try FreePorts.take(2)
         let name = "nemesis-extra-\(UInt32.random(in: 0...UInt32.max))"
         note("start a fourth node and stage its join")
@@ -252,7 +279,7 @@ final class NemesisRun: @unchecked Sendable {
                     "--node-name",
                     name, "--partitions", "32", "--anti-entropy-interval-ms", "50", "--replica-timeout-ms",
                     "1500", "--log-level", "info",
-                ], port: ports[0])
+                ], environment: cluster.environment, port: ports[0])
         }
         extraNodes.withLockedValue { $0.append(extra) }
         let id = NodeIdentity.nodeID(named: name)
@@ -356,7 +383,9 @@ final class NemesisRun: @unchecked Sendable {
             let service: HTTPKeyValueService
             if let existing = services[node] {
                 service = existing
-            } else if let created = try? await HTTPKeyValueService(url: cluster.url(node)) {
+            } else if let created = try? await HTTPKeyValueService(
+                url: cluster.url(node), options: clientOptions)
+            {
                 services[node] = created
                 service = created
             } else {
@@ -445,7 +474,7 @@ final class NemesisRun: @unchecked Sendable {
     /// Every row of the table as node `index` holds it: a scan through that node with
     /// r=1 reads only its own replicas (every node replicates every partition here).
     func rows(at index: Int) async throws -> [String: Set<String>] {
-        let service = try await HTTPKeyValueService(url: cluster.url(index))
+        let service = try await HTTPKeyValueService(url: cluster.url(index), options: clientOptions)
         var rows: [String: Set<String>] = [:]
         var continuation: String?
         repeat {
@@ -462,7 +491,7 @@ final class NemesisRun: @unchecked Sendable {
     }
 
     func counters(at index: Int) async throws -> ClusterStatus {
-        try await HTTPKeyValueService(url: cluster.url(index)).clusterStatus()
+        try await HTTPKeyValueService(url: cluster.url(index), options: clientOptions).clusterStatus()
     }
 
     /// Waits until every node holds the same rows, holds no hints and no tombstones, and

@@ -16,6 +16,10 @@ public final class LocalCluster: @unchecked Sendable {
     public let perNodeArguments: [[String]]
     /// The token polling sends, when the nodes require one (`KV_ADMIN_TOKEN`).
     public let adminToken: String?
+    /// The CA polling trusts, when the nodes speak TLS (`KV_TLS_CA_FILE`).
+    public let caFile: String?
+    /// The environment every node gets.
+    public let environment: [String: String]
 
     /// Starts `count` nodes with a static member list and waits until they formed a
     /// cluster in which every node sees every other. `ports` (HTTP ports, then peer
@@ -30,6 +34,8 @@ public final class LocalCluster: @unchecked Sendable {
         self.arguments = arguments
         self.perNodeArguments = perNodeArguments
         adminToken = environment["KV_ADMIN_TOKEN"]
+        caFile = environment["KV_TLS_CA_FILE"]
+        self.environment = environment
         nodes = []
         for index in 0..<count {
             nodes.append(
@@ -48,7 +54,9 @@ public final class LocalCluster: @unchecked Sendable {
     }
 
     /// The base URL of node `index`.
-    public func url(_ index: Int) -> String { "http://127.0.0.1:\(httpPorts[index])" }
+    public func url(_ index: Int) -> String {
+        "\(caFile == nil ? "http" : "https")://127.0.0.1:\(httpPorts[index])"
+    }
 
     /// Restarts node `index` on its data and ports.
     public func restart(_ index: Int) throws {
@@ -62,7 +70,9 @@ public final class LocalCluster: @unchecked Sendable {
         while Date() < deadline {
             var formed = true
             for (index, node) in nodes.enumerated() where node.isRunning {
-                guard let status = try? HTTPGet.json(url(index) + "/v1/_cluster", token: adminToken),
+                guard
+                    let status = try? HTTPGet.json(
+                        url(index) + "/v1/_cluster", token: adminToken, caFile: caFile),
                     let version = status["layout_version"] as? Int, version > 0,
                     let members = status["members"] as? [[String: Any]],
                     members.filter({ ($0["state"] as? String) != "joining" }).count >= nodes.count
@@ -111,11 +121,14 @@ public enum FreePorts {
 /// A blocking HTTP GET for test polling, through curl.
 public enum HTTPGet {
     /// The JSON object at `url`.
-    public static func json(_ url: String, token: String? = nil) throws -> [String: Any] {
+    public static func json(_ url: String, token: String? = nil, caFile: String? = nil) throws -> [String:
+        Any]
+    {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
         process.arguments =
             ["-s", "--max-time", "2", url] + (token.map { ["-H", "Authorization: Bearer \($0)"] } ?? [])
+            + (caFile.map { ["--cacert", $0] } ?? [])
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice

@@ -43,8 +43,11 @@ public final class ServerProcess: @unchecked Sendable {
         try start(port: port)
     }
 
-    /// The server's base URL.
-    public var url: String { "http://127.0.0.1:\(port)" }
+    /// The server's base URL (`https` when the environment turns TLS on).
+    public var url: String { "\(scheme)://127.0.0.1:\(port)" }
+
+    /// `https` when the server is given TLS files through its environment, else `http`.
+    public var scheme: String { environment["KV_TLS_CERT_FILE"] == nil ? "http" : "https" }
 
     /// Starts (or restarts) the server and waits until it prints its URL; port 0 picks a
     /// free one.
@@ -60,7 +63,7 @@ public final class ServerProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             let output = String(decoding: process.outputSoFar(), as: UTF8.self)
-            if let range = output.range(of: "serving http://127.0.0.1:") {
+            if let range = output.range(of: "serving \(scheme)://127.0.0.1:") {
                 let digits = output[range.upperBound...].prefix { $0.isNumber }
                 if let port = Int(digits),
                     output[range.upperBound...].dropFirst(digits.count).first?.isNewline == true

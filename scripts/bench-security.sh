@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# What TLS and tokens cost, all in one run on this machine, on 127.0.0.1: two 3-node
+# `kv dev` clusters (RocksDB, N=3, R=W=2), one plain and one with --tls --auth (HTTPS
+# to clients, mutual TLS between nodes, a bearer token checked on every request),
+# loaded by the same wrk runs in alternating rounds:
+#   1. puts of fresh keys with 256-byte values (the cluster benchmark's write load);
+#   2. gets of one 100-byte row (the HTTP layer's read path).
+# wrk keeps its connections open, so TLS handshakes are not what is measured: the
+# per-request cost of encryption and of checking a token is.
+# KV_BENCH_SECONDS (default 15), KV_BENCH_CLIENTS (default 50), KV_BENCH_ROUNDS
+# (default 2) tune the runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+source scripts/lib/system-packages.sh
+ensure_system_packages librocksdb-dev wrk curl python3
+
+swift build -c release --product kv
+bin="$(swift build -c release --show-bin-path)"
+seconds="${KV_BENCH_SECONDS:-15}"
+clients="${KV_BENCH_CLIENTS:-50}"
+rounds="${KV_BENCH_ROUNDS:-2}"
+source scripts/lib/bench-processes.sh
+
+start_cluster() { # name, flags…
+    local name="$1"
+    shift
+    local base
+    base=$(free_base)
+    "$bin/kv" dev --data "$work/$name" --port "$base" "$@" > "$work/$name.out" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 600); do grep -q "kv dev cluster" "$work/$name.out" && break; sleep 0.1; done
+    grep -q "kv dev cluster" "$work/$name.out" || { cat "$work/$name.out"; exit 1; }
+    echo "$base"
+}
+plain=$(start_cluster plain)
+secure=$(start_cluster secure --tls --auth)
+token="$(cat "$work/secure/admin-token")"
+ca="$work/secure/tls/ca.pem"
+
+curl -sf -X PUT "http://127.0.0.1:$plain/v1/_tables/bench/fresh" -d '{"key":["string"]}' > /dev/null
+curl -sf --cacert "$ca" -H "Authorization: Bearer $token" -X PUT \
+    "https://127.0.0.1:$secure/v1/_tables/bench/fresh" -d '{"key":["string"]}' > /dev/null
+value="$(head -c 100 /dev/zero | tr '\0' v)"
+curl -sf -X PUT "http://127.0.0.1:$plain/v1/bench/fresh/row" --data-binary "$value" > /dev/null
+curl -sf --cacert "$ca" -H "Authorization: Bearer $token" -X PUT \
+    "https://127.0.0.1:$secure/v1/bench/fresh/row" --data-binary "$value" > /dev/null
+
+summary() { grep -E "Requests/sec| 50%| 99%|Non-2xx|Socket errors" | sed 's/^ */      /'; }
+run() { # label, url, extra wrk arguments…
+    local label="$1" url="$2"
+    shift 2
+    echo "    $label"
+    wrk -t2 -c"$clients" -d"${seconds}s" --latency "$@" "$url" | summary
+}
+for round in $(seq 1 "$rounds"); do
+    echo "==> round $round: puts of fresh keys, 256-byte values, $clients connections, ${seconds}s"
+    run "plain HTTP, no tokens" "http://127.0.0.1:$plain" -s scripts/lib/kv-put-fresh.lua
+    run "TLS (clients and peers) and tokens" "https://127.0.0.1:$secure" -s scripts/lib/kv-put-fresh.lua \
+        -H "Authorization: Bearer $token"
+    echo "==> round $round: gets of one 100-byte row, $clients connections, ${seconds}s"
+    run "plain HTTP, no tokens" "http://127.0.0.1:$plain/v1/bench/fresh/row"
+    run "TLS and tokens" "https://127.0.0.1:$secure/v1/bench/fresh/row" -H "Authorization: Bearer $token"
+done
