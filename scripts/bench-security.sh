@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# What TLS and tokens cost, all in one run on this machine, on 127.0.0.1: two 3-node
-# `kv dev` clusters (RocksDB, N=3, R=W=2), one plain and one with --tls --auth (HTTPS
-# to clients, mutual TLS between nodes, a bearer token checked on every request),
-# loaded by the same wrk runs in alternating rounds:
+# What TLS and tokens cost, all in one run on this machine, on 127.0.0.1: three 3-node
+# `kv dev` clusters (RocksDB, N=3, R=W=2): plain, with --auth (a bearer token checked
+# on every request), and with --tls --auth (also HTTPS to clients and mutual TLS
+# between nodes), loaded by the same wrk runs in turn, round after round:
 #   1. puts of fresh keys with 256-byte values (the cluster benchmark's write load);
 #   2. gets of one 100-byte row (the HTTP layer's read path).
 # wrk keeps its connections open, so TLS handshakes are not what is measured: the
@@ -34,15 +34,21 @@ start_cluster() { # name, flags…
     echo "$base"
 }
 plain=$(start_cluster plain)
+tokens=$(start_cluster tokens --auth)
 secure=$(start_cluster secure --tls --auth)
 token="$(cat "$work/secure/admin-token")"
+tokens_token="$(cat "$work/tokens/admin-token")"
 ca="$work/secure/tls/ca.pem"
 
 curl -sf -X PUT "http://127.0.0.1:$plain/v1/_tables/bench/fresh" -d '{"key":["string"]}' > /dev/null
+curl -sf -H "Authorization: Bearer $tokens_token" -X PUT "http://127.0.0.1:$tokens/v1/_tables/bench/fresh" \
+    -d '{"key":["string"]}' > /dev/null
 curl -sf --cacert "$ca" -H "Authorization: Bearer $token" -X PUT \
     "https://127.0.0.1:$secure/v1/_tables/bench/fresh" -d '{"key":["string"]}' > /dev/null
 value="$(head -c 100 /dev/zero | tr '\0' v)"
 curl -sf -X PUT "http://127.0.0.1:$plain/v1/bench/fresh/row" --data-binary "$value" > /dev/null
+curl -sf -H "Authorization: Bearer $tokens_token" -X PUT "http://127.0.0.1:$tokens/v1/bench/fresh/row" \
+    --data-binary "$value" > /dev/null
 curl -sf --cacert "$ca" -H "Authorization: Bearer $token" -X PUT \
     "https://127.0.0.1:$secure/v1/bench/fresh/row" --data-binary "$value" > /dev/null
 
@@ -56,9 +62,12 @@ run() { # label, url, extra wrk arguments…
 for round in $(seq 1 "$rounds"); do
     echo "==> round $round: puts of fresh keys, 256-byte values, $clients connections, ${seconds}s"
     run "plain HTTP, no tokens" "http://127.0.0.1:$plain" -s scripts/lib/kv-put-fresh.lua
+    run "plain HTTP, tokens" "http://127.0.0.1:$tokens" -s scripts/lib/kv-put-fresh.lua \
+        -H "Authorization: Bearer $tokens_token"
     run "TLS (clients and peers) and tokens" "https://127.0.0.1:$secure" -s scripts/lib/kv-put-fresh.lua \
         -H "Authorization: Bearer $token"
     echo "==> round $round: gets of one 100-byte row, $clients connections, ${seconds}s"
     run "plain HTTP, no tokens" "http://127.0.0.1:$plain/v1/bench/fresh/row"
+    run "plain HTTP, tokens" "http://127.0.0.1:$tokens/v1/bench/fresh/row" -H "Authorization: Bearer $tokens_token"
     run "TLS and tokens" "https://127.0.0.1:$secure/v1/bench/fresh/row" -H "Authorization: Bearer $token"
 done
