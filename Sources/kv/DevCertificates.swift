@@ -30,36 +30,42 @@ enum DevCertificates {
             // A name of its own, so two such CAs in one trust store are told apart.
             CommonName("kv throw-away development CA \(String(UInt64.random(in: 0...UInt64.max), radix: 16))")
         }
-        let ca = try Certificate(
-            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(caKey.publicKey),
-            notValidBefore: now.addingTimeInterval(-3600),
-            notValidAfter: now.addingTimeInterval(365 * 86_400),
-            issuer: caName, subject: caName, signatureAlgorithm: .ecdsaWithSHA256,
-            extensions: try Certificate.Extensions {
+        // Valid from an hour ago (clocks differ a little) for a year, signed by the CA.
+        func signed(
+            _ subject: DistinguishedName, _ key: P256.Signing.PublicKey, _ extensions: Certificate.Extensions
+        )
+            throws -> Certificate
+        {
+            try Certificate(
+                version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key),
+                notValidBefore: now.addingTimeInterval(-3600),
+                notValidAfter: now.addingTimeInterval(365 * 86_400),
+                issuer: caName, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
+                extensions: extensions,
+                issuerPrivateKey: .init(caKey))
+        }
+        let ca = try signed(
+            caName, caKey.publicKey,
+            try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
                 Critical(KeyUsage(keyCertSign: true))
-            },
-            issuerPrivateKey: .init(caKey))
+            })
         for number in 1...nodes {
             let key = P256.Signing.PrivateKey()
             let name = try DistinguishedName {
                 OrganizationName("kv")
                 CommonName("kv node \(number)")
             }
-            let certificate = try Certificate(
-                version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: .init(key.publicKey),
-                notValidBefore: now.addingTimeInterval(-3600),
-                notValidAfter: now.addingTimeInterval(365 * 86_400),
-                issuer: caName, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
-                extensions: try Certificate.Extensions {
+            let certificate = try signed(
+                name, key.publicKey,
+                try Certificate.Extensions {
                     Critical(BasicConstraints.notCertificateAuthority)
                     Critical(KeyUsage(digitalSignature: true))
                     try ExtendedKeyUsage([.serverAuth, .clientAuth])
                     SubjectAlternativeNames([
                         .dnsName("localhost"), .ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1])),
                     ])
-                },
-                issuerPrivateKey: .init(caKey))
+                })
             let paths = files(directory: directory, node: number)
             try write(try certificate.serializeAsPEM().pemString + "\n", to: paths.certificate, mode: 0o644)
             try write(key.pemRepresentation + "\n", to: paths.key, mode: 0o600)

@@ -14,16 +14,8 @@ struct TLSTests {
 
     /// Runs curl with `arguments`; returns its exit status and standard output.
     static func curl(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        process.arguments = ["-s", "--max-time", "5"] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let (status, data) = try HTTPGet.curl(arguments)
+        return (status, String(decoding: data, as: UTF8.self))
     }
 
     @Test func httpsWithTheCAWorksAndPlainHTTPIsRefused() async throws {

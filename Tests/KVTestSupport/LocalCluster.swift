@@ -124,21 +124,27 @@ public enum HTTPGet {
     public static func json(_ url: String, token: String? = nil, caFile: String? = nil) throws -> [String:
         Any]
     {
+        let (_, data) = try curl(
+            [url] + (token.map { ["-H", "Authorization: Bearer \($0)"] } ?? [])
+                + (caFile.map { ["--cacert", $0] } ?? []), timeout: 2)
+        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw CrashTestError("\(url) did not answer a JSON object")
+        }
+        return object
+    }
+
+    /// Runs `curl -s` with `arguments`; returns its exit status and standard output.
+    public static func curl(_ arguments: [String], timeout: Int = 5) throws -> (status: Int32, output: Data) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        process.arguments =
-            ["-s", "--max-time", "2", url] + (token.map { ["-H", "Authorization: Bearer \($0)"] } ?? [])
-            + (caFile.map { ["--cacert", $0] } ?? [])
+        process.arguments = ["-s", "--max-time", String(timeout)] + arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
         try process.run()
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        guard let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw CrashTestError("\(url) did not answer a JSON object")
-        }
-        return object
+        return (process.terminationStatus, data)
     }
 }
 
