@@ -175,7 +175,9 @@ struct DevCommand: AsyncParsableCommand {
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if children.contains(where: { !$0.isRunning }) { return false }
-            if let service = try? await HTTPKeyValueService(url: "http://" + addresses[0], options: options) {
+            if let service = try? await HTTPKeyValueService(
+                url: (options.useTLS ? "https://" : "http://") + addresses[0], options: options)
+            {
                 let status = try? await service.clusterStatus()
                 await service.close()
                 if let status, status.layoutVersion > 0,

@@ -465,7 +465,8 @@ struct Bootstrap {
             for seed in seeds where seed != ownAddress && !selves.contains(seed) {
                 tried.insert(seed)
                 do {
-                    let client = try await HTTPKeyValueService(url: "http://" + seed, options: self.client)
+                    let client = try await HTTPKeyValueService(
+                        url: (self.client.useTLS ? "https://" : "http://") + seed, options: self.client)
                     let info = try? await client.nodeInfo()
                     await client.close()
                     guard let info, let peer = info.peerAddress else { continue }
