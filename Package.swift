@@ -40,7 +40,9 @@ let package = Package(
         // simulator runs the same code the node does.
         .target(
             name: "KVReplica",
-            dependencies: ["KVCore", "KVCluster", "KVStorage"],
+            dependencies: [
+                "KVCore", "KVCluster", "KVStorage", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: strict
         ),
         // Making and checking access tokens (a hash of each, never the token, is stored).
@@ -53,6 +55,8 @@ let package = Package(
         .target(name: "KVStorage", dependencies: ["KVCore"], swiftSettings: strict),
         // Ordered in-memory engine: the reference model for every other engine.
         .target(name: "KVStorageMemory", dependencies: ["KVStorage"], swiftSettings: strict),
+        // glibc's malloc tuning (mallopt), for the server's memory behaviour.
+        .systemLibrary(name: "CMalloc"),
         // Debian's librocksdb-dev, through its C API.
         .systemLibrary(
             name: "CRocksDB",
@@ -71,6 +75,7 @@ let package = Package(
             name: "KVNode",
             dependencies: [
                 "KVCore", "KVStorage", "KVCluster", "KVWire", "KVReplica", "KVAccess",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -85,6 +90,7 @@ let package = Package(
             name: "KVServer",
             dependencies: [
                 "KVCore", "KVAccess",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -113,7 +119,7 @@ let package = Package(
             name: "kv",
             dependencies: [
                 "KVCore", "KVStorage", "KVStorageRocksDB", "KVStorageMemory", "KVNode", "KVServer",
-                "KVClient", "KVCluster", "KVWire", "KVAccess",
+                "KVClient", "KVCluster", "KVWire", "KVAccess", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

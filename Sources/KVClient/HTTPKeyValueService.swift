@@ -131,12 +131,42 @@ public final class HTTPKeyValueService: KeyValueService {
     }
 
     static func sibling(_ wire: WireSibling) throws(KVError) -> Sibling {
+        if let valueID = wire.valueID {
+            // A large value is named, not sent: the record says which, how long, and its MD5.
+            guard let id = UUIDValue(valueID), let length = wire.length, length >= 0,
+                let md5 = wire.md5.flatMap(Self.hexBytes), md5.count == 16
+            else {
+                throw KVError(.internalError, "the server sent a malformed large value record")
+            }
+            return Sibling(
+                value: RowValue(
+                    largeValue: LargeValue(
+                        id: id, length: length, chunkBytes: LargeValue.defaultChunkBytes, md5: md5,
+                        replicas: 1),
+                    contentType: wire.contentType),
+                timestampMilliseconds: wire.modifiedMilliseconds)
+        }
         guard let bytes = wire.bytes else {
             throw KVError(.internalError, "the server sent a value that is not base64url")
         }
         return Sibling(
             value: RowValue(bytes: bytes, contentType: wire.contentType),
             timestampMilliseconds: wire.modifiedMilliseconds)
+    }
+
+    /// The bytes of an even-length hexadecimal text, or `nil`.
+    static func hexBytes(_ text: String) -> [UInt8]? {
+        let digits = Array(text.utf8)
+        guard digits.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        for index in stride(from: 0, to: digits.count, by: 2) {
+            guard let byte = UInt8(String(decoding: digits[index..<index + 2], as: UTF8.self), radix: 16)
+            else {
+                return nil
+            }
+            bytes.append(byte)
+        }
+        return bytes
     }
 
     static func descriptor(_ wire: WireTable) throws(KVError) -> TableDescriptor {

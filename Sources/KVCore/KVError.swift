@@ -94,6 +94,17 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         public static let forbidden = Code(rawValue: "auth.forbidden")
         /// An unexpected internal failure.
         public static let internalError = Code(rawValue: "server.internal")
+        /// A `Range` header asks for bytes the value does not have.
+        public static let rangeNotSatisfiable = Code(rawValue: "request.range_not_satisfiable")
+        /// A request that must declare its body's length did not.
+        public static let lengthRequired = Code(rawValue: "request.length_required")
+        /// The request body ended before the length it declared, or the upload was cut off.
+        public static let incompleteBody = Code(rawValue: "request.incomplete_body")
+        /// A chunk of a large value is missing or fails its checksum on every replica asked.
+        public static let corruptChunk = Code(rawValue: "storage.corrupt_chunk")
+        /// The operation exists but this node cannot do it (for example a streamed value
+        /// through a service that only holds values whole).
+        public static let unsupported = Code(rawValue: "request.unsupported")
     }
 
     /// The stable code.

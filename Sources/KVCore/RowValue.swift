@@ -1,18 +1,35 @@
-/// A stored value: opaque bytes plus the content type the writer declared.
+/// A stored value: opaque bytes (or, for a large value, the record of its chunks) plus
+/// the content type the writer declared.
 public struct RowValue: Hashable, Sendable {
     /// The content type used when a writer declares none.
     public static let defaultContentType = "application/octet-stream"
+    /// The largest value a service that keeps values whole accepts by default (16 MiB);
+    /// a streamed write past ``LargeValue/defaultInlineThreshold`` is chunked instead.
+    public static let maximumInlineBytes = 16 << 20
 
     /// The value's bytes.
     public var bytes: [UInt8]
     /// The MIME type the writer declared, kept and returned with the value.
     public var contentType: String
+    /// Set when the value is kept in chunks (``LargeValue``); ``bytes`` is then empty.
+    public var largeValue: LargeValue?
 
     /// Creates a value.
     public init(bytes: [UInt8], contentType: String = RowValue.defaultContentType) {
         self.bytes = bytes
         self.contentType = contentType
+        self.largeValue = nil
     }
+
+    /// Creates a value kept in chunks.
+    public init(largeValue: LargeValue, contentType: String = RowValue.defaultContentType) {
+        self.bytes = []
+        self.contentType = contentType
+        self.largeValue = largeValue
+    }
+
+    /// The value's length in bytes, wherever they are kept.
+    public var length: Int64 { largeValue?.length ?? Int64(bytes.count) }
 }
 
 /// One version of a key as stored: a value, or a tombstone that records a delete.

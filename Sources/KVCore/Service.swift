@@ -19,6 +19,12 @@ public struct TableName: Hashable, Comparable, Sendable, CustomStringConvertible
         self.table = table
     }
 
+    /// A name taken as it is, for the store's own tables (``LargeValue/chunkTable``).
+    init(uncheckedNamespace namespace: String, table: String) {
+        self.namespace = namespace
+        self.table = table
+    }
+
     /// Checks one namespace or table name.
     public static func validate(_ name: String, what: String) throws(KVError) {
         let bytes = Array(name.utf8)
@@ -593,6 +599,16 @@ public protocol KeyValueService: Sendable {
     func put(_ key: RowKey, value: RowValue, options: WriteOptions) async throws(KVError) -> WriteResult
     /// Deletes a row (writes a tombstone). Deleting an absent row is not an error.
     func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult
+    /// Writes a row whose value arrives in pieces and may be far larger than memory
+    /// should hold: a value past the inline size is cut into chunks (``LargeValue``) as
+    /// it arrives, and the row appears only once every chunk is durable. `length`, when
+    /// the sender declared one, is checked before anything is read.
+    func putStreamed(
+        _ key: RowKey, contentType: String, length: Int64?, body: any ValueBody, options: WriteOptions
+    ) async throws(KVError) -> WriteResult
+    /// Reads `range` of a large value named by a version a read returned, handing the
+    /// bytes to `sink` in order as they arrive from the replicas.
+    func readLargeValue(_ value: LargeValue, range: Range<Int64>, into sink: ValueSink) async throws(KVError)
     /// Reads one page of a range scan.
     func scan(_ request: ScanRequest) async throws(KVError) -> ScanPage
     /// Adds `delta` to the counter in a row and returns the new value. A missing row
@@ -649,6 +665,37 @@ public protocol KeyValueService: Sendable {
 }
 
 extension KeyValueService {
+    /// A service that keeps values whole reads the body into memory, up to the inline
+    /// limit ``RowValue/maximumInlineBytes``.
+    public func putStreamed(
+        _ key: RowKey, contentType: String, length: Int64?, body: any ValueBody, options: WriteOptions
+    ) async throws(KVError) -> WriteResult {
+        if let length, length > Int64(RowValue.maximumInlineBytes) {
+            throw KVError(
+                .valueTooLarge,
+                "the value has \(length) bytes; this service keeps values whole, up to \(RowValue.maximumInlineBytes)"
+            )
+        }
+        var bytes: [UInt8] = []
+        while let piece = try await body.next() {
+            bytes += piece
+            guard bytes.count <= RowValue.maximumInlineBytes else {
+                throw KVError(
+                    .valueTooLarge,
+                    "the value is larger than \(RowValue.maximumInlineBytes) bytes, which this service keeps whole"
+                )
+            }
+        }
+        return try await put(key, value: RowValue(bytes: bytes, contentType: contentType), options: options)
+    }
+
+    /// A service that keeps values whole has no large values to read.
+    public func readLargeValue(_ value: LargeValue, range: Range<Int64>, into sink: ValueSink)
+        async throws(KVError)
+    {
+        throw KVError(.unsupported, "this service does not keep values in chunks")
+    }
+
     /// A service that needs no cluster is ready once it exists.
     public func readinessProblem() -> KVError? { nil }
 

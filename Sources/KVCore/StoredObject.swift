@@ -17,7 +17,7 @@ extension DottedVersionVectorSet where Element == Sibling {
                 actor: entry.actor, counter: entry.counter,
                 values: entry.values.map { sibling in
                     var copy = sibling
-                    if let value = sibling.value {
+                    if let value = sibling.value, value.largeValue == nil {
                         copy.value = RowValue(bytes: [], contentType: value.contentType)
                     }
                     return copy
@@ -32,9 +32,9 @@ extension DottedVersionVectorSet where Element == Sibling {
 ///
 /// `0x01` (format version), LEB128 entry count, then per entry: node id (8 bytes,
 /// big-endian), incarnation (LEB128), counter (LEB128), value count (LEB128), then per
-/// value a flags byte (bit 0: tombstone, bit 1: a client request id follows), the
-/// timestamp (zigzag LEB128), the request id if flagged and, unless a tombstone, the
-/// content type and the bytes, each length-prefixed.
+/// value a flags byte (bit 0: tombstone, bit 1: a client request id follows, bit 2: the
+/// bytes are a ``LargeValue`` record), the timestamp (zigzag LEB128), the request id if
+/// flagged and, unless a tombstone, the content type and the bytes, each length-prefixed.
 ///
 /// Decoding validates everything (order, counts, UTF-8) and reports
 /// `storage.corrupt_object` rather than trusting the bytes.
@@ -58,17 +58,20 @@ public enum StoredObjectCodec {
         return writer.bytes
     }
 
-    /// Appends one sibling: a flags byte (bit 0: tombstone, bit 1: request id), the
+    /// Appends one sibling: a flags byte (bit 0: tombstone, bit 1: request id, bit 2:
+    /// large value record), the
     /// timestamp (zigzag LEB128), the request id if any and, unless a tombstone, the
     /// content type and the bytes, each length-prefixed. The node-to-node protocol
     /// carries proposed writes the same way.
     public static func write(_ sibling: Sibling, to writer: inout BinaryWriter) {
-        writer.write((sibling.isTombstone ? 1 : 0) | (sibling.requestID == nil ? 0 : 2))
+        let large = sibling.value?.largeValue
+        writer.write(
+            (sibling.isTombstone ? 1 : 0) | (sibling.requestID == nil ? 0 : 2) | (large == nil ? 0 : 4))
         writer.writeSignedVarint(sibling.timestampMilliseconds)
         if let requestID = sibling.requestID { writer.writeLengthPrefixed(Array(requestID.utf8)) }
         if let value = sibling.value {
             writer.writeLengthPrefixed(Array(value.contentType.utf8))
-            writer.writeLengthPrefixed(value.bytes)
+            writer.writeLengthPrefixed(large?.encoded ?? value.bytes)
         }
     }
 
@@ -76,7 +79,7 @@ public enum StoredObjectCodec {
     /// a truncated input is a ``BinaryReader/Failure``.
     public static func readSibling(from reader: inout BinaryReader) throws -> Sibling {
         let flags = try reader.readByte()
-        guard flags <= 3 else {
+        guard flags <= 7, flags & 5 != 5 else {
             throw KVError(.corruptObject, "stored sibling has unknown flags \(flags)")
         }
         let timestamp = try reader.readSignedVarint()
@@ -94,9 +97,11 @@ public enum StoredObjectCodec {
             throw KVError(.corruptObject, "stored content type is not UTF-8")
         }
         let data = try reader.readLengthPrefixed()
-        return Sibling(
-            value: RowValue(bytes: data, contentType: contentType), timestampMilliseconds: timestamp,
-            requestID: requestID)
+        let value =
+            flags & 4 != 0
+            ? RowValue(largeValue: try LargeValue(encoded: data), contentType: contentType)
+            : RowValue(bytes: data, contentType: contentType)
+        return Sibling(value: value, timestampMilliseconds: timestamp, requestID: requestID)
     }
 
     /// Decodes bytes written by ``encode(_:)``.

@@ -155,20 +155,35 @@ public struct WireSibling: Codable, Sendable {
     /// The value as base64url, present when it is not valid UTF-8.
     public var valueBase64: String?
     public var modifiedMilliseconds: Int64
+    /// A large value's id, instead of its bytes: fetch it with `?value_id=`.
+    public var valueID: String?
+    /// A large value's length in bytes.
+    public var length: Int64?
+    /// A large value's MD5, hexadecimal.
+    public var md5: String?
 
     public enum CodingKeys: String, CodingKey {
         case contentType = "content_type"
         case value
         case valueBase64 = "value_base64"
         case modifiedMilliseconds = "modified_ms"
+        case valueID = "value_id"
+        case length
+        case md5
     }
 
     public init(_ sibling: Sibling) {
         let value = sibling.value ?? RowValue(bytes: [])
         contentType = value.contentType
+        modifiedMilliseconds = sibling.timestampMilliseconds
+        if let large = value.largeValue {
+            valueID = large.id.description
+            length = large.length
+            md5 = large.md5Hex
+            return
+        }
         self.value = String(validating: value.bytes, as: UTF8.self)
         valueBase64 = self.value == nil ? Base64URL.encode(value.bytes) : nil
-        modifiedMilliseconds = sibling.timestampMilliseconds
     }
 
     /// The value's bytes, from whichever field carries them.

@@ -47,6 +47,11 @@ extension ClusterNode {
             Task { await rebuildTrees() }
         }
         tasks.append(startRebalancing())
+        let collection = TimeAmount.milliseconds(settings.chunkCollectionIntervalMilliseconds)
+        tasks.append(
+            eventLoop.scheduleRepeatedTask(initialDelay: collection, delay: collection) { [self] _ in
+                startChunkCollection()
+            })
         state.withLockedValue { $0.maintenanceTasks = tasks }
     }
 
@@ -279,6 +284,8 @@ extension ClusterNode {
             "hints.delivered": hinted.delivered,
             "hints.dropped": hinted.dropped,
             "hints.failed_deliveries": hinted.failedDeliveries,
+            "chunks.collected": state.withLockedValue { $0.chunkCollection.collected },
+            "chunks.damaged_found": Int64(store.damagedChunksFound.withLockedValue { $0 }),
         ]
         counters.merge(transferCounters(received: received, released: released)) { first, _ in first }
         // Which peers leave this node's requests unanswered.

@@ -83,6 +83,8 @@ public final class ClusterNode: KeyValueService, Sendable {
         /// The digest of `metadata`, carried on every probe.
         var metadataDigest: UInt64 = 0
         var maintenanceTasks: [RepeatedTask] = []
+        /// The chunk collector's state (``ChunkCollection``).
+        var chunkCollection = ChunkCollectionState()
         /// Maintenance requests each peer left unanswered, for status.
         var maintenanceTimeouts: [NodeID: Int64] = [:]
         /// Which peers' connections are silent.
@@ -152,7 +154,8 @@ public final class ClusterNode: KeyValueService, Sendable {
         } else {
             // A data directory from before clusters (or of a node on its own): its tables
             // become the first cluster metadata, so they are neither lost nor dropped.
-            for (name, descriptor) in local.catalog.withLockedValue({ $0 }).sorted(by: { $0.key < $1.key }) {
+            for (name, descriptor) in local.catalog.withLockedValue({ $0 }).sorted(by: { $0.key < $1.key })
+            where !name.isSystem {
                 metadata.record(name, descriptor, by: local.identity.nodeID)
             }
         }
@@ -397,7 +400,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     }
 
     /// The row, its replica key and the quorum the request runs with.
-    private func resolve(_ key: RowKey, _ overrides: QuorumOverrides) throws(KVError) -> (
+    func resolve(_ key: RowKey, _ overrides: QuorumOverrides) throws(KVError) -> (
         NodeStorage.ResolvedRow, ReplicaKey, Quorum
     ) {
         let layout = try formedLayout()
@@ -424,17 +427,17 @@ public final class ClusterNode: KeyValueService, Sendable {
     public func put(_ key: RowKey, value: RowValue, options: WriteOptions) async throws(KVError)
         -> WriteResult
     {
-        try NodeStorage.validate(value, maximumBytes: local.settings.maximumValueBytes)
-        return try await write(
+        try NodeStorage.validate(value, maximumBytes: local.settings.maximumInlineValueBytes)
+        return try await writeRow(
             key, Sibling(value: value, timestampMilliseconds: NodeStorage.wallClockMilliseconds()), options,
             increment: nil)
     }
 
     public func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult {
-        try await write(key, .tombstone(at: NodeStorage.wallClockMilliseconds()), options, increment: nil)
+        try await writeRow(key, .tombstone(at: NodeStorage.wallClockMilliseconds()), options, increment: nil)
     }
 
-    private func write(_ key: RowKey, _ sibling: Sibling, _ options: WriteOptions, increment: Int64?)
+    func writeRow(_ key: RowKey, _ sibling: Sibling, _ options: WriteOptions, increment: Int64?)
         async throws(KVError) -> WriteResult
     {
         try options.validateRequestID()

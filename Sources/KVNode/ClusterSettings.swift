@@ -44,6 +44,13 @@ public struct ClusterSettings: Sendable, Hashable {
     public var requestTimeoutMilliseconds: Int64
     /// How often the node exchanges metadata with one peer.
     public var gossipIntervalMilliseconds: Int64
+    /// How long chunks of a large value that no row names any more (overwritten,
+    /// deleted, or an upload that never finished) are kept before they are collected;
+    /// an upload must finish within half of it. Default one hour.
+    public var largeValueGraceMilliseconds: Int64 = 3_600_000
+    /// How often the node looks for such chunks in the partitions it leads. Default
+    /// one minute.
+    public var chunkCollectionIntervalMilliseconds: Int64 = 60_000
 
     /// Creates settings: by default a node on its own, N=3 for clusters it forms.
     public init(
@@ -95,6 +102,15 @@ public struct ClusterSettings: Sendable, Hashable {
         {
             problems.append(
                 "the anti-entropy interval must be 0 (off) or 10 ms to 1 hour, not \(antiEntropyIntervalMilliseconds) ms"
+            )
+        }
+        if !(1_000...(30 * 86_400_000)).contains(largeValueGraceMilliseconds) {
+            problems.append(
+                "the large value grace must be 1 s to 30 days, not \(largeValueGraceMilliseconds) ms")
+        }
+        if !(100...86_400_000).contains(chunkCollectionIntervalMilliseconds) {
+            problems.append(
+                "the chunk collection interval must be 100 ms to 1 day, not \(chunkCollectionIntervalMilliseconds) ms"
             )
         }
         if !((4 << 10)...(32 << 20)).contains(transferBatchBytes) {

@@ -36,9 +36,28 @@ public struct NodeSettings: Sendable, Hashable {
     /// takes none (its engine keeps nothing on disk). Default `nil`.
     public var backupDirectory: String?
 
+    /// A streamed value up to this size is stored inline, a larger one in chunks.
+    /// Default 1 MiB.
+    public var inlineValueThreshold: Int = LargeValue.defaultInlineThreshold
+    /// The size of the chunks large values are cut into. Default 1 MiB.
+    public var chunkBytes: Int = LargeValue.defaultChunkBytes
+    /// How many chunks one upload or download keeps in flight. Default 4.
+    public var chunksInFlight: Int = 4
+
+    /// The largest value a write that hands over the whole value at once may store (it
+    /// is stored inline): the value limit, up to 16 MiB. Larger values are streamed.
+    public var maximumInlineValueBytes: Int { min(maximumValueBytes, RowValue.maximumInlineBytes) }
+
+    /// The size up to which a streamed value is stored inline: the threshold, or less
+    /// when the value limit is lower.
+    public var effectiveInlineThreshold: Int { min(inlineValueThreshold, maximumValueBytes) }
+
+    /// The chunk size, or less when the row limit could not hold such a chunk.
+    public var effectiveChunkBytes: Int { min(chunkBytes, max(1024, maximumRowBytes / 2)) }
+
     /// Creates settings with the documented defaults.
     public init(
-        partitionCount: Int = 256, maximumKeyBytes: Int = 4096, maximumValueBytes: Int = 16 << 20,
+        partitionCount: Int = 256, maximumKeyBytes: Int = 4096, maximumValueBytes: Int = 1 << 30,
         maximumBatchOperations: Int = 1000, maximumSiblings: Int = 100, maximumRowBytes: Int = 64 << 20,
         maximumResponseBytes: Int = 32 << 20, storageThreads: Int = 16, nodeName: String? = nil
     ) {
@@ -63,8 +82,17 @@ public struct NodeSettings: Sendable, Hashable {
         if !(16...(1 << 20)).contains(maximumKeyBytes) {
             problems.append("the key limit must be 16 bytes to 1 MiB, not \(maximumKeyBytes)")
         }
-        if !(1...(1 << 30)).contains(maximumValueBytes) {
-            problems.append("the value limit must be 1 byte to 1 GiB, not \(maximumValueBytes)")
+        if !(1...(1 << 40)).contains(maximumValueBytes) {
+            problems.append("the value limit must be 1 byte to 1 TiB, not \(maximumValueBytes)")
+        }
+        if !(4096...(16 << 20)).contains(chunkBytes) {
+            problems.append("the chunk size must be 4 KiB to 16 MiB, not \(chunkBytes)")
+        }
+        if !(0...(16 << 20)).contains(inlineValueThreshold) {
+            problems.append("the inline threshold must be 0 to 16 MiB, not \(inlineValueThreshold)")
+        }
+        if !(1...64).contains(chunksInFlight) {
+            problems.append("chunks in flight must be 1 to 64, not \(chunksInFlight)")
         }
         if !(1...100_000).contains(maximumBatchOperations) {
             problems.append("the batch limit must be 1 to 100000 operations, not \(maximumBatchOperations)")
@@ -72,9 +100,9 @@ public struct NodeSettings: Sendable, Hashable {
         if !(1...100_000).contains(maximumSiblings) {
             problems.append("the sibling limit must be 1 to 100000, not \(maximumSiblings)")
         }
-        if maximumRowBytes < maximumValueBytes {
+        if maximumRowBytes < maximumInlineValueBytes {
             problems.append(
-                "the row limit (\(maximumRowBytes) bytes) must be at least the value limit (\(maximumValueBytes))"
+                "the row limit (\(maximumRowBytes) bytes) must be at least the inline value limit (\(maximumInlineValueBytes))"
             )
         }
         if !(1024...(1 << 31)).contains(maximumResponseBytes) {

@@ -5,12 +5,20 @@ import KVStorage
 /// The table catalog as this node keeps it: a copy of the cluster metadata's tables, in
 /// memory and as ``CatalogRecord``s in the metadata keyspace.
 extension NodeStorage {
+    /// The store's own tables, which every node knows without metadata: the chunks of
+    /// large values (``LargeValue/chunkTable``). They are in the catalog so that every
+    /// maintenance procedure treats their rows like any other, but never in a listing,
+    /// and a metadata change never drops them.
+    static let systemTables: [TableName: TableDescriptor] = [
+        LargeValue.chunkTable.name: LargeValue.chunkTable
+    ]
+
     /// Reads every catalog record.
     static func loadCatalog(from engine: any StorageEngine) throws(KVError) -> [TableName:
         TableDescriptor]
     {
         try storageWork("loading the table catalog") {
-            var tables: [TableName: TableDescriptor] = [:]
+            var tables = systemTables
             for entry in try engine.entries(in: .prefixed(by: CatalogRecord.prefix), of: .metadata) {
                 let descriptor = try CatalogRecord.decode(entry.value)
                 tables[descriptor.name] = descriptor
@@ -29,14 +37,15 @@ extension NodeStorage {
 
     /// The tables of `namespace`, in name order.
     func tables(in namespace: String) -> [TableDescriptor] {
-        catalog.withLockedValue { $0.values.filter { $0.name.namespace == namespace } }.sorted {
-            $0.name < $1.name
-        }
+        catalog.withLockedValue { $0.values.filter { $0.name.namespace == namespace && !$0.name.isSystem } }
+            .sorted {
+                $0.name < $1.name
+            }
     }
 
     /// Every namespace that has a table, in order.
     func namespaces() -> [String] {
-        Array(Set(catalog.withLockedValue { $0.keys.map(\.namespace) })).sorted()
+        Array(Set(catalog.withLockedValue { $0.keys.filter { !$0.isSystem }.map(\.namespace) })).sorted()
     }
 
     /// Range deletes of every row of `name`, one per partition.
@@ -58,7 +67,8 @@ extension NodeStorage {
     func adoptCatalog(_ tables: [TableName: TableDescriptor], writing extra: [(key: [UInt8], value: [UInt8])])
         throws(KVError) -> Bool
     {
-        try withAllRowLocks { () throws(KVError) -> Bool in
+        let tables = tables.merging(Self.systemTables) { _, system in system }
+        return try withAllRowLocks { () throws(KVError) -> Bool in
             let current = catalog.withLockedValue { $0 }
             var batch = WriteBatch()
             var deleted = false

@@ -92,8 +92,17 @@ package final class ReplicaStore: Sendable {
         let stored: [UInt8]?
         do { stored = try engine.get(dataKey, in: .data) } catch { throw error.asKVError }
         guard let stored else { return StoredObject() }
-        return try StoredObjectCodec.decode(stored)
+        let object = try StoredObjectCodec.decode(stored)
+        if ChunkChecks.isChunkRow(dataKey), !ChunkChecks.isSound(object) {
+            // A damaged chunk counts as absent, so the next read repairs it (ChunkChecks).
+            damagedChunksFound.withLockedValue { $0 += 1 }
+            return StoredObject()
+        }
+        return object
     }
+
+    /// How many damaged chunk rows reads have found (each is then repaired).
+    package let damagedChunksFound = Locked<UInt64>(0)
 
     /// Runs ``StorageCommand/load(_:)``: the row's state, after the generation check.
     package func load(_ key: ReplicaKey) -> StorageOutcome {

@@ -80,8 +80,9 @@ final class ByteActivityHandler: ChannelInboundHandler, RemovableChannelHandler 
 /// started, request timer), `processing` (the router is working; no timer), `closing`.
 /// All state lives on the connection's event loop; the router runs in a task and writes
 /// through the channel, then reports back to the loop.
-final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     private enum State {
@@ -121,6 +122,15 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// Whether this connection is waiting between requests, for the server to close the
     /// longest-idle connection when it is full (see ``ConnectionActivity``).
     let activity = ConnectionActivity()
+    /// The body of the request being answered while it still arrives (a streamed
+    /// upload), or `nil`. Its deadline is the request timeout since the last byte.
+    private var streamingBody: RequestBodyStream?
+    /// Whether the last streamed body arrived whole: if not, the connection cannot be
+    /// reused once the answer is written (the rest of the body is in the way).
+    private var streamedBodyComplete = true
+    /// Reading is held back while a streamed body's buffer is full.
+    private var readsPaused = false
+    private var readPending = false
     /// Checks `deadline` periodically. One repeating task per connection, rather than a
     /// timer scheduled and cancelled on every request, keeps timeouts off the hot path.
     private var deadlineChecker: RepeatedTask?
@@ -167,6 +177,14 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     .requestTimeout,
                     "the request was not received within \(settings.requestTimeoutSeconds) seconds"),
                 context: context)
+        case .processing where streamingBody != nil:
+            logger.debug(
+                "upload stalled", metadata: ["remote": "\(context.remoteAddress?.description ?? "?")"])
+            streamingBody?.fail(
+                KVError(
+                    .requestTimeout,
+                    "the body stopped arriving for \(settings.requestTimeoutSeconds) seconds"))
+            streamingBody = nil
         case .processing, .closing:
             break
         }
@@ -189,6 +207,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        streamingBody?.fail(KVError(.incompleteBody, "the connection closed before the body ended"))
+        streamingBody = nil
         disarm()
         activity.setBusy()
         deadlineChecker?.cancel()
@@ -269,6 +289,17 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     context: context)
                 return
             }
+            if router.streamsBody(requestHead) {
+                if let declared = requestHead.headers.first(name: "content-length"), Int64(declared) == nil {
+                    respondAndClose(
+                        KVError(
+                            .bodyTooLarge, "the body has \(declared.prefix(30)) bytes, more than any limit"),
+                        context: context)
+                    return
+                }
+                startStreaming(requestHead, context: context)
+                return
+            }
             if let declared = requestHead.headers.first(name: "content-length"),
                 Self.exceeds(declared, settings.maximumBodyBytes)
             {
@@ -284,6 +315,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     wrapOutboundOut(.head(HTTPResponseHead(version: requestHead.version, status: .continue))),
                     promise: nil)
             }
+        case .body(var chunk) where streamingBody != nil:
+            arm(settings.requestTimeoutSeconds)
+            if streamingBody?.append(chunk.readBytes(length: chunk.readableBytes) ?? []) == true {
+                readsPaused = true
+            }
+        case .end where streamingBody != nil:
+            disarm()
+            streamingBody?.finish()
+            streamingBody = nil
+            streamedBodyComplete = true
         case .body(var chunk):
             if body.count + chunk.readableBytes > settings.maximumBodyBytes {
                 respondAndClose(
@@ -304,6 +345,43 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
+    /// Dispatches a request whose body the service reads as it arrives.
+    private func startStreaming(_ requestHead: HTTPRequestHead, context: ChannelHandlerContext) {
+        if requestHead.headers.first(name: "expect")?.lowercased() == "100-continue" {
+            context.writeAndFlush(
+                wrapOutboundOut(.head(HTTPResponseHead(version: requestHead.version, status: .continue))),
+                promise: nil)
+        }
+        let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        let stream = RequestBodyStream {
+            eventLoop.execute { loopBoundSelf.value.resumeReading(context: loopBoundContext.value) }
+        }
+        streamingBody = stream
+        streamedBodyComplete = false
+        head = nil
+        state = .processing
+        arm(settings.requestTimeoutSeconds)
+        dispatch(requestHead, body: [], stream: stream, context: context)
+    }
+
+    private func resumeReading(context: ChannelHandlerContext) {
+        readsPaused = false
+        if readPending {
+            readPending = false
+            context.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if readsPaused {
+            readPending = true
+            return
+        }
+        context.read()
+    }
+
     /// Whether a declared Content-Length is over `limit`; a number too large for any
     /// integer is (the parser has already refused anything that is not digits).
     static func exceeds(_ declared: String, _ limit: Int) -> Bool {
@@ -311,7 +389,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         return length > limit
     }
 
-    private func dispatch(_ requestHead: HTTPRequestHead, body: [UInt8], context: ChannelHandlerContext) {
+    private func dispatch(
+        _ requestHead: HTTPRequestHead, body: [UInt8], stream: RequestBodyStream? = nil,
+        context: ChannelHandlerContext
+    ) {
         let keepAlive = requestHead.isKeepAlive && !closeAfterResponse
         requestNumber &+= 1
         let number = requestNumber
@@ -323,11 +404,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let logger = logger
         let version = requestHead.version
         let isHead = requestHead.method == .HEAD
-        let request = HTTPRequest(
+        var request = HTTPRequest(
             method: requestHead.method, uri: requestHead.uri, headers: requestHead.headers, body: body)
+        request?.bodyStream = stream
         let started = NIODeadline.now()
         let operation = HTTPMetrics.operation(method: requestHead.method, path: request?.pathSegments ?? [])
-        if let request, let response = router.respondImmediately(to: request),
+        if stream == nil, let request, let response = router.respondImmediately(to: request),
             case .bytes(let bytes) = response.body
         {
             // Answered from memory: write on the event loop, no task, no thread hop.
@@ -390,7 +472,11 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     private func responseFinished(_ number: UInt64, keepAlive: Bool, context: ChannelHandlerContext) {
-        if !keepAlive {
+        if !keepAlive || (number == requestNumber && !streamedBodyComplete) {
+            // An answer given before its streamed body ended: the rest of the body is
+            // in the way of the next request, so the connection closes.
+            streamingBody?.fail(KVError(.incompleteBody, "the request was answered before its body ended"))
+            streamingBody = nil
             state = .closing
             context.close(promise: nil)
             return
@@ -444,6 +530,15 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 try await produce(ResponseBodyWriter(channel: channel))
             }
             try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+        case .sizedStream(let length, let produce):
+            headers.replaceOrAdd(name: "content-length", value: String(length))
+            headers.remove(name: "transfer-encoding")
+            let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
+            try await channel.writeAndFlush(HTTPServerResponsePart.head(head)).get()
+            if !isHead {
+                try await produce(ResponseBodyWriter(channel: channel))
+            }
+            try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
         }
         return keepAlive
     }
@@ -488,6 +583,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let streamingBody, error is HTTPParserError {
+            // The body being streamed is broken: the service's answer follows, then the
+            // connection closes.
+            streamingBody.fail(KVError(.incompleteBody, "the request body is not valid HTTP/1.1 (\(error))"))
+            self.streamingBody = nil
+            return
+        }
         if let parserError = error as? HTTPParserError {
             let kvError =
                 switch parserError {

@@ -14,6 +14,9 @@ public struct HTTPRequest: Sendable {
     public var headers: HTTPHeaders
     /// The body.
     public var body: [UInt8]
+    /// The body as it arrives, for a request the router streams (``Router/streamsBody(_:)``);
+    /// ``body`` is then empty.
+    public var bodyStream: (any ValueBody)?
 
     /// The text of the first query parameter called `name`.
     public func queryValue(_ name: String) -> String? {
@@ -113,6 +116,10 @@ public struct HTTPResponse: Sendable {
         case bytes([UInt8])
         /// A body produced chunk by chunk (chunked transfer encoding).
         case stream(@Sendable (ResponseBodyWriter) async throws -> Void)
+        /// A body of known length produced chunk by chunk (sent with a Content-Length; a
+        /// producer that fails midway closes the connection, so the client sees a short
+        /// body, never a wrong one).
+        case sizedStream(length: Int64, @Sendable (ResponseBodyWriter) async throws -> Void)
     }
 
     /// The status.
@@ -137,8 +144,10 @@ public enum HTTPErrorStatus {
         switch code {
         case .invalidSchema, .keyArity, .keyPartType, .invalidKeyPart, .invalidName, .invalidQuorum,
             .invalidRequest,
-            .invalidContext, .invalidContinuation, .keyTooLarge:
+            .invalidContext, .invalidContinuation, .keyTooLarge, .incompleteBody, .unsupported:
             .badRequest
+        case .rangeNotSatisfiable: .rangeNotSatisfiable
+        case .lengthRequired: .lengthRequired
         case .notFound, .tableNotFound, .rowNotFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .requestTimeout: .requestTimeout

@@ -402,6 +402,13 @@ public struct Router: Sendable {
             return read(try await service.get(key, options: try readOptions(request)), request: request)
         case .PUT:
             let contentType = request.headers.first(name: "content-type") ?? RowValue.defaultContentType
+            if let stream = request.bodyStream {
+                let length = request.headers.first(name: "content-length").flatMap { Int64($0) }
+                return written(
+                    try await service.putStreamed(
+                        key, contentType: contentType, length: length, body: stream,
+                        options: try writeOptions(request)))
+            }
             let result = try await service.put(
                 key, value: RowValue(bytes: request.body, contentType: contentType),
                 options: try writeOptions(request))
@@ -447,7 +454,7 @@ public struct Router: Sendable {
         return String(text)
     }
 
-    private func versionHeaders(context: String, etag: String) -> HTTPHeaders {
+    func versionHeaders(context: String, etag: String) -> HTTPHeaders {
         var headers = HTTPHeaders()
         headers.add(name: Self.contextHeader, value: context)
         headers.add(name: "etag", value: "\"\(etag)\"")
@@ -456,55 +463,6 @@ public struct Router: Sendable {
 
     private func written(_ result: WriteResult) -> HTTPResponse {
         HTTPResponse(status: .noContent, headers: versionHeaders(context: result.context, etag: result.etag))
-    }
-
-    private func read(_ result: ReadResult, request: HTTPRequest) -> HTTPResponse {
-        var headers = versionHeaders(context: result.context, etag: result.etag)
-        headers.add(name: Self.siblingsHeader, value: String(result.siblings.count))
-        switch result.siblings.count {
-        case 0:
-            let error = KVError(.rowNotFound, "the row has no value")
-            var response = Self.errorResponse(error)
-            response.headers.add(contentsOf: headers)
-            return response
-        case 1:
-            let value = result.siblings[0].value!
-            headers.add(name: "content-type", value: value.contentType)
-            headers.add(name: "x-kv-modified-ms", value: String(result.siblings[0].timestampMilliseconds))
-            return HTTPResponse(status: .ok, headers: headers, body: .bytes(value.bytes))
-        default:
-            let accept = request.headers.first(name: "accept") ?? ""
-            if accept.contains("multipart/mixed") {
-                let (boundary, body) = Self.multipart(result.siblings, etag: result.etag)
-                headers.add(name: "content-type", value: "multipart/mixed; boundary=\(boundary)")
-                return HTTPResponse(status: .multipleChoices, headers: headers, body: .bytes(body))
-            }
-            headers.add(name: "content-type", value: "application/json")
-            let body = WireSiblings(
-                siblings: result.siblings.map(WireSibling.init), context: result.context, etag: result.etag)
-            return HTTPResponse(status: .multipleChoices, headers: headers, body: .bytes(JSON.encode(body)))
-        }
-    }
-
-    /// A multipart/mixed body with one part per sibling, and a boundary that occurs in
-    /// none of the values.
-    static func multipart(_ siblings: [Sibling], etag: String) -> (String, [UInt8]) {
-        var boundary = "kv-siblings-\(etag)"
-        while siblings.contains(where: { ($0.value?.bytes ?? []).firstRange(of: Array(boundary.utf8)) != nil }
-        ) {
-            boundary += "-x"
-        }
-        var body: [UInt8] = []
-        for sibling in siblings {
-            let value = sibling.value ?? RowValue(bytes: [])
-            body += Array(
-                "--\(boundary)\r\ncontent-type: \(value.contentType)\r\nx-kv-modified-ms: \(sibling.timestampMilliseconds)\r\n\r\n"
-                    .utf8)
-            body += value.bytes
-            body += Array("\r\n".utf8)
-        }
-        body += Array("--\(boundary)--\r\n".utf8)
-        return (boundary, body)
     }
 
     // MARK: Scans

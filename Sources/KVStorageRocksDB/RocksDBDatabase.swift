@@ -56,6 +56,11 @@ final class RocksDBDatabase: @unchecked Sendable {
         // counter increments per operation.
         rocksdb_options_enable_statistics(options)
         rocksdb_options_set_write_buffer_size(options, settings.writeBufferBytes)
+        // A log file is kept until every column family with writes in it has flushed;
+        // the small keyspaces flush rarely, so without a bound the logs of a large
+        // upload stayed on disk long after its rows were in table files. Past this total
+        // RocksDB flushes the keyspaces that hold the oldest log back.
+        rocksdb_options_set_max_total_wal_size(options, UInt64(4 * settings.writeBufferBytes))
         rocksdb_options_set_max_open_files(options, Int32(settings.maxOpenFiles))
         rocksdb_options_set_compression(options, Int32(Self.compressionCode(settings.compression)))
         // Sizes the levels from the bottom up, which RocksDB recommends for bounded

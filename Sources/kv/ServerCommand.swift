@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMalloc
 import Foundation
 import KVClient
 import KVCluster
@@ -103,7 +104,11 @@ struct ServerCommand: AsyncParsableCommand {
             max_response_bytes, max_header_bytes, max_body_bytes, max_connections, \
             request_timeout_seconds, idle_timeout_seconds, peer_port, join, peers, \
             replication_factor, cluster_name, cluster_secret_file, backup_dir, admin_token_file, tls_cert_file, tls_key_file, tls_ca_file, zone, capacity, replica_timeout_ms, \
-            advertise_host), and the default.
+            advertise_host), and the default. The large value settings below have theirs: \
+            KV_LARGE_VALUE_GRACE_SECONDS, KV_CHUNK_COLLECTION_INTERVAL_MS \
+            (large_value_grace_seconds, chunk_collection_interval_ms), and so \
+            have the RocksDB ones: KV_ROCKSDB_WRITE_BUFFER_MIB, KV_ROCKSDB_BLOCK_CACHE_MIB \
+            (rocksdb_write_buffer_mib, rocksdb_block_cache_mib).
 
             Clusters: a node started alone forms a cluster of one. With --peers (every member's \
             HTTP address, this node's included) the nodes form one cluster once all of them \
@@ -131,6 +136,8 @@ struct ServerCommand: AsyncParsableCommand {
     )
 
     @Option(help: "YAML settings file.") var config: String?
+    @OptionGroup(title: "Large values") var largeValues: LargeValueOptions
+    @OptionGroup(title: "RocksDB") var rocksDB: RocksDBOptions
     @Option(help: "Address to listen on (default 127.0.0.1).") var host: String?
     @Option(help: "Port to listen on; 0 picks a free one (default 7700).") var port: Int?
     @Option(name: .customLong("data"), help: "Data directory (default ./kv-data).") var dataDir: String?
@@ -139,7 +146,9 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
     @Option(help: "Largest encoded key in bytes (default 4096).") var maxKeyBytes: Int?
-    @Option(help: "Largest value in bytes (default 16 MiB).") var maxValueBytes: Int?
+    @Option(
+        help: "Largest value in bytes; values over 1 MiB are kept in chunks (default 1 GiB, at most 1 TiB).")
+    var maxValueBytes: Int?
     @Option(help: "Most siblings a row may hold (default 100).") var maxSiblings: Int?
     @Option(help: "Most bytes of live values in one row (default 64 MiB).") var maxRowBytes: Int?
     @Option(help: "Most value bytes in one answer: scan page or batch (default 32 MiB).")
@@ -202,12 +211,22 @@ struct ServerCommand: AsyncParsableCommand {
     var replicaTimeoutMilliseconds: Int?
 
     func run() async throws {
+        // Large values pass through in 1 MiB buffers. glibc raises its mmap threshold
+        // to the size of each such buffer freed, after which they come from the heap
+        // arenas, which fragment and keep the memory: a 256 MiB upload grew a node by
+        // 150 MB that it never gave back. A fixed threshold keeps every buffer of 256 KiB
+        // or more mapped on its own and returned when freed (docs/benchmarks.md).
+        _ = mallopt(M_MMAP_THRESHOLD, 256 << 10)
         let environment = ProcessInfo.processInfo.environment
         var file = ServerConfigFile()
+        var largeValueFile = LargeValueOptions.File()
+        var rocksDBFile = RocksDBOptions.File()
         if let config {
             do {
-                file = try YAMLDecoder().decode(
-                    ServerConfigFile.self, from: String(contentsOfFile: config, encoding: .utf8))
+                let text = try String(contentsOfFile: config, encoding: .utf8)
+                file = try YAMLDecoder().decode(ServerConfigFile.self, from: text)
+                largeValueFile = try YAMLDecoder().decode(LargeValueOptions.File.self, from: text)
+                rocksDBFile = try YAMLDecoder().decode(RocksDBOptions.File.self, from: text)
             } catch {
                 throw ValidationError("cannot read the settings file \(config): \(error)")
             }
@@ -334,6 +353,7 @@ struct ServerCommand: AsyncParsableCommand {
             peerPort, "KV_PEER_PORT", file.peerPort, http.port == 0 ? 0 : http.port + 1000)
         let levelName = try resolve(logLevel, "KV_LOG_LEVEL", file.logLevel, "info")
 
+        try largeValues.apply(to: &cluster, file: largeValueFile, environment: environment)
         let problems = http.problems() + node.problems() + cluster.problems()
         guard problems.isEmpty else { throw ValidationError(problems.joined(separator: "\n")) }
         guard let level = Logger.Level(rawValue: levelName) else {
@@ -346,11 +366,13 @@ struct ServerCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "kv")
 
+        let rocksDBSettings = try rocksDB.settings(file: rocksDBFile, environment: environment)
         let storage: any StorageEngine
         switch engineName {
         case "rocksdb":
             do {
-                storage = try RocksDBStorageEngine(path: dataDirectory + "/rocksdb")
+                storage = try RocksDBStorageEngine(
+                    path: dataDirectory + "/rocksdb", settings: rocksDBSettings)
             } catch {
                 throw ValidationError("cannot open the data directory \(dataDirectory): \(error)")
             }
@@ -433,166 +455,5 @@ struct ServerCommand: AsyncParsableCommand {
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await services.run()
-    }
-}
-
-/// Introduces a node to its seeds (the static members, or the member it joins through)
-/// until it belongs to a formed cluster that knows every static member: each seed's
-/// HTTP API names its peer address, and the introduction goes there.
-///
-/// Every seed is tried once even by a node that restarts into a formed cluster: members
-/// restored from backups onto new machines know each other only by their old addresses,
-/// and an introduction is how they learn the new ones.
-struct Bootstrap {
-    let node: ClusterNode
-    let seeds: [String]
-    let ownAddress: String
-    /// How to reach the seeds' HTTP APIs (HTTPS with the cluster's CA when TLS is on).
-    let client: HTTPClientOptions
-
-    func run() async {
-        var done = Set<String>()
-        var selves = Set<String>()
-        var tried = Set<String>()
-        while !Task.isCancelled {
-            let metadata = node.metadata
-            let placed = metadata.layout?.members.contains { $0.node == node.nodeID } ?? false
-            if metadata.isFormed, placed, metadata.members.count >= (node.expectedMembers ?? 0),
-                tried.union([ownAddress]).isSuperset(of: seeds)
-            {
-                return
-            }
-            for seed in seeds where seed != ownAddress && !selves.contains(seed) {
-                tried.insert(seed)
-                do {
-                    let client = try await HTTPKeyValueService(
-                        url: (self.client.useTLS ? "https://" : "http://") + seed, options: self.client)
-                    let info = try? await client.nodeInfo()
-                    await client.close()
-                    guard let info, let peer = info.peerAddress else { continue }
-                    if info.nodeID == node.nodeID {
-                        // The list names this node under another spelling of its address.
-                        selves.insert(seed)
-                        try? await node.memberListNamesThisNodeTwice()
-                        continue
-                    }
-                    if !metadata.members.keys.contains(info.nodeID) || !done.contains(seed) {
-                        node.introduce(toPeerAt: peer)
-                        done.insert(seed)
-                    } else if !metadata.isFormed || !placed {
-                        node.introduce(toPeerAt: peer)
-                    }
-                } catch {
-                    continue
-                }
-            }
-            try? await Task.sleep(for: .milliseconds(500))
-        }
-    }
-}
-
-/// The HTTP server's service until the cluster node exists: the server must listen
-/// before the node can announce its HTTP address.
-final class DeferredService: KeyValueService, Sendable {
-    private let box = NIOLockedValueBox<ClusterNode?>(nil)
-
-    func install(_ node: ClusterNode) { box.withLockedValue { $0 = node } }
-
-    private func node() throws(KVError) -> ClusterNode {
-        guard let node = box.withLockedValue({ $0 }) else {
-            throw KVError(.unavailable, "the node is starting")
-        }
-        return node
-    }
-
-    func createTable(_ descriptor: TableDescriptor) async throws(KVError) -> TableDescriptor {
-        try await node().createTable(descriptor)
-    }
-    func table(_ name: TableName) async throws(KVError) -> TableDescriptor { try await node().table(name) }
-    func tables(in namespace: String) async throws(KVError) -> [TableDescriptor] {
-        try await node().tables(in: namespace)
-    }
-    func namespaces() async throws(KVError) -> [String] { try await node().namespaces() }
-    func clearTable(_ name: TableName) async throws(KVError) { try await node().clearTable(name) }
-    func dropTable(_ name: TableName) async throws(KVError) { try await node().dropTable(name) }
-    func dropNamespace(_ namespace: String) async throws(KVError) {
-        try await node().dropNamespace(namespace)
-    }
-    func get(_ key: RowKey, options: ReadOptions) async throws(KVError) -> ReadResult {
-        try await node().get(key, options: options)
-    }
-    func put(_ key: RowKey, value: RowValue, options: WriteOptions) async throws(KVError) -> WriteResult {
-        try await node().put(key, value: value, options: options)
-    }
-    func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult {
-        try await node().delete(key, options: options)
-    }
-    func scan(_ request: ScanRequest) async throws(KVError) -> ScanPage { try await node().scan(request) }
-    func increment(_ key: RowKey, by delta: Int64, options: WriteOptions) async throws(KVError) -> Int64 {
-        try await node().increment(key, by: delta, options: options)
-    }
-    func counter(_ key: RowKey, options: ReadOptions) async throws(KVError) -> Int64? {
-        try await node().counter(key, options: options)
-    }
-    func batch(_ operations: [BatchOperation]) async throws(KVError) -> [BatchItemResult] {
-        try await node().batch(operations)
-    }
-    func nodeInfo() async throws(KVError) -> NodeInfo { try await node().nodeInfo() }
-    func clusterStatus() async throws(KVError) -> ClusterStatus { try await node().clusterStatus() }
-    func clusterLayout() async throws(KVError) -> LayoutDescription { try await node().clusterLayout() }
-    func stageLayoutChange(_ change: LayoutChangeRequest) async throws(KVError) -> LayoutPlanReport {
-        try await node().stageLayoutChange(change)
-    }
-    func clearLayoutChanges() async throws(KVError) -> LayoutPlanReport {
-        try await node().clearLayoutChanges()
-    }
-    func layoutPlan() async throws(KVError) -> LayoutPlanReport { try await node().layoutPlan() }
-    func commitLayoutPlan(_ id: String) async throws(KVError) -> LayoutPlanReport {
-        try await node().commitLayoutPlan(id)
-    }
-    func transfers() async throws(KVError) -> TransfersReport { try await node().transfers() }
-    func controlTransfers(_ request: TransferControlRequest) async throws(KVError) -> TransfersReport {
-        try await node().controlTransfers(request)
-    }
-    func backup(name: String?) async throws(KVError) -> BackupReport { try await node().backup(name: name) }
-    func createAccessToken(_ request: AccessTokenRequest) async throws(KVError) -> CreatedAccessToken {
-        try await node().createAccessToken(request)
-    }
-    func accessTokens() async throws(KVError) -> [AccessTokenRecord] { try await node().accessTokens() }
-    func revokeAccessToken(id: String) async throws(KVError) -> AccessTokenRecord {
-        try await node().revokeAccessToken(id: id)
-    }
-    func immediateAccessToken(id: String) -> AccessTokenRecord? {
-        box.withLockedValue { $0 }?.immediateAccessToken(id: id)
-    }
-
-    func refreshMetrics() async {
-        await box.withLockedValue({ $0 })?.refreshMetrics()
-    }
-
-    func readinessProblem() -> KVError? {
-        guard let node = box.withLockedValue({ $0 }) else {
-            return KVError(.unavailable, "the node is starting")
-        }
-        return node.readinessProblem()
-    }
-
-    func immediateTable(_ name: TableName) -> TableDescriptor? {
-        box.withLockedValue { $0 }?.immediateTable(name)
-    }
-}
-
-/// Keeps the node running until a shutdown signal, then stops it in order: HTTP first
-/// (no new requests, in-flight ones finish), then storage (flushed and closed).
-struct NodeLifecycle: Service {
-    let server: HTTPServer
-    let node: ClusterNode
-    let bootstrap: Task<Void, Never>
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        bootstrap.cancel()
-        await server.shutdown()
-        await node.shutdown()
     }
 }

@@ -19,7 +19,7 @@ struct ImportRuleTests {
         "KVAccess": ["KVCore", "Crypto"],
         "KVSimulation": ["KVCore", "KVCluster", "KVStorage", "KVStorageMemory", "KVReplica"],
         // The replica's storage: shared by the node and the simulator, so no NIO.
-        "KVReplica": ["KVCore", "KVCluster", "KVStorage", "Synchronization"],
+        "KVReplica": ["KVCore", "KVCluster", "KVStorage", "Synchronization", "Crypto"],
         "Simulator": ["KVSimulation", "Foundation"],
         "KVStorageMemory": ["KVCore", "KVStorage", "Synchronization"],
         "KVStorageRocksDB": ["KVCore", "KVStorage", "CRocksDB", "Glibc", "Synchronization"],
@@ -29,22 +29,24 @@ struct ImportRuleTests {
         ],
         // A system-library target: a module map and a header, no Swift.
         "CRocksDB": [],
+        "CMalloc": [],
         // The node shell: storage on a thread pool, logs. No HTTP, no engines by name.
         "KVNode": [
             "KVCore", "KVStorage", "KVCluster", "KVWire", "KVReplica", "NIOCore", "NIOPosix",
-            "NIOConcurrencyHelpers", "Logging", "Glibc", "CoreMetrics", "KVAccess", "NIOSSL",
+            "NIOConcurrencyHelpers", "Logging", "Glibc", "CoreMetrics", "KVAccess", "NIOSSL", "Crypto",
         ],
         // Front end: translates HTTP to KeyValueService; knows no node, cluster or engine.
         "KVServer": [
             "KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOConcurrencyHelpers", "Logging",
-            "FoundationEssentials", "Synchronization", "CoreMetrics", "KVAccess", "NIOSSL",
+            "FoundationEssentials", "Synchronization", "CoreMetrics", "KVAccess", "NIOSSL", "Crypto",
         ],
         // Client library: no server code.
         "KVClient": ["KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc", "NIOSSL"],
         // The executable: the only place that reads flags, files and the environment.
         "kv": [
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode", "KVServer", "KVClient",
-            "KVCluster", "KVWire", "KVAccess", "ArgumentParser", "Yams", "Logging", "ServiceLifecycle",
+            "KVCluster", "KVWire", "KVAccess", "CMalloc", "ArgumentParser", "Yams", "Logging",
+            "ServiceLifecycle",
             "NIOCore",
             "NIOPosix",
             "NIOConcurrencyHelpers", "Histogram", "UnixSignals", "Foundation", "Glibc", "Metrics",

@@ -1,0 +1,174 @@
+import Foundation
+import KVTestSupport
+import Testing
+
+/// Files, curl and process figures for the large value tests.
+enum Files {
+    /// A file of `bytes` pseudo-random bytes from `seed`, in the temporary directory.
+    static func random(bytes: Int, seed: UInt64) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "kv-large-\(UUID().uuidString)"
+        ).path
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        var random = SplitMix64(seed: seed)
+        var remaining = bytes
+        while remaining > 0 {
+            let count = min(remaining, 1 << 20)
+            var block = [UInt8](repeating: 0, count: count)
+            block.withUnsafeMutableBytes { raw in
+                let words = raw.bindMemory(to: UInt64.self)
+                for index in words.indices { words[index] = random.next() }
+                for index in (words.count * 8)..<raw.count {
+                    raw[index] = UInt8(truncatingIfNeeded: random.next())
+                }
+            }
+            try handle.write(contentsOf: block)
+            remaining -= count
+        }
+        return path
+    }
+
+    /// The SHA-256 of a file, hexadecimal.
+    static func sha256(_ path: String) throws -> String {
+        String(try run("/usr/bin/sha256sum", [path]).prefix(64))
+    }
+
+    /// The MD5 of a file, base64 (as `Content-MD5` carries it).
+    static func md5Base64(_ path: String) throws -> String {
+        let hex = Array(try run("/usr/bin/md5sum", [path]).prefix(32).utf8)
+        let bytes = stride(from: 0, to: 32, by: 2).map {
+            UInt8(String(decoding: hex[$0..<$0 + 2], as: UTF8.self), radix: 16)!
+        }
+        return Data(bytes).base64EncodedString()
+    }
+
+    /// The bytes of `range` of a file.
+    static func bytes(_ path: String, _ range: Range<Int>) throws -> [UInt8] {
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: UInt64(range.lowerBound))
+        return Array(try handle.read(upToCount: range.count) ?? Data())
+    }
+
+    /// A process's resident memory in KiB (0 when it is gone).
+    static func residentKiB(_ pid: pid_t) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else {
+            return 0
+        }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
+        }
+        return 0
+    }
+
+    /// Runs curl and returns the HTTP status (0 when there was none).
+    static func curlStatus(_ arguments: [String], timeout: Int = 60) throws -> Int {
+        var arguments = arguments
+        if !arguments.contains("-o") { arguments = ["-o", "/dev/null"] + arguments }
+        let (_, output) = try HTTPGet.curl(["-w", "%{http_code}"] + arguments, timeout: timeout)
+        return Int(String(decoding: output, as: UTF8.self)) ?? 0
+    }
+
+    /// The response headers of a request (names lowercased).
+    static func headers(_ arguments: [String]) throws -> [String: String] {
+        let (_, output) = try HTTPGet.curl(["-D", "-", "-o", "/dev/null"] + arguments)
+        var headers: [String: String] = [:]
+        for line in String(decoding: output, as: UTF8.self).split(separator: "\r\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                in: .whitespaces)
+        }
+        return headers
+    }
+
+    /// A GET with a `Range` header: status, body and headers.
+    static func get(_ url: String, range: String) throws -> (Int, [UInt8], [String: String]) {
+        let headerFile = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "kv-h-\(UUID().uuidString)"
+        ).path
+        defer { try? FileManager.default.removeItem(atPath: headerFile) }
+        let (_, body) = try HTTPGet.curl(["-D", headerFile, "-H", "Range: \(range)", url])
+        let text = (try? String(contentsOfFile: headerFile, encoding: .utf8)) ?? ""
+        var headers: [String: String] = [:]
+        var status = 0
+        for line in text.split(separator: "\r\n") {
+            if line.hasPrefix("HTTP/") {
+                status = Int(line.split(separator: " ")[1]) ?? 0
+                continue
+            }
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                in: .whitespaces)
+        }
+        return (status, Array(body), headers)
+    }
+
+    /// Creates the table `big/files` (one string key part).
+    static func createTable(_ base: String) throws {
+        let status = try curlStatus([
+            "-X", "PUT", "--data-binary", #"{"key":["string"]}"#, base + "/v1/_tables/big/files",
+        ])
+        guard status == 200 || status == 201 else {
+            throw CrashTestError("creating the table answered \(status)")
+        }
+    }
+
+    /// A maintenance counter of the node at `base` (`/v1/_cluster`).
+    static func counter(_ name: String, _ base: String) throws -> Int64 {
+        let status = try HTTPGet.json(base + "/v1/_cluster")
+        return ((status["counters"] as? [String: Any])?[name] as? NSNumber)?.int64Value ?? 0
+    }
+
+    /// Waits until the nodes together collected at least `count` chunk rows.
+    static func waitForCollected(atLeast count: Int64, cluster: LocalCluster) async throws {
+        let deadline = Date().addingTimeInterval(60)
+        var collected: Int64 = 0
+        while Date() < deadline {
+            collected = try (0..<cluster.nodes.count).reduce(0) {
+                $0 + (try counter("chunks.collected", cluster.url($1)))
+            }
+            if collected >= count { return }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        Issue.record("only \(collected) chunk rows were collected, not \(count)")
+    }
+
+    static func run(_ executable: String, _ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// Raw HTTP for requests curl will not send.
+enum RawHTTP {
+    /// Sends `head` and returns what arrives within two seconds.
+    static func exchange(port: Int, _ head: String) throws -> String {
+        let socket = try RawSocket(port: port)
+        socket.send(head)
+        return socket.readAll(timeout: 2)
+    }
+
+    /// Sends `head` and part of a body, then closes the connection.
+    static func sendAndClose(port: Int, _ head: String, body: [UInt8]) throws {
+        let socket = try RawSocket(port: port)
+        socket.send(head)
+        body.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let sent = Glibc.send(
+                    socket.descriptor, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                if sent <= 0 { break }
+                offset += sent
+            }
+        }
+    }
+}
