@@ -14,16 +14,22 @@ public struct ClientResponse: Sendable {
     public var body: [UInt8]
 }
 
+/// Takes the body of a streamed response piece by piece, on the connection's event loop.
+public typealias ResponseSink = @Sendable ([UInt8]) -> Void
+
 /// Collects response parts into complete responses, answering requests in order.
 final class ResponseCollector: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
 
-    private var waiting: [EventLoopPromise<ClientResponse>] = []
+    private var waiting: [(promise: EventLoopPromise<ClientResponse>, sink: ResponseSink?)] = []
     private var head: HTTPResponseHead?
     private var body: [UInt8] = []
+    /// Where the body of the response being read goes, when its request gave a sink and
+    /// the answer is a success (an error's body is collected, to be reported).
+    private var streamingTo: ResponseSink?
 
-    func enqueue(_ promise: EventLoopPromise<ClientResponse>) {
-        waiting.append(promise)
+    func enqueue(_ promise: EventLoopPromise<ClientResponse>, sink: ResponseSink? = nil) {
+        waiting.append((promise, sink))
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -33,12 +39,19 @@ final class ResponseCollector: ChannelInboundHandler {
             guard responseHead.status.code >= 200 else { return }
             head = responseHead
             body = []
+            streamingTo = (200..<300).contains(responseHead.status.code) ? waiting.first?.sink : nil
         case .body(var chunk):
-            body.append(contentsOf: chunk.readBytes(length: chunk.readableBytes) ?? [])
+            let bytes = chunk.readBytes(length: chunk.readableBytes) ?? []
+            if let streamingTo {
+                streamingTo(bytes)
+            } else {
+                body.append(contentsOf: bytes)
+            }
         case .end:
             guard let responseHead = head, !waiting.isEmpty else { return }
             head = nil
-            waiting.removeFirst().succeed(
+            streamingTo = nil
+            waiting.removeFirst().promise.succeed(
                 ClientResponse(
                     status: Int(responseHead.status.code), headers: responseHead.headers, body: body))
             body = []
@@ -58,7 +71,7 @@ final class ResponseCollector: ChannelInboundHandler {
     private func failAll(_ error: KVError) {
         let pending = waiting
         waiting = []
-        for promise in pending { promise.fail(error) }
+        for entry in pending { entry.promise.fail(error) }
     }
 }
 
@@ -195,6 +208,64 @@ public actor HTTPConnection {
                 channel.writeAndFlush(HTTPClientRequestPart.end(nil)).whenFailure { promise.fail($0) }
                 return promise.futureResult
             }.get()
+        } catch let error as KVError {
+            throw error
+        } catch {
+            throw KVError(.unavailable, "the request to \(authority) failed: \(error)")
+        }
+    }
+
+    /// Sends one request whose body is read from `body` piece by piece, each written
+    /// before the next is read (so a slow server slows the reader down), and waits for the
+    /// response. With a `sink`, a successful response's body goes to it as it arrives
+    /// instead of into ``ClientResponse/body``. `length`, when known, is sent as the
+    /// Content-Length; otherwise the body is chunked.
+    public func stream(
+        _ method: HTTPMethod, _ target: String, headers: HTTPHeaders = HTTPHeaders(), length: Int64? = nil,
+        body: (any ValueBody)? = nil, sink: ResponseSink? = nil
+    ) async throws(KVError) -> ClientResponse {
+        var headers = headers
+        headers.replaceOrAdd(name: "host", value: authority)
+        if let token = options.token, !headers.contains(name: "authorization") {
+            headers.add(name: "authorization", value: "Bearer " + token)
+        }
+        if let length {
+            headers.replaceOrAdd(name: "content-length", value: String(length))
+        } else if body != nil {
+            headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+        }
+        let head = HTTPRequestHead(version: .http1_1, method: method, uri: target, headers: headers)
+        if !channel.isActive {
+            (channel, collector) = try await Self.connect(host: host, port: port, group: group, tls: tls)
+        }
+        let channel = channel
+        let collector = collector
+        let promise = channel.eventLoop.makePromise(of: ClientResponse.self)
+        do {
+            try await channel.eventLoop.submit {
+                collector.value.enqueue(promise, sink: sink)
+                channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            }.get()
+            if let body {
+                while let piece = try await body.next() {
+                    try await channel.writeAndFlush(
+                        HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: piece)))
+                    )
+                    .get()
+                }
+            }
+            try await channel.writeAndFlush(HTTPClientRequestPart.end(nil)).get()
+        } catch let error as KVError {
+            throw error
+        } catch {
+            // The server may have answered (and closed) before the whole body was sent:
+            // its answer says why; the collector fails the promise once the connection
+            // is gone.
+            if let answered = try? await promise.futureResult.get() { return answered }
+            throw KVError(.unavailable, "the request to \(authority) failed: \(error)")
+        }
+        do {
+            return try await promise.futureResult.get()
         } catch let error as KVError {
             throw error
         } catch {

@@ -310,6 +310,52 @@ public final class HTTPKeyValueService: KeyValueService {
         return Self.writeResult(response)
     }
 
+    /// Uploads a value piece by piece, without holding it whole (the server streams it
+    /// into chunks).
+    public func putStreamed(
+        _ key: RowKey, contentType: String, length: Int64?, body: any ValueBody, options: WriteOptions
+    ) async throws(KVError) -> WriteResult {
+        try await validate(key)
+        var headers = Self.writeHeaders(options)
+        headers.add(name: "content-type", value: contentType)
+        let response = try await connection.stream(
+            .PUT, Self.rowPath(key), headers: headers, length: length, body: body)
+        try expect(response, [204])
+        return Self.writeResult(response)
+    }
+
+    /// Reads a row's value (or the byte `range` of it) into `sink` as it arrives, without
+    /// holding it whole; returns the response (its body empty), whose headers carry the
+    /// length, the context and the MD5. A row with siblings is refused with
+    /// `request.invalid` (read it with ``get(_:options:)`` and fetch one sibling).
+    public func download(
+        _ key: RowKey, options: ReadOptions, range: Range<Int64>? = nil, into sink: @escaping ResponseSink
+    ) async throws(KVError) -> ClientResponse {
+        try await validate(key)
+        let headers = Self.readHeaders(options)
+        var request = headers
+        if let range, !range.isEmpty {
+            request.add(name: "range", value: "bytes=\(range.lowerBound)-\(range.upperBound - 1)")
+        }
+        let response = try await connection.stream(.GET, Self.rowPath(key), headers: request, sink: sink)
+        switch response.status {
+        case 200, 206: return response
+        case 300:
+            throw KVError(
+                .invalidRequest, "the row has siblings (concurrent writes); read it to resolve them")
+        default: throw Self.failure(response)
+        }
+    }
+
+    /// The length of a row's single value (a HEAD request), or `nil` when the row is
+    /// absent or has siblings.
+    public func valueLength(_ key: RowKey, options: ReadOptions) async throws(KVError) -> Int64? {
+        try await validate(key)
+        let response = try await send(.HEAD, Self.rowPath(key), headers: Self.readHeaders(options))
+        guard response.status == 200 else { return nil }
+        return response.headers.first(name: "content-length").flatMap { Int64($0) }
+    }
+
     public func delete(_ key: RowKey, options: WriteOptions) async throws(KVError) -> WriteResult {
         try await validate(key)
         let response = try await send(.DELETE, Self.rowPath(key), headers: Self.writeHeaders(options))

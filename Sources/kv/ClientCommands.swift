@@ -117,7 +117,11 @@ struct PutCommand: AsyncParsableCommand {
     @Argument(help: "NAMESPACE/TABLE") var table: String
     @Argument(help: "Key parts, in schema order.") var key: [String]
     @Option(name: [.short, .long], help: "The value (text).") var value: String?
-    @Option(help: "Read the value from this file ('-' for standard input).") var file: String?
+    @Option(
+        help:
+            "Stream the value from this file ('-' for standard input), of any size up to the server's value limit, with a progress bar on a terminal."
+    )
+    var file: String?
     @Option(help: "Content type (default application/octet-stream, or text/plain with --value).")
     var contentType: String?
     @Option(help: "Causal context of your last read of this row.") var context: String?
@@ -129,16 +133,8 @@ struct PutCommand: AsyncParsableCommand {
 
     func run() async throws {
         let name = try parseTable(table)
-        let bytes: [UInt8]
-        switch (value, file) {
-        case (let text?, nil): bytes = Array(text.utf8)
-        case (nil, "-"?): bytes = Array(FileHandle.standardInput.readDataToEndOfFile())
-        case (nil, let path?):
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw ValidationError("cannot read \(path)")
-            }
-            bytes = Array(data)
-        default: throw ValidationError("give exactly one of --value and --file")
+        guard (value == nil) != (file == nil) else {
+            throw ValidationError("give exactly one of --value and --file")
         }
         let type = contentType ?? (value != nil ? "text/plain" : RowValue.defaultContentType)
         try await options.withService { service in
@@ -149,9 +145,22 @@ struct PutCommand: AsyncParsableCommand {
             } else if let ifMatch {
                 writeOptions.condition = .ifMatch(ifMatch)
             }
-            let result = try await service.put(
-                RowKey(table: name, parts: parts), value: RowValue(bytes: bytes, contentType: type),
-                options: writeOptions)
+            let rowKey = RowKey(table: name, parts: parts)
+            let result: WriteResult
+            if let file {
+                let progress = TransferProgress()
+                let length = FileBody.size(of: file)
+                progress.expect(length)
+                result = try await service.putStreamed(
+                    rowKey, contentType: type, length: length,
+                    body: try FileBody(path: file, progress: progress),
+                    options: writeOptions)
+                progress.finish()
+            } else {
+                result = try await service.put(
+                    rowKey, value: RowValue(bytes: Array((value ?? "").utf8), contentType: type),
+                    options: writeOptions)
+            }
             if options.json {
                 options.printJSON(["context": result.context, "etag": result.etag])
             } else {
@@ -175,12 +184,39 @@ struct GetCommand: AsyncParsableCommand {
     @Argument(help: "Key parts, in schema order.") var key: [String]
     @Flag(name: .customLong("context"), help: "Print only the row's causal context (for kv put --context).")
     var printContext = false
+    @Option(
+        name: [.short, .long],
+        help: "Stream the value into this file instead of printing it, with a progress bar on a terminal.")
+    var output: String?
     @OptionGroup var quorum: QuorumFlags
 
     func run() async throws {
         let name = try parseTable(table)
         try await options.withService { service in
             let parts = try await parseKey(key, table: name, service: service)
+            if let output {
+                let progress = TransferProgress()
+                progress.expect(
+                    try await service.valueLength(
+                        RowKey(table: name, parts: parts), options: ReadOptions(quorum: quorum.overrides)))
+                let sink = try FileSink(path: output, progress: progress)
+                let response = try await service.download(
+                    RowKey(table: name, parts: parts), options: ReadOptions(quorum: quorum.overrides)
+                ) { sink.write($0) }
+                try sink.finish()
+                progress.finish()
+                let length = response.headers.first(name: "content-length") ?? "?"
+                if options.json {
+                    options.printJSON([
+                        "context": response.headers.first(name: "x-kv-context") ?? "", "bytes": length,
+                    ])
+                } else {
+                    print(
+                        "ok  \(length) bytes to \(output)  context: \(response.headers.first(name: "x-kv-context") ?? "")"
+                    )
+                }
+                return
+            }
             let result = try await service.get(
                 RowKey(table: name, parts: parts), options: ReadOptions(quorum: quorum.overrides))
             if printContext {

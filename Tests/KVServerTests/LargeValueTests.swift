@@ -240,6 +240,27 @@ struct LargeValueTests {
             ]) == 404)
     }
 
+    @Test("kv put --file and kv get --output stream a value larger than the inline limit")
+    func commandLineStreams() async throws {
+        let server = try ServerProcess(arguments: ["--rocksdb-write-buffer-mib", "8"])
+        try Files.createTable(server.url)
+        let file = try Files.random(bytes: 40 << 20, seed: 10)
+        let copy = file + ".out"
+        defer {
+            try? FileManager.default.removeItem(atPath: file)
+            try? FileManager.default.removeItem(atPath: copy)
+        }
+        let kv = try TestBinaries.path(of: "kv", override: "KV_BINARY")
+        let put = try Files.run(kv, ["put", "big/files", "cli", "--file", file, "--url", server.url])
+        #expect(put.hasPrefix("ok  context: "), "\(put)")
+        let get = try Files.run(kv, ["get", "big/files", "cli", "--output", copy, "--url", server.url])
+        #expect(get.hasPrefix("ok  \(40 << 20) bytes to \(copy)"), "\(get)")
+        #expect(try Files.sha256(copy) == (try Files.sha256(file)))
+        // Through the HTTP API the same value comes back too.
+        #expect(try Files.curlStatus(["-o", copy, server.url + "/v1/big/files/cli"]) == 200)
+        #expect(try Files.sha256(copy) == (try Files.sha256(file)))
+    }
+
     @Test("bad uploads: a length over the limit is refused before reading, a short body stores nothing")
     func badUploads() async throws {
         let server = try ServerProcess(
