@@ -256,7 +256,7 @@ let package = Package(
             name: "KVServerTests",
             dependencies: [
                 "KVTestSupport", "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode",
-                "KVServer",
+                "KVServer", "KVReplica",
                 "KVClient", "KVCluster", "KVWire", "KVAccess", "kv",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,4 +1,8 @@
 import Foundation
+import KVCore
+import KVReplica
+import KVStorage
+import KVStorageRocksDB
 import KVTestSupport
 import Testing
 
@@ -170,5 +174,47 @@ enum RawHTTP {
                 offset += sent
             }
         }
+    }
+}
+
+/// Reading and damaging the chunk rows of a stopped node's RocksDB directly.
+enum ChunkRows {
+    /// Applies `change` to every chunk row of the store in `dataDirectory` (the node must
+    /// be stopped) and returns the partitions they are in and how many it changed.
+    static func rewrite(
+        _ dataDirectory: String, _ change: (inout ChunkRecord) -> Bool
+    ) throws -> (partitions: Set<UInt32>, changed: Int, sound: Int) {
+        let engine = try RocksDBStorageEngine(path: dataDirectory + "/rocksdb")
+        defer { try? engine.close() }
+        var partitions: Set<UInt32> = []
+        var changed = 0
+        var sound = 0
+        var batch = WriteBatch()
+        let cursor = try engine.cursor(over: .all, in: .data, direction: .forward)
+        while let entry = try cursor.next() {
+            guard ChunkChecks.isChunkRow(entry.key) else { continue }
+            partitions.insert(entry.key.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+            let object = try StoredObjectCodec.decode(entry.value)
+            if ChunkChecks.isSound(object) { sound += 1 }
+            var modified = false
+            let entries = object.entries.map { stored in
+                StoredObject.Entry(
+                    actor: stored.actor, counter: stored.counter,
+                    values: stored.values.map { sibling in
+                        guard var record = ChunkRecord(encoded: sibling.value?.bytes ?? []), change(&record)
+                        else { return sibling }
+                        modified = true
+                        var copy = sibling
+                        copy.value = RowValue(bytes: record.encoded, contentType: sibling.value!.contentType)
+                        return copy
+                    })
+            }
+            if modified, let rewritten = StoredObject(validatedEntries: entries) {
+                batch.put(entry.key, StoredObjectCodec.encode(rewritten))
+                changed += 1
+            }
+        }
+        try engine.write(batch, durability: .synced)
+        return (partitions, changed, sound)
     }
 }

@@ -162,6 +162,56 @@ struct LargeValueTests {
         #expect(try Files.sha256(copy) == (try Files.sha256(file)))
     }
 
+    @Test("a damaged chunk on the replica reads go to first is read from another and repaired")
+    func damagedChunkIsRepaired() async throws {
+        let cluster = try await offCooperativePool {
+            try LocalCluster(count: 3, arguments: Self.arguments(grace: 3600))
+        }
+        try Files.createTable(cluster.url(0))
+        let file = try Files.random(bytes: 6 << 20, seed: 11)
+        let copy = file + ".read"
+        defer {
+            try? FileManager.default.removeItem(atPath: file)
+            try? FileManager.default.removeItem(atPath: copy)
+        }
+        #expect(
+            try Files.curlStatus(["-X", "PUT", "-T", file, cluster.url(0) + "/v1/big/files/value"]) == 204)
+        // Which partition holds the chunks, and which node is its first replica.
+        let layout =
+            try HTTPGet.json(cluster.url(0) + "/v1/_cluster/layout")["partitions"] as? [[String]] ?? []
+        let ids = try (0..<3).map {
+            try HTTPGet.json(cluster.url($0) + "/v1/_node")["node_id"] as? String ?? ""
+        }
+        _ = try await offCooperativePool { cluster.nodes[0].terminate() }
+        let found = try ChunkRows.rewrite(cluster.nodes[0].dataDirectory) { _ in false }
+        try await offCooperativePool { try cluster.restart(0) }
+        #expect(found.partitions.count == 1 && found.sound == 6, "\(found)")
+        let partition = Int(found.partitions.first ?? 0)
+        let first = ids.firstIndex(of: layout[partition][0]) ?? 0
+        // Damage every chunk there: one byte of each chunk's data flipped.
+        _ = try await offCooperativePool { cluster.nodes[first].terminate() }
+        let damaged = try ChunkRows.rewrite(cluster.nodes[first].dataDirectory) { record in
+            record.data[100] ^= 0xFF
+            return true
+        }
+        #expect(damaged.changed == 6)
+        try await offCooperativePool {
+            try cluster.restart(first)
+            try cluster.waitUntilFormed()
+        }
+        // Read through another node: the damaged copies are noticed and the sound ones
+        // from the other replicas returned.
+        let reader = (first + 1) % 3
+        #expect(try Files.curlStatus(["-o", copy, cluster.url(reader) + "/v1/big/files/value"]) == 200)
+        #expect(try Files.sha256(copy) == (try Files.sha256(file)))
+        #expect(try Files.counter("chunks.damaged_found", cluster.url(first)) >= 6)
+        // Read repair stored the sound copies over the damaged ones.
+        try await Task.sleep(for: .seconds(1))
+        _ = try await offCooperativePool { cluster.nodes[first].terminate() }
+        let repaired = try ChunkRows.rewrite(cluster.nodes[first].dataDirectory) { _ in false }
+        #expect(repaired.sound == 6, "\(repaired)")
+    }
+
     @Test("overwriting and deleting large values collects their chunks")
     func overwriteAndDeleteCollectChunks() async throws {
         let cluster = try await offCooperativePool {
