@@ -14,6 +14,15 @@ struct ElasticClusterTests {
     static let bulk = try! TableName(namespace: "elastic", table: "bulk")
     static let live = try! TableName(namespace: "elastic", table: "live")
 
+    static let largeValueCount = 4
+    static func largeKey(_ index: Int) -> RowKey { RowKey(table: live, parts: [.string("large\(index)")]) }
+    /// A value of a few MiB, stored in chunks.
+    static func largeValue(_ index: Int) -> RowValue {
+        var random = SplitMix64(seed: UInt64(index) + 100)
+        return RowValue(
+            bytes: (0..<((3 << 20) + 1234 * index)).map { _ in UInt8(truncatingIfNeeded: random.next()) })
+    }
+
     static func bulkKey(_ index: Int) -> RowKey { RowKey(table: bulk, parts: [.string("b\(index)")]) }
     static func bulkValue(_ index: Int, size: Int = 100) -> RowValue {
         let text = "value-\(index)-"
@@ -167,6 +176,11 @@ struct ElasticClusterTests {
         let loadStarted = ContinuousClock.now
         try await Self.load(keyCount, into: a)
         print("loaded \(keyCount) keys in \(ContinuousClock.now - loadStarted)")
+        // Large values too: their chunks are rows of the chunk table, which every layout
+        // change below moves like any other.
+        for index in 0..<Self.largeValueCount {
+            _ = try await a.put(Self.largeKey(index), value: Self.largeValue(index), options: WriteOptions())
+        }
 
         // A fifth node joins under load.
         let (fifth, fifthID) = try await Self.joiner(a, seedPort: cluster.httpPorts[0])
@@ -257,6 +271,13 @@ struct ElasticClusterTests {
             start += 500
         }
         #expect(missing.isEmpty, "\(missing.count) keys are not readable with R=N: \(missing.prefix(5))")
+        for index in 0..<Self.largeValueCount {
+            let received = Mutex<[UInt8]>([])
+            _ = try await f.download(Self.largeKey(index), options: ReadOptions()) { piece in
+                received.withLock { $0 += piece }
+            }
+            #expect(received.withLock { $0 } == Self.largeValue(index).bytes, "large value \(index)")
+        }
         let final = try await f.clusterStatus()
         #expect(final.members.filter { $0.state == "left" }.count == 3)
         for client in clients + [e, f] { await client.close() }
