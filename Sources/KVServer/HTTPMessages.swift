@@ -8,6 +8,9 @@ public struct HTTPRequest: Sendable {
     public var method: HTTPMethod
     /// The path segments, percent-decoded to bytes (`/v1/a%2Fb` → `["v1", "a/b"]`).
     public var pathSegments: [[UInt8]]
+    /// The whole path, percent-decoded (`/a%2Fb/` → `/a/b/`), as the minikeyvalue
+    /// dialect takes keys.
+    public var path: [UInt8]
     /// Query parameters in order, names and values percent-decoded (`+` is a space).
     public var query: [(name: String, value: [UInt8])]
     /// The headers.
@@ -43,6 +46,8 @@ public struct HTTPRequest: Sendable {
         let target = Array(uri.utf8)
         let queryStart = target.firstIndex(of: UInt8(ascii: "?"))
         let path = target[..<(queryStart ?? target.endIndex)]
+        guard let decodedPath = Self.percentDecode(path, plusIsSpace: false) else { return nil }
+        self.path = decodedPath
         var segments: [[UInt8]] = []
         for raw in path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst() {
             guard let decoded = Self.percentDecode(raw, plusIsSpace: false) else { return nil }

@@ -47,7 +47,7 @@ public final class HTTPServer: Sendable {
     public init(
         settings: HTTPServerSettings, service: any KeyValueService, group: any EventLoopGroup, logger: Logger,
         metrics: HTTPMetrics = HTTPMetrics(), access: AccessControl = .off,
-        tls: (@Sendable () -> NIOSSLContext)? = nil
+        tls: (@Sendable () -> NIOSSLContext)? = nil, dialect: HTTPDialect = .kv
     )
         throws(KVError)
     {
@@ -56,7 +56,8 @@ public final class HTTPServer: Sendable {
         guard problems.isEmpty else { throw KVError(.invalidRequest, problems.joined(separator: "; ")) }
         self.settings = settings
         self.metrics = metrics
-        self.router = Router(service: service, logger: logger, metrics: metrics, access: access)
+        self.router = Router(
+            service: service, logger: logger, metrics: metrics, access: access, dialect: dialect)
         self.group = group
         self.logger = logger
     }

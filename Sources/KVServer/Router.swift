@@ -44,16 +44,19 @@ public struct Router: Sendable {
     let metrics: HTTPMetrics
     /// Who may do what.
     let access: AccessControl
+    /// The API this router speaks.
+    let dialect: HTTPDialect
 
     /// Creates a router over `service`.
     public init(
         service: any KeyValueService, logger: Logger, metrics: HTTPMetrics = HTTPMetrics(),
-        access: AccessControl = .off
+        access: AccessControl = .off, dialect: HTTPDialect = .kv
     ) {
         self.service = service
         self.logger = logger
         self.metrics = metrics
         self.access = access
+        self.dialect = dialect
     }
 
     /// Answers one request; failures become JSON error responses.
@@ -74,6 +77,7 @@ public struct Router: Sendable {
     /// This runs on the connection's event loop, so it must never wait: it only uses
     /// ``KeyValueService/immediateTable(_:)`` and ``KeyValueService/immediateGet(_:)``.
     public func respondImmediately(to request: HTTPRequest) -> HTTPResponse? {
+        guard dialect == .kv else { return nil }
         let segments = request.pathSegments
         guard request.method == .GET || request.method == .HEAD else { return nil }
         if segments.first == Self.healthSegment, let response = health(segments) {
@@ -171,6 +175,9 @@ public struct Router: Sendable {
     }
 
     func route(_ request: HTTPRequest) async throws(KVError) -> HTTPResponse {
+        if case .minikeyvalue(let table) = dialect {
+            return try await routeMinikeyvalue(request, table: table)
+        }
         let segments = request.pathSegments
         let names = segments.map { String(decoding: $0, as: UTF8.self) }
         if names.first == "health", let response = health(segments) {

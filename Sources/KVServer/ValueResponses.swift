@@ -12,14 +12,17 @@ extension Router {
     static let streamingThreshold: Int64 = 64 << 10
 
     /// Whether the body of the request with `head` goes to the service as it arrives: a
-    /// row PUT whose body is larger than ``streamingThreshold`` or of unknown length.
+    /// row PUT (in the minikeyvalue dialect also a POST) whose body is larger than
+    /// ``streamingThreshold`` or of unknown length.
     public func streamsBody(_ head: HTTPRequestHead) -> Bool {
-        guard head.method == .PUT else { return false }
+        let isMinikeyvalue = dialect != .kv
+        guard head.method == .PUT || (isMinikeyvalue && head.method == .POST) else { return false }
         if let declared = head.headers.first(name: "content-length"), let length = Int64(declared),
             length <= Self.streamingThreshold
         {
             return false
         }
+        if isMinikeyvalue { return !head.uri.contains("?") }
         let path = head.uri.utf8.split(separator: UInt8(ascii: "?"), maxSplits: 1).first ?? []
         let parts = path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
         return parts.count >= 5 && parts[1].elementsEqual("v1".utf8) && parts[2].first != UInt8(ascii: "_")
@@ -114,6 +117,16 @@ extension Router {
                     }
                 }
             })
+    }
+
+    /// The MD5 of `bytes`, hexadecimal.
+    static func md5Hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        return String(
+            decoding: Insecure.MD5.hash(data: bytes).flatMap {
+                [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]]
+            },
+            as: UTF8.self)
     }
 
     /// A multipart/mixed body with one part per sibling, and a boundary that occurs in

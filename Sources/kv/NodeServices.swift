@@ -112,12 +112,15 @@ final class DeferredService: KeyValueService, Sendable {
 /// (no new requests, in-flight ones finish), then storage (flushed and closed).
 struct NodeLifecycle: Service {
     let server: HTTPServer
+    /// Listeners of other dialects (minikeyvalue), stopped with the main one.
+    var dialectServers: [HTTPServer] = []
     let node: ClusterNode
     let bootstrap: Task<Void, Never>
 
     func run() async throws {
         try? await gracefulShutdown()
         bootstrap.cancel()
+        for other in dialectServers { await other.shutdown() }
         await server.shutdown()
         await node.shutdown()
     }

@@ -108,7 +108,8 @@ struct ServerCommand: AsyncParsableCommand {
             KV_LARGE_VALUE_GRACE_SECONDS, KV_CHUNK_COLLECTION_INTERVAL_MS \
             (large_value_grace_seconds, chunk_collection_interval_ms), and so \
             have the RocksDB ones: KV_ROCKSDB_WRITE_BUFFER_MIB, KV_ROCKSDB_BLOCK_CACHE_MIB \
-            (rocksdb_write_buffer_mib, rocksdb_block_cache_mib).
+            (rocksdb_write_buffer_mib, rocksdb_block_cache_mib), and the minikeyvalue listener: \
+            KV_MINIKEYVALUE_PORT, KV_MINIKEYVALUE_TABLE (minikeyvalue_port, minikeyvalue_table).
 
             Clusters: a node started alone forms a cluster of one. With --peers (every member's \
             HTTP address, this node's included) the nodes form one cluster once all of them \
@@ -138,6 +139,7 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "YAML settings file.") var config: String?
     @OptionGroup(title: "Large values") var largeValues: LargeValueOptions
     @OptionGroup(title: "RocksDB") var rocksDB: RocksDBOptions
+    @OptionGroup(title: "Other systems' APIs") var dialects: DialectOptions
     @Option(help: "Address to listen on (default 127.0.0.1).") var host: String?
     @Option(help: "Port to listen on; 0 picks a free one (default 7700).") var port: Int?
     @Option(name: .customLong("data"), help: "Data directory (default ./kv-data).") var dataDir: String?
@@ -221,12 +223,14 @@ struct ServerCommand: AsyncParsableCommand {
         var file = ServerConfigFile()
         var largeValueFile = LargeValueOptions.File()
         var rocksDBFile = RocksDBOptions.File()
+        var dialectFile = DialectOptions.File()
         if let config {
             do {
                 let text = try String(contentsOfFile: config, encoding: .utf8)
                 file = try YAMLDecoder().decode(ServerConfigFile.self, from: text)
                 largeValueFile = try YAMLDecoder().decode(LargeValueOptions.File.self, from: text)
                 rocksDBFile = try YAMLDecoder().decode(RocksDBOptions.File.self, from: text)
+                dialectFile = try YAMLDecoder().decode(DialectOptions.File.self, from: text)
             } catch {
                 throw ValidationError("cannot read the settings file \(config): \(error)")
             }
@@ -367,6 +371,7 @@ struct ServerCommand: AsyncParsableCommand {
         let logger = Logger(label: "kv")
 
         let rocksDBSettings = try rocksDB.settings(file: rocksDBFile, environment: environment)
+        let minikeyvalue = try dialects.minikeyvalue(file: dialectFile, environment: environment)
         let storage: any StorageEngine
         switch engineName {
         case "rocksdb":
@@ -407,6 +412,20 @@ struct ServerCommand: AsyncParsableCommand {
             local: storageNode, settings: cluster, group: group, logger: logger, tls: tls?.peers)
         let peerAddress = try await clusterNode.start()
         service.install(clusterNode)
+        var dialectServers: [HTTPServer] = []
+        var dialectLines = ""
+        if let minikeyvalue {
+            var settings = http
+            settings.port = minikeyvalue.port
+            let server = try HTTPServer(
+                settings: settings, service: service, group: group, logger: logger,
+                metrics: HTTPMetrics(exporter: exporter), access: access, tls: tls?.http,
+                dialect: .minikeyvalue(minikeyvalue.table))
+            let bound = try await server.start()
+            dialectServers.append(server)
+            dialectLines =
+                "\n  minikeyvalue: \(tls == nil ? "http" : "https")://\(advertised):\(bound.port ?? minikeyvalue.port) (table \(minikeyvalue.table))"
+        }
         let bootstrap = Task {
             await Bootstrap(
                 node: clusterNode, seeds: joinAddress.isEmpty ? seeds : [joinAddress],
@@ -425,7 +444,7 @@ struct ServerCommand: AsyncParsableCommand {
                 """
                 kv \(ClusterNode.version) node \(storageNode.identity.nodeID) serving \(url)
                   engine: \(engineName)\(engineName == "rocksdb" ? ", data: \(dataDirectory)" : " (nothing is kept)")
-                  peers:  \(peerAddress) (\(mode))
+                  peers:  \(peerAddress) (\(mode))\(dialectLines)
                   secret: \(secret.origin)
                   access: \(access.isOn ? "tokens required (Authorization: Bearer TOKEN)" : "open (no tokens)")
                   tls:    \(tls.map { "on, CA \($0.paths.authority) (SIGHUP reloads the files)" } ?? "off")
@@ -451,7 +470,10 @@ struct ServerCommand: AsyncParsableCommand {
         let services = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: NodeLifecycle(server: server, node: clusterNode, bootstrap: bootstrap))
+                    .init(
+                        service: NodeLifecycle(
+                            server: server, dialectServers: dialectServers, node: clusterNode,
+                            bootstrap: bootstrap))
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await services.run()

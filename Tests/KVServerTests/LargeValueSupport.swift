@@ -139,6 +139,16 @@ enum Files {
         Issue.record("only \(collected) chunk rows were collected, not \(count)")
     }
 
+    /// Runs a program to its end; its exit status (its output goes to the test's).
+    static func status(_ executable: String, _ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
     static func run(_ executable: String, _ arguments: [String]) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -216,5 +226,31 @@ enum ChunkRows {
         }
         try engine.write(batch, durability: .synced)
         return (partitions, changed, sound)
+    }
+}
+
+/// A Python with the packages a client script needs, in a virtual environment under the
+/// package's ignored `.build/` (Debian's Python refuses system-wide installs), made on
+/// first use.
+enum PythonEnvironment {
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(".build/test-venv")
+        .path
+
+    /// The environment's interpreter, with `packages` importable.
+    static func python(with packages: [String]) throws -> String {
+        let python = directory + "/bin/python"
+        let imports = "import " + packages.joined(separator: ", ")
+        if (try? Files.status(python, ["-c", imports])) == 0 { return python }
+        guard try Files.status("/usr/bin/python3", ["-m", "venv", directory]) == 0,
+            try Files.status(directory + "/bin/pip", ["install", "--quiet"] + packages) == 0
+        else { throw CrashTestError("cannot make a Python environment with \(packages) in \(directory)") }
+        return python
+    }
+
+    /// The path of a client script in `Tests/ClientScripts`.
+    static func script(_ name: String) -> String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("ClientScripts/\(name)").path
     }
 }

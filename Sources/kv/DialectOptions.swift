@@ -1,0 +1,49 @@
+import ArgumentParser
+import KVCore
+
+/// `kv server`'s listeners for other systems' HTTP APIs. Each setting comes from its
+/// flag, its environment variable, the YAML file or the default.
+struct DialectOptions: ParsableArguments {
+    @Option(
+        name: .customLong("minikeyvalue-port"),
+        help:
+            "Also serve minikeyvalue's HTTP API (and kvDB's) on this port, at the root; 0 picks a free port (default: off)."
+    )
+    var minikeyvaluePort: Int?
+    @Option(
+        name: .customLong("minikeyvalue-table"),
+        help:
+            "NAMESPACE/TABLE the minikeyvalue API keeps its keys in, created on first use (default minikeyvalue/values)."
+    )
+    var minikeyvalueTable: String?
+
+    /// The YAML keys.
+    struct File: Decodable {
+        var minikeyvaluePort: Int?
+        var minikeyvalueTable: String?
+
+        enum CodingKeys: String, CodingKey {
+            case minikeyvaluePort = "minikeyvalue_port"
+            case minikeyvalueTable = "minikeyvalue_table"
+        }
+    }
+
+    /// The minikeyvalue listener's port and table, or `nil` when it is off.
+    func minikeyvalue(file: File, environment: [String: String]) throws -> (port: Int, table: TableName)? {
+        var port = minikeyvaluePort ?? file.minikeyvaluePort
+        if minikeyvaluePort == nil, let text = environment["KV_MINIKEYVALUE_PORT"] {
+            guard let value = Int(text) else {
+                throw ValidationError("KV_MINIKEYVALUE_PORT='\(text)' is not valid")
+            }
+            port = value
+        }
+        guard let port else { return nil }
+        guard (0...65535).contains(port) else {
+            throw ValidationError("the minikeyvalue port must be 0 to 65535, not \(port)")
+        }
+        let text =
+            minikeyvalueTable ?? environment["KV_MINIKEYVALUE_TABLE"] ?? file.minikeyvalueTable
+            ?? "minikeyvalue/values"
+        return (port, try parseTable(text))
+    }
+}
