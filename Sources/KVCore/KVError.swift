@@ -96,8 +96,6 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         public static let internalError = Code(rawValue: "server.internal")
         /// A `Range` header asks for bytes the value does not have.
         public static let rangeNotSatisfiable = Code(rawValue: "request.range_not_satisfiable")
-        /// A request that must declare its body's length did not.
-        public static let lengthRequired = Code(rawValue: "request.length_required")
         /// The request body ended before the length it declared, or the upload was cut off.
         public static let incompleteBody = Code(rawValue: "request.incomplete_body")
         /// A chunk of a large value is missing or fails its checksum on every replica asked.

@@ -9,6 +9,9 @@ struct ChunkCollectionState: Sendable {
     var running = false
     /// When each value was first found named by no row, by this node's clock.
     var unnamedSince: [UUIDValue: Int64] = [:]
+    /// When each value was last found named by a live version: it is not read again
+    /// within a grace, so a store of many large values costs few reads per pass.
+    var namedAt: [UUIDValue: Int64] = [:]
     /// Chunk rows deleted so far.
     var collected: Int64 = 0
 }
@@ -23,7 +26,8 @@ struct ChunkCollectionState: Sendable {
 /// by the value's ``UploadRecord`` through the cluster. A value no live version names is
 /// deleted (its chunks, then its record, each with the context of this replica's copy)
 /// once it has been found unnamed for the grace and its upload began more than the
-/// grace ago. Uploads give up after half the grace, so a running upload's chunks are never
+/// grace ago. A value is not read while its upload is younger than the grace, nor within
+/// a grace of being found named. Uploads give up after half the grace, so a running upload's chunks are never
 /// taken, and a reader of an overwritten value has the grace to finish. The tombstones
 /// left behind are reaped like any other, which frees the space.
 extension ClusterNode {
@@ -68,6 +72,7 @@ extension ClusterNode {
             state.chunkCollection.unnamedSince = state.chunkCollection.unnamedSince.filter {
                 now - $0.value < 4 * grace
             }
+            state.chunkCollection.namedAt = state.chunkCollection.namedAt.filter { now - $0.value < grace }
         }
     }
 

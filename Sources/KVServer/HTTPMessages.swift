@@ -152,7 +152,6 @@ public enum HTTPErrorStatus {
             .invalidContext, .invalidContinuation, .keyTooLarge, .incompleteBody, .unsupported:
             .badRequest
         case .rangeNotSatisfiable: .rangeNotSatisfiable
-        case .lengthRequired: .lengthRequired
         case .notFound, .tableNotFound, .rowNotFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .requestTimeout: .requestTimeout

@@ -42,11 +42,14 @@ struct DevCommand: AsyncParsableCommand {
     @Option(help: "Log level of the nodes (default warning).") var logLevel = "warning"
     @Flag(help: "Require tokens: an administrator's token is kept in DATA/admin-token.") var auth = false
     @Flag(help: "Speak TLS, with a throw-away CA and node certificates in DATA/tls.") var tls = false
+    @Flag(help: "Also serve minikeyvalue's HTTP API on each node, on the HTTP port + 2000.")
+    var minikeyvalue = false
 
     func validate() throws {
         guard (1...16).contains(nodes) else { throw ValidationError("--nodes must be 1 to 16") }
-        guard (1...(65535 - 1000 - nodes)).contains(port) else {
-            throw ValidationError("--port leaves no room for \(nodes) nodes and their peer ports")
+        guard (1...(65535 - 2000 - nodes)).contains(port) else {
+            throw ValidationError(
+                "--port leaves no room for \(nodes) nodes and their peer and minikeyvalue ports")
         }
     }
 
@@ -94,6 +97,7 @@ struct DevCommand: AsyncParsableCommand {
                 "--log-level", logLevel, "--cluster-secret-file", secretPath,
             ]
             if auth { process.arguments? += ["--admin-token-file", tokenPath] }
+            if minikeyvalue { process.arguments? += ["--minikeyvalue-port", String(port + index + 2000)] }
             if tls {
                 let files = DevCertificates.files(directory: tlsDirectory, node: index + 1)
                 process.arguments? += [
@@ -136,6 +140,10 @@ struct DevCommand: AsyncParsableCommand {
                 lines.append(
                     "  node \(index + 1): \(scheme)://\(address)   data \(dataDirectory)/node\(index + 1), log \(dataDirectory)/node\(index + 1).log"
                 )
+            }
+            if minikeyvalue {
+                let listeners = (0..<nodes).map { "\(scheme)://127.0.0.1:\(port + $0 + 2000)" }
+                lines.append("  minikeyvalue API: \(listeners.joined(separator: ", "))")
             }
             lines.append("  secret: \(secretPath) (a node that joins needs it)")
             if tls { lines.append("  tls:    every node; trust \(caPath) (export KV_CA_FILE=\(caPath))") }

@@ -157,8 +157,8 @@ public final class DevCluster: @unchecked Sendable {
     public let dataDirectory: String
     private let child: ChildProcess
 
-    /// Starts `kv dev` and waits until it says the cluster is ready.
-    public init(nodes: Int = 3) throws {
+    /// Starts `kv dev` with `arguments` and waits until it says the cluster is ready.
+    public init(nodes: Int = 3, arguments: [String] = []) throws {
         basePort = try Self.freeBase(nodes: nodes)
         dataDirectory =
             FileManager.default.temporaryDirectory.appendingPathComponent("kv-dev-test-\(UUID().uuidString)")
@@ -169,7 +169,7 @@ public final class DevCluster: @unchecked Sendable {
                 "dev", "--nodes", String(nodes), "--port", String(basePort), "--data", dataDirectory,
                 "--engine",
                 "rocksdb",
-            ],
+            ] + arguments,
             standardErrorPath: dataDirectory + ".log")
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
@@ -194,11 +194,12 @@ public final class DevCluster: @unchecked Sendable {
         return child.wait()
     }
 
-    /// A base port whose `nodes` ports and the peer ports 1000 above are free.
+    /// A base port whose `nodes` ports, the peer ports 1000 above and the minikeyvalue
+    /// ports 2000 above are free.
     static func freeBase(nodes: Int) throws -> Int {
         for _ in 0..<100 {
             let base = Int.random(in: 20_000...50_000)
-            let ports = (0..<nodes).flatMap { [base + $0, base + 1000 + $0] }
+            let ports = (0..<nodes).flatMap { [base + $0, base + 1000 + $0, base + 2000 + $0] }
             if ports.allSatisfy(FreePorts.isFree) { return base }
         }
         throw CrashTestError("found no free range of ports")
