@@ -177,6 +177,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     .requestTimeout,
                     "the request was not received within \(settings.requestTimeoutSeconds) seconds"),
                 context: context)
+        case .processing where streamingBody != nil && readsPaused:
+            // The service is behind, not the client: the clock starts again once the
+            // connection reads again.
+            arm(settings.requestTimeoutSeconds)
         case .processing where streamingBody != nil:
             logger.debug(
                 "upload stalled", metadata: ["remote": "\(context.remoteAddress?.description ?? "?")"])
@@ -368,6 +372,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
 
     private func resumeReading(context: ChannelHandlerContext) {
         readsPaused = false
+        if streamingBody != nil { arm(settings.requestTimeoutSeconds) }
         if readPending {
             readPending = false
             context.read()

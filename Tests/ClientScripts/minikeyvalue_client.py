@@ -124,6 +124,15 @@ check("one create wins", statuses.count(201) == 1 and statuses.count(403) == 15,
 winner = values[statuses.index(201)] if 201 in statuses else None
 check("the winner's value", requests.get(url).content == winner)
 
+# kvDB's variant: POST creates.
+url = fresh("kvdb")
+check("kvDB post creates", requests.post(url, data=b"examplevalue").status_code == 201)
+check("kvDB get", requests.get(url).text == "examplevalue")
+check("kvDB second create refused", requests.put(url, data=b"other").status_code == 403)
+check("kvDB post refused too", requests.post(url, data=b"other").status_code == 403)
+check("kvDB delete (minikeyvalue's 204)", requests.delete(url).status_code == 204)
+check("kvDB read after delete", requests.get(url).status_code != 200)
+
 # Many keys at once through one client.
 urls = [fresh("many") for _ in range(50)]
 with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
