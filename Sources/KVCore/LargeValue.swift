@@ -155,6 +155,33 @@ public struct ChunkRecord: Hashable, Sendable {
         return writer.bytes
     }
 
+    /// The start of a record built in place: the header, with room for `dataCapacity`
+    /// bytes of data to be appended and the checksum to be filled in by
+    /// ``seal(_:checksum:)``. A chunk's bytes are then copied once, into the buffer the
+    /// stored row is made from.
+    public static func startEncoding(uploadStartedMilliseconds: Int64, dataCapacity: Int) -> [UInt8] {
+        var writer = BinaryWriter(capacity: headerBytes + dataCapacity)
+        writer.write(1)
+        writer.writeRaw([UInt8](repeating: 0, count: 32))
+        writer.writeFixed(UInt64(bitPattern: uploadStartedMilliseconds))
+        return writer.bytes
+    }
+
+    /// Fills in the checksum of a record built with ``startEncoding(uploadStartedMilliseconds:dataCapacity:)``.
+    public static func seal(_ encoded: inout [UInt8], checksum: [UInt8]) {
+        encoded.replaceSubrange(1..<33, with: checksum)
+    }
+
+    /// The checksum and upload start of an encoded record, without copying its data;
+    /// `nil` when the bytes are not a chunk record at all.
+    public static func header(of bytes: [UInt8]) -> (
+        checksum: ArraySlice<UInt8>, uploadStartedMilliseconds: Int64
+    )? {
+        guard bytes.count >= headerBytes, bytes[0] == 1 else { return nil }
+        let started = bytes[33..<41].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return (bytes[1..<33], Int64(bitPattern: started))
+    }
+
     /// Reads ``encoded``; `nil` when the bytes are not a chunk record at all.
     public init?(encoded bytes: [UInt8]) {
         guard bytes.count >= Self.headerBytes, bytes[0] == 1 else { return nil }
@@ -233,4 +260,4 @@ public protocol ValueBody: Sendable {
 
 /// Receives the pieces of a value read back, in order; waiting in it slows the reader
 /// down (backpressure).
-public typealias ValueSink = @Sendable ([UInt8]) async throws(KVError) -> Void
+public typealias ValueSink = @Sendable (ArraySlice<UInt8>) async throws(KVError) -> Void

@@ -81,15 +81,16 @@ extension ClusterNode {
         var reads: [Int: Task<[UInt8], any Error>] = [:]
         defer { for read in reads.values { read.cancel() } }
         var nextToStart = first
+        let header = ChunkRecord.headerBytes
         for index in first...last {
             while nextToStart <= last && nextToStart < index + window {
                 let chunk = nextToStart
                 reads[chunk] = Task { try await self.readChunk(of: value, index: chunk) }
                 nextToStart += 1
             }
-            let data: [UInt8]
+            let record: [UInt8]
             do {
-                data = try await reads.removeValue(forKey: index)!.value
+                record = try await reads.removeValue(forKey: index)!.value
             } catch let error as KVError {
                 throw error
             } catch {
@@ -98,7 +99,7 @@ extension ClusterNode {
             let chunkRange = value.chunkRange(index)
             let lower = Int(max(range.lowerBound, chunkRange.lowerBound) - chunkRange.lowerBound)
             let upper = Int(min(range.upperBound, chunkRange.upperBound) - chunkRange.lowerBound)
-            try await sink(lower == 0 && upper == data.count ? data : Array(data[lower..<upper]))
+            try await sink(record[(header + lower)..<(header + upper)])
         }
     }
 
@@ -126,16 +127,20 @@ extension ClusterNode {
         let window = settings.chunksInFlight
         do {
             let (length, md5) = try await withThrowingTaskGroup(of: Void.self) { group in
-                var digest = Insecure.MD5()
+                // The MD5 of the whole value runs beside the upload, one chunk after the
+                // other, at most `window` chunks behind.
+                var digests: [Task<Insecure.MD5, Never>] = []
+                let header = ChunkRecord.headerBytes
                 var carry = head[...]
                 var total = Int64(head.count)
                 var inFlight = 0
                 var index = 0
                 var ended = false
                 while !ended {
-                    var chunk: [UInt8] = []
-                    chunk.reserveCapacity(chunkBytes)
-                    while chunk.count < chunkBytes {
+                    // The record is built in place: the chunk's bytes are copied once.
+                    var chunk = ChunkRecord.startEncoding(
+                        uploadStartedMilliseconds: started, dataCapacity: chunkBytes)
+                    while chunk.count - header < chunkBytes {
                         if carry.isEmpty {
                             guard let piece = try await body.next() else {
                                 ended = true
@@ -148,12 +153,24 @@ extension ClusterNode {
                             }
                             carry = piece[...]
                         }
-                        let taken = min(chunkBytes - chunk.count, carry.count)
+                        let taken = min(chunkBytes - (chunk.count - header), carry.count)
                         chunk += carry.prefix(taken)
                         carry = carry.dropFirst(taken)
                     }
-                    if chunk.isEmpty { break }
-                    digest.update(data: chunk)
+                    if chunk.count == header { break }
+                    ChunkRecord.seal(&chunk, checksum: ChunkChecks.checksum(chunk[header...]))
+                    let sealed = chunk
+                    let previous = digests.last
+                    digests.append(
+                        Task {
+                            var digest = await previous?.value ?? Insecure.MD5()
+                            digest.update(data: sealed[header...])
+                            return digest
+                        })
+                    if digests.count > window {
+                        _ = await digests[digests.count - 1 - window].value
+                        digests.removeFirst(digests.count - 1 - window)
+                    }
                     if inFlight == window {
                         try await group.next()
                         inFlight -= 1
@@ -161,12 +178,14 @@ extension ClusterNode {
                     let chunkIndex = index
                     group.addTask {
                         try await self.writeChunk(
-                            id: id, index: chunkIndex, data: chunk, started: started, options: chunkOptions)
+                            id: id, index: chunkIndex, record: sealed, started: started, options: chunkOptions
+                        )
                     }
                     inFlight += 1
                     index += 1
                 }
                 try await group.waitForAll()
+                let digest = await digests.last?.value ?? Insecure.MD5()
                 return (total, Array(digest.finalize()))
             }
             if let declaredLength, declaredLength != length {
@@ -181,20 +200,19 @@ extension ClusterNode {
         }
     }
 
-    private func writeChunk(id: UUIDValue, index: Int, data: [UInt8], started: Int64, options: WriteOptions)
+    /// Writes one chunk's encoded, sealed ``ChunkRecord``.
+    private func writeChunk(id: UUIDValue, index: Int, record: [UInt8], started: Int64, options: WriteOptions)
         async throws(KVError)
     {
-        let record = ChunkRecord(
-            checksum: ChunkChecks.checksum(data), uploadStartedMilliseconds: started, data: data)
         let key = RowKey(table: LargeValue.chunkTable.name, parts: [.uuid(id), .int64(Int64(index))])
         _ = try await writeRow(
-            key, Sibling(value: RowValue(bytes: record.encoded), timestampMilliseconds: started), options,
+            key, Sibling(value: RowValue(bytes: record), timestampMilliseconds: started), options,
             increment: nil)
     }
 
     // MARK: - Reading chunks
 
-    /// Chunk `index` of `value`: from its first replica, and when that one has no sound
+    /// Chunk `index` of `value` (its encoded ``ChunkRecord``): from its first replica, and when that one has no sound
     /// copy (missing, damaged, down), from all of them (the read repairs the others),
     /// then from as many as answer.
     private func readChunk(of value: LargeValue, index: Int) async throws(KVError) -> [UInt8] {
@@ -213,10 +231,10 @@ extension ClusterNode {
                 // Replicas read damaged copies as absent (ChunkChecks); the length is
                 // checked here against what the row's version recorded.
                 for sibling in result.siblings {
-                    if let record = ChunkRecord(encoded: sibling.value?.bytes ?? []),
-                        record.data.count == expected
+                    let bytes = sibling.value?.bytes ?? []
+                    if ChunkRecord.header(of: bytes) != nil, bytes.count - ChunkRecord.headerBytes == expected
                     {
-                        return record.data
+                        return bytes
                     }
                 }
                 lastError = KVError(

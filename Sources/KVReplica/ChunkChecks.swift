@@ -25,7 +25,7 @@ package enum ChunkChecks {
     }
 
     /// The SHA-256 of `data`.
-    package static func checksum(_ data: [UInt8]) -> [UInt8] {
+    package static func checksum(_ data: ArraySlice<UInt8>) -> [UInt8] {
         Array(SHA256.hash(data: data))
     }
 
@@ -33,8 +33,9 @@ package enum ChunkChecks {
     /// matches its checksum.
     package static func isSound(_ object: StoredObject) -> Bool {
         object.liveValues.allSatisfy { sibling in
-            guard let record = ChunkRecord(encoded: sibling.value?.bytes ?? []) else { return false }
-            return checksum(record.data) == record.checksum
+            let bytes = sibling.value?.bytes ?? []
+            guard let record = ChunkRecord.header(of: bytes) else { return false }
+            return checksum(bytes[ChunkRecord.headerBytes...]).elementsEqual(record.checksum)
         }
     }
 }

@@ -106,6 +106,13 @@ public struct ResponseBodyWriter: Sendable {
     let channel: any Channel
 
     /// Writes one chunk and waits until the connection has taken it.
+    public func write(_ bytes: ArraySlice<UInt8>) async throws {
+        guard !bytes.isEmpty else { return }
+        try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: bytes))))
+            .get()
+    }
+
+    /// Writes one chunk and waits until the connection has taken it.
     public func write(_ bytes: [UInt8]) async throws {
         guard !bytes.isEmpty else { return }
         try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(bytes: bytes))))
