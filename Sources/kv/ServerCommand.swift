@@ -1,5 +1,4 @@
 import ArgumentParser
-import CMalloc
 import Foundation
 import KVClient
 import KVCluster
@@ -213,12 +212,7 @@ struct ServerCommand: AsyncParsableCommand {
     var replicaTimeoutMilliseconds: Int?
 
     func run() async throws {
-        // Large values pass through in 1 MiB buffers. glibc raises its mmap threshold
-        // to the size of each such buffer freed, after which they come from the heap
-        // arenas, which fragment and keep the memory: a 256 MiB upload grew a node by
-        // 150 MB that it never gave back. A fixed threshold keeps every buffer of 256 KiB
-        // or more mapped on its own and returned when freed (docs/benchmarks.md).
-        _ = mallopt(M_MMAP_THRESHOLD, 256 << 10)
+        MemoryTuning.apply()
         let environment = ProcessInfo.processInfo.environment
         var file = ServerConfigFile()
         var largeValueFile = LargeValueOptions.File()
