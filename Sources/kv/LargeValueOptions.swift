@@ -31,25 +31,14 @@ struct LargeValueOptions: ParsableArguments {
     func apply(
         to cluster: inout ClusterSettings, file: File, environment: [String: String]
     ) throws {
-        func resolve<Value: LosslessStringConvertible>(
-            _ flag: Value?, _ variable: String, _ fromFile: Value?, _ fallback: Value
-        ) throws -> Value {
-            if let flag { return flag }
-            if let text = environment[variable] {
-                guard let value = Value(text) else {
-                    throw ValidationError("\(variable)='\(text)' is not valid")
-                }
-                return value
-            }
-            return fromFile ?? fallback
-        }
+        let sources = SettingSources(environment: environment)
         cluster.largeValueGraceMilliseconds =
             Int64(
-                try resolve(
+                try sources.resolve(
                     graceSeconds, "KV_LARGE_VALUE_GRACE_SECONDS", file.largeValueGraceSeconds,
                     Int(cluster.largeValueGraceMilliseconds / 1000))) * 1000
         cluster.chunkCollectionIntervalMilliseconds = Int64(
-            try resolve(
+            try sources.resolve(
                 collectionIntervalMilliseconds, "KV_CHUNK_COLLECTION_INTERVAL_MS",
                 file.chunkCollectionIntervalMilliseconds, Int(cluster.chunkCollectionIntervalMilliseconds)))
     }

@@ -29,21 +29,12 @@ struct RocksDBOptions: ParsableArguments {
 
     /// The engine settings these options give.
     func settings(file: File, environment: [String: String]) throws -> RocksDBSettings {
-        func resolve(_ flag: Int?, _ variable: String, _ fromFile: Int?, _ fallback: Int) throws -> Int {
-            if let flag { return flag }
-            if let text = environment[variable] {
-                guard let value = Int(text) else {
-                    throw ValidationError("\(variable)='\(text)' is not valid")
-                }
-                return value
-            }
-            return fromFile ?? fallback
-        }
+        let sources = SettingSources(environment: environment)
         var settings = RocksDBSettings()
-        let writeBuffer = try resolve(
+        let writeBuffer = try sources.resolve(
             writeBufferMebibytes, "KV_ROCKSDB_WRITE_BUFFER_MIB", file.writeBufferMebibytes,
             settings.writeBufferBytes >> 20)
-        let blockCache = try resolve(
+        let blockCache = try sources.resolve(
             blockCacheMebibytes, "KV_ROCKSDB_BLOCK_CACHE_MIB", file.blockCacheMebibytes,
             settings.blockCacheBytes >> 20)
         guard (1...4096).contains(writeBuffer) else {

@@ -229,19 +229,11 @@ struct ServerCommand: AsyncParsableCommand {
                 throw ValidationError("cannot read the settings file \(config): \(error)")
             }
         }
+        let sources = SettingSources(environment: environment)
         func resolve<Value: LosslessStringConvertible>(
             _ flag: Value?, _ variable: String, _ fromFile: Value?, _ fallback: Value
-        )
-            throws -> Value
-        {
-            if let flag { return flag }
-            if let text = environment[variable] {
-                guard let value = Value(text) else {
-                    throw ValidationError("\(variable)='\(text)' is not valid")
-                }
-                return value
-            }
-            return fromFile ?? fallback
+        ) throws -> Value {
+            try sources.resolve(flag, variable, fromFile, fallback)
         }
         let defaults = (http: HTTPServerSettings(), node: NodeSettings())
         var http = HTTPServerSettings()

@@ -75,6 +75,25 @@ enum Files {
         return Int(String(decoding: output, as: UTF8.self)) ?? 0
     }
 
+    /// Uploads `file` to `url` at 16 MiB/s with curl, runs `fault` after `delay`, and
+    /// returns the upload's HTTP status (0 when there was none).
+    static func upload(
+        _ file: String, to url: String, after delay: Duration, fault: @escaping @Sendable () -> Void
+    ) async throws -> Int {
+        let upload = try ChildProcess(
+            executable: "/usr/bin/curl",
+            arguments: [
+                "-s", "-o", "/dev/null", "-w", "%{http_code}", "--limit-rate", "16M", "-X", "PUT", "-T", file,
+                url,
+            ])
+        try await Task.sleep(for: delay)
+        try await offCooperativePool { fault() }
+        return try await offCooperativePool {
+            _ = upload.wait()
+            return Int(String(decoding: upload.finishReading(), as: UTF8.self)) ?? 0
+        }
+    }
+
     /// The response headers of a request (names lowercased).
     static func headers(_ arguments: [String]) throws -> [String: String] {
         let (_, output) = try HTTPGet.curl(["-D", "-", "-o", "/dev/null"] + arguments)

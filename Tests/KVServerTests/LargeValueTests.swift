@@ -98,16 +98,12 @@ struct LargeValueTests {
         let file = try Files.random(bytes: 64 << 20, seed: 2)
         defer { try? FileManager.default.removeItem(atPath: file) }
         // A slow upload through node 0, which is killed halfway.
-        let upload = try ChildProcess(
-            executable: "/usr/bin/curl",
-            arguments: [
-                "-s", "-o", "/dev/null", "-w", "%{http_code}", "--limit-rate", "16M", "-X", "PUT", "-T", file,
-                cluster.url(0) + "/v1/big/files/partial",
-            ])
-        try await Task.sleep(for: .seconds(2))
-        try await offCooperativePool { cluster.nodes[0].kill() }
-        _ = upload.wait()
-        #expect(String(decoding: upload.finishReading(), as: UTF8.self) != "204")
+        let status = try await Files.upload(
+            file, to: cluster.url(0) + "/v1/big/files/partial", after: .seconds(2)
+        ) {
+            cluster.nodes[0].kill()
+        }
+        #expect(status != 204)
         let written = try Files.counter("chunks.collected", cluster.url(1))
         #expect(try Files.curlStatus([cluster.url(1) + "/v1/big/files/partial"]) == 404)
         #expect(try Files.curlStatus([cluster.url(2) + "/v1/big/files/partial"]) == 404)
@@ -140,16 +136,12 @@ struct LargeValueTests {
         try Files.createTable(cluster.url(0))
         let file = try Files.random(bytes: 48 << 20, seed: 3)
         defer { try? FileManager.default.removeItem(atPath: file) }
-        let upload = try ChildProcess(
-            executable: "/usr/bin/curl",
-            arguments: [
-                "-s", "-o", "/dev/null", "-w", "%{http_code}", "--limit-rate", "16M", "-X", "PUT", "-T", file,
-                cluster.url(0) + "/v1/big/files/value",
-            ])
-        try await Task.sleep(for: .seconds(1))
-        try await offCooperativePool { cluster.nodes[2].kill() }
-        _ = upload.wait()
-        #expect(String(decoding: upload.finishReading(), as: UTF8.self) == "204")
+        let status = try await Files.upload(
+            file, to: cluster.url(0) + "/v1/big/files/value", after: .seconds(1)
+        ) {
+            cluster.nodes[2].kill()
+        }
+        #expect(status == 204)
         let copy = file + ".read"
         defer { try? FileManager.default.removeItem(atPath: copy) }
         #expect(try Files.curlStatus(["-o", copy, cluster.url(1) + "/v1/big/files/value"]) == 200)

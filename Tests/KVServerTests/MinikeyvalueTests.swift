@@ -42,4 +42,22 @@ struct MinikeyvalueTests {
         #expect(String(decoding: body, as: UTF8.self) == "shared")
         _ = cluster
     }
+
+    @Test("with access control on, the listener asks for the same tokens as the HTTP API")
+    func tokensAreRequired() async throws {
+        let port = try FreePorts.take(1)[0]
+        let token = "minikeyvalue-test-admin-token-0123456789"
+        let server = try ServerProcess(
+            arguments: ["--minikeyvalue-port", String(port)], environment: ["KV_ADMIN_TOKEN": token])
+        defer { _ = server.terminate() }
+        let url = "http://127.0.0.1:\(port)/guarded"
+        #expect(try Files.curlStatus(["-X", "PUT", "-d", "secret", url]) == 401)
+        #expect(try Files.curlStatus(["-H", "Authorization: Bearer wrong", url]) == 401)
+        #expect(
+            try Files.curlStatus(["-X", "PUT", "-d", "secret", "-H", "Authorization: Bearer \(token)", url])
+                == 201)
+        #expect(try Files.curlStatus([url]) == 401)
+        let (_, body) = try HTTPGet.curl(["-H", "Authorization: Bearer \(token)", url])
+        #expect(String(decoding: body, as: UTF8.self) == "secret")
+    }
 }
