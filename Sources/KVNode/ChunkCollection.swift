@@ -23,7 +23,7 @@ struct ChunkCollectionState: Sendable {
 /// Each node looks only at the partitions it is the first replica of, so one node
 /// decides for each value. It lists the chunk keys it holds there (keys only, from the
 /// anti-entropy index when there is one), and for each value reads the owning row named
-/// by the value's ``UploadRecord`` through the cluster. A value no live version names is
+/// by the value's ``UploadRecord`` through the cluster, from every replica of the row. A value no live version names is
 /// deleted (its chunks, then its record, each with the context of this replica's copy)
 /// once it has been found unnamed for the grace and its upload began more than the
 /// grace ago. A value is not read while its upload is younger than the grace, nor within
@@ -159,7 +159,13 @@ extension ClusterNode {
             return false
         }
         do {
-            let result = try await get(RowKey(table: record.table, parts: parts), options: ReadOptions())
+            // Every replica of the row must answer: a replica that missed the version
+            // naming the value must not make it look unnamed (a failed read skips it).
+            let width = try Self.width(of: formedLayout())
+            let all = min(descriptor.defaults.n, width)
+            let result = try await get(
+                RowKey(table: record.table, parts: parts),
+                options: ReadOptions(quorum: QuorumOverrides(r: all)))
             return result.siblings.contains { $0.value?.largeValue?.id == id }
         } catch {
             return nil
