@@ -63,10 +63,12 @@ let package = Package(
             pkgConfig: "rocksdb",
             providers: [.apt(["librocksdb-dev"])]
         ),
+        // The one RocksDB call its C API lacks: an atomic flush of several column families.
+        .target(name: "CRocksDBFlush", dependencies: ["CRocksDB"]),
         // The embedded default engine.
         .target(
             name: "KVStorageRocksDB",
-            dependencies: ["KVStorage", "CRocksDB"],
+            dependencies: ["KVStorage", "CRocksDB", "CRocksDBFlush"],
             swiftSettings: strict
         ),
         // The node: implements KeyValueService over a storage engine, running blocking
@@ -267,5 +269,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-    ]
+    ],
+    // RocksDB's headers need C++17.
+    cxxLanguageStandard: .cxx17
 )

@@ -14,6 +14,8 @@ struct ChunkCollectionState: Sendable {
     var namedAt: [UUIDValue: Int64] = [:]
     /// Chunk rows deleted so far.
     var collected: Int64 = 0
+    /// Compactions of deleted large values' rows so far.
+    var compactions: Int64 = 0
 }
 
 /// Collecting the chunks of large values no row names any more: overwritten or deleted
@@ -45,8 +47,10 @@ extension ClusterNode {
         }
     }
 
-    /// One pass over the partitions this node leads.
+    /// One pass over the partitions this node leads, after compacting what earlier
+    /// passes (here or on other nodes) deleted.
     func collectChunks() async {
+        await reclaimSpace()
         let metadata = metadata
         guard metadata.isFormed, let layout = metadata.layout else { return }
         let grace = settings.largeValueGraceMilliseconds
@@ -73,6 +77,31 @@ extension ClusterNode {
                 now - $0.value < 4 * grace
             }
             state.chunkCollection.namedAt = state.chunkCollection.namedAt.filter { now - $0.value < grace }
+        }
+    }
+
+    /// Compacts the rows whose large values were overwritten or deleted here since the
+    /// last pass (``ReplicaStore/reclaimable``), one span per partition, so their space
+    /// returns to the file system within an interval of the collection.
+    func reclaimSpace() async {
+        let spans = store.reclaimable.withLockedValue { spans in
+            defer { spans = [:] }
+            return spans
+        }
+        for (partition, span) in spans.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            guard !isStopped else { return }
+            do {
+                try await local.blocking { [local] () throws(KVError) in
+                    try storageWork("compacting deleted large values") {
+                        try local.engine.compact(span.range, in: .data)
+                    }
+                }
+                state.withLockedValue { $0.chunkCollection.compactions += 1 }
+            } catch {
+                logger.warning(
+                    "compacting deleted large values failed",
+                    metadata: ["partition": "\(partition.rawValue)", "error": "\(error)"])
+            }
         }
     }
 

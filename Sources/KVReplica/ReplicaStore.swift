@@ -104,6 +104,16 @@ package final class ReplicaStore: Sendable {
     /// How many damaged chunk rows reads have found (each is then repaired).
     package let damagedChunksFound = Locked<UInt64>(0)
 
+    /// A row whose stored values add up to at least this many bytes and that a write
+    /// shrinks (an overwrite, a delete) is noted in ``reclaimable``: the chunks of large
+    /// values and the largest inline values.
+    package static let reclaimedValueBytes = 256 << 10
+    /// The rows whose large values were overwritten or deleted since the node last took
+    /// them, as the lowest and highest key in each partition. The node compacts these
+    /// spans (``StorageEngine/compact(_:in:)``) so the space returns to the file system
+    /// soon after, instead of whenever the engine's own maintenance reaches them.
+    package let reclaimable = Locked<[PartitionID: KeySpan]>([:])
+
     /// Runs ``StorageCommand/load(_:)``: the row's state, after the generation check.
     package func load(_ key: ReplicaKey) -> StorageOutcome {
         do throws(KVError) {
@@ -138,6 +148,17 @@ package final class ReplicaStore: Sendable {
         }
         antiEntropy.apply(pass.changes)
         hints.stored(pass.newHints)
+        if !pass.shrunk.isEmpty {
+            reclaimable.withLockedValue { spans in
+                for key in pass.shrunk {
+                    if spans[key.partition] == nil {
+                        spans[key.partition] = KeySpan(key.bytes)
+                    } else {
+                        spans[key.partition]!.include(key.bytes)
+                    }
+                }
+            }
+        }
         return outcomes
     }
 
@@ -196,6 +217,8 @@ private struct WritePass {
     var overlay: [[UInt8]: StoredObject] = [:]
     var changes: [AntiEntropyIndex.Change] = []
     var newHints: [HintRecord] = []
+    /// Rows whose large values this pass overwrote or deleted.
+    var shrunk: [ReplicaKey] = []
 
     init(store: ReplicaStore) {
         self.store = store
@@ -247,6 +270,10 @@ private struct WritePass {
         -> StoredObject
     {
         guard let updated else { return stored }
+        let storedBytes = stored.valueBytes
+        if storedBytes >= ReplicaStore.reclaimedValueBytes && updated.valueBytes < storedBytes {
+            shrunk.append(key)
+        }
         overlay[key.bytes] = updated
         batch.put(key.bytes, StoredObjectCodec.encode(updated))
         if let change = store.antiEntropy.record(key, old: stored, new: updated, into: &batch) {
@@ -268,4 +295,32 @@ private struct WritePass {
             changes.append(change)
         }
     }
+}
+
+/// The lowest and highest of a set of keys.
+package struct KeySpan: Sendable, Hashable {
+    /// The lowest key.
+    package private(set) var lowest: [UInt8]
+    /// The highest key.
+    package private(set) var highest: [UInt8]
+
+    /// The span of one key.
+    package init(_ key: [UInt8]) {
+        lowest = key
+        highest = key
+    }
+
+    /// Widens the span to hold `key`.
+    package mutating func include(_ key: [UInt8]) {
+        if key.lexicographicallyPrecedes(lowest) { lowest = key }
+        if highest.lexicographicallyPrecedes(key) { highest = key }
+    }
+
+    /// The range from the lowest key to just past the highest.
+    package var range: EncodedKeyRange { EncodedKeyRange(lowerBound: lowest, upperBound: highest + [0]) }
+}
+
+extension DottedVersionVectorSet where Element == Sibling {
+    /// The bytes of every value held, tombstones counting none.
+    fileprivate var valueBytes: Int { values.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) } }
 }

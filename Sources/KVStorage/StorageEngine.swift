@@ -158,9 +158,18 @@ public protocol StorageEngine: StorageReader, Sendable {
     /// engine's directory. Engines that keep nothing on disk throw
     /// ``StorageError/Kind/unsupported``.
     func backup(to directory: String) throws(StorageError)
+
+    /// Rewrites what holds `range` of `keyspace` so the space of values overwritten or
+    /// deleted there returns to the file system now, not whenever background
+    /// maintenance gets to it. Blocks until done; the data does not change. Engines
+    /// that free space at once do nothing.
+    func compact(_ range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError)
 }
 
 extension StorageEngine {
+    /// Engines that free space as soon as a value is gone have nothing to compact.
+    public func compact(_ range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError) {}
+
     /// An engine without a backup of its own cannot take one.
     public func backup(to directory: String) throws(StorageError) {
         throw StorageError(.unsupported, "this storage engine keeps nothing on disk to back up")

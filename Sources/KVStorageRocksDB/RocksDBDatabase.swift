@@ -1,4 +1,5 @@
 import CRocksDB
+import CRocksDBFlush
 import Glibc
 import KVCore
 import KVStorage
@@ -25,6 +26,9 @@ final class RocksDBDatabase: @unchecked Sendable {
     let syncedWriteOptions: OpaquePointer
     /// Write options with `sync = 0`: the WAL is written (the OS has it) but not fsynced.
     let bufferedWriteOptions: OpaquePointer
+    /// Write options that skip the WAL; only for batches flushed right after (see
+    /// ``flush(_:)``).
+    let unloggedWriteOptions: OpaquePointer
     /// Read options for reads of the latest state (no snapshot), shared by all threads.
     let latestReadOptions: OpaquePointer
     /// Reads that may only use memtables and the block cache (read tier 1,
@@ -72,6 +76,17 @@ final class RocksDBDatabase: @unchecked Sendable {
         // change crash behaviour silently.
         rocksdb_options_set_wal_recovery_mode(options, 2)
         rocksdb_options_set_enable_write_thread_adaptive_yield(options, settings.adaptiveYield ? 1 : 0)
+        // Unlogged batches are made durable by flushing every keyspace they touch; only an
+        // atomic flush keeps such a batch all-or-nothing across keyspaces. With it,
+        // RocksDB's own flushes also take every keyspace at once.
+        rocksdb_options_set_atomic_flush(options, 1)
+        if settings.blobThresholdBytes > 0 {
+            rocksdb_options_set_enable_blob_files(options, 1)
+            rocksdb_options_set_min_blob_size(options, UInt64(settings.blobThresholdBytes))
+            // Compaction rewrites the live blobs of the oldest quarter of blob files into
+            // new ones, so a file whose values were mostly overwritten or deleted goes away.
+            rocksdb_options_set_enable_blob_gc(options, 1)
+        }
 
         let tableOptions = rocksdb_block_based_options_create()!
         var blockCache: OpaquePointer? = nil
@@ -128,6 +143,8 @@ final class RocksDBDatabase: @unchecked Sendable {
         rocksdb_writeoptions_set_sync(syncedWriteOptions, 1)
         bufferedWriteOptions = rocksdb_writeoptions_create()!
         rocksdb_writeoptions_set_sync(bufferedWriteOptions, 0)
+        unloggedWriteOptions = rocksdb_writeoptions_create()!
+        rocksdb_writeoptions_disable_WAL(unloggedWriteOptions, 1)
         latestReadOptions = rocksdb_readoptions_create()!
         cacheOnlyReadOptions = rocksdb_readoptions_create()!
         rocksdb_readoptions_set_read_tier(cacheOnlyReadOptions, 1)
@@ -145,6 +162,7 @@ final class RocksDBDatabase: @unchecked Sendable {
         rocksdb_close(handle)
         rocksdb_writeoptions_destroy(syncedWriteOptions)
         rocksdb_writeoptions_destroy(bufferedWriteOptions)
+        rocksdb_writeoptions_destroy(unloggedWriteOptions)
         rocksdb_readoptions_destroy(latestReadOptions)
         rocksdb_readoptions_destroy(cacheOnlyReadOptions)
         rocksdb_options_destroy(options)
@@ -168,6 +186,39 @@ final class RocksDBDatabase: @unchecked Sendable {
 
     func family(_ keyspace: Keyspace) -> OpaquePointer {
         families[keyspace]!
+    }
+
+    /// Flushes the memtables of `keyspaces` to synced table files as one atomic edit and
+    /// waits for it.
+    func flush(_ keyspaces: Set<Keyspace>) throws(StorageError) {
+        let handles: [OpaquePointer?] = keyspaces.sorted { $0.rawValue < $1.rawValue }.map { family($0) }
+        var error: UnsafeMutablePointer<CChar>? = nil
+        handles.withUnsafeBufferPointer { buffer in
+            kv_rocksdb_flush_families(handle, buffer.baseAddress, buffer.count, &error)
+        }
+        try RocksDBError.check(
+            error, .io, "flushing \(keyspaces.map(\.rawValue).sorted().joined(separator: ", "))")
+    }
+
+    /// Compacts `range` of `keyspace` through every level, the bottom one included.
+    func compact(_ range: EncodedKeyRange, in keyspace: Keyspace) {
+        let options = rocksdb_compactoptions_create()!
+        defer { rocksdb_compactoptions_destroy(options) }
+        // kForceOptimized (3): the bottom level is rewritten too (that is where the old
+        // values are), but not the files this compaction itself has just written.
+        rocksdb_compactoptions_set_bottommost_level_compaction(options, 3)
+        // Background compactions of other ranges go on meanwhile.
+        rocksdb_compactoptions_set_exclusive_manual_compaction(options, 0)
+        Bytes.with(range.lowerBound) { lower, lowerCount in
+            if let upperBound = range.upperBound {
+                Bytes.with(upperBound) { upper, upperCount in
+                    rocksdb_compact_range_cf_opt(
+                        handle, family(keyspace), options, lower, lowerCount, upper, upperCount)
+                }
+            } else {
+                rocksdb_compact_range_cf_opt(handle, family(keyspace), options, lower, lowerCount, nil, 0)
+            }
+        }
     }
 
     /// The counters of RocksDB's statistics object.

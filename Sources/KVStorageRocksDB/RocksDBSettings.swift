@@ -42,6 +42,17 @@ public struct RocksDBSettings: Sendable, Hashable {
     /// docs/benchmarks.md it took CPU from the other writers, and turning it off gave a
     /// 3-node cluster about 15 % more puts per second.
     public var adaptiveYield: Bool
+    /// A synced batch whose values add up to at least this many bytes skips the
+    /// write-ahead log: it goes to the memtables and the keyspaces it touches are flushed
+    /// to table files (one atomic flush, synced) before the write returns. Its bytes then
+    /// reach the disk once instead of twice (log, then table file), which is what lets a
+    /// large value stream at the disk's speed, and it never waits in a memtable. Default
+    /// 512 KiB, about one chunk of a large value; 0 logs every batch.
+    public var unloggedBatchBytes: Int
+    /// Values at least this large are written to blob files instead of table files when
+    /// a memtable is flushed, so compaction moves only their small references and never
+    /// copies the bytes again. Default 256 KiB; 0 keeps every value in table files.
+    public var blobThresholdBytes: Int
 
     /// Creates settings; every argument defaults to the documented default.
     public init(
@@ -51,8 +62,12 @@ public struct RocksDBSettings: Sendable, Hashable {
         writeBufferBytes: Int = 64 << 20,
         maxOpenFiles: Int = 512,
         createIfMissing: Bool = true,
-        adaptiveYield: Bool = false
+        adaptiveYield: Bool = false,
+        unloggedBatchBytes: Int = 512 << 10,
+        blobThresholdBytes: Int = 256 << 10
     ) {
+        self.unloggedBatchBytes = unloggedBatchBytes
+        self.blobThresholdBytes = blobThresholdBytes
         self.adaptiveYield = adaptiveYield
         self.blockCacheBytes = blockCacheBytes
         self.bloomFilterBitsPerKey = bloomFilterBitsPerKey
@@ -83,6 +98,13 @@ public struct RocksDBSettings: Sendable, Hashable {
         if maxOpenFiles != -1 && maxOpenFiles < 20 {
             problems.append(
                 "the maximum of open files must be -1 (unlimited) or at least 20, not \(maxOpenFiles)")
+        }
+        if unloggedBatchBytes < 0 {
+            problems.append(
+                "the unlogged batch size must be 0 (off) or more bytes, not \(unloggedBatchBytes)")
+        }
+        if blobThresholdBytes < 0 {
+            problems.append("the blob threshold must be 0 (off) or more bytes, not \(blobThresholdBytes)")
         }
         return problems
     }

@@ -166,11 +166,22 @@ public final class RocksDBStorageEngine: StorageEngine, @unchecked Sendable {
                 }
             }
         }
+        let unlogged =
+            durability == .synced && settings.unloggedBatchBytes > 0
+            && batch.valueBytes >= settings.unloggedBatchBytes
         let writeOptions =
-            durability == .synced ? database.syncedWriteOptions : database.bufferedWriteOptions
+            unlogged
+            ? database.unloggedWriteOptions
+            : durability == .synced ? database.syncedWriteOptions : database.bufferedWriteOptions
         var error: UnsafeMutablePointer<CChar>? = nil
         rocksdb_write(database.handle, writeOptions, writeBatch, &error)
         try RocksDBError.check(error, .io, "writing a batch of \(batch.operations.count) operations")
+        if unlogged {
+            // Durable once its keyspaces are in synced table files. A crash before that
+            // loses the whole batch (it was never logged), as it would a logged batch
+            // whose fsync had not returned.
+            try database.flush(batch.keyspaces)
+        }
     }
 
     /// The largest key at or after `lowerBound` in `keyspace` once the first `index`
@@ -190,6 +201,13 @@ public final class RocksDBStorageEngine: StorageEngine, @unchecked Sendable {
             last = key
         }
         return last
+    }
+
+    /// A manual compaction of `range` down to the bottom level, where the old versions
+    /// of long-lived rows sit; it drops overwritten and deleted values and, once no table
+    /// file refers to a blob file any more, the blob file.
+    public func compact(_ range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError) {
+        try withOpenDatabase { database throws(StorageError) in database.compact(range, in: keyspace) }
     }
 
     /// A RocksDB snapshot; it keeps the database open (even past ``close()``) and keeps
@@ -294,5 +312,26 @@ public final class RocksDBStorageEngine: StorageEngine, @unchecked Sendable {
         lifecycle.withSharedLock {
             database?.statistics() ?? closedStatistics ?? RocksDBStatistics(tickers: [:])
         }
+    }
+}
+
+extension WriteBatch {
+    /// The bytes of the values the batch puts.
+    fileprivate var valueBytes: Int {
+        operations.reduce(0) { total, operation in
+            if case .put(_, _, let value) = operation { return total + value.count }
+            return total
+        }
+    }
+
+    /// The keyspaces the batch changes.
+    fileprivate var keyspaces: Set<Keyspace> {
+        Set(
+            operations.map { operation in
+                switch operation {
+                case .put(let keyspace, _, _), .delete(let keyspace, _), .deleteRange(let keyspace, _):
+                    return keyspace
+                }
+            })
     }
 }

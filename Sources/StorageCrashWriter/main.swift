@@ -1,4 +1,4 @@
-// StorageCrashWriter <db-path> <threads> <writes-per-thread>
+// StorageCrashWriter <db-path> <threads> <writes-per-thread> [large]
 //
 // A test helper for RocksDBCrashTests: writes through the RocksDB engine from several
 // threads and reports every write that the engine acknowledged, so the test can kill -9
@@ -8,6 +8,11 @@
 // single-put batch with `.synced` durability, and prints `committed <key>` only after
 // `write` returned. The value of a key is `crashWriterValue(for:)`; the test computes
 // the same function, so keep the two in step.
+//
+// With `large`, each value is `crashWriterLargeValue(for:)`, over the engine's unlogged
+// batch size, so every write skips the WAL and is made durable by a flush instead; and
+// each batch also puts the key into the anti-entropy keyspace, so the test can check that
+// a flushed batch is all-or-nothing across keyspaces.
 
 import Foundation
 import KVStorage
@@ -17,6 +22,15 @@ import KVStorageRocksDB
 /// value that belongs to another key (or a truncated one) never matches.
 func crashWriterValue(for key: String) -> [UInt8] {
     Array("value-of-\(key)|\(String(key.reversed()))".utf8)
+}
+
+/// The `large` mode's value of `key`: `crashWriterValue(for:)` repeated to 600 KiB.
+func crashWriterLargeValue(for key: String) -> [UInt8] {
+    let base = crashWriterValue(for: key)
+    var value: [UInt8] = []
+    value.reserveCapacity((600 << 10) + base.count)
+    while value.count < 600 << 10 { value.append(contentsOf: base) }
+    return value
 }
 
 /// Writes lines to standard output with write(2), one whole line per call, under a lock.
@@ -51,11 +65,13 @@ func fail(_ message: String) -> Never {
 }
 
 let arguments = CommandLine.arguments
-guard arguments.count == 4, let threadCount = Int(arguments[2]), threadCount > 0,
+guard arguments.count == 4 || (arguments.count == 5 && arguments[4] == "large"),
+    let threadCount = Int(arguments[2]), threadCount > 0,
     let writesPerThread = Int(arguments[3]), writesPerThread >= 0
 else {
-    fail("usage: StorageCrashWriter <db-path> <threads> <writes-per-thread>")
+    fail("usage: StorageCrashWriter <db-path> <threads> <writes-per-thread> [large]")
 }
+let large = arguments.count == 5
 
 // A closed reader must not kill us with SIGPIPE before we can exit cleanly.
 signal(SIGPIPE, SIG_IGN)
@@ -77,7 +93,12 @@ for thread in 0..<threadCount {
         for sequence in 0..<writesPerThread {
             let key = "t\(thread)-\(sequence)"
             var batch = WriteBatch()
-            batch.put(Array(key.utf8), crashWriterValue(for: key))
+            if large {
+                batch.put(Array(key.utf8), crashWriterLargeValue(for: key))
+                batch.put(Array(key.utf8), [1], in: .antiEntropy)
+            } else {
+                batch.put(Array(key.utf8), crashWriterValue(for: key))
+            }
             do {
                 try engine.write(batch, durability: .synced)
             } catch {

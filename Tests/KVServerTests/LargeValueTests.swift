@@ -204,12 +204,13 @@ struct LargeValueTests {
         #expect(repaired.sound == 6, "\(repaired)")
     }
 
-    @Test("overwriting and deleting large values collects their chunks")
+    @Test("overwriting and deleting large values collects their chunks, and the disk space returns")
     func overwriteAndDeleteCollectChunks() async throws {
         let cluster = try await offCooperativePool {
             try LocalCluster(count: 3, arguments: Self.arguments(grace: 2))
         }
         try Files.createTable(cluster.url(0))
+        let baseline = cluster.nodes.map { Files.diskBytes($0.dataDirectory) }
         let first = try Files.random(bytes: 5 << 20, seed: 4)
         let second = try Files.random(bytes: 7 << 20, seed: 5)
         defer {
@@ -223,6 +224,12 @@ struct LargeValueTests {
         #expect(
             try Files.curlStatus(["-X", "PUT", "-H", "x-kv-context: \(firstContext)", "-T", second, url])
                 == 204)
+        let full = cluster.nodes.map { Files.diskBytes($0.dataDirectory) }
+        for node in 0..<3 {
+            #expect(
+                full[node] - baseline[node] > 11 << 20,
+                "node \(node) holds \(full[node] - baseline[node]) bytes more")
+        }
         // The first version's 5 chunks and its upload record go; the second stays.
         try await Files.waitForCollected(atLeast: 6, cluster: cluster)
         let copy = second + ".read"
@@ -237,6 +244,21 @@ struct LargeValueTests {
         #expect(try Files.curlStatus(["-X", "DELETE", "-H", "x-kv-context: \(context)", url]) == 204)
         try await Files.waitForCollected(atLeast: 6 + 8, cluster: cluster)
         #expect(try Files.curlStatus([url]) == 404)
+        // Every replica compacts what it deleted at its collector's next pass, so each
+        // node's data directory returns close to its size before the uploads (logs,
+        // the tombstones and RocksDB's own files account for the rest).
+        let deadline = Date().addingTimeInterval(30)
+        var now = full
+        repeat {
+            try await Task.sleep(for: .milliseconds(500))
+            now = cluster.nodes.map { Files.diskBytes($0.dataDirectory) }
+        } while Date() < deadline && (0..<3).contains { now[$0] - baseline[$0] > 2 << 20 }
+        for node in 0..<3 {
+            #expect(
+                now[node] - baseline[node] <= 2 << 20,
+                "node \(node): \(now[node] - baseline[node]) bytes above the baseline, \(full[node] - baseline[node]) with both values"
+            )
+        }
     }
 
     @Test("siblings of large values are named, not inlined, each fetched on its own, and never collected")

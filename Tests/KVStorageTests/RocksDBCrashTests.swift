@@ -20,7 +20,6 @@ import Testing
 /// seed is printed (set `KV_CRASH_SEED` to replay a run).
 @Suite("RocksDB crash recovery (kill -9)", .serialized)
 struct RocksDBCrashTests {
-    static let rounds = 20
     static let threads = 4
     /// More than a writer can do in the longest round, so it is always killed mid-run.
     static let writesPerThread = 1_000_000
@@ -30,8 +29,30 @@ struct RocksDBCrashTests {
         Array("value-of-\(key)|\(String(key.reversed()))".utf8)
     }
 
-    @Test("acknowledged writes survive SIGKILL", .timeLimit(.minutes(2)))
-    func acknowledgedWritesSurviveKill() throws {
+    /// Must match `crashWriterLargeValue(for:)` in Sources/StorageCrashWriter/main.swift.
+    static func expectedLargeValue(for key: String) -> [UInt8] {
+        let base = expectedValue(for: key)
+        var value: [UInt8] = []
+        value.reserveCapacity((600 << 10) + base.count)
+        while value.count < 600 << 10 { value.append(contentsOf: base) }
+        return value
+    }
+
+    /// The writes of the default mode, and large ones (over the unlogged batch size, so
+    /// nothing of them is in the WAL: only the flush before the acknowledgement keeps
+    /// them, and a kill before it leaves nothing of the batch in either keyspace).
+    enum Mode: String, CaseIterable, Sendable {
+        case small, large
+
+        var rounds: Int { self == .small ? 20 : 8 }
+
+        func expected(for key: String) -> [UInt8] {
+            self == .small ? expectedValue(for: key) : expectedLargeValue(for: key)
+        }
+    }
+
+    @Test("acknowledged writes survive SIGKILL", .timeLimit(.minutes(2)), arguments: Mode.allCases)
+    func acknowledgedWritesSurviveKill(mode: Mode) throws {
         let writer = try Self.crashWriterPath()
         let seed =
             ProcessInfo.processInfo.environment["KV_CRASH_SEED"].flatMap { UInt64($0) }
@@ -40,14 +61,15 @@ struct RocksDBCrashTests {
         var generator = SplitMix64(seed: seed)
 
         var totalCommitted = 0
-        for round in 1...Self.rounds {
+        for round in 1...mode.rounds {
             let delay = Int.random(in: 50...400, using: &generator)
             let directory = try RocksDBTestDirectory(prefix: "rocksdb-crash")
             defer { directory.remove() }
             let path = directory.path + "/db"
-            let outcome = try Self.runAndKill(writer: writer, path: path, delayMilliseconds: delay)
+            let outcome = try Self.runAndKill(
+                writer: writer, path: path, delayMilliseconds: delay, mode: mode)
             let committed = try Self.checkRecovered(
-                path: path, output: outcome.output, round: round, seed: seed)
+                path: path, output: outcome.output, round: round, seed: seed, mode: mode)
             print(
                 "round \(round): killed after \(delay) ms past the first commit, \(committed) writes acknowledged"
             )
@@ -64,11 +86,12 @@ struct RocksDBCrashTests {
 
     /// Starts the writer, waits for its first acknowledged write plus `delayMilliseconds`,
     /// kills it with SIGKILL and returns everything it printed.
-    private static func runAndKill(writer: String, path: String, delayMilliseconds: Int) throws -> (
-        output: [UInt8], finished: Bool
-    ) {
+    private static func runAndKill(writer: String, path: String, delayMilliseconds: Int, mode: Mode) throws
+        -> (output: [UInt8], finished: Bool)
+    {
         let child = try ChildProcess(
-            executable: writer, arguments: [path, String(threads), String(writesPerThread)])
+            executable: writer,
+            arguments: [path, String(threads), String(writesPerThread)] + (mode == .large ? ["large"] : []))
         // Time the kill from the first commit, not from the spawn: start-up time varies
         // (debug build, cold caches), and a kill before any write would test nothing.
         let deadline = Date().addingTimeInterval(20)
@@ -96,7 +119,8 @@ struct RocksDBCrashTests {
     }
 
     /// Reopens the store and checks it; returns the number of acknowledged writes.
-    private static func checkRecovered(path: String, output: [UInt8], round: Int, seed: UInt64) throws -> Int
+    private static func checkRecovered(path: String, output: [UInt8], round: Int, seed: UInt64, mode: Mode)
+        throws -> Int
     {
         let text = String(decoding: output, as: UTF8.self)
         // Only whole lines count: the writer may have been killed mid-line.
@@ -109,7 +133,7 @@ struct RocksDBCrashTests {
         let engine = try RocksDBStorageEngine(path: path)
         defer { try? engine.close() }
         var missing: [String] = []
-        for key in committed where try engine.get(Array(key.utf8), in: .data) != expectedValue(for: key) {
+        for key in committed where try engine.get(Array(key.utf8), in: .data) != mode.expected(for: key) {
             missing.append(key)
         }
         #expect(
@@ -123,7 +147,7 @@ struct RocksDBCrashTests {
         var sequences: [Int: [Int]] = [:]
         for entry in try engine.entries(in: .all, of: .data) {
             let key = String(decoding: entry.key, as: UTF8.self)
-            #expect(entry.value == expectedValue(for: key), "round \(round): key \(key) has a wrong value")
+            #expect(entry.value == mode.expected(for: key), "round \(round): key \(key) has a wrong value")
             let parts = key.dropFirst().split(separator: "-")
             guard key.first == "t", parts.count == 2, let thread = Int(parts[0]), let sequence = Int(parts[1])
             else {
@@ -135,6 +159,12 @@ struct RocksDBCrashTests {
         for (thread, found) in sequences {
             let sorted = found.sorted()
             #expect(sorted == Array(0..<sorted.count), "round \(round): thread \(thread)'s keys have a gap")
+        }
+        if mode == .large {
+            // Each batch put its key in both keyspaces: after the crash both hold the same keys.
+            let dataKeys = try engine.entries(in: .all, of: .data).map(\.key)
+            let indexKeys = try engine.entries(in: .all, of: .antiEntropy).map(\.key)
+            #expect(dataKeys == indexKeys, "round \(round): a batch survived in one keyspace only")
         }
         return committed.count
     }
