@@ -106,8 +106,10 @@ struct ServerCommand: AsyncParsableCommand {
             advertise_host), and the default. The large value settings below have theirs: \
             KV_LARGE_VALUE_GRACE_SECONDS, KV_CHUNK_COLLECTION_INTERVAL_MS \
             (large_value_grace_seconds, chunk_collection_interval_ms), and so \
-            have the RocksDB ones: KV_ROCKSDB_WRITE_BUFFER_MIB, KV_ROCKSDB_BLOCK_CACHE_MIB \
-            (rocksdb_write_buffer_mib, rocksdb_block_cache_mib), and the minikeyvalue listener: \
+            have the RocksDB ones: KV_ROCKSDB_WRITE_BUFFER_MIB, KV_ROCKSDB_BLOCK_CACHE_MIB, \
+            KV_ROCKSDB_UNLOGGED_BATCH_KIB, KV_ROCKSDB_BLOB_THRESHOLD_KIB (rocksdb_write_buffer_mib, \
+            rocksdb_block_cache_mib, rocksdb_unlogged_batch_kib, rocksdb_blob_threshold_kib), and the \
+            minikeyvalue listener: \
             KV_MINIKEYVALUE_PORT, KV_MINIKEYVALUE_TABLE (minikeyvalue_port, minikeyvalue_table).
 
             Clusters: a node started alone forms a cluster of one. With --peers (every member's \

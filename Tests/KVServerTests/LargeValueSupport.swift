@@ -57,11 +57,16 @@ enum Files {
     }
 
     /// A process's resident memory in KiB (0 when it is gone).
-    static func residentKiB(_ pid: pid_t) -> Int {
+    static func residentKiB(_ pid: pid_t) -> Int { statusKiB(pid, "VmRSS:") }
+
+    /// The most resident memory a process has had since it started, in KiB.
+    static func peakResidentKiB(_ pid: pid_t) -> Int { statusKiB(pid, "VmHWM:") }
+
+    private static func statusKiB(_ pid: pid_t, _ field: String) -> Int {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else {
             return 0
         }
-        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        for line in status.split(separator: "\n") where line.hasPrefix(field) {
             return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
         }
         return 0
