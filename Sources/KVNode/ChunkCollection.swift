@@ -14,7 +14,9 @@ struct ChunkCollectionState: Sendable {
     var namedAt: [UUIDValue: Int64] = [:]
     /// Chunk rows deleted so far.
     var collected: Int64 = 0
-    /// Compactions of deleted large values' rows so far.
+    /// A compaction of large rows is running.
+    var compacting = false
+    /// Compactions of large rows' spans so far.
     var compactions: Int64 = 0
 }
 
@@ -50,7 +52,7 @@ extension ClusterNode {
     /// One pass over the partitions this node leads, after compacting what earlier
     /// passes (here or on other nodes) deleted.
     func collectChunks() async {
-        await reclaimSpace()
+        await compactLargeRows()
         let metadata = metadata
         guard metadata.isFormed, let layout = metadata.layout else { return }
         let grace = settings.largeValueGraceMilliseconds
@@ -80,26 +82,47 @@ extension ClusterNode {
         }
     }
 
-    /// Compacts the rows whose large values were overwritten or deleted here since the
-    /// last pass (``ReplicaStore/reclaimable``), one span per partition, so their space
-    /// returns to the file system within an interval of the collection.
-    func reclaimSpace() async {
-        let spans = store.reclaimable.withLockedValue { spans in
-            defer { spans = [:] }
-            return spans
+    /// Value bytes written to large rows after which the node compacts them without
+    /// waiting for the next collection pass: about a thousand one-chunk table files.
+    static let compactionTriggerBytes = 256 << 20
+
+    /// Starts ``compactLargeRows()`` if enough was written to large rows and no
+    /// compaction runs; called after every drain of writes.
+    func compactLargeRowsIfDue() {
+        guard store.pendingCompactions.withLockedValue({ $0.bytes }) >= Self.compactionTriggerBytes else {
+            return
         }
+        Task { await compactLargeRows() }
+    }
+
+    /// Compacts the spans of rows large values were written to, overwritten or deleted
+    /// in since the last compaction (``ReplicaStore/pendingCompactions``), one span per
+    /// partition: the one-flush-per-batch table files merge into large ones, and the
+    /// space of overwritten and deleted values returns to the file system. One runs at
+    /// a time; what is noted meanwhile waits for the next.
+    func compactLargeRows() async {
+        let spans = state.withLockedValue { state -> [PartitionID: KeySpan]? in
+            guard !state.chunkCollection.compacting && !state.stopped else { return nil }
+            state.chunkCollection.compacting = true
+            return store.pendingCompactions.withLockedValue { $0.take() }
+        }
+        guard let spans else { return }
+        defer { state.withLockedValue { $0.chunkCollection.compacting = false } }
         for (partition, span) in spans.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             guard !isStopped else { return }
             do {
                 try await local.blocking { [local] () throws(KVError) in
-                    try storageWork("compacting deleted large values") {
+                    try storageWork("compacting large rows") {
+                        // The anti-entropy index keys its entries by the row's key, and
+                        // each flush wrote a small file of those too.
                         try local.engine.compact(span.range, in: .data)
+                        try local.engine.compact(span.range, in: .antiEntropy)
                     }
                 }
                 state.withLockedValue { $0.chunkCollection.compactions += 1 }
             } catch {
                 logger.warning(
-                    "compacting deleted large values failed",
+                    "compacting large rows failed",
                     metadata: ["partition": "\(partition.rawValue)", "error": "\(error)"])
             }
         }

@@ -104,15 +104,16 @@ package final class ReplicaStore: Sendable {
     /// How many damaged chunk rows reads have found (each is then repaired).
     package let damagedChunksFound = Locked<UInt64>(0)
 
-    /// A row whose stored values add up to at least this many bytes and that a write
-    /// shrinks (an overwrite, a delete) is noted in ``reclaimable``: the chunks of large
-    /// values and the largest inline values.
-    package static let reclaimedValueBytes = 256 << 10
-    /// The rows whose large values were overwritten or deleted since the node last took
-    /// them, as the lowest and highest key in each partition. The node compacts these
-    /// spans (``StorageEngine/compact(_:in:)``) so the space returns to the file system
-    /// soon after, instead of whenever the engine's own maintenance reaches them.
-    package let reclaimable = Locked<[PartitionID: KeySpan]>([:])
+    /// A write that changes a row whose values add up to at least this many bytes,
+    /// before or after, is noted in ``pendingCompactions``: the chunks of large values
+    /// and the largest inline values.
+    package static let largeRowBytes = 256 << 10
+    /// The rows large values were written to, overwritten or deleted since the node last
+    /// compacted them. Such writes reach the engine one flush each, in small table files,
+    /// and leave the old bytes behind; the node compacts these spans
+    /// (``StorageEngine/compact(_:in:)``) once enough was written and at every chunk
+    /// collection pass, which merges the small files and returns the space.
+    package let pendingCompactions = Locked(PendingCompactions())
 
     /// Runs ``StorageCommand/load(_:)``: the row's state, after the generation check.
     package func load(_ key: ReplicaKey) -> StorageOutcome {
@@ -148,15 +149,9 @@ package final class ReplicaStore: Sendable {
         }
         antiEntropy.apply(pass.changes)
         hints.stored(pass.newHints)
-        if !pass.shrunk.isEmpty {
-            reclaimable.withLockedValue { spans in
-                for key in pass.shrunk {
-                    if spans[key.partition] == nil {
-                        spans[key.partition] = KeySpan(key.bytes)
-                    } else {
-                        spans[key.partition]!.include(key.bytes)
-                    }
-                }
+        if !pass.largeRows.isEmpty {
+            pendingCompactions.withLockedValue { pending in
+                for (key, bytes) in pass.largeRows { pending.note(key, bytes: bytes) }
             }
         }
         return outcomes
@@ -217,8 +212,8 @@ private struct WritePass {
     var overlay: [[UInt8]: StoredObject] = [:]
     var changes: [AntiEntropyIndex.Change] = []
     var newHints: [HintRecord] = []
-    /// Rows whose large values this pass overwrote or deleted.
-    var shrunk: [ReplicaKey] = []
+    /// Rows this pass wrote, overwrote or deleted large values in, with the bytes written.
+    var largeRows: [(key: ReplicaKey, bytes: Int)] = []
 
     init(store: ReplicaStore) {
         self.store = store
@@ -271,8 +266,9 @@ private struct WritePass {
     {
         guard let updated else { return stored }
         let storedBytes = stored.valueBytes
-        if storedBytes >= ReplicaStore.reclaimedValueBytes && updated.valueBytes < storedBytes {
-            shrunk.append(key)
+        let updatedBytes = updated.valueBytes
+        if max(storedBytes, updatedBytes) >= ReplicaStore.largeRowBytes && storedBytes != updatedBytes {
+            largeRows.append((key, updatedBytes))
         }
         overlay[key.bytes] = updated
         batch.put(key.bytes, StoredObjectCodec.encode(updated))
@@ -294,6 +290,30 @@ private struct WritePass {
             change.old = recorded?.hash
             changes.append(change)
         }
+    }
+}
+
+/// What a replica has written in large rows since the node last compacted them.
+package struct PendingCompactions: Sendable {
+    /// Each partition's span of such rows.
+    package var spans: [PartitionID: KeySpan] = [:]
+    /// The value bytes written to them.
+    package var bytes = 0
+
+    /// Notes a write of `bytes` to `key`'s large row.
+    package mutating func note(_ key: ReplicaKey, bytes written: Int) {
+        if spans[key.partition] == nil {
+            spans[key.partition] = KeySpan(key.bytes)
+        } else {
+            spans[key.partition]!.include(key.bytes)
+        }
+        bytes += written
+    }
+
+    /// Takes everything noted, leaving nothing.
+    package mutating func take() -> [PartitionID: KeySpan] {
+        defer { self = PendingCompactions() }
+        return spans
     }
 }
 

@@ -51,7 +51,11 @@ public struct RocksDBSettings: Sendable, Hashable {
     public var unloggedBatchBytes: Int
     /// Values at least this large are written to blob files instead of table files when
     /// a memtable is flushed, so compaction moves only their small references and never
-    /// copies the bytes again. Default 256 KiB; 0 keeps every value in table files.
+    /// copies the bytes again. Default 0, every value in table files: each unlogged
+    /// batch's flush makes a blob file of its own, a few MiB, and compaction only
+    /// gathers them into larger ones by rewriting their values anyway, so with the
+    /// store's one-chunk batches blob files multiplied (500 per GiB) without saving any
+    /// writing. Worth trying for large values written in memtable-sized batches.
     public var blobThresholdBytes: Int
 
     /// Creates settings; every argument defaults to the documented default.
@@ -64,7 +68,7 @@ public struct RocksDBSettings: Sendable, Hashable {
         createIfMissing: Bool = true,
         adaptiveYield: Bool = false,
         unloggedBatchBytes: Int = 512 << 10,
-        blobThresholdBytes: Int = 256 << 10
+        blobThresholdBytes: Int = 0
     ) {
         self.unloggedBatchBytes = unloggedBatchBytes
         self.blobThresholdBytes = blobThresholdBytes

@@ -25,7 +25,7 @@ struct RocksDBOptions: ParsableArguments {
     @Option(
         name: .customLong("rocksdb-blob-threshold-kib"),
         help:
-            "KiB from which a value is kept in a RocksDB blob file; 0 keeps every value in table files (default 256)."
+            "KiB from which a value is kept in a RocksDB blob file; 0 keeps every value in table files (default 0)."
     )
     var blobThresholdKibibytes: Int?
 
