@@ -22,13 +22,14 @@ struct ImportRuleTests {
         "KVReplica": ["KVCore", "KVCluster", "KVStorage", "Synchronization", "Crypto"],
         "Simulator": ["KVSimulation", "Foundation"],
         "KVStorageMemory": ["KVCore", "KVStorage", "Synchronization"],
-        "KVStorageRocksDB": ["KVCore", "KVStorage", "CRocksDB", "Glibc", "Synchronization"],
+        "KVStorageRocksDB": ["KVCore", "KVStorage", "CRocksDB", "CRocksDBFlush", "Glibc", "Synchronization"],
         "StorageCrashWriter": ["KVCore", "KVStorage", "KVStorageRocksDB", "Foundation", "Glibc"],
         "StorageBenchmark": [
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "Foundation", "Glibc",
         ],
         // A system-library target: a module map and a header, no Swift.
         "CRocksDB": [],
+        "CRocksDBFlush": [],
         "CMalloc": [],
         // The node shell: storage on a thread pool, logs. No HTTP, no engines by name.
         "KVNode": [
