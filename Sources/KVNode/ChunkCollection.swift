@@ -14,9 +14,9 @@ struct ChunkCollectionState: Sendable {
     var namedAt: [UUIDValue: Int64] = [:]
     /// Chunk rows deleted so far.
     var collected: Int64 = 0
-    /// A compaction of large rows is running.
+    /// A compaction of chunk rows is running.
     var compacting = false
-    /// Compactions of large rows' spans so far.
+    /// Compactions of large values' chunk rows so far.
     var compactions: Int64 = 0
 }
 
@@ -52,7 +52,7 @@ extension ClusterNode {
     /// One pass over the partitions this node leads, after compacting what earlier
     /// passes (here or on other nodes) deleted.
     func collectChunks() async {
-        await compactLargeRows()
+        await compactChunkRows(all: true)
         let metadata = metadata
         guard metadata.isFormed, let layout = metadata.layout else { return }
         let grace = settings.largeValueGraceMilliseconds
@@ -82,37 +82,34 @@ extension ClusterNode {
         }
     }
 
-    /// Value bytes written to large rows after which the node compacts them without
-    /// waiting for the next collection pass: about a thousand one-chunk table files.
-    static let compactionTriggerBytes = 256 << 20
-
-    /// Starts ``compactLargeRows()`` if enough was written to large rows and no
-    /// compaction runs; called after every drain of writes.
-    func compactLargeRowsIfDue() {
-        guard store.pendingCompactions.withLockedValue({ $0.bytes }) >= Self.compactionTriggerBytes else {
-            return
-        }
-        Task { await compactLargeRows() }
+    /// Starts ``compactChunkRows(all:)`` for the values with enough chunks written since
+    /// their last compaction, unless one runs; called after every drain of writes.
+    func compactChunkRowsIfDue() {
+        guard store.pendingCompactions.withLockedValue({ $0.hasDue }) else { return }
+        Task { await compactChunkRows(all: false) }
     }
 
-    /// Compacts the spans of rows large values were written to, overwritten or deleted
-    /// in since the last compaction (``ReplicaStore/pendingCompactions``), one span per
-    /// partition: the one-flush-per-batch table files merge into large ones, and the
-    /// space of overwritten and deleted values returns to the file system. One runs at
-    /// a time; what is noted meanwhile waits for the next.
-    func compactLargeRows() async {
-        let spans = state.withLockedValue { state -> [PartitionID: KeySpan]? in
+    /// Compacts the spans of large values whose chunk rows were written or deleted
+    /// since their last compaction (``ReplicaStore/pendingCompactions``): every noted
+    /// value at a collection pass (`all`), otherwise those with 64 MiB written. The
+    /// one-flush-per-chunk table files merge into large ones, and the space of deleted
+    /// values returns to the file system. One runs at a time; what is noted meanwhile
+    /// waits for the next.
+    func compactChunkRows(all: Bool) async {
+        let spans = state.withLockedValue { state -> [KeySpan]? in
             guard !state.chunkCollection.compacting && !state.stopped else { return nil }
             state.chunkCollection.compacting = true
-            return store.pendingCompactions.withLockedValue { $0.take() }
+            return store.pendingCompactions.withLockedValue {
+                $0.take(minimumBytes: all ? 0 : PendingCompactions.triggerBytes)
+            }
         }
         guard let spans else { return }
         defer { state.withLockedValue { $0.chunkCollection.compacting = false } }
-        for (partition, span) in spans.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+        for span in spans {
             guard !isStopped else { return }
             do {
                 try await local.blocking { [local] () throws(KVError) in
-                    try storageWork("compacting large rows") {
+                    try storageWork("compacting chunk rows") {
                         // The anti-entropy index keys its entries by the row's key, and
                         // each flush wrote a small file of those too.
                         try local.engine.compact(span.range, in: .data)
@@ -121,9 +118,7 @@ extension ClusterNode {
                 }
                 state.withLockedValue { $0.chunkCollection.compactions += 1 }
             } catch {
-                logger.warning(
-                    "compacting large rows failed",
-                    metadata: ["partition": "\(partition.rawValue)", "error": "\(error)"])
+                logger.warning("compacting chunk rows failed", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -286,7 +286,7 @@ extension ClusterNode {
             "hints.failed_deliveries": hinted.failedDeliveries,
             "chunks.collected": state.withLockedValue { $0.chunkCollection.collected },
             "chunks.damaged_found": Int64(store.damagedChunksFound.withLockedValue { $0 }),
-            "large_rows.compactions": state.withLockedValue { $0.chunkCollection.compactions },
+            "chunks.compactions": state.withLockedValue { $0.chunkCollection.compactions },
         ]
         counters.merge(transferCounters(received: received, released: released)) { first, _ in first }
         // Which peers leave this node's requests unanswered.

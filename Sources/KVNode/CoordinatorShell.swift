@@ -110,7 +110,7 @@ extension ClusterNode {
                     outcomes = try local.withAllRowLocks { store.apply(commands.map(\.command)) }
                     metrics.writeBatch.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
                     metrics.writeBatchSize.record(commands.count)
-                    compactLargeRowsIfDue()
+                    compactChunkRowsIfDue()
                 } catch {
                     outcomes = commands.map { _ in .failed(error) }
                 }

@@ -104,15 +104,13 @@ package final class ReplicaStore: Sendable {
     /// How many damaged chunk rows reads have found (each is then repaired).
     package let damagedChunksFound = Locked<UInt64>(0)
 
-    /// A write that changes a row whose values add up to at least this many bytes,
-    /// before or after, is noted in ``pendingCompactions``: the chunks of large values
-    /// and the largest inline values.
-    package static let largeRowBytes = 256 << 10
-    /// The rows large values were written to, overwritten or deleted since the node last
-    /// compacted them. Such writes reach the engine one flush each, in small table files,
-    /// and leave the old bytes behind; the node compacts these spans
-    /// (``StorageEngine/compact(_:in:)``) once enough was written and at every chunk
-    /// collection pass, which merges the small files and returns the space.
+    /// The chunk rows of large values written or deleted since the node last compacted
+    /// them, value by value. A chunk reaches the engine as a flush of its own (a batch
+    /// that large skips the log), in small table files that RocksDB's compactions only
+    /// move, since a new value's keys overlap nothing; and a deleted value's bytes stay
+    /// until a compaction reaches them. The node compacts each value's span
+    /// (``StorageEngine/compact(_:in:)``) once 64 MiB of it was written and at every
+    /// chunk collection pass, which merges the small files and returns the space.
     package let pendingCompactions = Locked(PendingCompactions())
 
     /// Runs ``StorageCommand/load(_:)``: the row's state, after the generation check.
@@ -149,9 +147,9 @@ package final class ReplicaStore: Sendable {
         }
         antiEntropy.apply(pass.changes)
         hints.stored(pass.newHints)
-        if !pass.largeRows.isEmpty {
+        if !pass.chunkRows.isEmpty {
             pendingCompactions.withLockedValue { pending in
-                for (key, bytes) in pass.largeRows { pending.note(key, bytes: bytes) }
+                for (key, bytes) in pass.chunkRows { pending.note(key, bytes: bytes) }
             }
         }
         return outcomes
@@ -212,8 +210,8 @@ private struct WritePass {
     var overlay: [[UInt8]: StoredObject] = [:]
     var changes: [AntiEntropyIndex.Change] = []
     var newHints: [HintRecord] = []
-    /// Rows this pass wrote, overwrote or deleted large values in, with the bytes written.
-    var largeRows: [(key: ReplicaKey, bytes: Int)] = []
+    /// Chunk rows this pass wrote or deleted, with the bytes written.
+    var chunkRows: [(key: [UInt8], bytes: Int)] = []
 
     init(store: ReplicaStore) {
         self.store = store
@@ -265,10 +263,9 @@ private struct WritePass {
         -> StoredObject
     {
         guard let updated else { return stored }
-        let storedBytes = stored.valueBytes
-        let updatedBytes = updated.valueBytes
-        if max(storedBytes, updatedBytes) >= ReplicaStore.largeRowBytes && storedBytes != updatedBytes {
-            largeRows.append((key, updatedBytes))
+        if PendingCompactions.isChunkRow(key.bytes) {
+            let written = updated.valueBytes
+            if written != stored.valueBytes { chunkRows.append((key.bytes, written)) }
         }
         overlay[key.bytes] = updated
         batch.put(key.bytes, StoredObjectCodec.encode(updated))
@@ -293,27 +290,63 @@ private struct WritePass {
     }
 }
 
-/// What a replica has written in large rows since the node last compacted them.
+/// The chunk rows a replica has written or deleted since the node last compacted them,
+/// by large value.
 package struct PendingCompactions: Sendable {
-    /// Each partition's span of such rows.
-    package var spans: [PartitionID: KeySpan] = [:]
-    /// The value bytes written to them.
-    package var bytes = 0
-
-    /// Notes a write of `bytes` to `key`'s large row.
-    package mutating func note(_ key: ReplicaKey, bytes written: Int) {
-        if spans[key.partition] == nil {
-            spans[key.partition] = KeySpan(key.bytes)
-        } else {
-            spans[key.partition]!.include(key.bytes)
-        }
-        bytes += written
+    /// One value's rows.
+    package struct Value: Sendable {
+        /// The span of the rows noted.
+        package var span: KeySpan
+        /// The value bytes written to them.
+        package var bytes: Int
     }
 
-    /// Takes everything noted, leaving nothing.
-    package mutating func take() -> [PartitionID: KeySpan] {
-        defer { self = PendingCompactions() }
-        return spans
+    /// By the data key prefix the value's chunk rows share (all but the chunk index).
+    package private(set) var values: [[UInt8]: Value] = [:]
+
+    /// A value's span is compacted without waiting for the next pass once this much of
+    /// it was written: about 64 one-chunk table files merged into one.
+    package static let triggerBytes = 64 << 20
+
+    /// The encoded chunk index that ends a chunk row's key (an int64: 8 bytes).
+    private static let indexBytes = 8
+
+    package init() {}
+
+    /// Whether `key` is the data key of a chunk row (in any partition).
+    package static func isChunkRow(_ key: [UInt8]) -> Bool {
+        let table = chunkTablePrefix
+        guard key.count == 4 + table.count + 16 + indexBytes else { return false }
+        return key[4..<(4 + table.count)].elementsEqual(table)
+    }
+
+    /// The chunk table's namespace and table, as they follow the partition in a data key.
+    private static let chunkTablePrefix: [UInt8] = Array(
+        StorageLayout.tablePrefix(
+            partition: PartitionID(rawValue: 0), namespace: LargeValue.chunkTable.name.namespace,
+            table: LargeValue.chunkTable.name.table
+        ).dropFirst(4))
+
+    /// Notes a write of `written` bytes to the chunk row `key`.
+    package mutating func note(_ key: [UInt8], bytes written: Int) {
+        let value = Array(key.dropLast(Self.indexBytes))
+        if values[value] == nil {
+            values[value] = Value(span: KeySpan(key), bytes: written)
+        } else {
+            values[value]!.span.include(key)
+            values[value]!.bytes += written
+        }
+    }
+
+    /// Whether a value's span is due for compaction before the next pass.
+    package var hasDue: Bool { values.values.contains { $0.bytes >= Self.triggerBytes } }
+
+    /// Takes the spans of the values with at least `minimumBytes` written (every value
+    /// with 0), forgetting them.
+    package mutating func take(minimumBytes: Int) -> [KeySpan] {
+        let taken = values.filter { $0.value.bytes >= minimumBytes }
+        for key in taken.keys { values[key] = nil }
+        return taken.keys.sorted { $0.lexicographicallyPrecedes($1) }.map { taken[$0]!.span }
     }
 }
 
