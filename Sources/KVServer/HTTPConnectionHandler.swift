@@ -466,9 +466,12 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 operation: operation, status: response.status,
                 nanoseconds: (NIODeadline.now() - started).nanoseconds)
         }
+        // An answer given before its streamed body has all arrived ends the connection
+        // (the rest of the body is in the way of the next request), so it says so.
+        let reusable = keepAlive && ((request?.bodyStream as? RequestBodyStream)?.isComplete ?? true)
         do {
             return try await write(
-                response, version: version, keepAlive: keepAlive, isHead: isHead, to: channel)
+                response, version: version, keepAlive: reusable, isHead: isHead, to: channel)
         } catch {
             logger.debug("writing a response failed", metadata: ["error": "\(error)"])
             channel.close(promise: nil)
