@@ -27,13 +27,15 @@ struct ChunkCollectionState: Sendable {
 /// Each node looks only at the partitions it is the first replica of, so one node
 /// decides for each value. It lists the chunk keys it holds there (keys only, from the
 /// anti-entropy index when there is one), and for each value reads the owning row named
-/// by the value's ``UploadRecord`` through the cluster, from every replica of the row. A value no live version names is
-/// deleted (its chunks, then its record, each with the context of this replica's copy)
-/// once it has been found unnamed for the grace and its upload began more than the
-/// grace ago. A value is not read while its upload is younger than the grace, nor within
-/// a grace of being found named. Uploads give up after half the grace, so a running upload's chunks are never
-/// taken, and a reader of an overwritten value has the grace to finish. The tombstones
-/// left behind are reaped like any other, which frees the space.
+/// by the value's ``UploadRecord`` through the cluster, from every replica of the row. A
+/// value no live version names is deleted (its chunks, then its record, each with the
+/// context of this replica's copy) once it has been found unnamed for the grace and its
+/// upload began more than the grace ago. A value is not read while its upload is younger
+/// than the grace, nor within a grace of being found named. Uploads give up after half
+/// the grace, so a running upload's chunks are never taken, and a reader of an
+/// overwritten value has the grace to finish. The tombstones left behind are reaped like
+/// any other; every replica compacts the deleted value's rows at its next pass
+/// (``compactChunkRows(all:)``), which frees the space.
 extension ClusterNode {
 
     func startChunkCollection() {

@@ -149,16 +149,6 @@ enum Files {
         return ((status["counters"] as? [String: Any])?[name] as? NSNumber)?.int64Value ?? 0
     }
 
-    /// The bytes of every file under `path`.
-    static func diskBytes(_ path: String) -> Int {
-        let files = FileManager.default.enumerator(atPath: path)?.compactMap { $0 as? String } ?? []
-        return files.reduce(0) { total, file in
-            let attributes = try? FileManager.default.attributesOfItem(atPath: path + "/" + file)
-            guard attributes?[.type] as? FileAttributeType == .typeRegular else { return total }
-            return total + ((attributes?[.size] as? Int) ?? 0)
-        }
-    }
-
     /// Waits until the nodes together collected at least `count` chunk rows.
     static func waitForCollected(atLeast count: Int64, cluster: LocalCluster) async throws {
         let deadline = Date().addingTimeInterval(60)

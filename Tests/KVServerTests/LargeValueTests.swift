@@ -226,7 +226,7 @@ struct LargeValueTests {
             try LocalCluster(count: 3, arguments: Self.arguments(grace: 2))
         }
         try Files.createTable(cluster.url(0))
-        let baseline = cluster.nodes.map { Files.diskBytes($0.dataDirectory) }
+        let baseline = cluster.nodes.map { DiskUsage.bytes(under: $0.dataDirectory) }
         let first = try Files.random(bytes: 5 << 20, seed: 4)
         let second = try Files.random(bytes: 7 << 20, seed: 5)
         defer {
@@ -240,7 +240,7 @@ struct LargeValueTests {
         #expect(
             try Files.curlStatus(["-X", "PUT", "-H", "x-kv-context: \(firstContext)", "-T", second, url])
                 == 204)
-        let full = cluster.nodes.map { Files.diskBytes($0.dataDirectory) }
+        let full = cluster.nodes.map { DiskUsage.bytes(under: $0.dataDirectory) }
         for node in 0..<3 {
             #expect(
                 full[node] - baseline[node] > 11 << 20,
@@ -267,7 +267,7 @@ struct LargeValueTests {
         var now = full
         repeat {
             try await Task.sleep(for: .milliseconds(500))
-            now = cluster.nodes.map { Files.diskBytes($0.dataDirectory) }
+            now = cluster.nodes.map { DiskUsage.bytes(under: $0.dataDirectory) }
         } while Date() < deadline && (0..<3).contains { now[$0] - baseline[$0] > 2 << 20 }
         for node in 0..<3 {
             #expect(

@@ -2,6 +2,7 @@ import Foundation
 import KVCore
 import KVStorage
 import KVStorageRocksDB
+import KVTestSupport
 import Testing
 
 /// Large batches: written without the WAL and flushed before `write` returns, one small
@@ -17,15 +18,6 @@ struct RocksDBLargeBatchTests {
     }()
 
     private static func key(_ index: Int) -> [UInt8] { Array(String(format: "value-%04d", index).utf8) }
-
-    /// The bytes of every file under `path`.
-    private static func diskBytes(_ path: String) -> Int {
-        let files = FileManager.default.enumerator(atPath: path)?.compactMap { $0 as? String } ?? []
-        return files.reduce(0) { total, file in
-            let attributes = try? FileManager.default.attributesOfItem(atPath: path + "/" + file)
-            return total + ((attributes?[.size] as? Int) ?? 0)
-        }
-    }
 
     private static func files(in path: String, endingWith suffix: String) -> Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(suffix) }
@@ -90,7 +82,7 @@ struct RocksDBLargeBatchTests {
         var other = WriteBatch()
         other.put(Array("zz-other".utf8), Array("kept".utf8))
         try engine.write(other, durability: .synced)
-        let baseline = Self.diskBytes(path)
+        let baseline = DiskUsage.bytes(under: path)
 
         let count = 40
         for index in 0..<count {
@@ -98,7 +90,7 @@ struct RocksDBLargeBatchTests {
             batch.put(Self.key(index), Self.large)
             try engine.write(batch, durability: .synced)
         }
-        let full = Self.diskBytes(path)
+        let full = DiskUsage.bytes(under: path)
         #expect(
             full - baseline > count * Self.large.count * 9 / 10, "\(full) bytes after, \(baseline) before")
         if blobThreshold == 0 {
@@ -123,7 +115,7 @@ struct RocksDBLargeBatchTests {
         try engine.write(shrink, durability: .synced)
         try engine.compact(
             EncodedKeyRange(lowerBound: Self.key(0), upperBound: Self.key(count)), in: .data)
-        let after = Self.diskBytes(path)
+        let after = DiskUsage.bytes(under: path)
         #expect(
             after - baseline < 4 * Self.large.count,
             "\(after - baseline) bytes above the baseline after compaction, \(full - baseline) before")
