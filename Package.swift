@@ -13,6 +13,10 @@ let package = Package(
         .library(name: "KVStorage", targets: ["KVStorage"]),
         .library(name: "KVStorageMemory", targets: ["KVStorageMemory"]),
         .library(name: "KVStorageRocksDB", targets: ["KVStorageRocksDB"]),
+        .library(name: "KVStorageSQLite", targets: ["KVStorageSQLite"]),
+        .library(name: "KVStoragePostgres", targets: ["KVStoragePostgres"]),
+        .library(name: "KVStorageMariaDB", targets: ["KVStorageMariaDB"]),
+        .library(name: "KVStorageRedis", targets: ["KVStorageRedis"]),
     ],
     dependencies: [
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
@@ -71,6 +75,30 @@ let package = Package(
             dependencies: ["KVStorage", "CRocksDB", "CRocksDBFlush"],
             swiftSettings: strict
         ),
+        // The engine contract over any database session: pooling, snapshots, cursors.
+        .target(name: "KVStorageDatabase", dependencies: ["KVCore", "KVStorage"], swiftSettings: strict),
+        // Debian's libsqlite3-dev, libpq-dev, libmariadb-dev and libhiredis-dev. hiredis is included
+        // by its path, since its pkg-config flags carry a define SwiftPM refuses.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CPostgres", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CMariaDB", pkgConfig: "libmariadb", providers: [.apt(["libmariadb-dev"])]),
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        // The engines over real databases, one target each.
+        .target(
+            name: "KVStorageSQLite", dependencies: ["KVStorage", "KVStorageDatabase", "CSQLite"],
+            swiftSettings: strict),
+        .target(
+            name: "KVStoragePostgres", dependencies: ["KVStorage", "KVStorageDatabase", "CPostgres"],
+            swiftSettings: strict),
+        .target(
+            name: "KVStorageMariaDB",
+            dependencies: [
+                "KVStorage", "KVStorageDatabase", "CMariaDB", .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "KVStorageRedis", dependencies: ["KVStorage", "KVStorageDatabase", "CHiredis"],
+            swiftSettings: strict),
         // The node: implements KeyValueService over a storage engine, running blocking
         // storage calls on a thread pool.
         .target(
@@ -208,6 +236,10 @@ let package = Package(
                 "KVTestSupport",
                 "KVStorageMemory",
                 "KVStorageRocksDB",
+                "KVStorageSQLite",
+                "KVStoragePostgres",
+                "KVStorageMariaDB",
+                "KVStorageRedis",
                 "StorageCrashWriter",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],

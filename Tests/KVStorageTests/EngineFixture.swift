@@ -2,13 +2,19 @@ import Foundation
 import KVCore
 import KVStorage
 import KVStorageMemory
+import KVStorageDatabase
+import KVStoragePostgres
 import KVStorageRocksDB
+import KVStorageSQLite
+import KVTestSupport
 
 /// Every engine the conformance suite runs against. A new engine adds a case here and
 /// thereby gets every conformance and model test.
 enum EngineKind: String, CaseIterable, Sendable, CustomStringConvertible {
     case memory
     case rocksdb
+    case sqlite
+    case postgres
 
     var description: String { rawValue }
 }
@@ -19,6 +25,8 @@ final class EngineFixture {
     let kind: EngineKind
     let volume = MemoryVolume()
     let directory: String
+    /// The fixture's own table (or key prefix) on a shared database server.
+    let table = "t" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
 
     init(_ kind: EngineKind) {
         self.kind = kind
@@ -32,8 +40,20 @@ final class EngineFixture {
         switch kind {
         case .memory: MemoryStorageEngine(volume: volume)
         case .rocksdb: try RocksDBStorageEngine(path: directory)
+        case .sqlite:
+            try SQLiteStorageEngine.open(
+                SQLiteSettings(path: directory + "/kv.sqlite", pageSize: Self.smallPageSize))
+        case .postgres:
+            try PostgresStorageEngine.open(
+                PostgresSettings(
+                    url: try DatabaseURL(DatabaseServers.url(.postgres)), table: table,
+                    pageSize: Self.smallPageSize))
         }
     }
+
+    /// Database engines read cursors in pages; three entries a page makes every range
+    /// test cross page boundaries.
+    static let smallPageSize = 3
 
     deinit {
         try? FileManager.default.removeItem(atPath: directory)

@@ -1,0 +1,4 @@
+#ifndef KV_CHIREDIS_SHIM_H
+#define KV_CHIREDIS_SHIM_H
+#include <hiredis/hiredis.h>
+#endif
