@@ -3,7 +3,9 @@ import KVCore
 import KVStorage
 import KVStorageMemory
 import KVStorageDatabase
+import KVStorageMariaDB
 import KVStoragePostgres
+import KVStorageRedis
 import KVStorageRocksDB
 import KVStorageSQLite
 import KVTestSupport
@@ -15,6 +17,8 @@ enum EngineKind: String, CaseIterable, Sendable, CustomStringConvertible {
     case rocksdb
     case sqlite
     case postgres
+    case mariadb
+    case redis
 
     var description: String { rawValue }
 }
@@ -47,6 +51,16 @@ final class EngineFixture {
             try PostgresStorageEngine.open(
                 PostgresSettings(
                     url: try DatabaseURL(DatabaseServers.url(.postgres)), table: table,
+                    pageSize: Self.smallPageSize))
+        case .redis:
+            try RedisStorageEngine.open(
+                RedisSettings(
+                    url: try DatabaseURL(DatabaseServers.url(.redis)), prefix: table,
+                    pageSize: Self.smallPageSize))
+        case .mariadb:
+            try MariaDBStorageEngine.open(
+                MariaDBSettings(
+                    url: try DatabaseURL(DatabaseServers.url(.mariadb)), table: table,
                     pageSize: Self.smallPageSize))
         }
     }
