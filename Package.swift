@@ -93,7 +93,8 @@ let package = Package(
         .target(
             name: "KVStorageMariaDB",
             dependencies: [
-                "KVStorage", "KVStorageDatabase", "CMariaDB", .product(name: "Crypto", package: "swift-crypto"),
+                "KVStorage", "KVStorageDatabase", "CMariaDB",
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strict),
         .target(
@@ -148,7 +149,9 @@ let package = Package(
         .executableTarget(
             name: "kv",
             dependencies: [
-                "KVCore", "KVStorage", "KVStorageRocksDB", "KVStorageMemory", "KVNode", "KVServer",
+                "KVCore", "KVStorage", "KVStorageRocksDB", "KVStorageMemory", "KVStorageDatabase",
+                "KVStorageSQLite",
+                "KVStoragePostgres", "KVStorageMariaDB", "KVStorageRedis", "KVNode", "KVServer",
                 "KVClient", "KVCluster", "KVWire", "KVAccess", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev curl python3 python3-venv chromium
+source scripts/lib/database-servers.sh
+ensure_system_packages librocksdb-dev curl python3 python3-venv chromium "${database_server_packages[@]}"
 
 echo "==> swift format lint"
 swift format lint --strict --recursive Package.swift Sources Tests
@@ -28,6 +29,10 @@ print('docs/openapi.yaml is valid OpenAPI')"
 
 echo "==> swift build (warnings are errors)"
 swift build --build-tests
+
+# The PostgreSQL, MariaDB and Redis engines are tested against real servers: throwaway
+# ones on free ports, stopped when this script exits.
+start_database_servers
 
 echo "==> swift test"
 # One suite at a time: the suites start clusters of processes, kill them and run CPU-bound

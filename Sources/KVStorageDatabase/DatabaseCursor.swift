@@ -18,7 +18,8 @@ final class PagedCursor: StorageCursor {
     private var isExhausted: Bool
 
     /// `atEnd` runs once, when the cursor has returned its last entry.
-    init(range: EncodedKeyRange, direction: ScanDirection, fetch: @escaping Fetch, atEnd: (() -> Void)? = nil) {
+    init(range: EncodedKeyRange, direction: ScanDirection, fetch: @escaping Fetch, atEnd: (() -> Void)? = nil)
+    {
         self.remaining = range
         self.direction = direction
         self.fetch = fetch

@@ -40,15 +40,18 @@ public final class DatabaseStorageEngine<Connection: DatabaseConnection>: Storag
     {
         let session = try SnapshotSession<Connection>(pool: pool, scope: .range(keyspace, range))
         let pageSize = pageSize
-        return PagedCursor(range: range, direction: direction, fetch: { remaining throws(StorageError) in
-            try session.read { connection throws(StorageError) in
-                try connection.page(of: remaining, in: keyspace, direction: direction, limit: pageSize)
-            }
-        }, atEnd: session.release)
+        return PagedCursor(
+            range: range, direction: direction,
+            fetch: { remaining throws(StorageError) in
+                try session.read { connection throws(StorageError) in
+                    try connection.page(of: remaining, in: keyspace, direction: direction, limit: pageSize)
+                }
+            }, atEnd: session.release)
     }
 
     public func snapshot() throws(StorageError) -> any StorageSnapshot {
-        DatabaseSnapshot<Connection>(session: try SnapshotSession(pool: pool, scope: .everything), pageSize: pageSize)
+        DatabaseSnapshot<Connection>(
+            session: try SnapshotSession(pool: pool, scope: .everything), pageSize: pageSize)
     }
 
     public func estimateSize(of range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError)
@@ -62,7 +65,8 @@ public final class DatabaseStorageEngine<Connection: DatabaseConnection>: Storag
     public func backup(to directory: String) throws(StorageError) {
         guard let backupCopy else {
             throw StorageError(
-                .unsupported, "this engine keeps its data in a database server: back it up with the database's own tools")
+                .unsupported,
+                "this engine keeps its data in a database server: back it up with the database's own tools")
         }
         try pool.withConnection { connection throws(StorageError) in try backupCopy(connection, directory) }
     }
@@ -120,4 +124,47 @@ final class SnapshotSession<Connection: DatabaseConnection>: @unchecked Sendable
     deinit {
         release()
     }
+}
+
+extension DatabaseStorageEngine {
+    /// Opens an engine: the first session runs `prepare` (check the server's durability
+    /// settings, create the table), so a misconfigured or unreachable database fails at
+    /// start with its own message; the pool then keeps that session.
+    public static func open(
+        databaseName: String, poolSize: Int, pageSize: Int,
+        backup: (@Sendable (Connection, String) throws(StorageError) -> Void)? = nil,
+        connect: @escaping @Sendable () throws(StorageError) -> Connection,
+        prepare: (Connection) throws(StorageError) -> Void
+    ) throws(StorageError) -> DatabaseStorageEngine {
+        let first = try connect()
+        do {
+            try prepare(first)
+        } catch {
+            first.close()
+            throw error
+        }
+        let pool = ConnectionPool(capacity: poolSize, databaseName: databaseName, open: connect)
+        pool.checkIn(first, broken: false)
+        return DatabaseStorageEngine(pool: pool, pageSize: pageSize, backup: backup)
+    }
+}
+
+/// Calls `body` with C pointers to copies of `arguments` and their lengths, for C client
+/// libraries that take binary arguments as `const char **` plus lengths. The copies live
+/// for the call only (the libraries copy or send them before returning).
+public func withCArguments<Result>(
+    _ arguments: [[UInt8]], _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>, [Int]) -> Result
+) -> Result {
+    let buffers = arguments.map { bytes -> UnsafeMutablePointer<CChar> in
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Swift.max(1, bytes.count))
+        bytes.withUnsafeBytes { raw in
+            if let base = raw.baseAddress {
+                UnsafeMutableRawPointer(buffer).copyMemory(from: base, byteCount: raw.count)
+            }
+        }
+        return buffer
+    }
+    defer { for buffer in buffers { buffer.deallocate() } }
+    var pointers: [UnsafePointer<CChar>?] = buffers.map { UnsafePointer($0) }
+    return pointers.withUnsafeMutableBufferPointer { body($0.baseAddress!, arguments.map(\.count)) }
 }

@@ -25,7 +25,8 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
     /// Parses `text`; the error names what is wrong.
     public init(_ text: String) throws(StorageError) {
         guard let schemeEnd = text.range(of: "://") else {
-            throw StorageError(.invalidArgument, "'\(Self.redacted(text))' is not a URL like scheme://host:port/database")
+            throw StorageError(
+                .invalidArgument, "'\(Self.redacted(text))' is not a URL like scheme://host:port/database")
         }
         scheme = text[..<schemeEnd.lowerBound].lowercased()
         var rest = Substring(text[schemeEnd.upperBound...])
@@ -105,7 +106,8 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
     }
 
     private static func redacted(_ text: String) -> String {
-        guard let schemeEnd = text.range(of: "://"), let at = text.lastIndex(of: "@"), at > schemeEnd.upperBound
+        guard let schemeEnd = text.range(of: "://"), let at = text.lastIndex(of: "@"),
+            at > schemeEnd.upperBound
         else { return text }
         return text[..<schemeEnd.upperBound] + "***" + text[at...]
     }

@@ -43,7 +43,9 @@ extension MariaDBConnection {
         let split = SplitKey(key)
         let rows = try execute(
             sql([
-                .text("SELECT head, tail, v FROM \(settings.table) WHERE ks = \(keyspace.storedNumber) AND head = "),
+                .text(
+                    "SELECT head, tail, v FROM \(settings.table) WHERE ks = \(keyspace.storedNumber) AND head = "
+                ),
                 .bytes(split.head), .text(" AND tail_digest = "), .bytes(split.digest),
             ]), what: "get")
         return entries(rows).first { $0.key == key }?.value
@@ -54,7 +56,9 @@ extension MariaDBConnection {
         entries(
             try execute(
                 sql([
-                    .text("SELECT head, tail, v FROM \(settings.table) WHERE ks = \(keyspace.storedNumber) AND head = "),
+                    .text(
+                        "SELECT head, tail, v FROM \(settings.table) WHERE ks = \(keyspace.storedNumber) AND head = "
+                    ),
                     .bytes(head),
                 ]), what: "range read"))
     }
@@ -98,9 +102,10 @@ extension MariaDBConnection {
         let order = direction == .forward ? "ASC" : "DESC"
         var rows = entries(
             try execute(
-                sql([.text("SELECT head, tail, v FROM \(settings.table)")] + conditions + [
-                    .text(" ORDER BY head \(order) LIMIT \(wanted)")
-                ]), what: "range read"))
+                sql(
+                    [.text("SELECT head, tail, v FROM \(settings.table)")] + conditions + [
+                        .text(" ORDER BY head \(order) LIMIT \(wanted)")
+                    ]), what: "range read"))
         var isLast = rows.count < wanted
         // A full page may end inside a run of rows sharing one full head, ordered by
         // digest rather than tail: take that whole run on its own instead.
@@ -136,15 +141,19 @@ extension MariaDBConnection {
                 let split = SplitKey(key)
                 try queue(
                     sql([
-                        .text("INSERT INTO \(settings.table) (ks, head, tail_digest, tail, v) VALUES (\(keyspace.storedNumber), "),
-                        .bytes(split.head), .text(", "), .bytes(split.digest), .text(", "), .bytes(split.tail),
+                        .text(
+                            "INSERT INTO \(settings.table) (ks, head, tail_digest, tail, v) VALUES (\(keyspace.storedNumber), "
+                        ),
+                        .bytes(split.head), .text(", "), .bytes(split.digest), .text(", "),
+                        .bytes(split.tail),
                         .text(", "), .bytes(value), .text(") ON DUPLICATE KEY UPDATE v = VALUES(v)"),
                     ]))
             case .delete(let keyspace, let key):
                 let split = SplitKey(key)
                 try queue(
                     sql([
-                        .text("DELETE FROM \(settings.table) WHERE ks = \(keyspace.storedNumber) AND head = "),
+                        .text(
+                            "DELETE FROM \(settings.table) WHERE ks = \(keyspace.storedNumber) AND head = "),
                         .bytes(split.head), .text(" AND tail_digest = "), .bytes(split.digest),
                     ]))
             case .deleteRange(let keyspace, let range):
@@ -168,7 +177,9 @@ extension MariaDBConnection {
                         let split = SplitKey(entry.key)
                         try queue(
                             sql([
-                                .text("DELETE FROM \(settings.table) WHERE ks = \(keyspace.storedNumber) AND head = "),
+                                .text(
+                                    "DELETE FROM \(settings.table) WHERE ks = \(keyspace.storedNumber) AND head = "
+                                ),
                                 .bytes(split.head), .text(" AND tail_digest = "), .bytes(split.digest),
                             ]))
                     }
@@ -183,12 +194,19 @@ extension MariaDBConnection {
         -> StorageSizeEstimate
     {
         var conditions: [SQLPart] = [
-            .text(" WHERE ks = \(keyspace.storedNumber) AND head >= "), .bytes(SplitKey(range.lowerBound).head),
+            .text(" WHERE ks = \(keyspace.storedNumber) AND head >= "),
+            .bytes(SplitKey(range.lowerBound).head),
         ]
-        if let upper = range.upperBound { conditions += [.text(" AND head <= "), .bytes(SplitKey(upper).head)] }
+        if let upper = range.upperBound {
+            conditions += [.text(" AND head <= "), .bytes(SplitKey(upper).head)]
+        }
         let rows = try execute(
             sql(
-                [.text("SELECT count(*), coalesce(sum(length(head) + length(tail) + length(v)), 0) FROM \(settings.table)")]
+                [
+                    .text(
+                        "SELECT count(*), coalesce(sum(length(head) + length(tail) + length(v)), 0) FROM \(settings.table)"
+                    )
+                ]
                     + conditions), what: "size estimate")
         func number(_ column: Int) -> UInt64 {
             rows.first.flatMap { $0[column] }.flatMap { UInt64(String(decoding: $0, as: UTF8.self)) } ?? 0

@@ -47,19 +47,13 @@ public enum MariaDBStorageEngine {
             throw StorageError(
                 .invalidArgument, "mariadb: table name '\(settings.table)' must be letters, digits and _")
         }
-        let first = try MariaDBConnection(settings: settings)
-        do {
-            try first.checkDurability()
-            try first.createTable()
-        } catch {
-            first.close()
-            throw error
-        }
-        let pool = ConnectionPool(capacity: settings.poolSize, databaseName: "mariadb \(settings.url)") {
-            () throws(StorageError) in try MariaDBConnection(settings: settings)
-        }
-        pool.checkIn(first, broken: false)
-        return DatabaseStorageEngine(pool: pool, pageSize: settings.pageSize)
+        return try DatabaseStorageEngine.open(
+            databaseName: "mariadb \(settings.url)", poolSize: settings.poolSize, pageSize: settings.pageSize,
+            connect: { () throws(StorageError) in try MariaDBConnection(settings: settings) },
+            prepare: { first throws(StorageError) in
+                try first.checkDurability()
+                try first.createTable()
+            })
     }
 }
 
@@ -84,7 +78,8 @@ public final class MariaDBConnection: DatabaseConnection {
         mysql_options(handle, MYSQL_SET_CHARSET_NAME, "binary")
         let url = settings.url
         let connected = mysql_real_connect(
-            handle, url.host.isEmpty ? "127.0.0.1" : url.host, url.user.isEmpty ? nil : url.user, url.password,
+            handle, url.host.isEmpty ? "127.0.0.1" : url.host, url.user.isEmpty ? nil : url.user,
+            url.password,
             url.database, UInt32(url.port ?? 3306), nil, UInt(CLIENT_MULTI_STATEMENTS))
         guard connected != nil else {
             let message = lastMessage
@@ -92,8 +87,11 @@ public final class MariaDBConnection: DatabaseConnection {
             throw StorageError(.openFailed, "mariadb \(settings.url): cannot connect: \(message)")
         }
         do {
-            try execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", what: "setting the isolation level")
-            if let packet = try selectNumbers("SELECT @@max_allowed_packet", what: "reading max_allowed_packet").first {
+            try execute(
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", what: "setting the isolation level")
+            if let packet = try selectNumbers(
+                "SELECT @@max_allowed_packet", what: "reading max_allowed_packet"
+            ).first {
                 maximumPacket = Int(packet)
             }
         } catch {
@@ -124,7 +122,9 @@ public final class MariaDBConnection: DatabaseConnection {
             )
         }
         let status = sql.withUnsafeBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CChar.self) { mysql_real_query(handle, $0.baseAddress, UInt(buffer.count)) }
+            buffer.withMemoryRebound(to: CChar.self) {
+                mysql_real_query(handle, $0.baseAddress, UInt(buffer.count))
+            }
         }
         guard status == 0 else { throw failure(what) }
         var rows: [[[UInt8]?]] = []
@@ -137,7 +137,8 @@ public final class MariaDBConnection: DatabaseConnection {
                     var values: [[UInt8]?] = []
                     for column in 0..<columns {
                         if let field = row[column] {
-                            values.append(Array(UnsafeRawBufferPointer(start: field, count: Int(lengths[column]))))
+                            values.append(
+                                Array(UnsafeRawBufferPointer(start: field, count: Int(lengths[column]))))
                         } else {
                             values.append(nil)
                         }

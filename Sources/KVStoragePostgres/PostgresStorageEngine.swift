@@ -32,7 +32,9 @@ public struct PostgresSettings: Sendable, Hashable {
                 let plain =
                     (byte >= 0x30 && byte <= 0x39) || ((byte | 0x20) >= 0x61 && (byte | 0x20) <= 0x7A)
                     || byte == 0x2D || byte == 0x2E || byte == 0x5F || byte == 0x7E
-                escaped += plain ? String(UnicodeScalar(byte)) : "%" + String(byte, radix: 16, uppercase: true).paddedHex
+                escaped +=
+                    plain
+                    ? String(UnicodeScalar(byte)) : "%" + String(byte, radix: 16, uppercase: true).paddedHex
             }
             return escaped
         }
@@ -74,19 +76,14 @@ public enum PostgresStorageEngine {
             throw StorageError(
                 .invalidArgument, "postgres: table name '\(settings.table)' must be letters, digits and _")
         }
-        let first = try PostgresConnection(settings: settings)
-        do {
-            try first.checkDurability()
-            try first.createTable()
-        } catch {
-            first.close()
-            throw error
-        }
-        let pool = ConnectionPool(capacity: settings.poolSize, databaseName: "postgres \(settings.url)") {
-            () throws(StorageError) in try PostgresConnection(settings: settings)
-        }
-        pool.checkIn(first, broken: false)
-        return DatabaseStorageEngine(pool: pool, pageSize: settings.pageSize)
+        return try DatabaseStorageEngine.open(
+            databaseName: "postgres \(settings.url)", poolSize: settings.poolSize,
+            pageSize: settings.pageSize,
+            connect: { () throws(StorageError) in try PostgresConnection(settings: settings) },
+            prepare: { first throws(StorageError) in
+                try first.checkDurability()
+                try first.createTable()
+            })
     }
 }
 
@@ -154,21 +151,25 @@ public final class PostgresConnection: DatabaseConnection {
         switch name {
         case "get": return "SELECT v FROM \(table) WHERE ks = $1 AND k = $2"
         case "put":
-            return "INSERT INTO \(table) (ks, k, v) VALUES ($1, $2, $3) ON CONFLICT (ks, k) DO UPDATE SET v = EXCLUDED.v"
+            return
+                "INSERT INTO \(table) (ks, k, v) VALUES ($1, $2, $3) ON CONFLICT (ks, k) DO UPDATE SET v = EXCLUDED.v"
         case "delete": return "DELETE FROM \(table) WHERE ks = $1 AND k = $2"
         case "delete_range": return "DELETE FROM \(table) WHERE ks = $1 AND k >= $2 AND k < $3"
         case "delete_from": return "DELETE FROM \(table) WHERE ks = $1 AND k >= $2"
         case "page_forward":
             return "SELECT k, v FROM \(table) WHERE ks = $1 AND k >= $2 AND k < $3 ORDER BY k LIMIT $4"
-        case "page_forward_from": return "SELECT k, v FROM \(table) WHERE ks = $1 AND k >= $2 ORDER BY k LIMIT $3"
+        case "page_forward_from":
+            return "SELECT k, v FROM \(table) WHERE ks = $1 AND k >= $2 ORDER BY k LIMIT $3"
         case "page_reverse":
             return "SELECT k, v FROM \(table) WHERE ks = $1 AND k >= $2 AND k < $3 ORDER BY k DESC LIMIT $4"
         case "page_reverse_from":
             return "SELECT k, v FROM \(table) WHERE ks = $1 AND k >= $2 ORDER BY k DESC LIMIT $3"
         case "estimate":
-            return "SELECT count(*), coalesce(sum(length(k) + length(v)), 0) FROM \(table) WHERE ks = $1 AND k >= $2 AND k < $3"
+            return
+                "SELECT count(*), coalesce(sum(length(k) + length(v)), 0) FROM \(table) WHERE ks = $1 AND k >= $2 AND k < $3"
         case "estimate_from":
-            return "SELECT count(*), coalesce(sum(length(k) + length(v)), 0) FROM \(table) WHERE ks = $1 AND k >= $2"
+            return
+                "SELECT count(*), coalesce(sum(length(k) + length(v)), 0) FROM \(table) WHERE ks = $1 AND k >= $2"
         default: preconditionFailure("unknown statement \(name)")
         }
     }
@@ -193,23 +194,17 @@ public final class PostgresConnection: DatabaseConnection {
         if !prepared.contains(name) {
             let result = PQprepare(connection, name, statementText(name), 0, nil)
             defer { PQclear(result) }
-            guard PQresultStatus(result) == PGRES_COMMAND_OK else { throw failure("preparing \(name)", result) }
+            guard PQresultStatus(result) == PGRES_COMMAND_OK else {
+                throw failure("preparing \(name)", result)
+            }
             prepared.insert(name)
         }
         let encoded = parameters.map(\.encoded)
-        // libpq reads every parameter during the call, so the copies live only that long.
-        let buffers = encoded.map { bytes -> UnsafeMutablePointer<CChar> in
-            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: max(1, bytes.count))
-            bytes.withUnsafeBytes { raw in
-                if let base = raw.baseAddress { UnsafeMutableRawPointer(buffer).copyMemory(from: base, byteCount: raw.count) }
-            }
-            return buffer
-        }
-        defer { buffers.forEach { $0.deallocate() } }
-        let values: [UnsafePointer<CChar>?] = buffers.map { UnsafePointer($0) }
-        let lengths = encoded.map { Int32($0.count) }
         let formats = [Int32](repeating: 1, count: encoded.count)
-        let result = PQexecPrepared(connection, name, Int32(encoded.count), values, lengths, formats, 1)
+        let result = withCArguments(encoded) { values, lengths in
+            PQexecPrepared(
+                connection, name, Int32(encoded.count), values, lengths.map { Int32($0) }, formats, 1)
+        }
         let status = PQresultStatus(result)
         guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK else {
             let error = failure(name.replacingUnderscores, result)
@@ -242,7 +237,8 @@ public final class PostgresConnection: DatabaseConnection {
         let base = direction == .forward ? "page_forward" : "page_reverse"
         let result: OpaquePointer?
         if let upperBound = range.upperBound {
-            result = try run(base, [.keyspace(keyspace), .bytes(range.lowerBound), .bytes(upperBound), .count(limit)])
+            result = try run(
+                base, [.keyspace(keyspace), .bytes(range.lowerBound), .bytes(upperBound), .count(limit)])
         } else {
             result = try run(base + "_from", [.keyspace(keyspace), .bytes(range.lowerBound), .count(limit)])
         }
@@ -272,7 +268,8 @@ public final class PostgresConnection: DatabaseConnection {
                 case .deleteRange(let keyspace, let range):
                     if let upperBound = range.upperBound {
                         result = try run(
-                            "delete_range", [.keyspace(keyspace), .bytes(range.lowerBound), .bytes(upperBound)])
+                            "delete_range",
+                            [.keyspace(keyspace), .bytes(range.lowerBound), .bytes(upperBound)])
                     } else {
                         result = try run("delete_from", [.keyspace(keyspace), .bytes(range.lowerBound)])
                     }

@@ -47,21 +47,16 @@ public enum RedisStorageEngine {
         -> DatabaseStorageEngine<RedisConnection>
     {
         guard isPlainDatabaseName(settings.prefix) else {
-            throw StorageError(.invalidArgument, "redis: prefix '\(settings.prefix)' must be letters, digits and _")
+            throw StorageError(
+                .invalidArgument, "redis: prefix '\(settings.prefix)' must be letters, digits and _")
         }
-        let first = try RedisConnection(settings: settings)
-        do {
-            try first.checkDurability()
-            try first.removeStaleSnapshots()
-        } catch {
-            first.close()
-            throw error
-        }
-        let pool = ConnectionPool(capacity: settings.poolSize, databaseName: "redis \(settings.url)") {
-            () throws(StorageError) in try RedisConnection(settings: settings)
-        }
-        pool.checkIn(first, broken: false)
-        return DatabaseStorageEngine(pool: pool, pageSize: settings.pageSize)
+        return try DatabaseStorageEngine.open(
+            databaseName: "redis \(settings.url)", poolSize: settings.poolSize, pageSize: settings.pageSize,
+            connect: { () throws(StorageError) in try RedisConnection(settings: settings) },
+            prepare: { first throws(StorageError) in
+                try first.checkDurability()
+                try first.removeStaleSnapshots()
+            })
     }
 }
 
@@ -97,7 +92,8 @@ public final class RedisConnection: DatabaseConnection {
         readPrefix = settings.prefix
         let url = settings.url
         context = redisConnectWithTimeout(
-            url.host.isEmpty ? "127.0.0.1" : url.host, Int32(url.port ?? 6379), timeval(tv_sec: 10, tv_usec: 0))
+            url.host.isEmpty ? "127.0.0.1" : url.host, Int32(url.port ?? 6379),
+            timeval(tv_sec: 10, tv_usec: 0))
         guard let context, context.pointee.err == 0 else {
             let message = errorText
             close()
@@ -107,7 +103,9 @@ public final class RedisConnection: DatabaseConnection {
         redisSetTimeout(context, timeval(tv_sec: 60, tv_usec: 0))
         do {
             if let password = url.password {
-                try command(url.user.isEmpty ? ["AUTH", password] : ["AUTH", url.user, password], what: "authenticating")
+                try command(
+                    url.user.isEmpty ? ["AUTH", password] : ["AUTH", url.user, password],
+                    what: "authenticating")
             }
             if !url.database.isEmpty {
                 try command(["SELECT", url.database], what: "selecting database \(url.database)")
@@ -130,7 +128,7 @@ public final class RedisConnection: DatabaseConnection {
     @discardableResult
     func command(_ arguments: [[UInt8]], what: String) throws(StorageError) -> RedisReply {
         guard let context else { throw StorageError(.io, "redis \(settings.url): not connected") }
-        let reply = arguments.withPointers { pointers, lengths in
+        let reply = withCArguments(arguments) { pointers, lengths in
             redisCommandArgv(context, Int32(arguments.count), pointers, lengths)
         }
         guard let reply else {
@@ -189,7 +187,8 @@ public final class RedisConnection: DatabaseConnection {
         var cursor = "0"
         repeat {
             let reply = try command(
-                ["SCAN", cursor, "MATCH", "\(settings.prefix):snap:*", "COUNT", "1000"], what: "listing old snapshots")
+                ["SCAN", cursor, "MATCH", "\(settings.prefix):snap:*", "COUNT", "1000"],
+                what: "listing old snapshots")
             let parts = reply.elements
             cursor = parts.first?.bytes.map { String(decoding: $0, as: UTF8.self) } ?? "0"
             let keys = parts.count > 1 ? parts[1].elements.compactMap(\.bytes) : []
@@ -197,8 +196,12 @@ public final class RedisConnection: DatabaseConnection {
         } while cursor != "0"
     }
 
-    func sortedSet(_ prefix: String, _ keyspace: Keyspace) -> [UInt8] { Array("\(prefix):\(keyspace.storedNumber):z".utf8) }
-    func hash(_ prefix: String, _ keyspace: Keyspace) -> [UInt8] { Array("\(prefix):\(keyspace.storedNumber):h".utf8) }
+    func sortedSet(_ prefix: String, _ keyspace: Keyspace) -> [UInt8] {
+        Array("\(prefix):\(keyspace.storedNumber):z".utf8)
+    }
+    func hash(_ prefix: String, _ keyspace: Keyspace) -> [UInt8] {
+        Array("\(prefix):\(keyspace.storedNumber):h".utf8)
+    }
 
     public func get(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> [UInt8]? {
         try command([Array("HGET".utf8), hash(readPrefix, keyspace), key], what: "get").bytes
@@ -209,7 +212,8 @@ public final class RedisConnection: DatabaseConnection {
     {
         let reply = try command(
             [
-                Array(RedisScripts.page.utf8), Array("2".utf8), sortedSet(readPrefix, keyspace), hash(readPrefix, keyspace),
+                Array(RedisScripts.page.utf8), Array("2".utf8), sortedSet(readPrefix, keyspace),
+                hash(readPrefix, keyspace),
                 range.lexLowerBound, range.lexUpperBound, Array(String(limit).utf8),
                 Array((direction == .forward ? "0" : "1").utf8),
             ].withEval, what: "range read")
@@ -223,7 +227,9 @@ public final class RedisConnection: DatabaseConnection {
     }
 
     public func write(_ batch: WriteBatch, durability: Durability) throws(StorageError) {
-        var arguments: [[UInt8]] = [Array(RedisScripts.write.utf8), Array("0".utf8), Array(settings.prefix.utf8)]
+        var arguments: [[UInt8]] = [
+            Array(RedisScripts.write.utf8), Array("0".utf8), Array(settings.prefix.utf8),
+        ]
         for operation in batch.operations {
             switch operation {
             case .put(let keyspace, let key, let value):
@@ -233,7 +239,8 @@ public final class RedisConnection: DatabaseConnection {
             case .deleteRange(let keyspace, let range):
                 guard !range.isEmpty else { continue }
                 arguments += [
-                    Array("r".utf8), Array(String(keyspace.storedNumber).utf8), range.lexLowerBound, range.lexUpperBound,
+                    Array("r".utf8), Array(String(keyspace.storedNumber).utf8), range.lexLowerBound,
+                    range.lexUpperBound,
                 ]
             }
         }
@@ -249,7 +256,8 @@ public final class RedisConnection: DatabaseConnection {
             var arguments: [[UInt8]] = [Array(RedisScripts.copyAll.utf8), Array("0".utf8)]
             for keyspace in Keyspace.allCases {
                 arguments += [
-                    sortedSet(settings.prefix, keyspace), sortedSet(prefix, keyspace), hash(settings.prefix, keyspace),
+                    sortedSet(settings.prefix, keyspace), sortedSet(prefix, keyspace),
+                    hash(settings.prefix, keyspace),
                     hash(prefix, keyspace),
                 ]
             }
@@ -270,7 +278,9 @@ public final class RedisConnection: DatabaseConnection {
         snapshotPrefix = nil
         readPrefix = settings.prefix
         var arguments = [Array("UNLINK".utf8)]
-        for keyspace in Keyspace.allCases { arguments += [sortedSet(prefix, keyspace), hash(prefix, keyspace)] }
+        for keyspace in Keyspace.allCases {
+            arguments += [sortedSet(prefix, keyspace), hash(prefix, keyspace)]
+        }
         try command(arguments, what: "releasing a snapshot")
     }
 
@@ -305,22 +315,4 @@ extension EncodedKeyRange {
 extension Array where Element == [UInt8] {
     /// The arguments of an `EVAL`: the script text and its arguments follow the command.
     var withEval: [[UInt8]] { [[UInt8]("EVAL".utf8)] + self }
-
-    /// Calls `body` with C pointers to every argument and their lengths.
-    func withPointers<Result>(
-        _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> Result
-    ) -> Result {
-        // hiredis copies the arguments into its output buffer during the call.
-        let buffers = map { bytes -> UnsafeMutablePointer<CChar> in
-            let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: Swift.max(1, bytes.count))
-            bytes.withUnsafeBytes { raw in
-                if let base = raw.baseAddress { UnsafeMutableRawPointer(buffer).copyMemory(from: base, byteCount: raw.count) }
-            }
-            return buffer
-        }
-        defer { buffers.forEach { $0.deallocate() } }
-        var pointers: [UnsafePointer<CChar>?] = buffers.map { UnsafePointer($0) }
-        let lengths = map(\.count)
-        return pointers.withUnsafeMutableBufferPointer { body($0.baseAddress!, lengths) }
-    }
 }

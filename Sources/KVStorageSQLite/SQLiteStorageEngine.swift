@@ -37,20 +37,18 @@ public enum SQLiteStorageEngine {
         -> DatabaseStorageEngine<SQLiteConnection>
     {
         guard isPlainDatabaseName(settings.table) else {
-            throw StorageError(.invalidArgument, "sqlite: table name '\(settings.table)' must be letters, digits and _")
+            throw StorageError(
+                .invalidArgument, "sqlite: table name '\(settings.table)' must be letters, digits and _")
         }
         let directory = settings.path.split(separator: "/", omittingEmptySubsequences: false).dropLast()
             .joined(separator: "/")
         if !directory.isEmpty { mkdir(directory, 0o755) }
         // The first connection creates the table, so a bad path fails here, at open.
-        let first = try SQLiteConnection(settings: settings)
-        let pool = ConnectionPool(capacity: settings.poolSize, databaseName: "sqlite \(settings.path)") {
-            () throws(StorageError) in try SQLiteConnection(settings: settings)
-        }
-        pool.checkIn(first, broken: false)
-        return DatabaseStorageEngine(pool: pool, pageSize: settings.pageSize) { connection, directory throws(StorageError) in
-            try connection.copy(to: directory)
-        }
+        return try DatabaseStorageEngine.open(
+            databaseName: "sqlite \(settings.path)", poolSize: settings.poolSize, pageSize: settings.pageSize,
+            backup: { connection, directory throws(StorageError) in try connection.copy(to: directory) },
+            connect: { () throws(StorageError) in try SQLiteConnection(settings: settings) },
+            prepare: { _ in })
     }
 }
 
@@ -115,7 +113,9 @@ public final class SQLiteConnection: DatabaseConnection {
         // SQLITE_TRANSIENT: SQLite copies the bytes, since the array may move.
         let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
         bytes.withUnsafeBytes { buffer in
-            _ = sqlite3_bind_blob64(statement, index, buffer.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64(buffer.count), transient)
+            _ = sqlite3_bind_blob64(
+                statement, index, buffer.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64(buffer.count),
+                transient)
         }
     }
 
@@ -150,7 +150,8 @@ public final class SQLiteConnection: DatabaseConnection {
         let order = direction == .forward ? "ASC" : "DESC"
         let upper = range.upperBound == nil ? "" : " AND k < ?3"
         let statement = try statement(
-            "SELECT k, v FROM \(settings.table) WHERE ks = ?1 AND k >= ?2\(upper) ORDER BY k \(order) LIMIT ?4")
+            "SELECT k, v FROM \(settings.table) WHERE ks = ?1 AND k >= ?2\(upper) ORDER BY k \(order) LIMIT ?4"
+        )
         sqlite3_bind_int(statement, 1, Int32(keyspace.storedNumber))
         bind(statement, 2, range.lowerBound)
         if let upperBound = range.upperBound { bind(statement, 3, upperBound) }
@@ -159,7 +160,8 @@ public final class SQLiteConnection: DatabaseConnection {
         var entries: [StorageEntry] = []
         while true {
             switch sqlite3_step(statement) {
-            case SQLITE_ROW: entries.append(StorageEntry(key: column(statement, 0), value: column(statement, 1)))
+            case SQLITE_ROW:
+                entries.append(StorageEntry(key: column(statement, 0), value: column(statement, 1)))
             case SQLITE_DONE: return RangePage(entries: entries, isLast: entries.count < limit)
             default: throw failure("range read")
             }
@@ -193,7 +195,8 @@ public final class SQLiteConnection: DatabaseConnection {
                     try run(statement, "delete")
                 case .deleteRange(let keyspace, let range):
                     let upper = range.upperBound == nil ? "" : " AND k < ?3"
-                    let statement = try statement("DELETE FROM \(settings.table) WHERE ks = ?1 AND k >= ?2\(upper)")
+                    let statement = try statement(
+                        "DELETE FROM \(settings.table) WHERE ks = ?1 AND k >= ?2\(upper)")
                     sqlite3_bind_int(statement, 1, Int32(keyspace.storedNumber))
                     bind(statement, 2, range.lowerBound)
                     if let upperBound = range.upperBound { bind(statement, 3, upperBound) }
@@ -230,18 +233,24 @@ public final class SQLiteConnection: DatabaseConnection {
         defer { sqlite3_reset(statement) }
         guard sqlite3_step(statement) == SQLITE_ROW else { throw failure("size estimate") }
         return StorageSizeEstimate(
-            bytes: UInt64(sqlite3_column_int64(statement, 1)), keyCount: UInt64(sqlite3_column_int64(statement, 0)))
+            bytes: UInt64(sqlite3_column_int64(statement, 1)),
+            keyCount: UInt64(sqlite3_column_int64(statement, 0)))
     }
 
     /// Writes a consistent copy of the database file into the new directory `directory`,
     /// under the same file name, so the copy opens with the same settings.
     func copy(to directory: String) throws(StorageError) {
         guard mkdir(directory, 0o755) == 0 else {
-            throw StorageError(.io, "sqlite: cannot create the backup directory \(directory): \(String(cString: strerror(errno)))")
+            throw StorageError(
+                .io,
+                "sqlite: cannot create the backup directory \(directory): \(String(cString: strerror(errno)))"
+            )
         }
         let name = settings.path.split(separator: "/").last.map(String.init) ?? "kv.sqlite"
         let target = directory + "/" + name
-        try execute("VACUUM INTO '\(target.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''"))'")
+        try execute(
+            "VACUUM INTO '\(target.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "''"))'"
+        )
     }
 
     public func close() {

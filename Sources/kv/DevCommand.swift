@@ -36,7 +36,14 @@ struct DevCommand: AsyncParsableCommand {
     @Option(help: "HTTP port of the first node (default 7700).") var port = 7700
     @Option(name: .customLong("data"), help: "Directory holding every node's data (default ./kv-dev).")
     var dataDirectory = "./kv-dev"
-    @Option(help: "Storage engine: rocksdb (default) or memory.") var engine = "rocksdb"
+    @Option(help: "Storage engine: rocksdb (default), sqlite, postgres, mariadb, redis or memory.")
+    var engine = "rocksdb"
+    @Option(
+        name: .customLong("storage-url"),
+        help: ArgumentHelp(
+            "The database server of --engine postgres|mariadb|redis; node i keeps its rows in table node<i> there.",
+            valueName: "url"))
+    var storageURL: String?
     @Option(help: "Replicas per partition (default 3, at most the number of nodes).")
     var replicationFactor: Int?
     @Option(help: "Log level of the nodes (default warning).") var logLevel = "warning"
@@ -97,6 +104,11 @@ struct DevCommand: AsyncParsableCommand {
                 "--log-level", logLevel, "--cluster-secret-file", secretPath,
             ]
             if auth { process.arguments? += ["--admin-token-file", tokenPath] }
+            if let storageURL {
+                // One database server, one table per node: the nodes never collide.
+                let separator = storageURL.contains("?") ? "&" : "?"
+                process.arguments? += ["--storage-url", "\(storageURL)\(separator)table=node\(index + 1)"]
+            }
             if minikeyvalue { process.arguments? += ["--minikeyvalue-port", String(port + index + 2000)] }
             if tls {
                 let files = DevCertificates.files(directory: tlsDirectory, node: index + 1)

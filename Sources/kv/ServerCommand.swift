@@ -140,11 +140,15 @@ struct ServerCommand: AsyncParsableCommand {
     @Option(help: "YAML settings file.") var config: String?
     @OptionGroup(title: "Large values") var largeValues: LargeValueOptions
     @OptionGroup(title: "RocksDB") var rocksDB: RocksDBOptions
+    @OptionGroup(title: "Database servers") var storageOptions: StorageOptions
     @OptionGroup(title: "Other systems' APIs") var dialects: DialectOptions
     @Option(help: "Address to listen on (default 127.0.0.1).") var host: String?
     @Option(help: "Port to listen on; 0 picks a free one (default 7700).") var port: Int?
     @Option(name: .customLong("data"), help: "Data directory (default ./kv-data).") var dataDir: String?
-    @Option(help: "Storage engine: rocksdb (default) or memory (nothing is kept).") var engine: String?
+    @Option(
+        help:
+            "Storage engine: rocksdb (default), sqlite, postgres, mariadb, redis (the last three need --storage-url), or memory (nothing is kept)."
+    ) var engine: String?
     @Option(help: "Partitions of a new data directory, a power of two (default 256).") var partitions: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).")
     var logLevel: String?
@@ -219,6 +223,7 @@ struct ServerCommand: AsyncParsableCommand {
         var file = ServerConfigFile()
         var largeValueFile = LargeValueOptions.File()
         var rocksDBFile = RocksDBOptions.File()
+        var storageFile = StorageOptions.File()
         var dialectFile = DialectOptions.File()
         if let config {
             do {
@@ -226,6 +231,7 @@ struct ServerCommand: AsyncParsableCommand {
                 file = try YAMLDecoder().decode(ServerConfigFile.self, from: text)
                 largeValueFile = try YAMLDecoder().decode(LargeValueOptions.File.self, from: text)
                 rocksDBFile = try YAMLDecoder().decode(RocksDBOptions.File.self, from: text)
+                storageFile = try YAMLDecoder().decode(StorageOptions.File.self, from: text)
                 dialectFile = try YAMLDecoder().decode(DialectOptions.File.self, from: text)
             } catch {
                 throw ValidationError("cannot read the settings file \(config): \(error)")
@@ -293,7 +299,7 @@ struct ServerCommand: AsyncParsableCommand {
         }
         let dataDirectory = try resolve(dataDir, "KV_DATA_DIR", file.dataDir, "./kv-data")
         let engineName = try resolve(engine, "KV_ENGINE", file.engine, "rocksdb")
-        let keepsData = engineName == "rocksdb"
+        let keepsData = engineName != "memory"
         if keepsData {
             try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
             node.backupDirectory = try resolve(
@@ -360,20 +366,9 @@ struct ServerCommand: AsyncParsableCommand {
 
         let rocksDBSettings = try rocksDB.settings(file: rocksDBFile, environment: environment)
         let minikeyvalue = try dialects.minikeyvalue(file: dialectFile, environment: environment)
-        let storage: any StorageEngine
-        switch engineName {
-        case "rocksdb":
-            do {
-                storage = try RocksDBStorageEngine(
-                    path: dataDirectory + "/rocksdb", settings: rocksDBSettings)
-            } catch {
-                throw ValidationError("cannot open the data directory \(dataDirectory): \(error)")
-            }
-        case "memory":
-            storage = MemoryStorageEngine()
-        default:
-            throw ValidationError("unknown engine '\(engineName)'; use rocksdb or memory")
-        }
+        let (storage, storageLocation) = try storageOptions.open(
+            engine: engineName, dataDirectory: dataDirectory, rocksDB: rocksDBSettings, file: storageFile,
+            environment: environment)
         let storageNode = try NodeStorage(
             engine: storage, engineName: engineName, settings: node, logger: logger)
         // The HTTP port must be known before the cluster side announces it, so the
@@ -431,7 +426,7 @@ struct ServerCommand: AsyncParsableCommand {
             Data(
                 """
                 kv \(ClusterNode.version) node \(storageNode.identity.nodeID) serving \(url)
-                  engine: \(engineName)\(engineName == "rocksdb" ? ", data: \(dataDirectory)" : " (nothing is kept)")
+                  engine: \(engineName), \(storageLocation)
                   peers:  \(peerAddress) (\(mode))\(dialectLines)
                   secret: \(secret.origin)
                   access: \(access.isOn ? "tokens required (Authorization: Bearer TOKEN)" : "open (no tokens)")

@@ -23,6 +23,16 @@ struct ImportRuleTests {
         "Simulator": ["KVSimulation", "Foundation"],
         "KVStorageMemory": ["KVCore", "KVStorage", "Synchronization"],
         "KVStorageRocksDB": ["KVCore", "KVStorage", "CRocksDB", "CRocksDBFlush", "Glibc", "Synchronization"],
+        // The engine contract over database sessions, and the engines on real databases.
+        "KVStorageDatabase": ["KVCore", "KVStorage", "Foundation", "Synchronization"],
+        "KVStorageSQLite": ["KVCore", "KVStorage", "KVStorageDatabase", "CSQLite", "Glibc"],
+        "KVStoragePostgres": ["KVCore", "KVStorage", "KVStorageDatabase", "CPostgres"],
+        "KVStorageMariaDB": ["KVCore", "KVStorage", "KVStorageDatabase", "CMariaDB", "Crypto"],
+        "KVStorageRedis": ["KVCore", "KVStorage", "KVStorageDatabase", "CHiredis"],
+        "CSQLite": [],
+        "CPostgres": [],
+        "CMariaDB": [],
+        "CHiredis": [],
         "StorageCrashWriter": ["KVCore", "KVStorage", "KVStorageRocksDB", "Foundation", "Glibc"],
         "StorageBenchmark": [
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "Foundation", "Glibc",
@@ -45,7 +55,9 @@ struct ImportRuleTests {
         "KVClient": ["KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc", "NIOSSL"],
         // The executable: the only place that reads flags, files and the environment.
         "kv": [
-            "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode", "KVServer", "KVClient",
+            "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVStorageDatabase",
+            "KVStorageSQLite",
+            "KVStoragePostgres", "KVStorageMariaDB", "KVStorageRedis", "KVNode", "KVServer", "KVClient",
             "KVCluster", "KVWire", "KVAccess", "CMalloc", "ArgumentParser", "Yams", "Logging",
             "ServiceLifecycle",
             "NIOCore",

@@ -1,9 +1,9 @@
 import Foundation
 import KVCore
 import KVStorage
-import KVStorageMemory
 import KVStorageDatabase
 import KVStorageMariaDB
+import KVStorageMemory
 import KVStoragePostgres
 import KVStorageRedis
 import KVStorageRocksDB

@@ -25,7 +25,29 @@ public enum DatabaseServers {
 
     /// The data directory of the test run's server (to restart it, or to read its files).
     public static func directory(_ kind: Kind) -> String? {
-        ProcessInfo.processInfo.environment["KV_TEST_DATABASE_DIR"].map { $0 + "/" + kind.rawValue.lowercased() }
+        ProcessInfo.processInfo.environment["KV_TEST_DATABASE_DIR"].map {
+            $0 + "/" + kind.rawValue.lowercased()
+        }
+    }
+
+    /// Kills the test run's server of `kind` with SIGKILL and starts it again on the same
+    /// port and data (`restart_database_server` of the servers script); returns once it
+    /// answers.
+    public static func restart(_ kind: Kind, filePath: String = #filePath) throws {
+        let root = URL(fileURLWithPath: filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        // The project's own spawner, not Foundation's Process: the restarted server
+        // outlives the shell, and only the shell's own exit is waited for.
+        let child = try ChildProcess(
+            executable: "/usr/bin/timeout",
+            arguments: [
+                "120", "/bin/bash", "-c",
+                "source '\(root)/scripts/lib/database-servers.sh' && restart_database_server \(kind.rawValue.lowercased()) >/dev/null",
+            ])
+        let status = child.wait()
+        guard status.exitedNormally, status.code == 0 else {
+            throw MissingServer(description: "restarting \(kind) failed: \(status)")
+        }
     }
 
     struct MissingServer: Error, CustomStringConvertible {

@@ -53,12 +53,20 @@ start_postgres() {
     mkdir -p "$dir"
     [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
     as_service_user postgres "$bin/initdb" -D "$dir/data" -U kv --auth=trust -E UTF8 >"$dir/initdb.log"
-    as_service_user postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c max_connections=300" \
-        start >/dev/null
+    # In the configuration file, so a restart (restart_database_server) keeps them.
+    cat >>"$dir/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+fsync = on
+synchronous_commit = on
+max_connections = 300
+CONF
+    as_service_user postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
     as_service_user postgres "$bin/createdb" -h 127.0.0.1 -p "$port" -U kv kv
     export KV_TEST_POSTGRES_URL="postgres://kv@127.0.0.1:$port/kv"
     export KV_TEST_POSTGRES_BIN=$bin
+    echo "$port" >"$dir/port"
 }
 
 start_mariadb() {
@@ -68,24 +76,74 @@ start_mariadb() {
     [ "$(id -u)" -eq 0 ] && chown mysql: "$dir"
     as_service_user mysql mariadb-install-db --no-defaults --datadir="$dir/data" --auth-root-authentication-method=normal \
         --skip-test-db >"$dir/install.log" 2>&1
-    as_service_user mysql mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/socket" --port="$port" \
-        --bind-address=127.0.0.1 --pid-file="$dir/mariadb.pid" --innodb-flush-log-at-trx-commit=1 \
-        --max-connections=300 --max-allowed-packet=64M --log-error="$dir/server.log" >/dev/null 2>&1 &
+    echo "$port" >"$dir/port"
+    run_mariadb "$dir"
     wait_for MariaDB mariadb --no-defaults -h 127.0.0.1 -P "$port" -u root -e "select 1"
     mariadb --no-defaults -h 127.0.0.1 -P "$port" -u root -e \
         "create database kv; create user kv@'%'; grant all on kv.* to kv@'%';"
     export KV_TEST_MARIADB_URL="mariadb://kv@127.0.0.1:$port/kv"
 }
 
+run_mariadb() {
+    local dir=$1
+    local as_mysql=()
+    [ "$(id -u)" -eq 0 ] && as_mysql=(runuser -u mysql --)
+    # setsid -f: the server is nobody's child, so no shell ever waits for it.
+    setsid -f "${as_mysql[@]}" mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/socket" --port="$(cat "$dir/port")" \
+        --bind-address=127.0.0.1 --pid-file="$dir/mariadb.pid" --innodb-flush-log-at-trx-commit=1 \
+        --max-connections=300 --max-allowed-packet=64M --log-error="$dir/server.log" </dev/null >/dev/null 2>&1
+}
+
+run_redis() {
+    local dir=$1
+    redis-server --port "$(cat "$dir/port")" --bind 127.0.0.1 --dir "$dir" --appendonly yes --appendfsync always \
+        --save "" --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/server.log" >/dev/null
+}
+
+# Stops one server abruptly (SIGKILL) and starts it again on the same port and data,
+# for tests of what the store does while its database is away: restart_database_server
+# postgres|mariadb|redis. Needs the KV_TEST_* variables of start_database_servers.
+restart_database_server() {
+    local dir=$KV_TEST_DATABASE_DIR/$1 port pid
+    case $1 in
+    postgres)
+        pid=$(head -1 "$dir/data/postmaster.pid")
+        kill -9 "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        # The postmaster's children notice it is gone and exit; wait for the shared memory.
+        sleep 1
+        as_service_user postgres "$KV_TEST_POSTGRES_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+        ;;
+    mariadb)
+        pid=$(cat "$dir/mariadb.pid")
+        kill -9 "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        run_mariadb "$dir"
+        wait_for MariaDB mariadb --no-defaults -h 127.0.0.1 -P "$(cat "$dir/port")" -u root -e "select 1"
+        ;;
+    redis)
+        pid=$(cat "$dir/redis.pid")
+        kill -9 "$pid"
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        rm -f "$dir/redis.pid"
+        run_redis "$dir"
+        wait_for Redis redis-cli -p "$(cat "$dir/port")" ping
+        ;;
+    *)
+        echo "restart_database_server: unknown server $1" >&2
+        return 2
+        ;;
+    esac
+}
+
 start_redis() {
     local dir=$KV_TEST_DATABASE_DIR/redis port
     port=$(free_port)
     mkdir -p "$dir"
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes --appendfsync always \
-        --save "" --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/server.log" >/dev/null
+    echo "$port" >"$dir/port"
+    run_redis "$dir"
     wait_for Redis redis-cli -p "$port" ping
     export KV_TEST_REDIS_URL="redis://127.0.0.1:$port"
-    export KV_TEST_REDIS_DIR=$dir
 }
 
 start_database_servers() {
