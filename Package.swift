@@ -218,7 +218,11 @@ let package = Package(
         // Release-build storage benchmark (scripts/bench-storage.sh); never a test.
         .executableTarget(
             name: "StorageBenchmark",
-            dependencies: ["KVStorageMemory", "KVStorageRocksDB"],
+            dependencies: [
+                "KVStorageMemory", "KVStorageRocksDB", "KVStorageDatabase", "KVStorageSQLite",
+                "KVStoragePostgres",
+                "KVStorageMariaDB", "KVStorageRedis",
+            ],
             swiftSettings: strict
         ),
         .testTarget(
@@ -293,7 +297,9 @@ let package = Package(
             name: "KVServerTests",
             dependencies: [
                 "KVTestSupport", "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVNode",
-                "KVServer", "KVReplica",
+                "KVServer", "KVReplica", "KVStorageDatabase", "KVStorageSQLite", "KVStoragePostgres",
+                "KVStorageMariaDB",
+                "KVStorageRedis",
                 "KVClient", "KVCluster", "KVWire", "KVAccess", "kv",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,7 +1,11 @@
 // StorageBenchmark: throughput of the storage engines, printed as a markdown table.
 //
-//   StorageBenchmark [--keys N] [--engine memory|rocksdb|all] [--compression none|lz4|zstd|snappy]
+//   StorageBenchmark [--keys N] [--engine memory|rocksdb|sqlite|postgres|mariadb|redis|all]
+//                    [--url URL] [--compression none|lz4|zstd|snappy]
 //                    [--bloom-bits N] [--block-cache-mb N] [--threads N]
+//
+// postgres, mariadb and redis need --url (the database server, as for kv server
+// --storage-url); each run uses a table (key prefix) of its own there.
 //
 // Run it in release mode (scripts/bench-storage.sh does). Keys are 16 bytes, values 100.
 // Workloads, in order, on a fresh store per engine:
@@ -20,14 +24,20 @@
 
 import Foundation
 import KVStorage
+import KVStorageDatabase
+import KVStorageMariaDB
 import KVStorageMemory
+import KVStoragePostgres
+import KVStorageRedis
 import KVStorageRocksDB
+import KVStorageSQLite
 
 struct Options {
     var keys = 100_000
     var engines = ["memory", "rocksdb"]
     var threads = 8
     var settings = RocksDBSettings()
+    var url = ""
 }
 
 func usage(_ problem: String) -> Never {
@@ -58,12 +68,15 @@ func parseOptions() -> Options {
     while let flag = arguments.popFirst() {
         switch flag {
         case "--keys": options.keys = integer(flag)
+        case "--url": options.url = value(flag)
         case "--threads": options.threads = integer(flag)
         case "--engine":
             switch value(flag) {
             case "all": options.engines = ["memory", "rocksdb"]
             case "memory": options.engines = ["memory"]
-            case "rocksdb": options.engines = ["rocksdb"]
+            case let other
+            where ["memory", "rocksdb", "sqlite", "postgres", "mariadb", "redis"].contains(other):
+                options.engines = [other]
             case let other: usage("unknown engine \(other)")
             }
         case "--compression":
@@ -214,6 +227,22 @@ func benchmark(engineName: String, options: Options, dataDirectory: String) -> (
     switch engineName {
     case "memory":
         engine = MemoryStorageEngine()
+    case "sqlite", "postgres", "mariadb", "redis":
+        engine = check("open") { () throws(StorageError) -> any StorageEngine in
+            let table = "bench\(UInt32.random(in: 0...UInt32.max))"
+            switch engineName {
+            case "sqlite": return try SQLiteStorageEngine.open(SQLiteSettings(path: databasePath + ".sqlite"))
+            case "postgres":
+                return try PostgresStorageEngine.open(
+                    PostgresSettings(url: try DatabaseURL(options.url), table: table))
+            case "mariadb":
+                return try MariaDBStorageEngine.open(
+                    MariaDBSettings(url: try DatabaseURL(options.url), table: table))
+            default:
+                return try RedisStorageEngine.open(
+                    RedisSettings(url: try DatabaseURL(options.url), prefix: table))
+            }
+        }
     default:
         let opened = check("open") { () throws(StorageError) in
             try RocksDBStorageEngine(path: databasePath, settings: options.settings)

@@ -36,6 +36,7 @@ struct ImportRuleTests {
         "StorageCrashWriter": ["KVCore", "KVStorage", "KVStorageRocksDB", "Foundation", "Glibc"],
         "StorageBenchmark": [
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "Foundation", "Glibc",
+            "KVStorageDatabase", "KVStorageSQLite", "KVStoragePostgres", "KVStorageMariaDB", "KVStorageRedis",
         ],
         // A system-library target: a module map and a header, no Swift.
         "CRocksDB": [],

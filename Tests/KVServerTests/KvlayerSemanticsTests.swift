@@ -27,7 +27,7 @@ struct KvlayerSemanticsTests {
         }
     }
 
-    @Test(arguments: ServiceKind.allCases)
+    @Test(arguments: ServiceKind.allCases + ServiceKind.onDatabases)
     func multiGetReturnsEveryKeyInOrder(kind: ServiceKind) async throws {
         try await withService(kind) { service in
             let t = table("kvl", "t")
@@ -59,7 +59,7 @@ struct KvlayerSemanticsTests {
         }
     }
 
-    @Test(arguments: ServiceKind.allCases)
+    @Test(arguments: ServiceKind.allCases + ServiceKind.onDatabases)
     func scansAreOrderedInclusiveAndPrefixAware(kind: ServiceKind) async throws {
         try await withService(kind) { service in
             let t = table("kvl", "scan")
@@ -105,7 +105,7 @@ struct KvlayerSemanticsTests {
         }
     }
 
-    @Test(arguments: ServiceKind.allCases)
+    @Test(arguments: ServiceKind.allCases + ServiceKind.onDatabases)
     func binaryKeysAndValuesAreSafe(kind: ServiceKind) async throws {
         try await withService(kind) { service in
             let t = table("kvl", "binary")
@@ -142,7 +142,7 @@ struct KvlayerSemanticsTests {
 
     /// kvlayer's paging case: 9,042 rows; a full scan, a scan from row 3,000, and rows
     /// 3,000 to 8,437, each following continuation tokens transparently.
-    @Test(arguments: ServiceKind.allCases)
+    @Test(arguments: ServiceKind.allCases + ServiceKind.onDatabases)
     func largeScansPageTransparently(kind: ServiceKind) async throws {
         try await withService(kind) { service in
             let t = table("kvl", "large")
@@ -191,7 +191,7 @@ struct KvlayerSemanticsTests {
     }
 
     /// kvlayer's counters: a missing counter counts as 0, and a counter at 0 still exists.
-    @Test(arguments: ServiceKind.allCases)
+    @Test(arguments: ServiceKind.allCases + ServiceKind.onDatabases)
     func counters(kind: ServiceKind) async throws {
         try await withService(kind) { service in
             let t = table("kvl", "counters")

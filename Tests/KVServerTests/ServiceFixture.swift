@@ -1,9 +1,15 @@
+import Foundation
 import KVClient
 import KVCore
 import KVNode
 import KVServer
 import KVStorage
+import KVStorageDatabase
+import KVStorageMariaDB
 import KVStorageMemory
+import KVStoragePostgres
+import KVStorageRedis
+import KVStorageSQLite
 import KVTestSupport
 import KVWire
 import Logging
@@ -21,8 +27,39 @@ enum ServiceKind: String, CaseIterable, Sendable, CustomStringConvertible {
     /// A cluster of three ``ClusterNode``s in this process, talking over real sockets on
     /// 127.0.0.1 (N=3, R=W=2), called through its first node.
     case cluster
+    /// The three-node cluster with every node on SQLite, PostgreSQL, MariaDB or Redis
+    /// (each node its own table on the test run's server).
+    case clusterOnSQLite, clusterOnPostgres, clusterOnMariaDB, clusterOnRedis
+
+    /// The kinds every service test runs against.
+    static let allCases: [ServiceKind] = [.inProcess, .http, .cluster]
+    /// The clusters on database engines, for kvlayer's semantic cases.
+    static let onDatabases: [ServiceKind] = [
+        .clusterOnSQLite, .clusterOnPostgres, .clusterOnMariaDB, .clusterOnRedis,
+    ]
 
     var description: String { rawValue }
+
+    /// A fresh engine for one node of this kind, or `nil` for the memory engine.
+    func makeEngine() throws -> (any StorageEngine)? {
+        let table = "svc" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(16).lowercased()
+        switch self {
+        case .inProcess, .http, .cluster: return nil
+        case .clusterOnSQLite:
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("kv-\(table)/kv.sqlite")
+                .path
+            return try SQLiteStorageEngine.open(SQLiteSettings(path: path))
+        case .clusterOnPostgres:
+            return try PostgresStorageEngine.open(
+                PostgresSettings(url: try DatabaseURL(DatabaseServers.url(.postgres)), table: table))
+        case .clusterOnMariaDB:
+            return try MariaDBStorageEngine.open(
+                MariaDBSettings(url: try DatabaseURL(DatabaseServers.url(.mariadb)), table: table))
+        case .clusterOnRedis:
+            return try RedisStorageEngine.open(
+                RedisSettings(url: try DatabaseURL(DatabaseServers.url(.redis)), prefix: table))
+        }
+    }
 }
 
 /// A fresh service of one kind on in-memory engines.
@@ -37,9 +74,10 @@ final class ServiceFixture: Sendable {
         var logger = Logger(label: "test")
         logger.logLevel = .error
         cluster = try await Self.startCluster(
-            of: kind == .cluster ? 3 : 1, settings: settings, logger: logger)
+            of: [.inProcess, .http].contains(kind) ? 1 : 3, settings: settings, logger: logger,
+            engines: { try kind.makeEngine() })
         switch kind {
-        case .inProcess, .cluster:
+        case .inProcess, .cluster, .clusterOnSQLite, .clusterOnPostgres, .clusterOnMariaDB, .clusterOnRedis:
             server = nil
             client = nil
         case .http:
@@ -56,12 +94,14 @@ final class ServiceFixture: Sendable {
     /// A cluster of `count` nodes over in-memory engines (or, for one node, `engine`) that
     /// introduce themselves to each other, returned once every one serves.
     static func startCluster(
-        of count: Int, engine: (any StorageEngine)? = nil, settings: NodeSettings, logger: Logger
+        of count: Int, engine: (any StorageEngine)? = nil, settings: NodeSettings, logger: Logger,
+        engines: () throws -> (any StorageEngine)? = { nil }
     ) async throws -> [ClusterNode] {
         var nodes: [ClusterNode] = []
         for index in 0..<count {
             let storage = try NodeStorage(
-                engine: (count == 1 ? engine : nil) ?? MemoryStorageEngine(), engineName: "memory",
+                engine: (count == 1 ? engine : nil) ?? engines() ?? MemoryStorageEngine(),
+                engineName: "memory",
                 settings: settings, logger: logger)
             let node = try ClusterNode(
                 local: storage,
