@@ -122,8 +122,8 @@ extension MariaDBConnection {
     }
 
     func writeOnce(_ batch: WriteBatch) throws(StorageError) {
-        try execute("START TRANSACTION", what: "starting a transaction")
-        var pending: [UInt8] = []
+        // The transaction starts in the same packet as the first statements.
+        var pending: [UInt8] = Array("START TRANSACTION".utf8)
         func flush() throws(StorageError) {
             guard !pending.isEmpty else { return }
             try execute(pending, what: "writing a batch")

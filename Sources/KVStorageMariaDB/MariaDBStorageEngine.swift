@@ -226,9 +226,11 @@ public final class MariaDBConnection: DatabaseConnection {
             do {
                 return try writeOnce(batch)
             } catch {
+                // Read the failure's number before the rollback replaces it.
+                let number = lastErrorNumber
                 _ = try? execute("ROLLBACK", what: "rolling back")
                 attempt += 1
-                guard [1213, 1205].contains(lastErrorNumber), attempt < 8 else { throw error }
+                guard [1213, 1205].contains(number), attempt < 8 else { throw error }
             }
         }
     }

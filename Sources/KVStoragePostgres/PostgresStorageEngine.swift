@@ -140,6 +140,9 @@ public final class PostgresConnection: DatabaseConnection {
     }
 
     func createTable() throws(StorageError) {
+        // libpq prints notices to standard error; "already exists, skipping" at every
+        // start is not worth a line in the node's output.
+        try execute("SET client_min_messages TO warning", what: "quieting notices")
         try execute(
             "CREATE TABLE IF NOT EXISTS \(settings.table) (ks smallint NOT NULL, k bytea NOT NULL, v bytea NOT NULL, PRIMARY KEY (ks, k))",
             what: "creating table \(settings.table)")

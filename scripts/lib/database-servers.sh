@@ -164,13 +164,18 @@ stop_database_servers() {
     if [ -d "$dir/postgres/data" ]; then
         as_service_user postgres "$KV_TEST_POSTGRES_BIN/pg_ctl" -D "$dir/postgres/data" -m fast stop >/dev/null 2>&1 || true
     fi
-    local pidfile
+    local pidfile pid attempt
     for pidfile in "$dir/mariadb/mariadb.pid" "$dir/redis/redis.pid"; do
         if [ -f "$pidfile" ]; then
-            kill "$(cat "$pidfile")" 2>/dev/null || true
+            pid=$(cat "$pidfile")
+            kill "$pid" 2>/dev/null || true
+            # Wait for it to go, so its files are not removed under it.
+            for attempt in $(seq 1 100); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
         fi
     done
-    sleep 1
     rm -rf "$dir"
     unset KV_TEST_DATABASE_DIR
 }
