@@ -42,7 +42,8 @@ struct DatabaseEngineClusterTests {
         result.siblings.map { String(decoding: $0.value?.bytes ?? [], as: UTF8.self) }.sorted()
     }
 
-    static func cluster(_ engines: [Engine], extra: [String] = [], run: String = UUID().uuidString) async throws
+    static func cluster(_ engines: [Engine], extra: [String] = [], run: String = UUID().uuidString)
+        async throws
         -> LocalCluster
     {
         let run = run.prefix(8).lowercased()
@@ -191,7 +192,8 @@ struct DatabaseEngineClusterTests {
         let client = try await HTTPKeyValueService(url: cluster.url(0))
         _ = try await client.createTable(TableDescriptor(name: Self.items, schema: try KeySchema([.string])))
         for index in 0..<30 {
-            _ = try await client.put(Self.key("a\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
+            _ = try await client.put(
+                Self.key("a\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
         }
         // Node 2 goes down and its data rows and anti-entropy entries vanish from its
         // table behind its back (an operator's mistake, a restored old dump). Nothing is
@@ -214,8 +216,11 @@ struct DatabaseEngineClusterTests {
         var seen = 0
         var first: Int?
         while ContinuousClock.now < deadline {
-            seen = (try? await restarted.scan(ScanRequest(table: Self.items, limit: 1000, r: 1)).rows.count) ?? 0
-            if first == nil { print("postgres anti-entropy: node 2 held \(seen) of 30 rows after its restart") }
+            seen =
+                (try? await restarted.scan(ScanRequest(table: Self.items, limit: 1000, r: 1)).rows.count) ?? 0
+            if first == nil {
+                print("postgres anti-entropy: node 2 held \(seen) of 30 rows after its restart")
+            }
             first = first ?? seen
             if seen == 30 { break }
             try await Task.sleep(for: .milliseconds(250))

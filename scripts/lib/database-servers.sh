@@ -174,6 +174,9 @@ stop_database_servers() {
                 kill -0 "$pid" 2>/dev/null || break
                 sleep 0.1
             done
+            # A server that will not stop (Redis refuses when it cannot persist) is
+            # killed: its data is thrown away next anyway.
+            kill -9 "$pid" 2>/dev/null || true
         fi
     done
     rm -rf "$dir"
