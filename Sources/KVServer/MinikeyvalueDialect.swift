@@ -157,6 +157,18 @@ extension Router {
     /// The most keys a listing without a limit returns before it answers 413.
     static let maximumListedKeys = 1_000_000
 
+    /// How many replicas a listing reads per partition: the table's r, as a get does, so
+    /// every key acknowledged at the table's w is listed at once (one replica per
+    /// partition may not yet hold it). Capped at the members that hold replicas, as a
+    /// cluster smaller than the table's n serves fewer; `nil` (one replica) when unknown.
+    private func listingReadQuorum(of table: TableName) async -> Int? {
+        guard let descriptor = try? await service.table(table),
+            let status = try? await service.clusterStatus()
+        else { return nil }
+        let holders = status.members.filter { $0.replicas > 0 }.count
+        return max(1, min(descriptor.defaults.r, holders))
+    }
+
     private func list(_ request: HTTPRequest, table: TableName, prefix: [UInt8]) async throws(KVError)
         -> HTTPResponse
     {
@@ -179,13 +191,14 @@ extension Router {
         var keys: [[UInt8]] = []
         var next: [UInt8] = []
         var continuation: String?
+        let readQuorum = await listingReadQuorum(of: name)
         scanning: while true {
             let page: ScanPage
             do {
                 page = try await service.scan(
                     ScanRequest(
                         table: name, range: KeyRange(start: [.bytes(start)]), limit: 1000, keysOnly: true,
-                        continuation: continuation))
+                        continuation: continuation, r: readQuorum))
             } catch  where error.code == .tableNotFound {
                 break
             }
