@@ -3,26 +3,6 @@ import KVCore
 import KVStorage
 import KVStorageDatabase
 
-/// How a MariaDB (or MySQL) engine reaches its server and where it keeps its rows.
-public struct MariaDBSettings: Sendable, Hashable {
-    /// The server, as `mariadb://user:password@host:port/database` (`mysql://` also).
-    public var url: DatabaseURL
-    /// The table holding this node's rows, so several nodes may share one database.
-    public var table: String
-    /// The most connections this node opens (writers, readers and open snapshots).
-    public var poolSize: Int
-    /// Entries a cursor reads per query.
-    public var pageSize: Int
-
-    /// Creates settings; `table` and `pool` given as URL parameters override the defaults.
-    public init(url: DatabaseURL, table: String? = nil, poolSize: Int? = nil, pageSize: Int = 256) {
-        self.url = url
-        self.table = table ?? url.parameter("table") ?? "kv"
-        self.poolSize = poolSize ?? url.parameter("pool").flatMap { Int($0) } ?? 16
-        self.pageSize = pageSize
-    }
-}
-
 /// The MariaDB/MySQL engine, through Debian's MariaDB Connector/C.
 ///
 /// InnoDB keys are limited to 3,072 bytes, and the store's keys may be longer, so a key
@@ -40,13 +20,10 @@ public struct MariaDBSettings: Sendable, Hashable {
 /// snapshot on its own connection.
 public enum MariaDBStorageEngine {
     /// Connects, checks the server's durability setting and creates the table.
-    public static func open(_ settings: MariaDBSettings) throws(StorageError)
+    public static func open(_ settings: DatabaseServerSettings) throws(StorageError)
         -> DatabaseStorageEngine<MariaDBConnection>
     {
-        guard isPlainDatabaseName(settings.table) else {
-            throw StorageError(
-                .invalidArgument, "mariadb: table name '\(settings.table)' must be letters, digits and _")
-        }
+        try settings.check(engine: "mariadb", schemes: ["mariadb", "mysql"])
         return try DatabaseStorageEngine.open(
             databaseName: "mariadb \(settings.url)", poolSize: settings.poolSize, pageSize: settings.pageSize,
             connect: { () throws(StorageError) in try MariaDBConnection(settings: settings) },
@@ -65,10 +42,10 @@ public final class MariaDBConnection: DatabaseConnection {
     public static let headBytes = 3000
 
     private var handle: UnsafeMutablePointer<MYSQL>?
-    let settings: MariaDBSettings
+    let settings: DatabaseServerSettings
     private var maximumPacket = 16 << 20
 
-    init(settings: MariaDBSettings) throws(StorageError) {
+    init(settings: DatabaseServerSettings) throws(StorageError) {
         self.settings = settings
         handle = mysql_init(nil)
         guard let handle else { throw StorageError(.openFailed, "mariadb: out of memory") }

@@ -3,26 +3,7 @@ import KVCore
 import KVStorage
 import KVStorageDatabase
 
-/// How a PostgreSQL engine reaches its server and where it keeps its rows.
-public struct PostgresSettings: Sendable, Hashable {
-    /// The server, as `postgres://user:password@host:port/database`; libpq's own URI
-    /// parameters (`sslmode`, `connect_timeout`…) pass through.
-    public var url: DatabaseURL
-    /// The table holding this node's rows, so several nodes may share one database.
-    public var table: String
-    /// The most connections this node opens (writers, readers and open snapshots).
-    public var poolSize: Int
-    /// Entries a cursor reads per query.
-    public var pageSize: Int
-
-    /// Creates settings; `table` and `pool` given as URL parameters override the defaults.
-    public init(url: DatabaseURL, table: String? = nil, poolSize: Int? = nil, pageSize: Int = 256) {
-        self.url = url
-        self.table = table ?? url.parameter("table") ?? "kv"
-        self.poolSize = poolSize ?? url.parameter("pool").flatMap { Int($0) } ?? 16
-        self.pageSize = pageSize
-    }
-
+extension DatabaseServerSettings {
     /// The connection string libpq receives: the URL without the store's parameters.
     var connectionString: String {
         var text = "postgresql://"
@@ -69,13 +50,10 @@ extension String {
 /// read-only transaction held on its own connection.
 public enum PostgresStorageEngine {
     /// Connects, checks the server's durability settings and creates the table.
-    public static func open(_ settings: PostgresSettings) throws(StorageError)
+    public static func open(_ settings: DatabaseServerSettings) throws(StorageError)
         -> DatabaseStorageEngine<PostgresConnection>
     {
-        guard isPlainDatabaseName(settings.table) else {
-            throw StorageError(
-                .invalidArgument, "postgres: table name '\(settings.table)' must be letters, digits and _")
-        }
+        try settings.check(engine: "postgres", schemes: ["postgres", "postgresql"])
         return try DatabaseStorageEngine.open(
             databaseName: "postgres \(settings.url)", poolSize: settings.poolSize,
             pageSize: settings.pageSize,
@@ -90,10 +68,10 @@ public enum PostgresStorageEngine {
 /// One libpq connection with the engine's statements prepared.
 public final class PostgresConnection: DatabaseConnection {
     private var connection: OpaquePointer?
-    private let settings: PostgresSettings
+    private let settings: DatabaseServerSettings
     private var prepared: Set<String> = []
 
-    init(settings: PostgresSettings) throws(StorageError) {
+    init(settings: DatabaseServerSettings) throws(StorageError) {
         self.settings = settings
         connection = PQconnectdb(settings.connectionString)
         guard let connection, PQstatus(connection) == CONNECTION_OK else {

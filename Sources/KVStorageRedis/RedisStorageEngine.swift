@@ -3,27 +3,6 @@ import KVCore
 import KVStorage
 import KVStorageDatabase
 
-/// How a Redis engine reaches its server and where it keeps its keys.
-public struct RedisSettings: Sendable, Hashable {
-    /// The server, as `redis://[user:password@]host:port[/database-number]`.
-    public var url: DatabaseURL
-    /// The prefix of every Redis key this node uses, so several nodes may share a server.
-    public var prefix: String
-    /// The most connections this node opens.
-    public var poolSize: Int
-    /// Entries a cursor reads per round trip.
-    public var pageSize: Int
-
-    /// Creates settings; `table` (the prefix) and `pool` given as URL parameters override
-    /// the defaults.
-    public init(url: DatabaseURL, prefix: String? = nil, poolSize: Int? = nil, pageSize: Int = 256) {
-        self.url = url
-        self.prefix = prefix ?? url.parameter("table") ?? "kv"
-        self.poolSize = poolSize ?? url.parameter("pool").flatMap { Int($0) } ?? 16
-        self.pageSize = pageSize
-    }
-}
-
 /// The Redis engine, through Debian's hiredis.
 ///
 /// Redis has no ordered key space of its own, so each keyspace is two Redis keys: a
@@ -43,13 +22,10 @@ public struct RedisSettings: Sendable, Hashable {
 /// copies left by a crashed node are removed when the engine opens again.
 public enum RedisStorageEngine {
     /// Connects, checks the server's persistence settings and drops stale snapshots.
-    public static func open(_ settings: RedisSettings) throws(StorageError)
+    public static func open(_ settings: DatabaseServerSettings) throws(StorageError)
         -> DatabaseStorageEngine<RedisConnection>
     {
-        guard isPlainDatabaseName(settings.prefix) else {
-            throw StorageError(
-                .invalidArgument, "redis: prefix '\(settings.prefix)' must be letters, digits and _")
-        }
+        try settings.check(engine: "redis", schemes: ["redis"])
         return try DatabaseStorageEngine.open(
             databaseName: "redis \(settings.url)", poolSize: settings.poolSize, pageSize: settings.pageSize,
             connect: { () throws(StorageError) in try RedisConnection(settings: settings) },
@@ -82,14 +58,14 @@ enum RedisReply {
 /// One hiredis connection.
 public final class RedisConnection: DatabaseConnection {
     private var context: UnsafeMutablePointer<redisContext>?
-    let settings: RedisSettings
+    let settings: DatabaseServerSettings
     /// Where reads go: the live keys, or a snapshot's copy.
     private var readPrefix: String
     private var snapshotPrefix: String?
 
-    init(settings: RedisSettings) throws(StorageError) {
+    init(settings: DatabaseServerSettings) throws(StorageError) {
         self.settings = settings
-        readPrefix = settings.prefix
+        readPrefix = settings.table
         let url = settings.url
         context = redisConnectWithTimeout(
             url.host.isEmpty ? "127.0.0.1" : url.host, Int32(url.port ?? 6379),
@@ -187,7 +163,7 @@ public final class RedisConnection: DatabaseConnection {
         var cursor = "0"
         repeat {
             let reply = try command(
-                ["SCAN", cursor, "MATCH", "\(settings.prefix):snap:*", "COUNT", "1000"],
+                ["SCAN", cursor, "MATCH", "\(settings.table):snap:*", "COUNT", "1000"],
                 what: "listing old snapshots")
             let parts = reply.elements
             cursor = parts.first?.bytes.map { String(decoding: $0, as: UTF8.self) } ?? "0"
@@ -228,7 +204,7 @@ public final class RedisConnection: DatabaseConnection {
 
     public func write(_ batch: WriteBatch, durability: Durability) throws(StorageError) {
         var arguments: [[UInt8]] = [
-            Array(RedisScripts.write.utf8), Array("0".utf8), Array(settings.prefix.utf8),
+            Array(RedisScripts.write.utf8), Array("0".utf8), Array(settings.table.utf8),
         ]
         for operation in batch.operations {
             switch operation {
@@ -249,15 +225,15 @@ public final class RedisConnection: DatabaseConnection {
 
     public func beginSnapshot(_ scope: SnapshotScope) throws(StorageError) {
         var random = SystemRandomNumberGenerator()
-        let prefix = "\(settings.prefix):snap:\(String(random.next() as UInt64, radix: 36))"
+        let prefix = "\(settings.table):snap:\(String(random.next() as UInt64, radix: 36))"
         snapshotPrefix = prefix
         switch scope {
         case .everything:
             var arguments: [[UInt8]] = [Array(RedisScripts.copyAll.utf8), Array("0".utf8)]
             for keyspace in Keyspace.allCases {
                 arguments += [
-                    sortedSet(settings.prefix, keyspace), sortedSet(prefix, keyspace),
-                    hash(settings.prefix, keyspace),
+                    sortedSet(settings.table, keyspace), sortedSet(prefix, keyspace),
+                    hash(settings.table, keyspace),
                     hash(prefix, keyspace),
                 ]
             }
@@ -265,8 +241,8 @@ public final class RedisConnection: DatabaseConnection {
         case .range(let keyspace, let range):
             try command(
                 [
-                    Array(RedisScripts.copyRange.utf8), Array("0".utf8), sortedSet(settings.prefix, keyspace),
-                    hash(settings.prefix, keyspace), range.lexLowerBound, range.lexUpperBound,
+                    Array(RedisScripts.copyRange.utf8), Array("0".utf8), sortedSet(settings.table, keyspace),
+                    hash(settings.table, keyspace), range.lexLowerBound, range.lexUpperBound,
                     sortedSet(prefix, keyspace), hash(prefix, keyspace),
                 ].withEval, what: "taking a snapshot of a range")
         }
@@ -276,7 +252,7 @@ public final class RedisConnection: DatabaseConnection {
     public func endSnapshot() throws(StorageError) {
         guard let prefix = snapshotPrefix else { return }
         snapshotPrefix = nil
-        readPrefix = settings.prefix
+        readPrefix = settings.table
         var arguments = [Array("UNLINK".utf8)]
         for keyspace in Keyspace.allCases {
             arguments += [sortedSet(prefix, keyspace), hash(prefix, keyspace)]

@@ -125,6 +125,21 @@ public final class SQLiteConnection: DatabaseConnection {
         return Array(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 
+    /// The prepared statement `head` + "the keys of `range` in `keyspace`" + `tail`, with
+    /// the keyspace bound to ?1 and the range's bounds to ?2 and ?3 (?4 is free).
+    private func rangeStatement(
+        _ head: String, _ range: EncodedKeyRange, _ keyspace: Keyspace, then tail: String = ""
+    )
+        throws(StorageError) -> OpaquePointer
+    {
+        let upper = range.upperBound == nil ? "" : " AND k < ?3"
+        let statement = try statement("\(head) ks = ?1 AND k >= ?2\(upper) \(tail)")
+        sqlite3_bind_int(statement, 1, Int32(keyspace.storedNumber))
+        bind(statement, 2, range.lowerBound)
+        if let upperBound = range.upperBound { bind(statement, 3, upperBound) }
+        return statement
+    }
+
     /// Steps a statement that returns no rows.
     private func run(_ statement: OpaquePointer, _ what: String) throws(StorageError) {
         let status = sqlite3_step(statement)
@@ -148,13 +163,8 @@ public final class SQLiteConnection: DatabaseConnection {
         throws(StorageError) -> RangePage
     {
         let order = direction == .forward ? "ASC" : "DESC"
-        let upper = range.upperBound == nil ? "" : " AND k < ?3"
-        let statement = try statement(
-            "SELECT k, v FROM \(settings.table) WHERE ks = ?1 AND k >= ?2\(upper) ORDER BY k \(order) LIMIT ?4"
-        )
-        sqlite3_bind_int(statement, 1, Int32(keyspace.storedNumber))
-        bind(statement, 2, range.lowerBound)
-        if let upperBound = range.upperBound { bind(statement, 3, upperBound) }
+        let statement = try rangeStatement(
+            "SELECT k, v FROM \(settings.table) WHERE", range, keyspace, then: "ORDER BY k \(order) LIMIT ?4")
         sqlite3_bind_int64(statement, 4, Int64(limit))
         defer { sqlite3_reset(statement) }
         var entries: [StorageEntry] = []
@@ -194,12 +204,7 @@ public final class SQLiteConnection: DatabaseConnection {
                     bind(statement, 2, key)
                     try run(statement, "delete")
                 case .deleteRange(let keyspace, let range):
-                    let upper = range.upperBound == nil ? "" : " AND k < ?3"
-                    let statement = try statement(
-                        "DELETE FROM \(settings.table) WHERE ks = ?1 AND k >= ?2\(upper)")
-                    sqlite3_bind_int(statement, 1, Int32(keyspace.storedNumber))
-                    bind(statement, 2, range.lowerBound)
-                    if let upperBound = range.upperBound { bind(statement, 3, upperBound) }
+                    let statement = try rangeStatement("DELETE FROM \(settings.table) WHERE", range, keyspace)
                     try run(statement, "range delete")
                 }
             }
@@ -223,13 +228,9 @@ public final class SQLiteConnection: DatabaseConnection {
     public func estimateSize(of range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError)
         -> StorageSizeEstimate
     {
-        let upper = range.upperBound == nil ? "" : " AND k < ?3"
-        let statement = try statement(
-            "SELECT count(*), coalesce(sum(length(k) + length(v)), 0) FROM \(settings.table) WHERE ks = ?1 AND k >= ?2\(upper)"
-        )
-        sqlite3_bind_int(statement, 1, Int32(keyspace.storedNumber))
-        bind(statement, 2, range.lowerBound)
-        if let upperBound = range.upperBound { bind(statement, 3, upperBound) }
+        let statement = try rangeStatement(
+            "SELECT count(*), coalesce(sum(length(k) + length(v)), 0) FROM \(settings.table) WHERE", range,
+            keyspace)
         defer { sqlite3_reset(statement) }
         guard sqlite3_step(statement) == SQLITE_ROW else { throw failure("size estimate") }
         return StorageSizeEstimate(

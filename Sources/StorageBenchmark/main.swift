@@ -234,13 +234,13 @@ func benchmark(engineName: String, options: Options, dataDirectory: String) -> (
             case "sqlite": return try SQLiteStorageEngine.open(SQLiteSettings(path: databasePath + ".sqlite"))
             case "postgres":
                 return try PostgresStorageEngine.open(
-                    PostgresSettings(url: try DatabaseURL(options.url), table: table))
+                    DatabaseServerSettings(url: try DatabaseURL(options.url), table: table))
             case "mariadb":
                 return try MariaDBStorageEngine.open(
-                    MariaDBSettings(url: try DatabaseURL(options.url), table: table))
+                    DatabaseServerSettings(url: try DatabaseURL(options.url), table: table))
             default:
                 return try RedisStorageEngine.open(
-                    RedisSettings(url: try DatabaseURL(options.url), prefix: table))
+                    DatabaseServerSettings(url: try DatabaseURL(options.url), table: table))
             }
         }
     default:

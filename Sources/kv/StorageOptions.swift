@@ -73,20 +73,21 @@ struct StorageOptions: ParsableArguments {
                     try SQLiteStorageEngine.open(settings), "data: \(settings.path) (table \(settings.table))"
                 )
             case "postgres":
-                let settings = PostgresSettings(url: try url("postgres://kv@127.0.0.1:5432/kv"))
+                let settings = DatabaseServerSettings(url: try url("postgres://kv@127.0.0.1:5432/kv"))
                 return (
                     try PostgresStorageEngine.open(settings),
                     "data: \(settings.url) (table \(settings.table))"
                 )
             case "mariadb":
-                let settings = MariaDBSettings(url: try url("mariadb://kv@127.0.0.1:3306/kv"))
+                let settings = DatabaseServerSettings(url: try url("mariadb://kv@127.0.0.1:3306/kv"))
                 return (
                     try MariaDBStorageEngine.open(settings), "data: \(settings.url) (table \(settings.table))"
                 )
             case "redis":
-                let settings = RedisSettings(url: try url("redis://127.0.0.1:6379/0"))
+                let settings = DatabaseServerSettings(url: try url("redis://127.0.0.1:6379/0"))
                 return (
-                    try RedisStorageEngine.open(settings), "data: \(settings.url) (prefix \(settings.prefix))"
+                    try RedisStorageEngine.open(settings),
+                    "data: \(settings.url) (key prefix \(settings.table))"
                 )
             case "memory":
                 return (MemoryStorageEngine(), "nothing is kept")

@@ -51,13 +51,13 @@ enum ServiceKind: String, CaseIterable, Sendable, CustomStringConvertible {
             return try SQLiteStorageEngine.open(SQLiteSettings(path: path))
         case .clusterOnPostgres:
             return try PostgresStorageEngine.open(
-                PostgresSettings(url: try DatabaseURL(DatabaseServers.url(.postgres)), table: table))
+                DatabaseServerSettings(url: try DatabaseURL(DatabaseServers.url(.postgres)), table: table))
         case .clusterOnMariaDB:
             return try MariaDBStorageEngine.open(
-                MariaDBSettings(url: try DatabaseURL(DatabaseServers.url(.mariadb)), table: table))
+                DatabaseServerSettings(url: try DatabaseURL(DatabaseServers.url(.mariadb)), table: table))
         case .clusterOnRedis:
             return try RedisStorageEngine.open(
-                RedisSettings(url: try DatabaseURL(DatabaseServers.url(.redis)), prefix: table))
+                DatabaseServerSettings(url: try DatabaseURL(DatabaseServers.url(.redis)), table: table))
         }
     }
 }

@@ -49,17 +49,17 @@ final class EngineFixture {
                 SQLiteSettings(path: directory + "/kv.sqlite", pageSize: Self.smallPageSize))
         case .postgres:
             try PostgresStorageEngine.open(
-                PostgresSettings(
+                DatabaseServerSettings(
                     url: try DatabaseURL(DatabaseServers.url(.postgres)), table: table,
                     pageSize: Self.smallPageSize))
         case .redis:
             try RedisStorageEngine.open(
-                RedisSettings(
-                    url: try DatabaseURL(DatabaseServers.url(.redis)), prefix: table,
+                DatabaseServerSettings(
+                    url: try DatabaseURL(DatabaseServers.url(.redis)), table: table,
                     pageSize: Self.smallPageSize))
         case .mariadb:
             try MariaDBStorageEngine.open(
-                MariaDBSettings(
+                DatabaseServerSettings(
                     url: try DatabaseURL(DatabaseServers.url(.mariadb)), table: table,
                     pageSize: Self.smallPageSize))
         }
