@@ -180,7 +180,8 @@ public final class HTTPKeyValueService: KeyValueService {
         return TableDescriptor(
             name: try TableName(namespace: wire.namespace, table: wire.table),
             schema: try KeySchema(types, partitionKeyLength: wire.partitionKeyLength),
-            defaults: wire.defaults.defaults)
+            defaults: wire.defaults.defaults,
+            conflictPolicy: ConflictPolicy(rawValue: wire.conflicts ?? "siblings") ?? .siblings)
     }
 
     static func writeHeaders(_ options: WriteOptions) -> HTTPHeaders {
@@ -192,6 +193,12 @@ public final class HTTPKeyValueService: KeyValueService {
         case .ifMatch(let tag): headers.add(name: "if-match", value: "\"\(tag)\"")
         }
         if let requestID = options.requestID { headers.add(name: "x-kv-request-id", value: requestID) }
+        if let expiry = options.expiresAtMilliseconds {
+            // HTTP takes a time to live in whole seconds; round up so the row never
+            // expires earlier than asked.
+            let now = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+            headers.add(name: "x-kv-ttl", value: String(max(1, (expiry - now + 999) / 1000)))
+        }
         addQuorum(options.quorum, to: &headers)
         return headers
     }
@@ -224,7 +231,7 @@ public final class HTTPKeyValueService: KeyValueService {
         let body = WireCreateTable(
             key: descriptor.schema.parts.map(\.rawValue),
             partitionKeyLength: descriptor.schema.partitionKeyLength,
-            defaults: WireDefaults(descriptor.defaults))
+            defaults: WireDefaults(descriptor.defaults), conflicts: descriptor.conflictPolicy.rawValue)
         let response = try await send(.PUT, Self.tablePath(descriptor.name), body: Self.encode(body))
         try expect(response, [200, 201])
         return try Self.descriptor(Self.decode(WireTable.self, response))

@@ -334,7 +334,8 @@ public struct ClusterMetadata: Hashable, Sendable {
             writer.writeVarint(record.stamp.time)
             writer.writeFixed(record.stamp.node.rawValue)
             if let descriptor = record.descriptor {
-                writer.write(1)
+                // 1: a table with siblings, 2: a last-writer-wins table.
+                writer.write(descriptor.conflictPolicy == .lastWriterWins ? 2 : 1)
                 writer.writeVarint(UInt64(descriptor.schema.parts.count))
                 for part in descriptor.schema.parts { writer.write(Self.tag(of: part)) }
                 writer.writeVarint(UInt64(descriptor.schema.partitionKeyLength))
@@ -538,7 +539,7 @@ public struct ClusterMetadata: Hashable, Sendable {
             var descriptor: TableDescriptor?
             switch try reader.readByte() {
             case 0: descriptor = nil
-            case 1:
+            case let flag where flag == 1 || flag == 2:
                 var types: [KeyPartType] = []
                 for _ in 0..<(try count(&reader, atMost: KeySchema.maximumPartCount, "key parts")) {
                     switch try reader.readByte() {
@@ -561,7 +562,8 @@ public struct ClusterMetadata: Hashable, Sendable {
                     pw: numbers[5])
                 try defaults.validate()
                 descriptor = TableDescriptor(
-                    name: name, schema: schema, defaults: defaults, generation: try reader.readFixed())
+                    name: name, schema: schema, defaults: defaults, generation: try reader.readFixed(),
+                    conflictPolicy: flag == 2 ? .lastWriterWins : .siblings)
             case let flag: throw KVError(.corruptObject, "cluster metadata has table flag \(flag)")
             }
             tables[name] = TableRecord(name: name, descriptor: descriptor, stamp: stamp)

@@ -25,8 +25,19 @@ public enum ReplicaRules {
         }
         if write.sibling.isTombstone && write.context == nil && object.isDeleted { return nil }
         var updated = object
-        let supersedes = write.context ?? (write.sibling.isTombstone ? object.context : VersionVector())
-        updated.recordWrite(write.sibling, context: supersedes, actor: actor, minimumCounter: minimumCounter)
+        var sibling = write.sibling
+        var supersedes = write.context ?? (write.sibling.isTombstone ? object.context : VersionVector())
+        if sibling.resolvesByLastWriter {
+            // Last writer wins: the write replaces everything this replica holds, and its
+            // hybrid logical timestamp is raised above every version it replaces, so a
+            // write that follows another (through any node) also wins by timestamp over
+            // concurrent versions that arrive later with the older one's clock.
+            supersedes = supersedes.merging(object.context)
+            if let latest = object.latestTimestampMilliseconds, sibling.timestampMilliseconds <= latest {
+                sibling.timestampMilliseconds = latest + 1
+            }
+        }
+        updated.recordWrite(sibling, context: supersedes, actor: actor, minimumCounter: minimumCounter)
         return updated
     }
 
@@ -43,18 +54,60 @@ public enum ReplicaRules {
     /// lost by superseding them). Concurrent increments through other coordinators stay
     /// siblings and merge on the next read. Fails with `row.not_a_counter` when the
     /// row holds something else.
+    ///
+    /// In a last-writer-wins table (`lastWriterWins`, or a row already written as one)
+    /// the increment starts from what a read sees, and a decimal integer stored as text
+    /// counts as a counter (see ``startingCounter(_:visible:)``).
     public static func increment(
         _ object: StoredObject, by delta: Int64, actor: ActorID, timestampMilliseconds: Int64,
-        requestID: String? = nil, minimumCounter: UInt64 = 1
+        requestID: String? = nil, lastWriterWins: Bool = false, minimumCounter: UInt64 = 1
     ) throws(KVError) -> StoredObject? {
         if let requestID, object.values.contains(where: { $0.requestID == requestID }) { return nil }
         var updated = object
-        var state = try CounterState.merged(object.liveValues) ?? CounterState()
+        var state: CounterState
+        var sibling = Sibling(value: nil, timestampMilliseconds: timestampMilliseconds, requestID: requestID)
+        if lastWriterWins || object.resolvesByLastWriter {
+            sibling.resolvesByLastWriter = true
+            if let latest = object.latestTimestampMilliseconds, sibling.timestampMilliseconds <= latest {
+                sibling.timestampMilliseconds = latest + 1
+            }
+            let visible = object.visibleValues(at: timestampMilliseconds)
+            // An increment keeps the row's expiry, as Redis's INCR keeps a key's TTL.
+            sibling.expiresAtMilliseconds = visible.first?.expiresAtMilliseconds
+            state = try startingCounter(object, visible: visible)
+        } else {
+            state = try CounterState.merged(object.liveValues) ?? CounterState()
+        }
         state.add(delta, by: actor)
-        let value = RowValue(bytes: state.encoded(), contentType: CounterState.contentType)
-        updated.recordWrite(
-            Sibling(value: value, timestampMilliseconds: timestampMilliseconds, requestID: requestID),
-            context: object.context, actor: actor, minimumCounter: minimumCounter)
+        sibling.value = RowValue(bytes: state.encoded(), contentType: CounterState.contentType)
+        updated.recordWrite(sibling, context: object.context, actor: actor, minimumCounter: minimumCounter)
         return updated
+    }
+
+    /// The counter an increment of a last-writer-wins row starts from. A row that holds
+    /// a decimal integer as text (Redis's `SET k 10` before `INCR k`) becomes a counter
+    /// whose starting total is booked under an actor derived from that version's dot:
+    /// concurrent increments through other nodes derive the same actor from the same
+    /// version, so the merge counts the starting value once and every increment once.
+    static func startingCounter(_ object: StoredObject, visible: [Sibling]) throws(KVError) -> CounterState {
+        guard visible.count == 1, let value = visible[0].value, value.contentType != CounterState.contentType
+        else { return try CounterState.merged(visible) ?? CounterState() }
+        guard value.largeValue == nil, let text = String(validating: value.bytes, as: UTF8.self),
+            value.bytes.count <= 20, let number = Int64(text)
+        else {
+            throw KVError(.notACounter, "the row holds a value that is not an integer")
+        }
+        guard let dot = object.versions.first(where: { $0.value == visible[0] })?.dot else {
+            return CounterState()
+        }
+        var hasher = SipHash24(key0: 0x6B76_636F_756E_7465, key1: 0x725F_6261_7365_0001)
+        hasher.combine(contentsOf: withUnsafeBytes(of: dot.actor.node.rawValue.bigEndian, Array.init))
+        hasher.combine(contentsOf: withUnsafeBytes(of: dot.actor.incarnation.bigEndian, Array.init))
+        hasher.combine(contentsOf: withUnsafeBytes(of: dot.counter.bigEndian, Array.init))
+        // Real actors never reach the last incarnation, so a derived actor cannot be one.
+        let base = ActorID(node: NodeID(rawValue: hasher.finalize()), incarnation: UInt32.max)
+        var state = CounterState()
+        state.add(number, by: base)
+        return state
     }
 }

@@ -16,9 +16,11 @@ public struct MergedScanPage: Sendable {
     /// last one, so the merged page ends at the earliest such key: rows past it may be
     /// missing from that node's partitions. Rows of the same key from several replicas
     /// merge their versions, so a tombstone on one hides an older value on another;
-    /// deleted rows are examined (the continuation moves past them) but not returned.
+    /// deleted rows, and rows expired at `nowMilliseconds`, are examined (the
+    /// continuation moves past them) but not returned.
     public static func merging(
-        _ pages: [PartitionScanPage], limit: Int, reverse: Bool, maximumValueBytes: Int
+        _ pages: [PartitionScanPage], limit: Int, reverse: Bool, nowMilliseconds: Int64,
+        maximumValueBytes: Int
     ) -> MergedScanPage {
         func before(_ a: [UInt8], _ b: [UInt8]) -> Bool {
             reverse ? b.lexicographicallyPrecedes(a) : a.lexicographicallyPrecedes(b)
@@ -46,8 +48,10 @@ public struct MergedScanPage: Sendable {
                 break
             }
             lastKey = key
-            guard let object = objects[key], !object.isDeleted else { continue }
-            valueBytes += object.liveValues.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
+            guard let object = objects[key] else { continue }
+            let visible = object.visibleValues(at: nowMilliseconds)
+            guard !visible.isEmpty else { continue }
+            valueBytes += visible.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) }
             rows.append((key, object))
         }
         if cutoff != nil && !stoppedEarly { lastKey = cutoff }

@@ -45,22 +45,49 @@ public struct Sibling: Hashable, Sendable {
     /// The client's id for the write that made this version, when it sent one. A retry
     /// with the same id finds it and is not applied twice.
     public var requestID: String?
+    /// When this version expires, in milliseconds since the Unix epoch, or `nil` if it
+    /// never does. An expired version reads as absent everywhere; the expiry travels with
+    /// the version, so no replica or repair can bring it back.
+    public var expiresAtMilliseconds: Int64?
+    /// Whether this version was written to a last-writer-wins table: concurrent versions
+    /// of such a row resolve to one (see ``StoredObject/visibleValues(at:)``), and
+    /// ``timestampMilliseconds`` is a hybrid logical time that decides between them.
+    public var resolvesByLastWriter: Bool
 
     /// The longest client request id accepted, in bytes.
     public static let maximumRequestIDBytes = 128
 
     /// Creates a sibling.
-    public init(value: RowValue?, timestampMilliseconds: Int64, requestID: String? = nil) {
+    public init(
+        value: RowValue?, timestampMilliseconds: Int64, requestID: String? = nil,
+        expiresAtMilliseconds: Int64? = nil, resolvesByLastWriter: Bool = false
+    ) {
         self.value = value
         self.timestampMilliseconds = timestampMilliseconds
         self.requestID = requestID
+        self.expiresAtMilliseconds = value == nil ? nil : expiresAtMilliseconds
+        self.resolvesByLastWriter = resolvesByLastWriter
     }
 
     /// A tombstone written at `timestampMilliseconds`.
-    public static func tombstone(at timestampMilliseconds: Int64, requestID: String? = nil) -> Sibling {
-        Sibling(value: nil, timestampMilliseconds: timestampMilliseconds, requestID: requestID)
+    public static func tombstone(
+        at timestampMilliseconds: Int64, requestID: String? = nil, resolvesByLastWriter: Bool = false
+    ) -> Sibling {
+        Sibling(
+            value: nil, timestampMilliseconds: timestampMilliseconds, requestID: requestID,
+            resolvesByLastWriter: resolvesByLastWriter)
     }
 
     /// Whether this version records a delete.
     public var isTombstone: Bool { value == nil }
+
+    /// Whether this version has expired at `nowMilliseconds` (wall clock).
+    public func hasExpired(at nowMilliseconds: Int64) -> Bool {
+        expiresAtMilliseconds.map { $0 <= nowMilliseconds } ?? false
+    }
+
+    /// Whether a read at `nowMilliseconds` sees a value here: not a tombstone, not expired.
+    public func isVisible(at nowMilliseconds: Int64) -> Bool {
+        !isTombstone && !hasExpired(at: nowMilliseconds)
+    }
 }

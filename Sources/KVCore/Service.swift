@@ -215,6 +215,16 @@ public struct ReadOptions: Hashable, Sendable {
     }
 }
 
+/// How a table resolves versions written concurrently (Riak's `allow_mult`).
+public enum ConflictPolicy: String, Hashable, Sendable, CaseIterable {
+    /// Concurrent versions are kept as siblings and returned together until a writer
+    /// resolves them with the context of its read: no write is lost. The default.
+    case siblings
+    /// Concurrent versions resolve to the one with the highest hybrid logical timestamp,
+    /// the same on every replica. A writer whose concurrent write loses is not told.
+    case lastWriterWins = "last-writer-wins"
+}
+
 /// A table's definition: its name, key schema and defaults, as stored in the catalog.
 public struct TableDescriptor: Hashable, Sendable {
     /// The table's name.
@@ -227,16 +237,19 @@ public struct TableDescriptor: Hashable, Sendable {
     /// bound to it: a row's causal history starts over when its table is cleared or
     /// recreated, so a context from before must not be able to supersede new writes.
     public var generation: UInt64
+    /// How concurrent versions of a row resolve; fixed when the table is created.
+    public var conflictPolicy: ConflictPolicy
 
     /// Creates a descriptor.
     public init(
         name: TableName, schema: KeySchema, defaults: ReplicationDefaults = ReplicationDefaults(),
-        generation: UInt64 = 0
+        generation: UInt64 = 0, conflictPolicy: ConflictPolicy = .siblings
     ) {
         self.name = name
         self.schema = schema
         self.defaults = defaults
         self.generation = generation
+        self.conflictPolicy = conflictPolicy
     }
 }
 
@@ -299,17 +312,21 @@ public struct WriteOptions: Hashable, Sendable {
     /// The client's id for this write (1 to 128 bytes of visible ASCII). A retry with
     /// the same id, after an indeterminate outcome, is not applied twice.
     public var requestID: String?
+    /// When the written version expires (wall clock, milliseconds since the Unix epoch),
+    /// or `nil` for a version that does not. Ignored by deletes.
+    public var expiresAtMilliseconds: Int64?
 
     /// Creates options.
     public init(
         context: String? = nil, condition: WriteCondition = .none,
         quorum: QuorumOverrides = QuorumOverrides(),
-        requestID: String? = nil
+        requestID: String? = nil, expiresAtMilliseconds: Int64? = nil
     ) {
         self.context = context
         self.condition = condition
         self.quorum = quorum
         self.requestID = requestID
+        self.expiresAtMilliseconds = expiresAtMilliseconds
     }
 
     /// Throws `request.invalid` when the request id is not 1 to 128 bytes of visible ASCII.

@@ -33,8 +33,11 @@ extension DottedVersionVectorSet where Element == Sibling {
 /// `0x01` (format version), LEB128 entry count, then per entry: node id (8 bytes,
 /// big-endian), incarnation (LEB128), counter (LEB128), value count (LEB128), then per
 /// value a flags byte (bit 0: tombstone, bit 1: a client request id follows, bit 2: the
-/// bytes are a ``LargeValue`` record), the timestamp (zigzag LEB128), the request id if
-/// flagged and, unless a tombstone, the content type and the bytes, each length-prefixed.
+/// bytes are a ``LargeValue`` record, bit 3: an expiry follows, bit 4: last-writer-wins),
+/// the timestamp (zigzag LEB128), the expiry (zigzag LEB128) if flagged, the request id
+/// if flagged and, unless a tombstone, the content type and the bytes, each
+/// length-prefixed. Objects without expiries or last-writer-wins versions encode exactly
+/// as before those bits existed.
 ///
 /// Decoding validates everything (order, counts, UTF-8) and reports
 /// `storage.corrupt_object` rather than trusting the bytes.
@@ -59,15 +62,18 @@ public enum StoredObjectCodec {
     }
 
     /// Appends one sibling: a flags byte (bit 0: tombstone, bit 1: request id, bit 2:
-    /// large value record), the
-    /// timestamp (zigzag LEB128), the request id if any and, unless a tombstone, the
+    /// large value record, bit 3: expiry, bit 4: last-writer-wins), the timestamp (zigzag
+    /// LEB128), the expiry if any, the request id if any and, unless a tombstone, the
     /// content type and the bytes, each length-prefixed. The node-to-node protocol
     /// carries proposed writes the same way.
     public static func write(_ sibling: Sibling, to writer: inout BinaryWriter) {
         let large = sibling.value?.largeValue
+        let expiry = sibling.isTombstone ? nil : sibling.expiresAtMilliseconds
         writer.write(
-            (sibling.isTombstone ? 1 : 0) | (sibling.requestID == nil ? 0 : 2) | (large == nil ? 0 : 4))
+            (sibling.isTombstone ? 1 : 0) | (sibling.requestID == nil ? 0 : 2) | (large == nil ? 0 : 4)
+                | (expiry == nil ? 0 : 8) | (sibling.resolvesByLastWriter ? 16 : 0))
         writer.writeSignedVarint(sibling.timestampMilliseconds)
+        if let expiry { writer.writeSignedVarint(expiry) }
         if let requestID = sibling.requestID { writer.writeLengthPrefixed(Array(requestID.utf8)) }
         if let value = sibling.value {
             writer.writeLengthPrefixed(Array(value.contentType.utf8))
@@ -79,10 +85,12 @@ public enum StoredObjectCodec {
     /// a truncated input is a ``BinaryReader/Failure``.
     public static func readSibling(from reader: inout BinaryReader) throws -> Sibling {
         let flags = try reader.readByte()
-        guard flags <= 7, flags & 5 != 5 else {
+        guard flags <= 31, flags & 5 != 5, flags & 9 != 9 else {
             throw KVError(.corruptObject, "stored sibling has unknown flags \(flags)")
         }
         let timestamp = try reader.readSignedVarint()
+        let expiry: Int64? = flags & 8 != 0 ? try reader.readSignedVarint() : nil
+        let lastWriterWins = flags & 16 != 0
         var requestID: String?
         if flags & 2 != 0 {
             let bytes = try reader.readLengthPrefixed(maximumLength: Sibling.maximumRequestIDBytes)
@@ -91,7 +99,9 @@ public enum StoredObjectCodec {
             }
             requestID = text
         }
-        if flags & 1 != 0 { return .tombstone(at: timestamp, requestID: requestID) }
+        if flags & 1 != 0 {
+            return .tombstone(at: timestamp, requestID: requestID, resolvesByLastWriter: lastWriterWins)
+        }
         let contentTypeBytes = try reader.readLengthPrefixed(maximumLength: 1024)
         guard let contentType = String(validating: contentTypeBytes, as: UTF8.self) else {
             throw KVError(.corruptObject, "stored content type is not UTF-8")
@@ -101,7 +111,10 @@ public enum StoredObjectCodec {
             flags & 4 != 0
             ? RowValue(largeValue: try LargeValue(encoded: data), contentType: contentType)
             : RowValue(bytes: data, contentType: contentType)
-        return Sibling(value: value, timestampMilliseconds: timestamp, requestID: requestID)
+        return Sibling(
+            value: value, timestampMilliseconds: timestamp, requestID: requestID,
+            expiresAtMilliseconds: expiry,
+            resolvesByLastWriter: lastWriterWins)
     }
 
     /// Decodes bytes written by ``encode(_:)``.

@@ -108,18 +108,33 @@ public struct WireCreateTable: Codable, Sendable {
     public var key: [String]
     public var partitionKeyLength: Int?
     public var defaults: WireDefaults?
+    /// `siblings` (the default) or `last-writer-wins` (see ``ConflictPolicy``).
+    public var conflicts: String?
 
     /// Creates a value.
-    public init(key: [String], partitionKeyLength: Int? = nil, defaults: WireDefaults? = nil) {
+    public init(
+        key: [String], partitionKeyLength: Int? = nil, defaults: WireDefaults? = nil, conflicts: String? = nil
+    ) {
         self.key = key
         self.partitionKeyLength = partitionKeyLength
         self.defaults = defaults
+        self.conflicts = conflicts
     }
 
     public enum CodingKeys: String, CodingKey {
         case key
         case partitionKeyLength = "partition_key_length"
-        case defaults
+        case defaults, conflicts
+    }
+
+    /// The requested conflict policy; `schema.invalid` names the accepted ones.
+    public func conflictPolicy() throws(KVError) -> ConflictPolicy {
+        guard let conflicts else { return .siblings }
+        guard let policy = ConflictPolicy(rawValue: conflicts) else {
+            throw KVError(
+                .invalidSchema, "unknown conflict policy '\(conflicts)'; use siblings or last-writer-wins")
+        }
+        return policy
     }
 }
 
@@ -130,9 +145,11 @@ public struct WireTable: Codable, Sendable {
     public var key: [String]
     public var partitionKeyLength: Int
     public var defaults: WireDefaults
+    /// `siblings` or `last-writer-wins`.
+    public var conflicts: String?
 
     public enum CodingKeys: String, CodingKey {
-        case namespace, table, key, defaults
+        case namespace, table, key, defaults, conflicts
         case partitionKeyLength = "partition_key_length"
     }
 
@@ -142,6 +159,7 @@ public struct WireTable: Codable, Sendable {
         key = descriptor.schema.parts.map(\.rawValue)
         partitionKeyLength = descriptor.schema.partitionKeyLength
         defaults = WireDefaults(descriptor.defaults)
+        conflicts = descriptor.conflictPolicy.rawValue
     }
 }
 
@@ -161,6 +179,8 @@ public struct WireSibling: Codable, Sendable {
     public var length: Int64?
     /// A large value's MD5, hexadecimal.
     public var md5: String?
+    /// When the version expires (milliseconds since the Unix epoch), if it does.
+    public var expiresMilliseconds: Int64?
 
     public enum CodingKeys: String, CodingKey {
         case contentType = "content_type"
@@ -170,12 +190,14 @@ public struct WireSibling: Codable, Sendable {
         case valueID = "value_id"
         case length
         case md5
+        case expiresMilliseconds = "expires_ms"
     }
 
     public init(_ sibling: Sibling) {
         let value = sibling.value ?? RowValue(bytes: [])
         contentType = value.contentType
         modifiedMilliseconds = sibling.timestampMilliseconds
+        expiresMilliseconds = sibling.expiresAtMilliseconds
         if let large = value.largeValue {
             valueID = large.id.description
             length = large.length

@@ -212,7 +212,8 @@ public final class ClusterNode: KeyValueService, Sendable {
                     exchangesEnabled: settings.antiEntropyIntervalMilliseconds > 0)),
             eventLoop: eventLoop)
         antiEntropy = AntiEntropyIndex(
-            isEnabled: settings.antiEntropyIntervalMilliseconds > 0, clock: Self.monotonicMilliseconds)
+            isEnabled: settings.antiEntropyIntervalMilliseconds > 0, clock: Self.monotonicMilliseconds,
+            wallClock: NodeStorage.wallClockMilliseconds)
         store = ReplicaStore(
             engine: local.engine, actor: local.identity.actor, catalog: local.catalog,
             sealer: local.sealerBox,
@@ -419,7 +420,8 @@ public final class ClusterNode: KeyValueService, Sendable {
     public func get(_ key: RowKey, options: ReadOptions) async throws(KVError) -> ReadResult {
         let (row, replicaKey, quorum) = try resolve(key, options.quorum)
         switch await operate("read", { .read($0, key: replicaKey, quorum: quorum) }) {
-        case .read(let object), .written(let object): return local.readResult(object, identity: row.identity)
+        case .read(let object), .written(let object):
+            return local.readResult(object, identity: row.identity)
         case .failed(let error): throw error
         }
     }
@@ -447,6 +449,10 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
         var sibling = sibling
         sibling.requestID = options.requestID
+        sibling.resolvesByLastWriter = row.descriptor.conflictPolicy == .lastWriterWins
+        if !sibling.isTombstone, key.table != LargeValue.chunkTable.name {
+            sibling.expiresAtMilliseconds = options.expiresAtMilliseconds
+        }
         let proposed = ProposedWrite(
             sibling: sibling, context: context, condition: options.condition,
             generation: row.descriptor.generation, increment: increment)
@@ -463,11 +469,13 @@ public final class ClusterNode: KeyValueService, Sendable {
         let (row, replicaKey, quorum) = try resolve(key, options.quorum)
         var sibling = Sibling.tombstone(at: NodeStorage.wallClockMilliseconds())
         sibling.requestID = options.requestID
+        sibling.resolvesByLastWriter = row.descriptor.conflictPolicy == .lastWriterWins
         let proposed = ProposedWrite(
             sibling: sibling, context: nil, generation: row.descriptor.generation, increment: delta)
         switch await operate("write", { .write($0, key: replicaKey, proposed, quorum: quorum) }) {
         case .written(let object), .read(let object):
-            return try CounterState.merged(object.liveValues)?.value ?? 0
+            return try CounterState.merged(object.visibleValues(at: NodeStorage.wallClockMilliseconds()))?
+                .value ?? 0
         case .failed(let error): throw error
         }
     }

@@ -124,8 +124,9 @@ extension ClusterNode {
     )
         -> ScanPage
     {
+        let now = NodeStorage.wallClockMilliseconds()
         let merged = MergedScanPage.merging(
-            pages, limit: request.limit, reverse: request.reverse,
+            pages, limit: request.limit, reverse: request.reverse, nowMilliseconds: now,
             maximumValueBytes: local.settings.maximumResponseBytes)
         let tablePrefix = KeyEncoding.encode([.string(request.table.namespace), .string(request.table.table)])
         var rows: [ScanRow] = []
@@ -135,7 +136,7 @@ extension ClusterNode {
                 generation: descriptor.generation, tableAndKey: (tablePrefix + key)[...])
             rows.append(
                 ScanRow(
-                    key: parts, siblings: request.keysOnly ? [] : object.liveValues,
+                    key: parts, siblings: request.keysOnly ? [] : object.visibleValues(at: now),
                     context: local.sealer.seal(object.context, row: identity)))
         }
         return ScanPage(

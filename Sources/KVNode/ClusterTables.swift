@@ -24,6 +24,12 @@ extension ClusterNode {
                     throw KVError(
                         .tableExists, "table \(descriptor.name) exists with key schema \(existing.schema)")
                 }
+                guard existing.conflictPolicy == descriptor.conflictPolicy else {
+                    throw KVError(
+                        .tableExists,
+                        "table \(descriptor.name) exists with conflict policy \(existing.conflictPolicy.rawValue)"
+                    )
+                }
                 outcome.withLockedValue { $0 = existing }
                 return
             }

@@ -165,7 +165,8 @@ public final class NodeStorage: Sendable {
 
     func readResult(_ object: StoredObject, identity row: [UInt8]) -> ReadResult {
         let (context, etag) = version(of: object, identity: row)
-        return ReadResult(siblings: object.liveValues, context: context, etag: etag)
+        return ReadResult(
+            siblings: object.visibleValues(at: Self.wallClockMilliseconds()), context: context, etag: etag)
     }
 
     func writeResult(_ object: StoredObject, identity row: [UInt8]) -> WriteResult {

@@ -6,7 +6,10 @@ import KVStorage
 /// and in memory one ``MerkleTree`` per partition and the partition's tombstones.
 ///
 /// The index lives in the anti-entropy keyspace under the row's data key, as the
-/// object's hash (8 bytes) and a flags byte (bit 0: the row is a tombstone). Every write
+/// object's hash (8 bytes), a flags byte (bit 0: the row is a tombstone, bit 1: every
+/// value of the row expires) and, with bit 1, the time the last one expires (8 bytes,
+/// wall-clock milliseconds). A row whose values have all expired is reaped like a
+/// tombstone, by the same agreement of every replica. Every write
 /// puts the row's new entry in the same atomic batch as the row, so the index never
 /// disagrees with the data, even across crashes. The trees are not stored: at start the
 /// node rebuilds them from the index in the background, one partition at a time under
@@ -23,7 +26,9 @@ package final class AntiEntropyIndex: Sendable {
         package var key: [UInt8]
         package var old: UInt64?
         package var new: UInt64?
-        package var isTombstone: Bool
+        /// Since when the new state reads as absent for good (wall clock; `Int64.min` for
+        /// a tombstone), or `nil` when it holds a value that does not expire.
+        package var goneSince: Int64?
     }
 
     /// Monotonic counters, for status and tests.
@@ -36,11 +41,19 @@ package final class AntiEntropyIndex: Sendable {
     private struct Trees: Sendable {
         var trees: [PartitionID: MerkleTree] = [:]
         var ready: Set<PartitionID> = []
-        /// Each partition's tombstones: object hash, and when this node saw the
-        /// tombstone first (monotonic milliseconds).
-        var tombstones: [PartitionID: [[UInt8]: (hash: UInt64, since: Int64)]] = [:]
+        /// Each partition's tombstones and expiring rows: object hash, when this node saw
+        /// the state first (monotonic milliseconds) and since when it reads as absent
+        /// (wall clock; `Int64.min` for a tombstone).
+        var tombstones: [PartitionID: [[UInt8]: Tombstone]] = [:]
         /// Whether the index on disk is known to cover every row.
         var indexComplete = false
+    }
+
+    /// A row that is, or will be, gone: a candidate for reaping.
+    struct Tombstone: Sendable {
+        var hash: UInt64
+        var since: Int64
+        var goneSince: Int64
     }
 
     private let box = Locked(Trees())
@@ -51,26 +64,45 @@ package final class AntiEntropyIndex: Sendable {
     /// Milliseconds of a clock that never goes back: how old a tombstone is. The node
     /// passes its monotonic clock, the simulator its virtual time.
     private let clock: @Sendable () -> Int64
+    /// Milliseconds of the wall clock (the simulator's virtual time): when rows expire.
+    private let wallClock: @Sendable () -> Int64
 
-    package init(isEnabled: Bool, clock: @escaping @Sendable () -> Int64) {
+    package init(
+        isEnabled: Bool, clock: @escaping @Sendable () -> Int64, wallClock: @escaping @Sendable () -> Int64
+    ) {
         self.isEnabled = isEnabled
         self.clock = clock
+        self.wallClock = wallClock
     }
+
+    /// The wall clock this index judges expiry by.
+    package func wallMilliseconds() -> Int64 { wallClock() }
 
     // MARK: - The index value
 
-    package static func indexValue(hash: UInt64, isTombstone: Bool) -> [UInt8] {
-        var writer = BinaryWriter(capacity: 9)
+    /// The index entry of a row: its hash and, when the row is or will be gone, since when.
+    package static func indexValue(hash: UInt64, goneSince: Int64?) -> [UInt8] {
+        var writer = BinaryWriter(capacity: 17)
         writer.writeFixed(hash)
-        writer.write(isTombstone ? 1 : 0)
+        switch goneSince {
+        case nil: writer.write(0)
+        case Int64.min: writer.write(1)
+        case let expiry?:
+            writer.write(2)
+            writer.writeFixed(UInt64(bitPattern: expiry))
+        }
         return writer.bytes
     }
 
-    package static func parseIndexValue(_ bytes: [UInt8]) -> (hash: UInt64, isTombstone: Bool)? {
-        guard bytes.count == 9 else { return nil }
+    package static func parseIndexValue(_ bytes: [UInt8]) -> (hash: UInt64, goneSince: Int64?)? {
+        guard bytes.count == 9 || bytes.count == 17 else { return nil }
         var reader = BinaryReader(bytes)
         guard let hash = try? reader.readFixed(), let flags = try? reader.readByte() else { return nil }
-        return (hash, flags & 1 != 0)
+        if flags & 1 != 0 { return (hash, Int64.min) }
+        if flags & 2 != 0, let expiry: UInt64 = try? reader.readFixed() {
+            return (hash, Int64(bitPattern: expiry))
+        }
+        return (hash, nil)
     }
 
     package static func hash(_ object: StoredObject) -> UInt64? {
@@ -89,14 +121,14 @@ package final class AntiEntropyIndex: Sendable {
     {
         guard isEnabled else { return nil }
         let newHash = new.flatMap(Self.hash)
-        if let newHash, let new {
-            batch.put(key.bytes, Self.indexValue(hash: newHash, isTombstone: new.isDeleted), in: .antiEntropy)
+        let goneSince = new?.goneSinceMilliseconds
+        if let newHash {
+            batch.put(key.bytes, Self.indexValue(hash: newHash, goneSince: goneSince), in: .antiEntropy)
         } else {
             batch.delete(key.bytes, in: .antiEntropy)
         }
         return Change(
-            partition: key.partition, key: key.bytes, old: Self.hash(old), new: newHash,
-            isTombstone: new?.isDeleted ?? false)
+            partition: key.partition, key: key.bytes, old: Self.hash(old), new: newHash, goneSince: goneSince)
     }
 
     /// Applies stored changes to the trees of ready partitions. Call it under the row
@@ -108,8 +140,9 @@ package final class AntiEntropyIndex: Sendable {
             for change in changes where state.ready.contains(change.partition) {
                 state.trees[change.partition, default: MerkleTree()].update(
                     change.key, from: change.old, to: change.new)
-                if change.new != nil && change.isTombstone {
-                    state.tombstones[change.partition, default: [:]][change.key] = (change.new!, now)
+                if let hash = change.new, let goneSince = change.goneSince {
+                    state.tombstones[change.partition, default: [:]][change.key] = Tombstone(
+                        hash: hash, since: now, goneSince: goneSince)
                 } else {
                     state.tombstones[change.partition]?[change.key] = nil
                 }
@@ -149,7 +182,7 @@ package final class AntiEntropyIndex: Sendable {
     /// lock.
     package func rebuild(_ partition: PartitionID, engine: any StorageEngine) throws(KVError) {
         var tree = MerkleTree()
-        var tombstones: [[UInt8]: (hash: UInt64, since: Int64)] = [:]
+        var tombstones: [[UInt8]: Tombstone] = [:]
         let complete = indexComplete
         // A tombstone found at a rebuild counts as seen now: its age before the start
         // is unknown.
@@ -161,7 +194,9 @@ package final class AntiEntropyIndex: Sendable {
                 while let entry = try cursor.next() {
                     guard let value = Self.parseIndexValue(entry.value) else { continue }
                     tree.update(entry.key, from: nil, to: value.hash)
-                    if value.isTombstone { tombstones[entry.key] = (value.hash, now) }
+                    if let goneSince = value.goneSince {
+                        tombstones[entry.key] = Tombstone(hash: value.hash, since: now, goneSince: goneSince)
+                    }
                 }
             } else {
                 var batch = WriteBatch()
@@ -170,11 +205,12 @@ package final class AntiEntropyIndex: Sendable {
                 while let entry = try cursor.next() {
                     let object = try StoredObjectCodec.decode(entry.value)
                     guard let hash = Self.hash(object) else { continue }
-                    batch.put(
-                        entry.key, Self.indexValue(hash: hash, isTombstone: object.isDeleted),
-                        in: .antiEntropy)
+                    let goneSince = object.goneSinceMilliseconds
+                    batch.put(entry.key, Self.indexValue(hash: hash, goneSince: goneSince), in: .antiEntropy)
                     tree.update(entry.key, from: nil, to: hash)
-                    if object.isDeleted { tombstones[entry.key] = (hash, now) }
+                    if let goneSince {
+                        tombstones[entry.key] = Tombstone(hash: hash, since: now, goneSince: goneSince)
+                    }
                 }
                 // Buffered: the index can always be rebuilt from the rows again, and
                 // the completeness record is only written once every partition is done.
@@ -199,16 +235,18 @@ package final class AntiEntropyIndex: Sendable {
     }
 
     /// Up to `limit` tombstones of `partition` (key and object hash) that this node has
-    /// held for at least `minimumAge` milliseconds, starting at the `start`-th in key
+    /// held for at least `minimumAge` milliseconds, and expired rows whose last value
+    /// expired at least `minimumAge` milliseconds ago, starting at the `start`-th in key
     /// order (so passes rotate through a partition's tombstones instead of retrying the
     /// same ones).
     package func tombstones(of partition: PartitionID, limit: Int, minimumAge: Int64, start: Int) -> [KeyHash]
     {
         let now = clock()
+        let wallNow = wallClock()
         let old = box.withLockedValue { state in
-            (state.tombstones[partition] ?? [:]).filter { now - $0.value.since >= minimumAge }.map {
-                KeyHash(key: $0.key, hash: $0.value.hash)
-            }
+            (state.tombstones[partition] ?? [:]).filter {
+                now - $0.value.since >= minimumAge && $0.value.goneSince <= wallNow - minimumAge
+            }.map { KeyHash(key: $0.key, hash: $0.value.hash) }
         }.sorted { $0.key.lexicographicallyPrecedes($1.key) }
         guard !old.isEmpty else { return [] }
         let first = start % old.count
@@ -218,7 +256,10 @@ package final class AntiEntropyIndex: Sendable {
     /// The tombstone hash of a row, or `nil` when the row is not a tombstone (or its
     /// partition's tree is not built, so this node cannot tell).
     package func tombstoneHash(_ key: [UInt8], in partition: PartitionID) -> UInt64? {
-        box.withLockedValue { $0.tombstones[partition]?[key]?.hash }
+        let wallNow = wallClock()
+        return box.withLockedValue { state in
+            state.tombstones[partition]?[key].flatMap { $0.goneSince <= wallNow ? $0.hash : nil }
+        }
     }
 
     /// Tombstones held in built trees.

@@ -122,8 +122,9 @@ extension ReplicaStore {
         let holdsHint = hints.holdsHint(for: key.bytes)
         guard let stored else { return RowHolding(entry: nil, holdsHint: holdsHint) }
         guard let value = AntiEntropyIndex.parseIndexValue(stored) else { return .unreadable }
-        return RowHolding(
-            entry: .init(hash: value.hash, isTombstone: value.isTombstone), holdsHint: holdsHint)
+        // An expiring row counts as a tombstone once it has expired by this node's clock.
+        let isGone = value.goneSince.map { $0 <= antiEntropy.wallMilliseconds() } ?? false
+        return RowHolding(entry: .init(hash: value.hash, isTombstone: isGone), holdsHint: holdsHint)
     }
 
     /// Up to `limit` tombstones of `partition` at least `minimumAge` old, from the

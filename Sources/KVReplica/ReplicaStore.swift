@@ -180,7 +180,7 @@ package final class ReplicaStore: Sendable {
             try RowChecks.check(
                 write.condition, against: stored,
                 identity: RowChecks.identity(generation: descriptor.generation, dataKey: key.bytes),
-                sealer: sealer.withLockedValue { $0 })
+                sealer: sealer.withLockedValue { $0 }, nowMilliseconds: write.sibling.timestampMilliseconds)
         }
         let updated: StoredObject?
         // Above every counter this actor issued on any row: a reaped row's clock is
@@ -190,7 +190,8 @@ package final class ReplicaStore: Sendable {
             updated = try ReplicaRules.increment(
                 stored, by: faults.incrementDelta?(delta) ?? delta, actor: actor,
                 timestampMilliseconds: write.sibling.timestampMilliseconds,
-                requestID: write.sibling.requestID, minimumCounter: minimumCounter)
+                requestID: write.sibling.requestID, lastWriterWins: write.sibling.resolvesByLastWriter,
+                minimumCounter: minimumCounter)
         } else {
             updated = ReplicaRules.coordinate(stored, write, actor: actor, minimumCounter: minimumCounter)
         }
@@ -247,7 +248,9 @@ private struct WritePass {
             return put(key, merged, over: stored)
         case .reap(let key, let hash):
             let stored = try current(key)
-            guard stored.isDeleted, AntiEntropyIndex.hash(stored) == hash else { return stored }
+            guard stored.isGone(at: store.antiEntropy.wallMilliseconds()),
+                AntiEntropyIndex.hash(stored) == hash
+            else { return stored }
             batch.delete(key.bytes)
             if let change = store.antiEntropy.record(key, old: stored, new: nil, into: &batch) {
                 changes.append(change)

@@ -44,17 +44,18 @@ package enum RowChecks {
         return (context, String(repeating: "0", count: 16 - digits.count) + digits)
     }
 
-    /// Checks a write's precondition against the row's current state. The caller holds
-    /// the row's lock, so the check and the write are atomic.
+    /// Checks a write's precondition against the row's current state at `nowMilliseconds`
+    /// (an expired row is absent). The caller holds the row's lock, so the check and the
+    /// write are atomic.
     package static func check(
         _ condition: WriteCondition, against object: StoredObject, identity row: [UInt8],
-        sealer: ContextSealer
+        sealer: ContextSealer, nowMilliseconds: Int64
     ) throws(KVError) {
         switch condition {
         case .none:
             return
         case .ifAbsent:
-            guard object.isDeleted else {
+            guard object.isGone(at: nowMilliseconds) else {
                 throw KVError(.preconditionFailed, "the row exists (If-None-Match: *)")
             }
         case .ifMatch(let tag):

@@ -377,7 +377,8 @@ public struct Router: Sendable {
                 }
                 let schema = try KeySchema(types, partitionKeyLength: body.partitionKeyLength)
                 let descriptor = TableDescriptor(
-                    name: name, schema: schema, defaults: body.defaults?.defaults ?? ReplicationDefaults())
+                    name: name, schema: schema, defaults: body.defaults?.defaults ?? ReplicationDefaults(),
+                    conflictPolicy: try body.conflictPolicy())
                 return Self.json(WireTable(try await service.createTable(descriptor)))
             case .GET:
                 return Self.json(WireTable(try await service.table(name)))
@@ -450,7 +451,22 @@ public struct Router: Sendable {
         } else if let ifMatch = request.headers.first(name: "if-match") {
             options.condition = .ifMatch(Self.unquote(ifMatch))
         }
+        if let ttl = request.queryValue("ttl") ?? request.headers.first(name: "x-kv-ttl") {
+            options.expiresAtMilliseconds = try Self.expiry(ttlSeconds: ttl)
+        }
         return options
+    }
+
+    /// The longest time to live a write may ask for: ten years.
+    static let maximumTTLSeconds: Int64 = 10 * 366 * 86_400
+
+    /// When a version written now with a time to live of `text` seconds expires.
+    static func expiry(ttlSeconds text: String) throws(KVError) -> Int64 {
+        guard let seconds = Int64(text.trimmedWhitespace), (1...maximumTTLSeconds).contains(seconds) else {
+            throw KVError(
+                .invalidRequest, "ttl must be a whole number of seconds from 1 to \(maximumTTLSeconds)")
+        }
+        return Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) + seconds * 1000
     }
 
     /// Strips a weak marker and quotes from an entity tag.

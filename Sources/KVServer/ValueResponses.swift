@@ -71,6 +71,9 @@ extension Router {
         var headers = base
         headers.add(name: "content-type", value: value.contentType)
         headers.add(name: "x-kv-modified-ms", value: String(sibling.timestampMilliseconds))
+        if let expiry = sibling.expiresAtMilliseconds {
+            headers.add(name: "x-kv-expires-ms", value: String(expiry))
+        }
         headers.add(name: "accept-ranges", value: "bytes")
         let length = value.length
         if let large = value.largeValue {

@@ -105,7 +105,9 @@ struct SimulatedNode {
         clock: Locked<Int64>
     ) -> (MemoryStorageEngine, ReplicaStore) {
         let engine = MemoryStorageEngine(volume: volume)
-        let antiEntropy = AntiEntropyIndex(isEnabled: true, clock: { clock.withLockedValue { $0 } })
+        let antiEntropy = AntiEntropyIndex(
+            isEnabled: true, clock: { clock.withLockedValue { $0 } },
+            wallClock: { clock.withLockedValue { $0 } })
         let store = ReplicaStore(
             engine: engine, actor: actor, catalog: Locked([table.name: table]),
             sealer: Locked(sealer), antiEntropy: antiEntropy,

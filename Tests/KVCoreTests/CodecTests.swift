@@ -81,13 +81,16 @@ struct CodecTests {
                                 values: entry.values.map { step in
                                     step % 4 == 0
                                         ? Sibling.tombstone(
-                                            at: Int64(step), requestID: step % 8 == 0 ? "del-\(step)" : nil)
+                                            at: Int64(step), requestID: step % 8 == 0 ? "del-\(step)" : nil,
+                                            resolvesByLastWriter: step % 5 == 0)
                                         : Sibling(
                                             value: RowValue(
                                                 bytes: payload + [UInt8(truncatingIfNeeded: step)],
                                                 contentType: "t/\(step)"),
                                             timestampMilliseconds: -Int64(step),
-                                            requestID: step % 3 == 0 ? "req-\(step)" : nil)
+                                            requestID: step % 3 == 0 ? "req-\(step)" : nil,
+                                            expiresAtMilliseconds: step % 7 == 0 ? Int64(step) * 1000 : nil,
+                                            resolvesByLastWriter: step % 5 == 0)
                                 })
                         ])!)
                 }

@@ -23,13 +23,13 @@ struct AntiEntropyIndexTests {
         var batch = WriteBatch()
         for index in 0..<500 {
             batch.put(
-                Self.key(index), AntiEntropyIndex.indexValue(hash: UInt64(index), isTombstone: false),
+                Self.key(index), AntiEntropyIndex.indexValue(hash: UInt64(index), goneSince: nil),
                 in: .antiEntropy)
         }
         // A row of another partition is never listed.
         batch.put(
             StorageLayout.dataKey(partition: PartitionID(rawValue: 4), namespace: "ns", table: "t", key: [1]),
-            AntiEntropyIndex.indexValue(hash: 1, isTombstone: false), in: .antiEntropy)
+            AntiEntropyIndex.indexValue(hash: 1, goneSince: nil), in: .antiEntropy)
         try engine.write(batch)
         let leaves = Set(0..<MerkleTree.leafCount).filter { $0 % 2 == 0 }
         let expected = (0..<500).map(Self.key).filter { leaves.contains(MerkleTree.leaf(of: $0)) }.sorted {

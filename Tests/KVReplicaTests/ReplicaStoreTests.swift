@@ -27,7 +27,7 @@ struct ReplicaStoreTests {
         faults: ReplicaStore.Faults = ReplicaStore.Faults(),
         engine: MemoryStorageEngine = MemoryStorageEngine()
     ) throws -> ReplicaStore {
-        let antiEntropy = AntiEntropyIndex(isEnabled: true, clock: { 0 })
+        let antiEntropy = AntiEntropyIndex(isEnabled: true, clock: { 0 }, wallClock: { 0 })
         antiEntropy.markIndexComplete(true)
         try antiEntropy.rebuild(partition, engine: engine)
         return ReplicaStore(
@@ -149,7 +149,7 @@ struct ReplicaStoreTests {
         let key = Self.key("a")
         let object = try #require(Self.object(store.apply([.coordinate(key, Self.put("one"))])[0]))
         var batch = WriteBatch()
-        batch.put(key.bytes, AntiEntropyIndex.indexValue(hash: 1, isTombstone: false), in: .antiEntropy)
+        batch.put(key.bytes, AntiEntropyIndex.indexValue(hash: 1, goneSince: nil), in: .antiEntropy)
         try engine.write(batch)
         #expect(Self.object(store.apply([.reconcile(key, object)])[0]) == object)
         let entry = try #require(try engine.get(key.bytes, in: .antiEntropy))
@@ -197,7 +197,7 @@ struct ReplicaStoreTests {
     @Test("when the batch cannot be stored, no command of it is acknowledged, not even a load")
     func failedBatch() throws {
         let engine = ReadOnlyEngine()
-        let antiEntropy = AntiEntropyIndex(isEnabled: true, clock: { 0 })
+        let antiEntropy = AntiEntropyIndex(isEnabled: true, clock: { 0 }, wallClock: { 0 })
         let store = ReplicaStore(
             engine: engine, actor: Self.actor, catalog: Locked([Self.table.name: Self.table]),
             sealer: Locked(ContextSealer(secret: Array(repeating: 3, count: 16))), antiEntropy: antiEntropy,

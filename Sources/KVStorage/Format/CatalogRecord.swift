@@ -38,6 +38,8 @@ package enum CatalogRecord {
             writer.writeVarint(UInt64(value))
         }
         writer.writeFixed(descriptor.generation)
+        // Written only when it is not the default, so older records read the same.
+        if descriptor.conflictPolicy == .lastWriterWins { writer.write(1) }
         return writer.bytes
     }
 
@@ -68,6 +70,13 @@ package enum CatalogRecord {
             var numbers: [Int] = []
             for _ in 0..<6 { numbers.append(Int(clamping: try reader.readVarint())) }
             let generation = try reader.readFixed()
+            var policy = ConflictPolicy.siblings
+            if !reader.isAtEnd {
+                guard try reader.readByte() == 1 else {
+                    throw KVError(.corruptObject, "a catalog record has an unknown conflict policy")
+                }
+                policy = .lastWriterWins
+            }
             guard reader.isAtEnd else { throw KVError(.corruptObject, "a catalog record has trailing bytes") }
             return TableDescriptor(
                 name: try TableName(namespace: namespace, table: table),
@@ -75,7 +84,7 @@ package enum CatalogRecord {
                 defaults: ReplicationDefaults(
                     n: numbers[0], r: numbers[1], w: numbers[2], dw: numbers[3], pr: numbers[4],
                     pw: numbers[5]),
-                generation: generation)
+                generation: generation, conflictPolicy: policy)
         } catch let error as KVError {
             throw error
         } catch {
