@@ -116,11 +116,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // HTTP front end over any KeyValueService, on NIOHTTP1 directly.
+        // The Redis protocol: parsing, replies and the commands, over any KeyValueService.
+        .target(
+            name: "KVRESP",
+            dependencies: ["KVCore", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        // HTTP and RESP front ends over any KeyValueService, on NIOHTTP1 directly.
         .target(
             name: "KVServer",
             dependencies: [
-                "KVCore", "KVAccess",
+                "KVCore", "KVAccess", "KVRESP",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -152,7 +158,7 @@ let package = Package(
                 "KVCore", "KVStorage", "KVStorageRocksDB", "KVStorageMemory", "KVStorageDatabase",
                 "KVStorageSQLite",
                 "KVStoragePostgres", "KVStorageMariaDB", "KVStorageRedis", "KVNode", "KVServer",
-                "KVClient", "KVCluster", "KVWire", "KVAccess", "CMalloc",
+                "KVClient", "KVCluster", "KVWire", "KVAccess", "KVRESP", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -300,7 +306,7 @@ let package = Package(
                 "KVServer", "KVReplica", "KVStorageDatabase", "KVStorageSQLite", "KVStoragePostgres",
                 "KVStorageMariaDB",
                 "KVStorageRedis",
-                "KVClient", "KVCluster", "KVWire", "KVAccess", "kv",
+                "KVClient", "KVCluster", "KVWire", "KVAccess", "KVRESP", "kv",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

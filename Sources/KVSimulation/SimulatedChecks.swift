@@ -39,6 +39,27 @@ extension SimulatedWorld {
         }
     }
 
+    /// The last-writer-wins key's replicas hold the same state and read one value, and
+    /// a value is there if any write of it was acknowledged (the workload never deletes).
+    mutating func checkLastWriterWins() {
+        let replicas = nodes[0].core.coordinator.layout.replicas(of: lastWriterKey.partition)
+        let states = replicas.map { node -> StoredObject in
+            if case .object(let object) = execute(.load(lastWriterKey), at: index(of: node)) { return object }
+            return StoredObject()
+        }
+        if Set(states).count != 1 {
+            report.violations.append("replicas of the last-writer-wins key did not converge")
+        }
+        let reads = Set(states.map { $0.visibleValues(at: 0) })
+        if reads.count != 1 || reads.contains(where: { $0.count > 1 }) {
+            report.violations.append(
+                "replicas of the last-writer-wins key read different or several values: \(reads)")
+        }
+        if report.lastWriterWritesAcknowledged > 0, reads.contains(where: \.isEmpty) {
+            report.violations.append("the last-writer-wins key lost every acknowledged write")
+        }
+    }
+
     static func writeID(_ sibling: Sibling) -> Int { Int(sibling.timestampMilliseconds) }
 
     /// The writes that `writeID` supersedes, transitively.
@@ -104,6 +125,7 @@ extension SimulatedWorld {
             }
         }
         checkCounter()
+        if configuration.lastWriterWins { checkLastWriterWins() }
         // Finished operations leave no bookkeeping behind.
         for (index, node) in nodes.enumerated()
         where node.core.coordinator.requestsInFlight != 0 && !gone.contains(index) {

@@ -9,6 +9,8 @@ enum ClientRequest {
     case write(key: Int, writeID: Int, isDelete: Bool)
     /// An increment of the counter key.
     case increment(incrementID: Int)
+    /// A blind write to the last-writer-wins key.
+    case lastWriterWrite
 }
 
 /// An increment the clients attempted, for the counter checker.
@@ -69,6 +71,16 @@ extension SimulatedWorld {
                 generation: SimulatedNode.table.generation, increment: delta)
             request = .increment(incrementID: incrementID)
             target = counterKey
+        } else if configuration.lastWriterWins && variant < 22 {
+            // Timestamps from a narrow range, so clocks tie and the dot decides.
+            let timestamp = 3_000_000 + Int64.random(in: 0...3, using: &random)
+            proposed = ProposedWrite(
+                sibling: Sibling(
+                    value: RowValue(bytes: Array("l\(nextOperation)".utf8)), timestampMilliseconds: timestamp,
+                    resolvesByLastWriter: true),
+                context: nil, generation: SimulatedNode.table.generation)
+            request = .lastWriterWrite
+            target = lastWriterKey
         } else if roll < 35 || (roll >= 85 && seen == nil) {
             request = .read(key: key)
         } else {
@@ -160,6 +172,10 @@ extension SimulatedWorld {
             increments[incrementID]?.acknowledged = true
         case (.increment, _):
             // A failed increment may still have been applied on some replicas.
+            break
+        case (.lastWriterWrite, .written?):
+            report.lastWriterWritesAcknowledged += 1
+        case (.lastWriterWrite, _):
             break
         }
         schedule(.clientStep(client), after: Int64.random(in: 0...20, using: &random))

@@ -42,6 +42,8 @@ struct SimulatedWorld {
     var keys: [ReplicaKey] = []
     /// The key the clients increment.
     var counterKey = ReplicaKey(partition: PartitionID(rawValue: 0), bytes: [])
+    /// The key of the last-writer-wins workload (``SimulationConfiguration/lastWriterWins``).
+    var lastWriterKey = ReplicaKey(partition: PartitionID(rawValue: 0), bytes: [])
     var increments: [Int: IncrementRecord] = [:]
     /// The partition side of each node while the network is split.
     var sides: [Int]?
@@ -165,6 +167,15 @@ struct SimulatedWorld {
             partition: counterPartition,
             bytes: StorageLayout.dataKey(
                 partition: counterPartition, namespace: "sim", table: "rows", key: counterEncoded),
+            generation: SimulatedNode.table.generation)
+        let lastWriterEncoded: [UInt8] = [0x6C]
+        let lastWriterPartition = PartitionID.of(
+            namespace: "sim", table: "rows", encodedPartitionKey: lastWriterEncoded,
+            partitionCount: configuration.partitionCount)
+        lastWriterKey = ReplicaKey(
+            partition: lastWriterPartition,
+            bytes: StorageLayout.dataKey(
+                partition: lastWriterPartition, namespace: "sim", table: "rows", key: lastWriterEncoded),
             generation: SimulatedNode.table.generation)
         clients = Array(
             repeating: SimulatedClient(remaining: configuration.operationsPerClient),

@@ -27,6 +27,10 @@ public struct SimulationConfiguration: Hashable, Sendable {
     /// and joins, then a node may leave (committed through ``ClusterMetadata``, spread to
     /// each node after its own delay, partitions handed off from snapshots).
     public var layoutChanges: Bool
+    /// Whether some of the writes go to a last-writer-wins key, blind and with clocks that
+    /// often tie, whose replicas must end on one and the same value. Off by default, so
+    /// the seeds of other runs replay the same.
+    public var lastWriterWins: Bool
 
     /// A deliberate defect in how replicas apply writes, so tests can show that each
     /// checker catches what it is meant to. `nil` in every real run.
@@ -76,9 +80,10 @@ public struct SimulationConfiguration: Hashable, Sendable {
     public init(
         seed: UInt64, nodeCount: Int = 5, replicationFactor: Int = 3, partitionCount: Int = 16,
         keyCount: Int = 3, clientCount: Int = 4, operationsPerClient: Int = 25, faults: Bool = true,
-        layoutChanges: Bool = true, injectedBug: InjectedBug? = nil
+        layoutChanges: Bool = true, lastWriterWins: Bool = false, injectedBug: InjectedBug? = nil
     ) {
         self.layoutChanges = layoutChanges
+        self.lastWriterWins = lastWriterWins
         self.injectedBug = injectedBug
         self.seed = seed
         self.nodeCount = nodeCount
@@ -120,6 +125,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var hintsDelivered = 0
     /// Counter increments acknowledged.
     public var incrementsAcknowledged = 0
+    /// Writes to the last-writer-wins key acknowledged.
+    public var lastWriterWritesAcknowledged = 0
     /// Conditional writes refused because the row had changed (`precondition.failed`).
     public var conditionsNotMet = 0
     /// The largest number of siblings any read returned.

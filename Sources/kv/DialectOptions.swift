@@ -16,16 +16,38 @@ struct DialectOptions: ParsableArguments {
             "NAMESPACE/TABLE the minikeyvalue API keeps its keys in, created on first use (default minikeyvalue/values)."
     )
     var minikeyvalueTable: String?
+    @Option(
+        name: .customLong("resp-port"),
+        help:
+            "Also serve the Redis protocol (RESP2/RESP3) on this port; database n is the last-writer-wins table redis/db<n>; 0 picks a free port (default: off)."
+    )
+    var respPort: Int?
 
     /// The YAML keys.
     struct File: Decodable {
         var minikeyvaluePort: Int?
         var minikeyvalueTable: String?
+        var respPort: Int?
 
         enum CodingKeys: String, CodingKey {
             case minikeyvaluePort = "minikeyvalue_port"
             case minikeyvalueTable = "minikeyvalue_table"
+            case respPort = "resp_port"
         }
+    }
+
+    /// The RESP listener's port, or `nil` when it is off.
+    func resp(file: File, environment: [String: String]) throws -> Int? {
+        var port = respPort ?? file.respPort
+        if respPort == nil, let text = environment["KV_RESP_PORT"] {
+            guard let value = Int(text) else { throw ValidationError("KV_RESP_PORT='\(text)' is not valid") }
+            port = value
+        }
+        guard let port else { return nil }
+        guard (0...65535).contains(port) else {
+            throw ValidationError("the RESP port must be 0 to 65535, not \(port)")
+        }
+        return port
     }
 
     /// The minikeyvalue listener's port and table, or `nil` when it is off.

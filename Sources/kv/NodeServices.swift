@@ -114,6 +114,8 @@ struct NodeLifecycle: Service {
     let server: HTTPServer
     /// Listeners of other dialects (minikeyvalue), stopped with the main one.
     var dialectServers: [HTTPServer] = []
+    /// The Redis-protocol listener, if one is open.
+    var respServer: RESPServer?
     let node: ClusterNode
     let bootstrap: Task<Void, Never>
 
@@ -121,6 +123,7 @@ struct NodeLifecycle: Service {
         try? await gracefulShutdown()
         bootstrap.cancel()
         for other in dialectServers { await other.shutdown() }
+        await respServer?.stop()
         await server.shutdown()
         await node.shutdown()
     }

@@ -4,6 +4,7 @@ import KVClient
 import KVCluster
 import KVCore
 import KVNode
+import KVRESP
 import KVServer
 import KVStorage
 import KVStorageMemory
@@ -110,7 +111,8 @@ struct ServerCommand: AsyncParsableCommand {
             KV_ROCKSDB_UNLOGGED_BATCH_KIB, KV_ROCKSDB_BLOB_THRESHOLD_KIB (rocksdb_write_buffer_mib, \
             rocksdb_block_cache_mib, rocksdb_unlogged_batch_kib, rocksdb_blob_threshold_kib), and the \
             minikeyvalue listener: \
-            KV_MINIKEYVALUE_PORT, KV_MINIKEYVALUE_TABLE (minikeyvalue_port, minikeyvalue_table).
+            KV_MINIKEYVALUE_PORT, KV_MINIKEYVALUE_TABLE (minikeyvalue_port, minikeyvalue_table), and the \
+            RESP listener: KV_RESP_PORT (resp_port).
 
             Clusters: a node started alone forms a cluster of one. With --peers (every member's \
             HTTP address, this node's included) the nodes form one cluster once all of them \
@@ -366,6 +368,7 @@ struct ServerCommand: AsyncParsableCommand {
 
         let rocksDBSettings = try rocksDB.settings(file: rocksDBFile, environment: environment)
         let minikeyvalue = try dialects.minikeyvalue(file: dialectFile, environment: environment)
+        let respPort = try dialects.resp(file: dialectFile, environment: environment)
         let (storage, storageLocation) = try storageOptions.open(
             engine: engineName, dataDirectory: dataDirectory, rocksDB: rocksDBSettings, file: storageFile,
             environment: environment)
@@ -408,6 +411,26 @@ struct ServerCommand: AsyncParsableCommand {
             dialectServers.append(server)
             dialectLines =
                 "\n  minikeyvalue: \(tls == nil ? "http" : "https")://\(advertised):\(bound.port ?? minikeyvalue.port) (table \(minikeyvalue.table))"
+        }
+        var respServer: RESPServer?
+        if let respPort {
+            var authenticate: (@Sendable (String) throws(KVError) -> AccessGrants)?
+            if access.isOn {
+                authenticate = { [access, service] (token: String) throws(KVError) -> AccessGrants in
+                    try access.grants(forToken: token, service: service)
+                }
+            }
+            let frontEnd = RESPFrontEnd(
+                service: service, limits: RESPLimits(maximumBulkBytes: node.maximumInlineValueBytes),
+                authenticate: authenticate)
+            let server = RESPServer(
+                frontEnd: frontEnd, host: http.host, port: respPort,
+                maximumConnections: http.maximumConnections,
+                group: group, logger: logger, tls: tls?.http)
+            let bound = try await server.start()
+            respServer = server
+            dialectLines +=
+                "\n  resp:   \(tls == nil ? "redis" : "rediss")://\(advertised):\(bound.port ?? respPort) (redis-cli -p \(bound.port ?? respPort))"
         }
         let bootstrap = Task {
             await Bootstrap(
@@ -455,7 +478,8 @@ struct ServerCommand: AsyncParsableCommand {
                 services: [
                     .init(
                         service: NodeLifecycle(
-                            server: server, dialectServers: dialectServers, node: clusterNode,
+                            server: server, dialectServers: dialectServers, respServer: respServer,
+                            node: clusterNode,
                             bootstrap: bootstrap))
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

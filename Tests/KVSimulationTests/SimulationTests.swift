@@ -85,6 +85,19 @@ struct SimulationTests {
         #expect(totals.largestSiblings >= 2)
     }
 
+    @Test("blind last-writer-wins writes through every node converge to one value under faults")
+    func lastWriterWins() {
+        var failed: [String] = []
+        var acknowledged = 0
+        for seed in UInt64(1)...100 {
+            let report = Simulation(SimulationConfiguration(seed: seed, lastWriterWins: true)).run()
+            acknowledged += report.lastWriterWritesAcknowledged
+            if !report.passed { failed.append(report.description) }
+        }
+        #expect(failed.isEmpty, "\(failed.count) seeds failed:\n\(failed.joined(separator: "\n"))")
+        #expect(acknowledged > 100)
+    }
+
     @Test("without faults, every operation succeeds")
     func faultFree() {
         for seed in UInt64(1)...50 {
