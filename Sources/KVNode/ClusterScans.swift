@@ -31,9 +31,12 @@ extension ClusterNode {
         let partitions = local.partitions(for: request.range, schema: descriptor.schema, table: request.table)
         let tablePrefix = KeyEncoding.encode([.string(request.table.namespace), .string(request.table.table)])
         let unreachable = state.withLockedValue { $0.unreachable }
+        // While partitions move, their new owners may not hold them yet: a scan reads
+        // where point reads do, the previous owners until the partition is retired.
+        let placement = metadata.placement ?? Placement(layout: layout)
 
-        // Each partition is read from r of its first n replicas: this node first when it
-        // is one, then reachable ones in preference order. A node that fails is
+        // Each partition is read from r of its first n read replicas: this node first
+        // when it is one, then reachable ones in preference order. A node that fails is
         // replaced by the partition's next untried replica.
         var tried: [PartitionID: Set<NodeID>] = [:]
         // The storage faults replicas answered with: a scan that runs out of replicas
@@ -45,7 +48,7 @@ extension ClusterNode {
         while !pending.isEmpty {
             var assignment: [NodeID: [PartitionID]] = [:]
             for (partition, needed) in pending.sorted(by: { $0.key < $1.key }) {
-                let candidates = Array(layout.replicas(of: partition).prefix(n)).filter {
+                let candidates = Array(placement.readReplicas(of: partition).prefix(n)).filter {
                     !(tried[partition]?.contains($0) ?? false)
                 }
                 let ordered =

@@ -197,70 +197,68 @@ extension RESPSession {
 }
 
 /// Redis's glob patterns (`*`, `?`, `[abc]`, `[^a-z]`, `\x`), as `KEYS` and `SCAN MATCH`
-/// apply them to binary keys.
+/// apply them to binary keys. Matching backtracks only to the last `*`, so it takes time
+/// proportional to the pattern times the key whatever the pattern (a pattern of many
+/// stars cannot make it exponential).
 enum RESPGlob {
     static func matches(_ pattern: [UInt8], _ string: [UInt8]) -> Bool {
-        matches(pattern[...], string[...], depth: 0)
+        var p = 0
+        var s = 0
+        var star: (pattern: Int, string: Int)?
+        while s < string.count {
+            if p < pattern.count {
+                if pattern[p] == UInt8(ascii: "*") {
+                    while p < pattern.count, pattern[p] == UInt8(ascii: "*") { p += 1 }
+                    star = (p, s)
+                    continue
+                }
+                if let next = matchOne(pattern, at: p, string[s]) {
+                    p = next
+                    s += 1
+                    continue
+                }
+            }
+            guard let last = star else { return false }
+            // Let the last star take one more byte and try again from there.
+            star = (last.pattern, last.string + 1)
+            p = last.pattern
+            s = last.string + 1
+        }
+        while p < pattern.count, pattern[p] == UInt8(ascii: "*") { p += 1 }
+        return p == pattern.count
     }
 
-    /// Redis bounds the recursion of `*`, so a hostile pattern cannot take unbounded time.
-    private static func matches(_ pattern: ArraySlice<UInt8>, _ string: ArraySlice<UInt8>, depth: Int) -> Bool
-    {
-        guard depth < 1000 else { return false }
-        var pattern = pattern
-        var string = string
-        while let token = pattern.first {
-            switch token {
-            case UInt8(ascii: "*"):
-                while pattern.first == UInt8(ascii: "*") { pattern = pattern.dropFirst() }
-                if pattern.isEmpty { return true }
-                var rest = string
-                while true {
-                    if matches(pattern, rest, depth: depth + 1) { return true }
-                    guard !rest.isEmpty else { return false }
-                    rest = rest.dropFirst()
+    /// Whether the pattern element at `index` (not a star) matches `byte`; the index of
+    /// the next element if it does.
+    private static func matchOne(_ pattern: [UInt8], at index: Int, _ byte: UInt8) -> Int? {
+        switch pattern[index] {
+        case UInt8(ascii: "?"):
+            return index + 1
+        case UInt8(ascii: "\\") where index + 1 < pattern.count:
+            return pattern[index + 1] == byte ? index + 2 : nil
+        case UInt8(ascii: "["):
+            var position = index + 1
+            let negate = position < pattern.count && pattern[position] == UInt8(ascii: "^")
+            if negate { position += 1 }
+            var matched = false
+            while position < pattern.count, pattern[position] != UInt8(ascii: "]") {
+                if pattern[position] == UInt8(ascii: "\\"), position + 1 < pattern.count {
+                    if pattern[position + 1] == byte { matched = true }
+                    position += 2
+                } else if position + 2 < pattern.count, pattern[position + 1] == UInt8(ascii: "-") {
+                    let low = min(pattern[position], pattern[position + 2])
+                    let high = max(pattern[position], pattern[position + 2])
+                    if (low...high).contains(byte) { matched = true }
+                    position += 3
+                } else {
+                    if pattern[position] == byte { matched = true }
+                    position += 1
                 }
-            case UInt8(ascii: "?"):
-                guard !string.isEmpty else { return false }
-                string = string.dropFirst()
-                pattern = pattern.dropFirst()
-            case UInt8(ascii: "["):
-                guard let byte = string.first else { return false }
-                pattern = pattern.dropFirst()
-                let negate = pattern.first == UInt8(ascii: "^")
-                if negate { pattern = pattern.dropFirst() }
-                var matched = false
-                while let item = pattern.first, item != UInt8(ascii: "]") {
-                    if item == UInt8(ascii: "\\"), pattern.count >= 2 {
-                        pattern = pattern.dropFirst()
-                        if pattern.first == byte { matched = true }
-                        pattern = pattern.dropFirst()
-                    } else if pattern.count >= 3, pattern[pattern.startIndex + 1] == UInt8(ascii: "-") {
-                        var low = item
-                        var high = pattern[pattern.startIndex + 2]
-                        if low > high { swap(&low, &high) }
-                        if (low...high).contains(byte) { matched = true }
-                        pattern = pattern.dropFirst(3)
-                    } else {
-                        if item == byte { matched = true }
-                        pattern = pattern.dropFirst()
-                    }
-                }
-                // An unterminated class ends at the pattern's end, as in Redis.
-                if !pattern.isEmpty { pattern = pattern.dropFirst() }
-                guard matched != negate else { return false }
-                string = string.dropFirst()
-            case UInt8(ascii: "\\") where pattern.count >= 2:
-                pattern = pattern.dropFirst()
-                guard string.first == pattern.first else { return false }
-                string = string.dropFirst()
-                pattern = pattern.dropFirst()
-            default:
-                guard string.first == token else { return false }
-                string = string.dropFirst()
-                pattern = pattern.dropFirst()
             }
+            // An unterminated class ends at the pattern's end, as in Redis.
+            return matched != negate ? min(position + 1, pattern.count) : nil
+        case let literal:
+            return literal == byte ? index + 1 : nil
         }
-        return string.isEmpty
     }
 }

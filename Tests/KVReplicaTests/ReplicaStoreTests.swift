@@ -207,6 +207,49 @@ struct ReplicaStoreTests {
         #expect(outcomes.map(Self.error) == [.storageIO, .storageIO])
     }
 
+    @Test("a row whose values all expired is reaped like a tombstone: once expired long enough, on agreement")
+    func expiredRowsAreReaped() throws {
+        let engine = MemoryStorageEngine()
+        let clock = Locked<Int64>(0)
+        let antiEntropy = AntiEntropyIndex(
+            isEnabled: true, clock: { clock.withLockedValue { $0 } },
+            wallClock: { clock.withLockedValue { $0 } })
+        antiEntropy.markIndexComplete(true)
+        try antiEntropy.rebuild(Self.partition, engine: engine)
+        let store = ReplicaStore(
+            engine: engine, actor: Self.actor, catalog: Locked([Self.table.name: Self.table]),
+            sealer: Locked(ContextSealer(secret: Array(repeating: 3, count: 16))), antiEntropy: antiEntropy,
+            hints: try HintStore(engine: engine),
+            limits: RowLimits(maximumRowBytes: 1 << 20, maximumSiblings: 8))
+        let key = Self.key("expiring")
+        var write = Self.put("soon gone")
+        write.sibling.expiresAtMilliseconds = 10_000
+        let written = try #require(Self.object(store.apply([.coordinate(key, write)])[0]))
+        let hash = try #require(AntiEntropyIndex.hash(written))
+        func candidates() -> [[UInt8]] {
+            antiEntropy.tombstones(of: Self.partition, limit: 10, minimumAge: 1000, start: 0).map(\.key)
+        }
+        clock.withLockedValue { $0 = 5_000 }
+        #expect(candidates().isEmpty)
+        #expect(store.holding(of: key).entry?.isTombstone == false)
+        #expect(
+            Self.object(store.apply([.reap(key, objectHash: hash)])[0]) == written, "a live row is not reaped"
+        )
+        clock.withLockedValue { $0 = 10_500 }
+        #expect(candidates().isEmpty, "expired, but not for the minimum age yet")
+        #expect(
+            store.holding(of: key).entry?.isTombstone == true, "expired: it may be reaped on another's word")
+        clock.withLockedValue { $0 = 11_000 }
+        #expect(candidates() == [key.bytes])
+        // A rebuilt index finds the expiring row again.
+        try antiEntropy.rebuild(Self.partition, engine: engine)
+        clock.withLockedValue { $0 = 12_000 }
+        #expect(candidates() == [key.bytes])
+        #expect(Self.object(store.apply([.reap(key, objectHash: hash)])[0]) == StoredObject())
+        #expect(Self.object(store.load(key)) == StoredObject())
+        #expect(candidates().isEmpty)
+    }
+
     @Test("the simulator's planted defects act through the fault hook")
     func faults() throws {
         var faults = ReplicaStore.Faults()

@@ -1,0 +1,239 @@
+import Foundation
+import KVClient
+import KVCore
+import KVTestSupport
+import Testing
+
+/// The RESP listener of real `kv server` processes, driven by Redis's own tools:
+/// redis-cli (Debian's redis-tools) and redis-py.
+@Suite("RESP listener of real processes", .serialized)
+struct RESPClusterTests {
+    static let redisCLI = "/usr/bin/redis-cli"
+
+    /// One redis-cli command's output (redis-cli prints raw replies when its output is
+    /// not a terminal: one line per element, an empty line for a null).
+    static func cli(_ port: Int, _ arguments: [String], resp3: Bool = false) throws -> String {
+        try Files.run(redisCLI, (resp3 ? ["-3"] : []) + ["-p", String(port)] + arguments)
+    }
+
+    /// A 3-node cluster whose nodes each open a RESP port; returns it and the ports.
+    static func cluster(extra: [String] = []) async throws -> (LocalCluster, [Int]) {
+        let ports = try FreePorts.take(3)
+        let cluster = try await offCooperativePool {
+            try LocalCluster(
+                count: 3, arguments: ElasticClusterTests.arguments + extra,
+                perNodeArguments: ports.map { ["--resp-port", String($0)] })
+        }
+        return (cluster, ports)
+    }
+
+    @Test("redis-cli and redis-py run a scripted session against a 3-node cluster", .timeLimit(.minutes(5)))
+    func scriptedSessions() async throws {
+        let (cluster, ports) = try await Self.cluster()
+        // redis-cli: replies as Redis prints them, in both protocol versions.
+        #expect(try Self.cli(ports[0], ["PING"]) == "PONG\n")
+        #expect(try Self.cli(ports[0], ["SET", "cli:key", "a b"]) == "OK\n")
+        #expect(try Self.cli(ports[1], ["GET", "cli:key"]) == "a b\n")
+        #expect(try Self.cli(ports[2], ["GET", "cli:missing"]) == "\n")
+        #expect(try Self.cli(ports[2], ["INCRBY", "cli:n", "5"]) == "5\n")
+        #expect(try Self.cli(ports[0], ["MGET", "cli:key", "cli:missing", "cli:n"]) == "a b\n\n5\n")
+        #expect(
+            try Self.cli(ports[0], ["NOSUCH", "x"]).hasPrefix(
+                "ERR unknown command 'NOSUCH', with args beginning with: 'x'"))
+        #expect(try Self.cli(ports[1], ["GET"]).hasPrefix("ERR wrong number of arguments for 'get' command"))
+        let hello = try Self.cli(ports[1], ["HELLO", "3"], resp3: true)
+        #expect(hello.contains("proto") && hello.contains("3") && hello.contains("redis"), "\(hello)")
+        #expect(try Self.cli(ports[1], ["GET", "cli:key"], resp3: true) == "a b\n")
+        // redis-cli's mass insertion: a thousand pipelined commands in one stream.
+        let commands = (0..<1000).map { index in
+            let key = "pipe:\(index)"
+            let value = "value \(index)"
+            return "*3\r\n$3\r\nSET\r\n$\(key.utf8.count)\r\n\(key)\r\n$\(value.utf8.count)\r\n\(value)\r\n"
+        }.joined()
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("resp-pipe-\(getpid()).txt")
+        try Data(commands.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let piped = try Files.run("/bin/sh", ["-c", "\(Self.redisCLI) -p \(ports[2]) --pipe < \(file.path)"])
+        #expect(piped.contains("errors: 0, replies: 1000"), "\(piped)")
+        #expect(try Self.cli(ports[0], ["GET", "pipe:999"]) == "value 999\n")
+        #expect(try Self.cli(ports[1], ["DBSIZE"]) == "1002\n")
+
+        let python = try PythonEnvironment.python(with: ["redis"])
+        let status = try await offCooperativePool {
+            try Files.status(python, [PythonEnvironment.script("redis_client.py")] + ports.map(String.init))
+        }
+        #expect(status == 0, "\(status) checks of the redis-py session failed (see the output)")
+        _ = cluster
+    }
+
+    /// A key is written everywhere, a node stops, the key is given a TTL and expires while
+    /// the node is down; the node comes back with its old copy that never expires. Its
+    /// copy is older than the write that set the expiry, so it reads as absent through
+    /// every node, before and after anti-entropy has run.
+    @Test("a node that was down when a key expired does not bring it back", .timeLimit(.minutes(3)))
+    func expiredKeyStaysGone() async throws {
+        let (cluster, ports) = try await Self.cluster(extra: ["--anti-entropy-interval-ms", "200"])
+        #expect(try Self.cli(ports[0], ["SET", "expiring", "old value"]) == "OK\n")
+        // Every replica holds the value before the third node stops.
+        try await waitUntil("every node reads the value") {
+            try (0..<3).allSatisfy { try Self.cli(ports[$0], ["GET", "expiring"]) == "old value\n" }
+        }
+        try await Task.sleep(for: .seconds(1))
+        cluster.nodes[2].kill()
+        #expect(try Self.cli(ports[0], ["PEXPIRE", "expiring", "700"]) == "1\n")
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(try Self.cli(ports[0], ["GET", "expiring"]) == "\n")
+        try await offCooperativePool { try cluster.restart(2) }
+        try await offCooperativePool { try cluster.waitUntilFormed() }
+        for round in 0..<10 {
+            for index in 0..<3 {
+                #expect(
+                    try Self.cli(ports[index], ["GET", "expiring"]) == "\n", "round \(round), node \(index)")
+                #expect(try Self.cli(ports[index], ["EXISTS", "expiring"]) == "0\n")
+            }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        #expect(try Self.cli(ports[2], ["DBSIZE"]) == "0\n")
+    }
+
+    /// SCAN with small pages through one node while new keys are written and deleted and
+    /// a fourth node joins (partitions move between nodes): every key that existed
+    /// throughout the scan is returned.
+    @Test(
+        "SCAN under concurrent writes and a join returns every key that existed throughout",
+        .timeLimit(.minutes(5)))
+    func scanSurvivesALayoutChange() async throws {
+        let (cluster, ports) = try await Self.cluster()
+        let service = try await HTTPKeyValueService(host: "127.0.0.1", port: cluster.httpPorts[0])
+        defer { Task { await service.close() } }
+        let base = (0..<600).map { String(format: "base:%04d", $0) }
+        for start in stride(from: 0, to: base.count, by: 100) {
+            let pairs = base[start..<start + 100].flatMap { [$0, "v"] }
+            #expect(try Self.cli(ports[0], ["MSET"] + pairs) == "OK\n")
+        }
+        let table = try TableName(namespace: "redis", table: "db0")
+        let churn = Task {
+            var written = 0
+            while !Task.isCancelled {
+                let key = RowKey(table: table, parts: [.bytes(Array("churn:\(written)".utf8))])
+                _ = try? await service.put(key, value: RowValue(bytes: [1]), options: WriteOptions())
+                if written % 3 == 0 { _ = try? await service.delete(key, options: WriteOptions()) }
+                written += 1
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            return written
+        }
+        let respPort = try FreePorts.take(1)[0]
+        let (joiner, joinerID) = try await ElasticClusterTests.joiner(
+            service, seedPort: cluster.httpPorts[0], extra: ["--resp-port", String(respPort)])
+        defer { joiner.kill() }
+        var seen = Set<String>()
+        var cursor = "0"
+        var pages = 0
+        repeat {
+            let lines = try Self.cli(ports[1], ["SCAN", cursor, "COUNT", "25"]).split(separator: "\n").map(
+                String.init)
+            cursor = lines.first ?? "0"
+            seen.formUnion(lines.dropFirst())
+            pages += 1
+            if pages == 3 {
+                try await ElasticClusterTests.commit(
+                    [LayoutChangeRequest(change: "join", node: joinerID.description)], through: service)
+            }
+            // Small pages while partitions move, so the scan spans the handoff.
+            try await Task.sleep(for: .milliseconds(30))
+        } while cursor != "0"
+        churn.cancel()
+        let churned = await churn.value
+        let missing = base.filter { !seen.contains($0) }
+        #expect(
+            missing.isEmpty,
+            "\(missing.count) keys that existed throughout were not returned: \(missing.prefix(10))")
+        #expect(pages > 20, "the scan took \(pages) pages")
+        #expect(churned > 10)
+        _ = try await ElasticClusterTests.waitForTransfers(service, seconds: 120)
+        // The joined node serves the same keys through its own listener.
+        #expect(try Self.cli(respPort, ["GET", "base:0042"]) == "v\n")
+    }
+
+    /// Garbage, truncated commands and declared lengths far past the limits never crash
+    /// the node nor make it hold what it was promised: each such connection gets Redis's
+    /// protocol error and is closed, and the node keeps serving.
+    @Test("arbitrary and oversized input to the listener", .timeLimit(.minutes(3)))
+    func hostileInput() async throws {
+        let port = try FreePorts.take(1)[0]
+        let server = try ServerProcess(arguments: ["--resp-port", String(port)])
+        defer { _ = server.terminate() }
+        #expect(try Self.cli(port, ["PING"]) == "PONG\n")
+        let pid = try #require(server.child?.pid)
+        let before = Files.residentKiB(pid)
+        for (request, reply) in [
+            ("*1\r\n$99999999999\r\n", "-ERR Protocol error: invalid bulk length"),
+            ("*99999999\r\n", "-ERR Protocol error: invalid multibulk length"),
+            ("*1\r\n:1\r\n", "-ERR Protocol error: expected '$', got ':'"),
+            ("GET \"unbalanced\r\n", "-ERR Protocol error: unbalanced quotes in request"),
+            (String(repeating: "x", count: 70_000), "-ERR Protocol error: too big inline request"),
+        ] {
+            let socket = try RawSocket(port: port)
+            socket.send(request)
+            let answer = socket.readAll(timeout: 2)
+            #expect(answer.hasPrefix(reply), "\(request.prefix(40)): \(answer.prefix(80))")
+        }
+        // A client that declares a 16 MiB argument and sends a little of it holds no more
+        // than it sent; many such clients do not add up to their declarations.
+        var sockets: [RawSocket] = []
+        for _ in 0..<50 {
+            let socket = try RawSocket(port: port)
+            socket.send("*2\r\n$3\r\nGET\r\n$16777216\r\n" + String(repeating: "a", count: 1000))
+            sockets.append(socket)
+        }
+        var generator = SplitMix64(seed: 7)
+        for _ in 0..<200 {
+            let socket = try RawSocket(port: port)
+            let bytes = (0..<Int(generator.next() % 4096)).map { _ in
+                UInt8(truncatingIfNeeded: generator.next())
+            }
+            socket.send(String(decoding: bytes, as: UTF8.self))
+            _ = socket.readSome(timeout: 0.01)
+        }
+        #expect(try Self.cli(port, ["PING"]) == "PONG\n")
+        #expect(try Self.cli(port, ["SET", "still", "here"]) == "OK\n")
+        let grown = Files.residentKiB(pid) - before
+        #expect(grown < 64 * 1024, "the node's memory grew by \(grown) KiB")
+        sockets.removeAll()
+    }
+
+    @Test("with access control on, commands need AUTH with a cluster token")
+    func authentication() async throws {
+        let port = try FreePorts.take(1)[0]
+        let token = "resp-test-admin-token-0123456789abcdef"
+        let server = try ServerProcess(
+            arguments: ["--resp-port", String(port)], environment: ["KV_ADMIN_TOKEN": token])
+        defer { _ = server.terminate() }
+        #expect(try Self.cli(port, ["GET", "k"]).hasPrefix("NOAUTH Authentication required."))
+        #expect(try Self.cli(port, ["PING"]).hasPrefix("NOAUTH"))
+        // redis-cli reports a refused AUTH on its standard error and sends the command
+        // anyway, unauthenticated.
+        #expect(
+            try Self.cli(port, ["--no-auth-warning", "-a", "wrong-token", "GET", "k"]).hasPrefix("NOAUTH"))
+        let socket = try RawSocket(port: port)
+        socket.send("AUTH wrong-token\r\nAUTH default \(token)\r\nGET k\r\n")
+        let replies = socket.readAll(timeout: 1)
+        #expect(
+            replies == "-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n$-1\r\n",
+            "\(replies)")
+        #expect(try Self.cli(port, ["--no-auth-warning", "-a", token, "SET", "k", "v"]) == "OK\n")
+        #expect(
+            try Self.cli(port, ["--no-auth-warning", "--user", "default", "--pass", token, "GET", "k"])
+                == "v\n")
+    }
+
+    func waitUntil(_ what: String, seconds: Double = 20, _ condition: () throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if (try? condition()) == true { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        Issue.record("timed out waiting until \(what)")
+    }
+}
