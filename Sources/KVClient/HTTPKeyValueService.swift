@@ -144,14 +144,15 @@ public final class HTTPKeyValueService: KeyValueService {
                         id: id, length: length, chunkBytes: LargeValue.defaultChunkBytes, md5: md5,
                         replicas: 1),
                     contentType: wire.contentType),
-                timestampMilliseconds: wire.modifiedMilliseconds)
+                timestampMilliseconds: wire.modifiedMilliseconds,
+                expiresAtMilliseconds: wire.expiresMilliseconds)
         }
         guard let bytes = wire.bytes else {
             throw KVError(.internalError, "the server sent a value that is not base64url")
         }
         return Sibling(
             value: RowValue(bytes: bytes, contentType: wire.contentType),
-            timestampMilliseconds: wire.modifiedMilliseconds)
+            timestampMilliseconds: wire.modifiedMilliseconds, expiresAtMilliseconds: wire.expiresMilliseconds)
     }
 
     /// The bytes of an even-length hexadecimal text, or `nil`.
@@ -291,9 +292,12 @@ public final class HTTPKeyValueService: KeyValueService {
             let value = RowValue(
                 bytes: response.body,
                 contentType: response.headers.first(name: "content-type") ?? RowValue.defaultContentType)
+            let expiry = response.headers.first(name: "x-kv-expires-ms").flatMap { Int64($0) }
             return ReadResult(
-                siblings: [Sibling(value: value, timestampMilliseconds: modified)], context: context,
-                etag: etag)
+                siblings: [
+                    Sibling(value: value, timestampMilliseconds: modified, expiresAtMilliseconds: expiry)
+                ],
+                context: context, etag: etag)
         case 300:
             let body = try Self.decode(WireSiblings.self, response)
             var siblings: [Sibling] = []

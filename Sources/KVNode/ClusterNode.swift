@@ -134,11 +134,13 @@ public final class ClusterNode: KeyValueService, Sendable {
         // replicated.
         let frameBytes = max(WireCodec.defaultMaximumFrameBytes, local.settings.maximumRowBytes + (1 << 20))
         maximumScanPageBytes = frameBytes - (1 << 20)
+        var transportSettings = PeerTransportSettings(
+            cluster: settings.name, secret: settings.secret, maximumFrameBytes: frameBytes,
+            maximumQueuedBytesPerPeer: max(64 << 20, 2 * frameBytes))
+        transportSettings.maximumClockSkewMilliseconds = settings.maximumClockSkewMilliseconds
         transport = PeerTransport(
             node: local.identity.nodeID,
-            settings: PeerTransportSettings(
-                cluster: settings.name, secret: settings.secret, maximumFrameBytes: frameBytes,
-                maximumQueuedBytesPerPeer: max(64 << 20, 2 * frameBytes)),
+            settings: transportSettings,
             // Every peer connection lives on the core's loop: a peer's answer is then
             // taken by the core where it arrives, and a send goes out without a hop.
             group: eventLoop, logger: logger, tls: tls)

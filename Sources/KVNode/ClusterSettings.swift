@@ -42,6 +42,9 @@ public struct ClusterSettings: Sendable, Hashable {
     public var capacity: Int
     /// How long an operation waits for its replicas.
     public var requestTimeoutMilliseconds: Int64
+    /// How far a peer's wall clock may be from this node's when it connects (`nil`: not
+    /// checked); see ``PeerTransportSettings/maximumClockSkewMilliseconds``.
+    public var maximumClockSkewMilliseconds: Int64? = 1_000
     /// How often the node exchanges metadata with one peer.
     public var gossipIntervalMilliseconds: Int64
     /// How long chunks of a large value that no row names any more (overwritten,

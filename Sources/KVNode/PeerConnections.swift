@@ -145,7 +145,7 @@ final class InboundPeerHandler: ChannelInboundHandler {
             transport.received(message, from: peer)
             return
         }
-        switch handshake.received(frame) {
+        switch handshake.received(frame, nowMilliseconds: NodeStorage.wallClockMilliseconds()) {
         case .send(let reply):
             context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: WireCodec.encode(reply))), promise: nil)
         case .authenticated(let reply):

@@ -42,6 +42,10 @@ public struct PeerTransportSettings: Hashable, Sendable {
     public static let defaultMaximumFrameAgeMilliseconds: Int64 = 5_000
     /// How long a connection may take to complete the handshake before it is closed.
     public var handshakeTimeoutMilliseconds: Int64 = 5_000
+    /// How far a peer's wall clock may be from this node's when it connects; a peer
+    /// further off is refused (`nil`: not checked). Expiry times and last-writer-wins
+    /// timestamps compare the clocks of different nodes (docs/replication.md).
+    public var maximumClockSkewMilliseconds: Int64? = 1_000
     /// The most connections peers may hold open to this node at once.
     public var maximumInboundConnections = 512
     /// The most of them that may be mid-handshake at once: strangers cannot crowd out
@@ -188,7 +192,8 @@ public final class PeerTransport: Sendable {
                         InboundPeerHandler(
                             transport: self,
                             handshake: PeerHandshake.Acceptor(
-                                secret: settings.secret, cluster: settings.cluster, nonce: Self.nonce()),
+                                secret: settings.secret, cluster: settings.cluster, nonce: Self.nonce(),
+                                maximumClockSkewMilliseconds: settings.maximumClockSkewMilliseconds),
                             limit: limit, authenticatedFrameBytes: settings.maximumFrameBytes,
                             handshakeTimeout: .milliseconds(settings.handshakeTimeoutMilliseconds)),
                     ])
@@ -263,7 +268,9 @@ public final class PeerTransport: Sendable {
     }
 
     private func hello() -> WireFrame {
-        .hello(node: node, cluster: settings.cluster, listenAddress: advertised.withLockedValue { $0 })
+        .hello(
+            node: node, cluster: settings.cluster, listenAddress: advertised.withLockedValue { $0 },
+            clockMilliseconds: NodeStorage.wallClockMilliseconds())
     }
 
     /// A fresh handshake nonce.

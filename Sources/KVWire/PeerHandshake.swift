@@ -112,18 +112,25 @@ public enum PeerHandshake {
         private let secret: ClusterSecret
         private let cluster: String
         private let nonce: [UInt8]
+        private let maximumClockSkewMilliseconds: Int64?
         private var state = State.awaitingHello
 
         /// The peer that proved itself, and the address it announced; `nil` until then.
         public private(set) var peer: (node: NodeID, listenAddress: String)?
 
-        /// Starts a handshake that challenges with `nonce` (``tokenBytes`` fresh random bytes).
-        public init(secret: ClusterSecret, cluster: String, nonce: [UInt8]) {
+        /// Starts a handshake that challenges with `nonce` (``tokenBytes`` fresh random
+        /// bytes). With `maximumClockSkewMilliseconds`, a peer whose hello carries a wall
+        /// clock further than that from this node's is refused: expiry and last-writer-wins
+        /// timestamps compare clocks of different nodes, so members keep them close.
+        public init(
+            secret: ClusterSecret, cluster: String, nonce: [UInt8], maximumClockSkewMilliseconds: Int64? = nil
+        ) {
             precondition(
                 nonce.count == PeerHandshake.tokenBytes, "a nonce has \(PeerHandshake.tokenBytes) bytes")
             self.secret = secret
             self.cluster = cluster
             self.nonce = nonce
+            self.maximumClockSkewMilliseconds = maximumClockSkewMilliseconds
         }
 
         /// Whether the peer has proven itself.
@@ -132,13 +139,25 @@ public enum PeerHandshake {
             return false
         }
 
-        /// Takes the next frame the connecting node sent during the handshake.
-        public mutating func received(_ frame: WireFrame) -> Step {
+        /// Takes the next frame the connecting node sent during the handshake;
+        /// `nowMilliseconds` is this node's wall clock.
+        public mutating func received(_ frame: WireFrame, nowMilliseconds: Int64 = 0) -> Step {
             switch (state, frame) {
-            case (.awaitingHello, .hello(let node, let cluster, let listenAddress)):
+            case (.awaitingHello, .hello(let node, let cluster, let listenAddress, let clock)):
                 guard cluster == self.cluster else {
                     state = .refused
                     return .refuse("node \(node) belongs to cluster '\(cluster)', not '\(self.cluster)'")
+                }
+                // The hello was sent before it arrived, so a peer's clock may look behind by
+                // the transit time; a refused peer retries, and passes once clocks agree.
+                if let limit = maximumClockSkewMilliseconds {
+                    let skew = nowMilliseconds &- clock
+                    guard skew.magnitude <= UInt64(limit) else {
+                        state = .refused
+                        return .refuse(
+                            "node \(node)'s clock is \(skew > 0 ? "behind" : "ahead of") this node's by \(skew.magnitude) ms, more than the \(limit) ms members may differ (synchronize the clocks, e.g. with NTP)"
+                        )
+                    }
                 }
                 state = .awaitingProof(
                     hello: WireCodec.encode(frame), node: node, listenAddress: listenAddress)

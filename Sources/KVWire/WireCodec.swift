@@ -3,10 +3,11 @@ import KVCore
 
 /// What travels on a node-to-node connection.
 public enum WireFrame: Hashable, Sendable {
-    /// The first frame a connecting node sends: who is speaking, in which cluster, and
-    /// where it listens for peers (`host:port`, empty if it does not say). A peer of
-    /// another cluster is disconnected.
-    case hello(node: NodeID, cluster: String, listenAddress: String)
+    /// The first frame a connecting node sends: who is speaking, in which cluster, where
+    /// it listens for peers (`host:port`, empty if it does not say), and its wall clock
+    /// when it sent the frame. A peer of another cluster, or whose clock is too far from
+    /// the accepting node's, is disconnected.
+    case hello(node: NodeID, cluster: String, listenAddress: String, clockMilliseconds: Int64)
     /// The accepting node's answer to `hello`: a fresh nonce the connecting node must
     /// prove it holds the cluster's secret against (see ``PeerHandshake``).
     case challenge(nonce: [UInt8])
@@ -85,11 +86,12 @@ public enum WireCodec {
         var body = BinaryWriter(capacity: 128)
         body.write(version)
         switch frame {
-        case .hello(let node, let cluster, let listenAddress):
+        case .hello(let node, let cluster, let listenAddress, let clock):
             body.write(Kind.hello.rawValue)
             body.writeFixed(node.rawValue)
             body.writeLengthPrefixed(Array(cluster.utf8))
             body.writeLengthPrefixed(Array(listenAddress.utf8))
+            body.writeSignedVarint(clock)
         case .challenge(let nonce):
             body.write(Kind.challenge.rawValue)
             body.writeLengthPrefixed(nonce)
@@ -361,8 +363,10 @@ public enum WireCodec {
         case .hello:
             let node = NodeID(rawValue: try reader.readFixed())
             let cluster = try readText(&reader, maximumBytes: 256)
+            let listenAddress = try readText(&reader, maximumBytes: 512)
             return .hello(
-                node: node, cluster: cluster, listenAddress: try readText(&reader, maximumBytes: 512))
+                node: node, cluster: cluster, listenAddress: listenAddress,
+                clockMilliseconds: try reader.readSignedVarint())
         case .challenge:
             return .challenge(nonce: try readHandshakeBytes(&reader))
         case .proof:

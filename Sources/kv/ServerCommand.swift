@@ -49,6 +49,7 @@ struct ServerConfigFile: Decodable {
     var zone: String?
     var capacity: Int?
     var replicaTimeoutMilliseconds: Int?
+    var maximumClockSkewMilliseconds: Int?
     var advertiseHost: String?
     var advertisePeerPort: Int?
     var nodeName: String?
@@ -67,6 +68,7 @@ struct ServerConfigFile: Decodable {
         case tlsKeyFile = "tls_key_file"
         case tlsCAFile = "tls_ca_file"
         case replicaTimeoutMilliseconds = "replica_timeout_ms"
+        case maximumClockSkewMilliseconds = "max_clock_skew_ms"
         case advertiseHost = "advertise_host"
         case advertisePeerPort = "advertise_peer_port"
         case nodeName = "node_name"
@@ -99,11 +101,11 @@ struct ServerCommand: AsyncParsableCommand {
             KV_JOIN, KV_PEERS, KV_REPLICATION_FACTOR, KV_CLUSTER_NAME, KV_CLUSTER_SECRET_FILE, KV_BACKUP_DIR, \
             KV_ADMIN_TOKEN_FILE, KV_TLS_CERT_FILE, KV_TLS_KEY_FILE, KV_TLS_CA_FILE, \
             KV_ZONE, KV_CAPACITY, \
-            KV_REPLICA_TIMEOUT_MS, KV_ADVERTISE_HOST), the YAML file given with --config (keys host, port, data_dir, \
+            KV_REPLICA_TIMEOUT_MS, KV_MAX_CLOCK_SKEW_MS, KV_ADVERTISE_HOST), the YAML file given with --config (keys host, port, data_dir, \
             engine, partitions, log_level, max_key_bytes, max_value_bytes, max_siblings, max_row_bytes, \
             max_response_bytes, max_header_bytes, max_body_bytes, max_connections, \
             request_timeout_seconds, idle_timeout_seconds, peer_port, join, peers, \
-            replication_factor, cluster_name, cluster_secret_file, backup_dir, admin_token_file, tls_cert_file, tls_key_file, tls_ca_file, zone, capacity, replica_timeout_ms, \
+            replication_factor, cluster_name, cluster_secret_file, backup_dir, admin_token_file, tls_cert_file, tls_key_file, tls_ca_file, zone, capacity, replica_timeout_ms, max_clock_skew_ms, \
             advertise_host), and the default. The large value settings below have theirs: \
             KV_LARGE_VALUE_GRACE_SECONDS, KV_CHUNK_COLLECTION_INTERVAL_MS \
             (large_value_grace_seconds, chunk_collection_interval_ms), and so \
@@ -218,6 +220,12 @@ struct ServerCommand: AsyncParsableCommand {
         name: .customLong("replica-timeout-ms"),
         help: "Milliseconds an operation waits for replicas (default 5000).")
     var replicaTimeoutMilliseconds: Int?
+    @Option(
+        name: .customLong("max-clock-skew-ms"),
+        help:
+            "Milliseconds a peer's wall clock may differ from this node's when it connects; a peer further off is refused; 0 turns the check off (default 1000)."
+    )
+    var maximumClockSkewMilliseconds: Int?
 
     func run() async throws {
         MemoryTuning.apply()
@@ -330,6 +338,10 @@ struct ServerCommand: AsyncParsableCommand {
         cluster.requestTimeoutMilliseconds = Int64(
             try resolve(
                 replicaTimeoutMilliseconds, "KV_REPLICA_TIMEOUT_MS", file.replicaTimeoutMilliseconds, 5_000))
+        let skew = try resolve(
+            maximumClockSkewMilliseconds, "KV_MAX_CLOCK_SKEW_MS", file.maximumClockSkewMilliseconds, 1_000)
+        guard skew >= 0 else { throw ValidationError("the clock skew limit must be 0 or more, not \(skew)") }
+        cluster.maximumClockSkewMilliseconds = skew == 0 ? nil : Int64(skew)
         cluster.peerHost = http.host
         let advertised = try resolve(advertiseHost, "KV_ADVERTISE_HOST", file.advertiseHost, http.host)
         guard !["0.0.0.0", "::", "[::]"].contains(advertised) else {

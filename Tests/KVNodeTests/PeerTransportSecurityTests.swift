@@ -42,7 +42,10 @@ struct PeerTransportSecurityTests {
     func noProof() async throws {
         let (b, events, address) = try await PeerTransportTests.transport(2)
         let stranger = try PeerSocket(port: address.port!)
-        stranger.send(.hello(node: NodeID(rawValue: 66), cluster: "test", listenAddress: "127.0.0.1:1"))
+        stranger.send(
+            .hello(
+                node: NodeID(rawValue: 66), cluster: "test", listenAddress: "127.0.0.1:1",
+                clockMilliseconds: PeerSocket.wallClockMilliseconds()))
         stranger.send(.message(Self.message))
         stranger.send(.message(.quorum(.stored(id: 5, durable: true))))
         let (frames, closed) = stranger.readUntilClosed(timeout: 5)
@@ -84,7 +87,10 @@ struct PeerTransportSecurityTests {
         }
         let silent = try PeerSocket(port: address.port!)
         let halfway = try PeerSocket(port: address.port!)
-        halfway.send(.hello(node: NodeID(rawValue: 66), cluster: "test", listenAddress: ""))
+        halfway.send(
+            .hello(
+                node: NodeID(rawValue: 66), cluster: "test", listenAddress: "",
+                clockMilliseconds: PeerSocket.wallClockMilliseconds()))
         #expect(silent.readUntilClosed(timeout: 10).closed)
         let (frames, closed) = halfway.readUntilClosed(timeout: 10)
         #expect(closed && frames.count == 1)

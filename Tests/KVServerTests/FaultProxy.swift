@@ -191,7 +191,7 @@ final class FaultProxy: @unchecked Sendable {
             prefix = read
             let length = prefix.reduce(0) { $0 << 8 | Int($1) }
             guard length < 1 << 16, let bytes = Self.read(client, count: length),
-                case .hello(let node, _, _)? = try? WireCodec.decode(body: bytes)
+                case .hello(let node, _, _, _)? = try? WireCodec.decode(body: bytes)
             else {
                 Glibc.close(client)
                 return

@@ -46,7 +46,10 @@ struct PeerAuthenticationTests {
         sourceLocation: SourceLocation = #_sourceLocation
     ) throws {
         let bare = try PeerSocket(port: port)
-        bare.send(.hello(node: node, cluster: "kv", listenAddress: listenAddress))
+        bare.send(
+            .hello(
+                node: node, cluster: "kv", listenAddress: listenAddress,
+                clockMilliseconds: PeerSocket.wallClockMilliseconds()))
         for frame in frames { bare.send(frame) }
         let unproven = bare.readUntilClosed(timeout: 10)
         #expect(

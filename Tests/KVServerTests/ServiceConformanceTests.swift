@@ -1,3 +1,4 @@
+import Foundation
 import KVCore
 import KVNode
 import Testing
@@ -110,6 +111,57 @@ struct ServiceConformanceTests {
             let before = try await service.get(key)
             _ = try await service.delete(key, options: WriteOptions(context: before.context))
             #expect(try await service.get(key).isAbsent)
+        }
+    }
+
+    @Test(arguments: ServiceKind.allCases)
+    func lastWriterWinsTablesReadOneValue(kind: ServiceKind) async throws {
+        try await withService(kind) { service in
+            let name = table("ns", "lww")
+            let created = try await service.createTable(
+                TableDescriptor(name: name, schema: try KeySchema([.string]), conflictPolicy: .lastWriterWins)
+            )
+            #expect(created.conflictPolicy == .lastWriterWins)
+            #expect(try await service.table(name).conflictPolicy == .lastWriterWins)
+            // Creating it again with the other policy is refused; with the same, it is kept.
+            let error = await #expect(throws: KVError.self) {
+                _ = try await service.createTable(
+                    TableDescriptor(name: name, schema: try KeySchema([.string])))
+            }
+            #expect(error?.code == .tableExists)
+            let key = RowKey(table: name, parts: [.string("k")])
+            _ = try await service.put(key, value: text("first"), options: WriteOptions())
+            _ = try await service.put(key, value: text("second"), options: WriteOptions())
+            #expect(try await service.get(key).siblings.map(\.value) == [text("second")])
+            #expect(try await service.increment(RowKey(table: name, parts: [.string("n")]), by: 2) == 2)
+            _ = try await service.delete(key, options: WriteOptions())
+            #expect(try await service.get(key).isAbsent)
+        }
+    }
+
+    @Test(arguments: ServiceKind.allCases)
+    func expiredRowsReadAsAbsent(kind: ServiceKind) async throws {
+        try await withService(kind) { service in
+            let name = table("ns", "ttl")
+            _ = try await service.createTable(TableDescriptor(name: name, schema: try KeySchema([.string])))
+            let key = RowKey(table: name, parts: [.string("k")])
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            _ = try await service.put(
+                key, value: text("brief"), options: WriteOptions(expiresAtMilliseconds: now + 1500))
+            let read = try await service.get(key)
+            #expect(read.siblings.map(\.value) == [text("brief")])
+            // HTTP carries a time to live in whole seconds, rounded up.
+            let expiry = try #require(read.siblings.first?.expiresAtMilliseconds)
+            #expect(expiry >= now + 1500 && expiry <= now + 3000)
+            let scanned = try await service.scan(ScanRequest(table: name))
+            #expect(scanned.rows.count == 1)
+            try await Task.sleep(
+                for: .milliseconds(Int(expiry - Int64(Date().timeIntervalSince1970 * 1000)) + 100))
+            #expect(try await service.get(key).isAbsent)
+            #expect(try await service.scan(ScanRequest(table: name)).rows.isEmpty)
+            // A write after expiry starts afresh, and If-None-Match: * sees the row absent.
+            _ = try await service.put(key, value: text("again"), options: WriteOptions(condition: .ifAbsent))
+            #expect(try await service.get(key).siblings.map(\.value) == [text("again")])
         }
     }
 

@@ -133,7 +133,10 @@ struct TLSTests {
 
         // A plaintext hello on the peer port is not a TLS handshake: closed, unanswered.
         let plain = try PeerSocket(port: cluster.peerPorts[1])
-        plain.send(.hello(node: NodeID(rawValue: 42), cluster: "kv", listenAddress: ""))
+        plain.send(
+            .hello(
+                node: NodeID(rawValue: 42), cluster: "kv", listenAddress: "",
+                clockMilliseconds: PeerSocket.wallClockMilliseconds()))
         let answer = plain.readUntilClosed(timeout: 10)
         #expect(answer.closed)
         #expect(answer.frames.isEmpty)

@@ -126,7 +126,9 @@ public final class PeerSocket: @unchecked Sendable {
     ) throws -> Bool {
         var handshake = PeerHandshake.Connector(
             secret: try ClusterSecret(secret),
-            hello: .hello(node: node, cluster: cluster, listenAddress: listenAddress), nonce: Self.nonce())
+            hello: .hello(
+                node: node, cluster: cluster, listenAddress: listenAddress,
+                clockMilliseconds: Self.wallClockMilliseconds()), nonce: Self.nonce())
         send(handshake.hello)
         while true {
             guard case .frame(let frame) = readFrame(timeout: timeout) else { return false }
@@ -141,6 +143,9 @@ public final class PeerSocket: @unchecked Sendable {
 
 extension PeerSocket {
     /// Fresh random handshake bytes.
+    /// This machine's wall clock in milliseconds, as a node's hello carries it.
+    public static func wallClockMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
     public static func nonce() -> [UInt8] {
         (0..<PeerHandshake.tokenBytes).map { _ in UInt8.random(in: 0...255) }
     }
@@ -173,7 +178,9 @@ extension PeerSocket {
     ) throws -> (frames: [WireFrame], closed: Bool) {
         var handshake = PeerHandshake.Connector(
             secret: try ClusterSecret(secret),
-            hello: .hello(node: node, cluster: cluster, listenAddress: listenAddress), nonce: Self.nonce())
+            hello: .hello(
+                node: node, cluster: cluster, listenAddress: listenAddress,
+                clockMilliseconds: Self.wallClockMilliseconds()), nonce: Self.nonce())
         send(handshake.hello)
         guard case .frame(let challenge) = readFrame(timeout: timeout) else { return ([], true) }
         guard case .send(let proof) = handshake.received(challenge) else { return ([challenge], false) }

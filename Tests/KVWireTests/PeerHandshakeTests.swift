@@ -9,7 +9,8 @@ import Testing
 struct PeerHandshakeTests {
     static let secret = try! ClusterSecret("the cluster's shared secret")
     static let hello = WireFrame.hello(
-        node: NodeID(rawValue: 7), cluster: "kv", listenAddress: "127.0.0.1:8700")
+        node: NodeID(rawValue: 7), cluster: "kv", listenAddress: "127.0.0.1:8700",
+        clockMilliseconds: 1_000_000)
 
     static func nonce(_ byte: UInt8) -> [UInt8] { [UInt8](repeating: byte, count: PeerHandshake.tokenBytes) }
 
@@ -33,6 +34,28 @@ struct PeerHandshakeTests {
             case .send(let proof) = connector.received(challenge)
         else { return nil }
         return proof
+    }
+
+    @Test("a peer whose clock is further off than the bound is refused; within it, it proceeds")
+    func clockSkewIsBounded() {
+        func step(now: Int64) -> PeerHandshake.Step {
+            var acceptor = PeerHandshake.Acceptor(
+                secret: Self.secret, cluster: "kv", nonce: Self.nonce(1), maximumClockSkewMilliseconds: 500)
+            return acceptor.received(Self.connector().hello, nowMilliseconds: now)
+        }
+        for now: Int64 in [1_000_000, 1_000_500, 999_500] {
+            guard case .send(.challenge) = step(now: now) else {
+                Issue.record("a peer \(now - 1_000_000) ms off was refused")
+                continue
+            }
+        }
+        for now: Int64 in [1_000_501, 999_499, 0] {
+            guard case .refuse(let reason) = step(now: now) else {
+                Issue.record("a peer \(now - 1_000_000) ms off was not refused")
+                continue
+            }
+            #expect(reason.contains("clock") && reason.contains("500 ms"), "\(reason)")
+        }
     }
 
     @Test("two holders of the secret prove themselves to each other in four frames")
@@ -141,7 +164,9 @@ struct PeerHandshakeTests {
         var member = Self.connector()
         var elsewhere = Self.acceptor()
         let proof = try #require(Self.proof(&member, against: &elsewhere))
-        let forged = WireFrame.hello(node: NodeID(rawValue: 7), cluster: "kv", listenAddress: "10.9.9.9:1")
+        let forged = WireFrame.hello(
+            node: NodeID(rawValue: 7), cluster: "kv", listenAddress: "10.9.9.9:1",
+            clockMilliseconds: 1_000_000)
         #expect(acceptor.received(forged) == .send(.challenge(nonce: Self.nonce(1))))
         guard case .refuse = acceptor.received(proof) else {
             Issue.record("a proof for another hello was accepted")
@@ -171,7 +196,8 @@ struct PeerHandshakeTests {
         acceptor = Self.acceptor()
         guard
             case .refuse = acceptor.received(
-                .hello(node: NodeID(rawValue: 1), cluster: "another", listenAddress: ""))
+                .hello(node: NodeID(rawValue: 1), cluster: "another", listenAddress: "", clockMilliseconds: 0)
+            )
         else {
             Issue.record("another cluster's hello was answered")
             return

@@ -74,7 +74,8 @@ struct FrameFactory {
         case 0:
             return .hello(
                 node: NodeID(rawValue: id()), cluster: "cluster-\(id())",
-                listenAddress: Bool.random(using: &random) ? "" : "127.0.0.1:\(id() % 65536)")
+                listenAddress: Bool.random(using: &random) ? "" : "127.0.0.1:\(id() % 65536)",
+                clockMilliseconds: Int64(bitPattern: id()))
         case 1: return .message(.quorum(.store(id: id(), key: key(), object: object())))
         case 2: return .message(.quorum(.stored(id: id(), durable: Bool.random(using: &random))))
         case 3: return .message(.quorum(.fetch(id: id(), key: key())))
@@ -263,8 +264,11 @@ struct WireCodecTests {
                 0, 0, 0, 5, 1, 3, 0xAC, 0x02, 1,
             ])
         #expect(
-            WireCodec.encode(.hello(node: NodeID(rawValue: 0x0102), cluster: "kv", listenAddress: "a:1"))
-                == [0, 0, 0, 17, 1, 1, 0, 0, 0, 0, 0, 0, 1, 2, 2, 0x6B, 0x76, 3, 0x61, 0x3A, 0x31])
+            WireCodec.encode(
+                .hello(
+                    node: NodeID(rawValue: 0x0102), cluster: "kv", listenAddress: "a:1", clockMilliseconds: 5)
+            )
+                == [0, 0, 0, 18, 1, 1, 0, 0, 0, 0, 0, 0, 1, 2, 2, 0x6B, 0x76, 3, 0x61, 0x3A, 0x31, 10])
         #expect(
             WireCodec.encode(
                 .message(
@@ -281,7 +285,7 @@ struct WireCodecTests {
     /// previous version would no longer understand it; that needs a new protocol version
     /// (see docs/wire-protocol.md), never a silent change.
     static let pinnedKindHashes: [UInt8: UInt64] = [
-        1: 0x7322_1dc3_7ff5_ae0e,
+        1: 0xc21c_56c2_a692_aa53,
         2: 0x4d14_c7b4_b991_e1dd,
         3: 0x64ea_3567_840a_b007,
         4: 0x23d2_14a5_73d8_d844,
