@@ -51,12 +51,14 @@ struct DevCommand: AsyncParsableCommand {
     @Flag(help: "Speak TLS, with a throw-away CA and node certificates in DATA/tls.") var tls = false
     @Flag(help: "Also serve minikeyvalue's HTTP API on each node, on the HTTP port + 2000.")
     var minikeyvalue = false
+    @Flag(help: "Also serve the Redis protocol (RESP) on each node, on the HTTP port + 3000.")
+    var resp = false
 
     func validate() throws {
         guard (1...16).contains(nodes) else { throw ValidationError("--nodes must be 1 to 16") }
-        guard (1...(65535 - 2000 - nodes)).contains(port) else {
+        guard (1...(65535 - 3000 - nodes)).contains(port) else {
             throw ValidationError(
-                "--port leaves no room for \(nodes) nodes and their peer and minikeyvalue ports")
+                "--port leaves no room for \(nodes) nodes and their peer, minikeyvalue and RESP ports")
         }
     }
 
@@ -110,6 +112,7 @@ struct DevCommand: AsyncParsableCommand {
                 process.arguments? += ["--storage-url", "\(storageURL)\(separator)table=node\(index + 1)"]
             }
             if minikeyvalue { process.arguments? += ["--minikeyvalue-port", String(port + index + 2000)] }
+            if resp { process.arguments? += ["--resp-port", String(port + index + 3000)] }
             if tls {
                 let files = DevCertificates.files(directory: tlsDirectory, node: index + 1)
                 process.arguments? += [
@@ -156,6 +159,13 @@ struct DevCommand: AsyncParsableCommand {
             if minikeyvalue {
                 let listeners = (0..<nodes).map { "\(scheme)://127.0.0.1:\(port + $0 + 2000)" }
                 lines.append("  minikeyvalue API: \(listeners.joined(separator: ", "))")
+            }
+            if resp {
+                let listeners = (0..<nodes).map {
+                    "\(tls ? "rediss" : "redis")://127.0.0.1:\(port + $0 + 3000)"
+                }
+                lines.append(
+                    "  Redis protocol: \(listeners.joined(separator: ", ")) (redis-cli -p \(port + 3000))")
             }
             lines.append("  secret: \(secretPath) (a node that joins needs it)")
             if tls { lines.append("  tls:    every node; trust \(caPath) (export KV_CA_FILE=\(caPath))") }

@@ -66,7 +66,7 @@ struct ReadmeWalkthroughTests {
 
     /// Each walkthrough runs against a fresh `kv dev` cluster, as the README's first
     /// command starts one.
-    @Test(arguments: ["curl", "cli", "large"])
+    @Test(arguments: ["curl", "cli", "large", "redis"])
     func walkthroughRunsAsWritten(name: String) async throws {
         // Processes are started and waited for on a thread of their own; the checks run
         // here, in the test.
@@ -90,8 +90,10 @@ struct ReadmeWalkthroughTests {
 
     static func run(_ name: String) throws -> Run {
         // The large values walkthrough also uses the minikeyvalue listeners, as
-        // `./scripts/start.sh --minikeyvalue` opens them.
-        let cluster = try DevCluster(arguments: name == "large" ? ["--minikeyvalue"] : [])
+        // `./scripts/start.sh --minikeyvalue` opens them, and the Redis one the RESP
+        // listeners of `--resp`.
+        let cluster = try DevCluster(
+            arguments: name == "large" ? ["--minikeyvalue"] : name == "redis" ? ["--resp"] : [])
         let binaryDirectory = URL(fileURLWithPath: try TestBinaries.path(of: "kv", override: "KV_BINARY"))
             .deletingLastPathComponent().path
         var script = script(try walkthrough(name))
@@ -101,6 +103,8 @@ struct ReadmeWalkthroughTests {
                 of: "127.0.0.1:\(7700 + node)", with: "127.0.0.1:\(cluster.basePort + node)")
             script = script.replacingOccurrences(
                 of: "127.0.0.1:\(9700 + node)", with: "127.0.0.1:\(cluster.basePort + 2000 + node)")
+            script = script.replacingOccurrences(
+                of: "-p \(10700 + node)", with: "-p \(cluster.basePort + 3000 + node)")
         }
         script = script.replacingOccurrences(of: "$PWD/.build/release", with: binaryDirectory)
         let process = Process()

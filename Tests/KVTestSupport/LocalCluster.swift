@@ -191,15 +191,21 @@ public final class DevCluster: @unchecked Sendable {
     @discardableResult
     public func stop() -> ChildProcess.Status {
         _ = Glibc.kill(child.pid, SIGINT)
-        return child.wait()
+        let status = child.wait()
+        // The process is gone, but its last lines may still be in the pipe, unread: a
+        // caller that checks what it printed last must see them.
+        let deadline = Date().addingTimeInterval(5)
+        while !child.reachedEndOfOutput() && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        return status
     }
 
-    /// A base port whose `nodes` ports, the peer ports 1000 above and the minikeyvalue
-    /// ports 2000 above are free.
+    /// A base port whose `nodes` ports, the peer ports 1000 above, the minikeyvalue ports
+    /// 2000 above and the RESP ports 3000 above are free.
     static func freeBase(nodes: Int) throws -> Int {
         for _ in 0..<100 {
             let base = Int.random(in: 20_000...50_000)
-            let ports = (0..<nodes).flatMap { [base + $0, base + 1000 + $0, base + 2000 + $0] }
+            let offsets = [0, 1000, 2000, 3000]
+            let ports: [Int] = (0..<nodes).flatMap { node in offsets.map { base + $0 + node } }
             if ports.allSatisfy(FreePorts.isFree) { return base }
         }
         throw CrashTestError("found no free range of ports")
