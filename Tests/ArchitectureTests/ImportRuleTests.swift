@@ -48,8 +48,10 @@ struct ImportRuleTests {
             "NIOConcurrencyHelpers", "Logging", "Glibc", "CoreMetrics", "KVAccess", "NIOSSL", "Crypto",
         ],
         // Front end: translates HTTP to KeyValueService; knows no node, cluster or engine.
+        // The Redis protocol: no NIO channels, only buffers.
+        "KVRESP": ["KVCore", "NIOCore", "FoundationEssentials", "Synchronization"],
         "KVServer": [
-            "KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOConcurrencyHelpers", "Logging",
+            "KVCore", "KVRESP", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOConcurrencyHelpers", "Logging",
             "FoundationEssentials", "Synchronization", "CoreMetrics", "KVAccess", "NIOSSL", "Crypto",
         ],
         // Client library: no server code.
@@ -59,7 +61,7 @@ struct ImportRuleTests {
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVStorageDatabase",
             "KVStorageSQLite",
             "KVStoragePostgres", "KVStorageMariaDB", "KVStorageRedis", "KVNode", "KVServer", "KVClient",
-            "KVCluster", "KVWire", "KVAccess", "CMalloc", "ArgumentParser", "Yams", "Logging",
+            "KVCluster", "KVWire", "KVAccess", "KVRESP", "CMalloc", "ArgumentParser", "Yams", "Logging",
             "ServiceLifecycle",
             "NIOCore",
             "NIOPosix",
