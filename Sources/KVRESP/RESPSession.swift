@@ -59,6 +59,20 @@ public actor RESPSession {
         }
     }
 
+    /// The keys `arguments` reads or writes, when it is a command that touches only them:
+    /// a listener may run such commands of one connection side by side when their keys
+    /// differ, and still answer in order. `nil` for every other command (connection
+    /// state, scans, flushes, anything unknown or malformed), which must run alone.
+    public nonisolated static func keys(of arguments: [[UInt8]]) -> [[UInt8]]? {
+        guard let first = arguments.first,
+            let spec = RESPCommandTable.byName[String(decoding: first, as: UTF8.self).lowercased()],
+            spec.firstKey > 0, spec.accepts(arguments.count), spec.access != nil
+        else { return nil }
+        let last = spec.lastKey < 0 ? arguments.count + spec.lastKey : spec.lastKey
+        guard spec.firstKey <= last, last < arguments.count else { return nil }
+        return Array(stride(from: spec.firstKey, through: last, by: spec.step).map { arguments[$0] })
+    }
+
     /// Called once the connection has closed.
     public func close() { frontEnd.closed(self) }
 
