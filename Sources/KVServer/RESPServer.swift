@@ -110,100 +110,23 @@ public final class RESPServer: Sendable {
         }
     }
 
-    /// The most commands of one connection that run at once.
-    static let maximumCommandsInFlight = 32
-
-    /// What the writer of a connection sends next, in the order of the commands.
-    private enum Outgoing: Sendable {
-        case reply(Task<RESPSession.Reply?, Never>)
-        case protocolError(String)
-    }
-
     private func serve(_ connection: NIOAsyncChannel<[[UInt8]], ByteBuffer>) async {
         let open = openConnections.add(1, ordering: .relaxed).newValue
         defer { openConnections.subtract(1, ordering: .relaxed) }
-        let allocator = connection.channel.allocator
         let session = frontEnd.openSession()
         do {
             try await connection.executeThenClose { inbound, outbound in
                 if open > maximumConnections {
                     try await outbound.write(
-                        allocator.buffer(string: "-ERR max number of clients reached\r\n"))
+                        connection.channel.allocator.buffer(string: "-ERR max number of clients reached\r\n"))
                     return
                 }
-                let (replies, queue) = AsyncStream.makeStream(of: Outgoing.self)
-                try await withThrowingTaskGroup(of: Bool.self) { group in
-                    // The writer: replies in the order of their commands, as each is ready.
-                    // It ends when the reader is done and every reply is out, or at QUIT or a
-                    // protocol error.
-                    group.addTask {
-                        for await item in replies {
-                            var buffer = allocator.buffer(capacity: 64)
-                            switch item {
-                            case .reply(let task):
-                                guard let reply = await task.value else { continue }
-                                reply.value.write(to: &buffer, protocolVersion: await session.protocolVersion)
-                                try await outbound.write(buffer)
-                                if reply.closesConnection { return true }
-                            case .protocolError(let message):
-                                RESPValue.error(message).write(to: &buffer, protocolVersion: 2)
-                                try await outbound.write(buffer)
-                                return true
-                            }
-                        }
-                        return true
-                    }
-                    group.addTask {
-                        defer { queue.finish() }
-                        try await Self.schedule(inbound, session: session, into: queue)
-                        return false
-                    }
-                    // A reader that is done leaves the writer to send what is still due.
-                    while let writerEnded = try await group.next() {
-                        if writerEnded {
-                            group.cancelAll()
-                            break
-                        }
-                    }
-                }
+                try await RESPPipeline(session: session, allocator: connection.channel.allocator).run(
+                    inbound, outbound)
             }
         } catch {
             logger.debug("a RESP connection ended", metadata: ["error": "\(error)"])
         }
         await session.close()
-    }
-
-    /// Starts each command as soon as it may run: a command that touches only its keys
-    /// (``RESPSession/keys(of:)``) once no earlier command still running touches one of
-    /// them, any other command once every earlier one has finished, and none while
-    /// ``maximumCommandsInFlight`` run. Commands on the same key therefore run in the
-    /// order sent, as in Redis, while pipelined commands on different keys share the
-    /// store's round trips and group commits.
-    private static func schedule(
-        _ inbound: NIOAsyncChannelInboundStream<[[UInt8]]>, session: RESPSession,
-        into queue: AsyncStream<Outgoing>.Continuation
-    ) async throws {
-        var running: [(keys: Set<[UInt8]>?, task: Task<RESPSession.Reply?, Never>)] = []
-        do {
-            for try await command in inbound {
-                let keys = RESPSession.keys(of: command).map(Set.init)
-                // Forget what has finished, oldest first, so the list stays short.
-                while let first = running.first, running.count >= maximumCommandsInFlight || keys == nil {
-                    _ = await first.task.value
-                    running.removeFirst()
-                }
-                if let keys {
-                    for earlier in running where earlier.keys.map({ !$0.isDisjoint(with: keys) }) ?? true {
-                        _ = await earlier.task.value
-                    }
-                }
-                let task = Task { await session.execute(command) }
-                running.append((keys, task))
-                queue.yield(.reply(task))
-                if keys == nil { _ = await task.value }
-            }
-        } catch let error as RESPProtocolError {
-            queue.yield(.protocolError(error.message))
-        }
     }
 }

@@ -1,0 +1,174 @@
+import KVRESP
+import NIOCore
+import Synchronization
+
+/// One RESP connection's commands, from its bytes to its replies: a reader starts each
+/// command as soon as it may run, and a writer sends the replies in the order of the
+/// commands, as many as are ready in one write.
+///
+/// A command that touches only its keys (``RESPSession/keys(of:)``) starts once no
+/// earlier command still running touches one of them; any other command (`SELECT`,
+/// `HELLO`, scans, flushes) once every earlier one has finished, and nothing starts
+/// until it has; and no more than ``maximumCommandsInFlight`` run at once. Commands on
+/// one key therefore run in the order sent, as in Redis, while pipelined commands on
+/// different keys share the store's round trips and group commits.
+struct RESPPipeline: Sendable {
+    /// The most commands of one connection that run at once.
+    static let maximumCommandsInFlight = 32
+
+    let session: RESPSession
+    let allocator: ByteBufferAllocator
+
+    /// What the writer sends next, in the order of the commands.
+    enum Outgoing: Sendable {
+        case reply(Task<RESPSession.Reply?, Never>)
+        case protocolError(String)
+    }
+
+    /// Runs until the client leaves, sends `QUIT` or breaks the protocol.
+    func run(
+        _ inbound: NIOAsyncChannelInboundStream<[[UInt8]]>,
+        _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async throws {
+        let queue = ReplyQueue()
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await write(from: queue, to: outbound)
+                return true
+            }
+            group.addTask {
+                defer { queue.finish() }
+                try await schedule(inbound, into: queue)
+                return false
+            }
+            // A reader that is done leaves the writer to send what is still due; a writer
+            // that is done (QUIT, a protocol error, the peer gone) ends the reader.
+            while let writerEnded = try await group.next() {
+                if writerEnded {
+                    group.cancelAll()
+                    break
+                }
+            }
+        }
+    }
+
+    private func schedule(_ inbound: NIOAsyncChannelInboundStream<[[UInt8]]>, into queue: ReplyQueue)
+        async throws
+    {
+        var running: [(keys: [[UInt8]]?, task: Task<RESPSession.Reply?, Never>)] = []
+        do {
+            for try await command in inbound {
+                let keys = RESPSession.keys(of: command)
+                // Forget what has finished, oldest first, so the list stays short.
+                while let first = running.first, running.count >= Self.maximumCommandsInFlight || keys == nil
+                {
+                    _ = await first.task.value
+                    running.removeFirst()
+                }
+                if let keys {
+                    for earlier in running where earlier.keys.map({ Self.overlap($0, keys) }) ?? true {
+                        _ = await earlier.task.value
+                    }
+                }
+                let session = self.session
+                let task = Task { await session.execute(command) }
+                running.append((keys, task))
+                queue.push(.reply(task))
+                if keys == nil { _ = await task.value }
+            }
+        } catch let error as RESPProtocolError {
+            queue.push(.protocolError(error.message))
+        }
+    }
+
+    /// Whether two commands share a key. Commands name few keys, so comparing them
+    /// pairwise costs less than hashing them.
+    private static func overlap(_ first: [[UInt8]], _ second: [[UInt8]]) -> Bool {
+        first.contains { key in second.contains(key) }
+    }
+
+    private func write(from queue: ReplyQueue, to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>)
+        async throws
+    {
+        while true {
+            let items = await queue.takeAll()
+            guard !items.isEmpty else { return }
+            var buffer = allocator.buffer(capacity: 256)
+            for item in items {
+                switch item {
+                case .reply(let task):
+                    guard let reply = await task.value else { continue }
+                    reply.value.write(to: &buffer, protocolVersion: await session.protocolVersion)
+                    if reply.closesConnection {
+                        try await outbound.write(buffer)
+                        return
+                    }
+                case .protocolError(let message):
+                    RESPValue.error(message).write(to: &buffer, protocolVersion: 2)
+                    try await outbound.write(buffer)
+                    return
+                }
+                // Large replies go out as they come rather than piling up.
+                if buffer.readableBytes >= 64 << 10 {
+                    try await outbound.write(buffer)
+                    buffer.clear()
+                }
+            }
+            if buffer.readableBytes > 0 { try await outbound.write(buffer) }
+        }
+    }
+}
+
+/// The replies a connection owes, in order: the reader adds, the writer takes all that
+/// have queued up at once, so replies of a pipeline leave in one write.
+final class ReplyQueue: Sendable {
+    private struct State {
+        var items: [RESPPipeline.Outgoing] = []
+        var waiter: CheckedContinuation<Void, Never>?
+        var finished = false
+    }
+
+    private let state = Mutex(State())
+
+    func push(_ item: RESPPipeline.Outgoing) {
+        let waiter = state.withLock { state in
+            state.items.append(item)
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// No more items come.
+    func finish() {
+        let waiter = state.withLock { state in
+            state.finished = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Every item queued, waiting for one if there is none; empty once finished and
+    /// drained.
+    func takeAll() async -> [RESPPipeline.Outgoing] {
+        while true {
+            let taken: [RESPPipeline.Outgoing]? = state.withLock { state in
+                if !state.items.isEmpty {
+                    defer { state.items.removeAll(keepingCapacity: true) }
+                    return state.items
+                }
+                return state.finished ? [] : nil
+            }
+            if let taken { return taken }
+            await withCheckedContinuation { continuation in
+                let resumeNow = state.withLock { state in
+                    if !state.items.isEmpty || state.finished { return true }
+                    state.waiter = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        }
+    }
+}
