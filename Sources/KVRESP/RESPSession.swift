@@ -49,7 +49,14 @@ public actor RESPSession {
         let name = String(decoding: first, as: UTF8.self).lowercased()
         do {
             if name == "quit" { return Reply(value: .ok, closesConnection: true) }
-            return Reply(value: try await run(name, arguments), closesConnection: false)
+            do {
+                return Reply(value: try await run(name, arguments), closesConnection: false)
+            } catch let error as KVError where error.code == .tableNotFound {
+                // The database's table was dropped (over HTTP) since this node created
+                // it: create it again and run the command once more. Nothing was applied.
+                frontEnd.forgetTable(ofDatabase: database)
+                return Reply(value: try await run(name, arguments), closesConnection: false)
+            }
         } catch let error as RESPCommandError {
             return Reply(value: .error(Self.oneLine(error.text)), closesConnection: false)
         } catch let error as KVError {

@@ -223,6 +223,11 @@ struct RESPClusterTests {
         socket.send(commands)
         let replies = socket.readAll(timeout: 10)
         #expect(replies == expected, "\(replies.prefix(300))")
+        // A database's table dropped over HTTP is created again on next use.
+        #expect(try Files.curlStatus(["-X", "DELETE", "\(server.url)/v1/_tables/redis/db0"]) == 204)
+        #expect(try Self.cli(port, ["GET", "k1"]) == "\n")
+        #expect(try Self.cli(port, ["SET", "k1", "again"]) == "OK\n")
+        #expect(try Self.cli(port, ["GET", "k1"]) == "again\n")
     }
 
     @Test("with access control on, commands need AUTH with a cluster token")
