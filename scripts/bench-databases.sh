@@ -8,8 +8,9 @@
 #      appendfsync always, mariadb-slap with a single-row upsert.
 #   3. kv bench through a 3-node kv dev cluster on each engine (N=3, R=W=2).
 #   4. kvlayer's throughput method: 1 MiB items written then read by 25 concurrent
-#      workers, MB/s, for the store on each engine; redis-benchmark with the same item
-#      size and concurrency against the bare Redis server beside it.
+#      workers, MB/s, for the store on each engine and for the bare Redis server beside
+#      it, loaded by the same client: redis-benchmark, through each cluster's RESP
+#      listener (and kv bench over HTTP for comparison).
 # Usage: scripts/bench-databases.sh [seconds per load, default 10] [keys, default 20000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,7 +97,7 @@ echo
 start_dev() {
     local engine=$1 port=$2 url
     url=$(url_of "$engine")
-    "$bin/kv" dev --engine "$engine" ${url:+--storage-url "$url?table=dev$port"} --port "$port" --data "$work/dev-$engine" >"$work/dev-$engine.log" 2>&1 &
+    "$bin/kv" dev --engine "$engine" ${url:+--storage-url "$url?table=dev$port"} --port "$port" --resp --data "$work/dev-$engine" >"$work/dev-$engine.log" 2>&1 &
     dev_pid=$!
     for _ in $(seq 1 300); do
         grep -q "kv dev cluster" "$work/dev-$engine.log" 2>/dev/null && return 0
@@ -119,7 +120,9 @@ for engine in sqlite postgres mariadb redis rocksdb; do
         echo "- $engine, get ratio $ratio: $("$bin/kv" bench --url "$urls" --clients 16 --duration "$seconds" --value-size 256 \
             --keys 10000 --get-ratio "$ratio" --no-progress 2>&1 | grep -E "^total" | sed "s/  */ /g")"
     done
-    # kvlayer's method: 1 MiB items, 25 workers, writes then reads.
+    # kvlayer's method: 1 MiB items, 25 workers, writes then reads; first with the same
+    # client as the bare Redis server below (redis-benchmark through the RESP listener).
+    echo "- $engine, 1 MiB items, 25 clients, redis-benchmark through RESP: $(redis-benchmark -p $((port + 3000)) -q -t set,get -d 1048576 -c 25 -n 2000 -r 200 | tr "\r" "\n" | grep "requests per second" | awk '{printf "%s %d/s (%d MB/s) ", $1, $2, $2 * 1.048576}')"
     for ratio in 0 1; do
         echo "- $engine, 1 MiB items, 25 workers, get ratio $ratio: $("$bin/kv" bench --url "$urls" --clients 25 --duration "$seconds" \
             --value-size 1048576 --keys 200 --get-ratio "$ratio" --table bench/large --no-progress 2>&1 | grep -E "^total" | sed "s/  */ /g")"

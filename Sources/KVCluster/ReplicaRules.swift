@@ -76,7 +76,7 @@ public enum ReplicaRules {
             sibling.expiresAtMilliseconds = visible.first?.expiresAtMilliseconds
             state = try startingCounter(object, visible: visible)
         } else {
-            state = try CounterState.merged(object.liveValues) ?? CounterState()
+            state = try CounterState.merged(object.visibleValues(at: timestampMilliseconds)) ?? CounterState()
         }
         state.add(delta, by: actor)
         sibling.value = RowValue(bytes: state.encoded(), contentType: CounterState.contentType)
@@ -84,29 +84,38 @@ public enum ReplicaRules {
         return updated
     }
 
-    /// The counter an increment of a last-writer-wins row starts from. A row that holds
-    /// a decimal integer as text (Redis's `SET k 10` before `INCR k`) becomes a counter
-    /// whose starting total is booked under an actor derived from that version's dot:
-    /// concurrent increments through other nodes derive the same actor from the same
-    /// version, so the merge counts the starting value once and every increment once.
+    /// The counter an increment of a last-writer-wins row starts from.
+    ///
+    /// - Counters (what a read sees): their merge, in their epoch.
+    /// - Nothing visible (never written, deleted, expired): a new counter whose epoch is
+    ///   the timestamp of the latest version held (0 for a row never written), so
+    ///   increments made before the delete do not count again, while concurrent first
+    ///   increments through different nodes share an epoch and merge.
+    /// - A decimal integer stored as text (Redis's `SET k 10` before `INCR k`): a counter
+    ///   in the epoch of that version, whose starting total is booked under an actor
+    ///   derived from the version's dot: concurrent increments through other nodes derive
+    ///   the same actor from the same version, so the merge counts the starting value once
+    ///   and every increment once.
     static func startingCounter(_ object: StoredObject, visible: [Sibling]) throws(KVError) -> CounterState {
+        if visible.isEmpty {
+            return CounterState(epochMilliseconds: object.latestTimestampMilliseconds ?? 0)
+        }
         guard visible.count == 1, let value = visible[0].value, value.contentType != CounterState.contentType
         else { return try CounterState.merged(visible) ?? CounterState() }
-        guard value.largeValue == nil, let text = String(validating: value.bytes, as: UTF8.self),
-            value.bytes.count <= 20, let number = Int64(text)
+        guard value.largeValue == nil, value.bytes.count <= 20,
+            let text = String(validating: value.bytes, as: UTF8.self), let number = Int64(text),
+            String(number) == text
         else {
             throw KVError(.notACounter, "the row holds a value that is not an integer")
         }
-        guard let dot = object.versions.first(where: { $0.value == visible[0] })?.dot else {
-            return CounterState()
-        }
+        var state = CounterState(epochMilliseconds: visible[0].timestampMilliseconds)
+        guard let dot = object.versions.first(where: { $0.value == visible[0] })?.dot else { return state }
         var hasher = SipHash24(key0: 0x6B76_636F_756E_7465, key1: 0x725F_6261_7365_0001)
         hasher.combine(contentsOf: withUnsafeBytes(of: dot.actor.node.rawValue.bigEndian, Array.init))
         hasher.combine(contentsOf: withUnsafeBytes(of: dot.actor.incarnation.bigEndian, Array.init))
         hasher.combine(contentsOf: withUnsafeBytes(of: dot.counter.bigEndian, Array.init))
         // Real actors never reach the last incarnation, so a derived actor cannot be one.
         let base = ActorID(node: NodeID(rawValue: hasher.finalize()), incarnation: UInt32.max)
-        var state = CounterState()
         state.add(number, by: base)
         return state
     }

@@ -14,6 +14,8 @@ public struct CounterState: Hashable, Sendable {
     /// The content type of a stored counter.
     public static let contentType = "application/vnd.kv.counter"
     static let formatVersion: UInt8 = 1
+    /// The format of a counter with an epoch.
+    static let epochFormatVersion: UInt8 = 2
 
     /// One actor's totals.
     public struct Entry: Hashable, Sendable {
@@ -27,9 +29,15 @@ public struct CounterState: Hashable, Sendable {
 
     /// The entries, sorted by actor.
     public private(set) var entries: [Entry] = []
+    /// Since when this counter counts, in a last-writer-wins row: the timestamp of the
+    /// version it started from (a text value, a delete, an expired value), 0 for a row
+    /// never written. Only counters of the same epoch merge, so increments made before a
+    /// later `SET` or `DEL` are not counted again after it. 0 outside last-writer-wins
+    /// rows.
+    public var epochMilliseconds: Int64 = 0
 
     /// A counter at zero with no history.
-    public init() {}
+    public init(epochMilliseconds: Int64 = 0) { self.epochMilliseconds = epochMilliseconds }
 
     /// The counter's value.
     public var value: Int64 {
@@ -66,15 +74,23 @@ public struct CounterState: Hashable, Sendable {
                 byActor[entry.actor] = entry
             }
         }
-        var merged = CounterState()
+        var merged = CounterState(epochMilliseconds: max(epochMilliseconds, other.epochMilliseconds))
         merged.entries = byActor.values.sorted { $0.actor < $1.actor }
         return merged
     }
 
-    /// The stored form: version, count, then per actor its id and both totals.
+    /// The stored form: version (`1`, or `2` followed by the epoch, zigzag LEB128), count,
+    /// then per actor its id and both totals.
     public func encoded() -> [UInt8] {
-        var writer = BinaryWriter(capacity: 2 + entries.count * 24)
-        writer.write(Self.formatVersion)
+        var writer = BinaryWriter(capacity: 12 + entries.count * 24)
+        // Format 1 when there is no epoch, so counters outside last-writer-wins rows are
+        // stored as before epochs existed.
+        if epochMilliseconds == 0 {
+            writer.write(Self.formatVersion)
+        } else {
+            writer.write(Self.epochFormatVersion)
+            writer.writeSignedVarint(epochMilliseconds)
+        }
         writer.writeVarint(UInt64(entries.count))
         for entry in entries {
             writer.writeFixed(entry.actor.node.rawValue)
@@ -89,8 +105,10 @@ public struct CounterState: Hashable, Sendable {
     public init(decoding bytes: [UInt8]) throws(KVError) {
         var reader = BinaryReader(bytes)
         do {
-            guard try reader.readByte() == Self.formatVersion else {
-                throw KVError(.notACounter, "the counter has an unknown format")
+            switch try reader.readByte() {
+            case Self.formatVersion: break
+            case Self.epochFormatVersion: epochMilliseconds = try reader.readSignedVarint()
+            default: throw KVError(.notACounter, "the counter has an unknown format")
             }
             let count = try reader.readVarint()
             guard count <= UInt64(reader.remainingCount / 11) else {

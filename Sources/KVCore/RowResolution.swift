@@ -12,9 +12,9 @@ extension DottedVersionVectorSet where Element == Sibling {
     /// - Versions of a last-writer-wins table: the one version with the highest hybrid
     ///   logical timestamp (ties broken by its dot, the same on every replica), tombstones
     ///   included, so a later delete wins over an earlier write. When that version is a
-    ///   counter, every concurrent counter version is returned with it, so concurrent
-    ///   increments merge instead of overwriting each other. Nothing is returned when the
-    ///   winner is a tombstone or has expired.
+    ///   counter, every concurrent counter version of the same epoch is returned with it,
+    ///   so concurrent increments merge instead of overwriting each other. Nothing is
+    ///   returned when the winner is a tombstone or has expired.
     public func visibleValues(at nowMilliseconds: Int64) -> [Sibling] {
         resolvedValues().filter { $0.isVisible(at: nowMilliseconds) }
     }
@@ -52,8 +52,17 @@ extension DottedVersionVectorSet where Element == Sibling {
                 Self.lastWriterOrder(earlier) < Self.lastWriterOrder(later)
             })
         else { return [] }
-        guard winner.value.value?.contentType == CounterState.contentType else { return [winner.value] }
-        return versions.map(\.value).filter { $0.value?.contentType == CounterState.contentType }
+        guard let epoch = Self.counterEpoch(winner.value) else { return [winner.value] }
+        // Concurrent counters of the winner's epoch merge; a counter from before a later
+        // SET or DEL (another epoch) does not count again.
+        return versions.map(\.value).filter { Self.counterEpoch($0) == epoch }
+    }
+
+    /// The epoch of a counter version (``CounterState/epochMilliseconds``), `nil` for
+    /// anything else.
+    private static func counterEpoch(_ sibling: Sibling) -> Int64? {
+        guard let value = sibling.value, value.contentType == CounterState.contentType else { return nil }
+        return (try? CounterState(decoding: value.bytes))?.epochMilliseconds ?? 0
     }
 
     /// The total order of last-writer-wins: hybrid logical timestamp, then the dot.

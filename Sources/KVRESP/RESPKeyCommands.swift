@@ -18,10 +18,10 @@ extension RESPSession {
             default: return .integer(expiry)
             }
         case "persist":
-            let now = try await current(args[0])
-            guard let value = now.value, value.expiresAt != nil else { return .integer(0) }
-            try await write(args[0], value.storedValue, expiresAt: nil, context: now.context)
-            return .integer(1)
+            return try await update(args[0]) { value in
+                guard let value, value.expiresAt != nil else { return .keep(reply: .integer(0)) }
+                return .write(value.storedValue, expiresAt: nil, reply: .integer(1))
+            }
         case "scan": return try await scan(args)
         case "keys":
             var keys: [RESPValue] = []
@@ -45,8 +45,10 @@ extension RESPSession {
             }
             let databases = name == "flushdb" ? [database] : Array(0..<frontEnd.databaseCount)
             for index in databases {
+                // A database never used has no table: nothing to clear, none to create.
+                let table = try TableName(namespace: frontEnd.namespace, table: "db\(index)")
                 do {
-                    try await frontEnd.service.clearTable(try await frontEnd.table(ofDatabase: index))
+                    try await frontEnd.service.clearTable(table)
                 } catch {
                     guard error.code == .tableNotFound else { throw error }
                     frontEnd.forgetTable(ofDatabase: index)
@@ -95,7 +97,8 @@ extension RESPSession {
             case "XX": onlyWith = true
             case "GT": onlyLater = true
             case "LT": onlyEarlier = true
-            case let other: throw RESPCommandError("ERR Unsupported option \(other)")
+            default:
+                throw RESPCommandError("ERR Unsupported option \(String(decoding: option, as: UTF8.self))")
             }
         }
         if onlyWithout && (onlyWith || onlyLater || onlyEarlier) {
@@ -118,20 +121,17 @@ extension RESPSession {
             guard !overflow else { throw invalid }
             when = sum
         }
-        let now = try await current(args[0])
-        guard let value = now.value else { return .integer(0) }
-        // No expiry counts as an infinite one, as in Redis.
-        let existing = value.expiresAt ?? Int64.max
-        if onlyWithout && value.expiresAt != nil { return .integer(0) }
-        if onlyWith && value.expiresAt == nil { return .integer(0) }
-        if onlyLater && !(when > existing) { return .integer(0) }
-        if onlyEarlier && !(when < existing) { return .integer(0) }
-        if when <= Self.nowMilliseconds() {
-            try await delete(args[0], context: now.context)
-        } else {
-            try await write(args[0], value.storedValue, expiresAt: when, context: now.context)
+        return try await update(args[0]) { value in
+            guard let value else { return .keep(reply: .integer(0)) }
+            // No expiry counts as an infinite one, as in Redis.
+            let existing = value.expiresAt ?? Int64.max
+            if onlyWithout && value.expiresAt != nil { return .keep(reply: .integer(0)) }
+            if onlyWith && value.expiresAt == nil { return .keep(reply: .integer(0)) }
+            if onlyLater && !(when > existing) { return .keep(reply: .integer(0)) }
+            if onlyEarlier && !(when < existing) { return .keep(reply: .integer(0)) }
+            if when <= Self.nowMilliseconds() { return .delete(reply: .integer(1)) }
+            return .write(value.storedValue, expiresAt: when, reply: .integer(1))
         }
-        return .integer(1)
     }
 
     /// `SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]`.

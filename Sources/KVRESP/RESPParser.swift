@@ -36,19 +36,25 @@ public struct RESPProtocolError: Error, Hashable, Sendable {
 
 /// Cuts client commands out of the bytes a connection receives: RESP arrays of bulk
 /// strings (what every client library sends) and inline commands (a line of words, what
-/// a person types into telnet). It never holds more than one command's bytes beyond what
-/// the connection buffered, and refuses lengths past ``RESPLimits`` before reading them.
+/// a person types into telnet). It refuses lengths past ``RESPLimits`` before reading
+/// them. A command that arrives in pieces is parsed as it comes: each complete argument
+/// is taken out of the buffer and kept, so a large command arriving slowly is never
+/// parsed again from its start.
 public struct RESPParser: Sendable {
     /// The limits enforced.
     public let limits: RESPLimits
+    /// The command being read: how many arguments are still to come, those read so far
+    /// and their bytes.
+    private var pending: (remaining: Int, arguments: [[UInt8]], bytes: Int)?
 
     /// Creates a parser.
     public init(limits: RESPLimits = RESPLimits()) { self.limits = limits }
 
-    /// The next complete command in `buffer`, consuming its bytes; `nil` (consuming
-    /// nothing) when the buffer holds only part of one. An empty inline line yields an
-    /// empty command, which the caller skips.
-    public func next(_ buffer: inout ByteBuffer) throws(RESPProtocolError) -> [[UInt8]]? {
+    /// The next complete command in `buffer`, consuming its bytes; `nil` when the buffer
+    /// holds only part of one (whose complete arguments are consumed and kept). An empty
+    /// inline line yields an empty command, which the caller skips.
+    public mutating func next(_ buffer: inout ByteBuffer) throws(RESPProtocolError) -> [[UInt8]]? {
+        if pending != nil { return try arguments(&buffer) }
         guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
         if first == UInt8(ascii: "*") { return try multibulk(&buffer) }
         return try inline(&buffer)
@@ -71,32 +77,40 @@ public struct RESPParser: Sendable {
         return (view[searched.startIndex..<end], newline + 1 - view.startIndex + buffer.readerIndex)
     }
 
+    /// A decimal integer of at most 18 digits (so it cannot overflow), maybe negative.
     private func number(_ line: ByteBufferView) -> Int? {
-        guard !line.isEmpty, line.count <= 19 else { return nil }
+        var digits = line[...]
+        let negative = digits.first == UInt8(ascii: "-")
+        if negative { digits = digits.dropFirst() }
+        guard !digits.isEmpty, digits.count <= 18 else { return nil }
         var value = 0
-        var negative = false
-        for (index, byte) in line.enumerated() {
-            if index == 0 && byte == UInt8(ascii: "-") {
-                negative = true
-                continue
-            }
+        for byte in digits {
             guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
             value = value * 10 + Int(byte - UInt8(ascii: "0"))
         }
         return negative ? -value : value
     }
 
-    private func multibulk(_ buffer: inout ByteBuffer) throws(RESPProtocolError) -> [[UInt8]]? {
+    private mutating func multibulk(_ buffer: inout ByteBuffer) throws(RESPProtocolError) -> [[UInt8]]? {
         guard let header = try line(in: buffer, from: buffer.readerIndex, maximum: 32) else { return nil }
         guard let count = number(header.line.dropFirst()), count <= limits.maximumArguments else {
             throw RESPProtocolError("invalid multibulk length")
         }
-        var position = header.next
-        var arguments: [[UInt8]] = []
-        arguments.reserveCapacity(max(0, min(count, 1024)))
-        var total = 0
-        for _ in 0..<max(0, count) {
-            guard let lengthLine = try line(in: buffer, from: position, maximum: 32) else { return nil }
+        buffer.moveReaderIndex(to: header.next)
+        pending = (max(0, count), [], 0)
+        return try arguments(&buffer)
+    }
+
+    /// Reads the pending command's arguments that have arrived; the command once the last
+    /// one has. A protocol error ends the command (the connection closes after it).
+    private mutating func arguments(_ buffer: inout ByteBuffer) throws(RESPProtocolError) -> [[UInt8]]? {
+        guard var current = pending else { return nil }
+        pending = nil
+        while current.remaining > 0 {
+            guard let lengthLine = try line(in: buffer, from: buffer.readerIndex, maximum: 32) else {
+                pending = current
+                return nil
+            }
             guard lengthLine.line.first == UInt8(ascii: "$") else {
                 let got = lengthLine.line.first.map { String(decoding: [$0], as: UTF8.self) } ?? ""
                 throw RESPProtocolError("expected '$', got '\(got)'")
@@ -104,23 +118,27 @@ public struct RESPParser: Sendable {
             guard let length = number(lengthLine.line.dropFirst()), length >= 0,
                 length <= limits.maximumBulkBytes
             else { throw RESPProtocolError("invalid bulk length") }
-            total += length
-            guard total <= limits.maximumCommandBytes else {
+            guard current.bytes + length <= limits.maximumCommandBytes else {
                 throw RESPProtocolError("the command is larger than \(limits.maximumCommandBytes) bytes")
             }
             let start = lengthLine.next
-            guard buffer.writerIndex - start >= length + 2 else { return nil }
-            guard let bytes = buffer.getBytes(at: start, length: length) else { return nil }
-            arguments.append(bytes)
-            position = start + length + 2
+            guard buffer.writerIndex - start >= length + 2,
+                let bytes = buffer.getBytes(at: start, length: length)
+            else {
+                pending = current
+                return nil
+            }
+            current.arguments.append(bytes)
+            current.bytes += length
+            current.remaining -= 1
+            buffer.moveReaderIndex(to: start + length + 2)
         }
-        buffer.moveReaderIndex(to: position)
-        return arguments
+        return current.arguments
     }
 
     /// An inline command: words separated by spaces, with Redis's quoting (`"a b"`,
     /// `'a b'`, and `\n`, `\xHH` escapes inside double quotes).
-    private func inline(_ buffer: inout ByteBuffer) throws(RESPProtocolError) -> [[UInt8]]? {
+    private mutating func inline(_ buffer: inout ByteBuffer) throws(RESPProtocolError) -> [[UInt8]]? {
         guard let found = try line(in: buffer, from: buffer.readerIndex, maximum: limits.maximumInlineBytes)
         else { return nil }
         let words = try Self.splitArguments(Array(found.line))

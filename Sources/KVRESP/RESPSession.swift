@@ -13,8 +13,9 @@ struct RESPCommandError: Error {
 }
 
 /// One client connection's state (protocol version, database, name, who it is) and the
-/// commands it runs. The listener runs one command of a connection at a time, in order,
-/// so pipelined replies come back in the order of their commands.
+/// commands it runs. The listener runs a connection's commands on different keys side by
+/// side and the others alone (``keys(of:)``), and sends the replies in the order of the
+/// commands.
 public actor RESPSession {
     let frontEnd: RESPFrontEnd
     /// The connection's id, as `CLIENT ID` and `HELLO` report it.
@@ -40,6 +41,9 @@ public actor RESPSession {
         public var value: RESPValue
         /// Whether to close the connection once it is sent (`QUIT`).
         public var closesConnection: Bool
+        /// The protocol version to write it in: the connection's when the command ended
+        /// (so `HELLO 3` answers in RESP3, and a command before it in the old one).
+        public var protocolVersion: Int
     }
 
     /// Runs one command (its name and arguments); `nil` for an empty inline line, which
@@ -47,22 +51,27 @@ public actor RESPSession {
     public func execute(_ arguments: [[UInt8]]) async -> Reply? {
         guard let first = arguments.first else { return nil }
         let name = String(decoding: first, as: UTF8.self).lowercased()
+        let (value, closes) = await outcome(name, arguments)
+        return Reply(value: value, closesConnection: closes, protocolVersion: protocolVersion)
+    }
+
+    private func outcome(_ name: String, _ arguments: [[UInt8]]) async -> (RESPValue, Bool) {
         do {
-            if name == "quit" { return Reply(value: .ok, closesConnection: true) }
+            if name == "quit" { return (.ok, true) }
             do {
-                return Reply(value: try await run(name, arguments), closesConnection: false)
+                return (try await run(name, arguments), false)
             } catch let error as KVError where error.code == .tableNotFound {
                 // The database's table was dropped (over HTTP) since this node created
                 // it: create it again and run the command once more. Nothing was applied.
                 frontEnd.forgetTable(ofDatabase: database)
-                return Reply(value: try await run(name, arguments), closesConnection: false)
+                return (try await run(name, arguments), false)
             }
         } catch let error as RESPCommandError {
-            return Reply(value: .error(Self.oneLine(error.text)), closesConnection: false)
+            return (.error(Self.oneLine(error.text)), false)
         } catch let error as KVError {
-            return Reply(value: .error(Self.oneLine(Self.text(of: error))), closesConnection: false)
+            return (.error(Self.oneLine(Self.text(of: error))), false)
         } catch {
-            return Reply(value: .error("ERR \(error)"), closesConnection: false)
+            return (.error("ERR \(error)"), false)
         }
     }
 

@@ -3,25 +3,47 @@ import KVCore
 
 /// A key's value as a Redis client sees it.
 struct RESPString {
-    /// The bytes: a counter reads as its decimal value.
-    var bytes: [UInt8]
+    /// The stored value that writes this string back unchanged: the merged counter for a
+    /// counter (so a rewrite such as `EXPIRE` keeps every concurrent increment), the
+    /// value itself otherwise (a value kept in chunks included).
+    var storedValue: RowValue
     /// When it expires (wall clock, milliseconds), if it does.
     var expiresAt: Int64?
-    /// The merged counter, when the row holds one: a rewrite (`EXPIRE`, `PERSIST`) must
-    /// keep it a counter, with every concurrent increment in it.
-    var counter: CounterState?
+    /// The value's length in bytes as a client reads it, wherever the bytes are kept.
+    var length: Int64
 
-    /// The stored value that writes this string back unchanged.
-    var storedValue: RowValue {
-        if let counter { return RowValue(bytes: counter.encoded(), contentType: CounterState.contentType) }
-        return RowValue(bytes: bytes)
+    /// The bytes: a counter reads as its decimal value. A value kept in chunks (written
+    /// over HTTP, past the inline size) is not read into a reply.
+    func bytes() throws -> [UInt8] {
+        guard storedValue.largeValue == nil else {
+            throw RESPCommandError(
+                "ERR the value of this key is kept in chunks (written over HTTP); read it over HTTP")
+        }
+        if storedValue.contentType == CounterState.contentType,
+            let counter = try? CounterState(decoding: storedValue.bytes)
+        {
+            return Array(String(counter.value).utf8)
+        }
+        return storedValue.bytes
     }
 }
 
-/// A key's current state: its value (if any) and the context that supersedes it.
+/// A key's current state: its value (if any), the context that supersedes it and the
+/// ETag that names it.
 struct RESPCurrent {
     var value: RESPString?
     var context: String
+    var etag: String
+}
+
+/// What a read-modify-write makes of a key (see ``RESPSession/update(_:_:)``).
+enum RESPUpdate {
+    /// Write this value, with this expiry, and answer `reply`.
+    case write(RowValue, expiresAt: Int64?, reply: RESPValue)
+    /// Delete the key and answer `reply`.
+    case delete(reply: RESPValue)
+    /// Change nothing and answer `reply`.
+    case keep(reply: RESPValue)
 }
 
 extension RESPSession {
@@ -39,19 +61,18 @@ extension RESPSession {
         if siblings.allSatisfy({ $0.value?.contentType == CounterState.contentType }),
             let counter = try CounterState.merged(siblings)
         {
-            return RESPString(bytes: Array(String(counter.value).utf8), expiresAt: expiry, counter: counter)
+            return RESPString(
+                storedValue: RowValue(bytes: counter.encoded(), contentType: CounterState.contentType),
+                expiresAt: expiry, length: Int64(String(counter.value).utf8.count))
         }
         let latest = siblings.max { $0.timestampMilliseconds < $1.timestampMilliseconds } ?? siblings[0]
-        guard let value = latest.value, value.largeValue == nil else {
-            throw RESPCommandError(
-                "ERR the value of this key is kept in chunks (written over HTTP); read it over HTTP")
-        }
-        return RESPString(bytes: value.bytes, expiresAt: latest.expiresAtMilliseconds, counter: nil)
+        guard let value = latest.value else { return nil }
+        return RESPString(storedValue: value, expiresAt: latest.expiresAtMilliseconds, length: value.length)
     }
 
     func current(_ key: [UInt8]) async throws -> RESPCurrent {
         let result = try await frontEnd.service.get(try await rowKey(key))
-        return RESPCurrent(value: try Self.string(of: result), context: result.context)
+        return RESPCurrent(value: try Self.string(of: result), context: result.context, etag: result.etag)
     }
 
     @discardableResult
@@ -65,33 +86,67 @@ extension RESPSession {
             options: WriteOptions(context: context, condition: condition, expiresAtMilliseconds: expiresAt))
     }
 
-    func delete(_ key: [UInt8], context: String) async throws {
-        _ = try await frontEnd.service.delete(try await rowKey(key), options: WriteOptions(context: context))
+    /// A read-modify-write of one key: reads it, asks `change` what to do, and does it
+    /// on condition that the row is still the version read (`If-Match`). When another
+    /// client changed the key in between, it starts over, so an update computed from the
+    /// value before a concurrent `DEL` or `SET` never undoes it.
+    func update(_ key: [UInt8], _ change: (RESPString?) throws -> RESPUpdate) async throws -> RESPValue {
+        for attempt in 0..<Self.updateAttempts {
+            let now = try await current(key)
+            do {
+                switch try change(now.value) {
+                case .keep(let reply):
+                    return reply
+                case .write(let value, let expiresAt, let reply):
+                    try await write(
+                        key, value, expiresAt: expiresAt, context: now.context, condition: .ifMatch(now.etag))
+                    return reply
+                case .delete(let reply):
+                    _ = try await frontEnd.service.delete(
+                        try await rowKey(key),
+                        options: WriteOptions(context: now.context, condition: .ifMatch(now.etag)))
+                    return reply
+                }
+            } catch let error as KVError where error.code == .preconditionFailed {
+                // Changed since the read (or its coordinating replica had not caught up
+                // with the read yet): read again.
+                try await Task.sleep(for: .milliseconds(attempt))
+            }
+        }
+        throw RESPCommandError(
+            "ERR the key changed \(Self.updateAttempts) times while this command ran; try again")
     }
+
+    /// How often ``update(_:_:)`` starts over before it gives up.
+    static let updateAttempts = 16
 
     // MARK: - Dispatch of data commands
 
     func runData(_ name: String, _ args: [[UInt8]]) async throws -> RESPValue {
         switch name {
-        case "get": return try await current(args[0]).value.map { .bulk($0.bytes) } ?? .null
+        case "get": return try await current(args[0]).value.map { .bulk(try $0.bytes()) } ?? .null
         case "set": return try await set(args)
         case "setnx":
             return .integer(try await set([args[0], args[1], Array("NX".utf8)]) == .ok ? 1 : 0)
         case "getset": return try await set([args[0], args[1], Array("GET".utf8)])
         case "getdel":
-            let now = try await current(args[0])
-            guard let value = now.value else { return .null }
-            try await delete(args[0], context: now.context)
-            return .bulk(value.bytes)
-        case "mget": return .array(try await readMany(args).map { $0.value.map { .bulk($0.bytes) } ?? .null })
+            return try await update(args[0]) { value in
+                guard let value else { return .keep(reply: .null) }
+                return .delete(reply: .bulk(try value.bytes()))
+            }
+        case "mget":
+            return .array(
+                try await readMany(args).map { try $0.value.map { .bulk(try $0.bytes()) } ?? .null })
         case "mset", "msetnx": return try await setMany(args, onlyIfNoneExist: name == "msetnx")
         case "append":
-            let now = try await current(args[0])
-            let bytes = (now.value?.bytes ?? []) + args[1]
-            try await write(
-                args[0], RowValue(bytes: bytes), expiresAt: now.value?.expiresAt, context: now.context)
-            return .integer(Int64(bytes.count))
-        case "strlen": return .integer(Int64(try await current(args[0]).value?.bytes.count ?? 0))
+            let limit = frontEnd.limits.maximumBulkBytes
+            return try await update(args[0]) { value in
+                let bytes = try (value?.bytes() ?? []) + args[1]
+                guard bytes.count <= limit else { throw RESPCommandError.tooLarge }
+                return .write(
+                    RowValue(bytes: bytes), expiresAt: value?.expiresAt, reply: .integer(Int64(bytes.count)))
+            }
+        case "strlen": return .integer(try await current(args[0]).value?.length ?? 0)
         case "getrange": return try await getRange(args)
         case "setrange": return try await setRange(args)
         case "incr": return try await increment(args[0], by: 1)
@@ -147,19 +202,12 @@ extension RESPSession {
             try await write(key, value, expiresAt: expiry, context: nil)
             return .ok
         }
-        let now = try await current(key)
-        let old: RESPValue = returnOld ? (now.value.map { .bulk($0.bytes) } ?? .null) : .ok
-        if onlyIfPresent && now.value == nil { return returnOld ? old : .null }
-        if onlyIfAbsent && now.value != nil { return old }
-        do {
-            try await write(
-                key, value, expiresAt: keepTTL ? now.value?.expiresAt : expiry, context: now.context,
-                condition: onlyIfAbsent ? .ifAbsent : .none)
-        } catch let error as KVError where error.code == .preconditionFailed {
-            // Another client created the key between the read and the write.
-            return .null
+        return try await update(key) { current in
+            let old: RESPValue = returnOld ? try (current.map { .bulk(try $0.bytes()) } ?? .null) : .ok
+            if onlyIfPresent && current == nil { return .keep(reply: returnOld ? old : .null) }
+            if onlyIfAbsent && current != nil { return .keep(reply: old) }
+            return .write(value, expiresAt: keepTTL ? current?.expiresAt : expiry, reply: old)
         }
-        return old
     }
 
     /// The absolute expiry an `EX`/`PX`/`EXAT`/`PXAT` argument names; Redis's error for
@@ -195,7 +243,9 @@ extension RESPSession {
             for item in try await frontEnd.service.batch(operations) {
                 switch item {
                 case .read(let result):
-                    results.append(RESPCurrent(value: try Self.string(of: result), context: result.context))
+                    results.append(
+                        RESPCurrent(
+                            value: try Self.string(of: result), context: result.context, etag: result.etag))
                 case .written: throw RESPCommandError("ERR the store answered a read with a write")
                 case .failed(let error): throw error
                 }
@@ -237,7 +287,7 @@ extension RESPSession {
         guard var start = RESPNumbers.integer(args[1]), var end = RESPNumbers.integer(args[2]) else {
             throw RESPCommandError.notInteger
         }
-        let bytes = try await current(args[0]).value?.bytes ?? []
+        let bytes = try await current(args[0]).value?.bytes() ?? []
         let length = Int64(bytes.count)
         if start < 0 && end < 0 && start > end { return .bulk([]) }
         if start < 0 { start += length }
@@ -253,18 +303,19 @@ extension RESPSession {
         guard let offset = RESPNumbers.integer(args[1]) else { throw RESPCommandError.notInteger }
         guard offset >= 0 else { throw RESPCommandError("ERR offset is out of range") }
         let piece = args[2]
-        let now = try await current(args[0])
-        var bytes = now.value?.bytes ?? []
-        if piece.isEmpty { return .integer(Int64(bytes.count)) }
-        guard offset + Int64(piece.count) <= Int64(frontEnd.limits.maximumBulkBytes) else {
+        // Checked without overflow: an offset near Int64.max is refused, not a crash.
+        guard offset <= Int64(frontEnd.limits.maximumBulkBytes) - Int64(piece.count) else {
             throw RESPCommandError.tooLarge
         }
-        let end = Int(offset) + piece.count
-        if bytes.count < end { bytes += [UInt8](repeating: 0, count: end - bytes.count) }
-        bytes.replaceSubrange(Int(offset)..<end, with: piece)
-        try await write(
-            args[0], RowValue(bytes: bytes), expiresAt: now.value?.expiresAt, context: now.context)
-        return .integer(Int64(bytes.count))
+        return try await update(args[0]) { value in
+            var bytes = try value?.bytes() ?? []
+            if piece.isEmpty { return .keep(reply: .integer(Int64(bytes.count))) }
+            let end = Int(offset) + piece.count
+            if bytes.count < end { bytes += [UInt8](repeating: 0, count: end - bytes.count) }
+            bytes.replaceSubrange(Int(offset)..<end, with: piece)
+            return .write(
+                RowValue(bytes: bytes), expiresAt: value?.expiresAt, reply: .integer(Int64(bytes.count)))
+        }
     }
 
     // MARK: - Counters
@@ -273,7 +324,7 @@ extension RESPSession {
     /// different nodes merge. The current value is checked first, for Redis's overflow
     /// error.
     private func increment(_ key: [UInt8], by delta: Int64) async throws -> RESPValue {
-        if let bytes = try await current(key).value?.bytes {
+        if let bytes = try await current(key).value?.bytes() {
             guard let value = RESPNumbers.integer(bytes) else { throw RESPCommandError.notInteger }
             let (_, overflow) = value.addingReportingOverflow(delta)
             guard !overflow else { throw RESPCommandError("ERR increment or decrement would overflow") }
@@ -281,20 +332,22 @@ extension RESPSession {
         return .integer(try await frontEnd.service.increment(try await rowKey(key), by: delta))
     }
 
-    /// `INCRBYFLOAT`: a read-modify-write of the text, with the context of the read
-    /// (concurrent float increments through different nodes resolve by last writer).
+    /// `INCRBYFLOAT`: a read-modify-write of the text (``update(_:_:)``); concurrent
+    /// float increments of one key through different nodes may resolve by last writer.
     private func incrementFloat(_ args: [[UInt8]]) async throws -> RESPValue {
         guard let increment = RESPNumbers.double(args[1]) else { throw RESPCommandError.notFloat }
-        let now = try await current(args[0])
-        var base = 0.0
-        if let bytes = now.value?.bytes {
-            guard let value = RESPNumbers.double(bytes) else { throw RESPCommandError.notFloat }
-            base = value
+        return try await update(args[0]) { value in
+            var base = 0.0
+            if let bytes = try value?.bytes() {
+                guard let number = RESPNumbers.double(bytes) else { throw RESPCommandError.notFloat }
+                base = number
+            }
+            let result = base + increment
+            guard result.isFinite else {
+                throw RESPCommandError("ERR increment would produce NaN or Infinity")
+            }
+            let text = Array(RESPNumbers.text(result).utf8)
+            return .write(RowValue(bytes: text), expiresAt: value?.expiresAt, reply: .bulk(text))
         }
-        let result = base + increment
-        guard result.isFinite else { throw RESPCommandError("ERR increment would produce NaN or Infinity") }
-        let text = Array(RESPNumbers.text(result).utf8)
-        try await write(args[0], RowValue(bytes: text), expiresAt: now.value?.expiresAt, context: now.context)
-        return .bulk(text)
     }
 }

@@ -9,9 +9,12 @@ import Synchronization
 /// A command that touches only its keys (``RESPSession/keys(of:)``) starts once no
 /// earlier command still running touches one of them; any other command (`SELECT`,
 /// `HELLO`, scans, flushes) once every earlier one has finished, and nothing starts
-/// until it has; and no more than ``maximumCommandsInFlight`` run at once. Commands on
-/// one key therefore run in the order sent, as in Redis, while pipelined commands on
-/// different keys share the store's round trips and group commits.
+/// until it has. Commands on one key therefore run in the order sent, as in Redis, while
+/// pipelined commands on different keys share the store's round trips and group
+/// commits. At most ``maximumCommandsInFlight`` commands are running or waiting for
+/// their reply to be sent: a client that stops reading its replies stops being read, so
+/// it cannot make the node hold more than that many replies. After `QUIT` nothing more
+/// is read.
 struct RESPPipeline: Sendable {
     /// The most commands of one connection that run at once.
     static let maximumCommandsInFlight = 32
@@ -33,6 +36,8 @@ struct RESPPipeline: Sendable {
         let queue = ReplyQueue()
         try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
+                // However the writer ends, a reader waiting for room must not wait forever.
+                defer { queue.closeForWriting() }
                 try await write(from: queue, to: outbound)
                 return true
             }
@@ -58,6 +63,8 @@ struct RESPPipeline: Sendable {
         var running: [(keys: [[UInt8]]?, task: Task<RESPSession.Reply?, Never>)] = []
         do {
             for try await command in inbound {
+                // Until the replies the client has not read yet fall below the limit.
+                guard await queue.waitForRoom(below: Self.maximumCommandsInFlight) else { return }
                 let keys = RESPSession.keys(of: command)
                 // Forget what has finished, oldest first, so the list stays short.
                 while let first = running.first, running.count >= Self.maximumCommandsInFlight || keys == nil
@@ -74,7 +81,8 @@ struct RESPPipeline: Sendable {
                 let task = Task { await session.execute(command) }
                 running.append((keys, task))
                 queue.push(.reply(task))
-                if keys == nil { _ = await task.value }
+                // Redis reads nothing after QUIT.
+                if keys == nil, let reply = await task.value, reply.closesConnection { return }
             }
         } catch let error as RESPProtocolError {
             queue.push(.protocolError(error.message))
@@ -98,7 +106,7 @@ struct RESPPipeline: Sendable {
                 switch item {
                 case .reply(let task):
                     guard let reply = await task.value else { continue }
-                    reply.value.write(to: &buffer, protocolVersion: await session.protocolVersion)
+                    reply.value.write(to: &buffer, protocolVersion: reply.protocolVersion)
                     if reply.closesConnection {
                         try await outbound.write(buffer)
                         return
@@ -115,17 +123,23 @@ struct RESPPipeline: Sendable {
                 }
             }
             if buffer.readableBytes > 0 { try await outbound.write(buffer) }
+            queue.sent(items.count)
         }
     }
 }
 
 /// The replies a connection owes, in order: the reader adds, the writer takes all that
-/// have queued up at once, so replies of a pipeline leave in one write.
+/// have queued up at once, so replies of a pipeline leave in one write. It counts the
+/// replies added but not yet sent, which the reader waits on.
 final class ReplyQueue: Sendable {
     private struct State {
         var items: [RESPPipeline.Outgoing] = []
         var waiter: CheckedContinuation<Void, Never>?
         var finished = false
+        /// Added and not yet sent.
+        var outstanding = 0
+        var roomWaiter: (limit: Int, continuation: CheckedContinuation<Bool, Never>)?
+        var writerGone = false
     }
 
     private let state = Mutex(State())
@@ -133,6 +147,7 @@ final class ReplyQueue: Sendable {
     func push(_ item: RESPPipeline.Outgoing) {
         let waiter = state.withLock { state in
             state.items.append(item)
+            state.outstanding += 1
             defer { state.waiter = nil }
             return state.waiter
         }
@@ -169,6 +184,41 @@ final class ReplyQueue: Sendable {
                 }
                 if resumeNow { continuation.resume() }
             }
+        }
+    }
+
+    /// The writer sent `count` replies.
+    func sent(_ count: Int) {
+        let resumed = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            state.outstanding -= count
+            guard let waiting = state.roomWaiter, state.outstanding < waiting.limit else { return nil }
+            state.roomWaiter = nil
+            return waiting.continuation
+        }
+        resumed?.resume(returning: true)
+    }
+
+    /// The writer is gone: nothing more will be sent.
+    func closeForWriting() {
+        let resumed = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            state.writerGone = true
+            defer { state.roomWaiter = nil }
+            return state.roomWaiter?.continuation
+        }
+        resumed?.resume(returning: false)
+    }
+
+    /// Waits until fewer than `limit` replies are outstanding; `false` when the writer is
+    /// gone (the connection is ending).
+    func waitForRoom(below limit: Int) async -> Bool {
+        await withCheckedContinuation { continuation in
+            let answer: Bool? = state.withLock { state in
+                if state.writerGone { return false }
+                if state.outstanding < limit { return true }
+                state.roomWaiter = (limit, continuation)
+                return nil
+            }
+            if let answer { continuation.resume(returning: answer) }
         }
     }
 }

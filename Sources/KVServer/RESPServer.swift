@@ -9,7 +9,7 @@ import Synchronization
 /// Cuts RESP commands out of a connection's bytes (see ``RESPParser``).
 struct RESPCommandDecoder: ByteToMessageDecoder {
     typealias InboundOut = [[UInt8]]
-    let parser: RESPParser
+    var parser: RESPParser
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let command = try parser.next(&buffer) else { return .needMoreData }
@@ -24,11 +24,11 @@ struct RESPCommandDecoder: ByteToMessageDecoder {
     }
 }
 
-/// The node's Redis-protocol listener: each connection's commands run one at a time, in
-/// order, through its ``RESPSession``, so pipelined replies keep their commands' order.
-/// A connection stops being read while a few commands wait, which bounds what a client
-/// can make the node buffer; a protocol error is answered and closes the connection, as
-/// in Redis.
+/// The node's Redis-protocol listener: each connection's commands run through its
+/// ``RESPSession`` as its ``RESPPipeline`` schedules them, and the replies keep the
+/// commands' order. A connection stops being read while its pipeline is full, which
+/// bounds what a client can make the node hold; a protocol error is answered and closes
+/// the connection, as in Redis.
 public final class RESPServer: Sendable {
     private let frontEnd: RESPFrontEnd
     private let host: String

@@ -165,6 +165,53 @@ struct RowResolutionTests {
         #expect(error?.code == .notACounter)
     }
 
+    /// An increment through A concurrent with a delete (or a SET) and a later increment
+    /// through B: the later increment starts a new epoch, so A's earlier increment does
+    /// not come back with it.
+    @Test func incrementsBeforeALaterDeleteOrSetDoNotCountAgain() throws {
+        let viaA = try #require(
+            try ReplicaRules.increment(
+                StoredObject(), by: 1, actor: Self.actors[0], timestampMilliseconds: 100, lastWriterWins: true
+            ))
+        let written = try #require(
+            ReplicaRules.coordinate(StoredObject(), Self.blind(Self.text("x", at: 50)), actor: Self.actors[1])
+        )
+        let deleted = try #require(
+            ReplicaRules.coordinate(
+                written,
+                ProposedWrite(
+                    sibling: .tombstone(at: 200, resolvesByLastWriter: true), context: written.context),
+                actor: Self.actors[1]))
+        let afterDelete = try #require(
+            try ReplicaRules.increment(
+                deleted, by: 1, actor: Self.actors[1], timestampMilliseconds: 300, lastWriterWins: true))
+        #expect(try CounterState.merged(viaA.merging(afterDelete).visibleValues(at: 0))?.value == 1)
+        #expect(try CounterState.merged(afterDelete.merging(viaA).visibleValues(at: 0))?.value == 1)
+        let set = try #require(
+            ReplicaRules.coordinate(
+                StoredObject(), Self.blind(Self.text("100", at: 200)), actor: Self.actors[2]))
+        let afterSet = try #require(
+            try ReplicaRules.increment(
+                set, by: 1, actor: Self.actors[2], timestampMilliseconds: 300, lastWriterWins: true))
+        #expect(try CounterState.merged(viaA.merging(afterSet).visibleValues(at: 0))?.value == 101)
+        // Concurrent first increments of a row never written share an epoch and merge.
+        let viaB = try #require(
+            try ReplicaRules.increment(
+                StoredObject(), by: 2, actor: Self.actors[1], timestampMilliseconds: 90, lastWriterWins: true)
+        )
+        #expect(try CounterState.merged(viaA.merging(viaB).visibleValues(at: 0))?.value == 3)
+        // Text that Redis would not read as an integer is no counter.
+        for text in ["+5", "007", "-0", " 1"] {
+            let odd = try #require(
+                ReplicaRules.coordinate(
+                    StoredObject(), Self.blind(Self.text(text, at: 1)), actor: Self.actors[0]))
+            #expect(throws: KVError.self) {
+                _ = try ReplicaRules.increment(
+                    odd, by: 1, actor: Self.actors[0], timestampMilliseconds: 2, lastWriterWins: true)
+            }
+        }
+    }
+
     @Test func anIncrementKeepsTheRowsExpiry() throws {
         let set = try #require(
             ReplicaRules.coordinate(

@@ -40,6 +40,10 @@ struct CounterTests {
         state.add(-7, by: actorA)
         state.add(Int64.min, by: actorC)
         #expect(try CounterState(decoding: state.encoded()) == state)
+        var withEpoch = state
+        withEpoch.epochMilliseconds = 1_765_000_000_000
+        #expect(try CounterState(decoding: withEpoch.encoded()) == withEpoch)
+        #expect(state.encoded().first == 1 && withEpoch.encoded().first == 2)
         #expect(state.value == 5 - 7 &+ Int64.min)
         await propertyCheck(count: 300, input: Gen.uint8().array(of: 0...40)) { bytes in
             // Garbage never crashes the decoder, and without the format byte it is refused.

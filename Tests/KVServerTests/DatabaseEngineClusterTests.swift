@@ -180,13 +180,64 @@ struct DatabaseEngineClusterTests {
         try await Self.stop(cluster)
     }
 
+    /// Deletes a stopped node's data rows and anti-entropy entries (keyspaces 0 and 3)
+    /// behind its back, with the database's own client; returns how many rows (Redis:
+    /// keys) went.
+    static func loseRows(of engine: Engine, table: String, node: ServerProcess) async throws -> Int {
+        let (executable, arguments): (String, [String])
+        switch engine {
+        case .postgres:
+            (executable, arguments) = (
+                "/usr/bin/psql",
+                [
+                    try DatabaseServers.url(.postgres), "-qtA", "-c",
+                    "WITH gone AS (DELETE FROM \(table) WHERE ks IN (0, 3) RETURNING 1) SELECT count(*) FROM gone",
+                ]
+            )
+        case .mariadb:
+            let url = try #require(URLComponents(string: try DatabaseServers.url(.mariadb)))
+            (executable, arguments) = (
+                "/usr/bin/mariadb",
+                [
+                    // The server's own settings only, not a machine's option files.
+                    "--no-defaults",
+                    "-h", url.host ?? "127.0.0.1", "-P", String(url.port ?? 3306), "-u", url.user ?? "root",
+                    "--password=\(url.password ?? "")", String(url.path.dropFirst()), "-N", "-B", "-e",
+                    "DELETE FROM \(table) WHERE ks IN (0, 3); SELECT ROW_COUNT()",
+                ]
+            )
+        case .redis:
+            (executable, arguments) = (
+                "/usr/bin/redis-cli",
+                ["-u", try DatabaseServers.url(.redis), "DEL"]
+                    + [0, 3].flatMap { ["\(table):\($0):z", "\(table):\($0):h"] }
+            )
+        case .sqlite:
+            (executable, arguments) = (
+                "/usr/bin/sqlite3",
+                [
+                    node.dataDirectory + "/sqlite/kv.sqlite",
+                    "DELETE FROM kv WHERE ks IN (0, 3); SELECT changes();",
+                ]
+            )
+        }
+        let (status, output) = try await offCooperativePool {
+            let child = try ChildProcess(executable: executable, arguments: arguments)
+            let output = child.finishReading()
+            return (child.wait(), String(decoding: output, as: UTF8.self))
+        }
+        #expect(status.exitedNormally && status.code == 0, "\(executable) failed: \(output)")
+        let lines = output.split(whereSeparator: \.isNewline)
+        return lines.last.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0
+    }
+
     @Test(
-        "anti-entropy restores the rows a node lost from its PostgreSQL table while it was down",
-        .timeLimit(.minutes(3)))
-    func antiEntropyRepair() async throws {
+        "anti-entropy restores the rows a node lost from its database while it was down",
+        .timeLimit(.minutes(3)), arguments: Engine.allCases)
+    func antiEntropyRepair(engine: Engine) async throws {
         let run = UUID().uuidString.prefix(8).lowercased()
         let cluster = try await Self.cluster(
-            [.postgres, .postgres, .postgres], extra: ["--anti-entropy-interval-ms", "300"], run: String(run))
+            [engine, engine, engine], extra: ["--anti-entropy-interval-ms", "300"], run: String(run))
         let client = try await HTTPKeyValueService(url: cluster.url(0))
         _ = try await client.createTable(TableDescriptor(name: Self.items, schema: try KeySchema([.string])))
         for index in 0..<30 {
@@ -194,17 +245,11 @@ struct DatabaseEngineClusterTests {
                 Self.key("a\(index)"), value: Self.text("v\(index)"), options: WriteOptions())
         }
         // Node 2 goes down and its data rows and anti-entropy entries vanish from its
-        // table behind its back (an operator's mistake, a restored old dump). Nothing is
-        // written meanwhile, so no hint exists: only anti-entropy can bring them back.
+        // database behind its back (an operator's mistake, a restored old dump). Nothing
+        // is written meanwhile, so no hint exists: only anti-entropy can bring them back.
         try await offCooperativePool { cluster.nodes[2].kill() }
-        let url = try DatabaseServers.url(.postgres)
-        let deleted = try await offCooperativePool {
-            let child = try ChildProcess(
-                executable: "/usr/bin/psql",
-                arguments: [url, "-q", "-c", "DELETE FROM n\(run)_2 WHERE ks IN (0, 3)"])
-            return child.wait()
-        }
-        #expect(deleted.exitedNormally && deleted.code == 0)
+        let lost = try await Self.loseRows(of: engine, table: "n\(run)_2", node: cluster.nodes[2])
+        #expect(lost > 0, "nothing was deleted from node 2's \(engine) storage")
         try await offCooperativePool {
             try cluster.restart(2)
             try cluster.waitUntilFormed()
@@ -217,7 +262,7 @@ struct DatabaseEngineClusterTests {
             seen =
                 (try? await restarted.scan(ScanRequest(table: Self.items, limit: 1000, r: 1)).rows.count) ?? 0
             if first == nil {
-                print("postgres anti-entropy: node 2 held \(seen) of 30 rows after its restart")
+                print("\(engine) anti-entropy: node 2 held \(seen) of 30 rows after its restart")
             }
             first = first ?? seen
             if seen == 30 { break }

@@ -12,7 +12,7 @@
 # with appendonly and appendfsync always. The engines refuse to start otherwise.
 
 database_server_packages=(postgresql mariadb-server redis-server redis-tools libpq-dev libmariadb-dev
-    libhiredis-dev libsqlite3-dev)
+    libhiredis-dev libsqlite3-dev sqlite3)
 
 # A TCP port nobody listens on now.
 free_port() {
