@@ -26,7 +26,7 @@ start_postgres
 echo "## Machine"
 echo
 echo "- cores: $(nproc); CPU: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
-echo "- PostgreSQL $(psql --version | awk '{print $3}') (fsync and synchronous_commit on), libpq $(pkg-config --modversion libpq), postgres-nio $(sed -n 's/.*"identity" : "postgres-nio".*//p' benchmarks/postgres-drivers/Package.resolved 2>/dev/null)$(grep -A4 '"postgres-nio"' benchmarks/postgres-drivers/Package.resolved | sed -n 's/.*"version" : "\(.*\)".*/\1/p')"
+echo "- PostgreSQL $(psql --version | awk '{print $3}') (fsync and synchronous_commit on), libpq $(pkg-config --modversion libpq), postgres-nio $(grep -A8 '"identity" : "postgres-nio"' benchmarks/postgres-drivers/Package.resolved | sed -n 's/.*"version" : "\(.*\)".*/\1/p')"
 echo
 echo "## 100-byte values, 10,000 rows, ${seconds} s per measurement"
 echo

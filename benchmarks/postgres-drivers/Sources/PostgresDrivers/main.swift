@@ -30,11 +30,13 @@ protocol BlockingSession: AnyObject {
 final class LibpqSession: BlockingSession {
     let connection: OpaquePointer
 
-    init(url: String) throws {
+    /// Connects; with `prepared`, prepares both statements (the table must exist).
+    init(url: String, prepared: Bool = true) throws {
         guard let connection = PQconnectdb(url), PQstatus(connection) == CONNECTION_OK else {
             throw BenchmarkError(description: "libpq cannot connect to \(url)")
         }
         self.connection = connection
+        guard prepared else { return }
         try prepare("put", "INSERT INTO driver_bench (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v")
         try prepare("get", "SELECT v FROM driver_bench WHERE k = $1")
     }
@@ -280,7 +282,7 @@ let configuration = PostgresConnection.Configuration(
     password: components.password, database: String(components.path.dropFirst()), tls: .disable)
 let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
 
-let setup = try LibpqSession(url: url)
+let setup = try LibpqSession(url: url, prepared: false)
 try setup.execute("CREATE TABLE IF NOT EXISTS driver_bench (k bytea PRIMARY KEY, v bytea NOT NULL)")
 try setup.execute("TRUNCATE driver_bench")
 try setup.execute(
@@ -289,12 +291,13 @@ try setup.execute("VACUUM ANALYZE driver_bench")
 // The check a PostgreSQL engine relies on: commits are synced.
 try setup.execute("SET synchronous_commit = on")
 
+let serverURL = url
 print("| workload | threads | libpq (blocking) | postgres-nio (blocking, future.wait) | postgres-nio (async/await) |")
 print("|---|---|---|---|---|")
 for (name, write) in [("synced single-row upsert", true), ("point read", false)] {
     for threads in [1, 8] {
         let libpq = try measureBlocking(threads: threads, seconds: seconds, rows: rows, write: write) { _ in
-            try LibpqSession(url: url)
+            try LibpqSession(url: serverURL)
         }
         let blocking = try measureBlocking(threads: threads, seconds: seconds, rows: rows, write: write) { index in
             try NIOBlockingSession(configuration, group: group, id: index)
