@@ -32,21 +32,7 @@ single_port=$(free_port)
     --resp-port "$single_port" > "$work/single.log" 2>&1 & pids+=($!)
 
 # A 3-node cluster whose RESP ports are the HTTP ports + 3000.
-base=$(python3 - <<'EOF'
-import random, socket
-for _ in range(200):
-    base = random.randrange(20000, 50000)
-    socks = []
-    try:
-        for port in [base + offset + i for offset in (0, 1000, 3000) for i in range(3)]:
-            s = socket.socket(); s.bind(("127.0.0.1", port)); socks.append(s)
-        print(base); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-EOF
-)
+base=$(free_base 1000 3000)
 "$bin/kv" dev --data "$work/cluster" --port "$base" --resp > "$work/kv-dev.out" 2>&1 & pids+=($!)
 for _ in $(seq 1 600); do grep -q "kv dev cluster" "$work/kv-dev.out" && break; sleep 0.1; done
 grep -q "kv dev cluster" "$work/kv-dev.out" || { cat "$work/kv-dev.out"; exit 1; }

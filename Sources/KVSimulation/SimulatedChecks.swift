@@ -12,11 +12,7 @@ extension SimulatedWorld {
     /// The counter ends at the sum of every acknowledged increment plus some of those
     /// whose outcome is unknown, and its replicas agree.
     mutating func checkCounter() {
-        let replicas = nodes[0].core.coordinator.layout.replicas(of: counterKey.partition)
-        let states = replicas.map { node -> StoredObject in
-            if case .object(let object) = execute(.load(counterKey), at: index(of: node)) { return object }
-            return StoredObject()
-        }
+        let states = replicaStates(of: counterKey)
         if Set(states).count != 1 {
             report.violations.append("replicas of the counter did not converge")
         }
@@ -42,11 +38,7 @@ extension SimulatedWorld {
     /// The last-writer-wins key's replicas hold the same state and read one value, and
     /// a value is there if any write of it was acknowledged (the workload never deletes).
     mutating func checkLastWriterWins() {
-        let replicas = nodes[0].core.coordinator.layout.replicas(of: lastWriterKey.partition)
-        let states = replicas.map { node -> StoredObject in
-            if case .object(let object) = execute(.load(lastWriterKey), at: index(of: node)) { return object }
-            return StoredObject()
-        }
+        let states = replicaStates(of: lastWriterKey)
         if Set(states).count != 1 {
             report.violations.append("replicas of the last-writer-wins key did not converge")
         }
@@ -57,6 +49,14 @@ extension SimulatedWorld {
         }
         if report.lastWriterWritesAcknowledged > 0, reads.contains(where: \.isEmpty) {
             report.violations.append("the last-writer-wins key lost every acknowledged write")
+        }
+    }
+
+    /// What each replica of `key` holds.
+    mutating func replicaStates(of key: ReplicaKey) -> [StoredObject] {
+        nodes[0].core.coordinator.layout.replicas(of: key.partition).map { node -> StoredObject in
+            if case .object(let object) = execute(.load(key), at: index(of: node)) { return object }
+            return StoredObject()
         }
     }
 
@@ -112,12 +112,7 @@ extension SimulatedWorld {
         drain()
         // Convergence: every replica holds the same state.
         for key in keys.indices {
-            let replicas = nodes[0].core.coordinator.layout.replicas(of: keys[key].partition)
-            let states = replicas.map { node -> StoredObject in
-                let outcome = execute(.load(keys[key]), at: index(of: node))
-                if case .object(let object) = outcome { return object }
-                return StoredObject()
-            }
+            let states = replicaStates(of: keys[key])
             if Set(states).count != 1 {
                 report.violations.append(
                     "replicas of key \(key) did not converge: "

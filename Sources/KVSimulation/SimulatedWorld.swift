@@ -149,34 +149,10 @@ struct SimulatedWorld {
         }
         self.nodes = nodes
         keys = (0..<configuration.keyCount).map { index in
-            let encoded: [UInt8] = [0x6B, UInt8(index)]
-            let partition = PartitionID.of(
-                namespace: "sim", table: "rows", encodedPartitionKey: encoded,
-                partitionCount: configuration.partitionCount)
-            return ReplicaKey(
-                partition: partition,
-                bytes: StorageLayout.dataKey(
-                    partition: partition, namespace: "sim", table: "rows", key: encoded),
-                generation: SimulatedNode.table.generation)
+            Self.replicaKey([0x6B, UInt8(index)], partitionCount: configuration.partitionCount)
         }
-        let counterEncoded: [UInt8] = [0x63]
-        let counterPartition = PartitionID.of(
-            namespace: "sim", table: "rows", encodedPartitionKey: counterEncoded,
-            partitionCount: configuration.partitionCount)
-        counterKey = ReplicaKey(
-            partition: counterPartition,
-            bytes: StorageLayout.dataKey(
-                partition: counterPartition, namespace: "sim", table: "rows", key: counterEncoded),
-            generation: SimulatedNode.table.generation)
-        let lastWriterEncoded: [UInt8] = [0x6C]
-        let lastWriterPartition = PartitionID.of(
-            namespace: "sim", table: "rows", encodedPartitionKey: lastWriterEncoded,
-            partitionCount: configuration.partitionCount)
-        lastWriterKey = ReplicaKey(
-            partition: lastWriterPartition,
-            bytes: StorageLayout.dataKey(
-                partition: lastWriterPartition, namespace: "sim", table: "rows", key: lastWriterEncoded),
-            generation: SimulatedNode.table.generation)
+        counterKey = Self.replicaKey([0x63], partitionCount: configuration.partitionCount)
+        lastWriterKey = Self.replicaKey([0x6C], partitionCount: configuration.partitionCount)
         clients = Array(
             repeating: SimulatedClient(remaining: configuration.operationsPerClient),
             count: configuration.clientCount)
@@ -517,5 +493,17 @@ struct SimulatedWorld {
             }
         }
         return StoredObject(validatedEntries: entries) ?? merged
+    }
+}
+
+extension SimulatedWorld {
+    /// The replica key of the workload table's row with the encoded key `encoded`.
+    static func replicaKey(_ encoded: [UInt8], partitionCount: Int) -> ReplicaKey {
+        let partition = PartitionID.of(
+            namespace: "sim", table: "rows", encodedPartitionKey: encoded, partitionCount: partitionCount)
+        return ReplicaKey(
+            partition: partition,
+            bytes: StorageLayout.dataKey(partition: partition, namespace: "sim", table: "rows", key: encoded),
+            generation: SimulatedNode.table.generation)
     }
 }

@@ -16,15 +16,17 @@ export KV_CLUSTER_SECRET
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# A base port whose next three ports, and those 1000 above, are free.
+# A base port whose next three ports, and those at each offset above it (by default
+# 1000: the peer ports), are free. Usage: free_base [OFFSET...]
 free_base() {
-    python3 - <<'EOF'
-import random, socket
+    python3 - "${@:-1000}" <<'EOF'
+import random, socket, sys
+offsets = [0] + [int(offset) for offset in sys.argv[1:]]
 for _ in range(200):
     base = random.randrange(20000, 50000)
+    socks = []
     try:
-        socks = []
-        for port in [base + i for i in range(3)] + [base + 1000 + i for i in range(3)]:
+        for port in [base + offset + i for offset in offsets for i in range(3)]:
             s = socket.socket(); s.bind(("127.0.0.1", port)); socks.append(s)
         print(base); break
     except OSError:
