@@ -17,6 +17,8 @@ let package = Package(
         .library(name: "KVStoragePostgres", targets: ["KVStoragePostgres"]),
         .library(name: "KVStorageMariaDB", targets: ["KVStorageMariaDB"]),
         .library(name: "KVStorageRedis", targets: ["KVStorageRedis"]),
+        // The client library applications depend on (docs/client.md).
+        .library(name: "KVClient", targets: ["KVClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),

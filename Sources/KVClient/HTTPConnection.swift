@@ -14,6 +14,17 @@ public struct ClientResponse: Sendable {
     public var body: [UInt8]
 }
 
+/// Why a request failed below HTTP, carried as the ``KVError/underlying`` error of a
+/// `server.unavailable` failure, so a client can tell whether the request may have
+/// reached the server.
+public enum TransportFailure: Error, Hashable, Sendable {
+    /// No connection could be made: the request was never sent.
+    case notConnected
+    /// The connection broke, or the request timed out, after the request was (or may
+    /// have been) sent: the server may have acted on it.
+    case lost
+}
+
 /// Takes the body of a streamed response piece by piece, on the connection's event loop.
 public typealias ResponseSink = @Sendable ([UInt8]) -> Void
 
@@ -59,12 +70,12 @@ final class ResponseCollector: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        failAll(KVError(.unavailable, "the server closed the connection"))
+        failAll(KVError(.unavailable, "the server closed the connection", underlying: TransportFailure.lost))
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        failAll(KVError(.unavailable, "the connection failed: \(error)"))
+        failAll(KVError(.unavailable, "the connection failed: \(error)", underlying: TransportFailure.lost))
         context.close(promise: nil)
     }
 
@@ -84,12 +95,19 @@ public struct HTTPClientOptions: Sendable, Hashable {
     /// The PEM file of the CA that signed the server's certificate; `nil` trusts the
     /// system's roots.
     public var caFile: String?
+    /// How long a whole-body request may wait for its answer before the connection is
+    /// closed and the request fails as lost; `nil` waits as long as the server takes.
+    /// Streamed requests are not limited (a large value takes as long as it takes).
+    public var requestTimeout: Duration?
 
     /// Creates options.
-    public init(token: String? = nil, useTLS: Bool = false, caFile: String? = nil) {
+    public init(
+        token: String? = nil, useTLS: Bool = false, caFile: String? = nil, requestTimeout: Duration? = nil
+    ) {
         self.token = token
         self.useTLS = useTLS
         self.caFile = caFile
+        self.requestTimeout = requestTimeout
     }
 
     /// Options from the environment: the token in `KV_TOKEN`, the CA in `KV_CA_FILE`.
@@ -176,7 +194,9 @@ public actor HTTPConnection {
             }.get()
             return (channel, collector)
         } catch {
-            throw KVError(.unavailable, "cannot connect to \(host):\(port): \(error)")
+            throw KVError(
+                .unavailable, "cannot connect to \(host):\(port): \(error)",
+                underlying: TransportFailure.notConnected)
         }
     }
 
@@ -196,9 +216,23 @@ public actor HTTPConnection {
         }
         let channel = channel
         let collector = collector
+        let timeout = options.requestTimeout
+        let authority = authority
         do {
             return try await channel.eventLoop.flatSubmit { () -> EventLoopFuture<ClientResponse> in
                 let promise = channel.eventLoop.makePromise(of: ClientResponse.self)
+                if let timeout {
+                    // Answers are matched in order, so a request that never gets one
+                    // blocks those behind it: the connection goes, failing them all.
+                    let timer = channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
+                        promise.fail(
+                            KVError(
+                                .unavailable, "\(authority) did not answer within \(timeout)",
+                                underlying: TransportFailure.lost))
+                        channel.close(promise: nil)
+                    }
+                    promise.futureResult.whenComplete { _ in timer.cancel() }
+                }
                 collector.value.enqueue(promise)
                 channel.write(HTTPClientRequestPart.head(head), promise: nil)
                 if let body, !body.isEmpty {
@@ -211,7 +245,9 @@ public actor HTTPConnection {
         } catch let error as KVError {
             throw error
         } catch {
-            throw KVError(.unavailable, "the request to \(authority) failed: \(error)")
+            throw KVError(
+                .unavailable, "the request to \(authority) failed: \(error)",
+                underlying: TransportFailure.lost)
         }
     }
 
@@ -262,14 +298,18 @@ public actor HTTPConnection {
             // its answer says why; the collector fails the promise once the connection
             // is gone.
             if let answered = try? await promise.futureResult.get() { return answered }
-            throw KVError(.unavailable, "the request to \(authority) failed: \(error)")
+            throw KVError(
+                .unavailable, "the request to \(authority) failed: \(error)",
+                underlying: TransportFailure.lost)
         }
         do {
             return try await promise.futureResult.get()
         } catch let error as KVError {
             throw error
         } catch {
-            throw KVError(.unavailable, "the request to \(authority) failed: \(error)")
+            throw KVError(
+                .unavailable, "the request to \(authority) failed: \(error)",
+                underlying: TransportFailure.lost)
         }
     }
 

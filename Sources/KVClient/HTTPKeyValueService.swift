@@ -12,15 +12,26 @@ import NIOPosix
 /// run one at a time); open several for concurrency.
 public final class HTTPKeyValueService: KeyValueService {
     private let connection: HTTPConnection
-    private let schemas = SchemaCache()
+    private let schemas: SchemaCache
 
     /// Connects to a server at `host:port`.
-    public init(
+    public convenience init(
         host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         options: HTTPClientOptions = HTTPClientOptions()
     )
         async throws(KVError)
     {
+        try await self.init(host: host, port: port, group: group, options: options, schemas: SchemaCache())
+    }
+
+    /// Connects to a server at `host:port`, sharing `schemas` with other connections of
+    /// one client (a ``ClusterClient`` keeps one cache for all its connections).
+    init(
+        host: String, port: Int, group: any EventLoopGroup, options: HTTPClientOptions, schemas: SchemaCache
+    )
+        async throws(KVError)
+    {
+        self.schemas = schemas
         connection = try await HTTPConnection(host: host, port: port, group: group, options: options)
     }
 

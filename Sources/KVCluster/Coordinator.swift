@@ -86,6 +86,8 @@ public struct Coordinator: Sendable {
 
     /// Nodes the shell reported unreachable.
     private var down: Set<NodeID> = []
+    /// The nodes of `down` that are still connected and only suspected by SWIM.
+    private var suspected: Set<NodeID> = []
     private var nextMessageID: UInt64
     private var writes: [OperationID: WriteRound] = [:]
     private var reads: [OperationID: ReadRound] = [:]
@@ -143,9 +145,11 @@ public struct Coordinator: Sendable {
         if placement.layout.version >= layout.version { self.placement = placement }
     }
 
-    /// The shell lost or regained its connection to a node.
-    public mutating func reachabilityChanged(_ node: NodeID, isUp: Bool) {
+    /// Whether a node counts as up changed: connected and alive to SWIM (`isUp`), or
+    /// connected but merely suspected by SWIM (`isSuspected`, with `isUp` false).
+    public mutating func reachabilityChanged(_ node: NodeID, isUp: Bool, isSuspected: Bool = false) {
         if isUp { down.remove(node) } else { down.insert(node) }
+        if !isUp && isSuspected { suspected.insert(node) } else { suspected.remove(node) }
     }
 
     /// A client write arrived.
@@ -200,11 +204,22 @@ public struct Coordinator: Sendable {
         // hint does not count towards W: the coordinator's own ack already does.
         let uncovered = Array(absent.dropFirst(covered))
         let targets = upPrimaries + standIns.prefix(covered) + uncovered
+        // A primary that is only suspected (connected, but late with its SWIM acks) is
+        // stood in for when a stand-in is free; one that nobody stands in for still
+        // counts as reachable. A node starved of CPU answers probes late and is
+        // suspected, but so is every member by a node that is itself starved (its acks
+        // arrive "late" because it reads them late): refusing writes on suspicion alone
+        // fails them on the busiest nodes. If the suspect is really gone, the write
+        // times out as indeterminate instead of failing at once.
+        let suspectedTargets = uncovered.filter(suspected.contains)
         let quorumSets = sets.map { Set($0) }
         for set in quorumSets {
-            let reachable = upPrimaries.filter(set.contains).count + hints.values.filter(set.contains).count
+            let reachable =
+                upPrimaries.filter(set.contains).count + hints.values.filter(set.contains).count
+                + suspectedTargets.filter(set.contains).count
             let (w, dw) = WriteRound.requirement(quorum, in: set)
-            guard reachable >= w, reachable >= dw, upPrimaries.count >= quorum.pw else {
+            guard reachable >= w, reachable >= dw, upPrimaries.count + suspectedTargets.count >= quorum.pw
+            else {
                 return finish(
                     operation,
                     .failed(

@@ -164,8 +164,9 @@ public struct NodeCore: Sendable {
         case storageCompleted(StorageTicket, StorageOutcome)
         /// A coordinator's operation timer fired.
         case operationTimerFired(OperationID)
-        /// Whether a peer counts as up changed (connected, and alive to SWIM).
-        case reachabilityChanged(NodeID, isUp: Bool)
+        /// Whether a peer counts as up changed (connected, and alive to SWIM), and
+        /// whether one that does not is connected but only suspected by SWIM.
+        case reachabilityChanged(NodeID, isUp: Bool, isSuspected: Bool)
         /// A new layout, or a layout change's progress, takes effect for operations
         /// that start from now on.
         case placementChanged(Placement)
@@ -298,8 +299,8 @@ public struct NodeCore: Sendable {
             return coordinator.storageCompleted(ticket, outcome).map(Action.coordinator)
         case .operationTimerFired(let operation):
             return coordinator.timerFired(operation).map(Action.coordinator)
-        case .reachabilityChanged(let node, let isUp):
-            coordinator.reachabilityChanged(node, isUp: isUp)
+        case .reachabilityChanged(let node, let isUp, let isSuspected):
+            coordinator.reachabilityChanged(node, isUp: isUp, isSuspected: isSuspected)
             return []
         case .placementChanged(let placement):
             coordinator.placementChanged(placement)

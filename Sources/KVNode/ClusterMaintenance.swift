@@ -287,6 +287,8 @@ extension ClusterNode {
             "chunks.collected": state.withLockedValue { $0.chunkCollection.collected },
             "chunks.damaged_found": Int64(store.damagedChunksFound.withLockedValue { $0 }),
             "chunks.compactions": state.withLockedValue { $0.chunkCollection.compactions },
+            "requests.at_replica": metrics.requestsAtReplica.load(ordering: .relaxed),
+            "requests.not_at_replica": metrics.requestsElsewhere.load(ordering: .relaxed),
         ]
         counters.merge(transferCounters(received: received, released: released)) { first, _ in first }
         // Which peers leave this node's requests unanswered.

@@ -67,9 +67,38 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     /// Write commands waiting for the drain (see ``enqueueWrite(_:_:)``).
     struct WriteQueue {
+        /// Client writes and replicas' stores: every drain takes all of them.
         var pending: [(ticket: StorageTicket, command: StorageCommand)] = []
+        /// The shell's maintenance writes (handoff batches, anti-entropy repairs,
+        /// reaping): a drain takes at most ``ClusterNode/backgroundWritesPerDrain``, so a
+        /// client write never waits behind thousands of rows of a transfer.
+        var background: [(ticket: StorageTicket, command: StorageCommand)] = []
+        /// Where the untaken background commands start in `background`.
+        var backgroundStart = 0
         var draining = false
+
+        var isEmpty: Bool { pending.isEmpty && backgroundStart == background.count }
+
+        /// The next drain's commands: every pending one, then background ones up to `limit`.
+        mutating func take(backgroundLimit limit: Int) -> [(ticket: StorageTicket, command: StorageCommand)] {
+            var taken = pending
+            pending = []
+            let end = min(background.count, backgroundStart + limit)
+            taken += background[backgroundStart..<end]
+            backgroundStart = end
+            if backgroundStart == background.count {
+                background = []
+                backgroundStart = 0
+            } else if backgroundStart > 4096, backgroundStart * 2 > background.count {
+                background.removeFirst(backgroundStart)
+                backgroundStart = 0
+            }
+            return taken
+        }
     }
+
+    /// The most maintenance writes one drain applies (see ``WriteQueue``).
+    static let backgroundWritesPerDrain = 256
 
     struct State {
         var metadata: ClusterMetadata
@@ -410,6 +439,13 @@ public final class ClusterNode: KeyValueService, Sendable {
         let row = try local.resolve(key)
         let quorum = overrides.applied(to: row.descriptor.defaults, availableReplicas: Self.width(of: layout))
         try quorum.validate()
+        let partition = Int(row.partition.rawValue)
+        if partition < layout.assignments.count, layout.assignments[partition].contains(local.identity.nodeID)
+        {
+            metrics.requestsAtReplica.add(1, ordering: .relaxed)
+        } else {
+            metrics.requestsElsewhere.add(1, ordering: .relaxed)
+        }
         return (
             row,
             ReplicaKey(partition: row.partition, bytes: row.dataKey, generation: row.descriptor.generation),

@@ -82,10 +82,18 @@ extension ClusterNode {
     /// Queues a write command. One drain at a time takes everything queued and applies
     /// it with a single synced engine write: under load, tens of writes share one fsync
     /// and one thread wake-up, instead of each waiting on its own thread for RocksDB's
-    /// group commit.
+    /// group commit. Maintenance writes go in at most 256 per drain, after the client
+    /// writes: a handoff queues thousands of rows at once, and a client write queued
+    /// behind them all waited seconds (the elastic test's writes timed out at 5 s on a
+    /// busy machine). Every maintenance write is a merge or a conditional removal, which
+    /// commute with the writes that overtake them.
     func enqueueWrite(_ ticket: StorageTicket, _ command: StorageCommand) {
         let startDrain = writeQueue.withLockedValue { queue in
-            queue.pending.append((ticket, command))
+            if case .maintenance = ticket {
+                queue.background.append((ticket, command))
+            } else {
+                queue.pending.append((ticket, command))
+            }
             guard !queue.draining else { return false }
             queue.draining = true
             return true
@@ -97,9 +105,8 @@ extension ClusterNode {
     private func drainWrites(active: Bool) {
         while true {
             let commands = writeQueue.withLockedValue { queue in
-                if queue.pending.isEmpty { queue.draining = false }
-                defer { queue.pending = [] }
-                return queue.pending
+                if queue.isEmpty { queue.draining = false }
+                return queue.take(backgroundLimit: Self.backgroundWritesPerDrain)
             }
             guard !commands.isEmpty else { return }
             let outcomes: [StorageOutcome]

@@ -2,6 +2,7 @@ import CoreMetrics
 import KVCluster
 import KVCore
 import NIOConcurrencyHelpers
+import Synchronization
 
 /// The node's metrics, through swift-metrics (whatever backend the process bootstrapped;
 /// none in tests).
@@ -22,6 +23,11 @@ final class NodeMetrics: Sendable {
     let writeBatchSize = Recorder(label: "kv_storage_write_batch_commands", aggregate: true)
     /// A read that went to the engine on the thread pool (reads from memory do not).
     let storageRead = CoreMetrics.Timer(label: "kv_storage_read_duration_seconds")
+    /// Row requests that arrived at a replica of their key, and at another node (which
+    /// must forward a write, and fetch every replica of a read from afar): how well
+    /// clients route.
+    let requestsAtReplica = Atomic<Int64>(0)
+    let requestsElsewhere = Atomic<Int64>(0)
 
     private struct Exported {
         var counters: [String: CoreMetrics.Counter] = [:]

@@ -132,8 +132,10 @@ extension ClusterNode {
 
     /// The coordinator learns what the node's view says of `node` now.
     private func reachabilityTaken(_ node: NodeID) {
-        let isUp = state.withLockedValue { $0.believesUp(node) }
-        runCore(.reachabilityChanged(node, isUp: isUp))
+        let (isUp, isSuspected) = state.withLockedValue {
+            ($0.believesUp(node), !$0.unreachable.contains(node) && $0.liveness[node] == .suspect)
+        }
+        runCore(.reachabilityChanged(node, isUp: isUp, isSuspected: isSuspected))
     }
 
     /// A peer named its address in a hello: the next connection to it goes there (it

@@ -199,6 +199,8 @@ public struct Router: Sendable {
             headers.add(name: "content-type", value: "text/plain; version=0.0.4; charset=utf-8")
             return HTTPResponse(status: .ok, headers: headers, body: .bytes(await exporter()))
         }
+        // CSE138's key-value-store API (docs/cse138.md).
+        if names.first == "kv-store" { return try await routeCSE138(request, names, grants: grants) }
         guard names.first == "v1", segments.count >= 2 else {
             throw KVError(.notFound, "no route for this path; the API lives under /v1")
         }

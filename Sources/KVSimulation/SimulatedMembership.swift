@@ -13,7 +13,9 @@ extension SimulatedWorld {
                 to: index(of: target))
         case .statusChanged(let member, let status):
             log("n\(node) sees \(member) \(status)")
-            runCore(.reachabilityChanged(member, isUp: status == .alive), at: node)
+            runCore(
+                .reachabilityChanged(member, isUp: status == .alive, isSuspected: status == .suspect),
+                at: node)
         case .unanswered(let member):
             noteUnanswered(by: member, at: node)
         }

@@ -33,6 +33,13 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Table to use, NAMESPACE/TABLE (created if missing; default bench/kv).") var table =
         "bench/kv"
     @Option(help: "Random seed of the key choices (default 1).") var seed: UInt64 = 1
+    @Option(
+        help: """
+            How requests find a node: 'node' gives each client one connection to a --url node in turn; \
+            'direct' uses the cluster-aware client, which sends each request to a replica of its key \
+            (default node).
+            """)
+    var routing = "node"
     @Flag(help: "Do not write every key before measuring.") var noPreload = false
     @Flag(help: "Do not draw the progress bar.") var noProgress = false
     @Option(help: "Write the report as JSON to this file ('-' for standard output).") var output: String?
@@ -51,6 +58,9 @@ struct BenchCommand: AsyncParsableCommand {
         guard ["uniform", "zipf"].contains(distribution) else {
             throw ValidationError("--distribution must be uniform or zipf")
         }
+        guard ["node", "direct"].contains(routing) else {
+            throw ValidationError("--routing must be node or direct")
+        }
     }
 
     func run() async throws {
@@ -64,18 +74,32 @@ struct BenchCommand: AsyncParsableCommand {
         let progress = !noProgress && isatty(STDERR_FILENO) == 1
 
         // Connect every client first, so connection setup is not measured.
-        var connections: [HTTPKeyValueService] = []
+        var connections: [any KeyValueService] = []
+        let httpOptions = HTTPClientOptions.environment(ProcessInfo.processInfo.environment)
+        func closeAll() async {
+            for connection in connections {
+                if let single = connection as? HTTPKeyValueService { await single.close() }
+            }
+            if let cluster = connections.first as? ClusterClient { await cluster.close() }
+        }
         do {
-            for index in 0..<clients {
-                connections.append(
-                    try await HTTPKeyValueService(
-                        url: urls[index % urls.count],
-                        options: HTTPClientOptions.environment(ProcessInfo.processInfo.environment)))
+            if routing == "direct" {
+                // One client for all: it keeps a connection per request in flight to each
+                // node, so each client task has one to every node.
+                let cluster = try await ClusterClient(
+                    seeds: urls, options: ClusterClientOptions(http: httpOptions, connectionsPerNode: clients)
+                )
+                connections = Array(repeating: cluster, count: clients)
+            } else {
+                for index in 0..<clients {
+                    connections.append(
+                        try await HTTPKeyValueService(url: urls[index % urls.count], options: httpOptions))
+                }
             }
             _ = try await connections[0].createTable(
                 TableDescriptor(name: name, schema: try KeySchema([.int64], partitionKeyLength: 1)))
         } catch {
-            for connection in connections { await connection.close() }
+            await closeAll()
             FileHandle.standardError.write(Data("error: \(error.code.rawValue): \(error.message)\n".utf8))
             throw ExitCode(1)
         }
@@ -166,11 +190,12 @@ struct BenchCommand: AsyncParsableCommand {
         let elapsed = ContinuousClock.now - start
         drawer.cancel()
         if progress { FileHandle.standardError.write(Data("\n".utf8)) }
-        for connection in connections { await connection.close() }
+        await closeAll()
 
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let report = BenchReport(
-            clients: clients, seconds: seconds, getRatio: getRatio, valueSize: valueSize, keys: keys,
+            clients: clients, routing: routing, seconds: seconds, getRatio: getRatio, valueSize: valueSize,
+            keys: keys,
             distribution: distribution, quorum: Dictionary(uniqueKeysWithValues: quorum.overrides.named),
             gets: LatencySummary(results.gets, seconds: seconds),
             puts: LatencySummary(results.puts, seconds: seconds),
@@ -252,6 +277,8 @@ struct LatencySummary: Codable, Sendable {
 /// The result of a run.
 struct BenchReport: Codable, Sendable {
     var clients: Int
+    /// `node` or `direct` (see `--routing`).
+    var routing: String
     var seconds: Double
     var getRatio: Double
     var valueSize: Int
@@ -263,7 +290,7 @@ struct BenchReport: Codable, Sendable {
     var errors: [String: Int]
 
     enum CodingKeys: String, CodingKey {
-        case clients, seconds, keys, distribution, quorum, gets, puts, errors
+        case clients, routing, seconds, keys, distribution, quorum, gets, puts, errors
         case getRatio = "get_ratio"
         case valueSize = "value_size"
     }
@@ -271,8 +298,8 @@ struct BenchReport: Codable, Sendable {
     var text: String {
         var lines = [
             String(
-                format: "%d clients, %.1f s, %.0f%% gets, %d-byte values, %d %@ keys", clients, seconds,
-                getRatio * 100, valueSize, keys, distribution),
+                format: "%d clients (%@ routing), %.1f s, %.0f%% gets, %d-byte values, %d %@ keys", clients,
+                routing, seconds, getRatio * 100, valueSize, keys, distribution),
             "op     count      ops/s     p50 µs   p99 µs   p99.9 µs   max µs",
         ]
         for (name, summary) in [("get", gets), ("put", puts)] where summary.count > 0 {

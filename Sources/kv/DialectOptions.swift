@@ -22,18 +22,42 @@ struct DialectOptions: ParsableArguments {
             "Also serve the Redis protocol (RESP2/RESP3) on this port; database n is the last-writer-wins table redis/db<n>; 0 picks a free port (default: off)."
     )
     var respPort: Int?
+    @Option(
+        name: .customLong("mykeyv-port"),
+        help:
+            "Also serve Mykeyv's protocol (length-prefixed JSON commands) on this port, over the table mykeyv/records; 0 picks a free port (default: off)."
+    )
+    var mykeyvPort: Int?
 
     /// The YAML keys.
     struct File: Decodable {
         var minikeyvaluePort: Int?
         var minikeyvalueTable: String?
         var respPort: Int?
+        var mykeyvPort: Int?
 
         enum CodingKeys: String, CodingKey {
             case minikeyvaluePort = "minikeyvalue_port"
             case minikeyvalueTable = "minikeyvalue_table"
             case respPort = "resp_port"
+            case mykeyvPort = "mykeyv_port"
         }
+    }
+
+    /// The Mykeyv listener's port, or `nil` when it is off.
+    func mykeyv(file: File, environment: [String: String]) throws -> Int? {
+        var port = mykeyvPort ?? file.mykeyvPort
+        if mykeyvPort == nil, let text = environment["KV_MYKEYV_PORT"] {
+            guard let value = Int(text) else {
+                throw ValidationError("KV_MYKEYV_PORT='\(text)' is not valid")
+            }
+            port = value
+        }
+        guard let port else { return nil }
+        guard (0...65535).contains(port) else {
+            throw ValidationError("the Mykeyv port must be 0 to 65535, not \(port)")
+        }
+        return port
     }
 
     /// The RESP listener's port, or `nil` when it is off.

@@ -116,6 +116,8 @@ struct NodeLifecycle: Service {
     var dialectServers: [HTTPServer] = []
     /// The Redis-protocol listener, if one is open.
     var respServer: RESPServer?
+    /// The Mykeyv listener, if one is open.
+    var mykeyvServer: MykeyvServer?
     let node: ClusterNode
     let bootstrap: Task<Void, Never>
 
@@ -124,6 +126,7 @@ struct NodeLifecycle: Service {
         bootstrap.cancel()
         for other in dialectServers { await other.shutdown() }
         await respServer?.stop()
+        await mykeyvServer?.stop()
         await server.shutdown()
         await node.shutdown()
     }

@@ -114,7 +114,7 @@ struct ServerCommand: AsyncParsableCommand {
             rocksdb_block_cache_mib, rocksdb_unlogged_batch_kib, rocksdb_blob_threshold_kib), and the \
             minikeyvalue listener: \
             KV_MINIKEYVALUE_PORT, KV_MINIKEYVALUE_TABLE (minikeyvalue_port, minikeyvalue_table), and the \
-            RESP listener: KV_RESP_PORT (resp_port).
+            RESP listener: KV_RESP_PORT (resp_port), and the Mykeyv listener: KV_MYKEYV_PORT (mykeyv_port).
 
             Clusters: a node started alone forms a cluster of one. With --peers (every member's \
             HTTP address, this node's included) the nodes form one cluster once all of them \
@@ -381,6 +381,7 @@ struct ServerCommand: AsyncParsableCommand {
         let rocksDBSettings = try rocksDB.settings(file: rocksDBFile, environment: environment)
         let minikeyvalue = try dialects.minikeyvalue(file: dialectFile, environment: environment)
         let respPort = try dialects.resp(file: dialectFile, environment: environment)
+        let mykeyvPort = try dialects.mykeyv(file: dialectFile, environment: environment)
         let (storage, storageLocation) = try storageOptions.open(
             engine: engineName, dataDirectory: dataDirectory, rocksDB: rocksDBSettings, file: storageFile,
             environment: environment)
@@ -444,6 +445,24 @@ struct ServerCommand: AsyncParsableCommand {
             dialectLines +=
                 "\n  resp:   \(tls == nil ? "redis" : "rediss")://\(advertised):\(bound.port ?? respPort) (redis-cli -p \(bound.port ?? respPort))"
         }
+        var mykeyvServer: MykeyvServer?
+        if let mykeyvPort {
+            var authenticate: (@Sendable (String) throws(KVError) -> AccessGrants)?
+            if access.isOn {
+                authenticate = { [access, service] (token: String) throws(KVError) -> AccessGrants in
+                    try access.grants(forToken: token, service: service)
+                }
+            }
+            let server = MykeyvServer(
+                frontEnd: MykeyvFrontEnd(
+                    service: service, maximumPayloadBytes: node.maximumInlineValueBytes + (64 << 10),
+                    authenticate: authenticate),
+                host: http.host, port: mykeyvPort, maximumConnections: http.maximumConnections, group: group,
+                logger: logger)
+            let bound = try await server.start()
+            mykeyvServer = server
+            dialectLines += "\n  mykeyv: \(advertised):\(bound.port ?? mykeyvPort)"
+        }
         let bootstrap = Task {
             await Bootstrap(
                 node: clusterNode, seeds: joinAddress.isEmpty ? seeds : [joinAddress],
@@ -491,7 +510,7 @@ struct ServerCommand: AsyncParsableCommand {
                     .init(
                         service: NodeLifecycle(
                             server: server, dialectServers: dialectServers, respServer: respServer,
-                            node: clusterNode,
+                            mykeyvServer: mykeyvServer, node: clusterNode,
                             bootstrap: bootstrap))
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -46,6 +46,7 @@ struct ImportRuleTests {
         "KVNode": [
             "KVCore", "KVStorage", "KVCluster", "KVWire", "KVReplica", "NIOCore", "NIOPosix",
             "NIOConcurrencyHelpers", "Logging", "Glibc", "CoreMetrics", "KVAccess", "NIOSSL", "Crypto",
+            "Synchronization",
         ],
         // Front end: translates HTTP to KeyValueService; knows no node, cluster or engine.
         // The Redis protocol: no NIO channels, only buffers.
@@ -55,7 +56,10 @@ struct ImportRuleTests {
             "FoundationEssentials", "Synchronization", "CoreMetrics", "KVAccess", "NIOSSL", "Crypto",
         ],
         // Client library: no server code.
-        "KVClient": ["KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc", "NIOSSL"],
+        "KVClient": [
+            "KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc", "NIOSSL",
+            "Synchronization",
+        ],
         // The executable: the only place that reads flags, files and the environment.
         "kv": [
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVStorageDatabase",

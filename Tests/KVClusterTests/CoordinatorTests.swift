@@ -156,6 +156,35 @@ struct CoordinatorTests {
         #expect(single.first == .storage(.operation(.local(8)), .coordinate(key, Self.value("a"))))
     }
 
+    @Test("replicas only suspected by SWIM, with no stand-in free, are still written to and count towards W")
+    func suspectedReplicasAreWritten() {
+        let (key, replicas, outsider) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        // A starved coordinator suspects everyone: the connections are up, the acks late.
+        coordinator.reachabilityChanged(replicas[1], isUp: false, isSuspected: true)
+        coordinator.reachabilityChanged(replicas[2], isUp: false, isSuspected: true)
+        coordinator.reachabilityChanged(outsider, isUp: false, isSuspected: true)
+        let operation = OperationID.local(9)
+        let start = coordinator.write(operation, key: key, Self.value("a"), quorum: Self.quorum)
+        #expect(start.first == .storage(.operation(operation), .coordinate(key, Self.value("a"))))
+        let sends = coordinator.storageCompleted(
+            .operation(operation), .object(Self.object("a", by: replicas[0])))
+        let stores = Self.stores(sends)
+        #expect(Set(stores.map(\.to)) == [replicas[1], replicas[2]])
+        let answer = coordinator.received(
+            .quorum(.stored(id: stores[0].id, durable: true)), from: stores[0].to)
+        #expect(answer.contains { if case .reply(operation, .written) = $0 { true } else { false } })
+        // A suspect that is disconnected (or declared dead) is down: nothing is written.
+        coordinator.reachabilityChanged(replicas[1], isUp: false)
+        coordinator.reachabilityChanged(replicas[2], isUp: false)
+        let refused = coordinator.write(.local(10), key: key, Self.value("b"), quorum: Self.quorum)
+        guard case .reply(.local(10), .failed(let error)) = refused.first else {
+            Issue.record("expected an immediate failure, got \(refused)")
+            return
+        }
+        #expect(error.code == .quorumUnavailable)
+    }
+
     @Test("a down primary is stood in for by the next node, which keeps a hint; W counts it, PW does not")
     func sloppyQuorum() {
         let (key, replicas, outsider) = Self.placement

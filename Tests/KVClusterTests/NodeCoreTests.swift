@@ -307,7 +307,7 @@ struct NodeCoreTests {
             (.transfers(.stored(id: 1, ok: true)), .transfers),
             (.release(.dropped(Release.mine[0], ok: true)), nil),
             (.antiEntropy(.treeRead(nil)), nil), (.operationTimerFired(.local(1)), nil),
-            (.reachabilityChanged(peer, isUp: false), nil),
+            (.reachabilityChanged(peer, isUp: false, isSuspected: false), nil),
             (.tick(.gossip), .gossip),
             (.gossip(.changed(from: Self.metadata(), to: Self.metadata())), nil),
             (.received(.metadata(.merged(id: 1)), from: peer), nil),
