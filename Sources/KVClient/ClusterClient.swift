@@ -81,6 +81,7 @@ public final class ClusterClient: KeyValueService {
         var downUntil: [String: ContinuousClock.Instant] = [:]
         var turn: UInt64 = 0
         var refreshing = false
+        var closed = false
         var statistics = Statistics(toReplica: 0, elsewhere: 0, retries: 0, topologyRefreshes: 0)
     }
 
@@ -134,7 +135,10 @@ public final class ClusterClient: KeyValueService {
     /// Stops following the layout and closes every connection.
     public func close() async {
         refresher.withLock { $0?.cancel() }
-        let pools = state.withLock { Array($0.connections.values) }
+        let pools = state.withLock { state in
+            state.closed = true
+            return Array(state.connections.values)
+        }
         for pool in pools { await pool.close() }
     }
 
@@ -241,6 +245,7 @@ public final class ClusterClient: KeyValueService {
 
     private func connections(to url: String) throws(KVError) -> NodeConnections {
         try state.withLock { state throws(KVError) in
+            guard !state.closed else { throw KVError(.invalidRequest, "the client is closed") }
             if let pool = state.connections[url] { return pool }
             let pool = try NodeConnections(
                 url: url, options: options.http, limit: options.connectionsPerNode,
@@ -255,7 +260,7 @@ public final class ClusterClient: KeyValueService {
         let refresh = state.withLock { state in
             state.downUntil[url] = until
             defer { state.refreshing = true }
-            return !state.refreshing
+            return !state.refreshing && !state.closed
         }
         guard refresh else { return }
         // The layout may have changed (a node left): learn it again, off this request.
@@ -329,13 +334,16 @@ public final class ClusterClient: KeyValueService {
         case .lost: return retry == .onlyIfNotSent ? .fail : .nextNode
         case nil: break
         }
+        // A request whose body was read as it was sent cannot go again.
+        guard retry != .onlyIfNotSent else { return .fail }
         switch error.code {
         case .unavailable, .tooManyConnections:
-            // The node refused before doing anything (starting, stopping, full).
+            // The node refused before doing anything (starting, full).
             return .nextNode
         case .writeIndeterminate:
-            // The replica that coordinated it finds the request id if it stored it.
-            return retry == .write ? .sameNode : .fail
+            // The replica that coordinated it finds the request id if it stored it; a
+            // node that stopped mid-request answers it too, and a read goes elsewhere.
+            return retry == .write ? .sameNode : .nextNode
         case .quorumUnavailable:
             switch retry {
             case .read: return .nextNode

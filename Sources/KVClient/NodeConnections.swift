@@ -20,7 +20,12 @@ actor NodeConnections {
     private var idle: [HTTPKeyValueService] = []
     /// Connections open or being opened.
     private var open = 0
-    private var waiters: [(id: UInt64, continuation: CheckedContinuation<HTTPKeyValueService?, Never>)] = []
+    private var waiters:
+        [(
+            id: UInt64, continuation: CheckedContinuation<HTTPKeyValueService?, Never>,
+            timer: Task<Void, Never>
+        )] =
+            []
     private var nextWaiter: UInt64 = 0
     private var closed = false
 
@@ -39,37 +44,43 @@ actor NodeConnections {
 
     /// A connection for one request; give it back with ``release(_:reusable:)``.
     func acquire() async throws(KVError) -> HTTPKeyValueService {
-        guard !closed else { throw KVError(.unavailable, "the client is closed") }
-        if let connection = idle.popLast() { return connection }
-        if open < limit {
-            open += 1
-            do {
-                return try await HTTPKeyValueService(
-                    host: host, port: port, group: MultiThreadedEventLoopGroup.singleton, options: options,
-                    schemas: schemas)
-            } catch {
-                open -= 1
-                handOverSlot()
-                throw error
+        let deadline = ContinuousClock.now + waitLimit
+        while true {
+            guard !closed else { throw KVError(.invalidRequest, "the client is closed") }
+            if let connection = idle.popLast() { return connection }
+            if open < limit {
+                open += 1
+                do {
+                    return try await HTTPKeyValueService(
+                        host: host, port: port, group: MultiThreadedEventLoopGroup.singleton,
+                        options: options,
+                        schemas: schemas)
+                } catch {
+                    open -= 1
+                    handOverSlot()
+                    throw error
+                }
             }
-        }
-        nextWaiter += 1
-        let id = nextWaiter
-        let waitLimit = waitLimit
-        let handed: HTTPKeyValueService? = await withCheckedContinuation { continuation in
-            waiters.append((id, continuation))
-            Task { [weak self] in
-                try? await Task.sleep(for: waitLimit)
-                await self?.giveUp(waiter: id)
+            guard ContinuousClock.now < deadline else {
+                throw KVError(
+                    .unavailable,
+                    "every one of the \(limit) connections to \(url) stayed busy for \(waitLimit)",
+                    underlying: TransportFailure.notConnected)
             }
+            nextWaiter += 1
+            let id = nextWaiter
+            let remaining = deadline - ContinuousClock.now
+            let handed: HTTPKeyValueService? = await withCheckedContinuation { continuation in
+                let timer = Task { [weak self] in
+                    try? await Task.sleep(for: remaining)
+                    await self?.giveUp(waiter: id)
+                }
+                waiters.append((id, continuation, timer))
+            }
+            if let handed { return handed }
+            // Woken without a connection: a slot freed (another caller may take it
+            // first, so look again), or the wait ran out (the loop's deadline says so).
         }
-        if let handed { return handed }
-        // A slot freed (a connection was dropped) or the wait ran out.
-        guard !closed else { throw KVError(.unavailable, "the client is closed") }
-        if open < limit { return try await acquire() }
-        throw KVError(
-            .unavailable, "every one of the \(limit) connections to \(url) stayed busy for \(waitLimit)",
-            underlying: TransportFailure.notConnected)
     }
 
     /// Gives a connection back: kept for the next request when `reusable`, closed when
@@ -77,7 +88,9 @@ actor NodeConnections {
     func release(_ connection: HTTPKeyValueService, reusable: Bool) async {
         if reusable, !closed {
             if !waiters.isEmpty {
-                waiters.removeFirst().continuation.resume(returning: connection)
+                let waiter = waiters.removeFirst()
+                waiter.timer.cancel()
+                waiter.continuation.resume(returning: connection)
             } else {
                 idle.append(connection)
             }
@@ -93,7 +106,10 @@ actor NodeConnections {
         closed = true
         let connections = idle
         idle = []
-        for waiter in waiters { waiter.continuation.resume(returning: nil) }
+        for waiter in waiters {
+            waiter.timer.cancel()
+            waiter.continuation.resume(returning: nil)
+        }
         waiters = []
         for connection in connections { await connection.close() }
     }
@@ -101,7 +117,9 @@ actor NodeConnections {
     /// A slot freed: the first waiter may open a connection of its own.
     private func handOverSlot() {
         guard !waiters.isEmpty else { return }
-        waiters.removeFirst().continuation.resume(returning: nil)
+        let waiter = waiters.removeFirst()
+        waiter.timer.cancel()
+        waiter.continuation.resume(returning: nil)
     }
 
     private func giveUp(waiter id: UInt64) {

@@ -193,7 +193,11 @@ public struct Coordinator: Sendable {
         // node on the ring, which keeps the write as a hint for it. W and DW count the
         // stand-ins' acks; PW counts primaries only.
         let upPrimaries = preference.filter { !down.contains($0) }
-        let absent = preference.filter { down.contains($0) }
+        // Stand-ins go to the primaries that are certainly down before the merely
+        // suspected ones, which can still take the write themselves.
+        let absent =
+            preference.filter { down.contains($0) && !suspected.contains($0) }
+            + preference.filter { suspected.contains($0) }
         let standIns = fallbacks(of: key.partition, excluding: preference).filter { !down.contains($0) }
         let hints = Dictionary(uniqueKeysWithValues: zip(standIns, absent))
         let covered = min(standIns.count, absent.count)

@@ -376,7 +376,12 @@ public final class ClusterNode: KeyValueService, Sendable {
             finish(.failed(KVError(.unavailable, "the node is shutting down")))
         }
         let stopping = KVError(.unavailable, "the node is shutting down")
-        for continuation in operations.values { continuation.resume(returning: .failed(stopping)) }
+        // An operation still running may have stored a write already: its outcome is
+        // unknown, and a client must retry it where its request id is recognised.
+        let interrupted = KVError(
+            .writeIndeterminate,
+            "the node shut down while the request ran; a write may or may not become visible")
+        for continuation in operations.values { continuation.resume(returning: .failed(interrupted)) }
         for continuation in scans.values {
             continuation.resume(returning: PartitionScanPage(rows: [], truncated: false, error: stopping))
         }

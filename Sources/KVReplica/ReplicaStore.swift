@@ -176,6 +176,13 @@ package final class ReplicaStore: Sendable {
             throw KVError(
                 .tableChanged, "the table was dropped, cleared or recreated meanwhile; read again and retry")
         }
+        // A retry of a write this replica already applied (same request id) is answered
+        // with the row as it is, before its precondition, which the first try changed.
+        if let requestID = write.sibling.requestID,
+            stored.values.contains(where: { $0.requestID == requestID })
+        {
+            return nil
+        }
         if !faults.ignoresConditions {
             try RowChecks.check(
                 write.condition, against: stored,

@@ -297,7 +297,12 @@ extension Router {
         if expected > 0, newest(read) < expected {
             // The quorum read found an older version than this client saw (a sloppy
             // quorum kept the newer one elsewhere): ask every replica.
-            read = try await cse138Read(row, quorum: QuorumOverrides(r: try await cse138AllReplicas()))
+            do {
+                read = try await cse138Read(row, quorum: QuorumOverrides(r: try await cse138AllReplicas()))
+            } catch {
+                // A replica is down, which is when a stand-in may hold the newer version.
+                return Self.cse138Error(.GET, .serviceUnavailable, "Unable to satisfy request")
+            }
             if !read.isAbsent, newest(read) < expected {
                 return Self.cse138Error(.GET, .serviceUnavailable, "Unable to satisfy request")
             }

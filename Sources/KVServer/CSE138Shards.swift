@@ -126,9 +126,19 @@ extension Router {
             _ = try await service.commitLayoutPlan(id)
             // The answer says where the keys are, so it waits until they are there.
             let deadline = ContinuousClock.now + .seconds(300)
-            while ContinuousClock.now < deadline {
-                if let report = try? await service.transfers(), !report.inProgress { break }
-                try? await Task.sleep(for: .milliseconds(200))
+            var moving = true
+            while moving, ContinuousClock.now < deadline {
+                if let report = try? await service.transfers(), !report.inProgress {
+                    moving = false
+                } else {
+                    try? await Task.sleep(for: .milliseconds(200))
+                }
+            }
+            if moving {
+                return Self.cse138Error(
+                    .PUT, .serviceUnavailable,
+                    "The view change is committed but its data is still moving after 300 s (see GET /v1/_cluster/transfers)"
+                )
             }
         }
         let after = try await cse138View()

@@ -171,10 +171,17 @@ public struct MykeyvFrontEnd: Sendable {
         do {
             request = try JSONDecoder().decode(Request.self, from: Data(payload))
         } catch {
+            // Answers come in any order, so even a malformed request's answer names its
+            // request id when the payload has one.
+            let fields = try? JSONDecoder().decode([String: MykeyvJSON].self, from: Data(payload))
+            var command = "error"
+            if case .string(let name)? = fields?["command"], !name.isEmpty { command = name + "_error" }
             return Self.encode(
                 Answer(
-                    command: "error", error: "the frame is not a JSON object of a command",
-                    code: "request.invalid"))
+                    command: command,
+                    error: fields == nil
+                        ? "the frame is not a JSON object" : "a field of the request has the wrong type",
+                    code: "request.invalid", requestID: fields?["request_id"]))
         }
         let command = request.command ?? ""
         do {

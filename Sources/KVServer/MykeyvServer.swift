@@ -2,6 +2,7 @@ import KVCore
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// The node's Mykeyv listener (docs/mykeyv.md): each connection's frames run side by
@@ -12,6 +13,9 @@ import Synchronization
 public final class MykeyvServer: Sendable {
     /// The most requests of one connection running at once.
     public static let maximumInFlight = 64
+    /// The most payload bytes of one connection's requests running at once: beyond it
+    /// the connection is not read until some finish (one request may be larger alone).
+    public static let maximumInFlightBytes = 32 << 20
 
     private let frontEnd: MykeyvFrontEnd
     private let host: String
@@ -19,6 +23,7 @@ public final class MykeyvServer: Sendable {
     private let maximumConnections: Int
     private let group: any EventLoopGroup
     private let logger: Logger
+    private let tls: (@Sendable () -> NIOSSLContext)?
     private let openConnections = Atomic<Int>(0)
     private let serverChannel = Mutex<(any Channel)?>(nil)
     private let acceptLoop = Mutex<Task<Void, Never>?>(nil)
@@ -26,8 +31,9 @@ public final class MykeyvServer: Sendable {
     /// Creates a listener on `host:port` (0 picks a free port).
     public init(
         frontEnd: MykeyvFrontEnd, host: String, port: Int, maximumConnections: Int = 10_000,
-        group: any EventLoopGroup, logger: Logger
+        group: any EventLoopGroup, logger: Logger, tls: (@Sendable () -> NIOSSLContext)? = nil
     ) {
+        self.tls = tls
         self.frontEnd = frontEnd
         self.host = host
         self.port = port
@@ -40,14 +46,16 @@ public final class MykeyvServer: Sendable {
     @discardableResult
     public func start() async throws -> SocketAddress {
         let limit = frontEnd.maximumPayloadBytes
+        let tls = self.tls
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(MykeyvFrameDecoder(maximumPayloadBytes: limit)))
+                    let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls())) }
+                    try sync.addHandler(ByteToMessageHandler(MykeyvFrameDecoder(maximumPayloadBytes: limit)))
                     return try NIOAsyncChannel<[UInt8], ByteBuffer>(
                         wrappingChannelSynchronously: channel,
                         configuration: .init(backPressureStrategy: .init(lowWatermark: 2, highWatermark: 8)))
@@ -114,8 +122,9 @@ public final class MykeyvServer: Sendable {
                             allocator: allocator))
                     return
                 }
-                try await withThrowingTaskGroup(of: Void.self) { requests in
+                try await withThrowingTaskGroup(of: Int.self) { requests in
                     var running = 0
+                    var runningBytes = 0
                     do {
                         for try await payload in inbound {
                             if !session.isAuthenticated {
@@ -125,15 +134,19 @@ public final class MykeyvServer: Sendable {
                                 try await outbound.write(Self.frame(answer, allocator: allocator))
                                 continue
                             }
-                            if running == Self.maximumInFlight {
-                                try await requests.next()
+                            while running == Self.maximumInFlight
+                                || (running > 0 && runningBytes + payload.count > Self.maximumInFlightBytes)
+                            {
+                                runningBytes -= try await requests.next() ?? 0
                                 running -= 1
                             }
                             requests.addTask {
                                 let answer = await frontEnd.answer(payload, session: session)
                                 try await outbound.write(Self.frame(answer, allocator: allocator))
+                                return payload.count
                             }
                             running += 1
+                            runningBytes += payload.count
                         }
                     } catch let error as MykeyvFrameError {
                         // The framing is lost: say why, after the answers already owed.

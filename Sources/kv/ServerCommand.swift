@@ -458,7 +458,7 @@ struct ServerCommand: AsyncParsableCommand {
                     service: service, maximumPayloadBytes: node.maximumInlineValueBytes + (64 << 10),
                     authenticate: authenticate),
                 host: http.host, port: mykeyvPort, maximumConnections: http.maximumConnections, group: group,
-                logger: logger)
+                logger: logger, tls: tls?.http)
             let bound = try await server.start()
             mykeyvServer = server
             dialectLines += "\n  mykeyv: \(advertised):\(bound.port ?? mykeyvPort)"

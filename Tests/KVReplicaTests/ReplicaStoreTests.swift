@@ -100,6 +100,21 @@ struct ReplicaStoreTests {
         #expect(Self.error(stale[0]) == .preconditionFailed)
     }
 
+    @Test("a conditional write retried with its request id answers the row, not a failed precondition")
+    func retriedConditionalWrite() throws {
+        let store = try Self.store()
+        let key = Self.key("r")
+        var write = Self.put("once", condition: .ifAbsent)
+        write.sibling.requestID = "update-1"
+        let first = try #require(Self.object(store.apply([.coordinate(key, write)])[0]))
+        // The first try made the row present, so its If-None-Match would now fail.
+        let retried = store.apply([.coordinate(key, write)])
+        #expect(Self.object(retried[0]) == first)
+        var other = Self.put("other", condition: .ifAbsent)
+        other.sibling.requestID = "update-2"
+        #expect(Self.error(store.apply([.coordinate(key, other)])[0]) == .preconditionFailed)
+    }
+
     @Test("increments add to the counter, and a retried request id adds nothing")
     func increments() throws {
         let store = try Self.store()

@@ -16,17 +16,19 @@ export KV_CLUSTER_SECRET
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# A base port whose next three ports, and those at each offset above it (by default
-# 1000: the peer ports), are free. Usage: free_base [OFFSET...]
+# A base port whose next three ports (FREE_BASE_WIDTH of them, for more nodes), and those
+# at each offset above it (by default 1000: the peer ports), are free.
+# Usage: free_base [OFFSET...]
 free_base() {
     python3 - "${@:-1000}" <<'EOF'
-import random, socket, sys
+import os, random, socket, sys
 offsets = [0] + [int(offset) for offset in sys.argv[1:]]
+width = int(os.environ.get("FREE_BASE_WIDTH", "3"))
 for _ in range(200):
     base = random.randrange(20000, 50000)
     socks = []
     try:
-        for port in [base + offset + i for offset in offsets for i in range(3)]:
+        for port in [base + offset + i for offset in offsets for i in range(width)]:
             s = socket.socket(); s.bind(("127.0.0.1", port)); socks.append(s)
         print(base); break
     except OSError:
