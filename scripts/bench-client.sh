@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The cluster-aware client's saved hop, in one run on this machine, on 127.0.0.1:
 # a 5-node `kv dev` cluster (RocksDB, N=3, R=W=2), so a node is a replica of 3/5 of the
-# keys, loaded by `kv bench` two ways, alternating rounds:
-#   - node:   every client asks one node (a plain HTTP client), which forwards 2/5 of
+# keys, loaded by `kv bench` three ways, alternating rounds:
+#   - one:    every client asks one node (a plain HTTP client), which forwards 2/5 of
 #             the writes to a replica and reads 2/5 of the keys with no local copy;
+#   - spread: plain clients spread over the five nodes in turn (as behind a load
+#             balancer), each node forwarding 2/5 of what it gets;
 #   - direct: the cluster-aware client sends each request to a replica of its key.
 # KV_BENCH_SECONDS (default 15), KV_BENCH_CLIENTS (default 64), KV_BENCH_ROUNDS
 # (default 2) and KV_BENCH_OUTPUT (a directory for the JSON reports) tune the run.
@@ -38,12 +40,13 @@ not_at_replica() {
     echo "$total"
 }
 
-run() { # routing, get ratio, round
-    local url="http://127.0.0.1:$base"
-    [ "$1" = direct ] && url="$urls"
+run() { # one|spread|direct, get ratio, round
+    local url="http://127.0.0.1:$base" routing=node
+    [ "$1" = direct ] && { url="$urls"; routing=direct; }
+    [ "$1" = spread ] && url="$urls"
     local before
     before=$(not_at_replica)
-    "$bin/kv" bench --url "$url" --routing "$1" --clients "$clients" --duration "$seconds" --value-size 256 \
+    "$bin/kv" bench --url "$url" --routing "$routing" --clients "$clients" --duration "$seconds" --value-size 256 \
         --keys 10000 --get-ratio "$2" --no-progress --output "$output/client-$1-$2-$3.json" 2>&1 \
         | grep -v "^preloaded" | sed 's/^/    /'
     echo "    requests that arrived at a node not a replica of their key: $(($(not_at_replica) - before))"
@@ -51,9 +54,9 @@ run() { # routing, get ratio, round
 
 for ratio in 0 1 0.5; do
     for round in $(seq 1 "$rounds"); do
-        for routing in node direct; do
-            echo "==> get ratio $ratio, round $round, $routing routing"
-            run "$routing" "$ratio" "$round"
+        for mode in one spread direct; do
+            echo "==> get ratio $ratio, round $round, $mode"
+            run "$mode" "$ratio" "$round"
         done
     done
 done

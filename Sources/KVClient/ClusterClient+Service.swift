@@ -40,14 +40,14 @@ extension ClusterClient {
         try await perform(candidates(preferred: []), .onlyIfNotSent) { connection async throws(KVError) in
             try await connection.dropTable(name)
         }
-        await forgetSchema(of: name)
+        forgetSchema(of: name)
     }
 
     public func dropNamespace(_ namespace: String) async throws(KVError) {
         try await perform(candidates(preferred: []), .onlyIfNotSent) { connection async throws(KVError) in
             try await connection.dropNamespace(namespace)
         }
-        await forgetSchemas(in: namespace)
+        forgetSchemas(in: namespace)
     }
 
     // MARK: Rows

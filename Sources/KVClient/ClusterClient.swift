@@ -76,7 +76,11 @@ public final class ClusterClient: KeyValueService {
     }
 
     private struct State {
-        var topology: ClusterTopology
+        var topology: ClusterTopology {
+            didSet { memberURLs = topology.memberURLs }
+        }
+        /// The topology's member URLs, kept so a request does not sort them again.
+        var memberURLs: [String] = []
         var connections: [String: NodeConnections] = [:]
         var downUntil: [String: ContinuousClock.Instant] = [:]
         var turn: UInt64 = 0
@@ -159,14 +163,20 @@ public final class ClusterClient: KeyValueService {
                     (try await connection.clusterLayout(), try await connection.clusterStatus())
                 }
                 let learned = ClusterTopology(layout: layout, status: status, scheme: scheme)
-                state.withLock { state in
-                    if learned.layoutVersion >= state.topology.layoutVersion
-                        || state.topology.partitions.isEmpty
-                    {
-                        state.topology = learned
-                    }
+                let seeds = seeds
+                let departed = state.withLock { state -> [NodeConnections] in
                     state.statistics.topologyRefreshes += 1
+                    guard
+                        learned.layoutVersion >= state.topology.layoutVersion
+                            || state.topology.partitions.isEmpty
+                    else { return [] }
+                    state.topology = learned
+                    // Connections to nodes that left the cluster are closed.
+                    let known = Set(learned.addresses.values).union(seeds)
+                    let gone = state.connections.keys.filter { !known.contains($0) }
+                    return gone.compactMap { state.connections.removeValue(forKey: $0) }
                 }
+                for pool in departed { await pool.close() }
                 return
             } catch {
                 lastError = error
@@ -177,18 +187,18 @@ public final class ClusterClient: KeyValueService {
 
     // MARK: - Routing
 
-    func forgetSchema(of table: TableName) async { await schemas.set(table, nil) }
+    func forgetSchema(of table: TableName) { schemas.set(table, nil) }
 
-    func forgetSchemas(in namespace: String) async { await schemas.removeNamespace(namespace) }
+    func forgetSchemas(in namespace: String) { schemas.removeNamespace(namespace) }
 
     /// The key's table schema, from the cache or any node.
     func schema(of table: TableName) async throws(KVError) -> KeySchema {
-        if let schema = await schemas.get(table) { return schema }
+        if let schema = schemas.get(table) { return schema }
         let descriptor = try await perform(candidates(preferred: []), .read) {
             connection async throws(KVError) in
             try await connection.table(table)
         }
-        await schemas.set(table, descriptor.schema)
+        schemas.set(table, descriptor.schema)
         return descriptor.schema
     }
 
@@ -232,7 +242,7 @@ public final class ClusterClient: KeyValueService {
     }
 
     private static func others(_ state: State, excluding: [String]) -> [String] {
-        state.topology.members.compactMap { state.topology.addresses[$0] }.filter { !excluding.contains($0) }
+        excluding.isEmpty ? state.memberURLs : state.memberURLs.filter { !excluding.contains($0) }
     }
 
     /// `urls` with the ones believed down moved to the end (they are still tried last:

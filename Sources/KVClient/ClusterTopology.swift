@@ -50,4 +50,7 @@ public struct ClusterTopology: Hashable, Sendable {
 
     /// Every member with a known address, in node id order.
     public var members: [NodeID] { addresses.keys.sorted() }
+
+    /// Every member's URL, in node id order.
+    public var memberURLs: [String] { members.compactMap { addresses[$0] } }
 }

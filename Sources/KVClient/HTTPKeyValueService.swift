@@ -3,6 +3,7 @@ import KVCore
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// A ``KeyValueService`` that talks to a kv server over its HTTP API.
 ///
@@ -135,9 +136,9 @@ public final class HTTPKeyValueService: KeyValueService {
     }
 
     func schema(_ name: TableName) async throws(KVError) -> KeySchema {
-        if let schema = await schemas.get(name) { return schema }
+        if let schema = schemas.get(name) { return schema }
         let schema = try await table(name).schema
-        await schemas.set(name, schema)
+        schemas.set(name, schema)
         return schema
     }
 
@@ -277,12 +278,12 @@ public final class HTTPKeyValueService: KeyValueService {
 
     public func dropTable(_ name: TableName) async throws(KVError) {
         try expect(try await send(.DELETE, Self.tablePath(name)), [204])
-        await schemas.set(name, nil)
+        schemas.set(name, nil)
     }
 
     public func dropNamespace(_ namespace: String) async throws(KVError) {
         try expect(try await send(.DELETE, "/v1/_tables/\(Self.escape(namespace))"), [204])
-        await schemas.removeNamespace(namespace)
+        schemas.removeNamespace(namespace)
     }
 
     /// Checks a key against its table's schema before it is turned into text, so a
@@ -626,10 +627,12 @@ public final class HTTPKeyValueService: KeyValueService {
 }
 
 /// Table schemas the client has looked up, to parse scan rows.
-actor SchemaCache {
-    private var schemas: [TableName: KeySchema] = [:]
+final class SchemaCache: Sendable {
+    private let schemas = Mutex<[TableName: KeySchema]>([:])
 
-    func get(_ name: TableName) -> KeySchema? { schemas[name] }
-    func set(_ name: TableName, _ schema: KeySchema?) { schemas[name] = schema }
-    func removeNamespace(_ namespace: String) { schemas = schemas.filter { $0.key.namespace != namespace } }
+    func get(_ name: TableName) -> KeySchema? { schemas.withLock { $0[name] } }
+    func set(_ name: TableName, _ schema: KeySchema?) { schemas.withLock { $0[name] = schema } }
+    func removeNamespace(_ namespace: String) {
+        schemas.withLock { $0 = $0.filter { $0.key.namespace != namespace } }
+    }
 }

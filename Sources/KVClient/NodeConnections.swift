@@ -1,14 +1,38 @@
 import KVCore
 import NIOCore
 import NIOPosix
+import Synchronization
 
 /// The connections of a ``ClusterClient`` to one node: at most `limit` open, each
 /// carrying one request at a time (so a slow answer never holds up another request),
 /// kept open between requests and opened on demand.
 ///
 /// A caller that finds every connection busy waits its turn, at most `waitLimit`; a
-/// connection whose request failed below HTTP is closed rather than reused.
-actor NodeConnections {
+/// connection whose request failed below HTTP is closed rather than reused. The pool is
+/// a lock, not an actor: taking and giving back an idle connection, which is every
+/// request once the pool is warm, costs no suspension.
+final class NodeConnections: Sendable {
+    private typealias Waiter = (
+        id: UInt64, continuation: CheckedContinuation<HTTPKeyValueService?, Never>, timer: Task<Void, Never>?
+    )
+
+    private struct Pool {
+        var idle: [HTTPKeyValueService] = []
+        /// Connections open or being opened.
+        var open = 0
+        var waiters: [Waiter] = []
+        var nextWaiter: UInt64 = 0
+        var closed = false
+    }
+
+    /// What a caller does next.
+    private enum Step {
+        case take(HTTPKeyValueService)
+        case connect
+        case wait
+        case closed
+    }
+
     /// The node's URL (`http://host:port`).
     let url: String
     private let host: String
@@ -17,17 +41,7 @@ actor NodeConnections {
     private let limit: Int
     private let waitLimit: Duration
     private let schemas: SchemaCache
-    private var idle: [HTTPKeyValueService] = []
-    /// Connections open or being opened.
-    private var open = 0
-    private var waiters:
-        [(
-            id: UInt64, continuation: CheckedContinuation<HTTPKeyValueService?, Never>,
-            timer: Task<Void, Never>
-        )] =
-            []
-    private var nextWaiter: UInt64 = 0
-    private var closed = false
+    private let pool = Mutex(Pool())
 
     init(
         url: String, options: HTTPClientOptions, limit: Int, waitLimit: Duration, schemas: SchemaCache
@@ -46,84 +60,132 @@ actor NodeConnections {
     func acquire() async throws(KVError) -> HTTPKeyValueService {
         let deadline = ContinuousClock.now + waitLimit
         while true {
-            guard !closed else { throw KVError(.invalidRequest, "the client is closed") }
-            if let connection = idle.popLast() { return connection }
-            if open < limit {
-                open += 1
+            let limit = limit
+            let step = pool.withLock { pool -> Step in
+                if pool.closed { return .closed }
+                if let connection = pool.idle.popLast() { return .take(connection) }
+                if pool.open < limit {
+                    pool.open += 1
+                    return .connect
+                }
+                return .wait
+            }
+            switch step {
+            case .take(let connection): return connection
+            case .closed: throw KVError(.invalidRequest, "the client is closed")
+            case .connect:
                 do {
                     return try await HTTPKeyValueService(
                         host: host, port: port, group: MultiThreadedEventLoopGroup.singleton,
                         options: options,
                         schemas: schemas)
                 } catch {
-                    open -= 1
-                    handOverSlot()
+                    slotFreed()
                     throw error
                 }
-            }
-            guard ContinuousClock.now < deadline else {
-                throw KVError(
-                    .unavailable,
-                    "every one of the \(limit) connections to \(url) stayed busy for \(waitLimit)",
-                    underlying: TransportFailure.notConnected)
-            }
-            nextWaiter += 1
-            let id = nextWaiter
-            let remaining = deadline - ContinuousClock.now
-            let handed: HTTPKeyValueService? = await withCheckedContinuation { continuation in
-                let timer = Task { [weak self] in
-                    try? await Task.sleep(for: remaining)
-                    await self?.giveUp(waiter: id)
+            case .wait:
+                guard ContinuousClock.now < deadline else {
+                    throw KVError(
+                        .unavailable,
+                        "every one of the \(limit) connections to \(url) stayed busy for \(waitLimit)",
+                        underlying: TransportFailure.notConnected)
                 }
-                waiters.append((id, continuation, timer))
-            }
-            if let handed { return handed }
+                if let handed = await wait(until: deadline) { return handed }
             // Woken without a connection: a slot freed (another caller may take it
             // first, so look again), or the wait ran out (the loop's deadline says so).
+            }
+        }
+    }
+
+    /// Waits for a connection given back, a freed slot (`nil`) or the deadline (`nil`).
+    private func wait(until deadline: ContinuousClock.Instant) async -> HTTPKeyValueService? {
+        await withCheckedContinuation { continuation in
+            let limit = limit
+            let id = pool.withLock { pool -> UInt64? in
+                // What changed since the caller looked is taken now, under the lock.
+                if let connection = pool.idle.popLast() {
+                    continuation.resume(returning: connection)
+                    return nil
+                }
+                if pool.closed || pool.open < limit {
+                    continuation.resume(returning: nil)
+                    return nil
+                }
+                pool.nextWaiter += 1
+                pool.waiters.append((pool.nextWaiter, continuation, nil))
+                return pool.nextWaiter
+            }
+            guard let id else { return }
+            let timer = Task { [weak self] in
+                try? await Task.sleep(until: deadline)
+                self?.giveUp(waiter: id)
+            }
+            let stillWaiting = pool.withLock { pool -> Bool in
+                guard let index = pool.waiters.firstIndex(where: { $0.id == id }) else { return false }
+                pool.waiters[index].timer = timer
+                return true
+            }
+            if !stillWaiting { timer.cancel() }
         }
     }
 
     /// Gives a connection back: kept for the next request when `reusable`, closed when
     /// its request failed below HTTP (its state is unknown).
     func release(_ connection: HTTPKeyValueService, reusable: Bool) async {
-        if reusable, !closed {
-            if !waiters.isEmpty {
-                let waiter = waiters.removeFirst()
-                waiter.timer.cancel()
-                waiter.continuation.resume(returning: connection)
-            } else {
-                idle.append(connection)
+        if reusable {
+            let waiter = pool.withLock { pool -> Waiter?? in
+                guard !pool.closed else { return .none }
+                if !pool.waiters.isEmpty { return .some(pool.waiters.removeFirst()) }
+                pool.idle.append(connection)
+                return .some(nil)
             }
-            return
+            switch waiter {
+            case .some(let waiter?):
+                waiter.timer?.cancel()
+                waiter.continuation.resume(returning: connection)
+                return
+            case .some(nil):
+                return
+            case .none:
+                break
+            }
         }
-        open -= 1
-        handOverSlot()
+        slotFreed()
         await connection.close()
     }
 
     /// Closes every idle connection and refuses new requests.
     func close() async {
-        closed = true
-        let connections = idle
-        idle = []
+        let (connections, waiters) = pool.withLock { pool in
+            pool.closed = true
+            defer {
+                pool.idle = []
+                pool.waiters = []
+            }
+            return (pool.idle, pool.waiters)
+        }
         for waiter in waiters {
-            waiter.timer.cancel()
+            waiter.timer?.cancel()
             waiter.continuation.resume(returning: nil)
         }
-        waiters = []
         for connection in connections { await connection.close() }
     }
 
-    /// A slot freed: the first waiter may open a connection of its own.
-    private func handOverSlot() {
-        guard !waiters.isEmpty else { return }
-        let waiter = waiters.removeFirst()
-        waiter.timer.cancel()
-        waiter.continuation.resume(returning: nil)
+    /// A connection went away: the first waiter may open one of its own.
+    private func slotFreed() {
+        let waiter = pool.withLock { pool -> Waiter? in
+            pool.open -= 1
+            return pool.waiters.isEmpty ? nil : pool.waiters.removeFirst()
+        }
+        waiter?.timer?.cancel()
+        waiter?.continuation.resume(returning: nil)
     }
 
     private func giveUp(waiter id: UInt64) {
-        guard let index = waiters.firstIndex(where: { $0.id == id }) else { return }
-        waiters.remove(at: index).continuation.resume(returning: nil)
+        let waiter = pool.withLock { pool -> Waiter? in
+            guard let index = pool.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return pool.waiters.remove(at: index)
+        }
+        waiter?.continuation.resume(returning: nil)
     }
 }

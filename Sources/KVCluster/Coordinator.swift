@@ -412,7 +412,7 @@ public struct Coordinator: Sendable {
                 .failed(
                     KVError(
                         .writeIndeterminate,
-                        "\(round.acknowledged.count) of \(round.quorum.w) needed replicas acknowledged within \(settings.requestTimeoutMilliseconds) ms; the write may or may not become visible"
+                        "\(round.acknowledged.count) of \(round.quorum.w) needed replicas acknowledged within \(settings.requestTimeoutMilliseconds) ms\(round.quorumSets.count > 1 ? " (the partition is moving: it needs them among both its old and its new replicas; silent: \(round.silent.map(\.description).joined(separator: ", ")))" : ""); the write may or may not become visible"
                     )))
         }
         if var round = reads.removeValue(forKey: operation) {
@@ -763,6 +763,11 @@ private struct WriteRound: Sendable {
     var acknowledged: [NodeID: Bool] = [:]
     var failed: Set<NodeID> = []
     var replied = false
+
+    /// The targets that neither acknowledged nor failed, in node order.
+    var silent: [NodeID] {
+        targets.filter { acknowledged[$0] == nil && !failed.contains($0) }.sorted()
+    }
 
     /// Whether an ack of `target` counts towards `set`: it is a member, or stands in for one.
     func counts(_ target: NodeID, in set: Set<NodeID>) -> Bool {

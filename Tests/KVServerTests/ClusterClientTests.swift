@@ -168,6 +168,28 @@ struct ClusterClientTests {
         await client.close()
     }
 
+    @Test("one connection per node serves many concurrent requests in turn")
+    func requestsWaitForAConnection() async throws {
+        let cluster = try await Self.startCluster()
+        let client = try await Self.client(cluster, options: ClusterClientOptions(connectionsPerNode: 1))
+        let t = try TableName(namespace: "pool", table: "t")
+        _ = try await client.setUpNamespace(
+            "pool", tables: ["t": try KeySchema([.string])], defaults: Self.defaults)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<40 {
+                group.addTask {
+                    let key = RowKey(table: t, parts: [.string("k\(index)")])
+                    _ = try await client.put(key, value: Self.text("v\(index)"), options: WriteOptions())
+                    let read = try await client.get(key)
+                    #expect(Self.string(read.siblings.first?.value) == "v\(index)")
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(client.statistics.retries == 0)
+        await client.close()
+    }
+
     @Test("a node killed mid-run is routed around: no request fails, every acknowledged write reads back")
     func killedNodeIsRoutedAround() async throws {
         let cluster = try await Self.startCluster()
