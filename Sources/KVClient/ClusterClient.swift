@@ -291,7 +291,8 @@ public final class ClusterClient: KeyValueService {
         do {
             connection = try await pool.acquire()
         } catch {
-            markDown(url)
+            // A node whose connections all stayed busy is slow, not down.
+            if error.underlying as? TransportFailure != .busy { markDown(url) }
             throw error
         }
         do {
@@ -340,7 +341,7 @@ public final class ClusterClient: KeyValueService {
     /// What to do after a try failed with `error`.
     static func next(after error: KVError, _ retry: Retry) -> Step {
         switch error.underlying as? TransportFailure {
-        case .notConnected: return .nextNode
+        case .notConnected, .busy: return .nextNode
         case .lost: return retry == .onlyIfNotSent ? .fail : .nextNode
         case nil: break
         }

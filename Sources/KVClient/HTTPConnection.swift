@@ -20,6 +20,9 @@ public struct ClientResponse: Sendable {
 public enum TransportFailure: Error, Hashable, Sendable {
     /// No connection could be made: the request was never sent.
     case notConnected
+    /// Every connection the client allows to the node stayed busy for the whole wait:
+    /// the request was never sent, and the node is busy, not down.
+    case busy
     /// The connection broke, or the request timed out, after the request was (or may
     /// have been) sent: the server may have acted on it.
     case lost

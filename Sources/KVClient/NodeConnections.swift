@@ -88,7 +88,7 @@ final class NodeConnections: Sendable {
                     throw KVError(
                         .unavailable,
                         "every one of the \(limit) connections to \(url) stayed busy for \(waitLimit)",
-                        underlying: TransportFailure.notConnected)
+                        underlying: TransportFailure.busy)
                 }
                 if let handed = await wait(until: deadline) { return handed }
             // Woken without a connection: a slot freed (another caller may take it

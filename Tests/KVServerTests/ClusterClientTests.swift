@@ -1,9 +1,10 @@
 import Foundation
-import KVClient
 import KVCore
 import KVTestSupport
 import Synchronization
 import Testing
+
+@testable import KVClient
 
 /// The cluster-aware client library against real `kv server` processes: three nodes
 /// with two replicas per partition, so a key has a node that is not its replica.
@@ -166,6 +167,33 @@ struct ClusterClientTests {
             "\(elsewhere) of 200 reads arrived at a node that is not a replica")
         await plain.close()
         await client.close()
+    }
+
+    @Test("retries follow the table in docs/client.md")
+    func retryRules() {
+        func step(_ code: KVError.Code, _ failure: TransportFailure?, _ retry: ClusterClient.Retry)
+            -> ClusterClient.Step
+        {
+            ClusterClient.next(after: KVError(code, "x", underlying: failure), retry)
+        }
+        // Never sent: another node, whatever the request.
+        for retry in [ClusterClient.Retry.read, .write, .onlyIfNotSent] {
+            #expect(step(.unavailable, .notConnected, retry) == .nextNode)
+            #expect(step(.unavailable, .busy, retry) == .nextNode)
+        }
+        // Lost after sending: reads and identified writes go on, streams do not.
+        #expect(step(.unavailable, .lost, .read) == .nextNode)
+        #expect(step(.unavailable, .lost, .write) == .nextNode)
+        #expect(step(.unavailable, .lost, .onlyIfNotSent) == .fail)
+        // The node's own answers.
+        #expect(step(.unavailable, nil, .read) == .nextNode)
+        #expect(step(.unavailable, nil, .onlyIfNotSent) == .fail)
+        #expect(step(.writeIndeterminate, nil, .write) == .sameNode)
+        #expect(step(.writeIndeterminate, nil, .read) == .nextNode)
+        #expect(step(.quorumUnavailable, nil, .write) == .sameNode)
+        #expect(step(.quorumUnavailable, nil, .read) == .nextNode)
+        #expect(step(.preconditionFailed, nil, .write) == .fail)
+        #expect(step(.tableNotFound, nil, .read) == .fail)
     }
 
     @Test("one connection per node serves many concurrent requests in turn")
