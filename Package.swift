@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/swiftwasm/WasmKit.git", from: "0.4.2"),
     ],
     targets: [
         // Pure vocabulary of the store: keys, values, versions, errors. Standard library only.
@@ -124,11 +125,24 @@ let package = Package(
             dependencies: ["KVCore", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
+        // Update functions: WebAssembly modules checked on registration and run in a
+        // sandbox with no imports, under fuel, memory and time limits.
+        .target(
+            name: "KVFunctions",
+            dependencies: [
+                "KVCore",
+                .product(name: "WasmKit", package: "WasmKit"),
+                .product(name: "WasmParser", package: "WasmKit"),
+                .product(name: "WAT", package: "WasmKit"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // HTTP and RESP front ends over any KeyValueService, on NIOHTTP1 directly.
         .target(
             name: "KVServer",
             dependencies: [
-                "KVCore", "KVAccess", "KVRESP",
+                "KVCore", "KVAccess", "KVRESP", "KVFunctions",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -160,7 +174,7 @@ let package = Package(
                 "KVCore", "KVStorage", "KVStorageRocksDB", "KVStorageMemory", "KVStorageDatabase",
                 "KVStorageSQLite",
                 "KVStoragePostgres", "KVStorageMariaDB", "KVStorageRedis", "KVNode", "KVServer",
-                "KVClient", "KVCluster", "KVWire", "KVAccess", "KVRESP", "CMalloc",
+                "KVClient", "KVCluster", "KVWire", "KVAccess", "KVRESP", "KVFunctions", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -299,6 +313,11 @@ let package = Package(
         .testTarget(
             name: "KVSimulationTests",
             dependencies: ["KVSimulation", "KVCluster"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "KVFunctionsTests",
+            dependencies: ["KVFunctions", "KVCore"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -21,8 +21,9 @@ public struct CoordinatorSettings: Hashable, Sendable {
 ///
 /// - **Routing.** A write must be coordinated by a replica of its key, so that a
 ///   replica's actor id makes the new dot. A node that is not one forwards the write to
-///   the first preference-list replica it believes up (`coordinateWrite`). Reads need no
-///   dot: any node coordinates them.
+///   the first preference-list replica it believes up (`coordinateWrite`). So does a
+///   replica given a write with a precondition, which that one replica checks for every
+///   writer of the key while it is up. Reads need no dot: any node coordinates them.
 /// - **Writes.** The coordinator first applies the write to its own storage
 ///   (``StorageCommand/coordinate(_:_:)``), which makes the dot, then sends the
 ///   resulting object to the other replicas of the preference list (`store`). It
@@ -169,8 +170,15 @@ public struct Coordinator: Sendable {
         for set in sets {
             for replica in set where !preference.contains(replica) { preference.append(replica) }
         }
+        // While the partition moves, a replica of both the old and the new set is one
+        // whatever layout the receiver has seen yet, so it is asked first.
+        let both = preference.filter { replica in sets.allSatisfy { $0.contains(replica) } }
+        let target =
+            both.first { !down.contains($0) } ?? preference.first { !down.contains($0) } ?? preference[0]
+        var isForwarded = false
+        if case .forwarded = operation { isForwarded = true }
         guard preference.contains(node) else {
-            if case .forwarded = operation {
+            if isForwarded {
                 // Two nodes disagree about the layout; forwarding again could loop.
                 return finish(
                     operation,
@@ -180,11 +188,16 @@ public struct Coordinator: Sendable {
                             "this node is not a replica of the key in layout version \(layout.version); retry once the layout has settled"
                         )))
             }
-            // While the partition moves, a replica of both the old and the new set is one
-            // whatever layout the receiver has seen yet, so it is asked first.
-            let both = preference.filter { replica in sets.allSatisfy { $0.contains(replica) } }
-            let target =
-                both.first { !down.contains($0) } ?? preference.first { !down.contains($0) } ?? preference[0]
+            return forward(operation, to: target) {
+                .quorum(.coordinateWrite(id: $0, key: key, write: write, quorum: quorum))
+            }
+        }
+        // A precondition is checked against the coordinating replica's copy, so two
+        // replicas coordinating writes of one key could each pass it. Conditional writes
+        // therefore go to one coordinator per key while it is up: the replica a
+        // non-replica would forward to. A forwarded one stays where it arrived, so that
+        // nodes with different views cannot bounce it.
+        if write.condition != .none, target != node, !isForwarded {
             return forward(operation, to: target) {
                 .quorum(.coordinateWrite(id: $0, key: key, write: write, quorum: quorum))
             }

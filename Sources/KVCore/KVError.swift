@@ -100,6 +100,21 @@ public struct KVError: Error, Sendable, CustomStringConvertible {
         public static let incompleteBody = Code(rawValue: "request.incomplete_body")
         /// A chunk of a large value is missing or fails its checksum on every replica asked.
         public static let corruptChunk = Code(rawValue: "storage.corrupt_chunk")
+        /// An update function's module was refused at registration: not WebAssembly, an
+        /// import, a missing export, or limits it does not declare.
+        public static let functionInvalid = Code(rawValue: "function.invalid")
+        /// No update function is registered under that name.
+        public static let functionNotFound = Code(rawValue: "function.not_found")
+        /// An update function trapped or answered something malformed.
+        public static let functionFailed = Code(rawValue: "function.failed")
+        /// An update function ran out of fuel, time or memory.
+        public static let functionLimitExceeded = Code(rawValue: "function.limit_exceeded")
+        /// An update function refused the update, with its own reason.
+        public static let functionRefused = Code(rawValue: "function.refused")
+        /// The row has siblings, and an update function sees one value: resolve them first.
+        public static let functionSiblings = Code(rawValue: "function.siblings")
+        /// Too many update functions are running or waiting on this node.
+        public static let functionBusy = Code(rawValue: "function.busy")
         /// The operation exists but this node cannot do it (for example a streamed value
         /// through a service that only holds values whole).
         public static let unsupported = Code(rawValue: "request.unsupported")

@@ -6,11 +6,13 @@ import KVStorage
 /// memory and as ``CatalogRecord``s in the metadata keyspace.
 extension NodeStorage {
     /// The store's own tables, which every node knows without metadata: the chunks of
-    /// large values (``LargeValue/chunkTable``). They are in the catalog so that every
+    /// large values (``LargeValue/chunkTable``) and the registered update functions
+    /// (``UpdateFunctionTable``). They are in the catalog so that every
     /// maintenance procedure treats their rows like any other, but never in a listing,
     /// and a metadata change never drops them.
     static let systemTables: [TableName: TableDescriptor] = [
-        LargeValue.chunkTable.name: LargeValue.chunkTable
+        LargeValue.chunkTable.name: LargeValue.chunkTable,
+        UpdateFunctionTable.descriptor.name: UpdateFunctionTable.descriptor,
     ]
 
     /// Reads every catalog record.

@@ -156,21 +156,23 @@ public enum HTTPErrorStatus {
         switch code {
         case .invalidSchema, .keyArity, .keyPartType, .invalidKeyPart, .invalidName, .invalidQuorum,
             .invalidRequest,
-            .invalidContext, .invalidContinuation, .keyTooLarge, .incompleteBody, .unsupported:
+            .invalidContext, .invalidContinuation, .keyTooLarge, .incompleteBody, .unsupported,
+            .functionInvalid:
             .badRequest
+        case .functionFailed, .functionLimitExceeded, .functionRefused: .unprocessableEntity
         case .rangeNotSatisfiable: .rangeNotSatisfiable
-        case .notFound, .tableNotFound, .rowNotFound: .notFound
+        case .notFound, .tableNotFound, .rowNotFound, .functionNotFound: .notFound
         case .methodNotAllowed: .methodNotAllowed
         case .requestTimeout: .requestTimeout
         case .tableExists, .tableChanged, .tooManySiblings, .rowTooLarge, .notACounter, .staleLayoutPlan,
-            .backupExists:
+            .backupExists, .functionSiblings:
             .conflict
         case .preconditionFailed: .preconditionFailed
         case .tokenRequired, .invalidToken, .revokedToken, .expiredToken: .unauthorized
         case .forbidden: .forbidden
         case .valueTooLarge, .bodyTooLarge, .responseTooLarge: .payloadTooLarge
         case .headersTooLarge: .requestHeaderFieldsTooLarge
-        case .tooManyConnections, .unavailable, .quorumUnavailable: .serviceUnavailable
+        case .tooManyConnections, .unavailable, .quorumUnavailable, .functionBusy: .serviceUnavailable
         case .writeIndeterminate: .gatewayTimeout
         default: .internalServerError
         }

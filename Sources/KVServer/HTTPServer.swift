@@ -1,4 +1,5 @@
 import KVCore
+import KVFunctions
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -47,7 +48,8 @@ public final class HTTPServer: Sendable {
     public init(
         settings: HTTPServerSettings, service: any KeyValueService, group: any EventLoopGroup, logger: Logger,
         metrics: HTTPMetrics = HTTPMetrics(), access: AccessControl = .off,
-        tls: (@Sendable () -> NIOSSLContext)? = nil, dialect: HTTPDialect = .kv
+        tls: (@Sendable () -> NIOSSLContext)? = nil, dialect: HTTPDialect = .kv,
+        functions: FunctionSandbox = .shared
     )
         throws(KVError)
     {
@@ -57,7 +59,8 @@ public final class HTTPServer: Sendable {
         self.settings = settings
         self.metrics = metrics
         self.router = Router(
-            service: service, logger: logger, metrics: metrics, access: access, dialect: dialect)
+            service: service, logger: logger, metrics: metrics, access: access, dialect: dialect,
+            functions: functions)
         self.group = group
         self.logger = logger
     }

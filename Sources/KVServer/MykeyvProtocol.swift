@@ -1,5 +1,6 @@
 import FoundationEssentials
 import KVCore
+import KVFunctions
 import NIOCore
 import Synchronization
 
@@ -98,6 +99,8 @@ public struct MykeyvFrontEnd: Sendable {
     static let maximumListedKeys = 100_000
 
     let service: any KeyValueService
+    /// Runs `evaluate` and `apply`.
+    let functions: UpdateFunctions
     /// Checks a token (`auth`) when access control is on; `nil` when it is off.
     let authenticate: (@Sendable (String) throws(KVError) -> AccessGrants)?
     /// The largest frame payload taken.
@@ -106,11 +109,13 @@ public struct MykeyvFrontEnd: Sendable {
     /// Creates the front end over `service`.
     public init(
         service: any KeyValueService, maximumPayloadBytes: Int,
-        authenticate: (@Sendable (String) throws(KVError) -> AccessGrants)?
+        authenticate: (@Sendable (String) throws(KVError) -> AccessGrants)?,
+        functions sandbox: FunctionSandbox = .shared
     ) {
         self.service = service
         self.maximumPayloadBytes = maximumPayloadBytes
         self.authenticate = authenticate
+        functions = UpdateFunctions(service: service, sandbox: sandbox)
     }
 
     struct Request: Decodable {
@@ -120,9 +125,15 @@ public struct MykeyvFrontEnd: Sendable {
         var requestID: MykeyvJSON?
         var code: String?
         var token: String?
+        /// `evaluate`/`apply`: a registered function's name...
+        var function: String?
+        /// ...or a module, in the text format or as base64 of the binary.
+        var module: String?
+        /// `evaluate`/`apply`: the function's arguments, passed as their JSON text.
+        var args: MykeyvJSON?
 
         enum CodingKeys: String, CodingKey {
-            case command, key, data, code, token
+            case command, key, data, code, token, function, module, args
             case requestID = "request_id"
         }
     }
@@ -257,12 +268,74 @@ public struct MykeyvFrontEnd: Sendable {
             // The cluster places rows and moves them on layout changes by itself.
             return Answer(command: "rehash_ok", requestID: id)
         case "evaluate", "apply":
-            throw KVError(
-                .unsupported,
-                "\(command) runs no Perl (or any code sent with the request): server-side update functions are WebAssembly modules, which this version does not run yet; read, change and write back with the record's context instead"
-            )
+            if request.code != nil {
+                throw KVError(
+                    .unsupported,
+                    "\(command) runs no Perl, nor any source sent as \"code\": name a registered WebAssembly function in \"function\", or send a module in \"module\" (docs/functions.md)"
+                )
+            }
+            guard let key = request.key, !key.isEmpty else {
+                throw KVError(.invalidRequest, "\(command) needs a non-empty \"key\"")
+            }
+            try grants.require(command == "apply" ? .write : .read, on: table.namespace)
+            let data = try await runFunction(
+                command, request, row: RowKey(table: table, parts: [.string(key)]))
+            return Answer(command: command + "_ok", key: key, data: data, includesData: true, requestID: id)
         default:
             throw KVError(.invalidRequest, "unknown command '\(command)'")
+        }
+    }
+
+    /// Runs `evaluate` (the function's answer, nothing stored) or `apply` (stored, with
+    /// the record's context, retried on conflicts) and answers the record it leaves.
+    private func runFunction(_ command: String, _ request: Request, row: RowKey) async throws(KVError)
+        -> MykeyvJSON
+    {
+        let module: FunctionModule
+        switch (request.function, request.module) {
+        case (let name?, nil):
+            module = try await functions.module(named: name)
+        case (nil, let source?):
+            let bytes = Array(source.utf8)
+            let binary = Data(base64Encoded: source).map { Array($0) }
+            module = try FunctionModule(
+                source: binary.map { $0.starts(with: FunctionModule.binaryMagic) ? $0 : bytes } ?? bytes,
+                limits: functions.sandbox.limits)
+        default:
+            throw KVError(
+                .invalidRequest,
+                "\(command) needs either \"function\" (a registered name) or \"module\", not both")
+        }
+        var arguments: [UInt8] = []
+        if let args = request.args {
+            guard let data = try? JSONEncoder().encode(args) else {
+                throw KVError(.invalidRequest, "args do not encode as JSON")
+            }
+            arguments = Array(data)
+        }
+        if command == "evaluate" {
+            let read: ReadResult?
+            do {
+                read = try await service.get(row, options: ReadOptions())
+            } catch  where error.code == .tableNotFound {
+                read = nil
+            }
+            let current = read.flatMap { ClusterSiblings.newest($0.siblings) }
+            switch try await functions.evaluate(module, value: current?.bytes, arguments: arguments) {
+            case .write(let bytes): return Self.record(bytes)
+            case .keep: return current.map { Self.record($0.bytes) } ?? .null
+            case .delete: return .null
+            case .refuse(let reason): throw KVError(.functionRefused, reason)
+            }
+        }
+        var applied: AppliedUpdate?
+        try await writeCreatingTable { () async throws(KVError) in
+            applied = try await functions.apply(module, to: row, arguments: arguments).update
+        }
+        switch applied {
+        case .written(let value, _)?: return Self.record(value.bytes)
+        case .kept(let read)?: return Self.record(read)
+        case .deleted?, nil: return .null
         }
     }
 
@@ -270,7 +343,12 @@ public struct MykeyvFrontEnd: Sendable {
     /// not JSON (a row written through another API); `null` when absent.
     static func record(_ read: ReadResult) -> MykeyvJSON {
         guard let value = ClusterSiblings.newest(read.siblings)?.bytes else { return .null }
-        return (try? JSONDecoder().decode(MykeyvJSON.self, from: Data(value)))
+        return record(value)
+    }
+
+    /// Stored bytes as a record: their JSON, or a string of them when they are not JSON.
+    static func record(_ value: [UInt8]) -> MykeyvJSON {
+        (try? JSONDecoder().decode(MykeyvJSON.self, from: Data(value)))
             ?? .string(String(decoding: value, as: UTF8.self))
     }
 

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import KVCore
+import KVFunctions
 import Logging
 import NIOHTTP1
 
@@ -21,6 +22,8 @@ import NIOHTTP1
 /// - `GET /ui` (the dashboard: one self-contained page that polls the routes above)
 /// - `POST /v1/_node/backup` (a consistent backup of this node, on its machine)
 /// - `GET /v1/_auth/whoami`; `GET|POST /v1/_auth/tokens`; `DELETE /v1/_auth/tokens/{id}`
+/// - `GET /v1/_functions`; `POST|GET|DELETE /v1/_functions/{name}`;
+///   `POST /v1/_apply/{ns}/{table}/{key parts…}?function=NAME` (docs/functions.md)
 ///
 /// With access control on, every route but `/health…` and `GET /v1/_node` needs a
 /// bearer token with the grant the route asks for (docs/security.md).
@@ -46,17 +49,20 @@ public struct Router: Sendable {
     let access: AccessControl
     /// The API this router speaks.
     let dialect: HTTPDialect
+    /// The registered update functions, applied here.
+    let functions: UpdateFunctions
 
     /// Creates a router over `service`.
     public init(
         service: any KeyValueService, logger: Logger, metrics: HTTPMetrics = HTTPMetrics(),
-        access: AccessControl = .off, dialect: HTTPDialect = .kv
+        access: AccessControl = .off, dialect: HTTPDialect = .kv, functions sandbox: FunctionSandbox = .shared
     ) {
         self.service = service
         self.logger = logger
         self.metrics = metrics
         self.access = access
         self.dialect = dialect
+        functions = UpdateFunctions(service: service, sandbox: sandbox)
     }
 
     /// Answers one request; failures become JSON error responses.
@@ -170,7 +176,7 @@ public struct Router: Sendable {
             namespace: text(segments[index], "namespace"), table: text(segments[index + 1], "table"))
     }
 
-    private func methodNotAllowed(_ request: HTTPRequest) -> KVError {
+    func methodNotAllowed(_ request: HTTPRequest) -> KVError {
         KVError(.methodNotAllowed, "\(request.method.rawValue) is not allowed here")
     }
 
@@ -236,6 +242,19 @@ public struct Router: Sendable {
             let name = try tableName(segments, at: 2)
             try grants.require(.read, on: name.namespace)
             return try await scan(request, table: name, prefix: Array(segments.dropFirst(4)))
+        case "_functions":
+            try grants.require(.admin, on: nil)
+            return try await routeFunctions(request, Array(names.dropFirst(2)))
+        case "_apply":
+            guard segments.count >= 5 else {
+                throw KVError(
+                    .notFound, "an apply is /v1/_apply/{namespace}/{table}/{key parts…}?function=NAME")
+            }
+            guard request.method == .POST else { throw methodNotAllowed(request) }
+            let name = try tableName(segments, at: 2)
+            try grants.require(.write, on: name.namespace)
+            let key = try rowKey(name, descriptor: try await service.table(name), raw: segments.dropFirst(4))
+            return try await apply(request, key: key)
         case "_batch":
             guard segments.count == 2, request.method == .POST else { throw methodNotAllowed(request) }
             return try await batch(request, grants: grants)
@@ -431,7 +450,7 @@ public struct Router: Sendable {
     }
 
     /// Quorum overrides from query parameters, else `x-kv-{name}` headers.
-    private func quorum(_ request: HTTPRequest) throws(KVError) -> QuorumOverrides {
+    func quorum(_ request: HTTPRequest) throws(KVError) -> QuorumOverrides {
         try QuorumOverrides.parse { name in
             request.queryValue(name) ?? request.headers.first(name: "x-kv-" + name)
         }

@@ -3,6 +3,7 @@ import Foundation
 import KVClient
 import KVCluster
 import KVCore
+import KVFunctions
 import KVNode
 import KVRESP
 import KVServer
@@ -146,6 +147,7 @@ struct ServerCommand: AsyncParsableCommand {
     @OptionGroup(title: "RocksDB") var rocksDB: RocksDBOptions
     @OptionGroup(title: "Database servers") var storageOptions: StorageOptions
     @OptionGroup(title: "Other systems' APIs") var dialects: DialectOptions
+    @OptionGroup(title: "Update functions") var functionOptions: FunctionOptions
     @Option(help: "Address to listen on (default 127.0.0.1).") var host: String?
     @Option(help: "Port to listen on; 0 picks a free one (default 7700).") var port: Int?
     @Option(name: .customLong("data"), help: "Data directory (default ./kv-data).") var dataDir: String?
@@ -235,6 +237,7 @@ struct ServerCommand: AsyncParsableCommand {
         var rocksDBFile = RocksDBOptions.File()
         var storageFile = StorageOptions.File()
         var dialectFile = DialectOptions.File()
+        var functionFile = FunctionOptions.File()
         if let config {
             do {
                 let text = try String(contentsOfFile: config, encoding: .utf8)
@@ -243,6 +246,7 @@ struct ServerCommand: AsyncParsableCommand {
                 rocksDBFile = try YAMLDecoder().decode(RocksDBOptions.File.self, from: text)
                 storageFile = try YAMLDecoder().decode(StorageOptions.File.self, from: text)
                 dialectFile = try YAMLDecoder().decode(DialectOptions.File.self, from: text)
+                functionFile = try YAMLDecoder().decode(FunctionOptions.File.self, from: text)
             } catch {
                 throw ValidationError("cannot read the settings file \(config): \(error)")
             }
@@ -382,6 +386,8 @@ struct ServerCommand: AsyncParsableCommand {
         let minikeyvalue = try dialects.minikeyvalue(file: dialectFile, environment: environment)
         let respPort = try dialects.resp(file: dialectFile, environment: environment)
         let mykeyvPort = try dialects.mykeyv(file: dialectFile, environment: environment)
+        let functions = FunctionSandbox(
+            limits: try functionOptions.limits(file: functionFile, sources: sources))
         let (storage, storageLocation) = try storageOptions.open(
             engine: engineName, dataDirectory: dataDirectory, rocksDB: rocksDBSettings, file: storageFile,
             environment: environment)
@@ -395,7 +401,7 @@ struct ServerCommand: AsyncParsableCommand {
         let exporter = MetricsExport.bootstrap(service: service)
         let server = try HTTPServer(
             settings: http, service: service, group: group, logger: logger,
-            metrics: HTTPMetrics(exporter: exporter), access: access, tls: tls?.http)
+            metrics: HTTPMetrics(exporter: exporter), access: access, tls: tls?.http, functions: functions)
         let address = try await server.start()
         let httpAddress = "\(advertised):\(address.port ?? http.port)"
         let url = "\(tls == nil ? "http" : "https")://\(httpAddress)"
@@ -456,7 +462,7 @@ struct ServerCommand: AsyncParsableCommand {
             let server = MykeyvServer(
                 frontEnd: MykeyvFrontEnd(
                     service: service, maximumPayloadBytes: node.maximumInlineValueBytes + (64 << 10),
-                    authenticate: authenticate),
+                    authenticate: authenticate, functions: functions),
                 host: http.host, port: mykeyvPort, maximumConnections: http.maximumConnections, group: group,
                 logger: logger, tls: tls?.http)
             let bound = try await server.start()

@@ -51,8 +51,11 @@ struct ImportRuleTests {
         // Front end: translates HTTP to KeyValueService; knows no node, cluster or engine.
         // The Redis protocol: no NIO channels, only buffers.
         "KVRESP": ["KVCore", "NIOCore", "FoundationEssentials", "Synchronization"],
+        // Update functions: the WebAssembly sandbox, no I/O but its own thread pool.
+        "KVFunctions": ["KVCore", "WasmKit", "WasmParser", "WAT", "NIOPosix", "Synchronization"],
         "KVServer": [
-            "KVCore", "KVRESP", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOConcurrencyHelpers", "Logging",
+            "KVCore", "KVRESP", "KVFunctions", "NIOCore", "NIOPosix", "NIOHTTP1", "NIOConcurrencyHelpers",
+            "Logging",
             "FoundationEssentials", "Synchronization", "CoreMetrics", "KVAccess", "NIOSSL", "Crypto",
         ],
         // Client library: no server code.
@@ -65,7 +68,8 @@ struct ImportRuleTests {
             "KVCore", "KVStorage", "KVStorageMemory", "KVStorageRocksDB", "KVStorageDatabase",
             "KVStorageSQLite",
             "KVStoragePostgres", "KVStorageMariaDB", "KVStorageRedis", "KVNode", "KVServer", "KVClient",
-            "KVCluster", "KVWire", "KVAccess", "KVRESP", "CMalloc", "ArgumentParser", "Yams", "Logging",
+            "KVCluster", "KVWire", "KVAccess", "KVRESP", "KVFunctions", "CMalloc", "ArgumentParser", "Yams",
+            "Logging",
             "ServiceLifecycle",
             "NIOCore",
             "NIOPosix",

@@ -112,7 +112,38 @@ answer = a.call({"command": "evaluate", "code": "system('touch /tmp/pwned'); ret
 check("Perl is refused", answer.get("command") == "evaluate_error" and answer.get("code") == "request.unsupported"
       and answer.get("request_id") == 11, answer)
 answer = a.call({"command": "apply", "code_id": 1, "key": keys[0], "args": [1], "request_id": 12})
-check("apply is refused", answer.get("command") == "apply_error" and answer.get("request_id") == 12, answer)
+check("apply without a function is refused", answer.get("command") == "apply_error"
+      and answer.get("code") == "request.invalid" and answer.get("request_id") == 12, answer)
+
+# evaluate and apply take a WebAssembly module: sent with the request, or registered.
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "functions")
+with open(os.path.join(EXAMPLES, "append-to-list.wat")) as source:
+    APPEND = source.read()
+answer = a.call({"command": "apply", "key": "fn-list", "module": APPEND, "args": "milk", "request_id": 40})
+check("apply a module", answer == {"command": "apply_ok", "key": "fn-list", "data": ["milk"], "request_id": 40},
+      answer)
+answer = b.call({"command": "apply", "key": "fn-list", "module": APPEND, "args": {"n": 2}, "request_id": 41})
+check("apply through another node", answer.get("data") == ["milk", {"n": 2}], answer)
+answer = b.call({"command": "evaluate", "key": "fn-list", "module": APPEND, "args": 3, "request_id": 42})
+check("evaluate answers without storing", answer == {"command": "evaluate_ok", "key": "fn-list",
+      "data": ["milk", {"n": 2}, 3], "request_id": 42}, answer)
+check("evaluate stored nothing", a.call({"command": "get", "key": "fn-list", "request_id": 43}).get("data")
+      == ["milk", {"n": 2}])
+answer = a.call({"command": "apply", "key": "fn-list", "function": "not-registered", "request_id": 44})
+check("an unknown function", answer.get("command") == "apply_error" and answer.get("code") == "function.not_found",
+      answer)
+LOOP = """(module (memory (export "memory") 1 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 0))
+  (func (export "update") (param i32 i32 i32 i32) (result i32 i32 i32) (loop $l (br $l)) (unreachable)))"""
+answer = a.call({"command": "apply", "key": "fn-list", "module": LOOP, "request_id": 45})
+check("a loop runs out of fuel", answer.get("command") == "apply_error"
+      and answer.get("code") == "function.limit_exceeded", answer)
+IMPORTS = LOOP.replace("(module", '(module (import "env" "system" (func (param i32)))')
+answer = a.call({"command": "evaluate", "key": "fn-list", "module": IMPORTS, "request_id": 46})
+check("an import is refused", answer.get("command") == "evaluate_error"
+      and answer.get("code") == "function.invalid", answer)
+check("the list is intact", b.call({"command": "get", "key": "fn-list", "request_id": 47}).get("data")
+      == ["milk", {"n": 2}])
 
 # Bad input: answered, and the connection goes on where the framing allows it.
 answer = a.call({"command": "frobnicate", "request_id": 13})

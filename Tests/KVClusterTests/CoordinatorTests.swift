@@ -441,6 +441,42 @@ struct CoordinatorTests {
         #expect(relayed == [.cancelTimer(.local(3)), .reply(.local(3), .written(written))])
     }
 
+    @Test(
+        "a conditional write goes to the first replica up, which coordinates it even when it is the key's second"
+    )
+    func conditionalWritesHaveOneCoordinator() {
+        let (key, replicas, _) = Self.placement
+        var conditional = Self.value("b")
+        conditional.condition = .ifMatch("tag")
+        // The key's third replica sends it to the first.
+        var third = Self.coordinator(replicas[2])
+        let forwarded = third.write(.local(1), key: key, conditional, quorum: Self.quorum)
+        guard case .send(.quorum(.coordinateWrite(let id, _, let write, _)), let target) = forwarded.first
+        else {
+            Issue.record("expected a forward, got \(forwarded)")
+            return
+        }
+        #expect(target == replicas[0] && write.condition == .ifMatch("tag"))
+        // A write without a condition is coordinated where it arrives, as before.
+        let local = third.write(.local(2), key: key, Self.value("c"), quorum: Self.quorum)
+        #expect(local.first == .storage(.operation(.local(2)), .coordinate(key, Self.value("c"))))
+        // With the first down, the second coordinates the conditional writes itself.
+        var second = Self.coordinator(replicas[1])
+        second.reachabilityChanged(replicas[0], isUp: false)
+        let own = second.write(.local(3), key: key, conditional, quorum: Self.quorum)
+        #expect(own.first == .storage(.operation(.local(3)), .coordinate(key, conditional)))
+        // A forwarded conditional write is coordinated where it arrives, even by a
+        // replica that believes another is first: views differ, and a second forward
+        // could bounce between them.
+        var arrival = Self.coordinator(replicas[1])
+        let arrived = arrival.received(
+            .quorum(.coordinateWrite(id: id, key: key, write: conditional, quorum: Self.quorum)),
+            from: replicas[2])
+        #expect(
+            arrived.first
+                == .storage(.operation(.forwarded(from: replicas[2], id: id)), .coordinate(key, conditional)))
+    }
+
     @Test("a read answers after R replies with their merge, then repairs stale replicas")
     func readAndRepair() {
         let (key, replicas, outsider) = Self.placement

@@ -76,6 +76,13 @@ struct AccessControlTests {
             body:
                 #"{"operations":[{"op":"put","namespace":"orders","table":"items","key":["b"],"value":"x"}]}"#,
             needs: "other:read", short: "-"),
+        Route(method: .GET, path: "/v1/_functions", needs: "*:admin", short: "*:write"),
+        Route(method: .POST, path: "/v1/_functions/f", body: "(module)", needs: "*:admin", short: "*:write"),
+        Route(method: .GET, path: "/v1/_functions/f", needs: "*:admin", short: "*:write"),
+        Route(method: .DELETE, path: "/v1/_functions/f", needs: "*:admin", short: "*:write"),
+        Route(
+            method: .POST, path: "/v1/_apply/orders/items/k?function=f", needs: "orders:write",
+            short: "orders:read"),
         Route(method: .GET, path: "/v1/_nowhere", needs: "other:read", short: "-"),
     ]
 
