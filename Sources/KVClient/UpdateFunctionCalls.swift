@@ -37,7 +37,8 @@ extension HTTPKeyValueService {
     }
 
     /// Applies the update function `function` to the row `key` with `arguments`, at the
-    /// node this connection speaks to.
+    /// node this connection speaks to. Of `options`, the quorum and the request id are
+    /// sent; the node writes back with the context and condition of its own read.
     public func apply(
         function: String, to key: RowKey, arguments: [UInt8], attempts: Int? = nil,
         options: WriteOptions = WriteOptions()
@@ -46,7 +47,12 @@ extension HTTPKeyValueService {
         var target =
             "/v1/_apply/" + Self.rowPath(key).dropFirst("/v1/".count) + "?function=\(Self.escape(function))"
         if let attempts { target += "&attempts=\(attempts)" }
-        let response = try await send(.POST, target, headers: Self.writeHeaders(options), body: arguments)
+        // The node reads the row's context and condition itself: only the quorum and
+        // the request id of `options` apply.
+        var headers = HTTPHeaders()
+        if let requestID = options.requestID { headers.add(name: "x-kv-request-id", value: requestID) }
+        Self.addQuorum(options.quorum, to: &headers)
+        let response = try await send(.POST, target, headers: headers, body: arguments)
         try expect(response, [200, 204])
         guard
             let outcome = response.headers.first(name: "x-kv-function-outcome").flatMap({

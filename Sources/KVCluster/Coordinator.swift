@@ -159,6 +159,15 @@ public struct Coordinator: Sendable {
     )
         -> [Action]
     {
+        self.write(operation, key: key, write, quorum: quorum, forwardingConditional: true)
+    }
+
+    /// A write to coordinate; `forwardingConditional` is false once the replica a
+    /// conditional write was forwarded to proved unreachable.
+    mutating func write(
+        _ operation: OperationID, key: ReplicaKey, _ write: ProposedWrite, quorum: Quorum,
+        forwardingConditional: Bool
+    ) -> [Action] {
         let sets: [[NodeID]]
         switch writeSets(key, quorum) {
         case .failure(let error): return finish(operation, .failed(error))
@@ -197,7 +206,7 @@ public struct Coordinator: Sendable {
         // therefore go to one coordinator per key while it is up: the replica a
         // non-replica would forward to. A forwarded one stays where it arrived, so that
         // nodes with different views cannot bounce it.
-        if write.condition != .none, target != node, !isForwarded {
+        if write.condition != .none, target != node, !isForwarded, forwardingConditional {
             return forward(operation, to: target) {
                 .quorum(.coordinateWrite(id: $0, key: key, write: write, quorum: quorum))
             }
@@ -392,6 +401,15 @@ public struct Coordinator: Sendable {
             return replicaAnswered(
                 operation, from: target,
                 .failed(KVError(.quorumUnavailable, "replica \(target) is unreachable")))
+        case .quorum(.coordinateWrite(let id, let key, let write, let quorum))
+        where write.condition != .none && isReplica(key, quorum):
+            // A replica sent a conditional write to the key's first replica, which is
+            // unreachable: it checks the condition itself, as it would once that one is
+            // known to be down.
+            guard let operation = forwards.removeValue(forKey: id) else { return [] }
+            forwardIDs[operation] = nil
+            return [.cancelTimer(operation)]
+                + self.write(operation, key: key, write, quorum: quorum, forwardingConditional: false)
         case .quorum(.coordinateWrite(let id, _, _, _)), .quorum(.coordinateRead(let id, _, _)):
             // It never left this node, so it certainly did not happen.
             guard let operation = forwards.removeValue(forKey: id) else { return [] }
@@ -496,6 +514,12 @@ public struct Coordinator: Sendable {
     /// The replica sets a write of `key` needs its quorum in: the layout's, and the
     /// previous owners' while the partition moves (a previous layout of fewer nodes may
     /// have fewer replicas; the quorum there is capped at their number).
+    /// Whether this node is among the replicas a write of `key` goes to.
+    func isReplica(_ key: ReplicaKey, _ quorum: Quorum) -> Bool {
+        guard case .success(let sets) = writeSets(key, quorum) else { return false }
+        return sets.contains { $0.contains(node) }
+    }
+
     func writeSets(_ key: ReplicaKey, _ quorum: Quorum) -> Result<[[NodeID]], KVError> {
         if let error = validate(key, quorum) { return .failure(error) }
         let sets = placement.writeSets(of: key.partition).map { Array($0.prefix(quorum.n)) }

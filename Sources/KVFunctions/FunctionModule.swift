@@ -19,6 +19,19 @@ public struct FunctionModule: Sendable {
     public let binary: [UInt8]
     /// The parsed module, ready to instantiate.
     let module: Module
+    /// The engine its runs use, its own: an engine keeps every function type it ever
+    /// saw, so one shared by every module would grow with each module registered.
+    let engine: Engine
+
+    /// The WebAssembly features a function may use: the 1.0 core with multiple results
+    /// and bulk memory, and none of the proposals that add tables, exceptions, threads or
+    /// wider memories.
+    static let features = WasmFeatureSet()
+    /// How deeply the text format may nest: its parser descends once per level.
+    static let maximumTextNesting = 1_000
+    /// The most entries of each kind a module may declare (types, functions, globals,
+    /// data and element segments): each run instantiates them all, outside the fuel.
+    static let maximumEntries = 10_000
 
     /// The magic number every binary module starts with.
     public static let binaryMagic: [UInt8] = [0x00, 0x61, 0x73, 0x6D]
@@ -38,8 +51,9 @@ public struct FunctionModule: Sendable {
             guard let text = String(validating: source, as: UTF8.self) else {
                 throw Self.invalid("the module is neither a binary module nor UTF-8 text")
             }
+            try Self.checkNesting(source)
             do {
-                binary = try wat2wasm(text)
+                binary = try wat2wasm(text, features: Self.features)
             } catch {
                 throw Self.invalid("the text format does not parse: \(error)")
             }
@@ -50,12 +64,30 @@ public struct FunctionModule: Sendable {
         }
         try Self.checkDeclarations(binary, limits: limits)
         do {
-            module = try parseWasm(bytes: binary)
+            module = try parseWasm(bytes: binary, features: Self.features)
         } catch {
             throw Self.invalid("the module does not parse: \(error)")
         }
         self.binary = binary
+        engine = Engine(configuration: EngineConfiguration(features: Self.features, fuelMetering: true))
         try checkExports()
+    }
+
+    /// Refuses text nested deeper than ``maximumTextNesting`` before the text parser,
+    /// which would exhaust the thread's stack, sees it. Parentheses in strings and
+    /// comments count too, which only errs towards refusing.
+    static func checkNesting(_ source: [UInt8]) throws(KVError) {
+        var depth = 0
+        for byte in source {
+            if byte == UInt8(ascii: "(") {
+                depth += 1
+                if depth > maximumTextNesting {
+                    throw invalid("the text nests deeper than \(maximumTextNesting) levels")
+                }
+            } else if byte == UInt8(ascii: ")") {
+                depth = max(0, depth - 1)
+            }
+        }
     }
 
     static func invalid(_ message: String) -> KVError {
@@ -64,11 +96,22 @@ public struct FunctionModule: Sendable {
 
     /// Walks the sections the sandbox depends on: imports, memories and tables.
     private static func checkDeclarations(_ binary: [UInt8], limits: FunctionLimits) throws(KVError) {
-        var parser = WasmParser.Parser(bytes: binary)
+        var parser = WasmParser.Parser(bytes: binary, features: features)
         var memories = 0
+        var tables = 0
+        func checkCount(_ count: Int, _ what: String) throws(KVError) {
+            guard count <= maximumEntries else {
+                throw invalid("the module declares \(count) \(what); at most \(maximumEntries)")
+            }
+        }
         do {
             while let payload = try parser.parseNext() {
                 switch payload {
+                case .typeSection(let types): try checkCount(types.count, "types")
+                case .functionSection(let functions): try checkCount(functions.count, "functions")
+                case .globalSection(let globals): try checkCount(globals.count, "globals")
+                case .dataSection(let segments): try checkCount(segments.count, "data segments")
+                case .elementSection(let segments): try checkCount(segments.count, "element segments")
                 case .importSection(let imports):
                     if let first = imports.first {
                         throw invalid(
@@ -84,8 +127,10 @@ public struct FunctionModule: Sendable {
                     throw invalid(
                         "the module has a start function: every run starts from a fresh instance, so there is nothing for it to prepare"
                     )
-                case .tableSection(let tables):
-                    for table in tables {
+                case .tableSection(let declared):
+                    tables += declared.count
+                    guard tables <= 1 else { throw invalid("the module may define one table, not \(tables)") }
+                    for table in declared {
                         guard let maximum = table.type.limits.max, maximum <= limits.tableElements else {
                             throw invalid(
                                 "a table must declare a maximum of at most \(limits.tableElements) elements")
@@ -127,7 +172,10 @@ public struct FunctionModule: Sendable {
     private func checkExports() throws(KVError) {
         let instance: Instance
         do {
-            instance = try module.instantiate(store: Store(engine: FunctionSandbox.validatingEngine))
+            let validating = Engine(
+                configuration: EngineConfiguration(
+                    compilationMode: .eager, features: Self.features, fuelMetering: true))
+            instance = try module.instantiate(store: Store(engine: validating))
         } catch {
             throw Self.invalid("the module does not instantiate: \(error)")
         }

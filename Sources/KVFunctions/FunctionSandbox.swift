@@ -21,13 +21,6 @@ public enum FunctionOutcome: Hashable, Sendable {
 /// A run cannot outlive its fuel, so a thread is never lost to a function; the time limit
 /// bounds how long a caller waits (a run still queued at its deadline never starts).
 public final class FunctionSandbox: Sendable {
-    /// The engine every run uses: code is metered as it is translated.
-    static let runningEngine = Engine(configuration: EngineConfiguration(fuelMetering: true))
-    /// The engine of the registration check: compiles every body at once, so a module
-    /// whose code does not validate is refused when registered.
-    static let validatingEngine = Engine(
-        configuration: EngineConfiguration(compilationMode: .eager, fuelMetering: true))
-
     /// The limits of every run.
     public let limits: FunctionLimits
     private let pool: NIOThreadPool
@@ -65,24 +58,44 @@ public final class FunctionSandbox: Sendable {
                 "the value and arguments (\(inputBytes) bytes) do not fit in a function's memory of \(limits.memoryBytes) bytes"
             )
         }
+        let fuel = limits.fuel
+        return try await onPool(doing: "finish") {
+            Self.execute(function, value: value, arguments: arguments, fuel: fuel)
+        }
+    }
+
+    /// Checks and compiles `source` (a binary module or the text format) on the
+    /// sandbox's threads, within its queue and time limit, as runs are: compiling is
+    /// work a request asks for too.
+    public func compile(_ source: [UInt8]) async throws(KVError) -> FunctionModule {
+        let limits = limits
+        return try await onPool(doing: "compile") {
+            Result { () throws(KVError) in try FunctionModule(source: source, limits: limits) }
+        }
+    }
+
+    /// Runs `work` on a thread of the pool once one is free, unless too much waits
+    /// already or the caller's time limit passes first (then it never starts).
+    private func onPool<Value: Sendable>(
+        doing what: String, _ work: @escaping @Sendable () -> Result<Value, KVError>
+    ) async throws(KVError) -> Value {
         let capacity = limits.concurrentRuns + limits.queuedRuns
         guard admitted.add(1, ordering: .relaxed).newValue <= capacity else {
             admitted.subtract(1, ordering: .relaxed)
             throw KVError(
                 .functionBusy, "\(capacity) function runs are running or waiting; try again shortly")
         }
-        let fuel = limits.fuel
         let timeLimit = limits.timeLimit
-        let result: Result<FunctionOutcome, KVError> = await withCheckedContinuation { continuation in
+        let result: Result<Value, KVError> = await withCheckedContinuation { continuation in
             let answer = SingleAnswer(continuation)
             let timer = Task {
-                // Cancelled when the run finishes first.
+                // Cancelled when the work finishes first.
                 guard (try? await Task.sleep(for: timeLimit)) != nil else { return }
                 answer.give(
                     .failure(
                         KVError(
                             .functionLimitExceeded,
-                            "the function did not finish within its time limit of \(timeLimit)")))
+                            "the function did not \(what) within its time limit of \(timeLimit)")))
             }
             pool.submit { [self] state in
                 defer { admitted.subtract(1, ordering: .relaxed) }
@@ -90,9 +103,9 @@ public final class FunctionSandbox: Sendable {
                     answer.give(.failure(KVError(.unavailable, "the node is shutting down")))
                     return
                 }
-                // A run whose caller stopped waiting is not started.
+                // Work whose caller stopped waiting is not started.
                 guard !answer.isGiven else { return }
-                let outcome = Self.execute(function, value: value, arguments: arguments, fuel: fuel)
+                let outcome = work()
                 timer.cancel()
                 answer.give(outcome)
             }
@@ -104,7 +117,7 @@ public final class FunctionSandbox: Sendable {
     static func execute(_ function: FunctionModule, value: [UInt8]?, arguments: [UInt8], fuel: UInt64)
         -> Result<FunctionOutcome, KVError>
     {
-        let store = Store(engine: runningEngine)
+        let store = Store(engine: function.engine)
         store.fuel = Fuel(remaining: fuel)
         do {
             let instance = try function.module.instantiate(store: store)
@@ -196,17 +209,17 @@ private struct GuestMemory {
     }
 }
 
-/// Hands a run's result to its caller exactly once: the run and the timer race for it.
-private final class SingleAnswer: Sendable {
-    private let continuation: Mutex<CheckedContinuation<Result<FunctionOutcome, KVError>, Never>?>
+/// Hands a result to its caller exactly once: the work and the timer race for it.
+private final class SingleAnswer<Value: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Result<Value, KVError>, Never>?>
 
-    init(_ continuation: CheckedContinuation<Result<FunctionOutcome, KVError>, Never>) {
+    init(_ continuation: CheckedContinuation<Result<Value, KVError>, Never>) {
         self.continuation = Mutex(continuation)
     }
 
     var isGiven: Bool { continuation.withLock { $0 == nil } }
 
-    func give(_ result: Result<FunctionOutcome, KVError>) {
+    func give(_ result: Result<Value, KVError>) {
         continuation.withLock { $0.take() }?.resume(returning: result)
     }
 }

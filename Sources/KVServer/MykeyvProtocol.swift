@@ -298,9 +298,8 @@ public struct MykeyvFrontEnd: Sendable {
         case (nil, let source?):
             let bytes = Array(source.utf8)
             let binary = Data(base64Encoded: source).map { Array($0) }
-            module = try FunctionModule(
-                source: binary.map { $0.starts(with: FunctionModule.binaryMagic) ? $0 : bytes } ?? bytes,
-                limits: functions.sandbox.limits)
+            module = try await functions.module(
+                source: binary.map { $0.starts(with: FunctionModule.binaryMagic) ? $0 : bytes } ?? bytes)
         default:
             throw KVError(
                 .invalidRequest,
@@ -314,14 +313,16 @@ public struct MykeyvFrontEnd: Sendable {
             arguments = Array(data)
         }
         if command == "evaluate" {
-            let read: ReadResult?
+            let outcome: FunctionOutcome
+            let current: RowValue?
             do {
-                read = try await service.get(row, options: ReadOptions())
+                (outcome, current) = try await functions.evaluate(module, on: row, arguments: arguments)
             } catch  where error.code == .tableNotFound {
-                read = nil
+                (outcome, current) = (
+                    try await functions.sandbox.run(module, value: nil, arguments: arguments), nil
+                )
             }
-            let current = read.flatMap { ClusterSiblings.newest($0.siblings) }
-            switch try await functions.evaluate(module, value: current?.bytes, arguments: arguments) {
+            switch outcome {
             case .write(let bytes): return Self.record(bytes)
             case .keep: return current.map { Self.record($0.bytes) } ?? .null
             case .delete: return .null
@@ -330,7 +331,10 @@ public struct MykeyvFrontEnd: Sendable {
         }
         var applied: AppliedUpdate?
         try await writeCreatingTable { () async throws(KVError) in
-            applied = try await functions.apply(module, to: row, arguments: arguments).update
+            applied =
+                try await functions.apply(
+                    module, to: row, arguments: arguments, newRowContentType: "application/json"
+                ).update
         }
         switch applied {
         case .written(let value, _)?: return Self.record(value.bytes)

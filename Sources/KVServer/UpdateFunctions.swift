@@ -48,6 +48,9 @@ public final class UpdateFunctions: Sendable {
     let service: any KeyValueService
     /// Runs the modules.
     public let sandbox: FunctionSandbox
+    /// How many modules sent with requests stay compiled.
+    static let inlineModulesKept = 16
+    private let inline = Mutex<[(digest: [UInt8], module: FunctionModule)]>([])
     private let compiled = Mutex<
         [String: (etag: String, module: FunctionModule, checkedAt: ContinuousClock.Instant)]
     >([:])
@@ -62,7 +65,7 @@ public final class UpdateFunctions: Sendable {
     /// replacing any function of that name.
     public func register(name: String, source: [UInt8]) async throws(KVError) -> FunctionRecord {
         try TableName.validate(name, what: "function")
-        let module = try FunctionModule(source: source, limits: sandbox.limits)
+        let module = try await sandbox.compile(source)
         let result = try await service.put(
             UpdateFunctionTable.key(name),
             value: RowValue(bytes: module.binary, contentType: "application/wasm"),
@@ -121,16 +124,51 @@ public final class UpdateFunctions: Sendable {
             compiled.withLock { $0[name]?.checkedAt = now }
             return cached.module
         }
-        let module = try FunctionModule(source: value.bytes, limits: sandbox.limits)
+        let module = try await sandbox.compile(value.bytes)
         compiled.withLock { $0[name] = (read.etag, module, now) }
         return module
     }
 
-    /// Runs `module` on `value` without touching any row (Mykeyv's `evaluate`).
-    public func evaluate(_ module: FunctionModule, value: [UInt8]?, arguments: [UInt8]) async throws(KVError)
-        -> FunctionOutcome
+    /// A module sent with a request (Mykeyv's `evaluate` and `apply`), checked and
+    /// compiled once: the last few are kept by their bytes' digest.
+    public func module(source: [UInt8]) async throws(KVError) -> FunctionModule {
+        let digest = Array(SHA256.hash(data: source))
+        if let cached = inline.withLock({ $0.first { $0.digest == digest } }) { return cached.module }
+        let module = try await sandbox.compile(source)
+        inline.withLock { entries in
+            entries.removeAll { $0.digest == digest }
+            entries.append((digest, module))
+            if entries.count > Self.inlineModulesKept { entries.removeFirst() }
+        }
+        return module
+    }
+
+    /// Runs `module` on the row `key` without writing anything (Mykeyv's `evaluate`):
+    /// what it decided, and the value it was given.
+    public func evaluate(_ module: FunctionModule, on key: RowKey, arguments: [UInt8]) async throws(KVError)
+        -> (outcome: FunctionOutcome, current: RowValue?)
     {
-        try await sandbox.run(module, value: value, arguments: arguments)
+        let read = try await service.get(key, options: ReadOptions())
+        let current = try Self.singleValue(read)
+        return (try await sandbox.run(module, value: current?.bytes, arguments: arguments), current)
+    }
+
+    /// The one value a function sees of `read`, refusing siblings and chunked values.
+    static func singleValue(_ read: ReadResult) throws(KVError) -> RowValue? {
+        guard read.siblings.count <= 1 else {
+            throw KVError(
+                .functionSiblings,
+                "the row has \(read.siblings.count) siblings and a function sees one value: resolve them with a write that carries the row's context, then apply"
+            )
+        }
+        let current = read.siblings.first?.value
+        if let large = current?.largeValue {
+            throw KVError(
+                .functionLimitExceeded,
+                "the row holds a value of \(large.length) bytes in chunks; a function takes values up to \(RowValue.maximumInlineBytes) bytes held inline"
+            )
+        }
+        return current
     }
 
     /// Applies the function `name` to the row `key` with `arguments`, trying up to
@@ -146,9 +184,11 @@ public final class UpdateFunctions: Sendable {
     }
 
     /// Applies `module` to the row `key`: see ``apply(_:to:arguments:attempts:quorum:requestID:)``.
+    /// A row the function creates gets `newRowContentType`; an existing row keeps its own.
     public func apply(
         _ module: FunctionModule, to key: RowKey, arguments: [UInt8], attempts: Int = defaultAttempts,
-        quorum: QuorumOverrides = QuorumOverrides(), requestID: String? = nil
+        quorum: QuorumOverrides = QuorumOverrides(), requestID: String? = nil,
+        newRowContentType: String = RowValue.defaultContentType
     ) async throws(KVError) -> (update: AppliedUpdate, attempts: Int) {
         guard (1...Self.maximumAttempts).contains(attempts) else {
             throw KVError(.invalidRequest, "attempts is 1 to \(Self.maximumAttempts), not \(attempts)")
@@ -159,7 +199,8 @@ public final class UpdateFunctions: Sendable {
             do {
                 return (
                     try await applyOnce(
-                        module, to: key, arguments: arguments, quorum: quorum, requestID: requestID), attempt
+                        module, to: key, arguments: arguments, quorum: quorum, requestID: requestID,
+                        newRowContentType: newRowContentType), attempt
                 )
             } catch  where error.code == .preconditionFailed && attempt < attempts {
                 // Another write landed between the read and the write back: back off a
@@ -176,23 +217,12 @@ public final class UpdateFunctions: Sendable {
 
     private func applyOnce(
         _ module: FunctionModule, to key: RowKey, arguments: [UInt8], quorum: QuorumOverrides,
-        requestID: String?
+        requestID: String?, newRowContentType: String
     ) async throws(KVError) -> AppliedUpdate {
         let read = try await service.get(key, options: ReadOptions(quorum: quorum))
-        guard read.siblings.count <= 1 else {
-            throw KVError(
-                .functionSiblings,
-                "the row has \(read.siblings.count) siblings and a function sees one value: resolve them with a write that carries the row's context, then apply"
-            )
-        }
+        let value = try Self.singleValue(read)
         let current = read.siblings.first
-        if let large = current?.value?.largeValue {
-            throw KVError(
-                .functionLimitExceeded,
-                "the row holds a value of \(large.length) bytes in chunks; a function takes values up to \(RowValue.maximumInlineBytes) bytes held inline"
-            )
-        }
-        let outcome = try await sandbox.run(module, value: current?.value?.bytes, arguments: arguments)
+        let outcome = try await sandbox.run(module, value: value?.bytes, arguments: arguments)
         var options = WriteOptions(
             context: read.context, condition: read.isAbsent ? .ifAbsent : .ifMatch(read.etag), quorum: quorum,
             requestID: requestID)
@@ -206,9 +236,8 @@ public final class UpdateFunctions: Sendable {
             }
             // The new version keeps the row's content type and time to live.
             options.expiresAtMilliseconds = current?.expiresAtMilliseconds
-            let value = RowValue(
-                bytes: bytes, contentType: current?.value?.contentType ?? RowValue.defaultContentType)
-            return .written(value, try await service.put(key, value: value, options: options))
+            let written = RowValue(bytes: bytes, contentType: value?.contentType ?? newRowContentType)
+            return .written(written, try await service.put(key, value: written, options: options))
         case .keep:
             return .kept(read)
         case .delete:

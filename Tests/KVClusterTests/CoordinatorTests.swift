@@ -460,6 +460,12 @@ struct CoordinatorTests {
         // A write without a condition is coordinated where it arrives, as before.
         let local = third.write(.local(2), key: key, Self.value("c"), quorum: Self.quorum)
         #expect(local.first == .storage(.operation(.local(2)), .coordinate(key, Self.value("c"))))
+        // When the first cannot be reached, the third checks the condition itself.
+        let fallback = third.sendFailed(
+            .quorum(.coordinateWrite(id: id, key: key, write: conditional, quorum: Self.quorum)),
+            to: replicas[0])
+        #expect(fallback.first == .cancelTimer(.local(1)))
+        #expect(fallback.dropFirst().first == .storage(.operation(.local(1)), .coordinate(key, conditional)))
         // With the first down, the second coordinates the conditional writes itself.
         var second = Self.coordinator(replicas[1])
         second.reachabilityChanged(replicas[0], isUp: false)

@@ -9,7 +9,9 @@ import Testing
 /// function as before.
 @Suite("update function sandbox")
 struct FunctionSandboxTests {
-    static let sandbox = FunctionSandbox(limits: FunctionLimits(fuel: 5_000_000))
+    /// A tenth of the default fuel, and a time limit no loaded machine reaches: what stops
+    /// a run here is its fuel, never the clock.
+    static let sandbox = FunctionSandbox(limits: FunctionLimits(fuel: 5_000_000, timeLimit: .seconds(300)))
 
     /// The example module `name` from `examples/functions`, in the text format.
     static func example(_ name: String) throws -> FunctionModule {
@@ -198,6 +200,24 @@ struct FunctionSandboxTests {
             ),
             ("(module (func (result i32) (i64.const 1)))", "memory"),
             ("not a module", "does not parse"),
+            (
+                "(module (func " + String(repeating: "(block ", count: 100_000)
+                    + String(repeating: ")", count: 100_001) + ")",
+                "nests deeper than 1000 levels"
+            ),
+            (
+                Self.withBody("unreachable").replacingOccurrences(
+                    of: "(module", with: "(module (table 1 1 funcref) (table 1 1 funcref)"), "table"
+            ),
+            (
+                Self.withBody("unreachable").replacingOccurrences(
+                    of: "(module", with: "(module (table 1 funcref)"),
+                "a table must declare a maximum"
+            ),
+            (
+                Self.withBody("unreachable").replacingOccurrences(
+                    of: "(module", with: "(module (tag $oops) (func (throw $oops))"), "does not parse"
+            ),
             ("\0asm\u{1}\0\0\0\u{7}", "does not parse"),
         ]
         for (text, message) in refused {
@@ -210,6 +230,18 @@ struct FunctionSandboxTests {
                 source: Array(repeating: 0x20, count: (1 << 20) + 1), limits: FunctionLimits())
         }
         #expect(tooLarge?.code == .bodyTooLarge)
+    }
+
+    @Test("compiling on the sandbox's threads checks the module as registering does")
+    func compileOnThePool() async throws {
+        let compiled = try await Self.sandbox.compile(
+            Array(Self.withBody("(i32.const 1) (i32.const 0) (i32.const 0)").utf8))
+        #expect(try await Self.sandbox.run(compiled, value: nil, arguments: []) == .keep)
+        let refused = await Self.failure { () async throws(KVError) in
+            _ = try await Self.sandbox.compile(Array("(module)".utf8))
+            return .keep
+        }
+        #expect(refused?.code == .functionInvalid)
     }
 
     @Test("answers outside the memory, unknown actions and traps are failures of the function")

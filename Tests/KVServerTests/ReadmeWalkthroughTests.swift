@@ -66,7 +66,7 @@ struct ReadmeWalkthroughTests {
 
     /// Each walkthrough runs against a fresh `kv dev` cluster, as the README's first
     /// command starts one.
-    @Test(arguments: ["curl", "cli", "large", "redis"])
+    @Test(arguments: ["curl", "cli", "large", "redis", "functions"])
     func walkthroughRunsAsWritten(name: String) async throws {
         // Processes are started and waited for on a thread of their own; the checks run
         // here, in the test.

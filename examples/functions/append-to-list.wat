@@ -5,8 +5,8 @@
 ;; not the item. Concurrent applies each add their item; none is lost.
 ;;
 ;;   curl -X POST --data-binary @examples/functions/append-to-list.wat \
-;;        http://127.0.0.1:8080/v1/_functions/append-to-list
-;;   curl -X POST -d '"milk"' 'http://127.0.0.1:8080/v1/_apply/app/lists/shopping?function=append-to-list'
+;;        http://127.0.0.1:7700/v1/_functions/append-to-list
+;;   curl -X POST -d '"milk"' 'http://127.0.0.1:7700/v1/_apply/app/lists/shopping?function=append-to-list'
 (module
   ;; Up to 16 MiB: a list as large as an inline value, with room for its copy.
   (memory (export "memory") 1 256)

@@ -5,8 +5,8 @@
 ;; count has reached the maximum, so concurrent applies never count past it.
 ;;
 ;;   curl -X POST --data-binary @examples/functions/bounded-counter.wat \
-;;        http://127.0.0.1:8080/v1/_functions/bounded-counter
-;;   curl -X POST -d 10 'http://127.0.0.1:8080/v1/_apply/app/counters/visits?function=bounded-counter'
+;;        http://127.0.0.1:7700/v1/_functions/bounded-counter
+;;   curl -X POST -d 10 'http://127.0.0.1:7700/v1/_apply/app/counters/visits?function=bounded-counter'
 (module
   ;; One page is plenty; the limit keeps any run within 1 MiB.
   (memory (export "memory") 1 16)
