@@ -9,29 +9,14 @@
 #   - direct: the cluster-aware client sends each request to a replica of its key.
 # KV_BENCH_SECONDS (default 15), KV_BENCH_CLIENTS (default 64), KV_BENCH_ROUNDS
 # (default 2) and KV_BENCH_OUTPUT (a directory for the JSON reports) tune the run.
-# KV_BENCH_DELAY_MS=D (needs root) runs everything in a network namespace of its own
-# whose loopback delays each packet by D/2 ms, so every round trip between two processes
-# costs D ms, as between machines; the host's loopback is untouched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev python3 iproute2
+ensure_system_packages librocksdb-dev python3
 
 swift build -c release --product kv
 bin="$(swift build -c release --show-bin-path)"
-
-if [ -n "${KV_BENCH_DELAY_MS:-}" ] && [ -z "${KV_BENCH_NAMESPACE:-}" ]; then
-    namespace="kv-bench-$$"
-    ip netns add "$namespace"
-    trap 'ip netns delete "$namespace"' EXIT
-    ip netns exec "$namespace" ip link set lo up
-    ip netns exec "$namespace" tc qdisc add dev lo root netem \
-        delay "$(python3 -c "print(float('$KV_BENCH_DELAY_MS') / 2)")ms"
-    echo "==> in network namespace $namespace: every round trip on its loopback takes ${KV_BENCH_DELAY_MS} ms more"
-    KV_BENCH_NAMESPACE="$namespace" ip netns exec "$namespace" "$0" "$@"
-    exit
-fi
 seconds="${KV_BENCH_SECONDS:-15}"
 clients="${KV_BENCH_CLIENTS:-64}"
 rounds="${KV_BENCH_ROUNDS:-2}"
