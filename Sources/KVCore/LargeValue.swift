@@ -59,11 +59,7 @@ public struct LargeValue: Hashable, Sendable {
     }
 
     /// The MD5 as lowercase hexadecimal (minikeyvalue's form).
-    public var md5Hex: String {
-        let digits = Array("0123456789abcdef".utf8)
-        return String(
-            decoding: md5.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]] }, as: UTF8.self)
-    }
+    public var md5Hex: String { Hexadecimal.lowercase(md5) }
 
     /// The stored form: format byte `1`, the 16-byte id, length, chunk size and replica
     /// count as LEB128, then the 16-byte MD5.

@@ -15,10 +15,7 @@ public struct FunctionRecord: Hashable, Sendable, Codable {
     init(name: String, binary: [UInt8]) {
         self.name = name
         bytes = binary.count
-        sha256 = SHA256.hash(data: binary).map { byte in
-            let digits = Array("0123456789abcdef")
-            return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-        }.joined()
+        sha256 = Hexadecimal.lowercase(SHA256.hash(data: binary))
     }
 }
 

@@ -124,12 +124,7 @@ extension Router {
 
     /// The MD5 of `bytes`, hexadecimal.
     static func md5Hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        return String(
-            decoding: Insecure.MD5.hash(data: bytes).flatMap {
-                [digits[Int($0 >> 4)], digits[Int($0 & 0x0F)]]
-            },
-            as: UTF8.self)
+        Hexadecimal.lowercase(Insecure.MD5.hash(data: bytes))
     }
 
     /// A multipart/mixed body with one part per sibling, and a boundary that occurs in
