@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev wrk curl python3
+ensure_system_packages "${build_packages[@]}" wrk curl python3
 
 swift build -c release --product kv
 bin="$(swift build -c release --show-bin-path)"

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev python3
+ensure_system_packages "${build_packages[@]}" python3
 
 swift build -c release --product kv
 bin="$(swift build -c release --show-bin-path)"

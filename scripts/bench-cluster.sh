@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev wrk curl python3 etcd-server
+ensure_system_packages "${build_packages[@]}" wrk curl python3 etcd-server
 
 swift build -c release --product kv
 bin="$(swift build -c release --show-bin-path)"

@@ -20,7 +20,7 @@ rounds="${KV_BENCH_ROUNDS:-2}"
 get_ratios="${KV_BENCH_GET_RATIOS:-0 0.5 1}"
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev curl python3
+ensure_system_packages "${build_packages[@]}" curl python3
 source scripts/lib/bench-processes.sh
 
 base_tree=.build-compare/tree

@@ -20,7 +20,7 @@ keys=${2:-20000}
 
 source scripts/lib/system-packages.sh
 source scripts/lib/database-servers.sh
-ensure_system_packages librocksdb-dev curl python3 "${database_server_packages[@]}"
+ensure_system_packages "${build_packages[@]}" curl python3 "${database_server_packages[@]}"
 
 swift build -c release --product StorageBenchmark >&2
 swift build -c release --product kv >&2

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev curl python3
+ensure_system_packages "${build_packages[@]}" curl python3
 
 swift build -c release --product kv
 bin="$(swift build -c release --show-bin-path)"

@@ -15,7 +15,7 @@ requests=${1:-100000}
 rounds=${2:-2}
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev curl python3 redis-server redis-tools
+ensure_system_packages "${build_packages[@]}" curl python3 redis-server redis-tools
 
 swift build -c release --product kv >&2
 bin="$(swift build -c release --show-bin-path)"

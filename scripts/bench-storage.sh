@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev
+ensure_system_packages "${build_packages[@]}"
 
 swift build -c release --product StorageBenchmark
 benchmark="$(swift build -c release --show-bin-path)/StorageBenchmark"

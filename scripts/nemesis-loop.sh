@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 runs=${1:-20}
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev
+ensure_system_packages "${build_packages[@]}"
 
 swift build --build-tests > /dev/null
 logs=$(mktemp -d "${TMPDIR:-/tmp}/kv-nemesis-loop-XXXXXX")

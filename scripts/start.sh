@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
-ensure_system_packages librocksdb-dev
+ensure_system_packages "${build_packages[@]}"
 
 echo "==> building kv (release; the first build takes a few minutes)"
 swift build -c release --product kv

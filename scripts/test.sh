@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
 source scripts/lib/database-servers.sh
-ensure_system_packages librocksdb-dev curl python3 python3-venv chromium "${database_server_packages[@]}"
+ensure_system_packages "${build_packages[@]}" curl python3 python3-venv chromium "${database_server_packages[@]}"
 
 echo "==> swift format lint"
 swift format lint --strict --recursive Package.swift Sources Tests

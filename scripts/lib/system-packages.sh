@@ -1,5 +1,11 @@
 # Shared by the scripts: installs missing Debian packages with apt-get, through sudo
 # when not running as root. Usage: ensure_system_packages pkg...
+#
+# build_packages is what compiling the store needs: RocksDB, and the client libraries
+# of the storage engines on databases (PostgreSQL, MariaDB, Redis, SQLite), which
+# every build of `kv` links. Scripts that build start from it.
+build_packages=(librocksdb-dev libpq-dev libmariadb-dev libhiredis-dev libsqlite3-dev)
+
 ensure_system_packages() {
     local missing=()
     local package
