@@ -80,6 +80,8 @@ public struct Coordinator: Sendable {
     /// Where reads and writes go: the layout, and the previous owners of partitions
     /// that are moving.
     public private(set) var placement: Placement
+    /// How many times ``placement`` has changed (see ``LocalReadRule``).
+    public private(set) var placementRevision: UInt64 = 0
     /// The layout that decides preference lists.
     public var layout: Layout { placement.layout }
     /// Timeouts.
@@ -143,7 +145,15 @@ public struct Coordinator: Sendable {
     /// A new layout, or the progress of a layout change, takes effect for operations
     /// that start from now on.
     public mutating func placementChanged(_ placement: Placement) {
-        if placement.layout.version >= layout.version { self.placement = placement }
+        guard placement.layout.version >= layout.version else { return }
+        self.placement = placement
+        placementRevision &+= 1
+    }
+
+    /// Which reads this node's front ends may answer without the coordinator, under the
+    /// current placement.
+    public var localReads: LocalReadRule {
+        LocalReadRule(node: node, placement: placement, revision: placementRevision)
     }
 
     /// Whether a node counts as up changed: connected and alive to SWIM (`isUp`), or
@@ -478,37 +488,12 @@ public struct Coordinator: Sendable {
 
     /// Checks the quorum and the key against the layout.
     func validate(_ key: ReplicaKey, _ quorum: Quorum) -> KVError? {
-        do throws(KVError) {
-            try quorum.validate()
-        } catch {
-            return error
-        }
-        guard quorum.n <= layout.replicationFactor else {
-            return KVError(
-                .invalidQuorum,
-                "n is \(quorum.n) but the cluster keeps at most \(layout.replicationFactor) replicas per partition"
-            )
-        }
-        guard Int(key.partition.rawValue) < layout.partitionCount else {
-            return KVError(
-                .invalidRequest, "partition \(key.partition) is outside the layout's \(layout.partitionCount)"
-            )
-        }
-        return nil
+        placement.problem(key, quorum)
     }
 
     /// The replicas a read of `key` asks.
     func preferenceList(_ key: ReplicaKey, _ quorum: Quorum) -> Result<[NodeID], KVError> {
-        if let error = validate(key, quorum) { return .failure(error) }
-        let replicas = placement.readReplicas(of: key.partition).prefix(quorum.n)
-        guard replicas.count == quorum.n else {
-            return .failure(
-                KVError(
-                    .quorumUnavailable,
-                    "the layout places \(replicas.count) replicas of this key and the request needs \(quorum.n)"
-                ))
-        }
-        return .success(Array(replicas))
+        placement.readPreference(key, quorum)
     }
 
     /// The replica sets a write of `key` needs its quorum in: the layout's, and the

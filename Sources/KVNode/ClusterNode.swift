@@ -57,6 +57,9 @@ public final class ClusterNode: KeyValueService, Sendable {
     /// transfers, releases and gossip, composed, with their timers: touched only on `eventLoop`
     /// (see `NodeCoreShell.swift`).
     let coreLoop: NIOLoopBoundBox<CoreLoopState>
+    /// The coordinator's latest ``LocalReadRule``, for reads answered where they arrive
+    /// (see `LocalReads.swift`); `nil` until the core's first step.
+    let localReadRule = NIOLockedValueBox<LocalReadRule?>(nil)
     /// The transfers this node serves.
     let rebalance = NIOLockedValueBox(RebalanceState())
     /// Serializes metadata changes with their storage, so a newer copy is never
@@ -436,8 +439,9 @@ public final class ClusterNode: KeyValueService, Sendable {
         min(layout.replicationFactor, layout.members.filter { $0.capacity > 0 }.count)
     }
 
-    /// The row, its replica key and the quorum the request runs with.
-    func resolve(_ key: RowKey, _ overrides: QuorumOverrides) throws(KVError) -> (
+    /// The row, its replica key and the quorum the request runs with; `counted` adds the
+    /// request to the at-replica or elsewhere count.
+    func resolve(_ key: RowKey, _ overrides: QuorumOverrides, counted: Bool = true) throws(KVError) -> (
         NodeStorage.ResolvedRow, ReplicaKey, Quorum
     ) {
         let layout = try formedLayout()
@@ -445,11 +449,15 @@ public final class ClusterNode: KeyValueService, Sendable {
         let quorum = overrides.applied(to: row.descriptor.defaults, availableReplicas: Self.width(of: layout))
         try quorum.validate()
         let partition = Int(row.partition.rawValue)
-        if partition < layout.assignments.count, layout.assignments[partition].contains(local.identity.nodeID)
-        {
-            metrics.requestsAtReplica.add(1, ordering: .relaxed)
-        } else {
-            metrics.requestsElsewhere.add(1, ordering: .relaxed)
+        if counted {
+            let atReplica =
+                partition < layout.assignments.count
+                && layout.assignments[partition].contains(local.identity.nodeID)
+            if atReplica {
+                metrics.requestsAtReplica.add(1, ordering: .relaxed)
+            } else {
+                metrics.requestsElsewhere.add(1, ordering: .relaxed)
+            }
         }
         return (
             row,

@@ -50,7 +50,7 @@ extension ClusterNode {
 
     /// The stored object of `dataKey` if the engine has it in memory (or knows it is
     /// absent without I/O), else `nil`.
-    private func cachedObject(_ dataKey: [UInt8]) -> StoredObject? {
+    func cachedObject(_ dataKey: [UInt8]) -> StoredObject? {
         guard case .found(let bytes)? = try? local.engine.getIfCached(dataKey, in: .data) else { return nil }
         guard let bytes else { return StoredObject() }
         return try? StoredObjectCodec.decode(bytes)

@@ -14,6 +14,17 @@ struct CoreLoopState: Sendable {
     /// the expired ones: scheduling a task per operation would wake the event loop twice
     /// for every request (start and cancel).
     var operationTimers: [OperationID: NIODeadline] = [:]
+    /// The coordinator's placement revision whose ``LocalReadRule`` is published.
+    var publishedPlacementRevision: UInt64?
+
+    /// The coordinator's rule for local reads if its placement changed since the rule
+    /// last published, else `nil`.
+    mutating func takeChangedLocalReads() -> LocalReadRule? {
+        let revision = core.coordinator.placementRevision
+        guard revision != publishedPlacementRevision else { return nil }
+        publishedPlacementRevision = revision
+        return core.coordinator.localReads
+    }
 }
 
 /// The shell of ``NodeCore``: every input of the coordinator, SWIM, the maintenance
@@ -56,6 +67,11 @@ extension ClusterNode {
     private func stepCore(_ input: NodeCore.Input) {
         let view = input.procedure.map(coreView(for:)) ?? .none
         let actions = coreLoop.value.core.handle(input, view: view)
+        if let rule = coreLoop.value.takeChangedLocalReads() {
+            // Before the step's actions: none of a new placement's may run while an
+            // older rule still lets front ends read by themselves.
+            localReadRule.withLockedValue { $0 = rule }
+        }
         // A stopping node does no more maintenance, but its coordinator and other parts
         // still answer or fail their waiters. Asked only when a maintenance action comes:
         // the coordinator's steps are the hot path.

@@ -106,6 +106,10 @@ final class DeferredService: KeyValueService, Sendable {
     func immediateTable(_ name: TableName) -> TableDescriptor? {
         box.withLockedValue { $0 }?.immediateTable(name)
     }
+
+    func immediateGet(_ key: RowKey) throws(KVError) -> ReadResult? {
+        try box.withLockedValue { $0 }?.immediateGet(key)
+    }
 }
 
 /// Keeps the node running until a shutdown signal, then stops it in order: HTTP first

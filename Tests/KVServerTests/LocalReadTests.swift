@@ -1,0 +1,82 @@
+import Foundation
+import KVCore
+import KVNode
+import Testing
+
+/// Reads a node answers on the front end's thread (``ClusterNode/immediateGet(_:)``)
+/// must answer exactly what the coordinator answers, and only where the coordinator
+/// would read this node's replica alone.
+@Suite("Local reads")
+struct LocalReadTests {
+    /// Rows of every shape: a value, siblings, a deleted row, an expiring row, and one
+    /// never written.
+    static func writeRows(_ node: ClusterNode, in name: TableName) async throws -> [RowKey] {
+        let keys = (0..<5).map { RowKey(table: name, parts: [.string("row\($0)")]) }
+        _ = try await node.put(keys[0], value: text("plain"), options: WriteOptions())
+        _ = try await node.put(keys[1], value: text("left"), options: WriteOptions())
+        _ = try await node.put(keys[1], value: text("right"), options: WriteOptions())
+        _ = try await node.put(keys[2], value: text("gone"), options: WriteOptions())
+        _ = try await node.delete(
+            keys[2], options: WriteOptions(context: try await node.get(keys[2]).context))
+        var expiring = WriteOptions()
+        expiring.expiresAtMilliseconds = Int64(Date().timeIntervalSince1970 * 1000) + 3_600_000
+        _ = try await node.put(keys[3], value: text("soon"), options: expiring)
+        return keys
+    }
+
+    @Test("one node answers every read itself, the same as through its coordinator")
+    func oneNode() async throws {
+        try await Self.using(.inProcess) { nodes in
+            let node = nodes[0]
+            let name = table("local", "rows")
+            _ = try await node.createTable(TableDescriptor(name: name, schema: try KeySchema([.string])))
+            let keys = try await Self.writeRows(node, in: name)
+            #expect(try await node.get(keys[1]).siblings.count == 2)
+            for key in keys {
+                let immediate = try node.immediateGet(key)
+                #expect(immediate != nil, "\(key.parts) is answered where it arrives")
+                #expect(immediate == (try await node.get(key, options: ReadOptions())))
+            }
+        }
+    }
+
+    @Test("in a cluster, only the replica of an n=1 table answers alone")
+    func cluster() async throws {
+        try await Self.using(.cluster) { nodes in
+            let replicated = table("local", "n3")
+            let single = table("local", "n1")
+            _ = try await nodes[0].createTable(
+                TableDescriptor(name: replicated, schema: try KeySchema([.string])))
+            _ = try await nodes[0].createTable(
+                TableDescriptor(
+                    name: single, schema: try KeySchema([.string]),
+                    defaults: ReplicationDefaults(n: 1, r: 1, w: 1, dw: 1)))
+            for key in try await Self.writeRows(nodes[0], in: replicated) {
+                for node in nodes {
+                    #expect(try node.immediateGet(key) == nil, "N=3 reads go through the coordinator")
+                }
+            }
+            for key in try await Self.writeRows(nodes[0], in: single) {
+                var answered = 0
+                for node in nodes {
+                    guard let immediate = try node.immediateGet(key) else { continue }
+                    answered += 1
+                    #expect(immediate == (try await node.get(key, options: ReadOptions())))
+                    #expect(immediate == (try await nodes[0].get(key, options: ReadOptions())))
+                }
+                #expect(answered == 1, "exactly the key's one replica answers \(key.parts) alone")
+            }
+        }
+    }
+
+    static func using(_ kind: ServiceKind, _ body: ([ClusterNode]) async throws -> Void) async throws {
+        let fixture = try await ServiceFixture(kind)
+        do {
+            try await body(fixture.cluster)
+        } catch {
+            await fixture.shutdown()
+            throw error
+        }
+        await fixture.shutdown()
+    }
+}
