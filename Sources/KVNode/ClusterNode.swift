@@ -403,6 +403,9 @@ public final class ClusterNode: KeyValueService, Sendable {
         metrics.level(
             "kv_peer_inbound_connections", [("state", "authenticated")], peers.open - peers.handshaking)
         metrics.level("kv_peer_inbound_connections", [("state", "handshaking")], peers.handshaking)
+        for (part, bytes) in local.engine.memoryReport() {
+            metrics.level("kv_storage_memory_bytes", [("part", part)], Int(clamping: bytes))
+        }
         guard let status = try? await clusterStatus() else { return }
         metrics.export(status.counters)
         for state in ["self", "up", "suspect", "down", "joining", "leaving", "left"] {

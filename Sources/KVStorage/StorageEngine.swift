@@ -164,11 +164,19 @@ public protocol StorageEngine: StorageReader, Sendable {
     /// maintenance gets to it. Blocks until done; the data does not change. Engines
     /// that free space at once do nothing.
     func compact(_ range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError)
+
+    /// What the engine holds in memory, in bytes by part (RocksDB: `memtables`,
+    /// `block_cache`, `table_readers`), for the node's metrics. Engines that cannot tell
+    /// report nothing.
+    func memoryReport() -> [String: UInt64]
 }
 
 extension StorageEngine {
     /// Engines that free space as soon as a value is gone have nothing to compact.
     public func compact(_ range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError) {}
+
+    /// Engines that cannot tell what they hold in memory report nothing.
+    public func memoryReport() -> [String: UInt64] { [:] }
 
     /// An engine without a backup of its own cannot take one.
     public func backup(to directory: String) throws(StorageError) {

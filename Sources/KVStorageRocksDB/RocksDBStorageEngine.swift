@@ -67,6 +67,25 @@ public final class RocksDBStorageEngine: StorageEngine, @unchecked Sendable {
         }
     }
 
+    /// The memtables of every column family (active and waiting to be flushed), the
+    /// block cache they share, and the table files' index and filter blocks held
+    /// outside it; empty once closed.
+    public func memoryReport() -> [String: UInt64] {
+        let report = try? withOpenDatabase { database throws(StorageError) -> [String: UInt64] in
+            var report: [String: UInt64] = [
+                "block_cache": database.integerProperty("rocksdb.block-cache-usage", of: .data)
+            ]
+            for keyspace in Keyspace.allCases {
+                report["memtables", default: 0] += database.integerProperty(
+                    "rocksdb.cur-size-all-mem-tables", of: keyspace)
+                report["table_readers", default: 0] += database.integerProperty(
+                    "rocksdb.estimate-table-readers-mem", of: keyspace)
+            }
+            return report
+        }
+        return report ?? [:]
+    }
+
     /// The latest value of `key` (a point read through memtables, block cache and, when
     /// configured, the Bloom filters of the table files).
     public func get(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> [UInt8]? {

@@ -175,6 +175,9 @@ struct MetricsTests {
         #expect(after.value("kv_hints_pending") == 0)
         #expect(after.types["kv_anti_entropy_rounds_total"] == "counter")
         #expect(after.value("kv_process_resident_memory_bytes") > 1_000_000)
+        // RocksDB says what it holds: the rows just written sit in a memtable.
+        #expect(after.value("kv_storage_memory_bytes", ["part": "memtables"]) > 0)
+        #expect(after.types["kv_storage_memory_bytes"] == "gauge")
         await connection.close()
     }
 
