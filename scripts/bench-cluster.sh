@@ -5,7 +5,8 @@
 #      connections: the same client for both;
 #   2. `kv bench` on the kv cluster: 100 clients spread over the nodes, 256-byte values,
 #      10,000 keys, put-only, 50/50 and get-only, with p50/p99/p99.9 latencies.
-# KV_BENCH_SECONDS (default 20) and KV_BENCH_CLIENTS (default 100) tune the runs.
+# KV_BENCH_SECONDS (default 20) and KV_BENCH_CLIENTS (default 100) tune the runs;
+# KV_BENCH_JSON=DIR keeps every row's totals and latency distribution there as JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,15 +70,26 @@ request = function()
 end
 EOF
 
+# With KV_BENCH_JSON=DIR, every row also leaves its totals and latency distribution in
+# DIR as JSON (wrk-kv.json, wrk-etcd.json, kv-bench-<get ratio>.json), which
+# scripts/plot-benchmarks.sh draws.
+json_dir="${KV_BENCH_JSON:-$work/json}"
+mkdir -p "$json_dir"
+cat scripts/lib/kv-put-fresh.lua scripts/lib/wrk-report.lua > "$work/kv-put.lua"
+cat scripts/lib/wrk-report.lua >> "$work/etcd-put.lua"
+
 summary() { grep -E "Requests/sec| 50%| 99%|Non-2xx|Socket errors" | sed 's/^ */    /'; }
 echo "==> wrk, puts of fresh keys, 256-byte values, $clients connections, ${seconds}s"
 echo "  kv (3 nodes, N=3, W=2, every acknowledged write fsynced on 2+ replicas):"
-wrk -t2 -c"$clients" -d"${seconds}s" --latency -s scripts/lib/kv-put-fresh.lua "http://127.0.0.1:$base" | summary
+KV_WRK_REPORT="$json_dir/wrk-kv.json" \
+    wrk -t2 -c"$clients" -d"${seconds}s" --latency -s "$work/kv-put.lua" "http://127.0.0.1:$base" | summary
 echo "  etcd $(etcd --version | head -1 | awk '{print $3}') (3 members):"
-wrk -t2 -c"$clients" -d"${seconds}s" --latency -s "$work/etcd-put.lua" "http://127.0.0.1:${e_client[0]}" | summary
+KV_WRK_REPORT="$json_dir/wrk-etcd.json" \
+    wrk -t2 -c"$clients" -d"${seconds}s" --latency -s "$work/etcd-put.lua" "http://127.0.0.1:${e_client[0]}" | summary
 
 for ratio in 0 0.5 1; do
     echo "==> kv bench, get ratio $ratio"
     "$bin/kv" bench --url "$kv_urls" --clients "$clients" --duration "$seconds" --value-size 256 \
-        --keys 10000 --get-ratio "$ratio" --no-progress 2>&1 | grep -v "^preloaded"
+        --keys 10000 --get-ratio "$ratio" --no-progress --output "$json_dir/kv-bench-$ratio.json" 2>&1 \
+        | grep -v "^preloaded"
 done

@@ -7,7 +7,10 @@
 # bytes the new node received over the time until no data moved. It runs three times on
 # fresh clusters: with the default per-node limit (64 MiB/s), throttled to 4 MiB/s (what
 # an operator does to spare the clients), and with no limit.
-# KV_BENCH_SECONDS (default 15) is the length of each latency window.
+# KV_BENCH_SECONDS (default 15) is the length of each latency window. With
+# KV_BENCH_JSON=DIR each window's report (with its second-by-second timeline) is kept
+# there as handoff-<limit>-before.json and -during.json, and the handoff's figures as
+# handoff-<limit>.json, which scripts/plot-benchmarks.sh draws.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +23,8 @@ seconds="${KV_BENCH_SECONDS:-15}"
 clients="${KV_BENCH_CLIENTS:-50}"
 keys="${KV_HANDOFF_KEYS:-200000}"
 source scripts/lib/bench-processes.sh
+json_dir="${KV_BENCH_JSON:-$work/json}"
+mkdir -p "$json_dir"
 
 http=(); peer=()
 start_node() { # index [extra flags…]
@@ -32,9 +37,9 @@ start_node() { # index [extra flags…]
 json() { # url python-expression-of-d
     curl -s "$1" | python3 -c "import json, sys; d = json.load(sys.stdin); print($2)"
 }
-bench() { # output file
+bench() { # output-file json-file
     "$bin/kv" bench --url "$urls" --clients "$clients" --duration "$seconds" --value-size 1024 \
-        --keys "$keys" --get-ratio 0.5 --no-preload --no-progress > "$1" 2>&1
+        --keys "$keys" --get-ratio 0.5 --no-preload --no-progress --output "$2" > "$1" 2>&1
     sed 's/^/    /' "$1"
 }
 summarize() { # label output-file
@@ -65,7 +70,7 @@ for limit in default 4MiB none; do
         curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/transfers" -d "{\"bytes_per_second\":$rate}" > /dev/null
     fi
     echo "  before the change:"
-    bench "$work/before.out"
+    bench "$work/before.out" "$json_dir/handoff-$limit-before.json"
     summarize "limit $limit, before" "$work/before.out"
     start_node 3 --join "127.0.0.1:${http[0]}"
     for _ in $(seq 1 300); do
@@ -77,7 +82,7 @@ for limit in default 4MiB none; do
     curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/commit" -d "{\"plan\":\"$plan\"}" > /dev/null
     start=$(date +%s.%N)
     echo "  during the rebalance (a fourth node joins):"
-    bench "$work/during.out" &
+    bench "$work/during.out" "$json_dir/handoff-$limit-during.json" &
     bench_pid=$!
     while [ "$(json "http://127.0.0.1:${http[0]}/v1/_cluster/transfers" "d['in_progress']")" = True ]; do sleep 0.2; done
     took=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
@@ -86,6 +91,8 @@ for limit in default 4MiB none; do
     bytes=$(json "http://127.0.0.1:${http[3]}/v1/_cluster" "d['counters']['handoff.bytes_received']")
     rows=$(json "http://127.0.0.1:${http[3]}/v1/_cluster" "d['counters']['handoff.rows_received']")
     rate=$(python3 -c "print(f'{$bytes / 1048576 / $took:.1f}')")
+    printf '{"limit":"%s","seconds":%s,"bytes":%s,"rows":%s}\n' "$limit" "$took" "$bytes" "$rows" \
+        > "$json_dir/handoff-$limit.json"
     line="limit $limit: $rows rows, $((bytes / 1048576)) MiB handed off in ${took}s: $rate MiB/s (latency window ${seconds}s)"
     echo "  $line"
     summary+=("$line")

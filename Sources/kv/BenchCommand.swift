@@ -139,6 +139,7 @@ struct BenchCommand: AsyncParsableCommand {
         // before it writes would: blind writes would pile up siblings and measure those.
         let contexts = NIOLockedValueBox([Int: String]())
         let counters = NIOLockedValueBox(LiveCounters())
+        let timeline = Timeline()
         let start = ContinuousClock.now
         let end = start + .milliseconds(Int64(duration * 1000))
         let drawer = Task {
@@ -174,6 +175,7 @@ struct BenchCommand: AsyncParsableCommand {
                             contexts.withLockedValue { $0[number] = context }
                             let micros = UInt64(max(1, (ContinuousClock.now - began).microseconds))
                             if isGet { result.gets.record(micros) } else { result.puts.record(micros) }
+                            timeline.record(micros, at: ContinuousClock.now - start)
                             counters.withLockedValue { $0.operations += 1 }
                         } catch {
                             result.errors[error.code.rawValue, default: 0] += 1
@@ -199,7 +201,8 @@ struct BenchCommand: AsyncParsableCommand {
             distribution: distribution, quorum: Dictionary(uniqueKeysWithValues: quorum.overrides.named),
             gets: LatencySummary(results.gets, seconds: seconds),
             puts: LatencySummary(results.puts, seconds: seconds),
-            errors: results.errors)
+            errors: results.errors,
+            timeline: timeline.summaries())
         print(report.text)
         if let output {
             let encoder = JSONEncoder()
@@ -247,6 +250,67 @@ struct ClientResult: Sendable {
     }
 }
 
+/// Throughput and latency second by second, shared by every client: one histogram for
+/// the second in progress, summarized when an operation finishes in a later one, so a
+/// long run keeps one summary per second and not a histogram.
+final class Timeline: Sendable {
+    private struct State {
+        var second = 0
+        var current = Timeline.histogram()
+        var finished: [IntervalSummary] = []
+    }
+    private let state = NIOLockedValueBox(State())
+
+    /// Two significant digits: enough for a p99 over time.
+    private static func histogram() -> Histogram<UInt64> {
+        Histogram(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .two)
+    }
+
+    /// Records an operation of `micros` that finished `offset` into the run.
+    func record(_ micros: UInt64, at offset: Duration) {
+        let second = Int(max(0, offset.components.seconds))
+        state.withLockedValue { state in
+            while second > state.second {
+                state.finished.append(IntervalSummary(second: state.second, state.current))
+                state.current.reset()
+                state.second += 1
+            }
+            state.current.record(micros)
+        }
+    }
+
+    /// Every second's summary, the one in progress last.
+    func summaries() -> [IntervalSummary] {
+        state.withLockedValue { state in
+            state.current.totalCount > 0
+                ? state.finished + [IntervalSummary(second: state.second, state.current)] : state.finished
+        }
+    }
+}
+
+/// One second of the run: how many operations finished in it, and their latencies
+/// (gets and puts together), in microseconds.
+struct IntervalSummary: Codable, Sendable {
+    var second: Int
+    var operations: UInt64
+    var p50: UInt64
+    var p99: UInt64
+
+    init(second: Int, _ histogram: Histogram<UInt64>) {
+        self.second = second
+        operations = histogram.totalCount
+        p50 = histogram.totalCount > 0 ? histogram.valueAtPercentile(50) : 0
+        p99 = histogram.totalCount > 0 ? histogram.valueAtPercentile(99) : 0
+    }
+}
+
+/// One point of a latency distribution: the latency in microseconds that `percentile`
+/// per cent of the operations did not exceed.
+struct PercentilePoint: Codable, Sendable {
+    var percentile: Double
+    var microseconds: UInt64
+}
+
 /// Latencies of one operation kind, in microseconds.
 struct LatencySummary: Codable, Sendable {
     var count: UInt64
@@ -256,6 +320,9 @@ struct LatencySummary: Codable, Sendable {
     var p999: UInt64
     var max: UInt64
     var mean: Double
+    /// The whole distribution, for percentile plots: 100 × (1 − 10^(−k/4)) for k = 0…20
+    /// (0, 43.8, 68.4, … 99, … 99.9, … 99.999), then the maximum.
+    var percentiles: [PercentilePoint]
 
     init(_ histogram: Histogram<UInt64>, seconds: Double) {
         count = histogram.totalCount
@@ -265,10 +332,18 @@ struct LatencySummary: Codable, Sendable {
         p999 = histogram.totalCount > 0 ? histogram.valueAtPercentile(99.9) : 0
         max = histogram.totalCount > 0 ? histogram.max : 0
         mean = histogram.totalCount > 0 ? histogram.mean : 0
+        percentiles =
+            histogram.totalCount == 0
+            ? []
+            : (0...20).map { step in
+                let percentile = 100 * (1 - pow(10, -Double(step) / 4))
+                return PercentilePoint(
+                    percentile: percentile, microseconds: histogram.valueAtPercentile(percentile))
+            } + [PercentilePoint(percentile: 100, microseconds: histogram.max)]
     }
 
     enum CodingKeys: String, CodingKey {
-        case count, p50, p99, max, mean
+        case count, p50, p99, max, mean, percentiles
         case perSecond = "per_second"
         case p999 = "p99_9"
     }
@@ -288,9 +363,11 @@ struct BenchReport: Codable, Sendable {
     var gets: LatencySummary
     var puts: LatencySummary
     var errors: [String: Int]
+    /// Throughput and latency second by second.
+    var timeline: [IntervalSummary]
 
     enum CodingKeys: String, CodingKey {
-        case clients, routing, seconds, keys, distribution, quorum, gets, puts, errors
+        case clients, routing, seconds, keys, distribution, quorum, gets, puts, errors, timeline
         case getRatio = "get_ratio"
         case valueSize = "value_size"
     }
