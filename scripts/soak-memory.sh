@@ -4,9 +4,9 @@
 # KV_SOAK_CLIENTS clients, default 50, over KV_SOAK_KEYS keys, default 100,000, of 1 KiB)
 # for KV_SOAK_MINUTES minutes (default 30). Every 10 s it samples each node's resident
 # set and what its storage engine says it holds in memory (memtables, block cache,
-# table readers: kv_storage_memory_bytes on /metrics), then prints them every five
-# minutes and says whether the resident sets levelled off: the growth over the last
-# third of the run against the first two. With KV_BENCH_JSON=DIR the samples
+# table readers: kv_storage_memory_bytes on /metrics). At the end it prints them per
+# five minutes and says whether the resident sets levelled off: the growth over the
+# last third of the run against the first two. With KV_BENCH_JSON=DIR the samples
 # (soak-memory.csv) and the load's report (soak-load.json) are kept there, which
 # scripts/plot-benchmarks.sh draws.
 set -euo pipefail
@@ -45,8 +45,9 @@ echo "seconds,node,rss_bytes,memtables_bytes,block_cache_bytes,table_readers_byt
 sample() { # seconds
     for i in 0 1 2; do
         local rss metrics
-        rss=$(awk '/^VmRSS/ { print $2 * 1024 }' "/proc/${node_pids[$i]}/status")
-        metrics=$(curl -s "http://127.0.0.1:${http[$i]}/metrics")
+        # A node that died leaves an empty sample rather than ending the run.
+        rss=$(awk '/^VmRSS/ { print $2 * 1024 }' "/proc/${node_pids[$i]}/status" 2>/dev/null || true)
+        metrics=$(curl -s "http://127.0.0.1:${http[$i]}/metrics" || true)
         part() { awk -v part="$1" -F'[ ]' 'index($1, "kv_storage_memory_bytes{") == 1 && index($1, "part=\"" part "\"") { print $2 }' <<<"$metrics"; }
         echo "$1,node$i,$rss,$(part memtables),$(part block_cache),$(part table_readers)" >> "$samples"
     done

@@ -442,6 +442,17 @@ public final class ClusterNode: KeyValueService, Sendable {
         min(layout.replicationFactor, layout.members.filter { $0.capacity > 0 }.count)
     }
 
+    /// Adds a row request to the count of those that arrived at a replica of their key
+    /// (by `layout`'s assignments), or to the count of those that did not.
+    func countRequest(partition: Int, in layout: Layout) {
+        if partition < layout.assignments.count, layout.assignments[partition].contains(local.identity.nodeID)
+        {
+            metrics.requestsAtReplica.add(1, ordering: .relaxed)
+        } else {
+            metrics.requestsElsewhere.add(1, ordering: .relaxed)
+        }
+    }
+
     /// The row, its replica key and the quorum the request runs with; `counted` adds the
     /// request to the at-replica or elsewhere count.
     func resolve(_ key: RowKey, _ overrides: QuorumOverrides, counted: Bool = true) throws(KVError) -> (
@@ -452,16 +463,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         let quorum = overrides.applied(to: row.descriptor.defaults, availableReplicas: Self.width(of: layout))
         try quorum.validate()
         let partition = Int(row.partition.rawValue)
-        if counted {
-            let atReplica =
-                partition < layout.assignments.count
-                && layout.assignments[partition].contains(local.identity.nodeID)
-            if atReplica {
-                metrics.requestsAtReplica.add(1, ordering: .relaxed)
-            } else {
-                metrics.requestsElsewhere.add(1, ordering: .relaxed)
-            }
-        }
+        if counted { countRequest(partition: partition, in: layout) }
         return (
             row,
             ReplicaKey(partition: row.partition, bytes: row.dataKey, generation: row.descriptor.generation),

@@ -25,7 +25,10 @@ extension ClusterNode {
         let result = local.readResult(object, identity: row.identity)
         // A large value is streamed by a task; the async path reads it.
         guard !result.siblings.contains(where: { $0.value?.largeValue != nil }) else { return nil }
-        metrics.requestsAtReplica.add(1, ordering: .relaxed)
+        if let layout = try? formedLayout() {
+            countRequest(partition: Int(replicaKey.partition.rawValue), in: layout)
+        }
+        metrics.readsAnsweredLocally.add(1, ordering: .relaxed)
         metrics.recordOperation(
             "read", outcome: .read(object), nanoseconds: (NIODeadline.now() - started).nanoseconds)
         return result

@@ -28,6 +28,9 @@ final class NodeMetrics: Sendable {
     /// clients route.
     let requestsAtReplica = Atomic<Int64>(0)
     let requestsElsewhere = Atomic<Int64>(0)
+    /// Reads the node answered from its own replica on the front end's thread, without
+    /// a step of the coordinator (see ``ClusterNode/immediateGet(_:)``).
+    let readsAnsweredLocally = Atomic<Int64>(0)
 
     private struct Exported {
         var counters: [String: CoreMetrics.Counter] = [:]

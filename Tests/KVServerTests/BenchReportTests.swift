@@ -66,8 +66,10 @@ struct BenchReportTests {
             #expect(zip(points, points.dropFirst()).allSatisfy { $0.microseconds <= $1.microseconds })
             #expect(points.contains { $0.percentile == 99 && $0.microseconds == latencies.p99 })
         }
-        // Seconds 0, 1 and 2 (cut short), in order, and every operation in one of them.
-        #expect(report.timeline.map(\.second) == [0, 1, 2])
+        // Seconds 0, 1 and 2 (cut short), in order, and every operation in one of them;
+        // an operation still running at the end may finish in a later second.
+        #expect(report.timeline.count >= 3)
+        #expect(report.timeline.map(\.second) == Array(0..<report.timeline.count))
         #expect(report.timeline.reduce(0) { $0 + $1.operations } == report.gets.count + report.puts.count)
         #expect(report.timeline.allSatisfy { $0.operations == 0 || $0.p50 <= $0.p99 })
     }

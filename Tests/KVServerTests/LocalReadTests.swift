@@ -37,6 +37,15 @@ struct LocalReadTests {
                 #expect(immediate != nil, "\(key.parts) is answered where it arrives")
                 #expect(immediate == (try await node.get(key, options: ReadOptions())))
             }
+            // A table dropped and created again starts empty: the fast path checks the
+            // table's generation as the coordinator's load does.
+            try await node.dropTable(name)
+            _ = try await node.createTable(TableDescriptor(name: name, schema: try KeySchema([.string])))
+            for key in keys {
+                let coordinated = try await node.get(key, options: ReadOptions())
+                #expect(coordinated.isAbsent)
+                #expect(try node.immediateGet(key).map { $0 == coordinated } ?? true)
+            }
         }
     }
 

@@ -175,6 +175,13 @@ struct MetricsTests {
         #expect(after.value("kv_hints_pending") == 0)
         #expect(after.types["kv_anti_entropy_rounds_total"] == "counter")
         #expect(after.value("kv_process_resident_memory_bytes") > 1_000_000)
+        // The missing row's read above asked for r=1, so the coordinator answered it;
+        // this one is the node's own replica's alone, answered where it arrived.
+        #expect(try await connection.send(.GET, "/v1/app/m/k0").status == 200)
+        let local = try await Self.scrape(connection)
+        #expect(
+            local.value("kv_reads_answered_locally_total") - after.value("kv_reads_answered_locally_total")
+                == 1)
         // RocksDB says what it holds: the rows just written sit in a memtable.
         #expect(after.value("kv_storage_memory_bytes", ["part": "memtables"]) > 0)
         #expect(after.types["kv_storage_memory_bytes"] == "gauge")

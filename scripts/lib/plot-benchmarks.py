@@ -88,7 +88,7 @@ for limit in limits:
         block(name, [(entry["second"] + 0.5, entry["operations"], entry["p99"] / 1000) for entry in timeline])
     )
     windows.append(timeline)
-    label = f"limit {limit}: {handoff['bytes'] / 1048576:,.0f} MiB in {float(handoff['seconds']):.1f} s"
+    label = f"limit {limit}: {handoff['bytes'] // 1048576:,} MiB in {float(handoff['seconds']):.1f} s"
     color = colors[limit]
     throughput.append(f"${name} using 1:2 with lines lw 2 lc rgb '{color}' title '{label}'")
     latency.append(f"${name} using 1:3 with lines lw 2 lc rgb '{color}' notitle")
