@@ -4,9 +4,10 @@ import NIOCore
 
 /// Reads answered where they arrive: a read that the coordinator would answer from this
 /// node's replica alone (``LocalReadRule``), of a row the engine holds in memory, is
-/// answered on the front end's event loop. It skips two thread hops (to the core's loop
-/// and back to a task) and the coordinator's bookkeeping, and answers exactly what the
-/// coordinator would: the local replica's object, unmerged.
+/// answered on the front end's event loop. It skips four thread hand-offs (to a task,
+/// to the core's loop, back to the task, back to the connection's loop) and the
+/// coordinator's bookkeeping, and answers exactly what the coordinator would: the local
+/// replica's object, unmerged.
 extension ClusterNode {
     /// The read of `key` with its table's quorum, if this node can answer it at once
     /// by itself; `nil` sends it through ``get(_:options:)``.
