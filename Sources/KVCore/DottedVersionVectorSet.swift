@@ -85,7 +85,10 @@ public struct DottedVersionVectorSet<Element: Hashable & Sendable>: Hashable, Se
     /// The causal context a read returns: it covers every live value and every write
     /// they superseded.
     public var context: VersionVector {
-        VersionVector(entries.map { VersionVector.Entry(actor: $0.actor, counter: $0.counter) })
+        // Entries are strictly sorted by actor with counters of at least 1 (every way of
+        // making them keeps that), which is the vector's canonical form.
+        VersionVector(
+            canonicalEntries: entries.map { VersionVector.Entry(actor: $0.actor, counter: $0.counter) })
     }
 
     /// Drops every value that `context` covers, and raises counters to the context's, so

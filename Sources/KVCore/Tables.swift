@@ -27,7 +27,8 @@ public struct TableName: Hashable, Comparable, Sendable, CustomStringConvertible
 
     /// Checks one namespace or table name.
     public static func validate(_ name: String, what: String) throws(KVError) {
-        let bytes = Array(name.utf8)
+        // The string's own bytes, not a copy: every request names a table.
+        let bytes = name.utf8
         guard (1...maximumLength).contains(bytes.count) else {
             throw KVError(
                 .invalidName, "a \(what) name has 1 to \(maximumLength) characters, not \(bytes.count)")
@@ -35,7 +36,7 @@ public struct TableName: Hashable, Comparable, Sendable, CustomStringConvertible
         func isAlphanumeric(_ byte: UInt8) -> Bool {
             (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
         }
-        guard isAlphanumeric(bytes[0]),
+        guard let first = bytes.first, isAlphanumeric(first),
             bytes.allSatisfy({
                 isAlphanumeric($0) || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")
                     || $0 == UInt8(ascii: "-")

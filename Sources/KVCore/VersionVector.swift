@@ -55,6 +55,18 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
         entries = result
     }
 
+    /// Wraps entries already in canonical form (strictly increasing actors, counters
+    /// above zero) without sorting them again: the entries of a stored set and of a
+    /// decoded vector are checked for that order where they are made, and a read builds
+    /// one of these for every row it answers.
+    init(canonicalEntries: [Entry]) {
+        assert(
+            zip(canonicalEntries, canonicalEntries.dropFirst()).allSatisfy { $0.actor < $1.actor }
+                && canonicalEntries.allSatisfy { $0.counter > 0 },
+            "version vector entries are not canonical")
+        entries = canonicalEntries
+    }
+
     /// Whether the history is empty.
     public var isEmpty: Bool { entries.isEmpty }
 
@@ -129,6 +141,6 @@ extension VersionVector {
             }
             entries.append(Entry(actor: actor, counter: counter))
         }
-        return VersionVector(entries)
+        return VersionVector(canonicalEntries: entries)
     }
 }

@@ -426,8 +426,9 @@ public final class ClusterNode: KeyValueService, Sendable {
     }
 
     func formedLayout() throws(KVError) -> Layout {
-        let metadata = metadata
-        guard metadata.isFormed, let layout = metadata.layout else {
+        // Only the layout is copied out of the lock: every request asks for it, and a copy
+        // of the whole metadata retains every table and member.
+        guard let layout = state.withLockedValue({ $0.metadata.isFormed ? $0.metadata.layout : nil }) else {
             let known = metadata.members.count
             let expected = state.withLockedValue { $0.expectedMembers }.map { " of \($0)" } ?? ""
             throw KVError(
@@ -439,7 +440,7 @@ public final class ClusterNode: KeyValueService, Sendable {
     }
 
     static func width(of layout: Layout) -> Int {
-        min(layout.replicationFactor, layout.members.filter { $0.capacity > 0 }.count)
+        min(layout.replicationFactor, layout.members.count { $0.capacity > 0 })
     }
 
     /// Adds a row request to the count of those that arrived at a replica of their key
@@ -458,14 +459,21 @@ public final class ClusterNode: KeyValueService, Sendable {
     func resolve(_ key: RowKey, _ overrides: QuorumOverrides, counted: Bool = true) throws(KVError) -> (
         NodeStorage.ResolvedRow, ReplicaKey, Quorum
     ) {
+        let (layout, row, replicaKey, quorum) = try resolveInLayout(key, overrides)
+        if counted { countRequest(partition: Int(row.partition.rawValue), in: layout) }
+        return (row, replicaKey, quorum)
+    }
+
+    /// ``resolve(_:_:counted:)`` without counting, with the layout it was resolved in.
+    func resolveInLayout(_ key: RowKey, _ overrides: QuorumOverrides) throws(KVError) -> (
+        Layout, NodeStorage.ResolvedRow, ReplicaKey, Quorum
+    ) {
         let layout = try formedLayout()
         let row = try local.resolve(key)
         let quorum = overrides.applied(to: row.descriptor.defaults, availableReplicas: Self.width(of: layout))
         try quorum.validate()
-        let partition = Int(row.partition.rawValue)
-        if counted { countRequest(partition: partition, in: layout) }
         return (
-            row,
+            layout, row,
             ReplicaKey(partition: row.partition, bytes: row.dataKey, generation: row.descriptor.generation),
             quorum
         )

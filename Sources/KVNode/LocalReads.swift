@@ -14,7 +14,7 @@ extension ClusterNode {
     public func immediateGet(_ key: RowKey) throws(KVError) -> ReadResult? {
         guard let rule = localReadRule.withLockedValue({ $0 }) else { return nil }
         let started = NIODeadline.now()
-        let (row, replicaKey, quorum) = try resolve(key, QuorumOverrides(), counted: false)
+        let (layout, row, replicaKey, quorum) = try resolveInLayout(key, QuorumOverrides())
         guard rule.answersAlone(replicaKey, quorum), !isStopped,
             (try? store.checkGeneration(replicaKey)) != nil,
             let object = cachedObject(replicaKey.bytes)
@@ -26,9 +26,7 @@ extension ClusterNode {
         let result = local.readResult(object, identity: row.identity)
         // A large value is streamed by a task; the async path reads it.
         guard !result.siblings.contains(where: { $0.value?.largeValue != nil }) else { return nil }
-        if let layout = try? formedLayout() {
-            countRequest(partition: Int(replicaKey.partition.rawValue), in: layout)
-        }
+        countRequest(partition: Int(replicaKey.partition.rawValue), in: layout)
         metrics.readsAnsweredLocally.add(1, ordering: .relaxed)
         metrics.recordOperation(
             "read", outcome: .read(object), nanoseconds: (NIODeadline.now() - started).nanoseconds)

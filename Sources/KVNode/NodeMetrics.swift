@@ -13,6 +13,16 @@ import Synchronization
 /// those over when the metrics are read, so a scrape sees them current.
 final class NodeMetrics: Sendable {
     private let outcomes = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
+    /// The successes of reads and writes, made once: they are counted on every request,
+    /// without the lock and the label the rarer outcomes take.
+    private let successes: [String: CoreMetrics.Counter] = Dictionary(
+        uniqueKeysWithValues: ["read", "write"].map {
+            (
+                $0,
+                CoreMetrics.Counter(
+                    label: "kv_quorum_operations_total", dimensions: [("operation", $0), ("outcome", "ok")])
+            )
+        })
     private let operationTimers: [String: CoreMetrics.Timer] = Dictionary(
         uniqueKeysWithValues: ["read", "write"].map {
             ($0, CoreMetrics.Timer(label: "kv_quorum_duration_seconds", dimensions: [("operation", $0)]))
@@ -43,7 +53,13 @@ final class NodeMetrics: Sendable {
     func recordOperation(_ operation: String, outcome: OperationOutcome, nanoseconds: Int64) {
         let label: String
         switch outcome {
-        case .read, .written: label = "ok"
+        case .read, .written:
+            if let counter = successes[operation] {
+                counter.increment()
+                operationTimers[operation]?.recordNanoseconds(nanoseconds)
+                return
+            }
+            label = "ok"
         case .failed(let error): label = error.code.rawValue
         }
         let key = "\(operation) \(label)"

@@ -40,8 +40,7 @@ package enum RowChecks {
         -> (context: String, etag: String)
     {
         let (context, tag) = sealer.sealWithTag(object.context, row: row)
-        let digits = String(tag, radix: 16)
-        return (context, String(repeating: "0", count: 16 - digits.count) + digits)
+        return (context, Hexadecimal.lowercase(tag))
     }
 
     /// Checks a write's precondition against the row's current state at `nowMilliseconds`

@@ -29,8 +29,12 @@ public struct HTTPRequest: Sendable {
     /// Whether the request overrides a quorum setting (query parameter or header), so
     /// that the event loop's shortcut, which reads one local copy, must not answer it.
     var hasQuorumOverrides: Bool {
-        QuorumOverrides.names.contains { queryValue($0) != nil || headers.contains(name: "x-kv-" + $0) }
+        (!query.isEmpty && QuorumOverrides.names.contains { queryValue($0) != nil })
+            || (headers.count > 0 && Self.quorumHeaderNames.contains { headers.contains(name: $0) })
     }
+
+    /// The headers that override a quorum setting, spelled once rather than per request.
+    static let quorumHeaderNames = QuorumOverrides.names.map { "x-kv-" + $0 }
 
     /// Every value of the query parameter `name`, in order.
     public func queryValues(_ name: String) -> [[UInt8]] {

@@ -97,4 +97,17 @@ struct HashAndEncodingTests {
         var reader = BinaryReader([UInt8](repeating: 0xFF, count: 10) + [0x01])
         #expect(throws: BinaryReader.Failure.varintOverflow) { try reader.readVarint() }
     }
+
+    @Test func hexadecimalMatchesTheStandardLibrary() async {
+        #expect(Hexadecimal.lowercase(UInt64(0)) == "0000000000000000")
+        #expect(Hexadecimal.lowercase(UInt64.max) == "ffffffffffffffff")
+        #expect(Hexadecimal.lowercase([0x00, 0x0F, 0xA0, 0xFF]) == "000fa0ff")
+        #expect(Hexadecimal.lowercase([UInt8]()) == "")
+        await propertyCheck(input: Gen.uint64(), Gen.uint8().array(of: 0...40)) { value, bytes in
+            let digits = String(value, radix: 16)
+            #expect(Hexadecimal.lowercase(value) == String(repeating: "0", count: 16 - digits.count) + digits)
+            let perByte = bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+            #expect(Hexadecimal.lowercase(bytes) == perByte)
+        }
+    }
 }
