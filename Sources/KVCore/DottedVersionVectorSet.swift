@@ -84,7 +84,7 @@ public struct DottedVersionVectorSet<Element: Hashable & Sendable>: Hashable, Se
 
     /// The causal context a read returns: it covers every live value and every write
     /// they superseded.
-    public var context: VersionVector {
+    @inlinable public var context: VersionVector {
         // Entries are strictly sorted by actor with counters of at least 1 (every way of
         // making them keeps that), which is the vector's canonical form.
         VersionVector(

@@ -59,7 +59,7 @@ public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
     /// above zero) without sorting them again: the entries of a stored set and of a
     /// decoded vector are checked for that order where they are made, and a read builds
     /// one of these for every row it answers.
-    init(canonicalEntries: [Entry]) {
+    @usableFromInline init(canonicalEntries: [Entry]) {
         assert(
             zip(canonicalEntries, canonicalEntries.dropFirst()).allSatisfy { $0.actor < $1.actor }
                 && canonicalEntries.allSatisfy { $0.counter > 0 },

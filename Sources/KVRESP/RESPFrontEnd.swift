@@ -23,7 +23,8 @@ public final class RESPFrontEnd: Sendable {
     /// The TCP port, for `INFO`.
     let port: Mutex<Int> = Mutex(0)
 
-    private let createdTables = Mutex<Set<Int>>([])
+    /// The tables of the databases this node has created (or found), by index.
+    private let createdTables = Mutex<[Int: TableName]>([:])
     private let cursors = Mutex(CursorRegistry())
     private let nextClientID = Atomic<Int64>(0)
     let connectedClients = Atomic<Int>(0)
@@ -55,19 +56,22 @@ public final class RESPFrontEnd: Sendable {
 
     /// The table of database `index`, created (last writer wins) the first time.
     func table(ofDatabase index: Int) async throws(KVError) -> TableName {
+        if let name = existingTable(ofDatabase: index) { return name }
         let name = try TableName(namespace: namespace, table: "db\(index)")
-        if createdTables.withLock({ $0.contains(index) }) { return name }
         let descriptor = TableDescriptor(
             name: name, schema: try KeySchema([.bytes], partitionKeyLength: 1),
             conflictPolicy: .lastWriterWins)
         _ = try await service.createTable(descriptor)
-        createdTables.withLock { _ = $0.insert(index) }
+        createdTables.withLock { $0[index] = name }
         return name
     }
 
+    /// The table of database `index` if this node has created it already; never waits.
+    func existingTable(ofDatabase index: Int) -> TableName? { createdTables.withLock { $0[index] } }
+
     /// Forgets that a database's table exists (after a flush, which keeps it, nothing
     /// changes; after it was dropped through HTTP, the next use creates it again).
-    func forgetTable(ofDatabase index: Int) { createdTables.withLock { _ = $0.remove(index) } }
+    func forgetTable(ofDatabase index: Int) { createdTables.withLock { _ = $0.removeValue(forKey: index) } }
 
     // MARK: - SCAN cursors
 

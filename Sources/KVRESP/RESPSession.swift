@@ -1,5 +1,6 @@
 import FoundationEssentials
 import KVCore
+import Synchronization
 
 /// An error reply with Redis's exact text (without the leading `-`).
 struct RESPCommandError: Error {
@@ -21,18 +22,37 @@ public actor RESPSession {
     /// The connection's id, as `CLIENT ID` and `HELLO` report it.
     public nonisolated let clientID: Int64
     /// 2 until `HELLO 3`.
-    public private(set) var protocolVersion = 2
+    public private(set) var protocolVersion = 2 {
+        didSet { published.withLock { $0.protocolVersion = protocolVersion } }
+    }
     /// The `SELECT`ed database.
-    var database = 0
+    var database = 0 {
+        didSet { published.withLock { $0.database = database } }
+    }
     var clientName: String?
     /// What the connection may do: everything when access control is off, nothing until
     /// `AUTH` when it is on.
-    var grants: AccessGrants?
+    var grants: AccessGrants? {
+        didSet { published.withLock { $0.grants = grants } }
+    }
+    /// A copy of the state above for ``immediateReply(to:)``, which runs outside the
+    /// actor. Only commands that run alone change that state, so the copy is current
+    /// whenever a command that touches only its keys is scheduled.
+    nonisolated let published: Mutex<ConnectionState>
+
+    /// What a command answered outside the actor needs of the connection.
+    struct ConnectionState: Sendable {
+        var protocolVersion: Int
+        var database: Int
+        var grants: AccessGrants?
+    }
 
     init(frontEnd: RESPFrontEnd, clientID: Int64) {
         self.frontEnd = frontEnd
         self.clientID = clientID
-        grants = frontEnd.authenticate == nil ? .everything : nil
+        let grants: AccessGrants? = frontEnd.authenticate == nil ? .everything : nil
+        self.grants = grants
+        published = Mutex(ConnectionState(protocolVersion: 2, database: 0, grants: grants))
     }
 
     /// The reply to one command, and whether the connection closes after it.

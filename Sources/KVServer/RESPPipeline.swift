@@ -11,7 +11,9 @@ import Synchronization
 /// `HELLO`, scans, flushes) once every earlier one has finished, and nothing starts
 /// until it has. Commands on one key therefore run in the order sent, as in Redis, while
 /// pipelined commands on different keys share the store's round trips and group
-/// commits. At most ``maximumCommandsInFlight`` commands are running or waiting for
+/// commits. A `GET` the store can answer at once from this node's replica
+/// (``RESPSession/immediateReply(to:)``) is answered when it would start, without a
+/// task. At most ``maximumCommandsInFlight`` commands are running or waiting for
 /// their reply to be sent: a client that stops reading its replies stops being read, so
 /// it cannot make the node hold more than that many replies. After `QUIT` nothing more
 /// is read.
@@ -25,6 +27,8 @@ struct RESPPipeline: Sendable {
     /// What the writer sends next, in the order of the commands.
     enum Outgoing: Sendable {
         case reply(Task<RESPSession.Reply?, Never>)
+        /// A reply made at once (``RESPSession/immediateReply(to:)``).
+        case ready(RESPSession.Reply)
         case protocolError(String)
     }
 
@@ -76,6 +80,12 @@ struct RESPPipeline: Sendable {
                     for earlier in running where earlier.keys.map({ Self.overlap($0, keys) }) ?? true {
                         _ = await earlier.task.value
                     }
+                    // Now is when the command would start: a read the store answers at
+                    // once needs no task.
+                    if let reply = session.immediateReply(to: command) {
+                        queue.push(.ready(reply))
+                        continue
+                    }
                 }
                 let session = self.session
                 let task = Task { await session.execute(command) }
@@ -111,6 +121,8 @@ struct RESPPipeline: Sendable {
                         try await outbound.write(buffer)
                         return
                     }
+                case .ready(let reply):
+                    reply.value.write(to: &buffer, protocolVersion: reply.protocolVersion)
                 case .protocolError(let message):
                     RESPValue.error(message).write(to: &buffer, protocolVersion: 2)
                     try await outbound.write(buffer)

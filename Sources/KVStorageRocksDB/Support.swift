@@ -55,15 +55,16 @@ enum RocksDBError {
     /// Throws when `error` holds a message, freeing it either way.
     ///
     /// The kind comes from the message's status prefix when RocksDB names one we can
-    /// map (`Corruption:`), so callers can tell a damaged store from a failing disk.
+    /// map (`Corruption:`), so callers can tell a damaged store from a failing disk. The
+    /// context is built only for a failure: every read passes one.
     static func check(
-        _ error: UnsafeMutablePointer<CChar>?, _ kind: StorageError.Kind, _ context: String
+        _ error: UnsafeMutablePointer<CChar>?, _ kind: StorageError.Kind, _ context: @autoclosure () -> String
     ) throws(StorageError) {
         guard let error else { return }
         let message = String(cString: error)
         rocksdb_free(error)
         let resolvedKind: StorageError.Kind = message.hasPrefix("Corruption") ? .corruption : kind
-        throw StorageError(resolvedKind, "\(context): \(message)")
+        throw StorageError(resolvedKind, "\(context()): \(message)")
     }
 }
 

@@ -235,6 +235,11 @@ struct RESPClusterTests {
         socket.send(commands)
         let replies = socket.readAll(timeout: 10)
         #expect(replies == expected, "\(replies.prefix(300))")
+        // On a node of its own those GETs were answered where they arrived, outside the
+        // session, and still each saw the SET before it.
+        let connection = try await HTTPConnection(host: "127.0.0.1", port: server.port)
+        #expect(try await MetricsTests.scrape(connection).value("kv_reads_answered_locally_total") >= 100)
+        await connection.close()
         // A reply is written in the protocol of its command's time, and after QUIT
         // nothing more is read.
         let hello = try RawSocket(port: port)
