@@ -16,7 +16,7 @@ public final class MykeyvServer: Sendable {
     /// the connection is not read until some finish (one request may be larger alone).
     public static let maximumInFlightBytes = 32 << 20
 
-    private let listener: StreamListener<[UInt8]>
+    private let listener: StreamListener<[UInt8], ByteBuffer>
 
     /// Creates a listener on `host:port` (0 picks a free port).
     public init(

@@ -13,7 +13,8 @@ import Synchronization
 /// pipelined commands on different keys share the store's round trips and group
 /// commits. A `GET` the store can answer at once from this node's replica
 /// (``RESPSession/immediateReply(to:)``) is answered when it would start, without a
-/// task. At most ``maximumCommandsInFlight`` commands are running or waiting for
+/// task; when nothing is owed before it, ``RESPImmediateReplies`` has answered it on the
+/// event loop already and it never gets here. At most ``maximumCommandsInFlight`` commands are running or waiting for
 /// their reply to be sent: a client that stops reading its replies stops being read, so
 /// it cannot make the node hold more than that many replies. After `QUIT` nothing more
 /// is read.
@@ -35,7 +36,7 @@ struct RESPPipeline: Sendable {
     /// Runs until the client leaves, sends `QUIT` or breaks the protocol.
     func run(
         _ inbound: NIOAsyncChannelInboundStream<[[UInt8]]>,
-        _ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+        _ outbound: NIOAsyncChannelOutboundWriter<RESPReplies>
     ) async throws {
         let queue = ReplyQueue()
         try await withThrowingTaskGroup(of: Bool.self) { group in
@@ -105,36 +106,44 @@ struct RESPPipeline: Sendable {
         first.contains { key in second.contains(key) }
     }
 
-    private func write(from queue: ReplyQueue, to outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>)
+    private func write(from queue: ReplyQueue, to outbound: NIOAsyncChannelOutboundWriter<RESPReplies>)
         async throws
     {
         while true {
             let items = await queue.takeAll()
             guard !items.isEmpty else { return }
             var buffer = allocator.buffer(capacity: 256)
+            // The commands whose replies are in `buffer` (an empty inline line has none),
+            // which the connection's ``RESPImmediateReplies`` counts off.
+            var commands = 0
             for item in items {
                 switch item {
                 case .reply(let task):
+                    commands += 1
                     guard let reply = await task.value else { continue }
                     reply.value.write(to: &buffer, protocolVersion: reply.protocolVersion)
                     if reply.closesConnection {
-                        try await outbound.write(buffer)
+                        try await outbound.write(RESPReplies(buffer: buffer, commands: commands))
                         return
                     }
                 case .ready(let reply):
+                    commands += 1
                     reply.value.write(to: &buffer, protocolVersion: reply.protocolVersion)
                 case .protocolError(let message):
                     RESPValue.error(message).write(to: &buffer, protocolVersion: 2)
-                    try await outbound.write(buffer)
+                    try await outbound.write(RESPReplies(buffer: buffer, commands: commands))
                     return
                 }
                 // Large replies go out as they come rather than piling up.
                 if buffer.readableBytes >= 64 << 10 {
-                    try await outbound.write(buffer)
+                    try await outbound.write(RESPReplies(buffer: buffer, commands: commands))
                     buffer.clear()
+                    commands = 0
                 }
             }
-            if buffer.readableBytes > 0 { try await outbound.write(buffer) }
+            if buffer.readableBytes > 0 || commands > 0 {
+                try await outbound.write(RESPReplies(buffer: buffer, commands: commands))
+            }
             queue.sent(items.count)
         }
     }

@@ -30,7 +30,7 @@ struct RESPCommandDecoder: ByteToMessageDecoder {
 /// the connection, as in Redis.
 public final class RESPServer: Sendable {
     private let frontEnd: RESPFrontEnd
-    private let listener: StreamListener<[[UInt8]]>
+    private let listener: StreamListener<[[UInt8]], RESPReplies>
 
     /// Creates a listener on `host:port` (0 picks a free port).
     public init(
@@ -45,6 +45,7 @@ public final class RESPServer: Sendable {
             addDecoder: {
                 try $0.addHandler(
                     ByteToMessageHandler(RESPCommandDecoder(parser: RESPParser(limits: limits))))
+                try $0.addHandler(RESPImmediateReplies())
             },
             serve: { connection, overLimit in
                 try await Self.serve(connection, overLimit: overLimit, frontEnd: frontEnd)
@@ -65,16 +66,24 @@ public final class RESPServer: Sendable {
     }
 
     private static func serve(
-        _ connection: NIOAsyncChannel<[[UInt8]], ByteBuffer>, overLimit: Bool, frontEnd: RESPFrontEnd
+        _ connection: NIOAsyncChannel<[[UInt8]], RESPReplies>, overLimit: Bool, frontEnd: RESPFrontEnd
     ) async throws {
         let session = frontEnd.openSession()
         do {
             try await connection.executeThenClose { inbound, outbound in
                 if overLimit {
-                    try await outbound.write(
-                        connection.channel.allocator.buffer(string: "-ERR max number of clients reached\r\n"))
+                    let refusal = connection.channel.allocator.buffer(
+                        string: "-ERR max number of clients reached\r\n")
+                    try await outbound.write(RESPReplies(buffer: refusal, commands: 0))
                     return
                 }
+                // Admitted: GETs the store answers at once may now be answered on the
+                // connection's event loop.
+                let channel = connection.channel
+                try await channel.eventLoop.submit {
+                    try channel.pipeline.syncOperations.handler(type: RESPImmediateReplies.self).session =
+                        session
+                }.get()
                 try await RESPPipeline(session: session, allocator: connection.channel.allocator).run(
                     inbound, outbound)
             }

@@ -9,8 +9,8 @@ import Synchronization
 /// messages: binding (TLS when asked), accepting, counting open connections against the
 /// limit, and stopping. The RESP and Mykeyv listeners are this with their own decoder and
 /// their own conversation.
-final class StreamListener<Inbound: Sendable>: Sendable {
-    typealias Connection = NIOAsyncChannel<Inbound, ByteBuffer>
+final class StreamListener<Inbound: Sendable, Outbound: Sendable>: Sendable {
+    typealias Connection = NIOAsyncChannel<Inbound, Outbound>
 
     /// Names the listener in logs ("RESP", "Mykeyv").
     private let name: String
@@ -20,7 +20,8 @@ final class StreamListener<Inbound: Sendable>: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let tls: (@Sendable () -> NIOSSLContext)?
-    /// Adds the decoder that turns a connection's bytes into `Inbound` messages.
+    /// Adds the handlers that turn a connection's bytes into `Inbound` messages and
+    /// `Outbound` messages into bytes.
     private let addDecoder: @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void
     /// Holds one connection's conversation; `overLimit` when the listener already had
     /// as many connections as it allows (the conversation says so and ends).

@@ -1,7 +1,11 @@
 import KVCore
 import KVNode
 import KVRESP
+import NIOCore
+import NIOEmbedded
 import Testing
+
+@testable import KVServer
 
 /// A `GET` answered outside the session (``RESPSession/immediateReply(to:)``) must
 /// answer exactly what the session's own `GET` answers, and must decline whatever the
@@ -111,6 +115,73 @@ struct RESPLocalReadTests {
                 #expect(session.immediateReply(to: Self.command("GET", "key")) == nil)
                 #expect(await Self.run(session, Self.command("GET", "key")) == .bulk(Array("value".utf8)))
             }
+        }
+    }
+
+    /// The event loop's handler answers a GET only when no reply is owed before it, and
+    /// counts the pipeline's replies off as they pass.
+    @Test("GETs on the event loop never overtake a reply owed before them")
+    func eventLoopOrder() async throws {
+        try await LocalReadTests.using(.inProcess) { nodes in
+            let session = RESPFrontEnd(service: nodes[0]).openSession()
+            await Self.run(session, Self.command("SET", "key", "value"))
+            let channel = EmbeddedChannel()
+            let handler = RESPImmediateReplies()
+            try channel.pipeline.syncOperations.addHandler(handler)
+            func written() throws -> String? {
+                try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }
+            }
+            func passedOn() throws -> [String]? {
+                try channel.readInbound(as: [[UInt8]].self).map {
+                    $0.map { String(decoding: $0, as: UTF8.self) }
+                }
+            }
+            let get = Self.command("GET", "key")
+            // Before the connection is admitted, everything goes to the pipeline.
+            try channel.writeInbound(get)
+            #expect(try passedOn() == ["GET", "key"])
+            try channel.writeOutbound(RESPReplies(buffer: ByteBuffer(string: "$5\r\nvalue\r\n"), commands: 1))
+            #expect(try written() == "$5\r\nvalue\r\n")
+
+            handler.session = session
+            try channel.writeInbound(get)
+            #expect(try passedOn() == nil)
+            #expect(try written() == "$5\r\nvalue\r\n")
+            // A SET is owed a reply: the GET after it waits its turn in the pipeline.
+            try channel.writeInbound(Self.command("SET", "other", "x"))
+            try channel.writeInbound(get)
+            #expect(try passedOn() == ["SET", "other", "x"])
+            #expect(try passedOn() == ["GET", "key"])
+            #expect(try written() == nil)
+            try channel.writeOutbound(RESPReplies(buffer: ByteBuffer(string: "+OK\r\n"), commands: 1))
+            #expect(try written() == "+OK\r\n")
+            #expect(try passedOn() == nil)
+            try channel.writeInbound(get)
+            #expect(try passedOn() == ["GET", "key"], "one reply is still owed")
+            try channel.writeOutbound(
+                RESPReplies(buffer: ByteBuffer(string: "$5\r\nvalue\r\n$5\r\nvalue\r\n"), commands: 2))
+            #expect(try written() == "$5\r\nvalue\r\n$5\r\nvalue\r\n")
+            try channel.writeInbound(get)
+            #expect(try written() == "$5\r\nvalue\r\n", "nothing owed: answered at once")
+
+            // A socket that takes no more leaves the GET to the pipeline, which bounds
+            // what an unread client costs.
+            channel.isWritable = false
+            try channel.writeInbound(get)
+            #expect(try passedOn() == ["GET", "key"])
+            channel.isWritable = true
+            try channel.writeOutbound(RESPReplies(buffer: ByteBuffer(string: "$5\r\nvalue\r\n"), commands: 1))
+            #expect(try written() == "$5\r\nvalue\r\n")
+
+            // Nothing is answered after QUIT, even once its reply has passed.
+            try channel.writeInbound(Self.command("quit"))
+            try channel.writeOutbound(RESPReplies(buffer: ByteBuffer(string: "+OK\r\n"), commands: 1))
+            #expect(try written() == "+OK\r\n")
+            try channel.writeInbound(get)
+            #expect(try passedOn() == ["quit"])
+            #expect(try passedOn() == ["GET", "key"])
+            #expect(try written() == nil)
+            _ = try? channel.finish()
         }
     }
 }
