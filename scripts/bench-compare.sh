@@ -50,17 +50,17 @@ client="${binaries[head]}"
 
 if [ "$mode" = http-get ]; then
     swift build -c release --product HTTPBaselineServer > /dev/null
-    wait_for() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+    wait_for() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
     declare -A ports=([bare]=$(free_port) [base]=$(free_port) [head]=$(free_port))
     "$(swift build -c release --show-bin-path)/HTTPBaselineServer" bare "${ports[bare]}" 100 > /dev/null & pids+=($!)
     value=$(head -c 100 /dev/zero | tr '\0' 'v')
     for side in base head; do
-        "${binaries[$side]}" server --data "$work/$side" --port "${ports[$side]}" --log-level warning \
-            > "$work/$side.out" 2>&1 & pids+=($!)
-        wait_for "http://127.0.0.1:${ports[$side]}/health"
+        "${binaries[$side]}" server --data "$work/$side" --port "${ports[$side]}" --peer-port "$(free_port)" \
+            --log-level warning > "$work/$side.out" 2>&1 & pids+=($!)
+        wait_for "http://127.0.0.1:${ports[$side]}/health" || { cat "$work/$side.out" >&2; exit 1; }
         curl -sf -X PUT "http://127.0.0.1:${ports[$side]}/v1/_tables/bench/t" -d '{"key":["string"]}' > /dev/null
         curl -sf -X PUT "http://127.0.0.1:${ports[$side]}/v1/bench/t/k100" \
-            -H 'content-type: application/octet-stream' --data-binary "$value"
+            -H 'content-type: application/octet-stream' --data-binary "$value" > /dev/null
     done
     wait_for "http://127.0.0.1:${ports[bare]}/"
     declare -A paths=([bare]=/ [base]=/v1/bench/t/k100 [head]=/v1/bench/t/k100)
@@ -74,6 +74,8 @@ if [ "$mode" = http-get ]; then
         declare -A rate=() p99=()
         for side in bare base head; do
             out=$(wrk -t1 -c"$clients" -d"${seconds}s" --latency "http://127.0.0.1:${ports[$side]}${paths[$side]}")
+            # Error answers are not throughput.
+            if grep -q "Non-2xx" <<< "$out"; then echo "$side answered errors: $out" >&2; exit 1; fi
             rate[$side]=$(awk '/Requests\/sec/ { print $2 }' <<< "$out")
             p99[$side]=$(awk '$1 == "99%" { print $2 }' <<< "$out")
         done

@@ -18,7 +18,10 @@ struct RESPReplies: Sendable {
 /// It answers nothing before the listener has admitted the connection (``session`` is
 /// set), after `QUIT` (Redis reads nothing after it), or while the socket cannot take
 /// more (a client that does not read its replies then fills the pipeline, which stops
-/// reading it).
+/// reading it). What it writes is flushed at the end of each read and whenever
+/// ``flushThreshold`` bytes are waiting: a TLS handler holds written bytes until they
+/// are flushed, so only flushed replies count against the socket's limit, and one read
+/// of many GETs must not pile up their replies first.
 final class RESPImmediateReplies: ChannelDuplexHandler {
     typealias InboundIn = [[UInt8]]
     typealias InboundOut = [[UInt8]]
@@ -30,7 +33,10 @@ final class RESPImmediateReplies: ChannelDuplexHandler {
     /// Commands passed on whose replies have not passed yet.
     private var owed = 0
     private var quitting = false
-    private var unflushed = false
+    /// Bytes of immediate replies written and not yet flushed.
+    private var unflushed = 0
+    /// Flush once this many bytes of immediate replies wait.
+    static let flushThreshold = 64 << 10
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let command = unwrapInboundIn(data)
@@ -39,8 +45,12 @@ final class RESPImmediateReplies: ChannelDuplexHandler {
         {
             var buffer = context.channel.allocator.buffer(capacity: 64)
             reply.value.write(to: &buffer, protocolVersion: reply.protocolVersion)
+            unflushed += buffer.readableBytes
             context.write(wrapOutboundOut(buffer), promise: nil)
-            unflushed = true
+            if unflushed >= Self.flushThreshold {
+                unflushed = 0
+                context.flush()
+            }
             return
         }
         if let name = command.first, name.count == 4,
@@ -53,8 +63,8 @@ final class RESPImmediateReplies: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if unflushed {
-            unflushed = false
+        if unflushed > 0 {
+            unflushed = 0
             context.flush()
         }
         context.fireChannelReadComplete()

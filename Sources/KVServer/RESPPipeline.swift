@@ -13,8 +13,9 @@ import Synchronization
 /// pipelined commands on different keys share the store's round trips and group
 /// commits. A `GET` the store can answer at once from this node's replica
 /// (``RESPSession/immediateReply(to:)``) is answered when it would start, without a
-/// task; when nothing is owed before it, ``RESPImmediateReplies`` has answered it on the
-/// event loop already and it never gets here. At most ``maximumCommandsInFlight`` commands are running or waiting for
+/// task; when nothing is owed before it, ``RESPImmediateReplies`` has usually answered it
+/// on the event loop already (not before the connection is admitted, nor while the
+/// socket takes no more). At most ``maximumCommandsInFlight`` commands are running or waiting for
 /// their reply to be sent: a client that stops reading its replies stops being read, so
 /// it cannot make the node hold more than that many replies. After `QUIT` nothing more
 /// is read.

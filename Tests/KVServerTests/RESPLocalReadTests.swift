@@ -184,4 +184,34 @@ struct RESPLocalReadTests {
             _ = try? channel.finish()
         }
     }
+
+    /// A TLS handler keeps what is written until it is flushed, so only flushed replies
+    /// count against the socket's limit: one read of many GETs of a large value must not
+    /// pile up their replies before the first flush.
+    @Test("immediate replies are flushed within a read once enough bytes wait")
+    func flushedWithinARead() async throws {
+        try await LocalReadTests.using(.inProcess) { nodes in
+            let session = RESPFrontEnd(service: nodes[0]).openSession()
+            let value = [UInt8](repeating: UInt8(ascii: "v"), count: 40 << 10)
+            await Self.run(session, [Array("SET".utf8), Array("big".utf8), value])
+            let channel = EmbeddedChannel()
+            let handler = RESPImmediateReplies()
+            handler.session = session
+            try channel.pipeline.syncOperations.addHandler(handler)
+            // Reads without their end: nothing flushes but the threshold.
+            channel.pipeline.fireChannelRead(Self.command("GET", "big"))
+            #expect(try channel.readOutbound(as: ByteBuffer.self) == nil, "40 KiB wait for the read's end")
+            channel.pipeline.fireChannelRead(Self.command("GET", "big"))
+            var flushed = 0
+            while let buffer = try channel.readOutbound(as: ByteBuffer.self) {
+                flushed += buffer.readableBytes
+            }
+            #expect(flushed > RESPImmediateReplies.flushThreshold, "80 KiB are flushed at once")
+            channel.pipeline.fireChannelRead(Self.command("GET", "big"))
+            #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+            channel.pipeline.fireChannelReadComplete()
+            #expect(try channel.readOutbound(as: ByteBuffer.self)?.readableBytes ?? 0 > 40 << 10)
+            _ = try? channel.finish()
+        }
+    }
 }
