@@ -30,7 +30,7 @@ public struct HTTPRequest: Sendable {
     /// that the event loop's shortcut, which reads one local copy, must not answer it.
     var hasQuorumOverrides: Bool {
         (!query.isEmpty && QuorumOverrides.names.contains { queryValue($0) != nil })
-            || (headers.count > 0 && Self.quorumHeaderNames.contains { headers.contains(name: $0) })
+            || Self.quorumHeaderNames.contains { headers.contains(name: $0) }
     }
 
     /// The headers that override a quorum setting, spelled once rather than per request.
