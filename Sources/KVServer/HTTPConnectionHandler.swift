@@ -350,8 +350,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         {
             // Answered from memory: write on the event loop, no task, no thread hop.
             var headers = response.headers
-            headers.replaceOrAdd(name: "connection", value: keepAlive ? "keep-alive" : "close")
-            headers.replaceOrAdd(name: "content-length", value: String(bytes.count))
+            headers.set("connection", keepAlive ? "keep-alive" : "close")
+            headers.set("content-length", String(bytes.count))
             context.write(
                 wrapOutboundOut(
                     .head(HTTPResponseHead(version: version, status: response.status, headers: headers))),
@@ -449,10 +449,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         var keepAlive = requested
         if case .stream = response.body, version.major == 1 && version.minor == 0 { keepAlive = false }
         var headers = response.headers
-        headers.replaceOrAdd(name: "connection", value: keepAlive ? "keep-alive" : "close")
+        headers.set("connection", keepAlive ? "keep-alive" : "close")
         switch response.body {
         case .bytes(let bytes):
-            headers.replaceOrAdd(name: "content-length", value: String(bytes.count))
+            headers.set("content-length", String(bytes.count))
             let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
             channel.write(HTTPServerResponsePart.head(head), promise: nil)
             if !bytes.isEmpty && !isHead {
@@ -522,6 +522,14 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is ResponseHeadRefused {
+            // Never expected: the router writes only headers it checked. The client still
+            // gets an answer rather than a connection that goes quiet.
+            logger.error("a response had a header that cannot be sent; answering 500 instead")
+            respondAndClose(
+                KVError(.internalError, "the response had a header that cannot be sent"), context: context)
+            return
+        }
         if let streamingBody, error is HTTPParserError {
             // The body being streamed is broken: the service's answer follows, then the
             // connection closes.
@@ -546,5 +554,18 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         }
         logger.debug("connection error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
+    }
+}
+
+extension HTTPHeaders {
+    /// Sets `name` to `value`: appended when the headers lack it, as a response's headers
+    /// almost always do, replaced otherwise. `replaceOrAdd` rewrites the whole list (a copy
+    /// when it is shared) even when there is nothing to replace.
+    mutating func set(_ name: String, _ value: String) {
+        if contains(name: name) {
+            replaceOrAdd(name: name, value: value)
+        } else {
+            add(name: name, value: value)
+        }
     }
 }

@@ -8,9 +8,16 @@ public struct HTTPRequest: Sendable {
     public var method: HTTPMethod
     /// The path segments, percent-decoded to bytes (`/v1/a%2Fb` → `["v1", "a/b"]`).
     public var pathSegments: [[UInt8]]
+    /// The request target as received.
+    public var uri: String
     /// The whole path, percent-decoded (`/a%2Fb/` → `/a/b/`), as the minikeyvalue
-    /// dialect takes keys.
-    public var path: [UInt8]
+    /// dialect takes keys. Decoded when asked for: the other routes never need it.
+    public var path: [UInt8] {
+        let target = Array(uri.utf8)
+        let end = target.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex
+        // The initializer has decoded it once, so it decodes.
+        return Self.percentDecode(target[..<end], plusIsSpace: false) ?? []
+    }
     /// Query parameters in order, names and values percent-decoded (`+` is a space).
     public var query: [(name: String, value: [UInt8])]
     /// The headers.
@@ -45,36 +52,61 @@ public struct HTTPRequest: Sendable {
     /// `nil` when its percent-encoding is malformed.
     public init?(method: HTTPMethod, uri: String, headers: HTTPHeaders, body: [UInt8]) {
         self.method = method
+        self.uri = uri
         self.headers = headers
         self.body = body
-        let target = Array(uri.utf8)
+        var uri = uri
+        guard let (segments, query) = uri.withUTF8(Self.parse) else { return nil }
+        pathSegments = segments
+        self.query = query
+    }
+
+    /// The path segments and query parameters of a request target, or `nil` when its
+    /// percent-encoding is malformed. Works on the target's bytes in place: this runs for
+    /// every request.
+    private static func parse(_ target: UnsafeBufferPointer<UInt8>)
+        -> (segments: [[UInt8]], query: [(name: String, value: [UInt8])])?
+    {
+        let slash = UInt8(ascii: "/")
         let queryStart = target.firstIndex(of: UInt8(ascii: "?"))
-        let path = target[..<(queryStart ?? target.endIndex)]
-        guard let decodedPath = Self.percentDecode(path, plusIsSpace: false) else { return nil }
-        self.path = decodedPath
+        let pathEnd = queryStart ?? target.endIndex
         var segments: [[UInt8]] = []
-        for raw in path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).dropFirst() {
-            guard let decoded = Self.percentDecode(raw, plusIsSpace: false) else { return nil }
-            segments.append(decoded)
+        // Each segment follows a slash; what precedes the first slash is not one, but
+        // it is checked like the rest of the path.
+        let firstSlash = target[..<pathEnd].firstIndex(of: slash)
+        let beforeSegments = target[..<(firstSlash ?? pathEnd)]
+        guard beforeSegments.isEmpty || percentDecode(beforeSegments, plusIsSpace: false) != nil else {
+            return nil
+        }
+        if var start = firstSlash {
+            segments.reserveCapacity(6)
+            start += 1
+            while true {
+                let end = target[start..<pathEnd].firstIndex(of: slash) ?? pathEnd
+                guard let decoded = percentDecode(target[start..<end], plusIsSpace: false) else { return nil }
+                segments.append(decoded)
+                if end == pathEnd { break }
+                start = end + 1
+            }
         }
         // A trailing slash adds an empty segment: "/v1/ns/" is the same as "/v1/ns".
         if segments.count > 1, segments.last?.isEmpty == true { segments.removeLast() }
-        pathSegments = segments
         var query: [(name: String, value: [UInt8])] = []
         if let queryStart {
             for pair in target[(queryStart + 1)...].split(separator: UInt8(ascii: "&")) {
                 let parts = pair.split(
                     separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
-                guard let name = Self.percentDecode(parts[0], plusIsSpace: true),
-                    let value = parts.count > 1 ? Self.percentDecode(parts[1], plusIsSpace: true) : []
+                guard let name = percentDecode(parts[0], plusIsSpace: true),
+                    let value = parts.count > 1 ? percentDecode(parts[1], plusIsSpace: true) : []
                 else { return nil }
                 query.append((String(decoding: name, as: UTF8.self), value))
             }
         }
-        self.query = query
+        return (segments, query)
     }
 
-    static func percentDecode(_ text: ArraySlice<UInt8>, plusIsSpace: Bool) -> [UInt8]? {
+    static func percentDecode<Text: Collection<UInt8>>(_ text: Text, plusIsSpace: Bool) -> [UInt8]?
+    where Text.Index == Int {
         var result: [UInt8] = []
         result.reserveCapacity(text.count)
         var index = text.startIndex

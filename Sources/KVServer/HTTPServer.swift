@@ -110,10 +110,21 @@ public final class HTTPServer: Sendable {
             // TLS first: everything after it sees plaintext, and a client that never
             // completes the handshake sends no request bytes, so it counts as idle.
             if let context { try sync.addHandler(NIOSSLServerHandler(context: context)) }
-            try sync.addHandler(ByteActivityHandler(connection: connection))
-            try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: false)
-            try sync.addHandler(connection)
+            try Self.addHTTPHandlers(for: connection, to: sync)
         }
+    }
+
+    /// Adds a connection's HTTP/1.1 handlers: raw byte activity, NIO's request decoder,
+    /// kv's response encoder (one buffer per small response; see ``ResponseEncoder``), NIO's
+    /// pipelining assistance (one request at a time, answers in order), the connection.
+    static func addHTTPHandlers(
+        for connection: HTTPConnectionHandler, to pipeline: ChannelPipeline.SynchronousOperations
+    ) throws {
+        try pipeline.addHandler(ByteActivityHandler(connection: connection))
+        try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+        try pipeline.addHandler(ResponseEncoder())
+        try pipeline.addHandler(HTTPServerPipelineHandler())
+        try pipeline.addHandler(connection)
     }
 
     /// Makes room for a new connection when the server is full, as production servers

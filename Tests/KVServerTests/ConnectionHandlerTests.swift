@@ -23,10 +23,7 @@ struct ConnectionHandlerTests {
             let connection = HTTPConnectionHandler(
                 router: Router(service: node, logger: logger), settings: HTTPServerSettings(), logger: logger)
             let channel = EmbeddedChannel()
-            try channel.pipeline.syncOperations.addHandler(ByteActivityHandler(connection: connection))
-            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                withPipeliningAssistance: true, withErrorHandling: false)
-            try channel.pipeline.syncOperations.addHandler(connection)
+            try HTTPServer.addHTTPHandlers(for: connection, to: channel.pipeline.syncOperations)
             try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
             try body(channel)
         } catch {
