@@ -28,8 +28,7 @@ extension ClusterNode {
         guard !result.siblings.contains(where: { $0.value?.largeValue != nil }) else { return nil }
         countRequest(partition: Int(replicaKey.partition.rawValue), in: layout)
         metrics.readsAnsweredLocally.add(1, ordering: .relaxed)
-        metrics.recordOperation(
-            "read", outcome: .read(object), nanoseconds: (NIODeadline.now() - started).nanoseconds)
+        metrics.recordRead(nanoseconds: (NIODeadline.now() - started).nanoseconds)
         return result
     }
 }

@@ -13,20 +13,14 @@ import Synchronization
 /// those over when the metrics are read, so a scrape sees them current.
 final class NodeMetrics: Sendable {
     private let outcomes = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
-    /// The successes of reads and writes, made once: they are counted on every request,
-    /// without the lock and the label the rarer outcomes take.
-    private let successes: [String: CoreMetrics.Counter] = Dictionary(
-        uniqueKeysWithValues: ["read", "write"].map {
-            (
-                $0,
-                CoreMetrics.Counter(
-                    label: "kv_quorum_operations_total", dimensions: [("operation", $0), ("outcome", "ok")])
-            )
-        })
-    private let operationTimers: [String: CoreMetrics.Timer] = Dictionary(
-        uniqueKeysWithValues: ["read", "write"].map {
-            ($0, CoreMetrics.Timer(label: "kv_quorum_duration_seconds", dimensions: [("operation", $0)]))
-        })
+    /// The successes and timers of reads and writes, made once: they are counted on
+    /// every request, without the lock and the label the rarer outcomes take.
+    private let successes: [String: CoreMetrics.Counter]
+    private let operationTimers: [String: CoreMetrics.Timer]
+    /// The read's, also held apart for the read answered where it arrives, which takes
+    /// them without hashing the operation's name (its whole time is a few microseconds).
+    private let readSuccess: CoreMetrics.Counter
+    private let readTimer: CoreMetrics.Timer
     /// One synced batch of writes: the engine write and its fsync.
     let writeBatch = CoreMetrics.Timer(label: "kv_storage_write_batch_duration_seconds")
     /// Writes per synced batch.
@@ -48,6 +42,32 @@ final class NodeMetrics: Sendable {
         var last: [String: Int64] = [:]
     }
     private let exported = NIOLockedValueBox(Exported())
+
+    init() {
+        let operations = ["read", "write"]
+        successes = Dictionary(
+            uniqueKeysWithValues: operations.map {
+                (
+                    $0,
+                    CoreMetrics.Counter(
+                        label: "kv_quorum_operations_total",
+                        dimensions: [("operation", $0), ("outcome", "ok")])
+                )
+            })
+        operationTimers = Dictionary(
+            uniqueKeysWithValues: operations.map {
+                ($0, CoreMetrics.Timer(label: "kv_quorum_duration_seconds", dimensions: [("operation", $0)]))
+            })
+        readSuccess = successes["read"]!
+        readTimer = operationTimers["read"]!
+    }
+
+    /// Counts one successful read and its latency; the same series as
+    /// `recordOperation("read", outcome: .read(…), …)`.
+    func recordRead(nanoseconds: Int64) {
+        readSuccess.increment()
+        readTimer.recordNanoseconds(nanoseconds)
+    }
 
     /// Counts one client operation's outcome and latency.
     func recordOperation(_ operation: String, outcome: OperationOutcome, nanoseconds: Int64) {

@@ -65,6 +65,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// Checks `deadline` periodically. One repeating task per connection, rather than a
     /// timer scheduled and cancelled on every request, keeps timeouts off the hot path.
     private var deadlineChecker: RepeatedTask?
+    /// The metrics of the last request answered on the event loop: the next is mostly
+    /// the same operation with the same status.
+    private var lastSeries: HTTPMetrics.RequestSeries?
 
     init(router: Router, settings: HTTPServerSettings, logger: Logger) {
         self.router = router
@@ -360,9 +363,11 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
             }
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-            router.metrics.record(
-                operation: operation, status: response.status,
-                nanoseconds: (NIODeadline.now() - started).nanoseconds)
+            let series =
+                lastSeries.flatMap { $0.matches(operation, response.status) ? $0 : nil }
+                ?? router.metrics.series(operation: operation, status: response.status)
+            lastSeries = series
+            series.record(nanoseconds: (NIODeadline.now() - started).nanoseconds)
             responseFinished(number, keepAlive: keepAlive, context: context)
             return
         }

@@ -29,8 +29,33 @@ public final class HTTPMetrics: Sendable {
 
     /// Counts one answered request and its latency.
     func record(operation: String, status: HTTPResponseStatus, nanoseconds: Int64) {
-        // One lookup per request, keyed without building a string: this is on the path
-        // of every request.
+        series(operation: operation, status: status).record(nanoseconds: nanoseconds)
+    }
+
+    /// The metrics of requests for one operation answered with one status, which a
+    /// connection keeps for its next request (mostly the same): one lookup under a lock
+    /// per distinct answer rather than per request.
+    struct RequestSeries {
+        let operation: String
+        let status: UInt
+        let count: CoreMetrics.Counter
+        let latency: CoreMetrics.Timer
+
+        /// Whether these are the metrics of `operation` answered with `status`.
+        func matches(_ operation: String, _ status: HTTPResponseStatus) -> Bool {
+            self.status == status.code && self.operation == operation
+        }
+
+        /// Counts one request and its latency.
+        func record(nanoseconds: Int64) {
+            count.increment()
+            latency.recordNanoseconds(nanoseconds)
+        }
+    }
+
+    /// The metrics of `operation` answered with `status`, made on first use.
+    func series(operation: String, status: HTTPResponseStatus) -> RequestSeries {
+        // Keyed without building a string.
         let key = Series(operation: operation, status: status.code)
         let metrics = series.withLockedValue { series in
             if let known = series[key] { return known }
@@ -44,8 +69,8 @@ public final class HTTPMetrics: Sendable {
             series[key] = made
             return made
         }
-        metrics.count.increment()
-        metrics.latency.recordNanoseconds(nanoseconds)
+        return RequestSeries(
+            operation: operation, status: status.code, count: metrics.count, latency: metrics.latency)
     }
 
     /// The operation a request asks for, as a metric label: a fixed, small set, so a

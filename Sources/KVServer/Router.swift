@@ -499,10 +499,13 @@ public struct Router: Sendable {
     }
 
     func versionHeaders(context: String, etag: String) -> HTTPHeaders {
-        var headers = HTTPHeaders()
-        headers.add(name: Self.contextHeader, value: context)
-        headers.add(name: "etag", value: "\"\(etag)\"")
-        return headers
+        // Room for what a read adds after these (siblings, type, time, ranges, checksum)
+        // and the connection's two: the list is allocated once per response.
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(12)
+        headers.append((Self.contextHeader, context))
+        headers.append(("etag", "\"\(etag)\""))
+        return HTTPHeaders(headers)
     }
 
     private func written(_ result: WriteResult) -> HTTPResponse {
