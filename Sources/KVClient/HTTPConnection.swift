@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import NIOTLS
 
 /// A complete HTTP response as the client sees it.
 public struct ClientResponse: Sendable {
@@ -32,8 +33,28 @@ public enum TransportFailure: Error, Hashable, Sendable {
 public typealias ResponseSink = @Sendable ([UInt8]) -> Void
 
 /// Collects response parts into complete responses, answering requests in order.
+///
+/// It also says when the connection can carry requests (``ready``): at once over plain
+/// TCP, after the handshake over TLS. A connection whose handshake fails (an untrusted
+/// certificate) or that closes first is never handed out as connected, so the caller
+/// learns why, with the request not sent, rather than a lost request later (or, when
+/// the failure won the race, a confusing error from the pipeline).
 final class ResponseCollector: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
+
+    /// How long a TLS handshake may take once the TCP connection is up.
+    static let handshakeTimeout = TimeAmount.seconds(5)
+
+    /// Succeeded when requests can be sent; failed with why they cannot.
+    let ready: EventLoopPromise<Void>
+    private let awaitsHandshake: Bool
+    private var isReadySettled = false
+    private var handshakeDeadline: Scheduled<Void>?
+
+    init(ready: EventLoopPromise<Void>, awaitsHandshake: Bool) {
+        self.ready = ready
+        self.awaitsHandshake = awaitsHandshake
+    }
 
     private var waiting: [(promise: EventLoopPromise<ClientResponse>, sink: ResponseSink?)] = []
     private var head: HTTPResponseHead?
@@ -72,14 +93,55 @@ final class ResponseCollector: ChannelInboundHandler {
         }
     }
 
+    func channelActive(context: ChannelHandlerContext) {
+        if awaitsHandshake {
+            let channel = context.channel
+            let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+            handshakeDeadline = context.eventLoop.scheduleTask(in: Self.handshakeTimeout) {
+                loopBoundSelf.value.settleReady(
+                    .failure(
+                        KVError(
+                            .unavailable, "the TLS handshake did not finish within \(Self.handshakeTimeout)"))
+                )
+                channel.close(promise: nil)
+            }
+        } else {
+            settleReady(.success(()))
+        }
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            settleReady(.success(()))
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        settleReady(.failure(KVError(.unavailable, "the server closed the connection before it was ready")))
         failAll(KVError(.unavailable, "the server closed the connection", underlying: TransportFailure.lost))
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        settleReady(.failure(error))
         failAll(KVError(.unavailable, "the connection failed: \(error)", underlying: TransportFailure.lost))
         context.close(promise: nil)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // A connection that never became active (refused, timed out) is torn down
+        // without an inactive event.
+        settleReady(.failure(KVError(.unavailable, "the connection closed before it was ready")))
+    }
+
+    private func settleReady(_ result: Result<Void, any Error>) {
+        guard !isReadySettled else { return }
+        isReadySettled = true
+        handshakeDeadline?.cancel()
+        handshakeDeadline = nil
+        ready.completeWith(result)
     }
 
     private func failAll(_ error: KVError) {
@@ -175,26 +237,36 @@ public actor HTTPConnection {
         // also sent as SNI, which must not carry an address.
         let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
         do {
-            let channel = try await ClientBootstrap(group: group)
+            let (channel, collector, ready) = try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connectTimeout(.seconds(5))
-                .channelInitializer { channel in
+                .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let tls {
                             try channel.pipeline.syncOperations.addHandler(
                                 try NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : host))
                         }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        try channel.pipeline.syncOperations.addHandler(ResponseCollector())
+                        let collector = ResponseCollector(
+                            ready: channel.eventLoop.makePromise(), awaitsHandshake: tls != nil)
+                        do {
+                            try channel.pipeline.syncOperations.addHandler(collector)
+                        } catch {
+                            collector.ready.fail(error)
+                            throw error
+                        }
+                        return (
+                            channel, NIOLoopBound(collector, eventLoop: channel.eventLoop),
+                            collector.ready.futureResult
+                        )
                     }
                 }
-                .connect(host: host, port: port)
-                .get()
-            let collector = try await channel.eventLoop.submit {
-                NIOLoopBound(
-                    try channel.pipeline.syncOperations.handler(type: ResponseCollector.self),
-                    eventLoop: channel.eventLoop)
-            }.get()
+            do {
+                try await ready.get()
+            } catch {
+                channel.close(promise: nil)
+                throw error
+            }
             return (channel, collector)
         } catch {
             throw KVError(
