@@ -10,11 +10,12 @@ import Synchronization
 /// States: `idle` (waiting for a request, idle timer), `receiving` (a request has
 /// started, request timer), `processing` (the router is working; no timer), `closing`.
 /// All state lives on the connection's event loop; the router runs in a task and writes
-/// through the channel, then reports back to the loop.
+/// through the channel, then reports back to the loop. Requests pipelined behind the one
+/// being answered wait in order, with reading stopped, until its answer is written.
 final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundOut = ResponseOutput
 
     private enum State {
         case idle
@@ -29,9 +30,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private var state: State = .idle
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
-    /// The number of the last request dispatched. With pipelining, NIO hands over the
-    /// next request while the previous response's end is being written, so a finishing
-    /// response only changes the state if no newer request has started.
+    /// The number of the last request dispatched: a finishing response only changes the
+    /// state if no newer request has started.
     private var requestNumber: UInt64 = 0
     /// A dispatched request asked to close the connection: requests after it are ignored.
     private var closeRequested = false
@@ -68,6 +68,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// The metrics of the last request answered on the event loop: the next is mostly
     /// the same operation with the same status.
     private var lastSeries: HTTPMetrics.RequestSeries?
+    /// Parts of requests pipelined behind the one being answered, oldest first. Nothing
+    /// more is read from the socket while any wait, so they are at most one read's worth.
+    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var handlingQueued = false
 
     init(router: Router, settings: HTTPServerSettings, logger: Logger) {
         self.router = router
@@ -152,6 +156,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         deadlineChecker?.cancel()
         deadlineChecker = nil
         state = .closing
+        queued.removeAll()
         context.fireChannelInactive()
     }
 
@@ -197,7 +202,46 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         // Once the connection is closing (an error answer, or a request that asked for
         // it), nothing more is read: a pipelined request behind it must not run unanswered.
         guard state != .closing && !closeRequested else { return }
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        // A request pipelined behind one being answered waits its turn (and so does
+        // everything after it), so that answers leave in order.
+        if !queued.isEmpty || (state == .processing && streamingBody == nil) {
+            queued.append(part)
+            return
+        }
+        handle(part, context: context)
+    }
+
+    /// Parts written through the channel (by the task that answers a request, or a
+    /// streamed body) go to the encoder as parts.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(wrapOutboundOut(.part(unwrapOutboundIn(data))), promise: promise)
+    }
+
+    /// Hands the waiting pipelined requests over, one after the other, while each is
+    /// answered at once; stops at one that is answered by a task (its answer resumes
+    /// this), then answers a parse error that followed them, then reads again.
+    private func handleQueued(context: ChannelHandlerContext) {
+        // An answer given during the loop (on the event loop) calls back here.
+        guard !handlingQueued else { return }
+        handlingQueued = true
+        defer { handlingQueued = false }
+        while let part = queued.first, state != .closing, state != .processing || streamingBody != nil {
+            queued.removeFirst()
+            guard !closeRequested else { continue }
+            handle(part, context: context)
+        }
+        guard queued.isEmpty, state != .processing, state != .closing else { return }
+        if let error = pendingParseError {
+            respondAndClose(error, context: context)
+        } else if readPending && !readsPaused {
+            readPending = false
+            context.read()
+        }
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
+        switch part {
         case .head(let requestHead):
             if state == .idle {
                 state = .receiving
@@ -250,7 +294,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             }
             if requestHead.headers.first(name: "expect")?.lowercased() == "100-continue" {
                 context.writeAndFlush(
-                    wrapOutboundOut(.head(HTTPResponseHead(version: requestHead.version, status: .continue))),
+                    wrapOutboundOut(
+                        .part(.head(HTTPResponseHead(version: requestHead.version, status: .continue)))),
                     promise: nil)
             }
         case .body(var chunk) where streamingBody != nil:
@@ -287,7 +332,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     private func startStreaming(_ requestHead: HTTPRequestHead, context: ChannelHandlerContext) {
         if requestHead.headers.first(name: "expect")?.lowercased() == "100-continue" {
             context.writeAndFlush(
-                wrapOutboundOut(.head(HTTPResponseHead(version: requestHead.version, status: .continue))),
+                wrapOutboundOut(
+                    .part(.head(HTTPResponseHead(version: requestHead.version, status: .continue)))),
                 promise: nil)
         }
         let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -314,7 +360,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func read(context: ChannelHandlerContext) {
-        if readsPaused {
+        if readsPaused || !queued.isEmpty {
             readPending = true
             return
         }
@@ -355,14 +401,10 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             var headers = response.headers
             headers.set("connection", keepAlive ? "keep-alive" : "close")
             headers.set("content-length", String(bytes.count))
-            context.write(
-                wrapOutboundOut(
-                    .head(HTTPResponseHead(version: version, status: response.status, headers: headers))),
+            let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
+            context.writeAndFlush(
+                wrapOutboundOut(.whole(head, body: isHead ? ByteBuffer() : ByteBuffer(bytes: bytes))),
                 promise: nil)
-            if !bytes.isEmpty && !isHead {
-                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
-            }
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             let series =
                 lastSeries.flatMap { $0.matches(operation, response.status) ? $0 : nil }
                 ?? router.metrics.series(operation: operation, status: response.status)
@@ -426,14 +468,16 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             return
         }
         guard number == requestNumber, state == .processing else { return }
-        if let error = pendingParseError {
+        if queued.isEmpty, let error = pendingParseError {
             // Every request received before the bytes that are not HTTP is answered.
             respondAndClose(error, context: context)
+            return
         } else if closeAfterResponse {
             state = .closing
             context.close(promise: nil)
-        } else if boundaries.isWithinRequest {
-            // The next request has started arriving: it has the request timeout.
+            return
+        } else if !queued.isEmpty || boundaries.isWithinRequest {
+            // The next request has arrived, or started arriving: it has the request timeout.
             state = .receiving
             arm(settings.requestTimeoutSeconds)
         } else {
@@ -441,6 +485,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             activity.setIdle()
             arm(settings.idleTimeoutSeconds)
         }
+        handleQueued(context: context)
     }
 
     /// Writes a response through the channel. Complete bodies go out with a
@@ -506,12 +551,16 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             headers.replaceOrAdd(name: "content-length", value: String(bytes.count))
             context.write(
                 wrapOutboundOut(
-                    .head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers))),
+                    .part(
+                        .head(HTTPResponseHead(version: .http1_1, status: response.status, headers: headers)))
+                ),
                 promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: bytes)))), promise: nil)
+            context.write(wrapOutboundOut(.part(.body(.byteBuffer(ByteBuffer(bytes: bytes))))), promise: nil)
         }
         let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.part(.end(nil)))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
     }
 
     /// A complete HTTP/1.1 error response as bytes, for writing below the HTTP handlers.
@@ -548,7 +597,7 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                 case .headerOverflow: KVError(.headersTooLarge, "the request head is too large")
                 default: KVError(.invalidRequest, "the request is not valid HTTP/1.1 (\(parserError))")
                 }
-            if state == .processing && head == nil {
+            if (state == .processing && head == nil) || !queued.isEmpty {
                 // Requests before the bad bytes are being answered (or wait their turn
                 // in the pipeline): the error follows their answers.
                 pendingParseError = pendingParseError ?? kvError

@@ -115,15 +115,14 @@ public final class HTTPServer: Sendable {
     }
 
     /// Adds a connection's HTTP/1.1 handlers: raw byte activity, NIO's request decoder,
-    /// kv's response encoder (one buffer per small response; see ``ResponseEncoder``), NIO's
-    /// pipelining assistance (one request at a time, answers in order), the connection.
+    /// kv's response encoder (one buffer per small response; see ``ResponseEncoder``), the
+    /// connection, which also takes pipelined requests one at a time, in order.
     static func addHTTPHandlers(
         for connection: HTTPConnectionHandler, to pipeline: ChannelPipeline.SynchronousOperations
     ) throws {
         try pipeline.addHandler(ByteActivityHandler(connection: connection))
         try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
         try pipeline.addHandler(ResponseEncoder())
-        try pipeline.addHandler(HTTPServerPipelineHandler())
         try pipeline.addHandler(connection)
     }
 

@@ -1,6 +1,15 @@
 import NIOCore
 import NIOHTTP1
 
+/// What the connection handler hands the encoder: a part of a response, as the paths
+/// that answer from a task write them through the channel, or a whole response with its
+/// complete body, as the event loop's fast path writes it: one traversal of the
+/// pipeline and one buffer for head, body and end.
+enum ResponseOutput {
+    case part(HTTPServerResponsePart)
+    case whole(HTTPResponseHead, body: ByteBuffer)
+}
+
 /// A response head that could not be sent: a header name that is not a token, or a value
 /// or reason phrase with a control character (which could split the response). The
 /// response is dropped; the connection handler answers with an error below the HTTP
@@ -24,7 +33,7 @@ struct ResponseHeadRefused: Error {}
 final class ResponseEncoder: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundIn = ResponseOutput
     typealias OutboundOut = IOData
 
     /// Bodies up to this size are copied behind their head, so that the response is one
@@ -51,6 +60,19 @@ final class ResponseEncoder: ChannelDuplexHandler, RemovableChannelHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
+        case .part(let part):
+            write(part, context: context, promise: promise)
+        case .whole(let head, let body):
+            write(.head(head), context: context, promise: nil)
+            if body.readableBytes > 0 { write(.body(.byteBuffer(body)), context: context, promise: nil) }
+            write(.end(nil), context: context, promise: promise)
+        }
+    }
+
+    private func write(
+        _ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?
+    ) {
+        switch part {
         case .head(let head):
             writePending(context: context)
             let code = head.status.code
