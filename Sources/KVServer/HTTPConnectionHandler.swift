@@ -33,7 +33,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// The number of the last request dispatched: a finishing response only changes the
     /// state if no newer request has started.
     private var requestNumber: UInt64 = 0
-    /// A dispatched request asked to close the connection: requests after it are ignored.
+    /// A dispatched request asked to close the connection: requests after it are ignored
+    /// (its own streamed body is still read).
     private var closeRequested = false
     /// Since when the socket has been unwritable (the client is not reading what was
     /// sent). Past the request timeout the connection is closed, releasing its buffers.
@@ -69,7 +70,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     /// the same operation with the same status.
     private var lastSeries: HTTPMetrics.RequestSeries?
     /// Parts of requests pipelined behind the one being answered, oldest first. Nothing
-    /// more is read from the socket while any wait, so they are at most one read's worth.
+    /// more is read from the socket while any wait, so they are at most what the read
+    /// under way took (NIO reads up to `maxMessagesPerRead` buffers per wakeup).
     private var queued = CircularBuffer<HTTPServerRequestPart>()
     private var handlingQueued = false
 
@@ -201,7 +203,9 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // Once the connection is closing (an error answer, or a request that asked for
         // it), nothing more is read: a pipelined request behind it must not run unanswered.
-        guard state != .closing && !closeRequested else { return }
+        // The body of a streamed upload that asked for it is still read: only what
+        // follows the request is not.
+        guard state != .closing && (!closeRequested || streamingBody != nil) else { return }
         let part = unwrapInboundIn(data)
         // A request pipelined behind one being answered waits its turn (and so does
         // everything after it), so that answers leave in order.
@@ -228,13 +232,28 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         defer { handlingQueued = false }
         while let part = queued.first, state != .closing, state != .processing || streamingBody != nil {
             queued.removeFirst()
-            guard !closeRequested else { continue }
+            guard !closeRequested || streamingBody != nil else { continue }
             handle(part, context: context)
         }
-        guard queued.isEmpty, state != .processing, state != .closing else { return }
-        if let error = pendingParseError {
+        guard queued.isEmpty, state != .closing else { return }
+        if state == .processing {
+            // Only a streamed upload taken from the queue reads on: its body is still in
+            // the socket.
+            guard let streamingBody else { return }
+            if let error = pendingParseError {
+                // The bytes after its head are not HTTP: its body is broken, as when the
+                // decoder says so while the upload was not queued.
+                pendingParseError = nil
+                streamingBody.fail(
+                    KVError(.incompleteBody, "the request body is not valid HTTP/1.1 (\(error.message))"))
+                self.streamingBody = nil
+                return
+            }
+        } else if let error = pendingParseError {
             respondAndClose(error, context: context)
-        } else if readPending && !readsPaused {
+            return
+        }
+        if readPending && !readsPaused {
             readPending = false
             context.read()
         }

@@ -122,6 +122,9 @@ final class ResponseEncoder: ChannelDuplexHandler, RemovableChannelHandler {
                     tail.writeStaticString("0\r\n")
                     guard Self.append(trailers, to: &tail, framing: nil) else {
                         pending = nil
+                        let earlier = pendingPromise
+                        pendingPromise = nil
+                        earlier?.fail(ResponseHeadRefused())
                         promise?.fail(ResponseHeadRefused())
                         context.fireErrorCaught(ResponseHeadRefused())
                         return

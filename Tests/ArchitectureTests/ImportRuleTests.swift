@@ -60,7 +60,7 @@ struct ImportRuleTests {
         ],
         // Client library: no server code.
         "KVClient": [
-            "KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc", "NIOSSL",
+            "KVCore", "NIOCore", "NIOPosix", "NIOHTTP1", "FoundationEssentials", "Glibc", "NIOSSL", "NIOTLS",
             "Synchronization",
         ],
         // The executable: the only place that reads flags, files and the environment.
