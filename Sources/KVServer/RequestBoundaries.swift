@@ -121,9 +121,12 @@ struct RequestBoundaries {
             var length: UInt64 = 0
             for byte in line.dropFirst(Self.contentLengthName.count) where byte != 32 && byte != 9 {
                 guard (48...57).contains(byte) else { return }
+                // A length beyond 64 bits is left alone (the decoder refuses it); the
+                // addition overflows too, for 18446744073709551616 to ...619.
                 let (product, overflow) = length.multipliedReportingOverflow(by: 10)
-                guard !overflow else { return }
-                length = product + UInt64(byte - 48)
+                let (sum, carry) = product.addingReportingOverflow(UInt64(byte - 48))
+                guard !overflow, !carry else { return }
+                length = sum
             }
             contentLength = length
         } else if Self.startsCaseInsensitively(line, with: Self.transferEncodingName) {

@@ -60,7 +60,9 @@ final class HTTPHardeningTests {
 
     @Test("a Content-Length too large for any integer gets 413 at once")
     func absurdContentLength() async throws {
-        for length in ["9223372036854775808", "18446744073709551615", "99999999999999999999999"] {
+        for length in [
+            "9223372036854775808", "18446744073709551615", "18446744073709551619", "99999999999999999999999",
+        ] {
             let socket = try RawSocket(port: server.port)
             let started = Date()
             socket.send("PUT /v1/app/users/bob HTTP/1.1\r\nhost: x\r\ncontent-length: \(length)\r\n\r\n")

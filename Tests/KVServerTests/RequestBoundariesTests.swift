@@ -75,4 +75,18 @@ struct RequestBoundariesTests {
         Array("GET / HT".utf8).withUnsafeBytes { boundaries.consume($0) }
         #expect(boundaries.isWithinRequest)
     }
+
+    @Test(
+        "a content-length beyond 64 bits is ignored, not a trap",
+        arguments: [
+            "18446744073709551615", "18446744073709551616", "18446744073709551619", "99999999999999999999",
+        ])
+    func contentLengthOverflow(value: String) {
+        var boundaries = RequestBoundaries()
+        let request = "PUT /v1/app/t/k HTTP/1.1\r\ncontent-length: \(value)\r\n\r\n"
+        Array(request.utf8).withUnsafeBytes { boundaries.consume($0) }
+        // The largest value that fits is a body still to come; the others are refused by
+        // the decoder, so where the framing thinks the request ends does not matter.
+        #expect(boundaries.isWithinRequest == (value == "18446744073709551615"))
+    }
 }
