@@ -32,10 +32,10 @@ public struct ClusterTopology: Hashable, Sendable {
     }
 
     /// The partition of `key` in a table with `schema`, or `nil` when the layout has no
-    /// partitions (or not a power-of-two count, which no node makes).
+    /// partitions (or a count no node makes: not a power of two, or above 65,536).
     public func partition(of key: RowKey, schema: KeySchema) -> PartitionID? {
         let count = partitions.count
-        guard count > 0, count & (count - 1) == 0 else { return nil }
+        guard count > 0, count <= 1 << 16, count & (count - 1) == 0 else { return nil }
         return PartitionID.of(
             namespace: key.table.namespace, table: key.table.table,
             encodedPartitionKey: KeyEncoding.encode(Array(key.parts.prefix(schema.partitionKeyLength))),

@@ -61,7 +61,8 @@ public struct AccessTokenEntry: Hashable, Sendable {
         let expires = Int64(bitPattern: try reader.readFixed())
         let revoked = try reader.readByte() == 1
         let stamp = MetadataStamp(
-            time: try reader.readVarint(), node: NodeID(rawValue: try reader.readFixed()))
+            time: try ClusterMetadata.counter(&reader, "stamp"),
+            node: NodeID(rawValue: try reader.readFixed()))
         return AccessTokenEntry(
             record: AccessTokenRecord(
                 id: id, name: name, hash: hash, grants: try AccessGrants(levels),

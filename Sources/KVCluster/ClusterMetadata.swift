@@ -494,6 +494,19 @@ public struct ClusterMetadata: Hashable, Sendable {
         return Int(value)
     }
 
+    /// The largest clock, stamp, revision or layout version a decoder accepts: each
+    /// counts changes, so a genuine one never comes near it, and one beyond it from a
+    /// faulty peer would make every later change overflow, everywhere it spread.
+    static let maximumCounter: UInt64 = 1 << 62
+
+    static func counter(_ reader: inout BinaryReader, _ what: String) throws -> UInt64 {
+        let value = try reader.readVarint()
+        guard value <= maximumCounter else {
+            throw KVError(.corruptObject, "cluster metadata has the \(what) \(value)")
+        }
+        return value
+    }
+
     private static func decodeThrowing(_ bytes: [UInt8]) throws -> ClusterMetadata {
         var reader = BinaryReader(bytes)
         let format = try reader.readByte()
@@ -512,7 +525,7 @@ public struct ClusterMetadata: Hashable, Sendable {
             throw KVError(.corruptObject, "cluster metadata has \(partitionCount) partitions")
         }
         let replicationFactor = try count(&reader, atMost: ReplicationDefaults.maximumReplicas, "replicas")
-        let clock = try reader.readVarint()
+        let clock = try counter(&reader, "clock")
         var members: [NodeID: ClusterMember] = [:]
         for _ in 0..<(try count(&reader, atMost: maximumMembers, "members")) {
             let node = NodeID(rawValue: try reader.readFixed())
@@ -520,7 +533,7 @@ public struct ClusterMetadata: Hashable, Sendable {
             let http = try text(&reader)
             let zone = try text(&reader)
             let capacity = try count(&reader, atMost: 1 << 20, "capacity")
-            let revision = try reader.readVarint()
+            let revision = try counter(&reader, "member revision")
             members[node] = ClusterMember(
                 node: node, peerAddress: peer, httpAddress: http, zone: zone, capacity: capacity,
                 revision: revision)
@@ -535,7 +548,7 @@ public struct ClusterMetadata: Hashable, Sendable {
         for _ in 0..<(try count(&reader, atMost: maximumTables, "tables")) {
             let name = try TableName(namespace: try text(&reader), table: try text(&reader))
             let stamp = MetadataStamp(
-                time: try reader.readVarint(), node: NodeID(rawValue: try reader.readFixed()))
+                time: try counter(&reader, "stamp"), node: NodeID(rawValue: try reader.readFixed()))
             var descriptor: TableDescriptor?
             switch try reader.readByte() {
             case 0: descriptor = nil
@@ -648,7 +661,7 @@ public struct ClusterMetadata: Hashable, Sendable {
     }
 
     private static func decodeLayout(_ reader: inout BinaryReader, shapeOnly: Bool = false) throws -> Layout {
-        let version = try reader.readVarint()
+        let version = try counter(&reader, "layout version")
         let partitionCount = try count(&reader, atMost: 1 << 16, "partitions")
         let replicationFactor = try count(&reader, atMost: ReplicationDefaults.maximumReplicas, "replicas")
         var members: [LayoutMember] = []
@@ -681,7 +694,7 @@ public struct ClusterMetadata: Hashable, Sendable {
     }
 
     private static func decodeStamp(_ reader: inout BinaryReader) throws -> MetadataStamp {
-        MetadataStamp(time: try reader.readVarint(), node: NodeID(rawValue: try reader.readFixed()))
+        MetadataStamp(time: try counter(&reader, "stamp"), node: NodeID(rawValue: try reader.readFixed()))
     }
 
     private static func decodeChange(_ reader: inout BinaryReader) throws -> LayoutChange {

@@ -344,17 +344,16 @@ public struct Coordinator: Sendable {
     public mutating func received(_ message: ReplicaMessage, from sender: NodeID) -> [Action] {
         switch message {
         case .quorum(.store(let id, let key, let object)):
-            return [.storage(.store(from: sender, id: id), .merge(key, object))]
+            return peerStorage(.store(from: sender, id: id), .merge(key, object), of: key)
         case .quorum(.fetch(let id, let key)):
-            return [.storage(.fetch(from: sender, id: id), .load(key))]
+            return peerStorage(.fetch(from: sender, id: id), .load(key), of: key)
         case .quorum(.repair(let key, let object)):
-            return [.storage(.repair, .merge(key, object))]
+            return peerStorage(.repair, .merge(key, object), of: key)
         case .quorum(.storeHint(let id, let key, let object, let target)):
-            return [
-                .storage(.store(from: sender, id: id), .storeHint(target: target, key: key, object: object))
-            ]
+            return peerStorage(
+                .store(from: sender, id: id), .storeHint(target: target, key: key, object: object), of: key)
         case .hints(.handoff(let id, let key, let object)):
-            return [.storage(.handoff(from: sender, id: id), .merge(key, object))]
+            return peerStorage(.handoff(from: sender, id: id), .merge(key, object), of: key)
         case .quorum(.stored(let id, let durable)):
             guard let operation = takeRequest(id, answeredBy: sender) else { return [] }
             return replicaAcknowledged(operation, from: sender, durable: durable)
@@ -485,6 +484,22 @@ public struct Coordinator: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// A peer's storage request, answered as a failed one when its key's partition is
+    /// outside the layout. Only a faulty or hostile peer sends such a key; stored as a
+    /// hint, it would stop this node at every look-up of its replicas.
+    private mutating func peerStorage(_ ticket: StorageTicket, _ command: StorageCommand, of key: ReplicaKey)
+        -> [Action]
+    {
+        let count = placement.layout.partitionCount
+        guard Int(key.partition.rawValue) < count else {
+            return storageCompleted(
+                ticket,
+                .failed(
+                    KVError(.invalidRequest, "partition \(key.partition) is outside the layout's \(count)")))
+        }
+        return [.storage(ticket, command)]
+    }
 
     /// Checks the quorum and the key against the layout.
     func validate(_ key: ReplicaKey, _ quorum: Quorum) -> KVError? {

@@ -203,8 +203,11 @@ public struct HintDelivery: Sendable {
         guard var session = sessions[target], session.reading else { return [] }
         session.reading = false
         for hint in hints {
+            // A hint of a partition outside the layout has no replicas to go to (only a
+            // faulty peer could have left one).
             if let record = hint.record,
-                record.key.generation == 0 || view.knownGenerations.contains(record.key.generation)
+                record.key.generation == 0 || view.knownGenerations.contains(record.key.generation),
+                Int(record.key.partition.rawValue) < view.placement?.layout.partitionCount ?? Int.max
             {
                 session.queue.append(hint)
             } else {

@@ -47,7 +47,9 @@ public struct LargeValue: Hashable, Sendable {
     /// The byte range of chunk `index` within the value.
     public func chunkRange(_ index: Int) -> Range<Int64> {
         let start = Int64(index) * Int64(chunkBytes)
-        return start..<min(length, start + Int64(chunkBytes))
+        // A record from a faulty peer may claim a length near the largest integer.
+        let (end, overflow) = start.addingReportingOverflow(Int64(chunkBytes))
+        return start..<(overflow ? length : min(length, end))
     }
 
     /// The chunk index under which an upload's ``UploadRecord`` is kept.

@@ -57,6 +57,10 @@ public struct Sibling: Hashable, Sendable {
     /// The longest client request id accepted, in bytes.
     public static let maximumRequestIDBytes = 128
 
+    /// The timestamps a decoder accepts: far beyond any clock's (2^62 ms is 146 million
+    /// years), so that raising a last-writer-wins timestamp by one never overflows.
+    public static let timestampRange: ClosedRange<Int64> = -(1 << 62)...(1 << 62)
+
     /// Creates a sibling.
     public init(
         value: RowValue?, timestampMilliseconds: Int64, requestID: String? = nil,

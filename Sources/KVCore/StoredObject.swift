@@ -89,6 +89,10 @@ public enum StoredObjectCodec {
             throw KVError(.corruptObject, "stored sibling has unknown flags \(flags)")
         }
         let timestamp = try reader.readSignedVarint()
+        // Last-writer-wins raises a new write's timestamp above the latest stored one.
+        guard Sibling.timestampRange.contains(timestamp) else {
+            throw KVError(.corruptObject, "stored sibling has the timestamp \(timestamp)")
+        }
         let expiry: Int64? = flags & 8 != 0 ? try reader.readSignedVarint() : nil
         let lastWriterWins = flags & 16 != 0
         var requestID: String?
@@ -137,6 +141,7 @@ public enum StoredObjectCodec {
                 let counter = try reader.readVarint()
                 let valueCount = try reader.readVarint()
                 guard incarnation <= UInt64(UInt32.max), valueCount <= counter,
+                    counter <= VersionVector.maximumCounter,
                     valueCount <= UInt64(reader.remainingCount / 2)
                 else {
                     throw KVError(.corruptObject, "stored object has an invalid entry")

@@ -21,6 +21,11 @@ public struct Dot: Hashable, Comparable, Sendable, CustomStringConvertible {
 /// It is the shape of a causal context: what a client saw when it read. Entries are kept
 /// sorted by actor with no zero counters, so equal histories have equal values.
 public struct VersionVector: Hashable, Sendable, CustomStringConvertible {
+    /// The largest counter a decoder accepts. Counters count one actor's writes, so a
+    /// genuine one never comes near it; a larger one from a faulty peer or a damaged
+    /// file would make the actor's next write overflow.
+    public static let maximumCounter: UInt64 = 1 << 62
+
     /// One actor's counter.
     public struct Entry: Hashable, Sendable {
         /// The actor.
@@ -132,7 +137,7 @@ extension VersionVector {
             let node = NodeID(rawValue: try reader.readFixed())
             let incarnation = try reader.readVarint()
             let counter = try reader.readVarint()
-            guard incarnation <= UInt64(UInt32.max), counter > 0 else {
+            guard incarnation <= UInt64(UInt32.max), counter > 0, counter <= maximumCounter else {
                 throw KVError(code, "the version vector has an invalid entry")
             }
             let actor = ActorID(node: node, incarnation: UInt32(incarnation))

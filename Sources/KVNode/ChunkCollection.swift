@@ -170,9 +170,11 @@ extension ClusterNode {
             state.chunkCollection.unnamedSince[id] = now
             return now
         }
-        guard let since, now - since >= grace, now - (record?.startedMilliseconds ?? since) >= grace else {
-            return
-        }
+        guard let since, now - since >= grace else { return }
+        // The record may come from a faulty peer with any start: one so far back that the
+        // age overflows is long ago.
+        let (age, overflow) = now.subtractingReportingOverflow(record?.startedMilliseconds ?? since)
+        guard overflow || age >= grace else { return }
         let replicas = record?.replicas ?? LargeValue.chunkTable.defaults.n
         var deleted: Int64 = 0
         // The record goes last: while it is there, the next pass finds the value again.

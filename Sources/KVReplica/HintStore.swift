@@ -34,7 +34,8 @@ package final class HintStore: Sendable {
                 guard let (target, sequence) = StorageLayout.parseHintKey(entry.key),
                     let record = try? HintRecord.decode(entry.value)
                 else { continue }
-                state.nextSequence = max(state.nextSequence, sequence + 1)
+                // Only a damaged key has the last sequence; the next hint takes its place.
+                state.nextSequence = max(state.nextSequence, sequence == .max ? sequence : sequence + 1)
                 state.perTarget[target, default: 0] += 1
                 state.perRow[record.key.bytes, default: 0] += 1
             }

@@ -198,6 +198,18 @@ struct ClusterMetadataTests {
             _ = try? ClusterMetadata.decode([1] + numbers.map { UInt8($0) })
         }
     }
+
+    @Test("a clock so large that the next change would overflow it is refused, not adopted")
+    func clockNearTheLimit() throws {
+        var metadata = Self.formedCluster()
+        metadata.clock = 1 << 62
+        #expect(try ClusterMetadata.decode(metadata.encoded()) == metadata)
+        for clock: UInt64 in [(1 << 62) + 1, .max] {
+            metadata.clock = clock
+            let error = #expect(throws: KVError.self) { try ClusterMetadata.decode(metadata.encoded()) }
+            #expect(error?.code == .corruptObject)
+        }
+    }
 }
 
 @Suite("Replica rules for retries")

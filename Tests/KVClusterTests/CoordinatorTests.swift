@@ -332,6 +332,34 @@ struct CoordinatorTests {
             ])
     }
 
+    @Test("a peer's storage request for a partition outside the layout is refused, not stored")
+    func peerKeyOutsideTheLayoutIsRefused() {
+        let (_, replicas, outsider) = Self.placement
+        var coordinator = Self.coordinator(replicas[0])
+        let key = ReplicaKey(partition: PartitionID(rawValue: UInt32.max), bytes: [1, 2, 3])
+        let object = Self.object("a", by: outsider)
+        let refused = { (actions: [Coordinator.Action]) -> Bool in
+            actions.allSatisfy {
+                switch $0 {
+                case .send(.quorum(.replicaFailed(_, let error)), outsider),
+                    .send(.hints(.handedOff(_, let error?)), outsider):
+                    return error.code == .invalidRequest
+                default: return false
+                }
+            } && actions.count == 1
+        }
+        #expect(
+            refused(coordinator.received(.quorum(.store(id: 1, key: key, object: object)), from: outsider)))
+        #expect(refused(coordinator.received(.quorum(.fetch(id: 2, key: key)), from: outsider)))
+        #expect(
+            refused(
+                coordinator.received(
+                    .quorum(.storeHint(id: 3, key: key, object: object, target: outsider)), from: outsider)))
+        #expect(
+            refused(coordinator.received(.hints(.handoff(id: 4, key: key, object: object)), from: outsider)))
+        #expect(coordinator.received(.quorum(.repair(key: key, object: object)), from: outsider).isEmpty)
+    }
+
     @Test("an increment answers the counter merged from every replica that acknowledged it")
     func incrementAnswerMergesAcknowledgingReplicas() throws {
         let (key, replicas, _) = Self.placement

@@ -26,14 +26,15 @@ struct HintDeliveryTests {
             knownGenerations: [generation])
     }
 
-    static func hint(_ index: Int, for target: NodeID = target, generation: UInt64 = generation) -> StoredHint
-    {
+    static func hint(
+        _ index: Int, for target: NodeID = target, generation: UInt64 = generation, partition: UInt32 = 0
+    ) -> StoredHint {
         var object = StoredObject()
         object.recordWrite(
             Sibling(value: RowValue(bytes: [UInt8(index)]), timestampMilliseconds: Int64(index)),
             context: VersionVector(), actor: ActorID(node: me, incarnation: 1))
         let key = ReplicaKey(
-            partition: PartitionID(rawValue: 0), bytes: [UInt8(index)], generation: generation)
+            partition: PartitionID(rawValue: partition), bytes: [UInt8(index)], generation: generation)
         // The machine treats storage keys as opaque; any distinct bytes do.
         var storageKey = BinaryWriter()
         storageKey.writeFixed(UInt64(index))
@@ -164,6 +165,24 @@ struct HintDeliveryTests {
                     HintDelivery.HintRemoval(
                         target: Self.target, delivered: [Self.hint(2)], recipients: [[Self.target]],
                         dropped: [stale, broken], failed: 0, rerouted: 0)))
+    }
+
+    @Test("a hint of a partition outside the layout is removed undelivered, not looked up")
+    func hintOutsideTheLayoutIsDropped() {
+        let placed = Self.view(placement: Placement(layout: Self.layout))
+        let outside = Self.hint(1, partition: UInt32.max)
+        var machine = HintDelivery(firstMessageID: 100)
+        _ = machine.tick(placed)
+        let actions = machine.hintsRead(target: Self.target, [outside, Self.hint(2)], view: placed)
+        let sent = Self.handoffs(actions)
+        #expect(sent.map(\.key) == [[2]])
+        let end = machine.received(.handedOff(id: sent[0].id, error: nil), from: Self.target, view: placed)
+        #expect(
+            end.last
+                == .remove(
+                    HintDelivery.HintRemoval(
+                        target: Self.target, delivered: [Self.hint(2)], recipients: [[Self.target]],
+                        dropped: [outside], failed: 0, rerouted: 0)))
     }
 
     @Test("a delivery with nothing to send or remove ends at once")

@@ -6,17 +6,19 @@ let secret = (0..<16).map { UInt8($0 * 7 + 3) }
 let sealer = ContextSealer(secret: secret)
 let rowIdentity = Array("ns\u{0}table\u{0}key".utf8)
 
-let vectorGenerator = zip(Gen.int(in: 0...5).array(of: 0...6), Gen.uint64(in: 1...UInt64.max).array(of: 6))
-    .map {
-        nodes, counters -> VersionVector in
-        VersionVector(
-            nodes.enumerated().map { index, node in
-                VersionVector.Entry(
-                    actor: ActorID(
-                        node: NodeID(rawValue: UInt64(node) << 60 | 5), incarnation: UInt32(index)),
-                    counter: counters[index])
-            })
-    }
+let vectorGenerator = zip(
+    Gen.int(in: 0...5).array(of: 0...6), Gen.uint64(in: 1...VersionVector.maximumCounter).array(of: 6)
+)
+.map {
+    nodes, counters -> VersionVector in
+    VersionVector(
+        nodes.enumerated().map { index, node in
+            VersionVector.Entry(
+                actor: ActorID(
+                    node: NodeID(rawValue: UInt64(node) << 60 | 5), incarnation: UInt32(index)),
+                counter: counters[index])
+        })
+}
 
 @Suite("Causal context sealing and stored object format")
 struct CodecTests {
@@ -104,6 +106,37 @@ struct CodecTests {
         await propertyCheck(count: 500, input: Gen.uint8().array(of: 0...60)) { bytes in
             _ = try? StoredObjectCodec.decode([StoredObjectCodec.formatVersion] + bytes)
             _ = try? StoredObjectCodec.decode(bytes)
+        }
+    }
+
+    /// A counter or timestamp that only a faulty peer or a damaged file could hold is
+    /// refused where it is decoded: kept, it would make the row's next write overflow.
+    @Test func countersAndTimestampsNearTheLimitAreRefused() throws {
+        for (counter, timestamp, accepted) in [
+            (VersionVector.maximumCounter, Sibling.timestampRange.upperBound, true),
+            (VersionVector.maximumCounter + 1, 5, false), (UInt64.max, 5, false),
+            (7, Sibling.timestampRange.upperBound + 1, false), (7, Int64.max, false),
+            (7, Sibling.timestampRange.lowerBound, true), (7, Int64.min, false),
+        ] {
+            let object = StoredObject(validatedEntries: [
+                StoredObject.Entry(
+                    actor: actorA, counter: counter,
+                    values: [Sibling(value: RowValue(bytes: [1]), timestampMilliseconds: timestamp)])
+            ])!
+            do {
+                #expect(try StoredObjectCodec.decode(StoredObjectCodec.encode(object)) == object)
+                #expect(accepted, "\(counter), \(timestamp)")
+            } catch {
+                #expect(!accepted && error.code == .corruptObject, "\(counter), \(timestamp)")
+            }
+            let context = sealer.seal(
+                VersionVector([.init(actor: actorA, counter: counter)]), row: rowIdentity)
+            do {
+                _ = try sealer.open(context, row: rowIdentity)
+                #expect(counter <= VersionVector.maximumCounter, "\(counter)")
+            } catch {
+                #expect(counter > VersionVector.maximumCounter && error.code == .invalidContext, "\(counter)")
+            }
         }
     }
 

@@ -66,7 +66,7 @@ package enum CatalogRecord {
                 default: throw KVError(.corruptObject, "a catalog record has an unknown key part type")
                 }
             }
-            let partitionKeyLength = Int(try reader.readVarint())
+            let partitionKeyLength = Int(clamping: try reader.readVarint())
             var numbers: [Int] = []
             for _ in 0..<6 { numbers.append(Int(clamping: try reader.readVarint())) }
             let generation = try reader.readFixed()
