@@ -250,6 +250,10 @@ public struct Layout: Hashable, Sendable {
     /// Every way this layout breaks its rules, one sentence each; empty when valid.
     /// With `shapeOnly` the replica count and zone rules are not checked (the previous
     /// owners of a layout change in progress mix two layouts, each of which kept them).
+    ///
+    /// Every node decodes and checks each layout that gossip brings, for every partition,
+    /// so the per-partition checks hash no strings and build no sets: members and zones
+    /// are numbered once. A member listed twice is a problem, not a trap.
     public func check(shapeOnly: Bool = false) -> [String] {
         var problems: [String] = []
         if partitionCount <= 0 || partitionCount & (partitionCount - 1) != 0 {
@@ -258,28 +262,63 @@ public struct Layout: Hashable, Sendable {
         if assignments.count != partitionCount {
             problems.append("there are \(assignments.count) assignments for \(partitionCount) partitions")
         }
-        let memberIDs = Set(members.map(\.node))
-        if memberIDs.count != members.count { problems.append("a member appears twice") }
-        let active = members.filter { $0.capacity > 0 }
-        let width = min(replicationFactor, active.count)
-        let zones = Set(active.map(\.zone)).count
-        let zoneOf = Dictionary(uniqueKeysWithValues: members.map { ($0.node, $0.zone) })
+        // Each member's zone as a number (the first record of a member listed twice).
+        var zoneOfMember: [NodeID: Int] = [:]
+        var zoneNumbers: [String: Int] = [:]
+        var activeZones = Set<Int>()
+        var activeCount = 0
+        var repeated = false
+        for member in members {
+            let zone = zoneNumbers[member.zone] ?? zoneNumbers.count
+            zoneNumbers[member.zone] = zone
+            if zoneOfMember[member.node] == nil {
+                zoneOfMember[member.node] = zone
+            } else {
+                repeated = true
+            }
+            if member.capacity > 0 {
+                activeCount += 1
+                activeZones.insert(zone)
+            }
+        }
+        if repeated { problems.append("a member appears twice") }
+        let width = min(replicationFactor, activeCount)
+        let limit = Self.zoneLimit(width: width, zones: activeZones.count)
+        let zoneNames = zoneNumbers.sorted { $0.value < $1.value }.map(\.key)
+        // Per partition: how many of its replicas each zone holds, in order of appearance.
+        var zoneCounts: [(zone: Int, count: Int)] = []
         for (partition, list) in assignments.enumerated() {
             if (!shapeOnly && list.count != width) || (list.isEmpty && width > 0) {
                 problems.append("partition \(partition) has \(list.count) replicas, not \(width)")
             }
-            if Set(list).count != list.count { problems.append("partition \(partition) repeats a node") }
-            for node in list where !memberIDs.contains(node) {
-                problems.append("partition \(partition) is assigned to \(node), which is not a member")
+            if Self.repeatsANode(list) { problems.append("partition \(partition) repeats a node") }
+            zoneCounts.removeAll(keepingCapacity: true)
+            for node in list {
+                guard let zone = zoneOfMember[node] else {
+                    problems.append("partition \(partition) is assigned to \(node), which is not a member")
+                    continue
+                }
+                if let index = zoneCounts.firstIndex(where: { $0.zone == zone }) {
+                    zoneCounts[index].count += 1
+                } else {
+                    zoneCounts.append((zone, 1))
+                }
             }
             guard !shapeOnly else { continue }
-            let limit = Self.zoneLimit(width: width, zones: zones)
-            for zone in Set(list.compactMap { zoneOf[$0] })
-            where list.filter({ zoneOf[$0] == zone }).count > limit {
-                problems.append("partition \(partition) has more than \(limit) replicas in zone \(zone)")
+            for (zone, count) in zoneCounts where count > limit {
+                problems.append(
+                    "partition \(partition) has more than \(limit) replicas in zone \(zoneNames[zone])")
             }
         }
         return problems
+    }
+
+    /// Whether `list` names a node twice; a preference list is short, so comparing
+    /// pairs is cheaper than hashing.
+    private static func repeatsANode(_ list: [NodeID]) -> Bool {
+        guard list.count <= 32 else { return Set(list).count != list.count }
+        for (index, node) in list.enumerated() where list[(index + 1)...].contains(node) { return true }
+        return false
     }
 
     /// The replicas that differ between two layouts: how many (partition, node) slots
