@@ -113,8 +113,9 @@ public struct TransferCounters: Hashable, Sendable {
 /// - **Which.** Each ``tick(_:)`` admits the pending transfers of the transition in the
 ///   order every node computes alike (``LayoutTransition/pendingTransfers(in:)``), the
 ///   first `clusterConcurrency` of those whose new owner is believed up, and of them
-///   this node's own, at most `nodeConcurrency` running at once. While transfers are
-///   paused nothing starts, and a running transfer stops before its next pull.
+///   this node's own, at most `nodeConcurrency` running at once. A recorded receipt
+///   admits again at once, from a view that counts it. While transfers are paused
+///   nothing starts, and a running transfer stops before its next pull.
 /// - **Resume.** A transfer first reads its stored cursor: a done cursor means the
 ///   partition is here (a crash came between the last batch and the receipt); otherwise
 ///   it pulls after the cursor's key. Rows are stored before the cursor after them, so
@@ -416,7 +417,9 @@ public struct PartitionTransfers: Sendable {
         else { return [] }
         guard ok else { return stop(partition, state: "waiting") }
         counters.transfersCompleted += 1
-        return stop(partition, state: "received")
+        // The freed slot takes the next admitted transfer now: waiting for the shell's
+        // next tick bounded a handoff of small partitions to a few per tick.
+        return stop(partition, state: "received") + tick(view)
     }
 
     // MARK: - Steps

@@ -165,13 +165,15 @@ public struct LayoutTransition: Hashable, Sendable {
 
     /// The new owners of `partition` in `target` that must receive it.
     public func destinations(of partition: PartitionID, in target: Layout) -> [NodeID] {
-        let before = Set(previous.replicas(of: partition))
+        // Preference lists are short: searching them is cheaper than hashing them, and
+        // these run for every partition at every metadata change.
+        let before = previous.replicas(of: partition)
         return target.replicas(of: partition).filter { !before.contains($0) }
     }
 
     /// The previous owners of `partition` that must confirm before it retires.
     public func leavers(of partition: PartitionID, in target: Layout) -> [NodeID] {
-        let after = Set(target.replicas(of: partition))
+        let after = target.replicas(of: partition)
         return previous.replicas(of: partition).filter { !after.contains($0) && !abandoned.contains($0) }
     }
 
@@ -211,19 +213,17 @@ public struct LayoutTransition: Hashable, Sendable {
     /// spread over partitions and destinations by a stable hash, so the first admitted
     /// are not all one node's.
     public func pendingTransfers(in target: Layout) -> [TransferSlot] {
-        var pending: [TransferSlot] = []
+        // Each slot's rank is hashed once, not at every comparison: new owners compute
+        // this list whenever a transfer may start.
+        var pending: [(rank: UInt64, slot: TransferSlot)] = []
         for index in 0..<target.partitionCount {
             let partition = PartitionID(rawValue: UInt32(index))
             for node in destinations(of: partition, in: target)
             where !received.contains(TransferSlot(partition: partition, node: node)) {
-                pending.append(TransferSlot(partition: partition, node: node))
+                pending.append((Layout.rank(index, node), TransferSlot(partition: partition, node: node)))
             }
         }
-        return pending.sorted {
-            (Layout.rank(Int($0.partition.rawValue), $0.node), $0) < (
-                Layout.rank(Int($1.partition.rawValue), $1.node), $1
-            )
-        }
+        return pending.sorted { ($0.rank, $0.slot) < ($1.rank, $1.slot) }.map(\.slot)
     }
 
     /// The nodes that may send `partition` to a new owner, best first: previous owners
@@ -263,7 +263,11 @@ public struct Placement: Hashable, Sendable {
         for index in 0..<layout.partitionCount {
             let partition = PartitionID(rawValue: UInt32(index))
             let previous = transition.previous.replicas(of: partition)
-            guard Set(previous) != Set(layout.replicas(of: partition)) else { continue }
+            let current = layout.replicas(of: partition)
+            // The same nodes in any order (short lists: searched, not hashed).
+            guard !(previous.allSatisfy(current.contains) && current.allSatisfy(previous.contains)) else {
+                continue
+            }
             previousOwners[partition] = previous
             if !transition.isRetired(partition, in: layout) { readsFromPrevious.insert(partition) }
         }

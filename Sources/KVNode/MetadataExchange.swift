@@ -90,7 +90,8 @@ extension ClusterNode {
                     ])
             }
             guard after != before else { return }
-            if try local.adoptCatalog(after.liveTables, writing: [(Self.metadataKey, after.encoded())]) {
+            let encoded = after.encoded()
+            if try local.adoptCatalog(after.liveTables, writing: [(Self.metadataKey, encoded)]) {
                 // Rows went by range; their index entries with them, so the trees must
                 // be rebuilt from the index.
                 antiEntropy.invalidateAll()
@@ -99,7 +100,7 @@ extension ClusterNode {
             if after.isFormed {
                 local.sealerBox.withLockedValue { $0 = ContextSealer(secret: after.contextSecret) }
             }
-            let digest = StableHash.hash(after.encoded())
+            let digest = StableHash.hash(encoded)
             state.withLockedValue {
                 $0.metadata = after
                 $0.metadataDigest = digest
@@ -115,7 +116,11 @@ extension ClusterNode {
                     transport.setAddress(socket, of: member.node)
                 }
             }
-            if let placement = after.placement, placement != before.placement {
+            // A placement is made from the layout and its transition; making one takes a
+            // pass over every partition, so only a change of either is worth it.
+            if after.layout != before.layout || after.transition != before.transition,
+                let placement = after.placement, placement != before.placement
+            {
                 runCore(.placementChanged(placement))
             }
             // A member counted as departed by a lagging copy is probed again.

@@ -188,10 +188,18 @@ struct PartitionTransfersTests {
             machine.cursorSaved(id: saveID, ok: true, view: Self.view())
                 == [.recordReceipt(partition, layoutVersion: Self.after.version)])
         #expect(machine.receiving == [partition])
+        // The next admitted transfer starts at once, from a view that counts the receipt.
+        var recorded = Self.transition
+        recorded.received.insert(TransferSlot(partition: partition, node: Self.joiner))
+        let next = Self.mine.first { $0 != partition }!
         #expect(
-            machine.receiptRecorded(partition, layoutVersion: Self.after.version, ok: true, view: Self.view())
-                .isEmpty)
-        #expect(machine.receiving.isEmpty)
+            machine.receiptRecorded(
+                partition, layoutVersion: Self.after.version, ok: true,
+                view: Self.view(
+                    control: HandoffControl(clusterConcurrency: 16, nodeConcurrency: 1), transition: recorded)
+            )
+                == [.readCursor(next, layoutVersion: Self.after.version)])
+        #expect(machine.receiving == [next])
         #expect(machine.inbound[partition]?.state == "received")
         #expect(machine.counters.transfersCompleted == 1)
     }
