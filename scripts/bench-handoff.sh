@@ -11,6 +11,9 @@
 # KV_BENCH_JSON=DIR each window's report (with its second-by-second timeline) is kept
 # there as handoff-<limit>-before.json and -during.json, and the handoff's figures as
 # handoff-<limit>.json, which scripts/plot-benchmarks.sh draws.
+# With KV_HANDOFF_LOAD=0 no client load runs (no latency windows): the handoff alone.
+# KV_BINARY runs another build of `kv` (say, one from an earlier revision) instead of
+# this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +22,8 @@ ensure_system_packages "${build_packages[@]}" curl python3
 
 swift build -c release --product kv
 bin="$(swift build -c release --show-bin-path)"
+kv="${KV_BINARY:-$bin/kv}"
+load="${KV_HANDOFF_LOAD:-1}"
 seconds="${KV_BENCH_SECONDS:-15}"
 clients="${KV_BENCH_CLIENTS:-50}"
 keys="${KV_HANDOFF_KEYS:-200000}"
@@ -30,7 +35,7 @@ http=(); peer=()
 start_node() { # index [extra flags…]
     local i=$1
     shift
-    "$bin/kv" server --host 127.0.0.1 --port "${http[$i]}" --peer-port "${peer[$i]}" \
+    "$kv" server --host 127.0.0.1 --port "${http[$i]}" --peer-port "${peer[$i]}" \
         --data "$work/node$i" --node-name "node$i" --log-level warning "$@" > "$work/node$i.out" 2>&1 &
     pids+=($!)
 }
@@ -38,7 +43,7 @@ json() { # url python-expression-of-d
     curl -s "$1" | python3 -c "import json, sys; d = json.load(sys.stdin); print($2)"
 }
 bench() { # output-file json-file
-    "$bin/kv" bench --url "$urls" --clients "$clients" --duration "$seconds" --value-size 1024 \
+    "$kv" bench --url "$urls" --clients "$clients" --duration "$seconds" --value-size 1024 \
         --keys "$keys" --get-ratio 0.5 --no-preload --no-progress --output "$2" > "$1" 2>&1
     sed 's/^/    /' "$1"
 }
@@ -59,7 +64,7 @@ for limit in default 4MiB none; do
     done
     urls="http://127.0.0.1:${http[0]},http://127.0.0.1:${http[1]},http://127.0.0.1:${http[2]}"
     echo "==> limit: $limit; loading $keys keys of 1 KiB"
-    "$bin/kv" bench --url "$urls" --clients 50 --duration 1 --value-size 1024 --keys "$keys" \
+    "$kv" bench --url "$urls" --clients 50 --duration 1 --value-size 1024 --keys "$keys" \
         --get-ratio 1 --no-progress 2>&1 | grep "^preloaded" | sed 's/^/    /'
     case "$limit" in
     none) rate=0 ;;
@@ -69,9 +74,11 @@ for limit in default 4MiB none; do
     if [ -n "$rate" ]; then
         curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/transfers" -d "{\"bytes_per_second\":$rate}" > /dev/null
     fi
-    echo "  before the change:"
-    bench "$work/before.out" "$json_dir/handoff-$limit-before.json"
-    summarize "limit $limit, before" "$work/before.out"
+    if [ "$load" = 1 ]; then
+        echo "  before the change:"
+        bench "$work/before.out" "$json_dir/handoff-$limit-before.json"
+        summarize "limit $limit, before" "$work/before.out"
+    fi
     start_node 3 --join "127.0.0.1:${http[0]}"
     for _ in $(seq 1 300); do
         curl -s "http://127.0.0.1:${http[0]}/v1/_cluster" | grep -q '"joining"' && break
@@ -81,19 +88,25 @@ for limit in default 4MiB none; do
         | python3 -c "import json, sys; print(json.load(sys.stdin)['id'])")
     curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/commit" -d "{\"plan\":\"$plan\"}" > /dev/null
     start=$(date +%s.%N)
-    echo "  during the rebalance (a fourth node joins):"
-    bench "$work/during.out" "$json_dir/handoff-$limit-during.json" &
-    bench_pid=$!
-    while [ "$(json "http://127.0.0.1:${http[0]}/v1/_cluster/transfers" "d['in_progress']")" = True ]; do sleep 0.2; done
+    if [ "$load" = 1 ]; then
+        echo "  during the rebalance (a fourth node joins):"
+        bench "$work/during.out" "$json_dir/handoff-$limit-during.json" &
+        bench_pid=$!
+    fi
+    while [ "$(json "http://127.0.0.1:${http[0]}/v1/_cluster/transfers" "d['in_progress']")" = True ]; do sleep 0.1; done
     took=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
-    wait "$bench_pid"
-    summarize "limit $limit, during" "$work/during.out"
+    if [ "$load" = 1 ]; then
+        wait "$bench_pid"
+        summarize "limit $limit, during" "$work/during.out"
+    fi
     bytes=$(json "http://127.0.0.1:${http[3]}/v1/_cluster" "d['counters']['handoff.bytes_received']")
     rows=$(json "http://127.0.0.1:${http[3]}/v1/_cluster" "d['counters']['handoff.rows_received']")
     rate=$(python3 -c "print(f'{$bytes / 1048576 / $took:.1f}')")
     printf '{"limit":"%s","seconds":%s,"bytes":%s,"rows":%s}\n' "$limit" "$took" "$bytes" "$rows" \
         > "$json_dir/handoff-$limit.json"
-    line="limit $limit: $rows rows, $((bytes / 1048576)) MiB handed off in ${took}s: $rate MiB/s (latency window ${seconds}s)"
+    window="latency window ${seconds}s"
+    [ "$load" = 1 ] || window="no client load"
+    line="limit $limit: $rows rows, $((bytes / 1048576)) MiB handed off in ${took}s: $rate MiB/s ($window)"
     echo "  $line"
     summary+=("$line")
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

@@ -3,6 +3,12 @@ import KVCore
 /// How a replica changes a row's causal state. Both the node shell and the simulator
 /// apply exactly these rules, under the row's lock.
 public enum ReplicaRules {
+    /// The timestamp just after `latest`, kept within what decoders accept
+    /// (``Sibling/timestampRange``): a row at the top stays readable, its writes tied.
+    static func after(_ latest: Int64) -> Int64 {
+        latest < Sibling.timestampRange.upperBound ? latest + 1 : latest
+    }
+
     /// Applies a client write at its coordinator, which makes the new dot with its own
     /// actor id. Returns `nil` when the write changes nothing.
     ///
@@ -34,7 +40,7 @@ public enum ReplicaRules {
             // concurrent versions that arrive later with the older one's clock.
             supersedes = supersedes.merging(object.context)
             if let latest = object.latestTimestampMilliseconds, sibling.timestampMilliseconds <= latest {
-                sibling.timestampMilliseconds = latest + 1
+                sibling.timestampMilliseconds = Self.after(latest)
             }
         }
         updated.recordWrite(sibling, context: supersedes, actor: actor, minimumCounter: minimumCounter)
@@ -69,7 +75,7 @@ public enum ReplicaRules {
         if lastWriterWins || object.resolvesByLastWriter {
             sibling.resolvesByLastWriter = true
             if let latest = object.latestTimestampMilliseconds, sibling.timestampMilliseconds <= latest {
-                sibling.timestampMilliseconds = latest + 1
+                sibling.timestampMilliseconds = Self.after(latest)
             }
             let visible = object.visibleValues(at: timestampMilliseconds)
             // An increment keeps the row's expiry, as Redis's INCR keeps a key's TTL.

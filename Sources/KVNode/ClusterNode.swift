@@ -114,6 +114,9 @@ public final class ClusterNode: KeyValueService, Sendable {
         var liveness: [NodeID: MemberState.Status] = [:]
         /// The digest of `metadata`, carried on every probe.
         var metadataDigest: UInt64 = 0
+        /// `metadata` in its binary form: what pushes carry, and what a peer's push is
+        /// compared with before it is decoded.
+        var encodedMetadata: [UInt8] = []
         var maintenanceTasks: [RepeatedTask] = []
         /// The chunk collector's state (``ChunkCollection``).
         var chunkCollection = ChunkCollectionState()
@@ -208,7 +211,8 @@ public final class ClusterNode: KeyValueService, Sendable {
         if let placement = metadata.placement { coordinator.placementChanged(placement) }
         var initial = State(
             metadata: metadata, nextID: random.next() >> 1, expectedMembers: settings.expectedMembers)
-        initial.metadataDigest = StableHash.hash(metadata.encoded())
+        initial.encodedMetadata = metadata.encoded()
+        initial.metadataDigest = StableHash.hash(initial.encodedMetadata)
         state = NIOLockedValueBox(initial)
         let membership = Membership(
             node: local.identity.nodeID, members: Array(metadata.members.keys),

@@ -17,6 +17,13 @@ extension ClusterNode {
     /// Merges a peer's metadata; answers with this node's copy when the peer lacks
     /// something, and acknowledges a push. Runs on the thread pool.
     func receivedMetadata(_ encoded: [UInt8], id: UInt64?, from sender: NodeID) {
+        // A copy equal to this node's (the usual case once a change has spread: every
+        // member pushes each change it adopts to every other) needs no decoding or merge.
+        let current = state.withLockedValue { $0.encodedMetadata == encoded ? $0.metadata : nil }
+        if let current {
+            runCore(.gossip(.adopted(theirs: current, id: id, from: sender, refusal: nil, current: current)))
+            return
+        }
         let theirs: ClusterMetadata
         do throws(KVError) {
             theirs = try ClusterMetadata.decode(encoded)
@@ -44,7 +51,7 @@ extension ClusterNode {
     /// change goes to every member with one encoding of the copy).
     func performGossip(_ actions: [MetadataGossip.Action]) {
         guard !actions.isEmpty else { return }
-        let encoded = metadata.encoded()
+        let encoded = state.withLockedValue { $0.encodedMetadata }
         for action in actions {
             switch action {
             case .push(let peer):
@@ -104,6 +111,7 @@ extension ClusterNode {
             state.withLockedValue {
                 $0.metadata = after
                 $0.metadataDigest = digest
+                $0.encodedMetadata = encoded
             }
             for member in after.members.keys where before.members[member] == nil {
                 runCore(.memberAdded(member))

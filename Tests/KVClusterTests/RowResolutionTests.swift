@@ -79,6 +79,28 @@ struct RowResolutionTests {
         #expect(Self.visibleText(elsewhere.merging(second)) == ["elsewhere"])
     }
 
+    /// A timestamp at the top of what decoders accept (only a faulty peer makes one) is
+    /// not raised past it: the row stays readable, and the write still replaces it.
+    @Test func aWriteAfterTheLargestTimestampStaysDecodable() throws {
+        let top = Sibling.timestampRange.upperBound
+        let first = try #require(
+            ReplicaRules.coordinate(
+                StoredObject(), Self.blind(Self.text("top", at: top)), actor: Self.actors[0]))
+        let second = try #require(
+            ReplicaRules.coordinate(first, Self.blind(Self.text("next", at: 5)), actor: Self.actors[1]))
+        #expect(second.values.map(\.timestampMilliseconds) == [top])
+        #expect(Self.visibleText(try StoredObjectCodec.decode(StoredObjectCodec.encode(second))) == ["next"])
+        let counter = try #require(
+            try ReplicaRules.increment(
+                StoredObject(), by: 1, actor: Self.actors[2], timestampMilliseconds: top, lastWriterWins: true
+            ))
+        let counted = try #require(
+            try ReplicaRules.increment(
+                counter, by: 1, actor: Self.actors[2], timestampMilliseconds: 5, lastWriterWins: true))
+        #expect(counted.values.map(\.timestampMilliseconds) == [top])
+        #expect(throws: Never.self) { try StoredObjectCodec.decode(StoredObjectCodec.encode(counted)) }
+    }
+
     @Test func aLaterDeleteWinsAndTiesBreakTheSameEverywhere() throws {
         let value = try #require(
             ReplicaRules.coordinate(StoredObject(), Self.blind(Self.text("v", at: 10)), actor: Self.actors[0])
