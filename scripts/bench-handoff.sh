@@ -11,7 +11,8 @@
 # KV_BENCH_JSON=DIR each window's report (with its second-by-second timeline) is kept
 # there as handoff-<limit>-before.json and -during.json, and the handoff's figures as
 # handoff-<limit>.json, which scripts/plot-benchmarks.sh draws.
-# With KV_HANDOFF_LOAD=0 no client load runs (no latency windows): the handoff alone.
+# With KV_HANDOFF_LOAD=0 (any value but 1) no client load runs and no latency window
+# is written: the handoff alone.
 # KV_BINARY runs another build of `kv` (say, one from an earlier revision) instead of
 # this tree's.
 set -euo pipefail
@@ -101,7 +102,7 @@ for limit in default 4MiB none; do
     fi
     bytes=$(json "http://127.0.0.1:${http[3]}/v1/_cluster" "d['counters']['handoff.bytes_received']")
     rows=$(json "http://127.0.0.1:${http[3]}/v1/_cluster" "d['counters']['handoff.rows_received']")
-    rate=$(python3 -c "print(f'{$bytes / 1048576 / $took:.1f}')")
+    rate=$(python3 -c "print(f'{$bytes / 1048576 / max($took, 0.1):.1f}')")
     printf '{"limit":"%s","seconds":%s,"bytes":%s,"rows":%s}\n' "$limit" "$took" "$bytes" "$rows" \
         > "$json_dir/handoff-$limit.json"
     window="latency window ${seconds}s"

@@ -80,7 +80,7 @@ extension ClusterMetadata {
                 .invalidRequest,
                 "the cluster keeps at most \(Self.maximumTokens) token records, revoked ones included")
         }
-        clock += 1
+        clock = Self.next(after: clock)
         tokens[token.id] = AccessTokenEntry(record: token, stamp: MetadataStamp(time: clock, node: node))
     }
 }

@@ -198,7 +198,7 @@ public struct ClusterMetadata: Hashable, Sendable {
 
     /// Records a table change made by `node`, stamped after everything it has seen.
     public mutating func record(_ name: TableName, _ descriptor: TableDescriptor?, by node: NodeID) {
-        clock += 1
+        clock = Self.next(after: clock)
         tables[name] = TableRecord(
             name: name, descriptor: descriptor, stamp: MetadataStamp(time: clock, node: node))
     }
@@ -501,6 +501,13 @@ public struct ClusterMetadata: Hashable, Sendable {
     /// counts changes, so a genuine one never comes near it, and one beyond it from a
     /// faulty peer would make every later change overflow, everywhere it spread.
     static let maximumCounter: UInt64 = 1 << 62
+
+    /// The value after `value` for a clock, stamp, revision or layout version: one more,
+    /// but never past ``maximumCounter``, so what this node stores it can decode again
+    /// (only a faulty peer's value comes near the limit; changes made there tie).
+    public static func next(after value: UInt64) -> UInt64 {
+        value < maximumCounter ? value + 1 : value
+    }
 
     static func counter(_ reader: inout BinaryReader, _ what: String) throws -> UInt64 {
         let value = try reader.readVarint()

@@ -233,7 +233,7 @@ public struct Layout: Hashable, Sendable {
             }
         }
         return Layout(
-            version: (previous?.version ?? 0) + 1, partitionCount: partitionCount,
+            version: ClusterMetadata.next(after: previous?.version ?? 0), partitionCount: partitionCount,
             replicationFactor: replicationFactor,
             members: members, assignments: lists)
     }

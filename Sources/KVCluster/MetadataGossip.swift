@@ -104,7 +104,7 @@ public struct MetadataGossip: Sendable {
             }
             if let known = metadata.members[own.node], !own.peerAddress.isEmpty, known.differs(from: own) {
                 var corrected = own
-                corrected.revision = known.revision + 1
+                corrected.revision = ClusterMetadata.next(after: known.revision)
                 metadata.announce(corrected)
             }
         }

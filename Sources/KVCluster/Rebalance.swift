@@ -369,13 +369,13 @@ extension ClusterMetadata {
         changes.append(change)
         _ = try Self.proposedLayout(
             changes, members: members, departed: departing, current: layout, stillHolding: previousHolders)
-        clock += 1
+        clock = Self.next(after: clock)
         staged = StagedLayoutChanges(changes: changes, stamp: MetadataStamp(time: clock, node: node))
     }
 
     /// Drops every staged change.
     public mutating func clearStaged(by node: NodeID) {
-        clock += 1
+        clock = Self.next(after: clock)
         staged = StagedLayoutChanges(changes: [], stamp: MetadataStamp(time: clock, node: node))
     }
 
@@ -385,7 +385,7 @@ extension ClusterMetadata {
         change(&next)
         let problems = next.problems()
         guard problems.isEmpty else { throw KVError(.invalidRequest, problems.joined(separator: "; ")) }
-        clock += 1
+        clock = Self.next(after: clock)
         next.stamp = MetadataStamp(time: clock, node: node)
         handoffControl = next
     }
@@ -468,7 +468,7 @@ extension ClusterMetadata {
             case .join, .setCapacity, .setZone: break
             }
         }
-        next.clock += 1
+        next.clock = Self.next(after: next.clock)
         next.staged = StagedLayoutChanges(changes: [], stamp: MetadataStamp(time: next.clock, node: node))
         return next
     }

@@ -299,7 +299,9 @@ public final class ClusterNode: KeyValueService, Sendable {
                     node: nodeID, peerAddress: address, httpAddress: settings.httpAddress,
                     zone: settings.zone,
                     capacity: settings.capacity, revision: known?.revision ?? 1)
-                if let known, known.differs(from: me) { me.revision = known.revision + 1 }
+                if let known, known.differs(from: me) {
+                    me.revision = ClusterMetadata.next(after: known.revision)
+                }
                 metadata.announce(me)
             }
         }

@@ -34,8 +34,9 @@ package final class HintStore: Sendable {
                 guard let (target, sequence) = StorageLayout.parseHintKey(entry.key),
                     let record = try? HintRecord.decode(entry.value)
                 else { continue }
-                // Only a damaged key has the last sequence; the next hint takes its place.
-                state.nextSequence = max(state.nextSequence, sequence == .max ? sequence : sequence + 1)
+                // Sequences count hints from zero; one this large is a damaged key, which
+                // new hints' sequences never reach.
+                if sequence < 1 << 63 { state.nextSequence = max(state.nextSequence, sequence + 1) }
                 state.perTarget[target, default: 0] += 1
                 state.perRow[record.key.bytes, default: 0] += 1
             }

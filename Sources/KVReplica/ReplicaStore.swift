@@ -205,6 +205,11 @@ package final class ReplicaStore: Sendable {
         guard let updated else { return nil }
         try RowChecks.checkLimits(updated, limits)
         let issued = updated.context.counter(for: actor)
+        // Only a faulty peer's counter comes near the limit; a row stored past it could
+        // not be decoded again, so the write is refused and the row stays as it is.
+        guard issued <= VersionVector.maximumCounter else {
+            throw KVError(.invalidRequest, "the row's version counter for this node is exhausted")
+        }
         issuedCounter.withLockedValue { $0 = max($0, issued) }
         return updated
     }

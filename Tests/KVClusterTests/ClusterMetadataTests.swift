@@ -204,6 +204,12 @@ struct ClusterMetadataTests {
         var metadata = Self.formedCluster()
         metadata.clock = 1 << 62
         #expect(try ClusterMetadata.decode(metadata.encoded()) == metadata)
+        // A change made there stays at the limit, so the copy this node stores and
+        // pushes still decodes.
+        var changed = metadata
+        changed.record(try TableName(namespace: "a", table: "b"), nil, by: changed.members.keys.sorted()[0])
+        #expect(changed.clock == 1 << 62)
+        #expect(try ClusterMetadata.decode(changed.encoded()) == changed)
         for clock: UInt64 in [(1 << 62) + 1, .max] {
             metadata.clock = clock
             let error = #expect(throws: KVError.self) { try ClusterMetadata.decode(metadata.encoded()) }

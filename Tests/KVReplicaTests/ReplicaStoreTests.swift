@@ -209,6 +209,40 @@ struct ReplicaStoreTests {
         #expect(try HintStore(engine: engine).pendingCount == 1)
     }
 
+    /// Only a faulty peer's object comes near the counter limit; a write that would pass
+    /// it is refused, so the row stays one that decodes.
+    @Test("a write whose dot would pass the counter limit is refused and the row stays readable")
+    func counterAtTheLimit() throws {
+        let engine = MemoryStorageEngine()
+        let store = try Self.store(engine: engine)
+        let key = Self.key("a")
+        let worn = try #require(
+            StoredObject(validatedEntries: [
+                StoredObject.Entry(actor: Self.actor, counter: VersionVector.maximumCounter, values: [])
+            ]))
+        #expect(Self.object(store.apply([.merge(key, worn)])[0]) == worn)
+        #expect(Self.error(store.apply([.coordinate(key, Self.put("one"))])[0]) == .invalidRequest)
+        #expect(Self.object(store.load(key)) == worn)
+        // Another row of the same actor is written as usual.
+        #expect(Self.object(store.apply([.coordinate(Self.key("b"), Self.put("two"))])[0]) != nil)
+    }
+
+    @Test("a damaged hint key with the largest sequence does not stop the next hint")
+    func hintSequenceAtTheLimit() throws {
+        let engine = MemoryStorageEngine()
+        let target = NodeID(rawValue: 3)
+        let record = HintRecord(target: target, key: Self.key("a"), object: StoredObject())
+        var batch = WriteBatch()
+        batch.put(StorageLayout.hintKey(target: target, sequence: .max), record.encoded(), in: .hints)
+        try engine.write(batch, durability: .synced)
+        let hints = try HintStore(engine: engine)
+        var next = WriteBatch()
+        _ = hints.add(record, into: &next)
+        _ = hints.add(record, into: &next)
+        try engine.write(next, durability: .synced)
+        #expect(try HintStore(engine: engine).pendingCount == 3)
+    }
+
     @Test("when the batch cannot be stored, no command of it is acknowledged, not even a load")
     func failedBatch() throws {
         let engine = ReadOnlyEngine()
