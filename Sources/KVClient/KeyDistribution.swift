@@ -8,7 +8,7 @@ import Glibc
 public struct KeyDistribution: Sendable {
     /// The number of keys.
     public let count: Int
-    private let cumulative: [Double]?
+    @usableFromInline let cumulative: [Double]?
 
     /// Every key equally likely.
     public static func uniform(count: Int) -> KeyDistribution {
@@ -33,7 +33,9 @@ public struct KeyDistribution: Sendable {
         self.cumulative = cumulative
     }
 
-    /// The next key.
+    /// The next key. Inlinable, so that a load generator's own random source is not
+    /// called through a generic witness per draw.
+    @inlinable
     public func next<Random: RandomNumberGenerator>(using random: inout Random) -> Int {
         guard let cumulative else { return Int.random(in: 0..<count, using: &random) }
         let point = Double.random(in: 0..<1, using: &random)

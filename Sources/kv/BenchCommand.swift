@@ -5,6 +5,8 @@ import KVClient
 import KVCluster
 import KVCore
 import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
 
 /// `kv bench`: a closed-loop load generator. Each client keeps one request in flight on
 /// its own connection; latencies go into HDR histograms.
@@ -40,6 +42,12 @@ struct BenchCommand: AsyncParsableCommand {
             (default node).
             """)
     var routing = "node"
+    @Option(
+        help: """
+            Threads that run the plain clients' connections (default 1, as wrk -t1): on a machine \
+            shared with the nodes, more threads wake more often for fewer answers each.
+            """)
+    var threads = 1
     @Flag(help: "Do not write every key before measuring.") var noPreload = false
     @Flag(help: "Do not draw the progress bar.") var noProgress = false
     @Option(help: "Write the report as JSON to this file ('-' for standard output).") var output: String?
@@ -47,6 +55,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (1...10_000).contains(clients) else { throw ValidationError("--clients must be 1 to 10000") }
+        guard (1...256).contains(threads) else { throw ValidationError("--threads must be 1 to 256") }
         guard duration > 0, duration <= 86_400 else {
             throw ValidationError("--duration must be 0 to 86400 s")
         }
@@ -137,11 +146,9 @@ struct BenchCommand: AsyncParsableCommand {
 
         // Puts carry the context of the key's last answer, as an application that reads
         // before it writes would: blind writes would pile up siblings and measure those.
-        let contexts = NIOLockedValueBox([Int: String]())
         let counters = NIOLockedValueBox(LiveCounters())
         let timeline = Timeline()
         let start = ContinuousClock.now
-        let end = start + .milliseconds(Int64(duration * 1000))
         let drawer = Task {
             guard progress else { return }
             while !Task.isCancelled {
@@ -150,45 +157,45 @@ struct BenchCommand: AsyncParsableCommand {
                 Self.drawProgress(elapsed: ContinuousClock.now - start, total: duration, counters: snapshot)
             }
         }
-        let results = await withTaskGroup(of: ClientResult.self) { group in
-            for (index, connection) in connections.enumerated() {
-                let getRatio = getRatio
-                let seed = seed
-                group.addTask {
-                    var random = SeededRandom(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
-                    var result = ClientResult()
-                    while ContinuousClock.now < end {
-                        let number = keyDistribution.next(using: &random)
-                        let isGet = Double.random(in: 0..<1, using: &random) < getRatio
-                        let began = ContinuousClock.now
-                        do throws(KVError) {
-                            let context: String
-                            if isGet {
-                                context = try await connection.get(key(number), options: readOptions).context
-                            } else {
-                                var options = writeOptions
-                                options.context = contexts.withLockedValue { $0[number] }
-                                context = try await connection.put(
-                                    key(number), value: value, options: options
-                                ).context
-                            }
-                            contexts.withLockedValue { $0[number] = context }
-                            let micros = UInt64(max(1, (ContinuousClock.now - began).microseconds))
-                            if isGet { result.gets.record(micros) } else { result.puts.record(micros) }
-                            timeline.record(micros, at: ContinuousClock.now - start)
-                            counters.withLockedValue { $0.operations += 1 }
-                        } catch {
-                            result.errors[error.code.rawValue, default: 0] += 1
-                            counters.withLockedValue { $0.errors += 1 }
-                        }
-                    }
-                    return result
-                }
-            }
-            var total = ClientResult()
-            for await result in group { total.merge(result) }
-            return total
+        // Clients run on event loops, one request in flight per connection, so the
+        // generator costs about what wrk does and measures the nodes. Direct routing
+        // sends each step to a replica of its key, as the cluster-aware client would,
+        // from the layout that client learned.
+        var loadURLs = urls
+        var route: (@Sendable (LoadStep) -> Int)?
+        if routing == "direct", let cluster = connections.first as? ClusterClient,
+            let direct = Self.directRoute(cluster.topology, table: name)
+        {
+            (loadURLs, route) = direct
         }
+        await closeAll()
+        connections = []
+        let total = NIOLockedValueBox(ClientResult())
+        let measureStart = NIODeadline.now()
+        let measureEnd = measureStart + .nanoseconds(Int64(duration * 1e9))
+        let (getRatio, seed) = (getRatio, seed)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        do {
+            try await LoadGenerator.run(
+                urls: loadURLs, clients: clients,
+                target: LoadTarget(
+                    table: name, value: value.bytes, readQuorum: readOptions.quorum,
+                    writeQuorum: writeOptions.quorum, options: httpOptions),
+                contexts: LoadContexts(), group: group, route: route
+            ) { index in
+                BenchScript(
+                    random: SeededRandom(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15),
+                    keys: keyDistribution, getRatio: getRatio, start: measureStart, end: measureEnd,
+                    timeline: timeline, counters: counters, total: total)
+            }
+        } catch {
+            drawer.cancel()
+            try? await group.shutdownGracefully()
+            FileHandle.standardError.write(Data("error: \(error.code.rawValue): \(error.message)\n".utf8))
+            throw ExitCode(1)
+        }
+        try? await group.shutdownGracefully()
+        let results = total.withLockedValue { $0 }
         let elapsed = ContinuousClock.now - start
         drawer.cancel()
         if progress { FileHandle.standardError.write(Data("\n".utf8)) }
@@ -216,6 +223,30 @@ struct BenchCommand: AsyncParsableCommand {
         }
     }
 
+    /// The nodes of `topology` and, for each step, the one to send it to: a write to
+    /// its key's first replica, as the cluster-aware client sends it; a read to one of
+    /// its replicas, spread by key, as that client spreads reads. `nil` when the client
+    /// has learned no member.
+    static func directRoute(_ topology: ClusterTopology, table: TableName) -> (
+        [String], @Sendable (LoadStep) -> Int
+    )? {
+        let urls = topology.memberURLs
+        let replicas: [[Int]] = topology.partitions.map { nodes in
+            nodes.compactMap { node in topology.addresses[node].flatMap { urls.firstIndex(of: $0) } }
+        }
+        guard !urls.isEmpty, let schema = try? KeySchema([.int64], partitionKeyLength: 1) else { return nil }
+        return (
+            urls,
+            { step in
+                let key = RowKey(table: table, parts: [.int64(Int64(step.key))])
+                guard let partition = topology.partition(of: key, schema: schema),
+                    case let nodes = replicas[Int(partition.rawValue)], !nodes.isEmpty
+                else { return 0 }
+                return step.isGet ? nodes[step.key % nodes.count] : nodes[0]
+            }
+        )
+    }
+
     static func drawProgress(elapsed: Duration, total: Double, counters: LiveCounters) {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let fraction = min(1, seconds / total)
@@ -228,6 +259,58 @@ struct BenchCommand: AsyncParsableCommand {
             counters.operations, rate,
             counters.errors)
         FileHandle.standardError.write(Data(line.utf8))
+    }
+}
+
+/// One plain client's steps and measurements (`--routing node`), on its connection's
+/// event loop: a seeded choice of key and operation until the run's end, latencies into
+/// the client's own histograms, which go into `total` when the client is done.
+final class BenchScript: LoadScript {
+    private var random: SeededRandom
+    private let keys: KeyDistribution
+    private let getRatio: Double
+    private let start: NIODeadline
+    private let end: NIODeadline
+    private let timeline: Timeline
+    private let counters: NIOLockedValueBox<LiveCounters>
+    private let total: NIOLockedValueBox<ClientResult>
+    private var result = ClientResult()
+
+    init(
+        random: SeededRandom, keys: KeyDistribution, getRatio: Double, start: NIODeadline, end: NIODeadline,
+        timeline: Timeline, counters: NIOLockedValueBox<LiveCounters>, total: NIOLockedValueBox<ClientResult>
+    ) {
+        self.random = random
+        self.keys = keys
+        self.getRatio = getRatio
+        self.start = start
+        self.end = end
+        self.timeline = timeline
+        self.counters = counters
+        self.total = total
+    }
+
+    func next(now: NIODeadline) -> LoadStep? {
+        guard now < end else {
+            let result = result
+            total.withLockedValue { $0.merge(result) }
+            return nil
+        }
+        let key = keys.next(using: &random)
+        return LoadStep(key: key, isGet: Double.random(in: 0..<1, using: &random) < getRatio)
+    }
+
+    func ended(_ step: LoadStep, _ outcome: LoadOutcome, latency: TimeAmount, now: NIODeadline) {
+        switch outcome {
+        case .succeeded:
+            let micros = UInt64(max(1, latency.nanoseconds / 1000))
+            if step.isGet { result.gets.record(micros) } else { result.puts.record(micros) }
+            timeline.record(micros, at: .nanoseconds((now - start).nanoseconds))
+            counters.withLockedValue { $0.operations += 1 }
+        case .failed(let code):
+            result.errors[code.rawValue, default: 0] += 1
+            counters.withLockedValue { $0.errors += 1 }
+        }
     }
 }
 

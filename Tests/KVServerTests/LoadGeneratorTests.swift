@@ -1,0 +1,250 @@
+import Foundation
+import KVClient
+import KVCore
+import KVTestSupport
+import NIOCore
+import Synchronization
+import Testing
+
+/// `kv bench`'s event-loop load generator against real `kv server` processes: each step
+/// ends once with the outcome the task-based client would report, puts carry the
+/// context of the key's last answer, and a client survives a lost server, a refused
+/// TLS handshake and a token it must send.
+@Suite("load generator", .serialized)
+struct LoadGeneratorTests {
+    static let table = try! TableName(namespace: "load", table: "kv")
+
+    /// What a test's scripts saw, shared by all of them.
+    final class Record: Sendable {
+        struct Entry: Sendable {
+            var client: Int
+            var step: LoadStep
+            var outcome: LoadOutcome
+        }
+        let entries = Mutex<[Entry]>([])
+        var all: [Entry] { entries.withLock { $0 } }
+    }
+
+    /// Plays a fixed list of steps, or keeps repeating its last one until a deadline.
+    final class ListScript: LoadScript {
+        let client: Int
+        var steps: [LoadStep]
+        let record: Record
+        let until: NIODeadline?
+
+        init(client: Int, steps: [LoadStep], record: Record, until: NIODeadline? = nil) {
+            self.client = client
+            self.steps = steps
+            self.record = record
+            self.until = until
+        }
+
+        func next(now: NIODeadline) -> LoadStep? {
+            if let until {
+                return now < until ? steps.first : nil
+            }
+            return steps.isEmpty ? nil : steps.removeFirst()
+        }
+
+        func ended(_ step: LoadStep, _ outcome: LoadOutcome, latency: TimeAmount, now: NIODeadline) {
+            record.entries.withLock { $0.append(Record.Entry(client: client, step: step, outcome: outcome)) }
+        }
+    }
+
+    static func createTable(_ url: String, options: HTTPClientOptions = HTTPClientOptions()) async throws {
+        let client = try await HTTPKeyValueService(url: url, options: options)
+        _ = try await client.createTable(
+            TableDescriptor(name: table, schema: try KeySchema([.int64], partitionKeyLength: 1)))
+        await client.close()
+    }
+
+    static func key(_ number: Int) -> RowKey { RowKey(table: table, parts: [.int64(Int64(number))]) }
+
+    @Test("every step ends once, gets and puts answer as the client reports them, puts carry contexts")
+    func stepsAndContexts() async throws {
+        let server = try ServerProcess(arguments: ["--partitions", "16"])
+        defer {
+            server.kill()
+            server.removeData()
+        }
+        try await Self.createTable(server.url)
+        let record = Record()
+        let value = Array("load value".utf8)
+        // Client 0 writes key 7 three times in a row and reads it back; the others
+        // each read an absent key, then write and read a key of their own.
+        let plans: [[LoadStep]] =
+            [[7, 7, 7].map { LoadStep(key: $0, isGet: false) } + [LoadStep(key: 7, isGet: true)]]
+            + (1...3).map { client in
+                [
+                    LoadStep(key: 100 + client, isGet: true), LoadStep(key: client, isGet: false),
+                    LoadStep(key: client, isGet: true),
+                ]
+            }
+        try await LoadGenerator.run(
+            urls: [server.url], clients: plans.count,
+            target: LoadTarget(table: Self.table, value: value), contexts: LoadContexts()
+        ) { index in ListScript(client: index, steps: plans[index], record: record) }
+
+        let entries = record.all
+        for (client, plan) in plans.enumerated() {
+            #expect(entries.filter { $0.client == client }.map(\.step) == plan)
+        }
+        #expect(entries.allSatisfy { $0.outcome == .succeeded }, "\(entries)")
+        // Three puts in a row of one key, each with the context of the last answer,
+        // leave one version; blind writes would have left three siblings.
+        let reader = try await HTTPKeyValueService(url: server.url)
+        let read = try await reader.get(Self.key(7), options: ReadOptions())
+        #expect(read.siblings.count == 1)
+        #expect(read.siblings.first?.value?.bytes == value)
+        for client in 1...3 {
+            #expect(try await reader.get(Self.key(client), options: ReadOptions()).siblings.count == 1)
+        }
+        await reader.close()
+    }
+
+    @Test("an error answer ends its step with the code the client reports")
+    func errorCodes() async throws {
+        let server = try ServerProcess(arguments: ["--partitions", "16"])
+        defer {
+            server.kill()
+            server.removeData()
+        }
+        // No table is created: both kinds of step are refused.
+        let client = try await HTTPKeyValueService(url: server.url)
+        var expected: KVError.Code?
+        do {
+            _ = try await client.get(Self.key(1))
+        } catch {
+            expected = error.code
+        }
+        await client.close()
+        #expect(expected == .tableNotFound)
+        let record = Record()
+        try await LoadGenerator.run(
+            urls: [server.url], clients: 1,
+            target: LoadTarget(
+                table: Self.table, value: [1], writeQuorum: QuorumOverrides(w: 9)),
+            contexts: LoadContexts()
+        ) { index in
+            ListScript(
+                client: index, steps: [LoadStep(key: 1, isGet: true), LoadStep(key: 1, isGet: false)],
+                record: record)
+        }
+        let entries = record.all
+        #expect(entries.count == 2)
+        #expect(entries.first?.outcome == expected.map { .failed($0) })
+        #expect(entries.allSatisfy { $0.outcome != .succeeded && $0.outcome != .failed(.unavailable) })
+    }
+
+    @Test("a route sends each step to the node it names, whatever node the client would use")
+    func routeOverridesTheClientsNode() async throws {
+        let server = try ServerProcess(arguments: ["--partitions", "16"])
+        defer {
+            server.kill()
+            server.removeData()
+        }
+        try await Self.createTable(server.url)
+        // The second URL answers nothing: a step sent there fails.
+        let nowhere = try ServerProcess(arguments: ["--partitions", "16"])
+        let deadURL = nowhere.url
+        nowhere.kill()
+        nowhere.removeData()
+        let urls = [server.url, deadURL]
+        let steps = (0..<6).map { LoadStep(key: $0, isGet: $0 % 2 == 0) }
+        for (target, succeeds) in [(0, true), (1, false)] {
+            let record = Record()
+            // Both clients, one of them at home on each node, are routed to `target`.
+            try await LoadGenerator.run(
+                urls: urls, clients: 2, target: LoadTarget(table: Self.table, value: [5]),
+                contexts: LoadContexts(), route: { _ in target },
+                script: { index in ListScript(client: index, steps: steps, record: record) })
+            #expect(record.all.count == 12)
+            #expect(
+                record.all.allSatisfy { ($0.outcome == .succeeded) == succeeds },
+                "route \(target): \(record.all)")
+        }
+    }
+
+    @Test("a client whose server goes away counts unavailable steps and goes on when it is back")
+    func lostServer() async throws {
+        let server = try ServerProcess(arguments: ["--partitions", "16"])
+        defer {
+            server.kill()
+            server.removeData()
+        }
+        try await Self.createTable(server.url)
+        let record = Record()
+        let until = NIODeadline.now() + .seconds(4)
+        let url = server.url
+        let port = server.port
+        let run = Task {
+            try await LoadGenerator.run(
+                urls: [url], clients: 2, target: LoadTarget(table: Self.table, value: [1, 2, 3]),
+                contexts: LoadContexts()
+            ) { index in
+                ListScript(
+                    client: index, steps: [LoadStep(key: index, isGet: index == 0)], record: record,
+                    until: until)
+            }
+        }
+        try await Task.sleep(for: .seconds(1))
+        server.kill()
+        try await Task.sleep(for: .seconds(1))
+        let countWhileDown = record.all.count
+        try server.start(port: port)
+        try await run.value
+        let entries = record.all
+        let failures = entries.filter { $0.outcome == .failed(.unavailable) }.count
+        #expect(failures > 0)
+        // A refused connection is tried again after a pause, not in a tight loop: at most
+        // about 20 a second per client while the server is down.
+        #expect(failures < 200, "\(failures) failed steps")
+        #expect(entries.count > countWhileDown, "no step succeeded after the server came back")
+        #expect(entries.last?.outcome == .succeeded)
+    }
+
+    @Test(
+        "over TLS with the CA and a token the load runs; without the CA every step fails and the run still ends"
+    )
+    func tlsAndToken() async throws {
+        let certificates = try TestCertificates()
+        defer { certificates.remove() }
+        let token = "load-test-admin-token-0123456789abcdef"
+        var environment = certificates.environment
+        environment["KV_ADMIN_TOKEN"] = token
+        let server = try ServerProcess(arguments: ["--partitions", "16"], environment: environment)
+        defer {
+            server.kill()
+            server.removeData()
+        }
+        let options = HTTPClientOptions(token: token, caFile: certificates.authority)
+        try await Self.createTable(server.url, options: options)
+        let steps = [LoadStep(key: 1, isGet: false), LoadStep(key: 1, isGet: true)]
+        let trusted = Record()
+        try await LoadGenerator.run(
+            urls: [server.url], clients: 2,
+            target: LoadTarget(table: Self.table, value: [1], options: options), contexts: LoadContexts()
+        ) { index in ListScript(client: index, steps: steps, record: trusted) }
+        #expect(trusted.all.count == 4)
+        #expect(trusted.all.allSatisfy { $0.outcome == .succeeded }, "\(trusted.all)")
+
+        let withoutToken = Record()
+        try await LoadGenerator.run(
+            urls: [server.url], clients: 1,
+            target: LoadTarget(
+                table: Self.table, value: [1], options: HTTPClientOptions(caFile: certificates.authority)),
+            contexts: LoadContexts()
+        ) { index in ListScript(client: index, steps: steps, record: withoutToken) }
+        #expect(withoutToken.all.count == 2)
+        #expect(withoutToken.all.allSatisfy { $0.outcome == .failed(.tokenRequired) }, "\(withoutToken.all)")
+
+        let untrusted = Record()
+        try await LoadGenerator.run(
+            urls: [server.url], clients: 1,
+            target: LoadTarget(table: Self.table, value: [1], options: HTTPClientOptions(token: token)),
+            contexts: LoadContexts()
+        ) { index in ListScript(client: index, steps: steps, record: untrusted) }
+        #expect(untrusted.all.count == 2)
+        #expect(untrusted.all.allSatisfy { $0.outcome == .failed(.unavailable) }, "\(untrusted.all)")
+    }
+}
