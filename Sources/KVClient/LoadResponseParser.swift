@@ -67,9 +67,16 @@ struct LoadResponseParser {
                 if bytes.readableBytes > Self.headLimit { throw Malformed(reason: "the head is too large") }
                 return false
             }
-            let head = bytes.readableBytesView.prefix(end - bytes.readerIndex)
-            let framing = try readHead(head)
+            let headLength = end - bytes.readerIndex
+            let head = bytes.withUnsafeReadableBytes { raw in
+                Result { () throws(Malformed) in try Self.readHead(raw[..<headLength]) }
+            }
+            let (status, context, framing) = try head.get()
             bytes.moveReaderIndex(to: end + 4)
+            if status >= 200 {
+                response.status = status
+                response.context = context
+            }
             switch framing {
             case .informational: break
             case .length(0):
@@ -128,18 +135,22 @@ struct LoadResponseParser {
 
     /// The index of the CRLF CRLF that ends the head, if it has arrived.
     private func headEnd() -> Int? {
-        let view = bytes.readableBytesView
-        var index = view.startIndex
-        while let found = view[index...].firstIndex(of: UInt8(ascii: "\r")) {
-            if view.endIndex - found < 4 { return nil }
-            if view[found + 1] == UInt8(ascii: "\n"), view[found + 2] == UInt8(ascii: "\r"),
-                view[found + 3] == UInt8(ascii: "\n")
-            {
-                return found
+        let offset = bytes.withUnsafeReadableBytes { raw -> Int? in
+            var index = 0
+            while index + 3 < raw.count {
+                if raw[index + 3] != UInt8(ascii: "\n") {
+                    index += 1
+                } else if raw[index] == UInt8(ascii: "\r"), raw[index + 1] == UInt8(ascii: "\n"),
+                    raw[index + 2] == UInt8(ascii: "\r")
+                {
+                    return index
+                } else {
+                    index += 1
+                }
             }
-            index = found + 1
+            return nil
         }
-        return nil
+        return offset.map { bytes.readerIndex + $0 }
     }
 
     /// A line ending in CRLF, without it, consumed; `nil` until it has arrived.
@@ -163,10 +174,16 @@ struct LoadResponseParser {
         case chunked
     }
 
-    /// Reads the status line and headers (without the final blank line) into `response`.
-    private mutating func readHead(_ head: ByteBufferView) throws(Malformed) -> Framing {
+    /// Bytes of a head, read in place.
+    private typealias HeadBytes = Slice<UnsafeRawBufferPointer>
+
+    /// Reads the status line and headers (without the final blank line): the status,
+    /// the context and how the body is framed.
+    private static func readHead(_ head: HeadBytes) throws(Malformed) -> (
+        status: Int, context: String?, framing: Framing
+    ) {
         var position = head.startIndex
-        guard let statusLine = Self.line(of: head, from: &position), statusLine.count >= 12,
+        guard let statusLine = line(of: head, from: &position), statusLine.count >= 12,
             statusLine.starts(with: "HTTP/1.".utf8),
             statusLine[statusLine.startIndex + 8] == UInt8(ascii: " ")
         else { throw Malformed(reason: "the status line is not HTTP/1.x") }
@@ -181,42 +198,40 @@ struct LoadResponseParser {
         var length: Int64?
         var chunked = false
         var context: String?
-        while let line = Self.line(of: head, from: &position) {
+        while let line = line(of: head, from: &position) {
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex else {
                 throw Malformed(reason: "a header line has no name")
             }
             let name = line[line.startIndex..<colon]
-            let value = Self.trimmed(line[(colon + 1)...])
-            if Self.equalsIgnoringCase(name, "content-length") {
-                guard let parsed = Self.decimal(value), length == nil || length == parsed else {
+            let value = trimmed(line[(colon + 1)...])
+            if equalsIgnoringCase(name, "content-length") {
+                guard let parsed = decimal(value), length == nil || length == parsed else {
                     throw Malformed(reason: "the content length is not one number")
                 }
                 length = parsed
-            } else if Self.equalsIgnoringCase(name, "transfer-encoding") {
+            } else if equalsIgnoringCase(name, "transfer-encoding") {
                 // Only chunked, the one coding a client must read, is taken.
-                guard Self.equalsIgnoringCase(value, "chunked") else {
+                guard equalsIgnoringCase(value, "chunked") else {
                     throw Malformed(reason: "a transfer coding other than chunked")
                 }
                 chunked = true
-            } else if Self.equalsIgnoringCase(name, "x-kv-context") {
+            } else if equalsIgnoringCase(name, "x-kv-context") {
                 context = String(decoding: value, as: UTF8.self)
             }
         }
-        if status < 200 { return .informational }
-        response.status = status
-        response.context = context
-        if status == 204 || status == 304 { return .length(0) }
+        if status < 200 { return (status, context, .informational) }
+        if status == 204 || status == 304 { return (status, context, .length(0)) }
         if chunked {
             guard length == nil else { throw Malformed(reason: "both a length and chunked") }
-            return .chunked
+            return (status, context, .chunked)
         }
         guard let length else { throw Malformed(reason: "a body without a length") }
-        return .length(length)
+        return (status, context, .length(length))
     }
 
     /// The line of `head` that starts at `position`, up to the next CRLF or the end;
     /// `position` moves past it. `nil` once the head is read.
-    private static func line(of head: ByteBufferView, from position: inout Int) -> ByteBufferView? {
+    private static func line(of head: HeadBytes, from position: inout Int) -> HeadBytes? {
         guard position <= head.endIndex else { return nil }
         var end = position
         while end + 1 < head.endIndex,
@@ -230,7 +245,7 @@ struct LoadResponseParser {
         return line
     }
 
-    private static func trimmed(_ value: ByteBufferView) -> ByteBufferView {
+    private static func trimmed(_ value: HeadBytes) -> HeadBytes {
         var start = value.startIndex
         var end = value.endIndex
         while start < end, value[start] == UInt8(ascii: " ") || value[start] == UInt8(ascii: "\t") {
@@ -243,17 +258,19 @@ struct LoadResponseParser {
     }
 
     /// Whether `bytes` spell `lowercase` in any case (`lowercase` is lower-case ASCII).
-    private static func equalsIgnoringCase(_ bytes: ByteBufferView, _ lowercase: StaticString) -> Bool {
+    private static func equalsIgnoringCase(_ bytes: HeadBytes, _ lowercase: StaticString) -> Bool {
         guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
-        return lowercase.withUTF8Buffer { expected in
-            zip(bytes, expected).allSatisfy { byte, wanted in
-                (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-                    ? byte | 0x20 == wanted : byte == wanted
-            }
+        let expected = lowercase.utf8Start
+        var offset = 0
+        for byte in bytes {
+            let folded = (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 : byte
+            guard folded == expected[offset] else { return false }
+            offset += 1
         }
+        return true
     }
 
-    private static func decimal(_ digits: ByteBufferView) -> Int64? {
+    private static func decimal(_ digits: HeadBytes) -> Int64? {
         guard !digits.isEmpty, digits.count <= 13 else { return nil }
         var value: Int64 = 0
         for digit in digits {
