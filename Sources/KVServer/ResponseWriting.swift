@@ -30,23 +30,27 @@ extension HTTPConnectionHandler {
         case .stream(let produce):
             if keepAlive { headers.replaceOrAdd(name: "transfer-encoding", value: "chunked") }
             headers.remove(name: "content-length")
-            let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
-            try await channel.writeAndFlush(HTTPServerResponsePart.head(head)).get()
-            if !isHead {
-                try await produce(ResponseBodyWriter(channel: channel))
-            }
-            try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+            try await stream(
+                produce, head: HTTPResponseHead(version: version, status: response.status, headers: headers))
         case .sizedStream(let length, let produce):
             headers.replaceOrAdd(name: "content-length", value: String(length))
             headers.remove(name: "transfer-encoding")
-            let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
+            try await stream(
+                produce, head: HTTPResponseHead(version: version, status: response.status, headers: headers))
+        }
+        return keepAlive
+
+        /// Writes a streamed body's head, then (unless answering HEAD) its body as
+        /// `produce` writes it, then the end.
+        func stream(
+            _ produce: @Sendable (ResponseBodyWriter) async throws -> Void, head: HTTPResponseHead
+        ) async throws {
             try await channel.writeAndFlush(HTTPServerResponsePart.head(head)).get()
             if !isHead {
                 try await produce(ResponseBodyWriter(channel: channel))
             }
             try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
         }
-        return keepAlive
     }
 
     /// A complete HTTP/1.1 error response as bytes, for writing below the HTTP handlers.

@@ -332,11 +332,16 @@ struct CoordinatorTests {
             ])
     }
 
-    @Test("a peer's storage request for a partition outside the layout is refused, not stored")
-    func peerKeyOutsideTheLayoutIsRefused() {
+    /// The first partition past the layout's last, and the largest.
+    static let partitionsOutsideTheLayout = [UInt32(layout.partitionCount), UInt32.max]
+
+    @Test(
+        "a peer's storage request for a partition outside the layout is refused, not stored",
+        arguments: partitionsOutsideTheLayout)
+    func peerKeyOutsideTheLayoutIsRefused(partition: UInt32) {
         let (_, replicas, outsider) = Self.placement
         var coordinator = Self.coordinator(replicas[0])
-        let key = ReplicaKey(partition: PartitionID(rawValue: UInt32.max), bytes: [1, 2, 3])
+        let key = ReplicaKey(partition: PartitionID(rawValue: partition), bytes: [1, 2, 3])
         let object = Self.object("a", by: outsider)
         let refused = { (actions: [Coordinator.Action]) -> Bool in
             actions.allSatisfy {

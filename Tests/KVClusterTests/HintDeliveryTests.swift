@@ -167,10 +167,12 @@ struct HintDeliveryTests {
                         dropped: [stale, broken], failed: 0, rerouted: 0)))
     }
 
-    @Test("a hint of a partition outside the layout is removed undelivered, not looked up")
-    func hintOutsideTheLayoutIsDropped() {
+    @Test(
+        "a hint of a partition outside the layout is removed undelivered, not looked up",
+        arguments: [UInt32(layout.partitionCount), UInt32.max])
+    func hintOutsideTheLayoutIsDropped(partition: UInt32) {
         let placed = Self.view(placement: Placement(layout: Self.layout))
-        let outside = Self.hint(1, partition: UInt32.max)
+        let outside = Self.hint(1, partition: partition)
         var machine = HintDelivery(firstMessageID: 100)
         _ = machine.tick(placed)
         let actions = machine.hintsRead(target: Self.target, [outside, Self.hint(2)], view: placed)

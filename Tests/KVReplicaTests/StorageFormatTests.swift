@@ -71,5 +71,10 @@ struct StorageFormatTests {
         damaged[0] = 9
         #expect(throws: KVError.self) { try CatalogRecord.decode(damaged) }
         #expect(throws: KVError.self) { try CatalogRecord.decode(Array(encoded.dropLast())) }
+        // A damaged partition-key length (byte 14) of 2^64 - 1 is refused, not converted
+        // with a trap.
+        #expect(encoded[14] == 1)
+        let huge = Array(encoded[..<14]) + [UInt8](repeating: 0xFF, count: 9) + [1] + Array(encoded[15...])
+        #expect(throws: KVError.self) { try CatalogRecord.decode(huge) }
     }
 }
