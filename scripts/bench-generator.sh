@@ -4,8 +4,9 @@
 #   gets, node     one `kv server` (RocksDB): GETs of random keys among 10,000 preloaded
 #                  256-byte rows;
 #   gets, cluster  the same through node 0 of a 3-node `kv dev` cluster (N=3, R=W=2);
-#   puts, cluster  PUTs of 256-byte values through node 0: wrk writes fresh keys, kv bench
-#                  keys drawn from 1,000,000 without preloading (nearly all fresh too).
+#   puts, cluster  PUTs of 256-byte values through node 0 into a new table per round: wrk
+#                  writes fresh keys, kv bench keys drawn from 1,000,000 without
+#                  preloading (nearly all fresh too).
 # Each runs with one connection per client and one request in flight on each. A row
 # gives requests/s, p99 and the generator's own CPU per request: the user and system
 # time of its process over the run, divided by the requests it made.
@@ -45,37 +46,45 @@ for target in node cluster; do
     "$bin/kv" bench --url "${urls[$target]}" --clients 16 --duration 0.5 --keys 10000 --get-ratio 1 \
         --no-progress > /dev/null 2>&1
 done
-curl -sf -X PUT "${urls[cluster]}/v1/_tables/bench/fresh" -d '{"key":["string"]}' > /dev/null
+for round in $(seq 1 "$rounds"); do
+    curl -sf -X PUT "${urls[cluster]}/v1/_tables/bench/fresh$round" -d '{"key":["string"]}' > /dev/null
+    sed "s|/v1/bench/fresh/|/v1/bench/fresh$round/|" scripts/lib/kv-put-fresh.lua > "$work/put$round.lua"
+done
 
 cat > "$work/get.lua" <<'EOF'
 request = function() return wrk.format("GET", "/v1/bench/kv/" .. math.random(0, 9999)) end
 EOF
-cat scripts/lib/kv-put-fresh.lua > "$work/put.lua"
 
-# run GENERATOR WORKLOAD TARGET: prints "requests/s p99-ms cpu-µs-per-request".
+# run GENERATOR WORKLOAD TARGET ROUND: prints "requests/s p99-ms cpu-µs-per-request";
+# fails (and the script stops) when the generator does.
 run() {
-    local generator=$1 workload=$2 target=$3 out="$work/run.out" cpu="$work/run.cpu"
+    local generator=$1 workload=$2 target=$3 round=$4 out="$work/run.out" cpu="$work/run.cpu"
+    rm -f "$out" "$cpu" "$work/run.json"
     if [ "$generator" = wrk ]; then
         local script="$work/get.lua"
-        [ "$workload" = puts ] && script="$work/put.lua"
+        [ "$workload" = puts ] && script="$work/put$round.lua"
         /usr/bin/time -f "%U %S" -o "$cpu" \
-            wrk -t1 -c"$clients" -d"${seconds}s" --latency -s "$script" "${urls[$target]}" > "$out"
-        python3 - "$out" "$cpu" "$seconds" <<'EOF'
+            wrk -t1 -c"$clients" -d"${seconds}s" --latency -s "$script" "${urls[$target]}" > "$out" \
+            || { echo "wrk failed: $(cat "$out")" >&2; return 1; }
+        python3 - "$out" "$cpu" <<'EOF'
 import re, sys
 text = open(sys.argv[1]).read()
-requests = int(re.search(r"(\d+) requests in", text).group(1))
+requests, duration, unit = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", text).groups()
+requests = int(requests)
+seconds = float(duration) * {"ms": 0.001, "s": 1, "m": 60}[unit]
 value, unit = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)$", text, re.M).groups()
 p99 = float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 user, system = map(float, open(sys.argv[2]).read().split()[-2:])
-print(f"{requests / float(sys.argv[3]):.0f} {p99:.2f} {(user + system) * 1e6 / requests:.1f}")
+print(f"{requests / seconds:.0f} {p99:.2f} {(user + system) * 1e6 / requests:.1f}")
 EOF
     else
         local binary="$bin/kv" arguments=(--get-ratio 1 --keys 10000)
         [ "$generator" = other ] && binary="$other"
-        [ "$workload" = puts ] && arguments=(--get-ratio 0 --keys 1000000 --table bench/many)
+        [ "$workload" = puts ] && arguments=(--get-ratio 0 --keys 1000000 --table "bench/many$round")
         /usr/bin/time -f "%U %S" -o "$cpu" \
             "$binary" bench --url "${urls[$target]}" --clients "$clients" --duration "$seconds" \
-            --value-size 256 --no-preload --no-progress "${arguments[@]}" --output "$work/run.json" > "$out" 2>&1
+            --value-size 256 --no-preload --no-progress "${arguments[@]}" --output "$work/run.json" > "$out" 2>&1 \
+            || { echo "kv bench failed: $(cat "$out")" >&2; return 1; }
         python3 - "$work/run.json" "$cpu" <<'EOF'
 import json, sys
 report = json.load(open(sys.argv[1]))
@@ -98,7 +107,8 @@ for round in $(seq 1 "$rounds"); do
         # Alternate which generator goes first, so that drift favours neither.
         if [ $((round % 2)) -eq 0 ]; then order=($(printf '%s\n' "${generators[@]}" | tac)); fi
         for generator in "${order[@]}"; do
-            read -r rate p99 cpu <<< "$(run "$generator" "$workload" "$target")"
+            result=$(run "$generator" "$workload" "$target" "$round") || exit 1
+            read -r rate p99 cpu <<< "$result"
             name=$generator
             [ "$generator" = kv ] && name="kv bench"
             [ "$generator" = other ] && name="kv bench ($other)"

@@ -15,7 +15,7 @@ final class LoadClient {
     let nodes: [LoadNode]
     /// The node of every step when there is no route.
     let home: Int
-    let route: (@Sendable (LoadStep) -> Int)?
+    let route: (@Sendable (LoadStep, UInt64) -> Int)?
     let eventLoop: any EventLoop
     let contexts: LoadContexts
     let script: any LoadScript
@@ -25,9 +25,13 @@ final class LoadClient {
     private var ready: [Int: LoadHandler] = [:]
     /// The step waiting for its node's connection, and that node.
     private var waiting: (step: LoadStep, node: Int)?
+    /// Steps taken so far: a route's turn, and the counter in request ids.
+    private var turn: UInt64 = 0
+    /// This client's part of its request ids, random so that no two runs share one.
+    private let requestIDPrefix = String(UInt64.random(in: 0...UInt64.max), radix: 16)
 
     init(
-        nodes: [LoadNode], home: Int, route: (@Sendable (LoadStep) -> Int)?, eventLoop: any EventLoop,
+        nodes: [LoadNode], home: Int, route: (@Sendable (LoadStep, UInt64) -> Int)?, eventLoop: any EventLoop,
         contexts: LoadContexts, script: any LoadScript, done: EventLoopPromise<Void>
     ) {
         self.nodes = nodes
@@ -51,17 +55,32 @@ final class LoadClient {
             done.succeed(())
             return
         }
-        let node = route.map { route in min(max(route(step), 0), nodes.count - 1) } ?? home
+        let node = route.map { route in min(max(route(step, turn), 0), nodes.count - 1) } ?? home
+        turn &+= 1
         if let handler = ready[node] {
-            handler.send(step, requests: nodes[node].requests, context: contextOf(step))
+            send(step, on: handler)
         } else {
             waiting = (step, node)
             connect(node)
         }
     }
 
-    private func contextOf(_ step: LoadStep) -> String? {
-        step.isGet ? nil : contexts.context(of: step.key)
+    private func send(_ step: LoadStep, on handler: LoadHandler) {
+        let requests = nodes[handler.node].requests
+        if step.isGet {
+            handler.send(step, requests: requests, context: nil, requestID: nil)
+        } else {
+            handler.send(
+                step, requests: requests, context: contexts.context(of: step.key),
+                requestID: requests.target.identifiesWrites ? "\(requestIDPrefix)-\(turn)" : nil)
+        }
+    }
+
+    /// Goes on with the next step after a pause, so that a node that refuses or drops
+    /// connections is not asked again at full speed.
+    private func pauseThenSendNext() {
+        let client = NIOLoopBound(self, eventLoop: eventLoop)
+        eventLoop.scheduleTask(in: Self.reconnectPause) { client.value.sendNext() }
     }
 
     private func connect(_ node: Int) {
@@ -97,7 +116,7 @@ final class LoadClient {
         ready[handler.node] = handler
         if let (step, node) = waiting, node == handler.node {
             waiting = nil
-            handler.send(step, requests: nodes[node].requests, context: contextOf(step))
+            send(step, on: handler)
         }
     }
 
@@ -107,27 +126,44 @@ final class LoadClient {
         guard let (step, _) = waiting else { return }
         waiting = nil
         script.ended(step, .failed(.unavailable), latency: .zero, now: .now())
-        let client = NIOLoopBound(self, eventLoop: eventLoop)
-        eventLoop.scheduleTask(in: Self.reconnectPause) { client.value.sendNext() }
+        pauseThenSendNext()
     }
 
     /// A connection that was ready closed; the step it carried, if any, fails and the
-    /// client goes on (connecting again when a step needs the node).
+    /// client goes on (connecting again when a step needs the node), after a pause when
+    /// the connection had answered nothing.
     func connectionClosed(_ handler: LoadHandler, carrying step: (LoadStep, NIODeadline)?) {
         if ready[handler.node] === handler { ready[handler.node] = nil }
         guard let (step, sentAt) = step else { return }
         let now = NIODeadline.now()
         script.ended(step, .failed(.unavailable), latency: now - sentAt, now: now)
-        sendNext()
+        if handler.answers == 0 { pauseThenSendNext() } else { sendNext() }
     }
 
-    /// A step was answered.
-    func answered(_ step: LoadStep, _ answer: LoadResponseParser.Response, sentAt: NIODeadline) {
+    /// A step's request could not be written (its connection was already gone).
+    func notSent(_ step: LoadStep) {
+        script.ended(step, .failed(.unavailable), latency: .zero, now: .now())
+        pauseThenSendNext()
+    }
+
+    /// A step was answered on `handler`'s connection.
+    func answered(
+        _ step: LoadStep, _ answer: LoadResponseParser.Response, sentAt: NIODeadline, on handler: LoadHandler
+    ) {
         let now = NIODeadline.now()
         let outcome = Self.outcome(of: step, answer)
         if outcome == .succeeded, let context = answer.context { contexts.record(context, for: step.key) }
         script.ended(step, outcome, latency: now - sentAt, now: now)
-        sendNext()
+        guard answer.closes else {
+            sendNext()
+            return
+        }
+        // The server closes this connection after its answer: the next step goes on a
+        // new one, after a pause when this one's only answer was an error (a server
+        // that refuses connections answers each with one error and closes it).
+        if ready[handler.node] === handler { ready[handler.node] = nil }
+        handler.close()
+        if handler.answers <= 1 && outcome != .succeeded { pauseThenSendNext() } else { sendNext() }
     }
 
     static func outcome(of step: LoadStep, _ answer: LoadResponseParser.Response) -> LoadOutcome {
@@ -160,7 +196,10 @@ final class LoadHandler: ChannelInboundHandler {
     private var inFlight: (step: LoadStep, sentAt: NIODeadline)?
     private var isReady = false
     private var handshakeDeadline: Scheduled<Void>?
+    private var timeoutCheck: RepeatedTask?
     private var request = ByteBuffer()
+    /// Answers read on this connection.
+    private(set) var answers = 0
 
     init(client: LoadClient, node: Int, awaitsHandshake: Bool) {
         self.client = client
@@ -199,13 +238,32 @@ final class LoadHandler: ChannelInboundHandler {
 
     private func becameReady() {
         isReady = true
+        if let context {
+            // One check per connection and interval, not a timer per request: a request
+            // older than the limit closes the connection, which fails its step.
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let limit = client.nodes[node].requests.target.requestTimeout
+            let interval = min(limit, .seconds(1))
+            timeoutCheck = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) {
+                _ in
+                handler.value.closeIfOverdue(limit: limit)
+            }
+        }
         client.connectionReady(self)
     }
 
+    private func closeIfOverdue(limit: TimeAmount) {
+        guard let (_, sentAt) = inFlight, NIODeadline.now() - sentAt > limit else { return }
+        close()
+    }
+
     /// Writes the request of `step`.
-    func send(_ step: LoadStep, requests: LoadRequests, context requestContext: String?) {
-        guard let context else { return }
-        requests.encode(step, context: requestContext, into: &request)
+    func send(_ step: LoadStep, requests: LoadRequests, context requestContext: String?, requestID: String?) {
+        guard let context else {
+            client.notSent(step)
+            return
+        }
+        requests.encode(step, context: requestContext, requestID: requestID, into: &request)
         inFlight = (step, .now())
         context.writeAndFlush(wrapOutboundOut(request), promise: nil)
     }
@@ -224,7 +282,8 @@ final class LoadHandler: ChannelInboundHandler {
                 // answer before it closes, say): nothing to report.
                 guard let (step, sentAt) = inFlight else { return }
                 inFlight = nil
-                client.answered(step, answer, sentAt: sentAt)
+                answers += 1
+                client.answered(step, answer, sentAt: sentAt, on: self)
             }
         } catch {
             // Bytes that are not a response this client can frame: the connection goes,
@@ -239,6 +298,7 @@ final class LoadHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         handshakeDeadline?.cancel()
+        timeoutCheck?.cancel()
         if isReady {
             let carried = inFlight
             inFlight = nil

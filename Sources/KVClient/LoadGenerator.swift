@@ -73,17 +73,27 @@ public struct LoadTarget: Sendable {
     public var writeQuorum: QuorumOverrides
     /// Token, TLS and CA.
     public var options: HTTPClientOptions
+    /// How long a request may wait for its answer before its connection is closed and
+    /// the step fails as `server.unavailable` (checked once a second, or more often for
+    /// a shorter limit).
+    public var requestTimeout: TimeAmount
+    /// Whether each put carries a request id of its own, as the cluster-aware client
+    /// sends them (the server then also records it).
+    public var identifiesWrites: Bool
 
     /// Creates a target.
     public init(
         table: TableName, value: [UInt8], readQuorum: QuorumOverrides = QuorumOverrides(),
-        writeQuorum: QuorumOverrides = QuorumOverrides(), options: HTTPClientOptions = HTTPClientOptions()
+        writeQuorum: QuorumOverrides = QuorumOverrides(), options: HTTPClientOptions = HTTPClientOptions(),
+        requestTimeout: TimeAmount = .seconds(30), identifiesWrites: Bool = false
     ) {
         self.table = table
         self.value = value
         self.readQuorum = readQuorum
         self.writeQuorum = writeQuorum
         self.options = options
+        self.requestTimeout = requestTimeout
+        self.identifiesWrites = identifiesWrites
     }
 }
 
@@ -99,16 +109,17 @@ public enum LoadGenerator {
     /// `i`'s script on its event loop.
     ///
     /// Without `route`, client `i` sends every request to `urls[i % urls.count]`. With
-    /// it, each step goes to `urls[route(step)]` (a replica of its key, say), on a
-    /// connection the client keeps to each node it has used.
+    /// it, each step goes to `urls[route(step, turn)]` (a replica of its key, say), on
+    /// a connection the client keeps to each node it has used; `turn` counts the
+    /// client's steps, for a route that takes replicas in turn.
     ///
     /// A connection that fails or closes is opened again when a request needs it; the
-    /// step it carried ends as `server.unavailable`, and when a connection cannot be
-    /// made at all the client pauses before trying again.
+    /// step it carried ends as `server.unavailable`. When a connection cannot be made,
+    /// or closes before it has answered twice, the client pauses before going on.
     public static func run(
         urls: [String], clients: Int, target: LoadTarget, contexts: LoadContexts,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        route: (@Sendable (LoadStep) -> Int)? = nil,
+        route: (@Sendable (LoadStep, UInt64) -> Int)? = nil,
         script: @escaping @Sendable (Int) -> any LoadScript
     ) async throws(KVError) {
         guard !urls.isEmpty else { throw KVError(.invalidRequest, "a load needs at least one node URL") }
@@ -185,8 +196,9 @@ struct LoadRequests: Sendable {
         return requests
     }
 
-    /// Writes the request of `step` into `buffer`; a put carries `context` when given.
-    func encode(_ step: LoadStep, context: String?, into buffer: inout ByteBuffer) {
+    /// Writes the request of `step` into `buffer`; a put carries `context` and
+    /// `requestID` when given.
+    func encode(_ step: LoadStep, context: String?, requestID: String? = nil, into buffer: inout ByteBuffer) {
         buffer.clear()
         buffer.writeStaticString(step.isGet ? "GET " : "PUT ")
         buffer.writeBytes(pathPrefix)
@@ -201,6 +213,11 @@ struct LoadRequests: Sendable {
             if let context, !context.isEmpty {
                 buffer.writeStaticString("x-kv-context: ")
                 buffer.writeString(context)
+                buffer.writeStaticString("\r\n")
+            }
+            if let requestID {
+                buffer.writeStaticString("x-kv-request-id: ")
+                buffer.writeString(requestID)
                 buffer.writeStaticString("\r\n")
             }
             buffer.writeStaticString("\r\n")

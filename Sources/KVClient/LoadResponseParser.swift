@@ -1,8 +1,9 @@
 import NIOCore
 
 /// Reads HTTP/1.1 responses out of a connection's bytes, keeping only what a load
-/// generator needs of each: the status, the `x-kv-context` header and, for an error, the
-/// start of its body (for its code).
+/// generator needs of each: the status, the `x-kv-context` header, whether the server
+/// closes the connection after it and, for an error, the start of its body (for its
+/// code).
 ///
 /// NIO's response decoder builds a head with every header as strings and passes three
 /// parts through the pipeline per response; for a generator that must cost less than
@@ -17,9 +18,11 @@ struct LoadResponseParser {
         var status: Int
         /// The `x-kv-context` header, if any.
         var context: String?
-        /// The first ``LoadResponseParser/keptBodyLimit`` bytes of the body of a response
-        /// that is not a success (2xx); empty for a success.
+        /// The first ``LoadResponseParser/keptBodyLimit`` bytes of the body of an error
+        /// (a status of 400 or more); empty otherwise.
         var errorBody: [UInt8]
+        /// Whether the server closes the connection after it (`connection: close`).
+        var closes = false
     }
 
     /// Why the bytes are not a response this parser reads.
@@ -44,7 +47,10 @@ struct LoadResponseParser {
     }
 
     private var state = State.head
-    private var bytes = ByteBuffer()
+    private var bytes = Self.empty
+    /// Assigned once all bytes are read, to let go of the read's buffer without
+    /// allocating a new one.
+    private static let empty = ByteBuffer()
     private var response = Response(status: 0, context: nil, errorBody: [])
 
     /// Takes the next bytes of the connection and calls `complete` with each response
@@ -56,7 +62,7 @@ struct LoadResponseParser {
             bytes.writeBuffer(&incoming)
         }
         while try step(complete) {}
-        if bytes.readableBytes == 0 { bytes.clear() }
+        if bytes.readableBytes == 0 { bytes = Self.empty }
     }
 
     /// Makes one step of progress; false when it needs more bytes.
@@ -71,11 +77,12 @@ struct LoadResponseParser {
             let head = bytes.withUnsafeReadableBytes { raw in
                 Result { () throws(Malformed) in try Self.readHead(raw[..<headLength]) }
             }
-            let (status, context, framing) = try head.get()
+            let (status, context, closes, framing) = try head.get()
             bytes.moveReaderIndex(to: end + 4)
             if status >= 200 {
                 response.status = status
                 response.context = context
+                response.closes = closes
             }
             switch framing {
             case .informational: break
@@ -127,7 +134,7 @@ struct LoadResponseParser {
     /// Consumes `count` body bytes, keeping them when the response is an error.
     private mutating func keep(_ count: Int) {
         let room = Self.keptBodyLimit - response.errorBody.count
-        if !(200..<300).contains(response.status), room > 0 {
+        if response.status >= 400, room > 0 {
             response.errorBody += bytes.readableBytesView.prefix(min(room, count))
         }
         bytes.moveReaderIndex(forwardBy: count)
@@ -180,7 +187,7 @@ struct LoadResponseParser {
     /// Reads the status line and headers (without the final blank line): the status,
     /// the context and how the body is framed.
     private static func readHead(_ head: HeadBytes) throws(Malformed) -> (
-        status: Int, context: String?, framing: Framing
+        status: Int, context: String?, closes: Bool, framing: Framing
     ) {
         var position = head.startIndex
         guard let statusLine = line(of: head, from: &position), statusLine.count >= 12,
@@ -198,6 +205,7 @@ struct LoadResponseParser {
         var length: Int64?
         var chunked = false
         var context: String?
+        var closes = false
         while let line = line(of: head, from: &position) {
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon > line.startIndex else {
                 throw Malformed(reason: "a header line has no name")
@@ -217,16 +225,18 @@ struct LoadResponseParser {
                 chunked = true
             } else if equalsIgnoringCase(name, "x-kv-context") {
                 context = String(decoding: value, as: UTF8.self)
+            } else if equalsIgnoringCase(name, "connection") {
+                closes = equalsIgnoringCase(value, "close")
             }
         }
-        if status < 200 { return (status, context, .informational) }
-        if status == 204 || status == 304 { return (status, context, .length(0)) }
+        if status < 200 { return (status, context, closes, .informational) }
+        if status == 204 || status == 304 { return (status, context, closes, .length(0)) }
         if chunked {
             guard length == nil else { throw Malformed(reason: "both a length and chunked") }
-            return (status, context, .chunked)
+            return (status, context, closes, .chunked)
         }
         guard let length else { throw Malformed(reason: "a body without a length") }
-        return (status, context, .length(length))
+        return (status, context, closes, .length(length))
     }
 
     /// The line of `head` that starts at `position`, up to the next CRLF or the end;

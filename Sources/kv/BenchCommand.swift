@@ -82,7 +82,8 @@ struct BenchCommand: AsyncParsableCommand {
         let value = RowValue(bytes: (0..<valueSize).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) })
         let progress = !noProgress && isatty(STDERR_FILENO) == 1
 
-        // Connect every client first, so connection setup is not measured.
+        // The table and the preload go through the client library; the measured load
+        // then runs on connections of its own (see below).
         var connections: [any KeyValueService] = []
         let httpOptions = HTTPClientOptions.environment(ProcessInfo.processInfo.environment)
         func closeAll() async {
@@ -146,62 +147,74 @@ struct BenchCommand: AsyncParsableCommand {
 
         // Puts carry the context of the key's last answer, as an application that reads
         // before it writes would: blind writes would pile up siblings and measure those.
+        // Clients run on event loops, one request in flight per connection, so the
+        // generator costs about what wrk does and measures the nodes. Direct routing
+        // sends each step to a replica of its key, as the cluster-aware client would,
+        // from the layout that client learned, with a request id on each put as it
+        // sends them.
+        var loadURLs = urls
+        var route: (@Sendable (LoadStep, UInt64) -> Int)?
+        if routing == "direct" {
+            guard let cluster = connections.first as? ClusterClient,
+                let direct = Self.directRoute(cluster.topology, table: name)
+            else {
+                await closeAll()
+                FileHandle.standardError.write(
+                    Data("error: the cluster-aware client learned no layout\n".utf8))
+                throw ExitCode(1)
+            }
+            (loadURLs, route) = direct
+        }
+        await closeAll()
+        connections = []
         let counters = NIOLockedValueBox(LiveCounters())
         let timeline = Timeline()
-        let start = ContinuousClock.now
+        let total = NIOLockedValueBox(ClientResult())
+        let start = NIODeadline.now()
+        let end = start + .nanoseconds(Int64(duration * 1e9))
         let drawer = Task {
             guard progress else { return }
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(250))
                 let snapshot = counters.withLockedValue { $0 }
-                Self.drawProgress(elapsed: ContinuousClock.now - start, total: duration, counters: snapshot)
+                Self.drawProgress(
+                    elapsed: .nanoseconds((NIODeadline.now() - start).nanoseconds), total: duration,
+                    counters: snapshot)
             }
         }
-        // Clients run on event loops, one request in flight per connection, so the
-        // generator costs about what wrk does and measures the nodes. Direct routing
-        // sends each step to a replica of its key, as the cluster-aware client would,
-        // from the layout that client learned.
-        var loadURLs = urls
-        var route: (@Sendable (LoadStep) -> Int)?
-        if routing == "direct", let cluster = connections.first as? ClusterClient,
-            let direct = Self.directRoute(cluster.topology, table: name)
-        {
-            (loadURLs, route) = direct
-        }
-        await closeAll()
-        connections = []
-        let total = NIOLockedValueBox(ClientResult())
-        let measureStart = NIODeadline.now()
-        let measureEnd = measureStart + .nanoseconds(Int64(duration * 1e9))
         let (getRatio, seed) = (getRatio, seed)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        var failure: KVError?
         do {
             try await LoadGenerator.run(
                 urls: loadURLs, clients: clients,
                 target: LoadTarget(
                     table: name, value: value.bytes, readQuorum: readOptions.quorum,
-                    writeQuorum: writeOptions.quorum, options: httpOptions),
+                    writeQuorum: writeOptions.quorum, options: httpOptions,
+                    identifiesWrites: routing == "direct"),
                 contexts: LoadContexts(), group: group, route: route
             ) { index in
                 BenchScript(
                     random: SeededRandom(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15),
-                    keys: keyDistribution, getRatio: getRatio, start: measureStart, end: measureEnd,
+                    keys: keyDistribution, getRatio: getRatio, start: start, end: end,
                     timeline: timeline, counters: counters, total: total)
             }
         } catch {
-            drawer.cancel()
-            try? await group.shutdownGracefully()
-            FileHandle.standardError.write(Data("error: \(error.code.rawValue): \(error.message)\n".utf8))
+            failure = error
+        }
+        // The run lasts from the start to its last answer: connections are made inside
+        // it (a few milliseconds), the event loops' shutdown is not.
+        let elapsed = NIODeadline.now() - start
+        drawer.cancel()
+        try? await group.shutdownGracefully()
+        if let failure {
+            FileHandle.standardError.write(Data("error: \(failure.code.rawValue): \(failure.message)\n".utf8))
             throw ExitCode(1)
         }
-        try? await group.shutdownGracefully()
         let results = total.withLockedValue { $0 }
-        let elapsed = ContinuousClock.now - start
-        drawer.cancel()
         if progress { FileHandle.standardError.write(Data("\n".utf8)) }
-        await closeAll()
 
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = Double(elapsed.nanoseconds) / 1e9
         let report = BenchReport(
             clients: clients, routing: routing, seconds: seconds, getRatio: getRatio, valueSize: valueSize,
             keys: keys,
@@ -224,11 +237,11 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     /// The nodes of `topology` and, for each step, the one to send it to: a write to
-    /// its key's first replica, as the cluster-aware client sends it; a read to one of
-    /// its replicas, spread by key, as that client spreads reads. `nil` when the client
-    /// has learned no member.
+    /// its key's first replica, as the cluster-aware client sends it; a read to its
+    /// replicas in turn, as that client spreads reads. `nil` when the client has learned
+    /// no member.
     static func directRoute(_ topology: ClusterTopology, table: TableName) -> (
-        [String], @Sendable (LoadStep) -> Int
+        [String], @Sendable (LoadStep, UInt64) -> Int
     )? {
         let urls = topology.memberURLs
         let replicas: [[Int]] = topology.partitions.map { nodes in
@@ -237,12 +250,12 @@ struct BenchCommand: AsyncParsableCommand {
         guard !urls.isEmpty, let schema = try? KeySchema([.int64], partitionKeyLength: 1) else { return nil }
         return (
             urls,
-            { step in
+            { step, turn in
                 let key = RowKey(table: table, parts: [.int64(Int64(step.key))])
                 guard let partition = topology.partition(of: key, schema: schema),
                     case let nodes = replicas[Int(partition.rawValue)], !nodes.isEmpty
                 else { return 0 }
-                return step.isGet ? nodes[step.key % nodes.count] : nodes[0]
+                return step.isGet ? nodes[Int(turn % UInt64(nodes.count))] : nodes[0]
             }
         )
     }

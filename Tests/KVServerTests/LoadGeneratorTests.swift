@@ -3,6 +3,7 @@ import KVClient
 import KVCore
 import KVTestSupport
 import NIOCore
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -109,31 +110,146 @@ struct LoadGeneratorTests {
             server.kill()
             server.removeData()
         }
-        // No table is created: both kinds of step are refused.
-        let client = try await HTTPKeyValueService(url: server.url)
-        var expected: KVError.Code?
-        do {
-            _ = try await client.get(Self.key(1))
-        } catch {
-            expected = error.code
+        let steps = [LoadStep(key: 1, isGet: true), LoadStep(key: 1, isGet: false)]
+        /// The codes the client library's get and put of key 1 fail with, and the
+        /// outcomes of the same two steps through the load generator.
+        func compare(_ target: LoadTarget) async throws -> (expected: [LoadOutcome], got: [LoadOutcome]) {
+            let client = try await HTTPKeyValueService(url: server.url)
+            var expected: [LoadOutcome] = []
+            do {
+                _ = try await client.get(Self.key(1), options: ReadOptions(quorum: target.readQuorum))
+                expected.append(.succeeded)
+            } catch {
+                expected.append(.failed(error.code))
+            }
+            do {
+                _ = try await client.put(
+                    Self.key(1), value: RowValue(bytes: target.value),
+                    options: WriteOptions(quorum: target.writeQuorum))
+                expected.append(.succeeded)
+            } catch {
+                expected.append(.failed(error.code))
+            }
+            await client.close()
+            let record = Record()
+            try await LoadGenerator.run(
+                urls: [server.url], clients: 1, target: target, contexts: LoadContexts()
+            ) {
+                index in ListScript(client: index, steps: steps, record: record)
+            }
+            return (expected, record.all.map(\.outcome))
         }
-        await client.close()
-        #expect(expected == .tableNotFound)
+        // No table yet: both are refused for it.
+        let missing = try await compare(LoadTarget(table: Self.table, value: [1]))
+        #expect(missing.expected == [.failed(.tableNotFound), .failed(.tableNotFound)])
+        #expect(missing.got == missing.expected)
+        // Quorum overrides no replica set can meet: the headers reach the server.
+        try await Self.createTable(server.url)
+        let quorum = try await compare(
+            LoadTarget(
+                table: Self.table, value: [1], readQuorum: QuorumOverrides(r: 9),
+                writeQuorum: QuorumOverrides(w: 9)))
+        #expect(quorum.expected.allSatisfy { $0 != .succeeded && $0 != .failed(.tableNotFound) })
+        #expect(quorum.got == quorum.expected)
+    }
+
+    /// A server that answers each request with `answer` and then closes the connection
+    /// (or, without an answer, reads requests and never answers), counting the
+    /// connections it accepts.
+    final class ClosingServer: Sendable {
+        final class Counter: Sendable {
+            let value = Atomic<Int>(0)
+        }
+
+        final class AnswerAndClose: ChannelInboundHandler, Sendable {
+            typealias InboundIn = ByteBuffer
+            typealias OutboundOut = ByteBuffer
+            let answer: String?
+            init(answer: String?) { self.answer = answer }
+            func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+                guard let answer else { return }
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: answer))).whenComplete { _ in
+                    channel.close(promise: nil)
+                }
+            }
+        }
+
+        let channel: any Channel
+        let counter = Counter()
+        var connections: Int { counter.value.load(ordering: .relaxed) }
+        var url: String { "http://127.0.0.1:\(channel.localAddress?.port ?? 0)" }
+
+        init(answer: String?) async throws {
+            let counter = counter
+            channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .childChannelInitializer { child in
+                    counter.value.wrappingAdd(1, ordering: .relaxed)
+                    return child.eventLoop.makeCompletedFuture {
+                        try child.pipeline.syncOperations.addHandler(AnswerAndClose(answer: answer))
+                    }
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+        }
+    }
+
+    @Test("a server that refuses each connection with an error is asked again after a pause, not at once")
+    func refusedConnectionsPause() async throws {
+        let body = #"{"code":"server.too_many_connections","message":"full"}"#
+        let server = try await ClosingServer(
+            answer: "HTTP/1.1 503 Service Unavailable\r\ncontent-length: \(body.utf8.count)\r\n"
+                + "connection: close\r\n\r\n" + body)
+        defer { server.channel.close(promise: nil) }
         let record = Record()
+        let until = NIODeadline.now() + .seconds(1)
         try await LoadGenerator.run(
-            urls: [server.url], clients: 1,
-            target: LoadTarget(
-                table: Self.table, value: [1], writeQuorum: QuorumOverrides(w: 9)),
+            urls: [server.url], clients: 1, target: LoadTarget(table: Self.table, value: [1]),
             contexts: LoadContexts()
         ) { index in
-            ListScript(
-                client: index, steps: [LoadStep(key: 1, isGet: true), LoadStep(key: 1, isGet: false)],
-                record: record)
+            ListScript(client: index, steps: [LoadStep(key: 1, isGet: true)], record: record, until: until)
         }
         let entries = record.all
-        #expect(entries.count == 2)
-        #expect(entries.first?.outcome == expected.map { .failed($0) })
-        #expect(entries.allSatisfy { $0.outcome != .succeeded && $0.outcome != .failed(.unavailable) })
+        #expect(
+            entries.allSatisfy { $0.outcome == .failed(.tooManyConnections) },
+            "\(Set(entries.map(\.outcome)))")
+        // One connection per 50 ms pause at most: about 20 in the second, not thousands.
+        #expect(server.connections <= 25, "\(server.connections) connections in 1 s")
+        #expect(entries.count == server.connections)
+    }
+
+    @Test("after an answer that closes its connection the next step goes on a new one, at once")
+    func answersThatClose() async throws {
+        let server = try await ClosingServer(
+            answer: "HTTP/1.1 204 No Content\r\nx-kv-context: c\r\nconnection: close\r\n\r\n")
+        defer { server.channel.close(promise: nil) }
+        let record = Record()
+        let steps = (0..<40).map { LoadStep(key: $0 % 5, isGet: false) }
+        let started = NIODeadline.now()
+        try await LoadGenerator.run(
+            urls: [server.url], clients: 1, target: LoadTarget(table: Self.table, value: [1]),
+            contexts: LoadContexts()
+        ) { index in ListScript(client: index, steps: steps, record: record) }
+        // None was written onto the closing connection (it would have failed), and none
+        // waited for a pause (40 of them would take 2 s).
+        #expect(record.all.count == 40)
+        #expect(record.all.allSatisfy { $0.outcome == .succeeded }, "\(Set(record.all.map(\.outcome)))")
+        #expect(server.connections == 40)
+        #expect(NIODeadline.now() - started < .seconds(1))
+    }
+
+    @Test("a request left unanswered past the limit fails, and the run still ends")
+    func unansweredRequestTimesOut() async throws {
+        let server = try await ClosingServer(answer: nil)
+        defer { server.channel.close(promise: nil) }
+        let record = Record()
+        let started = NIODeadline.now()
+        try await LoadGenerator.run(
+            urls: [server.url], clients: 2,
+            target: LoadTarget(table: Self.table, value: [1], requestTimeout: .milliseconds(300)),
+            contexts: LoadContexts()
+        ) { index in ListScript(client: index, steps: [LoadStep(key: index, isGet: true)], record: record) }
+        #expect(record.all.map(\.outcome) == [.failed(.unavailable), .failed(.unavailable)])
+        #expect(NIODeadline.now() - started < .seconds(5))
     }
 
     @Test("a route sends each step to the node it names, whatever node the client would use")
@@ -156,7 +272,7 @@ struct LoadGeneratorTests {
             // Both clients, one of them at home on each node, are routed to `target`.
             try await LoadGenerator.run(
                 urls: urls, clients: 2, target: LoadTarget(table: Self.table, value: [5]),
-                contexts: LoadContexts(), route: { _ in target },
+                contexts: LoadContexts(), route: { _, _ in target },
                 script: { index in ListScript(client: index, steps: steps, record: record) })
             #expect(record.all.count == 12)
             #expect(

@@ -15,13 +15,17 @@ struct LoadResponseParserTests {
 
     /// One response as bytes, and what the parser must keep of it.
     static func response(
-        status: Int, context: String?, body: [UInt8], chunks: [Int]?, headerCase: Int, extraHeaders: Int
+        status: Int, context: String?, body: [UInt8], chunks: [Int]?, headerCase: Int, extraHeaders: Int,
+        closes: Bool = false
     ) -> (bytes: [UInt8], expected: Response) {
         var text = "HTTP/1.1 \(status) Whatever\r\n"
         let contentLength = ["content-length", "Content-Length", "CONTENT-LENGTH"][headerCase % 3]
         let contextName = ["x-kv-context", "X-KV-Context", "x-KV-context"][headerCase % 3]
         for index in 0..<extraHeaders { text += "x-other-\(index):  value \(index) \t\r\n" }
         if let context { text += "\(contextName): \(context)\r\n" }
+        text += ["Connection", "connection", "CONNECTION"][headerCase % 3] + ": "
+        text += closes ? ["close", "Close"][headerCase % 2] : "keep-alive"
+        text += "\r\n"
         let noBody = status < 200 || status == 204 || status == 304
         var bytes: [UInt8]
         if noBody {
@@ -46,8 +50,8 @@ struct LoadResponseParserTests {
             text += "\(contentLength): \(body.count)\r\n\r\n"
             bytes = Array(text.utf8) + body
         }
-        let kept = (200..<300).contains(status) || noBody ? [] : body
-        return (bytes, Response(status: status, context: context, errorBody: kept))
+        let kept = status < 400 ? [] : body
+        return (bytes, Response(status: status, context: context, errorBody: kept, closes: closes))
     }
 
     /// Feeds `bytes` in pieces that end at `cuts` (offsets, in any order).
@@ -79,9 +83,9 @@ struct LoadResponseParserTests {
             case .head(let head):
                 current = Response(
                     status: Int(head.status.code), context: head.headers.first(name: "x-kv-context"),
-                    errorBody: [])
+                    errorBody: [], closes: !head.isKeepAlive)
             case .body(let body):
-                if let status = current?.status, !(200..<300).contains(status) {
+                if let status = current?.status, status >= 400 {
                     current?.errorBody += body.readableBytesView
                 }
             case .end:
@@ -111,7 +115,8 @@ struct LoadResponseParserTests {
                 let context: String? = index % 2 == 0 ? "AQ\(index)-ctx_\(bodySize)" : nil
                 let (bytes, response) = Self.response(
                     status: Self.statuses[statusIndex], context: context, body: body, chunks: chunks,
-                    headerCase: index + chunkSize, extraHeaders: extraHeaders)
+                    headerCase: index + chunkSize, extraHeaders: extraHeaders,
+                    closes: (index + bodySize) % 4 == 1)
                 stream += bytes
                 expected.append(response)
             }
@@ -174,12 +179,29 @@ struct LoadResponseParserTests {
         }
     }
 
-    @Test("arbitrary bytes never trap it")
-    func arbitraryBytes() async {
+    @Test("damaged responses and arbitrary bytes never trap it or make it loop")
+    func damagedInput() async {
         await propertyCheck(
-            count: 500, input: Gen.int(in: 0...255).array(of: 0...300), Gen.int(in: 0...300).array(of: 0...4)
-        ) { bytes, cuts in
-            let stream = Array("HTTP/1.1 200 OK\r\n".utf8) + bytes.map { UInt8($0) }
+            count: 500,
+            input: Gen.int(in: 0..<Self.statuses.count), Gen.int(in: 0...300),
+            Gen.int(in: 0...4000).array(of: 0...6), Gen.int(in: 0...255).array(of: 0...6),
+            Gen.int(in: 0...2000).array(of: 0...4), Gen.int(in: 0...255).array(of: 0...200)
+        ) { statusIndex, bodySize, positions, replacements, cuts, tail in
+            // A valid chunked and a valid sized response, with bytes replaced here and
+            // there (in the heads as often as in the bodies), then arbitrary bytes.
+            let chunked = Self.response(
+                status: Self.statuses[statusIndex], context: "c", body: Array(repeating: 7, count: bodySize),
+                chunks: [3, 17], headerCase: 0, extraHeaders: 1
+            ).bytes
+            let sized = Self.response(
+                status: 404, context: nil, body: Array(repeating: 9, count: bodySize), chunks: nil,
+                headerCase: 1, extraHeaders: 0
+            ).bytes
+            var stream = chunked + sized
+            for (position, replacement) in zip(positions, replacements) {
+                stream[position % stream.count] = UInt8(replacement)
+            }
+            stream += tail.map { UInt8($0) }
             _ = try? Self.parse(stream, cuts: cuts)
         }
     }
