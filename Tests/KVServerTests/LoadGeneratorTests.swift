@@ -61,15 +61,33 @@ struct LoadGeneratorTests {
 
     static func key(_ number: Int) -> RowKey { RowKey(table: table, parts: [.int64(Int64(number))]) }
 
+    /// Runs one client per plan (client `i` plays `plans[i]`, or with `until` repeats
+    /// its first step until then) and returns what their scripts saw.
+    static func play(
+        _ plans: [[LoadStep]], urls: [String], target: LoadTarget = LoadTarget(table: table, value: [1]),
+        until: NIODeadline? = nil, route: (@Sendable (LoadStep, UInt64) -> Int)? = nil
+    ) async throws -> [Record.Entry] {
+        let record = Record()
+        try await LoadGenerator.run(
+            urls: urls, clients: plans.count, target: target, contexts: LoadContexts(), route: route,
+            script: { index in ListScript(client: index, steps: plans[index], record: record, until: until) })
+        return record.all
+    }
+
+    /// A `kv server` with the test's table.
+    static func serverWithTable() async throws -> ServerProcess {
+        let server = try ServerProcess(arguments: ["--partitions", "16"])
+        try await createTable(server.url)
+        return server
+    }
+
     @Test("every step ends once, gets and puts answer as the client reports them, puts carry contexts")
     func stepsAndContexts() async throws {
-        let server = try ServerProcess(arguments: ["--partitions", "16"])
+        let server = try await Self.serverWithTable()
         defer {
             server.kill()
             server.removeData()
         }
-        try await Self.createTable(server.url)
-        let record = Record()
         let value = Array("load value".utf8)
         // Client 0 writes key 7 three times in a row and reads it back; the others
         // each read an absent key, then write and read a key of their own.
@@ -81,12 +99,8 @@ struct LoadGeneratorTests {
                     LoadStep(key: client, isGet: true),
                 ]
             }
-        try await LoadGenerator.run(
-            urls: [server.url], clients: plans.count,
-            target: LoadTarget(table: Self.table, value: value), contexts: LoadContexts()
-        ) { index in ListScript(client: index, steps: plans[index], record: record) }
-
-        let entries = record.all
+        let entries = try await Self.play(
+            plans, urls: [server.url], target: LoadTarget(table: Self.table, value: value))
         for (client, plan) in plans.enumerated() {
             #expect(entries.filter { $0.client == client }.map(\.step) == plan)
         }
@@ -131,13 +145,7 @@ struct LoadGeneratorTests {
                 expected.append(.failed(error.code))
             }
             await client.close()
-            let record = Record()
-            try await LoadGenerator.run(
-                urls: [server.url], clients: 1, target: target, contexts: LoadContexts()
-            ) {
-                index in ListScript(client: index, steps: steps, record: record)
-            }
-            return (expected, record.all.map(\.outcome))
+            return (expected, try await Self.play([steps], urls: [server.url], target: target).map(\.outcome))
         }
         // No table yet: both are refused for it.
         let missing = try await compare(LoadTarget(table: Self.table, value: [1]))
@@ -200,15 +208,8 @@ struct LoadGeneratorTests {
             answer: "HTTP/1.1 503 Service Unavailable\r\ncontent-length: \(body.utf8.count)\r\n"
                 + "connection: close\r\n\r\n" + body)
         defer { server.channel.close(promise: nil) }
-        let record = Record()
-        let until = NIODeadline.now() + .seconds(1)
-        try await LoadGenerator.run(
-            urls: [server.url], clients: 1, target: LoadTarget(table: Self.table, value: [1]),
-            contexts: LoadContexts()
-        ) { index in
-            ListScript(client: index, steps: [LoadStep(key: 1, isGet: true)], record: record, until: until)
-        }
-        let entries = record.all
+        let entries = try await Self.play(
+            [[LoadStep(key: 1, isGet: true)]], urls: [server.url], until: .now() + .seconds(1))
         #expect(
             entries.allSatisfy { $0.outcome == .failed(.tooManyConnections) },
             "\(Set(entries.map(\.outcome)))")
@@ -222,17 +223,13 @@ struct LoadGeneratorTests {
         let server = try await ClosingServer(
             answer: "HTTP/1.1 204 No Content\r\nx-kv-context: c\r\nconnection: close\r\n\r\n")
         defer { server.channel.close(promise: nil) }
-        let record = Record()
-        let steps = (0..<40).map { LoadStep(key: $0 % 5, isGet: false) }
         let started = NIODeadline.now()
-        try await LoadGenerator.run(
-            urls: [server.url], clients: 1, target: LoadTarget(table: Self.table, value: [1]),
-            contexts: LoadContexts()
-        ) { index in ListScript(client: index, steps: steps, record: record) }
+        let entries = try await Self.play(
+            [(0..<40).map { LoadStep(key: $0 % 5, isGet: false) }], urls: [server.url])
         // None was written onto the closing connection (it would have failed), and none
         // waited for a pause (40 of them would take 2 s).
-        #expect(record.all.count == 40)
-        #expect(record.all.allSatisfy { $0.outcome == .succeeded }, "\(Set(record.all.map(\.outcome)))")
+        #expect(entries.count == 40)
+        #expect(entries.allSatisfy { $0.outcome == .succeeded }, "\(Set(entries.map(\.outcome)))")
         #expect(server.connections == 40)
         #expect(NIODeadline.now() - started < .seconds(1))
     }
@@ -241,25 +238,21 @@ struct LoadGeneratorTests {
     func unansweredRequestTimesOut() async throws {
         let server = try await ClosingServer(answer: nil)
         defer { server.channel.close(promise: nil) }
-        let record = Record()
         let started = NIODeadline.now()
-        try await LoadGenerator.run(
-            urls: [server.url], clients: 2,
-            target: LoadTarget(table: Self.table, value: [1], requestTimeout: .milliseconds(300)),
-            contexts: LoadContexts()
-        ) { index in ListScript(client: index, steps: [LoadStep(key: index, isGet: true)], record: record) }
-        #expect(record.all.map(\.outcome) == [.failed(.unavailable), .failed(.unavailable)])
+        let entries = try await Self.play(
+            [[LoadStep(key: 0, isGet: true)], [LoadStep(key: 1, isGet: false)]], urls: [server.url],
+            target: LoadTarget(table: Self.table, value: [1], requestTimeout: .milliseconds(300)))
+        #expect(entries.map(\.outcome) == [.failed(.unavailable), .failed(.unavailable)])
         #expect(NIODeadline.now() - started < .seconds(5))
     }
 
     @Test("a route sends each step to the node it names, whatever node the client would use")
     func routeOverridesTheClientsNode() async throws {
-        let server = try ServerProcess(arguments: ["--partitions", "16"])
+        let server = try await Self.serverWithTable()
         defer {
             server.kill()
             server.removeData()
         }
-        try await Self.createTable(server.url)
         // The second URL answers nothing: a step sent there fails.
         let nowhere = try ServerProcess(arguments: ["--partitions", "16"])
         let deadURL = nowhere.url
@@ -268,54 +261,42 @@ struct LoadGeneratorTests {
         let urls = [server.url, deadURL]
         let steps = (0..<6).map { LoadStep(key: $0, isGet: $0 % 2 == 0) }
         for (target, succeeds) in [(0, true), (1, false)] {
-            let record = Record()
             // Both clients, one of them at home on each node, are routed to `target`.
-            try await LoadGenerator.run(
-                urls: urls, clients: 2, target: LoadTarget(table: Self.table, value: [5]),
-                contexts: LoadContexts(), route: { _, _ in target },
-                script: { index in ListScript(client: index, steps: steps, record: record) })
-            #expect(record.all.count == 12)
+            let entries = try await Self.play([steps, steps], urls: urls, route: { _, _ in target })
+            #expect(entries.count == 12)
             #expect(
-                record.all.allSatisfy { ($0.outcome == .succeeded) == succeeds },
-                "route \(target): \(record.all)")
+                entries.allSatisfy { ($0.outcome == .succeeded) == succeeds }, "route \(target): \(entries)")
         }
     }
 
     @Test("a client whose server goes away counts unavailable steps and goes on when it is back")
     func lostServer() async throws {
-        let server = try ServerProcess(arguments: ["--partitions", "16"])
+        let server = try await Self.serverWithTable()
         defer {
             server.kill()
             server.removeData()
         }
-        try await Self.createTable(server.url)
-        let record = Record()
         let until = NIODeadline.now() + .seconds(4)
         let url = server.url
         let port = server.port
         let run = Task {
-            try await LoadGenerator.run(
-                urls: [url], clients: 2, target: LoadTarget(table: Self.table, value: [1, 2, 3]),
-                contexts: LoadContexts()
-            ) { index in
-                ListScript(
-                    client: index, steps: [LoadStep(key: index, isGet: index == 0)], record: record,
-                    until: until)
-            }
+            try await Self.play(
+                [[LoadStep(key: 0, isGet: true)], [LoadStep(key: 1, isGet: false)]], urls: [url], until: until
+            )
         }
         try await Task.sleep(for: .seconds(1))
         server.kill()
         try await Task.sleep(for: .seconds(1))
-        let countWhileDown = record.all.count
         try server.start(port: port)
-        try await run.value
-        let entries = record.all
+        let entries = try await run.value
+        // Steps end in order; those after the last failure ended once the server was back.
+        let lastFailure = entries.lastIndex { $0.outcome == .failed(.unavailable) }.map { $0 + 1 } ?? 0
         let failures = entries.filter { $0.outcome == .failed(.unavailable) }.count
         #expect(failures > 0)
         // A refused connection is tried again after a pause, not in a tight loop: at most
         // about 20 a second per client while the server is down.
         #expect(failures < 200, "\(failures) failed steps")
-        #expect(entries.count > countWhileDown, "no step succeeded after the server came back")
+        #expect(entries.count > lastFailure, "no step succeeded after the server came back")
         #expect(entries.last?.outcome == .succeeded)
     }
 
@@ -336,31 +317,17 @@ struct LoadGeneratorTests {
         let options = HTTPClientOptions(token: token, caFile: certificates.authority)
         try await Self.createTable(server.url, options: options)
         let steps = [LoadStep(key: 1, isGet: false), LoadStep(key: 1, isGet: true)]
-        let trusted = Record()
-        try await LoadGenerator.run(
-            urls: [server.url], clients: 2,
-            target: LoadTarget(table: Self.table, value: [1], options: options), contexts: LoadContexts()
-        ) { index in ListScript(client: index, steps: steps, record: trusted) }
-        #expect(trusted.all.count == 4)
-        #expect(trusted.all.allSatisfy { $0.outcome == .succeeded }, "\(trusted.all)")
-
-        let withoutToken = Record()
-        try await LoadGenerator.run(
-            urls: [server.url], clients: 1,
-            target: LoadTarget(
-                table: Self.table, value: [1], options: HTTPClientOptions(caFile: certificates.authority)),
-            contexts: LoadContexts()
-        ) { index in ListScript(client: index, steps: steps, record: withoutToken) }
-        #expect(withoutToken.all.count == 2)
-        #expect(withoutToken.all.allSatisfy { $0.outcome == .failed(.tokenRequired) }, "\(withoutToken.all)")
-
-        let untrusted = Record()
-        try await LoadGenerator.run(
-            urls: [server.url], clients: 1,
-            target: LoadTarget(table: Self.table, value: [1], options: HTTPClientOptions(token: token)),
-            contexts: LoadContexts()
-        ) { index in ListScript(client: index, steps: steps, record: untrusted) }
-        #expect(untrusted.all.count == 2)
-        #expect(untrusted.all.allSatisfy { $0.outcome == .failed(.unavailable) }, "\(untrusted.all)")
+        func outcomes(_ options: HTTPClientOptions, clients: Int) async throws -> [LoadOutcome] {
+            try await Self.play(
+                Array(repeating: steps, count: clients), urls: [server.url],
+                target: LoadTarget(table: Self.table, value: [1], options: options)
+            ).map(\.outcome)
+        }
+        let trusted = try await outcomes(options, clients: 2)
+        #expect(trusted == Array(repeating: .succeeded, count: 4))
+        let withoutToken = try await outcomes(HTTPClientOptions(caFile: certificates.authority), clients: 1)
+        #expect(withoutToken == [.failed(.tokenRequired), .failed(.tokenRequired)])
+        let untrusted = try await outcomes(HTTPClientOptions(token: token), clients: 1)
+        #expect(untrusted == [.failed(.unavailable), .failed(.unavailable)])
     }
 }
