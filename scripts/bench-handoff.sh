@@ -14,16 +14,21 @@
 # With KV_HANDOFF_LOAD=0 (any value but 1) no client load runs and no latency window
 # is written: the handoff alone.
 # KV_BINARY runs another build of `kv` (say, one from an earlier revision) instead of
-# this tree's.
+# this tree's, which is then not built; a relative path is taken from where the script
+# was started.
 set -euo pipefail
+if [ -n "${KV_BINARY:-}" ]; then KV_BINARY="$(realpath "$KV_BINARY")"; fi
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
 ensure_system_packages "${build_packages[@]}" curl python3
 
-swift build -c release --product kv
-bin="$(swift build -c release --show-bin-path)"
-kv="${KV_BINARY:-$bin/kv}"
+if [ -n "${KV_BINARY:-}" ]; then
+    kv="$KV_BINARY"
+else
+    swift build -c release --product kv
+    kv="$(swift build -c release --show-bin-path)/kv"
+fi
 load="${KV_HANDOFF_LOAD:-1}"
 seconds="${KV_BENCH_SECONDS:-15}"
 clients="${KV_BENCH_CLIENTS:-50}"
@@ -75,6 +80,9 @@ for limit in default 4MiB none; do
     if [ -n "$rate" ]; then
         curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/transfers" -d "{\"bytes_per_second\":$rate}" > /dev/null
     fi
+    # A window left in KV_BENCH_JSON by an earlier run with load would be drawn as this
+    # run's: there is none without load.
+    if [ "$load" != 1 ]; then rm -f "$json_dir/handoff-$limit-before.json" "$json_dir/handoff-$limit-during.json"; fi
     if [ "$load" = 1 ]; then
         echo "  before the change:"
         bench "$work/before.out" "$json_dir/handoff-$limit-before.json"
