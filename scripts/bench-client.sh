@@ -6,7 +6,8 @@
 #             the writes to a replica and reads 2/5 of the keys with no local copy;
 #   - spread: plain clients spread over the five nodes in turn (as behind a load
 #             balancer), each node forwarding 2/5 of what it gets;
-#   - direct: the cluster-aware client sends each request to a replica of its key.
+#   - direct: each request goes to a replica of its key, by the layout the
+#             cluster-aware client learns (`kv bench --routing direct`).
 # KV_BENCH_SECONDS (default 15), KV_BENCH_CLIENTS (default 64), KV_BENCH_ROUNDS
 # (default 2) and KV_BENCH_OUTPUT (a directory for the JSON reports) tune the run.
 set -euo pipefail

@@ -243,7 +243,9 @@ final class LoadHandler: ChannelInboundHandler {
             // older than the limit closes the connection, which fails its step.
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
             let limit = client.nodes[node].requests.target.requestTimeout
-            let interval = min(limit, .seconds(1))
+            // Checked at most once a second, and at least every 10 ms however short the
+            // limit (a limit of zero would otherwise make the check spin).
+            let interval = max(.milliseconds(10), min(limit, .seconds(1)))
             timeoutCheck = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) {
                 _ in
                 handler.value.closeIfOverdue(limit: limit)
@@ -252,9 +254,14 @@ final class LoadHandler: ChannelInboundHandler {
         client.connectionReady(self)
     }
 
+    /// Fails a request older than `limit` and closes its connection. The step is
+    /// reported here, not when the channel goes (over TLS closing takes a round trip,
+    /// during which a late answer is now ignored and no step is written on it).
     private func closeIfOverdue(limit: TimeAmount) {
-        guard let (_, sentAt) = inFlight, NIODeadline.now() - sentAt > limit else { return }
+        guard let overdue = inFlight, NIODeadline.now() - overdue.sentAt > limit else { return }
+        inFlight = nil
         close()
+        client.connectionClosed(self, carrying: overdue)
     }
 
     /// Writes the request of `step`.

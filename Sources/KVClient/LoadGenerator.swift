@@ -75,7 +75,7 @@ public struct LoadTarget: Sendable {
     public var options: HTTPClientOptions
     /// How long a request may wait for its answer before its connection is closed and
     /// the step fails as `server.unavailable` (checked once a second, or more often for
-    /// a shorter limit).
+    /// a shorter limit, down to every 10 ms).
     public var requestTimeout: TimeAmount
     /// Whether each put carries a request id of its own, as the cluster-aware client
     /// sends them (the server then also records it).
@@ -114,8 +114,9 @@ public enum LoadGenerator {
     /// client's steps, for a route that takes replicas in turn.
     ///
     /// A connection that fails or closes is opened again when a request needs it; the
-    /// step it carried ends as `server.unavailable`. When a connection cannot be made,
-    /// or closes before it has answered twice, the client pauses before going on.
+    /// step it carried ends as `server.unavailable`. The client pauses before going on
+    /// when a connection cannot be made, closes without having answered, or closes
+    /// after an error that was its only answer (a node refusing connections).
     public static func run(
         urls: [String], clients: Int, target: LoadTarget, contexts: LoadContexts,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,

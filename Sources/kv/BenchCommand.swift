@@ -21,7 +21,8 @@ struct BenchCommand: AsyncParsableCommand {
             siblings arise only from truly concurrent writes. Latency is measured \
             from sending a request to its complete answer, in microseconds, and reported as \
             p50, p99, p99.9 and max per operation. Failed operations are counted by error \
-            code and not timed. --output writes the report as JSON.
+            code and not timed; a request unanswered for 30 s fails and its connection is \
+            closed. --output writes the report as JSON.
             """)
 
     @Option(help: "Node URLs, comma-separated (default http://127.0.0.1:7700, or $KV_URL).") var url: String?
@@ -38,13 +39,14 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(
         help: """
             How requests find a node: 'node' gives each client one connection to a --url node in turn; \
-            'direct' uses the cluster-aware client, which sends each request to a replica of its key \
-            (default node).
+            'direct' sends each request to a replica of its key, from the layout the cluster-aware \
+            client learns (reads take the replicas in turn, puts carry request ids; a failed request \
+            is counted, not retried elsewhere) (default node).
             """)
     var routing = "node"
     @Option(
         help: """
-            Threads that run the plain clients' connections (default 1, as wrk -t1): on a machine \
+            Threads that run the clients' connections (default 1, as wrk -t1): on a machine \
             shared with the nodes, more threads wake more often for fewer answers each.
             """)
     var threads = 1
@@ -275,9 +277,9 @@ struct BenchCommand: AsyncParsableCommand {
     }
 }
 
-/// One plain client's steps and measurements (`--routing node`), on its connection's
-/// event loop: a seeded choice of key and operation until the run's end, latencies into
-/// the client's own histograms, which go into `total` when the client is done.
+/// One client's steps and measurements, on its connections' event loop: a seeded
+/// choice of key and operation until the run's end, latencies into the client's own
+/// histograms, which go into `total` when the client is done.
 final class BenchScript: LoadScript {
     private var random: SeededRandom
     private let keys: KeyDistribution

@@ -5,9 +5,11 @@ import Testing
 
 @testable import KVNode
 
-/// A node keeps its metadata's encoding beside it, and a peer's copy equal to it byte
-/// for byte is neither decoded nor merged. That is sound only while the kept encoding
-/// is exactly the metadata's, on every node, after every change.
+/// A node keeps its metadata's encoding beside it, and takes a peer's copy equal to it
+/// byte for byte without decoding or merging it. That shortcut is sound only while the
+/// kept encoding is exactly the metadata's, on every node, after every change: that is
+/// what these tests check (that an equal copy leaves a node as it was holds with or
+/// without the shortcut).
 @Suite("metadata copies", .serialized)
 struct MetadataCopyTests {
     static func copies(_ node: ClusterNode) -> (metadata: ClusterMetadata, encoded: [UInt8], digest: UInt64) {
@@ -47,7 +49,7 @@ struct MetadataCopyTests {
                 #expect(try ClusterMetadata.decode(encoded) == metadata)
             }
 
-            // A peer's copy equal to a node's own takes the shortcut and leaves it as it was.
+            // A peer's copy equal to a node's own leaves it as it was.
             let before = Self.copies(nodes[1])
             nodes[1].receivedMetadata(Self.copies(nodes[0]).encoded, id: 9, from: nodes[0].nodeID)
             let after = Self.copies(nodes[1])
