@@ -50,19 +50,18 @@ client="${binaries[head]}"
 
 if [ "$mode" = http-get ]; then
     swift build -c release --product HTTPBaselineServer > /dev/null
-    wait_for() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
     declare -A ports=([bare]=$(free_port) [base]=$(free_port) [head]=$(free_port))
     "$(swift build -c release --show-bin-path)/HTTPBaselineServer" bare "${ports[bare]}" 100 > /dev/null & pids+=($!)
     value=$(head -c 100 /dev/zero | tr '\0' 'v')
     for side in base head; do
         "${binaries[$side]}" server --data "$work/$side" --port "${ports[$side]}" --peer-port "$(free_port)" \
             --log-level warning > "$work/$side.out" 2>&1 & pids+=($!)
-        wait_for "http://127.0.0.1:${ports[$side]}/health" || { cat "$work/$side.out" >&2; exit 1; }
+        wait_for_url "http://127.0.0.1:${ports[$side]}/health" || { cat "$work/$side.out" >&2; exit 1; }
         curl -sf -X PUT "http://127.0.0.1:${ports[$side]}/v1/_tables/bench/t" -d '{"key":["string"]}' > /dev/null
         curl -sf -X PUT "http://127.0.0.1:${ports[$side]}/v1/bench/t/k100" \
             -H 'content-type: application/octet-stream' --data-binary "$value" > /dev/null
     done
-    wait_for "http://127.0.0.1:${ports[bare]}/"
+    wait_for_url "http://127.0.0.1:${ports[bare]}/"
     declare -A paths=([bare]=/ [base]=/v1/bench/t/k100 [head]=/v1/bench/t/k100)
     echo "## GET of a 100-byte row, $(git rev-parse --short "$revision") (base) against the working tree at $(git rev-parse --short HEAD) (head)"
     echo

@@ -27,17 +27,12 @@ rounds="${KV_BENCH_ROUNDS:-2}"
 other="${KV_BENCH_OTHER_KV:-}"
 source scripts/lib/bench-processes.sh
 
-wait_for() {
-    for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
-    echo "no answer from $1" >&2
-    return 1
-}
 node_port=$(free_port)
 "$bin/kv" server --data "$work/node" --port "$node_port" --peer-port "$(free_port)" --log-level warning \
     > "$work/node.out" 2>&1 & pids+=($!)
 base=$(free_base)
 "$bin/kv" dev --data "$work/cluster" --port "$base" > "$work/dev.out" 2>&1 & pids+=($!)
-wait_for "http://127.0.0.1:$node_port/health" || { cat "$work/node.out" >&2; exit 1; }
+wait_for_url "http://127.0.0.1:$node_port/health" || { cat "$work/node.out" >&2; exit 1; }
 for _ in $(seq 1 300); do grep -q "kv dev cluster" "$work/dev.out" && break; sleep 0.1; done
 grep -q "kv dev cluster" "$work/dev.out" || { cat "$work/dev.out" >&2; exit 1; }
 declare -A urls=([node]="http://127.0.0.1:$node_port" [cluster]="http://127.0.0.1:$base")

@@ -14,6 +14,14 @@ trap cleanup EXIT
 KV_CLUSTER_SECRET="$(head -c 32 /dev/urandom | base64)"
 export KV_CLUSTER_SECRET
 
+# Waits up to 30 s for URL to answer with a success; fails, saying so, if it does not.
+# Usage: wait_for_url URL
+wait_for_url() {
+    for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+    echo "no answer from $1" >&2
+    return 1
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # A base port whose next three ports (FREE_BASE_WIDTH of them, for more nodes), and those
