@@ -20,9 +20,14 @@ public struct MetadataGossipSettings: Hashable, Sendable {
 ///
 /// - **Rounds.** Each ``tick()`` pushes this node's copy to the next other member in
 ///   node-id order, one per tick, so every pair exchanges within a round of ticks.
-/// - **On change.** A change of the layout, the members, the transition, the staged
-///   changes, the transfer limits or the departing set is pushed to every other member
-///   at once (table changes are pushed, and waited for, by the shell).
+/// - **On change.** A change this node makes to the layout, the members, the transition,
+///   the staged changes, the transfer limits or the departing set is pushed to every
+///   other member at once (table changes are pushed, and waited for, by the shell). A
+///   change adopted from a peer is pushed on as well, unless all it changes is the
+///   transition's progress (receipts and releases): those are frequent during a
+///   handoff, their maker pushes them to everyone, and a member it missed learns them
+///   from probes and rounds. Pushing each on from every member made every receipt a
+///   dozen pushes, and concurrent receipts a cascade of new merged copies.
 /// - **Probes.** Every probe carries the sender's metadata digest; a node whose digest
 ///   differs gets this node's copy, at most once per
 ///   ``MetadataGossipSettings/probePushIntervalMilliseconds`` (not before this node knows
@@ -65,6 +70,15 @@ public struct MetadataGossip: Sendable {
         }
     }
 
+    /// What made a node's copy change, as the shell reports it with the change.
+    public enum ChangeCause: Hashable, Sendable {
+        /// This node made the change: a request through it, a receipt or release it
+        /// recorded, a formation, a correction of its own record.
+        case own
+        /// It merged a peer's copy, and nothing else.
+        case adopted
+    }
+
     /// The outcome of ``adopt(_:into:own:formation:)``.
     public struct Adoption: Hashable, Sendable {
         /// The metadata to store (unchanged when refused).
@@ -73,6 +87,14 @@ public struct MetadataGossip: Sendable {
         public var refusal: String?
         /// Whether this node formed the cluster just now.
         public var formed: Bool
+        /// Whether this node corrected its own record, which the peer's copy got wrong.
+        public var corrected = false
+
+        /// What made the change: this node's own doing when it formed the cluster or
+        /// corrected its record, else (with a peer's copy) the adoption.
+        public func cause(merging peer: Bool) -> ChangeCause {
+            peer && !formed && !corrected ? .adopted : .own
+        }
     }
 
     /// The machine's settings.
@@ -98,14 +120,16 @@ public struct MetadataGossip: Sendable {
         _ theirs: ClusterMetadata?, into mine: ClusterMetadata, own: ClusterMember, formation: Formation?
     ) -> Adoption {
         var metadata = mine
+        var corrected = false
         if let theirs {
             if case .refused(let reason) = metadata.merge(theirs) {
                 return Adoption(metadata: mine, refusal: reason, formed: false)
             }
             if let known = metadata.members[own.node], !own.peerAddress.isEmpty, known.differs(from: own) {
-                var corrected = own
-                corrected.revision = ClusterMetadata.next(after: known.revision)
-                metadata.announce(corrected)
+                var record = own
+                record.revision = ClusterMetadata.next(after: known.revision)
+                metadata.announce(record)
+                corrected = true
             }
         }
         if let formation,
@@ -113,9 +137,9 @@ public struct MetadataGossip: Sendable {
                 by: own.node, clusterID: formation.clusterID, secret: formation.secret,
                 expectedMembers: formation.expectedMembers)
         {
-            return Adoption(metadata: formed, refusal: nil, formed: true)
+            return Adoption(metadata: formed, refusal: nil, formed: true, corrected: corrected)
         }
-        return Adoption(metadata: metadata, refusal: nil, formed: false)
+        return Adoption(metadata: metadata, refusal: nil, formed: false, corrected: corrected)
     }
 
     // MARK: - Events
@@ -158,13 +182,27 @@ public struct MetadataGossip: Sendable {
         return actions
     }
 
-    /// This node's copy changed from `before` to `after` (stored).
-    public func changed(from before: ClusterMetadata, to after: ClusterMetadata) -> [Action] {
-        guard
+    /// This node's copy changed from `before` to `after` (stored), by `cause`.
+    public func changed(from before: ClusterMetadata, to after: ClusterMetadata, cause: ChangeCause)
+        -> [Action]
+    {
+        let structural =
             after.layout != before.layout || after.members != before.members
-                || after.transition != before.transition || after.staged != before.staged
-                || after.handoffControl != before.handoffControl || after.departing != before.departing
-        else { return [] }
+            || after.staged != before.staged || after.handoffControl != before.handoffControl
+            || after.departing != before.departing
+            || !Self.sameShape(before.transition, after.transition)
+        let progressed = after.transition != before.transition
+        guard structural || (progressed && cause == .own) else { return [] }
         return after.members.keys.filter { $0 != node }.sorted().map { .push(to: $0) }
+    }
+
+    /// Whether two transitions differ at most in their progress (receipts, releases).
+    private static func sameShape(_ first: LayoutTransition?, _ second: LayoutTransition?) -> Bool {
+        switch (first, second) {
+        case (nil, nil): true
+        case (let first?, let second?):
+            first.abandoned == second.abandoned && first.previous == second.previous
+        default: false
+        }
     }
 }

@@ -94,8 +94,8 @@ public struct NodeCore: Sendable {
         /// merged and stored, so this node's copy is now `current`, or it was refused.
         case adopted(
             theirs: ClusterMetadata, id: UInt64?, from: NodeID, refusal: String?, current: ClusterMetadata)
-        /// This node's copy changed from `from` to `to`, by any cause, and is stored.
-        case changed(from: ClusterMetadata, to: ClusterMetadata)
+        /// This node's copy changed from `from` to `to`, by `cause`, and is stored.
+        case changed(from: ClusterMetadata, to: ClusterMetadata, cause: MetadataGossip.ChangeCause)
     }
 
     /// What hint delivery's storage reports.
@@ -138,8 +138,8 @@ public struct NodeCore: Sendable {
         case stored(id: UInt64, ok: Bool)
         /// A cursor was saved.
         case cursorSaved(id: UInt64, ok: Bool)
-        /// A receipt was recorded in the metadata.
-        case receiptRecorded(PartitionID, layoutVersion: UInt64, ok: Bool)
+        /// A batch of receipts was recorded in the metadata (`false`: it was not).
+        case receiptsRecorded([LayoutPartition], ok: Bool)
     }
 
     /// What the releases' storage and metadata report.
@@ -148,8 +148,8 @@ public struct NodeCore: Sendable {
         case listed(id: UInt64, KeyListing?)
         /// A row load finished.
         case loaded(id: UInt64, PartitionRelease.LoadedRow)
-        /// A release was recorded in the metadata.
-        case recorded(PartitionID, ok: Bool)
+        /// A batch of releases was recorded in the metadata (`false`: it was not).
+        case recorded([LayoutPartition], ok: Bool)
         /// A copy was deleted (`false`: it is kept, for now).
         case dropped(PartitionID, ok: Bool)
     }
@@ -372,8 +372,8 @@ public struct NodeCore: Sendable {
                 theirs: theirs, id: id, from: sender, refusal: refusal, current: current
             )
             .map(Action.gossip)
-        case .gossip(.changed(let before, let after)):
-            return gossip.changed(from: before, to: after).map(Action.gossip)
+        case .gossip(.changed(let before, let after, let cause)):
+            return gossip.changed(from: before, to: after, cause: cause).map(Action.gossip)
         }
     }
 
@@ -494,8 +494,7 @@ public struct NodeCore: Sendable {
             transfers.cursorRead(partition, layoutVersion: version, cursor, view: view)
         case .stored(let id, let ok): transfers.stored(id: id, ok: ok, view: view)
         case .cursorSaved(let id, let ok): transfers.cursorSaved(id: id, ok: ok, view: view)
-        case .receiptRecorded(let partition, let version, let ok):
-            transfers.receiptRecorded(partition, layoutVersion: version, ok: ok, view: view)
+        case .receiptsRecorded(let records, let ok): transfers.receiptsRecorded(records, ok: ok, view: view)
         }
     }
 
@@ -503,7 +502,7 @@ public struct NodeCore: Sendable {
         switch completion {
         case .listed(let id, let listing): release.listed(id: id, listing)
         case .loaded(let id, let row): release.loaded(id: id, row)
-        case .recorded(let partition, let ok): release.recorded(partition, ok: ok)
+        case .recorded(let records, let ok): release.recorded(records, ok: ok)
         case .dropped(let partition, let ok): release.dropped(partition, ok: ok)
         }
     }

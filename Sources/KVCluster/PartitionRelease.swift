@@ -10,15 +10,19 @@ public struct ReleaseSettings: Hashable, Sendable {
     /// longer than metadata takes to reach every node, so a node that hears of the end
     /// of a change late still finds the rows it reads.
     public var dropGraceMilliseconds: Int64
+    /// The pause after writing releases, during which new ones wait to be written
+    /// together (``ProgressRecords``).
+    public var recordCoolDownMilliseconds: Int64
 
     /// Creates settings.
     public init(
         concurrentPushes: Int = 16, requestTimeoutMilliseconds: Int64 = 1_000,
-        dropGraceMilliseconds: Int64 = 10_000
+        dropGraceMilliseconds: Int64 = 10_000, recordCoolDownMilliseconds: Int64 = 100
     ) {
         self.concurrentPushes = concurrentPushes
         self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
         self.dropGraceMilliseconds = dropGraceMilliseconds
+        self.recordCoolDownMilliseconds = recordCoolDownMilliseconds
     }
 }
 
@@ -78,6 +82,10 @@ public struct ReleaseCounters: Hashable, Sendable {
 ///   partition (``LayoutTransition/releasers(of:in:)``) pushes its copy to every new
 ///   owner, then records the release. Recording it tells the cluster that the new
 ///   owners hold everything this node held, so it is recorded only after a full push.
+///   Releases are written in batches (``ProgressRecords``, with
+///   ``ReleaseSettings/recordCoolDownMilliseconds``): the first at once, later ones
+///   together after a cool-down; a push whose release waits holds no push slot. A batch
+///   that could not be written is pushed again from a later tick.
 /// - **Drop.** One partition per ``tick(_:)``, in turn: a copy that no layout in use
 ///   places here (``holds(_:node:layout:transition:)``) and that stayed so for the drop
 ///   grace is pushed to every owner, then dropped. A previous owner takes writes until
@@ -141,10 +149,10 @@ public struct PartitionRelease: Sendable {
         case startTimer(id: UInt64, afterMilliseconds: Int64)
         /// Cancel the timer of `id`.
         case cancelTimer(id: UInt64)
-        /// Record in the cluster metadata that this node released `partition`, if the
-        /// layout is still `layoutVersion`, then report
-        /// ``PartitionRelease/recorded(_:ok:)``.
-        case recordRelease(partition: PartitionID, layoutVersion: UInt64)
+        /// Record in the cluster metadata, as one change, that this node released each
+        /// partition (for its layout version; a record of another version is moot and
+        /// skipped), then report ``PartitionRelease/recorded(_:ok:)``.
+        case recordReleases([LayoutPartition])
         /// Delete this node's copy of `partition` (its rows, index entries and tree),
         /// unless a layout in use places it here by then, then report
         /// ``PartitionRelease/dropped(_:ok:)``.
@@ -188,12 +196,15 @@ public struct PartitionRelease: Sendable {
     /// When each partition this node may hold rows of was first seen placed elsewhere.
     private var foreignSince: [PartitionID: Int64] = [:]
     private var sweepCursor = 0
+    /// Releases written and waiting to be.
+    private var records: ProgressRecords
     private var nextID: UInt64
 
     /// Creates the machine; `firstMessageID` must differ for every life of the node.
     public init(settings: ReleaseSettings = ReleaseSettings(), firstMessageID: UInt64) {
         self.settings = settings
         self.nextID = firstMessageID
+        self.records = ProgressRecords(coolDownMilliseconds: settings.recordCoolDownMilliseconds)
     }
 
     /// Whether `node` must keep its copy of `partition`: the layout places it there, or
@@ -227,7 +238,7 @@ public struct PartitionRelease: Sendable {
         guard let layout = view.layout else { return [] }
         var actions: [Action] = []
         if let transition = view.transition {
-            for index in 0..<layout.partitionCount where pushes.count < settings.concurrentPushes {
+            for index in 0..<layout.partitionCount where activePushes < settings.concurrentPushes {
                 let partition = PartitionID(rawValue: UInt32(index))
                 guard pushes[partition] == nil, transition.isSettled(partition, in: layout),
                     transition.releasers(of: partition, in: layout).contains(view.node),
@@ -238,7 +249,7 @@ public struct PartitionRelease: Sendable {
             }
         }
         let dropping = pushes.values.contains { $0.purpose == .drop }
-        guard !dropping, pushes.count < settings.concurrentPushes else { return actions }
+        guard !dropping, activePushes < settings.concurrentPushes else { return actions }
         let partition = PartitionID(rawValue: UInt32(sweepCursor % layout.partitionCount))
         sweepCursor = (sweepCursor + 1) % layout.partitionCount
         guard pushes[partition] == nil else { return actions }
@@ -359,15 +370,21 @@ public struct PartitionRelease: Sendable {
         }
     }
 
-    /// The release was recorded (`ok`), or could not be (a later tick tries again).
-    public mutating func recorded(_ partition: PartitionID, ok: Bool) -> [Action] {
-        guard case .recording? = pushes[partition]?.step else { return [] }
-        pushes[partition] = nil
-        if ok {
-            counters.partitionsReleased += 1
-            waiting[partition] = nil
+    /// The batch of releases was recorded (`ok`), or could not be (a later tick pushes
+    /// its partitions again).
+    public mutating func recorded(_ batch: [LayoutPartition], ok: Bool) -> [Action] {
+        guard !batch.isEmpty, batch == records.writing else { return [] }
+        for record in batch {
+            guard let push = pushes[record.partition], case .recording = push.step,
+                push.purpose == .release(layoutVersion: record.layoutVersion)
+            else { continue }
+            pushes[record.partition] = nil
+            if ok {
+                counters.partitionsReleased += 1
+                waiting[record.partition] = nil
+            }
         }
-        return []
+        return perform(records.written(timerID: takeID()))
     }
 
     /// The copy was dropped (`ok`), or was not (placed here again, or the delete failed).
@@ -396,8 +413,10 @@ public struct PartitionRelease: Sendable {
         return [.cancelTimer(id: id)] + stop(partition, "owner \(peer) is unreachable")
     }
 
-    /// A timer fired: a request went unanswered, and its push stops.
+    /// A timer fired: a request went unanswered, and its push stops; or the cool-down
+    /// after written releases ended.
     public mutating func timerFired(id: UInt64) -> [Action] {
+        if records.ownsTimer(id) { return perform(records.timerFired(id: id)) }
         guard let (partition, push) = push(waitingFor: id), let owner = push.owners.first else { return [] }
         counters.timeouts[owner, default: 0] += 1
         return [.unanswered(owner)] + stop(partition, "owner \(owner) did not answer in time")
@@ -408,6 +427,20 @@ public struct PartitionRelease: Sendable {
     private mutating func takeID() -> UInt64 {
         defer { nextID &+= 1 }
         return nextID
+    }
+
+    /// Pushes under way, without those whose release waits to be written.
+    private var activePushes: Int {
+        pushes.values.count(where: { if case .recording = $0.step { false } else { true } })
+    }
+
+    /// The batcher's step as this machine's actions.
+    private func perform(_ step: ProgressRecords.Step) -> [Action] {
+        switch step {
+        case .none: []
+        case .write(let batch): [.recordReleases(batch)]
+        case .startTimer(let id, let milliseconds): [.startTimer(id: id, afterMilliseconds: milliseconds)]
+        }
     }
 
     private func push(where matches: (Step) -> Bool) -> (PartitionID, Push)? {
@@ -466,7 +499,7 @@ public struct PartitionRelease: Sendable {
         case .release(let version):
             push.step = .recording
             pushes[partition] = push
-            return [.recordRelease(partition: partition, layoutVersion: version)]
+            return perform(records.add(LayoutPartition(partition, layoutVersion: version)))
         case .drop:
             guard push.heldRows else {
                 pushes[partition] = nil

@@ -10,16 +10,20 @@ public struct TransferSettings: Hashable, Sendable {
     public var retryMilliseconds: Int64
     /// Failures in a row after which a transfer stops until a later tick.
     public var maximumFailures: Int
+    /// The pause after writing receipts, during which new ones wait to be written
+    /// together (``ProgressRecords``).
+    public var receiptCoolDownMilliseconds: Int64
 
     /// Creates settings.
     public init(
         batchBytes: Int = 4 << 20, requestTimeoutMilliseconds: Int64 = 10_000, retryMilliseconds: Int64 = 200,
-        maximumFailures: Int = 6
+        maximumFailures: Int = 6, receiptCoolDownMilliseconds: Int64 = 100
     ) {
         self.batchBytes = batchBytes
         self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
         self.retryMilliseconds = retryMilliseconds
         self.maximumFailures = maximumFailures
+        self.receiptCoolDownMilliseconds = receiptCoolDownMilliseconds
     }
 }
 
@@ -113,9 +117,11 @@ public struct TransferCounters: Hashable, Sendable {
 /// - **Which.** Each ``tick(_:)`` admits the pending transfers of the transition in the
 ///   order every node computes alike (``LayoutTransition/pendingTransfers(in:)``), the
 ///   first `clusterConcurrency` of those whose new owner is believed up, and of them
-///   this node's own, at most `nodeConcurrency` running at once. A recorded receipt
-///   admits again at once, from a view that counts it. While transfers are paused
-///   nothing starts, and a running transfer stops before its next pull.
+///   this node's own, at most `nodeConcurrency` pulling at once. A transfer whose rows
+///   are all here frees its slot at once, while its receipt waits to be written; a
+///   written batch of receipts admits again at once, from a view that counts them.
+///   While transfers are paused nothing starts, and a running transfer stops before its
+///   next pull.
 /// - **Resume.** A transfer first reads its stored cursor: a done cursor means the
 ///   partition is here (a crash came between the last batch and the receipt); otherwise
 ///   it pulls after the cursor's key. Rows are stored before the cursor after them, so
@@ -132,6 +138,12 @@ public struct TransferCounters: Hashable, Sendable {
 /// - **Rate.** With a byte rate set, each batch stored costs its bytes against the
 ///   node's budget (shared by its transfers, at most 2 s of debt), and a pull waits, a
 ///   second at most at a time, until the budget allows it.
+/// - **Receipts.** A received partition is recorded in the cluster metadata in batches
+///   (``ProgressRecords``, with ``TransferSettings/receiptCoolDownMilliseconds``): the
+///   first at once, the rest of a handoff a batch per cool-down, so the cluster stores
+///   and merges a few changes a second instead of one per partition. A batch that could
+///   not be written leaves its transfers waiting for a later tick, which finds their
+///   cursors done and records them again.
 /// - **Stale.** A transfer whose slot is no longer wanted (another layout version, or
 ///   the receipt is recorded) stops at its next step; answers and timers of a stopped
 ///   transfer are ignored.
@@ -154,9 +166,10 @@ public struct PartitionTransfers: Sendable {
         case store(id: UInt64, PartitionID, rows: [ScanRow])
         /// Persist `cursor` (synced), then report ``PartitionTransfers/cursorSaved(id:ok:view:)``.
         case saveCursor(id: UInt64, PartitionID, layoutVersion: UInt64, TransferCursor)
-        /// Record in the cluster metadata that this node received `partition`, then
-        /// report ``PartitionTransfers/receiptRecorded(_:layoutVersion:ok:view:)``.
-        case recordReceipt(PartitionID, layoutVersion: UInt64)
+        /// Record in the cluster metadata, as one change, that this node received each
+        /// partition (for its layout version; a record of another version is moot and
+        /// skipped), then report ``PartitionTransfers/receiptsRecorded(_:ok:view:)``.
+        case recordReceipts([LayoutPartition])
         /// Report ``PartitionTransfers/timerFired(id:view:)`` after the given time, unless
         /// cancelled.
         case startTimer(id: UInt64, afterMilliseconds: Int64)
@@ -227,12 +240,15 @@ public struct PartitionTransfers: Sendable {
     private var owners: [UInt64: PartitionID] = [:]
     /// When the byte budget next allows a batch, in the shell's time.
     private var throttleUntil: Int64 = .min
+    /// Receipts written and waiting to be.
+    private var receipts: ProgressRecords
     private var nextID: UInt64
 
     /// Creates the machine; `firstMessageID` must differ for every life of the node.
     public init(settings: TransferSettings = TransferSettings(), firstMessageID: UInt64) {
         self.settings = settings
         self.nextID = firstMessageID
+        self.receipts = ProgressRecords(coolDownMilliseconds: settings.receiptCoolDownMilliseconds)
     }
 
     /// Partitions with a transfer under way.
@@ -278,8 +294,11 @@ public struct PartitionTransfers: Sendable {
         let admitted = pending.filter { $0.node == view.node || view.believedUp.contains($0.node) }
             .prefix(view.control.clusterConcurrency).filter { $0.node == view.node }
         var actions: [Action] = []
+        // A transfer whose receipt waits to be written holds no slot.
+        var pulling = running.values.count(where: { $0.step != .recording })
         for slot in admitted where running[slot.partition] == nil {
-            guard running.count < view.control.nodeConcurrency else { break }
+            guard pulling < view.control.nodeConcurrency else { break }
+            pulling += 1
             running[slot.partition] = Transfer(version: layout.version, step: .readingCursor)
             inbound[slot.partition]?.state = "running"
             inbound[slot.partition]?.running = true
@@ -296,7 +315,7 @@ public struct PartitionTransfers: Sendable {
         guard var transfer = running[partition], transfer.version == layoutVersion,
             transfer.step == .readingCursor
         else { return [] }
-        if cursor?.done == true { return recordReceipt(partition, &transfer) }
+        if cursor?.done == true { return recordReceipt(partition, &transfer, view: view) }
         transfer.after = cursor?.after
         return pull(partition, transfer, view: view)
     }
@@ -344,6 +363,7 @@ public struct PartitionTransfers: Sendable {
 
     /// A timer fired: a pull went unanswered, or a pause ended.
     public mutating func timerFired(id: UInt64, view: TransferView) -> [Action] {
+        if receipts.ownsTimer(id) { return perform(receipts.timerFired(id: id)) }
         guard let partition = owners.removeValue(forKey: id), var transfer = running[partition] else {
             return []
         }
@@ -404,22 +424,25 @@ public struct PartitionTransfers: Sendable {
             inbound[partition] = entry
         }
         reserve(bytes: bytes, view: view)
-        if done { return recordReceipt(partition, &transfer) }
+        if done { return recordReceipt(partition, &transfer, view: view) }
         return pull(partition, transfer, view: view)
     }
 
-    /// The receipt was recorded in the metadata (`ok`) or could not be.
-    public mutating func receiptRecorded(
-        _ partition: PartitionID, layoutVersion: UInt64, ok: Bool, view: TransferView
-    ) -> [Action] {
-        guard let transfer = running[partition], transfer.version == layoutVersion,
-            transfer.step == .recording
-        else { return [] }
-        guard ok else { return stop(partition, state: "waiting") }
-        counters.transfersCompleted += 1
-        // The freed slot takes the next admitted transfer now: waiting for the shell's
-        // next tick bounded a handoff of small partitions to a few per tick.
-        return stop(partition, state: "received") + tick(view)
+    /// The receipts were recorded in the metadata (`ok`) or could not be.
+    public mutating func receiptsRecorded(_ records: [LayoutPartition], ok: Bool, view: TransferView)
+        -> [Action]
+    {
+        guard !records.isEmpty, records == receipts.writing else { return [] }
+        for record in records {
+            guard let transfer = running[record.partition], transfer.version == record.layoutVersion,
+                transfer.step == .recording
+            else { continue }
+            if ok { counters.transfersCompleted += 1 }
+            _ = stop(record.partition, state: ok ? "received" : "waiting")
+        }
+        // Admitting now: waiting for the shell's next tick bounded a handoff of small
+        // partitions to a few per tick.
+        return perform(receipts.written(timerID: takeID())) + tick(view)
     }
 
     // MARK: - Steps
@@ -433,7 +456,7 @@ public struct PartitionTransfers: Sendable {
         if view.control.paused { return stop(partition, state: "paused") }
         let candidates = transition.sources(of: partition, in: layout)
         // Every previous owner was abandoned: nothing is left to copy.
-        if candidates.isEmpty { return recordReceipt(partition, &transfer) }
+        if candidates.isEmpty { return recordReceipt(partition, &transfer, view: view) }
         let sources = candidates.filter(view.reachable.contains)
         guard !sources.isEmpty else {
             inbound[partition]?.source = nil
@@ -493,10 +516,25 @@ public struct PartitionTransfers: Sendable {
         return [.readCursor(partition, layoutVersion: transfer.version)]
     }
 
-    private mutating func recordReceipt(_ partition: PartitionID, _ transfer: inout Transfer) -> [Action] {
+    /// The partition is here: its receipt is written (now or with the next batch), and
+    /// its slot takes the next admitted transfer at once.
+    private mutating func recordReceipt(
+        _ partition: PartitionID, _ transfer: inout Transfer, view: TransferView
+    )
+        -> [Action]
+    {
         transfer.step = .recording
         running[partition] = transfer
-        return [.recordReceipt(partition, layoutVersion: transfer.version)]
+        return perform(receipts.add(LayoutPartition(partition, layoutVersion: transfer.version))) + tick(view)
+    }
+
+    /// The batcher's step as this machine's actions.
+    private func perform(_ step: ProgressRecords.Step) -> [Action] {
+        switch step {
+        case .none: []
+        case .write(let records): [.recordReceipts(records)]
+        case .startTimer(let id, let milliseconds): [.startTimer(id: id, afterMilliseconds: milliseconds)]
+        }
     }
 
     private mutating func stop(_ partition: PartitionID, state: String) -> [Action] {

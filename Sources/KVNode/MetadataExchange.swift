@@ -17,8 +17,8 @@ extension ClusterNode {
     /// Merges a peer's metadata; answers with this node's copy when the peer lacks
     /// something, and acknowledges a push. Runs on the thread pool.
     func receivedMetadata(_ encoded: [UInt8], id: UInt64?, from sender: NodeID) {
-        // A copy equal to this node's (the usual case once a change has spread: every
-        // member pushes each change it adopts to every other) needs no decoding or merge.
+        // A copy equal to this node's (the usual case once a change has spread: members
+        // push structural changes they adopt on to every other) needs no decoding or merge.
         let current = state.withLockedValue { $0.encodedMetadata == encoded ? $0.metadata : nil }
         if let current {
             runCore(.gossip(.adopted(theirs: current, id: id, from: sender, refusal: nil, current: current)))
@@ -35,10 +35,11 @@ extension ClusterNode {
         var refusal: String?
         let me = ownRecord()
         do throws(KVError) {
-            try changeMetadata { metadata in
+            try storeMetadata { metadata in
                 let adoption = MetadataGossip.adopt(theirs, into: metadata, own: me, formation: nil)
                 refusal = adoption.refusal
                 metadata = adoption.metadata
+                return adoption.cause(merging: true)
             }
         } catch {
             logger.error("storing cluster metadata failed", metadata: ["error": "\(error)"])
@@ -70,16 +71,26 @@ extension ClusterNode {
         state.withLockedValue { NodeCore.GossipView(metadata: $0.metadata, digest: $0.metadataDigest) }
     }
 
-    /// Applies `change` to the metadata, then forms the cluster or recomputes the layout
-    /// if this node is the one to, stores the result with the catalog it implies, and
-    /// hands a new layout to the coordinator. Blocks: run it on the thread pool.
+    /// Applies this node's own `change` to the metadata, then forms the cluster or
+    /// recomputes the layout if this node is the one to, stores the result with the
+    /// catalog it implies, and hands a new layout to the coordinator. Blocks: run it on
+    /// the thread pool.
     func changeMetadata(_ change: (inout ClusterMetadata) -> Void) throws(KVError) {
+        try storeMetadata { metadata in
+            change(&metadata)
+            return .own
+        }
+    }
+
+    /// ``changeMetadata(_:)`` for a change that says what caused it (gossip spreads a
+    /// node's own changes further than the copies it adopts).
+    func storeMetadata(_ change: (inout ClusterMetadata) -> MetadataGossip.ChangeCause) throws(KVError) {
         metadataLock.lock()
         defer { metadataLock.unlock() }
         do {
             let before = metadata
             var after = before
-            change(&after)
+            var cause = change(&after)
             var random = SystemRandomNumberGenerator()
             let formation = state.withLockedValue { $0.expectedMembers }.map {
                 MetadataGossip.Formation(
@@ -89,6 +100,7 @@ extension ClusterNode {
             let adoption = MetadataGossip.adopt(nil, into: after, own: ownRecord(), formation: formation)
             if adoption.formed {
                 after = adoption.metadata
+                cause = .own
                 logger.info(
                     "cluster formed",
                     metadata: [
@@ -142,7 +154,7 @@ extension ClusterNode {
             if let layout = after.layout, layout != before.layout {
                 logger.info("layout changed", metadata: ["version": "\(layout.version)"])
             }
-            runCore(.gossip(.changed(from: before, to: after)))
+            runCore(.gossip(.changed(from: before, to: after, cause: cause)))
         }
     }
 

@@ -45,10 +45,10 @@ extension ClusterNode {
             startCoreTimer(NodeCore.Timer(.release, id: id), afterMilliseconds: milliseconds)
         case .cancelTimer(let id):
             cancelCoreTimer(NodeCore.Timer(.release, id: id))
-        case .recordRelease(let partition, let version):
+        case .recordReleases(let records):
             local.threadPool.submit { [self] _ in
-                let ok = recordRelease(partition, layoutVersion: version)
-                runCore(.release(.recorded(partition, ok: ok)))
+                let ok = recordReleases(records)
+                runCore(.release(.recorded(records, ok: ok)))
             }
         case .drop(let partition):
             local.threadPool.submit { [self] _ in
@@ -90,20 +90,24 @@ extension ClusterNode {
         }
     }
 
-    /// Records the release of `partition` if the layout is still `layoutVersion` (a newer
-    /// one makes it moot, which is no failure). Runs on the thread pool.
-    private func recordRelease(_ partition: PartitionID, layoutVersion: UInt64) -> Bool {
+    /// Records, as one change, the release of each partition whose layout is still the
+    /// record's (a newer one makes it moot, which is no failure). Runs on the thread pool.
+    private func recordReleases(_ records: [LayoutPartition]) -> Bool {
         do {
             try changeMetadata { metadata in
-                guard metadata.layout?.version == layoutVersion else { return }
-                metadata.markReleased(partition, by: nodeID)
+                for record in records where metadata.layout?.version == record.layoutVersion {
+                    metadata.markReleased(record.partition, by: nodeID)
+                }
             }
         } catch {
-            logger.error("recording a released partition failed", metadata: ["error": "\(error)"])
+            logger.error("recording released partitions failed", metadata: ["error": "\(error)"])
             return false
         }
-        logger.info(
-            "partition released", metadata: ["partition": "\(partition)", "layout": "\(layoutVersion)"])
+        for record in records {
+            logger.info(
+                "partition released",
+                metadata: ["partition": "\(record.partition)", "layout": "\(record.layoutVersion)"])
+        }
         return true
     }
 

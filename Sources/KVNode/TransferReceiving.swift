@@ -55,10 +55,10 @@ extension ClusterNode {
                     }) != nil
                 runCore(.transfers(.cursorSaved(id: id, ok: ok)))
             }
-        case .recordReceipt(let partition, let version):
+        case .recordReceipts(let records):
             Task {
-                let ok = await recordReceipt(partition, layoutVersion: version)
-                runCore(.transfers(.receiptRecorded(partition, layoutVersion: version, ok: ok)))
+                let ok = await recordReceipts(records)
+                runCore(.transfers(.receiptsRecorded(records, ok: ok)))
             }
         case .startTimer(let id, let milliseconds):
             startCoreTimer(NodeCore.Timer(.transfers, id: id), afterMilliseconds: milliseconds)
@@ -98,22 +98,26 @@ extension ClusterNode {
         }
     }
 
-    /// Records in the metadata that this node holds `partition` for `layoutVersion` (a
-    /// newer layout makes the record moot, which is no failure).
-    private func recordReceipt(_ partition: PartitionID, layoutVersion: UInt64) async -> Bool {
+    /// Records in the metadata, as one change, that this node holds each partition for
+    /// its layout version (a newer layout makes a record moot, which is no failure).
+    private func recordReceipts(_ records: [LayoutPartition]) async -> Bool {
         do {
             try await local.blocking { [self] () throws(KVError) in
                 try changeMetadata { metadata in
-                    guard metadata.layout?.version == layoutVersion else { return }
-                    metadata.markReceived(partition, by: nodeID)
+                    for record in records where metadata.layout?.version == record.layoutVersion {
+                        metadata.markReceived(record.partition, by: nodeID)
+                    }
                 }
             }
         } catch {
-            logger.error("recording a received partition failed", metadata: ["error": "\(error)"])
+            logger.error("recording received partitions failed", metadata: ["error": "\(error)"])
             return false
         }
-        logger.info(
-            "partition received", metadata: ["partition": "\(partition)", "layout": "\(layoutVersion)"])
+        for record in records {
+            logger.info(
+                "partition received",
+                metadata: ["partition": "\(record.partition)", "layout": "\(record.layoutVersion)"])
+        }
         return true
     }
 }

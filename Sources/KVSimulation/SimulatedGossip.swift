@@ -40,8 +40,11 @@ extension SimulatedWorld {
     }
 
     /// Changes node `node`'s copy of the metadata, as the node shell stores a change:
-    /// the coordinator gets the new placement, and what changed is pushed to the others.
-    mutating func changeMetadata(at node: Int, _ change: (inout ClusterMetadata) -> Void) {
+    /// the coordinator gets the new placement, and gossip learns what changed and why
+    /// (`cause`: the node's own change, or a peer's copy adopted).
+    mutating func changeMetadata(
+        at node: Int, cause: MetadataGossip.ChangeCause = .own, _ change: (inout ClusterMetadata) -> Void
+    ) {
         guard let before = nodes[node].metadata else { return }
         var after = before
         change(&after)
@@ -54,7 +57,7 @@ extension SimulatedWorld {
         {
             runCore(.placementChanged(placement), at: node)
         }
-        runCore(.gossip(.changed(from: before, to: after)), at: node)
+        runCore(.gossip(.changed(from: before, to: after, cause: cause)), at: node)
     }
 
     /// Carries out one of the gossip machine's actions. The `switch` has no `default:` on
@@ -92,7 +95,9 @@ extension SimulatedWorld {
         }
         decodedMetadata[encoded] = theirs
         let adoption = MetadataGossip.adopt(theirs, into: mine, own: ownRecord(node), formation: nil)
-        if adoption.refusal == nil { changeMetadata(at: node) { $0 = adoption.metadata } }
+        if adoption.refusal == nil {
+            changeMetadata(at: node, cause: adoption.cause(merging: true)) { $0 = adoption.metadata }
+        }
         guard let current = nodes[node].metadata else { return }
         runCore(
             .gossip(

@@ -59,17 +59,19 @@ extension SimulatedWorld {
             startCoreTimer(NodeCore.Timer(.release, id: id), afterMilliseconds: milliseconds, at: node)
         case .cancelTimer(let id):
             nodes[node].cancelledCoreTimers.insert(NodeCore.Timer(.release, id: id))
-        case .recordRelease(let partition, let version):
-            if nodes[node].metadata?.layout?.version == version {
-                checkOwnersHoldCopy(of: partition, at: node, what: "released")
+        case .recordReleases(let records):
+            let version = nodes[node].metadata?.layout?.version
+            for record in records where version == record.layoutVersion {
+                checkOwnersHoldCopy(of: record.partition, at: node, what: "released")
+                log("n\(node) released p\(record.partition)")
             }
             let me = nodes[node].id
-            log("n\(node) released p\(partition)")
             changeMetadata(at: node) { metadata in
-                guard metadata.layout?.version == version else { return }
-                metadata.markReleased(partition, by: me)
+                for record in records where metadata.layout?.version == record.layoutVersion {
+                    metadata.markReleased(record.partition, by: me)
+                }
             }
-            complete(.release(.recorded(partition, ok: true)), after: delay, at: node)
+            complete(.release(.recorded(records, ok: true)), after: delay, at: node)
         case .drop(let partition):
             // As the node shell does, checked again against the node's metadata now.
             let metadata = nodes[node].metadata

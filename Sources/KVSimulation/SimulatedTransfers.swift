@@ -115,11 +115,9 @@ extension SimulatedWorld {
                 in: .metadata)
             let ok = (try? nodes[node].engine.write(batch, durability: .synced)) != nil
             complete(.transfers(.cursorSaved(id: id, ok: ok)), after: delay, at: node)
-        case .recordReceipt(let partition, let version):
-            recordReceipt(partition, layoutVersion: version, at: node)
-            complete(
-                .transfers(.receiptRecorded(partition, layoutVersion: version, ok: true)), after: delay,
-                at: node)
+        case .recordReceipts(let records):
+            recordReceipts(records, at: node)
+            complete(.transfers(.receiptsRecorded(records, ok: true)), after: delay, at: node)
         case .startTimer(let id, let milliseconds):
             startCoreTimer(NodeCore.Timer(.transfers, id: id), afterMilliseconds: milliseconds, at: node)
         case .unanswered(let peer):
@@ -129,15 +127,22 @@ extension SimulatedWorld {
         }
     }
 
-    /// Records the receipt in the node's own copy of the metadata, which gossip spreads,
-    /// after checking the transfer lost nothing.
-    mutating func recordReceipt(_ partition: PartitionID, layoutVersion: UInt64, at node: Int) {
-        checkTransferLostNothing(partition, layoutVersion: layoutVersion, at: node)
-        guard nodes[node].metadata?.layout?.version == layoutVersion else { return }
-        log("n\(node) received p\(partition)")
-        report.partitionsHandedOff += 1
+    /// Records the receipts in the node's own copy of the metadata as one change, which
+    /// gossip spreads, after checking each transfer lost nothing.
+    mutating func recordReceipts(_ records: [LayoutPartition], at node: Int) {
+        let version = nodes[node].metadata?.layout?.version
+        var received: [PartitionID] = []
+        for record in records {
+            checkTransferLostNothing(record.partition, layoutVersion: record.layoutVersion, at: node)
+            guard version == record.layoutVersion else { continue }
+            log("n\(node) received p\(record.partition)")
+            report.partitionsHandedOff += 1
+            received.append(record.partition)
+        }
         let me = nodes[node].id
-        changeMetadata(at: node) { $0.markReceived(partition, by: me) }
+        changeMetadata(at: node) { metadata in
+            for partition in received { metadata.markReceived(partition, by: me) }
+        }
     }
 
     /// The transfer checker: once a new owner counts a partition as received, it holds

@@ -146,23 +146,80 @@ struct MetadataGossipTests {
     }
 
     @Test(
-        "a change of the layout, members, transition, staging, limits or departures goes to every other member"
+        "a change of the layout, members, transition, staging, limits or departures goes to every other member, made here or adopted"
     )
     func changes() throws {
         let machine = MetadataGossip(node: Self.me.node)
         let before = Self.formed()
         var tables = before
         tables.record(try TableName(namespace: "a", table: "b"), nil, by: Self.me.node)
-        #expect(machine.changed(from: before, to: tables).isEmpty)
+        #expect(machine.changed(from: before, to: tables, cause: .own).isEmpty)
         var control = before
         control.handoffControl.paused = true
         let others = Self.members.map(\.node).filter { $0 != Self.me.node }.sorted()
-        #expect(machine.changed(from: before, to: control) == others.map { .push(to: $0) })
+        #expect(machine.changed(from: before, to: control, cause: .adopted) == others.map { .push(to: $0) })
         var member = before
         var moved = Self.members[2]
         moved.revision += 1
         moved.peerAddress = "127.0.0.9:1"
         member.announce(moved)
-        #expect(machine.changed(from: before, to: member).count == 2)
+        #expect(machine.changed(from: before, to: member, cause: .adopted).count == 2)
+    }
+
+    @Test("receipts and releases go to every other member from the node that records them, and no further")
+    func progressSpreadsFromItsMaker() throws {
+        let machine = MetadataGossip(node: Self.me.node)
+        let others = Self.members.map(\.node).filter { $0 != Self.me.node }.sorted()
+        var moving = Self.formed()
+        let layout = try #require(moving.layout)
+        // The first two members held every partition; the third receives each.
+        let holders = Array(layout.members.prefix(2))
+        let newcomer = layout.members[2].node
+        moving.transition = LayoutTransition(
+            previous: Layout(
+                version: layout.version - 1, partitionCount: layout.partitionCount, replicationFactor: 2,
+                members: holders,
+                assignments: Array(repeating: holders.map(\.node), count: layout.partitionCount)))
+        var received = moving
+        received.markReceived(PartitionID(rawValue: 3), by: newcomer)
+        var released = received
+        released.markReleased(PartitionID(rawValue: 3), by: holders[0].node)
+        #expect(received.transition != nil && released.transition != nil)
+        for (before, after) in [(moving, received), (received, released)] {
+            #expect(machine.changed(from: before, to: after, cause: .own) == others.map { .push(to: $0) })
+            #expect(machine.changed(from: before, to: after, cause: .adopted).isEmpty)
+        }
+        // The last receipt settles the change: its end is pushed on by whoever adopts it.
+        var settled = moving
+        for partition in 0..<layout.partitionCount {
+            settled.markReceived(PartitionID(rawValue: UInt32(partition)), by: newcomer)
+        }
+        #expect(settled.transition == nil)
+        #expect(machine.changed(from: received, to: settled, cause: .adopted) == others.map { .push(to: $0) })
+        // So is a transition that starts, or whose abandoned owners change.
+        #expect(
+            machine.changed(from: Self.formed(), to: moving, cause: .adopted) == others.map { .push(to: $0) })
+        var abandoned = received
+        abandoned.transition?.abandoned.insert(holders[1].node)
+        #expect(
+            machine.changed(from: received, to: abandoned, cause: .adopted) == others.map { .push(to: $0) })
+    }
+
+    @Test("an adoption is this node's own change when it formed the cluster or corrected its own record")
+    func adoptionCause() {
+        let peerCopy = Self.formed()
+        let adopted = MetadataGossip.adopt(peerCopy, into: Self.unformed(), own: Self.me, formation: nil)
+        #expect(adopted.cause(merging: true) == .adopted)
+        #expect(adopted.cause(merging: false) == .own)
+        // A peer's copy with a stale record of this node: the corrected copy is news to all.
+        var moved = Self.me
+        moved.peerAddress = "127.0.0.9:1"
+        let corrected = MetadataGossip.adopt(peerCopy, into: Self.unformed(), own: moved, formation: nil)
+        #expect(corrected.corrected && corrected.cause(merging: true) == .own)
+        let smallest = Self.members.min { $0.node < $1.node }!
+        let formation = MetadataGossip.Formation(expectedMembers: 3, clusterID: 42, secret: Self.secret)
+        let formed = MetadataGossip.adopt(
+            Self.unformed(), into: Self.unformed(), own: smallest, formation: formation)
+        #expect(formed.formed && formed.cause(merging: true) == .own)
     }
 }

@@ -273,7 +273,7 @@ struct NodeCoreTests {
         // A stored change of the members goes to every other member at once.
         var changed = copy
         changed.announce(ClusterMember(node: NodeID(rawValue: 999), peerAddress: "new", httpAddress: "new"))
-        let pushed = core.handle(.gossip(.changed(from: copy, to: changed)), view: .none)
+        let pushed = core.handle(.gossip(.changed(from: copy, to: changed, cause: .adopted)), view: .none)
         let others = changed.members.keys.filter { $0 != Release.me }
         #expect(Set(pushed) == Set(others.map { NodeCore.Action.gossip(.push(to: $0)) }))
         #expect(pushed.count == others.count)
@@ -309,7 +309,7 @@ struct NodeCoreTests {
             (.antiEntropy(.treeRead(nil)), nil), (.operationTimerFired(.local(1)), nil),
             (.reachabilityChanged(peer, isUp: false, isSuspected: false), nil),
             (.tick(.gossip), .gossip),
-            (.gossip(.changed(from: Self.metadata(), to: Self.metadata())), nil),
+            (.gossip(.changed(from: Self.metadata(), to: Self.metadata(), cause: .own)), nil),
             (.received(.metadata(.merged(id: 1)), from: peer), nil),
         ]
         for (input, procedure) in cases {

@@ -87,6 +87,12 @@ struct PartitionReleaseTests {
         return nil
     }
 
+    /// The cool-down timer after written releases, if `actions` start it (100 ms).
+    static func coolDown(_ actions: [PartitionRelease.Action]) -> UInt64? {
+        guard actions.count == 1, case .startTimer(let id, 100) = actions[0] else { return nil }
+        return id
+    }
+
     /// A machine that started the release of `mine[0]`, with its first listing's id.
     static func started(indexComplete: Bool = true) -> (PartitionRelease, UInt64) {
         var machine = PartitionRelease(firstMessageID: 100)
@@ -177,16 +183,17 @@ struct PartitionReleaseTests {
         let second = machine.listed(id: first, KeyListing(entries: [], truncated: false))
         #expect(Self.request(second) == nil)
         let record = machine.listed(id: Self.listing(second)!.id, KeyListing(entries: [], truncated: false))
-        #expect(record == [.recordRelease(partition: Self.mine[0], layoutVersion: Self.after.version)])
+        let released = [LayoutPartition(Self.mine[0], layoutVersion: Self.after.version)]
+        #expect(record == [.recordReleases(released)])
         #expect(machine.tick(Self.view()).isEmpty)
-        #expect(machine.recorded(Self.mine[0], ok: true).isEmpty)
+        #expect(Self.coolDown(machine.recorded(released, ok: true)) != nil)
         #expect(machine.counters.partitionsReleased == 1)
         #expect(machine.running.isEmpty)
         // A failed record is tried again by a later tick.
         var again = Self.started().0
         _ = again.listed(id: 100, KeyListing(entries: [], truncated: false))
         _ = again.listed(id: 101, KeyListing(entries: [], truncated: false))
-        #expect(again.recorded(Self.mine[0], ok: false).isEmpty)
+        #expect(Self.coolDown(again.recorded(released, ok: false)) != nil)
         #expect(again.counters.partitionsReleased == 0)
         #expect(Self.listing(again.tick(Self.view())) != nil)
     }
@@ -351,5 +358,38 @@ struct PartitionReleaseTests {
         }
         #expect(last.isEmpty)
         #expect(machine.running.isEmpty)
+    }
+
+    @Test("a release made while one is written waits for its cool-down; a waiting one holds no push slot")
+    func releasesWaitForTheCoolDown() {
+        // One push at a time: a release that waits must not block the next push.
+        var machine = PartitionRelease(settings: ReleaseSettings(concurrentPushes: 1), firstMessageID: 100)
+        let settled = Self.view(transition: Self.transition(settled: Self.mine))
+        func releaseNext() -> [PartitionRelease.Action] {
+            guard let first = Self.listing(machine.tick(settled)) else { return [] }
+            let second = machine.listed(id: first.id, KeyListing(entries: [], truncated: false))
+            guard let listing = Self.listing(second) else { return [] }
+            return machine.listed(id: listing.id, KeyListing(entries: [], truncated: false))
+        }
+        let records = Self.mine.prefix(2).map { LayoutPartition($0, layoutVersion: Self.after.version) }
+        #expect(releaseNext() == [.recordReleases([records[0]])])
+        // The second finishes while the first is written: it waits.
+        #expect(releaseNext().isEmpty)
+        #expect(Set(machine.running.keys) == Set(records.map(\.partition)))
+        // A report of another batch is ignored.
+        #expect(machine.recorded([records[1]], ok: true).isEmpty)
+        guard let timer = Self.coolDown(machine.recorded([records[0]], ok: true)) else {
+            Issue.record("no cool-down")
+            return
+        }
+        #expect(machine.counters.partitionsReleased == 1)
+        #expect(machine.timerFired(id: timer) == [.recordReleases([records[1]])])
+        guard let next = Self.coolDown(machine.recorded([records[1]], ok: true)) else {
+            Issue.record("no second cool-down")
+            return
+        }
+        #expect(machine.counters.partitionsReleased == 2 && machine.running.isEmpty)
+        // With nothing waiting the cool-down ends quietly.
+        #expect(machine.timerFired(id: next).isEmpty)
     }
 }

@@ -125,11 +125,15 @@ struct PartitionTransfersTests {
             Issue.record("no transfers started")
             return
         }
+        // Its slot takes the next admitted transfer at once.
         #expect(
             machine.cursorRead(
                 first, layoutVersion: Self.after.version, TransferCursor(done: true, after: nil),
-                view: Self.view())
-                == [.recordReceipt(first, layoutVersion: Self.after.version)])
+                view: Self.view(control: HandoffControl(nodeConcurrency: 2)))
+                == [
+                    .recordReceipts([LayoutPartition(first, layoutVersion: Self.after.version)]),
+                    .readCursor(Self.mine[2], layoutVersion: Self.after.version),
+                ])
         let actions = machine.cursorRead(
             second, layoutVersion: Self.after.version, TransferCursor(done: false, after: [9, 9]),
             view: Self.view())
@@ -184,21 +188,23 @@ struct PartitionTransfersTests {
             return
         }
         #expect(cursor == TransferCursor(done: true, after: nil))
-        #expect(
-            machine.cursorSaved(id: saveID, ok: true, view: Self.view())
-                == [.recordReceipt(partition, layoutVersion: Self.after.version)])
-        #expect(machine.receiving == [partition])
-        // The next admitted transfer starts at once, from a view that counts the receipt.
-        var recorded = Self.transition
-        recorded.received.insert(TransferSlot(partition: partition, node: Self.joiner))
+        let receipt = LayoutPartition(partition, layoutVersion: Self.after.version)
+        let one = HandoffControl(clusterConcurrency: 16, nodeConcurrency: 1)
+        // The receipt is written, and the slot takes the next admitted transfer at once.
         let next = Self.mine.first { $0 != partition }!
         #expect(
-            machine.receiptRecorded(
-                partition, layoutVersion: Self.after.version, ok: true,
-                view: Self.view(
-                    control: HandoffControl(clusterConcurrency: 16, nodeConcurrency: 1), transition: recorded)
-            )
-                == [.readCursor(next, layoutVersion: Self.after.version)])
+            machine.cursorSaved(id: saveID, ok: true, view: Self.view(control: one))
+                == [.recordReceipts([receipt]), .readCursor(next, layoutVersion: Self.after.version)])
+        #expect(machine.receiving == [partition, next])
+        // Once written, the transfer ends and the receipts' cool-down begins.
+        var recorded = Self.transition
+        recorded.received.insert(TransferSlot(partition: partition, node: Self.joiner))
+        let written = machine.receiptsRecorded(
+            [receipt], ok: true, view: Self.view(control: one, transition: recorded))
+        guard case .startTimer(_, 100) = written.first, written.count == 1 else {
+            Issue.record("no cool-down: \(written)")
+            return
+        }
         #expect(machine.receiving == [next])
         #expect(machine.inbound[partition]?.state == "received")
         #expect(machine.counters.transfersCompleted == 1)
@@ -303,7 +309,7 @@ struct PartitionTransfersTests {
         _ = machine.tick(Self.view(control: HandoffControl(nodeConcurrency: 1), transition: abandoned))
         #expect(
             machine.cursorRead(partition, layoutVersion: version, nil, view: Self.view(transition: abandoned))
-                == [.recordReceipt(partition, layoutVersion: version)])
+                .first == .recordReceipts([LayoutPartition(partition, layoutVersion: version)]))
     }
 
     @Test("a transfer no longer wanted stops at its next step")
@@ -378,5 +384,53 @@ struct PartitionTransfersTests {
         #expect(TransferCursor(encoded: [0, 4, 2]) == TransferCursor(done: false, after: [4, 2]))
         #expect(TransferCursor(encoded: [0]) == TransferCursor(done: false, after: nil))
         #expect(TransferCursor(encoded: [1]).done)
+    }
+
+    @Test(
+        "receipts made while one is written wait for its cool-down and go as one batch; a waiting one holds no slot; a failed batch waits for a tick"
+    )
+    func receiptsGoInBatches() {
+        var machine = PartitionTransfers(firstMessageID: 1)
+        let one = HandoffControl(clusterConcurrency: 16, nodeConcurrency: 1)
+        let version = Self.after.version
+        let done = TransferCursor(done: true, after: nil)
+        let records = Self.mine.prefix(3).map { LayoutPartition($0, layoutVersion: version) }
+        func read(_ index: Int, transition: LayoutTransition = Self.transition) -> [PartitionTransfers.Action]
+        {
+            machine.cursorRead(
+                Self.mine[index], layoutVersion: version, done,
+                view: Self.view(control: one, transition: transition))
+        }
+        #expect(machine.tick(Self.view(control: one)) == [.readCursor(Self.mine[0], layoutVersion: version)])
+        // The slot is free while the receipt is written: the next transfer starts at once.
+        #expect(
+            read(0) == [.recordReceipts([records[0]]), .readCursor(Self.mine[1], layoutVersion: version)])
+        #expect(read(1) == [.readCursor(Self.mine[2], layoutVersion: version)])
+        #expect(machine.receiving == Set(Self.mine.prefix(3)))
+        // A report of another batch is ignored.
+        #expect(machine.receiptsRecorded([records[1]], ok: true, view: Self.view(control: one)).isEmpty)
+        var recorded = Self.transition
+        recorded.received.insert(TransferSlot(partition: Self.mine[0], node: Self.joiner))
+        let first = machine.receiptsRecorded(
+            [records[0]], ok: true, view: Self.view(control: one, transition: recorded))
+        guard case .startTimer(let timer, 100) = first.first, first.count == 1 else {
+            Issue.record("no cool-down: \(first)")
+            return
+        }
+        #expect(
+            machine.counters.transfersCompleted == 1 && machine.inbound[Self.mine[0]]?.state == "received")
+        #expect(machine.timerFired(id: timer, view: Self.view()) == [.recordReceipts([records[1]])])
+        // The batch fails: its transfer waits, and a later tick starts it again.
+        let failed = machine.receiptsRecorded([records[1]], ok: false, view: Self.view(control: one))
+        guard case .startTimer(let next, 100) = failed.first, failed.count == 1 else {
+            Issue.record("no cool-down after a failure: \(failed)")
+            return
+        }
+        #expect(machine.counters.transfersCompleted == 1 && machine.inbound[Self.mine[1]]?.state == "waiting")
+        #expect(machine.receiving == [Self.mine[2]])
+        #expect(machine.timerFired(id: next, view: Self.view()).isEmpty)
+        #expect(
+            read(2, transition: recorded)
+                == [.recordReceipts([records[2]]), .readCursor(Self.mine[1], layoutVersion: version)])
     }
 }
