@@ -124,8 +124,9 @@ public struct TransferCounters: Hashable, Sendable {
 ///   next pull.
 /// - **Resume.** A transfer first reads its stored cursor: a done cursor means the
 ///   partition is here (a crash came between the last batch and the receipt); otherwise
-///   it pulls after the cursor's key. Rows are stored before the cursor after them, so
-///   a crash in between re-sends one batch at most, which merging absorbs.
+///   it pulls after the cursor's key. Rows are stored (synced) before the cursor after
+///   them, and the cursor is written without a flush of its own (the next batch's sync
+///   carries it), so a crash re-sends the last batch at most, which merging absorbs.
 /// - **From whom.** A source is a previous owner the transition names
 ///   (``LayoutTransition/sources(of:in:)``, leavers first) that is reachable; each
 ///   failed pull moves to the next. With every previous owner abandoned there is nothing
@@ -164,7 +165,9 @@ public struct PartitionTransfers: Sendable {
         /// ``PartitionTransfers/stored(id:ok:view:)``: `false` when a row's table is not
         /// in the catalog yet or the engine failed.
         case store(id: UInt64, PartitionID, rows: [ScanRow])
-        /// Persist `cursor` (synced), then report ``PartitionTransfers/cursorSaved(id:ok:view:)``.
+        /// Persist `cursor`, then report ``PartitionTransfers/cursorSaved(id:ok:view:)``.
+        /// It need not be synced: the rows before it already are, and a cursor a crash
+        /// loses costs one batch pulled again, which merging absorbs.
         case saveCursor(id: UInt64, PartitionID, layoutVersion: UInt64, TransferCursor)
         /// Record in the cluster metadata, as one change, that this node received each
         /// partition (for its layout version; a record of another version is moot and

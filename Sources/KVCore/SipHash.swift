@@ -82,9 +82,38 @@ public struct SipHash24: Sendable {
         }
     }
 
-    /// Feeds a sequence of bytes.
+    /// Feeds a sequence of bytes: contiguous ones eight at a time (every stored row's
+    /// index hash, every key's placement and every sealed context pass here), others
+    /// byte by byte.
+    @inlinable
     public mutating func combine<Bytes: Sequence<UInt8>>(contentsOf bytes: Bytes) {
-        for byte in bytes { combine(byte) }
+        let done: Void? = bytes.withContiguousStorageIfAvailable { buffer in
+            combine(UnsafeRawBufferPointer(buffer))
+        }
+        if done == nil {
+            for byte in bytes { combine(byte) }
+        }
+    }
+
+    /// Feeds contiguous bytes: whole little-endian words go straight to compression.
+    @usableFromInline
+    mutating func combine(_ buffer: UnsafeRawBufferPointer) {
+        var index = 0
+        let count = buffer.count
+        // Complete a word begun by an earlier call.
+        while pendingCount != 0, index < count {
+            combine(buffer[index])
+            index += 1
+        }
+        while count - index >= 8 {
+            compress(UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: index, as: UInt64.self)))
+            totalLength &+= 8
+            index += 8
+        }
+        while index < count {
+            combine(buffer[index])
+            index += 1
+        }
     }
 
     /// Returns the 64-bit tag of everything fed so far.

@@ -48,10 +48,11 @@ extension ClusterNode {
                 in: .metadata)
             let write = batch
             local.threadPool.submit { [self] _ in
-                // The rows are durable (the drain syncs); the cursor after them.
+                // The rows are durable (the drain synced them), so the cursor needs no
+                // flush of its own: one lost in a crash is a batch pulled again.
                 let ok =
                     (try? storageWork("storing a transfer cursor") {
-                        try local.engine.write(write, durability: .synced)
+                        try local.engine.write(write, durability: .buffered)
                     }) != nil
                 runCore(.transfers(.cursorSaved(id: id, ok: ok)))
             }

@@ -16,6 +16,28 @@ struct HashAndEncodingTests {
         #expect(hasher.finalize() == expected)
     }
 
+    /// Contiguous bytes are hashed a word at a time: in any split, and from sequences
+    /// that are not contiguous, the tag is the one of feeding each byte alone.
+    @Test func sipHashAnySplitEqualsByteByByte() async {
+        await propertyCheck(input: Gen.uint8().array(of: 0...100), Gen.int(in: 0...100), Gen.int(in: 0...100))
+        {
+            bytes, first, second in
+            var byByte = SipHash24(key0: 0x0706_0504_0302_0100, key1: 0x0f0e_0d0c_0b0a_0908)
+            for byte in bytes { byByte.combine(byte) }
+            let expected = byByte.finalize()
+            let cuts = [min(first, second), max(first, second)].map { min($0, bytes.count) }
+            var split = SipHash24(key0: 0x0706_0504_0302_0100, key1: 0x0f0e_0d0c_0b0a_0908)
+            split.combine(contentsOf: bytes[..<cuts[0]])
+            split.combine(contentsOf: bytes[cuts[0]..<cuts[1]])
+            split.combine(contentsOf: bytes[cuts[1]...])
+            #expect(split.finalize() == expected)
+            #expect(
+                SipHash24.hash(
+                    bytes.lazy.map { $0 }, key0: 0x0706_0504_0302_0100, key1: 0x0f0e_0d0c_0b0a_0908)
+                    == expected)
+        }
+    }
+
     /// Golden vectors of the placement hash. If these change, every key moves.
     @Test func stableHashGoldenVectors() {
         #expect(StableHash.hash([UInt8]()) == 0x1e92_4b9d_7377_00d7)
