@@ -144,6 +144,37 @@ extension ClusterNode {
         }
     }
 
+    /// Runs storage commands through the write drain, enqueued together, and waits for
+    /// all their outcomes, in the commands' order: one continuation for the lot, where a
+    /// task and a continuation per row cost a handoff's receiver a tenth of its time.
+    func maintenanceStorage(_ commands: [StorageCommand]) async -> [StorageOutcome] {
+        guard !commands.isEmpty else { return [] }
+        return await withCheckedContinuation { continuation in
+            let collected = NIOLockedValueBox(CollectedOutcomes(count: commands.count))
+            let stopped = state.withLockedValue { state in
+                guard !state.stopped else { return nil as UInt64? }
+                let first = state.nextID
+                state.nextID &+= UInt64(commands.count)
+                for index in commands.indices {
+                    state.maintenance[first &+ UInt64(index)] = { outcome in
+                        if let all = collected.withLockedValue({ $0.record(outcome, at: index) }) {
+                            continuation.resume(returning: all)
+                        }
+                    }
+                }
+                return first
+            }
+            guard let first = stopped else {
+                continuation.resume(
+                    returning: commands.map { _ in .failed(KVError(.unavailable, "the node is shutting down"))
+                    })
+                return
+            }
+            enqueueWrites(
+                commands.enumerated().map { (.maintenance(id: first &+ UInt64($0.offset)), $0.element) })
+        }
+    }
+
     // MARK: - Membership
 
     private func membershipTick() {
@@ -295,5 +326,24 @@ extension ClusterNode {
         // Which peers leave this node's requests unanswered.
         for (node, count) in timeouts { counters["maintenance.timeouts.\(node)"] = count }
         return counters
+    }
+}
+
+/// The outcomes of a batch of maintenance commands, as they arrive.
+struct CollectedOutcomes {
+    private var outcomes: [StorageOutcome?]
+    private var missing: Int
+
+    init(count: Int) {
+        outcomes = Array(repeating: nil, count: count)
+        missing = count
+    }
+
+    /// Records the outcome of command `index`; all of them once it was the last.
+    mutating func record(_ outcome: StorageOutcome, at index: Int) -> [StorageOutcome]? {
+        guard outcomes[index] == nil else { return nil }
+        outcomes[index] = outcome
+        missing -= 1
+        return missing == 0 ? outcomes.map { $0! } : nil
     }
 }

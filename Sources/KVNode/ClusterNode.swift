@@ -82,6 +82,22 @@ public final class ClusterNode: KeyValueService, Sendable {
 
         var isEmpty: Bool { pending.isEmpty && backgroundStart == background.count }
 
+        /// Queues a command: maintenance ones behind the background limit.
+        mutating func add(_ ticket: StorageTicket, _ command: StorageCommand) {
+            if case .maintenance = ticket {
+                background.append((ticket, command))
+            } else {
+                pending.append((ticket, command))
+            }
+        }
+
+        /// Whether the caller must start a drain (none runs); marks one as running.
+        mutating func startsDrain() -> Bool {
+            guard !draining else { return false }
+            draining = true
+            return true
+        }
+
         /// The next drain's commands: every pending one, then background ones up to `limit`.
         mutating func take(backgroundLimit limit: Int) -> [(ticket: StorageTicket, command: StorageCommand)] {
             var taken = pending

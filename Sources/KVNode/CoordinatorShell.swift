@@ -89,16 +89,23 @@ extension ClusterNode {
     /// commute with the writes that overtake them.
     func enqueueWrite(_ ticket: StorageTicket, _ command: StorageCommand) {
         let startDrain = writeQueue.withLockedValue { queue in
-            if case .maintenance = ticket {
-                queue.background.append((ticket, command))
-            } else {
-                queue.pending.append((ticket, command))
-            }
-            guard !queue.draining else { return false }
-            queue.draining = true
-            return true
+            queue.add(ticket, command)
+            return queue.startsDrain()
         }
-        guard startDrain else { return }
+        if startDrain { startDraining() }
+    }
+
+    /// Queues maintenance writes together (one lock, at most one drain started).
+    func enqueueWrites(_ writes: [(ticket: StorageTicket, command: StorageCommand)]) {
+        guard !writes.isEmpty else { return }
+        let startDrain = writeQueue.withLockedValue { queue in
+            for write in writes { queue.add(write.ticket, write.command) }
+            return queue.startsDrain()
+        }
+        if startDrain { startDraining() }
+    }
+
+    private func startDraining() {
         local.threadPool.submit { [self] workState in drainWrites(active: workState == .active) }
     }
 

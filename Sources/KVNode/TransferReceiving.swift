@@ -84,18 +84,14 @@ extension ClusterNode {
                 return false
             }
         }
-        return await withTaskGroup(of: Bool.self) { group in
-            for (key, row) in zip(keys, rows) where !key.bytes.isEmpty {
-                group.addTask {
-                    switch await self.maintenanceStorage(.reconcile(key, row.object)) {
-                    case .object: return true
-                    case .failed(let error): return error.code == .tableChanged
-                    }
-                }
+        let commands = zip(keys, rows).compactMap { key, row in
+            key.bytes.isEmpty ? nil : StorageCommand.reconcile(key, row.object)
+        }
+        return await maintenanceStorage(commands).allSatisfy { outcome in
+            switch outcome {
+            case .object: true
+            case .failed(let error): error.code == .tableChanged
             }
-            var stored = true
-            for await result in group where !result { stored = false }
-            return stored
         }
     }
 
