@@ -2,7 +2,8 @@ import KVCore
 
 /// Settings of ``PartitionRelease``.
 public struct ReleaseSettings: Hashable, Sendable {
-    /// The most partitions pushed at once (releases and the one drop together).
+    /// The most partitions pushed at once (releases and the one drop together; releases
+    /// waiting to be written do not count).
     public var concurrentPushes: Int
     /// How long a request waits for its answer before the push stops.
     public var requestTimeoutMilliseconds: Int64
@@ -104,8 +105,8 @@ public struct ReleaseCounters: Hashable, Sendable {
 ///   cannot be sent to or does not answer in time stops it. A stopped push says why
 ///   (``Action/waits(partition:reason:)``), once per new reason, and a later tick starts
 ///   over.
-/// - **Limits.** At most ``ReleaseSettings/concurrentPushes`` partitions at once, one of
-///   them a drop.
+/// - **Limits.** At most ``ReleaseSettings/concurrentPushes`` partitions pushed at once,
+///   one of them a drop; a push whose release waits to be written no longer counts.
 ///
 /// Message ids start at a value the shell draws for each life of the node, so a late
 /// answer to a previous life's request is never taken for a new one. The answers share
@@ -165,6 +166,8 @@ public struct PartitionRelease: Sendable {
 
     /// Where a push stands.
     private enum Step: Sendable {
+        /// Made, not yet listing or finishing (within one call).
+        case starting
         case listing(id: UInt64)
         case asking(request: UInt64, ours: KeyListing)
         case loading(id: UInt64)
@@ -225,7 +228,7 @@ public struct PartitionRelease: Sendable {
         pushes.values.contains { push in
             switch push.step {
             case .asking(let request, _), .pushing(let request): request == id
-            case .listing, .loading, .recording, .dropping: false
+            case .starting, .listing, .loading, .recording, .dropping: false
             }
         }
     }
@@ -238,7 +241,8 @@ public struct PartitionRelease: Sendable {
         guard let layout = view.layout else { return [] }
         var actions: [Action] = []
         if let transition = view.transition {
-            for index in 0..<layout.partitionCount where activePushes < settings.concurrentPushes {
+            var active = activePushes
+            for index in 0..<layout.partitionCount where active < settings.concurrentPushes {
                 let partition = PartitionID(rawValue: UInt32(index))
                 guard pushes[partition] == nil, transition.isSettled(partition, in: layout),
                     transition.releasers(of: partition, in: layout).contains(view.node),
@@ -246,6 +250,7 @@ public struct PartitionRelease: Sendable {
                 else { continue }
                 actions += start(
                     partition, .release(layoutVersion: layout.version), layout: layout, view: view)
+                if pushes[partition] != nil { active = activePushes }
             }
         }
         let dropping = pushes.values.contains { $0.purpose == .drop }
@@ -273,7 +278,7 @@ public struct PartitionRelease: Sendable {
             return wait(partition, purpose, "owner \(absent) is not reachable")
         }
         pushes[partition] = Push(
-            purpose: purpose, owners: owners, withHashes: view.indexComplete, step: .recording)
+            purpose: purpose, owners: owners, withHashes: view.indexComplete, step: .starting)
         return owners.isEmpty ? finish(partition) : listPage(partition)
     }
 
@@ -451,7 +456,7 @@ public struct PartitionRelease: Sendable {
         push { step in
             switch step {
             case .asking(let request, _), .pushing(let request): request == id
-            case .listing, .loading, .recording, .dropping: false
+            case .starting, .listing, .loading, .recording, .dropping: false
             }
         }
     }

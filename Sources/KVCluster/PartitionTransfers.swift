@@ -118,15 +118,17 @@ public struct TransferCounters: Hashable, Sendable {
 ///   order every node computes alike (``LayoutTransition/pendingTransfers(in:)``), the
 ///   first `clusterConcurrency` of those whose new owner is believed up, and of them
 ///   this node's own, at most `nodeConcurrency` pulling at once. A transfer whose rows
-///   are all here frees its slot at once, while its receipt waits to be written; a
+///   are all here frees its node slot at once, while its receipt waits to be written
+///   (it counts against the cluster-wide limit until the receipt is in the metadata); a
 ///   written batch of receipts admits again at once, from a view that counts them.
 ///   While transfers are paused nothing starts, and a running transfer stops before its
 ///   next pull.
 /// - **Resume.** A transfer first reads its stored cursor: a done cursor means the
 ///   partition is here (a crash came between the last batch and the receipt); otherwise
 ///   it pulls after the cursor's key. Rows are stored (synced) before the cursor after
-///   them, and the cursor is written without a flush of its own (the next batch's sync
-///   carries it), so a crash re-sends the last batch at most, which merging absorbs.
+///   them, and the cursor is written without a flush of its own, so a crash can lose
+///   cursors but never rows before one: it re-sends the batches whose cursors it lost
+///   (usually the last), which merging absorbs.
 /// - **From whom.** A source is a previous owner the transition names
 ///   (``LayoutTransition/sources(of:in:)``, leavers first) that is reachable; each
 ///   failed pull moves to the next. With every previous owner abandoned there is nothing
@@ -143,8 +145,8 @@ public struct TransferCounters: Hashable, Sendable {
 ///   (``ProgressRecords``, with ``TransferSettings/receiptCoolDownMilliseconds``): the
 ///   first at once, the rest of a handoff a batch per cool-down, so the cluster stores
 ///   and merges a few changes a second instead of one per partition. A batch that could
-///   not be written leaves its transfers waiting for a later tick, which finds their
-///   cursors done and records them again.
+///   not be written stops its transfers; the next admission (at once when a slot is
+///   free) finds their cursors done and records them again, with the next batch.
 /// - **Stale.** A transfer whose slot is no longer wanted (another layout version, or
 ///   the receipt is recorded) stops at its next step; answers and timers of a stopped
 ///   transfer are ignored.

@@ -113,7 +113,7 @@ extension SimulatedWorld {
             batch.put(
                 StorageLayout.transferCursorKey(version: version, partition: partition), cursor.encoded,
                 in: .metadata)
-            let ok = (try? nodes[node].engine.write(batch, durability: .synced)) != nil
+            let ok = (try? nodes[node].engine.write(batch, durability: .buffered)) != nil
             complete(.transfers(.cursorSaved(id: id, ok: ok)), after: delay, at: node)
         case .recordReceipts(let records):
             recordReceipts(records, at: node)
