@@ -169,7 +169,7 @@ public struct PartitionTransfers: Sendable {
         case store(id: UInt64, PartitionID, rows: [ScanRow])
         /// Persist `cursor`, then report ``PartitionTransfers/cursorSaved(id:ok:view:)``.
         /// It need not be synced: the rows before it already are, and a cursor a crash
-        /// loses costs one batch pulled again, which merging absorbs.
+        /// loses costs its batch pulled again, which merging absorbs.
         case saveCursor(id: UInt64, PartitionID, layoutVersion: UInt64, TransferCursor)
         /// Record in the cluster metadata, as one change, that this node received each
         /// partition (for its layout version; a record of another version is moot and

@@ -145,8 +145,8 @@ extension ClusterNode {
     }
 
     /// Runs storage commands through the write drain, enqueued together, and waits for
-    /// all their outcomes, in the commands' order: one continuation for the lot, where a
-    /// task and a continuation per row cost a handoff's receiver a tenth of its time.
+    /// all their outcomes, in the commands' order: one continuation for the lot instead of
+    /// a task and a continuation per row (a handoff's batch is hundreds of rows).
     func maintenanceStorage(_ commands: [StorageCommand]) async -> [StorageOutcome] {
         guard !commands.isEmpty else { return [] }
         return await withCheckedContinuation { continuation in
