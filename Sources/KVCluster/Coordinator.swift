@@ -511,26 +511,16 @@ public struct Coordinator: Sendable {
         placement.readPreference(key, quorum)
     }
 
-    /// The replica sets a write of `key` needs its quorum in: the layout's, and the
-    /// previous owners' while the partition moves (a previous layout of fewer nodes may
-    /// have fewer replicas; the quorum there is capped at their number).
     /// Whether this node is among the replicas a write of `key` goes to.
     func isReplica(_ key: ReplicaKey, _ quorum: Quorum) -> Bool {
         guard case .success(let sets) = writeSets(key, quorum) else { return false }
         return sets.contains { $0.contains(node) }
     }
 
+    /// The replica sets a write of `key` needs its quorum in (see
+    /// ``Placement/writeQuorumSets(_:_:)``).
     func writeSets(_ key: ReplicaKey, _ quorum: Quorum) -> Result<[[NodeID]], KVError> {
-        if let error = validate(key, quorum) { return .failure(error) }
-        let sets = placement.writeSets(of: key.partition).map { Array($0.prefix(quorum.n)) }
-        guard sets[0].count == quorum.n else {
-            return .failure(
-                KVError(
-                    .quorumUnavailable,
-                    "the layout places \(sets[0].count) replicas of this key and the request needs \(quorum.n)"
-                ))
-        }
-        return .success(sets.filter { !$0.isEmpty })
+        placement.writeQuorumSets(key, quorum)
     }
 
     mutating func forward(

@@ -74,6 +74,14 @@ public protocol KeyValueService: Sendable {
     func immediateTable(_ name: TableName) -> TableDescriptor?
     /// A read answered without waiting for I/O, or `nil` when it would have to wait.
     func immediateGet(_ key: RowKey) throws(KVError) -> ReadResult?
+    /// Starts a put that the service can apply without waiting for anything but its own
+    /// storage, and calls `completion` once, on a storage thread, with its outcome;
+    /// `false` (and no call) when the put must go through ``put(_:value:options:)``,
+    /// which answers the same.
+    func immediatePut(
+        _ key: RowKey, value: RowValue, options: WriteOptions,
+        completion: @escaping @Sendable (ImmediatePutOutcome) -> Void
+    ) -> Bool
     /// Why the service cannot serve data yet (`server.unavailable`), or `nil` when it
     /// can: what a readiness check reports. Answered without waiting.
     func readinessProblem() -> KVError?
@@ -207,4 +215,37 @@ extension KeyValueService {
     public func immediateTable(_ name: TableName) -> TableDescriptor? { nil }
     /// By default every read waits.
     public func immediateGet(_ key: RowKey) throws(KVError) -> ReadResult? { nil }
+    /// By default every put goes through ``put(_:value:options:)``.
+    public func immediatePut(
+        _ key: RowKey, value: RowValue, options: WriteOptions,
+        completion: @escaping @Sendable (ImmediatePutOutcome) -> Void
+    ) -> Bool { false }
+}
+
+/// How a put started by ``KeyValueService/immediatePut(_:value:options:completion:)``
+/// ended. Its ``WriteResult`` is made only when asked for, on the caller's thread:
+/// sealing the row's context costs a hash, which the storage thread that reports the
+/// outcome should not spend on callers that only need to know the put is stored.
+public struct ImmediatePutOutcome: Sendable {
+    /// Why the put failed, or `nil` when it is stored.
+    public let failure: KVError?
+    private let makeResult: @Sendable () -> WriteResult
+
+    /// A put that is stored; `result` makes its ``WriteResult``.
+    public init(stored result: @escaping @Sendable () -> WriteResult) {
+        failure = nil
+        makeResult = result
+    }
+
+    /// A put that failed with `error`.
+    public init(failed error: KVError) {
+        failure = error
+        makeResult = { WriteResult(context: "", etag: "") }
+    }
+
+    /// What ``KeyValueService/put(_:value:options:)`` would have returned or thrown.
+    public func result() -> Result<WriteResult, KVError> {
+        if let failure { return .failure(failure) }
+        return .success(makeResult())
+    }
 }

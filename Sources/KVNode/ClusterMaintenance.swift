@@ -321,6 +321,7 @@ extension ClusterNode {
             "requests.at_replica": metrics.requestsAtReplica.load(ordering: .relaxed),
             "requests.not_at_replica": metrics.requestsElsewhere.load(ordering: .relaxed),
             "reads.answered_locally": metrics.readsAnsweredLocally.load(ordering: .relaxed),
+            "writes.applied_locally": metrics.writesAppliedLocally.load(ordering: .relaxed),
         ]
         counters.merge(transferCounters(received: received, released: released)) { first, _ in first }
         // Which peers leave this node's requests unanswered.

@@ -91,6 +91,12 @@ public final class ClusterNode: KeyValueService, Sendable {
             }
         }
 
+        /// Queues a command with the client writes, whatever its ticket: a client write
+        /// the node applies without its coordinator (see ``ClusterNode/immediatePut``).
+        mutating func addClientWrite(_ ticket: StorageTicket, _ command: StorageCommand) {
+            pending.append((ticket, command))
+        }
+
         /// Whether the caller must start a drain (none runs); marks one as running.
         mutating func startsDrain() -> Bool {
             guard !draining else { return false }
@@ -126,6 +132,9 @@ public final class ClusterNode: KeyValueService, Sendable {
         var requests: [UInt64: CheckedContinuation<ReplicaMessage?, Never>] = [:]
         /// What to do when a maintenance storage command finishes, by ticket id.
         var maintenance: [UInt64: @Sendable (StorageOutcome) -> Void] = [:]
+        /// What to do when a client write the node applies alone finishes, by ticket id
+        /// (see ``ClusterNode/immediatePut(_:value:options:completion:)``).
+        var localWrites: [UInt64: @Sendable (StorageOutcome) -> Void] = [:]
         /// What SWIM says of each member.
         var liveness: [NodeID: MemberState.Status] = [:]
         /// The digest of `metadata`, carried on every probe.
@@ -379,7 +388,8 @@ public final class ClusterNode: KeyValueService, Sendable {
 
     /// Stops gossip, fails what is in flight, closes connections and the storage.
     public func shutdown() async {
-        let (task, operations, scans, acks, requests, maintenance) = state.withLockedValue { state in
+        let (task, operations, scans, acks, requests, maintenance, localWrites) = state.withLockedValue {
+            state in
             state.stopped = true
             state.timerTask?.cancel()
             for task in state.maintenanceTasks { task.cancel() }
@@ -389,10 +399,11 @@ public final class ClusterNode: KeyValueService, Sendable {
                 state.metadataAcks = [:]
                 state.requests = [:]
                 state.maintenance = [:]
+                state.localWrites = [:]
             }
             return (
                 state.gossipTask, state.operations, state.scans, state.metadataAcks, state.requests,
-                state.maintenance
+                state.maintenance, state.localWrites
             )
         }
         task?.cancel()
@@ -407,6 +418,7 @@ public final class ClusterNode: KeyValueService, Sendable {
             .writeIndeterminate,
             "the node shut down while the request ran; a write may or may not become visible")
         for continuation in operations.values { continuation.resume(returning: .failed(interrupted)) }
+        for finish in localWrites.values { finish(.failed(interrupted)) }
         for continuation in scans.values {
             continuation.resume(returning: PartitionScanPage(rows: [], truncated: false, error: stopping))
         }
@@ -530,6 +542,19 @@ public final class ClusterNode: KeyValueService, Sendable {
     {
         try options.validateRequestID()
         let (row, replicaKey, quorum) = try resolve(key, options.quorum)
+        let proposed = try proposedWrite(of: key, row, sibling, options, increment: increment)
+        switch await operate("write", { .write($0, key: replicaKey, proposed, quorum: quorum) }) {
+        case .written(let object), .read(let object): return local.writeResult(object, identity: row.identity)
+        case .failed(let error): throw error
+        }
+    }
+
+    /// The write a client's `sibling` and `options` propose for `row` (resolved from
+    /// `key`), as the coordinator takes it.
+    func proposedWrite(
+        of key: RowKey, _ row: NodeStorage.ResolvedRow, _ sibling: Sibling, _ options: WriteOptions,
+        increment: Int64?
+    ) throws(KVError) -> ProposedWrite {
         let context = try options.context.map { (text) throws(KVError) in
             try local.sealer.open(text, row: row.identity)
         }
@@ -539,13 +564,9 @@ public final class ClusterNode: KeyValueService, Sendable {
         if !sibling.isTombstone, key.table != LargeValue.chunkTable.name {
             sibling.expiresAtMilliseconds = options.expiresAtMilliseconds
         }
-        let proposed = ProposedWrite(
+        return ProposedWrite(
             sibling: sibling, context: context, condition: options.condition,
             generation: row.descriptor.generation, increment: increment)
-        switch await operate("write", { .write($0, key: replicaKey, proposed, quorum: quorum) }) {
-        case .written(let object), .read(let object): return local.writeResult(object, identity: row.identity)
-        case .failed(let error): throw error
-        }
     }
 
     public func increment(_ key: RowKey, by delta: Int64, options: WriteOptions) async throws(KVError)

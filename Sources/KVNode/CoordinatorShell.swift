@@ -105,7 +105,7 @@ extension ClusterNode {
         if startDrain { startDraining() }
     }
 
-    private func startDraining() {
+    func startDraining() {
         local.threadPool.submit { [self] workState in drainWrites(active: workState == .active) }
     }
 
@@ -133,7 +133,9 @@ extension ClusterNode {
             }
             for (entry, outcome) in zip(commands, outcomes) {
                 if case .maintenance(let id) = entry.ticket {
-                    state.withLockedValue { $0.maintenance.removeValue(forKey: id) }?(outcome)
+                    state.withLockedValue {
+                        $0.maintenance.removeValue(forKey: id) ?? $0.localWrites.removeValue(forKey: id)
+                    }?(outcome)
                 } else {
                     runCore(.storageCompleted(entry.ticket, outcome))
                 }

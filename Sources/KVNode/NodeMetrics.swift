@@ -35,6 +35,9 @@ final class NodeMetrics: Sendable {
     /// Reads the node answered from its own replica on the front end's thread, without
     /// a step of the coordinator (see ``ClusterNode/immediateGet(_:)``).
     let readsAnsweredLocally = Atomic<Int64>(0)
+    /// Writes the node applied to its own replica without a step of the coordinator
+    /// (see ``ClusterNode/immediatePut(_:value:options:completion:)``).
+    let writesAppliedLocally = Atomic<Int64>(0)
 
     private struct Exported {
         var counters: [String: CoreMetrics.Counter] = [:]

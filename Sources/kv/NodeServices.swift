@@ -110,6 +110,14 @@ final class DeferredService: KeyValueService, Sendable {
     func immediateGet(_ key: RowKey) throws(KVError) -> ReadResult? {
         try box.withLockedValue { $0 }?.immediateGet(key)
     }
+
+    func immediatePut(
+        _ key: RowKey, value: RowValue, options: WriteOptions,
+        completion: @escaping @Sendable (ImmediatePutOutcome) -> Void
+    ) -> Bool {
+        box.withLockedValue { $0 }?.immediatePut(key, value: value, options: options, completion: completion)
+            ?? false
+    }
 }
 
 /// Keeps the node running until a shutdown signal, then stops it in order: HTTP first

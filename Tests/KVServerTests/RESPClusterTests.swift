@@ -239,6 +239,19 @@ struct RESPClusterTests {
         // session, and still each saw the SET before it.
         let connection = try await HTTPConnection(host: "127.0.0.1", port: server.port)
         #expect(try await MetricsTests.scrape(connection).value("kv_reads_answered_locally_total") >= 100)
+        // A SET sent alone, as a client that waits for each reply sends it, is applied
+        // where it arrives, and the next command sees it.
+        let alone = try RawSocket(port: port)
+        // Once the connection is admitted: before, every command takes the ordinary path.
+        alone.send("PING\r\n")
+        #expect(alone.readSome(timeout: 5) == "+PONG\r\n")
+        for index in 1...20 {
+            alone.send("SET alone\(index % 3) w\(index)\r\n")
+            #expect(alone.readSome(timeout: 5) == "+OK\r\n")
+            alone.send("GET alone\(index % 3)\r\n")
+            #expect(alone.readSome(timeout: 5) == "$\("w\(index)".utf8.count)\r\nw\(index)\r\n")
+        }
+        #expect(try await MetricsTests.scrape(connection).value("kv_writes_applied_locally_total") >= 20)
         await connection.close()
         // A reply is written in the protocol of its command's time, and after QUIT
         // nothing more is read.

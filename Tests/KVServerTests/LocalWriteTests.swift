@@ -1,0 +1,141 @@
+import Foundation
+import KVCore
+import KVNode
+import Testing
+
+/// Writes a node applies without its coordinator
+/// (``ClusterNode/immediatePut(_:value:options:completion:)``) must store and answer
+/// exactly what the coordinator's write does, and only where the coordinator would write
+/// this node's replica alone.
+@Suite("Local writes")
+struct LocalWriteTests {
+    /// The outcome of an immediate put, or `nil` when the node declined it.
+    static func immediatePut(_ node: ClusterNode, _ key: RowKey, _ value: String, _ options: WriteOptions)
+        async -> Result<WriteResult, KVError>?
+    {
+        await withCheckedContinuation { continuation in
+            let started = node.immediatePut(key, value: text(value), options: options) { outcome in
+                continuation.resume(returning: outcome.result())
+            }
+            if !started { continuation.resume(returning: nil) }
+        }
+    }
+
+    /// The same put through the coordinator.
+    static func put(_ node: ClusterNode, _ key: RowKey, _ value: String, _ options: WriteOptions) async
+        -> Result<WriteResult, KVError>
+    {
+        do {
+            return .success(try await node.put(key, value: text(value), options: options))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// What a read shows of a row, without what differs between two rows written alike
+    /// (their dots, timestamps and sealed contexts).
+    static func shape(_ result: ReadResult) -> [String] {
+        result.siblings.map { sibling in
+            "\(sibling.value.map { String(decoding: $0.bytes, as: UTF8.self) } ?? "-") \(sibling.value?.contentType ?? "") \(sibling.expiresAtMilliseconds.map(String.init) ?? "")"
+        }.sorted()
+    }
+
+    @Test("one node applies puts itself, storing and answering what its coordinator does")
+    func oneNode() async throws {
+        try await LocalReadTests.using(.inProcess) { nodes in
+            let node = nodes[0]
+            let expiry = Int64(Date().timeIntervalSince1970 * 1000) + 3_600_000
+            for policy in [ConflictPolicy.siblings, .lastWriterWins] {
+                let name = table("local", "writes_\(policy == .siblings ? "siblings" : "lww")")
+                _ = try await node.createTable(
+                    TableDescriptor(name: name, schema: try KeySchema([.string]), conflictPolicy: policy))
+                let fast = RowKey(table: name, parts: [.string("fast")])
+                let slow = RowKey(table: name, parts: [.string("slow")])
+                // Each step's options, made from the row's last read and last write result.
+                let steps: [(String, (ReadResult, WriteResult?) -> WriteOptions)] = [
+                    ("one", { _, _ in WriteOptions() }),
+                    ("two", { _, _ in WriteOptions() }),
+                    ("three", { read, _ in WriteOptions(context: read.context) }),
+                    ("four", { _, _ in WriteOptions(condition: .ifAbsent) }),
+                    ("five", { read, _ in WriteOptions(condition: .ifMatch(read.etag)) }),
+                    ("six", { _, _ in WriteOptions(condition: .ifMatch("\"stale\"")) }),
+                    ("seven", { _, _ in WriteOptions(expiresAtMilliseconds: expiry) }),
+                    ("eight", { _, _ in WriteOptions(requestID: "request-8") }),
+                    ("nine", { _, written in WriteOptions(context: written?.context) }),
+                    ("ten", { _, _ in WriteOptions(context: "not a context") }),
+                ]
+                var lastWritten: [RowKey: WriteResult] = [:]
+                for (value, options) in steps {
+                    let fastOptions = options(try await node.get(fast), lastWritten[fast])
+                    let slowOptions = options(try await node.get(slow), lastWritten[slow])
+                    let immediate = await Self.immediatePut(node, fast, value, fastOptions)
+                    let coordinated = await Self.put(node, slow, value, slowOptions)
+                    switch (immediate, coordinated) {
+                    case (.success(let written)?, .success(let other)):
+                        lastWritten[fast] = written
+                        lastWritten[slow] = other
+                        #expect(written.etag == (try await node.get(fast)).etag, "\(value): the reply's ETag")
+                    case (.failure(let error)?, .failure(let other)):
+                        #expect(error.code == other.code, "\(value)")
+                    case (nil, .failure):
+                        // Declined: the ordinary path gives the error (a context that
+                        // does not open is refused before anything is queued).
+                        #expect(value == "ten")
+                    default:
+                        Issue.record("\(value): \(String(describing: immediate)) against \(coordinated)")
+                    }
+                    #expect(
+                        Self.shape(try await node.get(fast)) == Self.shape(try await node.get(slow)),
+                        "\(policy) after \(value)")
+                }
+                #expect(Self.shape(try await node.get(fast)).count == 1)
+            }
+            // A value over the inline limit is declined, and the ordinary path refuses it.
+            let huge = RowKey(table: table("local", "writes_siblings"), parts: [.string("huge")])
+            let hugeValue = String(repeating: "x", count: 17 << 20)
+            #expect(await Self.immediatePut(node, huge, hugeValue, .init()) == nil)
+            if case .success = await Self.put(node, huge, hugeValue, .init()) {
+                Issue.record("a value over the inline limit was stored")
+            }
+            // A table not made yet is left to the ordinary path, which reports it.
+            #expect(
+                await Self.immediatePut(
+                    node, RowKey(table: table("local", "none"), parts: [.string("k")]), "v", .init())
+                    == nil)
+        }
+    }
+
+    @Test("in a cluster, only the replica of an n=1 table applies writes alone")
+    func cluster() async throws {
+        try await LocalReadTests.using(.cluster) { nodes in
+            let replicated = table("local", "writes_n3")
+            let single = table("local", "writes_n1")
+            _ = try await nodes[0].createTable(
+                TableDescriptor(name: replicated, schema: try KeySchema([.string])))
+            _ = try await nodes[0].createTable(
+                TableDescriptor(
+                    name: single, schema: try KeySchema([.string]),
+                    defaults: ReplicationDefaults(n: 1, r: 1, w: 1, dw: 1)))
+            for index in 0..<8 {
+                let key = RowKey(table: replicated, parts: [.string("row\(index)")])
+                for node in nodes {
+                    #expect(await Self.immediatePut(node, key, "v", WriteOptions()) == nil)
+                }
+            }
+            for index in 0..<8 {
+                let key = RowKey(table: single, parts: [.string("row\(index)")])
+                var applied = 0
+                for node in nodes {
+                    guard let outcome = await Self.immediatePut(node, key, "v\(index)", WriteOptions()) else {
+                        continue
+                    }
+                    applied += 1
+                    #expect((try? outcome.get()) != nil)
+                }
+                #expect(applied == 1, "exactly the key's one replica writes row\(index) alone")
+                let read = try await nodes[0].get(key, options: ReadOptions())
+                #expect(Self.shape(read) == ["v\(index) text/plain "])
+            }
+        }
+    }
+}
