@@ -74,13 +74,14 @@ public protocol KeyValueService: Sendable {
     func immediateTable(_ name: TableName) -> TableDescriptor?
     /// A read answered without waiting for I/O, or `nil` when it would have to wait.
     func immediateGet(_ key: RowKey) throws(KVError) -> ReadResult?
-    /// Starts a put that the service can apply without waiting for anything but its own
-    /// storage, and calls `completion` once, on a storage thread, with its outcome;
-    /// `false` (and no call) when the put must go through ``put(_:value:options:)``,
-    /// which answers the same.
-    func immediatePut(
+    /// Starts a put without suspending the caller (a front end's event loop) and calls
+    /// `completion` once, from another thread, with what ``put(_:value:options:)`` would
+    /// have answered; `false` (and no call) when the put must go through
+    /// ``put(_:value:options:)``. `completion` must return quickly. Puts a caller starts
+    /// this way one after another may be applied in any order, as concurrent puts are.
+    func startPut(
         _ key: RowKey, value: RowValue, options: WriteOptions,
-        completion: @escaping @Sendable (ImmediatePutOutcome) -> Void
+        completion: @escaping @Sendable (PutOutcome) -> Void
     ) -> Bool
     /// Why the service cannot serve data yet (`server.unavailable`), or `nil` when it
     /// can: what a readiness check reports. Answered without waiting.
@@ -216,17 +217,18 @@ extension KeyValueService {
     /// By default every read waits.
     public func immediateGet(_ key: RowKey) throws(KVError) -> ReadResult? { nil }
     /// By default every put goes through ``put(_:value:options:)``.
-    public func immediatePut(
+    public func startPut(
         _ key: RowKey, value: RowValue, options: WriteOptions,
-        completion: @escaping @Sendable (ImmediatePutOutcome) -> Void
+        completion: @escaping @Sendable (PutOutcome) -> Void
     ) -> Bool { false }
 }
 
-/// How a put started by ``KeyValueService/immediatePut(_:value:options:completion:)``
+/// How a put started by ``KeyValueService/startPut(_:value:options:completion:)``
 /// ended. Its ``WriteResult`` is made only when asked for, on the caller's thread:
-/// sealing the row's context costs a hash, which the storage thread that reports the
-/// outcome should not spend on callers that only need to know the put is stored.
-public struct ImmediatePutOutcome: Sendable {
+/// sealing the row's context costs a hash, which the thread that reports the outcome
+/// (the write drain's, or the core's event loop) should not spend on callers that only
+/// need to know the put is stored.
+public struct PutOutcome: Sendable {
     /// Why the put failed, or `nil` when it is stored.
     public let failure: KVError?
     private let makeResult: @Sendable () -> WriteResult

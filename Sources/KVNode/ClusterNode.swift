@@ -92,7 +92,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         }
 
         /// Queues a command with the client writes, whatever its ticket: a client write
-        /// the node applies without its coordinator (see ``ClusterNode/immediatePut``).
+        /// the node applies without its coordinator (see ``ClusterNode/startPut``).
         mutating func addClientWrite(_ ticket: StorageTicket, _ command: StorageCommand) {
             pending.append((ticket, command))
         }
@@ -133,7 +133,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         /// What to do when a maintenance storage command finishes, by ticket id.
         var maintenance: [UInt64: @Sendable (StorageOutcome) -> Void] = [:]
         /// What to do when a client write the node applies alone finishes, by ticket id
-        /// (see ``ClusterNode/immediatePut(_:value:options:completion:)``).
+        /// (see ``ClusterNode/startPut(_:value:options:completion:)``).
         var localWrites: [UInt64: @Sendable (StorageOutcome) -> Void] = [:]
         /// What SWIM says of each member.
         var liveness: [NodeID: MemberState.Status] = [:]
@@ -150,7 +150,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         /// Which peers' connections are silent.
         var silence = PeerSilence()
 
-        var operations: [UInt64: CheckedContinuation<OperationOutcome, Never>] = [:]
+        var operations: [UInt64: @Sendable (OperationOutcome) -> Void] = [:]
         var timerTask: RepeatedTask?
         var scans: [UInt64: CheckedContinuation<PartitionScanPage, Never>] = [:]
         var metadataAcks: [UInt64: (waiting: Set<NodeID>, continuation: CheckedContinuation<Void, Never>)] =
@@ -417,7 +417,7 @@ public final class ClusterNode: KeyValueService, Sendable {
         let interrupted = KVError(
             .writeIndeterminate,
             "the node shut down while the request ran; a write may or may not become visible")
-        for continuation in operations.values { continuation.resume(returning: .failed(interrupted)) }
+        for finish in operations.values { finish(.failed(interrupted)) }
         for finish in localWrites.values { finish(.failed(interrupted)) }
         for continuation in scans.values {
             continuation.resume(returning: PartitionScanPage(rows: [], truncated: false, error: stopping))

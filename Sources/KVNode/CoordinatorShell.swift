@@ -44,7 +44,7 @@ extension ClusterNode {
             coreLoop.value.operationTimers[operation] = nil
         case .reply(let operation, let outcome):
             guard case .local(let id) = operation else { return }
-            state.withLockedValue { $0.operations.removeValue(forKey: id) }?.resume(returning: outcome)
+            state.withLockedValue { $0.operations.removeValue(forKey: id) }?(outcome)
         }
     }
 
@@ -61,22 +61,34 @@ extension ClusterNode {
     func operate(_ operation: String, _ start: @Sendable (OperationID) -> NodeCore.Input) async
         -> OperationOutcome
     {
+        await withCheckedContinuation { continuation in
+            startOperation(operation, start) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Starts a client operation and calls `completion` once with its outcome, on the
+    /// core's event loop (at once when the node is stopped, from the shutdown when it
+    /// stops meanwhile). It must return quickly: the core's next step waits for it.
+    func startOperation(
+        _ operation: String, _ start: @Sendable (OperationID) -> NodeCore.Input,
+        completion: @escaping @Sendable (OperationOutcome) -> Void
+    ) {
         let id = takeID()
         let started = NIODeadline.now()
-        let outcome = await withCheckedContinuation { continuation in
-            let stopped = state.withLockedValue { state in
-                if !state.stopped { state.operations[id] = continuation }
-                return state.stopped
-            }
-            if stopped {
-                continuation.resume(returning: .failed(KVError(.unavailable, "the node is shutting down")))
-                return
-            }
-            runCore(start(.local(id)))
+        let finish: @Sendable (OperationOutcome) -> Void = { [metrics] outcome in
+            metrics.recordOperation(
+                operation, outcome: outcome, nanoseconds: (NIODeadline.now() - started).nanoseconds)
+            completion(outcome)
         }
-        metrics.recordOperation(
-            operation, outcome: outcome, nanoseconds: (NIODeadline.now() - started).nanoseconds)
-        return outcome
+        let stopped = state.withLockedValue { state in
+            if !state.stopped { state.operations[id] = finish }
+            return state.stopped
+        }
+        if stopped {
+            finish(.failed(KVError(.unavailable, "the node is shutting down")))
+            return
+        }
+        runCore(start(.local(id)))
     }
 
     /// Queues a write command. One drain at a time takes everything queued and applies

@@ -36,7 +36,7 @@ final class NodeMetrics: Sendable {
     /// a step of the coordinator (see ``ClusterNode/immediateGet(_:)``).
     let readsAnsweredLocally = Atomic<Int64>(0)
     /// Writes the node applied to its own replica without a step of the coordinator
-    /// (see ``ClusterNode/immediatePut(_:value:options:completion:)``).
+    /// (see ``ClusterNode/startPut(_:value:options:completion:)``).
     let writesAppliedLocally = Atomic<Int64>(0)
 
     private struct Exported {

@@ -1,11 +1,10 @@
 import KVCore
 
-/// `SET`s applied where they arrive: a plain `SET key value` (no options) whose write
-/// the store can apply by itself (``KeyValueService/immediatePut(_:value:options:completion:)``,
-/// which it does only where its coordinator would write this node's replica alone) is
-/// started by the listener without a task, a hop into the session's actor or a round of
-/// the coordinator, and answered when the store has synced it. Anything else takes the
-/// ordinary path, which gives the same answer and Redis's error texts.
+/// `SET`s started where they arrive: a plain `SET key value` (no options) is started by
+/// the listener through ``KeyValueService/startPut(_:value:options:completion:)``,
+/// without a task or a hop into the session's actor, and answered when the store has
+/// acknowledged it (on a node of its own, straight from the write drain). Anything else
+/// takes the ordinary path, which gives the same answer and Redis's error texts.
 extension RESPSession {
     /// Whether `arguments` could be a `SET` that ``immediateWrite(_:completion:)``
     /// starts: a cheap test of its shape, before anything is looked up.
@@ -13,15 +12,15 @@ extension RESPSession {
         arguments.count == 3 && isSet(arguments[0])
     }
 
-    /// Starts `arguments` if it is a plain `SET` the store can apply at once, and then
+    /// Starts `arguments` if it is a plain `SET` the store can start at once, and then
     /// calls `completion` once, from any thread, with its reply: `OK`, or the error the
     /// ordinary path would answer. `false` (and no call) when the command must take the
     /// ordinary path.
     ///
     /// The caller must have waited for every earlier command of the connection to be
     /// answered or started here, and must hold every later one that is not also started
-    /// here until `completion` is called. Writes started here are applied in the order
-    /// they were started.
+    /// here until `completion` is called. Writes started together may be applied in any
+    /// order, so they must be of different keys.
     public nonisolated func immediateWrite(
         _ arguments: [[UInt8]], completion: @escaping @Sendable (Reply) -> Void
     ) -> Bool {
@@ -36,7 +35,7 @@ extension RESPSession {
         // missing when the key is resolved declines the put (the ordinary path then
         // makes it again); one dropped later fails it with `table.changed`, as it fails
         // the ordinary path's write.
-        return frontEnd.service.immediatePut(
+        return frontEnd.service.startPut(
             RowKey(table: table, parts: [.bytes(arguments[1])]), value: RowValue(bytes: arguments[2]),
             options: WriteOptions(context: nil)
         ) { outcome in

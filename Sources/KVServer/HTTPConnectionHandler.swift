@@ -417,19 +417,29 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
             case .bytes(let bytes) = response.body
         {
             // Answered from memory: write on the event loop, no task, no thread hop.
-            var headers = response.headers
-            headers.set("connection", keepAlive ? "keep-alive" : "close")
-            headers.set("content-length", String(bytes.count))
-            let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
-            context.writeAndFlush(
-                wrapOutboundOut(.whole(head, body: isHead ? ByteBuffer() : ByteBuffer(bytes: bytes))),
-                promise: nil)
-            let series =
-                lastSeries.flatMap { $0.matches(operation, response.status) ? $0 : nil }
-                ?? router.metrics.series(operation: operation, status: response.status)
-            lastSeries = series
-            series.record(nanoseconds: (NIODeadline.now() - started).nanoseconds)
-            responseFinished(number, keepAlive: keepAlive, context: context)
+            writeWhole(
+                response, bytes: bytes, number: number, keepAlive: keepAlive, version: version,
+                isHead: isHead,
+                operation: operation, started: started, context: context)
+            return
+        }
+        if stream == nil, let request,
+            router.startImmediately(
+                request,
+                completion: { outcome in
+                    channel.eventLoop.execute {
+                        // A put started here: its response is a few headers, made and
+                        // written on the event loop, without a task.
+                        let response = router.response(to: outcome)
+                        var bytes: [UInt8] = []
+                        if case .bytes(let body) = response.body { bytes = body }
+                        loopBoundSelf.value.writeWhole(
+                            response, bytes: bytes, number: number, keepAlive: keepAlive,
+                            version: version, isHead: isHead, operation: operation, started: started,
+                            context: loopBoundContext.value)
+                    }
+                })
+        {
             return
         }
         Task {
@@ -441,6 +451,27 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
                     number, keepAlive: reusable, context: loopBoundContext.value)
             }
         }
+    }
+
+    /// Writes `response` with `bytes`, its body at hand, records it, and finishes the
+    /// request.
+    private func writeWhole(
+        _ response: HTTPResponse, bytes: [UInt8], number: UInt64, keepAlive: Bool, version: HTTPVersion,
+        isHead: Bool, operation: String, started: NIODeadline, context: ChannelHandlerContext
+    ) {
+        var headers = response.headers
+        headers.set("connection", keepAlive ? "keep-alive" : "close")
+        headers.set("content-length", String(bytes.count))
+        let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
+        context.writeAndFlush(
+            wrapOutboundOut(.whole(head, body: isHead ? ByteBuffer() : ByteBuffer(bytes: bytes))),
+            promise: nil)
+        let series =
+            lastSeries.flatMap { $0.matches(operation, response.status) ? $0 : nil }
+            ?? router.metrics.series(operation: operation, status: response.status)
+        lastSeries = series
+        series.record(nanoseconds: (NIODeadline.now() - started).nanoseconds)
+        responseFinished(number, keepAlive: keepAlive, context: context)
     }
 
     /// Routes one request and writes its response (off the event loop); returns whether

@@ -15,12 +15,13 @@ struct RESPReplies: Sendable {
 /// goes on to the connection's ``RESPPipeline``, whose replies this handler counts as
 /// they pass, so a reply written here never overtakes an earlier one.
 ///
-/// Plain `SET`s that make up the rest of a read, with nothing owed before them, are
-/// started here together (``RESPSession/immediateWrite(_:completion:)``), in order, and
-/// answered together once the store has synced them all. Until then the connection is
-/// not read, and whatever else arrives (commands, a protocol error, the end of the
-/// input) is held, so nothing overtakes the writes or their replies. Commands that
-/// follow a `SET` in its read and are not `SET`s send it, and them, on to the pipeline.
+/// Plain `SET`s of different keys that make up the rest of a read, with nothing owed
+/// before them, are started here together (``RESPSession/immediateWrite(_:completion:)``)
+/// and answered together, in order, once the store has acknowledged them all. Until then
+/// the connection is not read, and whatever else arrives (commands, a protocol error,
+/// the end of the input) is held, so nothing overtakes the writes or their replies. A
+/// command that follows such `SET`s in their read and is not a `SET` of yet another key
+/// sends them, and itself, on to the pipeline, which orders commands of one key.
 ///
 /// It answers nothing before the listener has admitted the connection (``session`` is
 /// set), after `QUIT` (Redis reads nothing after it), or while the socket cannot take
@@ -51,8 +52,9 @@ final class RESPImmediateReplies: ChannelDuplexHandler {
     private var unflushed = 0
     /// Flush once this many bytes of immediate replies wait.
     static let flushThreshold = 64 << 10
-    /// The `SET`s that ended the read so far, with nothing owed before them: started
-    /// at the end of the read unless another command follows them in it.
+    /// The `SET`s (each of its own key) that ended the read so far, with nothing owed
+    /// before them: started at the end of the read unless another command follows them
+    /// in it.
     private var candidates: [[[UInt8]]] = []
     /// The replies of the writes started here, in their order, while any is in flight.
     private var inFlight: [RESPSession.Reply?] = []
@@ -79,7 +81,8 @@ final class RESPImmediateReplies: ChannelDuplexHandler {
     /// Answers `command` here, adds it to the read's candidate writes, or passes it on.
     private func take(_ command: [[UInt8]], context: ChannelHandlerContext) {
         if owed == 0, !quitting, context.channel.isWritable, let session {
-            if RESPSession.mayWriteImmediately(command) {
+            if RESPSession.mayWriteImmediately(command), !candidates.contains(where: { $0[1] == command[1] })
+            {
                 candidates.append(command)
                 return
             }
@@ -128,8 +131,8 @@ final class RESPImmediateReplies: ChannelDuplexHandler {
         context.fireChannelReadComplete()
     }
 
-    /// Starts the read's candidate writes, in order. Those from the first the session
-    /// declines on wait for the started ones, then are taken again.
+    /// Starts the read's candidate writes. Those from the first the session declines on
+    /// wait for the started ones, then are taken again.
     private func startCandidates(context: ChannelHandlerContext) {
         guard !candidates.isEmpty else { return }
         let commands = candidates

@@ -109,6 +109,50 @@ public struct Router: Sendable {
         }
     }
 
+    /// Starts a row's `PUT` without suspending, when nothing it needs would make the
+    /// event loop wait (its table at hand, its body whole), through
+    /// ``KeyValueService/startPut(_:value:options:completion:)``; `completion` gets the
+    /// outcome, which ``response(to:)`` turns into the response on the connection's event
+    /// loop. `false` means "go through ``respond(to:)``", which also answers every error.
+    public func startImmediately(
+        _ request: HTTPRequest, completion: @escaping @Sendable (PutOutcome) -> Void
+    ) -> Bool {
+        guard dialect == .kv, request.method == .PUT, request.bodyStream == nil else { return false }
+        let segments = request.pathSegments
+        guard segments.count >= 4, segments[0] == Self.versionSegment, segments[1].first != UInt8(ascii: "_")
+        else {
+            return false
+        }
+        do {
+            let name = try tableName(segments, at: 1)
+            guard let descriptor = service.immediateTable(name) else { return false }
+            if access.isOn {
+                try access.grants(for: request, service: service).require(.write, on: name.namespace)
+            }
+            let key = try rowKey(name, descriptor: descriptor, raw: segments.dropFirst(3))
+            let contentType = request.headers.first(name: "content-type") ?? RowValue.defaultContentType
+            return service.startPut(
+                key, value: RowValue(bytes: request.body, contentType: contentType),
+                options: try writeOptions(request), completion: completion)
+        } catch {
+            return false
+        }
+    }
+
+    /// The response to a put started by ``startImmediately(_:completion:)``: what
+    /// ``respond(to:)`` answers for the same put.
+    public func response(to outcome: PutOutcome) -> HTTPResponse {
+        switch outcome.result() {
+        case .success(let result):
+            return written(result)
+        case .failure(let error):
+            if error.code == .internalError || error.code == .storageIO {
+                logger.error("request failed", metadata: ["error": "\(error)"])
+            }
+            return Self.errorResponse(error)
+        }
+    }
+
     static let healthSegment = Array("health".utf8)
     static let versionSegment = Array("v1".utf8)
     static let healthResponse = json(["status": "ok"])

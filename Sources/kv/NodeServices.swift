@@ -111,11 +111,11 @@ final class DeferredService: KeyValueService, Sendable {
         try box.withLockedValue { $0 }?.immediateGet(key)
     }
 
-    func immediatePut(
+    func startPut(
         _ key: RowKey, value: RowValue, options: WriteOptions,
-        completion: @escaping @Sendable (ImmediatePutOutcome) -> Void
+        completion: @escaping @Sendable (PutOutcome) -> Void
     ) -> Bool {
-        box.withLockedValue { $0 }?.immediatePut(key, value: value, options: options, completion: completion)
+        box.withLockedValue { $0 }?.startPut(key, value: value, options: options, completion: completion)
             ?? false
     }
 }

@@ -3,18 +3,17 @@ import KVCore
 import KVNode
 import Testing
 
-/// Writes a node applies without its coordinator
-/// (``ClusterNode/immediatePut(_:value:options:completion:)``) must store and answer
-/// exactly what the coordinator's write does, and only where the coordinator would write
-/// this node's replica alone.
+/// Puts a node starts without a task (``ClusterNode/startPut(_:value:options:completion:)``)
+/// must store and answer exactly what ``ClusterNode/put(_:value:options:)`` does, and
+/// skip the coordinator only where it would write this node's replica alone.
 @Suite("Local writes")
 struct LocalWriteTests {
-    /// The outcome of an immediate put, or `nil` when the node declined it.
-    static func immediatePut(_ node: ClusterNode, _ key: RowKey, _ value: String, _ options: WriteOptions)
+    /// The outcome of a started put, or `nil` when the node declined it.
+    static func startPut(_ node: ClusterNode, _ key: RowKey, _ value: String, _ options: WriteOptions)
         async -> Result<WriteResult, KVError>?
     {
         await withCheckedContinuation { continuation in
-            let started = node.immediatePut(key, value: text(value), options: options) { outcome in
+            let started = node.startPut(key, value: text(value), options: options) { outcome in
                 continuation.resume(returning: outcome.result())
             }
             if !started { continuation.resume(returning: nil) }
@@ -68,7 +67,7 @@ struct LocalWriteTests {
                 for (value, options) in steps {
                     let fastOptions = options(try await node.get(fast), lastWritten[fast])
                     let slowOptions = options(try await node.get(slow), lastWritten[slow])
-                    let immediate = await Self.immediatePut(node, fast, value, fastOptions)
+                    let immediate = await Self.startPut(node, fast, value, fastOptions)
                     let coordinated = await Self.put(node, slow, value, slowOptions)
                     switch (immediate, coordinated) {
                     case (.success(let written)?, .success(let other)):
@@ -93,19 +92,24 @@ struct LocalWriteTests {
             // A value over the inline limit is declined, and the ordinary path refuses it.
             let huge = RowKey(table: table("local", "writes_siblings"), parts: [.string("huge")])
             let hugeValue = String(repeating: "x", count: 17 << 20)
-            #expect(await Self.immediatePut(node, huge, hugeValue, .init()) == nil)
+            #expect(await Self.startPut(node, huge, hugeValue, .init()) == nil)
             if case .success = await Self.put(node, huge, hugeValue, .init()) {
                 Issue.record("a value over the inline limit was stored")
             }
             // A table not made yet is left to the ordinary path, which reports it.
             #expect(
-                await Self.immediatePut(
+                await Self.startPut(
                     node, RowKey(table: table("local", "none"), parts: [.string("k")]), "v", .init())
                     == nil)
         }
     }
 
-    @Test("in a cluster, only the replica of an n=1 table applies writes alone")
+    /// How many writes `node` applied alone so far.
+    static func appliedAlone(_ node: ClusterNode) async throws -> Int64 {
+        try await node.clusterStatus().counters["writes.applied_locally"] ?? 0
+    }
+
+    @Test("in a cluster, every node starts puts; only the replica of an n=1 table applies them alone")
     func cluster() async throws {
         try await LocalReadTests.using(.cluster) { nodes in
             let replicated = table("local", "writes_n3")
@@ -116,25 +120,33 @@ struct LocalWriteTests {
                 TableDescriptor(
                     name: single, schema: try KeySchema([.string]),
                     defaults: ReplicationDefaults(n: 1, r: 1, w: 1, dw: 1)))
-            for index in 0..<8 {
+            var before: [Int64] = []
+            for node in nodes { before.append(try await Self.appliedAlone(node)) }
+            for (index, node) in nodes.enumerated() {
                 let key = RowKey(table: replicated, parts: [.string("row\(index)")])
-                for node in nodes {
-                    #expect(await Self.immediatePut(node, key, "v", WriteOptions()) == nil)
+                let outcome = await Self.startPut(node, key, "v\(index)", WriteOptions())
+                #expect((try? outcome?.get()) != nil, "the coordinator writes row\(index)")
+                for reader in nodes {
+                    let read = try await reader.get(key, options: ReadOptions())
+                    #expect(Self.shape(read) == ["v\(index) text/plain "])
                 }
+            }
+            for (index, node) in nodes.enumerated() {
+                #expect(try await Self.appliedAlone(node) == before[index], "N=3 writes are coordinated")
             }
             for index in 0..<8 {
                 let key = RowKey(table: single, parts: [.string("row\(index)")])
-                var applied = 0
-                for node in nodes {
-                    guard let outcome = await Self.immediatePut(node, key, "v\(index)", WriteOptions()) else {
-                        continue
-                    }
-                    applied += 1
-                    #expect((try? outcome.get()) != nil)
+                var alone = 0
+                for (position, node) in nodes.enumerated() {
+                    let applied = try await Self.appliedAlone(node)
+                    let outcome = await Self.startPut(node, key, "v\(index)", WriteOptions())
+                    #expect((try? outcome?.get()) != nil)
+                    if try await Self.appliedAlone(node) > applied { alone += 1 }
+                    _ = position
                 }
-                #expect(applied == 1, "exactly the key's one replica writes row\(index) alone")
+                #expect(alone == 1, "exactly the key's one replica writes row\(index) alone")
                 let read = try await nodes[0].get(key, options: ReadOptions())
-                #expect(Self.shape(read) == ["v\(index) text/plain "])
+                #expect(Self.shape(read).allSatisfy { $0 == "v\(index) text/plain " })
             }
         }
     }

@@ -166,6 +166,11 @@ struct MetricsTests {
                 - before.value("kv_quorum_operations_total", writes)
                 == 5)
         #expect(after.value("kv_quorum_duration_seconds_count", ["operation": "write"]) >= 5)
+        // On a node of its own each put was started on the event loop and applied by
+        // the node's replica alone, and is counted as every write is.
+        #expect(
+            after.value("kv_writes_applied_locally_total") - before.value("kv_writes_applied_locally_total")
+                == 5)
         #expect(
             after.value("kv_storage_write_batch_duration_seconds_count")
                 > before.value("kv_storage_write_batch_duration_seconds_count"))
