@@ -75,8 +75,9 @@ public protocol KeyValueService: Sendable {
     /// A read answered without waiting for I/O, or `nil` when it would have to wait.
     func immediateGet(_ key: RowKey) throws(KVError) -> ReadResult?
     /// Starts a put without suspending the caller (a front end's event loop) and calls
-    /// `completion` once, from another thread, with what ``put(_:value:options:)`` would
-    /// have answered; `false` (and no call) when the put must go through
+    /// `completion` once, from another thread or before this returns, with what
+    /// ``put(_:value:options:)`` would have answered; `false` (and no call) when the put
+    /// must go through
     /// ``put(_:value:options:)``. `completion` must return quickly. Puts a caller starts
     /// this way one after another may be applied in any order, as concurrent puts are.
     func startPut(

@@ -135,6 +135,8 @@ public final class ClusterNode: KeyValueService, Sendable {
         /// What to do when a client write the node applies alone finishes, by ticket id
         /// (see ``ClusterNode/startPut(_:value:options:completion:)``).
         var localWrites: [UInt64: @Sendable (StorageOutcome) -> Void] = [:]
+        /// When each of `localWrites` times out, as the coordinator's writes do.
+        var localWriteDeadlines: [UInt64: NIODeadline] = [:]
         /// What SWIM says of each member.
         var liveness: [NodeID: MemberState.Status] = [:]
         /// The digest of `metadata`, carried on every probe.
@@ -400,6 +402,7 @@ public final class ClusterNode: KeyValueService, Sendable {
                 state.requests = [:]
                 state.maintenance = [:]
                 state.localWrites = [:]
+                state.localWriteDeadlines = [:]
             }
             return (
                 state.gossipTask, state.operations, state.scans, state.metadataAcks, state.requests,

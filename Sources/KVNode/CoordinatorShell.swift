@@ -61,31 +61,30 @@ extension ClusterNode {
     func operate(_ operation: String, _ start: @Sendable (OperationID) -> NodeCore.Input) async
         -> OperationOutcome
     {
-        await withCheckedContinuation { continuation in
-            startOperation(operation, start) { continuation.resume(returning: $0) }
+        let started = NIODeadline.now()
+        let outcome = await withCheckedContinuation { continuation in
+            startOperation(start) { continuation.resume(returning: $0) }
         }
+        metrics.recordOperation(
+            operation, outcome: outcome, nanoseconds: (NIODeadline.now() - started).nanoseconds)
+        return outcome
     }
 
-    /// Starts a client operation and calls `completion` once with its outcome, on the
-    /// core's event loop (at once when the node is stopped, from the shutdown when it
-    /// stops meanwhile). It must return quickly: the core's next step waits for it.
+    /// Starts a client operation and calls `completion` once with its outcome: on the
+    /// core's event loop, from the shutdown when the node stops meanwhile, or before this
+    /// returns when it has stopped already or the core answers at once. It must return
+    /// quickly: the core's next step waits for it.
     func startOperation(
-        _ operation: String, _ start: @Sendable (OperationID) -> NodeCore.Input,
+        _ start: @Sendable (OperationID) -> NodeCore.Input,
         completion: @escaping @Sendable (OperationOutcome) -> Void
     ) {
         let id = takeID()
-        let started = NIODeadline.now()
-        let finish: @Sendable (OperationOutcome) -> Void = { [metrics] outcome in
-            metrics.recordOperation(
-                operation, outcome: outcome, nanoseconds: (NIODeadline.now() - started).nanoseconds)
-            completion(outcome)
-        }
         let stopped = state.withLockedValue { state in
-            if !state.stopped { state.operations[id] = finish }
+            if !state.stopped { state.operations[id] = completion }
             return state.stopped
         }
         if stopped {
-            finish(.failed(KVError(.unavailable, "the node is shutting down")))
+            completion(.failed(KVError(.unavailable, "the node is shutting down")))
             return
         }
         runCore(start(.local(id)))
@@ -145,9 +144,12 @@ extension ClusterNode {
             }
             for (entry, outcome) in zip(commands, outcomes) {
                 if case .maintenance(let id) = entry.ticket {
-                    state.withLockedValue {
-                        $0.maintenance.removeValue(forKey: id) ?? $0.localWrites.removeValue(forKey: id)
-                    }?(outcome)
+                    let finish = state.withLockedValue { state -> (@Sendable (StorageOutcome) -> Void)? in
+                        if let finish = state.maintenance.removeValue(forKey: id) { return finish }
+                        state.localWriteDeadlines[id] = nil
+                        return state.localWrites.removeValue(forKey: id)
+                    }
+                    finish?(outcome)
                 } else {
                     runCore(.storageCompleted(entry.ticket, outcome))
                 }

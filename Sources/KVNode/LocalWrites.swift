@@ -12,15 +12,14 @@ import NIOCore
 /// locks and group commit, so the write is synced before the callback). Any other put
 /// goes through the coordinator as ``ClusterNode/put(_:value:options:)`` does.
 ///
-/// Two things differ for a put applied alone, neither in what is stored: the
-/// coordinator's request timeout does not apply (the caller waits for the drain however
-/// long it takes, as a write through the coordinator waits for its own replica before
-/// anything else), and a node that shuts down with the write queued answers
-/// `write.indeterminate`, as it does for every operation in flight.
+/// A put applied alone answers `write.indeterminate` when the drain has not answered it
+/// within the request timeout (the coordinator's timers are swept every 20 ms, and so is
+/// this deadline) or when the node shuts down with it queued, as the coordinator's
+/// writes do; the drain may still apply it.
 extension ClusterNode {
     /// Starts a put of `key` and calls `completion` once with its outcome, on a storage
-    /// thread or the core's event loop; `false` (and no call) when the request is
-    /// invalid, which ``put(_:value:options:)`` then reports.
+    /// thread or the core's event loop, possibly before this returns; `false` (and no
+    /// call) when the request is invalid, which ``put(_:value:options:)`` then reports.
     public func startPut(
         _ key: RowKey, value: RowValue, options: WriteOptions,
         completion: @escaping @Sendable (PutOutcome) -> Void
@@ -50,12 +49,14 @@ extension ClusterNode {
             return true
         }
         startOperation(
-            "write", { .write($0, key: replicaKey, proposed, quorum: quorum) },
-            completion: { result in
+            { .write($0, key: replicaKey, proposed, quorum: quorum) },
+            completion: { [metrics] result in
                 switch result {
                 case .written(let object), .read(let object): outcome(.object(object))
                 case .failed(let error): outcome(.failed(error))
                 }
+                metrics.recordOperation(
+                    "write", outcome: result, nanoseconds: (NIODeadline.now() - started).nanoseconds)
             })
         return true
     }
@@ -87,6 +88,7 @@ extension ClusterNode {
             let registered = state.withLockedValue { state in
                 guard !state.stopped else { return false }
                 state.localWrites[id] = finish
+                state.localWriteDeadlines[id] = started + .milliseconds(settings.requestTimeoutMilliseconds)
                 return true
             }
             guard registered else { return nil }

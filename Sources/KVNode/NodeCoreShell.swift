@@ -126,7 +126,9 @@ extension ClusterNode {
         coreLoop.value.timers.removeValue(forKey: timer)?.cancel()
     }
 
-    /// Fires every operation timer whose deadline passed. On the core's event loop.
+    /// Fires every operation timer whose deadline passed, and fails the writes applied
+    /// alone that the drain has not answered within the request timeout. On the core's
+    /// event loop.
     func fireExpiredOperationTimers() {
         let now = NIODeadline.now()
         let due = coreLoop.value.operationTimers.filter { $0.value <= now }.map(\.key)
@@ -134,5 +136,19 @@ extension ClusterNode {
             coreLoop.value.operationTimers[operation] = nil
             stepCore(.operationTimerFired(operation))
         }
+        let expired = state.withLockedValue { state -> [@Sendable (StorageOutcome) -> Void] in
+            guard !state.localWriteDeadlines.isEmpty else { return [] }
+            return state.localWriteDeadlines.filter { $0.value <= now }.compactMap { id, _ in
+                state.localWriteDeadlines[id] = nil
+                return state.localWrites.removeValue(forKey: id)
+            }
+        }
+        guard !expired.isEmpty else { return }
+        // What the coordinator answers a write none of whose replicas acknowledged in time.
+        let timedOut = KVError(
+            .writeIndeterminate,
+            "0 of 1 needed replicas acknowledged within \(settings.requestTimeoutMilliseconds) ms; the write may or may not become visible"
+        )
+        for finish in expired { finish(.failed(timedOut)) }
     }
 }

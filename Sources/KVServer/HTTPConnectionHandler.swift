@@ -463,15 +463,28 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         headers.set("connection", keepAlive ? "keep-alive" : "close")
         headers.set("content-length", String(bytes.count))
         let head = HTTPResponseHead(version: version, status: response.status, headers: headers)
-        context.writeAndFlush(
-            wrapOutboundOut(.whole(head, body: isHead ? ByteBuffer() : ByteBuffer(bytes: bytes))),
-            promise: nil)
+        let part = wrapOutboundOut(.whole(head, body: isHead ? ByteBuffer() : ByteBuffer(bytes: bytes)))
         let series =
             lastSeries.flatMap { $0.matches(operation, response.status) ? $0 : nil }
             ?? router.metrics.series(operation: operation, status: response.status)
         lastSeries = series
-        series.record(nanoseconds: (NIODeadline.now() - started).nanoseconds)
-        responseFinished(number, keepAlive: keepAlive, context: context)
+        guard !keepAlive || closeAfterResponse || pendingParseError != nil else {
+            context.writeAndFlush(part, promise: nil)
+            series.record(nanoseconds: (NIODeadline.now() - started).nanoseconds)
+            responseFinished(number, keepAlive: keepAlive, context: context)
+            return
+        }
+        // The connection closes after this answer: only once it is written, or a socket
+        // that cannot take it at once would lose it.
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(part, promise: written)
+        let loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loopBoundContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        written.futureResult.whenComplete { _ in
+            series.record(nanoseconds: (NIODeadline.now() - started).nanoseconds)
+            loopBoundSelf.value.responseFinished(
+                number, keepAlive: keepAlive, context: loopBoundContext.value)
+        }
     }
 
     /// Routes one request and writes its response (off the event loop); returns whether

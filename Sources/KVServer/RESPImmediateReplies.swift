@@ -16,8 +16,9 @@ struct RESPReplies: Sendable {
 /// they pass, so a reply written here never overtakes an earlier one.
 ///
 /// Plain `SET`s of different keys that make up the rest of a read, with nothing owed
-/// before them, are started here together (``RESPSession/immediateWrite(_:completion:)``)
-/// and answered together, in order, once the store has acknowledged them all. Until then
+/// before them, are started here together (``RESPSession/immediateWrite(_:completion:)``),
+/// at most as many as the pipeline runs at once, and answered together, in order, once
+/// the store has acknowledged them all. Until then
 /// the connection is not read, and whatever else arrives (commands, a protocol error,
 /// the end of the input) is held, so nothing overtakes the writes or their replies. A
 /// command that follows such `SET`s in their read and is not a `SET` of yet another key
@@ -55,7 +56,11 @@ final class RESPImmediateReplies: ChannelDuplexHandler {
     /// The `SET`s (each of its own key) that ended the read so far, with nothing owed
     /// before them: started at the end of the read unless another command follows them
     /// in it.
-    private var candidates: [[[UInt8]]] = []
+    private var candidates: [[[UInt8]]] = [] {
+        didSet { if candidates.isEmpty { candidateKeys.removeAll(keepingCapacity: true) } }
+    }
+    /// The keys of ``candidates``.
+    private var candidateKeys: Set<[UInt8]> = []
     /// The replies of the writes started here, in their order, while any is in flight.
     private var inFlight: [RESPSession.Reply?] = []
     private var unanswered = 0
@@ -81,9 +86,12 @@ final class RESPImmediateReplies: ChannelDuplexHandler {
     /// Answers `command` here, adds it to the read's candidate writes, or passes it on.
     private func take(_ command: [[UInt8]], context: ChannelHandlerContext) {
         if owed == 0, !quitting, context.channel.isWritable, let session {
-            if RESPSession.mayWriteImmediately(command), !candidates.contains(where: { $0[1] == command[1] })
+            if RESPSession.mayWriteImmediately(command),
+                candidates.count < RESPPipeline.maximumCommandsInFlight,
+                !candidateKeys.contains(command[1])
             {
                 candidates.append(command)
+                candidateKeys.insert(command[1])
                 return
             }
             if candidates.isEmpty, let reply = session.immediateReply(to: command) {
@@ -231,6 +239,9 @@ final class RESPImmediateReplies: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // SETs waiting for the end of their read go on to the pipeline, as they did
+        // before this handler started any.
+        passCandidates(context: context)
         isActive = false
         context.fireChannelInactive()
     }

@@ -442,9 +442,10 @@ final class HTTPAPITests {
         }
     }
 
-    /// Answers from a task (a write) and from the event loop (reads of a row held in
-    /// memory, with and without a body) pipelined on one connection leave in order, and
-    /// the answer to HEAD has no body even with requests queued behind it.
+    /// Answers of writes started on the event loop (answered when their outcome comes
+    /// back) and of reads answered there (a row held in memory, with and without a body)
+    /// pipelined on one connection leave in order, and the answer to HEAD has no body
+    /// even with requests queued behind it.
     @Test func pipelinedWritesAndFastReadsKeepTheirOrder() async throws {
         let socket = try RawSocket(port: server.port)
         let first = "/v1/app/users/pipelined/1"
@@ -463,6 +464,28 @@ final class HTTPAPITests {
         #expect(answer.components(separatedBy: "first").count == 2, "\(answer)")
         #expect(answer.contains("\r\n\r\nHTTP/1.1 204"), "\(answer)")
         #expect(answer.hasSuffix("\r\n\r\nsecond"), "\(answer.suffix(200))")
+    }
+
+    /// A write started on the event loop answers a request that closes the connection
+    /// before the connection closes, and a client gone before the answer costs nothing.
+    @Test func startedWritesAnswerBeforeClosing() async throws {
+        for index in 0..<20 {
+            let socket = try RawSocket(port: server.port)
+            socket.send(
+                "PUT /v1/app/users/closing/\(index) HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            )
+            let answer = socket.readAll(timeout: 5)
+            #expect(answer.hasPrefix("HTTP/1.1 204"), "\(answer.prefix(120))")
+        }
+        for index in 0..<20 {
+            let socket = try RawSocket(port: server.port)
+            socket.send(
+                "PUT /v1/app/users/gone/\(index) HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\ngone")
+        }
+        let socket = try RawSocket(port: server.port)
+        socket.send("GET /v1/app/users/closing/19 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        let answer = socket.readAll(timeout: 5)
+        #expect(answer.hasPrefix("HTTP/1.1 200") && answer.hasSuffix("ok"), "\(answer.prefix(200))")
     }
 
     @Test func http10StreamsEndByClosing() async throws {

@@ -201,10 +201,14 @@ struct RESPClusterTests {
             let bytes = (0..<Int(generator.next() % 4096)).map { _ in
                 UInt8(truncatingIfNeeded: generator.next())
             }
-            // Every other connection starts with SETs the node starts on the event loop
-            // and holds the garbage behind.
-            let sets = round % 2 == 0 ? "" : String(repeating: "SET fuzz\(round) v\r\n", count: round % 5)
-            socket.send(sets + String(decoding: bytes, as: UTF8.self))
+            // Every other connection, once admitted, sends SETs of distinct keys, which
+            // the node starts on the event loop, with the garbage behind them.
+            if round % 2 == 1 {
+                socket.send("PING\r\n")
+                #expect(socket.readSome(timeout: 5) == "+PONG\r\n")
+                socket.send((0..<(round % 5)).map { "SET fuzz\(round)-\($0) v\r\n" }.joined())
+            }
+            socket.send(String(decoding: bytes, as: UTF8.self))
             _ = socket.readSome(timeout: 0.01)
         }
         // A client that pipelines reads of a 1 MiB value and never reads the replies
