@@ -18,11 +18,11 @@ struct RESPReplies: Sendable {
 /// Plain `SET`s of different keys that make up the rest of a read, with nothing owed
 /// before them, are started here together (``RESPSession/immediateWrite(_:completion:)``),
 /// at most as many as the pipeline runs at once, and answered together, in order, once
-/// the store has acknowledged them all. Until then
-/// the connection is not read, and whatever else arrives (commands, a protocol error,
-/// the end of the input) is held, so nothing overtakes the writes or their replies. A
-/// command that follows such `SET`s in their read and is not a `SET` of yet another key
-/// sends them, and itself, on to the pipeline, which orders commands of one key.
+/// the store has acknowledged them all. Until then the connection is not read, and
+/// whatever else arrives (commands, a protocol error, the end of the input) is held, so
+/// nothing overtakes the writes or their replies. A command that follows such `SET`s in
+/// their read and is not a `SET` of yet another key sends them, and itself, on to the
+/// pipeline, which orders commands of one key.
 ///
 /// It answers nothing before the listener has admitted the connection (``session`` is
 /// set), after `QUIT` (Redis reads nothing after it), or while the socket cannot take
