@@ -52,14 +52,7 @@ struct LocalReadTests {
     @Test("in a cluster, only the replica of an n=1 table answers alone")
     func cluster() async throws {
         try await Self.using(.cluster) { nodes in
-            let replicated = table("local", "n3")
-            let single = table("local", "n1")
-            _ = try await nodes[0].createTable(
-                TableDescriptor(name: replicated, schema: try KeySchema([.string])))
-            _ = try await nodes[0].createTable(
-                TableDescriptor(
-                    name: single, schema: try KeySchema([.string]),
-                    defaults: ReplicationDefaults(n: 1, r: 1, w: 1, dw: 1)))
+            let (replicated, single) = try await Self.createTables(on: nodes[0], named: "n3", "n1")
             for key in try await Self.writeRows(nodes[0], in: replicated) {
                 for node in nodes {
                     #expect(try node.immediateGet(key) == nil, "N=3 reads go through the coordinator")
@@ -76,6 +69,20 @@ struct LocalReadTests {
                 #expect(answered == 1, "exactly the key's one replica answers \(key.parts) alone")
             }
         }
+    }
+
+    /// Creates two tables of one string key part on `node`: `replicated` with the
+    /// default quorum (N=3) and `single` with n=1.
+    static func createTables(on node: ClusterNode, named replicated: String, _ single: String) async throws
+        -> (replicated: TableName, single: TableName)
+    {
+        let names = (table("local", replicated), table("local", single))
+        _ = try await node.createTable(TableDescriptor(name: names.0, schema: try KeySchema([.string])))
+        _ = try await node.createTable(
+            TableDescriptor(
+                name: names.1, schema: try KeySchema([.string]),
+                defaults: ReplicationDefaults(n: 1, r: 1, w: 1, dw: 1)))
+        return names
     }
 
     static func using(_ kind: ServiceKind, _ body: ([ClusterNode]) async throws -> Void) async throws {

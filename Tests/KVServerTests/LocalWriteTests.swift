@@ -117,14 +117,8 @@ struct LocalWriteTests {
     @Test("in a cluster, every node starts puts; only the replica of an n=1 table applies them alone")
     func cluster() async throws {
         try await LocalReadTests.using(.cluster) { nodes in
-            let replicated = table("local", "writes_n3")
-            let single = table("local", "writes_n1")
-            _ = try await nodes[0].createTable(
-                TableDescriptor(name: replicated, schema: try KeySchema([.string])))
-            _ = try await nodes[0].createTable(
-                TableDescriptor(
-                    name: single, schema: try KeySchema([.string]),
-                    defaults: ReplicationDefaults(n: 1, r: 1, w: 1, dw: 1)))
+            let (replicated, single) = try await LocalReadTests.createTables(
+                on: nodes[0], named: "writes_n3", "writes_n1")
             // Every node must know both tables, or it declines their puts.
             for node in nodes {
                 for name in [replicated, single] {

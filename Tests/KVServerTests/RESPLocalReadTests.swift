@@ -21,6 +21,18 @@ struct RESPLocalReadTests {
         await session.execute(words)?.value
     }
 
+    /// A front end of `service` whose passwords are the keys of `tokens`.
+    static func frontEnd(of service: any KeyValueService, tokens: [String: AccessGrants]) throws
+        -> RESPFrontEnd
+    {
+        RESPFrontEnd(
+            service: service,
+            authenticate: { token throws(KVError) in
+                guard let grants = tokens[token] else { throw KVError(.invalidToken, "unknown token") }
+                return grants
+            })
+    }
+
     /// The fast reply to `GET key` equals the session's own, in value and protocol.
     static func expectSameAnswer(_ session: RESPSession, _ key: [UInt8], name: String = "GET") async {
         let fast = session.immediateReply(to: [Array(name.utf8), key])
@@ -79,15 +91,8 @@ struct RESPLocalReadTests {
     @Test("a connection that may not read is answered by the session, with its error")
     func access() async throws {
         try await LocalReadTests.using(.inProcess) { nodes in
-            let frontEnd = RESPFrontEnd(
-                service: nodes[0],
-                authenticate: { token throws(KVError) in
-                    switch token {
-                    case "admin": return .everything
-                    case "other": return try AccessGrants(["elsewhere": .read])
-                    default: throw KVError(.invalidToken, "unknown token")
-                    }
-                })
+            let frontEnd = try Self.frontEnd(
+                of: nodes[0], tokens: ["admin": .everything, "other": try AccessGrants(["elsewhere": .read])])
             let writer = frontEnd.openSession()
             await Self.run(writer, Self.command("AUTH", "admin"))
             await Self.run(writer, Self.command("SET", "key", "value"))

@@ -88,15 +88,8 @@ struct RESPLocalWriteTests {
     @Test("a connection that may not write is answered by the session, with its error")
     func access() async throws {
         try await LocalReadTests.using(.inProcess) { nodes in
-            let frontEnd = RESPFrontEnd(
-                service: nodes[0],
-                authenticate: { token throws(KVError) in
-                    switch token {
-                    case "admin": return .everything
-                    case "reader": return try AccessGrants(["redis": .read])
-                    default: throw KVError(.invalidToken, "unknown token")
-                    }
-                })
+            let frontEnd = try RESPLocalReadTests.frontEnd(
+                of: nodes[0], tokens: ["admin": .everything, "reader": try AccessGrants(["redis": .read])])
             let admin = frontEnd.openSession()
             await RESPLocalReadTests.run(admin, Self.command("AUTH", "admin"))
             await RESPLocalReadTests.run(admin, Self.command("SET", "made", "x"))
