@@ -9,8 +9,10 @@ import Synchronization
 ///
 /// States: `idle` (waiting for a request, idle timer), `receiving` (a request has
 /// started, request timer), `processing` (the router is working; no timer), `closing`.
-/// All state lives on the connection's event loop; the router runs in a task and writes
-/// through the channel, then reports back to the loop. Requests pipelined behind the one
+/// All state lives on the connection's event loop. A read the router answers from
+/// memory is written at once, a row's PUT it starts is written when its outcome comes
+/// back; any other request runs in a task, which writes through the channel and then
+/// reports back to the loop. Requests pipelined behind the one
 /// being answered wait in order, with reading stopped, until its answer is written.
 final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
