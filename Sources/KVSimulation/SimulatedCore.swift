@@ -17,10 +17,14 @@ extension SimulatedWorld {
         let actions = nodes[node].core.handle(input, view: view)
         notePushes(since: releasing, at: node)
         if case .received(.transfers(.transferRows(let id, _, _)), _) = input {
-            // For the transfer checker: what the page covered, once the machine takes it.
+            // For the transfer checker: what the page covered, once the machine stores it
+            // (a store that fails does not count: the machine pulls from its cursor again,
+            // maybe from another source).
             let served = transferPagesServed.removeValue(forKey: ServedPage(receiver: node, id: id))
-            let stores = actions.contains { if case .transfers(.store) = $0 { true } else { false } }
-            if let served, stores { transferRowsExpected[served.session, default: []] += served.rows }
+            let store = actions.lazy.compactMap { action -> UInt64? in
+                if case .transfers(.store(let id, _, _)) = action { id } else { nil }
+            }.first
+            if let served, let store { transferPagesStoring[ServedPage(receiver: node, id: store)] = served }
         }
         for action in actions {
             switch action {

@@ -59,6 +59,8 @@ extension SimulatedWorld {
             startCoreTimer(NodeCore.Timer(.release, id: id), afterMilliseconds: milliseconds, at: node)
         case .cancelTimer(let id):
             nodes[node].cancelledCoreTimers.insert(NodeCore.Timer(.release, id: id))
+        case .recordReleases(let records) where handoffWriteFails(.releases):
+            complete(.release(.recorded(records, ok: false)), after: delay, at: node)
         case .recordReleases(let records):
             let version = nodes[node].metadata?.layout?.version
             for record in records where version == record.layoutVersion {
@@ -75,9 +77,11 @@ extension SimulatedWorld {
         case .drop(let partition):
             // As the node shell does, checked again against the node's metadata now.
             let metadata = nodes[node].metadata
-            let ok = !PartitionRelease.holds(
+            var ok = !PartitionRelease.holds(
                 partition, node: nodes[node].id, layout: metadata?.layout,
                 transition: metadata?.transition)
+            // A drop the check refuses writes nothing, so only one it allows can fail.
+            if ok, handoffWriteFails(.drop) { ok = false }
             if ok {
                 checkOwnersHoldCopy(of: partition, at: node, what: "dropped its copy of")
                 log("n\(node) drops its copy of p\(partition)")

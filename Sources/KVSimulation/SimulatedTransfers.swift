@@ -100,6 +100,15 @@ extension SimulatedWorld {
                 after: delay, at: node)
         case .send(let message, let target):
             send(message, from: node, to: index(of: target))
+        case .store(let id, _, _) where handoffWriteFails(.rows):
+            let page = transferPagesStoring.removeValue(forKey: ServedPage(receiver: node, id: id))
+            guard configuration.injectedBug == .failedStoresCountAsStored else {
+                complete(.transfers(.stored(id: id, ok: false)), after: delay, at: node)
+                return
+            }
+            // The planted defect: the failed batch counts as stored.
+            if let page { transferRowsExpected[page.session, default: []] += page.rows }
+            complete(.transfers(.stored(id: id, ok: true)), after: delay, at: node)
         case .store(let id, let partition, let rows):
             var ok = true
             for row in rows {
@@ -107,7 +116,12 @@ extension SimulatedWorld {
                     partition: partition, bytes: row.key, generation: SimulatedNode.table.generation)
                 if case .failed = execute(.reconcile(key, row.object), at: node) { ok = false }
             }
+            if let page = transferPagesStoring.removeValue(forKey: ServedPage(receiver: node, id: id)), ok {
+                transferRowsExpected[page.session, default: []] += page.rows
+            }
             complete(.transfers(.stored(id: id, ok: ok)), after: delay, at: node)
+        case .saveCursor(let id, _, _, _) where handoffWriteFails(.cursor):
+            complete(.transfers(.cursorSaved(id: id, ok: false)), after: delay, at: node)
         case .saveCursor(let id, let partition, let version, let cursor):
             var batch = WriteBatch()
             batch.put(
@@ -115,6 +129,8 @@ extension SimulatedWorld {
                 in: .metadata)
             let ok = (try? nodes[node].engine.write(batch, durability: .buffered)) != nil
             complete(.transfers(.cursorSaved(id: id, ok: ok)), after: delay, at: node)
+        case .recordReceipts(let records) where handoffWriteFails(.receipts):
+            complete(.transfers(.receiptsRecorded(records, ok: false)), after: delay, at: node)
         case .recordReceipts(let records):
             recordReceipts(records, at: node)
             complete(.transfers(.receiptsRecorded(records, ok: true)), after: delay, at: node)
@@ -125,6 +141,15 @@ extension SimulatedWorld {
         case .cancelTimer(let id):
             nodes[node].cancelledCoreTimers.insert(NodeCore.Timer(.transfers, id: id))
         }
+    }
+
+    /// Whether this handoff write fails, with nothing stored
+    /// (``SimulationConfiguration/failingWrites``; only while faults are active, so a run
+    /// still heals).
+    mutating func handoffWriteFails(_ write: HandoffWrite) -> Bool {
+        guard configuration.failingWrites, faultsActive, random.chance(0.2) else { return false }
+        report.handoffWritesFailed[write, default: 0] += 1
+        return true
     }
 
     /// Records the receipts in the node's own copy of the metadata as one change, which

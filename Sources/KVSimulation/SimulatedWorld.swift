@@ -77,6 +77,9 @@ struct SimulatedWorld {
     /// transfer.
     var transferPagesServed: [ServedPage: (session: TransferSession, rows: [StorageEntry])] = [:]
     var transferRowsExpected: [TransferSession: [StorageEntry]] = [:]
+    /// Pages whose store the receiver's machine asked for, by store id: they join
+    /// `transferRowsExpected` once stored.
+    var transferPagesStoring: [ServedPage: (session: TransferSession, rows: [StorageEntry])] = [:]
     /// Metadata copies as decoded, by their binary form.
     var decodedMetadata: [[UInt8]: ClusterMetadata] = [:]
     /// Whether a disk loss is planned for this run (then no node is removed for good).
@@ -98,7 +101,8 @@ struct SimulatedWorld {
         case .incrementsLoseTheirSign?:
             faults.incrementDelta = { $0.magnitude > Int64.max.magnitude ? $0 : abs($0) }
         case .amnesiaReusesIncarnation?, .handoffsAreIgnored?, .reapersIgnoreTheirCopy?, .transfersSkipARow?,
-            .gossipPushesNothing?, .releasesPushNothing?, .silentConnectionsStay?, nil:
+            .gossipPushesNothing?, .releasesPushNothing?, .silentConnectionsStay?,
+            .failedStoresCountAsStored?, nil:
             break
         }
         return faults
@@ -113,6 +117,8 @@ struct SimulatedWorld {
         if configuration.keyCount != 3 { report.configurationFlags += " --keys \(configuration.keyCount)" }
         if !configuration.faults { report.configurationFlags += " --no-faults" }
         if !configuration.layoutChanges { report.configurationFlags += " --no-layout-changes" }
+        if configuration.lastWriterWins { report.configurationFlags += " --last-writer-wins" }
+        if configuration.failingWrites { report.configurationFlags += " --failing-writes" }
         if let bug = configuration.injectedBug { report.configurationFlags += " --inject \(bug)" }
         let ids = (1...configuration.nodeCount).map { NodeID(rawValue: UInt64($0)) }
         var layout = Layout.computed(

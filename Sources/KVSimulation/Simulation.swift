@@ -31,6 +31,12 @@ public struct SimulationConfiguration: Hashable, Sendable {
     /// often tie, whose replicas must end on one and the same value. Off by default, so
     /// the seeds of other runs replay the same.
     public var lastWriterWins: Bool
+    /// Whether, while faults are on, about one in five of the writes that record a
+    /// handoff's progress fail as a failing disk's would, with nothing stored: a batch of
+    /// a transfer's rows, its cursor, a batch of receipts or releases, the drop of a
+    /// copy. The machines must take the failure and try again, and nothing may count as
+    /// done that was not. Off by default, so the seeds of other runs replay the same.
+    public var failingWrites: Bool
 
     /// A deliberate defect in how replicas apply writes, so tests can show that each
     /// checker catches what it is meant to. `nil` in every real run.
@@ -74,16 +80,22 @@ public struct SimulationConfiguration: Hashable, Sendable {
         /// A node never reopens a silent connection: its requests to that peer go
         /// unanswered for good, and what waits on them never finishes.
         case silentConnectionsStay
+        /// A receiver's batch of transfer rows that failed to be stored is reported as
+        /// stored: the machine moves its cursor past rows the node never wrote (the
+        /// transfer checker; runs with ``SimulationConfiguration/failingWrites``).
+        case failedStoresCountAsStored
     }
 
     /// Creates a configuration; the defaults are the CI sweep's.
     public init(
         seed: UInt64, nodeCount: Int = 5, replicationFactor: Int = 3, partitionCount: Int = 16,
         keyCount: Int = 3, clientCount: Int = 4, operationsPerClient: Int = 25, faults: Bool = true,
-        layoutChanges: Bool = true, lastWriterWins: Bool = false, injectedBug: InjectedBug? = nil
+        layoutChanges: Bool = true, lastWriterWins: Bool = false, failingWrites: Bool = false,
+        injectedBug: InjectedBug? = nil
     ) {
         self.layoutChanges = layoutChanges
         self.lastWriterWins = lastWriterWins
+        self.failingWrites = failingWrites
         self.injectedBug = injectedBug
         self.seed = seed
         self.nodeCount = nodeCount
@@ -94,6 +106,20 @@ public struct SimulationConfiguration: Hashable, Sendable {
         self.operationsPerClient = operationsPerClient
         self.faults = faults
     }
+}
+
+/// The handoff's writes that ``SimulationConfiguration/failingWrites`` makes fail.
+public enum HandoffWrite: String, CaseIterable, Hashable, Sendable {
+    /// A batch of a transfer's rows.
+    case rows
+    /// A transfer's cursor.
+    case cursor
+    /// A batch of receipts in the metadata.
+    case receipts
+    /// A batch of releases in the metadata.
+    case releases
+    /// The drop of a copy no layout in use places on the node.
+    case drop
 }
 
 /// The result of one run.
@@ -135,6 +161,8 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
     public var layoutChanges = 0
     /// Partitions handed off to a new owner.
     public var partitionsHandedOff = 0
+    /// Handoff writes failed on purpose (``SimulationConfiguration/failingWrites``), by kind.
+    public var handoffWritesFailed: [HandoffWrite: Int] = [:]
     /// Tombstone copies reaped.
     public var tombstonesReaped = 0
     /// Keys that anti-entropy exchanges merged back into a replica.
@@ -158,7 +186,7 @@ public struct SimulationReport: Sendable, CustomStringConvertible {
         var text =
             "seed \(seed): \(writesAcknowledged) writes acknowledged, \(writesNotAcknowledged) not, \(conditionsNotMet) refused by their condition; \(incrementsAcknowledged) increments acknowledged; "
             + "\(readsSucceeded) reads succeeded, \(readsFailed) failed; \(messagesDropped) messages dropped, "
-            + "\(messagesDuplicated) duplicated; \(silentConnections) connections silent, \(connectionsReopened) reopened; \(crashes) crashes, \(disksLost) disks lost; \(layoutChanges) layout changes, \(partitionsHandedOff) partitions handed off; \(tombstonesReaped) tombstones reaped, \(keysRepaired) keys repaired by anti-entropy; at most \(largestSiblingCount) siblings; "
+            + "\(messagesDuplicated) duplicated; \(silentConnections) connections silent, \(connectionsReopened) reopened; \(crashes) crashes, \(disksLost) disks lost; \(layoutChanges) layout changes, \(partitionsHandedOff) partitions handed off, \(handoffWritesFailed.values.reduce(0, +)) handoff writes failed; \(tombstonesReaped) tombstones reaped, \(keysRepaired) keys repaired by anti-entropy; at most \(largestSiblingCount) siblings; "
             + "\(virtualMilliseconds) virtual ms"
         if !passed {
             text += "\nFAILED:\n" + violations.map { "  - \($0)" }.joined(separator: "\n")

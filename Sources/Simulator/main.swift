@@ -4,8 +4,11 @@ import KVSimulation
 // Runs deterministic cluster simulations: one seed with a trace to replay a failure,
 // or a sweep over many seeds.
 //
-//   Simulator --seed N [--trace] [--no-faults] [--no-layout-changes] [--keys N] [--inject BUG]
-//   Simulator --sweep COUNT [--first N] [--no-faults] [--no-layout-changes] [--keys N] [--inject BUG]
+//   Simulator --seed N [--trace] [OPTIONS]
+//   Simulator --sweep COUNT [--first N] [OPTIONS]
+//
+// OPTIONS: --no-faults, --no-layout-changes, --last-writer-wins, --failing-writes,
+// --keys N, --inject BUG (see `SimulationConfiguration`).
 //
 // `--inject` plants one of the defects the checkers exist for (see
 // `SimulationConfiguration.InjectedBug`), to see which seeds catch it.
@@ -15,8 +18,9 @@ func usage(_ problem: String) -> Never {
         Data(
             """
             \(problem)
-            usage: Simulator --seed N [--trace] [--no-faults] [--no-layout-changes] [--keys N] [--inject BUG]
-                   Simulator --sweep COUNT [--first N] [--no-faults] [--no-layout-changes] [--keys N] [--inject BUG]
+            usage: Simulator --seed N [--trace] [OPTIONS]
+                   Simulator --sweep COUNT [--first N] [OPTIONS]
+            options: --no-faults --no-layout-changes --last-writer-wins --failing-writes --keys N --inject BUG
             defects: \(SimulationConfiguration.InjectedBug.allCases.map { "\($0)" }.joined(separator: ", "))
 
             """.utf8))
@@ -31,6 +35,8 @@ var faults = true
 var injectedBug: SimulationConfiguration.InjectedBug?
 var keyCount = 3
 var layoutChanges = true
+var lastWriterWins = false
+var failingWrites = false
 var arguments = CommandLine.arguments.dropFirst()
 while let flag = arguments.popFirst() {
     switch flag {
@@ -60,6 +66,8 @@ while let flag = arguments.popFirst() {
     case "--trace": tracing = true
     case "--no-faults": faults = false
     case "--no-layout-changes": layoutChanges = false
+    case "--last-writer-wins": lastWriterWins = true
+    case "--failing-writes": failingWrites = true
     case "--help", "-h": usage("help")
     default: usage("unknown argument \(flag)")
     }
@@ -70,7 +78,7 @@ if let seed {
     let report = Simulation(
         SimulationConfiguration(
             seed: seed, keyCount: keyCount, faults: faults, layoutChanges: layoutChanges,
-            injectedBug: injectedBug),
+            lastWriterWins: lastWriterWins, failingWrites: failingWrites, injectedBug: injectedBug),
         trace: trace
     ).run()
     print(report)
@@ -82,7 +90,7 @@ for seed in first..<(first + UInt64(sweep)) {
     let report = Simulation(
         SimulationConfiguration(
             seed: seed, keyCount: keyCount, faults: faults, layoutChanges: layoutChanges,
-            injectedBug: injectedBug)
+            lastWriterWins: lastWriterWins, failingWrites: failingWrites, injectedBug: injectedBug)
     ).run()
     if !report.passed {
         failures += 1

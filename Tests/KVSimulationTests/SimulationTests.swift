@@ -98,6 +98,36 @@ struct SimulationTests {
         #expect(acknowledged > 100)
     }
 
+    @Test("handoffs whose writes fail (rows, cursors, receipts, releases, drops) finish and lose nothing")
+    func failingWrites() {
+        var failed: [String] = []
+        var failures: [HandoffWrite: Int] = [:]
+        var handedOff = 0
+        for seed in UInt64(1)...40 {
+            let report = Simulation(SimulationConfiguration(seed: seed, failingWrites: true)).run()
+            failures.merge(report.handoffWritesFailed, uniquingKeysWith: +)
+            handedOff += report.partitionsHandedOff
+            if !report.passed { failed.append(report.description) }
+        }
+        let counts = failures.map { "\($0.value) \($0.key.rawValue)" }.sorted().joined(separator: ", ")
+        print("failing writes: \(counts) failed; \(handedOff) partitions handed off")
+        #expect(failed.isEmpty, "\(failed.count) seeds failed:\n\(failed.joined(separator: "\n"))")
+        // Every kind of failure must really happen, and the handoffs still complete.
+        for write in HandoffWrite.allCases { #expect(failures[write, default: 0] > 0, "\(write)") }
+        #expect(handedOff > 40)
+    }
+
+    @Test("a run's replay command names every option it ran with")
+    func replayFlags() {
+        let configuration = SimulationConfiguration(
+            seed: 7, keyCount: 5, faults: false, layoutChanges: false, lastWriterWins: true,
+            failingWrites: true, injectedBug: .nothingIsStored)
+        #expect(
+            Simulation(configuration).run().replayCommand
+                == "swift run Simulator --seed 7 --keys 5 --no-faults --no-layout-changes --last-writer-wins "
+                + "--failing-writes --inject nothingIsStored --trace")
+    }
+
     @Test("without faults, every operation succeeds")
     func faultFree() {
         for seed in UInt64(1)...50 {
@@ -146,6 +176,7 @@ struct SimulationTests {
             case .gossipPushesNothing: "metadata did not converge"
             case .releasesPushNothing: "as pushed, but owner"
             case .silentConnectionsStay: "still moves data"
+            case .failedStoresCountAsStored: "as received, but a row a page it took covered is not there"
             }
         var caught = false
         // Amnesia shows only when the wiped node coordinates a write of a key whose old
@@ -161,6 +192,7 @@ struct SimulationTests {
         // amnesiaReusesIncarnation` and `Simulator --sweep 6000 --no-layout-changes --inject
         // reapersIgnoreTheirCopy` find them again.
         let reaping = bug == .reapersIgnoreTheirCopy
+        let failingWrites = bug == .failedStoresCountAsStored
         let first: UInt64 =
             switch bug {
             case .reapersIgnoreTheirCopy: 1650
@@ -170,10 +202,13 @@ struct SimulationTests {
         let seeds = first...(first + 399)
         for seed in seeds {
             let report = Simulation(
-                SimulationConfiguration(seed: seed, layoutChanges: !reaping, injectedBug: bug)
+                SimulationConfiguration(
+                    seed: seed, layoutChanges: !reaping, failingWrites: failingWrites, injectedBug: bug)
             ).run()
             if report.violations.contains(where: { $0.contains(expected) }) {
-                let flags = (reaping ? " --no-layout-changes" : "") + " --inject \(bug)"
+                let flags =
+                    (reaping ? " --no-layout-changes" : "") + (failingWrites ? " --failing-writes" : "")
+                    + " --inject \(bug)"
                 #expect(
                     report.description.contains("replay: swift run Simulator --seed \(seed)\(flags) --trace"))
                 caught = true
