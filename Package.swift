@@ -256,9 +256,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Shared by the test targets: child processes, locating the package's binaries.
+        // Shared by the test targets: child processes, locating the package's binaries, a
+        // memory engine whose writes a test can stall or fail.
         .target(
-            name: "KVTestSupport", dependencies: ["KVWire", "KVCore"], path: "Tests/KVTestSupport",
+            name: "KVTestSupport", dependencies: ["KVWire", "KVCore", "KVStorage", "KVStorageMemory"],
+            path: "Tests/KVTestSupport",
             swiftSettings: strict),
         .testTarget(
             name: "KVStorageTests",
@@ -308,7 +310,9 @@ let package = Package(
         ),
         .testTarget(
             name: "KVReplicaTests",
-            dependencies: ["KVReplica", "KVCluster", "KVCore", "KVStorage", "KVStorageMemory"],
+            dependencies: [
+                "KVReplica", "KVCluster", "KVCore", "KVStorage", "KVStorageMemory", "KVTestSupport",
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -19,6 +19,9 @@ public struct MerkleTree: Hashable, Sendable {
     public static let leavesPerSegment = 32
     /// Segments per tree.
     public static let segmentCount = leafCount / leavesPerSegment
+    /// Every leaf, in order: what a listing of a whole partition asks for. One shared
+    /// array, so that a listing can tell it from a list of some leaves without reading it.
+    public static let everyLeaf = Array(0..<leafCount)
 
     /// The leaf hashes.
     public private(set) var leaves: [UInt64]

@@ -307,7 +307,7 @@ public struct PartitionRelease: Sendable {
             .send(
                 .antiEntropy(
                     .keyHashesRequest(
-                        id: request, partition: partition, leaves: Array(0..<MerkleTree.leafCount),
+                        id: request, partition: partition, leaves: MerkleTree.everyLeaf,
                         after: push.after)),
                 to: owner),
             .startTimer(id: request, afterMilliseconds: settings.requestTimeoutMilliseconds),

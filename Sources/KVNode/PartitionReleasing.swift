@@ -72,7 +72,7 @@ extension ClusterNode {
     {
         if withHashes {
             let listing = try AntiEntropyIndex.keyHashes(
-                in: partition, leaves: Array(0..<MerkleTree.leafCount), after: after, engine: local.engine,
+                in: partition, leaves: MerkleTree.everyLeaf, after: after, engine: local.engine,
                 limit: Self.keysPerListing)
             return KeyListing(entries: listing.entries, truncated: listing.truncated)
         }

@@ -273,10 +273,16 @@ package final class AntiEntropyIndex: Sendable {
         in partition: PartitionID, leaves: [Int], after: [UInt8]?, engine: any StorageEngine,
         limit: Int
     ) throws(KVError) -> (entries: [KeyHash], truncated: Bool) {
-        // A table of every leaf rather than a set: a release lists all 1,024 of them on
-        // every page, and hashing them each time cost more than the listing.
-        var wanted = [Bool](repeating: false, count: MerkleTree.leafCount)
-        for leaf in leaves where wanted.indices.contains(leaf) { wanted[leaf] = true }
+        // A release lists every leaf on every page. Its list is the shared
+        // `MerkleTree.everyLeaf` (arrays sharing storage compare equal at once), which needs
+        // no table. Otherwise a table of every leaf rather than a set: hashing 1,024 leaves
+        // on each page cost more than the listing.
+        var wanted: [Bool]? = nil
+        if leaves != MerkleTree.everyLeaf {
+            var table = [Bool](repeating: false, count: MerkleTree.leafCount)
+            for leaf in leaves where table.indices.contains(leaf) { table[leaf] = true }
+            wanted = table
+        }
         return try storageWork("listing anti-entropy keys") {
             var range = StorageLayout.partitionRange(partition)
             if let after, range.lowerBound.lexicographicallyPrecedes(after + [0]) {
@@ -285,7 +291,7 @@ package final class AntiEntropyIndex: Sendable {
             let cursor = try engine.cursor(over: range, in: .antiEntropy, direction: .forward)
             var entries: [KeyHash] = []
             while let entry = try cursor.next() {
-                guard wanted[MerkleTree.leaf(of: entry.key)],
+                guard wanted?[MerkleTree.leaf(of: entry.key)] ?? true,
                     let value = parseIndexValue(entry.value)
                 else { continue }
                 if entries.count == limit { return (entries, true) }

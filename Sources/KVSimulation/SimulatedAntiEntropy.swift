@@ -20,10 +20,7 @@ extension SimulatedWorld {
         let me = nodes[node].id
         return AntiEntropyView(
             node: me, layout: nodes[node].metadata?.layout ?? nodes[node].core.coordinator.layout,
-            reachable: Set(
-                nodes.map(\.id).filter {
-                    $0 != me && nodes[node].core.membership.state(of: $0)?.status == .alive
-                })
+            reachable: reachablePeers(of: node)
         )
     }
 

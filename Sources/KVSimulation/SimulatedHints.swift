@@ -13,11 +13,8 @@ extension SimulatedWorld {
     /// the metadata.
     func hintView(_ node: Int) -> HintDeliveryView {
         let me = nodes[node].id
-        let alive = nodes.map(\.id).filter {
-            $0 != me && nodes[node].core.membership.state(of: $0)?.status == .alive
-        }
         return HintDeliveryView(
-            node: me, targetsWithHints: nodes[node].store.hints.targets, reachable: Set(alive),
+            node: me, targetsWithHints: nodes[node].store.hints.targets, reachable: reachablePeers(of: node),
             departed: nodes[node].metadata?.departed ?? [],
             // The coordinator holds the placement of the node's metadata.
             placement: nodes[node].metadata == nil ? nil : nodes[node].core.coordinator.placement,

@@ -21,6 +21,19 @@ extension SimulatedWorld {
         }
     }
 
+    /// The other nodes that node `node`'s SWIM sees alive: the peers its machines may
+    /// ask. Views are built on every step of a core, so this reads each node's id in place
+    /// rather than through a key path, which copies whole nodes in a debug build.
+    func reachablePeers(of node: Int) -> Set<NodeID> {
+        let membership = nodes[node].core.membership
+        var peers = Set<NodeID>()
+        for index in nodes.indices where index != node {
+            let id = nodes[index].id
+            if membership.state(of: id)?.status == .alive { peers.insert(id) }
+        }
+        return peers
+    }
+
     /// After healing every node sees every other alive.
     mutating func checkMembershipSettled() {
         for observer in nodes.indices where !gone.contains(observer) {

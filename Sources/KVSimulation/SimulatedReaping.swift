@@ -18,7 +18,8 @@ extension SimulatedWorld {
     func reaperView(_ node: Int) -> ReaperView {
         let me = nodes[node].id
         let metadata = nodes[node].metadata
-        let alive = { (member: NodeID) in nodes[node].core.membership.state(of: member)?.status == .alive }
+        let membership = nodes[node].core.membership
+        let alive = { (member: NodeID) in membership.state(of: member)?.status == .alive }
         // As the node shell does: a member that left is asked while it is reachable (it
         // may hold hints older than the tombstone).
         let members =

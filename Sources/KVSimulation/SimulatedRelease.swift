@@ -18,10 +18,7 @@ extension SimulatedWorld {
         let metadata = nodes[node].metadata
         return ReleaseView(
             node: me, layout: metadata?.layout, transition: metadata?.transition,
-            reachable: Set(
-                nodes.map(\.id).filter {
-                    $0 != me && nodes[node].core.membership.state(of: $0)?.status == .alive
-                }),
+            reachable: reachablePeers(of: node),
             indexComplete: nodes[node].store.antiEntropy.indexComplete,
             nowMilliseconds: nodes[node].localTime(now))
     }
@@ -34,7 +31,7 @@ extension SimulatedWorld {
         case .list(let id, let partition, let after, let withHashes):
             let listing =
                 withHashes
-                ? listing(partition, Array(0..<MerkleTree.leafCount), after: after, at: node)
+                ? listing(partition, MerkleTree.everyLeaf, after: after, at: node)
                 : unhashedListing(partition, after: after, at: node)
             complete(.release(.listed(id: id, listing)), after: delay, at: node)
         case .load(let id, let partition, let bytes):

@@ -16,9 +16,7 @@ extension SimulatedWorld {
     func transferView(_ node: Int) -> TransferView {
         let me = nodes[node].id
         let metadata = nodes[node].metadata
-        let alive = Set(
-            nodes.map(\.id).filter { $0 != me && nodes[node].core.membership.state(of: $0)?.status == .alive }
-        )
+        let alive = reachablePeers(of: node)
         return TransferView(
             node: me, layout: metadata?.layout, transition: metadata?.transition,
             control: metadata?.handoffControl ?? HandoffControl(), reachable: alive, believedUp: alive,

@@ -3,6 +3,7 @@ import KVCore
 import KVReplica
 import KVStorage
 import KVStorageMemory
+import KVTestSupport
 import Testing
 
 /// The replica store, command in, outcome out, over the in-memory engine: the rules both
@@ -245,7 +246,10 @@ struct ReplicaStoreTests {
 
     @Test("when the batch cannot be stored, no command of it is acknowledged, not even a load")
     func failedBatch() throws {
-        let engine = ReadOnlyEngine()
+        // A read-only device: reads like an empty memory engine, fails every write.
+        let engine = WriteHookedEngine { () throws(StorageError) in
+            throw StorageError(.io, "the device is read-only")
+        }
         let antiEntropy = AntiEntropyIndex(isEnabled: true, clock: { 0 }, wallClock: { 0 })
         let store = ReplicaStore(
             engine: engine, actor: Self.actor, catalog: Locked([Self.table.name: Self.table]),
@@ -308,33 +312,4 @@ struct ReplicaStoreTests {
         #expect(Self.object(store.apply([.coordinate(key, Self.put("one"))])[0]) != nil)
         #expect(Self.object(store.load(key)) == StoredObject())
     }
-}
-
-/// An engine that reads like an empty memory engine and fails every write.
-private final class ReadOnlyEngine: StorageEngine {
-    let base = MemoryStorageEngine()
-
-    func get(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> [UInt8]? {
-        try base.get(key, in: keyspace)
-    }
-
-    func cursor(over range: EncodedKeyRange, in keyspace: Keyspace, direction: ScanDirection)
-        throws(StorageError) -> any StorageCursor
-    {
-        try base.cursor(over: range, in: keyspace, direction: direction)
-    }
-
-    func write(_ batch: WriteBatch, durability: Durability) throws(StorageError) {
-        throw StorageError(.io, "the device is read-only")
-    }
-
-    func snapshot() throws(StorageError) -> any StorageSnapshot { try base.snapshot() }
-
-    func estimateSize(of range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError)
-        -> StorageSizeEstimate
-    {
-        try base.estimateSize(of: range, in: keyspace)
-    }
-
-    func close() throws(StorageError) { try base.close() }
 }

@@ -167,44 +167,15 @@ struct LocalWriteTests {
     }
 }
 
-/// A memory engine whose writes wait while ``isClosed`` is set: a stalled disk.
-final class GatedEngine: StorageEngine, Sendable {
-    let base = MemoryStorageEngine()
-    let isClosed = NIOLockedValueBox(false)
-
-    func get(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> [UInt8]? {
-        try base.get(key, in: keyspace)
-    }
-
-    func cursor(over range: EncodedKeyRange, in keyspace: Keyspace, direction: ScanDirection)
-        throws(StorageError) -> any StorageCursor
-    {
-        try base.cursor(over: range, in: keyspace, direction: direction)
-    }
-
-    func write(_ batch: WriteBatch, durability: Durability) throws(StorageError) {
-        while isClosed.withLockedValue({ $0 }) { usleep(1_000) }
-        try base.write(batch, durability: durability)
-    }
-
-    func snapshot() throws(StorageError) -> any StorageSnapshot { try base.snapshot() }
-
-    func estimateSize(of range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError)
-        -> StorageSizeEstimate
-    {
-        try base.estimateSize(of: range, in: keyspace)
-    }
-
-    func close() throws(StorageError) { try base.close() }
-}
-
 extension LocalWriteTests {
     /// A put applied alone whose drain stalls past the request timeout answers
     /// `write.indeterminate`, once, as the coordinator's write does; it is applied when
     /// the drain moves again.
     @Test("a put applied alone times out as indeterminate when the drain stalls")
     func stalledDrain() async throws {
-        let engine = GatedEngine()
+        // A stalled disk: writes wait while the gate is closed.
+        let isClosed = NIOLockedValueBox(false)
+        let engine = WriteHookedEngine { while isClosed.withLockedValue({ $0 }) { usleep(1_000) } }
         let logger = Logger(label: "test")
         let node = try ClusterNode(
             local: try NodeStorage(
@@ -214,17 +185,17 @@ extension LocalWriteTests {
                 secret: try ClusterSecret(ServerProcess.testClusterSecret), requestTimeoutMilliseconds: 300),
             group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         _ = try await node.start()
-        defer { engine.isClosed.withLockedValue { $0 = false } }
+        defer { isClosed.withLockedValue { $0 = false } }
         for _ in 0..<500 where !node.isFormed { try await Task.sleep(for: .milliseconds(10)) }
         let name = table("local", "stalled")
         _ = try await node.createTable(TableDescriptor(name: name, schema: try KeySchema([.string])))
         let key = RowKey(table: name, parts: [.string("k")])
-        engine.isClosed.withLockedValue { $0 = true }
+        isClosed.withLockedValue { $0 = true }
         // Without the timeout the put would wait for the gate: it opens by itself after
         // 3 s, so the test then fails instead of hanging.
         let opener = Task {
             try await Task.sleep(for: .seconds(3))
-            engine.isClosed.withLockedValue { $0 = false }
+            isClosed.withLockedValue { $0 = false }
         }
         let calls = NIOLockedValueBox(0)
         let outcome = await withCheckedContinuation {
@@ -243,7 +214,7 @@ extension LocalWriteTests {
         }
         #expect(outcome.failure?.code == .writeIndeterminate, "\(String(describing: outcome.failure))")
         opener.cancel()
-        engine.isClosed.withLockedValue { $0 = false }
+        isClosed.withLockedValue { $0 = false }
         // The drain notices the open gate within a millisecond, then applies the write.
         var values: [RowValue?] = []
         for _ in 0..<200 {

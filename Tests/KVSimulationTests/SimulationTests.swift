@@ -60,12 +60,41 @@ struct SimulationTests {
         return count
     }
 
+    /// Runs a simulation of each configuration, as many side by side as the machine has
+    /// cores, and returns their reports in the configurations' order. A run is pure and
+    /// seeded, so running runs side by side changes none of them; the suite's tests still
+    /// run one at a time.
+    static func reports(_ configurations: [SimulationConfiguration]) async -> [SimulationReport] {
+        let width = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        return await withTaskGroup(of: (Int, SimulationReport).self) { group in
+            var reports = [SimulationReport?](repeating: nil, count: configurations.count)
+            var started = 0
+            while started < min(width, configurations.count) {
+                let index = started
+                group.addTask { (index, Simulation(configurations[index]).run()) }
+                started += 1
+            }
+            while let (index, report) = await group.next() {
+                reports[index] = report
+                if started < configurations.count {
+                    let next = started
+                    group.addTask { (next, Simulation(configurations[next]).run()) }
+                    started += 1
+                }
+            }
+            let finished = reports.compactMap { $0 }
+            #expect(finished.count == configurations.count)
+            return finished
+        }
+    }
+
     @Test("a sweep of seeded runs with faults keeps every safety property")
-    func sweep() {
+    func sweep() async {
         var failed: [String] = []
         var totals = (acknowledged: 0, crashes: 0, dropped: 0, duplicated: 0, largestSiblings: 0)
-        for seed in 1...UInt64(Self.sweepSize) {
-            let report = Simulation(SimulationConfiguration(seed: seed)).run()
+        let seeds = 1...UInt64(Self.sweepSize)
+        let reports = await Self.reports(seeds.map { SimulationConfiguration(seed: $0) })
+        for report in reports {
             totals.acknowledged += report.writesAcknowledged
             totals.crashes += report.crashes
             totals.dropped += report.messagesDropped
@@ -86,11 +115,13 @@ struct SimulationTests {
     }
 
     @Test("blind last-writer-wins writes through every node converge to one value under faults")
-    func lastWriterWins() {
+    func lastWriterWins() async {
         var failed: [String] = []
         var acknowledged = 0
-        for seed in UInt64(1)...100 {
-            let report = Simulation(SimulationConfiguration(seed: seed, lastWriterWins: true)).run()
+        let seeds = UInt64(1)...100
+        let reports = await Self.reports(
+            seeds.map { SimulationConfiguration(seed: $0, lastWriterWins: true) })
+        for report in reports {
             acknowledged += report.lastWriterWritesAcknowledged
             if !report.passed { failed.append(report.description) }
         }
@@ -99,12 +130,13 @@ struct SimulationTests {
     }
 
     @Test("handoffs whose writes fail (rows, cursors, receipts, releases, drops) finish and lose nothing")
-    func failingWrites() {
+    func failingWrites() async {
         var failed: [String] = []
         var failures: [HandoffWrite: Int] = [:]
         var handedOff = 0
-        for seed in UInt64(1)...40 {
-            let report = Simulation(SimulationConfiguration(seed: seed, failingWrites: true)).run()
+        let seeds = UInt64(1)...40
+        let reports = await Self.reports(seeds.map { SimulationConfiguration(seed: $0, failingWrites: true) })
+        for report in reports {
             failures.merge(report.handoffWritesFailed, uniquingKeysWith: +)
             handedOff += report.partitionsHandedOff
             if !report.passed { failed.append(report.description) }
@@ -129,9 +161,10 @@ struct SimulationTests {
     }
 
     @Test("without faults, every operation succeeds")
-    func faultFree() {
-        for seed in UInt64(1)...50 {
-            let report = Simulation(SimulationConfiguration(seed: seed, faults: false)).run()
+    func faultFree() async {
+        let seeds = UInt64(1)...50
+        let reports = await Self.reports(seeds.map { SimulationConfiguration(seed: $0, faults: false) })
+        for report in reports {
             #expect(report.passed, "\(report)")
             #expect(report.writesNotAcknowledged == 0 && report.readsFailed == 0, "\(report)")
         }
