@@ -96,7 +96,9 @@ struct BackupRestoreTests {
         _ = try await client.createTable(TableDescriptor(name: Self.table, schema: try KeySchema([.string])))
         let identity = try await client.nodeInfo().nodeID
         let writer = Writer(urls: [server.url])
-        try await Task.sleep(for: .milliseconds(500))
+        // Each write is synced on its own, so how many are done by a given time depends
+        // on the disk: the test waits for a count instead.
+        _ = await eventually { writer.acknowledged.withLockedValue { $0.count } > 20 }
         let before = writer.acknowledged.withLockedValue { $0 }
         let report = try await client.backup(name: "under-load")
         try await Task.sleep(for: .milliseconds(300))
@@ -162,7 +164,7 @@ struct BackupRestoreTests {
         let first = try await HTTPKeyValueService(url: urls[0])
         _ = try await first.createTable(TableDescriptor(name: Self.table, schema: try KeySchema([.string])))
         let writer = Writer(urls: urls)
-        try await Task.sleep(for: .milliseconds(800))
+        _ = await eventually { writer.acknowledged.withLockedValue { $0.count } > 20 }
         let before = writer.acknowledged.withLockedValue { $0 }
         var backups: [String] = []
         for url in urls {

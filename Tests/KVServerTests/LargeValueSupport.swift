@@ -154,9 +154,12 @@ enum Files {
         let deadline = Date().addingTimeInterval(60)
         var collected: Int64 = 0
         while Date() < deadline {
-            collected = try (0..<cluster.nodes.count).reduce(0) {
-                $0 + (try counter("chunks.collected", cluster.url($1)))
-            }
+            // A node busy collecting may answer slowly: that sum is skipped, not fatal.
+            collected =
+                (try? (0..<cluster.nodes.count).reduce(0) {
+                    $0 + (try counter("chunks.collected", cluster.url($1)))
+                })
+                ?? collected
             if collected >= count { return }
             try await Task.sleep(for: .milliseconds(300))
         }

@@ -276,7 +276,9 @@ struct LoadGeneratorTests {
             server.kill()
             server.removeData()
         }
-        let until = NIODeadline.now() + .seconds(4)
+        // The run goes on for 8 s: a second up, a second down, and the rest for the server
+        // to start again (slow on a slow machine) and serve some steps.
+        let until = NIODeadline.now() + .seconds(8)
         let url = server.url
         let port = server.port
         let run = Task {
@@ -287,7 +289,7 @@ struct LoadGeneratorTests {
         try await Task.sleep(for: .seconds(1))
         server.kill()
         try await Task.sleep(for: .seconds(1))
-        try server.start(port: port)
+        try await offCooperativePool { try server.start(port: port) }
         let entries = try await run.value
         // Steps end in order; those after the last failure ended once the server was back.
         let lastFailure = entries.lastIndex { $0.outcome == .failed(.unavailable) }.map { $0 + 1 } ?? 0

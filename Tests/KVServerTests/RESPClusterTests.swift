@@ -311,11 +311,6 @@ struct RESPClusterTests {
     }
 
     func waitUntil(_ what: String, seconds: Double = 20, _ condition: () throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if (try? condition()) == true { return }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        Issue.record("timed out waiting until \(what)")
+        if await !eventually(within: seconds, condition) { Issue.record("timed out waiting until \(what)") }
     }
 }
