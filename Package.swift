@@ -256,8 +256,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Shared by the test targets: child processes, locating the package's binaries, a
-        // memory engine whose writes a test can stall or fail.
+        // Shared by the test targets: child processes, locating the package's binaries,
+        // waiting for a condition, a memory engine whose writes a test can stall or fail.
         .target(
             name: "KVTestSupport", dependencies: ["KVWire", "KVCore", "KVStorage", "KVStorageMemory"],
             path: "Tests/KVTestSupport",

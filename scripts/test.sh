@@ -37,14 +37,15 @@ start_database_servers
 echo "==> swift test"
 # One suite at a time: the suites start clusters of processes, kill them and run CPU-bound
 # property tests, and on a 2-core machine running them side by side starves the shared
-# thread pools until timeouts fire. Serially the tests take about 20 minutes on 2 cores;
+# thread pools until timeouts fire. Serially the tests take about 15 minutes on 2 cores;
 # inside a test, the simulator's seed sweeps use every core.
 # On failure the failing tests and their issues are printed again at the end, where a
 # long log is read first.
 test_log=.build/test-output.log
 if ! swift test --skip-build --no-parallel 2>&1 | tee "$test_log"; then
     echo "==> failed tests and their issues (repeated from above)"
-    grep -E '^✘|: error:' "$test_log" | grep -v '^✘ Test run with' | cut -c1-400 | head -60 || true
+    grep -E '^✘|^[[:space:]]*↳|^error:|Fatal error' "$test_log" | grep -v '^✘ Test run with' |
+        cut -c1-400 | head -80 || true
     grep -E '^✘ Test run with' "$test_log" || true
     exit 1
 fi

@@ -20,7 +20,7 @@ public struct MerkleTree: Hashable, Sendable {
     /// Segments per tree.
     public static let segmentCount = leafCount / leavesPerSegment
     /// Every leaf, in order: what a listing of a whole partition asks for. One shared
-    /// array, so that a listing can tell it from a list of some leaves without reading it.
+    /// array, so that a listing given it can tell at once that it wants every leaf.
     public static let everyLeaf = Array(0..<leafCount)
 
     /// The leaf hashes.

@@ -17,18 +17,18 @@ struct AntiEntropyIndexTests {
         StorageLayout.dataKey(partition: partition, namespace: "ns", table: "t", key: Array("k\(index)".utf8))
     }
 
-    /// The leaves a listing may ask for: some, none, and every leaf both as the shared
-    /// ``MerkleTree/everyLeaf`` (which skips the table of wanted leaves) and as an array of
-    /// its own with the same elements (which builds it).
+    /// The leaves a listing may ask for: some, none, and every leaf both as
+    /// ``MerkleTree/everyLeaf`` (which skips the table of wanted leaves) and in another
+    /// order (which builds it).
     enum LeafChoice: CaseIterable, Sendable {
-        case even, none, everyLeafShared, everyLeafCopied
+        case even, none, everyLeaf, everyLeafReversed
 
         var leaves: [Int] {
             switch self {
             case .even: Array(stride(from: 0, to: MerkleTree.leafCount, by: 2))
             case .none: []
-            case .everyLeafShared: MerkleTree.everyLeaf
-            case .everyLeafCopied: (0..<MerkleTree.leafCount).map { $0 }
+            case .everyLeaf: MerkleTree.everyLeaf
+            case .everyLeafReversed: MerkleTree.everyLeaf.reversed()
             }
         }
     }

@@ -307,8 +307,9 @@ struct ClusterProcessTests {
             cluster.nodes[0].kill()
             cluster.nodes[1].kill()
         }
-        // The merge left A within the half second; C may still be syncing it, so its copy
-        // is asked for a while rather than once.
+        // A sends the merge right after the read, well within the half second above; C
+        // may still be syncing it when A and B are gone, so its copy is asked for a while
+        // rather than once.
         let c = try await Self.client(cluster, 2)
         var values: [String] = []
         for _ in 0..<100 {

@@ -153,17 +153,22 @@ enum Files {
     static func waitForCollected(atLeast count: Int64, cluster: LocalCluster) async throws {
         let deadline = Date().addingTimeInterval(60)
         var collected: Int64 = 0
+        var lastError: (any Error)?
         while Date() < deadline {
             // A node busy collecting may answer slowly: that sum is skipped, not fatal.
-            collected =
-                (try? (0..<cluster.nodes.count).reduce(0) {
+            do {
+                collected = try (0..<cluster.nodes.count).reduce(0) {
                     $0 + (try counter("chunks.collected", cluster.url($1)))
-                })
-                ?? collected
+                }
+            } catch {
+                lastError = error
+            }
             if collected >= count { return }
             try await Task.sleep(for: .milliseconds(300))
         }
-        Issue.record("only \(collected) chunk rows were collected, not \(count)")
+        Issue.record(
+            "only \(collected) chunk rows were collected, not \(count); last error: \(lastError.map { "\($0)" } ?? "none")"
+        )
     }
 
     /// Runs a program to its end; its exit status (its output goes to the test's).

@@ -1,4 +1,6 @@
+import Dispatch
 import KVSimulation
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -62,38 +64,26 @@ struct SimulationTests {
 
     /// Runs a simulation of each configuration, as many side by side as the machine has
     /// cores, and returns their reports in the configurations' order. A run is pure and
-    /// seeded, so running runs side by side changes none of them; the suite's tests still
-    /// run one at a time.
-    static func reports(_ configurations: [SimulationConfiguration]) async -> [SimulationReport] {
-        let width = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        return await withTaskGroup(of: (Int, SimulationReport).self) { group in
-            var reports = [SimulationReport?](repeating: nil, count: configurations.count)
-            var started = 0
-            while started < min(width, configurations.count) {
-                let index = started
-                group.addTask { (index, Simulation(configurations[index]).run()) }
-                started += 1
-            }
-            while let (index, report) = await group.next() {
-                reports[index] = report
-                if started < configurations.count {
-                    let next = started
-                    group.addTask { (next, Simulation(configurations[next]).run()) }
-                    started += 1
-                }
-            }
-            let finished = reports.compactMap { $0 }
-            #expect(finished.count == configurations.count)
-            return finished
+    /// seeded, so running runs side by side changes none of them. They run on Dispatch's
+    /// threads, not on Swift concurrency's pool, which a test running beside this one
+    /// (under a plain `swift test`) may need.
+    static func reports(_ configurations: [SimulationConfiguration]) -> [SimulationReport] {
+        let reports = Mutex([SimulationReport?](repeating: nil, count: configurations.count))
+        DispatchQueue.concurrentPerform(iterations: configurations.count) { index in
+            let report = Simulation(configurations[index]).run()
+            reports.withLock { $0[index] = report }
         }
+        let finished = reports.withLock { $0.compactMap { $0 } }
+        #expect(finished.count == configurations.count)
+        return finished
     }
 
     @Test("a sweep of seeded runs with faults keeps every safety property")
-    func sweep() async {
+    func sweep() {
         var failed: [String] = []
         var totals = (acknowledged: 0, crashes: 0, dropped: 0, duplicated: 0, largestSiblings: 0)
         let seeds = 1...UInt64(Self.sweepSize)
-        let reports = await Self.reports(seeds.map { SimulationConfiguration(seed: $0) })
+        let reports = Self.reports(seeds.map { SimulationConfiguration(seed: $0) })
         for report in reports {
             totals.acknowledged += report.writesAcknowledged
             totals.crashes += report.crashes
@@ -115,11 +105,11 @@ struct SimulationTests {
     }
 
     @Test("blind last-writer-wins writes through every node converge to one value under faults")
-    func lastWriterWins() async {
+    func lastWriterWins() {
         var failed: [String] = []
         var acknowledged = 0
         let seeds = UInt64(1)...100
-        let reports = await Self.reports(
+        let reports = Self.reports(
             seeds.map { SimulationConfiguration(seed: $0, lastWriterWins: true) })
         for report in reports {
             acknowledged += report.lastWriterWritesAcknowledged
@@ -130,12 +120,12 @@ struct SimulationTests {
     }
 
     @Test("handoffs whose writes fail (rows, cursors, receipts, releases, drops) finish and lose nothing")
-    func failingWrites() async {
+    func failingWrites() {
         var failed: [String] = []
         var failures: [HandoffWrite: Int] = [:]
         var handedOff = 0
         let seeds = UInt64(1)...40
-        let reports = await Self.reports(seeds.map { SimulationConfiguration(seed: $0, failingWrites: true) })
+        let reports = Self.reports(seeds.map { SimulationConfiguration(seed: $0, failingWrites: true) })
         for report in reports {
             failures.merge(report.handoffWritesFailed, uniquingKeysWith: +)
             handedOff += report.partitionsHandedOff
@@ -161,9 +151,9 @@ struct SimulationTests {
     }
 
     @Test("without faults, every operation succeeds")
-    func faultFree() async {
+    func faultFree() {
         let seeds = UInt64(1)...50
-        let reports = await Self.reports(seeds.map { SimulationConfiguration(seed: $0, faults: false) })
+        let reports = Self.reports(seeds.map { SimulationConfiguration(seed: $0, faults: false) })
         for report in reports {
             #expect(report.passed, "\(report)")
             #expect(report.writesNotAcknowledged == 0 && report.readsFailed == 0, "\(report)")
@@ -189,6 +179,15 @@ struct SimulationTests {
         }
         #expect(traces[0].count > 100)
         #expect(traces[0] == traces[1])
+    }
+
+    @Test("seeds run side by side report what they report one by one")
+    func sideBySide() {
+        let configurations = (UInt64(1)...4).map {
+            SimulationConfiguration(seed: $0, failingWrites: $0 % 2 == 0)
+        }
+        let alone = configurations.map { Simulation($0).run().description }
+        #expect(Self.reports(configurations).map(\.description) == alone)
     }
 
     @Test(
