@@ -322,6 +322,8 @@ extension ClusterNode {
             "requests.not_at_replica": metrics.requestsElsewhere.load(ordering: .relaxed),
             "reads.answered_locally": metrics.readsAnsweredLocally.load(ordering: .relaxed),
             "writes.applied_locally": metrics.writesAppliedLocally.load(ordering: .relaxed),
+            "reads.repairs_sent": metrics.readRepairsSent.load(ordering: .relaxed),
+            "reads.repairs_applied": metrics.readRepairsApplied.load(ordering: .relaxed),
         ]
         counters.merge(transferCounters(received: received, released: released)) { first, _ in first }
         // Which peers leave this node's requests unanswered.

@@ -20,6 +20,7 @@ extension ClusterNode {
     func performCoordinator(_ action: Coordinator.Action) {
         switch action {
         case .send(let message, let target):
+            if case .quorum(.repair) = message { metrics.readRepairsSent.add(1, ordering: .relaxed) }
             transport.send(message, to: target)
         case .storage(let ticket, .load(let key)):
             // A read the engine can answer from memory runs here and now: handing
@@ -151,6 +152,9 @@ extension ClusterNode {
                     }
                     finish?(outcome)
                 } else {
+                    if entry.ticket == .repair, case .object = outcome {
+                        metrics.readRepairsApplied.add(1, ordering: .relaxed)
+                    }
                     runCore(.storageCompleted(entry.ticket, outcome))
                 }
             }

@@ -38,6 +38,11 @@ final class NodeMetrics: Sendable {
     /// Writes the node applied to its own replica without a step of the coordinator
     /// (see ``ClusterNode/startPut(_:value:options:completion:)``).
     let writesAppliedLocally = Atomic<Int64>(0)
+    /// Read repairs: merges this node's reads sent to replicas that answered behind, and
+    /// merges stored here because a read (this node's or another's) found this replica
+    /// behind.
+    let readRepairsSent = Atomic<Int64>(0)
+    let readRepairsApplied = Atomic<Int64>(0)
 
     private struct Exported {
         var counters: [String: CoreMetrics.Counter] = [:]
