@@ -275,8 +275,8 @@ package final class AntiEntropyIndex: Sendable {
     ) throws(KVError) -> (entries: [KeyHash], truncated: Bool) {
         // A release lists every leaf on every page, as `MerkleTree.everyLeaf`, which needs
         // no table. Its own copy compares equal at once (the arrays share storage); one
-        // decoded from a peer's request costs 1,024 comparisons, still less than the
-        // table. Otherwise a table of every leaf rather than a set: hashing 1,024 leaves on
+        // decoded from a peer's request costs 1,024 comparisons, about what the table
+        // would. Otherwise a table of every leaf rather than a set: hashing 1,024 leaves on
         // each page cost more than the listing.
         var wanted: [Bool]? = nil
         if leaves != MerkleTree.everyLeaf {
