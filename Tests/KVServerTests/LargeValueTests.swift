@@ -172,9 +172,8 @@ struct LargeValueTests {
         #expect(try Files.curlStatus(["-o", copy, cluster.url(1) + "/v1/big/files/value"]) == 200)
         #expect(try Files.sha256(copy) == (try Files.sha256(file)))
         // The replica that missed chunks gets them back (hints, anti-entropy) and then
-        // serves the value on its own.
-        // How long that takes depends on the disk (each hint is synced), so the test waits
-        // for it rather than for a fixed time.
+        // serves the value on its own. How long that takes depends on the disk (each hint
+        // is synced), so the test waits for it rather than for a fixed time.
         try await offCooperativePool { try cluster.restart(2) }
         let servedWhole = await eventually(within: 60) {
             try Files.curlStatus(["-o", copy, cluster.url(2) + "/v1/big/files/value?r=1"]) == 200
