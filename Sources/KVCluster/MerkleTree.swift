@@ -38,7 +38,7 @@ public struct MerkleTree: Hashable, Sendable {
     /// names one write, so replicas with the same dots hold the same values; leaving the
     /// bytes out keeps hashing a 16 MiB row as cheap as a small one.
     public static func objectHash(_ object: StoredObject) -> UInt64 {
-        StableHash.hash(StoredObjectCodec.encode(object.withoutValueBytes))
+        StableHash.hash(StoredObjectCodec.encodeWithoutValueBytes(object))
     }
 
     /// The leaf of a row.
@@ -152,7 +152,7 @@ public struct HintRecord: Hashable, Sendable {
         writer.writeVarint(UInt64(key.partition.rawValue))
         writer.writeVarint(key.generation)
         writer.writeLengthPrefixed(key.bytes)
-        writer.writeRaw(StoredObjectCodec.encode(object)[...])
+        StoredObjectCodec.write(object, to: &writer)
         return writer.bytes
     }
 

@@ -346,7 +346,7 @@ public struct PartitionTransfers: Sendable {
         }
         let storeID = takeID()
         owners[storeID] = partition
-        let bytes = page.rows.reduce(0) { $0 + $1.key.count + StoredObjectCodec.encode($1.object).count }
+        let bytes = page.rows.reduce(0) { $0 + $1.key.count + StoredObjectCodec.encodedCount($1.object) }
         transfer.step = .storing(id: storeID, done: !page.truncated, rows: page.rows.count, bytes: bytes)
         if let last = page.rows.last?.key { transfer.after = last }
         running[partition] = transfer

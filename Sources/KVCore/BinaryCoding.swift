@@ -45,6 +45,15 @@ public struct BinaryWriter: Sendable {
         bytes.append(contentsOf: data)
     }
 
+    /// Replaces the four bytes at `offset` with `value`, big-endian: a length known only
+    /// once what it measures is written.
+    public mutating func overwriteFixed32(_ value: UInt32, at offset: Int) {
+        precondition(offset >= 0 && offset + 4 <= bytes.count, "overwriting past the bytes written")
+        for index in 0..<4 {
+            bytes[offset + index] = UInt8(truncatingIfNeeded: value >> UInt32(24 - 8 * index))
+        }
+    }
+
     /// Appends raw bytes with no length.
     public mutating func writeRaw<Bytes: Sequence<UInt8>>(_ data: Bytes) {
         bytes.append(contentsOf: data)

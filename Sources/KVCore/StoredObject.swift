@@ -45,10 +45,36 @@ public enum StoredObjectCodec {
     /// The format version written and accepted.
     public static let formatVersion: UInt8 = 1
 
-    /// Encodes `object`.
+    /// Encodes `object`, into a buffer of exactly its size.
     public static func encode(_ object: StoredObject) -> [UInt8] {
-        var writer = BinaryWriter(
-            capacity: 32 + object.values.reduce(0) { $0 + ($1.value?.bytes.count ?? 0) + 24 })
+        var writer = BinaryWriter(capacity: encodedCount(object))
+        write(object, to: &writer)
+        return writer.bytes
+    }
+
+    /// Encodes `object` as ``encode(_:)`` encodes `object.withoutValueBytes`, without
+    /// building that copy first: what every write hashes for the anti-entropy index.
+    public static func encodeWithoutValueBytes(_ object: StoredObject) -> [UInt8] {
+        var writer = BinaryWriter(capacity: encodedCount(object, valueBytes: false))
+        write(object, to: &writer, valueBytes: false)
+        return writer.bytes
+    }
+
+    /// Appends `object` as ``encode(_:)`` encodes it, with no buffer of its own: the
+    /// node-to-node protocol writes objects straight into a frame after
+    /// ``encodedCount(_:)``.
+    public static func write(_ object: StoredObject, to writer: inout BinaryWriter) {
+        write(object, to: &writer, valueBytes: true)
+    }
+
+    /// The number of bytes ``encode(_:)`` makes of `object`, counted without encoding.
+    public static func encodedCount(_ object: StoredObject) -> Int {
+        encodedCount(object, valueBytes: true)
+    }
+
+    /// With `valueBytes` false, each inline value's bytes are written as empty (large
+    /// value records are kept), exactly as for ``StoredObject/withoutValueBytes``.
+    private static func write(_ object: StoredObject, to writer: inout BinaryWriter, valueBytes: Bool) {
         writer.write(formatVersion)
         writer.writeVarint(UInt64(object.entries.count))
         for entry in object.entries {
@@ -56,9 +82,52 @@ public enum StoredObjectCodec {
             writer.writeVarint(UInt64(entry.actor.incarnation))
             writer.writeVarint(entry.counter)
             writer.writeVarint(UInt64(entry.values.count))
-            for sibling in entry.values { write(sibling, to: &writer) }
+            for sibling in entry.values { write(sibling, to: &writer, valueBytes: valueBytes) }
         }
-        return writer.bytes
+    }
+
+    /// What ``write(_:to:valueBytes:)`` appends, counted; it must follow every branch
+    /// of the writers (a property test compares the two).
+    private static func encodedCount(_ object: StoredObject, valueBytes: Bool) -> Int {
+        var count = 1 + varintCount(UInt64(object.entries.count))
+        for entry in object.entries {
+            count += 8 + varintCount(UInt64(entry.actor.incarnation)) + varintCount(entry.counter)
+            count += varintCount(UInt64(entry.values.count))
+            for sibling in entry.values {
+                count += encodedCount(sibling, valueBytes: valueBytes)
+            }
+        }
+        return count
+    }
+
+    private static func encodedCount(_ sibling: Sibling, valueBytes: Bool) -> Int {
+        var count = 1 + varintCount(zigzag(sibling.timestampMilliseconds))
+        if !sibling.isTombstone, let expiry = sibling.expiresAtMilliseconds {
+            count += varintCount(zigzag(expiry))
+        }
+        if let requestID = sibling.requestID { count += lengthPrefixedCount(requestID.utf8.count) }
+        if let value = sibling.value {
+            count += lengthPrefixedCount(value.contentType.utf8.count)
+            if let large = value.largeValue {
+                count += lengthPrefixedCount(large.encoded.count)
+            } else {
+                count += lengthPrefixedCount(valueBytes ? value.bytes.count : 0)
+            }
+        }
+        return count
+    }
+
+    /// The bytes of `value` as LEB128.
+    private static func varintCount(_ value: UInt64) -> Int {
+        value == 0 ? 1 : (64 - value.leadingZeroBitCount + 6) / 7
+    }
+
+    private static func lengthPrefixedCount(_ length: Int) -> Int {
+        varintCount(UInt64(length)) + length
+    }
+
+    private static func zigzag(_ value: Int64) -> UInt64 {
+        UInt64(bitPattern: (value << 1) ^ (value >> 63))
     }
 
     /// Appends one sibling: a flags byte (bit 0: tombstone, bit 1: request id, bit 2:
@@ -67,6 +136,10 @@ public enum StoredObjectCodec {
     /// content type and the bytes, each length-prefixed. The node-to-node protocol
     /// carries proposed writes the same way.
     public static func write(_ sibling: Sibling, to writer: inout BinaryWriter) {
+        write(sibling, to: &writer, valueBytes: true)
+    }
+
+    private static func write(_ sibling: Sibling, to writer: inout BinaryWriter, valueBytes: Bool) {
         let large = sibling.value?.largeValue
         let expiry = sibling.isTombstone ? nil : sibling.expiresAtMilliseconds
         writer.write(
@@ -74,10 +147,16 @@ public enum StoredObjectCodec {
                 | (expiry == nil ? 0 : 8) | (sibling.resolvesByLastWriter ? 16 : 0))
         writer.writeSignedVarint(sibling.timestampMilliseconds)
         if let expiry { writer.writeSignedVarint(expiry) }
-        if let requestID = sibling.requestID { writer.writeLengthPrefixed(Array(requestID.utf8)) }
+        if let requestID = sibling.requestID { writer.writeLengthPrefixed(requestID.utf8) }
         if let value = sibling.value {
-            writer.writeLengthPrefixed(Array(value.contentType.utf8))
-            writer.writeLengthPrefixed(large?.encoded ?? value.bytes)
+            writer.writeLengthPrefixed(value.contentType.utf8)
+            if let large {
+                writer.writeLengthPrefixed(large.encoded)
+            } else if valueBytes {
+                writer.writeLengthPrefixed(value.bytes)
+            } else {
+                writer.writeVarint(0)
+            }
         }
     }
 

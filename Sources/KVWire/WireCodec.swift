@@ -83,7 +83,9 @@ public enum WireCodec {
 
     /// Encodes `frame` with its length prefix.
     public static func encode(_ frame: WireFrame) -> [UInt8] {
-        var body = BinaryWriter(capacity: 128)
+        var body = BinaryWriter(capacity: lengthPrefixBytes + estimatedBodyBytes(frame))
+        // The length, filled in once the body is written: a frame is built in one buffer.
+        body.writeRaw(repeatElement(0, count: lengthPrefixBytes))
         body.write(version)
         switch frame {
         case .hello(let node, let cluster, let listenAddress, let clock):
@@ -105,12 +107,34 @@ public enum WireCodec {
         case .message(let message):
             encode(message, into: &body)
         }
-        let length = UInt32(body.bytes.count)
-        var framed: [UInt8] = []
-        framed.reserveCapacity(body.bytes.count + lengthPrefixBytes)
-        framed.append(contentsOf: [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: length >> UInt32($0)) })
-        framed.append(contentsOf: body.bytes)
-        return framed
+        body.overwriteFixed32(UInt32(body.bytes.count - lengthPrefixBytes), at: 0)
+        return body.bytes
+    }
+
+    /// About the size of `frame`'s body, so that the buffer of a frame carrying rows
+    /// (a transfer's batch, a large value's chunk) is allocated once rather than grown
+    /// by doubling, each step a copy. Small frames take the default.
+    static func estimatedBodyBytes(_ frame: WireFrame) -> Int {
+        let small = 128
+        guard case .message(let message) = frame else { return small }
+        switch message {
+        case .quorum(.store(_, let key, let object)), .quorum(.repair(let key, let object)),
+            .quorum(.storeHint(_, let key, let object, _)), .hints(.handoff(_, let key, let object)),
+            .antiEntropy(.reconcile(_, let key, let object)):
+            return small + key.bytes.count + StoredObjectCodec.encodedCount(object)
+        case .quorum(.fetched(_, let object)):
+            return small + StoredObjectCodec.encodedCount(object)
+        case .quorum(.coordinateWrite(_, let key, let write, _)):
+            return small + key.bytes.count + (write.sibling.value?.bytes.count ?? 0)
+        case .scans(.scanned(_, let page)), .transfers(.transferRows(_, let page, _)):
+            return page.rows.reduce(small) {
+                $0 + $1.key.count + StoredObjectCodec.encodedCount($1.object) + 8
+            }
+        case .metadata(.push(_, let encoded)), .transfers(.transfersReport(_, let encoded)):
+            return small + encoded.count
+        default:
+            return small
+        }
     }
 
     /// Decodes one frame's body (what follows the length prefix).
@@ -145,7 +169,7 @@ public enum WireCodec {
             writer.write(Kind.store.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
-            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+            writeObject(object, into: &writer)
         case .quorum(.stored(let id, let durable)):
             writer.write(Kind.stored.rawValue)
             writer.writeVarint(id)
@@ -157,7 +181,7 @@ public enum WireCodec {
         case .quorum(.fetched(let id, let object)):
             writer.write(Kind.fetched.rawValue)
             writer.writeVarint(id)
-            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+            writeObject(object, into: &writer)
         case .quorum(.replicaFailed(let id, let error)):
             writer.write(Kind.replicaFailed.rawValue)
             writer.writeVarint(id)
@@ -165,7 +189,7 @@ public enum WireCodec {
         case .quorum(.repair(let key, let object)):
             writer.write(Kind.repair.rawValue)
             encode(key, into: &writer)
-            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+            writeObject(object, into: &writer)
         case .quorum(.coordinateWrite(let id, let key, let write, let quorum)):
             writer.write(Kind.coordinateWrite.rawValue)
             writer.writeVarint(id)
@@ -183,10 +207,10 @@ public enum WireCodec {
             switch outcome {
             case .written(let object):
                 writer.write(0)
-                writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+                writeObject(object, into: &writer)
             case .read(let object):
                 writer.write(1)
-                writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+                writeObject(object, into: &writer)
             case .failed(let error):
                 writer.write(2)
                 encode(error, into: &writer)
@@ -252,13 +276,13 @@ public enum WireCodec {
             writer.write(Kind.storeHint.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
-            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+            writeObject(object, into: &writer)
             writer.writeFixed(target.rawValue)
         case .hints(.handoff(let id, let key, let object)):
             writer.write(Kind.handoff.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
-            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+            writeObject(object, into: &writer)
         case .hints(.handedOff(let id, let error)):
             writer.write(Kind.handedOff.rawValue)
             writer.writeVarint(id)
@@ -305,14 +329,14 @@ public enum WireCodec {
             writer.write(Kind.reconcile.rawValue)
             writer.writeVarint(id)
             encode(key, into: &writer)
-            writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+            writeObject(object, into: &writer)
         case .antiEntropy(.reconciled(let id, let outcome)):
             writer.write(Kind.reconciled.rawValue)
             writer.writeVarint(id)
             switch outcome {
             case .object(let object):
                 writer.write(0)
-                writer.writeLengthPrefixed(StoredObjectCodec.encode(object))
+                writeObject(object, into: &writer)
             case .failed(let error):
                 writer.write(1)
                 encode(error, into: &writer)
@@ -494,7 +518,7 @@ public enum WireCodec {
         writer.writeVarint(UInt64(page.rows.count))
         for row in page.rows {
             writer.writeLengthPrefixed(row.key)
-            writer.writeLengthPrefixed(StoredObjectCodec.encode(row.object))
+            writeObject(row.object, into: &writer)
         }
     }
 
@@ -667,6 +691,13 @@ public enum WireCodec {
         return ReplicaKey(
             partition: PartitionID(rawValue: UInt32(partition)), bytes: bytes,
             generation: try reader.readVarint())
+    }
+
+    /// An object, length-prefixed, written straight into the frame rather than encoded
+    /// on its own and copied in.
+    static func writeObject(_ object: StoredObject, into writer: inout BinaryWriter) {
+        writer.writeVarint(UInt64(StoredObjectCodec.encodedCount(object)))
+        StoredObjectCodec.write(object, to: &writer)
     }
 
     static func decodeObject(_ reader: inout BinaryReader) throws -> StoredObject {

@@ -73,31 +73,70 @@ struct CodecTests {
         await propertyCheck(count: 200, input: historyGenerator, Gen.uint8().array(of: 0...20)) {
             operations, payload in
             for clock in replayHistory(operations) {
-                var object = StoredObject()
-                // Rebuild the same causal shape with real siblings, tombstones included.
-                for entry in clock.entries {
-                    object = object.merging(
-                        StoredObject(validatedEntries: [
-                            StoredObject.Entry(
-                                actor: entry.actor, counter: entry.counter,
-                                values: entry.values.map { step in
-                                    step % 4 == 0
-                                        ? Sibling.tombstone(
-                                            at: Int64(step), requestID: step % 8 == 0 ? "del-\(step)" : nil,
-                                            resolvesByLastWriter: step % 5 == 0)
-                                        : Sibling(
-                                            value: RowValue(
-                                                bytes: payload + [UInt8(truncatingIfNeeded: step)],
-                                                contentType: "t/\(step)"),
-                                            timestampMilliseconds: -Int64(step),
-                                            requestID: step % 3 == 0 ? "req-\(step)" : nil,
-                                            expiresAtMilliseconds: step % 7 == 0 ? Int64(step) * 1000 : nil,
-                                            resolvesByLastWriter: step % 5 == 0)
-                                })
-                        ])!)
-                }
+                let object = Self.object(shapedLike: clock, payload: payload)
                 let decoded = try StoredObjectCodec.decode(StoredObjectCodec.encode(object))
                 #expect(decoded == object)
+            }
+        }
+    }
+
+    /// A stored object with `clock`'s causal shape and real siblings: values, tombstones,
+    /// request ids, expiries, last-writer-wins versions and, with `largeValues`, large
+    /// value records.
+    static func object(shapedLike clock: Clock, payload: [UInt8], largeValues: Bool = false) -> StoredObject {
+        var object = StoredObject()
+        for entry in clock.entries {
+            object = object.merging(
+                StoredObject(validatedEntries: [
+                    StoredObject.Entry(
+                        actor: entry.actor, counter: entry.counter,
+                        values: entry.values.map { step in
+                            if step % 4 == 0 {
+                                return Sibling.tombstone(
+                                    at: Int64(step), requestID: step % 8 == 0 ? "del-\(step)" : nil,
+                                    resolvesByLastWriter: step % 5 == 0)
+                            }
+                            let value =
+                                largeValues && step % 6 == 1
+                                ? RowValue(
+                                    largeValue: LargeValue(
+                                        id: UUIDValue(bytes: Array(repeating: UInt8(step % 256), count: 16))!,
+                                        length: Int64(step) * 1_000_003, chunkBytes: 1 << 20,
+                                        md5: Array(repeating: 7, count: 16), replicas: 3),
+                                    contentType: "t/\(step)")
+                                : RowValue(
+                                    bytes: payload + [UInt8(truncatingIfNeeded: step)],
+                                    contentType: "t/\(step)")
+                            return Sibling(
+                                value: value,
+                                timestampMilliseconds: step % 2 == 0
+                                    ? -Int64(step) : Int64(step) * 987_654_321,
+                                requestID: step % 3 == 0 ? "req-\(step)" : nil,
+                                expiresAtMilliseconds: step % 7 == 0 ? Int64(step) * 1000 : nil,
+                                resolvesByLastWriter: step % 5 == 0)
+                        })
+                ])!)
+        }
+        return object
+    }
+
+    /// What frames are sized by (the counted size) and what every write hashes (the
+    /// encoding without value bytes) agree with the encoder, which writes in place too.
+    @Test func countedAndStrippedEncodingsAgreeWithTheEncoder() async {
+        await propertyCheck(count: 200, input: historyGenerator, Gen.uint8().array(of: 0...300)) {
+            operations, payload in
+            for clock in replayHistory(operations) {
+                let object = Self.object(shapedLike: clock, payload: payload, largeValues: true)
+                let encoded = StoredObjectCodec.encode(object)
+                #expect(StoredObjectCodec.encodedCount(object) == encoded.count)
+                #expect(
+                    StoredObjectCodec.encodeWithoutValueBytes(object)
+                        == StoredObjectCodec.encode(object.withoutValueBytes))
+                var writer = BinaryWriter()
+                writer.write(7)
+                StoredObjectCodec.write(object, to: &writer)
+                #expect(writer.bytes == [7] + encoded)
+                #expect((try? StoredObjectCodec.decode(encoded)) == object)
             }
         }
     }
