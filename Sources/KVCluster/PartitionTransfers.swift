@@ -129,6 +129,13 @@ public struct TransferCounters: Hashable, Sendable {
 ///   them, and the cursor is written without a flush of its own, so a crash can lose
 ///   cursors but never rows before one: it re-sends the batches whose cursors it lost
 ///   (usually the last), which merging absorbs.
+/// - **Pipelined.** When a batch that is not the last arrives, the pull after its last
+///   key goes out at once to the same source (if reachable, the transfer still wanted and
+///   unpaused, and the byte budget unspent), so the next batch travels while this one is
+///   stored. A batch that arrives first waits unstored until the cursor before it is
+///   saved; one that arrives later is the transfer's next pull. A refused, lost or late
+///   pull ahead is only dropped: the ordinary pull after the cursor asks again. A batch
+///   that cannot be stored drops what was pulled after it.
 /// - **From whom.** A source is a previous owner the transition names
 ///   (``LayoutTransition/sources(of:in:)``, leavers first) that is reachable; each
 ///   failed pull moves to the next. With every previous owner abandoned there is nothing
@@ -226,12 +233,21 @@ public struct PartitionTransfers: Sendable {
         case recording
     }
 
+    /// The pull sent while the batch before it is stored, or its batch, held until the
+    /// cursor before it is saved.
+    private enum Ahead: Hashable, Sendable {
+        case pulling(id: UInt64, from: NodeID)
+        case received(rows: [ScanRow], done: Bool, bytes: Int, last: [UInt8]?)
+    }
+
     private struct Transfer: Sendable {
         var version: UInt64
         var step: Step
         var after: [UInt8]?
         var failures = 0
         var sourceIndex = 0
+        /// Only while a batch is stored or its cursor saved.
+        var ahead: Ahead?
     }
 
     /// The machine's settings.
@@ -330,9 +346,12 @@ public struct PartitionTransfers: Sendable {
         -> [Action]
     {
         guard case .transferRows(let id, let page, let estimatedRows) = message,
-            let partition = owners[id], var transfer = running[partition],
-            case .pulling(id, sender) = transfer.step
+            let partition = owners[id], var transfer = running[partition]
         else { return [] }
+        if case .pulling(id, sender)? = transfer.ahead {
+            return receivedAhead(id: id, page, estimatedRows: estimatedRows, partition, transfer)
+        }
+        guard case .pulling(id, sender) = transfer.step else { return [] }
         owners[id] = nil
         var actions: [Action] = [.cancelTimer(id: id)]
         if page.error != nil {
@@ -352,14 +371,48 @@ public struct PartitionTransfers: Sendable {
         running[partition] = transfer
         let rows = page.rows.map { ScanRow(key: $0.key, object: $0.object) }
         actions.append(.store(id: storeID, partition, rows: rows))
+        if page.truncated { actions += pullAhead(partition, from: sender, view: view) }
         return actions
+    }
+
+    /// The batch of a pull sent ahead: held until the cursor before it is saved. A
+    /// refusal only drops it; the ordinary pull after the cursor retries.
+    private mutating func receivedAhead(
+        id: UInt64, _ page: PartitionScanPage, estimatedRows: UInt64, _ partition: PartitionID,
+        _ transfer: Transfer
+    ) -> [Action] {
+        var transfer = transfer
+        owners[id] = nil
+        if page.error != nil {
+            counters.pullsFailed += 1
+            transfer.ahead = nil
+        } else {
+            if var entry = inbound[partition] {
+                entry.estimatedRows = max(estimatedRows, entry.rows)
+                inbound[partition] = entry
+            }
+            let bytes = page.rows.reduce(0) { $0 + $1.key.count + StoredObjectCodec.encodedCount($1.object) }
+            transfer.ahead = .received(
+                rows: page.rows.map { ScanRow(key: $0.key, object: $0.object) }, done: !page.truncated,
+                bytes: bytes, last: page.rows.last?.key)
+        }
+        running[partition] = transfer
+        return [.cancelTimer(id: id)]
     }
 
     /// A message could not be sent.
     public mutating func sendFailed(_ message: TransferMessage, view: TransferView) -> [Action] {
         guard case .transferPull(let id, _, _, _, _) = message, let partition = owners[id],
-            var transfer = running[partition], case .pulling(id, _) = transfer.step
+            var transfer = running[partition]
         else { return [] }
+        if case .pulling(id, _)? = transfer.ahead {
+            owners[id] = nil
+            counters.pullsFailed += 1
+            transfer.ahead = nil
+            running[partition] = transfer
+            return [.cancelTimer(id: id)]
+        }
+        guard case .pulling(id, _) = transfer.step else { return [] }
         owners[id] = nil
         counters.pullsFailed += 1
         transfer.sourceIndex += 1
@@ -371,6 +424,12 @@ public struct PartitionTransfers: Sendable {
         if receipts.ownsTimer(id) { return perform(receipts.timerFired(id: id)) }
         guard let partition = owners.removeValue(forKey: id), var transfer = running[partition] else {
             return []
+        }
+        if case .pulling(id, let source)? = transfer.ahead {
+            counters.pullsFailed += 1
+            transfer.ahead = nil
+            running[partition] = transfer
+            return [.unanswered(source)]
         }
         switch transfer.step {
         case .pulling(id, let source):
@@ -390,8 +449,12 @@ public struct PartitionTransfers: Sendable {
             case .storing(id, let done, let rows, let bytes) = transfer.step
         else { return [] }
         owners[id] = nil
-        // The stored cursor stays where it was: the batch is pulled again.
-        guard ok else { return restartFromCursor(partition, transfer, view: view) }
+        // The stored cursor stays where it was: the batch is pulled again, and whatever
+        // was pulled after it is dropped.
+        guard ok else {
+            let dropped = dropAhead(&transfer)
+            return dropped + restartFromCursor(partition, transfer, view: view)
+        }
         transfer.failures = 0
         let saveID = takeID()
         owners[saveID] = partition
@@ -430,7 +493,33 @@ public struct PartitionTransfers: Sendable {
         }
         reserve(bytes: bytes, view: view)
         if done { return recordReceipt(partition, &transfer, view: view) }
-        return pull(partition, transfer, view: view)
+        // A transfer no longer wanted or paused drops what it pulled ahead; `pull` stops it.
+        guard view.wants(partition, version: transfer.version), !view.control.paused else {
+            let dropped = dropAhead(&transfer)
+            return dropped + pull(partition, transfer, view: view)
+        }
+        switch transfer.ahead {
+        case .received(let rows, let done, let bytes, let last)?:
+            transfer.ahead = nil
+            let storeID = takeID()
+            owners[storeID] = partition
+            transfer.step = .storing(id: storeID, done: done, rows: rows.count, bytes: bytes)
+            if let last { transfer.after = last }
+            running[partition] = transfer
+            var actions: [Action] = [.store(id: storeID, partition, rows: rows)]
+            if !done, let source = inbound[partition]?.source {
+                actions += pullAhead(partition, from: source, view: view)
+            }
+            return actions
+        case .pulling(let id, let source)?:
+            // Its batch, when it comes, is the transfer's next.
+            transfer.ahead = nil
+            transfer.step = .pulling(id: id, from: source)
+            running[partition] = transfer
+            return []
+        case nil:
+            return pull(partition, transfer, view: view)
+        }
     }
 
     /// The receipts were recorded in the metadata (`ok`) or could not be.
@@ -491,6 +580,39 @@ public struct PartitionTransfers: Sendable {
                         maximumBytes: settings.batchBytes)), to: source),
             .startTimer(id: id, afterMilliseconds: settings.requestTimeoutMilliseconds),
         ]
+    }
+
+    /// Sends the pull after the batch being stored, to the source of that batch, so the
+    /// next batch travels while this one is merged. Not while the byte budget is spent
+    /// (the ordinary pull waits for it), nor when the source is no longer reachable.
+    private mutating func pullAhead(_ partition: PartitionID, from source: NodeID, view: TransferView)
+        -> [Action]
+    {
+        guard var transfer = running[partition], transfer.ahead == nil,
+            view.wants(partition, version: transfer.version), !view.control.paused,
+            view.reachable.contains(source),
+            view.control.bytesPerSecond == 0 || throttleUntil <= view.nowMilliseconds
+        else { return [] }
+        let id = takeID()
+        owners[id] = partition
+        transfer.ahead = .pulling(id: id, from: source)
+        running[partition] = transfer
+        return [
+            .send(
+                .transfers(
+                    .transferPull(
+                        id: id, partition: partition, layoutVersion: transfer.version, after: transfer.after,
+                        maximumBytes: settings.batchBytes)), to: source),
+            .startTimer(id: id, afterMilliseconds: settings.requestTimeoutMilliseconds),
+        ]
+    }
+
+    /// Forgets what was pulled ahead; a late batch of it is then ignored.
+    private mutating func dropAhead(_ transfer: inout Transfer) -> [Action] {
+        defer { transfer.ahead = nil }
+        guard case .pulling(let id, _)? = transfer.ahead else { return [] }
+        owners[id] = nil
+        return [.cancelTimer(id: id)]
     }
 
     /// After a failure: a pause that grows with the failures in a row, or a stop.

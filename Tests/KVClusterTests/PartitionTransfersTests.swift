@@ -51,6 +51,14 @@ struct PartitionTransfersTests {
         }
     }
 
+    /// The store among `actions`.
+    static func store(in actions: [PartitionTransfers.Action]) -> (
+        id: UInt64, rows: [PartitionTransfers.ScanRow]
+    )? {
+        for case .store(let id, _, let rows) in actions { return (id, rows) }
+        return nil
+    }
+
     /// A machine with one transfer started and its empty cursor read: the first pull.
     static func pulling(control: HandoffControl = HandoffControl(bytesPerSecond: 0)) -> (
         PartitionTransfers, PartitionID, (id: UInt64, partition: PartitionID, after: [UInt8]?, to: NodeID)
@@ -144,18 +152,21 @@ struct PartitionTransfersTests {
         #expect(actions.contains(.startTimer(id: pull[0].id, afterMilliseconds: 10_000)))
     }
 
-    @Test("a batch is stored, then its cursor saved, then the next pull starts after its last key")
+    @Test("a batch is stored while the next is pulled after its last key; the cursor moves once it is stored")
     func batchThenCursorThenPull() {
         var (machine, partition, pull) = Self.pulling()
         let page = Self.row(5)
         let actions = machine.received(
             .transferRows(id: pull.id, page: page, estimatedRows: 10), from: pull.to, view: Self.view())
         #expect(actions.first == .cancelTimer(id: pull.id))
-        guard case .store(let storeID, partition, let rows) = actions.last else {
+        guard case .store(let storeID, partition, let rows) = actions[1] else {
             Issue.record("no store: \(actions)")
             return
         }
         #expect(rows.map(\.key) == [[5]])
+        // The next batch travels while this one is merged, from the same source.
+        let ahead = Self.pulls(actions)
+        #expect(ahead.count == 1 && ahead[0].after == [5] && ahead[0].to == pull.to)
         // Until the rows are stored the cursor does not move.
         let saved = machine.stored(id: storeID, ok: true, view: Self.view())
         guard case .saveCursor(let saveID, partition, _, let cursor) = saved.first else {
@@ -164,10 +175,110 @@ struct PartitionTransfersTests {
         }
         #expect(cursor == TransferCursor(done: false, after: [5]))
         #expect(machine.counters.batchesReceived == 0)
-        let next = Self.pulls(machine.cursorSaved(id: saveID, ok: true, view: Self.view()))
-        #expect(next.count == 1 && next[0].after == [5])
+        // The pull ahead is the transfer's next pull: none goes again.
+        #expect(machine.cursorSaved(id: saveID, ok: true, view: Self.view()).isEmpty)
         #expect(machine.counters.batchesReceived == 1 && machine.counters.rowsReceived == 1)
         #expect(machine.inbound[partition]?.estimatedRows == 10)
+        // Its batch is then stored like any other, and pulls the one after it.
+        let second = machine.received(
+            .transferRows(id: ahead[0].id, page: Self.row(6), estimatedRows: 10), from: pull.to,
+            view: Self.view())
+        #expect(Self.store(in: second)?.rows.map(\.key) == [[6]])
+        #expect(Self.pulls(second).map(\.after) == [[6]])
+    }
+
+    @Test("a batch pulled ahead waits for the cursor before it, then is stored and pulls the next")
+    func batchAheadWaitsForTheCursor() {
+        var (machine, partition, pull) = Self.pulling()
+        let first = machine.received(
+            .transferRows(id: pull.id, page: Self.row(5), estimatedRows: 10), from: pull.to, view: Self.view()
+        )
+        guard let (storeID, _) = Self.store(in: first), let ahead = Self.pulls(first).first else {
+            Issue.record("no store and pull ahead: \(first)")
+            return
+        }
+        // The next batch comes before the first is stored: it is held, not stored.
+        #expect(
+            machine.received(
+                .transferRows(id: ahead.id, page: Self.row(6), estimatedRows: 10), from: pull.to,
+                view: Self.view())
+                == [.cancelTimer(id: ahead.id)])
+        guard
+            case .saveCursor(let saveID, _, _, let cursor) = machine.stored(
+                id: storeID, ok: true, view: Self.view()
+            )
+            .first
+        else {
+            Issue.record("no cursor")
+            return
+        }
+        #expect(cursor == TransferCursor(done: false, after: [5]))
+        let next = machine.cursorSaved(id: saveID, ok: true, view: Self.view())
+        guard let (heldID, rows) = Self.store(in: next) else {
+            Issue.record("the held batch was not stored: \(next)")
+            return
+        }
+        #expect(rows.map(\.key) == [[6]])
+        #expect(Self.pulls(next).map(\.after) == [[6]])
+        guard
+            case .saveCursor(_, partition, _, let heldCursor) = machine.stored(
+                id: heldID, ok: true, view: Self.view()
+            )
+            .first
+        else {
+            Issue.record("no cursor after the held batch")
+            return
+        }
+        #expect(heldCursor == TransferCursor(done: false, after: [6]))
+    }
+
+    @Test("a pull ahead that fails is dropped; the ordinary pull after the cursor asks again")
+    func failedPullAhead() {
+        for failure in 0..<3 {
+            var (machine, _, pull) = Self.pulling()
+            let first = machine.received(
+                .transferRows(id: pull.id, page: Self.row(5), estimatedRows: 10), from: pull.to,
+                view: Self.view())
+            guard let (storeID, _) = Self.store(in: first), let ahead = Self.pulls(first).first else {
+                Issue.record("no store and pull ahead: \(first)")
+                return
+            }
+            switch failure {
+            case 0:
+                var refused = PartitionScanPage(rows: [], truncated: true)
+                refused.error = KVError(.unavailable, "busy")
+                #expect(
+                    machine.received(
+                        .transferRows(id: ahead.id, page: refused, estimatedRows: 0), from: pull.to,
+                        view: Self.view()) == [.cancelTimer(id: ahead.id)])
+            case 1:
+                #expect(machine.timerFired(id: ahead.id, view: Self.view()) == [.unanswered(pull.to)])
+            default:
+                #expect(
+                    machine.sendFailed(
+                        .transferPull(
+                            id: ahead.id, partition: ahead.partition, layoutVersion: Self.after.version,
+                            after: [5], maximumBytes: 1), view: Self.view()) == [.cancelTimer(id: ahead.id)])
+            }
+            #expect(machine.counters.pullsFailed == 1)
+            guard
+                case .saveCursor(let saveID, _, _, _) = machine.stored(
+                    id: storeID, ok: true, view: Self.view()
+                )
+                .first
+            else {
+                Issue.record("no cursor")
+                return
+            }
+            let again = Self.pulls(machine.cursorSaved(id: saveID, ok: true, view: Self.view()))
+            #expect(again.count == 1 && again[0].after == [5] && again[0].id != ahead.id)
+            // A late answer to the dropped pull changes nothing.
+            #expect(
+                machine.received(
+                    .transferRows(id: ahead.id, page: Self.row(6), estimatedRows: 10), from: pull.to,
+                    view: Self.view()
+                ).isEmpty)
+        }
     }
 
     @Test("the last batch saves a done cursor, then the receipt is recorded and the transfer ends")
@@ -280,18 +391,21 @@ struct PartitionTransfersTests {
     @Test("a batch that cannot be stored reads the cursor again, so it is pulled again")
     func storeFailure() {
         var (machine, partition, pull) = Self.pulling()
-        guard
-            case .store(let storeID, _, _) = machine.received(
-                .transferRows(id: pull.id, page: Self.row(3), estimatedRows: 1), from: pull.to,
-                view: Self.view()
-            ).last
-        else {
-            Issue.record("no store")
+        let actions = machine.received(
+            .transferRows(id: pull.id, page: Self.row(3), estimatedRows: 1), from: pull.to, view: Self.view())
+        guard let (storeID, _) = Self.store(in: actions), let ahead = Self.pulls(actions).first else {
+            Issue.record("no store and pull ahead: \(actions)")
             return
         }
+        // What was pulled after the batch is dropped with it.
         #expect(
             machine.stored(id: storeID, ok: false, view: Self.view())
-                == [.readCursor(partition, layoutVersion: Self.after.version)])
+                == [.cancelTimer(id: ahead.id), .readCursor(partition, layoutVersion: Self.after.version)])
+        #expect(
+            machine.received(
+                .transferRows(id: ahead.id, page: Self.row(4), estimatedRows: 1), from: pull.to,
+                view: Self.view()
+            ).isEmpty)
     }
 
     @Test(
@@ -317,35 +431,52 @@ struct PartitionTransfersTests {
         var (machine, partition, pull) = Self.pulling()
         var received = Self.transition
         received.received.insert(TransferSlot(partition: partition, node: Self.joiner))
-        guard
-            case .store(let storeID, _, _) = machine.received(
-                .transferRows(id: pull.id, page: Self.row(3), estimatedRows: 1), from: pull.to,
-                view: Self.view()
-            ).last,
+        let actions = machine.received(
+            .transferRows(id: pull.id, page: Self.row(3), estimatedRows: 1), from: pull.to, view: Self.view())
+        guard let (storeID, _) = Self.store(in: actions), let ahead = Self.pulls(actions).first,
             case .saveCursor(let saveID, _, _, _) = machine.stored(id: storeID, ok: true, view: Self.view())
                 .first
         else {
-            Issue.record("no batch")
+            Issue.record("no batch: \(actions)")
             return
         }
-        #expect(machine.cursorSaved(id: saveID, ok: true, view: Self.view(transition: received)).isEmpty)
+        // Its pull ahead is dropped with it.
+        #expect(
+            machine.cursorSaved(id: saveID, ok: true, view: Self.view(transition: received))
+                == [.cancelTimer(id: ahead.id)])
         #expect(machine.receiving.isEmpty)
     }
 
-    @Test("the byte rate makes the next pull wait for the node's budget, a second at most at a time")
+    @Test(
+        "the byte rate makes the next pull wait for the node's budget, a second at most at a time, and none goes ahead while it is spent"
+    )
     func rate() {
         let control = HandoffControl(bytesPerSecond: 10)
         var (machine, _, pull) = Self.pulling(control: control)
-        guard
-            case .store(let storeID, _, _) = machine.received(
-                .transferRows(id: pull.id, page: Self.row(3), estimatedRows: 1), from: pull.to,
-                view: Self.view(control: control)
-            ).last,
+        // The budget is unspent at the first batch, so the second is pulled ahead.
+        let first = machine.received(
+            .transferRows(id: pull.id, page: Self.row(3), estimatedRows: 1), from: pull.to,
+            view: Self.view(control: control))
+        guard let (firstStore, _) = Self.store(in: first), let ahead = Self.pulls(first).first,
+            case .saveCursor(let firstSave, _, _, _) = machine.stored(
+                id: firstStore, ok: true, view: Self.view(control: control)
+            ).first
+        else {
+            Issue.record("no first batch: \(first)")
+            return
+        }
+        #expect(machine.cursorSaved(id: firstSave, ok: true, view: Self.view(control: control)).isEmpty)
+        // The first batch spent the budget: the second pulls nothing ahead, and the
+        // pull after it waits.
+        let second = machine.received(
+            .transferRows(id: ahead.id, page: Self.row(4), estimatedRows: 1), from: pull.to,
+            view: Self.view(control: control))
+        guard let (storeID, _) = Self.store(in: second), Self.pulls(second).isEmpty,
             case .saveCursor(let saveID, _, _, _) = machine.stored(
                 id: storeID, ok: true, view: Self.view(control: control)
             ).first
         else {
-            Issue.record("no batch")
+            Issue.record("no second batch, or a pull ahead: \(second)")
             return
         }
         let actions = machine.cursorSaved(id: saveID, ok: true, view: Self.view(control: control, now: 0))
