@@ -320,18 +320,20 @@ struct ElasticClusterTests {
         let report = try await a.transfers()
         let resent = report.transfers.map(\.resentBatches)
         print(
-            "resent batches per partition: \(resent.filter { $0 > 0 }.count) partitions re-sent one, max \(resent.max() ?? 0)"
+            "resent batches per partition: \(resent.filter { $0 > 0 }.count) partitions re-sent some, max \(resent.max() ?? 0)"
         )
-        #expect(resent.allSatisfy { $0 <= 1 }, "at most one batch per partition is sent twice")
+        // A transfer has at most two batches in flight: the one being stored and the one
+        // pulled after it.
+        #expect(resent.allSatisfy { $0 <= 2 }, "at most two batches per partition are sent twice")
         let sent = try await Self.counter("handoff.rows_sent", clients)
         // Every row of the moved partitions once (each source counted its partition in its
-        // snapshot), and at most one batch again for each partition the receiver was
+        // snapshot), and at most two batches again for each partition the receiver was
         // taking at the kill (4 at once); starting over would send what it had already.
         let needed = report.transfers.reduce(UInt64(0)) { $0 + $1.estimatedRows }
         let batchRows: UInt64 = (16 << 10) / 500 + 1
         print("rows sent \(sent), \(needed) needed, \(plan.movedReplicas) partition copies")
         #expect(needed > 0 && UInt64(sent) >= needed)
-        #expect(UInt64(sent) <= needed + 4 * batchRows, "the transfer did not start over")
+        #expect(UInt64(sent) <= needed + 4 * 2 * batchRows, "the transfer did not start over")
         let restarted = try await HTTPKeyValueService(url: joiner.url)
         for index in stride(from: 0, to: keyCount, by: 97) {
             let read = try await restarted.get(
