@@ -14,7 +14,10 @@
 # With KV_HANDOFF_LOAD=0 (any value but 1) no client load runs and no latency window
 # is written: the handoff alone.
 # KV_HANDOFF_NODE_CONCURRENCY sets the transfers each node runs at once (default: the
-# store's default).
+# store's default). KV_HANDOFF_PARTITIONS sets the cluster's partition count (default:
+# the store's, 256); fewer, larger partitions take several batches each.
+# Each handoff line also gives the CPU time the four nodes used from the commit until
+# no data moved, and that per MiB moved.
 # KV_BINARY runs another build of `kv` (say, one from an earlier revision) instead of
 # this tree's, which is then not built; a relative path is taken from where the script
 # was started.
@@ -40,10 +43,12 @@ json_dir="${KV_BENCH_JSON:-$work/json}"
 mkdir -p "$json_dir"
 
 http=(); peer=()
+partition_flags=()
+if [ -n "${KV_HANDOFF_PARTITIONS:-}" ]; then partition_flags=(--partitions "$KV_HANDOFF_PARTITIONS"); fi
 start_node() { # index [extra flags…]
     local i=$1
     shift
-    "$kv" server --host 127.0.0.1 --port "${http[$i]}" --peer-port "${peer[$i]}" \
+    "$kv" server "${partition_flags[@]}" --host 127.0.0.1 --port "${http[$i]}" --peer-port "${peer[$i]}" \
         --data "$work/node$i" --node-name "node$i" --log-level warning "$@" > "$work/node$i.out" 2>&1 &
     pids+=($!)
 }
@@ -54,6 +59,12 @@ bench() { # output-file json-file
     "$kv" bench --url "$urls" --clients "$clients" --duration "$seconds" --value-size 1024 \
         --keys "$keys" --get-ratio 0.5 --no-preload --no-progress --output "$2" > "$1" 2>&1
     sed 's/^/    /' "$1"
+}
+# The CPU time (user and system, in clock ticks) the nodes started so far have used.
+node_cpu_ticks() {
+    local total=0 pid
+    for pid in "${pids[@]}"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done
+    echo "$total"
 }
 summarize() { # label output-file
     summary+=("$1: $(awk '/total/ { print $2 }' "$2") ops/s, p99 get $(awk '$1 == "get" { print $5 }' "$2") µs, p99 put $(awk '$1 == "put" { print $5 }' "$2") µs")
@@ -101,6 +112,7 @@ for limit in default 4MiB none; do
     done
     plan=$(curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/stage" -d '{"change":"join","node":"node3"}' \
         | python3 -c "import json, sys; print(json.load(sys.stdin)['id'])")
+    cpu_before=$(node_cpu_ticks)
     curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/commit" -d "{\"plan\":\"$plan\"}" > /dev/null
     start=$(date +%s.%N)
     if [ "$load" = 1 ]; then
@@ -113,6 +125,7 @@ for limit in default 4MiB none; do
         sleep 0.1
     done
     took=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+    cpu_ticks=$(($(node_cpu_ticks) - cpu_before))
     if [ "$load" = 1 ]; then
         wait "$bench_pid"
         summarize "limit $limit, during" "$work/during.out"
@@ -124,7 +137,8 @@ for limit in default 4MiB none; do
         > "$json_dir/handoff-$limit.json"
     window="latency window ${seconds}s"
     [ "$load" = 1 ] || window="no client load"
-    line="limit $limit: $rows rows, $((bytes / 1048576)) MiB handed off in ${took}s: $rate MiB/s ($window)"
+    cpu=$(python3 -c "t = $cpu_ticks / $(getconf CLK_TCK); print(f'{t:.1f} s of CPU, {1000 * t / max($bytes / 1048576, 1):.0f} ms per MiB')")
+    line="limit $limit: $rows rows, $((bytes / 1048576)) MiB handed off in ${took}s: $rate MiB/s, $cpu ($window)"
     echo "  $line"
     summary+=("$line")
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done

@@ -131,11 +131,12 @@ public struct TransferCounters: Hashable, Sendable {
 ///   (usually the last), which merging absorbs.
 /// - **Pipelined.** When a batch that is not the last arrives, the pull after its last
 ///   key goes out at once to the same source (if reachable, the transfer still wanted and
-///   unpaused, and the byte budget unspent), so the next batch travels while this one is
-///   stored. A batch that arrives first waits unstored until the cursor before it is
-///   saved; one that arrives later is the transfer's next pull. A refused, lost or late
-///   pull ahead is only dropped: the ordinary pull after the cursor asks again. A batch
-///   that cannot be stored drops what was pulled after it.
+///   unpaused, the byte budget unspent and both batches' cost within its debt bound), so
+///   the next batch travels while this one is stored. A batch that arrives first waits
+///   unstored until the cursor before it is saved; one that arrives later is the
+///   transfer's next pull. A refused, lost or late pull ahead fails the pull after the
+///   cursor, which backs off and moves to the next source as below. A batch that cannot
+///   be stored drops what was pulled after it.
 /// - **From whom.** A source is a previous owner the transition names
 ///   (``LayoutTransition/sources(of:in:)``, leavers first) that is reachable; each
 ///   failed pull moves to the next. With every previous owner abandoned there is nothing
@@ -238,6 +239,8 @@ public struct PartitionTransfers: Sendable {
     private enum Ahead: Hashable, Sendable {
         case pulling(id: UInt64, from: NodeID)
         case received(rows: [ScanRow], done: Bool, bytes: Int, last: [UInt8]?)
+        /// Refused, lost or late: the pull after the cursor backs off as after any failure.
+        case failed
     }
 
     private struct Transfer: Sendable {
@@ -371,12 +374,12 @@ public struct PartitionTransfers: Sendable {
         running[partition] = transfer
         let rows = page.rows.map { ScanRow(key: $0.key, object: $0.object) }
         actions.append(.store(id: storeID, partition, rows: rows))
-        if page.truncated { actions += pullAhead(partition, from: sender, view: view) }
+        if page.truncated { actions += pullAhead(partition, from: sender, storing: bytes, view: view) }
         return actions
     }
 
     /// The batch of a pull sent ahead: held until the cursor before it is saved. A
-    /// refusal only drops it; the ordinary pull after the cursor retries.
+    /// refusal is a failure of the pull after the cursor, which then backs off.
     private mutating func receivedAhead(
         id: UInt64, _ page: PartitionScanPage, estimatedRows: UInt64, _ partition: PartitionID,
         _ transfer: Transfer
@@ -385,7 +388,8 @@ public struct PartitionTransfers: Sendable {
         owners[id] = nil
         if page.error != nil {
             counters.pullsFailed += 1
-            transfer.ahead = nil
+            transfer.sourceIndex += 1
+            transfer.ahead = .failed
         } else {
             if var entry = inbound[partition] {
                 entry.estimatedRows = max(estimatedRows, entry.rows)
@@ -408,7 +412,8 @@ public struct PartitionTransfers: Sendable {
         if case .pulling(id, _)? = transfer.ahead {
             owners[id] = nil
             counters.pullsFailed += 1
-            transfer.ahead = nil
+            transfer.sourceIndex += 1
+            transfer.ahead = .failed
             running[partition] = transfer
             return [.cancelTimer(id: id)]
         }
@@ -427,7 +432,8 @@ public struct PartitionTransfers: Sendable {
         }
         if case .pulling(id, let source)? = transfer.ahead {
             counters.pullsFailed += 1
-            transfer.ahead = nil
+            transfer.sourceIndex += 1
+            transfer.ahead = .failed
             running[partition] = transfer
             return [.unanswered(source)]
         }
@@ -508,7 +514,7 @@ public struct PartitionTransfers: Sendable {
             running[partition] = transfer
             var actions: [Action] = [.store(id: storeID, partition, rows: rows)]
             if !done, let source = inbound[partition]?.source {
-                actions += pullAhead(partition, from: source, view: view)
+                actions += pullAhead(partition, from: source, storing: bytes, view: view)
             }
             return actions
         case .pulling(let id, let source)?:
@@ -517,6 +523,9 @@ public struct PartitionTransfers: Sendable {
             transfer.step = .pulling(id: id, from: source)
             running[partition] = transfer
             return []
+        case .failed?:
+            transfer.ahead = nil
+            return failed(partition, transfer, view: view)
         case nil:
             return pull(partition, transfer, view: view)
         }
@@ -582,16 +591,19 @@ public struct PartitionTransfers: Sendable {
         ]
     }
 
-    /// Sends the pull after the batch being stored, to the source of that batch, so the
-    /// next batch travels while this one is merged. Not while the byte budget is spent
-    /// (the ordinary pull waits for it), nor when the source is no longer reachable.
-    private mutating func pullAhead(_ partition: PartitionID, from source: NodeID, view: TransferView)
-        -> [Action]
-    {
+    /// Sends the pull after the batch being stored (`storing` bytes), to the source of
+    /// that batch, so the next batch travels while this one is merged. Not while the byte
+    /// budget is spent (the ordinary pull waits for it), nor when paying for both batches
+    /// would pass the debt's bound (the bound would forgive one of them), nor when the
+    /// source is no longer reachable.
+    private mutating func pullAhead(
+        _ partition: PartitionID, from source: NodeID, storing bytes: Int, view: TransferView
+    ) -> [Action] {
+        let rate = view.control.bytesPerSecond
         guard var transfer = running[partition], transfer.ahead == nil,
             view.wants(partition, version: transfer.version), !view.control.paused,
             view.reachable.contains(source),
-            view.control.bytesPerSecond == 0 || throttleUntil <= view.nowMilliseconds
+            rate == 0 || (throttleUntil <= view.nowMilliseconds && 2 * cost(bytes, rate) <= Self.maximumDebt)
         else { return [] }
         let id = takeID()
         owners[id] = partition
@@ -607,7 +619,8 @@ public struct PartitionTransfers: Sendable {
         ]
     }
 
-    /// Forgets what was pulled ahead; a late batch of it is then ignored.
+    /// Forgets what was pulled ahead (or that it failed); a late batch of it is then
+    /// ignored.
     private mutating func dropAhead(_ transfer: inout Transfer) -> [Action] {
         defer { transfer.ahead = nil }
         guard case .pulling(let id, _)? = transfer.ahead else { return [] }
@@ -677,8 +690,17 @@ public struct PartitionTransfers: Sendable {
     private mutating func reserve(bytes: Int, view: TransferView) {
         let rate = view.control.bytesPerSecond
         guard rate > 0 else { return }
-        let cost = Int64(Double(bytes) / Double(rate) * 1_000)
-        throttleUntil = min(max(throttleUntil, view.nowMilliseconds) + cost, view.nowMilliseconds + 2_000)
+        throttleUntil = min(
+            max(throttleUntil, view.nowMilliseconds) + cost(bytes, rate),
+            view.nowMilliseconds + Self.maximumDebt)
+    }
+
+    /// The most milliseconds of byte budget the node may owe.
+    private static let maximumDebt: Int64 = 2_000
+
+    /// The milliseconds of budget `bytes` cost at `rate` bytes per second.
+    private func cost(_ bytes: Int, _ rate: Int) -> Int64 {
+        Int64(Double(bytes) / Double(rate) * 1_000)
     }
 
     private mutating func takeID() -> UInt64 {

@@ -16,7 +16,7 @@ extension SimulatedWorld {
         let releasing = nodes[node].core.release.running
         let actions = nodes[node].core.handle(input, view: view)
         notePushes(since: releasing, at: node)
-        if case .received(.transfers(.transferRows(let id, _, _)), _) = input {
+        if case .received(.transfers(.transferRows(let id, let page, _)), _) = input {
             // For the transfer checker: what the page covered, once the machine stores it
             // (a store that fails does not count: the machine pulls from its cursor again,
             // maybe from another source).
@@ -24,7 +24,23 @@ extension SimulatedWorld {
             let store = actions.lazy.compactMap { action -> UInt64? in
                 if case .transfers(.store(let id, _, _)) = action { id } else { nil }
             }.first
-            if let served, let store { transferPagesStoring[ServedPage(receiver: node, id: store)] = served }
+            if let served, let store {
+                transferPagesStoring[ServedPage(receiver: node, id: store)] = served
+            } else if let served, page.error == nil, !actions.isEmpty {
+                // Taken but not stored (an ignored late page answers nothing): a batch
+                // pulled ahead, stored once the cursor before it is saved.
+                transferPagesHeld[HeldPage(receiver: node, partition: served.session.partition)] = (
+                    page.rows.map { PartitionTransfers.ScanRow(key: $0.key, object: $0.object) }, served
+                )
+            }
+        }
+        for case .transfers(.store(let store, let partition, let rows)) in actions
+        where transferPagesStoring[ServedPage(receiver: node, id: store)] == nil {
+            let held = HeldPage(receiver: node, partition: partition)
+            if let page = transferPagesHeld[held], page.rows == rows {
+                transferPagesStoring[ServedPage(receiver: node, id: store)] = page.served
+                transferPagesHeld[held] = nil
+            }
         }
         for action in actions {
             switch action {

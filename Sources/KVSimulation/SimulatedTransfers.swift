@@ -192,6 +192,15 @@ struct ServedPage: Hashable {
     var id: UInt64
 }
 
+/// The rows of a source's snapshot a served page covers, and the transfer it belongs to.
+typealias CoveredRows = (session: TransferSession, rows: [StorageEntry])
+
+/// A receiver's transfer of one partition, for the page it holds.
+struct HeldPage: Hashable {
+    var receiver: Int
+    var partition: PartitionID
+}
+
 /// One source's transfer of one partition to one receiver.
 struct TransferSession: Hashable {
     var receiver: Int

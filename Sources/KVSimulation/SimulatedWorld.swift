@@ -75,11 +75,15 @@ struct SimulatedWorld {
     /// For the transfer checker: the rows of the source's snapshot each page served
     /// covers, by receiver and pull id, and those of the pages a receiver took, by
     /// transfer.
-    var transferPagesServed: [ServedPage: (session: TransferSession, rows: [StorageEntry])] = [:]
+    var transferPagesServed: [ServedPage: CoveredRows] = [:]
     var transferRowsExpected: [TransferSession: [StorageEntry]] = [:]
     /// Pages whose store the receiver's machine asked for, by store id: they join
     /// `transferRowsExpected` once stored.
-    var transferPagesStoring: [ServedPage: (session: TransferSession, rows: [StorageEntry])] = [:]
+    var transferPagesStoring: [ServedPage: CoveredRows] = [:]
+    /// A page the receiver's machine holds, unstored, until the cursor before it is saved
+    /// (a pull ahead), with the rows it carried: linked to the store that carries the
+    /// same rows. A machine holds at most one per transfer.
+    var transferPagesHeld: [HeldPage: (rows: [PartitionTransfers.ScanRow], served: CoveredRows)] = [:]
     /// Metadata copies as decoded, by their binary form.
     var decodedMetadata: [[UInt8]: ClusterMetadata] = [:]
     /// Whether a disk loss is planned for this run (then no node is removed for good).
@@ -404,6 +408,8 @@ struct SimulatedWorld {
         nodes[node].life += 1
         closeConnections(of: node)
         nodes[node].cancelledTimers = []
+        // The held batches died with the machine.
+        transferPagesHeld = transferPagesHeld.filter { $0.key.receiver != node }
         try? nodes[node].engine.close()
         // Clients connected to it see their connection reset: the outcome is unknown.
         for client in clients.indices {

@@ -322,9 +322,10 @@ struct ElasticClusterTests {
         print(
             "resent batches per partition: \(resent.filter { $0 > 0 }.count) partitions re-sent some, max \(resent.max() ?? 0)"
         )
-        // A transfer has at most two batches in flight: the one being stored and the one
-        // pulled after it.
-        #expect(resent.allSatisfy { $0 <= 2 }, "at most two batches per partition are sent twice")
+        // The source counts a pull that goes back before what it last sent, once per
+        // restart of the partition's sequence (with pulls pipelined, the batches after
+        // it follow on).
+        #expect(resent.allSatisfy { $0 <= 1 }, "each partition went back at most once")
         let sent = try await Self.counter("handoff.rows_sent", clients)
         // Every row of the moved partitions once (each source counted its partition in its
         // snapshot), and at most two batches again for each partition the receiver was
