@@ -147,8 +147,9 @@ public struct TransferCounters: Hashable, Sendable {
 ///   `maximumFailures` of them the transfer stops until a later tick. A batch stored
 ///   resets the count.
 /// - **Rate.** With a byte rate set, each batch stored costs its bytes against the
-///   node's budget (shared by its transfers, at most 2 s of debt), and a pull waits, a
-///   second at most at a time, until the budget allows it.
+///   node's budget from when it was pulled (shared by its transfers, at most 2 s of
+///   debt), and a pull waits, a second at most at a time, until the budget allows it.
+///   A transfer slower than the rate therefore never waits.
 /// - **Receipts.** A received partition is recorded in the cluster metadata in batches
 ///   (``ProgressRecords``, with ``TransferSettings/receiptCoolDownMilliseconds``): the
 ///   first at once, the rest of a handoff a batch per cool-down, so the cluster stores
@@ -237,8 +238,8 @@ public struct PartitionTransfers: Sendable {
     /// The pull sent while the batch before it is stored, or its batch, held until the
     /// cursor before it is saved.
     private enum Ahead: Hashable, Sendable {
-        case pulling(id: UInt64, from: NodeID)
-        case received(rows: [ScanRow], done: Bool, bytes: Int, last: [UInt8]?)
+        case pulling(id: UInt64, from: NodeID, at: Int64)
+        case received(rows: [ScanRow], done: Bool, bytes: Int, last: [UInt8]?, pulledAt: Int64)
         /// Refused, lost or late: the pull after the cursor backs off as after any failure.
         case failed
     }
@@ -251,6 +252,9 @@ public struct PartitionTransfers: Sendable {
         var sourceIndex = 0
         /// Only while a batch is stored or its cursor saved.
         var ahead: Ahead?
+        /// When the pull of the batch in hand went out, in the shell's time: its bytes
+        /// are charged to the budget from then.
+        var pulledAt: Int64 = .min
     }
 
     /// The machine's settings.
@@ -351,7 +355,7 @@ public struct PartitionTransfers: Sendable {
         guard case .transferRows(let id, let page, let estimatedRows) = message,
             let partition = owners[id], var transfer = running[partition]
         else { return [] }
-        if case .pulling(id, sender)? = transfer.ahead {
+        if case .pulling(id, sender, _)? = transfer.ahead {
             return receivedAhead(id: id, page, estimatedRows: estimatedRows, partition, transfer)
         }
         guard case .pulling(id, sender) = transfer.step else { return [] }
@@ -390,7 +394,7 @@ public struct PartitionTransfers: Sendable {
             counters.pullsFailed += 1
             transfer.sourceIndex += 1
             transfer.ahead = .failed
-        } else {
+        } else if case .pulling(_, _, let pulledAt)? = transfer.ahead {
             if var entry = inbound[partition] {
                 entry.estimatedRows = max(estimatedRows, entry.rows)
                 inbound[partition] = entry
@@ -398,7 +402,7 @@ public struct PartitionTransfers: Sendable {
             let bytes = page.rows.reduce(0) { $0 + $1.key.count + StoredObjectCodec.encodedCount($1.object) }
             transfer.ahead = .received(
                 rows: page.rows.map { ScanRow(key: $0.key, object: $0.object) }, done: !page.truncated,
-                bytes: bytes, last: page.rows.last?.key)
+                bytes: bytes, last: page.rows.last?.key, pulledAt: pulledAt)
         }
         running[partition] = transfer
         return [.cancelTimer(id: id)]
@@ -409,7 +413,7 @@ public struct PartitionTransfers: Sendable {
         guard case .transferPull(let id, _, _, _, _) = message, let partition = owners[id],
             var transfer = running[partition]
         else { return [] }
-        if case .pulling(id, _)? = transfer.ahead {
+        if case .pulling(id, _, _)? = transfer.ahead {
             owners[id] = nil
             counters.pullsFailed += 1
             transfer.sourceIndex += 1
@@ -430,7 +434,7 @@ public struct PartitionTransfers: Sendable {
         guard let partition = owners.removeValue(forKey: id), var transfer = running[partition] else {
             return []
         }
-        if case .pulling(id, let source)? = transfer.ahead {
+        if case .pulling(id, let source, _)? = transfer.ahead {
             counters.pullsFailed += 1
             transfer.sourceIndex += 1
             transfer.ahead = .failed
@@ -497,7 +501,7 @@ public struct PartitionTransfers: Sendable {
             entry.lastBatchMilliseconds = view.nowMilliseconds
             inbound[partition] = entry
         }
-        reserve(bytes: bytes, view: view)
+        reserve(bytes: bytes, pulledAt: transfer.pulledAt, view: view)
         if done { return recordReceipt(partition, &transfer, view: view) }
         // A transfer no longer wanted or paused drops what it pulled ahead; `pull` stops it.
         guard view.wants(partition, version: transfer.version), !view.control.paused else {
@@ -505,8 +509,9 @@ public struct PartitionTransfers: Sendable {
             return dropped + pull(partition, transfer, view: view)
         }
         switch transfer.ahead {
-        case .received(let rows, let done, let bytes, let last)?:
+        case .received(let rows, let done, let bytes, let last, let pulledAt)?:
             transfer.ahead = nil
+            transfer.pulledAt = pulledAt
             let storeID = takeID()
             owners[storeID] = partition
             transfer.step = .storing(id: storeID, done: done, rows: rows.count, bytes: bytes)
@@ -517,9 +522,10 @@ public struct PartitionTransfers: Sendable {
                 actions += pullAhead(partition, from: source, storing: bytes, view: view)
             }
             return actions
-        case .pulling(let id, let source)?:
+        case .pulling(let id, let source, let pulledAt)?:
             // Its batch, when it comes, is the transfer's next.
             transfer.ahead = nil
+            transfer.pulledAt = pulledAt
             transfer.step = .pulling(id: id, from: source)
             running[partition] = transfer
             return []
@@ -580,6 +586,7 @@ public struct PartitionTransfers: Sendable {
         let id = takeID()
         owners[id] = partition
         transfer.step = .pulling(id: id, from: source)
+        transfer.pulledAt = view.nowMilliseconds
         running[partition] = transfer
         return [
             .send(
@@ -607,7 +614,7 @@ public struct PartitionTransfers: Sendable {
         else { return [] }
         let id = takeID()
         owners[id] = partition
-        transfer.ahead = .pulling(id: id, from: source)
+        transfer.ahead = .pulling(id: id, from: source, at: view.nowMilliseconds)
         running[partition] = transfer
         return [
             .send(
@@ -623,7 +630,7 @@ public struct PartitionTransfers: Sendable {
     /// ignored.
     private mutating func dropAhead(_ transfer: inout Transfer) -> [Action] {
         defer { transfer.ahead = nil }
-        guard case .pulling(let id, _)? = transfer.ahead else { return [] }
+        guard case .pulling(let id, _, _)? = transfer.ahead else { return [] }
         owners[id] = nil
         return [.cancelTimer(id: id)]
     }
@@ -685,13 +692,16 @@ public struct PartitionTransfers: Sendable {
         return []
     }
 
-    /// Charges `bytes` to the node's byte budget. The debt is bounded, so a rate raised
-    /// after a tiny one takes effect soon.
-    private mutating func reserve(bytes: Int, view: TransferView) {
+    /// Charges `bytes`, of a batch pulled at `pulledAt`, to the node's byte budget from
+    /// when it was pulled: a transfer slower than the rate then never waits, where
+    /// charging from when the batch was stored made each pull wait a batch's cost on
+    /// top of its round trip. The debt is bounded, so a rate raised after a tiny one
+    /// takes effect soon.
+    private mutating func reserve(bytes: Int, pulledAt: Int64, view: TransferView) {
         let rate = view.control.bytesPerSecond
         guard rate > 0 else { return }
         throttleUntil = min(
-            max(throttleUntil, view.nowMilliseconds) + cost(bytes, rate),
+            max(throttleUntil, min(pulledAt, view.nowMilliseconds)) + cost(bytes, rate),
             view.nowMilliseconds + Self.maximumDebt)
     }
 

@@ -483,6 +483,27 @@ struct PartitionTransfersTests {
         )
     }
 
+    @Test("a batch's bytes are charged from when it was pulled: a transfer slower than the rate never waits")
+    func rateCountsFromThePull() {
+        // A batch costs about 3 s at 10 bytes a second; this one takes 5 s to arrive and
+        // be stored, so the budget it cost is repaid by then.
+        let control = HandoffControl(bytesPerSecond: 10)
+        var (machine, _, pull) = Self.pulling(control: control)
+        let received = machine.received(
+            .transferRows(id: pull.id, page: Self.row(3), estimatedRows: 1), from: pull.to,
+            view: Self.view(control: control, now: 4_000))
+        guard let (storeID, _) = Self.store(in: received),
+            case .saveCursor(let saveID, _, _, _) = machine.stored(
+                id: storeID, ok: true, view: Self.view(control: control, now: 4_500)
+            ).first
+        else {
+            Issue.record("no batch: \(received)")
+            return
+        }
+        let next = machine.cursorSaved(id: saveID, ok: true, view: Self.view(control: control, now: 5_000))
+        #expect(Self.pulls(next).count == 1, "the pull waited: \(next)")
+    }
+
     @Test("a pull goes ahead only while the byte budget is unspent")
     func rateAndPullsAhead() {
         // A batch costs about 300 ms at 100 bytes a second.
