@@ -588,14 +588,7 @@ public struct PartitionTransfers: Sendable {
         transfer.step = .pulling(id: id, from: source)
         transfer.pulledAt = view.nowMilliseconds
         running[partition] = transfer
-        return [
-            .send(
-                .transfers(
-                    .transferPull(
-                        id: id, partition: partition, layoutVersion: transfer.version, after: transfer.after,
-                        maximumBytes: settings.batchBytes)), to: source),
-            .startTimer(id: id, afterMilliseconds: settings.requestTimeoutMilliseconds),
-        ]
+        return pullActions(id: id, partition, transfer, to: source)
     }
 
     /// Sends the pull after the batch being stored (`storing` bytes), to the source of
@@ -616,7 +609,14 @@ public struct PartitionTransfers: Sendable {
         owners[id] = partition
         transfer.ahead = .pulling(id: id, from: source, at: view.nowMilliseconds)
         running[partition] = transfer
-        return [
+        return pullActions(id: id, partition, transfer, to: source)
+    }
+
+    /// The pull `id` of the batch after `transfer.after`, and its timeout.
+    private func pullActions(id: UInt64, _ partition: PartitionID, _ transfer: Transfer, to source: NodeID)
+        -> [Action]
+    {
+        [
             .send(
                 .transfers(
                     .transferPull(
