@@ -17,7 +17,12 @@
 # store's default). KV_HANDOFF_PARTITIONS sets the cluster's partition count (default:
 # the store's, 256); fewer, larger partitions take several batches each.
 # Each handoff line also gives the CPU time the four nodes used from the commit until
-# no data moved, and that per MiB moved.
+# no data moved (and of it the new node's, since its start), that per MiB moved, and
+# the minor page faults the four nodes took meanwhile.
+# KV_HANDOFF_LIMITS picks the runs (default "default 4MiB none"). KV_HANDOFF_ENGINE runs
+# every node on another engine (sqlite, postgres, mariadb or redis; default rocksdb): the
+# script then starts the database server, and each node keeps its rows in a table of
+# its own there.
 # KV_BINARY runs another build of `kv` (say, one from an earlier revision) instead of
 # this tree's, which is then not built; a relative path is taken from where the script
 # was started.
@@ -39,6 +44,29 @@ seconds="${KV_BENCH_SECONDS:-15}"
 clients="${KV_BENCH_CLIENTS:-50}"
 keys="${KV_HANDOFF_KEYS:-200000}"
 source scripts/lib/bench-processes.sh
+engine="${KV_HANDOFF_ENGINE:-rocksdb}"
+case "$engine" in
+rocksdb | sqlite) ;;
+postgres | mariadb | redis)
+    source scripts/lib/database-servers.sh
+    start_database_servers
+    trap 'cleanup; stop_database_servers' EXIT
+    ;;
+*)
+    echo "KV_HANDOFF_ENGINE must be rocksdb, sqlite, postgres, mariadb or redis, not $engine" >&2
+    exit 2
+    ;;
+esac
+# The storage flags of node $1 in run $2.
+storage_flags() {
+    local url=""
+    case "$engine" in
+    postgres) url=$KV_TEST_POSTGRES_URL ;;
+    mariadb) url=$KV_TEST_MARIADB_URL ;;
+    redis) url=$KV_TEST_REDIS_URL ;;
+    esac
+    echo "--engine $engine${url:+ --storage-url $url?table=handoff_$2_node$1}"
+}
 json_dir="${KV_BENCH_JSON:-$work/json}"
 mkdir -p "$json_dir"
 
@@ -48,7 +76,8 @@ if [ -n "${KV_HANDOFF_PARTITIONS:-}" ]; then partition_flags=(--partitions "$KV_
 start_node() { # index [extra flags…]
     local i=$1
     shift
-    "$kv" server "${partition_flags[@]}" --host 127.0.0.1 --port "${http[$i]}" --peer-port "${peer[$i]}" \
+    # shellcheck disable=SC2046 # the storage flags are words without spaces
+    "$kv" server $(storage_flags "$i" "$limit") "${partition_flags[@]}" --host 127.0.0.1 --port "${http[$i]}" --peer-port "${peer[$i]}" \
         --data "$work/node$i" --node-name "node$i" --log-level warning "$@" > "$work/node$i.out" 2>&1 &
     pids+=($!)
 }
@@ -66,12 +95,19 @@ node_cpu_ticks() {
     for pid in "${pids[@]}"; do total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done
     echo "$total"
 }
+# The minor page faults the nodes started so far have taken (pages freed to the system
+# and touched again cost one each).
+node_faults() {
+    local total=0 pid
+    for pid in "${pids[@]}"; do total=$((total + $(awk '{ print $10 }' "/proc/$pid/stat"))); done
+    echo "$total"
+}
 summarize() { # label output-file
     summary+=("$1: $(awk '/total/ { print $2 }' "$2") ops/s, p99 get $(awk '$1 == "get" { print $5 }' "$2") µs, p99 put $(awk '$1 == "put" { print $5 }' "$2") µs")
 }
 
 summary=()
-for limit in default 4MiB none; do
+for limit in ${KV_HANDOFF_LIMITS:-default 4MiB none}; do
     rm -rf "$work"/node*
     http=("$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)")
     peer=("$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)")
@@ -113,6 +149,7 @@ for limit in default 4MiB none; do
     plan=$(curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/stage" -d '{"change":"join","node":"node3"}' \
         | python3 -c "import json, sys; print(json.load(sys.stdin)['id'])")
     cpu_before=$(node_cpu_ticks)
+    faults_before=$(node_faults)
     curl -sf -X POST "http://127.0.0.1:${http[0]}/v1/_cluster/commit" -d "{\"plan\":\"$plan\"}" > /dev/null
     start=$(date +%s.%N)
     if [ "$load" = 1 ]; then
@@ -126,6 +163,8 @@ for limit in default 4MiB none; do
     done
     took=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
     cpu_ticks=$(($(node_cpu_ticks) - cpu_before))
+    faults=$(($(node_faults) - faults_before))
+    receiver_ticks=$(awk '{ print $14 + $15 }' "/proc/${pids[3]}/stat")
     if [ "$load" = 1 ]; then
         wait "$bench_pid"
         summarize "limit $limit, during" "$work/during.out"
@@ -137,7 +176,7 @@ for limit in default 4MiB none; do
         > "$json_dir/handoff-$limit.json"
     window="latency window ${seconds}s"
     [ "$load" = 1 ] || window="no client load"
-    cpu=$(python3 -c "t = $cpu_ticks / $(getconf CLK_TCK); print(f'{t:.1f} s of CPU, {1000 * t / max($bytes / 1048576, 1):.0f} ms per MiB')")
+    cpu=$(python3 -c "t = $cpu_ticks / $(getconf CLK_TCK); r = $receiver_ticks / $(getconf CLK_TCK); print(f'{t:.1f} s of CPU ({r:.1f} s the new node), {1000 * t / max($bytes / 1048576, 1):.0f} ms per MiB, $faults page faults')")
     line="limit $limit: $rows rows, $((bytes / 1048576)) MiB handed off in ${took}s: $rate MiB/s, $cpu ($window)"
     echo "  $line"
     summary+=("$line")

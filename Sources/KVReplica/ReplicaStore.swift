@@ -91,8 +91,13 @@ package final class ReplicaStore: Sendable {
     package func object(at dataKey: [UInt8]) throws(KVError) -> StoredObject {
         let stored: [UInt8]?
         do { stored = try engine.get(dataKey, in: .data) } catch { throw error.asKVError }
-        guard let stored else { return StoredObject() }
-        let object = try StoredObjectCodec.decode(stored)
+        return try object(decoding: stored, at: dataKey)
+    }
+
+    /// The stored object `encoded` (empty when `nil`) under `dataKey`.
+    fileprivate func object(decoding encoded: [UInt8]?, at dataKey: [UInt8]) throws(KVError) -> StoredObject {
+        guard let encoded else { return StoredObject() }
+        let object = try StoredObjectCodec.decode(encoded)
         if ChunkChecks.isChunkRow(dataKey), !ChunkChecks.isSound(object) {
             // A damaged chunk counts as absent, so the next read repairs it (ChunkChecks).
             damagedChunksFound.withLockedValue { $0 += 1 }
@@ -131,7 +136,7 @@ package final class ReplicaStore: Sendable {
     /// batch write fails every command: any answer may rest on a row it did not store
     /// (a retry judged against a write of the same batch).
     package func apply(_ commands: [StorageCommand]) -> [StorageOutcome] {
-        var pass = WritePass(store: self)
+        var pass = WritePass(store: self, readAhead: ReadAhead(for: commands, in: engine))
         let outcomes = commands.map { command -> StorageOutcome in
             do throws(KVError) {
                 return .object(try pass.run(command))
@@ -225,13 +230,19 @@ private struct WritePass {
     var newHints: [HintRecord] = []
     /// Chunk rows this pass wrote or deleted, with the bytes written.
     var chunkRows: [(key: [UInt8], bytes: Int)] = []
+    /// Stored rows read before the pass, for passes that merge many.
+    let readAhead: ReadAhead
 
-    init(store: ReplicaStore) {
+    init(store: ReplicaStore, readAhead: ReadAhead) {
         self.store = store
+        self.readAhead = readAhead
     }
 
     func current(_ key: ReplicaKey) throws(KVError) -> StoredObject {
         if let pending = overlay[key.bytes] { return pending }
+        if let encoded = readAhead.encoded(at: key.bytes) {
+            return try store.object(decoding: encoded, at: key.bytes)
+        }
         return try store.object(at: key.bytes)
     }
 
