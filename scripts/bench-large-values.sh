@@ -8,15 +8,21 @@
 #   - a 3-node `kv dev` cluster (N=3, W=2), through its first node.
 # Each transfer's time comes from curl; each kv node's peak resident memory during the
 # transfer is sampled every 50 ms against its resident memory before it.
-# KV_BENCH_ROUNDS (default 2) sets the rounds.
+# KV_BENCH_ROUNDS (default 2) sets the rounds. KV_BINARY runs another build of `kv`
+# (say, one from an earlier revision) instead of this tree's, which is then not built.
 set -euo pipefail
+if [ -n "${KV_BINARY:-}" ]; then KV_BINARY="$(realpath "$KV_BINARY")"; fi
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
 ensure_system_packages "${build_packages[@]}" nginx curl python3
 
-swift build -c release --product kv
-bin="$(swift build -c release --show-bin-path)"
+if [ -n "${KV_BINARY:-}" ]; then
+    kv="$KV_BINARY"
+else
+    swift build -c release --product kv
+    kv="$(swift build -c release --show-bin-path)/kv"
+fi
 mib="${KV_BENCH_VALUE_MIB:-1024}"
 rounds="${KV_BENCH_ROUNDS:-2}"
 source scripts/lib/bench-processes.sh
@@ -51,12 +57,12 @@ pids+=($!)
 
 # One node, and a 3-node cluster.
 single_port=$(free_port)
-"$bin/kv" server --data "$work/single" --port "$single_port" --peer-port "$(free_port)" --log-level warning \
+"$kv" server --data "$work/single" --port "$single_port" --peer-port "$(free_port)" --log-level warning \
     > "$work/single.out" 2>&1 &
 single_pid=$!
 pids+=("$single_pid")
 cluster_base=$(free_base)
-"$bin/kv" dev --data "$work/cluster" --port "$cluster_base" > "$work/cluster.out" 2>&1 &
+"$kv" dev --data "$work/cluster" --port "$cluster_base" > "$work/cluster.out" 2>&1 &
 dev_pid=$!
 pids+=("$dev_pid")
 for _ in $(seq 1 600); do grep -q "kv dev cluster" "$work/cluster.out" && break; sleep 0.1; done
