@@ -7,19 +7,26 @@
 #      10,000 keys, put-only, 50/50 and get-only, with p50/p99/p99.9 latencies.
 # KV_BENCH_SECONDS (default 20) and KV_BENCH_CLIENTS (default 100) tune the runs;
 # KV_BENCH_JSON=DIR keeps every row's totals and latency distribution there as JSON.
+# KV_BINARY runs another build of `kv` (say, one from an earlier revision) instead of
+# this tree's, which is then not built.
 set -euo pipefail
+if [ -n "${KV_BINARY:-}" ]; then KV_BINARY="$(realpath "$KV_BINARY")"; fi
 cd "$(dirname "$0")/.."
 
 source scripts/lib/system-packages.sh
 ensure_system_packages "${build_packages[@]}" wrk curl python3 etcd-server
 
-swift build -c release --product kv
-bin="$(swift build -c release --show-bin-path)"
+if [ -n "${KV_BINARY:-}" ]; then
+    kv="$KV_BINARY"
+else
+    swift build -c release --product kv
+    kv="$(swift build -c release --show-bin-path)/kv"
+fi
 seconds="${KV_BENCH_SECONDS:-20}"
 clients="${KV_BENCH_CLIENTS:-100}"
 source scripts/lib/bench-processes.sh
 base=$(free_base)
-"$bin/kv" dev --data "$work/kv" --port "$base" > "$work/kv-dev.out" 2>&1 & pids+=($!)
+"$kv" dev --data "$work/kv" --port "$base" > "$work/kv-dev.out" 2>&1 & pids+=($!)
 for _ in $(seq 1 300); do grep -q "kv dev cluster" "$work/kv-dev.out" && break; sleep 0.1; done
 grep -q "kv dev cluster" "$work/kv-dev.out" || { cat "$work/kv-dev.out"; exit 1; }
 kv_urls="http://127.0.0.1:$base,http://127.0.0.1:$((base + 1)),http://127.0.0.1:$((base + 2))"
@@ -89,7 +96,7 @@ KV_WRK_REPORT="$json_dir/wrk-etcd.json" \
 
 for ratio in 0 0.5 1; do
     echo "==> kv bench, get ratio $ratio"
-    "$bin/kv" bench --url "$kv_urls" --clients "$clients" --duration "$seconds" --value-size 256 \
+    "$kv" bench --url "$kv_urls" --clients "$clients" --duration "$seconds" --value-size 256 \
         --keys 10000 --get-ratio "$ratio" --no-progress --output "$json_dir/kv-bench-$ratio.json" 2>&1 \
         | grep -v "^preloaded"
 done

@@ -19,7 +19,7 @@ import Foundation
 /// sent, and half the node's CPU). A heap now keeps up to 16 MiB at its top between
 /// the periodic trims, and there are at most as many heaps as cores (glibc's default
 /// is eight per core), so what they keep is bounded: with both, the same GET took
-/// 35,000 faults, half the CPU, and ran 1.8 times as fast, with a lower peak resident
+/// 35,000 faults, half the CPU, and ran about twice as fast, with no higher peak resident
 /// set (docs/benchmarks.md). Either alone was not enough: the threshold without the
 /// cap grew nodes past the large-value bound of 64 MiB.
 enum MemoryTuning {
