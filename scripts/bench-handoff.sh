@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # What a rebalance costs, all in one run on this machine, on 127.0.0.1: a 3-node cluster
-# (RocksDB, N=3, R=W=2, release build) holds KV_HANDOFF_KEYS keys (default 200,000) of
+# (RocksDB unless KV_HANDOFF_ENGINE says otherwise, N=3, R=W=2, release build) holds KV_HANDOFF_KEYS keys (default 200,000) of
 # 1 KiB values; `kv bench` (50 % gets, 50 % puts, KV_BENCH_CLIENTS clients, default 50)
 # measures client latency before the change, then a fourth node joins and the same
 # load runs again while its partitions stream to it. The handoff's throughput is the
-# bytes the new node received over the time until no data moved. It runs three times on
-# fresh clusters: with the default per-node limit (64 MiB/s), throttled to 4 MiB/s (what
-# an operator does to spare the clients), and with no limit.
+# bytes the new node received over the time until no data moved. It runs on fresh
+# clusters once per limit: by default three times, with the default per-node limit
+# (64 MiB/s), throttled to 4 MiB/s (what an operator does to spare the clients), and
+# with no limit.
 # KV_BENCH_SECONDS (default 15) is the length of each latency window. With
 # KV_BENCH_JSON=DIR each window's report (with its second-by-second timeline) is kept
 # there as handoff-<limit>-before.json and -during.json, and the handoff's figures as
@@ -18,11 +19,13 @@
 # the store's, 256); fewer, larger partitions take several batches each.
 # Each handoff line also gives the CPU time the four nodes used from the commit until
 # no data moved (and of it the new node's, since its start), that per MiB moved, and
-# the minor page faults the four nodes took meanwhile.
-# KV_HANDOFF_LIMITS picks the runs (default "default 4MiB none"). KV_HANDOFF_ENGINE runs
-# every node on another engine (sqlite, postgres, mariadb or redis; default rocksdb): the
-# script then starts the database server, and each node keeps its rows in a table of
-# its own there.
+# the minor page faults the four nodes took meanwhile (a database server's own CPU is
+# not counted).
+# KV_HANDOFF_LIMITS picks the runs, from default, 4MiB and none (default: all three, in
+# that order; a limit may repeat). KV_HANDOFF_ENGINE runs every node on another engine
+# (sqlite, postgres, mariadb or redis; default rocksdb): the script then starts the
+# database servers (scripts/lib/database-servers.sh starts all three), and each node of
+# each run keeps its rows in a table of its own there.
 # KV_BINARY runs another build of `kv` (say, one from an earlier revision) instead of
 # this tree's, which is then not built; a relative path is taken from where the script
 # was started.
@@ -57,7 +60,17 @@ postgres | mariadb | redis)
     exit 2
     ;;
 esac
-# The storage flags of node $1 in run $2.
+limits="${KV_HANDOFF_LIMITS:-default 4MiB none}"
+for limit in $limits; do
+    case "$limit" in
+    default | 4MiB | none) ;;
+    *)
+        echo "KV_HANDOFF_LIMITS holds default, 4MiB or none, not $limit" >&2
+        exit 2
+        ;;
+    esac
+done
+# Sets `storage` to the storage flags of node $1 in run $2.
 storage_flags() {
     local url=""
     case "$engine" in
@@ -65,7 +78,8 @@ storage_flags() {
     mariadb) url=$KV_TEST_MARIADB_URL ;;
     redis) url=$KV_TEST_REDIS_URL ;;
     esac
-    echo "--engine $engine${url:+ --storage-url $url?table=handoff_$2_node$1}"
+    storage=(--engine "$engine")
+    if [ -n "$url" ]; then storage+=(--storage-url "$url?table=handoff_run$2_node$1"); fi
 }
 json_dir="${KV_BENCH_JSON:-$work/json}"
 mkdir -p "$json_dir"
@@ -76,8 +90,8 @@ if [ -n "${KV_HANDOFF_PARTITIONS:-}" ]; then partition_flags=(--partitions "$KV_
 start_node() { # index [extra flags…]
     local i=$1
     shift
-    # shellcheck disable=SC2046 # the storage flags are words without spaces
-    "$kv" server $(storage_flags "$i" "$limit") "${partition_flags[@]}" --host 127.0.0.1 --port "${http[$i]}" --peer-port "${peer[$i]}" \
+    storage_flags "$i" "$run"
+    "$kv" server "${storage[@]}" "${partition_flags[@]}" --host 127.0.0.1 --port "${http[$i]}" --peer-port "${peer[$i]}" \
         --data "$work/node$i" --node-name "node$i" --log-level warning "$@" > "$work/node$i.out" 2>&1 &
     pids+=($!)
 }
@@ -107,7 +121,9 @@ summarize() { # label output-file
 }
 
 summary=()
-for limit in ${KV_HANDOFF_LIMITS:-default 4MiB none}; do
+run=0
+for limit in $limits; do
+    run=$((run + 1))
     rm -rf "$work"/node*
     http=("$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)")
     peer=("$(free_port)" "$(free_port)" "$(free_port)" "$(free_port)")

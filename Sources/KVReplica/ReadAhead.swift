@@ -9,11 +9,16 @@ import KVStorage
 /// span finds them, and the absence of the others, in one pass.
 ///
 /// It is only a cache of what point reads would return. The rows it names are the
-/// pass's own, which no other writer touches while the pass runs (see
-/// ``ReplicaStore``'s concurrency notes), so reading them a moment early changes no
-/// answer. Its reach is bounded in rows and bytes, so a span that holds far more than
-/// the pass names (scattered repairs in a large partition) costs little more than the
-/// point reads it replaces; keys past its reach are read one by one as before.
+/// pass's own: the node runs a pass holding every row lock (see ``ReplicaStore``'s
+/// concurrency notes), so no other write to them lands meanwhile, and reading them a
+/// moment before the pass's point reads would changes no answer. (A partition dropped
+/// from the node is deleted outside the drain; a point read races with that the same
+/// way.) Its reach is bounded in rows and bytes, so a span that holds far more than the
+/// pass names (scattered repairs in a large partition, batches of several partitions)
+/// costs little more than the point reads it replaces; keys past its reach are read
+/// one by one as before. Only engines whose cursors can stop at any entry
+/// (``StorageEngine/cursorsStopAnywhere``: RocksDB, memory) read ahead; the database
+/// engines' cursors fetch pages of rows or copy the range first, whatever the bound.
 package struct ReadAhead {
     /// Passes naming fewer merged rows than this read row by row.
     package static let minimumRows = 32
@@ -27,9 +32,10 @@ package struct ReadAhead {
 
     /// The encoded rows found, by key.
     private var found: [[UInt8]: [UInt8]] = [:]
-    /// Every key from the smallest named one through this one was seen: a key in that
-    /// span not in ``found`` is absent.
+    /// The smallest key named: where the cursor started.
     private var lowerBound: [UInt8] = []
+    /// Every key from ``lowerBound`` through this one was seen (`nil`: none was read
+    /// ahead): a key in that span not in ``found`` is absent.
     private var coveredThrough: [UInt8]?
 
     /// Nothing read ahead: every row is read on its own.
@@ -52,7 +58,7 @@ package struct ReadAhead {
             if smallest.map({ key.lexicographicallyPrecedes($0) }) ?? true { smallest = key }
             if largest.map({ $0.lexicographicallyPrecedes(key) }) ?? true { largest = key }
         }
-        guard named >= Self.minimumRows, let smallest, let largest else { return }
+        guard named >= Self.minimumRows, engine.cursorsStopAnywhere, let smallest, let largest else { return }
         let rowLimit = named * Self.rowsPerNamedRow + Self.extraRows
         var rows: [[UInt8]: [UInt8]] = [:]
         var last: [UInt8]?

@@ -149,6 +149,11 @@ public protocol StorageEngine: StorageReader, Sendable {
     /// ``CachedRead/notCached`` at once.
     func getIfCached(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> CachedRead
 
+    /// Whether a cursor costs no more than the entries it returns, so a caller may read
+    /// a span ahead of the point reads it would make and stop at any entry. Engines
+    /// whose cursors fetch pages or copy the range up front answer `false`.
+    var cursorsStopAnywhere: Bool { get }
+
     /// Flushes everything to stable storage and releases the engine. Further calls throw
     /// ``StorageError/closed``; calling it again does nothing.
     func close() throws(StorageError)
@@ -213,6 +218,9 @@ extension StorageEngine {
     public func getIfCached(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> CachedRead {
         .notCached
     }
+
+    /// Engines say so when their cursors stop anywhere; by default they may not.
+    public var cursorsStopAnywhere: Bool { false }
 
     /// Applies `batch` with ``Durability/synced``.
     public func write(_ batch: WriteBatch) throws(StorageError) {

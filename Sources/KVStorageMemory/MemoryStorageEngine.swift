@@ -101,6 +101,9 @@ public final class MemoryStorageEngine: StorageEngine {
         return volume.read(keyspace).get(key)
     }
 
+    /// Its cursors step through the engine entry by entry.
+    public var cursorsStopAnywhere: Bool { true }
+
     /// Everything is in memory: always answers.
     public func getIfCached(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> CachedRead {
         .found(try get(key, in: keyspace))

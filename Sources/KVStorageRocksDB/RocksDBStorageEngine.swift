@@ -94,6 +94,9 @@ public final class RocksDBStorageEngine: StorageEngine, @unchecked Sendable {
         }
     }
 
+    /// Its cursors are RocksDB iterators, which read one block at a time.
+    public var cursorsStopAnywhere: Bool { true }
+
     /// A point read that never touches a table file on disk: memtables and the block
     /// cache only (`kBlockCacheTier`).
     public func getIfCached(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> CachedRead {

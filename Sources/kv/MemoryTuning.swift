@@ -15,30 +15,37 @@ import Foundation
 ///
 /// Fixing the mmap threshold also fixes glibc's trim threshold, at 128 KiB: every
 /// buffer freed at the top of a heap was handed back at once, and the next one faulted
-/// its pages in again (a GET of 512 MiB took 1.4 million page faults, 2.3 per page
-/// sent, and half the node's CPU). A heap now keeps up to 16 MiB at its top between
-/// the periodic trims, and there are at most as many heaps as cores (glibc's default
-/// is eight per core), so what they keep is bounded: with both, the same GET took
-/// 35,000 faults, half the CPU, and ran about twice as fast, with no higher peak resident
-/// set (docs/benchmarks.md). Either alone was not enough: the threshold without the
-/// cap grew nodes past the large-value bound of 64 MiB.
+/// its pages in again (five GETs of a 512 MiB value took 1.4 million page faults, two
+/// per page sent, and twice the CPU they take now). So the heaps keep up to 32 MiB in
+/// all at their tops between the periodic trims: there are at most as many heaps as
+/// cores (glibc's default is eight per core) and each keeps its share, at least 4 MiB
+/// (so past eight cores the total grows by 4 MiB a core). On two cores,
+/// 16 MiB each, those GETs took 35,000 faults and half the CPU and ran about twice as
+/// fast, with no higher peak resident set (docs/benchmarks.md). The threshold without
+/// the cap on heaps grew nodes past the large-value bound of 64 MiB.
 enum MemoryTuning {
     /// Allocations from this size on are mapped on their own.
     static let mmapThreshold: Int32 = 4 << 20
-    /// Free memory a heap keeps at its top until the next periodic trim.
-    static let trimThreshold: Int32 = 16 << 20
+    /// Free memory all heaps together keep at their tops until the next periodic trim.
+    static let keptAtTops = 32 << 20
     /// How often free heap memory is returned.
     static let trimInterval = Duration.milliseconds(250)
 
     /// The most heaps (arenas) the allocator makes: one per core, at least two.
-    static var arenaLimit: Int32 {
-        Int32(clamping: max(2, ProcessInfo.processInfo.activeProcessorCount))
+    static var arenaLimit: Int {
+        max(2, ProcessInfo.processInfo.activeProcessorCount)
+    }
+
+    /// Free memory one heap keeps at its top: its share of ``keptAtTops``, at least
+    /// 4 MiB (one large buffer).
+    static var trimThreshold: Int {
+        max(4 << 20, keptAtTops / arenaLimit)
     }
 
     static func apply() {
-        _ = mallopt(M_ARENA_MAX, arenaLimit)
+        _ = mallopt(M_ARENA_MAX, Int32(clamping: arenaLimit))
         _ = mallopt(M_MMAP_THRESHOLD, mmapThreshold)
-        _ = mallopt(M_TRIM_THRESHOLD, trimThreshold)
+        _ = mallopt(M_TRIM_THRESHOLD, Int32(clamping: trimThreshold))
         Task.detached(priority: .background) {
             while !Task.isCancelled {
                 try? await Task.sleep(for: trimInterval)

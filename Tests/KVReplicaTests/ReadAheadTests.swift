@@ -156,5 +156,52 @@ struct ReadAheadTests {
         let coordinated = ReadAhead(
             for: (0..<64).map { .coordinate(Self.key($0), ReplicaStoreTests.put("x")) }, in: engine)
         #expect(coordinated.encoded(at: Self.key(0).bytes) == nil)
+        // An engine whose cursors fetch pages or copy their range is never read ahead.
+        let paged = ReadAhead(for: merges(100..<150), in: PagedEngine(engine))
+        #expect(paged.encoded(at: Self.key(100).bytes) == nil)
     }
+
+    @Test("it stops once it holds its bytes, and vouches only for the rows it read")
+    func byteBound() throws {
+        let engine = MemoryStorageEngine()
+        var batch = WriteBatch()
+        // 40 held rows of 300 KiB: 8 MiB is reached with the 28th.
+        let rowBytes = 300 << 10
+        for index in 0..<40 {
+            batch.put(Self.key(index).bytes, Array(repeating: UInt8(index), count: rowBytes))
+        }
+        try engine.write(batch)
+        let readAhead = ReadAhead(
+            for: (0..<40).map { .reconcile(Self.key($0), StoredObject()) }, in: engine)
+        let held = (ReadAhead.maximumBytes + rowBytes - 1) / rowBytes
+        for index in 0..<held {
+            #expect(try #require(readAhead.encoded(at: Self.key(index).bytes))?.count == rowBytes)
+        }
+        #expect(readAhead.encoded(at: Self.key(held).bytes) == nil)
+    }
+}
+
+/// The memory engine, saying its cursors cannot stop anywhere (as the database engines'
+/// cannot).
+private final class PagedEngine: StorageEngine {
+    let base: MemoryStorageEngine
+    init(_ base: MemoryStorageEngine) { self.base = base }
+    func get(_ key: [UInt8], in keyspace: Keyspace) throws(StorageError) -> [UInt8]? {
+        try base.get(key, in: keyspace)
+    }
+    func cursor(over range: EncodedKeyRange, in keyspace: Keyspace, direction: ScanDirection)
+        throws(StorageError) -> any StorageCursor
+    {
+        try base.cursor(over: range, in: keyspace, direction: direction)
+    }
+    func write(_ batch: WriteBatch, durability: Durability) throws(StorageError) {
+        try base.write(batch, durability: durability)
+    }
+    func snapshot() throws(StorageError) -> any StorageSnapshot { try base.snapshot() }
+    func estimateSize(of range: EncodedKeyRange, in keyspace: Keyspace) throws(StorageError)
+        -> StorageSizeEstimate
+    {
+        try base.estimateSize(of: range, in: keyspace)
+    }
+    func close() throws(StorageError) { try base.close() }
 }
