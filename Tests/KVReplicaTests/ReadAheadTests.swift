@@ -20,18 +20,12 @@ struct ReadAheadTests {
         ReplicaStoreTests.key(name(index))
     }
 
+    /// The replica store of the suite's table for actor `node`.
     static func store(actor node: UInt64, engine: MemoryStorageEngine = MemoryStorageEngine()) throws
         -> ReplicaStore
     {
-        let antiEntropy = AntiEntropyIndex(isEnabled: true, clock: { 0 }, wallClock: { 0 })
-        antiEntropy.markIndexComplete(true)
-        try antiEntropy.rebuild(ReplicaStoreTests.partition, engine: engine)
-        return ReplicaStore(
-            engine: engine, actor: ActorID(node: NodeID(rawValue: node), incarnation: 1),
-            catalog: Locked([ReplicaStoreTests.table.name: ReplicaStoreTests.table]),
-            sealer: Locked(ContextSealer(secret: Array(repeating: 3, count: 16))), antiEntropy: antiEntropy,
-            hints: try HintStore(engine: engine),
-            limits: RowLimits(maximumRowBytes: 1 << 20, maximumSiblings: 8))
+        try ReplicaStoreTests.store(
+            actor: ActorID(node: NodeID(rawValue: node), incarnation: 1), engine: engine)
     }
 
     /// A row as a replica with actor `node` wrote it: one value, or two in a row.
@@ -121,7 +115,7 @@ struct ReadAheadTests {
         let engine = MemoryStorageEngine()
         let store = try Self.store(actor: 1, engine: engine)
         // Every even key is held.
-        let held = stride(from: 0, to: Self.keyCount, by: 2).map { $0 }
+        let held = Array(stride(from: 0, to: Self.keyCount, by: 2))
         for start in stride(from: 0, to: held.count, by: 20) {
             _ = store.apply(
                 try held[start..<min(start + 20, held.count)].map {

@@ -24,6 +24,7 @@ struct ReplicaStoreTests {
     }
 
     static func store(
+        actor: ActorID = actor,
         limits: RowLimits = RowLimits(maximumRowBytes: 1 << 20, maximumSiblings: 8),
         faults: ReplicaStore.Faults = ReplicaStore.Faults(),
         engine: MemoryStorageEngine = MemoryStorageEngine()
